@@ -1,0 +1,15 @@
+//! DICOM vocabulary shared by the gateway, the PACS adapter and the conformance tool: UID, AE
+//! title and site-id newtypes, cleaned once where they enter the system. No IO.
+
+#![forbid(unsafe_code)]
+
+mod ae_title;
+mod site_id;
+mod uid;
+
+pub use ae_title::{AeTitle, AeTitleError};
+pub use site_id::{SiteId, SiteIdError};
+pub use uid::{
+    SeriesInstanceUid, SopClassUid, SopInstanceUid, StudyInstanceUid, TransferSyntaxUid, Uid,
+    UidError,
+};

@@ -1,0 +1,142 @@
+//! Parallel retrieval: a study or series fetched as concurrent instance-level C-GET or C-MOVE
+//! sub-requests over several associations of the site's budget, merged into one stream in the
+//! order instances arrive.
+//!
+//! One association moves one instance per DIMSE round trip; a PACS serves several
+//! associations at once, so splitting the work is where retrieval time is won.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use dicom_core::{DataElement, VR};
+use dicom_dictionary_std::tags;
+use futures::StreamExt;
+
+use dicomweb_model::{SeriesInstanceUid, SopInstanceUid};
+
+use crate::c_move::c_move;
+use crate::error::DimseError;
+use crate::find::{find, FindRequest};
+use crate::get::{get, RetrieveRequest};
+use crate::instance::RetrievedInstance;
+use crate::pool::AssociationPool;
+use crate::query::{QueryLevel, RetrieveTarget};
+use crate::store_scp::StoreScp;
+use crate::stream::DimseStream;
+
+/// How instances are retrieved from a site.
+#[derive(Debug, Clone)]
+pub enum RetrieveMethod {
+    Get,
+    Move(StoreScp),
+}
+
+/// One instance of a retrieval plan, as an IMAGE-level C-FIND reported it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedInstance {
+    pub series: SeriesInstanceUid,
+    pub sop_instance: SopInstanceUid,
+    pub sop_class: String,
+}
+
+/// Lists the instances a target covers, by an IMAGE-level C-FIND.
+pub async fn list_instances(
+    pool: &AssociationPool,
+    target: &RetrieveTarget,
+    deadline: Option<Instant>,
+) -> Result<Vec<PlannedInstance>, DimseError> {
+    let mut identifier = target.identifier();
+    identifier.put(DataElement::new(tags::QUERY_RETRIEVE_LEVEL, VR::CS, "IMAGE"));
+    if target.series.is_none() {
+        identifier.put(DataElement::new(tags::SERIES_INSTANCE_UID, VR::UI, ""));
+    }
+    if target.instances.is_empty() {
+        identifier.put(DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, ""));
+    }
+    identifier.put(DataElement::new(tags::SOP_CLASS_UID, VR::UI, ""));
+    let mut matches = find(pool, FindRequest { level: QueryLevel::Image, identifier, deadline }).await?;
+    let mut planned = Vec::new();
+    while let Some(found) = matches.next().await {
+        let found = found?;
+        let text = |tag| {
+            found
+                .element(tag)
+                .ok()
+                .and_then(|e| e.to_str().ok())
+                .map(|s| s.trim_end_matches(['\0', ' ']).to_owned())
+        };
+        let series = text(tags::SERIES_INSTANCE_UID).and_then(|s| SeriesInstanceUid::new(&s).ok());
+        let instance = text(tags::SOP_INSTANCE_UID).and_then(|s| SopInstanceUid::new(&s).ok());
+        if let (Some(series), Some(sop_instance)) = (series, instance) {
+            let sop_class = text(tags::SOP_CLASS_UID).unwrap_or_default();
+            planned.push(PlannedInstance { series, sop_instance, sop_class });
+        }
+    }
+    Ok(planned)
+}
+
+/// Splits instances into at most `parts` instance-level targets, never mixing series (Study
+/// Root IMAGE-level keys name one series), sizes as even as the series allow.
+pub fn split(study: &dicomweb_model::StudyInstanceUid, instances: &[PlannedInstance], parts: usize) -> Vec<RetrieveTarget> {
+    let parts = parts.max(1);
+    let mut by_series: BTreeMap<&SeriesInstanceUid, Vec<SopInstanceUid>> = BTreeMap::new();
+    for instance in instances {
+        by_series.entry(&instance.series).or_default().push(instance.sop_instance.clone());
+    }
+    let chunk = instances.len().div_ceil(parts).max(1);
+    let mut targets = Vec::new();
+    for (series, uids) in by_series {
+        for piece in uids.chunks(chunk) {
+            targets.push(RetrieveTarget::instances(study.clone(), Some(series.clone()), piece.to_vec()));
+        }
+    }
+    targets
+}
+
+/// Retrieves `target` as up to `parallelism` concurrent instance-level sub-requests. The
+/// merged stream ends with an `Err` if any sub-request did not complete.
+pub async fn retrieve_parallel(
+    pool: &AssociationPool,
+    method: &RetrieveMethod,
+    target: RetrieveTarget,
+    parallelism: usize,
+    deadline: Option<Instant>,
+) -> Result<DimseStream<RetrievedInstance>, DimseError> {
+    let planned = list_instances(pool, &target, deadline).await?;
+    let mut sop_classes: Vec<String> = planned.iter().map(|p| p.sop_class.clone()).filter(|c| !c.is_empty()).collect();
+    sop_classes.sort_unstable();
+    sop_classes.dedup();
+    let targets = split(&target.study, &planned, parallelism);
+    let (tx, merged) = DimseStream::channel();
+    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(parallelism.max(1)));
+    for target in targets {
+        let request = RetrieveRequest { target, sop_classes: sop_classes.clone(), deadline };
+        let (pool, method, tx, limit) = (pool.clone(), method.clone(), tx.clone(), limit.clone());
+        // Each sub-request forwards its own instances, so one waiting for a free association
+        // never holds up the instances of another.
+        tokio::spawn(async move {
+            let Ok(_permit) = limit.acquire_owned().await else { return };
+            if tx.is_closed() {
+                return;
+            }
+            let started = match method {
+                RetrieveMethod::Get => get(&pool, request).await,
+                RetrieveMethod::Move(scp) => c_move(&pool, &scp, request).await,
+            };
+            match started {
+                Ok(mut instances) => {
+                    while let Some(item) = instances.next().await {
+                        let is_err = item.is_err();
+                        if tx.send(item).await.is_err() || is_err {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                }
+            }
+        });
+    }
+    Ok(merged)
+}

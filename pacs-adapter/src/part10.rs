@@ -1,0 +1,149 @@
+//! Part-10 framing (PS3.10 §7.1): a 128-byte preamble, "DICM" and the file meta group around a
+//! data set. Instances arrive from DIMSE as bare data sets and leave this crate as Part-10
+//! bytes; instances to store arrive as Part-10 and go out as bare data sets. The data set bytes
+//! are never re-encoded, so an instance passes through exactly as the PACS holds it.
+
+use crate::error::DimseError;
+
+/// Implementation Class UID (0002,0012) of this software.
+pub const IMPLEMENTATION_CLASS_UID: &str = "2.25.141211633346490181896820934279979477649";
+/// Implementation Version Name (0002,0013).
+pub const IMPLEMENTATION_VERSION_NAME: &str = "FEDGW_0_1";
+
+/// The identifying fields of a Part-10 file and where its data set starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Part10Header {
+    pub sop_class_uid: String,
+    pub sop_instance_uid: String,
+    pub transfer_syntax_uid: String,
+    pub data_set_offset: usize,
+}
+
+/// Wraps a data set received in `transfer_syntax_uid` into Part-10 bytes.
+pub fn wrap(
+    sop_class_uid: &str,
+    sop_instance_uid: &str,
+    transfer_syntax_uid: &str,
+    source_ae_title: &str,
+    data_set: &[u8],
+) -> Vec<u8> {
+    let mut meta = Vec::with_capacity(256);
+    put(&mut meta, 0x0001, b"OB", &[0x00, 0x01]);
+    put_text(&mut meta, 0x0002, b"UI", sop_class_uid, 0);
+    put_text(&mut meta, 0x0003, b"UI", sop_instance_uid, 0);
+    put_text(&mut meta, 0x0010, b"UI", transfer_syntax_uid, 0);
+    put_text(&mut meta, 0x0012, b"UI", IMPLEMENTATION_CLASS_UID, 0);
+    put_text(&mut meta, 0x0013, b"SH", IMPLEMENTATION_VERSION_NAME, b' ');
+    if !source_ae_title.is_empty() {
+        put_text(&mut meta, 0x0016, b"AE", source_ae_title, b' ');
+    }
+    let mut out = Vec::with_capacity(132 + 12 + meta.len() + data_set.len());
+    out.extend_from_slice(&[0u8; 128]);
+    out.extend_from_slice(b"DICM");
+    put(&mut out, 0x0000, b"UL", &(meta.len() as u32).to_le_bytes());
+    out.extend_from_slice(&meta);
+    out.extend_from_slice(data_set);
+    out
+}
+
+/// Reads the file meta group of Part-10 bytes (explicit VR little endian by definition).
+pub fn parse_header(bytes: &[u8]) -> Result<Part10Header, DimseError> {
+    let invalid = |why: &str| DimseError::InvalidInstance(why.to_owned());
+    if bytes.len() < 132 || &bytes[128..132] != b"DICM" {
+        return Err(invalid("not a Part-10 file: no DICM prefix after the preamble"));
+    }
+    let mut pos = 132;
+    let (mut sop_class, mut sop_instance, mut transfer_syntax) = (None, None, None);
+    loop {
+        let header = bytes.get(pos..pos + 8).ok_or_else(|| invalid("file meta group is truncated"))?;
+        let group = u16::from_le_bytes([header[0], header[1]]);
+        if group != 0x0002 {
+            break;
+        }
+        let element = u16::from_le_bytes([header[2], header[3]]);
+        let vr = &header[4..6];
+        let (len, value_start) = if matches!(vr, b"OB" | b"OW" | b"OF" | b"SQ" | b"UT" | b"UN") {
+            let long = bytes.get(pos + 8..pos + 12).ok_or_else(|| invalid("file meta group is truncated"))?;
+            (u32::from_le_bytes([long[0], long[1], long[2], long[3]]) as usize, pos + 12)
+        } else {
+            (u16::from_le_bytes([header[6], header[7]]) as usize, pos + 8)
+        };
+        let value = bytes
+            .get(value_start..value_start.saturating_add(len))
+            .ok_or_else(|| invalid("file meta element runs past the end"))?;
+        let text = || String::from_utf8_lossy(value).trim_end_matches(['\0', ' ']).to_owned();
+        match element {
+            0x0002 => sop_class = Some(text()),
+            0x0003 => sop_instance = Some(text()),
+            0x0010 => transfer_syntax = Some(text()),
+            _ => {}
+        }
+        pos = value_start + len;
+    }
+    Ok(Part10Header {
+        sop_class_uid: sop_class.ok_or_else(|| invalid("no MediaStorageSOPClassUID"))?,
+        sop_instance_uid: sop_instance.ok_or_else(|| invalid("no MediaStorageSOPInstanceUID"))?,
+        transfer_syntax_uid: transfer_syntax.ok_or_else(|| invalid("no TransferSyntaxUID"))?,
+        data_set_offset: pos,
+    })
+}
+
+fn put(out: &mut Vec<u8>, element: u16, vr: &[u8; 2], value: &[u8]) {
+    out.extend_from_slice(&0x0002u16.to_le_bytes());
+    out.extend_from_slice(&element.to_le_bytes());
+    out.extend_from_slice(vr);
+    if vr == b"OB" {
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
+    } else {
+        out.extend_from_slice(&(value.len() as u16).to_le_bytes());
+    }
+    out.extend_from_slice(value);
+}
+
+fn put_text(out: &mut Vec<u8>, element: u16, vr: &[u8; 2], value: &str, pad: u8) {
+    let mut bytes = value.as_bytes().to_vec();
+    if bytes.len() % 2 == 1 {
+        bytes.push(pad);
+    }
+    put(out, element, vr, &bytes);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wrap_then_parse_round_trips_and_dicom_object_reads_it() {
+        let data_set: Vec<u8> = {
+            // (0008,0016) SOPClassUID and (0008,0018) SOPInstanceUID, explicit VR LE.
+            let mut d = Vec::new();
+            for (element, value) in [(0x0016u16, "1.2.840.10008.5.1.4.1.1.7\0"), (0x0018, "1.2.3.4\0")] {
+                d.extend_from_slice(&0x0008u16.to_le_bytes());
+                d.extend_from_slice(&element.to_le_bytes());
+                d.extend_from_slice(b"UI");
+                d.extend_from_slice(&(value.len() as u16).to_le_bytes());
+                d.extend_from_slice(value.as_bytes());
+            }
+            d
+        };
+        let bytes = wrap("1.2.840.10008.5.1.4.1.1.7", "1.2.3.4", "1.2.840.10008.1.2.1", "SITE", &data_set);
+        let header = parse_header(&bytes).expect("parses");
+        assert_eq!(header.sop_class_uid, "1.2.840.10008.5.1.4.1.1.7");
+        assert_eq!(header.sop_instance_uid, "1.2.3.4");
+        assert_eq!(header.transfer_syntax_uid, "1.2.840.10008.1.2.1");
+        assert_eq!(&bytes[header.data_set_offset..], &data_set[..]);
+        let obj = dicom_object::from_reader(&bytes[128..]).expect("dicom-object reads it");
+        assert_eq!(obj.meta().media_storage_sop_instance_uid(), "1.2.3.4");
+    }
+
+    #[test]
+    fn rejects_non_part10_and_truncated_meta() {
+        assert!(parse_header(b"short").is_err());
+        assert!(parse_header(&[0u8; 200]).is_err());
+        let good = wrap("1.2", "1.3", "1.2.840.10008.1.2", "", &[]);
+        for cut in [133, 140, 150, good.len() - 3] {
+            assert!(parse_header(&good[..cut]).is_err(), "cut at {cut}");
+        }
+    }
+}
