@@ -3,17 +3,12 @@
 
 use std::time::Instant;
 
-use dicom_core::{DataElement, VR};
-use dicom_dictionary_std::tags;
-use futures::StreamExt;
-
 use crate::dimse::{Command, CommandField, Message, Status};
 use crate::error::{DimseError, Operation};
-use crate::find::{find, FindRequest};
 use crate::instance::{RetrievedInstance, SubOperations};
 use crate::operation::{cancel, next_message_id, start, status_of, unexpected, Deadlines, Started};
 use crate::pool::AssociationPool;
-use crate::query::{encode_identifier, QueryLevel, RetrieveTarget};
+use crate::query::{encode_identifier, RetrieveTarget};
 use crate::stream::DimseStream;
 use crate::syntax::{ContextPlan, STUDY_ROOT_GET};
 
@@ -136,27 +131,24 @@ async fn drive(
     }
 }
 
-/// The SOP classes of the instances a retrieval targets, by an IMAGE-level C-FIND.
+/// The SOP classes of the instances a retrieval targets, from C-FIND. Empty when the PACS does
+/// not return SOPClassUID (dcmqrscp does not) or refuses the query: the retrieval then
+/// proposes the common storage classes.
 pub async fn sop_classes_of(
     pool: &AssociationPool,
     target: &RetrieveTarget,
     deadline: Option<Instant>,
 ) -> Result<Vec<String>, DimseError> {
-    let mut identifier = target.identifier();
-    identifier.put(DataElement::new(tags::SOP_CLASS_UID, VR::UI, ""));
-    if target.instances.is_empty() {
-        identifier.put(DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, ""));
-    }
-    let mut matches = find(pool, FindRequest { level: QueryLevel::Image, identifier, deadline }).await?;
-    let mut classes = Vec::new();
-    while let Some(found) = matches.next().await {
-        let found = found?;
-        if let Some(class) = found.element(tags::SOP_CLASS_UID).ok().and_then(|e| e.to_str().ok()) {
-            let class = class.trim_end_matches(['\0', ' ']).to_owned();
-            if !class.is_empty() && !classes.contains(&class) {
-                classes.push(class);
-            }
+    let planned = match crate::parallel::list_instances(pool, target, deadline).await {
+        Ok(planned) => planned,
+        Err(DimseError::Failed { status, .. }) => {
+            tracing::debug!(site = %pool.site().id, %status, "SOP class lookup refused; proposing common classes");
+            return Ok(Vec::new());
         }
-    }
+        Err(e) => return Err(e),
+    };
+    let mut classes: Vec<String> = planned.into_iter().map(|p| p.sop_class).filter(|c| !c.is_empty()).collect();
+    classes.sort_unstable();
+    classes.dedup();
     Ok(classes)
 }

@@ -39,40 +39,53 @@ pub struct PlannedInstance {
     pub sop_class: String,
 }
 
-/// Lists the instances a target covers, by an IMAGE-level C-FIND.
+/// Lists the instances a target covers. Study Root C-FIND is hierarchical (PS3.4 §C.4.1.3.1.1):
+/// an IMAGE-level query must name its series, so for a whole study the series are found first
+/// with a SERIES-level query, then each is listed.
 pub async fn list_instances(
     pool: &AssociationPool,
     target: &RetrieveTarget,
     deadline: Option<Instant>,
 ) -> Result<Vec<PlannedInstance>, DimseError> {
-    let mut identifier = target.identifier();
-    identifier.put(DataElement::new(tags::QUERY_RETRIEVE_LEVEL, VR::CS, "IMAGE"));
-    if target.series.is_none() {
-        identifier.put(DataElement::new(tags::SERIES_INSTANCE_UID, VR::UI, ""));
-    }
-    if target.instances.is_empty() {
-        identifier.put(DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, ""));
-    }
-    identifier.put(DataElement::new(tags::SOP_CLASS_UID, VR::UI, ""));
-    let mut matches = find(pool, FindRequest { level: QueryLevel::Image, identifier, deadline }).await?;
-    let mut planned = Vec::new();
-    while let Some(found) = matches.next().await {
-        let found = found?;
-        let text = |tag| {
+    let series_list = match &target.series {
+        Some(series) => vec![series.clone()],
+        None => {
+            let mut identifier = target.identifier();
+            identifier.put(DataElement::new(tags::SERIES_INSTANCE_UID, VR::UI, ""));
+            let found = find(pool, FindRequest { level: QueryLevel::Series, identifier, deadline }).await?.try_collect_all().await?;
             found
-                .element(tag)
-                .ok()
-                .and_then(|e| e.to_str().ok())
-                .map(|s| s.trim_end_matches(['\0', ' ']).to_owned())
-        };
-        let series = text(tags::SERIES_INSTANCE_UID).and_then(|s| SeriesInstanceUid::new(&s).ok());
-        let instance = text(tags::SOP_INSTANCE_UID).and_then(|s| SopInstanceUid::new(&s).ok());
-        if let (Some(series), Some(sop_instance)) = (series, instance) {
-            let sop_class = text(tags::SOP_CLASS_UID).unwrap_or_default();
-            planned.push(PlannedInstance { series, sop_instance, sop_class });
+                .iter()
+                .filter_map(|f| text_of(f, tags::SERIES_INSTANCE_UID))
+                .filter_map(|s| SeriesInstanceUid::new(&s).ok())
+                .collect()
+        }
+    };
+    let mut planned = Vec::new();
+    for series in series_list {
+        let mut identifier = RetrieveTarget::instances(target.study.clone(), Some(series.clone()), target.instances.clone()).identifier();
+        identifier.put(DataElement::new(tags::QUERY_RETRIEVE_LEVEL, VR::CS, "IMAGE"));
+        if target.instances.is_empty() {
+            identifier.put(DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, ""));
+        }
+        identifier.put(DataElement::new(tags::SOP_CLASS_UID, VR::UI, ""));
+        let mut matches = find(pool, FindRequest { level: QueryLevel::Image, identifier, deadline }).await?;
+        while let Some(found) = matches.next().await {
+            let found = found?;
+            if let Some(sop_instance) = text_of(&found, tags::SOP_INSTANCE_UID).and_then(|s| SopInstanceUid::new(&s).ok()) {
+                let sop_class = text_of(&found, tags::SOP_CLASS_UID).unwrap_or_default();
+                planned.push(PlannedInstance { series: series.clone(), sop_instance, sop_class });
+            }
         }
     }
     Ok(planned)
+}
+
+fn text_of(obj: &dicom_object::InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
+    obj.element(tag)
+        .ok()
+        .and_then(|e| e.to_str().ok())
+        .map(|s| s.trim_end_matches(['\0', ' ']).to_owned())
+        .filter(|s| !s.is_empty())
 }
 
 /// Splits instances into at most `parts` instance-level targets, never mixing series (Study

@@ -100,6 +100,8 @@ impl StoreScp {
         let listener = TcpListener::bind(address).await?;
         let local = listener.local_addr()?;
         let scp = StoreScp::new(options);
+        // The listener is bound: moves may start now, before the task first runs.
+        scp.inner.running.store(true, std::sync::atomic::Ordering::Relaxed);
         let serving = scp.clone();
         let handle = tokio::spawn(async move { serving.run(listener, std::future::pending()).await });
         Ok((scp, local, handle))
