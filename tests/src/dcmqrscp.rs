@@ -20,11 +20,15 @@ pub struct DcmqrscpSite {
 }
 
 impl DcmqrscpSite {
-    pub fn start(dir: &Path, id: &str, ae_title: &str, destinations: &[MoveDestination]) -> anyhow::Result<DcmqrscpSite> {
+    /// Starts the site on `port`, or on a free port.
+    pub fn start(dir: &Path, id: &str, ae_title: &str, destinations: &[MoveDestination], port: Option<u16>) -> anyhow::Result<DcmqrscpSite> {
         let dcmqrscp = dcmtk_tool("dcmqrscp")?;
         let storage = dir.join("storage");
         std::fs::create_dir_all(&storage)?;
-        let port = free_port()?;
+        let port = match port {
+            Some(port) => port,
+            None => free_port()?,
+        };
         let hosts: String = destinations
             .iter()
             .map(|d| format!("{} = ({}, 127.0.0.1, {})\n", d.ae_title.to_lowercase(), d.ae_title, d.port))

@@ -76,6 +76,9 @@ pub struct TestbedOptions {
     pub extra_destinations: Vec<MoveDestination>,
     /// How many generated destinations (`FEDGW1`..) to register, each on its own free port.
     pub generated_destinations: usize,
+    /// Fixed ports: site n gets DICOM port `dicom + n - 1` and HTTP port `http + n - 1`, and
+    /// dcmqrscp the DICOM port after the last Orthanc site. Free ports when `None`.
+    pub base_ports: Option<(u16, u16)>,
 }
 
 /// Running sites; stopped when dropped.
@@ -104,7 +107,8 @@ impl Testbed {
         for n in 1..=options.orthanc_sites {
             let id = format!("site-{n}");
             progress(&format!("starting Orthanc {id}"));
-            let site = OrthancSite::start(&dir.join(&id), &id, &format!("ORTHANC{n}"), &destinations, None)?;
+            let ports = options.base_ports.map(|(dicom, http)| (dicom + n as u16 - 1, http + n as u16 - 1));
+            let site = OrthancSite::start_on(&dir.join(&id), &id, &format!("ORTHANC{n}"), &destinations, None, ports)?;
             progress(&format!("loading {} synthetic instances into {id}", ct.files.len() + 1));
             for file in ct.files.iter().chain(&multiframe.files) {
                 site.upload(file)?.ok_or_else(|| anyhow::anyhow!("{id} refused synthetic file {}", file.display()))?;
@@ -124,7 +128,8 @@ impl Testbed {
         }
         if options.dcmqrscp {
             progress("starting dcmqrscp");
-            let site = DcmqrscpSite::start(&dir.join("dcmqrscp"), "dcmqrscp", "DCMQR", &destinations)?;
+            let port = options.base_ports.map(|(dicom, _)| dicom + options.orthanc_sites as u16);
+            let site = DcmqrscpSite::start(&dir.join("dcmqrscp"), "dcmqrscp", "DCMQR", &destinations, port)?;
             progress("loading synthetic instances into dcmqrscp");
             let files: Vec<PathBuf> = ct.files.iter().chain(&multiframe.files).cloned().collect();
             site.load(&files)?;

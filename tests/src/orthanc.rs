@@ -42,6 +42,7 @@ fn dicomweb_plugin() -> anyhow::Result<PathBuf> {
 }
 
 impl OrthancSite {
+    /// Starts a site on free ports; see [`OrthancSite::start_on`].
     pub fn start(
         dir: &Path,
         id: &str,
@@ -49,9 +50,25 @@ impl OrthancSite {
         destinations: &[MoveDestination],
         tls: Option<&OrthancTls>,
     ) -> anyhow::Result<OrthancSite> {
+        OrthancSite::start_on(dir, id, ae_title, destinations, tls, None)
+    }
+
+    /// Starts a site; `ports` = (DICOM, HTTP) when they must be fixed (the demo's), else free
+    /// ones are taken.
+    pub fn start_on(
+        dir: &Path,
+        id: &str,
+        ae_title: &str,
+        destinations: &[MoveDestination],
+        tls: Option<&OrthancTls>,
+        ports: Option<(u16, u16)>,
+    ) -> anyhow::Result<OrthancSite> {
         let orthanc = which("Orthanc").context("Orthanc is missing: install the Debian packages orthanc and orthanc-dicomweb")?;
         std::fs::create_dir_all(dir.join("storage"))?;
-        let (dicom_port, http_port) = (free_port()?, free_port()?);
+        let (dicom_port, http_port) = match ports {
+            Some(ports) => ports,
+            None => (free_port()?, free_port()?),
+        };
         let modalities: serde_json::Map<String, serde_json::Value> = destinations
             .iter()
             .map(|d| (d.ae_title.to_lowercase(), serde_json::json!([d.ae_title, "127.0.0.1", d.port])))

@@ -41,6 +41,10 @@ enum Cmd {
         /// Generated C-MOVE destinations FEDGW1.. on free ports, for tests.
         #[arg(long, default_value_t = 8)]
         generated_destinations: usize,
+        /// Fixed ports: site n listens for DICOM on DICOM_BASE + n - 1 and HTTP on
+        /// HTTP_BASE + n - 1 (dcmqrscp after the last Orthanc site), as DICOM_BASE:HTTP_BASE.
+        #[arg(long, value_name = "DICOM_BASE:HTTP_BASE")]
+        base_ports: Option<String>,
         /// Where to write the JSON description (written once everything is ready).
         #[arg(long, default_value = ".testbed/testbed.json")]
         info: PathBuf,
@@ -70,7 +74,14 @@ async fn main() -> anyhow::Result<()> {
             println!("CT study {} ({} files, {} bytes)", ct.study_uid, ct.files.len(), ct.bytes);
             println!("multi-frame study {} ({} bytes)", mf.study_uid, mf.bytes);
         }
-        Cmd::Up { dir, sites, dcmqrscp, ct_slices, frames, no_pydicom, destinations, generated_destinations, info } => {
+        Cmd::Up { dir, sites, dcmqrscp, ct_slices, frames, no_pydicom, destinations, generated_destinations, base_ports, info } => {
+            let base_ports = match base_ports {
+                None => None,
+                Some(text) => {
+                    let (dicom, http) = text.split_once(':').ok_or_else(|| anyhow::anyhow!("--base-ports {text:?} is not DICOM:HTTP"))?;
+                    Some((dicom.parse()?, http.parse()?))
+                }
+            };
             let options = TestbedOptions {
                 dir,
                 orthanc_sites: sites,
@@ -80,6 +91,7 @@ async fn main() -> anyhow::Result<()> {
                 pydicom: !no_pydicom,
                 extra_destinations: destinations.iter().map(|d| parse_destination(d)).collect::<Result<_, _>>()?,
                 generated_destinations,
+                base_ports,
             };
             let _ = std::fs::remove_file(&info);
             let testbed = tokio::task::spawn_blocking(move || {

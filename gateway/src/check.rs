@@ -1,0 +1,68 @@
+//! `dicomweb-gateway check`: C-ECHO every configured site and print what an administrator
+//! needs to see (site, AE, address, reachable, latency, retrieve method).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use pacs_adapter::{echo, AssociationPool, SiteEndpoint, SiteTls};
+
+use crate::config::{Config, SiteConfig};
+
+/// The adapter's view of a configured site.
+pub fn endpoint(config: &Config, site: &SiteConfig) -> Result<SiteEndpoint, String> {
+    let mut endpoint = SiteEndpoint::new(site.id.clone(), config.dimse_ae_title.clone(), site.ae_title.clone(), site.address.clone());
+    endpoint.max_associations = site.max_associations;
+    endpoint.response_timeout = site.timeout;
+    endpoint.connect_timeout = site.timeout.min(Duration::from_secs(10));
+    if let Some(tls) = &site.tls {
+        let cert_and_key = tls.cert_and_key.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
+        let client = pacs_adapter::tls::client_config(&tls.ca, cert_and_key).map_err(|e| e.to_string())?;
+        let host = site.address.rsplit_once(':').map_or(site.address.as_str(), |(host, _)| host);
+        endpoint.tls = Some(SiteTls { config: client, server_name: host.trim_matches(['[', ']']).to_owned() });
+    }
+    Ok(endpoint)
+}
+
+pub async fn run(config: &Config) -> ExitCode {
+    let checks = config.sites.iter().map(|site| async move {
+        let result = match endpoint(config, site) {
+            Ok(endpoint) => {
+                let pool = AssociationPool::new(endpoint);
+                let result = echo(&pool).await.map_err(|e| e.to_string());
+                pool.close_idle().await;
+                result
+            }
+            Err(e) => Err(format!("TLS configuration: {e}")),
+        };
+        (site, result)
+    });
+    let results = futures::future::join_all(checks).await;
+    let rows: Vec<[String; 6]> = results
+        .iter()
+        .map(|(site, result)| {
+            let (reachable, latency) = match result {
+                Ok(rtt) => ("yes".to_owned(), format!("{:.1} ms", rtt.as_secs_f64() * 1000.0)),
+                Err(e) => (format!("no: {e}"), "-".to_owned()),
+            };
+            [site.id.to_string(), site.ae_title.to_string(), site.address.clone(), reachable, latency, site.retrieve.to_string()]
+        })
+        .collect();
+    let header = ["SITE", "AE", "ADDRESS", "REACHABLE", "LATENCY", "RETRIEVE"].map(String::from);
+    let mut widths = header.clone().map(|h| h.len());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    for row in std::iter::once(&header).chain(&rows) {
+        let line: Vec<String> = row.iter().zip(widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
+        println!("{}", line.join("  ").trim_end());
+    }
+    let failed = results.iter().filter(|(_, r)| r.is_err()).count();
+    if failed > 0 {
+        eprintln!("{failed} of {} sites failed the C-ECHO", results.len());
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}

@@ -1,0 +1,617 @@
+//! The configuration file (TOML): one serde tree that refuses unknown keys, validated once at
+//! start-up into typed values, with every problem reported at once.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use dicomweb_model::{AeTitle, SiteId};
+
+mod raw {
+    //! The file as written. Optional keys are `Option` so validation can name what is missing.
+    use std::path::PathBuf;
+
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Config {
+        pub server: Server,
+        pub dimse: Dimse,
+        #[serde(default)]
+        pub sites: Vec<Site>,
+        pub deid: Option<Deid>,
+        pub auth: Option<Auth>,
+        #[serde(default)]
+        pub projects: Vec<Project>,
+        pub cache: Option<Cache>,
+        pub audit: Option<Audit>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Server {
+        pub listen: String,
+        pub base_path: Option<String>,
+        pub public_url: Option<String>,
+        pub tls: Option<ServerTls>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct ServerTls {
+        pub cert: PathBuf,
+        pub key: PathBuf,
+        pub client_ca: Option<PathBuf>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Dimse {
+        pub ae_title: String,
+        pub listen: String,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Site {
+        pub id: String,
+        pub ae_title: String,
+        pub address: String,
+        pub retrieve: String,
+        pub max_associations: Option<usize>,
+        pub timeout: Option<String>,
+        pub store: Option<bool>,
+        pub tls: Option<SiteTls>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct SiteTls {
+        pub ca: PathBuf,
+        pub cert: Option<PathBuf>,
+        pub key: Option<PathBuf>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Deid {
+        pub profile: String,
+        #[serde(default)]
+        pub options: Vec<String>,
+        pub key_file: PathBuf,
+        pub state_dir: Option<PathBuf>,
+        pub store: Option<String>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Auth {
+        pub mode: String,
+        pub issuer: Option<String>,
+        pub audience: Option<String>,
+        pub jwks_file: Option<PathBuf>,
+        pub jwks_url: Option<String>,
+        pub projects_claim: Option<String>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Project {
+        pub id: String,
+        pub sites: Vec<String>,
+        pub permissions: Vec<String>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Cache {
+        pub memory: Option<String>,
+        pub disk_dir: Option<PathBuf>,
+        pub disk: Option<String>,
+        pub ttl: Option<String>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Audit {
+        pub path: PathBuf,
+    }
+}
+
+/// How a site's instances are retrieved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetrieveMode {
+    CGet,
+    CMove,
+}
+
+impl fmt::Display for RetrieveMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RetrieveMode::CGet => "c-get",
+            RetrieveMode::CMove => "c-move",
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct SiteTlsFiles {
+    pub ca: PathBuf,
+    pub cert_and_key: Option<(PathBuf, PathBuf)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SiteConfig {
+    pub id: SiteId,
+    pub ae_title: AeTitle,
+    pub address: String,
+    pub retrieve: RetrieveMode,
+    pub max_associations: usize,
+    pub timeout: Duration,
+    pub store: bool,
+    pub tls: Option<SiteTlsFiles>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Permission {
+    Search,
+    Retrieve,
+    Store,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProjectConfig {
+    pub id: String,
+    pub sites: Vec<SiteId>,
+    pub permissions: Vec<Permission>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthMode {
+    None,
+    Jwt { issuer: String, audience: String, jwks: JwksSource, projects_claim: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    File(PathBuf),
+    Url(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct DeidConfig {
+    pub options: Vec<String>,
+    pub key_file: PathBuf,
+    pub state_dir: PathBuf,
+    pub store: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    pub memory_bytes: u64,
+    pub disk_dir: Option<PathBuf>,
+    pub disk_bytes: u64,
+    pub ttl: Duration,
+}
+
+/// HTTPS: the certificate chain and key, and a CA bundle when client certificates are required.
+#[derive(Debug, Clone)]
+pub struct ServerTlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub tls: Option<ServerTlsFiles>,
+    pub base_path: String,
+    pub public_url: String,
+    pub dimse_ae_title: AeTitle,
+    pub dimse_listen: SocketAddr,
+    pub sites: Vec<SiteConfig>,
+    pub deid: Option<DeidConfig>,
+    pub auth: AuthMode,
+    pub projects: Vec<ProjectConfig>,
+    pub cache: CacheConfig,
+    pub audit_path: Option<PathBuf>,
+}
+
+/// Everything wrong with a configuration file.
+#[derive(Debug)]
+pub struct ConfigError {
+    pub path: PathBuf,
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "configuration {} is not valid:", self.path.display())?;
+        for problem in &self.problems {
+            writeln!(f, "  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// PS3.15 Annex E options, in the kebab-case names the configuration uses.
+pub const DEID_OPTIONS: &[&str] = &[
+    "retain-safe-private",
+    "retain-uids",
+    "retain-device-identity",
+    "retain-institution-identity",
+    "retain-patient-characteristics",
+    "retain-longitudinal-full-dates",
+    "retain-longitudinal-modified-dates",
+    "clean-descriptors",
+    "clean-structured-content",
+    "clean-graphics",
+    "clean-pixel-data",
+    "clean-recognizable-visual-features",
+];
+
+impl Config {
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let fail = |problem: String| ConfigError { path: path.to_owned(), problems: vec![problem] };
+        let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read the file: {e}")))?;
+        Config::parse(&text).map_err(|problems| ConfigError { path: path.to_owned(), problems })
+    }
+
+    pub fn parse(text: &str) -> Result<Config, Vec<String>> {
+        let raw: raw::Config = toml::from_str(text).map_err(|e| vec![e.to_string()])?;
+        let mut problems = Vec::new();
+        let mut check = |result: Result<(), String>| {
+            if let Err(problem) = result {
+                problems.push(problem);
+            }
+        };
+
+        let listen = raw.server.listen.parse::<SocketAddr>();
+        check(listen.as_ref().map(|_| ()).map_err(|e| format!("server.listen {:?}: {e}", raw.server.listen)));
+        let base_path = raw.server.base_path.unwrap_or_else(|| "/dicom-web".to_owned());
+        check(if base_path.starts_with('/') && !base_path.ends_with('/') {
+            Ok(())
+        } else {
+            Err(format!("server.base_path {base_path:?} must start with '/' and not end with one"))
+        });
+        let tls = raw.server.tls.as_ref().map(|t| ServerTlsFiles { cert: t.cert.clone(), key: t.key.clone(), client_ca: t.client_ca.clone() });
+        let public_url = raw.server.public_url.unwrap_or_else(|| {
+            let scheme = if raw.server.tls.is_some() { "https" } else { "http" };
+            format!("{scheme}://{}{base_path}", raw.server.listen)
+        });
+        check(if public_url.starts_with("http://") || public_url.starts_with("https://") {
+            Ok(())
+        } else {
+            Err(format!("server.public_url {public_url:?} must be an http(s) URL"))
+        });
+
+        let dimse_ae_title = AeTitle::new(&raw.dimse.ae_title);
+        check(dimse_ae_title.as_ref().map(|_| ()).map_err(|e| format!("dimse.ae_title: {e}")));
+        let dimse_listen = raw.dimse.listen.parse::<SocketAddr>();
+        check(dimse_listen.as_ref().map(|_| ()).map_err(|e| format!("dimse.listen {:?}: {e}", raw.dimse.listen)));
+
+        let mut sites = Vec::new();
+        for (i, site) in raw.sites.into_iter().enumerate() {
+            match validate_site(site) {
+                Ok(site) => {
+                    if sites.iter().any(|s: &SiteConfig| s.id == site.id) {
+                        problems.push(format!("sites[{i}]: id {} is used twice", site.id));
+                    }
+                    sites.push(site);
+                }
+                Err(mut site_problems) => {
+                    problems.extend(site_problems.drain(..).map(|p| format!("sites[{i}]: {p}")));
+                }
+            }
+        }
+        if sites.is_empty() && problems.is_empty() {
+            problems.push("no [[sites]]: the gateway needs at least one PACS".to_owned());
+        }
+
+        let auth = match raw.auth {
+            None => AuthMode::None,
+            Some(auth) => match auth.mode.as_str() {
+                "none" => AuthMode::None,
+                "jwt" => {
+                    let jwks = match (auth.jwks_file, auth.jwks_url) {
+                        (Some(file), None) => Some(JwksSource::File(file)),
+                        (None, Some(url)) => Some(JwksSource::Url(url)),
+                        _ => {
+                            problems.push("auth: exactly one of jwks_file and jwks_url is required with mode = \"jwt\"".into());
+                            None
+                        }
+                    };
+                    match (auth.issuer, auth.audience, jwks) {
+                        (Some(issuer), Some(audience), Some(jwks)) => AuthMode::Jwt {
+                            issuer,
+                            audience,
+                            jwks,
+                            projects_claim: auth.projects_claim.unwrap_or_else(|| "projects".to_owned()),
+                        },
+                        (issuer, audience, _) => {
+                            if issuer.is_none() {
+                                problems.push("auth.issuer is required with mode = \"jwt\"".into());
+                            }
+                            if audience.is_none() {
+                                problems.push("auth.audience is required with mode = \"jwt\"".into());
+                            }
+                            AuthMode::None
+                        }
+                    }
+                }
+                other => {
+                    problems.push(format!("auth.mode {other:?}: expected \"jwt\" or \"none\""));
+                    AuthMode::None
+                }
+            },
+        };
+        if auth == AuthMode::None {
+            if let Ok(listen) = &listen {
+                if !listen.ip().is_loopback() {
+                    problems.push(format!(
+                        "auth.mode = \"none\" is refused on {listen}: without authentication the gateway listens on a loopback address only"
+                    ));
+                }
+            }
+        }
+
+        let mut projects = Vec::new();
+        for project in raw.projects {
+            let mut permissions = Vec::new();
+            for permission in &project.permissions {
+                match permission.as_str() {
+                    "search" => permissions.push(Permission::Search),
+                    "retrieve" => permissions.push(Permission::Retrieve),
+                    "store" => permissions.push(Permission::Store),
+                    other => problems.push(format!("projects {}: unknown permission {other:?}", project.id)),
+                }
+            }
+            let mut project_sites = Vec::new();
+            for site in &project.sites {
+                match sites.iter().find(|s| s.id.as_str() == site) {
+                    Some(found) => project_sites.push(found.id.clone()),
+                    None => problems.push(format!("projects {}: no site {site:?} is configured", project.id)),
+                }
+            }
+            projects.push(ProjectConfig { id: project.id, sites: project_sites, permissions });
+        }
+
+        let deid = raw.deid.map(|deid| {
+            if deid.profile != "basic" {
+                problems.push(format!("deid.profile {:?}: only \"basic\" (PS3.15 Annex E) exists", deid.profile));
+            }
+            for option in &deid.options {
+                if !DEID_OPTIONS.contains(&option.as_str()) {
+                    problems.push(format!("deid.options: unknown option {option:?}; known: {}", DEID_OPTIONS.join(", ")));
+                }
+            }
+            DeidConfig {
+                options: deid.options,
+                key_file: deid.key_file,
+                state_dir: deid.state_dir.unwrap_or_else(|| PathBuf::from("state")),
+                store: deid.store,
+            }
+        });
+
+        let cache = {
+            let raw = raw.cache;
+            let memory = raw.as_ref().and_then(|c| c.memory.clone()).unwrap_or_else(|| "512MiB".into());
+            let disk = raw.as_ref().and_then(|c| c.disk.clone()).unwrap_or_else(|| "0B".into());
+            let ttl = raw.as_ref().and_then(|c| c.ttl.clone()).unwrap_or_else(|| "10m".into());
+            let memory_bytes = parse_size(&memory).unwrap_or_else(|e| {
+                problems.push(format!("cache.memory: {e}"));
+                0
+            });
+            let disk_bytes = parse_size(&disk).unwrap_or_else(|e| {
+                problems.push(format!("cache.disk: {e}"));
+                0
+            });
+            let ttl = humantime::parse_duration(&ttl).unwrap_or_else(|e| {
+                problems.push(format!("cache.ttl {ttl:?}: {e}"));
+                Duration::ZERO
+            });
+            CacheConfig { memory_bytes, disk_dir: raw.and_then(|c| c.disk_dir), disk_bytes, ttl }
+        };
+
+        match (listen, dimse_ae_title, dimse_listen) {
+            (Ok(listen), Ok(dimse_ae_title), Ok(dimse_listen)) if problems.is_empty() => Ok(Config {
+                listen,
+                tls,
+                base_path,
+                public_url,
+                dimse_ae_title,
+                dimse_listen,
+                sites,
+                deid,
+                auth,
+                projects,
+                cache,
+                audit_path: raw.audit.map(|a| a.path),
+            }),
+            _ => Err(problems),
+        }
+    }
+}
+
+fn validate_site(site: raw::Site) -> Result<SiteConfig, Vec<String>> {
+    let mut problems = Vec::new();
+    let id = SiteId::new(&site.id).map_err(|e| problems.push(format!("id {:?}: {e}", site.id))).ok();
+    let ae_title = AeTitle::new(&site.ae_title).map_err(|e| problems.push(format!("ae_title {:?}: {e}", site.ae_title))).ok();
+    if site.address.rsplit_once(':').and_then(|(_, port)| port.parse::<u16>().ok()).is_none() {
+        problems.push(format!("address {:?} must be host:port", site.address));
+    }
+    let retrieve = match site.retrieve.as_str() {
+        "c-get" => Some(RetrieveMode::CGet),
+        "c-move" => Some(RetrieveMode::CMove),
+        other => {
+            problems.push(format!("retrieve {other:?}: expected \"c-get\" or \"c-move\""));
+            None
+        }
+    };
+    let max_associations = site.max_associations.unwrap_or(4);
+    if max_associations == 0 {
+        problems.push("max_associations must be at least 1".into());
+    }
+    let timeout_text = site.timeout.unwrap_or_else(|| "30s".into());
+    let timeout = humantime::parse_duration(&timeout_text)
+        .map_err(|e| problems.push(format!("timeout {timeout_text:?}: {e}")))
+        .ok();
+    let tls = match site.tls {
+        None => None,
+        Some(tls) => match (tls.cert, tls.key) {
+            (Some(cert), Some(key)) => Some(SiteTlsFiles { ca: tls.ca, cert_and_key: Some((cert, key)) }),
+            (None, None) => Some(SiteTlsFiles { ca: tls.ca, cert_and_key: None }),
+            _ => {
+                problems.push("tls: cert and key go together".into());
+                None
+            }
+        },
+    };
+    match (id, ae_title, retrieve, timeout) {
+        (Some(id), Some(ae_title), Some(retrieve), Some(timeout)) if problems.is_empty() => Ok(SiteConfig {
+            id,
+            ae_title,
+            address: site.address,
+            retrieve,
+            max_associations,
+            timeout,
+            store: site.store.unwrap_or(false),
+            tls,
+        }),
+        _ => Err(problems),
+    }
+}
+
+/// Parses sizes like `512MiB`, `10GiB`, `100MB`, `4096` (bytes).
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| format!("{text:?} is not a size like 512MiB"))?;
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        other => return Err(format!("{text:?}: unknown unit {other:?} (B, KB, MB, GB, KiB, MiB, GiB, TiB)")),
+    };
+    number.checked_mul(factor).ok_or_else(|| format!("{text:?} is too large"))
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+base_path = "/dicom-web"
+public_url = "http://127.0.0.1:8080/dicom-web"
+
+[dimse]
+ae_title = "FEDGW"
+listen = "127.0.0.1:11200"
+
+[[sites]]
+id = "site-1"
+ae_title = "SITE1"
+address = "127.0.0.1:11111"
+retrieve = "c-get"
+max_associations = 4
+timeout = "30s"
+store = false
+
+[[sites]]
+id = "site-2"
+ae_title = "SITE2"
+address = "127.0.0.1:11112"
+retrieve = "c-move"
+
+[deid]
+profile = "basic"
+options = ["retain-longitudinal-modified-dates"]
+key_file = "state/deid.key"
+state_dir = "state"
+
+[auth]
+mode = "jwt"
+issuer = "https://login.example.org"
+audience = "dicomweb-gateway"
+jwks_file = "jwks.json"
+projects_claim = "projects"
+
+[[projects]]
+id = "lung-ai"
+sites = ["site-1", "site-2"]
+permissions = ["search", "retrieve"]
+
+[cache]
+memory = "512MiB"
+disk_dir = "cache"
+disk = "10GiB"
+ttl = "10m"
+
+[audit]
+path = "audit.jsonl"
+"#;
+
+    #[test]
+    fn the_design_example_is_valid() {
+        let config = Config::parse(EXAMPLE).expect("valid");
+        assert_eq!(config.sites.len(), 2);
+        assert_eq!(config.sites[1].retrieve, RetrieveMode::CMove);
+        assert_eq!(config.sites[1].max_associations, 4);
+        assert_eq!(config.sites[0].timeout, Duration::from_secs(30));
+        assert_eq!(config.cache.memory_bytes, 512 << 20);
+        assert_eq!(config.cache.disk_bytes, 10 << 30);
+        assert!(matches!(config.auth, AuthMode::Jwt { .. }));
+        assert_eq!(config.projects[0].sites.len(), 2);
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let text = EXAMPLE.replace("store = false", "store = false\nstor = true");
+        let problems = Config::parse(&text).expect_err("unknown key");
+        assert!(problems[0].contains("stor"), "{problems:?}");
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let text = EXAMPLE
+            .replace("ae_title = \"SITE1\"", "ae_title = \"THIS-AE-TITLE-IS-TOO-LONG\"")
+            .replace("retrieve = \"c-move\"", "retrieve = \"c-fetch\"")
+            .replace("sites = [\"site-1\", \"site-2\"]", "sites = [\"site-9\"]")
+            .replace("memory = \"512MiB\"", "memory = \"lots\"");
+        let problems = Config::parse(&text).expect_err("invalid");
+        assert_eq!(problems.len(), 4, "{problems:#?}");
+    }
+
+    #[test]
+    fn no_auth_only_on_loopback() {
+        let text = EXAMPLE
+            .replace("mode = \"jwt\"", "mode = \"none\"")
+            .replace("listen = \"127.0.0.1:8080\"", "listen = \"0.0.0.0:8080\"");
+        let problems = Config::parse(&text).expect_err("refused");
+        assert!(problems.iter().any(|p| p.contains("loopback")), "{problems:?}");
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("1KiB"), Ok(1024));
+        assert_eq!(parse_size("2 GB"), Ok(2_000_000_000));
+        assert!(parse_size("12 parsecs").is_err());
+        assert!(parse_size("99999999999TiB").is_err());
+    }
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what the demo, the tests and the benchmarks need, skipping what is already there:
+# Orthanc with its DICOMweb plugin and DCMTK (Debian), pydicom (PyPI), curl.
+set -euo pipefail
+
+need_apt=()
+command -v Orthanc >/dev/null 2>&1 || [ -x /usr/sbin/Orthanc ] || need_apt+=(orthanc)
+dpkg -s orthanc-dicomweb >/dev/null 2>&1 || need_apt+=(orthanc-dicomweb)
+[ -x /usr/bin/dcmqrscp ] || need_apt+=(dcmtk)
+command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+if [ ${#need_apt[@]} -gt 0 ]; then
+    echo "installing Debian packages: ${need_apt[*]}" >&2
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    # The packages start no service here: the project starts Orthanc itself, one process per site.
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+if ! python3 -c "import pydicom" >/dev/null 2>&1; then
+    echo "installing pydicom (its test files are sample data)" >&2
+    python3 -m pip install -q pydicom
+fi

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Runs every test: unit tests, and end-to-end tests against real Orthanc and DCMTK dcmqrscp
+# sites that this script starts (the test bed) and stops.
+#
+# Where the machine allows it, the tests run in a network namespace of their own that has
+# nothing but a loopback interface, so no server of theirs is reachable from elsewhere and
+# nothing they do can leave the machine (Orthanc 1.10 cannot bind its DICOM port to loopback).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-deps.sh
+echo "building" >&2
+cargo build --workspace --all-targets --quiet
+
+run_tests() {
+    set -euo pipefail
+    local dir=".testbed/ci"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    target/debug/testbed up --dir "$dir" --sites 2 --dcmqrscp --ct-slices 200 --info "$dir/testbed.json" \
+        > "$dir/testbed.log" 2>&1 &
+    TESTBED_PID=$!
+    trap 'kill $TESTBED_PID 2>/dev/null; wait $TESTBED_PID 2>/dev/null || true' EXIT
+    for _ in $(seq 1 600); do
+        [ -f "$dir/testbed.json" ] && break
+        if ! kill -0 $TESTBED_PID 2>/dev/null; then
+            echo "the test bed failed to start:" >&2
+            cat "$dir/testbed.log" >&2
+            return 1
+        fi
+        sleep 0.5
+    done
+    [ -f "$dir/testbed.json" ] || { echo "the test bed did not come up in 300 s" >&2; cat "$dir/testbed.log" >&2; return 1; }
+    local status=0
+    TESTBED_INFO="$PWD/$dir/testbed.json" cargo test --workspace --offline --quiet 2>&1 | tee "$dir/cargo-test.log" || status=$?
+    # One closing line over every test binary (the last binary cargo runs is a doc-test one).
+    awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
+         END { printf "%d passed, %d failed\n", p, f }' "$dir/cargo-test.log"
+    return $status
+}
+
+if [ "${NO_NETNS:-}" != "1" ] && unshare -n true 2>/dev/null; then
+    export -f run_tests
+    unshare -n bash -c 'ip link set lo up && run_tests'
+else
+    echo "note: no private network namespace here; tests run on this machine's loopback" >&2
+    run_tests
+fi
