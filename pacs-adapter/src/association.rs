@@ -216,7 +216,7 @@ impl DimseAssociation {
                     .map_err(|e| DimseError::from_ul(&site.id, e))?;
                 // Small command PDUs must not wait for Nagle's algorithm: with delayed ACKs on the
                 // peer that costs up to 40 ms per DIMSE round trip.
-                let _ = association.inner_stream().set_nodelay(true);
+                let _ = association.inner_stream().set_nodelay(site.tcp_nodelay);
                 ClientLink::Plain(association)
             }
             Some(tls) => {
@@ -226,7 +226,7 @@ impl DimseAssociation {
                     .establish_tls_async(site.address.as_str())
                     .await
                     .map_err(|e| DimseError::from_ul(&site.id, e))?;
-                let _ = association.inner_stream().get_ref().0.set_nodelay(true);
+                let _ = association.inner_stream().get_ref().0.set_nodelay(site.tcp_nodelay);
                 ClientLink::Tls(Box::new(association))
             }
         };

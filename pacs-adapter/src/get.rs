@@ -3,12 +3,16 @@
 
 use std::time::Instant;
 
+use dicom_core::{DataElement, VR};
+use dicom_dictionary_std::tags;
+
 use crate::dimse::{Command, CommandField, Message, Status};
 use crate::error::{DimseError, Operation};
+use crate::find::{find, FindRequest};
 use crate::instance::{RetrievedInstance, SubOperations};
 use crate::operation::{cancel, next_message_id, start, status_of, unexpected, Deadlines, Started};
 use crate::pool::AssociationPool;
-use crate::query::{encode_identifier, RetrieveTarget};
+use crate::query::{encode_identifier, QueryLevel, RetrieveTarget};
 use crate::stream::DimseStream;
 use crate::syntax::{ContextPlan, STUDY_ROOT_GET};
 
@@ -131,23 +135,36 @@ async fn drive(
     }
 }
 
-/// The SOP classes of the instances a retrieval targets, from C-FIND. Empty when the PACS does
-/// not return SOPClassUID (dcmqrscp does not) or refuses the query: the retrieval then
-/// proposes the common storage classes.
+/// The SOP classes of the study a retrieval targets, from SOPClassesInStudy (0008,0062) at the
+/// STUDY level: one cheap query. Empty when the PACS does not return it (dcmqrscp does not) or
+/// refuses the query: the retrieval then proposes the common storage classes.
 pub async fn sop_classes_of(
     pool: &AssociationPool,
     target: &RetrieveTarget,
     deadline: Option<Instant>,
 ) -> Result<Vec<String>, DimseError> {
-    let planned = match crate::parallel::list_instances(pool, target, deadline).await {
-        Ok(planned) => planned,
+    let mut identifier = RetrieveTarget::study(target.study.clone()).identifier();
+    identifier.put(DataElement::new(tags::SOP_CLASSES_IN_STUDY, VR::UI, ""));
+    let found = match find(pool, FindRequest { level: QueryLevel::Study, identifier, deadline }).await {
+        Ok(stream) => stream.try_collect_all().await,
+        Err(e) => Err(e),
+    };
+    let found = match found {
+        Ok(found) => found,
         Err(DimseError::Failed { status, .. }) => {
             tracing::debug!(site = %pool.site().id, %status, "SOP class lookup refused; proposing common classes");
             return Ok(Vec::new());
         }
         Err(e) => return Err(e),
     };
-    let mut classes: Vec<String> = planned.into_iter().map(|p| p.sop_class).filter(|c| !c.is_empty()).collect();
+    let mut classes: Vec<String> = found
+        .iter()
+        .filter_map(|f| f.element(tags::SOP_CLASSES_IN_STUDY).ok())
+        .filter_map(|e| e.to_multi_str().ok().map(|v| v.to_vec()))
+        .flatten()
+        .map(|c| c.trim_end_matches(['\0', ' ']).to_owned())
+        .filter(|c| !c.is_empty())
+        .collect();
     classes.sort_unstable();
     classes.dedup();
     Ok(classes)

@@ -36,7 +36,6 @@ pub enum RetrieveMethod {
 pub struct PlannedInstance {
     pub series: SeriesInstanceUid,
     pub sop_instance: SopInstanceUid,
-    pub sop_class: String,
 }
 
 /// Lists the instances a target covers. Study Root C-FIND is hierarchical (PS3.4 §C.4.1.3.1.1):
@@ -62,25 +61,25 @@ pub async fn list_instances(
     };
     let mut planned = Vec::new();
     for series in series_list {
+        // SOPClassUID is not asked for here: Orthanc answers it by reading every file, which
+        // doubles the time of the query. The classes come from the study level instead.
         let mut identifier = RetrieveTarget::instances(target.study.clone(), Some(series.clone()), target.instances.clone()).identifier();
         identifier.put(DataElement::new(tags::QUERY_RETRIEVE_LEVEL, VR::CS, "IMAGE"));
         if target.instances.is_empty() {
             identifier.put(DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, ""));
         }
-        identifier.put(DataElement::new(tags::SOP_CLASS_UID, VR::UI, ""));
         let mut matches = find(pool, FindRequest { level: QueryLevel::Image, identifier, deadline }).await?;
         while let Some(found) = matches.next().await {
             let found = found?;
             if let Some(sop_instance) = text_of(&found, tags::SOP_INSTANCE_UID).and_then(|s| SopInstanceUid::new(&s).ok()) {
-                let sop_class = text_of(&found, tags::SOP_CLASS_UID).unwrap_or_default();
-                planned.push(PlannedInstance { series: series.clone(), sop_instance, sop_class });
+                planned.push(PlannedInstance { series: series.clone(), sop_instance });
             }
         }
     }
     Ok(planned)
 }
 
-fn text_of(obj: &dicom_object::InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
+pub(crate) fn text_of(obj: &dicom_object::InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
     obj.element(tag)
         .ok()
         .and_then(|e| e.to_str().ok())
@@ -115,10 +114,14 @@ pub async fn retrieve_parallel(
     parallelism: usize,
     deadline: Option<Instant>,
 ) -> Result<DimseStream<RetrievedInstance>, DimseError> {
-    let planned = list_instances(pool, &target, deadline).await?;
-    let mut sop_classes: Vec<String> = planned.iter().map(|p| p.sop_class.clone()).filter(|c| !c.is_empty()).collect();
-    sop_classes.sort_unstable();
-    sop_classes.dedup();
+    let (planned, sop_classes) = match method {
+        RetrieveMethod::Get => {
+            let (planned, classes) =
+                futures::future::join(list_instances(pool, &target, deadline), crate::get::sop_classes_of(pool, &target, deadline)).await;
+            (planned?, classes?)
+        }
+        RetrieveMethod::Move(_) => (list_instances(pool, &target, deadline).await?, Vec::new()),
+    };
     let targets = split(&target.study, &planned, parallelism);
     let (tx, merged) = DimseStream::channel();
     let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(parallelism.max(1)));

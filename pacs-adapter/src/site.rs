@@ -42,6 +42,9 @@ pub struct SiteEndpoint {
     /// Largest single instance or identifier accepted from the PACS.
     pub max_data_set_len: usize,
     pub tls: Option<SiteTls>,
+    /// TCP_NODELAY on the association's socket. On by default; off only to measure what
+    /// Nagle's algorithm costs a DIMSE exchange.
+    pub tcp_nodelay: bool,
 }
 
 impl SiteEndpoint {
@@ -59,6 +62,7 @@ impl SiteEndpoint {
             max_pdu_length: 1024 * 1024,
             max_data_set_len: 2 * 1024 * 1024 * 1024,
             tls: None,
+            tcp_nodelay: true,
         }
     }
 }

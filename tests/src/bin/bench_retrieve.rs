@@ -1,0 +1,315 @@
+//! `bench-retrieve`: how fast a whole study comes out of a real Orthanc, measured in one run
+//! for every path: pacs-adapter (C-GET and C-MOVE, one association or several in parallel),
+//! DCMTK getscu and movescu, and Orthanc's own DICOMweb (curl of WADO-RS). Reports medians,
+//! ratios and peak memory as a Markdown table.
+//!
+//! Each adapter measurement runs in a child process (`bench-retrieve adapter ...`) so its peak
+//! RSS is its own.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand};
+use futures::StreamExt;
+use pacs_adapter::{
+    c_move, get, retrieve_parallel, AssociationPool, RetrieveMethod, RetrieveRequest, RetrieveTarget, StoreScp,
+    StoreScpOptions,
+};
+use testbed::{MoveDestination, Testbed, TestbedInfo, TestbedOptions};
+
+#[derive(Parser)]
+#[command(about = "Study retrieval benchmark against a real Orthanc")]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the whole benchmark and print (and optionally write) the Markdown report.
+    Run {
+        #[arg(long, default_value_t = 200)]
+        slices: u32,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        #[arg(long, default_value = ".testbed/bench")]
+        dir: PathBuf,
+        /// Write the report here too.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// One pacs-adapter retrieval (used by `run`); prints JSON.
+    Adapter {
+        #[arg(long)]
+        info: PathBuf,
+        #[arg(long)]
+        method: String,
+        #[arg(long, default_value_t = 1)]
+        parallel: usize,
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        nodelay: bool,
+    },
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Sample {
+    seconds: f64,
+    first_instance_seconds: f64,
+    instances: usize,
+    bytes: u64,
+    peak_rss_kib: u64,
+}
+
+fn peak_rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+async fn adapter_run(info: &Path, method: &str, parallel: usize, nodelay: bool) -> anyhow::Result<Sample> {
+    let info: TestbedInfo = serde_json::from_str(&std::fs::read_to_string(info)?)?;
+    let site = info.site("site-1")?;
+    let destination = info.move_destinations.iter().find(|d| d.ae_title == "FEDGWB").context("FEDGWB destination")?;
+    let mut endpoint = testbed::endpoints::endpoint(site, &destination.ae_title)?;
+    endpoint.max_associations = parallel.max(1);
+    endpoint.tcp_nodelay = nodelay;
+    let study = dicomweb_model::StudyInstanceUid::new(&info.data.ct.study_uid)?;
+    let scp = if method == "move" {
+        let options = StoreScpOptions::new(dicomweb_model::AeTitle::new(&destination.ae_title)?);
+        Some(StoreScp::spawn(&format!("127.0.0.1:{}", destination.port), options).await?.0)
+    } else {
+        None
+    };
+    let began = Instant::now();
+    let pool = AssociationPool::new(endpoint);
+    let target = RetrieveTarget::study(study);
+    let mut stream = if parallel > 1 {
+        let method = match &scp {
+            Some(scp) => RetrieveMethod::Move(scp.clone()),
+            None => RetrieveMethod::Get,
+        };
+        retrieve_parallel(&pool, &method, target, parallel, None).await?
+    } else {
+        let request = RetrieveRequest { target, sop_classes: vec![info.data.ct.sop_class_uid.clone()], deadline: None };
+        match &scp {
+            Some(scp) => c_move(&pool, scp, request).await?,
+            None => get(&pool, request).await?,
+        }
+    };
+    let (mut instances, mut bytes) = (0, 0u64);
+    let mut first_instance_seconds = 0.0;
+    while let Some(instance) = stream.next().await {
+        let instance = instance?;
+        if instances == 0 {
+            first_instance_seconds = began.elapsed().as_secs_f64();
+        }
+        instances += 1;
+        bytes += instance.part10.len() as u64;
+    }
+    let seconds = began.elapsed().as_secs_f64();
+    if instances != info.data.ct.instance_uids.len() {
+        bail!("retrieved {instances} of {} instances", info.data.ct.instance_uids.len());
+    }
+    Ok(Sample { seconds, first_instance_seconds, instances, bytes, peak_rss_kib: peak_rss_kib() })
+}
+
+/// Runs a command under GNU time; returns wall seconds and peak RSS.
+fn timed(command: &mut Command) -> anyhow::Result<(f64, u64, String)> {
+    let mut wrapped = Command::new("/usr/bin/time");
+    wrapped.args(["-f", "BENCH-TIME %e %M"]).arg(command.get_program()).args(command.get_args());
+    let began = Instant::now();
+    let output = wrapped.output().context("running /usr/bin/time (Debian package time)")?;
+    let seconds = began.elapsed().as_secs_f64();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    if !output.status.success() {
+        bail!("{:?} failed: {}", command.get_program(), stderr.lines().rev().take(5).collect::<Vec<_>>().join(" | "));
+    }
+    let rss = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("BENCH-TIME "))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0);
+    Ok((seconds, rss, String::from_utf8_lossy(&output.stdout).into_owned()))
+}
+
+struct Row {
+    name: String,
+    seconds: Vec<f64>,
+    rss_kib: u64,
+}
+
+fn median(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn run(slices: u32, runs: usize, dir: &Path, out: Option<&Path>) -> anyhow::Result<()> {
+    let movescu_port = testbed::free_port()?;
+    let options = TestbedOptions {
+        dir: dir.to_owned(),
+        orthanc_sites: 1,
+        dcmqrscp: false,
+        ct_slices: slices,
+        multiframe_frames: 2,
+        pydicom: false,
+        extra_destinations: vec![
+            MoveDestination { ae_title: "FEDGWB".into(), port: testbed::free_port()? },
+            MoveDestination { ae_title: "MOVESCU".into(), port: movescu_port },
+        ],
+        generated_destinations: 0,
+        base_ports: None,
+    };
+    let testbed = Testbed::start(&options, &mut |step| eprintln!("bench: {step}"))?;
+    let info_path = dir.join("testbed.json");
+    std::fs::write(&info_path, serde_json::to_vec(&testbed.info)?)?;
+    let site = &testbed.orthanc[0];
+    let study = testbed.info.data.ct.study_uid.clone();
+    let study_bytes = testbed.info.data.ct.bytes;
+    let scratch = dir.join("scratch");
+    let self_exe = std::env::current_exe()?;
+    let getscu = testbed::dcmtk_tool("getscu")?;
+    let movescu = testbed::dcmtk_tool("movescu")?;
+    let port = site.dicom_port.to_string();
+    let wado = format!("{}/dicom-web/studies/{study}", site.http_url());
+    let study_key = format!("StudyInstanceUID={study}");
+
+    type Runner<'a> = Box<dyn Fn() -> anyhow::Result<(f64, u64)> + 'a>;
+    let adapter = |method: &'static str, parallel: usize, nodelay: bool| -> Runner<'_> {
+        let self_exe = self_exe.clone();
+        let info_path = info_path.clone();
+        Box::new(move || {
+            let (_, _, stdout) = timed(
+                Command::new(&self_exe)
+                    .args(["adapter", "--method", method, "--parallel", &parallel.to_string(), "--nodelay", &nodelay.to_string()])
+                    .arg("--info")
+                    .arg(&info_path),
+            )?;
+            let sample: Sample = serde_json::from_str(stdout.trim()).context("adapter output")?;
+            Ok((sample.seconds, sample.peak_rss_kib))
+        })
+    };
+    let fresh_dir = |name: &str| -> anyhow::Result<PathBuf> {
+        let d = scratch.join(name);
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d)?;
+        Ok(d)
+    };
+    let mut methods: Vec<(String, Runner<'_>)> = vec![
+        (
+            "Orthanc's own DICOMweb, WADO-RS study (curl)".into(),
+            Box::new(|| {
+                let (s, rss, _) = timed(Command::new("curl").args([
+                    "-sf",
+                    "-o",
+                    "/dev/null",
+                    "-H",
+                    "Accept: multipart/related; type=\"application/dicom\"",
+                    &wado,
+                ]))?;
+                Ok((s, rss))
+            }),
+        ),
+        ("pacs-adapter C-GET, 1 association".into(), adapter("get", 1, true)),
+        ("pacs-adapter C-GET, 1 association, TCP_NODELAY off".into(), adapter("get", 1, false)),
+        ("pacs-adapter C-GET, 4 associations (instance-level)".into(), adapter("get", 4, true)),
+        ("pacs-adapter C-GET, 8 associations (instance-level)".into(), adapter("get", 8, true)),
+        ("pacs-adapter C-MOVE, 1 association".into(), adapter("move", 1, true)),
+        ("pacs-adapter C-MOVE, 4 associations (instance-level)".into(), adapter("move", 4, true)),
+        ("pacs-adapter C-MOVE, 8 associations (instance-level)".into(), adapter("move", 8, true)),
+        (
+            "DCMTK getscu".into(),
+            Box::new(|| {
+                let out = fresh_dir("getscu")?;
+                let (s, rss, _) = timed(
+                    Command::new(&getscu)
+                        .args(["-S", "-aet", "GETSCU", "-aec", &site.ae_title, "127.0.0.1", &port])
+                        .args(["-k", "QueryRetrieveLevel=STUDY", "-k", &study_key, "-od"])
+                        .arg(&out),
+                )?;
+                Ok((s, rss))
+            }),
+        ),
+        (
+            "DCMTK movescu (its own storage SCP)".into(),
+            Box::new(|| {
+                let out = fresh_dir("movescu")?;
+                let (s, rss, _) = timed(
+                    Command::new(&movescu)
+                        .args(["-S", "-aet", "MOVESCU", "-aem", "MOVESCU", "+P", &movescu_port.to_string()])
+                        .args(["-aec", &site.ae_title, "127.0.0.1", &port])
+                        .args(["-k", "QueryRetrieveLevel=STUDY", "-k", &study_key, "-od"])
+                        .arg(&out),
+                )?;
+                Ok((s, rss))
+            }),
+        ),
+    ];
+    let mut rows: Vec<Row> = methods.iter().map(|(name, _)| Row { name: name.clone(), seconds: Vec::new(), rss_kib: 0 }).collect();
+    // Warm Orthanc's storage cache once so the first measured method is not penalised.
+    (methods[0].1)()?;
+    for round in 0..runs {
+        for (row, (name, runner)) in rows.iter_mut().zip(methods.iter_mut()) {
+            let (seconds, rss) = runner().with_context(|| name.clone())?;
+            eprintln!("bench: round {} {name}: {seconds:.3} s, {} MiB", round + 1, rss / 1024);
+            row.seconds.push(seconds);
+            row.rss_kib = row.rss_kib.max(rss);
+        }
+    }
+    let by_name = |prefix: &str| rows.iter().find(|r| r.name.starts_with(prefix)).map(|r| median(&r.seconds));
+    let orthanc = by_name("Orthanc's own").unwrap_or(f64::NAN);
+    let getscu_median = by_name("DCMTK getscu").unwrap_or(f64::NAN);
+    let mut report = String::new();
+    report.push_str(&format!(
+        "Study: synthetic CT, {slices} slices of 512x512x16 bit, {:.1} MB, one Orthanc {} site on loopback; \
+         {runs} rounds, methods interleaved in each round; median (min-max) wall time.\n\n",
+        study_bytes as f64 / 1e6,
+        orthanc_version(&site.http_url())
+    ));
+    report.push_str("| method | median s | min-max s | peak RSS MiB | x getscu | x Orthanc DICOMweb |\n|---|---|---|---|---|---|\n");
+    for row in &rows {
+        let m = median(&row.seconds);
+        let (min, max) = row.seconds.iter().fold((f64::MAX, 0f64), |(a, b), &s| (a.min(s), b.max(s)));
+        report.push_str(&format!(
+            "| {} | {m:.3} | {min:.3}-{max:.3} | {:.1} | {:.3} | {:.2} |\n",
+            row.name,
+            row.rss_kib as f64 / 1024.0,
+            m / getscu_median,
+            m / orthanc
+        ));
+    }
+    println!("{report}");
+    if let Some(out) = out {
+        std::fs::write(out, &report)?;
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}
+
+fn orthanc_version(url: &str) -> String {
+    ureq::get(&format!("{url}/system"))
+        .call()
+        .ok()
+        .and_then(|r| r.into_string().ok())
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+        .and_then(|v| v["Version"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "(unknown version)".into())
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Cmd::Run { slices, runs, dir, out } => run(slices, runs.max(1), &dir, out.as_deref()),
+        Cmd::Adapter { info, method, parallel, nodelay } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            let sample = runtime.block_on(async {
+                tokio::time::timeout(Duration::from_secs(600), adapter_run(&info, &method, parallel, nodelay)).await
+            })??;
+            println!("{}", serde_json::to_string(&sample)?);
+            Ok(())
+        }
+    }
+}
