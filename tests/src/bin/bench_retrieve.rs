@@ -121,6 +121,11 @@ async fn adapter_run(info: &Path, method: &str, parallel: usize, nodelay: bool) 
 fn timed(command: &mut Command) -> anyhow::Result<(f64, u64, String)> {
     let mut wrapped = Command::new("/usr/bin/time");
     wrapped.args(["-f", "BENCH-TIME %e %M"]).arg(command.get_program()).args(command.get_args());
+    for (key, value) in command.get_envs() {
+        if let Some(value) = value {
+            wrapped.env(key, value);
+        }
+    }
     let began = Instant::now();
     let output = wrapped.output().context("running /usr/bin/time (Debian package time)")?;
     let seconds = began.elapsed().as_secs_f64();
@@ -227,6 +232,20 @@ fn run(slices: u32, runs: usize, dir: &Path, out: Option<&Path>) -> anyhow::Resu
                 let out = fresh_dir("getscu")?;
                 let (s, rss, _) = timed(
                     Command::new(&getscu)
+                        .args(["-S", "-aet", "GETSCU", "-aec", &site.ae_title, "127.0.0.1", &port])
+                        .args(["-k", "QueryRetrieveLevel=STUDY", "-k", &study_key, "-od"])
+                        .arg(&out),
+                )?;
+                Ok((s, rss))
+            }),
+        ),
+        (
+            "DCMTK getscu, TCP_NODELAY=1 in its environment".into(),
+            Box::new(|| {
+                let out = fresh_dir("getscu-nodelay")?;
+                let (s, rss, _) = timed(
+                    Command::new(&getscu)
+                        .env("TCP_NODELAY", "1")
                         .args(["-S", "-aet", "GETSCU", "-aec", &site.ae_title, "127.0.0.1", &port])
                         .args(["-k", "QueryRetrieveLevel=STUDY", "-k", &study_key, "-od"])
                         .arg(&out),
