@@ -41,6 +41,23 @@ impl Uid {
         Ok(Uid(cleaned.to_owned()))
     }
 
+    /// A UID as a peer sent it, accepted when it is 1 to 64 digits and dots even if it breaks
+    /// the stricter rules (a leading zero in a component, an empty component). Archives hold
+    /// such UIDs; refusing them at the DIMSE edge would lose the instances that carry them.
+    pub fn from_peer(raw: &str) -> Result<Self, UidError> {
+        let cleaned = raw.trim_end_matches(['\0', ' ']).trim_start_matches(' ');
+        if cleaned.is_empty() {
+            return Err(UidError::Empty);
+        }
+        if cleaned.len() > Self::MAX_LEN {
+            return Err(UidError::TooLong(cleaned.len()));
+        }
+        if !cleaned.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+            return Err(UidError::Malformed);
+        }
+        Ok(Uid(cleaned.to_owned()))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -168,6 +185,14 @@ mod tests {
         }
         let long = format!("1.{}", "2".repeat(63));
         assert_eq!(Uid::new(&long), Err(UidError::TooLong(65)));
+    }
+
+    #[test]
+    fn peers_may_send_uids_that_break_the_stricter_rules() {
+        assert_eq!(Uid::from_peer("1.2.03.4\0").map(|u| u.to_string()), Ok("1.2.03.4".into()));
+        assert_eq!(Uid::from_peer("1..2").map(|u| u.to_string()), Ok("1..2".into()));
+        assert_eq!(Uid::from_peer("1.2.a"), Err(UidError::Malformed));
+        assert_eq!(Uid::from_peer(""), Err(UidError::Empty));
     }
 
     #[test]

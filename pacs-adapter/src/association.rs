@@ -45,11 +45,25 @@ macro_rules! pdu_link {
 pdu_link!(AsyncClientAssociation<TcpStream>);
 pdu_link!(AsyncClientAssociation<AsyncTlsStream>);
 
+/// Asks the kernel to acknowledge what arrives next at once. DCMTK-based peers write a PDU as
+/// two segments (header, then body); with Nagle's algorithm on their side the body waits for
+/// the header's acknowledgement, which a delayed ACK holds back for about 40 ms, so every
+/// response would cost 40 ms. Quick-ack mode is not sticky, so it is set before every read.
+fn quick_ack(stream: &TcpStream) {
+    #[cfg(target_os = "linux")]
+    {
+        let _ = socket2::SockRef::from(stream).set_tcp_quickack(true);
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = stream;
+}
+
 impl PduLink for AsyncServerAssociation<TcpStream> {
     fn send_pdu(&mut self, pdu: &Pdu) -> impl Future<Output = UlResult<()>> + Send {
         self.send(pdu)
     }
     fn receive_pdu(&mut self) -> impl Future<Output = UlResult<Pdu>> + Send {
+        quick_ack(self.inner_stream());
         self.receive()
     }
     fn peer_max_pdu_length(&self) -> u32 {
@@ -150,28 +164,44 @@ fn pdu_name(pdu: &Pdu) -> &'static str {
 
 /// The transport under a client association.
 #[derive(Debug)]
-pub(crate) enum ClientLink {
+pub(crate) enum Transport {
     Plain(AsyncClientAssociation<TcpStream>),
     Tls(Box<AsyncClientAssociation<AsyncTlsStream>>),
 }
 
+#[derive(Debug)]
+pub(crate) struct ClientLink {
+    transport: Transport,
+    quick_ack: bool,
+}
+
 impl PduLink for ClientLink {
     async fn send_pdu(&mut self, pdu: &Pdu) -> UlResult<()> {
-        match self {
-            ClientLink::Plain(a) => a.send(pdu).await,
-            ClientLink::Tls(a) => a.send(pdu).await,
+        match &mut self.transport {
+            Transport::Plain(a) => a.send(pdu).await,
+            Transport::Tls(a) => a.send(pdu).await,
         }
     }
     async fn receive_pdu(&mut self) -> UlResult<Pdu> {
-        match self {
-            ClientLink::Plain(a) => a.receive().await,
-            ClientLink::Tls(a) => a.receive().await,
+        match &mut self.transport {
+            Transport::Plain(a) => {
+                if self.quick_ack {
+                    quick_ack(a.inner_stream());
+                }
+                a.receive().await
+            }
+            Transport::Tls(a) => {
+                if self.quick_ack {
+                    quick_ack(a.inner_stream().get_ref().0);
+                }
+                a.receive().await
+            }
         }
     }
     fn peer_max_pdu_length(&self) -> u32 {
-        match self {
-            ClientLink::Plain(a) => a.acceptor_max_pdu_length(),
-            ClientLink::Tls(a) => a.acceptor_max_pdu_length(),
+        match &self.transport {
+            Transport::Plain(a) => a.acceptor_max_pdu_length(),
+            Transport::Tls(a) => a.acceptor_max_pdu_length(),
         }
     }
 }
@@ -208,7 +238,7 @@ impl DimseAssociation {
                 options = options.with_role_selection(context.abstract_syntax.clone(), true, true);
             }
         }
-        let link = match &site.tls {
+        let transport = match &site.tls {
             None => {
                 let mut association = options
                     .establish_async(site.address.as_str())
@@ -217,7 +247,7 @@ impl DimseAssociation {
                 // Small command PDUs must not wait for Nagle's algorithm: with delayed ACKs on the
                 // peer that costs up to 40 ms per DIMSE round trip.
                 let _ = association.inner_stream().set_nodelay(site.tcp_nodelay);
-                ClientLink::Plain(association)
+                Transport::Plain(association)
             }
             Some(tls) => {
                 let mut association = options
@@ -227,13 +257,14 @@ impl DimseAssociation {
                     .await
                     .map_err(|e| DimseError::from_ul(&site.id, e))?;
                 let _ = association.inner_stream().get_ref().0.set_nodelay(site.tcp_nodelay);
-                ClientLink::Tls(Box::new(association))
+                Transport::Tls(Box::new(association))
             }
         };
-        let contexts = match &link {
-            ClientLink::Plain(a) => a.presentation_contexts().to_vec(),
-            ClientLink::Tls(a) => a.presentation_contexts().to_vec(),
+        let contexts = match &transport {
+            Transport::Plain(a) => a.presentation_contexts().to_vec(),
+            Transport::Tls(a) => a.presentation_contexts().to_vec(),
         };
+        let link = ClientLink { transport, quick_ack: site.tcp_quickack };
         Ok(DimseAssociation {
             channel: MessageChannel::new(link, site.id.clone(), site.max_data_set_len),
             contexts,
@@ -277,9 +308,9 @@ impl DimseAssociation {
     /// Graceful A-RELEASE; errors are ignored since the association is finished either way.
     pub async fn release(self, timeout: Duration) {
         let release = async {
-            match self.channel.link {
-                ClientLink::Plain(a) => a.release().await,
-                ClientLink::Tls(a) => a.release().await,
+            match self.channel.link.transport {
+                Transport::Plain(a) => a.release().await,
+                Transport::Tls(a) => a.release().await,
             }
         };
         let _ = tokio::time::timeout(timeout, release).await;
@@ -288,9 +319,9 @@ impl DimseAssociation {
     /// A-ABORT and close.
     pub async fn abort(self) {
         let abort = async {
-            match self.channel.link {
-                ClientLink::Plain(a) => a.abort().await,
-                ClientLink::Tls(a) => a.abort().await,
+            match self.channel.link.transport {
+                Transport::Plain(a) => a.abort().await,
+                Transport::Tls(a) => a.abort().await,
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(2), abort).await;

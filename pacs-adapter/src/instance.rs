@@ -30,13 +30,14 @@ impl RetrievedInstance {
         let uid = |value: &Option<String>, what: &'static str| {
             value
                 .as_deref()
-                .and_then(|v| dicomweb_model::Uid::new(v).ok())
+                .and_then(|v| dicomweb_model::Uid::from_peer(v).ok())
                 .ok_or(DimseProtocolError::MalformedCommand(what))
         };
         let sop_class_uid = SopClassUid::from(uid(&request.affected_sop_class_uid, "C-STORE without a valid Affected SOP Class UID")?);
         let sop_instance_uid =
             SopInstanceUid::from(uid(&request.affected_sop_instance_uid, "C-STORE without a valid Affected SOP Instance UID")?);
-        let transfer_syntax_uid = TransferSyntaxUid::new(transfer_syntax_uid)
+        let transfer_syntax_uid = dicomweb_model::Uid::from_peer(transfer_syntax_uid)
+            .map(TransferSyntaxUid::from)
             .map_err(|_| DimseProtocolError::MalformedCommand("presentation context with an invalid transfer syntax"))?;
         let bytes = part10::wrap(
             sop_class_uid.as_str(),

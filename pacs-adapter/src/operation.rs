@@ -29,11 +29,12 @@ pub(crate) fn next_message_id() -> u16 {
 pub(crate) struct Deadlines {
     pub response: Duration,
     pub operation: Option<Instant>,
+    started: Instant,
 }
 
 impl Deadlines {
     pub(crate) fn new(pool: &AssociationPool, operation: Option<Instant>) -> Self {
-        Deadlines { response: pool.site().response_timeout, operation }
+        Deadlines { response: pool.site().response_timeout, operation, started: Instant::now() }
     }
 
     /// How long the next wait for the PACS may take.
@@ -50,7 +51,7 @@ impl Deadlines {
             (DimseError::Timeout { .. }, Some(deadline)) if Instant::now() >= deadline => DimseError::Timeout {
                 site: pool.site().id.clone(),
                 phase: Phase::Operation,
-                after: pool.site().response_timeout,
+                after: deadline.saturating_duration_since(self.started),
             },
             _ => error,
         }

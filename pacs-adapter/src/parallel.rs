@@ -55,7 +55,7 @@ pub async fn list_instances(
             found
                 .iter()
                 .filter_map(|f| text_of(f, tags::SERIES_INSTANCE_UID))
-                .filter_map(|s| SeriesInstanceUid::new(&s).ok())
+                .filter_map(|s| dicomweb_model::Uid::from_peer(&s).ok().map(SeriesInstanceUid::from))
                 .collect()
         }
     };
@@ -71,7 +71,7 @@ pub async fn list_instances(
         let mut matches = find(pool, FindRequest { level: QueryLevel::Image, identifier, deadline }).await?;
         while let Some(found) = matches.next().await {
             let found = found?;
-            if let Some(sop_instance) = text_of(&found, tags::SOP_INSTANCE_UID).and_then(|s| SopInstanceUid::new(&s).ok()) {
+            if let Some(sop_instance) = text_of(&found, tags::SOP_INSTANCE_UID).and_then(|s| dicomweb_model::Uid::from_peer(&s).ok().map(SopInstanceUid::from)) {
                 planned.push(PlannedInstance { series: series.clone(), sop_instance });
             }
         }

@@ -45,6 +45,9 @@ pub struct SiteEndpoint {
     /// TCP_NODELAY on the association's socket. On by default; off only to measure what
     /// Nagle's algorithm costs a DIMSE exchange.
     pub tcp_nodelay: bool,
+    /// Ask for immediate acknowledgements before each read (Linux TCP_QUICKACK). On by default;
+    /// see `association::quick_ack` for the 40 ms per response it saves with DCMTK-based PACS.
+    pub tcp_quickack: bool,
 }
 
 impl SiteEndpoint {
@@ -63,6 +66,7 @@ impl SiteEndpoint {
             max_data_set_len: 2 * 1024 * 1024 * 1024,
             tls: None,
             tcp_nodelay: true,
+            tcp_quickack: true,
         }
     }
 }

@@ -40,6 +40,15 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Latency of single exchanges on a pooled association (used by `run`); prints JSON.
+    Latency {
+        #[arg(long)]
+        info: PathBuf,
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+        quickack: bool,
+        #[arg(long, default_value_t = 20)]
+        repeat: usize,
+    },
     /// One pacs-adapter retrieval (used by `run`); prints JSON.
     Adapter {
         #[arg(long)]
@@ -115,6 +124,61 @@ async fn adapter_run(info: &Path, method: &str, parallel: usize, nodelay: bool) 
         bail!("retrieved {instances} of {} instances", info.data.ct.instance_uids.len());
     }
     Ok(Sample { seconds, first_instance_seconds, instances, bytes, peak_rss_kib: peak_rss_kib() })
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Latencies {
+    echo_ms: f64,
+    find_study_ms: f64,
+    get_instance_ms: f64,
+}
+
+/// Median latency of C-ECHO, a one-study C-FIND and a one-instance C-GET, each repeated on a
+/// pooled association after a first, unmeasured, exchange.
+async fn latency_run(info: &Path, quickack: bool, repeat: usize) -> anyhow::Result<Latencies> {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    let info: TestbedInfo = serde_json::from_str(&std::fs::read_to_string(info)?)?;
+    let ct = &info.data.ct;
+    let mut endpoint = testbed::endpoints::endpoint(info.site("site-1")?, "FEDGW")?;
+    endpoint.tcp_quickack = quickack;
+    endpoint.max_associations = 1;
+    let pool = AssociationPool::new(endpoint);
+    let study = dicomweb_model::StudyInstanceUid::new(&ct.study_uid)?;
+    let one = RetrieveTarget::instances(
+        study.clone(),
+        Some(dicomweb_model::SeriesInstanceUid::new(&ct.series_uid)?),
+        vec![dicomweb_model::SopInstanceUid::new(&ct.instance_uids[0])?],
+    );
+    let mut echo_ms = Vec::new();
+    let mut find_ms = Vec::new();
+    let mut get_ms = Vec::new();
+    for round in 0..=repeat {
+        let began = Instant::now();
+        pacs_adapter::echo(&pool).await?;
+        let echo = began.elapsed();
+        let mut identifier = dicom_object::InMemDicomObject::new_empty();
+        identifier.put(DataElement::new(tags::STUDY_INSTANCE_UID, VR::UI, PrimitiveValue::from(study.as_str())));
+        let began = Instant::now();
+        let found = pacs_adapter::find(&pool, pacs_adapter::FindRequest { level: pacs_adapter::QueryLevel::Study, identifier, deadline: None })
+            .await?
+            .try_collect_all()
+            .await?;
+        let find = began.elapsed();
+        let began = Instant::now();
+        let request = RetrieveRequest { target: one.clone(), sop_classes: vec![ct.sop_class_uid.clone()], deadline: None };
+        let got = get(&pool, request).await?.try_collect_all().await?;
+        let get_one = began.elapsed();
+        if found.len() != 1 || got.len() != 1 {
+            bail!("expected one study and one instance");
+        }
+        if round > 0 {
+            echo_ms.push(echo.as_secs_f64() * 1e3);
+            find_ms.push(find.as_secs_f64() * 1e3);
+            get_ms.push(get_one.as_secs_f64() * 1e3);
+        }
+    }
+    Ok(Latencies { echo_ms: median(&echo_ms), find_study_ms: median(&find_ms), get_instance_ms: median(&get_ms) })
 }
 
 /// Runs a command under GNU time; returns wall seconds and peak RSS.
@@ -301,6 +365,30 @@ fn run(slices: u32, runs: usize, dir: &Path, out: Option<&Path>) -> anyhow::Resu
             m / orthanc
         ));
     }
+    report.push_str(
+        "\nLatency of single exchanges on a pooled association, median of 20 (ms): the 40 ms a DCMTK-based \
+         PACS costs per response unless the receiver acknowledges at once (TCP_QUICKACK).\n\n\
+         | TCP_QUICKACK | C-ECHO | C-FIND one study | C-GET one instance |\n|---|---|---|---|\n",
+    );
+    for quickack in [true, false] {
+        let output = Command::new(&self_exe)
+            .args(["latency", "--quickack", &quickack.to_string()])
+            .arg("--info")
+            .arg(&info_path)
+            .output()?;
+        if !output.status.success() {
+            bail!("latency run failed: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        let l: Latencies = serde_json::from_slice(&output.stdout).context("latency output")?;
+        eprintln!("bench: latency quickack={quickack}: {l:?}");
+        report.push_str(&format!(
+            "| {} | {:.2} | {:.2} | {:.2} |\n",
+            if quickack { "on (default)" } else { "off" },
+            l.echo_ms,
+            l.find_study_ms,
+            l.get_instance_ms
+        ));
+    }
     println!("{report}");
     if let Some(out) = out {
         std::fs::write(out, &report)?;
@@ -322,6 +410,14 @@ fn orthanc_version(url: &str) -> String {
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Cmd::Run { slices, runs, dir, out } => run(slices, runs.max(1), &dir, out.as_deref()),
+        Cmd::Latency { info, quickack, repeat } => {
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            let latencies = runtime.block_on(async {
+                tokio::time::timeout(Duration::from_secs(300), latency_run(&info, quickack, repeat.max(1))).await
+            })??;
+            println!("{}", serde_json::to_string(&latencies)?);
+            Ok(())
+        }
         Cmd::Adapter { info, method, parallel, nodelay } => {
             let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
             let sample = runtime.block_on(async {
