@@ -3,11 +3,11 @@
 
 use std::collections::HashSet;
 
-use crate::dimse::{Command, CommandField};
+use crate::dimse::{Command, CommandField, Message};
 use crate::error::{DimseError, Operation};
 use crate::get::RetrieveRequest;
 use crate::instance::{RetrievedInstance, SubOperations};
-use crate::operation::{cancel, start, status_of, unexpected, Deadlines, Started};
+use crate::operation::{start, Deadlines, Exchange};
 use crate::pool::AssociationPool;
 use crate::query::encode_identifier;
 use crate::store_scp::{MoveTicket, StoreScp};
@@ -39,33 +39,21 @@ pub async fn c_move(
     })
     .await?;
     let (tx, stream) = DimseStream::channel();
-    tokio::spawn(drive(pool.clone(), started, ticket, deadlines, tx));
+    let (exchange, first) = Exchange::new(pool, started, deadlines, tx);
+    tokio::spawn(drive(exchange, first, ticket));
     Ok(stream)
 }
 
-async fn drive(
-    pool: AssociationPool,
-    started: Started,
-    mut ticket: MoveTicket,
-    deadlines: Deadlines,
-    tx: tokio::sync::mpsc::Sender<Result<RetrievedInstance, DimseError>>,
-) {
-    let Started { mut pooled, presentation_context_id, message_id, first } = started;
-    let site = pool.site().id.clone();
+async fn drive(mut exchange: Exchange<RetrievedInstance>, first: Message, mut ticket: MoveTicket) {
+    let site = exchange.pool.site().id.clone();
     let mut sub_operations = SubOperations::default();
     let mut next_response = Some(first);
+    let consumer = exchange.tx.clone();
     loop {
         if let Some(message) = next_response.take() {
-            if message.command.field != CommandField::CMoveRsp || message.command.message_id_responded_to != Some(message_id) {
-                let _ = tx.send(Err(unexpected(&pool, &message))).await;
-                return pooled.discard().await;
-            }
-            let status = match status_of(&pool, &message) {
+            let status = match exchange.status(&message, CommandField::CMoveRsp) {
                 Ok(status) => status,
-                Err(e) => {
-                    let _ = tx.send(Err(e)).await;
-                    return pooled.discard().await;
-                }
+                Err(e) => return exchange.fail(e).await,
             };
             sub_operations.update(&message.command);
             if !status.is_pending() {
@@ -74,34 +62,31 @@ async fn drive(
                 // belongs to this move is already queued.
                 while let Ok(instance) = ticket.rx.try_recv() {
                     sub_operations.received += 1;
-                    if tx.send(Ok(instance)).await.is_err() {
-                        return pooled.done();
+                    if !exchange.deliver(Ok(instance)).await {
+                        return exchange.finish(Ok(())).await;
                     }
                 }
-                if let Err(e) = sub_operations.outcome(&site, Operation::Move, &message.command) {
-                    let _ = tx.send(Err(e)).await;
-                }
-                return pooled.done();
+                let outcome = sub_operations.outcome(&site, Operation::Move, &message.command);
+                return exchange.finish(outcome).await;
             }
         }
+        // Instances arrive on the storage SCP while responses arrive on the association; both
+        // are waited for at once, and for the consumer leaving.
         tokio::select! {
-            _ = tx.closed() => {
+            _ = consumer.closed() => {
                 drop(ticket);
-                return cancel(pooled, presentation_context_id, message_id, deadlines.response).await;
+                return exchange.cancel().await;
             }
             Some(instance) = ticket.rx.recv() => {
                 sub_operations.received += 1;
-                if tx.send(Ok(instance)).await.is_err() {
+                if !exchange.deliver(Ok(instance)).await {
                     drop(ticket);
-                    return cancel(pooled, presentation_context_id, message_id, deadlines.response).await;
+                    return exchange.cancel().await;
                 }
             }
-            received = pooled.association().channel.receive_message(deadlines.next_wait()) => match received {
+            received = exchange.receive() => match received {
                 Ok(message) => next_response = Some(message),
-                Err(e) => {
-                    let _ = tx.send(Err(deadlines.timeout_error(&pool, e))).await;
-                    return pooled.discard().await;
-                }
+                Err(e) => return exchange.fail_waiting(e).await,
             },
         }
     }

@@ -6,7 +6,7 @@ use dicom_object::InMemDicomObject;
 
 use crate::dimse::{Command, CommandField, StatusClass};
 use crate::error::{DimseError, Operation};
-use crate::operation::{cancel, next_message_id, start, status_of, unexpected, Deadlines};
+use crate::operation::{next_message_id, start, unexpected, Deadlines, Exchange};
 use crate::pool::AssociationPool;
 use crate::query::{decode_identifier, encode_identifier, with_level, QueryLevel};
 use crate::stream::DimseStream;
@@ -34,63 +34,41 @@ pub async fn find(pool: &AssociationPool, request: FindRequest) -> Result<DimseS
     })
     .await?;
     let (tx, stream) = DimseStream::channel();
-    let pool = pool.clone();
+    let (mut exchange, first) = Exchange::new(pool, started, deadlines, tx);
     tokio::spawn(async move {
-        let crate::operation::Started { mut pooled, presentation_context_id, message_id, first } = started;
         let mut message = first;
         loop {
-            if message.command.field != CommandField::CFindRsp {
-                let _ = tx.send(Err(unexpected(&pool, &message))).await;
-                return pooled.discard().await;
-            }
-            let status = match status_of(&pool, &message) {
+            let status = match exchange.status(&message, CommandField::CFindRsp) {
                 Ok(status) => status,
-                Err(e) => {
-                    let _ = tx.send(Err(e)).await;
-                    return pooled.discard().await;
-                }
+                Err(e) => return exchange.fail(e).await,
             };
+            let site = exchange.pool.site().id.clone();
             match status.class() {
                 StatusClass::Pending => {
-                    let ts = pooled.association().transfer_syntax_of(message.presentation_context_id).map(str::to_owned);
+                    let ts = exchange.association().transfer_syntax_of(message.presentation_context_id).map(str::to_owned);
                     let decoded = match (message.data_set.as_deref(), ts) {
-                        (Some(bytes), Some(ts)) => decode_identifier(bytes, &ts)
-                            .map_err(|source| DimseError::Protocol { site: pool.site().id.clone(), source }),
-                        _ => Err(unexpected(&pool, &message)),
+                        (Some(bytes), Some(ts)) => {
+                            decode_identifier(bytes, &ts).map_err(|source| DimseError::Protocol { site, source })
+                        }
+                        _ => Err(unexpected(&exchange.pool, &message)),
                     };
                     let failed = decoded.is_err();
-                    if tx.send(decoded).await.is_err() || failed {
-                        return cancel(pooled, presentation_context_id, message_id, deadlines.response).await;
+                    if !exchange.deliver(decoded).await || failed {
+                        return exchange.cancel().await;
                     }
                 }
-                StatusClass::Success | StatusClass::Warning => return pooled.done(),
+                StatusClass::Success | StatusClass::Warning => return exchange.finish(Ok(())).await,
                 StatusClass::Cancel => {
-                    let _ = tx.send(Err(DimseError::Cancelled { site: pool.site().id.clone(), operation: Operation::Find })).await;
-                    return pooled.done();
+                    return exchange.finish(Err(DimseError::Cancelled { site, operation: Operation::Find })).await
                 }
                 StatusClass::Failure(_) => {
-                    let _ = tx
-                        .send(Err(DimseError::Failed {
-                            site: pool.site().id.clone(),
-                            operation: Operation::Find,
-                            status,
-                            error_comment: message.command.error_comment.clone(),
-                        }))
-                        .await;
-                    return pooled.done();
+                    let error_comment = message.command.error_comment.clone();
+                    return exchange.finish(Err(DimseError::Failed { site, operation: Operation::Find, status, error_comment })).await;
                 }
             }
-            message = tokio::select! {
-                _ = tx.closed() => {
-                    return cancel(pooled, presentation_context_id, message_id, deadlines.response).await;
-                }
-                received = pooled.association().channel.receive_message(deadlines.next_wait()) => match received {
-                    Ok(message) => message,
-                    Err(e) => {
-                        let _ = tx.send(Err(deadlines.timeout_error(&pool, e))).await;
-                        return pooled.discard().await;
-                    }
-                },
+            message = match exchange.next().await {
+                Some(message) => message,
+                None => return,
             };
         }
     });

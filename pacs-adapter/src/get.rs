@@ -10,7 +10,7 @@ use crate::dimse::{Command, CommandField, Message, Status};
 use crate::error::{DimseError, Operation};
 use crate::find::{find, FindRequest};
 use crate::instance::{RetrievedInstance, SubOperations};
-use crate::operation::{cancel, next_message_id, start, status_of, unexpected, Deadlines, Started};
+use crate::operation::{next_message_id, start, unexpected, Deadlines, Exchange};
 use crate::pool::AssociationPool;
 use crate::query::{encode_identifier, QueryLevel, RetrieveTarget};
 use crate::stream::DimseStream;
@@ -52,85 +52,57 @@ pub async fn get(pool: &AssociationPool, request: RetrieveRequest) -> Result<Dim
     })
     .await?;
     let (tx, stream) = DimseStream::channel();
-    tokio::spawn(drive(pool.clone(), started, deadlines, tx));
+    let (exchange, first) = Exchange::new(pool, started, deadlines, tx);
+    tokio::spawn(drive(exchange, first));
     Ok(stream)
 }
 
-async fn drive(
-    pool: AssociationPool,
-    started: Started,
-    deadlines: Deadlines,
-    tx: tokio::sync::mpsc::Sender<Result<RetrievedInstance, DimseError>>,
-) {
-    let Started { mut pooled, presentation_context_id, message_id, first } = started;
-    let site = pool.site().id.clone();
-    let source_ae = pool.site().called_ae_title.as_str().to_owned();
+async fn drive(mut exchange: Exchange<RetrievedInstance>, first: Message) {
+    let site = exchange.pool.site().id.clone();
+    let source_ae = exchange.pool.site().called_ae_title.as_str().to_owned();
     let mut sub_operations = SubOperations::default();
-    let mut message: Message = first;
+    let mut message = first;
     loop {
-        match message.command.field {
-            CommandField::CStoreRq => {
-                let association = pooled.association();
-                let instance = match (message.data_set.as_deref(), association.transfer_syntax_of(message.presentation_context_id)) {
-                    (Some(data_set), Some(ts)) => {
-                        RetrievedInstance::from_c_store(&message.command, ts, &source_ae, data_set)
-                            .map_err(|source| DimseError::Protocol { site: site.clone(), source })
+        if message.command.field == CommandField::CStoreRq {
+            let association = exchange.association();
+            let instance = match (message.data_set.as_deref(), association.transfer_syntax_of(message.presentation_context_id)) {
+                (Some(data_set), Some(ts)) => RetrievedInstance::from_c_store(&message.command, ts, &source_ae, data_set)
+                    .map_err(|source| DimseError::Protocol { site: site.clone(), source }),
+                _ => Err(unexpected(&exchange.pool, &message)),
+            };
+            let status = match instance {
+                Ok(instance) => {
+                    sub_operations.received += 1;
+                    if !exchange.deliver(Ok(instance)).await {
+                        let refusal = Command::c_store_rsp(&message.command, Status::STORE_OUT_OF_RESOURCES.0);
+                        let _ = exchange.association().channel.send(message.presentation_context_id, &refusal, None).await;
+                        return exchange.cancel().await;
                     }
-                    _ => Err(unexpected(&pool, &message)),
-                };
-                let status = match instance {
-                    Ok(instance) => {
-                        sub_operations.received += 1;
-                        if tx.send(Ok(instance)).await.is_err() {
-                            let refusal = Command::c_store_rsp(&message.command, Status::STORE_OUT_OF_RESOURCES.0);
-                            let _ = pooled.association().channel.send(message.presentation_context_id, &refusal, None).await;
-                            return cancel(pooled, presentation_context_id, message_id, deadlines.response).await;
-                        }
-                        Status::SUCCESS
-                    }
-                    Err(e) => {
-                        tracing::warn!(site = %site, error = %e, "refusing a C-GET sub-operation we cannot read");
-                        Status::STORE_CANNOT_UNDERSTAND
-                    }
-                };
-                let response = Command::c_store_rsp(&message.command, status.0);
-                if let Err(e) = pooled.association().channel.send(message.presentation_context_id, &response, None).await {
-                    let _ = tx.send(Err(e)).await;
-                    return pooled.discard().await;
+                    Status::SUCCESS
                 }
-            }
-            CommandField::CGetRsp if message.command.message_id_responded_to == Some(message_id) => {
-                let status = match status_of(&pool, &message) {
-                    Ok(status) => status,
-                    Err(e) => {
-                        let _ = tx.send(Err(e)).await;
-                        return pooled.discard().await;
-                    }
-                };
-                sub_operations.update(&message.command);
-                if !status.is_pending() {
-                    if let Err(e) = sub_operations.outcome(&site, Operation::Get, &message.command) {
-                        let _ = tx.send(Err(e)).await;
-                    }
-                    return pooled.done();
+                Err(e) => {
+                    tracing::warn!(site = %site, error = %e, "refusing a C-GET sub-operation we cannot read");
+                    Status::STORE_CANNOT_UNDERSTAND
                 }
+            };
+            let response = Command::c_store_rsp(&message.command, status.0);
+            if let Err(e) = exchange.association().channel.send(message.presentation_context_id, &response, None).await {
+                return exchange.fail(e).await;
             }
-            _ => {
-                let _ = tx.send(Err(unexpected(&pool, &message))).await;
-                return pooled.discard().await;
+        } else {
+            let status = match exchange.status(&message, CommandField::CGetRsp) {
+                Ok(status) => status,
+                Err(e) => return exchange.fail(e).await,
+            };
+            sub_operations.update(&message.command);
+            if !status.is_pending() {
+                let outcome = sub_operations.outcome(&site, Operation::Get, &message.command);
+                return exchange.finish(outcome).await;
             }
         }
-        message = tokio::select! {
-            _ = tx.closed() => {
-                return cancel(pooled, presentation_context_id, message_id, deadlines.response).await;
-            }
-            received = pooled.association().channel.receive_message(deadlines.next_wait()) => match received {
-                Ok(message) => message,
-                Err(e) => {
-                    let _ = tx.send(Err(deadlines.timeout_error(&pool, e))).await;
-                    return pooled.discard().await;
-                }
-            },
+        message = match exchange.next().await {
+            Some(message) => message,
+            None => return,
         };
     }
 }

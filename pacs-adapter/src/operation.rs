@@ -122,7 +122,7 @@ fn is_stale(error: &DimseError) -> bool {
 /// Sends C-CANCEL for `message_id` and drains the association until the final response,
 /// refusing any C-STORE sub-operation still arriving. The association goes back to the pool
 /// when the PACS settles within the response deadline, and is aborted otherwise.
-pub(crate) async fn cancel(mut pooled: PooledAssociation, presentation_context_id: u8, message_id: u16, response: Duration) {
+async fn cancel(mut pooled: PooledAssociation, presentation_context_id: u8, message_id: u16, response: Duration) {
     let drained = async {
         let channel = &mut pooled.association().channel;
         channel.send(presentation_context_id, &Command::c_cancel_rq(message_id), None).await?;
@@ -160,5 +160,110 @@ pub(crate) fn unexpected(pool: &AssociationPool, message: &Message) -> DimseErro
     DimseError::Protocol {
         site: pool.site().id.clone(),
         source: crate::dimse::DimseProtocolError::UnexpectedMessage(format!("{:?}", message.command.field)),
+    }
+}
+
+/// The context of one streaming operation after its first response: the association, the
+/// consumer's channel and the deadlines. Every way an operation ends goes through it, so each
+/// ends the same way: handed back clean, cancelled, or aborted with the error sent on.
+#[derive(Debug)]
+pub(crate) struct Exchange<T> {
+    pub pool: AssociationPool,
+    pooled: PooledAssociation,
+    pub tx: tokio::sync::mpsc::Sender<Result<T, DimseError>>,
+    pub deadlines: Deadlines,
+    presentation_context_id: u8,
+    pub message_id: u16,
+}
+
+impl<T> Exchange<T> {
+    /// The exchange and the first message of the operation.
+    pub(crate) fn new(
+        pool: &AssociationPool,
+        started: Started,
+        deadlines: Deadlines,
+        tx: tokio::sync::mpsc::Sender<Result<T, DimseError>>,
+    ) -> (Self, Message) {
+        let Started { pooled, presentation_context_id, message_id, first } = started;
+        (Exchange { pool: pool.clone(), pooled, tx, deadlines, presentation_context_id, message_id }, first)
+    }
+
+    pub(crate) fn association(&mut self) -> &mut crate::association::DimseAssociation {
+        self.pooled.association()
+    }
+
+    /// The status of a response addressed to this operation, or the error that ends it.
+    pub(crate) fn status(&self, message: &Message, expected: CommandField) -> Result<Status, DimseError> {
+        if message.command.field != expected || message.command.message_id_responded_to != Some(self.message_id) {
+            return Err(unexpected(&self.pool, message));
+        }
+        status_of(&self.pool, message)
+    }
+
+    /// Sends a result; false when the consumer has gone.
+    pub(crate) async fn deliver(&self, item: Result<T, DimseError>) -> bool {
+        self.tx.send(item).await.is_ok()
+    }
+
+    /// Waits for the next message only. Cancel-safe: usable as a branch of `select!`.
+    pub(crate) async fn receive(&mut self) -> Result<Message, DimseError> {
+        self.pooled.association().channel.receive_message(self.deadlines.next_wait()).await
+    }
+
+    /// Ends the operation after a failed wait for the PACS (the error of [`receive`]).
+    pub(crate) async fn fail_waiting(self, error: DimseError) {
+        let error = self.deadlines.timeout_error(&self.pool, error);
+        self.fail(error).await;
+    }
+
+    /// The next message, or `None` once the operation has ended: the consumer went away (the
+    /// operation is cancelled) or the PACS failed (the error is sent on and the association
+    /// aborted). Not cancel-safe: await it directly, never as a `select!` branch.
+    pub(crate) async fn next(&mut self) -> Option<Message> {
+        let received = tokio::select! {
+            _ = self.tx.closed() => None,
+            received = self.pooled.association().channel.receive_message(self.deadlines.next_wait()) => Some(received),
+        };
+        match received {
+            Some(Ok(message)) => Some(message),
+            Some(Err(e)) => {
+                let e = self.deadlines.timeout_error(&self.pool, e);
+                let _ = self.tx.send(Err(e)).await;
+                self.pooled.take_for_abort().await;
+                None
+            }
+            None => {
+                cancel_in_place(&mut self.pooled, self.presentation_context_id, self.message_id, self.deadlines.response).await;
+                None
+            }
+        }
+    }
+
+    /// Ends the operation after its final response: sends `outcome` when it is an error and
+    /// keeps the association.
+    pub(crate) async fn finish(self, outcome: Result<(), DimseError>) {
+        if let Err(e) = outcome {
+            let _ = self.tx.send(Err(e)).await;
+        }
+        self.pooled.done();
+    }
+
+    /// Ends the operation on a protocol failure: sends the error and aborts the association.
+    pub(crate) async fn fail(self, error: DimseError) {
+        let _ = self.tx.send(Err(error)).await;
+        self.pooled.discard().await;
+    }
+
+    /// Ends the operation because the consumer has gone or cannot take a result.
+    pub(crate) async fn cancel(mut self) {
+        cancel_in_place(&mut self.pooled, self.presentation_context_id, self.message_id, self.deadlines.response).await;
+    }
+}
+
+/// [`cancel`] on an association still owned by an [`Exchange`]: after it the association is
+/// either back in the pool or aborted, and the exchange holds nothing.
+async fn cancel_in_place(pooled: &mut PooledAssociation, presentation_context_id: u8, message_id: u16, response: Duration) {
+    if let Some(owned) = pooled.take() {
+        cancel(owned, presentation_context_id, message_id, response).await;
     }
 }

@@ -192,8 +192,9 @@ impl PooledAssociation {
     }
 
     pub fn association(&mut self) -> &mut DimseAssociation {
-        // Only `done` and `discard` take the association, and both consume `self`.
-        self.association.as_mut().expect("association present until done or discarded")
+        // `done` and `discard` consume `self`; `take` leaves an empty handle that its owner
+        // never uses again.
+        self.association.as_mut().expect("association present until done, discarded or taken")
     }
 
     /// The operation ended cleanly: keep the association for the next one.
@@ -209,6 +210,20 @@ impl PooledAssociation {
                     drop(permit);
                 });
             }
+        }
+    }
+
+    /// Moves the association out into a new handle, leaving this one empty (its drop then
+    /// does nothing). `None` when it was already taken.
+    pub(crate) fn take(&mut self) -> Option<PooledAssociation> {
+        let association = self.association.take()?;
+        Some(PooledAssociation { association: Some(association), permit: self.permit.take(), pool: self.pool.clone(), reused: self.reused })
+    }
+
+    /// Aborts the association in place, leaving this handle empty.
+    pub(crate) async fn take_for_abort(&mut self) {
+        if let Some(taken) = self.take() {
+            taken.discard().await;
         }
     }
 

@@ -68,6 +68,16 @@ async fn find_all(pool: &AssociationPool, level: QueryLevel, keys: InMemDicomObj
     find(pool, request).await.expect("C-FIND starts").try_collect_all().await.expect("C-FIND completes")
 }
 
+/// SOP Instance UIDs of a series, by an IMAGE-level C-FIND.
+async fn instances_of_series(pool: &AssociationPool, study: &str, series: &str) -> Vec<String> {
+    let keys = identifier(&[
+        (tags::STUDY_INSTANCE_UID, VR::UI, study),
+        (tags::SERIES_INSTANCE_UID, VR::UI, series),
+        (tags::SOP_INSTANCE_UID, VR::UI, ""),
+    ]);
+    find_all(pool, QueryLevel::Image, keys).await.iter().map(|i| text(i, tags::SOP_INSTANCE_UID)).collect()
+}
+
 /// What the site holds, by SOP Instance UID: (data set bytes, transfer syntax).
 fn held_by(site: &SiteInfo, info: &TestbedInfo, uids: &[String]) -> HashMap<String, (Vec<u8>, String)> {
     let mut held = HashMap::new();
@@ -176,17 +186,7 @@ async fn find_at_every_level_with_each_matching_form() {
         assert_eq!(text(&series[0], tags::SERIES_INSTANCE_UID), ct.series_uid);
         assert_eq!(text(&series[0], tags::MODALITY), "CT");
         // IMAGE level: every slice, streamed one identifier at a time.
-        let images = find_all(
-            &pool,
-            QueryLevel::Image,
-            identifier(&[
-                (tags::STUDY_INSTANCE_UID, VR::UI, &ct.study_uid),
-                (tags::SERIES_INSTANCE_UID, VR::UI, &ct.series_uid),
-                (tags::SOP_INSTANCE_UID, VR::UI, ""),
-            ]),
-        )
-        .await;
-        let uids: HashSet<String> = images.iter().map(|i| text(i, tags::SOP_INSTANCE_UID)).collect();
+        let uids: HashSet<String> = instances_of_series(&pool, &ct.study_uid, &ct.series_uid).await.into_iter().collect();
         assert_eq!(uids, ct.instance_uids.iter().cloned().collect::<HashSet<_>>(), "{}: image level", site.id);
         // No match is an empty stream, not an error.
         let none = find_all(&pool, QueryLevel::Study, identifier(&[(tags::STUDY_INSTANCE_UID, VR::UI, "1.2.3.4.5.6.7.8.9")])).await;
@@ -265,18 +265,8 @@ async fn store_then_find_and_get_it_back() {
         let pool = pool(site, "FEDGW");
         let outcome = store(&pool, &bytes, None).await.unwrap_or_else(|e| panic!("{}: {e}", site.id));
         assert_eq!(outcome.status, pacs_adapter::dimse::Status::SUCCESS);
-        let found = find_all(
-            &pool,
-            QueryLevel::Image,
-            identifier(&[
-                (tags::STUDY_INSTANCE_UID, VR::UI, &generated.study_uid),
-                (tags::SERIES_INSTANCE_UID, VR::UI, &generated.series_uid),
-                (tags::SOP_INSTANCE_UID, VR::UI, ""),
-            ]),
-        )
-        .await;
-        assert_eq!(found.len(), 1, "{}: the stored instance is found", site.id);
-        assert_eq!(text(&found[0], tags::SOP_INSTANCE_UID), generated.instance_uids[0]);
+        let found = instances_of_series(&pool, &generated.study_uid, &generated.series_uid).await;
+        assert_eq!(found, generated.instance_uids, "{}: the stored instance is found", site.id);
         let back = get(&pool, RetrieveRequest::new(RetrieveTarget::study(study(&generated.study_uid))))
             .await
             .expect("get starts")
