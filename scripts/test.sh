@@ -11,6 +11,9 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 echo "building" >&2
 cargo build --workspace --all-targets --quiet
+echo "checking formatting and lints" >&2
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 run_tests() {
     set -euo pipefail

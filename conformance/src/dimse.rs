@@ -53,7 +53,12 @@ fn keys(elements: &[(dicom_core::Tag, VR, &str)]) -> InMemDicomObject {
     obj
 }
 
-async fn query(pool: &AssociationPool, level: QueryLevel, identifier: InMemDicomObject, timeout: Duration) -> Result<Vec<InMemDicomObject>, DimseError> {
+async fn query(
+    pool: &AssociationPool,
+    level: QueryLevel,
+    identifier: InMemDicomObject,
+    timeout: Duration,
+) -> Result<Vec<InMemDicomObject>, DimseError> {
     let request = FindRequest { level, identifier, deadline: Some(Instant::now() + timeout) };
     find(pool, request).await?.try_collect_all().await
 }
@@ -65,7 +70,8 @@ fn failed(name: &str, reference: &'static str, error: &DimseError) -> Check {
 pub async fn run(target: &DimseTarget, progress: &mut dyn FnMut(&str)) -> DimseReport {
     let mut checks = Vec::new();
     let site = SiteId::new("pacs").expect("a constant, valid site id");
-    let mut endpoint = SiteEndpoint::new(site, target.calling_ae_title.clone(), target.ae_title.clone(), target.address.clone());
+    let mut endpoint =
+        SiteEndpoint::new(site, target.calling_ae_title.clone(), target.ae_title.clone(), target.address.clone());
     endpoint.connect_timeout = target.timeout;
     endpoint.response_timeout = target.timeout;
     endpoint.max_associations = target.associations.max(1);
@@ -74,7 +80,12 @@ pub async fn run(target: &DimseTarget, progress: &mut dyn FnMut(&str)) -> DimseR
 
     progress("C-ECHO");
     match echo(&pool).await {
-        Ok(rtt) => checks.push(Check::new("C-ECHO", "PS3.4 A.4", Outcome::Pass, format!("{:.1} ms including association set-up", rtt.as_secs_f64() * 1e3))),
+        Ok(rtt) => checks.push(Check::new(
+            "C-ECHO",
+            "PS3.4 A.4",
+            Outcome::Pass,
+            format!("{:.1} ms including association set-up", rtt.as_secs_f64() * 1e3),
+        )),
         Err(e) => {
             checks.push(failed("C-ECHO", "PS3.4 A.4", &e));
             return DimseReport { checks, recommended_retrieve: None };
@@ -120,11 +131,12 @@ pub async fn run(target: &DimseTarget, progress: &mut dyn FnMut(&str)) -> DimseR
     let mut by_size: Vec<(u64, String)> = studies
         .iter()
         .filter_map(|s| {
-            let size = text(s, tags::NUMBER_OF_STUDY_RELATED_INSTANCES).and_then(|n| n.trim().parse().ok()).unwrap_or(0);
+            let size =
+                text(s, tags::NUMBER_OF_STUDY_RELATED_INSTANCES).and_then(|n| n.trim().parse().ok()).unwrap_or(0);
             text(s, tags::STUDY_INSTANCE_UID).map(|uid| (size, uid))
         })
         .collect();
-    by_size.sort_by(|a, b| b.0.cmp(&a.0));
+    by_size.sort_by_key(|(size, _)| std::cmp::Reverse(*size));
     let study_uids: Vec<String> = by_size.into_iter().map(|(_, uid)| uid).collect();
 
     progress("C-FIND matching forms");
@@ -144,7 +156,11 @@ pub async fn run(target: &DimseTarget, progress: &mut dyn FnMut(&str)) -> DimseR
         (
             "C-FIND UID list matching",
             "PS3.4 C.2.2.2.2",
-            keys(&[(tags::STUDY_INSTANCE_UID, VR::UI, &study_uids.iter().take(2).cloned().collect::<Vec<_>>().join("\\"))]),
+            keys(&[(
+                tags::STUDY_INSTANCE_UID,
+                VR::UI,
+                &study_uids.iter().take(2).cloned().collect::<Vec<_>>().join("\\"),
+            )]),
             Some(study_uids.len().min(2)),
         ),
     ];
@@ -187,14 +203,34 @@ pub async fn run(target: &DimseTarget, progress: &mut dyn FnMut(&str)) -> DimseR
         match first_instance(&pool, &study, timeout).await {
             Ok((series_count, Some((series, image_count, instance)))) => {
                 if n == 0 {
-                    checks.push(Check::new("C-FIND SERIES", "PS3.4 C.4.1", Outcome::Pass, format!("{series_count} series in the largest study")));
-                    checks.push(Check::new("C-FIND IMAGE", "PS3.4 C.4.1", Outcome::Pass, format!("{image_count} instances in its first series")));
+                    checks.push(Check::new(
+                        "C-FIND SERIES",
+                        "PS3.4 C.4.1",
+                        Outcome::Pass,
+                        format!("{series_count} series in the largest study"),
+                    ));
+                    checks.push(Check::new(
+                        "C-FIND IMAGE",
+                        "PS3.4 C.4.1",
+                        Outcome::Pass,
+                        format!("{image_count} instances in its first series"),
+                    ));
                 }
                 samples.push(RetrieveTarget::instances(study, Some(series), vec![instance]));
             }
             Ok((series_count, None)) if n == 0 => {
-                checks.push(Check::new("C-FIND SERIES", "PS3.4 C.4.1", Outcome::Pass, format!("{series_count} series in the largest study")));
-                checks.push(Check::new("C-FIND IMAGE", "PS3.4 C.4.1", Outcome::Fail, "no instance found in its first series"));
+                checks.push(Check::new(
+                    "C-FIND SERIES",
+                    "PS3.4 C.4.1",
+                    Outcome::Pass,
+                    format!("{series_count} series in the largest study"),
+                ));
+                checks.push(Check::new(
+                    "C-FIND IMAGE",
+                    "PS3.4 C.4.1",
+                    Outcome::Fail,
+                    "no instance found in its first series",
+                ));
             }
             Err((level, e)) if n == 0 => {
                 checks.push(failed(&format!("C-FIND {level}"), "PS3.4 C.4.1", &e));
@@ -210,7 +246,8 @@ pub async fn run(target: &DimseTarget, progress: &mut dyn FnMut(&str)) -> DimseR
 
     progress("C-GET of one instance");
     let get_outcome = try_samples(&samples, |one| {
-        let request = RetrieveRequest { target: one, sop_classes: Vec::new(), deadline: Some(Instant::now() + timeout) };
+        let request =
+            RetrieveRequest { target: one, sop_classes: Vec::new(), deadline: Some(Instant::now() + timeout) };
         let pool = pool.clone();
         async move { retrieve_one(get(&pool, request).await).await }
     })
@@ -228,10 +265,19 @@ pub async fn run(target: &DimseTarget, progress: &mut dyn FnMut(&str)) -> DimseR
         Some(listen) => {
             let options = StoreScpOptions::new(target.calling_ae_title.clone());
             match StoreScp::spawn(listen, options).await {
-                Err(e) => checks.push(Check::new("C-MOVE of one instance", "PS3.4 C.4.2", Outcome::Fail, format!("cannot listen on {listen}: {e}"))),
+                Err(e) => checks.push(Check::new(
+                    "C-MOVE of one instance",
+                    "PS3.4 C.4.2",
+                    Outcome::Fail,
+                    format!("cannot listen on {listen}: {e}"),
+                )),
                 Ok((scp, _, server)) => {
                     let outcome = try_samples(&samples, |one| {
-                        let request = RetrieveRequest { target: one, sop_classes: Vec::new(), deadline: Some(Instant::now() + timeout) };
+                        let request = RetrieveRequest {
+                            target: one,
+                            sop_classes: Vec::new(),
+                            deadline: Some(Instant::now() + timeout),
+                        };
                         let (pool, scp) = (pool.clone(), scp.clone());
                         async move { retrieve_one(c_move(&pool, &scp, request).await).await }
                     })
@@ -239,7 +285,9 @@ pub async fn run(target: &DimseTarget, progress: &mut dyn FnMut(&str)) -> DimseR
                     server.abort();
                     let mut check = sample_check("C-MOVE of one instance", "PS3.4 C.4.2", outcome);
                     if check.outcome == Outcome::Fail {
-                        check.evidence.push_str(&format!(" (does the PACS know {} at {listen}?)", target.calling_ae_title));
+                        check
+                            .evidence
+                            .push_str(&format!(" (does the PACS know {} at {listen}?)", target.calling_ae_title));
                     }
                     checks.push(check);
                 }
@@ -258,12 +306,18 @@ async fn first_instance(
     let series = query(
         pool,
         QueryLevel::Series,
-        keys(&[(tags::STUDY_INSTANCE_UID, VR::UI, study.as_str()), (tags::SERIES_INSTANCE_UID, VR::UI, ""), (tags::MODALITY, VR::CS, "")]),
+        keys(&[
+            (tags::STUDY_INSTANCE_UID, VR::UI, study.as_str()),
+            (tags::SERIES_INSTANCE_UID, VR::UI, ""),
+            (tags::MODALITY, VR::CS, ""),
+        ]),
         timeout,
     )
     .await
     .map_err(|e| ("SERIES", e))?;
-    let Some(first) = series.iter().find_map(|s| text(s, tags::SERIES_INSTANCE_UID)).and_then(|u| SeriesInstanceUid::new(&u).ok()) else {
+    let Some(first) =
+        series.iter().find_map(|s| text(s, tags::SERIES_INSTANCE_UID)).and_then(|u| SeriesInstanceUid::new(&u).ok())
+    else {
         return Ok((series.len(), None));
     };
     let images = query(
@@ -278,7 +332,8 @@ async fn first_instance(
     )
     .await
     .map_err(|e| ("IMAGE", e))?;
-    let instance = images.iter().find_map(|i| text(i, tags::SOP_INSTANCE_UID)).and_then(|u| SopInstanceUid::new(&u).ok());
+    let instance =
+        images.iter().find_map(|i| text(i, tags::SOP_INSTANCE_UID)).and_then(|u| SopInstanceUid::new(&u).ok());
     Ok((series.len(), instance.map(|i| (first, images.len(), i))))
 }
 

@@ -27,7 +27,12 @@ pub struct Check {
 }
 
 impl Check {
-    pub fn new(name: impl Into<String>, reference: &'static str, outcome: Outcome, evidence: impl Into<String>) -> Self {
+    pub fn new(
+        name: impl Into<String>,
+        reference: &'static str,
+        outcome: Outcome,
+        evidence: impl Into<String>,
+    ) -> Self {
         Check { name: name.into(), reference, outcome, evidence: evidence.into() }
     }
 }

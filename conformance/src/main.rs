@@ -11,7 +11,11 @@ use conformance::{report, Outcome};
 use dicomweb_model::AeTitle;
 
 #[derive(Parser)]
-#[command(name = "dicomweb-conformance", version, about = "Conformance checks for DICOMweb servers and PACS joining a federation")]
+#[command(
+    name = "dicomweb-conformance",
+    version,
+    about = "Conformance checks for DICOMweb servers and PACS joining a federation"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

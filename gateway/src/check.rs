@@ -10,7 +10,8 @@ use crate::config::{Config, SiteConfig};
 
 /// The adapter's view of a configured site.
 pub fn endpoint(config: &Config, site: &SiteConfig) -> Result<SiteEndpoint, String> {
-    let mut endpoint = SiteEndpoint::new(site.id.clone(), config.dimse_ae_title.clone(), site.ae_title.clone(), site.address.clone());
+    let mut endpoint =
+        SiteEndpoint::new(site.id.clone(), config.dimse_ae_title.clone(), site.ae_title.clone(), site.address.clone());
     endpoint.max_associations = site.max_associations;
     endpoint.response_timeout = site.timeout;
     endpoint.connect_timeout = site.timeout.min(Duration::from_secs(10));
@@ -44,7 +45,14 @@ pub async fn run(config: &Config) -> ExitCode {
                 Ok(rtt) => ("yes".to_owned(), format!("{:.1} ms", rtt.as_secs_f64() * 1000.0)),
                 Err(e) => (format!("no: {e}"), "-".to_owned()),
             };
-            [site.id.to_string(), site.ae_title.to_string(), site.address.clone(), reachable, latency, site.retrieve.to_string()]
+            [
+                site.id.to_string(),
+                site.ae_title.to_string(),
+                site.address.clone(),
+                reachable,
+                latency,
+                site.retrieve.to_string(),
+            ]
         })
         .collect();
     let header = ["SITE", "AE", "ADDRESS", "REACHABLE", "LATENCY", "RETRIEVE"].map(String::from);

@@ -280,7 +280,11 @@ impl Config {
         } else {
             Err(format!("server.base_path {base_path:?} must start with '/' and not end with one"))
         });
-        let tls = raw.server.tls.as_ref().map(|t| ServerTlsFiles { cert: t.cert.clone(), key: t.key.clone(), client_ca: t.client_ca.clone() });
+        let tls = raw.server.tls.as_ref().map(|t| ServerTlsFiles {
+            cert: t.cert.clone(),
+            key: t.key.clone(),
+            client_ca: t.client_ca.clone(),
+        });
         let public_url = raw.server.public_url.unwrap_or_else(|| {
             let scheme = if raw.server.tls.is_some() { "https" } else { "http" };
             format!("{scheme}://{}{base_path}", raw.server.listen)
@@ -323,7 +327,9 @@ impl Config {
                         (Some(file), None) => Some(JwksSource::File(file)),
                         (None, Some(url)) => Some(JwksSource::Url(url)),
                         _ => {
-                            problems.push("auth: exactly one of jwks_file and jwks_url is required with mode = \"jwt\"".into());
+                            problems.push(
+                                "auth: exactly one of jwks_file and jwks_url is required with mode = \"jwt\"".into(),
+                            );
                             None
                         }
                     };
@@ -388,7 +394,8 @@ impl Config {
             }
             for option in &deid.options {
                 if !DEID_OPTIONS.contains(&option.as_str()) {
-                    problems.push(format!("deid.options: unknown option {option:?}; known: {}", DEID_OPTIONS.join(", ")));
+                    problems
+                        .push(format!("deid.options: unknown option {option:?}; known: {}", DEID_OPTIONS.join(", ")));
                 }
             }
             DeidConfig {
@@ -442,7 +449,8 @@ impl Config {
 fn validate_site(site: raw::Site) -> Result<SiteConfig, Vec<String>> {
     let mut problems = Vec::new();
     let id = SiteId::new(&site.id).map_err(|e| problems.push(format!("id {:?}: {e}", site.id))).ok();
-    let ae_title = AeTitle::new(&site.ae_title).map_err(|e| problems.push(format!("ae_title {:?}: {e}", site.ae_title))).ok();
+    let ae_title =
+        AeTitle::new(&site.ae_title).map_err(|e| problems.push(format!("ae_title {:?}: {e}", site.ae_title))).ok();
     if site.address.rsplit_once(':').and_then(|(_, port)| port.parse::<u16>().ok()).is_none() {
         problems.push(format!("address {:?} must be host:port", site.address));
     }
@@ -507,7 +515,6 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     };
     number.checked_mul(factor).ok_or_else(|| format!("{text:?} is too large"))
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -9,7 +9,4 @@ mod uid;
 
 pub use ae_title::{AeTitle, AeTitleError};
 pub use site_id::{SiteId, SiteIdError};
-pub use uid::{
-    SeriesInstanceUid, SopClassUid, SopInstanceUid, StudyInstanceUid, TransferSyntaxUid, Uid,
-    UidError,
-};
+pub use uid::{SeriesInstanceUid, SopClassUid, SopInstanceUid, StudyInstanceUid, TransferSyntaxUid, Uid, UidError};

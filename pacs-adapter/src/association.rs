@@ -71,8 +71,10 @@ impl PduLink for AsyncServerAssociation<TcpStream> {
     }
 }
 
-/// What arrived when a message was expected.
+/// What arrived when a message was expected. Short-lived, so the size difference between the
+/// variants does not matter.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Received {
     Message(Message),
     /// The peer asked to release the association (A-RELEASE-RQ).
@@ -165,7 +167,7 @@ fn pdu_name(pdu: &Pdu) -> &'static str {
 /// The transport under a client association.
 #[derive(Debug)]
 pub(crate) enum Transport {
-    Plain(AsyncClientAssociation<TcpStream>),
+    Plain(Box<AsyncClientAssociation<TcpStream>>),
     Tls(Box<AsyncClientAssociation<AsyncTlsStream>>),
 }
 
@@ -220,9 +222,11 @@ impl DimseAssociation {
     /// Connects and negotiates `plan`, all within the site's connect deadline.
     pub async fn establish(site: &SiteEndpoint, plan: &ContextPlan) -> Result<Self, DimseError> {
         let deadline = site.connect_timeout;
-        tokio::time::timeout(deadline, Self::establish_inner(site, plan))
-            .await
-            .map_err(|_| DimseError::Timeout { site: site.id.clone(), phase: Phase::Connect, after: deadline })?
+        tokio::time::timeout(deadline, Self::establish_inner(site, plan)).await.map_err(|_| DimseError::Timeout {
+            site: site.id.clone(),
+            phase: Phase::Connect,
+            after: deadline,
+        })?
     }
 
     async fn establish_inner(site: &SiteEndpoint, plan: &ContextPlan) -> Result<Self, DimseError> {
@@ -232,8 +236,8 @@ impl DimseAssociation {
             .max_pdu_length(site.max_pdu_length)
             .strict(true);
         for context in &plan.contexts {
-            options = options
-                .with_presentation_context(context.abstract_syntax.clone(), context.transfer_syntaxes.clone());
+            options =
+                options.with_presentation_context(context.abstract_syntax.clone(), context.transfer_syntaxes.clone());
             if context.scp_role {
                 options = options.with_role_selection(context.abstract_syntax.clone(), true, true);
             }
@@ -247,7 +251,7 @@ impl DimseAssociation {
                 // Small command PDUs must not wait for Nagle's algorithm: with delayed ACKs on the
                 // peer that costs up to 40 ms per DIMSE round trip.
                 let _ = association.inner_stream().set_nodelay(site.tcp_nodelay);
-                Transport::Plain(association)
+                Transport::Plain(Box::new(association))
             }
             Some(tls) => {
                 let mut association = options
@@ -276,10 +280,7 @@ impl DimseAssociation {
 
     /// The accepted context for an abstract syntax, preferring the given transfer syntax.
     pub fn accepted_context(&self, abstract_syntax: &str, transfer_syntax: Option<&str>) -> Option<(u8, &str)> {
-        let mut candidates = self
-            .contexts
-            .iter()
-            .filter(|c| trim_uid(&c.abstract_syntax) == abstract_syntax);
+        let mut candidates = self.contexts.iter().filter(|c| trim_uid(&c.abstract_syntax) == abstract_syntax);
         let found = match transfer_syntax {
             Some(ts) => candidates.find(|c| trim_uid(&c.transfer_syntax) == ts),
             None => candidates.next(),
@@ -289,20 +290,14 @@ impl DimseAssociation {
 
     /// Transfer syntax accepted on a presentation context.
     pub fn transfer_syntax_of(&self, presentation_context_id: u8) -> Option<&str> {
-        self.contexts
-            .iter()
-            .find(|c| c.id == presentation_context_id)
-            .map(|c| trim_uid(&c.transfer_syntax))
+        self.contexts.iter().find(|c| c.id == presentation_context_id).map(|c| trim_uid(&c.transfer_syntax))
     }
 
     /// The context for an abstract syntax, or a typed error naming it.
     pub(crate) fn require_context(&self, abstract_syntax: &str) -> Result<(u8, String), DimseError> {
-        self.accepted_context(abstract_syntax, None)
-            .map(|(id, ts)| (id, ts.to_owned()))
-            .ok_or_else(|| DimseError::NoPresentationContext {
-                site: self.site.clone(),
-                what: abstract_syntax.to_owned(),
-            })
+        self.accepted_context(abstract_syntax, None).map(|(id, ts)| (id, ts.to_owned())).ok_or_else(|| {
+            DimseError::NoPresentationContext { site: self.site.clone(), what: abstract_syntax.to_owned() }
+        })
     }
 
     /// Graceful A-RELEASE; errors are ignored since the association is finished either way.

@@ -34,7 +34,8 @@ pub async fn c_move(
     let site = pool.site().id.clone();
     let message_id = ticket.message_id;
     let started = start(pool, &ContextPlan::query(), STUDY_ROOT_MOVE, message_id, deadlines, |ts| {
-        let data = encode_identifier(&identifier, ts).map_err(|source| DimseError::Protocol { site: site.clone(), source })?;
+        let data =
+            encode_identifier(&identifier, ts).map_err(|source| DimseError::Protocol { site: site.clone(), source })?;
         Ok((Command::c_move_rq(STUDY_ROOT_MOVE, message_id, &destination), Some(data)))
     })
     .await?;

@@ -29,7 +29,8 @@ pub async fn find(pool: &AssociationPool, request: FindRequest) -> Result<DimseS
     let message_id = next_message_id();
     let site = pool.site().id.clone();
     let started = start(pool, &ContextPlan::query(), STUDY_ROOT_FIND, message_id, deadlines, |ts| {
-        let data = encode_identifier(&identifier, ts).map_err(|source| DimseError::Protocol { site: site.clone(), source })?;
+        let data =
+            encode_identifier(&identifier, ts).map_err(|source| DimseError::Protocol { site: site.clone(), source })?;
         Ok((Command::query_rq(CommandField::CFindRq, STUDY_ROOT_FIND, message_id), Some(data)))
     })
     .await?;
@@ -45,7 +46,8 @@ pub async fn find(pool: &AssociationPool, request: FindRequest) -> Result<DimseS
             let site = exchange.pool.site().id.clone();
             match status.class() {
                 StatusClass::Pending => {
-                    let ts = exchange.association().transfer_syntax_of(message.presentation_context_id).map(str::to_owned);
+                    let ts =
+                        exchange.association().transfer_syntax_of(message.presentation_context_id).map(str::to_owned);
                     let decoded = match (message.data_set.as_deref(), ts) {
                         (Some(bytes), Some(ts)) => {
                             decode_identifier(bytes, &ts).map_err(|source| DimseError::Protocol { site, source })
@@ -63,7 +65,9 @@ pub async fn find(pool: &AssociationPool, request: FindRequest) -> Result<DimseS
                 }
                 StatusClass::Failure(_) => {
                     let error_comment = message.command.error_comment.clone();
-                    return exchange.finish(Err(DimseError::Failed { site, operation: Operation::Find, status, error_comment })).await;
+                    return exchange
+                        .finish(Err(DimseError::Failed { site, operation: Operation::Find, status, error_comment }))
+                        .await;
                 }
             }
             message = match exchange.next().await {

@@ -35,7 +35,10 @@ impl RetrieveRequest {
 /// Starts a C-GET and returns the stream of instances once the PACS has answered the first
 /// time. The stream ends with an `Err` when any sub-operation failed, so a partial retrieval is
 /// never mistaken for a complete one. Dropping the stream cancels the C-GET.
-pub async fn get(pool: &AssociationPool, request: RetrieveRequest) -> Result<DimseStream<RetrievedInstance>, DimseError> {
+pub async fn get(
+    pool: &AssociationPool,
+    request: RetrieveRequest,
+) -> Result<DimseStream<RetrievedInstance>, DimseError> {
     let deadlines = Deadlines::new(pool, request.deadline);
     let sop_classes = if request.sop_classes.is_empty() {
         sop_classes_of(pool, &request.target, request.deadline).await?
@@ -47,7 +50,8 @@ pub async fn get(pool: &AssociationPool, request: RetrieveRequest) -> Result<Dim
     let message_id = next_message_id();
     let site = pool.site().id.clone();
     let started = start(pool, &plan, STUDY_ROOT_GET, message_id, deadlines, |ts| {
-        let data = encode_identifier(&identifier, ts).map_err(|source| DimseError::Protocol { site: site.clone(), source })?;
+        let data =
+            encode_identifier(&identifier, ts).map_err(|source| DimseError::Protocol { site: site.clone(), source })?;
         Ok((Command::query_rq(CommandField::CGetRq, STUDY_ROOT_GET, message_id), Some(data)))
     })
     .await?;
@@ -65,17 +69,21 @@ async fn drive(mut exchange: Exchange<RetrievedInstance>, first: Message) {
     loop {
         if message.command.field == CommandField::CStoreRq {
             let association = exchange.association();
-            let instance = match (message.data_set.as_deref(), association.transfer_syntax_of(message.presentation_context_id)) {
-                (Some(data_set), Some(ts)) => RetrievedInstance::from_c_store(&message.command, ts, &source_ae, data_set)
-                    .map_err(|source| DimseError::Protocol { site: site.clone(), source }),
-                _ => Err(unexpected(&exchange.pool, &message)),
-            };
+            let instance =
+                match (message.data_set.as_deref(), association.transfer_syntax_of(message.presentation_context_id)) {
+                    (Some(data_set), Some(ts)) => {
+                        RetrievedInstance::from_c_store(&message.command, ts, &source_ae, data_set)
+                            .map_err(|source| DimseError::Protocol { site: site.clone(), source })
+                    }
+                    _ => Err(unexpected(&exchange.pool, &message)),
+                };
             let status = match instance {
                 Ok(instance) => {
                     sub_operations.received += 1;
                     if !exchange.deliver(Ok(instance)).await {
                         let refusal = Command::c_store_rsp(&message.command, Status::STORE_OUT_OF_RESOURCES.0);
-                        let _ = exchange.association().channel.send(message.presentation_context_id, &refusal, None).await;
+                        let _ =
+                            exchange.association().channel.send(message.presentation_context_id, &refusal, None).await;
                         return exchange.cancel().await;
                     }
                     Status::SUCCESS
@@ -86,7 +94,8 @@ async fn drive(mut exchange: Exchange<RetrievedInstance>, first: Message) {
                 }
             };
             let response = Command::c_store_rsp(&message.command, status.0);
-            if let Err(e) = exchange.association().channel.send(message.presentation_context_id, &response, None).await {
+            if let Err(e) = exchange.association().channel.send(message.presentation_context_id, &response, None).await
+            {
                 return exchange.fail(e).await;
             }
         } else {

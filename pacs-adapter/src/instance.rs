@@ -33,12 +33,16 @@ impl RetrievedInstance {
                 .and_then(|v| dicomweb_model::Uid::from_peer(v).ok())
                 .ok_or(DimseProtocolError::MalformedCommand(what))
         };
-        let sop_class_uid = SopClassUid::from(uid(&request.affected_sop_class_uid, "C-STORE without a valid Affected SOP Class UID")?);
-        let sop_instance_uid =
-            SopInstanceUid::from(uid(&request.affected_sop_instance_uid, "C-STORE without a valid Affected SOP Instance UID")?);
-        let transfer_syntax_uid = dicomweb_model::Uid::from_peer(transfer_syntax_uid)
-            .map(TransferSyntaxUid::from)
-            .map_err(|_| DimseProtocolError::MalformedCommand("presentation context with an invalid transfer syntax"))?;
+        let sop_class_uid =
+            SopClassUid::from(uid(&request.affected_sop_class_uid, "C-STORE without a valid Affected SOP Class UID")?);
+        let sop_instance_uid = SopInstanceUid::from(uid(
+            &request.affected_sop_instance_uid,
+            "C-STORE without a valid Affected SOP Instance UID",
+        )?);
+        let transfer_syntax_uid =
+            dicomweb_model::Uid::from_peer(transfer_syntax_uid).map(TransferSyntaxUid::from).map_err(|_| {
+                DimseProtocolError::MalformedCommand("presentation context with an invalid transfer syntax")
+            })?;
         let bytes = part10::wrap(
             sop_class_uid.as_str(),
             sop_instance_uid.as_str(),
@@ -47,7 +51,13 @@ impl RetrievedInstance {
             data_set,
         );
         let data_set_offset = bytes.len() - data_set.len();
-        Ok(RetrievedInstance { sop_class_uid, sop_instance_uid, transfer_syntax_uid, part10: Bytes::from(bytes), data_set_offset })
+        Ok(RetrievedInstance {
+            sop_class_uid,
+            sop_instance_uid,
+            transfer_syntax_uid,
+            part10: Bytes::from(bytes),
+            data_set_offset,
+        })
     }
 
     /// The data set as the PACS sent it, without our file meta group.
@@ -77,7 +87,12 @@ impl SubOperations {
 
     /// Decides the outcome from the final response: `Ok` only when the PACS reports no failed
     /// sub-operation and every completed one reached us.
-    pub(crate) fn outcome(&self, site: &SiteId, operation: Operation, final_response: &Command) -> Result<(), DimseError> {
+    pub(crate) fn outcome(
+        &self,
+        site: &SiteId,
+        operation: Operation,
+        final_response: &Command,
+    ) -> Result<(), DimseError> {
         let status = Status(final_response.status.unwrap_or(0xC000));
         let completed = u32::from(self.completed.unwrap_or(0));
         let failed = u32::from(self.failed.unwrap_or(0));

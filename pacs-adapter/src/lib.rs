@@ -9,8 +9,8 @@
 #![forbid(unsafe_code)]
 
 mod association;
-pub mod dimse;
 mod c_move;
+pub mod dimse;
 mod echo;
 mod error;
 mod find;

@@ -113,10 +113,7 @@ pub(crate) async fn start(
 }
 
 fn is_stale(error: &DimseError) -> bool {
-    matches!(
-        error,
-        DimseError::ConnectionClosed { .. } | DimseError::Aborted { .. } | DimseError::Transport { .. }
-    )
+    matches!(error, DimseError::ConnectionClosed { .. } | DimseError::Aborted { .. } | DimseError::Transport { .. })
 }
 
 /// Sends C-CANCEL for `message_id` and drains the association until the final response,
@@ -133,10 +130,10 @@ async fn cancel(mut pooled: PooledAssociation, presentation_context_id: u8, mess
                     let refusal = Command::c_store_rsp(&message.command, Status::STORE_OUT_OF_RESOURCES.0);
                     channel.send(message.presentation_context_id, &refusal, None).await?;
                 }
-                _ if message.command.message_id_responded_to == Some(message_id) => {
-                    if !message.command.status.map(Status).is_some_and(Status::is_pending) {
-                        return Ok::<(), DimseError>(());
-                    }
+                _ if message.command.message_id_responded_to == Some(message_id)
+                    && !message.command.status.map(Status).is_some_and(Status::is_pending) =>
+                {
+                    return Ok::<(), DimseError>(());
                 }
                 _ => {}
             }
@@ -233,7 +230,13 @@ impl<T> Exchange<T> {
                 None
             }
             None => {
-                cancel_in_place(&mut self.pooled, self.presentation_context_id, self.message_id, self.deadlines.response).await;
+                cancel_in_place(
+                    &mut self.pooled,
+                    self.presentation_context_id,
+                    self.message_id,
+                    self.deadlines.response,
+                )
+                .await;
                 None
             }
         }
@@ -262,7 +265,12 @@ impl<T> Exchange<T> {
 
 /// [`cancel`] on an association still owned by an [`Exchange`]: after it the association is
 /// either back in the pool or aborted, and the exchange holds nothing.
-async fn cancel_in_place(pooled: &mut PooledAssociation, presentation_context_id: u8, message_id: u16, response: Duration) {
+async fn cancel_in_place(
+    pooled: &mut PooledAssociation,
+    presentation_context_id: u8,
+    message_id: u16,
+    response: Duration,
+) {
     if let Some(owned) = pooled.take() {
         cancel(owned, presentation_context_id, message_id, response).await;
     }

@@ -51,7 +51,10 @@ pub async fn list_instances(
         None => {
             let mut identifier = target.identifier();
             identifier.put(DataElement::new(tags::SERIES_INSTANCE_UID, VR::UI, ""));
-            let found = find(pool, FindRequest { level: QueryLevel::Series, identifier, deadline }).await?.try_collect_all().await?;
+            let found = find(pool, FindRequest { level: QueryLevel::Series, identifier, deadline })
+                .await?
+                .try_collect_all()
+                .await?;
             found
                 .iter()
                 .filter_map(|f| text_of(f, tags::SERIES_INSTANCE_UID))
@@ -63,7 +66,9 @@ pub async fn list_instances(
     for series in series_list {
         // SOPClassUID is not asked for here: Orthanc answers it by reading every file, which
         // doubles the time of the query. The classes come from the study level instead.
-        let mut identifier = RetrieveTarget::instances(target.study.clone(), Some(series.clone()), target.instances.clone()).identifier();
+        let mut identifier =
+            RetrieveTarget::instances(target.study.clone(), Some(series.clone()), target.instances.clone())
+                .identifier();
         identifier.put(DataElement::new(tags::QUERY_RETRIEVE_LEVEL, VR::CS, "IMAGE"));
         if target.instances.is_empty() {
             identifier.put(DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, ""));
@@ -71,7 +76,9 @@ pub async fn list_instances(
         let mut matches = find(pool, FindRequest { level: QueryLevel::Image, identifier, deadline }).await?;
         while let Some(found) = matches.next().await {
             let found = found?;
-            if let Some(sop_instance) = text_of(&found, tags::SOP_INSTANCE_UID).and_then(|s| dicomweb_model::Uid::from_peer(&s).ok().map(SopInstanceUid::from)) {
+            if let Some(sop_instance) = text_of(&found, tags::SOP_INSTANCE_UID)
+                .and_then(|s| dicomweb_model::Uid::from_peer(&s).ok().map(SopInstanceUid::from))
+            {
                 planned.push(PlannedInstance { series: series.clone(), sop_instance });
             }
         }
@@ -89,7 +96,11 @@ pub(crate) fn text_of(obj: &dicom_object::InMemDicomObject, tag: dicom_core::Tag
 
 /// Splits instances into at most `parts` instance-level targets, never mixing series (Study
 /// Root IMAGE-level keys name one series), sizes as even as the series allow.
-pub fn split(study: &dicomweb_model::StudyInstanceUid, instances: &[PlannedInstance], parts: usize) -> Vec<RetrieveTarget> {
+pub fn split(
+    study: &dicomweb_model::StudyInstanceUid,
+    instances: &[PlannedInstance],
+    parts: usize,
+) -> Vec<RetrieveTarget> {
     let parts = parts.max(1);
     let mut by_series: BTreeMap<&SeriesInstanceUid, Vec<SopInstanceUid>> = BTreeMap::new();
     for instance in instances {
@@ -116,8 +127,11 @@ pub async fn retrieve_parallel(
 ) -> Result<DimseStream<RetrievedInstance>, DimseError> {
     let (planned, sop_classes) = match method {
         RetrieveMethod::Get => {
-            let (planned, classes) =
-                futures::future::join(list_instances(pool, &target, deadline), crate::get::sop_classes_of(pool, &target, deadline)).await;
+            let (planned, classes) = futures::future::join(
+                list_instances(pool, &target, deadline),
+                crate::get::sop_classes_of(pool, &target, deadline),
+            )
+            .await;
             (planned?, classes?)
         }
         RetrieveMethod::Move(_) => (list_instances(pool, &target, deadline).await?, Vec::new()),

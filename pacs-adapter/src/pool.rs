@@ -121,7 +121,11 @@ impl AssociationPool {
         }
     }
 
-    async fn establish(&self, plan: &ContextPlan, permit: OwnedSemaphorePermit) -> Result<PooledAssociation, DimseError> {
+    async fn establish(
+        &self,
+        plan: &ContextPlan,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<PooledAssociation, DimseError> {
         let association = DimseAssociation::establish(&self.inner.site, plan).await?;
         tracing::debug!(site = %self.inner.site.id, contexts = plan.contexts.len(), "association established");
         Ok(PooledAssociation::new(association, permit, &self.inner, false))
@@ -217,7 +221,12 @@ impl PooledAssociation {
     /// does nothing). `None` when it was already taken.
     pub(crate) fn take(&mut self) -> Option<PooledAssociation> {
         let association = self.association.take()?;
-        Some(PooledAssociation { association: Some(association), permit: self.permit.take(), pool: self.pool.clone(), reused: self.reused })
+        Some(PooledAssociation {
+            association: Some(association),
+            permit: self.permit.take(),
+            pool: self.pool.clone(),
+            reused: self.reused,
+        })
     }
 
     /// Aborts the association in place, leaving this handle empty.

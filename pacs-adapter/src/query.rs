@@ -47,7 +47,11 @@ impl RetrieveTarget {
         RetrieveTarget { study, series: Some(series), instances: Vec::new() }
     }
 
-    pub fn instances(study: StudyInstanceUid, series: Option<SeriesInstanceUid>, instances: Vec<SopInstanceUid>) -> Self {
+    pub fn instances(
+        study: StudyInstanceUid,
+        series: Option<SeriesInstanceUid>,
+        instances: Vec<SopInstanceUid>,
+    ) -> Self {
         RetrieveTarget { study, series, instances }
     }
 
@@ -71,11 +75,7 @@ impl RetrieveTarget {
         }
         if !self.instances.is_empty() {
             let uids: Vec<String> = self.instances.iter().map(|u| u.as_str().to_owned()).collect();
-            identifier.put(DataElement::new(
-                tags::SOP_INSTANCE_UID,
-                VR::UI,
-                PrimitiveValue::Strs(uids.into()),
-            ));
+            identifier.put(DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, PrimitiveValue::Strs(uids.into())));
         }
         identifier
     }
@@ -87,7 +87,10 @@ pub fn with_level(mut identifier: InMemDicomObject, level: QueryLevel) -> InMemD
     identifier
 }
 
-pub(crate) fn encode_identifier(identifier: &InMemDicomObject, transfer_syntax: &str) -> Result<Vec<u8>, DimseProtocolError> {
+pub(crate) fn encode_identifier(
+    identifier: &InMemDicomObject,
+    transfer_syntax: &str,
+) -> Result<Vec<u8>, DimseProtocolError> {
     let ts = TransferSyntaxRegistry
         .get(transfer_syntax)
         .ok_or(DimseProtocolError::MalformedCommand("identifier transfer syntax unknown"))?;
@@ -115,7 +118,8 @@ mod tests {
     fn retrieve_identifiers_carry_the_keys_of_their_level() {
         let study = StudyInstanceUid::new("1.2.3").expect("uid");
         let series = SeriesInstanceUid::new("1.2.3.4").expect("uid");
-        let instances = vec![SopInstanceUid::new("1.2.3.4.5").expect("uid"), SopInstanceUid::new("1.2.3.4.6").expect("uid")];
+        let instances =
+            vec![SopInstanceUid::new("1.2.3.4.5").expect("uid"), SopInstanceUid::new("1.2.3.4.6").expect("uid")];
         let target = RetrieveTarget::instances(study.clone(), Some(series.clone()), instances);
         assert_eq!(target.level(), QueryLevel::Image);
         for ts in [EXPLICIT_VR_LE, IMPLICIT_VR_LE] {

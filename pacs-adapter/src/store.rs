@@ -21,7 +21,11 @@ pub struct StoreOutcome {
 /// Stores one Part-10 instance. A refusal or failure is a `DimseError::Failed` carrying the
 /// PACS's status; a PACS that does not accept the instance's transfer syntax gives
 /// `NoPresentationContext` (this crate never transcodes).
-pub async fn store(pool: &AssociationPool, part10_bytes: &[u8], deadline: Option<Instant>) -> Result<StoreOutcome, DimseError> {
+pub async fn store(
+    pool: &AssociationPool,
+    part10_bytes: &[u8],
+    deadline: Option<Instant>,
+) -> Result<StoreOutcome, DimseError> {
     let header = part10::parse_header(part10_bytes)?;
     let data_set = &part10_bytes[header.data_set_offset..];
     let plan = ContextPlan::store(&header.sop_class_uid, &header.transfer_syntax_uid);

@@ -96,7 +96,10 @@ impl StoreScp {
     }
 
     /// Binds `address` and serves in a background task until the returned handle is aborted.
-    pub async fn spawn(address: &str, options: StoreScpOptions) -> std::io::Result<(Self, std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
+    pub async fn spawn(
+        address: &str,
+        options: StoreScpOptions,
+    ) -> std::io::Result<(Self, std::net::SocketAddr, tokio::task::JoinHandle<()>)> {
         let listener = TcpListener::bind(address).await?;
         let local = listener.local_addr()?;
         let scp = StoreScp::new(options);
@@ -172,9 +175,7 @@ impl ScpInner {
         let by_id = request.move_originator_message_id.and_then(|id| routes.get(&id));
         let route = by_id.or_else(|| {
             let instance = request.affected_sop_instance_uid.as_deref()?;
-            let mut expecting = routes
-                .values()
-                .filter(|r| r.expected.as_ref().is_some_and(|e| e.contains(instance)));
+            let mut expecting = routes.values().filter(|r| r.expected.as_ref().is_some_and(|e| e.contains(instance)));
             match (expecting.next(), expecting.next()) {
                 (Some(route), None) => Some(route),
                 _ => None,
@@ -213,11 +214,8 @@ async fn serve_association(inner: Arc<ScpInner>, stream: TcpStream) -> Result<()
         })?
         .map_err(|e| crate::DimseError::from_ul(&scp_site, e))?;
     let calling_ae = dicom_ul::association::Association::peer_ae_title(&association).to_owned();
-    let contexts: HashMap<u8, String> = association
-        .presentation_contexts()
-        .iter()
-        .map(|c| (c.id, trim_uid(&c.transfer_syntax).to_owned()))
-        .collect();
+    let contexts: HashMap<u8, String> =
+        association.presentation_contexts().iter().map(|c| (c.id, trim_uid(&c.transfer_syntax).to_owned())).collect();
     let mut channel = MessageChannel::new(association, scp_site, options.max_data_set_len);
     loop {
         let message = match channel.receive(options.idle_timeout).await? {
@@ -230,7 +228,11 @@ async fn serve_association(inner: Arc<ScpInner>, stream: TcpStream) -> Result<()
         let response = match message.command.field {
             CommandField::CEchoRq => Command::c_echo_rsp(&message.command),
             CommandField::CStoreRq => {
-                let status = match (inner.route_for(&message.command, &calling_ae), contexts.get(&message.presentation_context_id), message.data_set.as_deref()) {
+                let status = match (
+                    inner.route_for(&message.command, &calling_ae),
+                    contexts.get(&message.presentation_context_id),
+                    message.data_set.as_deref(),
+                ) {
                     (Some((tx, source_ae)), Some(ts), Some(data_set)) => {
                         match RetrievedInstance::from_c_store(&message.command, ts, &source_ae, data_set) {
                             Ok(instance) => {

@@ -142,9 +142,7 @@ impl ContextPlan {
 
     /// C-STORE of instances of one SOP class in one transfer syntax, sent untouched.
     pub fn store(sop_class_uid: &str, transfer_syntax_uid: &str) -> Self {
-        ContextPlan {
-            contexts: vec![ProposedContext::new(sop_class_uid, &[transfer_syntax_uid], false)],
-        }
+        ContextPlan { contexts: vec![ProposedContext::new(sop_class_uid, &[transfer_syntax_uid], false)] }
     }
 }
 

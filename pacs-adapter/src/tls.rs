@@ -20,7 +20,10 @@ fn read_pem(path: &Path) -> Result<Vec<u8>, TlsConfigError> {
 
 /// Builds the client configuration: trust `ca` (PEM bundle), present `cert` + `key` when both
 /// are given.
-pub fn client_config(ca: &Path, cert_and_key: Option<(&Path, &Path)>) -> Result<Arc<rustls::ClientConfig>, TlsConfigError> {
+pub fn client_config(
+    ca: &Path,
+    cert_and_key: Option<(&Path, &Path)>,
+) -> Result<Arc<rustls::ClientConfig>, TlsConfigError> {
     let mut roots = rustls::RootCertStore::empty();
     let ca_pem = read_pem(ca)?;
     for cert in rustls_pemfile::certs(&mut &ca_pem[..]) {

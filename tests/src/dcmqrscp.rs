@@ -21,7 +21,13 @@ pub struct DcmqrscpSite {
 
 impl DcmqrscpSite {
     /// Starts the site on `port`, or on a free port.
-    pub fn start(dir: &Path, id: &str, ae_title: &str, destinations: &[MoveDestination], port: Option<u16>) -> anyhow::Result<DcmqrscpSite> {
+    pub fn start(
+        dir: &Path,
+        id: &str,
+        ae_title: &str,
+        destinations: &[MoveDestination],
+        port: Option<u16>,
+    ) -> anyhow::Result<DcmqrscpSite> {
         let dcmqrscp = dcmtk_tool("dcmqrscp")?;
         let storage = dir.join("storage");
         std::fs::create_dir_all(&storage)?;
@@ -50,7 +56,13 @@ impl DcmqrscpSite {
             .stderr(log)
             .spawn()
             .context("starting dcmqrscp")?;
-        let site = DcmqrscpSite { id: id.to_owned(), ae_title: ae_title.to_owned(), port, dir: dir.to_owned(), child: Some(child) };
+        let site = DcmqrscpSite {
+            id: id.to_owned(),
+            ae_title: ae_title.to_owned(),
+            port,
+            dir: dir.to_owned(),
+            child: Some(child),
+        };
         wait_for_port(port, Duration::from_secs(30)).context("dcmqrscp did not start")?;
         Ok(site)
     }

@@ -66,7 +66,8 @@ impl TestbedInfo {
                  and set TESTBED_INFO=FILE"
             )
         })?;
-        let text = std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("cannot read TESTBED_INFO={path}: {e}"))?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| anyhow::anyhow!("cannot read TESTBED_INFO={path}: {e}"))?;
         Ok(serde_json::from_str(&text)?)
     }
 

@@ -5,10 +5,10 @@
 //! Sample data: pydicom's shipped test files (real-world variety) and the deterministic
 //! synthetic studies of [`synthetic`].
 
-pub mod info;
-pub mod orthanc;
 pub mod dcmqrscp;
 pub mod endpoints;
+pub mod info;
+pub mod orthanc;
 pub mod pydicom_files;
 pub mod synthetic;
 
@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 
+pub use dcmqrscp::DcmqrscpSite;
 pub use info::{DataInfo, LoadedFile, SiteInfo, SiteKind, TestbedInfo};
 pub use orthanc::OrthancSite;
-pub use dcmqrscp::DcmqrscpSite;
 
 /// A C-MOVE destination every site knows: an AE title and the loopback port where a storage
 /// SCP may listen.
@@ -51,10 +51,9 @@ pub fn wait_for_port(port: u16, timeout: Duration) -> anyhow::Result<()> {
 /// first on PATH, so DCMTK's are looked up where Debian puts them and checked by version.
 pub fn dcmtk_tool(name: &str) -> anyhow::Result<PathBuf> {
     let path = Path::new("/usr/bin").join(name);
-    let output = std::process::Command::new(&path)
-        .arg("--version")
-        .output()
-        .with_context(|| format!("DCMTK's {name} is missing at {}: install the Debian package dcmtk", path.display()))?;
+    let output = std::process::Command::new(&path).arg("--version").output().with_context(|| {
+        format!("DCMTK's {name} is missing at {}: install the Debian package dcmtk", path.display())
+    })?;
     let text = String::from_utf8_lossy(&output.stdout);
     if !text.to_lowercase().contains("dcmtk") {
         bail!("{} is not DCMTK's {name}", path.display());

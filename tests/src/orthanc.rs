@@ -63,7 +63,8 @@ impl OrthancSite {
         tls: Option<&OrthancTls>,
         ports: Option<(u16, u16)>,
     ) -> anyhow::Result<OrthancSite> {
-        let orthanc = which("Orthanc").context("Orthanc is missing: install the Debian packages orthanc and orthanc-dicomweb")?;
+        let orthanc =
+            which("Orthanc").context("Orthanc is missing: install the Debian packages orthanc and orthanc-dicomweb")?;
         std::fs::create_dir_all(dir.join("storage"))?;
         let (dicom_port, http_port) = match ports {
             Some(ports) => ports,
@@ -123,7 +124,8 @@ impl OrthancSite {
             dir: dir.to_owned(),
             child: Some(child),
         };
-        site.wait_ready().with_context(|| format!("Orthanc {id} did not start; see {}", dir.join("orthanc.log").display()))?;
+        site.wait_ready()
+            .with_context(|| format!("Orthanc {id} did not start; see {}", dir.join("orthanc.log").display()))?;
         Ok(site)
     }
 
@@ -224,10 +226,12 @@ impl Client {
 
     /// What Orthanc holds for one of its instance ids.
     pub fn stored(&self, orthanc_id: &str) -> anyhow::Result<StoredInstance> {
-        let tags: serde_json::Value =
-            serde_json::from_str(&ureq::get(&format!("{}/instances/{orthanc_id}/simplified-tags", self.base)).call()?.into_string()?)?;
-        let transfer_syntax =
-            ureq::get(&format!("{}/instances/{orthanc_id}/metadata/TransferSyntax", self.base)).call()?.into_string()?;
+        let tags: serde_json::Value = serde_json::from_str(
+            &ureq::get(&format!("{}/instances/{orthanc_id}/simplified-tags", self.base)).call()?.into_string()?,
+        )?;
+        let transfer_syntax = ureq::get(&format!("{}/instances/{orthanc_id}/metadata/TransferSyntax", self.base))
+            .call()?
+            .into_string()?;
         let tag = |name: &str| tags[name].as_str().unwrap_or_default().to_owned();
         Ok(StoredInstance {
             orthanc_id: orthanc_id.to_owned(),
@@ -241,8 +245,9 @@ impl Client {
 
     /// Orthanc's id of the instance with this SOP Instance UID.
     pub fn instance_id(&self, sop_instance_uid: &str) -> anyhow::Result<String> {
-        let found: serde_json::Value =
-            serde_json::from_str(&ureq::post(&format!("{}/tools/lookup", self.base)).send_string(sop_instance_uid)?.into_string()?)?;
+        let found: serde_json::Value = serde_json::from_str(
+            &ureq::post(&format!("{}/tools/lookup", self.base)).send_string(sop_instance_uid)?.into_string()?,
+        )?;
         found
             .as_array()
             .into_iter()
@@ -256,7 +261,10 @@ impl Client {
     /// The stored Part-10 file, byte for byte.
     pub fn download(&self, orthanc_id: &str) -> anyhow::Result<Vec<u8>> {
         let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut ureq::get(&format!("{}/instances/{orthanc_id}/file", self.base)).call()?.into_reader(), &mut bytes)?;
+        std::io::Read::read_to_end(
+            &mut ureq::get(&format!("{}/instances/{orthanc_id}/file", self.base)).call()?.into_reader(),
+            &mut bytes,
+        )?;
         Ok(bytes)
     }
 

@@ -9,7 +9,10 @@ use anyhow::{bail, Context};
 /// sorted by name so the selection is stable.
 pub fn list() -> anyhow::Result<Vec<PathBuf>> {
     let output = std::process::Command::new("python3")
-        .args(["-c", "import pydicom, os; print(os.path.join(os.path.dirname(pydicom.__file__), 'data', 'test_files'))"])
+        .args([
+            "-c",
+            "import pydicom, os; print(os.path.join(os.path.dirname(pydicom.__file__), 'data', 'test_files'))",
+        ])
         .output()
         .context("running python3 to find pydicom")?;
     if !output.status.success() {

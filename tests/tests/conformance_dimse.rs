@@ -38,7 +38,15 @@ fn checks_orthanc_and_dcmqrscp() {
             "--move-listen".into(),
             format!("127.0.0.1:{}", destination.port),
         ]);
-        for check in ["C-ECHO", "C-FIND STUDY", "C-FIND SERIES", "C-FIND IMAGE", "C-GET of one", "C-MOVE of one", "concurrent associations"] {
+        for check in [
+            "C-ECHO",
+            "C-FIND STUDY",
+            "C-FIND SERIES",
+            "C-FIND IMAGE",
+            "C-GET of one",
+            "C-MOVE of one",
+            "concurrent associations",
+        ] {
             assert!(row(&report, check).starts_with("PASS"), "{id}: {check}:\n{report}");
         }
         assert!(report.contains("retrieve = \"c-get\""), "{id}:\n{report}");
@@ -54,7 +62,14 @@ fn checks_orthanc_and_dcmqrscp() {
 #[test]
 fn an_unreachable_pacs_fails_the_echo_and_nothing_else_runs() {
     let port = testbed::free_port().expect("port");
-    let (ok, report) = run(&["--ae".into(), "NOBODY".into(), "--address".into(), format!("127.0.0.1:{port}"), "--timeout".into(), "2s".into()]);
+    let (ok, report) = run(&[
+        "--ae".into(),
+        "NOBODY".into(),
+        "--address".into(),
+        format!("127.0.0.1:{port}"),
+        "--timeout".into(),
+        "2s".into(),
+    ]);
     assert!(!ok);
     assert!(row(&report, "C-ECHO").starts_with("FAIL"), "{report}");
     assert!(report.contains("neither C-GET nor C-MOVE works"), "{report}");

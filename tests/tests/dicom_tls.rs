@@ -66,7 +66,10 @@ fn pool(site: &OrthancSite, tls: Option<SiteTls>) -> AssociationPool {
 }
 
 fn tls(ca: &Path, client: Option<(&Path, &Path)>) -> SiteTls {
-    SiteTls { config: pacs_adapter::tls::client_config(ca, client).expect("TLS config"), server_name: "127.0.0.1".to_owned() }
+    SiteTls {
+        config: pacs_adapter::tls::client_config(ca, client).expect("TLS config"),
+        server_name: "127.0.0.1".to_owned(),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,7 +87,8 @@ async fn dicom_tls_with_client_certificates() {
     let ct = testbed::synthetic::write_ct_study(&dir.join("data"), 2, 99).expect("data");
     let files = ct.files.clone();
     let site = tokio::task::spawn_blocking(move || {
-        let site = OrthancSite::start(&dir2.join("orthanc"), "tls-site", "ORTHANCTLS", &[], Some(&orthanc_tls)).expect("Orthanc with TLS");
+        let site = OrthancSite::start(&dir2.join("orthanc"), "tls-site", "ORTHANCTLS", &[], Some(&orthanc_tls))
+            .expect("Orthanc with TLS");
         for file in &files {
             site.upload(file).expect("upload").expect("stored");
         }

@@ -47,7 +47,10 @@ fn check_echoes_every_site_and_prints_the_table() {
     assert!(ok, "check failed:\n{stdout}\n{stderr}");
     assert!(stdout.starts_with("SITE"), "{stdout}");
     for site in &info.sites {
-        let line = stdout.lines().find(|l| l.starts_with(&site.id)).unwrap_or_else(|| panic!("no row for {}:\n{stdout}", site.id));
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with(&site.id))
+            .unwrap_or_else(|| panic!("no row for {}:\n{stdout}", site.id));
         assert!(line.contains(&site.ae_title) && line.contains(" yes ") && line.contains(" ms"), "{line}");
     }
 }

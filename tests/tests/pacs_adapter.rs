@@ -39,7 +39,8 @@ fn pacs_sites(info: &TestbedInfo) -> Vec<&SiteInfo> {
 async fn store_scp(info: &TestbedInfo, n: usize) -> (StoreScp, tokio::task::JoinHandle<()>) {
     let destination = &info.move_destinations.iter().find(|d| d.ae_title == format!("FEDGW{n}")).expect("destination");
     let options = StoreScpOptions::new(dicomweb_model::AeTitle::new(&destination.ae_title).expect("ae"));
-    let (scp, _, handle) = StoreScp::spawn(&format!("127.0.0.1:{}", destination.port), options).await.expect("bind SCP");
+    let (scp, _, handle) =
+        StoreScp::spawn(&format!("127.0.0.1:{}", destination.port), options).await.expect("bind SCP");
     (scp, handle)
 }
 
@@ -111,7 +112,12 @@ fn assert_identical(site: &SiteInfo, retrieved: &[RetrievedInstance], held: &Has
     for instance in retrieved {
         let (data_set, ts) = &held[instance.sop_instance_uid.as_str()];
         assert_eq!(instance.transfer_syntax_uid.as_str(), ts, "{}: transfer syntax changed", site.id);
-        assert!(instance.data_set() == &data_set[..], "{}: {} differs from what the PACS holds", site.id, instance.sop_instance_uid);
+        assert!(
+            instance.data_set() == &data_set[..],
+            "{}: {} differs from what the PACS holds",
+            site.id,
+            instance.sop_instance_uid
+        );
         // Our Part-10 framing reads back with an independent parser.
         let parsed = dicom_object::from_reader(&instance.part10[128..]).expect("Part-10 output parses");
         assert_eq!(parsed.meta().transfer_syntax(), ts.as_str());
@@ -169,7 +175,8 @@ async fn find_at_every_level_with_each_matching_form() {
         }
         // STUDY level, UID list matching.
         let list = format!("{}\\{}", ct.study_uid, mf.study_uid);
-        let studies = find_all(&pool, QueryLevel::Study, identifier(&[(tags::STUDY_INSTANCE_UID, VR::UI, &list)])).await;
+        let studies =
+            find_all(&pool, QueryLevel::Study, identifier(&[(tags::STUDY_INSTANCE_UID, VR::UI, &list)])).await;
         assert_eq!(studies.len(), 2, "{}: UID list", site.id);
         // SERIES level within the CT study.
         let series = find_all(
@@ -186,10 +193,13 @@ async fn find_at_every_level_with_each_matching_form() {
         assert_eq!(text(&series[0], tags::SERIES_INSTANCE_UID), ct.series_uid);
         assert_eq!(text(&series[0], tags::MODALITY), "CT");
         // IMAGE level: every slice, streamed one identifier at a time.
-        let uids: HashSet<String> = instances_of_series(&pool, &ct.study_uid, &ct.series_uid).await.into_iter().collect();
+        let uids: HashSet<String> =
+            instances_of_series(&pool, &ct.study_uid, &ct.series_uid).await.into_iter().collect();
         assert_eq!(uids, ct.instance_uids.iter().cloned().collect::<HashSet<_>>(), "{}: image level", site.id);
         // No match is an empty stream, not an error.
-        let none = find_all(&pool, QueryLevel::Study, identifier(&[(tags::STUDY_INSTANCE_UID, VR::UI, "1.2.3.4.5.6.7.8.9")])).await;
+        let none =
+            find_all(&pool, QueryLevel::Study, identifier(&[(tags::STUDY_INSTANCE_UID, VR::UI, "1.2.3.4.5.6.7.8.9")]))
+                .await;
         assert!(none.is_empty());
     }
 }
@@ -274,7 +284,11 @@ async fn store_then_find_and_get_it_back() {
             .await
             .expect("get completes");
         assert_eq!(back.len(), 1);
-        assert!(back[0].data_set() == data_set_and_syntax(&bytes).expect("part10").0, "{}: stored bytes come back", site.id);
+        assert!(
+            back[0].data_set() == data_set_and_syntax(&bytes).expect("part10").0,
+            "{}: stored bytes come back",
+            site.id
+        );
     }
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -295,7 +309,9 @@ async fn store_refusals_are_typed() {
         .expect("a JPEG 2000 lossless pydicom file");
     let bytes = std::fs::read(&jpeg2000.path).expect("read");
     match store(&pool, &bytes, None).await {
-        Err(DimseError::NoPresentationContext { what, .. }) => assert!(what.contains("1.2.840.10008.1.2.4.90"), "{what}"),
+        Err(DimseError::NoPresentationContext { what, .. }) => {
+            assert!(what.contains("1.2.840.10008.1.2.4.90"), "{what}")
+        }
         other => panic!("expected NoPresentationContext, got {other:?}"),
     }
 }
@@ -347,9 +363,7 @@ async fn every_accepted_pydicom_file_comes_back_intact() {
         let held = orthanc.download(&stored.orthanc_id).expect("download");
         // Orthanc keeps a file without a file meta group as it came; its metadata names the
         // transfer syntax then.
-        let (data_set, ts) = data_set_and_syntax(&held)
-            .map(|(d, ts)| (d, ts))
-            .unwrap_or((&held[..], stored.transfer_syntax_uid.clone()));
+        let (data_set, ts) = data_set_and_syntax(&held).unwrap_or((&held[..], stored.transfer_syntax_uid.clone()));
         let same_syntax: Vec<&RetrievedInstance> =
             back.iter().filter(|i| i.transfer_syntax_uid.as_str() == stored.transfer_syntax_uid).collect();
         let instance = match same_syntax.as_slice() {
@@ -370,11 +384,14 @@ async fn every_accepted_pydicom_file_comes_back_intact() {
             // lengths and trailing padding and may change how sequence lengths are encoded.
             // The content must still be exactly what Orthanc stored.
             let (got, want) = (without_group_lengths(instance.data_set(), &ts), without_group_lengths(data_set, &ts));
-            let first_difference = got
-                .iter()
-                .zip(&want)
-                .find(|(a, b)| a != b)
-                .map(|(a, b)| format!("{} {:?} vs {:?}", a.0, String::from_utf8_lossy(&a.1[..a.1.len().min(40)]), String::from_utf8_lossy(&b.1[..b.1.len().min(40)])));
+            let first_difference = got.iter().zip(&want).find(|(a, b)| a != b).map(|(a, b)| {
+                format!(
+                    "{} {:?} vs {:?}",
+                    a.0,
+                    String::from_utf8_lossy(&a.1[..a.1.len().min(40)]),
+                    String::from_utf8_lossy(&b.1[..b.1.len().min(40)])
+                )
+            });
             assert!(
                 got == want,
                 "{name}: differs from what Orthanc holds by more than dropped group lengths or padding, first at {first_difference:?} ({} vs {} elements)",
@@ -388,7 +405,11 @@ async fn every_accepted_pydicom_file_comes_back_intact() {
     // 64 of pydicom's files are accepted by Orthanc 1.10; they hold 38 distinct instances.
     assert!(checked.len() >= 35, "only {} pydicom instances were checked", checked.len());
     assert!(syntaxes.len() >= 6, "too few transfer syntaxes covered: {syntaxes:?}");
-    eprintln!("{} of {} instances came back re-encoded by the PACS's sender: {normalized:?}", normalized.len(), checked.len());
+    eprintln!(
+        "{} of {} instances came back re-encoded by the PACS's sender: {normalized:?}",
+        normalized.len(),
+        checked.len()
+    );
     eprintln!("Orthanc could not send these instances sharing a UID with another: {unsent:?}");
     assert!(unsent.len() <= 2, "too many instances Orthanc did not send: {unsent:?}");
 }
@@ -433,7 +454,10 @@ fn without_group_lengths(bytes: &[u8], ts: &str) -> Vec<(String, Vec<u8>)> {
                     }
                 }
                 Value::PixelSequence(pixels) => {
-                    out.push((format!("{key}offsets"), pixels.offset_table().iter().flat_map(|o| o.to_le_bytes()).collect()));
+                    out.push((
+                        format!("{key}offsets"),
+                        pixels.offset_table().iter().flat_map(|o| o.to_le_bytes()).collect(),
+                    ));
                     for (i, fragment) in pixels.fragments().iter().enumerate() {
                         out.push((format!("{key}#{i}"), fragment.clone()));
                     }
@@ -629,7 +653,11 @@ async fn client_dropping_the_stream_cancels_and_frees_the_association() {
     let pool = pool(site, "FEDGW3");
     let target = RetrieveTarget::study(study(&info.data.ct.study_uid));
     for method in ["C-GET", "C-MOVE"] {
-        let request = RetrieveRequest { target: target.clone(), sop_classes: vec![info.data.ct.sop_class_uid.clone()], deadline: None };
+        let request = RetrieveRequest {
+            target: target.clone(),
+            sop_classes: vec![info.data.ct.sop_class_uid.clone()],
+            deadline: None,
+        };
         let mut stream = match method {
             "C-GET" => get(&pool, request).await.expect("starts"),
             _ => c_move(&pool, &scp, request).await.expect("starts"),

@@ -175,10 +175,7 @@ impl Command {
     }
 
     pub fn c_cancel_rq(message_id_responded_to: u16) -> Self {
-        Command {
-            message_id_responded_to: Some(message_id_responded_to),
-            ..Command::empty(CommandField::CCancelRq)
-        }
+        Command { message_id_responded_to: Some(message_id_responded_to), ..Command::empty(CommandField::CCancelRq) }
     }
 
     pub fn c_store_rq(message_id: u16, sop_class_uid: &str, sop_instance_uid: &str) -> Self {
@@ -262,12 +259,9 @@ impl Command {
         if let Some(uid) = &self.affected_sop_instance_uid {
             put_str(&mut body, 0x1000, uid, 0);
         }
-        for (element, value) in [
-            (0x1020, self.remaining),
-            (0x1021, self.completed),
-            (0x1022, self.failed),
-            (0x1023, self.warning),
-        ] {
+        for (element, value) in
+            [(0x1020, self.remaining), (0x1021, self.completed), (0x1022, self.failed), (0x1023, self.warning)]
+        {
             if let Some(count) = value {
                 put_element(&mut body, element, &count.to_le_bytes());
             }
@@ -312,10 +306,7 @@ impl Command {
                 0x0002 => command.affected_sop_class_uid = Some(text(value)),
                 0x0100 => {
                     let code = us(value)?;
-                    field = Some(
-                        CommandField::from_code(code)
-                            .ok_or(DimseProtocolError::UnknownCommandField(code))?,
-                    );
+                    field = Some(CommandField::from_code(code).ok_or(DimseProtocolError::UnknownCommandField(code))?);
                 }
                 0x0110 => command.message_id = Some(us(value)?),
                 0x0120 => command.message_id_responded_to = Some(us(value)?),
@@ -384,10 +375,7 @@ mod tests {
     use dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN;
 
     fn sample_commands() -> Vec<Command> {
-        let mut rsp = Command::c_store_rsp(
-            &Command::c_store_rq(7, "1.2.840.10008.5.1.4.1.1.2", "1.2.3.4"),
-            0xB000,
-        );
+        let mut rsp = Command::c_store_rsp(&Command::c_store_rq(7, "1.2.840.10008.5.1.4.1.1.2", "1.2.3.4"), 0xB000);
         rsp.error_comment = Some("odd".into());
         rsp.offending_elements = vec![(0x0010, 0x0010)];
         let mut get_rsp = Command::empty(CommandField::CGetRsp);
@@ -425,8 +413,8 @@ mod tests {
     fn encoding_is_read_by_dicom_object() {
         let command = Command::c_move_rq(crate::syntax::STUDY_ROOT_MOVE, 513, "FEDGW");
         let bytes = command.encode();
-        let obj = InMemDicomObject::read_dataset_with_ts(&bytes[..], &IMPLICIT_VR_LITTLE_ENDIAN.erased())
-            .expect("parses");
+        let obj =
+            InMemDicomObject::read_dataset_with_ts(&bytes[..], &IMPLICIT_VR_LITTLE_ENDIAN.erased()).expect("parses");
         let group_length = obj.element(Tag(0x0000, 0x0000)).expect("group length").to_int::<u32>().expect("UL");
         assert_eq!(group_length as usize, bytes.len() - 12);
         let field = obj.element(Tag(0x0000, 0x0100)).expect("field").to_int::<u16>().expect("US");

@@ -45,8 +45,7 @@ impl MessageAssembler {
 
     /// True while no message is partly received, so the association is at a message boundary.
     pub fn is_idle(&self) -> bool {
-        matches!(&self.state, State::Command { pc_id: None, bytes } if bytes.is_empty())
-            && self.complete.is_empty()
+        matches!(&self.state, State::Command { pc_id: None, bytes } if bytes.is_empty()) && self.complete.is_empty()
     }
 
     pub fn next_message(&mut self) -> Option<Message> {
@@ -76,20 +75,14 @@ impl MessageAssembler {
                     if command.has_data_set {
                         self.state = State::DataSet { pc_id: id, command, bytes: Vec::new() };
                     } else {
-                        self.complete.push_back(Message {
-                            presentation_context_id: id,
-                            command,
-                            data_set: None,
-                        });
+                        self.complete.push_back(Message { presentation_context_id: id, command, data_set: None });
                         self.state = State::Command { pc_id: None, bytes: Vec::new() };
                     }
                 }
                 Ok(())
             }
             (State::Command { .. }, PDataValueType::Data) => Err(DimseProtocolError::DataBeforeCommand),
-            (State::DataSet { .. }, PDataValueType::Command) => {
-                Err(DimseProtocolError::CommandDuringDataSet)
-            }
+            (State::DataSet { .. }, PDataValueType::Command) => Err(DimseProtocolError::CommandDuringDataSet),
             (State::DataSet { pc_id, bytes, .. }, PDataValueType::Data) => {
                 if *pc_id != id {
                     return Err(DimseProtocolError::PresentationContextSwitch { expected: *pc_id, got: id });
@@ -103,10 +96,7 @@ impl MessageAssembler {
                     bytes.extend_from_slice(&data);
                 }
                 if is_last {
-                    let state = std::mem::replace(
-                        &mut self.state,
-                        State::Command { pc_id: None, bytes: Vec::new() },
-                    );
+                    let state = std::mem::replace(&mut self.state, State::Command { pc_id: None, bytes: Vec::new() });
                     if let State::DataSet { pc_id, command, bytes } = state {
                         self.complete.push_back(Message {
                             presentation_context_id: pc_id,
@@ -213,17 +203,10 @@ mod tests {
     fn rejects_protocol_violations() {
         let store = Command::c_store_rq(5, "1.2.840.10008.5.1.4.1.1.2", "1.2.3").encode();
         let cases: Vec<(&str, Vec<PDataValue>, DimseProtocolError)> = vec![
-            (
-                "data first",
-                vec![pdv(1, PDataValueType::Data, true, b"x")],
-                DimseProtocolError::DataBeforeCommand,
-            ),
+            ("data first", vec![pdv(1, PDataValueType::Data, true, b"x")], DimseProtocolError::DataBeforeCommand),
             (
                 "command while data expected",
-                vec![
-                    pdv(1, PDataValueType::Command, true, &store),
-                    pdv(1, PDataValueType::Command, true, &store),
-                ],
+                vec![pdv(1, PDataValueType::Command, true, &store), pdv(1, PDataValueType::Command, true, &store)],
                 DimseProtocolError::CommandDuringDataSet,
             ),
             (

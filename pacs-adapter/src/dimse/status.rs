@@ -68,7 +68,7 @@ impl Status {
             0x0124 => StatusClass::Failure(FailureKind::NotAuthorized),
             0x0111 => StatusClass::Failure(FailureKind::DuplicateInstance),
             0x0112 | 0x0117 => StatusClass::Failure(FailureKind::NoSuchInstance),
-            0x0210 | 0x0211 | 0x0212 => StatusClass::Failure(FailureKind::UnrecognizedOperation),
+            0x0210..=0x0212 => StatusClass::Failure(FailureKind::UnrecognizedOperation),
             0x0213 => StatusClass::Failure(FailureKind::ResourceLimitation),
             _ => StatusClass::Failure(FailureKind::ProcessingFailure),
         }

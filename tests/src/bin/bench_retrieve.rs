@@ -160,13 +160,17 @@ async fn latency_run(info: &Path, quickack: bool, repeat: usize) -> anyhow::Resu
         let mut identifier = dicom_object::InMemDicomObject::new_empty();
         identifier.put(DataElement::new(tags::STUDY_INSTANCE_UID, VR::UI, PrimitiveValue::from(study.as_str())));
         let began = Instant::now();
-        let found = pacs_adapter::find(&pool, pacs_adapter::FindRequest { level: pacs_adapter::QueryLevel::Study, identifier, deadline: None })
-            .await?
-            .try_collect_all()
-            .await?;
+        let found = pacs_adapter::find(
+            &pool,
+            pacs_adapter::FindRequest { level: pacs_adapter::QueryLevel::Study, identifier, deadline: None },
+        )
+        .await?
+        .try_collect_all()
+        .await?;
         let find = began.elapsed();
         let began = Instant::now();
-        let request = RetrieveRequest { target: one.clone(), sop_classes: vec![ct.sop_class_uid.clone()], deadline: None };
+        let request =
+            RetrieveRequest { target: one.clone(), sop_classes: vec![ct.sop_class_uid.clone()], deadline: None };
         let got = get(&pool, request).await?.try_collect_all().await?;
         let get_one = began.elapsed();
         if found.len() != 1 || got.len() != 1 {
@@ -254,7 +258,15 @@ fn run(slices: u32, runs: usize, dir: &Path, out: Option<&Path>) -> anyhow::Resu
         Box::new(move || {
             let (_, _, stdout) = timed(
                 Command::new(&self_exe)
-                    .args(["adapter", "--method", method, "--parallel", &parallel.to_string(), "--nodelay", &nodelay.to_string()])
+                    .args([
+                        "adapter",
+                        "--method",
+                        method,
+                        "--parallel",
+                        &parallel.to_string(),
+                        "--nodelay",
+                        &nodelay.to_string(),
+                    ])
                     .arg("--info")
                     .arg(&info_path),
             )?;
@@ -332,7 +344,8 @@ fn run(slices: u32, runs: usize, dir: &Path, out: Option<&Path>) -> anyhow::Resu
             }),
         ),
     ];
-    let mut rows: Vec<Row> = methods.iter().map(|(name, _)| Row { name: name.clone(), seconds: Vec::new(), rss_kib: 0 }).collect();
+    let mut rows: Vec<Row> =
+        methods.iter().map(|(name, _)| Row { name: name.clone(), seconds: Vec::new(), rss_kib: 0 }).collect();
     // Warm Orthanc's storage cache once so the first measured method is not penalised.
     (methods[0].1)()?;
     for round in 0..runs {
@@ -353,7 +366,9 @@ fn run(slices: u32, runs: usize, dir: &Path, out: Option<&Path>) -> anyhow::Resu
         study_bytes as f64 / 1e6,
         orthanc_version(&site.http_url())
     ));
-    report.push_str("| method | median s | min-max s | peak RSS MiB | x getscu | x Orthanc DICOMweb |\n|---|---|---|---|---|---|\n");
+    report.push_str(
+        "| method | median s | min-max s | peak RSS MiB | x getscu | x Orthanc DICOMweb |\n|---|---|---|---|---|---|\n",
+    );
     for row in &rows {
         let m = median(&row.seconds);
         let (min, max) = row.seconds.iter().fold((f64::MAX, 0f64), |(a, b), &s| (a.min(s), b.max(s)));

@@ -74,11 +74,24 @@ async fn main() -> anyhow::Result<()> {
             println!("CT study {} ({} files, {} bytes)", ct.study_uid, ct.files.len(), ct.bytes);
             println!("multi-frame study {} ({} bytes)", mf.study_uid, mf.bytes);
         }
-        Cmd::Up { dir, sites, dcmqrscp, ct_slices, frames, no_pydicom, destinations, generated_destinations, base_ports, info } => {
+        Cmd::Up {
+            dir,
+            sites,
+            dcmqrscp,
+            ct_slices,
+            frames,
+            no_pydicom,
+            destinations,
+            generated_destinations,
+            base_ports,
+            info,
+        } => {
             let base_ports = match base_ports {
                 None => None,
                 Some(text) => {
-                    let (dicom, http) = text.split_once(':').ok_or_else(|| anyhow::anyhow!("--base-ports {text:?} is not DICOM:HTTP"))?;
+                    let (dicom, http) = text
+                        .split_once(':')
+                        .ok_or_else(|| anyhow::anyhow!("--base-ports {text:?} is not DICOM:HTTP"))?;
                     Some((dicom.parse()?, http.parse()?))
                 }
             };
@@ -94,10 +107,9 @@ async fn main() -> anyhow::Result<()> {
                 base_ports,
             };
             let _ = std::fs::remove_file(&info);
-            let testbed = tokio::task::spawn_blocking(move || {
-                Testbed::start(&options, &mut |step| eprintln!("testbed: {step}"))
-            })
-            .await??;
+            let testbed =
+                tokio::task::spawn_blocking(move || Testbed::start(&options, &mut |step| eprintln!("testbed: {step}")))
+                    .await??;
             let tmp = info.with_extension("json.tmp");
             std::fs::write(&tmp, serde_json::to_vec_pretty(&testbed.info)?)?;
             std::fs::rename(&tmp, &info)?;
