@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 mod ae_title;
+pub mod dicom_json;
 mod site_id;
 mod uid;
 
