@@ -19,7 +19,13 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 
-if ! python3 -c "import pydicom" >/dev/null 2>&1; then
-    echo "installing pydicom (its test files are sample data)" >&2
-    python3 -m pip install -q pydicom
+need_pip=()
+python3 -c "import pydicom" >/dev/null 2>&1 || need_pip+=(pydicom)
+python3 -c "import dicomweb_client" >/dev/null 2>&1 || need_pip+=(dicomweb-client)
+python3 -c "import pytest" >/dev/null 2>&1 || need_pip+=(pytest)
+python3 -c "import requests" >/dev/null 2>&1 || need_pip+=(requests)
+if [ ${#need_pip[@]} -gt 0 ]; then
+    # pydicom's test files are sample data; dicomweb-client is the reference DICOMweb client.
+    echo "installing Python packages: ${need_pip[*]}" >&2
+    python3 -m pip install -q "${need_pip[@]}"
 fi

@@ -35,10 +35,14 @@ run_tests() {
     done
     [ -f "$dir/testbed.json" ] || { echo "the test bed did not come up in 300 s" >&2; cat "$dir/testbed.log" >&2; return 1; }
     local status=0
-    TESTBED_INFO="$PWD/$dir/testbed.json" cargo test --workspace --offline --quiet 2>&1 | tee "$dir/cargo-test.log" || status=$?
-    # One closing line over every test binary (the last binary cargo runs is a doc-test one).
+    export TESTBED_INFO="$PWD/$dir/testbed.json"
+    cargo test --workspace --offline --quiet 2>&1 | tee "$dir/cargo-test.log" || status=$?
+    # The gateway as real DICOMweb clients see it (Python dicomweb-client).
+    python3 -m pytest -q -p no:cacheprovider tests/python 2>&1 | tee "$dir/pytest.log" || status=$?
+    # One closing line over every test binary and pytest (the last cargo binary is a doc-test one).
     awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
-         END { printf "%d passed, %d failed\n", p, f }' "$dir/cargo-test.log"
+         /(passed|failed).* in [0-9.]+s/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed,?$/) p += $(i-1); if ($i ~ /^(failed|errors?),?$/) f += $(i-1) } }
+         END { printf "%d passed, %d failed\n", p, f }' "$dir/cargo-test.log" "$dir/pytest.log"
     return $status
 }
 

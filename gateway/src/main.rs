@@ -3,7 +3,7 @@
 
 #![forbid(unsafe_code)]
 
-use gateway::{check, config};
+use gateway::{check, config, server};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -19,6 +19,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve DICOMweb (QIDO-RS, WADO-RS) over the configured site until Ctrl-C or SIGTERM.
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Validate the configuration, C-ECHO every site and print a table; exit 1 if any fails.
     Check {
         #[arg(long)]
@@ -30,7 +35,7 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -43,6 +48,22 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
+        Command::Serve { config } => {
+            let config = match config::Config::load(&config) {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(run_server(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Check { config } => {
             let config = match config::Config::load(&config) {
                 Ok(config) => config,
@@ -54,4 +75,40 @@ fn main() -> ExitCode {
             runtime.block_on(check::run(&config))
         }
     }
+}
+
+async fn run_server(config: config::Config) -> anyhow::Result<()> {
+    if config.tls.is_some() {
+        anyhow::bail!(
+            "server.tls is configured, but this build serves plain HTTP only; remove it or put a TLS proxy in front"
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+    let local = listener.local_addr()?;
+    eprintln!(
+        "dicomweb-gateway: serving DICOMweb at {} (listening on {local}); site {} ({} at {}); Ctrl-C stops",
+        config.public_url,
+        config.sites.first().map(|s| s.id.to_string()).unwrap_or_default(),
+        config.sites.first().map(|s| s.ae_title.to_string()).unwrap_or_default(),
+        config.sites.first().map(|s| s.address.clone()).unwrap_or_default(),
+    );
+    server::serve(listener, config, shutdown_signal()).await
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate => {}
+    }
+    eprintln!("dicomweb-gateway: shutting down after the requests in flight");
 }

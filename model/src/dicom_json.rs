@@ -10,13 +10,16 @@ use dicom_core::{Tag, VR};
 use dicom_object::InMemDicomObject;
 use serde_json::Value as Json;
 
+/// Gives the BulkDataURI of a value by its path of tags.
+pub type BulkDataUri<'a> = &'a dyn Fn(&[Tag]) -> String;
+
 /// How binary values are written.
 pub struct JsonOptions<'a> {
     /// Binary values up to this many bytes are written inline (base64).
     pub inline_binary_max: usize,
     /// Gives the BulkDataURI of a value by its path of tags (sequence items are not numbered
     /// in the path); `None` leaves larger values out.
-    pub bulk_data_uri: Option<&'a dyn Fn(&[Tag]) -> String>,
+    pub bulk_data_uri: Option<BulkDataUri<'a>>,
 }
 
 impl std::fmt::Debug for JsonOptions<'_> {

@@ -5,6 +5,7 @@
 
 mod ae_title;
 pub mod dicom_json;
+pub mod qido;
 mod site_id;
 mod uid;
 

@@ -1,0 +1,122 @@
+//! The DICOMweb resources: thin handlers that parse, call the site and encode.
+
+pub mod qido;
+pub mod rollup;
+pub mod wado;
+
+use axum::http::{header, HeaderMap};
+use dicom_core::Tag;
+use dicom_object::InMemDicomObject;
+
+use crate::error::ApiError;
+
+/// A UID from the URL path, checked before it goes anywhere.
+pub fn parse_uid(what: &str, raw: &str) -> Result<String, ApiError> {
+    dicomweb_model::Uid::new(raw)
+        .map(|u| u.as_str().to_owned())
+        .map_err(|e| ApiError::BadRequest(format!("{what} UID in the path: {e}")))
+}
+
+/// A text value of an identifier, without padding; `None` when absent or empty.
+pub fn text_of(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
+    obj.element(tag)
+        .ok()
+        .and_then(|e| e.to_str().ok())
+        .map(|s| s.trim_matches(['\0', ' ']).to_owned())
+        .filter(|s| !s.is_empty())
+}
+
+/// One media range of an Accept header: the type and its parameters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaRange {
+    pub media_type: String,
+    pub parameters: Vec<(String, String)>,
+}
+
+impl MediaRange {
+    pub fn parameter(&self, name: &str) -> Option<&str> {
+        self.parameters.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// The media ranges of the Accept headers, in order; empty when there is none.
+pub fn accept_ranges(headers: &HeaderMap) -> Vec<MediaRange> {
+    let mut ranges = Vec::new();
+    for value in headers.get_all(header::ACCEPT) {
+        let Ok(value) = value.to_str() else { continue };
+        for range in split_outside_quotes(value, ',') {
+            let mut parts = split_outside_quotes(&range, ';').into_iter();
+            let media_type = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+            if media_type.is_empty() {
+                continue;
+            }
+            let parameters = parts
+                .filter_map(|p| {
+                    let (name, value) = p.split_once('=')?;
+                    Some((name.trim().to_ascii_lowercase(), value.trim().trim_matches('"').to_owned()))
+                })
+                .collect();
+            ranges.push(MediaRange { media_type, parameters });
+        }
+    }
+    ranges
+}
+
+fn split_outside_quotes(text: &str, separator: char) -> Vec<String> {
+    let mut parts = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    for c in text.chars() {
+        if c == '"' {
+            quoted = !quoted;
+        }
+        if c == separator && !quoted {
+            parts.push(std::mem::take(&mut current));
+        } else {
+            current.push(c);
+        }
+    }
+    parts.push(current);
+    parts
+}
+
+/// Checks that the client accepts one of `offered` (or anything); 406 otherwise.
+pub fn accepts(headers: &HeaderMap, offered: &[&str]) -> Result<(), ApiError> {
+    let ranges = accept_ranges(headers);
+    if ranges.is_empty()
+        || ranges.iter().any(|r| {
+            r.media_type == "*/*"
+                || offered
+                    .iter()
+                    .any(|o| *o == r.media_type || r.media_type == format!("{}/*", o.split('/').next().unwrap_or("")))
+        })
+    {
+        Ok(())
+    } else {
+        Err(ApiError::NotAcceptable(format!("this resource is available as {}", offered.join(" or "))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_accept_with_quoted_parameters() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::ACCEPT,
+            "multipart/related; type=\"application/dicom\"; transfer-syntax=*, application/dicom+json;q=0.5"
+                .parse()
+                .expect("header"),
+        );
+        let ranges = accept_ranges(&headers);
+        assert_eq!(ranges.len(), 2);
+        assert_eq!(ranges[0].media_type, "multipart/related");
+        assert_eq!(ranges[0].parameter("type"), Some("application/dicom"));
+        assert_eq!(ranges[0].parameter("transfer-syntax"), Some("*"));
+        assert_eq!(ranges[1].media_type, "application/dicom+json");
+        assert!(accepts(&headers, &["application/dicom+json"]).is_ok());
+        assert!(accepts(&headers, &["image/png"]).is_err());
+    }
+}

@@ -1,0 +1,233 @@
+//! QIDO-RS (PS3.18 §10.6): the six search resources, answered by C-FIND at the matching level.
+//! Required attributes are always returned (empty when the PACS has no value), RetrieveURL is
+//! written by us, and study and series roll-ups are computed when the PACS leaves them out.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+use dicom_core::value::DataSetSequence;
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dicom_dictionary_std::{tags, StandardDataDictionary};
+use dicom_object::InMemDicomObject;
+use dicomweb_model::dicom_json::{write_object, JsonOptions};
+use dicomweb_model::qido::{self, required, IncludeFields, QidoQuery};
+use futures::StreamExt;
+use pacs_adapter::{find, FindRequest, QueryLevel};
+
+use super::{accepts, parse_uid, text_of};
+use crate::error::ApiError;
+use crate::state::Gateway;
+
+/// Which resource was asked: the level, and the UIDs that scope it.
+#[derive(Debug, Clone)]
+struct Scope {
+    level: QueryLevel,
+    study: Option<String>,
+    series: Option<String>,
+}
+
+pub async fn studies(
+    State(gw): State<Arc<Gateway>>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    search(&gw, Scope { level: QueryLevel::Study, study: None, series: None }, q, &headers).await
+}
+
+pub async fn all_series(
+    State(gw): State<Arc<Gateway>>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    search(&gw, Scope { level: QueryLevel::Series, study: None, series: None }, q, &headers).await
+}
+
+pub async fn all_instances(
+    State(gw): State<Arc<Gateway>>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    search(&gw, Scope { level: QueryLevel::Image, study: None, series: None }, q, &headers).await
+}
+
+pub async fn study_series(
+    State(gw): State<Arc<Gateway>>,
+    Path(study): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let study = parse_uid("study", &study)?;
+    search(&gw, Scope { level: QueryLevel::Series, study: Some(study), series: None }, q, &headers).await
+}
+
+pub async fn study_instances(
+    State(gw): State<Arc<Gateway>>,
+    Path(study): Path<String>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let study = parse_uid("study", &study)?;
+    search(&gw, Scope { level: QueryLevel::Image, study: Some(study), series: None }, q, &headers).await
+}
+
+pub async fn series_instances(
+    State(gw): State<Arc<Gateway>>,
+    Path((study, series)): Path<(String, String)>,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let study = parse_uid("study", &study)?;
+    let series = parse_uid("series", &series)?;
+    search(&gw, Scope { level: QueryLevel::Image, study: Some(study), series: Some(series) }, q, &headers).await
+}
+
+/// The attributes a resource returns (PS3.18 Table 10.6.3-2): those of its level, and of the
+/// levels above it that its URL does not fix.
+fn returned_attributes(scope: &Scope) -> Vec<Tag> {
+    let mut attributes: Vec<Tag> = Vec::new();
+    if scope.study.is_none() {
+        attributes.extend(required::STUDY);
+    }
+    if scope.level != QueryLevel::Study && scope.series.is_none() {
+        attributes.extend(required::SERIES);
+    }
+    if scope.level == QueryLevel::Image {
+        attributes.extend(required::INSTANCE);
+    }
+    if scope.level != QueryLevel::Study {
+        // Every result names where it belongs.
+        attributes.extend([tags::STUDY_INSTANCE_UID, tags::SERIES_INSTANCE_UID]);
+    }
+    attributes
+}
+
+fn vr_of(tag: Tag) -> VR {
+    StandardDataDictionary.by_tag(tag).map(|e| e.vr().relaxed()).unwrap_or(VR::UN)
+}
+
+/// The C-FIND identifier: scope UIDs and matching keys with values, return keys empty.
+fn identifier(scope: &Scope, query: &QidoQuery) -> InMemDicomObject {
+    let mut identifier = InMemDicomObject::new_empty();
+    for key in &query.matches {
+        match key.path.as_slice() {
+            [tag] => identifier.put(DataElement::new(*tag, key.vr, PrimitiveValue::from(key.value.as_str()))),
+            [sequence, tag] => {
+                let item = InMemDicomObject::from_element_iter([DataElement::new(
+                    *tag,
+                    key.vr,
+                    PrimitiveValue::from(key.value.as_str()),
+                )]);
+                identifier.put(DataElement::new(*sequence, VR::SQ, DataSetSequence::from(vec![item])))
+            }
+            _ => None,
+        };
+    }
+    if let Some(study) = &scope.study {
+        identifier.put(DataElement::new(tags::STUDY_INSTANCE_UID, VR::UI, PrimitiveValue::from(study.as_str())));
+    }
+    if let Some(series) = &scope.series {
+        identifier.put(DataElement::new(tags::SERIES_INSTANCE_UID, VR::UI, PrimitiveValue::from(series.as_str())));
+    }
+    let mut returned = returned_attributes(scope);
+    match &query.include {
+        IncludeFields::Default => {}
+        IncludeFields::All => returned.extend(required::ALL_EXTRA),
+        IncludeFields::List(list) => returned.extend(list),
+    }
+    for tag in returned {
+        if identifier.element(tag).is_err() {
+            identifier.put(DataElement::new(tag, vr_of(tag), PrimitiveValue::Empty));
+        }
+    }
+    identifier
+}
+
+async fn search(
+    gw: &Gateway,
+    scope: Scope,
+    raw_query: Option<String>,
+    headers: &HeaderMap,
+) -> Result<Response, ApiError> {
+    accepts(headers, &["application/dicom+json", "application/json"])?;
+    let query = qido::parse(raw_query.as_deref().unwrap_or(""))?;
+    let site = &gw.site;
+    let request = FindRequest {
+        level: scope.level,
+        identifier: identifier(&scope, &query),
+        deadline: Some(std::time::Instant::now() + site.config.timeout * 2),
+    };
+    let mut matches = find(&site.pool, request).await?;
+    let mut results = Vec::new();
+    let mut skipped = 0;
+    while let Some(found) = matches.next().await {
+        let found = found?;
+        if skipped < query.offset {
+            skipped += 1;
+            continue;
+        }
+        results.push(found);
+        if query.limit.is_some_and(|limit| results.len() >= limit) {
+            // Dropping the stream cancels the rest of the C-FIND.
+            break;
+        }
+    }
+    drop(matches);
+    if results.is_empty() {
+        return Ok(with_warning(StatusCode::NO_CONTENT.into_response(), &query));
+    }
+    let mut body = Vec::with_capacity(results.len() * 1024);
+    body.push(b'[');
+    for (i, mut result) in results.into_iter().enumerate() {
+        complete(gw, &scope, &mut result).await?;
+        if i > 0 {
+            body.push(b',');
+        }
+        write_object(&mut body, &result, &JsonOptions::default());
+    }
+    body.push(b']');
+    let response = ([(header::CONTENT_TYPE, "application/dicom+json")], body).into_response();
+    Ok(with_warning(response, &query))
+}
+
+fn with_warning(mut response: Response, query: &QidoQuery) -> Response {
+    if query.fuzzy_matching {
+        // PS3.18 §8.3.4.4: say so when fuzzy matching was asked for and not performed.
+        response.headers_mut().append(
+            "warning",
+            HeaderValue::from_static("299 dicomweb-gateway \"The fuzzymatching parameter is not supported. Only literal matching has been performed.\""),
+        );
+    }
+    response
+}
+
+/// Makes a C-FIND result a QIDO-RS result: without QueryRetrieveLevel, with every required
+/// attribute (empty when unknown), roll-ups computed when missing, and RetrieveURL.
+async fn complete(gw: &Gateway, scope: &Scope, result: &mut InMemDicomObject) -> Result<(), ApiError> {
+    result.remove_element(tags::QUERY_RETRIEVE_LEVEL);
+    let study = text_of(result, tags::STUDY_INSTANCE_UID).or_else(|| scope.study.clone()).unwrap_or_default();
+    let series = text_of(result, tags::SERIES_INSTANCE_UID).or_else(|| scope.series.clone());
+    if scope.level == QueryLevel::Study {
+        super::rollup::fill_study(gw, &study, result).await?;
+    } else if scope.level == QueryLevel::Series {
+        if let Some(series) = &series {
+            super::rollup::fill_series(gw, &study, series, result).await?;
+        }
+    }
+    for tag in returned_attributes(scope) {
+        if result.element(tag).is_err() {
+            result.put(DataElement::new(tag, vr_of(tag), PrimitiveValue::Empty));
+        }
+    }
+    let base = format!("{}/studies/{study}", gw.config.public_url);
+    let url = match (scope.level, &series, text_of(result, tags::SOP_INSTANCE_UID)) {
+        (QueryLevel::Study, _, _) => base,
+        (QueryLevel::Series, Some(series), _) => format!("{base}/series/{series}"),
+        (QueryLevel::Image, Some(series), Some(instance)) => format!("{base}/series/{series}/instances/{instance}"),
+        _ => base,
+    };
+    result.put(DataElement::new(tags::RETRIEVE_URL, VR::UR, PrimitiveValue::from(url)));
+    Ok(())
+}

@@ -1,0 +1,286 @@
+//! WADO-RS (PS3.18 §10.4): study, series and instance retrieval as multipart/related
+//! application/dicom, streamed instance by instance as the PACS delivers them, and metadata as
+//! DICOM JSON, streamed the same way.
+//!
+//! A failure after the response has started aborts the connection instead of closing the
+//! multipart body, so a client never mistakes a partial study for a whole one.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use dicomweb_model::dicom_json::{write_object, JsonOptions};
+use dicomweb_model::{SeriesInstanceUid, SopInstanceUid, StudyInstanceUid};
+use futures::{stream, Stream, StreamExt};
+use pacs_adapter::{c_move, get, DimseStream, RetrieveMethod, RetrieveRequest, RetrieveTarget, RetrievedInstance};
+
+use super::{accept_ranges, accepts, parse_uid};
+use crate::error::ApiError;
+use crate::state::Gateway;
+
+const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
+const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
+
+/// The transfer syntax a client asked instances in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wanted {
+    /// `transfer-syntax=*`: as the PACS holds them.
+    AsStored,
+    /// No transfer-syntax parameter (PS3.18 §8.7.3.5.2: Explicit VR Little Endian) or that one
+    /// by name.
+    ExplicitLittleEndian,
+}
+
+fn negotiate(headers: &HeaderMap) -> Result<Wanted, ApiError> {
+    let ranges = accept_ranges(headers);
+    if ranges.is_empty() {
+        return Ok(Wanted::ExplicitLittleEndian);
+    }
+    for range in &ranges {
+        let dicom = match range.media_type.as_str() {
+            "*/*" | "multipart/*" => true,
+            "multipart/related" => range.parameter("type").is_none_or(|t| t.eq_ignore_ascii_case("application/dicom")),
+            _ => false,
+        };
+        if !dicom {
+            continue;
+        }
+        match range.parameter("transfer-syntax") {
+            Some("*") => return Ok(Wanted::AsStored),
+            None | Some(EXPLICIT_VR_LE) => return Ok(Wanted::ExplicitLittleEndian),
+            Some(_) => continue,
+        }
+    }
+    Err(ApiError::NotAcceptable(format!(
+        "instances are available as multipart/related; type=\"application/dicom\" with transfer-syntax=* (as \
+         stored) or {EXPLICIT_VR_LE}"
+    )))
+}
+
+fn target(study: &str, series: Option<&str>, instance: Option<&str>) -> Result<RetrieveTarget, ApiError> {
+    let study = StudyInstanceUid::new(&parse_uid("study", study)?).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let series = series
+        .map(|s| {
+            parse_uid("series", s)
+                .and_then(|s| SeriesInstanceUid::new(&s).map_err(|e| ApiError::BadRequest(e.to_string())))
+        })
+        .transpose()?;
+    let instances = instance
+        .map(|i| {
+            parse_uid("instance", i)
+                .and_then(|i| SopInstanceUid::new(&i).map_err(|e| ApiError::BadRequest(e.to_string())))
+        })
+        .transpose()?
+        .into_iter()
+        .collect();
+    Ok(RetrieveTarget { study, series, instances })
+}
+
+/// Starts the retrieval and waits for its first instance, so that a missing study is a 404 and a
+/// failing PACS a 502 / 504 before any byte of the response is sent.
+async fn first_and_rest(
+    gw: &Gateway,
+    target: RetrieveTarget,
+) -> Result<(RetrievedInstance, DimseStream<RetrievedInstance>), ApiError> {
+    let site = &gw.site;
+    // A PACS answers a C-GET or C-MOVE of something it does not hold with a failure status
+    // (Orthanc: C000H) that cannot be told from a real failure; one C-FIND first tells them apart.
+    if !exists(gw, &target).await? {
+        return Err(ApiError::NotFound("no such study, series or instance".into()));
+    }
+    let request = RetrieveRequest::new(target);
+    let mut instances = match &site.method {
+        RetrieveMethod::Get => get(&site.pool, request).await?,
+        RetrieveMethod::Move(scp) => c_move(&site.pool, scp, request).await?,
+    };
+    match instances.next().await {
+        Some(Ok(first)) => Ok((first, instances)),
+        Some(Err(e)) => Err(e.into()),
+        None => Err(ApiError::NotFound("no such study, series or instance".into())),
+    }
+}
+
+async fn exists(gw: &Gateway, target: &RetrieveTarget) -> Result<bool, ApiError> {
+    let request = pacs_adapter::FindRequest {
+        level: target.level(),
+        identifier: target.identifier(),
+        deadline: Some(std::time::Instant::now() + gw.site.config.timeout),
+    };
+    let mut matches = pacs_adapter::find(&gw.site.pool, request).await?;
+    // One match settles it; dropping the stream cancels the rest.
+    Ok(matches.next().await.transpose()?.is_some())
+}
+
+fn all(
+    first: RetrievedInstance,
+    rest: DimseStream<RetrievedInstance>,
+) -> impl Stream<Item = Result<RetrievedInstance, std::io::Error>> {
+    stream::once(async move { Ok(first) }).chain(rest.map(|item| item.map_err(std::io::Error::other)))
+}
+
+/// The instance in the transfer syntax the client wants, as Part-10 bytes.
+async fn represent(instance: RetrievedInstance, wanted: Wanted) -> Result<(Bytes, String), std::io::Error> {
+    let ts = instance.transfer_syntax_uid.as_str().to_owned();
+    match (wanted, ts.as_str()) {
+        (Wanted::AsStored, _) | (Wanted::ExplicitLittleEndian, EXPLICIT_VR_LE) => Ok((instance.part10, ts)),
+        (Wanted::ExplicitLittleEndian, IMPLICIT_VR_LE) => {
+            let bytes = tokio::task::spawn_blocking(move || to_explicit_little_endian(&instance)).await.map_err(std::io::Error::other)??;
+            Ok((bytes, EXPLICIT_VR_LE.to_owned()))
+        }
+        (Wanted::ExplicitLittleEndian, other) => Err(std::io::Error::other(format!(
+            "an instance is stored in {other}, which the gateway cannot transcode to {EXPLICIT_VR_LE}; ask for transfer-syntax=*"
+        ))),
+    }
+}
+
+/// Implicit to Explicit VR Little Endian: the same data set re-encoded, with a new file meta
+/// group.
+fn to_explicit_little_endian(instance: &RetrievedInstance) -> Result<Bytes, std::io::Error> {
+    use dicom_encoding::TransferSyntaxIndex;
+    use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+    let implicit = TransferSyntaxRegistry.get(IMPLICIT_VR_LE).ok_or_else(|| std::io::Error::other("registry"))?;
+    let explicit = TransferSyntaxRegistry.get(EXPLICIT_VR_LE).ok_or_else(|| std::io::Error::other("registry"))?;
+    let obj = dicom_object::InMemDicomObject::read_dataset_with_ts(instance.data_set(), implicit)
+        .map_err(std::io::Error::other)?;
+    let mut data_set = Vec::with_capacity(instance.data_set().len() + 1024);
+    obj.write_dataset_with_ts(&mut data_set, explicit).map_err(std::io::Error::other)?;
+    Ok(Bytes::from(pacs_adapter::part10::wrap(
+        instance.sop_class_uid.as_str(),
+        instance.sop_instance_uid.as_str(),
+        EXPLICIT_VR_LE,
+        "",
+        &data_set,
+    )))
+}
+
+fn boundary() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("dicomweb-gateway-{nanos:x}-{:x}", COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+async fn retrieve(gw: Arc<Gateway>, headers: HeaderMap, target: RetrieveTarget) -> Result<Response, ApiError> {
+    let wanted = negotiate(&headers)?;
+    let (first, rest) = first_and_rest(&gw, target).await?;
+    let boundary = boundary();
+    let part_boundary = boundary.clone();
+    let parts = all(first, rest)
+        .then(move |item| async move {
+            match item {
+                Ok(instance) => represent(instance, wanted).await,
+                Err(e) => Err(e),
+            }
+        })
+        .flat_map(move |item| {
+            let chunks: Vec<Result<Bytes, std::io::Error>> = match item {
+                Ok((bytes, ts)) => vec![
+                    Ok(Bytes::from(format!(
+                        "--{part_boundary}\r\nContent-Type: application/dicom; transfer-syntax={ts}\r\n\r\n"
+                    ))),
+                    Ok(bytes),
+                    Ok(Bytes::from_static(b"\r\n")),
+                ],
+                Err(e) => {
+                    tracing::warn!(error = %e, "retrieval failed after the response started; aborting it");
+                    vec![Err(e)]
+                }
+            };
+            stream::iter(chunks)
+        })
+        .chain(stream::once({
+            let closing = format!("--{boundary}--\r\n");
+            async move { Ok(Bytes::from(closing)) }
+        }));
+    let content_type = format!("multipart/related; type=\"application/dicom\"; boundary={boundary}");
+    Ok(([(header::CONTENT_TYPE, content_type)], Body::from_stream(parts)).into_response())
+}
+
+pub async fn study(
+    State(gw): State<Arc<Gateway>>,
+    Path(study): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let target = target(&study, None, None)?;
+    retrieve(gw, headers, target).await
+}
+
+pub async fn series(
+    State(gw): State<Arc<Gateway>>,
+    Path((study, series)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let target = target(&study, Some(&series), None)?;
+    retrieve(gw, headers, target).await
+}
+
+pub async fn instance(
+    State(gw): State<Arc<Gateway>>,
+    Path((study, series, instance)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let target = target(&study, Some(&series), Some(&instance))?;
+    retrieve(gw, headers, target).await
+}
+
+/// The DICOM JSON of a retrieved instance. Pixel data and large binary values are left out
+/// until the gateway serves bulk data.
+fn metadata_of(instance: &RetrievedInstance) -> Result<Vec<u8>, std::io::Error> {
+    let obj = dicom_object::from_reader(&instance.part10[128..]).map_err(std::io::Error::other)?;
+    let mut out = Vec::with_capacity(8 * 1024);
+    write_object(&mut out, &obj, &JsonOptions::default());
+    Ok(out)
+}
+
+async fn metadata(gw: Arc<Gateway>, headers: HeaderMap, target: RetrieveTarget) -> Result<Response, ApiError> {
+    accepts(&headers, &["application/dicom+json", "application/json"])?;
+    let (first, rest) = first_and_rest(&gw, target).await?;
+    let mut index = 0usize;
+    let objects = all(first, rest)
+        .then(|item| async move {
+            let instance = item?;
+            tokio::task::spawn_blocking(move || metadata_of(&instance)).await.map_err(std::io::Error::other)?
+        })
+        .map(move |item| {
+            let separator: &[u8] = if index == 0 { b"[" } else { b"," };
+            index += 1;
+            item.map(|json| {
+                let mut chunk = Vec::with_capacity(json.len() + 1);
+                chunk.extend_from_slice(separator);
+                chunk.extend_from_slice(&json);
+                Bytes::from(chunk)
+            })
+        })
+        .chain(stream::once(async { Ok(Bytes::from_static(b"]")) }));
+    Ok(([(header::CONTENT_TYPE, "application/dicom+json")], Body::from_stream(objects)).into_response())
+}
+
+pub async fn study_metadata(
+    State(gw): State<Arc<Gateway>>,
+    Path(study): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let target = target(&study, None, None)?;
+    metadata(gw, headers, target).await
+}
+
+pub async fn series_metadata(
+    State(gw): State<Arc<Gateway>>,
+    Path((study, series)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let target = target(&study, Some(&series), None)?;
+    metadata(gw, headers, target).await
+}
+
+pub async fn instance_metadata(
+    State(gw): State<Arc<Gateway>>,
+    Path((study, series, instance)): Path<(String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let target = target(&study, Some(&series), Some(&instance))?;
+    metadata(gw, headers, target).await
+}

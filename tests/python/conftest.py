@@ -1,0 +1,101 @@
+"""Fixtures: the test bed's description and a dicomweb-gateway serving each of its sites.
+
+The test bed (real Orthanc and dcmqrscp sites) is started by scripts/test.sh and described in
+the file TESTBED_INFO names; these tests fail loudly without it.
+"""
+
+import json
+import os
+import pathlib
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+import requests
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def testbed():
+    path = os.environ.get("TESTBED_INFO")
+    if not path:
+        pytest.fail("TESTBED_INFO is not set: run these tests through scripts/test.sh, which starts the test bed")
+    with open(path) as f:
+        return json.load(f)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Gateway:
+    def __init__(self, url, site):
+        self.url = url
+        self.site = site
+
+
+def start_gateway(testbed, site_id, retrieve, destination):
+    site = next(s for s in testbed["sites"] if s["id"] == site_id)
+    dest = next(d for d in testbed["move_destinations"] if d["ae_title"] == destination)
+    port = free_port()
+    config = f"""
+[server]
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}/dicom-web"
+
+[dimse]
+ae_title = "{dest['ae_title']}"
+listen = "127.0.0.1:{dest['port']}"
+
+[[sites]]
+id = "{site['id']}"
+ae_title = "{site['ae_title']}"
+address = "127.0.0.1:{site['dicom_port']}"
+retrieve = "{retrieve}"
+timeout = "20s"
+
+[auth]
+mode = "none"
+"""
+    config_file = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
+    config_file.write(config)
+    config_file.close()
+    binary = ROOT / "target" / "debug" / "dicomweb-gateway"
+    if not binary.exists():
+        pytest.fail(f"{binary} is missing: build the workspace first")
+    log = open(config_file.name + ".log", "w")
+    process = subprocess.Popen([str(binary), "serve", "--config", config_file.name], stdout=log, stderr=log)
+    for _ in range(200):
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
+                break
+        except requests.ConnectionError:
+            pass
+        if process.poll() is not None:
+            pytest.fail(f"the gateway exited: see {log.name}")
+        time.sleep(0.05)
+    else:
+        process.kill()
+        pytest.fail("the gateway did not come up")
+    return process, Gateway(f"http://127.0.0.1:{port}/dicom-web", site)
+
+
+@pytest.fixture(scope="session", params=[("site-1", "c-get", "FEDGW6"), ("dcmqrscp", "c-move", "FEDGW7")], ids=["orthanc-c-get", "dcmqrscp-c-move"])
+def gateway(request, testbed):
+    process, gw = start_gateway(testbed, *request.param)
+    yield gw
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def orthanc_gateway(testbed):
+    process, gw = start_gateway(testbed, "site-1", "c-get", "FEDGW8")
+    yield gw
+    process.terminate()
+    process.wait(timeout=10)
