@@ -29,6 +29,17 @@ echo "The federation's sites are up:"
 for n in 1 2 3; do
     echo "  site-$n: DICOM ORTHANC$n@127.0.0.1:$((11110 + n)), Orthanc's own DICOMweb http://127.0.0.1:$((8141 + n))/dicom-web"
 done
-echo "The gateway's own DICOMweb endpoint (dicomweb-gateway serve) is not built yet; 'check' above"
-echo "is what the gateway does with these sites today. Ctrl-C stops the sites."
-wait $testbed
+echo
+target/release/dicomweb-gateway serve --config examples/demo.toml &
+gateway=$!
+trap 'kill $gateway $testbed 2>/dev/null; wait $gateway $testbed 2>/dev/null || true' EXIT INT TERM
+for _ in $(seq 1 100); do
+    curl -sf http://127.0.0.1:8080/healthz >/dev/null 2>&1 && break
+    sleep 0.1
+done
+echo
+echo "Point a DICOMweb viewer or client at: http://127.0.0.1:8080/dicom-web"
+echo "  (it answers from site-1 until federation lands; try:"
+echo "   curl 'http://127.0.0.1:8080/dicom-web/studies?PatientName=Synthetic*')"
+echo "Ctrl-C stops the gateway and the sites."
+wait $gateway

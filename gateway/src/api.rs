@@ -2,6 +2,7 @@
 
 pub mod qido;
 pub mod rollup;
+pub mod stow;
 pub mod wado;
 
 use axum::http::{header, HeaderMap};

@@ -36,6 +36,8 @@ mod raw {
         pub base_path: Option<String>,
         pub public_url: Option<String>,
         pub tls: Option<ServerTls>,
+        /// Largest STOW-RS request body (e.g. "2GiB").
+        pub stow_limit: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -209,6 +211,8 @@ pub struct ServerTlsFiles {
 pub struct Config {
     pub listen: SocketAddr,
     pub tls: Option<ServerTlsFiles>,
+    /// Largest STOW-RS request body in bytes; larger ones get 413 without being read.
+    pub stow_limit: u64,
     pub base_path: String,
     pub public_url: String,
     pub dimse_ae_title: AeTitle,
@@ -280,6 +284,10 @@ impl Config {
         } else {
             Err(format!("server.base_path {base_path:?} must start with '/' and not end with one"))
         });
+        let stow_limit_text = raw.server.stow_limit.clone().unwrap_or_else(|| "2GiB".into());
+        let stow_limit = parse_size(&stow_limit_text);
+        check(stow_limit.as_ref().map(|_| ()).map_err(|e| format!("server.stow_limit: {e}")));
+        let stow_limit = stow_limit.unwrap_or(0);
         let tls = raw.server.tls.as_ref().map(|t| ServerTlsFiles {
             cert: t.cert.clone(),
             key: t.key.clone(),
@@ -430,6 +438,7 @@ impl Config {
             (Ok(listen), Ok(dimse_ae_title), Ok(dimse_listen)) if problems.is_empty() => Ok(Config {
                 listen,
                 tls,
+                stow_limit,
                 base_path,
                 public_url,
                 dimse_ae_title,

@@ -7,5 +7,6 @@ pub mod api;
 pub mod check;
 pub mod config;
 pub mod error;
+pub mod multipart;
 pub mod server;
 pub mod state;

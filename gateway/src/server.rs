@@ -14,26 +14,29 @@ use axum::routing::get;
 use axum::Router;
 use tower_http::cors::{Any, CorsLayer};
 
-use crate::api::{qido, wado};
+use crate::api::{qido, stow, wado};
 use crate::config::Config;
 use crate::state::Gateway;
 
 pub fn router(gateway: Arc<Gateway>) -> Router {
     let dicomweb = Router::new()
-        .route("/studies", get(qido::studies))
+        .route("/studies", get(qido::studies).post(stow::store_studies))
         .route("/series", get(qido::all_series))
         .route("/instances", get(qido::all_instances))
         .route("/studies/{study}/series", get(qido::study_series))
         .route("/studies/{study}/instances", get(qido::study_instances))
         .route("/studies/{study}/series/{series}/instances", get(qido::series_instances))
-        .route("/studies/{study}", get(wado::study))
+        .route("/studies/{study}", get(wado::study).post(stow::store_study))
         .route("/studies/{study}/series/{series}", get(wado::series))
         .route("/studies/{study}/series/{series}/instances/{instance}", get(wado::instance))
         .route("/studies/{study}/metadata", get(wado::study_metadata))
         .route("/studies/{study}/series/{series}/metadata", get(wado::series_metadata))
         .route("/studies/{study}/series/{series}/instances/{instance}/metadata", get(wado::instance_metadata))
         .route_layer(axum::middleware::from_fn(log_request))
-        .with_state(gateway.clone());
+        .with_state(gateway.clone())
+        // STOW-RS bodies are bounded by `server.stow_limit` as they stream, not by axum's
+        // default of buffering at most 2 MB.
+        .layer(axum::extract::DefaultBodyLimit::disable());
     let cors = CorsLayer::new()
         .allow_origin(Any)
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])

@@ -39,7 +39,7 @@ class Gateway:
         self.site = site
 
 
-def start_gateway(testbed, site_id, retrieve, destination):
+def start_gateway(testbed, site_id, retrieve, destination, store=False, stow_limit="2GiB"):
     site = next(s for s in testbed["sites"] if s["id"] == site_id)
     dest = next(d for d in testbed["move_destinations"] if d["ae_title"] == destination)
     port = free_port()
@@ -47,6 +47,7 @@ def start_gateway(testbed, site_id, retrieve, destination):
 [server]
 listen = "127.0.0.1:{port}"
 public_url = "http://127.0.0.1:{port}/dicom-web"
+stow_limit = "{stow_limit}"
 
 [dimse]
 ae_title = "{dest['ae_title']}"
@@ -58,6 +59,7 @@ ae_title = "{site['ae_title']}"
 address = "127.0.0.1:{site['dicom_port']}"
 retrieve = "{retrieve}"
 timeout = "20s"
+store = {"true" if store else "false"}
 
 [auth]
 mode = "none"
@@ -95,7 +97,16 @@ def gateway(request, testbed):
 
 @pytest.fixture(scope="session")
 def orthanc_gateway(testbed):
-    process, gw = start_gateway(testbed, "site-1", "c-get", "FEDGW8")
+    process, gw = start_gateway(testbed, "site-1", "c-get", "FEDGW4")
+    yield gw
+    process.terminate()
+    process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def storing_gateway(testbed):
+    """A gateway in front of Orthanc site-2 that takes STOW-RS, with a 64 MiB body limit."""
+    process, gw = start_gateway(testbed, "site-2", "c-get", "FEDGW8", store=True, stow_limit="64MiB")
     yield gw
     process.terminate()
     process.wait(timeout=10)

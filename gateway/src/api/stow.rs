@@ -1,0 +1,278 @@
+//! STOW-RS (PS3.18 §10.5): `multipart/related; type="application/dicom"` bodies read part by
+//! part as they arrive (one instance in memory at a time), each instance checked and C-STOREd
+//! to the site, and the Store Instances Response Module (PS3.18 Annex I) as DICOM JSON.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use dicom_dictionary_std::tags;
+use pacs_adapter::{part10, store, DimseError};
+use serde_json::{json, Value as Json};
+
+use super::{accepts, parse_uid, text_of};
+use crate::error::ApiError;
+use crate::multipart::{boundary_of, MultipartError, MultipartReader};
+use crate::state::Gateway;
+
+/// PS3.18 Table I.2-2 failure reasons.
+const OUT_OF_RESOURCES: u16 = 0xA700;
+const DATA_SET_MISMATCH: u16 = 0xA900;
+const CANNOT_UNDERSTAND: u16 = 0xC000;
+const TRANSFER_SYNTAX_NOT_SUPPORTED: u16 = 0xC122;
+const PROCESSING_FAILURE: u16 = 0x0110;
+
+const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
+const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
+
+/// Deflated Explicit VR Little Endian is a raw deflate stream of an Explicit VR Little Endian
+/// data set, so inflating it is lossless and exact. It is done before C-STORE because
+/// DCMTK-based PACS (Orthanc 1.10) accept a deflated presentation context and then never answer
+/// the C-STORE; DCMTK's own storescu inflates too.
+fn inflate(bytes: &[u8], data_set_offset: usize, class: &str, instance: &str) -> Option<bytes::Bytes> {
+    use std::io::Read;
+    let mut data_set = Vec::with_capacity((bytes.len() - data_set_offset) * 4);
+    flate2::read::DeflateDecoder::new(&bytes[data_set_offset..]).read_to_end(&mut data_set).ok()?;
+    Some(bytes::Bytes::from(part10::wrap(class, instance, EXPLICIT_VR_LE, "", &data_set)))
+}
+
+/// Largest single instance accepted in a request.
+const MAX_INSTANCE: usize = 2 * 1024 * 1024 * 1024 - 1;
+
+pub async fn store_studies(
+    State(gw): State<Arc<Gateway>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    store_instances(gw, None, headers, body).await
+}
+
+pub async fn store_study(
+    State(gw): State<Arc<Gateway>>,
+    Path(study): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let study = parse_uid("study", &study)?;
+    store_instances(gw, Some(study), headers, body).await
+}
+
+#[derive(Debug, Default)]
+struct Outcome {
+    stored: Vec<Json>,
+    failed: Vec<Json>,
+    studies: Vec<String>,
+    /// Failures that say the PACS could not be used at all.
+    unavailable: Option<DimseError>,
+}
+
+fn reference(class: &str, instance: &str) -> serde_json::Map<String, Json> {
+    let mut item = serde_json::Map::new();
+    item.insert("00081150".into(), json!({"vr": "UI", "Value": [class]}));
+    item.insert("00081155".into(), json!({"vr": "UI", "Value": [instance]}));
+    item
+}
+
+impl Outcome {
+    fn fail(&mut self, class: &str, instance: &str, reason: u16) {
+        let mut item = if instance.is_empty() { serde_json::Map::new() } else { reference(class, instance) };
+        item.insert("00081197".into(), json!({"vr": "US", "Value": [reason]}));
+        self.failed.push(Json::Object(item));
+    }
+}
+
+async fn store_instances(
+    gw: Arc<Gateway>,
+    target_study: Option<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    accepts(&headers, &["application/dicom+json", "application/json"])?;
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let media_type = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let part_type = content_type.split(';').skip(1).find_map(|p| {
+        p.split_once('=')
+            .filter(|(n, _)| n.trim().eq_ignore_ascii_case("type"))
+            .map(|(_, v)| v.trim().trim_matches('"').to_ascii_lowercase())
+    });
+    if media_type != "multipart/related" || part_type.as_deref().is_some_and(|t| t != "application/dicom") {
+        return Err(ApiError::UnsupportedMediaType(
+            "STOW-RS takes multipart/related; type=\"application/dicom\" bodies".into(),
+        ));
+    }
+    let boundary = boundary_of(content_type)
+        .ok_or_else(|| ApiError::BadRequest("the Content-Type has no boundary parameter".into()))?;
+    if !gw.site.config.store {
+        return Err(ApiError::Forbidden(format!(
+            "site {} does not take stored instances (store = false)",
+            gw.site.config.id
+        )));
+    }
+    let limit = gw.config.stow_limit;
+    let declared =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::PayloadTooLarge(format!("the request body is larger than the limit of {limit} bytes")));
+    }
+
+    let mut reader = MultipartReader::new(body.into_data_stream(), &boundary, MAX_INSTANCE.min(limit as usize), limit);
+    let mut outcome = Outcome::default();
+    let mut broken = None;
+    loop {
+        let part = match reader.next_part().await {
+            Ok(Some(part)) => part,
+            Ok(None) => break,
+            Err(e) => {
+                broken = Some(e);
+                break;
+            }
+        };
+        if part.header("content-type").is_some_and(|t| !t.to_ascii_lowercase().starts_with("application/dicom")) {
+            outcome.fail("", "", CANNOT_UNDERSTAND);
+            continue;
+        }
+        store_one(&gw, target_study.as_deref(), part.body, &mut outcome).await;
+    }
+
+    let nothing_stored = outcome.stored.is_empty();
+    if let Some(e) = &broken {
+        if nothing_stored {
+            return Err(match e {
+                MultipartError::BodyTooLarge(_) | MultipartError::PartTooLarge(_) => {
+                    ApiError::PayloadTooLarge(e.to_string())
+                }
+                _ => ApiError::BadRequest(e.to_string()),
+            });
+        }
+    }
+    if nothing_stored {
+        if let Some(e) = outcome.unavailable.take() {
+            return Err(ApiError::Pacs(e));
+        }
+        if outcome.failed.is_empty() {
+            return Err(ApiError::BadRequest("the request holds no instance".into()));
+        }
+    }
+    let status = match (outcome.stored.is_empty(), outcome.failed.is_empty() && broken.is_none()) {
+        (false, true) => StatusCode::OK,
+        (false, false) => StatusCode::ACCEPTED,
+        (true, _) => StatusCode::CONFLICT,
+    };
+    let mut module = serde_json::Map::new();
+    if let [study] = outcome.studies.as_slice() {
+        module.insert(
+            "00081190".into(),
+            json!({"vr": "UR", "Value": [format!("{}/studies/{study}", gw.config.public_url)]}),
+        );
+    }
+    if !outcome.failed.is_empty() {
+        module.insert("00081198".into(), json!({"vr": "SQ", "Value": outcome.failed}));
+    }
+    if !outcome.stored.is_empty() {
+        module.insert("00081199".into(), json!({"vr": "SQ", "Value": outcome.stored}));
+    }
+    let mut response =
+        (status, [(header::CONTENT_TYPE, "application/dicom+json")], Json::Object(module).to_string()).into_response();
+    if let Some(e) = broken {
+        let text = format!("299 dicomweb-gateway \"{e}; the parts before it were processed\"");
+        if let Ok(value) = HeaderValue::from_str(&text) {
+            response.headers_mut().append("warning", value);
+        }
+    }
+    Ok(response)
+}
+
+async fn store_one(gw: &Gateway, target_study: Option<&str>, bytes: bytes::Bytes, outcome: &mut Outcome) {
+    let Ok(header) = part10::parse_header(&bytes) else {
+        outcome.fail("", "", CANNOT_UNDERSTAND);
+        return;
+    };
+    // The whole data set must parse: an instance the gateway cannot read is refused here rather
+    // than stored into a PACS that may choke on it later.
+    let parsed = {
+        let bytes = bytes.clone();
+        tokio::task::spawn_blocking(move || {
+            dicom_object::from_reader(&bytes[128..]).ok().map(|obj| {
+                [tags::SOP_CLASS_UID, tags::SOP_INSTANCE_UID, tags::STUDY_INSTANCE_UID, tags::SERIES_INSTANCE_UID]
+                    .map(|tag| text_of(&obj, tag))
+            })
+        })
+        .await
+        .ok()
+        .flatten()
+    };
+    let Some([data_set_class, data_set_instance, study, series]) = parsed else {
+        outcome.fail(&header.sop_class_uid, &header.sop_instance_uid, CANNOT_UNDERSTAND);
+        return;
+    };
+    // The data set, not the file meta group, says what the instance is; a file whose meta group
+    // disagrees with it (pydicom has one) is framed anew around its untouched data set.
+    let (Some(class), Some(instance)) = (data_set_class, data_set_instance) else {
+        outcome.fail(&header.sop_class_uid, &header.sop_instance_uid, DATA_SET_MISMATCH);
+        return;
+    };
+    let bytes = if class != header.sop_class_uid || instance != header.sop_instance_uid {
+        let data_set = &bytes[header.data_set_offset..];
+        bytes::Bytes::from(part10::wrap(&class, &instance, &header.transfer_syntax_uid, "", data_set))
+    } else {
+        bytes
+    };
+    let Some(study) = study else {
+        outcome.fail(&class, &instance, DATA_SET_MISMATCH);
+        return;
+    };
+    if target_study.is_some_and(|t| t != study) {
+        // PS3.18 §10.5.1: every instance must belong to the study the URL names.
+        outcome.fail(&class, &instance, DATA_SET_MISMATCH);
+        return;
+    }
+    let bytes = if header.transfer_syntax_uid == DEFLATED {
+        // Framed anew above or not, the data set follows the file meta group.
+        let offset = part10::parse_header(&bytes).map(|h| h.data_set_offset).unwrap_or(header.data_set_offset);
+        match inflate(&bytes, offset, &class, &instance) {
+            Some(inflated) => inflated,
+            None => {
+                outcome.fail(&class, &instance, CANNOT_UNDERSTAND);
+                return;
+            }
+        }
+    } else {
+        bytes
+    };
+    let deadline = Some(std::time::Instant::now() + gw.site.config.timeout * 2);
+    match store(&gw.site.pool, &bytes, deadline).await {
+        Ok(result) => {
+            let mut item = reference(&class, &instance);
+            item.insert(
+                "00081190".into(),
+                json!({"vr": "UR", "Value": [format!("{}/studies/{study}/series/{}/instances/{instance}", gw.config.public_url, series.unwrap_or_default())]}),
+            );
+            if result.status.0 != 0 {
+                item.insert("00081196".into(), json!({"vr": "US", "Value": [result.status.0]}));
+            }
+            outcome.stored.push(Json::Object(item));
+            if !outcome.studies.contains(&study) {
+                outcome.studies.push(study);
+            }
+        }
+        Err(DimseError::NoPresentationContext { .. }) => outcome.fail(&class, &instance, TRANSFER_SYNTAX_NOT_SUPPORTED),
+        Err(DimseError::Failed { status, .. }) => {
+            let reason = match status.0 {
+                0xA700..=0xA7FF | 0xA900..=0xA9FF | 0xC000..=0xCFFF | 0x0110 | 0x0122 => status.0,
+                _ => PROCESSING_FAILURE,
+            };
+            outcome.fail(&class, &instance, reason);
+        }
+        Err(e) if e.is_unavailable() => {
+            tracing::warn!(site = %gw.site.config.id, error = %e, "C-STORE failed: the site is unavailable");
+            outcome.fail(&class, &instance, OUT_OF_RESOURCES);
+            outcome.unavailable.get_or_insert(e);
+        }
+        Err(e) => {
+            tracing::warn!(site = %gw.site.config.id, error = %e, "C-STORE failed");
+            outcome.fail(&class, &instance, PROCESSING_FAILURE);
+        }
+    }
+}
