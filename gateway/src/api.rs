@@ -1,5 +1,6 @@
 //! The DICOMweb resources: thin handlers that parse, call the site and encode.
 
+pub mod frames;
 pub mod qido;
 pub mod rollup;
 pub mod stow;

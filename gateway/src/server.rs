@@ -14,7 +14,7 @@ use axum::routing::get;
 use axum::Router;
 use tower_http::cors::{Any, CorsLayer};
 
-use crate::api::{qido, stow, wado};
+use crate::api::{frames, qido, stow, wado};
 use crate::config::Config;
 use crate::state::Gateway;
 
@@ -32,6 +32,8 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/studies/{study}/metadata", get(wado::study_metadata))
         .route("/studies/{study}/series/{series}/metadata", get(wado::series_metadata))
         .route("/studies/{study}/series/{series}/instances/{instance}/metadata", get(wado::instance_metadata))
+        .route("/studies/{study}/series/{series}/instances/{instance}/frames/{frames}", get(frames::frames))
+        .route("/studies/{study}/series/{series}/instances/{instance}/bulkdata/{tag}", get(frames::bulkdata))
         .route_layer(axum::middleware::from_fn(log_request))
         .with_state(gateway.clone())
         // STOW-RS bodies are bounded by `server.stow_limit` as they stream, not by axum's

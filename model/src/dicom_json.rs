@@ -10,15 +10,16 @@ use dicom_core::{Tag, VR};
 use dicom_object::InMemDicomObject;
 use serde_json::Value as Json;
 
-/// Gives the BulkDataURI of a value by its path of tags.
-pub type BulkDataUri<'a> = &'a dyn Fn(&[Tag]) -> String;
+/// Gives the BulkDataURI of a value by its path of tags, or `None` when it has none (the value
+/// is then left out).
+pub type BulkDataUri<'a> = &'a dyn Fn(&[Tag]) -> Option<String>;
 
 /// How binary values are written.
 pub struct JsonOptions<'a> {
     /// Binary values up to this many bytes are written inline (base64).
     pub inline_binary_max: usize,
     /// Gives the BulkDataURI of a value by its path of tags (sequence items are not numbered
-    /// in the path); `None` leaves larger values out.
+    /// in the path); without it larger values are left out.
     pub bulk_data_uri: Option<BulkDataUri<'a>>,
 }
 
@@ -80,8 +81,8 @@ fn attribute(
         }
         Value::PixelSequence(_) => {
             // Encapsulated pixel data is only ever addressed, never inlined.
-            let uri = options.bulk_data_uri?;
-            map.insert("BulkDataURI".into(), Json::String(uri(path)));
+            let uri = options.bulk_data_uri?(path)?;
+            map.insert("BulkDataURI".into(), Json::String(uri));
         }
         Value::Primitive(primitive) => {
             if is_binary(vr) {
@@ -93,8 +94,8 @@ fn attribute(
                         Json::String(base64::engine::general_purpose::STANDARD.encode(&bytes)),
                     );
                 } else {
-                    let uri = options.bulk_data_uri?;
-                    map.insert("BulkDataURI".into(), Json::String(uri(path)));
+                    let uri = options.bulk_data_uri?(path)?;
+                    map.insert("BulkDataURI".into(), Json::String(uri));
                 }
             } else {
                 let values = values(vr, primitive);
@@ -289,7 +290,7 @@ mod tests {
             DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::from(vec![0u8; 8])),
             DataElement::new(Tag(0x0009, 0x1002), VR::OB, PrimitiveValue::from(vec![7u8; 2000])),
         ]);
-        let uri = |path: &[Tag]| format!("bulk/{:04X}{:04X}", path[0].group(), path[0].element());
+        let uri = |path: &[Tag]| Some(format!("bulk/{:04X}{:04X}", path[0].group(), path[0].element()));
         let with_uri = JsonOptions { inline_binary_max: 1024, bulk_data_uri: Some(&uri) };
         let got = to_json(&data, &with_uri);
         assert_eq!(got["00091001"], json!({"vr": "OB", "InlineBinary": "AQID"}));

@@ -61,7 +61,7 @@ fn negotiate(headers: &HeaderMap) -> Result<Wanted, ApiError> {
     )))
 }
 
-fn target(study: &str, series: Option<&str>, instance: Option<&str>) -> Result<RetrieveTarget, ApiError> {
+pub(crate) fn target(study: &str, series: Option<&str>, instance: Option<&str>) -> Result<RetrieveTarget, ApiError> {
     let study = StudyInstanceUid::new(&parse_uid("study", study)?).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     let series = series
         .map(|s| {
@@ -82,7 +82,7 @@ fn target(study: &str, series: Option<&str>, instance: Option<&str>) -> Result<R
 
 /// Starts the retrieval and waits for its first instance, so that a missing study is a 404 and a
 /// failing PACS a 502 / 504 before any byte of the response is sent.
-async fn first_and_rest(
+pub(crate) async fn first_and_rest(
     gw: &Gateway,
     target: RetrieveTarget,
 ) -> Result<(RetrievedInstance, DimseStream<RetrievedInstance>), ApiError> {
@@ -157,7 +157,7 @@ fn to_explicit_little_endian(instance: &RetrievedInstance) -> Result<Bytes, std:
     )))
 }
 
-fn boundary() -> String {
+pub(crate) fn boundary() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     format!("dicomweb-gateway-{nanos:x}-{:x}", COUNTER.fetch_add(1, Ordering::Relaxed))
@@ -226,12 +226,20 @@ pub async fn instance(
     retrieve(gw, headers, target).await
 }
 
-/// The DICOM JSON of a retrieved instance. Pixel data and large binary values are left out
-/// until the gateway serves bulk data.
-fn metadata_of(instance: &RetrievedInstance) -> Result<Vec<u8>, std::io::Error> {
+/// The DICOM JSON of a retrieved instance, its pixel data and large top-level binary values
+/// by BulkDataURI (`.../bulkdata/{tag}`). Large values inside sequences have no URI of their
+/// own and are left out.
+fn metadata_of(instance: &RetrievedInstance, public_url: &str) -> Result<Vec<u8>, std::io::Error> {
     let obj = dicom_object::from_reader(&instance.part10[128..]).map_err(std::io::Error::other)?;
+    let study = super::text_of(&obj, dicom_dictionary_std::tags::STUDY_INSTANCE_UID).unwrap_or_default();
+    let series = super::text_of(&obj, dicom_dictionary_std::tags::SERIES_INSTANCE_UID).unwrap_or_default();
+    let base = format!("{public_url}/studies/{study}/series/{series}/instances/{}/bulkdata", instance.sop_instance_uid);
+    let uri = |path: &[dicom_core::Tag]| match path {
+        [tag] => Some(format!("{base}/{:04X}{:04X}", tag.group(), tag.element())),
+        _ => None,
+    };
     let mut out = Vec::with_capacity(8 * 1024);
-    write_object(&mut out, &obj, &JsonOptions::default());
+    write_object(&mut out, &obj, &JsonOptions { inline_binary_max: 1024, bulk_data_uri: Some(&uri) });
     Ok(out)
 }
 
@@ -239,10 +247,16 @@ async fn metadata(gw: Arc<Gateway>, headers: HeaderMap, target: RetrieveTarget) 
     accepts(&headers, &["application/dicom+json", "application/json"])?;
     let (first, rest) = first_and_rest(&gw, target).await?;
     let mut index = 0usize;
+    let public_url = gw.config.public_url.clone();
     let objects = all(first, rest)
-        .then(|item| async move {
-            let instance = item?;
-            tokio::task::spawn_blocking(move || metadata_of(&instance)).await.map_err(std::io::Error::other)?
+        .then(move |item| {
+            let public_url = public_url.clone();
+            async move {
+                let instance = item?;
+                tokio::task::spawn_blocking(move || metadata_of(&instance, &public_url))
+                    .await
+                    .map_err(std::io::Error::other)?
+            }
         })
         .map(move |item| {
             let separator: &[u8] = if index == 0 { b"[" } else { b"," };

@@ -1,0 +1,209 @@
+//! Frames (PS3.18 §10.4.1.1.4, `/frames/{list}`) and bulk data (`/bulkdata/{tag}`) of one
+//! instance: retrieved from the site, parsed once, and cut into the parts asked for. Native
+//! pixel data comes out as application/octet-stream; encapsulated frames in their compressed
+//! form with the transfer syntax named, since the gateway does not decode.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use dicom_core::value::Value;
+use dicom_core::Tag;
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+
+use super::{accept_ranges, text_of};
+use crate::error::ApiError;
+use crate::state::Gateway;
+
+/// One instance, parsed, and the transfer syntax it came in.
+struct Instance {
+    object: InMemDicomObject,
+    transfer_syntax: String,
+}
+
+async fn retrieve_instance(gw: &Gateway, study: &str, series: &str, instance: &str) -> Result<Instance, ApiError> {
+    let target = super::wado::target(study, Some(series), Some(instance))?;
+    let (first, rest) = super::wado::first_and_rest(gw, target).await?;
+    drop(rest);
+    let transfer_syntax = first.transfer_syntax_uid.as_str().to_owned();
+    let object = tokio::task::spawn_blocking(move || dicom_object::from_reader(&first.part10[128..]))
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("parsing failed: {e}")))?
+        .map_err(|e| ApiError::Pacs(pacs_adapter::DimseError::InvalidInstance(e.to_string())))?
+        .into_inner();
+    Ok(Instance { object, transfer_syntax })
+}
+
+/// The media type of an encapsulated frame of a transfer syntax (PS3.18 Table 8.7.3-2).
+fn frame_media_type(transfer_syntax: &str) -> &'static str {
+    match transfer_syntax {
+        "1.2.840.10008.1.2.4.50" | "1.2.840.10008.1.2.4.51" | "1.2.840.10008.1.2.4.57" | "1.2.840.10008.1.2.4.70" => {
+            "image/jpeg"
+        }
+        "1.2.840.10008.1.2.4.80" | "1.2.840.10008.1.2.4.81" => "image/jls",
+        "1.2.840.10008.1.2.4.90" | "1.2.840.10008.1.2.4.91" => "image/jp2",
+        "1.2.840.10008.1.2.5" => "image/dicom-rle",
+        _ => "application/octet-stream",
+    }
+}
+
+fn parse_frame_list(list: &str) -> Result<Vec<usize>, ApiError> {
+    list.split(',')
+        .map(|n| match n.trim().parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(n),
+            _ => Err(ApiError::BadRequest(format!("frame list {list:?}: frame numbers are integers from 1"))),
+        })
+        .collect()
+}
+
+fn number(obj: &InMemDicomObject, tag: Tag) -> Option<usize> {
+    obj.element(tag).ok().and_then(|e| e.to_int::<u32>().ok()).map(|n| n as usize)
+}
+
+/// The bytes of each requested frame, and whether they are encapsulated.
+fn frames_of(instance: &Instance, wanted: &[usize]) -> Result<(Vec<Bytes>, bool), ApiError> {
+    let obj = &instance.object;
+    let pixel_data =
+        obj.element(tags::PIXEL_DATA).map_err(|_| ApiError::NotFound("the instance has no pixel data".into()))?;
+    let frames = number(obj, tags::NUMBER_OF_FRAMES)
+        .or_else(|| text_of(obj, tags::NUMBER_OF_FRAMES).and_then(|t| t.parse().ok()))
+        .unwrap_or(1);
+    if let Some(&bad) = wanted.iter().find(|&&n| n > frames) {
+        return Err(ApiError::NotFound(format!("frame {bad} does not exist: the instance has {frames}")));
+    }
+    match pixel_data.value() {
+        Value::PixelSequence(sequence) => {
+            let fragments = sequence.fragments();
+            let offsets = sequence.offset_table();
+            let frame = |n: usize| -> Result<Bytes, ApiError> {
+                if fragments.len() == frames {
+                    return Ok(Bytes::copy_from_slice(&fragments[n - 1]));
+                }
+                if frames == 1 {
+                    return Ok(Bytes::from(fragments.concat()));
+                }
+                if offsets.len() == frames {
+                    // Basic Offset Table: byte offsets of each frame's first fragment item,
+                    // counted from the first fragment item (8-byte item headers included).
+                    let mut position = 0u64;
+                    let mut out = Vec::new();
+                    let start = u64::from(offsets[n - 1]);
+                    let end = offsets.get(n).map(|o| u64::from(*o)).unwrap_or(u64::MAX);
+                    for fragment in fragments {
+                        if position >= start && position < end {
+                            out.extend_from_slice(fragment);
+                        }
+                        position += 8 + fragment.len() as u64;
+                    }
+                    return Ok(Bytes::from(out));
+                }
+                Err(ApiError::NotAcceptable(
+                    "the frames of this instance cannot be told apart (several fragments per frame and no offset table)".into(),
+                ))
+            };
+            Ok((wanted.iter().map(|&n| frame(n)).collect::<Result<_, _>>()?, true))
+        }
+        Value::Primitive(value) => {
+            let bytes = value.to_bytes();
+            let rows = number(obj, tags::ROWS).unwrap_or(0);
+            let columns = number(obj, tags::COLUMNS).unwrap_or(0);
+            let samples = number(obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1);
+            let bits = number(obj, tags::BITS_ALLOCATED).unwrap_or(8);
+            let frame_size = rows * columns * samples * bits / 8;
+            if frame_size == 0 || bits % 8 != 0 {
+                return Err(ApiError::NotAcceptable("frames of this pixel data layout cannot be cut out".into()));
+            }
+            let frame = |n: usize| -> Result<Bytes, ApiError> {
+                bytes
+                    .get((n - 1) * frame_size..n * frame_size)
+                    .map(Bytes::copy_from_slice)
+                    .ok_or_else(|| ApiError::NotFound(format!("frame {n} is missing from the pixel data")))
+            };
+            Ok((wanted.iter().map(|&n| frame(n)).collect::<Result<_, _>>()?, false))
+        }
+        Value::Sequence(_) => Err(ApiError::NotFound("the pixel data is malformed".into())),
+    }
+}
+
+fn multipart(parts: Vec<(String, Bytes)>) -> Response {
+    let boundary = super::wado::boundary();
+    let mut chunks: Vec<Result<Bytes, std::io::Error>> = Vec::with_capacity(parts.len() * 3 + 1);
+    for (content_type, bytes) in parts {
+        chunks.push(Ok(Bytes::from(format!("--{boundary}\r\nContent-Type: {content_type}\r\n\r\n"))));
+        chunks.push(Ok(bytes));
+        chunks.push(Ok(Bytes::from_static(b"\r\n")));
+    }
+    chunks.push(Ok(Bytes::from(format!("--{boundary}--\r\n"))));
+    let content_type = format!("multipart/related; type=\"application/octet-stream\"; boundary={boundary}");
+    ([(header::CONTENT_TYPE, content_type)], Body::from_stream(futures::stream::iter(chunks))).into_response()
+}
+
+/// Whether the client takes frames in `media_type` (with `transfer-syntax=*` meaning as stored).
+fn acceptable(headers: &HeaderMap, media_type: &str, encapsulated: bool) -> bool {
+    let ranges = accept_ranges(headers);
+    if ranges.is_empty() {
+        return !encapsulated;
+    }
+    ranges.iter().any(|r| {
+        let part_type = r.parameter("type").unwrap_or("application/octet-stream");
+        let any_syntax = r.parameter("transfer-syntax") == Some("*");
+        match r.media_type.as_str() {
+            "*/*" | "multipart/*" => true,
+            "multipart/related" => {
+                part_type == media_type || (any_syntax && (!encapsulated || part_type == "application/octet-stream"))
+            }
+            _ => false,
+        }
+    })
+}
+
+pub async fn frames(
+    State(gw): State<Arc<Gateway>>,
+    Path((study, series, instance, list)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let wanted = parse_frame_list(&list)?;
+    let instance = retrieve_instance(&gw, &study, &series, &instance).await?;
+    let (frames, encapsulated) = frames_of(&instance, &wanted)?;
+    let media_type =
+        if encapsulated { frame_media_type(&instance.transfer_syntax) } else { "application/octet-stream" };
+    if !acceptable(&headers, media_type, encapsulated) {
+        return Err(ApiError::NotAcceptable(format!(
+            "the frames are available as {media_type} (transfer syntax {}); the gateway does not decode or re-encode pixel data",
+            instance.transfer_syntax
+        )));
+    }
+    let content_type = if encapsulated {
+        format!("{media_type}; transfer-syntax={}", instance.transfer_syntax)
+    } else {
+        "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1".to_owned()
+    };
+    Ok(multipart(frames.into_iter().map(|f| (content_type.clone(), f)).collect()))
+}
+
+pub async fn bulkdata(
+    State(gw): State<Arc<Gateway>>,
+    Path((study, series, instance, tag)): Path<(String, String, String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let tag = (tag.len() == 8)
+        .then(|| Some(Tag(u16::from_str_radix(&tag[..4], 16).ok()?, u16::from_str_radix(&tag[4..], 16).ok()?)))
+        .flatten()
+        .ok_or_else(|| ApiError::BadRequest(format!("bulk data tag {tag:?} is not 8 hexadecimal digits")))?;
+    super::accepts(&headers, &["multipart/related", "application/octet-stream"])?;
+    let instance = retrieve_instance(&gw, &study, &series, &instance).await?;
+    let element = instance.object.element(tag).map_err(|_| ApiError::NotFound(format!("the instance has no {tag}")))?;
+    let (bytes, content_type) = match element.value() {
+        Value::Primitive(value) => (Bytes::from(value.to_bytes().into_owned()), "application/octet-stream".to_owned()),
+        Value::PixelSequence(sequence) => (
+            Bytes::from(sequence.fragments().concat()),
+            format!("{}; transfer-syntax={}", frame_media_type(&instance.transfer_syntax), instance.transfer_syntax),
+        ),
+        Value::Sequence(_) => return Err(ApiError::BadRequest(format!("{tag} is a sequence, not bulk data"))),
+    };
+    Ok(multipart(vec![(content_type, bytes)]))
+}
