@@ -114,7 +114,7 @@ fn frames_of(instance: &Instance, wanted: &[usize]) -> Result<(Vec<Bytes>, bool)
             let samples = number(obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1);
             let bits = number(obj, tags::BITS_ALLOCATED).unwrap_or(8);
             let frame_size = rows * columns * samples * bits / 8;
-            if frame_size == 0 || bits % 8 != 0 {
+            if frame_size == 0 || !bits.is_multiple_of(8) {
                 return Err(ApiError::NotAcceptable("frames of this pixel data layout cannot be cut out".into()));
             }
             let frame = |n: usize| -> Result<Bytes, ApiError> {
