@@ -404,12 +404,84 @@ fn run(slices: u32, runs: usize, dir: &Path, out: Option<&Path>) -> anyhow::Resu
             l.get_instance_ms
         ));
     }
+    report.push_str(&gateway_section(&self_exe, site, &study, runs, dir)?);
     println!("{report}");
     if let Some(out) = out {
         std::fs::write(out, &report)?;
     }
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
+}
+
+/// curl's time to first byte and total time for a WADO-RS study request.
+fn curl_times(url: &str) -> anyhow::Result<(f64, f64)> {
+    let output = Command::new("curl")
+        .args(["-sf", "-o", "/dev/null", "-w", "%{time_starttransfer} %{time_total}"])
+        .args(["-H", "Accept: multipart/related; type=\"application/dicom\"; transfer-syntax=*", url])
+        .output()?;
+    if !output.status.success() {
+        bail!("curl {url} failed");
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut times = text.split_whitespace().map(|t| t.parse::<f64>().unwrap_or(f64::NAN));
+    Ok((times.next().unwrap_or(f64::NAN), times.next().unwrap_or(f64::NAN)))
+}
+
+/// WADO-RS of the study through `dicomweb-gateway serve` (C-GET from the same Orthanc) and from
+/// Orthanc's own DICOMweb, interleaved, with the gateway's peak RSS.
+fn gateway_section(self_exe: &Path, site: &testbed::OrthancSite, study: &str, runs: usize, dir: &Path) -> anyhow::Result<String> {
+    let gateway = self_exe.with_file_name("dicomweb-gateway");
+    if !gateway.is_file() {
+        bail!("{} is missing: cargo build --release -p gateway", gateway.display());
+    }
+    let port = testbed::free_port()?;
+    let config = dir.join("bench-gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[dimse]\nae_title = \"FEDGWB\"\nlisten = \"127.0.0.1:{}\"\n\
+             [[sites]]\nid = \"site-1\"\nae_title = \"{}\"\naddress = \"127.0.0.1:{}\"\nretrieve = \"c-get\"\n[auth]\nmode = \"none\"\n",
+            testbed::free_port()?,
+            site.ae_title,
+            site.dicom_port
+        ),
+    )?;
+    let mut child = Command::new(&gateway)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()?;
+    testbed::wait_for_port(port, Duration::from_secs(10))?;
+    let through_gateway = format!("http://127.0.0.1:{port}/dicom-web/studies/{study}");
+    let direct = format!("{}/dicom-web/studies/{study}", site.http_url());
+    let (mut gw, mut orthanc) = (Vec::new(), Vec::new());
+    for round in 0..runs {
+        orthanc.push(curl_times(&direct)?);
+        gw.push(curl_times(&through_gateway)?);
+        eprintln!("bench: round {} WADO-RS gateway {:?} Orthanc {:?}", round + 1, gw[round], orthanc[round]);
+    }
+    let peak_kib = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .unwrap_or(0);
+    let _ = child.kill();
+    let _ = child.wait();
+    let column = |samples: &[(f64, f64)], pick: fn(&(f64, f64)) -> f64| median(&samples.iter().map(pick).collect::<Vec<_>>());
+    let (gw_ttfb, gw_total) = (column(&gw, |t| t.0), column(&gw, |t| t.1));
+    let (or_ttfb, or_total) = (column(&orthanc, |t| t.0), column(&orthanc, |t| t.1));
+    Ok(format!(
+        "\nWADO-RS of the whole study (`transfer-syntax=*`, curl), median of {runs}, interleaved: through \
+         `dicomweb-gateway serve` (C-GET from the same Orthanc, no cache) and from Orthanc's own DICOMweb.\n\n\
+         | path | time to first byte s | total s | peak RSS MiB |\n|---|---|---|---|\n\
+         | dicomweb-gateway | {gw_ttfb:.3} | {gw_total:.3} | {:.1} (gateway process) |\n\
+         | Orthanc's own DICOMweb | {or_ttfb:.3} | {or_total:.3} | - |\n\
+         | ratio gateway / Orthanc | {:.2} | {:.2} | |\n",
+        peak_kib as f64 / 1024.0,
+        gw_ttfb / or_ttfb,
+        gw_total / or_total
+    ))
 }
 
 fn orthanc_version(url: &str) -> String {
