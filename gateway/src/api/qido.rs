@@ -207,6 +207,9 @@ fn with_warning(mut response: Response, query: &QidoQuery) -> Response {
 /// attribute (empty when unknown), roll-ups computed when missing, and RetrieveURL.
 async fn complete(gw: &Gateway, scope: &Scope, result: &mut InMemDicomObject) -> Result<(), ApiError> {
     result.remove_element(tags::QUERY_RETRIEVE_LEVEL);
+    // Some PACS (Orthanc) add their own AE as RetrieveAETitle: meaningless to a DICOMweb client
+    // and a detail of the site behind the gateway.
+    result.remove_element(tags::RETRIEVE_AE_TITLE);
     let study = text_of(result, tags::STUDY_INSTANCE_UID).or_else(|| scope.study.clone()).unwrap_or_default();
     let series = text_of(result, tags::SERIES_INSTANCE_UID).or_else(|| scope.series.clone());
     if scope.level == QueryLevel::Study {
