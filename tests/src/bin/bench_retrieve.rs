@@ -429,7 +429,13 @@ fn curl_times(url: &str) -> anyhow::Result<(f64, f64)> {
 
 /// WADO-RS of the study through `dicomweb-gateway serve` (C-GET from the same Orthanc) and from
 /// Orthanc's own DICOMweb, interleaved, with the gateway's peak RSS.
-fn gateway_section(self_exe: &Path, site: &testbed::OrthancSite, study: &str, runs: usize, dir: &Path) -> anyhow::Result<String> {
+fn gateway_section(
+    self_exe: &Path,
+    site: &testbed::OrthancSite,
+    study: &str,
+    runs: usize,
+    dir: &Path,
+) -> anyhow::Result<String> {
     let gateway = self_exe.with_file_name("dicomweb-gateway");
     if !gateway.is_file() {
         bail!("{} is missing: cargo build --release -p gateway", gateway.display());
@@ -464,11 +470,14 @@ fn gateway_section(self_exe: &Path, site: &testbed::OrthancSite, study: &str, ru
     }
     let peak_kib = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
         .unwrap_or(0);
     let _ = child.kill();
     let _ = child.wait();
-    let column = |samples: &[(f64, f64)], pick: fn(&(f64, f64)) -> f64| median(&samples.iter().map(pick).collect::<Vec<_>>());
+    let column =
+        |samples: &[(f64, f64)], pick: fn(&(f64, f64)) -> f64| median(&samples.iter().map(pick).collect::<Vec<_>>());
     let (gw_ttfb, gw_total) = (column(&gw, |t| t.0), column(&gw, |t| t.1));
     let (or_ttfb, or_total) = (column(&orthanc, |t| t.0), column(&orthanc, |t| t.1));
     Ok(format!(
