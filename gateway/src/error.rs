@@ -19,6 +19,9 @@ pub enum ApiError {
     NotAcceptable(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// Something the standard allows that the gateway cannot do (decode this pixel data).
+    #[error("{0}")]
+    NotImplemented(String),
     /// The PACS failed or could not be reached.
     #[error("{0}")]
     Pacs(#[from] DimseError),
@@ -39,6 +42,7 @@ impl ApiError {
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Pacs(DimseError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Pacs(DimseError::InvalidInstance(_)) => StatusCode::BAD_REQUEST,
             ApiError::Pacs(_) => StatusCode::BAD_GATEWAY,

@@ -14,7 +14,7 @@ use axum::routing::get;
 use axum::Router;
 use tower_http::cors::{Any, CorsLayer};
 
-use crate::api::{frames, qido, stow, wado};
+use crate::api::{frames, qido, rendered, stow, wado};
 use crate::config::Config;
 use crate::state::Gateway;
 
@@ -34,6 +34,11 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/studies/{study}/series/{series}/instances/{instance}/metadata", get(wado::instance_metadata))
         .route("/studies/{study}/series/{series}/instances/{instance}/frames/{frames}", get(frames::frames))
         .route("/studies/{study}/series/{series}/instances/{instance}/bulkdata/{tag}", get(frames::bulkdata))
+        .route("/studies/{study}/series/{series}/instances/{instance}/rendered", get(rendered::instance))
+        .route("/studies/{study}/series/{series}/instances/{instance}/frames/{frame}/rendered", get(rendered::frame))
+        .route("/studies/{study}/series/{series}/instances/{instance}/thumbnail", get(rendered::instance_thumbnail))
+        .route("/studies/{study}/series/{series}/thumbnail", get(rendered::series_thumbnail))
+        .route("/studies/{study}/thumbnail", get(rendered::study_thumbnail))
         .route_layer(axum::middleware::from_fn(log_request))
         .with_state(gateway.clone())
         // STOW-RS bodies are bounded by `server.stow_limit` as they stream, not by axum's

@@ -1,0 +1,231 @@
+//! Rendered and thumbnail resources (PS3.18 §10.4.1.1.3, §10.4.1.1.5): an instance (or one
+//! frame of it) decoded, windowed, scaled into the viewport and written as JPEG or PNG.
+//! Thumbnails of a series or study show the middle instance of its first series.
+//!
+//! Pixel data the gateway cannot decode (JPEG 2000, JPEG-LS, 12-bit JPEG Extended) gets a 501
+//! saying so: never a wrong picture.
+
+use std::io::Cursor;
+use std::sync::Arc;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Response};
+use dicom_pixeldata::image::{imageops::FilterType, DynamicImage, ImageFormat};
+use dicom_pixeldata::{ConvertOptions, PixelDecoder, VoiLutFunction, VoiLutOption, WindowLevel};
+use dicomweb_model::{SeriesInstanceUid, SopInstanceUid, StudyInstanceUid};
+use pacs_adapter::{list_instances, RetrieveTarget};
+
+use super::accept_ranges;
+use crate::error::ApiError;
+use crate::state::Gateway;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    Jpeg,
+    Png,
+}
+
+#[derive(Debug, Clone)]
+struct Rendering {
+    format: Format,
+    window: Option<(WindowLevel, VoiLutFunction)>,
+    viewport: Option<(u32, u32)>,
+    quality: u8,
+}
+
+fn negotiate(headers: &HeaderMap) -> Result<Format, ApiError> {
+    let ranges = accept_ranges(headers);
+    if ranges.is_empty() {
+        return Ok(Format::Jpeg);
+    }
+    for range in &ranges {
+        match range.media_type.as_str() {
+            "image/jpeg" | "image/*" | "*/*" => return Ok(Format::Jpeg),
+            "image/png" => return Ok(Format::Png),
+            _ => {}
+        }
+    }
+    Err(ApiError::NotAcceptable("rendered images are available as image/jpeg or image/png".into()))
+}
+
+fn parse(query: Option<&str>, format: Format, default_viewport: Option<(u32, u32)>) -> Result<Rendering, ApiError> {
+    let bad = |name: &str, why: &str| ApiError::BadRequest(format!("query parameter {name:?}: {why}"));
+    let mut rendering = Rendering { format, window: None, viewport: default_viewport, quality: 90 };
+    for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match name.as_ref() {
+            "window" => {
+                let parts: Vec<&str> = value.split(',').collect();
+                let number = |s: &str| s.trim().parse::<f64>().ok();
+                let (Some(center), Some(width)) =
+                    (parts.first().and_then(|s| number(s)), parts.get(1).and_then(|s| number(s)))
+                else {
+                    return Err(bad("window", "must be center,width[,function]"));
+                };
+                if width <= 0.0 {
+                    return Err(bad("window", "the width must be positive"));
+                }
+                let function = match parts.get(2).map(|f| f.trim().to_ascii_lowercase()) {
+                    None => VoiLutFunction::Linear,
+                    Some(f) if f == "linear" => VoiLutFunction::Linear,
+                    Some(f) if f == "linear-exact" => VoiLutFunction::LinearExact,
+                    Some(f) if f == "sigmoid" => VoiLutFunction::Sigmoid,
+                    Some(_) => return Err(bad("window", "the function must be linear, linear-exact or sigmoid")),
+                };
+                rendering.window = Some((WindowLevel { center, width }, function));
+            }
+            "viewport" => {
+                let parts: Vec<u32> = value
+                    .split(',')
+                    .map(|p| p.trim().parse::<u32>())
+                    .collect::<Result<_, _>>()
+                    .map_err(|_| bad("viewport", "must be width,height in pixels"))?;
+                match parts.as_slice() {
+                    [w, h] if *w > 0 && *h > 0 && *w <= 8192 && *h <= 8192 => rendering.viewport = Some((*w, *h)),
+                    [_, _, ..] if parts.len() == 6 => {
+                        return Err(bad("viewport", "cropping (sx,sy,sw,sh) is not supported"))
+                    }
+                    _ => return Err(bad("viewport", "must be width,height, each from 1 to 8192")),
+                }
+            }
+            "quality" => {
+                rendering.quality = value
+                    .parse::<u8>()
+                    .ok()
+                    .filter(|q| (1..=100).contains(q))
+                    .ok_or_else(|| bad("quality", "must be 1 to 100"))?;
+            }
+            other => return Err(bad(other, "not a parameter of rendered resources")),
+        }
+    }
+    Ok(rendering)
+}
+
+/// Decodes, windows, scales and encodes one frame (1-based). CPU work: run it blocking.
+fn render(part10: &[u8], frame: u32, rendering: &Rendering) -> Result<Vec<u8>, ApiError> {
+    let object = dicom_object::from_reader(&part10[128..])
+        .map_err(|e| ApiError::Pacs(pacs_adapter::DimseError::InvalidInstance(e.to_string())))?;
+    let ts = object.meta().transfer_syntax().trim_end_matches('\0').to_owned();
+    let decoded = object.decode_pixel_data_frame(frame - 1).map_err(|e| {
+        ApiError::NotImplemented(format!("cannot decode this instance's pixel data (transfer syntax {ts}): {e}"))
+    })?;
+    let mut options = ConvertOptions::new().force_8bit();
+    if let Some((window, function)) = rendering.window {
+        options = options.with_voi_lut(VoiLutOption::CustomWithFunction(window, function));
+    }
+    let image = decoded
+        .to_dynamic_image_with_options(0, &options)
+        .map_err(|e| ApiError::NotImplemented(format!("cannot render this instance's pixel data: {e}")))?;
+    let image = match rendering.viewport {
+        Some((w, h)) => image.resize(w, h, FilterType::Triangle),
+        None => image,
+    };
+    let mut out = Cursor::new(Vec::new());
+    match rendering.format {
+        Format::Png => image.write_to(&mut out, ImageFormat::Png),
+        Format::Jpeg => {
+            // JPEG holds 8-bit grey or RGB only.
+            let image = match image {
+                DynamicImage::ImageLuma8(_) | DynamicImage::ImageRgb8(_) => image,
+                other if other.color().has_color() => DynamicImage::ImageRgb8(other.to_rgb8()),
+                other => DynamicImage::ImageLuma8(other.to_luma8()),
+            };
+            let encoder =
+                dicom_pixeldata::image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, rendering.quality);
+            image.write_with_encoder(encoder)
+        }
+    }
+    .map_err(|e| ApiError::NotImplemented(format!("cannot encode the rendered image: {e}")))?;
+    Ok(out.into_inner())
+}
+
+async fn respond(gw: &Gateway, target: RetrieveTarget, frame: u32, rendering: Rendering) -> Result<Response, ApiError> {
+    let (first, rest) = super::wado::first_and_rest(gw, target).await?;
+    drop(rest);
+    let format = rendering.format;
+    let bytes = tokio::task::spawn_blocking(move || render(&first.part10, frame, &rendering))
+        .await
+        .map_err(|e| ApiError::NotImplemented(format!("rendering failed: {e}")))??;
+    let content_type = match format {
+        Format::Jpeg => "image/jpeg",
+        Format::Png => "image/png",
+    };
+    Ok(([(header::CONTENT_TYPE, content_type)], bytes).into_response())
+}
+
+const THUMBNAIL: (u32, u32) = (128, 128);
+
+pub async fn instance(
+    State(gw): State<Arc<Gateway>>,
+    Path((study, series, instance)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let rendering = parse(query.as_deref(), negotiate(&headers)?, None)?;
+    let target = super::wado::target(&study, Some(&series), Some(&instance))?;
+    respond(&gw, target, 1, rendering).await
+}
+
+pub async fn frame(
+    State(gw): State<Arc<Gateway>>,
+    Path((study, series, instance, frame)): Path<(String, String, String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let frame = frame
+        .parse::<u32>()
+        .ok()
+        .filter(|f| *f >= 1)
+        .ok_or_else(|| ApiError::BadRequest(format!("frame {frame:?}: a rendered frame is one number from 1")))?;
+    let rendering = parse(query.as_deref(), negotiate(&headers)?, None)?;
+    let target = super::wado::target(&study, Some(&series), Some(&instance))?;
+    respond(&gw, target, frame, rendering).await
+}
+
+pub async fn instance_thumbnail(
+    State(gw): State<Arc<Gateway>>,
+    Path((study, series, instance)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let rendering = parse(query.as_deref(), negotiate(&headers)?, Some(THUMBNAIL))?;
+    let target = super::wado::target(&study, Some(&series), Some(&instance))?;
+    respond(&gw, target, 1, rendering).await
+}
+
+/// The middle instance of a series (or of the first series of a study), for its thumbnail.
+async fn representative(gw: &Gateway, study: &str, series: Option<&str>) -> Result<RetrieveTarget, ApiError> {
+    let scope = super::wado::target(study, series, None)?;
+    let deadline = Some(std::time::Instant::now() + gw.site.config.timeout);
+    let mut planned = list_instances(&gw.site.pool, &scope, deadline).await?;
+    let first_series = planned.first().map(|p| p.series.clone());
+    planned.retain(|p| Some(&p.series) == first_series.as_ref());
+    let chosen = planned.get(planned.len() / 2).ok_or_else(|| ApiError::NotFound("no instance to show".into()))?;
+    Ok(RetrieveTarget::instances(
+        StudyInstanceUid::from(scope.study.as_uid().clone()),
+        Some(SeriesInstanceUid::from(chosen.series.as_uid().clone())),
+        vec![SopInstanceUid::from(chosen.sop_instance.as_uid().clone())],
+    ))
+}
+
+pub async fn series_thumbnail(
+    State(gw): State<Arc<Gateway>>,
+    Path((study, series)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let rendering = parse(query.as_deref(), negotiate(&headers)?, Some(THUMBNAIL))?;
+    let target = representative(&gw, &study, Some(&series)).await?;
+    respond(&gw, target, 1, rendering).await
+}
+
+pub async fn study_thumbnail(
+    State(gw): State<Arc<Gateway>>,
+    Path(study): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let rendering = parse(query.as_deref(), negotiate(&headers)?, Some(THUMBNAIL))?;
+    let target = representative(&gw, &study, None).await?;
+    respond(&gw, target, 1, rendering).await
+}
