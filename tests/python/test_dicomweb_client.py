@@ -157,3 +157,39 @@ def test_bad_requests_get_clear_errors(orthanc_gateway, testbed):
         assert response.status_code == status, (target, response.status_code, response.text)
         assert mention in response.text
         assert response.headers["Content-Type"].startswith("text/plain")
+
+
+def unique_stored(testbed, syntaxes):
+    """A pydicom file Orthanc holds in one of `syntaxes`, whose UIDs no other file shares."""
+    files = [f for f in testbed["data"]["pydicom"] if f["stored"]]
+    uids = [f["stored"]["sop_instance_uid"] for f in files]
+    return next(f["stored"] for f in files
+                if f["stored"]["transfer_syntax_uid"] in syntaxes and uids.count(f["stored"]["sop_instance_uid"]) == 1
+                and pydicom.dcmread(f["path"], stop_before_pixels=True).file_meta.TransferSyntaxUID == f["stored"]["transfer_syntax_uid"])
+
+
+def test_compressed_instances_are_transcoded_to_uncompressed_when_asked(orthanc_gateway, testbed):
+    jpeg = unique_stored(testbed, ("1.2.840.10008.1.2.4.50",))
+    client = DICOMwebClient(url=orthanc_gateway.url)
+    # No transfer-syntax parameter means Explicit VR Little Endian (PS3.18 §8.7.3.5.2).
+    explicit = client.retrieve_instance(jpeg["study_uid"], jpeg["series_uid"], jpeg["sop_instance_uid"],
+                                        media_types=(("application/dicom",),))
+    assert explicit.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"
+    assert len(explicit.PixelData) == explicit.Rows * explicit.Columns * explicit.SamplesPerPixel * explicit.BitsAllocated // 8
+    # dicomweb-client does not ask for Implicit VR Little Endian (PS3.18 does not list it for
+    # application/dicom); a raw request may, and gets it.
+    url = f"{orthanc_gateway.url}/studies/{jpeg['study_uid']}/series/{jpeg['series_uid']}/instances/{jpeg['sop_instance_uid']}"
+    response = requests.get(url, headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2'})
+    assert response.status_code == 200
+    assert b"Content-Type: application/dicom; transfer-syntax=1.2.840.10008.1.2\r\n" in response.content
+    part = response.content.split(b"\r\n\r\n", 1)[1]
+    implicit = pydicom.dcmread(io.BytesIO(part))
+    assert implicit.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2"
+    assert implicit.PixelData == explicit.PixelData
+
+
+def test_an_instance_that_cannot_be_transcoded_aborts_the_response(orthanc_gateway, testbed):
+    j2k = unique_stored(testbed, ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"))
+    url = f"{orthanc_gateway.url}/studies/{j2k['study_uid']}/series/{j2k['series_uid']}/instances/{j2k['sop_instance_uid']}"
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        requests.get(url, headers={"Accept": 'multipart/related; type="application/dicom"'}).content

@@ -65,3 +65,17 @@ def test_rendering_refusals(orthanc_gateway, testbed):
                             f"/instances/{jpeg2000['sop_instance_uid']}/rendered")
     assert response.status_code == 501, response.status_code
     assert jpeg2000["transfer_syntax_uid"] in response.text
+
+
+def test_rendered_series_is_one_image_per_instance(orthanc_gateway, testbed):
+    ct = testbed["data"]["ct"]
+    url = f"{orthanc_gateway.url}/studies/{ct['study_uid']}/series/{ct['series_uid']}/rendered"
+    response = requests.get(url, params={"viewport": "64,64"}, headers={"Accept": 'multipart/related; type="image/png"'})
+    assert response.status_code == 200
+    boundary = response.headers["Content-Type"].split("boundary=")[1]
+    parts = response.content.split(f"--{boundary}".encode())[1:-1]
+    assert len(parts) == len(ct["instance_uids"])
+    for part in parts[:3]:
+        headers, body = part.split(b"\r\n\r\n", 1)
+        assert b"image/png" in headers
+        assert Image.open(io.BytesIO(body[:-2])).size == (64, 64)

@@ -40,7 +40,12 @@ fn negotiate(headers: &HeaderMap) -> Result<Format, ApiError> {
         return Ok(Format::Jpeg);
     }
     for range in &ranges {
-        match range.media_type.as_str() {
+        // A rendered series or study is multipart/related of images; its type names them.
+        let media_type = match range.media_type.as_str() {
+            "multipart/related" => range.parameter("type").unwrap_or("image/jpeg").to_ascii_lowercase(),
+            other => other.to_owned(),
+        };
+        match media_type.as_str() {
             "image/jpeg" | "image/*" | "*/*" => return Ok(Format::Jpeg),
             "image/png" => return Ok(Format::Png),
             _ => {}
@@ -153,6 +158,49 @@ async fn respond(gw: &Gateway, target: RetrieveTarget, frame: u32, rendering: Re
     Ok(([(header::CONTENT_TYPE, content_type)], bytes).into_response())
 }
 
+/// A rendered series or study (PS3.18 §10.4.1.1.3): each instance's first frame rendered, as
+/// multipart/related, streamed as instances arrive; a failure part-way aborts the response.
+async fn respond_many(gw: &Gateway, target: RetrieveTarget, rendering: Rendering) -> Result<Response, ApiError> {
+    use bytes::Bytes;
+    use futures::StreamExt;
+    let (first, rest) = super::wado::first_and_rest(gw, target).await?;
+    let content_type = match rendering.format {
+        Format::Jpeg => "image/jpeg",
+        Format::Png => "image/png",
+    };
+    let boundary = super::wado::boundary();
+    let part_boundary = boundary.clone();
+    let header_value = format!("multipart/related; type=\"{content_type}\"; boundary={boundary}");
+    let parts = futures::stream::once(async move { Ok(first) })
+        .chain(rest.map(|item| item.map_err(std::io::Error::other)))
+        .then(move |item| {
+            let rendering = rendering.clone();
+            async move {
+                let instance = item?;
+                tokio::task::spawn_blocking(move || render(&instance.part10, 1, &rendering))
+                    .await
+                    .map_err(std::io::Error::other)?
+                    .map_err(|e| std::io::Error::other(e.to_string()))
+            }
+        })
+        .flat_map(move |item| {
+            let chunks: Vec<Result<Bytes, std::io::Error>> = match item {
+                Ok(image) => vec![
+                    Ok(Bytes::from(format!("--{part_boundary}\r\nContent-Type: {content_type}\r\n\r\n"))),
+                    Ok(Bytes::from(image)),
+                    Ok(Bytes::from_static(b"\r\n")),
+                ],
+                Err(e) => {
+                    tracing::warn!(error = %e, "rendering failed after the response started; aborting it");
+                    vec![Err(e)]
+                }
+            };
+            futures::stream::iter(chunks)
+        })
+        .chain(futures::stream::once(async move { Ok(Bytes::from(format!("--{boundary}--\r\n"))) }));
+    Ok(([(header::CONTENT_TYPE, header_value)], axum::body::Body::from_stream(parts)).into_response())
+}
+
 const THUMBNAIL: (u32, u32) = (128, 128);
 
 pub async fn instance(
@@ -228,4 +276,26 @@ pub async fn study_thumbnail(
     let rendering = parse(query.as_deref(), negotiate(&headers)?, Some(THUMBNAIL))?;
     let target = representative(&gw, &study, None).await?;
     respond(&gw, target, 1, rendering).await
+}
+
+pub async fn series(
+    State(gw): State<Arc<Gateway>>,
+    Path((study, series)): Path<(String, String)>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let rendering = parse(query.as_deref(), negotiate(&headers)?, None)?;
+    let target = super::wado::target(&study, Some(&series), None)?;
+    respond_many(&gw, target, rendering).await
+}
+
+pub async fn study(
+    State(gw): State<Arc<Gateway>>,
+    Path(study): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let rendering = parse(query.as_deref(), negotiate(&headers)?, None)?;
+    let target = super::wado::target(&study, None, None)?;
+    respond_many(&gw, target, rendering).await
 }

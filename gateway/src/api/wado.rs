@@ -30,15 +30,16 @@ const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
 enum Wanted {
     /// `transfer-syntax=*`: as the PACS holds them.
     AsStored,
-    /// No transfer-syntax parameter (PS3.18 §8.7.3.5.2: Explicit VR Little Endian) or that one
-    /// by name.
-    ExplicitLittleEndian,
+    /// An uncompressed syntax: Explicit VR Little Endian (also what no transfer-syntax
+    /// parameter means, PS3.18 §8.7.3.5.2) or Implicit VR Little Endian. Instances stored
+    /// otherwise are transcoded (decompressed where the gateway can decode them).
+    Uncompressed(&'static str),
 }
 
 fn negotiate(headers: &HeaderMap) -> Result<Wanted, ApiError> {
     let ranges = accept_ranges(headers);
     if ranges.is_empty() {
-        return Ok(Wanted::ExplicitLittleEndian);
+        return Ok(Wanted::Uncompressed(EXPLICIT_VR_LE));
     }
     for range in &ranges {
         let dicom = match range.media_type.as_str() {
@@ -51,13 +52,14 @@ fn negotiate(headers: &HeaderMap) -> Result<Wanted, ApiError> {
         }
         match range.parameter("transfer-syntax") {
             Some("*") => return Ok(Wanted::AsStored),
-            None | Some(EXPLICIT_VR_LE) => return Ok(Wanted::ExplicitLittleEndian),
+            None | Some(EXPLICIT_VR_LE) => return Ok(Wanted::Uncompressed(EXPLICIT_VR_LE)),
+            Some(IMPLICIT_VR_LE) => return Ok(Wanted::Uncompressed(IMPLICIT_VR_LE)),
             Some(_) => continue,
         }
     }
     Err(ApiError::NotAcceptable(format!(
         "instances are available as multipart/related; type=\"application/dicom\" with transfer-syntax=* (as \
-         stored) or {EXPLICIT_VR_LE}"
+         stored), {EXPLICIT_VR_LE} or {IMPLICIT_VR_LE}"
     )))
 }
 
@@ -125,33 +127,39 @@ fn all(
 /// The instance in the transfer syntax the client wants, as Part-10 bytes.
 async fn represent(instance: RetrievedInstance, wanted: Wanted) -> Result<(Bytes, String), std::io::Error> {
     let ts = instance.transfer_syntax_uid.as_str().to_owned();
-    match (wanted, ts.as_str()) {
-        (Wanted::AsStored, _) | (Wanted::ExplicitLittleEndian, EXPLICIT_VR_LE) => Ok((instance.part10, ts)),
-        (Wanted::ExplicitLittleEndian, IMPLICIT_VR_LE) => {
-            let bytes = tokio::task::spawn_blocking(move || to_explicit_little_endian(&instance)).await.map_err(std::io::Error::other)??;
-            Ok((bytes, EXPLICIT_VR_LE.to_owned()))
+    match wanted {
+        Wanted::AsStored => Ok((instance.part10, ts)),
+        Wanted::Uncompressed(target) if ts == target => Ok((instance.part10, ts)),
+        Wanted::Uncompressed(target) => {
+            let bytes = tokio::task::spawn_blocking(move || transcode(&instance, target))
+                .await
+                .map_err(std::io::Error::other)??;
+            Ok((bytes, target.to_owned()))
         }
-        (Wanted::ExplicitLittleEndian, other) => Err(std::io::Error::other(format!(
-            "an instance is stored in {other}, which the gateway cannot transcode to {EXPLICIT_VR_LE}; ask for transfer-syntax=*"
-        ))),
     }
 }
 
-/// Implicit to Explicit VR Little Endian: the same data set re-encoded, with a new file meta
-/// group.
-fn to_explicit_little_endian(instance: &RetrievedInstance) -> Result<Bytes, std::io::Error> {
+/// Re-encodes an instance in an uncompressed transfer syntax, decoding compressed pixel data
+/// (native, JPEG baseline / lossless, RLE; JPEG 2000 and JPEG-LS cannot be decoded here, and
+/// the response is aborted rather than sent with a wrong or missing image).
+fn transcode(instance: &RetrievedInstance, target: &str) -> Result<Bytes, std::io::Error> {
     use dicom_encoding::TransferSyntaxIndex;
+    use dicom_pixeldata::Transcode;
     use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
-    let implicit = TransferSyntaxRegistry.get(IMPLICIT_VR_LE).ok_or_else(|| std::io::Error::other("registry"))?;
-    let explicit = TransferSyntaxRegistry.get(EXPLICIT_VR_LE).ok_or_else(|| std::io::Error::other("registry"))?;
-    let obj = dicom_object::InMemDicomObject::read_dataset_with_ts(instance.data_set(), implicit)
-        .map_err(std::io::Error::other)?;
+    let syntax = TransferSyntaxRegistry.get(target).ok_or_else(|| std::io::Error::other("unknown transfer syntax"))?;
+    let mut object = dicom_object::from_reader(&instance.part10[128..]).map_err(std::io::Error::other)?;
+    object.transcode(syntax).map_err(|e| {
+        std::io::Error::other(format!(
+            "an instance stored in {} cannot be transcoded to {target} ({e}); ask for transfer-syntax=*",
+            instance.transfer_syntax_uid
+        ))
+    })?;
     let mut data_set = Vec::with_capacity(instance.data_set().len() + 1024);
-    obj.write_dataset_with_ts(&mut data_set, explicit).map_err(std::io::Error::other)?;
+    object.write_dataset_with_ts(&mut data_set, syntax).map_err(std::io::Error::other)?;
     Ok(Bytes::from(pacs_adapter::part10::wrap(
         instance.sop_class_uid.as_str(),
         instance.sop_instance_uid.as_str(),
-        EXPLICIT_VR_LE,
+        target,
         "",
         &data_set,
     )))
