@@ -179,6 +179,17 @@ where
     }
 }
 
+/// The framing of one outgoing part: delimiter and headers, the content, the line break that
+/// ends it.
+pub fn part(boundary: &str, content_type: &str, content: Bytes) -> [Bytes; 3] {
+    [Bytes::from(format!("--{boundary}\r\nContent-Type: {content_type}\r\n\r\n")), content, Bytes::from_static(b"\r\n")]
+}
+
+/// The closing delimiter of an outgoing multipart body.
+pub fn closing(boundary: &str) -> Bytes {
+    Bytes::from(format!("--{boundary}--\r\n"))
+}
+
 /// The `boundary` parameter of a multipart Content-Type.
 pub fn boundary_of(content_type: &str) -> Option<String> {
     content_type.split(';').skip(1).find_map(|p| {

@@ -133,11 +133,9 @@ fn multipart(parts: Vec<(String, Bytes)>) -> Response {
     let boundary = super::wado::boundary();
     let mut chunks: Vec<Result<Bytes, std::io::Error>> = Vec::with_capacity(parts.len() * 3 + 1);
     for (content_type, bytes) in parts {
-        chunks.push(Ok(Bytes::from(format!("--{boundary}\r\nContent-Type: {content_type}\r\n\r\n"))));
-        chunks.push(Ok(bytes));
-        chunks.push(Ok(Bytes::from_static(b"\r\n")));
+        chunks.extend(crate::multipart::part(&boundary, &content_type, bytes).map(Ok));
     }
-    chunks.push(Ok(Bytes::from(format!("--{boundary}--\r\n"))));
+    chunks.push(Ok(crate::multipart::closing(&boundary)));
     let content_type = format!("multipart/related; type=\"application/octet-stream\"; boundary={boundary}");
     ([(header::CONTENT_TYPE, content_type)], Body::from_stream(futures::stream::iter(chunks))).into_response()
 }

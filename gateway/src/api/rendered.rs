@@ -185,11 +185,10 @@ async fn respond_many(gw: &Gateway, target: RetrieveTarget, rendering: Rendering
         })
         .flat_map(move |item| {
             let chunks: Vec<Result<Bytes, std::io::Error>> = match item {
-                Ok(image) => vec![
-                    Ok(Bytes::from(format!("--{part_boundary}\r\nContent-Type: {content_type}\r\n\r\n"))),
-                    Ok(Bytes::from(image)),
-                    Ok(Bytes::from_static(b"\r\n")),
-                ],
+                Ok(image) => crate::multipart::part(&part_boundary, content_type, Bytes::from(image))
+                    .into_iter()
+                    .map(Ok)
+                    .collect(),
                 Err(e) => {
                     tracing::warn!(error = %e, "rendering failed after the response started; aborting it");
                     vec![Err(e)]
@@ -197,7 +196,7 @@ async fn respond_many(gw: &Gateway, target: RetrieveTarget, rendering: Rendering
             };
             futures::stream::iter(chunks)
         })
-        .chain(futures::stream::once(async move { Ok(Bytes::from(format!("--{boundary}--\r\n"))) }));
+        .chain(futures::stream::once(async move { Ok(crate::multipart::closing(&boundary)) }));
     Ok(([(header::CONTENT_TYPE, header_value)], axum::body::Body::from_stream(parts)).into_response())
 }
 

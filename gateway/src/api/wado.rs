@@ -185,13 +185,12 @@ async fn retrieve(gw: Arc<Gateway>, headers: HeaderMap, target: RetrieveTarget) 
         })
         .flat_map(move |item| {
             let chunks: Vec<Result<Bytes, std::io::Error>> = match item {
-                Ok((bytes, ts)) => vec![
-                    Ok(Bytes::from(format!(
-                        "--{part_boundary}\r\nContent-Type: application/dicom; transfer-syntax={ts}\r\n\r\n"
-                    ))),
-                    Ok(bytes),
-                    Ok(Bytes::from_static(b"\r\n")),
-                ],
+                Ok((bytes, ts)) => {
+                    crate::multipart::part(&part_boundary, &format!("application/dicom; transfer-syntax={ts}"), bytes)
+                        .into_iter()
+                        .map(Ok)
+                        .collect()
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "retrieval failed after the response started; aborting it");
                     vec![Err(e)]
@@ -200,8 +199,8 @@ async fn retrieve(gw: Arc<Gateway>, headers: HeaderMap, target: RetrieveTarget) 
             stream::iter(chunks)
         })
         .chain(stream::once({
-            let closing = format!("--{boundary}--\r\n");
-            async move { Ok(Bytes::from(closing)) }
+            let closing = crate::multipart::closing(&boundary);
+            async move { Ok(closing) }
         }));
     let content_type = format!("multipart/related; type=\"application/dicom\"; boundary={boundary}");
     Ok(([(header::CONTENT_TYPE, content_type)], Body::from_stream(parts)).into_response())
