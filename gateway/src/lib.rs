@@ -7,6 +7,7 @@ pub mod api;
 pub mod check;
 pub mod config;
 pub mod error;
+pub mod federation;
 pub mod multipart;
 pub mod server;
 pub mod state;

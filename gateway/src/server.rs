@@ -16,7 +16,7 @@ use tower_http::cors::{Any, CorsLayer};
 
 use crate::api::{frames, qido, rendered, stow, wado};
 use crate::config::Config;
-use crate::state::Gateway;
+use crate::state::{Gateway, SiteScope};
 
 pub fn router(gateway: Arc<Gateway>) -> Router {
     let dicomweb = Router::new()
@@ -51,7 +51,22 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
         .allow_headers(Any)
         .expose_headers([header::CONTENT_TYPE, header::CONTENT_LENGTH, HeaderName::from_static("warning")]);
-    Router::new().nest(&gateway.config.base_path, dicomweb).route("/healthz", get(|| async { "ok\n" })).layer(cors)
+    let base_path = gateway.config.base_path.clone();
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(gateway)
+        .nest(&base_path, dicomweb)
+        .layer(cors)
+}
+
+/// Ready while at least one site answers a C-ECHO.
+async fn readyz(axum::extract::State(gateway): axum::extract::State<Arc<Gateway>>) -> Response {
+    use axum::response::IntoResponse;
+    let echoes = gateway.sites.iter().map(|site| pacs_adapter::echo(&site.pool));
+    let up = futures::future::join_all(echoes).await.iter().filter(|r| r.is_ok()).count();
+    let status = if up > 0 { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };
+    (status, format!("{up} of {} sites answer\n", gateway.sites.len())).into_response()
 }
 
 async fn log_request(request: Request, next: Next) -> Response {
@@ -69,14 +84,38 @@ async fn log_request(request: Request, next: Next) -> Response {
     response
 }
 
+/// Sets the request's [`SiteScope`] before routing: `{base}/sites/{id}/...` is the same resource
+/// as `{base}/...`, limited to one site; every other request may use every site.
+fn scope_sites(base_path: String) -> impl Fn(Request) -> Request + Clone + Send + Sync + 'static {
+    move |mut request: Request| {
+        let prefix = format!("{base_path}/sites/");
+        let rewritten = request.uri().path().strip_prefix(&prefix).and_then(|rest| {
+            let (site, remainder) = rest.split_once('/')?;
+            let query = request.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+            let uri = format!("{base_path}/{remainder}{query}").parse::<axum::http::Uri>().ok()?;
+            Some((site.to_owned(), uri))
+        });
+        let scope = match rewritten {
+            Some((site, uri)) => {
+                *request.uri_mut() = uri;
+                SiteScope(Some(site))
+            }
+            None => SiteScope(None),
+        };
+        request.extensions_mut().insert(scope);
+        request
+    }
+}
+
 /// Serves until `shutdown` completes, then finishes the requests in flight.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let base_path = config.base_path.clone();
     let gateway = Gateway::start(config).await?;
-    let app = router(gateway);
-    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
+    let app = tower::ServiceExt::map_request(router(gateway), scope_sites(base_path));
+    axum::serve(listener, axum::ServiceExt::<Request>::into_make_service(app)).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }

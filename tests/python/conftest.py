@@ -110,3 +110,58 @@ def storing_gateway(testbed):
     yield gw
     process.terminate()
     process.wait(timeout=10)
+
+
+def start_federation(testbed, destination, extra_sites=""):
+    """A gateway over every site of the test bed (Orthanc by C-GET, dcmqrscp by C-MOVE), plus
+    `extra_sites` (TOML), in configuration order."""
+    dest = next(d for d in testbed["move_destinations"] if d["ae_title"] == destination)
+    port = free_port()
+    sites = ""
+    for site in testbed["sites"]:
+        retrieve = "c-move" if site["kind"] == "dcmqrscp" else "c-get"
+        sites += f"""
+[[sites]]
+id = "{site['id']}"
+ae_title = "{site['ae_title']}"
+address = "127.0.0.1:{site['dicom_port']}"
+retrieve = "{retrieve}"
+timeout = "3s"
+store = {"true" if site["id"] == "site-2" else "false"}
+"""
+    config = f"""
+[server]
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}/dicom-web"
+
+[dimse]
+ae_title = "{dest['ae_title']}"
+listen = "127.0.0.1:{dest['port']}"
+{sites}{extra_sites}
+[auth]
+mode = "none"
+"""
+    config_file = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
+    config_file.write(config)
+    config_file.close()
+    binary = ROOT / "target" / "debug" / "dicomweb-gateway"
+    log = open(config_file.name + ".log", "w")
+    process = subprocess.Popen([str(binary), "serve", "--config", config_file.name], stdout=log, stderr=log)
+    for _ in range(200):
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
+                break
+        except requests.ConnectionError:
+            pass
+        if process.poll() is not None:
+            pytest.fail(f"the gateway exited: see {log.name}")
+        time.sleep(0.05)
+    return process, Gateway(f"http://127.0.0.1:{port}/dicom-web", None)
+
+
+@pytest.fixture(scope="session")
+def federation(testbed):
+    process, gw = start_federation(testbed, "FEDGW3")
+    yield gw
+    process.terminate()
+    process.wait(timeout=10)

@@ -188,8 +188,12 @@ def test_compressed_instances_are_transcoded_to_uncompressed_when_asked(orthanc_
     assert implicit.PixelData == explicit.PixelData
 
 
-def test_an_instance_that_cannot_be_transcoded_aborts_the_response(orthanc_gateway, testbed):
+def test_an_instance_that_cannot_be_transcoded_is_not_acceptable(orthanc_gateway, testbed):
+    """The first instance is transcoded before the response starts: one the gateway cannot decode
+    (JPEG 2000) is a 406 naming its syntax. (A later one aborts the response: see the Rust
+    gateway fault tests for how an aborted response looks.)"""
     j2k = unique_stored(testbed, ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"))
     url = f"{orthanc_gateway.url}/studies/{j2k['study_uid']}/series/{j2k['series_uid']}/instances/{j2k['sop_instance_uid']}"
-    with pytest.raises(requests.exceptions.ChunkedEncodingError):
-        requests.get(url, headers={"Accept": 'multipart/related; type="application/dicom"'}).content
+    response = requests.get(url, headers={"Accept": 'multipart/related; type="application/dicom"'})
+    assert response.status_code == 406
+    assert j2k["transfer_syntax_uid"] in response.text

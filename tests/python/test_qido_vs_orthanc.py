@@ -5,8 +5,9 @@ import json
 
 import requests
 
-# RetrieveURL names the server answering, so it differs by host and port.
-DIFFERS_BY_DESIGN = {"00081190"}
+# RetrieveURL names the server answering, so it differs by host and port; the gateway's private
+# attributes name the sites holding each result.
+DIFFERS_BY_DESIGN = {"00081190", "00090010", "00091010"}
 
 
 # Study attributes (PS3.18 Table 10.6.3-3) that Orthanc adds to series and instance results of a

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -17,7 +17,7 @@ use dicom_object::InMemDicomObject;
 
 use super::{accept_ranges, text_of};
 use crate::error::ApiError;
-use crate::state::Gateway;
+use crate::state::{Gateway, SiteScope};
 
 /// One instance, parsed, and the transfer syntax it came in.
 struct Instance {
@@ -25,9 +25,15 @@ struct Instance {
     transfer_syntax: String,
 }
 
-async fn retrieve_instance(gw: &Gateway, study: &str, series: &str, instance: &str) -> Result<Instance, ApiError> {
+async fn retrieve_instance(
+    gw: &Arc<Gateway>,
+    sites: &SiteScope,
+    study: &str,
+    series: &str,
+    instance: &str,
+) -> Result<Instance, ApiError> {
     let target = super::wado::target(study, Some(series), Some(instance))?;
-    let (first, rest) = super::wado::first_and_rest(gw, target).await?;
+    let (first, rest) = super::wado::first_and_rest(gw, sites, target).await?;
     drop(rest);
     let transfer_syntax = first.transfer_syntax_uid.as_str().to_owned();
     let object = tokio::task::spawn_blocking(move || dicom_object::from_reader(&first.part10[128..]))
@@ -161,11 +167,12 @@ fn acceptable(headers: &HeaderMap, media_type: &str, encapsulated: bool) -> bool
 
 pub async fn frames(
     State(gw): State<Arc<Gateway>>,
+    Extension(sites): Extension<SiteScope>,
     Path((study, series, instance, list)): Path<(String, String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let wanted = parse_frame_list(&list)?;
-    let instance = retrieve_instance(&gw, &study, &series, &instance).await?;
+    let instance = retrieve_instance(&gw, &sites, &study, &series, &instance).await?;
     let (frames, encapsulated) = frames_of(&instance, &wanted)?;
     let media_type =
         if encapsulated { frame_media_type(&instance.transfer_syntax) } else { "application/octet-stream" };
@@ -185,6 +192,7 @@ pub async fn frames(
 
 pub async fn bulkdata(
     State(gw): State<Arc<Gateway>>,
+    Extension(sites): Extension<SiteScope>,
     Path((study, series, instance, tag)): Path<(String, String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -193,7 +201,7 @@ pub async fn bulkdata(
         .flatten()
         .ok_or_else(|| ApiError::BadRequest(format!("bulk data tag {tag:?} is not 8 hexadecimal digits")))?;
     super::accepts(&headers, &["multipart/related", "application/octet-stream"])?;
-    let instance = retrieve_instance(&gw, &study, &series, &instance).await?;
+    let instance = retrieve_instance(&gw, &sites, &study, &series, &instance).await?;
     let element = instance.object.element(tag).map_err(|_| ApiError::NotFound(format!("the instance has no {tag}")))?;
     let (bytes, content_type) = match element.value() {
         Value::Primitive(value) => (Bytes::from(value.to_bytes().into_owned()), "application/octet-stream".to_owned()),

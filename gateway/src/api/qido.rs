@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
@@ -14,12 +14,12 @@ use dicom_dictionary_std::{tags, StandardDataDictionary};
 use dicom_object::InMemDicomObject;
 use dicomweb_model::dicom_json::{write_object, JsonOptions};
 use dicomweb_model::qido::{self, required, IncludeFields, QidoQuery};
-use futures::StreamExt;
-use pacs_adapter::{find, FindRequest, QueryLevel};
+use pacs_adapter::QueryLevel;
 
 use super::{accepts, parse_uid, text_of};
 use crate::error::ApiError;
-use crate::state::Gateway;
+use crate::federation::{find_everywhere, mark_sites, merge, sort, warning};
+use crate::state::{Gateway, Site, SiteScope};
 
 /// Which resource was asked: the level, and the UIDs that scope it.
 #[derive(Debug, Clone)]
@@ -31,57 +31,63 @@ struct Scope {
 
 pub async fn studies(
     State(gw): State<Arc<Gateway>>,
+    Extension(sites): Extension<SiteScope>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    search(&gw, Scope { level: QueryLevel::Study, study: None, series: None }, q, &headers).await
+    search(&gw, &sites, Scope { level: QueryLevel::Study, study: None, series: None }, q, &headers).await
 }
 
 pub async fn all_series(
     State(gw): State<Arc<Gateway>>,
+    Extension(sites): Extension<SiteScope>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    search(&gw, Scope { level: QueryLevel::Series, study: None, series: None }, q, &headers).await
+    search(&gw, &sites, Scope { level: QueryLevel::Series, study: None, series: None }, q, &headers).await
 }
 
 pub async fn all_instances(
     State(gw): State<Arc<Gateway>>,
+    Extension(sites): Extension<SiteScope>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    search(&gw, Scope { level: QueryLevel::Image, study: None, series: None }, q, &headers).await
+    search(&gw, &sites, Scope { level: QueryLevel::Image, study: None, series: None }, q, &headers).await
 }
 
 pub async fn study_series(
     State(gw): State<Arc<Gateway>>,
+    Extension(sites): Extension<SiteScope>,
     Path(study): Path<String>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let study = parse_uid("study", &study)?;
-    search(&gw, Scope { level: QueryLevel::Series, study: Some(study), series: None }, q, &headers).await
+    search(&gw, &sites, Scope { level: QueryLevel::Series, study: Some(study), series: None }, q, &headers).await
 }
 
 pub async fn study_instances(
     State(gw): State<Arc<Gateway>>,
+    Extension(sites): Extension<SiteScope>,
     Path(study): Path<String>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let study = parse_uid("study", &study)?;
-    search(&gw, Scope { level: QueryLevel::Image, study: Some(study), series: None }, q, &headers).await
+    search(&gw, &sites, Scope { level: QueryLevel::Image, study: Some(study), series: None }, q, &headers).await
 }
 
 pub async fn series_instances(
     State(gw): State<Arc<Gateway>>,
+    Extension(sites): Extension<SiteScope>,
     Path((study, series)): Path<(String, String)>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let study = parse_uid("study", &study)?;
     let series = parse_uid("series", &series)?;
-    search(&gw, Scope { level: QueryLevel::Image, study: Some(study), series: Some(series) }, q, &headers).await
+    search(&gw, &sites, Scope { level: QueryLevel::Image, study: Some(study), series: Some(series) }, q, &headers).await
 }
 
 /// The attributes a resource returns (PS3.18 Table 10.6.3-2): those of its level, and of the
@@ -147,41 +153,34 @@ fn identifier(scope: &Scope, query: &QidoQuery) -> InMemDicomObject {
 
 async fn search(
     gw: &Gateway,
+    site_scope: &SiteScope,
     scope: Scope,
     raw_query: Option<String>,
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     accepts(headers, &["application/dicom+json", "application/json"])?;
     let query = qido::parse(raw_query.as_deref().unwrap_or(""))?;
-    let site = &gw.site;
-    let request = FindRequest {
-        level: scope.level,
-        identifier: identifier(&scope, &query),
-        deadline: Some(std::time::Instant::now() + site.config.timeout * 2),
-    };
-    let mut matches = find(&site.pool, request).await?;
-    let mut results = Vec::new();
-    let mut skipped = 0;
-    while let Some(found) = matches.next().await {
-        let found = found?;
-        if skipped < query.offset {
-            skipped += 1;
-            continue;
-        }
-        results.push(found);
-        if query.limit.is_some_and(|limit| results.len() >= limit) {
-            // Dropping the stream cancels the rest of the C-FIND.
-            break;
-        }
+    let sites = gw.sites_for(site_scope)?;
+    let fan_out = find_everywhere(&sites, scope.level, &identifier(&scope, &query)).await;
+    if fan_out.failures.len() == sites.len() {
+        // Every site failed: there is no answer to give, partial or not.
+        let first = fan_out.failures.into_iter().next().map(|f| f.error);
+        return Err(first.map(ApiError::Pacs).unwrap_or_else(|| ApiError::NotFound("no site to ask".into())));
     }
-    drop(matches);
-    if results.is_empty() {
-        return Ok(with_warning(StatusCode::NO_CONTENT.into_response(), &query));
+    let sites_missing = warning(&fan_out.failures);
+    let mut merged = merge(scope.level, fan_out.results);
+    sort(scope.level, &mut merged);
+    let window: Vec<_> = merged.into_iter().skip(query.offset).take(query.limit.unwrap_or(usize::MAX)).collect();
+    if window.is_empty() {
+        return Ok(with_warning(StatusCode::NO_CONTENT.into_response(), &query, sites_missing));
     }
-    let mut body = Vec::with_capacity(results.len() * 1024);
+    let mut body = Vec::with_capacity(window.len() * 1024);
     body.push(b'[');
-    for (i, mut result) in results.into_iter().enumerate() {
-        complete(gw, &scope, &mut result).await?;
+    for (i, merged) in window.into_iter().enumerate() {
+        let holding: Vec<&Site> = merged.sites.iter().map(|&s| sites[s]).collect();
+        let mut result = merged.object;
+        complete(gw, &holding, &scope, &mut result).await?;
+        mark_sites(&mut result, holding.iter().map(|s| s.id().to_string()).collect());
         if i > 0 {
             body.push(b',');
         }
@@ -189,10 +188,13 @@ async fn search(
     }
     body.push(b']');
     let response = ([(header::CONTENT_TYPE, "application/dicom+json")], body).into_response();
-    Ok(with_warning(response, &query))
+    Ok(with_warning(response, &query, sites_missing))
 }
 
-fn with_warning(mut response: Response, query: &QidoQuery) -> Response {
+fn with_warning(mut response: Response, query: &QidoQuery, sites_missing: Option<HeaderValue>) -> Response {
+    if let Some(value) = sites_missing {
+        response.headers_mut().append("warning", value);
+    }
     if query.fuzzy_matching {
         // PS3.18 §8.3.4.4: say so when fuzzy matching was asked for and not performed.
         response.headers_mut().append(
@@ -205,7 +207,12 @@ fn with_warning(mut response: Response, query: &QidoQuery) -> Response {
 
 /// Makes a C-FIND result a QIDO-RS result: without QueryRetrieveLevel, with every required
 /// attribute (empty when unknown), roll-ups computed when missing, and RetrieveURL.
-async fn complete(gw: &Gateway, scope: &Scope, result: &mut InMemDicomObject) -> Result<(), ApiError> {
+async fn complete(
+    gw: &Gateway,
+    holding: &[&Site],
+    scope: &Scope,
+    result: &mut InMemDicomObject,
+) -> Result<(), ApiError> {
     result.remove_element(tags::QUERY_RETRIEVE_LEVEL);
     // Some PACS (Orthanc) add their own AE as RetrieveAETitle: meaningless to a DICOMweb client
     // and a detail of the site behind the gateway.
@@ -213,10 +220,10 @@ async fn complete(gw: &Gateway, scope: &Scope, result: &mut InMemDicomObject) ->
     let study = text_of(result, tags::STUDY_INSTANCE_UID).or_else(|| scope.study.clone()).unwrap_or_default();
     let series = text_of(result, tags::SERIES_INSTANCE_UID).or_else(|| scope.series.clone());
     if scope.level == QueryLevel::Study {
-        super::rollup::fill_study(gw, &study, result).await?;
+        super::rollup::fill_study(holding, &study, result).await?;
     } else if scope.level == QueryLevel::Series {
         if let Some(series) = &series {
-            super::rollup::fill_series(gw, &study, series, result).await?;
+            super::rollup::fill_series(holding, &study, series, result).await?;
         }
     }
     for tag in returned_attributes(scope) {

@@ -8,7 +8,7 @@
 use std::io::Cursor;
 use std::sync::Arc;
 
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use dicom_pixeldata::image::{imageops::FilterType, DynamicImage, ImageFormat};
@@ -18,7 +18,7 @@ use pacs_adapter::{list_instances, RetrieveTarget};
 
 use super::accept_ranges;
 use crate::error::ApiError;
-use crate::state::Gateway;
+use crate::state::{Gateway, SiteScope};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
@@ -144,8 +144,14 @@ fn render(part10: &[u8], frame: u32, rendering: &Rendering) -> Result<Vec<u8>, A
     Ok(out.into_inner())
 }
 
-async fn respond(gw: &Gateway, target: RetrieveTarget, frame: u32, rendering: Rendering) -> Result<Response, ApiError> {
-    let (first, rest) = super::wado::first_and_rest(gw, target).await?;
+async fn respond(
+    gw: &Arc<Gateway>,
+    sites: &SiteScope,
+    target: RetrieveTarget,
+    frame: u32,
+    rendering: Rendering,
+) -> Result<Response, ApiError> {
+    let (first, rest) = super::wado::first_and_rest(gw, sites, target).await?;
     drop(rest);
     let format = rendering.format;
     let bytes = tokio::task::spawn_blocking(move || render(&first.part10, frame, &rendering))
@@ -160,10 +166,15 @@ async fn respond(gw: &Gateway, target: RetrieveTarget, frame: u32, rendering: Re
 
 /// A rendered series or study (PS3.18 §10.4.1.1.3): each instance's first frame rendered, as
 /// multipart/related, streamed as instances arrive; a failure part-way aborts the response.
-async fn respond_many(gw: &Gateway, target: RetrieveTarget, rendering: Rendering) -> Result<Response, ApiError> {
+async fn respond_many(
+    gw: &Arc<Gateway>,
+    sites: &SiteScope,
+    target: RetrieveTarget,
+    rendering: Rendering,
+) -> Result<Response, ApiError> {
     use bytes::Bytes;
     use futures::StreamExt;
-    let (first, rest) = super::wado::first_and_rest(gw, target).await?;
+    let (first, rest) = super::wado::first_and_rest(gw, sites, target).await?;
     let content_type = match rendering.format {
         Format::Jpeg => "image/jpeg",
         Format::Png => "image/png",
@@ -204,17 +215,19 @@ const THUMBNAIL: (u32, u32) = (128, 128);
 
 pub async fn instance(
     State(gw): State<Arc<Gateway>>,
+    Extension(sites): Extension<SiteScope>,
     Path((study, series, instance)): Path<(String, String, String)>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let rendering = parse(query.as_deref(), negotiate(&headers)?, None)?;
     let target = super::wado::target(&study, Some(&series), Some(&instance))?;
-    respond(&gw, target, 1, rendering).await
+    respond(&gw, &sites, target, 1, rendering).await
 }
 
 pub async fn frame(
     State(gw): State<Arc<Gateway>>,
+    Extension(sites): Extension<SiteScope>,
     Path((study, series, instance, frame)): Path<(String, String, String, String)>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -226,25 +239,40 @@ pub async fn frame(
         .ok_or_else(|| ApiError::BadRequest(format!("frame {frame:?}: a rendered frame is one number from 1")))?;
     let rendering = parse(query.as_deref(), negotiate(&headers)?, None)?;
     let target = super::wado::target(&study, Some(&series), Some(&instance))?;
-    respond(&gw, target, frame, rendering).await
+    respond(&gw, &sites, target, frame, rendering).await
 }
 
 pub async fn instance_thumbnail(
     State(gw): State<Arc<Gateway>>,
+    Extension(sites): Extension<SiteScope>,
     Path((study, series, instance)): Path<(String, String, String)>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let rendering = parse(query.as_deref(), negotiate(&headers)?, Some(THUMBNAIL))?;
     let target = super::wado::target(&study, Some(&series), Some(&instance))?;
-    respond(&gw, target, 1, rendering).await
+    respond(&gw, &sites, target, 1, rendering).await
 }
 
 /// The middle instance of a series (or of the first series of a study), for its thumbnail.
-async fn representative(gw: &Gateway, study: &str, series: Option<&str>) -> Result<RetrieveTarget, ApiError> {
+async fn representative(
+    gw: &Gateway,
+    sites: &SiteScope,
+    study: &str,
+    series: Option<&str>,
+) -> Result<RetrieveTarget, ApiError> {
     let scope = super::wado::target(study, series, None)?;
-    let deadline = Some(std::time::Instant::now() + gw.site.config.timeout);
-    let mut planned = list_instances(&gw.site.pool, &scope, deadline).await?;
+    // The representative comes from the first site that lists the series or study.
+    let mut planned = Vec::new();
+    for site in gw.sites_for(sites)? {
+        let deadline = Some(std::time::Instant::now() + site.config.timeout);
+        if let Ok(found) = list_instances(&site.pool, &scope, deadline).await {
+            if !found.is_empty() {
+                planned = found;
+                break;
+            }
+        }
+    }
     let first_series = planned.first().map(|p| p.series.clone());
     planned.retain(|p| Some(&p.series) == first_series.as_ref());
     let chosen = planned.get(planned.len() / 2).ok_or_else(|| ApiError::NotFound("no instance to show".into()))?;
@@ -257,44 +285,48 @@ async fn representative(gw: &Gateway, study: &str, series: Option<&str>) -> Resu
 
 pub async fn series_thumbnail(
     State(gw): State<Arc<Gateway>>,
+    Extension(sites): Extension<SiteScope>,
     Path((study, series)): Path<(String, String)>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let rendering = parse(query.as_deref(), negotiate(&headers)?, Some(THUMBNAIL))?;
-    let target = representative(&gw, &study, Some(&series)).await?;
-    respond(&gw, target, 1, rendering).await
+    let target = representative(&gw, &sites, &study, Some(&series)).await?;
+    respond(&gw, &sites, target, 1, rendering).await
 }
 
 pub async fn study_thumbnail(
     State(gw): State<Arc<Gateway>>,
+    Extension(sites): Extension<SiteScope>,
     Path(study): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let rendering = parse(query.as_deref(), negotiate(&headers)?, Some(THUMBNAIL))?;
-    let target = representative(&gw, &study, None).await?;
-    respond(&gw, target, 1, rendering).await
+    let target = representative(&gw, &sites, &study, None).await?;
+    respond(&gw, &sites, target, 1, rendering).await
 }
 
 pub async fn series(
     State(gw): State<Arc<Gateway>>,
+    Extension(sites): Extension<SiteScope>,
     Path((study, series)): Path<(String, String)>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let rendering = parse(query.as_deref(), negotiate(&headers)?, None)?;
     let target = super::wado::target(&study, Some(&series), None)?;
-    respond_many(&gw, target, rendering).await
+    respond_many(&gw, &sites, target, rendering).await
 }
 
 pub async fn study(
     State(gw): State<Arc<Gateway>>,
+    Extension(sites): Extension<SiteScope>,
     Path(study): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let rendering = parse(query.as_deref(), negotiate(&headers)?, None)?;
     let target = super::wado::target(&study, None, None)?;
-    respond_many(&gw, target, rendering).await
+    respond_many(&gw, &sites, target, rendering).await
 }

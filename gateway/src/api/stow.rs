@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dicom_dictionary_std::tags;
@@ -15,7 +15,7 @@ use serde_json::{json, Value as Json};
 use super::{accepts, parse_uid, text_of};
 use crate::error::ApiError;
 use crate::multipart::{boundary_of, MultipartError, MultipartReader};
-use crate::state::Gateway;
+use crate::state::{Gateway, Site, SiteScope};
 
 /// PS3.18 Table I.2-2 failure reasons.
 const OUT_OF_RESOURCES: u16 = 0xA700;
@@ -43,20 +43,22 @@ const MAX_INSTANCE: usize = 2 * 1024 * 1024 * 1024 - 1;
 
 pub async fn store_studies(
     State(gw): State<Arc<Gateway>>,
+    Extension(sites): Extension<SiteScope>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    store_instances(gw, None, headers, body).await
+    store_instances(gw, sites, None, headers, body).await
 }
 
 pub async fn store_study(
     State(gw): State<Arc<Gateway>>,
+    Extension(sites): Extension<SiteScope>,
     Path(study): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let study = parse_uid("study", &study)?;
-    store_instances(gw, Some(study), headers, body).await
+    store_instances(gw, sites, Some(study), headers, body).await
 }
 
 #[derive(Debug, Default)]
@@ -85,6 +87,7 @@ impl Outcome {
 
 async fn store_instances(
     gw: Arc<Gateway>,
+    scope: SiteScope,
     target_study: Option<String>,
     headers: HeaderMap,
     body: Body,
@@ -104,12 +107,11 @@ async fn store_instances(
     }
     let boundary = boundary_of(content_type)
         .ok_or_else(|| ApiError::BadRequest("the Content-Type has no boundary parameter".into()))?;
-    if !gw.site.config.store {
-        return Err(ApiError::Forbidden(format!(
-            "site {} does not take stored instances (store = false)",
-            gw.site.config.id
-        )));
-    }
+    // Instances go to the first site of the request that takes them.
+    let site =
+        gw.sites_for(&scope)?.into_iter().find(|s| s.config.store).ok_or_else(|| {
+            ApiError::Forbidden("no site of this request takes stored instances (store = true)".into())
+        })?;
     let limit = gw.config.stow_limit;
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
@@ -133,7 +135,7 @@ async fn store_instances(
             outcome.fail("", "", CANNOT_UNDERSTAND);
             continue;
         }
-        store_one(&gw, target_study.as_deref(), part.body, &mut outcome).await;
+        store_one(&gw, site, target_study.as_deref(), part.body, &mut outcome).await;
     }
 
     let nothing_stored = outcome.stored.is_empty();
@@ -184,7 +186,7 @@ async fn store_instances(
     Ok(response)
 }
 
-async fn store_one(gw: &Gateway, target_study: Option<&str>, bytes: bytes::Bytes, outcome: &mut Outcome) {
+async fn store_one(gw: &Gateway, site: &Site, target_study: Option<&str>, bytes: bytes::Bytes, outcome: &mut Outcome) {
     let Ok(header) = part10::parse_header(&bytes) else {
         outcome.fail("", "", CANNOT_UNDERSTAND);
         return;
@@ -241,8 +243,8 @@ async fn store_one(gw: &Gateway, target_study: Option<&str>, bytes: bytes::Bytes
     } else {
         bytes
     };
-    let deadline = Some(std::time::Instant::now() + gw.site.config.timeout * 2);
-    match store(&gw.site.pool, &bytes, deadline).await {
+    let deadline = Some(std::time::Instant::now() + site.config.timeout * 2);
+    match store(&site.pool, &bytes, deadline).await {
         Ok(result) => {
             let mut item = reference(&class, &instance);
             item.insert(
@@ -266,12 +268,12 @@ async fn store_one(gw: &Gateway, target_study: Option<&str>, bytes: bytes::Bytes
             outcome.fail(&class, &instance, reason);
         }
         Err(e) if e.is_unavailable() => {
-            tracing::warn!(site = %gw.site.config.id, error = %e, "C-STORE failed: the site is unavailable");
+            tracing::warn!(site = %site.config.id, error = %e, "C-STORE failed: the site is unavailable");
             outcome.fail(&class, &instance, OUT_OF_RESOURCES);
             outcome.unavailable.get_or_insert(e);
         }
         Err(e) => {
-            tracing::warn!(site = %gw.site.config.id, error = %e, "C-STORE failed");
+            tracing::warn!(site = %site.config.id, error = %e, "C-STORE failed");
             outcome.fail(&class, &instance, PROCESSING_FAILURE);
         }
     }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -20,7 +20,7 @@ use pacs_adapter::{c_move, get, DimseStream, RetrieveMethod, RetrieveRequest, Re
 
 use super::{accept_ranges, accepts, parse_uid};
 use crate::error::ApiError;
-use crate::state::Gateway;
+use crate::state::{Gateway, SiteScope};
 
 const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
@@ -82,23 +82,104 @@ pub(crate) fn target(study: &str, series: Option<&str>, instance: Option<&str>) 
     Ok(RetrieveTarget { study, series, instances })
 }
 
-/// Starts the retrieval and waits for its first instance, so that a missing study is a 404 and a
-/// failing PACS a 502 / 504 before any byte of the response is sent.
-pub(crate) async fn first_and_rest(
+/// Instances of a retrieval, from one or several sites.
+pub(crate) type Instances =
+    std::pin::Pin<Box<dyn Stream<Item = Result<RetrievedInstance, pacs_adapter::DimseError>> + Send>>;
+
+/// Which site retrieves what: a whole target from one site, or, for a study whose series are
+/// spread over several sites, each series from the first site (in configuration order) that
+/// holds it.
+async fn locate(
     gw: &Gateway,
-    target: RetrieveTarget,
-) -> Result<(RetrievedInstance, DimseStream<RetrievedInstance>), ApiError> {
-    let site = &gw.site;
-    // A PACS answers a C-GET or C-MOVE of something it does not hold with a failure status
-    // (Orthanc: C000H) that cannot be told from a real failure; one C-FIND first tells them apart.
-    if !exists(gw, &target).await? {
+    sites: &[usize],
+    target: &RetrieveTarget,
+) -> Result<Vec<(usize, RetrieveTarget)>, ApiError> {
+    let level = if target.level() == pacs_adapter::QueryLevel::Study {
+        pacs_adapter::QueryLevel::Series
+    } else {
+        target.level()
+    };
+    let mut identifier = target.identifier();
+    if target.series.is_none() {
+        identifier.put(dicom_core::DataElement::new(
+            dicom_dictionary_std::tags::SERIES_INSTANCE_UID,
+            dicom_core::VR::UI,
+            dicom_core::PrimitiveValue::from(""),
+        ));
+    }
+    let site_refs: Vec<&crate::state::Site> = sites.iter().map(|&i| &gw.sites[i]).collect();
+    let fan_out = crate::federation::find_everywhere(&site_refs, level, &identifier).await;
+    let mut plan: Vec<(usize, RetrieveTarget)> = Vec::new();
+    if target.level() == pacs_adapter::QueryLevel::Study {
+        let mut assigned: Vec<(String, usize)> = Vec::new();
+        let mut found = fan_out.results;
+        found.sort_by_key(|(site, _)| *site);
+        for (site, series) in &found {
+            if let Some(uid) = super::text_of(series, dicom_dictionary_std::tags::SERIES_INSTANCE_UID) {
+                if !assigned.iter().any(|(u, _)| *u == uid) {
+                    assigned.push((uid, sites[*site]));
+                }
+            }
+        }
+        let holders: std::collections::BTreeSet<usize> = assigned.iter().map(|(_, s)| *s).collect();
+        if holders.len() == 1 {
+            plan.push((assigned[0].1, target.clone()));
+        } else {
+            for (uid, site) in assigned {
+                let series = SeriesInstanceUid::new(&uid).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+                plan.push((site, RetrieveTarget::series(target.study.clone(), series)));
+            }
+        }
+    } else if let Some((site, _)) = fan_out.results.iter().min_by_key(|(site, _)| *site) {
+        plan.push((sites[*site], target.clone()));
+    }
+    if plan.is_empty() {
+        // Nothing found: a 404 only when every site could answer.
+        if let Some(failure) = fan_out.failures.into_iter().next() {
+            return Err(ApiError::Pacs(failure.error));
+        }
         return Err(ApiError::NotFound("no such study, series or instance".into()));
     }
+    Ok(plan)
+}
+
+async fn retrieve_from(
+    site: &crate::state::Site,
+    target: RetrieveTarget,
+) -> Result<DimseStream<RetrievedInstance>, pacs_adapter::DimseError> {
     let request = RetrieveRequest::new(target);
-    let mut instances = match &site.method {
-        RetrieveMethod::Get => get(&site.pool, request).await?,
-        RetrieveMethod::Move(scp) => c_move(&site.pool, scp, request).await?,
+    match &site.method {
+        RetrieveMethod::Get => get(&site.pool, request).await,
+        RetrieveMethod::Move(scp) => c_move(&site.pool, scp, request).await,
+    }
+}
+
+/// Locates the target, starts the retrieval and waits for its first instance, so that a
+/// missing study is a 404 and a failing PACS a 502 / 504 before any byte of the response is
+/// sent. The parts of a study spread over sites follow one another in one stream.
+pub(crate) async fn first_and_rest(
+    gw: &Arc<Gateway>,
+    scope: &SiteScope,
+    target: RetrieveTarget,
+) -> Result<(RetrievedInstance, Instances), ApiError> {
+    let sites: Vec<usize> = {
+        let allowed = gw.sites_for(scope)?;
+        gw.sites.iter().enumerate().filter(|(_, s)| allowed.iter().any(|a| a.id() == s.id())).map(|(i, _)| i).collect()
     };
+    let mut plan = locate(gw, &sites, &target).await?.into_iter();
+    let (first_site, first_target) = plan.next().ok_or_else(|| ApiError::NotFound("nothing to retrieve".into()))?;
+    let first_part = retrieve_from(&gw.sites[first_site], first_target).await?;
+    let later_gw = gw.clone();
+    let later = stream::iter(plan).then(move |(site, part)| {
+        let gw = later_gw.clone();
+        async move {
+            match retrieve_from(&gw.sites[site], part).await {
+                Ok(instances) => instances.boxed(),
+                Err(e) => stream::once(async move { Err(e) }).boxed(),
+            }
+        }
+    });
+    let mut instances: Instances = Box::pin(first_part.chain(later.flatten()));
     match instances.next().await {
         Some(Ok(first)) => Ok((first, instances)),
         Some(Err(e)) => Err(e.into()),
@@ -106,21 +187,7 @@ pub(crate) async fn first_and_rest(
     }
 }
 
-async fn exists(gw: &Gateway, target: &RetrieveTarget) -> Result<bool, ApiError> {
-    let request = pacs_adapter::FindRequest {
-        level: target.level(),
-        identifier: target.identifier(),
-        deadline: Some(std::time::Instant::now() + gw.site.config.timeout),
-    };
-    let mut matches = pacs_adapter::find(&gw.site.pool, request).await?;
-    // One match settles it; dropping the stream cancels the rest.
-    Ok(matches.next().await.transpose()?.is_some())
-}
-
-fn all(
-    first: RetrievedInstance,
-    rest: DimseStream<RetrievedInstance>,
-) -> impl Stream<Item = Result<RetrievedInstance, std::io::Error>> {
+fn all(first: RetrievedInstance, rest: Instances) -> impl Stream<Item = Result<RetrievedInstance, std::io::Error>> {
     stream::once(async move { Ok(first) }).chain(rest.map(|item| item.map_err(std::io::Error::other)))
 }
 
@@ -171,18 +238,27 @@ pub(crate) fn boundary() -> String {
     format!("dicomweb-gateway-{nanos:x}-{:x}", COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
-async fn retrieve(gw: Arc<Gateway>, headers: HeaderMap, target: RetrieveTarget) -> Result<Response, ApiError> {
+async fn retrieve(
+    gw: Arc<Gateway>,
+    sites: SiteScope,
+    headers: HeaderMap,
+    target: RetrieveTarget,
+) -> Result<Response, ApiError> {
     let wanted = negotiate(&headers)?;
-    let (first, rest) = first_and_rest(&gw, target).await?;
+    let (first, rest) = first_and_rest(&gw, &sites, target).await?;
+    // The first instance is represented before the response starts, so one the gateway cannot
+    // transcode is a 406 rather than an aborted response.
+    let first = represent(first, wanted).await.map_err(|e| ApiError::NotAcceptable(e.to_string()))?;
     let boundary = boundary();
     let part_boundary = boundary.clone();
-    let parts = all(first, rest)
-        .then(move |item| async move {
-            match item {
-                Ok(instance) => represent(instance, wanted).await,
-                Err(e) => Err(e),
-            }
-        })
+    let rest = rest.map(|item| item.map_err(std::io::Error::other)).then(move |item| async move {
+        match item {
+            Ok(instance) => represent(instance, wanted).await,
+            Err(e) => Err(e),
+        }
+    });
+    let parts = stream::once(async move { Ok(first) })
+        .chain(rest)
         .flat_map(move |item| {
             let chunks: Vec<Result<Bytes, std::io::Error>> = match item {
                 Ok((bytes, ts)) => {
@@ -208,29 +284,32 @@ async fn retrieve(gw: Arc<Gateway>, headers: HeaderMap, target: RetrieveTarget) 
 
 pub async fn study(
     State(gw): State<Arc<Gateway>>,
+    Extension(sites): Extension<SiteScope>,
     Path(study): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let target = target(&study, None, None)?;
-    retrieve(gw, headers, target).await
+    retrieve(gw, sites, headers, target).await
 }
 
 pub async fn series(
     State(gw): State<Arc<Gateway>>,
+    Extension(sites): Extension<SiteScope>,
     Path((study, series)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let target = target(&study, Some(&series), None)?;
-    retrieve(gw, headers, target).await
+    retrieve(gw, sites, headers, target).await
 }
 
 pub async fn instance(
     State(gw): State<Arc<Gateway>>,
+    Extension(sites): Extension<SiteScope>,
     Path((study, series, instance)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let target = target(&study, Some(&series), Some(&instance))?;
-    retrieve(gw, headers, target).await
+    retrieve(gw, sites, headers, target).await
 }
 
 /// The DICOM JSON of a retrieved instance, its pixel data and large top-level binary values
@@ -250,9 +329,14 @@ fn metadata_of(instance: &RetrievedInstance, public_url: &str) -> Result<Vec<u8>
     Ok(out)
 }
 
-async fn metadata(gw: Arc<Gateway>, headers: HeaderMap, target: RetrieveTarget) -> Result<Response, ApiError> {
+async fn metadata(
+    gw: Arc<Gateway>,
+    sites: SiteScope,
+    headers: HeaderMap,
+    target: RetrieveTarget,
+) -> Result<Response, ApiError> {
     accepts(&headers, &["application/dicom+json", "application/json"])?;
-    let (first, rest) = first_and_rest(&gw, target).await?;
+    let (first, rest) = first_and_rest(&gw, &sites, target).await?;
     let mut index = 0usize;
     let public_url = gw.config.public_url.clone();
     let objects = all(first, rest)
@@ -281,27 +365,30 @@ async fn metadata(gw: Arc<Gateway>, headers: HeaderMap, target: RetrieveTarget) 
 
 pub async fn study_metadata(
     State(gw): State<Arc<Gateway>>,
+    Extension(sites): Extension<SiteScope>,
     Path(study): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let target = target(&study, None, None)?;
-    metadata(gw, headers, target).await
+    metadata(gw, sites, headers, target).await
 }
 
 pub async fn series_metadata(
     State(gw): State<Arc<Gateway>>,
+    Extension(sites): Extension<SiteScope>,
     Path((study, series)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let target = target(&study, Some(&series), None)?;
-    metadata(gw, headers, target).await
+    metadata(gw, sites, headers, target).await
 }
 
 pub async fn instance_metadata(
     State(gw): State<Arc<Gateway>>,
+    Extension(sites): Extension<SiteScope>,
     Path((study, series, instance)): Path<(String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let target = target(&study, Some(&series), Some(&instance))?;
-    metadata(gw, headers, target).await
+    metadata(gw, sites, headers, target).await
 }

@@ -1,0 +1,243 @@
+//! Fan-out over the federation's sites and merging by UID.
+//!
+//! A query goes to every site of the request in parallel, each under its own deadline and
+//! association budget. Results are merged by identity, never by position:
+//! - a study is (StudyInstanceUID, PatientID): the same study at two sites is one result, and
+//!   a study UID reused under two patients (real archives have them) stays two results;
+//! - a series is (StudyInstanceUID, SeriesInstanceUID, PatientID); an instance, its
+//!   SOPInstanceUID within its series (and patient, where results carry it);
+//! - two results of the same site are never merged: they are two records at that site.
+//!
+//! Conflicting values: the site listed first in the configuration wins; a value a site leaves
+//! empty is filled from the next site that has one. Each merged result names the sites that hold
+//! it in a private attribute of the gateway (see `SITES_TAG`). A site that fails is reported,
+//! never silently dropped.
+
+use std::time::{Duration, Instant};
+
+use axum::http::HeaderValue;
+use dicom_core::value::Value;
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+use pacs_adapter::{find, DimseError, FindRequest, QueryLevel};
+
+use crate::api::text_of;
+use crate::state::Site;
+
+/// Private creator of the gateway's own attributes (0009,00xx block 10).
+pub const PRIVATE_CREATOR_TAG: Tag = Tag(0x0009, 0x0010);
+pub const PRIVATE_CREATOR: &str = "DICOMWEB-GATEWAY";
+/// The ids of the sites that hold a result (LO, multi-valued).
+pub const SITES_TAG: Tag = Tag(0x0009, 0x1010);
+
+/// A site that did not answer, and why.
+#[derive(Debug)]
+pub struct SiteFailure {
+    pub site: String,
+    pub error: DimseError,
+}
+
+/// Results of one fan-out: each with the index of the site it came from.
+#[derive(Debug, Default)]
+pub struct FanOut {
+    pub results: Vec<(usize, InMemDicomObject)>,
+    pub failures: Vec<SiteFailure>,
+}
+
+/// Sends the same C-FIND to every site at once; each answers within its own deadline.
+pub async fn find_everywhere(sites: &[&Site], level: QueryLevel, identifier: &InMemDicomObject) -> FanOut {
+    let queries = sites.iter().enumerate().map(|(index, site)| {
+        let identifier = identifier.clone();
+        async move {
+            let budget = site.config.timeout * 2;
+            let request = FindRequest { level, identifier, deadline: Some(Instant::now() + budget) };
+            let answer = async { find(&site.pool, request).await?.try_collect_all().await };
+            let result = match tokio::time::timeout(budget + Duration::from_secs(1), answer).await {
+                Ok(result) => result,
+                Err(_) => Err(DimseError::Timeout {
+                    site: site.id().clone(),
+                    phase: pacs_adapter::Phase::Operation,
+                    after: budget,
+                }),
+            };
+            (index, result)
+        }
+    });
+    let mut fan_out = FanOut::default();
+    for (index, result) in futures::future::join_all(queries).await {
+        match result {
+            Ok(found) => fan_out.results.extend(found.into_iter().map(|r| (index, r))),
+            Err(error) => {
+                tracing::warn!(site = %sites[index].id(), %error, "site failed a federated C-FIND");
+                fan_out.failures.push(SiteFailure { site: sites[index].id().to_string(), error });
+            }
+        }
+    }
+    fan_out
+}
+
+/// The `Warning` header naming each site that did not answer (RFC 7234 warn-code 299).
+pub fn warning(failures: &[SiteFailure]) -> Option<HeaderValue> {
+    if failures.is_empty() {
+        return None;
+    }
+    let reasons: Vec<String> =
+        failures.iter().map(|f| format!("site {} did not answer: {}", f.site, reason(&f.error))).collect();
+    HeaderValue::from_str(&format!("299 dicomweb-gateway \"{}\"", reasons.join("; ").replace('"', "'"))).ok()
+}
+
+fn reason(error: &DimseError) -> &'static str {
+    match error {
+        DimseError::Timeout { .. } => "timed out",
+        DimseError::Connect { .. } | DimseError::ConnectionClosed { .. } | DimseError::Aborted { .. } => "unreachable",
+        DimseError::AssociationRejected { .. } => "association rejected",
+        DimseError::Failed { .. } => "query refused",
+        _ => "failed",
+    }
+}
+
+/// The identity a result is merged on.
+fn identity(level: QueryLevel, obj: &InMemDicomObject) -> Vec<String> {
+    let uid = |tag| text_of(obj, tag).unwrap_or_default();
+    match level {
+        QueryLevel::Study => vec![uid(tags::STUDY_INSTANCE_UID), uid(tags::PATIENT_ID)],
+        QueryLevel::Series => {
+            vec![uid(tags::STUDY_INSTANCE_UID), uid(tags::SERIES_INSTANCE_UID), uid(tags::PATIENT_ID)]
+        }
+        QueryLevel::Image => vec![
+            uid(tags::STUDY_INSTANCE_UID),
+            uid(tags::SERIES_INSTANCE_UID),
+            uid(tags::SOP_INSTANCE_UID),
+            uid(tags::PATIENT_ID),
+        ],
+    }
+}
+
+fn is_empty(element: &DataElement<InMemDicomObject>) -> bool {
+    match element.value() {
+        Value::Primitive(PrimitiveValue::Empty) => true,
+        Value::Primitive(value) => value.to_str().trim_matches([' ', '\0']).is_empty(),
+        Value::Sequence(sequence) => sequence.items().is_empty(),
+        Value::PixelSequence(_) => false,
+    }
+}
+
+/// One merged result and the indexes of the sites holding it.
+#[derive(Debug)]
+pub struct Merged {
+    pub object: InMemDicomObject,
+    pub sites: Vec<usize>,
+}
+
+/// Merges results by identity (see the module documentation for the rules).
+pub fn merge(level: QueryLevel, mut results: Vec<(usize, InMemDicomObject)>) -> Vec<Merged> {
+    // Configuration order decides conflicts: the first site's values are taken first.
+    results.sort_by_key(|(site, _)| *site);
+    let mut merged: Vec<Merged> = Vec::new();
+    let mut index: std::collections::HashMap<Vec<String>, Vec<usize>> = std::collections::HashMap::new();
+    for (site, object) in results {
+        let key = identity(level, &object);
+        // Two results of one site are two records there (an archive may hold the same UIDs
+        // twice); only results of different sites are the same thing held twice.
+        let at = index
+            .get(&key)
+            .and_then(|candidates| candidates.iter().copied().find(|&i| !merged[i].sites.contains(&site)));
+        match at {
+            Some(at) => {
+                let into = &mut merged[at];
+                into.sites.push(site);
+                for element in object.into_iter() {
+                    let tag = element.header().tag;
+                    let missing = into.object.element(tag).map(is_empty).unwrap_or(true);
+                    if missing && !is_empty(&element) {
+                        into.object.put(element);
+                    }
+                }
+            }
+            None => {
+                index.entry(key).or_default().push(merged.len());
+                merged.push(Merged { object, sites: vec![site] });
+            }
+        }
+    }
+    merged
+}
+
+fn number(obj: &InMemDicomObject, tag: Tag) -> Option<i64> {
+    text_of(obj, tag).and_then(|t| t.trim().parse().ok())
+}
+
+/// Sorts merged results in the documented order, so that limit and offset page through the
+/// same sequence every time: studies newest first (StudyDate, StudyTime descending), series by
+/// SeriesNumber, instances by InstanceNumber; ties broken by identity.
+pub fn sort(level: QueryLevel, merged: &mut [Merged]) {
+    merged.sort_by(|a, b| {
+        let (x, y) = (&a.object, &b.object);
+        let by_identity = identity(level, x).cmp(&identity(level, y));
+        match level {
+            QueryLevel::Study => {
+                let when = |o| {
+                    (text_of(o, tags::STUDY_DATE).unwrap_or_default(), text_of(o, tags::STUDY_TIME).unwrap_or_default())
+                };
+                when(y).cmp(&when(x)).then(by_identity)
+            }
+            QueryLevel::Series => number(x, tags::SERIES_NUMBER).cmp(&number(y, tags::SERIES_NUMBER)).then(by_identity),
+            QueryLevel::Image => {
+                number(x, tags::INSTANCE_NUMBER).cmp(&number(y, tags::INSTANCE_NUMBER)).then(by_identity)
+            }
+        }
+    });
+}
+
+/// Writes the gateway's own attribute naming the sites that hold a result.
+pub fn mark_sites(object: &mut InMemDicomObject, site_ids: Vec<String>) {
+    object.put(DataElement::new(PRIVATE_CREATOR_TAG, VR::LO, PrimitiveValue::from(PRIVATE_CREATOR)));
+    object.put(DataElement::new(SITES_TAG, VR::LO, PrimitiveValue::Strs(site_ids.into())));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn study(uid: &str, patient: &str, description: &str, date: &str) -> InMemDicomObject {
+        InMemDicomObject::from_element_iter([
+            DataElement::new(tags::STUDY_INSTANCE_UID, VR::UI, PrimitiveValue::from(uid)),
+            DataElement::new(tags::PATIENT_ID, VR::LO, PrimitiveValue::from(patient)),
+            DataElement::new(tags::STUDY_DESCRIPTION, VR::LO, PrimitiveValue::from(description)),
+            DataElement::new(tags::STUDY_DATE, VR::DA, PrimitiveValue::from(date)),
+        ])
+    }
+
+    #[test]
+    fn merges_by_identity_with_the_first_site_winning_and_gaps_filled() {
+        let results = vec![
+            (1, study("1.2", "P1", "from site 1", "20240101")),
+            (0, study("1.2", "P1", "", "20240101")),
+            (0, study("1.3", "P1", "only at site 0", "20230101")),
+            (1, study("1.2", "P2", "same UID, other patient", "20220101")),
+        ];
+        let mut merged = merge(QueryLevel::Study, results);
+        assert_eq!(merged.len(), 3, "same UID under another patient stays apart");
+        sort(QueryLevel::Study, &mut merged);
+        let descriptions: Vec<String> =
+            merged.iter().map(|m| text_of(&m.object, tags::STUDY_DESCRIPTION).unwrap_or_default()).collect();
+        assert_eq!(descriptions, ["from site 1", "only at site 0", "same UID, other patient"]);
+        assert_eq!(merged[0].sites, vec![0, 1]);
+    }
+
+    #[test]
+    fn warning_names_each_failed_site() {
+        let failures = vec![SiteFailure {
+            site: "site-2".into(),
+            error: DimseError::Timeout {
+                site: dicomweb_model::SiteId::new("site-2").expect("id"),
+                phase: pacs_adapter::Phase::Response,
+                after: Duration::from_secs(1),
+            },
+        }];
+        let header = warning(&failures).expect("header");
+        assert_eq!(header.to_str().expect("ascii"), "299 dicomweb-gateway \"site site-2 did not answer: timed out\"");
+        assert!(warning(&[]).is_none());
+    }
+}
