@@ -39,7 +39,7 @@ for _ in $(seq 1 100); do
 done
 echo
 echo "Point a DICOMweb viewer or client at: http://127.0.0.1:8080/dicom-web"
-echo "  (it answers from site-1 until federation lands; try:"
+echo "  (it searches and retrieves over all three sites; try:"
 echo "   curl 'http://127.0.0.1:8080/dicom-web/studies?PatientName=Synthetic*')"
 echo "Ctrl-C stops the gateway and the sites."
 wait $gateway
