@@ -14,6 +14,7 @@ use dicom_dictionary_std::{tags, StandardDataDictionary};
 use dicom_object::InMemDicomObject;
 use dicomweb_model::dicom_json::{write_object, JsonOptions};
 use dicomweb_model::qido::{self, required, IncludeFields, QidoQuery};
+use futures::StreamExt;
 use pacs_adapter::QueryLevel;
 
 use super::{accepts, parse_uid, text_of};
@@ -151,6 +152,9 @@ fn identifier(scope: &Scope, query: &QidoQuery) -> InMemDicomObject {
     identifier
 }
 
+/// How many results are completed concurrently.
+const COMPLETING_AT_ONCE: usize = 16;
+
 async fn search(
     gw: &Gateway,
     site_scope: &SiteScope,
@@ -176,11 +180,23 @@ async fn search(
     }
     let mut body = Vec::with_capacity(window.len() * 1024);
     body.push(b'[');
-    for (i, merged) in window.into_iter().enumerate() {
+    // Results are completed (roll-ups may take more C-FINDs) several at a time, in order; the
+    // sites' association budgets bound how many queries actually run at once.
+    let completed = futures::stream::iter(window.into_iter().map(|merged| {
         let holding: Vec<&Site> = merged.sites.iter().map(|&s| sites[s]).collect();
-        let mut result = merged.object;
-        complete(gw, &holding, &scope, &mut result).await?;
-        mark_sites(&mut result, holding.iter().map(|s| s.id().to_string()).collect());
+        let scope = &scope;
+        async move {
+            let mut result = merged.object;
+            complete(gw, &holding, scope, &mut result).await?;
+            mark_sites(&mut result, holding.iter().map(|s| s.id().to_string()).collect());
+            Ok::<_, ApiError>(result)
+        }
+    }))
+    .buffered(COMPLETING_AT_ONCE)
+    .collect::<Vec<_>>()
+    .await;
+    for (i, result) in completed.into_iter().enumerate() {
+        let result = result?;
         if i > 0 {
             body.push(b',');
         }

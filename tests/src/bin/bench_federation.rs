@@ -1,0 +1,135 @@
+//! `bench-federation`: QIDO-RS `/studies` over three Orthanc sites through `dicomweb-gateway
+//! serve`, against each site's own C-FIND by DCMTK findscu on the same data, in one run.
+//! Reports medians and the ratio to the slowest site.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Parser;
+use testbed::{Testbed, TestbedOptions};
+
+#[derive(Parser)]
+#[command(about = "Federated QIDO-RS against each site's own C-FIND")]
+struct Cli {
+    #[arg(long, default_value_t = 10)]
+    runs: usize,
+    #[arg(long, default_value = ".testbed/bench-federation")]
+    dir: PathBuf,
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}
+
+fn timed(command: &mut Command) -> anyhow::Result<f64> {
+    let began = Instant::now();
+    let status = command.stdout(Stdio::null()).stderr(Stdio::null()).status()?;
+    if !status.success() {
+        bail!("{:?} failed", command.get_program());
+    }
+    Ok(began.elapsed().as_secs_f64())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let options = TestbedOptions {
+        dir: cli.dir.clone(),
+        orthanc_sites: 3,
+        dcmqrscp: false,
+        ct_slices: 20,
+        multiframe_frames: 2,
+        pydicom: true,
+        extra_destinations: Vec::new(),
+        generated_destinations: 0,
+        base_ports: None,
+    };
+    let testbed = Testbed::start(&options, &mut |step| eprintln!("bench: {step}"))?;
+    let gateway = std::env::current_exe()?.with_file_name("dicomweb-gateway");
+    if !gateway.is_file() {
+        bail!("{} is missing: cargo build --release -p gateway", gateway.display());
+    }
+    let port = testbed::free_port()?;
+    let mut config = format!(
+        "[server]\nlisten = \"127.0.0.1:{port}\"\n[dimse]\nae_title = \"FEDGWB\"\nlisten = \"127.0.0.1:{}\"\n[auth]\nmode = \"none\"\n",
+        testbed::free_port()?
+    );
+    for site in &testbed.orthanc {
+        config.push_str(&format!(
+            "[[sites]]\nid = \"{}\"\nae_title = \"{}\"\naddress = \"127.0.0.1:{}\"\nretrieve = \"c-get\"\n",
+            site.id, site.ae_title, site.dicom_port
+        ));
+    }
+    let config_path = cli.dir.join("federation.toml");
+    std::fs::write(&config_path, config)?;
+    let mut child = Command::new(&gateway)
+        .args(["serve", "--config"])
+        .arg(&config_path)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    testbed::wait_for_port(port, Duration::from_secs(10))?;
+    let findscu = testbed::dcmtk_tool("findscu")?;
+    let url = format!("http://127.0.0.1:{port}/dicom-web/studies");
+    let federated_run = || timed(Command::new("curl").args(["-sf", "-o", "/dev/null", &url]));
+    let site_run = |site: &testbed::OrthancSite| {
+        timed(
+            Command::new(&findscu)
+                .env("TCP_NODELAY", "1")
+                .args(["-S", "-aec", &site.ae_title, "127.0.0.1", &site.dicom_port.to_string()])
+                .args([
+                    "-k",
+                    "QueryRetrieveLevel=STUDY",
+                    "-k",
+                    "StudyInstanceUID",
+                    "-k",
+                    "PatientID",
+                    "-k",
+                    "StudyDate",
+                ]),
+        )
+    };
+    federated_run()?;
+    let mut federated = Vec::new();
+    let mut per_site: Vec<Vec<f64>> = vec![Vec::new(); testbed.orthanc.len()];
+    for round in 0..cli.runs {
+        federated.push(federated_run()?);
+        for (i, site) in testbed.orthanc.iter().enumerate() {
+            per_site[i].push(site_run(site)?);
+        }
+        eprintln!("bench: round {} federated {:.3} s", round + 1, federated[round]);
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let studies = |site: &testbed::OrthancSite| -> anyhow::Result<usize> {
+        let text = ureq::get(&format!("{}/studies", site.http_url())).call()?.into_string()?;
+        Ok(serde_json::from_str::<Vec<serde_json::Value>>(&text).context("Orthanc /studies")?.len())
+    };
+    let federated_median = median(&mut federated);
+    let mut report = format!(
+        "QIDO-RS `/studies` over {} Orthanc sites through `dicomweb-gateway serve` (curl, merged, roll-ups computed \
+         over the union), against each site's own C-FIND by DCMTK findscu (`TCP_NODELAY=1`, STUDY level), median \
+         of {} interleaved rounds.\n\n| query | studies | median s |\n|---|---|---|\n",
+        testbed.orthanc.len(),
+        cli.runs
+    );
+    let mut slowest: f64 = 0.0;
+    for (site, times) in testbed.orthanc.iter().zip(per_site.iter_mut()) {
+        let m = median(times);
+        slowest = slowest.max(m);
+        report.push_str(&format!("| findscu, {} alone | {} | {m:.3} |\n", site.id, studies(site)?));
+    }
+    report.push_str(&format!("| gateway, all sites merged | - | {federated_median:.3} |\n"));
+    report.push_str(&format!("\nFederated / slowest single site: {:.2}x.\n", federated_median / slowest));
+    println!("{report}");
+    if let Some(out) = &cli.out {
+        std::fs::write(out, &report)?;
+    }
+    drop(testbed);
+    Ok(())
+}
