@@ -13,6 +13,25 @@ use dicom_object::InMemDicomObject;
 
 use crate::error::ApiError;
 
+/// The study, series or instance a WADO-RS path names (`{study}`, `{series}`, `{instance}`
+/// path parameters), each UID checked; one extractor for every level.
+#[derive(Debug)]
+pub struct TargetPath(pub pacs_adapter::RetrieveTarget);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for TargetPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path(params) =
+            axum::extract::Path::<std::collections::HashMap<String, String>>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+        let study = params.get("study").ok_or_else(|| ApiError::BadRequest("no study in the path".into()))?;
+        wado::target(study, params.get("series").map(String::as_str), params.get("instance").map(String::as_str))
+            .map(TargetPath)
+    }
+}
+
 /// A UID from the URL path, checked before it goes anywhere.
 pub fn parse_uid(what: &str, raw: &str) -> Result<String, ApiError> {
     dicomweb_model::Uid::new(raw)

@@ -39,6 +39,29 @@ class Gateway:
         self.site = site
 
 
+def launch(config, port):
+    """Starts `dicomweb-gateway serve` with `config` (TOML text) and waits for it on `port`."""
+    config_file = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
+    config_file.write(config)
+    config_file.close()
+    binary = ROOT / "target" / "debug" / "dicomweb-gateway"
+    if not binary.exists():
+        pytest.fail(f"{binary} is missing: build the workspace first")
+    log = open(config_file.name + ".log", "w")
+    process = subprocess.Popen([str(binary), "serve", "--config", config_file.name], stdout=log, stderr=log)
+    for _ in range(200):
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
+                return process
+        except requests.ConnectionError:
+            pass
+        if process.poll() is not None:
+            pytest.fail(f"the gateway exited: see {log.name}")
+        time.sleep(0.05)
+    process.kill()
+    pytest.fail("the gateway did not come up")
+
+
 def start_gateway(testbed, site_id, retrieve, destination, store=False, stow_limit="2GiB"):
     site = next(s for s in testbed["sites"] if s["id"] == site_id)
     dest = next(d for d in testbed["move_destinations"] if d["ae_title"] == destination)
@@ -64,26 +87,7 @@ store = {"true" if store else "false"}
 [auth]
 mode = "none"
 """
-    config_file = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
-    config_file.write(config)
-    config_file.close()
-    binary = ROOT / "target" / "debug" / "dicomweb-gateway"
-    if not binary.exists():
-        pytest.fail(f"{binary} is missing: build the workspace first")
-    log = open(config_file.name + ".log", "w")
-    process = subprocess.Popen([str(binary), "serve", "--config", config_file.name], stdout=log, stderr=log)
-    for _ in range(200):
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
-                break
-        except requests.ConnectionError:
-            pass
-        if process.poll() is not None:
-            pytest.fail(f"the gateway exited: see {log.name}")
-        time.sleep(0.05)
-    else:
-        process.kill()
-        pytest.fail("the gateway did not come up")
+    process = launch(config, port)
     return process, Gateway(f"http://127.0.0.1:{port}/dicom-web", site)
 
 
@@ -141,21 +145,7 @@ listen = "127.0.0.1:{dest['port']}"
 [auth]
 mode = "none"
 """
-    config_file = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
-    config_file.write(config)
-    config_file.close()
-    binary = ROOT / "target" / "debug" / "dicomweb-gateway"
-    log = open(config_file.name + ".log", "w")
-    process = subprocess.Popen([str(binary), "serve", "--config", config_file.name], stdout=log, stderr=log)
-    for _ in range(200):
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
-                break
-        except requests.ConnectionError:
-            pass
-        if process.poll() is not None:
-            pytest.fail(f"the gateway exited: see {log.name}")
-        time.sleep(0.05)
+    process = launch(config, port)
     return process, Gateway(f"http://127.0.0.1:{port}/dicom-web", None)
 
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -18,7 +18,7 @@ use dicomweb_model::{SeriesInstanceUid, SopInstanceUid, StudyInstanceUid};
 use futures::{stream, Stream, StreamExt};
 use pacs_adapter::{c_move, get, DimseStream, RetrieveMethod, RetrieveRequest, RetrieveTarget, RetrievedInstance};
 
-use super::{accept_ranges, accepts, parse_uid};
+use super::{accept_ranges, accepts, parse_uid, TargetPath};
 use crate::error::ApiError;
 use crate::state::{Gateway, SiteScope};
 
@@ -282,33 +282,13 @@ async fn retrieve(
     Ok(([(header::CONTENT_TYPE, content_type)], Body::from_stream(parts)).into_response())
 }
 
-pub async fn study(
+/// Retrieve a study, a series or an instance (the path says which).
+pub async fn resource(
     State(gw): State<Arc<Gateway>>,
     Extension(sites): Extension<SiteScope>,
-    Path(study): Path<String>,
+    TargetPath(target): TargetPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let target = target(&study, None, None)?;
-    retrieve(gw, sites, headers, target).await
-}
-
-pub async fn series(
-    State(gw): State<Arc<Gateway>>,
-    Extension(sites): Extension<SiteScope>,
-    Path((study, series)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let target = target(&study, Some(&series), None)?;
-    retrieve(gw, sites, headers, target).await
-}
-
-pub async fn instance(
-    State(gw): State<Arc<Gateway>>,
-    Extension(sites): Extension<SiteScope>,
-    Path((study, series, instance)): Path<(String, String, String)>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let target = target(&study, Some(&series), Some(&instance))?;
     retrieve(gw, sites, headers, target).await
 }
 
@@ -363,32 +343,12 @@ async fn metadata(
     Ok(([(header::CONTENT_TYPE, "application/dicom+json")], Body::from_stream(objects)).into_response())
 }
 
-pub async fn study_metadata(
+/// The metadata of a study, a series or an instance (the path says which).
+pub async fn resource_metadata(
     State(gw): State<Arc<Gateway>>,
     Extension(sites): Extension<SiteScope>,
-    Path(study): Path<String>,
+    TargetPath(target): TargetPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let target = target(&study, None, None)?;
-    metadata(gw, sites, headers, target).await
-}
-
-pub async fn series_metadata(
-    State(gw): State<Arc<Gateway>>,
-    Extension(sites): Extension<SiteScope>,
-    Path((study, series)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let target = target(&study, Some(&series), None)?;
-    metadata(gw, sites, headers, target).await
-}
-
-pub async fn instance_metadata(
-    State(gw): State<Arc<Gateway>>,
-    Extension(sites): Extension<SiteScope>,
-    Path((study, series, instance)): Path<(String, String, String)>,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let target = target(&study, Some(&series), Some(&instance))?;
     metadata(gw, sites, headers, target).await
 }
