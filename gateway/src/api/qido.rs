@@ -30,6 +30,29 @@ struct Scope {
     series: Option<String>,
 }
 
+/// The UIDs a search path fixes (`{study}`, `{series}`), each checked.
+#[derive(Debug, Default)]
+pub struct ScopePath {
+    study: Option<String>,
+    series: Option<String>,
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ScopePath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        let params = match Path::<std::collections::HashMap<String, String>>::from_request_parts(parts, state).await {
+            Ok(Path(params)) => params,
+            // A path without parameters (`/studies`, `/series`, `/instances`).
+            Err(_) => return Ok(ScopePath::default()),
+        };
+        let study = params.get("study").map(|s| parse_uid("study", s)).transpose()?;
+        let series = params.get("series").map(|s| parse_uid("series", s)).transpose()?;
+        Ok(ScopePath { study, series })
+    }
+}
+
+/// `/studies`.
 pub async fn studies(
     State(gw): State<Arc<Gateway>>,
     Extension(sites): Extension<SiteScope>,
@@ -39,56 +62,26 @@ pub async fn studies(
     search(&gw, &sites, Scope { level: QueryLevel::Study, study: None, series: None }, q, &headers).await
 }
 
-pub async fn all_series(
+/// `/series` and `/studies/{study}/series`.
+pub async fn series(
     State(gw): State<Arc<Gateway>>,
     Extension(sites): Extension<SiteScope>,
+    path: ScopePath,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    search(&gw, &sites, Scope { level: QueryLevel::Series, study: None, series: None }, q, &headers).await
+    search(&gw, &sites, Scope { level: QueryLevel::Series, study: path.study, series: None }, q, &headers).await
 }
 
-pub async fn all_instances(
+/// `/instances`, `/studies/{study}/instances` and `/studies/{study}/series/{series}/instances`.
+pub async fn instances(
     State(gw): State<Arc<Gateway>>,
     Extension(sites): Extension<SiteScope>,
+    path: ScopePath,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    search(&gw, &sites, Scope { level: QueryLevel::Image, study: None, series: None }, q, &headers).await
-}
-
-pub async fn study_series(
-    State(gw): State<Arc<Gateway>>,
-    Extension(sites): Extension<SiteScope>,
-    Path(study): Path<String>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let study = parse_uid("study", &study)?;
-    search(&gw, &sites, Scope { level: QueryLevel::Series, study: Some(study), series: None }, q, &headers).await
-}
-
-pub async fn study_instances(
-    State(gw): State<Arc<Gateway>>,
-    Extension(sites): Extension<SiteScope>,
-    Path(study): Path<String>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let study = parse_uid("study", &study)?;
-    search(&gw, &sites, Scope { level: QueryLevel::Image, study: Some(study), series: None }, q, &headers).await
-}
-
-pub async fn series_instances(
-    State(gw): State<Arc<Gateway>>,
-    Extension(sites): Extension<SiteScope>,
-    Path((study, series)): Path<(String, String)>,
-    RawQuery(q): RawQuery,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let study = parse_uid("study", &study)?;
-    let series = parse_uid("series", &series)?;
-    search(&gw, &sites, Scope { level: QueryLevel::Image, study: Some(study), series: Some(series) }, q, &headers).await
+    search(&gw, &sites, Scope { level: QueryLevel::Image, study: path.study, series: path.series }, q, &headers).await
 }
 
 /// The attributes a resource returns (PS3.18 Table 10.6.3-2): those of its level, and of the
