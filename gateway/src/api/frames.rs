@@ -1,5 +1,5 @@
 //! Frames (PS3.18 §10.4.1.1.4, `/frames/{list}`) and bulk data (`/bulkdata/{tag}`) of one
-//! instance: retrieved from the site, parsed once, and cut into the parts asked for. Native
+//! instance: retrieved from a site holding it, parsed once, and cut into the parts asked for. Native
 //! pixel data comes out as application/octet-stream; encapsulated frames in their compressed
 //! form with the transfer syntax named, since the gateway does not decode.
 

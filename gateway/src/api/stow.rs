@@ -1,6 +1,7 @@
 //! STOW-RS (PS3.18 §10.5): `multipart/related; type="application/dicom"` bodies read part by
 //! part as they arrive (one instance in memory at a time), each instance checked and C-STOREd
-//! to the site, and the Store Instances Response Module (PS3.18 Annex I) as DICOM JSON.
+//! to the first site of the request that takes instances (`store = true`), and the Store
+//! Instances Response Module (PS3.18 Annex I) as DICOM JSON.
 
 use std::sync::Arc;
 

@@ -1,6 +1,7 @@
 //! WADO-RS (PS3.18 §10.4): study, series and instance retrieval as multipart/related
 //! application/dicom, streamed instance by instance as the PACS delivers them, and metadata as
-//! DICOM JSON, streamed the same way.
+//! DICOM JSON, streamed the same way. The target is located across the request's sites first
+//! (docs/FEDERATION.md).
 //!
 //! A failure after the response has started aborts the connection instead of closing the
 //! multipart body, so a client never mistakes a partial study for a whole one.
