@@ -88,11 +88,15 @@ async fn run_server(config: config::Config) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let local = listener.local_addr()?;
     eprintln!(
-        "dicomweb-gateway: serving DICOMweb at {} (listening on {local}); site {} ({} at {}); Ctrl-C stops",
+        "dicomweb-gateway: serving DICOMweb at {} (listening on {local}) over {} site(s): {}; Ctrl-C stops",
         config.public_url,
-        config.sites.first().map(|s| s.id.to_string()).unwrap_or_default(),
-        config.sites.first().map(|s| s.ae_title.to_string()).unwrap_or_default(),
-        config.sites.first().map(|s| s.address.clone()).unwrap_or_default(),
+        config.sites.len(),
+        config
+            .sites
+            .iter()
+            .map(|s| format!("{} ({} at {})", s.id, s.ae_title, s.address))
+            .collect::<Vec<_>>()
+            .join(", "),
     );
     server::serve(listener, config, shutdown_signal()).await
 }

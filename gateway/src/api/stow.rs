@@ -234,7 +234,13 @@ async fn store_one(gw: &Gateway, site: &Site, target_study: Option<&str>, bytes:
     let bytes = if header.transfer_syntax_uid == DEFLATED {
         // Framed anew above or not, the data set follows the file meta group.
         let offset = part10::parse_header(&bytes).map(|h| h.data_set_offset).unwrap_or(header.data_set_offset);
-        match inflate(&bytes, offset, &class, &instance) {
+        // Inflating is CPU work: off the async runtime.
+        let (owned_class, owned_instance) = (class.clone(), instance.clone());
+        let inflated = tokio::task::spawn_blocking(move || inflate(&bytes, offset, &owned_class, &owned_instance))
+            .await
+            .ok()
+            .flatten();
+        match inflated {
             Some(inflated) => inflated,
             None => {
                 outcome.fail(&class, &instance, CANNOT_UNDERSTAND);
