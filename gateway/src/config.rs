@@ -27,6 +27,18 @@ mod raw {
         pub projects: Vec<Project>,
         pub cache: Option<Cache>,
         pub audit: Option<Audit>,
+        pub federation: Option<Federation>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Federation {
+        pub remember: Option<String>,
+        pub remember_studies: Option<u64>,
+        pub state_dir: Option<PathBuf>,
+        pub echo_interval: Option<String>,
+        pub circuit_failures: Option<u32>,
+        pub circuit_open: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -223,6 +235,25 @@ pub struct Config {
     pub projects: Vec<ProjectConfig>,
     pub cache: CacheConfig,
     pub audit_path: Option<PathBuf>,
+    pub federation: FederationConfig,
+}
+
+/// How the federation remembers what sites hold and watches their health (`[federation]`).
+#[derive(Debug, Clone)]
+pub struct FederationConfig {
+    /// How long what a site was seen to hold (locations, roll-up counts) is trusted; zero turns
+    /// remembering off.
+    pub remember: Duration,
+    /// At most this many studies are remembered in memory.
+    pub remember_studies: u64,
+    /// The embedded store of remembered locations; `None`: memory only.
+    pub state_dir: Option<PathBuf>,
+    /// Every site is sent a C-ECHO this often.
+    pub echo_interval: Duration,
+    /// Consecutive faults that open a site's circuit.
+    pub circuit_failures: u32,
+    /// How long an open circuit keeps requests away before a probe.
+    pub circuit_open: Duration,
 }
 
 /// Everything wrong with a configuration file.
@@ -434,6 +465,37 @@ impl Config {
             CacheConfig { memory_bytes, disk_dir: raw.and_then(|c| c.disk_dir), disk_bytes, ttl }
         };
 
+        let federation = {
+            let raw = raw.federation;
+            let mut duration = |key: &str, text: Option<String>, default: &str| {
+                let text = text.unwrap_or_else(|| default.into());
+                humantime::parse_duration(&text).unwrap_or_else(|e| {
+                    problems.push(format!("federation.{key} {text:?}: {e}"));
+                    Duration::ZERO
+                })
+            };
+            let remember = duration("remember", raw.as_ref().and_then(|f| f.remember.clone()), "10m");
+            let echo_interval = duration("echo_interval", raw.as_ref().and_then(|f| f.echo_interval.clone()), "30s");
+            let circuit_open = duration("circuit_open", raw.as_ref().and_then(|f| f.circuit_open.clone()), "30s");
+            if echo_interval.is_zero() || circuit_open.is_zero() {
+                problems.push("federation.echo_interval and federation.circuit_open must be longer than 0s".into());
+            }
+            let circuit_failures = raw.as_ref().and_then(|f| f.circuit_failures).unwrap_or(3);
+            if circuit_failures == 0 {
+                problems.push("federation.circuit_failures must be at least 1".into());
+            }
+            FederationConfig {
+                remember,
+                remember_studies: raw.as_ref().and_then(|f| f.remember_studies).unwrap_or(100_000),
+                state_dir: raw
+                    .and_then(|f| f.state_dir)
+                    .or_else(|| deid.as_ref().map(|d: &DeidConfig| d.state_dir.clone())),
+                echo_interval,
+                circuit_failures,
+                circuit_open,
+            }
+        };
+
         match (listen, dimse_ae_title, dimse_listen) {
             (Ok(listen), Ok(dimse_ae_title), Ok(dimse_listen)) if problems.is_empty() => Ok(Config {
                 listen,
@@ -449,6 +511,7 @@ impl Config {
                 projects,
                 cache,
                 audit_path: raw.audit.map(|a| a.path),
+                federation,
             }),
             _ => Err(problems),
         }
@@ -580,6 +643,13 @@ ttl = "10m"
 
 [audit]
 path = "audit.jsonl"
+
+[federation]
+remember = "10m"
+remember_studies = 100000
+echo_interval = "30s"
+circuit_failures = 3
+circuit_open = "30s"
 "#;
 
     #[test]
@@ -593,6 +663,8 @@ path = "audit.jsonl"
         assert_eq!(config.cache.disk_bytes, 10 << 30);
         assert!(matches!(config.auth, AuthMode::Jwt { .. }));
         assert_eq!(config.projects[0].sites.len(), 2);
+        assert_eq!(config.federation.state_dir, Some(PathBuf::from("state")), "deid.state_dir by default");
+        assert_eq!(config.federation.circuit_failures, 3);
     }
 
     #[test]

@@ -25,6 +25,20 @@ pub enum ApiError {
     /// The PACS failed or could not be reached.
     #[error("{0}")]
     Pacs(#[from] DimseError),
+    /// Every site that could answer has its circuit open (docs/FEDERATION.md).
+    #[error("{message}")]
+    SitesDown { message: String, retry_after: std::time::Duration },
+}
+
+impl From<crate::site::Unanswered> for ApiError {
+    fn from(e: crate::site::Unanswered) -> Self {
+        match e {
+            crate::site::Unanswered::Dimse(e) => ApiError::Pacs(e),
+            crate::site::Unanswered::CircuitOpen { site, open } => {
+                ApiError::SitesDown { message: format!("site {site}: {open}"), retry_after: open.retry_in }
+            }
+        }
+    }
 }
 
 impl From<dicomweb_model::qido::QidoError> for ApiError {
@@ -46,6 +60,7 @@ impl ApiError {
             ApiError::Pacs(DimseError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
             ApiError::Pacs(DimseError::InvalidInstance(_)) => StatusCode::BAD_REQUEST,
             ApiError::Pacs(_) => StatusCode::BAD_GATEWAY,
+            ApiError::SitesDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -56,6 +71,15 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::warn!(%status, error = %self, "request failed");
         }
-        (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{self}\n")).into_response()
+        let retry_after = match &self {
+            ApiError::SitesDown { retry_after, .. } => Some(retry_after.as_secs().max(1).to_string()),
+            _ => None,
+        };
+        let mut response =
+            (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{self}\n")).into_response();
+        if let Some(value) = retry_after.and_then(|v| axum::http::HeaderValue::from_str(&v).ok()) {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        response
     }
 }

@@ -13,17 +13,17 @@
 //! it in a private attribute of the gateway (see `SITES_TAG`). A site that fails is reported,
 //! never silently dropped.
 
-use std::time::{Duration, Instant};
-
 use axum::http::HeaderValue;
 use dicom_core::value::Value;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
-use pacs_adapter::{find, DimseError, FindRequest, QueryLevel};
+use pacs_adapter::QueryLevel;
 
 use crate::api::text_of;
-use crate::state::Site;
+use crate::error::ApiError;
+use crate::health::fault_reason;
+use crate::site::{Site, Unanswered};
 
 /// Private creator of the gateway's own attributes (0009,00xx block 10).
 pub const PRIVATE_CREATOR_TAG: Tag = Tag(0x0009, 0x0010);
@@ -35,7 +35,7 @@ pub const SITES_TAG: Tag = Tag(0x0009, 0x1010);
 #[derive(Debug)]
 pub struct SiteFailure {
     pub site: String,
-    pub error: DimseError,
+    pub error: Unanswered,
 }
 
 /// Results of one fan-out: each with the index of the site it came from.
@@ -45,31 +45,31 @@ pub struct FanOut {
     pub failures: Vec<SiteFailure>,
 }
 
-/// Sends the same C-FIND to every site at once; each answers within its own deadline.
+impl FanOut {
+    /// The error to answer with when no site answered: the first site's error that came from
+    /// asking it (502 / 504), or 503 when every site's circuit is open.
+    pub fn into_error(mut self) -> ApiError {
+        if self.failures.is_empty() {
+            return ApiError::NotFound("no site to ask".into());
+        }
+        let at = self.failures.iter().position(|f| matches!(f.error, Unanswered::Dimse(_))).unwrap_or(0);
+        self.failures.swap_remove(at).error.into()
+    }
+}
+
+/// Sends the same C-FIND to every site at once; each answers within its own deadline. Sites
+/// whose circuit is open are not asked, and are reported as failures.
 pub async fn find_everywhere(sites: &[&Site], level: QueryLevel, identifier: &InMemDicomObject) -> FanOut {
     let queries = sites.iter().enumerate().map(|(index, site)| {
         let identifier = identifier.clone();
-        async move {
-            let budget = site.config.timeout * 2;
-            let request = FindRequest { level, identifier, deadline: Some(Instant::now() + budget) };
-            let answer = async { find(&site.pool, request).await?.try_collect_all().await };
-            let result = match tokio::time::timeout(budget + Duration::from_secs(1), answer).await {
-                Ok(result) => result,
-                Err(_) => Err(DimseError::Timeout {
-                    site: site.id().clone(),
-                    phase: pacs_adapter::Phase::Operation,
-                    after: budget,
-                }),
-            };
-            (index, result)
-        }
+        async move { (index, site.find_all(level, identifier).await) }
     });
     let mut fan_out = FanOut::default();
     for (index, result) in futures::future::join_all(queries).await {
         match result {
             Ok(found) => fan_out.results.extend(found.into_iter().map(|r| (index, r))),
             Err(error) => {
-                tracing::warn!(site = %sites[index].id(), %error, "site failed a federated C-FIND");
+                tracing::warn!(site = %sites[index].id(), %error, "site left out of a federated C-FIND");
                 fan_out.failures.push(SiteFailure { site: sites[index].id().to_string(), error });
             }
         }
@@ -82,19 +82,19 @@ pub fn warning(failures: &[SiteFailure]) -> Option<HeaderValue> {
     if failures.is_empty() {
         return None;
     }
-    let reasons: Vec<String> =
-        failures.iter().map(|f| format!("site {} did not answer: {}", f.site, reason(&f.error))).collect();
+    let reasons: Vec<String> = failures
+        .iter()
+        .map(|f| match &f.error {
+            Unanswered::Dimse(error) => format!("site {} did not answer: {}", f.site, fault_reason(error)),
+            Unanswered::CircuitOpen { open, .. } => format!(
+                "site {} was not asked: down after repeated failures ({}), next try in {} s",
+                f.site,
+                open.last_fault,
+                open.retry_in.as_secs()
+            ),
+        })
+        .collect();
     HeaderValue::from_str(&format!("299 dicomweb-gateway \"{}\"", reasons.join("; ").replace('"', "'"))).ok()
-}
-
-fn reason(error: &DimseError) -> &'static str {
-    match error {
-        DimseError::Timeout { .. } => "timed out",
-        DimseError::Connect { .. } | DimseError::ConnectionClosed { .. } | DimseError::Aborted { .. } => "unreachable",
-        DimseError::AssociationRejected { .. } => "association rejected",
-        DimseError::Failed { .. } => "query refused",
-        _ => "failed",
-    }
 }
 
 /// The identity a result is merged on.
@@ -230,11 +230,11 @@ mod tests {
     fn warning_names_each_failed_site() {
         let failures = vec![SiteFailure {
             site: "site-2".into(),
-            error: DimseError::Timeout {
+            error: Unanswered::Dimse(pacs_adapter::DimseError::Timeout {
                 site: dicomweb_model::SiteId::new("site-2").expect("id"),
                 phase: pacs_adapter::Phase::Response,
-                after: Duration::from_secs(1),
-            },
+                after: std::time::Duration::from_secs(1),
+            }),
         }];
         let header = warning(&failures).expect("header");
         assert_eq!(header.to_str().expect("ascii"), "299 dicomweb-gateway \"site site-2 did not answer: timed out\"");

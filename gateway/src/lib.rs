@@ -3,11 +3,16 @@
 
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod api;
 pub mod check;
 pub mod config;
+pub mod directory;
 pub mod error;
 pub mod federation;
+pub mod health;
+pub mod locate;
 pub mod multipart;
 pub mod server;
+pub mod site;
 pub mod state;

@@ -14,6 +14,7 @@ use axum::routing::get;
 use axum::Router;
 use tower_http::cors::{Any, CorsLayer};
 
+use crate::admin;
 use crate::api::{frames, qido, rendered, stow, wado};
 use crate::config::Config;
 use crate::state::{Gateway, SiteScope};
@@ -54,19 +55,11 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
     let base_path = gateway.config.base_path.clone();
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
+        .route("/readyz", get(admin::readyz))
+        .route("/admin/sites", get(admin::sites))
         .with_state(gateway)
         .nest(&base_path, dicomweb)
         .layer(cors)
-}
-
-/// Ready while at least one site answers a C-ECHO.
-async fn readyz(axum::extract::State(gateway): axum::extract::State<Arc<Gateway>>) -> Response {
-    use axum::response::IntoResponse;
-    let echoes = gateway.sites.iter().map(|site| pacs_adapter::echo(&site.pool));
-    let up = futures::future::join_all(echoes).await.iter().filter(|r| r.is_ok()).count();
-    let status = if up > 0 { axum::http::StatusCode::OK } else { axum::http::StatusCode::SERVICE_UNAVAILABLE };
-    (status, format!("{up} of {} sites answer\n", gateway.sites.len())).into_response()
 }
 
 async fn log_request(request: Request, next: Next) -> Response {

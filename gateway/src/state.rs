@@ -1,33 +1,26 @@
-//! What the server holds while it runs: the configuration and the federation's sites, each with
-//! its association pool and retrieve method (C-GET, or C-MOVE into the shared storage SCP).
+//! What the server holds while it runs: the configuration, the federation's sites (each with
+//! its association pool, retrieve method and health), the directory of where studies live, and
+//! the tasks behind them (the shared C-MOVE storage SCP, the periodic C-ECHO of every site).
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
-use dicomweb_model::SiteId;
 use pacs_adapter::{AssociationPool, RetrieveMethod, StoreScp, StoreScpOptions};
 
 use crate::check::endpoint;
-use crate::config::{Config, RetrieveMode, SiteConfig};
-
-#[derive(Debug)]
-pub struct Site {
-    pub config: SiteConfig,
-    pub pool: AssociationPool,
-    pub method: RetrieveMethod,
-}
-
-impl Site {
-    pub fn id(&self) -> &SiteId {
-        &self.config.id
-    }
-}
+use crate::config::{Config, RetrieveMode};
+use crate::directory::Directory;
+use crate::health::{BreakerPolicy, SiteHealth};
+pub use crate::site::Site;
 
 #[derive(Debug)]
 pub struct Gateway {
     pub config: Config,
     /// Every configured site, in configuration order (which also breaks ties when merging).
     pub sites: Vec<Site>,
-    store_scp: Option<tokio::task::JoinHandle<()>>,
+    /// Where studies were seen (docs/FEDERATION.md).
+    pub directory: Directory,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Gateway {
@@ -44,6 +37,10 @@ impl Gateway {
             tracing::info!(%local, ae = %config.dimse_ae_title, "storage SCP for C-MOVE listening");
             scp = Some((store_scp, handle));
         }
+        let policy = BreakerPolicy {
+            failures_to_open: config.federation.circuit_failures,
+            open_for: config.federation.circuit_open,
+        };
         let mut sites = Vec::new();
         for site_config in &config.sites {
             let pool = AssociationPool::new(endpoint(&config, site_config).map_err(|e| anyhow::anyhow!(e))?);
@@ -51,12 +48,19 @@ impl Gateway {
                 (RetrieveMode::CMove, Some((store_scp, _))) => RetrieveMethod::Move(store_scp.clone()),
                 _ => RetrieveMethod::Get,
             };
-            sites.push(Site { config: site_config.clone(), pool, method });
+            let health = SiteHealth::new(policy, config.federation.echo_interval);
+            sites.push(Site { config: site_config.clone(), pool, method, health });
         }
         if sites.is_empty() {
             anyhow::bail!("no site is configured");
         }
-        Ok(Arc::new(Gateway { config, sites, store_scp: scp.map(|(_, handle)| handle) }))
+        let directory = Directory::open(&config.federation)?;
+        let mut tasks: Vec<_> = scp.map(|(_, handle)| handle).into_iter().collect();
+        let gateway = Arc::new_cyclic(|weak: &Weak<Gateway>| {
+            tasks.push(tokio::spawn(echo_sites(weak.clone())));
+            Gateway { config, sites, directory, tasks }
+        });
+        Ok(gateway)
     }
 
     /// The sites a request may use: one when it was addressed under `/sites/{id}`, else all.
@@ -77,10 +81,43 @@ impl Gateway {
 #[derive(Debug, Clone, Default)]
 pub struct SiteScope(pub Option<String>);
 
+/// Sends a C-ECHO to every site whose echo is due (its interval passed, or its open circuit's
+/// time is up), until the gateway is dropped.
+async fn echo_sites(gateway: Weak<Gateway>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut in_flight: Vec<bool> = Vec::new();
+    let (done_sender, mut done) = tokio::sync::mpsc::unbounded_channel::<usize>();
+    loop {
+        tick.tick().await;
+        let Some(gw) = gateway.upgrade() else { return };
+        in_flight.resize(gw.sites.len(), false);
+        while let Ok(index) = done.try_recv() {
+            in_flight[index] = false;
+        }
+        let now = Instant::now();
+        for (index, site) in gw.sites.iter().enumerate() {
+            if in_flight[index] || !site.health.echo_due(now) {
+                continue;
+            }
+            in_flight[index] = true;
+            let (weak, done) = (gateway.clone(), done_sender.clone());
+            tokio::spawn(async move {
+                if let Some(gw) = weak.upgrade() {
+                    let site = &gw.sites[index];
+                    if let Err(error) = site.echo().await {
+                        tracing::debug!(site = %site.id(), %error, "C-ECHO failed");
+                    }
+                }
+                let _ = done.send(index);
+            });
+        }
+    }
+}
+
 impl Drop for Gateway {
     fn drop(&mut self) {
-        if let Some(handle) = self.store_scp.take() {
-            handle.abort();
+        for task in &self.tasks {
+            task.abort();
         }
     }
 }

@@ -161,12 +161,18 @@ async fn search(
     let fan_out = find_everywhere(&sites, scope.level, &identifier(&scope, &query)).await;
     if fan_out.failures.len() == sites.len() {
         // Every site failed: there is no answer to give, partial or not.
-        let first = fan_out.failures.into_iter().next().map(|f| f.error);
-        return Err(first.map(ApiError::Pacs).unwrap_or_else(|| ApiError::NotFound("no site to ask".into())));
+        return Err(fan_out.into_error());
     }
+    // What this search shows of where data lives can be remembered only when it is complete:
+    // every site asked and answering, and no filter but UIDs (docs/FEDERATION.md).
+    let rememberable = site_scope.0.is_none() && fan_out.failures.is_empty() && matches_uids_only(&query);
     let sites_missing = warning(&fan_out.failures);
     let mut merged = merge(scope.level, fan_out.results);
     sort(scope.level, &mut merged);
+    if rememberable && scope.level == QueryLevel::Study {
+        remember_studies(gw, &sites, &merged);
+    }
+    let whole_list = query.offset == 0 && query.limit.is_none_or(|limit| limit >= merged.len());
     let window: Vec<_> = merged.into_iter().skip(query.offset).take(query.limit.unwrap_or(usize::MAX)).collect();
     if window.is_empty() {
         return Ok(with_warning(StatusCode::NO_CONTENT.into_response(), &query, sites_missing));
@@ -180,24 +186,74 @@ async fn search(
         let scope = &scope;
         async move {
             let mut result = merged.object;
-            complete(gw, &holding, scope, &mut result).await?;
+            complete(gw, &holding, scope, &mut result, rememberable).await?;
             mark_sites(&mut result, holding.iter().map(|s| s.id().to_string()).collect());
             Ok::<_, ApiError>(result)
         }
     }))
     .buffered(COMPLETING_AT_ONCE)
     .collect::<Vec<_>>()
-    .await;
-    for (i, result) in completed.into_iter().enumerate() {
-        let result = result?;
+    .await
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()?;
+    if rememberable && whole_list && scope.level == QueryLevel::Series {
+        if let Some(study) = &scope.study {
+            remember_series(gw, study, &completed);
+        }
+    }
+    for (i, result) in completed.iter().enumerate() {
         if i > 0 {
             body.push(b',');
         }
-        write_object(&mut body, &result, &JsonOptions::default());
+        write_object(&mut body, result, &JsonOptions::default());
     }
     body.push(b']');
     let response = ([(header::CONTENT_TYPE, "application/dicom+json")], body).into_response();
     Ok(with_warning(response, &query, sites_missing))
+}
+
+/// True when the search matches on nothing but UIDs: then a site that holds a study returns it.
+fn matches_uids_only(query: &QidoQuery) -> bool {
+    query.matches.iter().all(|key| {
+        matches!(key.path.as_slice(), [tags::STUDY_INSTANCE_UID | tags::SERIES_INSTANCE_UID | tags::SOP_INSTANCE_UID])
+    })
+}
+
+/// Remembers which sites hold each study of a complete study-level search (a study UID found
+/// under two patients is held by the union of their sites).
+fn remember_studies(gw: &Gateway, sites: &[&Site], merged: &[crate::federation::Merged]) {
+    let mut holders: std::collections::BTreeMap<String, std::collections::BTreeSet<usize>> = Default::default();
+    for one in merged {
+        if let Some(study) = text_of(&one.object, tags::STUDY_INSTANCE_UID) {
+            holders.entry(study).or_default().extend(one.sites.iter().copied());
+        }
+    }
+    for (study, at) in holders {
+        gw.directory.record_sites(&study, at.into_iter().map(|i| sites[i].id().to_string()).collect());
+    }
+}
+
+/// Remembers the series of a study from a complete series-level search of it, with their
+/// holders, modality and (union) instance count.
+fn remember_series(gw: &Gateway, study: &str, results: &[InMemDicomObject]) {
+    let mut series = std::collections::BTreeMap::new();
+    for result in results {
+        let Some(uid) = text_of(result, tags::SERIES_INSTANCE_UID) else { continue };
+        let sites = match result.element(crate::federation::SITES_TAG).map(|e| e.to_multi_str()) {
+            Ok(Ok(sites)) => sites.iter().map(|s| s.trim().to_owned()).collect(),
+            _ => continue,
+        };
+        let record = crate::directory::SeriesRecord {
+            sites,
+            modality: text_of(result, tags::MODALITY),
+            instances: text_of(result, tags::NUMBER_OF_SERIES_RELATED_INSTANCES).and_then(|n| n.trim().parse().ok()),
+        };
+        if series.insert(uid, record).is_some() {
+            // The same series UID twice (under two patients): too unusual to remember.
+            return;
+        }
+    }
+    gw.directory.record_series(study, series);
 }
 
 fn with_warning(mut response: Response, query: &QidoQuery, sites_missing: Option<HeaderValue>) -> Response {
@@ -221,6 +277,7 @@ async fn complete(
     holding: &[&Site],
     scope: &Scope,
     result: &mut InMemDicomObject,
+    remember: bool,
 ) -> Result<(), ApiError> {
     result.remove_element(tags::QUERY_RETRIEVE_LEVEL);
     // Some PACS (Orthanc) add their own AE as RetrieveAETitle: meaningless to a DICOMweb client
@@ -229,10 +286,10 @@ async fn complete(
     let study = text_of(result, tags::STUDY_INSTANCE_UID).or_else(|| scope.study.clone()).unwrap_or_default();
     let series = text_of(result, tags::SERIES_INSTANCE_UID).or_else(|| scope.series.clone());
     if scope.level == QueryLevel::Study {
-        super::rollup::fill_study(holding, &study, result).await?;
+        super::rollup::fill_study(gw, holding, &study, result, remember).await?;
     } else if scope.level == QueryLevel::Series {
         if let Some(series) = &series {
-            super::rollup::fill_series(holding, &study, series, result).await?;
+            super::rollup::fill_series(gw, holding, &study, series, result).await?;
         }
     }
     for tag in returned_attributes(scope) {

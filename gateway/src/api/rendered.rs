@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use dicom_pixeldata::image::{imageops::FilterType, DynamicImage, ImageFormat};
 use dicom_pixeldata::{ConvertOptions, PixelDecoder, VoiLutFunction, VoiLutOption, WindowLevel};
 use dicomweb_model::{SeriesInstanceUid, SopInstanceUid, StudyInstanceUid};
-use pacs_adapter::{list_instances, RetrieveTarget};
+use pacs_adapter::RetrieveTarget;
 
 use super::accept_ranges;
 use crate::error::ApiError;
@@ -151,7 +151,7 @@ async fn respond(
     frame: u32,
     rendering: Rendering,
 ) -> Result<Response, ApiError> {
-    let (first, rest) = super::wado::first_and_rest(gw, sites, target).await?;
+    let (first, rest) = crate::locate::first_and_rest(gw, sites, target).await?;
     drop(rest);
     let format = rendering.format;
     let bytes = tokio::task::spawn_blocking(move || render(&first.part10, frame, &rendering))
@@ -174,7 +174,7 @@ async fn respond_many(
 ) -> Result<Response, ApiError> {
     use bytes::Bytes;
     use futures::StreamExt;
-    let (first, rest) = super::wado::first_and_rest(gw, sites, target).await?;
+    let (first, rest) = crate::locate::first_and_rest(gw, sites, target).await?;
     let content_type = match rendering.format {
         Format::Jpeg => "image/jpeg",
         Format::Png => "image/png",
@@ -265,8 +265,7 @@ async fn representative(
     // The representative comes from the first site that lists the series or study.
     let mut planned = Vec::new();
     for site in gw.sites_for(sites)? {
-        let deadline = Some(std::time::Instant::now() + site.config.timeout);
-        if let Ok(found) = list_instances(&site.pool, &scope, deadline).await {
+        if let Ok(found) = site.list_instances(&scope).await {
             if !found.is_empty() {
                 planned = found;
                 break;

@@ -4,16 +4,20 @@
 //! study or series is held by several sites, counting distinct series and distinct instances.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Instant;
 
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
-use pacs_adapter::{find, FindRequest, QueryLevel};
+use futures::StreamExt;
+use pacs_adapter::QueryLevel;
 
 use super::text_of;
+use crate::directory::SeriesRecord;
 use crate::error::ApiError;
-use crate::state::Site;
+use crate::state::{Gateway, Site};
+
+/// How many series of a study have their instances counted at once.
+const SERIES_AT_ONCE: usize = 4;
 
 async fn query(
     site: &Site,
@@ -23,35 +27,83 @@ async fn query(
     let identifier = InMemDicomObject::from_element_iter(
         keys.iter().map(|(tag, vr, value)| DataElement::new(*tag, *vr, PrimitiveValue::from(*value))),
     );
-    let deadline = Some(Instant::now() + site.config.timeout * 2);
-    Ok(find(&site.pool, FindRequest { level, identifier, deadline }).await?.try_collect_all().await?)
+    Ok(site.find_all(level, identifier).await?)
 }
 
-/// The distinct SOP Instance UIDs of a series over the given sites.
+/// The distinct SOP Instance UIDs of a series over the given sites (asked at once).
 async fn instances_of(sites: &[&Site], study: &str, series: &str) -> Result<BTreeSet<String>, ApiError> {
     let keys = [
         (tags::STUDY_INSTANCE_UID, VR::UI, study),
         (tags::SERIES_INSTANCE_UID, VR::UI, series),
         (tags::SOP_INSTANCE_UID, VR::UI, ""),
     ];
+    let answers = futures::future::join_all(sites.iter().map(|site| query(site, QueryLevel::Image, &keys))).await;
     let mut uids = BTreeSet::new();
-    for site in sites {
-        uids.extend(
-            query(site, QueryLevel::Image, &keys).await?.iter().filter_map(|i| text_of(i, tags::SOP_INSTANCE_UID)),
-        );
+    for answer in answers {
+        uids.extend(answer?.iter().filter_map(|i| text_of(i, tags::SOP_INSTANCE_UID)));
     }
     Ok(uids)
 }
 
-fn put_count(result: &mut InMemDicomObject, tag: dicom_core::Tag, count: usize) {
+fn put_count(result: &mut InMemDicomObject, tag: dicom_core::Tag, count: u64) {
     result.put(DataElement::new(tag, VR::IS, PrimitiveValue::from(count.to_string())));
 }
 
-/// One series of a study across the holding sites: its modality, and for each site holding it
-/// (by index) the instance count that site reports, if any.
-type SeriesCopies = (Option<String>, Vec<(usize, Option<usize>)>);
+fn ids(sites: &[&Site]) -> Vec<String> {
+    sites.iter().map(|s| s.id().to_string()).collect()
+}
 
-pub async fn fill_study(holding: &[&Site], study: &str, result: &mut InMemDicomObject) -> Result<(), ApiError> {
+/// The series of a study over its holders, from one SERIES-level C-FIND per holder (at once),
+/// and an IMAGE-level count of distinct instances for each series held by several sites or
+/// whose count the PACS does not give.
+async fn series_of(holding: &[&Site], study: &str) -> Result<BTreeMap<String, SeriesRecord>, ApiError> {
+    let keys = [
+        (tags::STUDY_INSTANCE_UID, VR::UI, study),
+        (tags::SERIES_INSTANCE_UID, VR::UI, ""),
+        (tags::MODALITY, VR::CS, ""),
+        (tags::NUMBER_OF_SERIES_RELATED_INSTANCES, VR::IS, ""),
+    ];
+    let answers = futures::future::join_all(holding.iter().map(|site| query(site, QueryLevel::Series, &keys))).await;
+    let mut series: BTreeMap<String, SeriesRecord> = BTreeMap::new();
+    for (site, answer) in holding.iter().zip(answers) {
+        for one in answer? {
+            let Some(uid) = text_of(&one, tags::SERIES_INSTANCE_UID) else { continue };
+            let entry = series.entry(uid).or_default();
+            entry.modality = entry.modality.take().or_else(|| text_of(&one, tags::MODALITY));
+            let count = text_of(&one, tags::NUMBER_OF_SERIES_RELATED_INSTANCES).and_then(|n| n.trim().parse().ok());
+            // A count is only the series' count while one site holds it.
+            entry.instances = if entry.sites.is_empty() { count } else { None };
+            entry.sites.push(site.id().to_string());
+        }
+    }
+    let uncounted: Vec<String> =
+        series.iter().filter(|(_, s)| s.instances.is_none()).map(|(uid, _)| uid.clone()).collect();
+    let counted = futures::stream::iter(uncounted.into_iter().map(|uid| {
+        let sites: Vec<&Site> =
+            holding.iter().copied().filter(|h| series[&uid].sites.iter().any(|s| s == h.id().as_str())).collect();
+        async move { instances_of(&sites, study, &uid).await.map(|found| (uid, found.len() as u64)) }
+    }))
+    .buffer_unordered(SERIES_AT_ONCE)
+    .collect::<Vec<_>>()
+    .await;
+    for answer in counted {
+        let (uid, count) = answer?;
+        if let Some(entry) = series.get_mut(&uid) {
+            entry.instances = Some(count);
+        }
+    }
+    Ok(series)
+}
+
+/// Fills a study's roll-ups: from the directory when it knows the study's series at exactly
+/// these holders, else from C-FINDs (then remembered when the search was `complete`).
+pub async fn fill_study(
+    gw: &Gateway,
+    holding: &[&Site],
+    study: &str,
+    result: &mut InMemDicomObject,
+    complete: bool,
+) -> Result<(), ApiError> {
     let [no_series, no_instances, no_modalities] =
         [tags::NUMBER_OF_STUDY_RELATED_SERIES, tags::NUMBER_OF_STUDY_RELATED_INSTANCES, tags::MODALITIES_IN_STUDY]
             .map(|tag| text_of(result, tag).is_none());
@@ -59,41 +111,27 @@ pub async fn fill_study(holding: &[&Site], study: &str, result: &mut InMemDicomO
     if !(federated || no_series || no_instances || no_modalities) {
         return Ok(());
     }
-    let keys = [
-        (tags::STUDY_INSTANCE_UID, VR::UI, study),
-        (tags::SERIES_INSTANCE_UID, VR::UI, ""),
-        (tags::MODALITY, VR::CS, ""),
-        (tags::NUMBER_OF_SERIES_RELATED_INSTANCES, VR::IS, ""),
-    ];
-    let mut series: BTreeMap<String, SeriesCopies> = BTreeMap::new();
-    for (index, site) in holding.iter().enumerate() {
-        for one in query(site, QueryLevel::Series, &keys).await? {
-            let Some(uid) = text_of(&one, tags::SERIES_INSTANCE_UID) else { continue };
-            let entry = series.entry(uid).or_default();
-            entry.0 = entry.0.take().or_else(|| text_of(&one, tags::MODALITY));
-            let count = text_of(&one, tags::NUMBER_OF_SERIES_RELATED_INSTANCES).and_then(|n| n.trim().parse().ok());
-            entry.1.push((index, count));
+    let holders = ids(holding);
+    let remembered = gw.directory.study(study).filter(|r| r.sites == holders);
+    let series = match remembered.as_ref().and_then(|r| r.rollup_ready()) {
+        Some(series) => series.clone(),
+        None => {
+            let series = series_of(holding, study).await?;
+            if complete {
+                gw.directory.record_series(study, series.clone());
+            }
+            series
         }
-    }
+    };
     let mut modalities: Vec<String> = Vec::new();
-    let mut instances = 0usize;
-    for (uid, (modality, copies)) in &series {
-        if let Some(modality) = modality {
-            if !modalities.contains(modality) {
-                modalities.push(modality.clone());
-            }
+    for modality in series.values().filter_map(|s| s.modality.as_ref()) {
+        if !modalities.contains(modality) {
+            modalities.push(modality.clone());
         }
-        instances += match copies.as_slice() {
-            [(_, Some(n))] => *n,
-            // Held by several sites, or a count the PACS does not give: count distinct instances.
-            _ => {
-                let sites: Vec<&Site> = copies.iter().map(|(i, _)| holding[*i]).collect();
-                instances_of(&sites, study, uid).await?.len()
-            }
-        };
     }
+    let instances: u64 = series.values().filter_map(|s| s.instances).sum();
     if federated || no_series {
-        put_count(result, tags::NUMBER_OF_STUDY_RELATED_SERIES, series.len());
+        put_count(result, tags::NUMBER_OF_STUDY_RELATED_SERIES, series.len() as u64);
     }
     if federated || no_instances {
         put_count(result, tags::NUMBER_OF_STUDY_RELATED_INSTANCES, instances);
@@ -104,14 +142,25 @@ pub async fn fill_study(holding: &[&Site], study: &str, result: &mut InMemDicomO
     Ok(())
 }
 
+/// Fills NumberOfSeriesRelatedInstances: over the union when several sites hold the series
+/// (from the directory when it knows the series at exactly these holders).
 pub async fn fill_series(
+    gw: &Gateway,
     holding: &[&Site],
     study: &str,
     series: &str,
     result: &mut InMemDicomObject,
 ) -> Result<(), ApiError> {
     if holding.len() > 1 || text_of(result, tags::NUMBER_OF_SERIES_RELATED_INSTANCES).is_none() {
-        let count = instances_of(holding, study, series).await?.len();
+        let holders = ids(holding);
+        let remembered = gw
+            .directory
+            .study(study)
+            .and_then(|r| r.series.as_ref()?.get(series).filter(|s| s.sites == holders).and_then(|s| s.instances));
+        let count = match remembered {
+            Some(count) => count,
+            None => instances_of(holding, study, series).await?.len() as u64,
+        };
         put_count(result, tags::NUMBER_OF_SERIES_RELATED_INSTANCES, count);
     }
     Ok(())

@@ -10,12 +10,13 @@ use axum::extract::{Extension, Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use dicom_dictionary_std::tags;
-use pacs_adapter::{part10, store, DimseError};
+use pacs_adapter::{part10, DimseError};
 use serde_json::{json, Value as Json};
 
 use super::{accepts, parse_uid, text_of};
 use crate::error::ApiError;
 use crate::multipart::{boundary_of, MultipartError, MultipartReader};
+use crate::site::Unanswered;
 use crate::state::{Gateway, Site, SiteScope};
 
 /// PS3.18 Table I.2-2 failure reasons.
@@ -68,7 +69,7 @@ struct Outcome {
     failed: Vec<Json>,
     studies: Vec<String>,
     /// Failures that say the PACS could not be used at all.
-    unavailable: Option<DimseError>,
+    unavailable: Option<Unanswered>,
 }
 
 fn reference(class: &str, instance: &str) -> serde_json::Map<String, Json> {
@@ -152,7 +153,7 @@ async fn store_instances(
     }
     if nothing_stored {
         if let Some(e) = outcome.unavailable.take() {
-            return Err(ApiError::Pacs(e));
+            return Err(e.into());
         }
         if outcome.failed.is_empty() {
             return Err(ApiError::BadRequest("the request holds no instance".into()));
@@ -250,8 +251,7 @@ async fn store_one(gw: &Gateway, site: &Site, target_study: Option<&str>, bytes:
     } else {
         bytes
     };
-    let deadline = Some(std::time::Instant::now() + site.config.timeout * 2);
-    match store(&site.pool, &bytes, deadline).await {
+    match site.store(&bytes).await {
         Ok(result) => {
             let mut item = reference(&class, &instance);
             item.insert(
@@ -266,18 +266,24 @@ async fn store_one(gw: &Gateway, site: &Site, target_study: Option<&str>, bytes:
                 outcome.studies.push(study);
             }
         }
-        Err(DimseError::NoPresentationContext { .. }) => outcome.fail(&class, &instance, TRANSFER_SYNTAX_NOT_SUPPORTED),
-        Err(DimseError::Failed { status, .. }) => {
+        Err(Unanswered::Dimse(DimseError::NoPresentationContext { .. })) => {
+            outcome.fail(&class, &instance, TRANSFER_SYNTAX_NOT_SUPPORTED)
+        }
+        Err(Unanswered::Dimse(DimseError::Failed { status, .. })) => {
             let reason = match status.0 {
                 0xA700..=0xA7FF | 0xA900..=0xA9FF | 0xC000..=0xCFFF | 0x0110 | 0x0122 => status.0,
                 _ => PROCESSING_FAILURE,
             };
             outcome.fail(&class, &instance, reason);
         }
-        Err(e) if e.is_unavailable() => {
-            tracing::warn!(site = %site.config.id, error = %e, "C-STORE failed: the site is unavailable");
+        Err(e @ Unanswered::CircuitOpen { .. }) => {
             outcome.fail(&class, &instance, OUT_OF_RESOURCES);
             outcome.unavailable.get_or_insert(e);
+        }
+        Err(Unanswered::Dimse(e)) if e.is_unavailable() => {
+            tracing::warn!(site = %site.config.id, error = %e, "C-STORE failed: the site is unavailable");
+            outcome.fail(&class, &instance, OUT_OF_RESOURCES);
+            outcome.unavailable.get_or_insert(Unanswered::Dimse(e));
         }
         Err(e) => {
             tracing::warn!(site = %site.config.id, error = %e, "C-STORE failed");

@@ -17,10 +17,11 @@ use bytes::Bytes;
 use dicomweb_model::dicom_json::{write_object, JsonOptions};
 use dicomweb_model::{SeriesInstanceUid, SopInstanceUid, StudyInstanceUid};
 use futures::{stream, Stream, StreamExt};
-use pacs_adapter::{c_move, get, DimseStream, RetrieveMethod, RetrieveRequest, RetrieveTarget, RetrievedInstance};
+use pacs_adapter::{RetrieveTarget, RetrievedInstance};
 
 use super::{accept_ranges, accepts, parse_uid, TargetPath};
 use crate::error::ApiError;
+use crate::locate::{first_and_rest, Instances};
 use crate::state::{Gateway, SiteScope};
 
 const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
@@ -81,111 +82,6 @@ pub(crate) fn target(study: &str, series: Option<&str>, instance: Option<&str>) 
         .into_iter()
         .collect();
     Ok(RetrieveTarget { study, series, instances })
-}
-
-/// Instances of a retrieval, from one or several sites.
-pub(crate) type Instances =
-    std::pin::Pin<Box<dyn Stream<Item = Result<RetrievedInstance, pacs_adapter::DimseError>> + Send>>;
-
-/// Which site retrieves what: a whole target from one site, or, for a study whose series are
-/// spread over several sites, each series from the first site (in configuration order) that
-/// holds it.
-async fn locate(
-    gw: &Gateway,
-    sites: &[usize],
-    target: &RetrieveTarget,
-) -> Result<Vec<(usize, RetrieveTarget)>, ApiError> {
-    let level = if target.level() == pacs_adapter::QueryLevel::Study {
-        pacs_adapter::QueryLevel::Series
-    } else {
-        target.level()
-    };
-    let mut identifier = target.identifier();
-    if target.series.is_none() {
-        identifier.put(dicom_core::DataElement::new(
-            dicom_dictionary_std::tags::SERIES_INSTANCE_UID,
-            dicom_core::VR::UI,
-            dicom_core::PrimitiveValue::from(""),
-        ));
-    }
-    let site_refs: Vec<&crate::state::Site> = sites.iter().map(|&i| &gw.sites[i]).collect();
-    let fan_out = crate::federation::find_everywhere(&site_refs, level, &identifier).await;
-    let mut plan: Vec<(usize, RetrieveTarget)> = Vec::new();
-    if target.level() == pacs_adapter::QueryLevel::Study {
-        let mut assigned: Vec<(String, usize)> = Vec::new();
-        let mut found = fan_out.results;
-        found.sort_by_key(|(site, _)| *site);
-        for (site, series) in &found {
-            if let Some(uid) = super::text_of(series, dicom_dictionary_std::tags::SERIES_INSTANCE_UID) {
-                if !assigned.iter().any(|(u, _)| *u == uid) {
-                    assigned.push((uid, sites[*site]));
-                }
-            }
-        }
-        let holders: std::collections::BTreeSet<usize> = assigned.iter().map(|(_, s)| *s).collect();
-        if holders.len() == 1 {
-            plan.push((assigned[0].1, target.clone()));
-        } else {
-            for (uid, site) in assigned {
-                let series = SeriesInstanceUid::new(&uid).map_err(|e| ApiError::BadRequest(e.to_string()))?;
-                plan.push((site, RetrieveTarget::series(target.study.clone(), series)));
-            }
-        }
-    } else if let Some((site, _)) = fan_out.results.iter().min_by_key(|(site, _)| *site) {
-        plan.push((sites[*site], target.clone()));
-    }
-    if plan.is_empty() {
-        // Nothing found: a 404 only when every site could answer.
-        if let Some(failure) = fan_out.failures.into_iter().next() {
-            return Err(ApiError::Pacs(failure.error));
-        }
-        return Err(ApiError::NotFound("no such study, series or instance".into()));
-    }
-    Ok(plan)
-}
-
-async fn retrieve_from(
-    site: &crate::state::Site,
-    target: RetrieveTarget,
-) -> Result<DimseStream<RetrievedInstance>, pacs_adapter::DimseError> {
-    let request = RetrieveRequest::new(target);
-    match &site.method {
-        RetrieveMethod::Get => get(&site.pool, request).await,
-        RetrieveMethod::Move(scp) => c_move(&site.pool, scp, request).await,
-    }
-}
-
-/// Locates the target, starts the retrieval and waits for its first instance, so that a
-/// missing study is a 404 and a failing PACS a 502 / 504 before any byte of the response is
-/// sent. The parts of a study spread over sites follow one another in one stream.
-pub(crate) async fn first_and_rest(
-    gw: &Arc<Gateway>,
-    scope: &SiteScope,
-    target: RetrieveTarget,
-) -> Result<(RetrievedInstance, Instances), ApiError> {
-    let sites: Vec<usize> = {
-        let allowed = gw.sites_for(scope)?;
-        gw.sites.iter().enumerate().filter(|(_, s)| allowed.iter().any(|a| a.id() == s.id())).map(|(i, _)| i).collect()
-    };
-    let mut plan = locate(gw, &sites, &target).await?.into_iter();
-    let (first_site, first_target) = plan.next().ok_or_else(|| ApiError::NotFound("nothing to retrieve".into()))?;
-    let first_part = retrieve_from(&gw.sites[first_site], first_target).await?;
-    let later_gw = gw.clone();
-    let later = stream::iter(plan).then(move |(site, part)| {
-        let gw = later_gw.clone();
-        async move {
-            match retrieve_from(&gw.sites[site], part).await {
-                Ok(instances) => instances.boxed(),
-                Err(e) => stream::once(async move { Err(e) }).boxed(),
-            }
-        }
-    });
-    let mut instances: Instances = Box::pin(first_part.chain(later.flatten()));
-    match instances.next().await {
-        Some(Ok(first)) => Ok((first, instances)),
-        Some(Err(e)) => Err(e.into()),
-        None => Err(ApiError::NotFound("no such study, series or instance".into())),
-    }
 }
 
 fn all(first: RetrievedInstance, rest: Instances) -> impl Stream<Item = Result<RetrievedInstance, std::io::Error>> {

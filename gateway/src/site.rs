@@ -1,0 +1,116 @@
+//! One site of the federation as the gateway uses it: its configuration, association pool,
+//! retrieve method and health. Every DIMSE operation the gateway sends goes through here, so
+//! that each outcome is recorded in the site's health (the circuit breaker) and no request
+//! reaches a site whose circuit is open.
+
+use std::time::{Duration, Instant};
+
+use dicom_object::InMemDicomObject;
+use dicomweb_model::SiteId;
+use pacs_adapter::{
+    c_move, echo, find, get, list_instances, store, AssociationPool, DimseError, DimseStream, FindRequest,
+    PlannedInstance, QueryLevel, RetrieveMethod, RetrieveRequest, RetrieveTarget, RetrievedInstance, StoreOutcome,
+};
+
+use crate::config::SiteConfig;
+use crate::health::{CircuitOpen, SiteHealth};
+
+#[derive(Debug)]
+pub struct Site {
+    pub config: SiteConfig,
+    pub pool: AssociationPool,
+    pub method: RetrieveMethod,
+    pub health: SiteHealth,
+}
+
+/// Why an operation did not reach an answer from a site.
+#[derive(Debug, thiserror::Error)]
+pub enum Unanswered {
+    #[error("{0}")]
+    Dimse(#[from] DimseError),
+    #[error("site {site}: {open}")]
+    CircuitOpen { site: SiteId, open: CircuitOpen },
+}
+
+impl Site {
+    pub fn id(&self) -> &SiteId {
+        &self.config.id
+    }
+
+    /// The deadline of one whole operation at this site: twice its response timeout.
+    pub fn operation_budget(&self) -> Duration {
+        self.config.timeout * 2
+    }
+
+    fn admit(&self) -> Result<(), Unanswered> {
+        self.health.admit().map_err(|open| Unanswered::CircuitOpen { site: self.id().clone(), open })
+    }
+
+    fn observed<T>(&self, outcome: Result<T, DimseError>) -> Result<T, Unanswered> {
+        self.health.record(&outcome);
+        Ok(outcome?)
+    }
+
+    /// A C-FIND collected whole, within the site's operation budget (also enforced from
+    /// outside the DIMSE layer, so that a PACS that never answers cannot hold a request).
+    pub async fn find_all(
+        &self,
+        level: QueryLevel,
+        identifier: InMemDicomObject,
+    ) -> Result<Vec<InMemDicomObject>, Unanswered> {
+        self.admit()?;
+        let budget = self.operation_budget();
+        let request = FindRequest { level, identifier, deadline: Some(Instant::now() + budget) };
+        let answer = async { find(&self.pool, request).await?.try_collect_all().await };
+        let outcome = match tokio::time::timeout(budget + Duration::from_secs(1), answer).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(DimseError::Timeout {
+                site: self.id().clone(),
+                phase: pacs_adapter::Phase::Operation,
+                after: budget,
+            }),
+        };
+        self.observed(outcome)
+    }
+
+    /// Starts a C-GET or C-MOVE (the site's retrieve method) of `target`.
+    pub async fn retrieve(&self, target: RetrieveTarget) -> Result<DimseStream<RetrievedInstance>, Unanswered> {
+        self.admit()?;
+        let request = RetrieveRequest::new(target);
+        let outcome = match &self.method {
+            RetrieveMethod::Get => get(&self.pool, request).await,
+            RetrieveMethod::Move(scp) => c_move(&self.pool, scp, request).await,
+        };
+        self.observed(outcome)
+    }
+
+    /// The instances under `scope`, listed by C-FIND.
+    pub async fn list_instances(&self, scope: &RetrieveTarget) -> Result<Vec<PlannedInstance>, Unanswered> {
+        self.admit()?;
+        let outcome = list_instances(&self.pool, scope, Some(Instant::now() + self.config.timeout)).await;
+        self.observed(outcome)
+    }
+
+    /// C-STORE of one Part-10 instance.
+    pub async fn store(&self, part10: &[u8]) -> Result<StoreOutcome, Unanswered> {
+        self.admit()?;
+        let outcome = store(&self.pool, part10, Some(Instant::now() + self.operation_budget())).await;
+        self.observed(outcome)
+    }
+
+    /// A C-ECHO, whatever the circuit's state (it is how an open circuit is probed), recorded
+    /// as the site's latest echo.
+    pub async fn echo(&self) -> Result<Duration, DimseError> {
+        let budget = self.config.timeout;
+        let outcome = match tokio::time::timeout(budget, echo(&self.pool)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(DimseError::Timeout {
+                site: self.id().clone(),
+                phase: pacs_adapter::Phase::Operation,
+                after: budget,
+            }),
+        };
+        self.health.record_echo(&outcome);
+        outcome
+    }
+}
