@@ -20,7 +20,7 @@ run_tests() {
     local dir=".testbed/ci"
     rm -rf "$dir"
     mkdir -p "$dir"
-    target/debug/testbed up --dir "$dir" --sites 2 --dcmqrscp --ct-slices 200 --info "$dir/testbed.json" \
+    target/debug/testbed up --dir "$dir" --sites 3 --dcmqrscp --ct-slices 200 --info "$dir/testbed.json" \
         > "$dir/testbed.log" 2>&1 &
     TESTBED_PID=$!
     trap 'kill $TESTBED_PID 2>/dev/null; wait $TESTBED_PID 2>/dev/null || true' EXIT

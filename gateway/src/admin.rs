@@ -1,8 +1,10 @@
 //! Operational resources outside `base_path`: `/readyz` (ready while at least one site is up)
-//! and `/admin/sites` (each site's state, circuit, latest C-ECHO, associations in use).
+//! and `/admin/sites` (each site's state, circuit, latest C-ECHO, operations sent, associations
+//! in use).
 //! Both answer from what the periodic C-ECHO and the requests have observed; neither sends
 //! anything to a PACS.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
@@ -53,6 +55,12 @@ fn site_json(site: &Site) -> Json {
             Ok(latency) => json!({"at": time(at), "ok": true, "latency_ms": latency.as_secs_f64() * 1000.0}),
             Err(reason) => json!({"at": time(at), "ok": false, "reason": reason}),
         }),
+        "operations_sent": {
+            "find": site.sent.find.load(Ordering::Relaxed),
+            "retrieve": site.sent.retrieve.load(Ordering::Relaxed),
+            "store": site.sent.store.load(Ordering::Relaxed),
+            "echo": site.sent.echo.load(Ordering::Relaxed),
+        },
         "associations": {
             "in_use": open.saturating_sub(idle),
             "idle": idle,

@@ -98,6 +98,19 @@ async fn run_server(config: config::Config) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join(", "),
     );
+    let federation = &config.federation;
+    eprintln!(
+        "dicomweb-gateway: where studies live is remembered for {} ({}); sites get a C-ECHO every {}, a site's \
+         circuit opens after {} consecutive failures; health at {}/admin/sites",
+        humantime::format_duration(federation.remember),
+        match &federation.state_dir {
+            Some(dir) => format!("kept in {}", dir.join("federation.redb").display()),
+            None => "in memory only".into(),
+        },
+        humantime::format_duration(federation.echo_interval),
+        federation.circuit_failures,
+        config.public_url.strip_suffix(&config.base_path).unwrap_or(&config.public_url),
+    );
     server::serve(listener, config, shutdown_signal()).await
 }
 

@@ -3,6 +3,7 @@
 //! that each outcome is recorded in the site's health (the circuit breaker) and no request
 //! reaches a site whose circuit is open.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use dicom_object::InMemDicomObject;
@@ -21,6 +22,20 @@ pub struct Site {
     pub pool: AssociationPool,
     pub method: RetrieveMethod,
     pub health: SiteHealth,
+    pub sent: SentOperations,
+}
+
+/// How many operations the gateway has sent to a site since it started, by kind.
+#[derive(Debug, Default)]
+pub struct SentOperations {
+    pub find: AtomicU64,
+    pub retrieve: AtomicU64,
+    pub store: AtomicU64,
+    pub echo: AtomicU64,
+}
+
+fn count(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
 }
 
 /// Why an operation did not reach an answer from a site.
@@ -59,6 +74,7 @@ impl Site {
         identifier: InMemDicomObject,
     ) -> Result<Vec<InMemDicomObject>, Unanswered> {
         self.admit()?;
+        count(&self.sent.find);
         let budget = self.operation_budget();
         let request = FindRequest { level, identifier, deadline: Some(Instant::now() + budget) };
         let answer = async { find(&self.pool, request).await?.try_collect_all().await };
@@ -76,6 +92,7 @@ impl Site {
     /// Starts a C-GET or C-MOVE (the site's retrieve method) of `target`.
     pub async fn retrieve(&self, target: RetrieveTarget) -> Result<DimseStream<RetrievedInstance>, Unanswered> {
         self.admit()?;
+        count(&self.sent.retrieve);
         let request = RetrieveRequest::new(target);
         let outcome = match &self.method {
             RetrieveMethod::Get => get(&self.pool, request).await,
@@ -87,6 +104,7 @@ impl Site {
     /// The instances under `scope`, listed by C-FIND.
     pub async fn list_instances(&self, scope: &RetrieveTarget) -> Result<Vec<PlannedInstance>, Unanswered> {
         self.admit()?;
+        count(&self.sent.find);
         let outcome = list_instances(&self.pool, scope, Some(Instant::now() + self.config.timeout)).await;
         self.observed(outcome)
     }
@@ -94,6 +112,7 @@ impl Site {
     /// C-STORE of one Part-10 instance.
     pub async fn store(&self, part10: &[u8]) -> Result<StoreOutcome, Unanswered> {
         self.admit()?;
+        count(&self.sent.store);
         let outcome = store(&self.pool, part10, Some(Instant::now() + self.operation_budget())).await;
         self.observed(outcome)
     }
@@ -101,6 +120,7 @@ impl Site {
     /// A C-ECHO, whatever the circuit's state (it is how an open circuit is probed), recorded
     /// as the site's latest echo.
     pub async fn echo(&self) -> Result<Duration, DimseError> {
+        count(&self.sent.echo);
         let budget = self.config.timeout;
         let outcome = match tokio::time::timeout(budget, echo(&self.pool)).await {
             Ok(outcome) => outcome,

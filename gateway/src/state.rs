@@ -49,7 +49,7 @@ impl Gateway {
                 _ => RetrieveMethod::Get,
             };
             let health = SiteHealth::new(policy, config.federation.echo_interval);
-            sites.push(Site { config: site_config.clone(), pool, method, health });
+            sites.push(Site { config: site_config.clone(), pool, method, health, sent: Default::default() });
         }
         if sites.is_empty() {
             anyhow::bail!("no site is configured");

@@ -116,9 +116,9 @@ def storing_gateway(testbed):
     process.wait(timeout=10)
 
 
-def start_federation(testbed, destination, extra_sites=""):
+def start_federation(testbed, destination, extra_sites="", extra=""):
     """A gateway over every site of the test bed (Orthanc by C-GET, dcmqrscp by C-MOVE), plus
-    `extra_sites` (TOML), in configuration order."""
+    `extra_sites` (TOML), in configuration order, and `extra` (more TOML sections)."""
     dest = next(d for d in testbed["move_destinations"] if d["ae_title"] == destination)
     port = free_port()
     sites = ""
@@ -144,6 +144,7 @@ listen = "127.0.0.1:{dest['port']}"
 {sites}{extra_sites}
 [auth]
 mode = "none"
+{extra}
 """
     process = launch(config, port)
     return process, Gateway(f"http://127.0.0.1:{port}/dicom-web", None)
@@ -155,3 +156,68 @@ def federation(testbed):
     yield gw
     process.terminate()
     process.wait(timeout=10)
+
+
+class OrthancProcess:
+    """An Orthanc of a test's own (DICOM and REST on loopback, storage under `directory`), that
+    the test may stop and start again with the same data."""
+
+    def __init__(self, directory, ae_title):
+        self.directory = pathlib.Path(directory)
+        self.ae_title = ae_title
+        self.dicom_port = free_port()
+        self.http_port = free_port()
+        self.config = self.directory / "orthanc.json"
+        self.config.write_text(json.dumps({
+            "Name": ae_title,
+            "StorageDirectory": str(self.directory / "storage"),
+            "IndexDirectory": str(self.directory / "storage"),
+            "DicomAet": ae_title,
+            "DicomPort": self.dicom_port,
+            "HttpPort": self.http_port,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "DicomCheckCalledAet": False,
+            "DicomAlwaysAllowEcho": True,
+            "DicomAlwaysAllowFind": True,
+            "DicomAlwaysAllowGet": True,
+            "DicomScpTimeout": 30,
+            "StorageCompression": False,
+            "Plugins": [],
+        }))
+        self.process = None
+        self.start()
+
+    def start(self):
+        binary = "/usr/sbin/Orthanc" if os.path.exists("/usr/sbin/Orthanc") else "Orthanc"
+        log = open(self.directory / "orthanc.log", "a")
+        self.process = subprocess.Popen([binary, str(self.config)], stdout=log, stderr=log)
+        for _ in range(300):
+            try:
+                if requests.get(f"{self.rest}/system", timeout=1).ok:
+                    return
+            except requests.ConnectionError:
+                pass
+            if self.process.poll() is not None:
+                pytest.fail(f"Orthanc exited: see {self.directory / 'orthanc.log'}")
+            time.sleep(0.1)
+        pytest.fail("Orthanc did not come up")
+
+    def stop(self):
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+    @property
+    def rest(self):
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def site_toml(self, site_id, timeout="2s"):
+        return f"""
+[[sites]]
+id = "{site_id}"
+ae_title = "{self.ae_title}"
+address = "127.0.0.1:{self.dicom_port}"
+retrieve = "c-get"
+timeout = "{timeout}"
+"""

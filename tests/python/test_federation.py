@@ -1,16 +1,21 @@
-"""One DICOMweb endpoint over every site of the test bed: two Orthanc sites and dcmqrscp, some
-studies at several sites."""
+"""One DICOMweb endpoint over every site of the test bed: three Orthanc sites and dcmqrscp, some
+studies at several sites; sites of the tests' own that stop, come back, or never answer."""
 
 import collections
 import io
 import json
+import threading
+import time
 
 import pydicom
 import requests
 from dicomweb_client.api import DICOMwebClient
 from pydicom.uid import generate_uid
 
-from conftest import start_federation
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
+
+from conftest import OrthancProcess, free_port, start_federation
 
 SITES = "00091010"
 
@@ -34,12 +39,12 @@ def test_studies_are_merged_by_uid_with_union_rollups(federation, testbed):
             most_at_one_site[key] = max(most_at_one_site.get(key, 0), count)
     assert collections.Counter(identity(s) for s in studies) == collections.Counter(most_at_one_site)
     ct = next(s for s in studies if value(s, "0020000D") == testbed["data"]["ct"]["study_uid"])
-    assert ct[SITES]["Value"] == ["site-1", "site-2", "dcmqrscp"]
+    assert ct[SITES]["Value"] == [site["id"] for site in testbed["sites"]]
     assert value(ct, "00201208") == len(testbed["data"]["ct"]["instance_uids"])
     assert value(ct, "00201206") == 1
     assert ct["00080061"]["Value"] == ["CT"]
-    # pydicom's even-numbered files are at both Orthanc sites: one result each, naming both.
-    shared = [s for s in studies if s[SITES]["Value"][:2] == ["site-1", "site-2"]]
+    # pydicom's even-numbered files are at every Orthanc site: one result each, naming them.
+    shared = [s for s in studies if s[SITES]["Value"][:3] == ["site-1", "site-2", "site-3"]]
     assert len(shared) >= 10
 
 
@@ -110,3 +115,182 @@ timeout = "2s"
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+# Health checks fast enough for a test: a C-ECHO every second, the circuit opening after two
+# consecutive failures and probed again after two seconds.
+FAST_HEALTH = """
+[federation]
+echo_interval = "1s"
+circuit_failures = 2
+circuit_open = "2s"
+"""
+
+
+def admin(gw):
+    return requests.get(gw.url.rsplit("/dicom-web", 1)[0] + "/admin/sites").json()["sites"]
+
+
+def admin_site(gw, site_id):
+    return next(s for s in admin(gw) if s["id"] == site_id)
+
+
+def wait_for(predicate, seconds, what):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"not within {seconds} s: {what}")
+
+
+def new_study(testbed, patient_id):
+    """One instance of the synthetic CT under new UIDs and a patient of its own."""
+    ds = pydicom.dcmread(testbed["data"]["ct"]["files"][0])
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.PatientID = patient_id
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return ds, out.getvalue()
+
+
+def stop(process):
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def test_a_site_stopped_mid_test_is_reported_then_used_again_when_back(testbed, tmp_path):
+    spare = OrthancProcess(tmp_path, "SPARE")
+    process = None
+    try:
+        ds, data = new_study(testbed, "SPARE-SITE")
+        assert requests.post(f"{spare.rest}/instances", data=data).ok
+        process, gw = start_federation(testbed, "FEDGW2", extra_sites=spare.site_toml("spare"), extra=FAST_HEALTH)
+        ct = testbed["data"]["ct"]["study_uid"]
+        both = {"StudyInstanceUID": f"{ct},{ds.StudyInstanceUID}"}
+        wait_for(lambda: admin_site(gw, "spare")["state"] == "up", 10, "the spare site is up")
+        response = requests.get(f"{gw.url}/studies", params=both)
+        assert response.status_code == 200 and "Warning" not in response.headers
+        assert {value(s, "0020000D") for s in response.json()} == {ct, ds.StudyInstanceUID}
+
+        spare.stop()
+        response = requests.get(f"{gw.url}/studies", params=both)
+        assert response.status_code == 200
+        # Unreachable when asked, or already left out if its C-ECHOes failed first.
+        assert "site spare did not answer: unreachable" in response.headers["Warning"] or \
+            "site spare was not asked" in response.headers["Warning"]
+        assert {value(s, "0020000D") for s in response.json()} == {ct}
+
+        # The circuit opens: the site is no longer asked, and says so at once.
+        wait_for(lambda: admin_site(gw, "spare")["state"] == "down", 10, "the spare site is down")
+        assert admin_site(gw, "spare")["circuit"] == "open"
+        began = time.monotonic()
+        response = requests.get(f"{gw.url}/studies", params=both)
+        assert time.monotonic() - began < 1.5
+        assert "site spare was not asked: down after repeated failures" in response.headers["Warning"]
+        # Its study cannot be retrieved meanwhile: 503 with a time to come back.
+        response = requests.get(f"{gw.url}/studies/{ds.StudyInstanceUID}", headers={"Accept": "multipart/related; type=\"application/dicom\"; transfer-syntax=*"})
+        assert response.status_code == 503 and int(response.headers["Retry-After"]) >= 1
+        assert requests.get(gw.url.rsplit("/dicom-web", 1)[0] + "/readyz").status_code == 200
+
+        spare.start()
+        wait_for(lambda: admin_site(gw, "spare")["state"] == "up", 30, "the spare site is probed back up")
+        response = requests.get(f"{gw.url}/studies", params=both)
+        assert response.status_code == 200 and "Warning" not in response.headers
+        assert {value(s, "0020000D") for s in response.json()} == {ct, ds.StudyInstanceUID}
+        retrieved = DICOMwebClient(url=gw.url).retrieve_study(ds.StudyInstanceUID, media_types=(("application/dicom", "*"),))
+        assert [r.SOPInstanceUID for r in retrieved] == [ds.SOPInstanceUID]
+    finally:
+        if process:
+            stop(process)
+        spare.stop()
+
+
+def test_a_site_that_accepts_the_association_and_never_answers_is_cut_off(testbed):
+    release = threading.Event()
+
+    def never_find(event):
+        release.wait(120)
+        yield 0xC000, None
+
+    def never_echo(event):
+        release.wait(120)
+        return 0x0000
+
+    ae = AE(ae_title="HANG")
+    ae.add_supported_context(Verification)
+    ae.add_supported_context(StudyRootQueryRetrieveInformationModelFind)
+    port = free_port()
+    server = ae.start_server(("127.0.0.1", port), block=False,
+                             evt_handlers=[(evt.EVT_C_FIND, never_find), (evt.EVT_C_ECHO, never_echo)])
+    hang = f"""
+[[sites]]
+id = "hang"
+ae_title = "HANG"
+address = "127.0.0.1:{port}"
+retrieve = "c-get"
+timeout = "1s"
+"""
+    process, gw = start_federation(testbed, "FEDGW2", extra_sites=hang, extra=FAST_HEALTH)
+    try:
+        began = time.monotonic()
+        response = requests.get(f"{gw.url}/studies", params={"PatientName": "Synthetic^Patient?"})
+        elapsed = time.monotonic() - began
+        # Cut off at its deadline (the 1 s response timeout), with the others' results and the
+        # reason.
+        assert response.status_code == 200
+        assert 0.8 < elapsed < 6, elapsed
+        assert "site hang did not answer: timed out" in response.headers["Warning"]
+        found = {value(s, "0020000D") for s in response.json()}
+        assert testbed["data"]["ct"]["study_uid"] in found
+        # Its C-ECHOes time out too; the circuit opens and the site is left out at once.
+        wait_for(lambda: admin_site(gw, "hang")["circuit"] == "open", 15, "the hanging site's circuit opens")
+        began = time.monotonic()
+        response = requests.get(f"{gw.url}/studies", params={"PatientName": "Synthetic^Patient?"})
+        assert time.monotonic() - began < 1.5
+        assert "site hang was not asked" in response.headers["Warning"]
+        assert admin_site(gw, "site-1")["state"] == "up"
+    finally:
+        stop(process)
+        release.set()
+        server.shutdown()
+
+
+def test_where_studies_live_is_remembered_across_a_restart(testbed, tmp_path):
+    remember = f"""
+[federation]
+state_dir = "{tmp_path}"
+"""
+
+    def sent(gw, kind):
+        return {s["id"]: s["operations_sent"][kind] for s in admin(gw)}
+
+    def delta(before, after):
+        return {k: after[k] - before[k] for k in after if after[k] != before[k]}
+
+    process, gw = start_federation(testbed, "FEDGW2", extra=remember)
+    try:
+        assert requests.get(f"{gw.url}/studies").ok
+        ct_only = {"StudyInstanceUID": testbed["data"]["ct"]["study_uid"]}
+        first = requests.get(f"{gw.url}/studies", params=ct_only).json()
+        before = sent(gw, "find")
+        again = requests.get(f"{gw.url}/studies", params=ct_only).json()
+        assert again == first
+        # One C-FIND per site: the roll-ups of a study held by several sites come from memory.
+        assert delta(before, sent(gw, "find")) == {site["id"]: 1 for site in testbed["sites"]}
+    finally:
+        stop(process)
+    process, gw = start_federation(testbed, "FEDGW2", extra=remember)
+    try:
+        ct = testbed["data"]["ct"]
+        finds, retrieves = sent(gw, "find"), sent(gw, "retrieve")
+        retrieved = DICOMwebClient(url=gw.url).retrieve_study(ct["study_uid"], media_types=(("application/dicom", "*"),))
+        assert len(retrieved) == len(ct["instance_uids"])
+        # Located from the embedded store: no C-FIND, one C-GET from the first site holding it.
+        assert delta(finds, sent(gw, "find")) == {}
+        assert delta(retrieves, sent(gw, "retrieve")) == {"site-1": 1}
+    finally:
+        stop(process)

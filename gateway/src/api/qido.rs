@@ -17,6 +17,7 @@ use dicomweb_model::qido::{self, required, IncludeFields, QidoQuery};
 use futures::StreamExt;
 use pacs_adapter::QueryLevel;
 
+use super::rollup::DirectoryUse;
 use super::{accepts, parse_uid, text_of};
 use crate::error::ApiError;
 use crate::federation::{find_everywhere, mark_sites, merge, sort, warning};
@@ -169,8 +170,11 @@ async fn search(
     let sites_missing = warning(&fan_out.failures);
     let mut merged = merge(scope.level, fan_out.results);
     sort(scope.level, &mut merged);
+    // A study UID under two patients is not remembered: a retrieval by it must reach every
+    // site of both, so it is always located anew.
+    let reused = reused_study_uids(&merged);
     if rememberable && scope.level == QueryLevel::Study {
-        remember_studies(gw, &sites, &merged);
+        remember_studies(gw, &sites, &merged, &reused);
     }
     let whole_list = query.offset == 0 && query.limit.is_none_or(|limit| limit >= merged.len());
     let window: Vec<_> = merged.into_iter().skip(query.offset).take(query.limit.unwrap_or(usize::MAX)).collect();
@@ -183,10 +187,13 @@ async fn search(
     // sites' association budgets bound how many queries actually run at once.
     let completed = futures::stream::iter(window.into_iter().map(|merged| {
         let holding: Vec<&Site> = merged.sites.iter().map(|&s| sites[s]).collect();
-        let scope = &scope;
+        let (scope, reused) = (&scope, &reused);
         async move {
             let mut result = merged.object;
-            complete(gw, &holding, scope, &mut result, rememberable).await?;
+            let study = text_of(&result, tags::STUDY_INSTANCE_UID).unwrap_or_default();
+            let single = !reused.contains(&study);
+            let directory = DirectoryUse { read: single, write: single && rememberable };
+            complete(gw, &holding, scope, &mut result, directory).await?;
             mark_sites(&mut result, holding.iter().map(|s| s.id().to_string()).collect());
             Ok::<_, ApiError>(result)
         }
@@ -219,17 +226,27 @@ fn matches_uids_only(query: &QidoQuery) -> bool {
     })
 }
 
-/// Remembers which sites hold each study of a complete study-level search (a study UID found
-/// under two patients is held by the union of their sites).
-fn remember_studies(gw: &Gateway, sites: &[&Site], merged: &[crate::federation::Merged]) {
-    let mut holders: std::collections::BTreeMap<String, std::collections::BTreeSet<usize>> = Default::default();
+/// The study UIDs that name more than one merged result (the same UID under two patients).
+fn reused_study_uids(merged: &[crate::federation::Merged]) -> std::collections::HashSet<String> {
+    let mut seen = std::collections::HashSet::new();
+    merged
+        .iter()
+        .filter_map(|m| text_of(&m.object, tags::STUDY_INSTANCE_UID))
+        .filter(|study| !seen.insert(study.clone()))
+        .collect()
+}
+
+/// Remembers which sites hold each study of a complete study-level search.
+fn remember_studies(
+    gw: &Gateway,
+    sites: &[&Site],
+    merged: &[crate::federation::Merged],
+    reused: &std::collections::HashSet<String>,
+) {
     for one in merged {
-        if let Some(study) = text_of(&one.object, tags::STUDY_INSTANCE_UID) {
-            holders.entry(study).or_default().extend(one.sites.iter().copied());
+        if let Some(study) = text_of(&one.object, tags::STUDY_INSTANCE_UID).filter(|s| !reused.contains(s)) {
+            gw.directory.record_sites(&study, one.sites.iter().map(|&i| sites[i].id().to_string()).collect());
         }
-    }
-    for (study, at) in holders {
-        gw.directory.record_sites(&study, at.into_iter().map(|i| sites[i].id().to_string()).collect());
     }
 }
 
@@ -277,7 +294,7 @@ async fn complete(
     holding: &[&Site],
     scope: &Scope,
     result: &mut InMemDicomObject,
-    remember: bool,
+    directory: DirectoryUse,
 ) -> Result<(), ApiError> {
     result.remove_element(tags::QUERY_RETRIEVE_LEVEL);
     // Some PACS (Orthanc) add their own AE as RetrieveAETitle: meaningless to a DICOMweb client
@@ -286,10 +303,10 @@ async fn complete(
     let study = text_of(result, tags::STUDY_INSTANCE_UID).or_else(|| scope.study.clone()).unwrap_or_default();
     let series = text_of(result, tags::SERIES_INSTANCE_UID).or_else(|| scope.series.clone());
     if scope.level == QueryLevel::Study {
-        super::rollup::fill_study(gw, holding, &study, result, remember).await?;
+        super::rollup::fill_study(gw, holding, &study, result, directory).await?;
     } else if scope.level == QueryLevel::Series {
         if let Some(series) = &series {
-            super::rollup::fill_series(gw, holding, &study, series, result).await?;
+            super::rollup::fill_series(gw, holding, &study, series, result, directory).await?;
         }
     }
     for tag in returned_attributes(scope) {

@@ -95,14 +95,23 @@ async fn series_of(holding: &[&Site], study: &str) -> Result<BTreeMap<String, Se
     Ok(series)
 }
 
+/// May roll-ups of a study come from the directory (`read`: not when its UID names two
+/// patients' studies), and may what C-FINDs show be remembered (`write`: only from a complete
+/// search).
+#[derive(Debug, Clone, Copy)]
+pub struct DirectoryUse {
+    pub read: bool,
+    pub write: bool,
+}
+
 /// Fills a study's roll-ups: from the directory when it knows the study's series at exactly
-/// these holders, else from C-FINDs (then remembered when the search was `complete`).
+/// these holders, else from C-FINDs.
 pub async fn fill_study(
     gw: &Gateway,
     holding: &[&Site],
     study: &str,
     result: &mut InMemDicomObject,
-    complete: bool,
+    directory: DirectoryUse,
 ) -> Result<(), ApiError> {
     let [no_series, no_instances, no_modalities] =
         [tags::NUMBER_OF_STUDY_RELATED_SERIES, tags::NUMBER_OF_STUDY_RELATED_INSTANCES, tags::MODALITIES_IN_STUDY]
@@ -112,12 +121,12 @@ pub async fn fill_study(
         return Ok(());
     }
     let holders = ids(holding);
-    let remembered = gw.directory.study(study).filter(|r| r.sites == holders);
+    let remembered = gw.directory.study(study).filter(|r| directory.read && r.sites == holders);
     let series = match remembered.as_ref().and_then(|r| r.rollup_ready()) {
         Some(series) => series.clone(),
         None => {
             let series = series_of(holding, study).await?;
-            if complete {
+            if directory.write {
                 gw.directory.record_series(study, series.clone());
             }
             series
@@ -150,12 +159,14 @@ pub async fn fill_series(
     study: &str,
     series: &str,
     result: &mut InMemDicomObject,
+    directory: DirectoryUse,
 ) -> Result<(), ApiError> {
     if holding.len() > 1 || text_of(result, tags::NUMBER_OF_SERIES_RELATED_INSTANCES).is_none() {
         let holders = ids(holding);
         let remembered = gw
             .directory
             .study(study)
+            .filter(|_| directory.read)
             .and_then(|r| r.series.as_ref()?.get(series).filter(|s| s.sites == holders).and_then(|s| s.instances));
         let count = match remembered {
             Some(count) => count,

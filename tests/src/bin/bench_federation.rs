@@ -53,30 +53,36 @@ fn main() -> anyhow::Result<()> {
     if !gateway.is_file() {
         bail!("{} is missing: cargo build --release -p gateway", gateway.display());
     }
-    let port = testbed::free_port()?;
-    let mut config = format!(
-        "[server]\nlisten = \"127.0.0.1:{port}\"\n[dimse]\nae_title = \"FEDGWB\"\nlisten = \"127.0.0.1:{}\"\n[auth]\nmode = \"none\"\n",
-        testbed::free_port()?
-    );
-    for site in &testbed.orthanc {
-        config.push_str(&format!(
-            "[[sites]]\nid = \"{}\"\nae_title = \"{}\"\naddress = \"127.0.0.1:{}\"\nretrieve = \"c-get\"\n",
-            site.id, site.ae_title, site.dicom_port
-        ));
-    }
-    let config_path = cli.dir.join("federation.toml");
-    std::fs::write(&config_path, config)?;
-    let mut child = Command::new(&gateway)
-        .args(["serve", "--config"])
-        .arg(&config_path)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    testbed::wait_for_port(port, Duration::from_secs(10))?;
+    // Two gateways over the same sites: one remembering where studies live (the default), one
+    // that never does (`remember = "0s"`), so every query recomputes roll-ups over the union.
+    let start = |name: &str, remember: &str| -> anyhow::Result<(std::process::Child, String)> {
+        let port = testbed::free_port()?;
+        let mut config = format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[dimse]\nae_title = \"FEDGWB\"\nlisten = \"127.0.0.1:{}\"\n[auth]\nmode = \"none\"\n[federation]\nremember = \"{remember}\"\n",
+            testbed::free_port()?
+        );
+        for site in &testbed.orthanc {
+            config.push_str(&format!(
+                "[[sites]]\nid = \"{}\"\nae_title = \"{}\"\naddress = \"127.0.0.1:{}\"\nretrieve = \"c-get\"\n",
+                site.id, site.ae_title, site.dicom_port
+            ));
+        }
+        let config_path = cli.dir.join(format!("{name}.toml"));
+        std::fs::write(&config_path, config)?;
+        let child = Command::new(&gateway)
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        testbed::wait_for_port(port, Duration::from_secs(10))?;
+        Ok((child, format!("http://127.0.0.1:{port}/dicom-web/studies")))
+    };
+    let (mut remembering, remembering_url) = start("remembering", "10m")?;
+    let (mut forgetting, forgetting_url) = start("forgetting", "0s")?;
     let findscu = testbed::dcmtk_tool("findscu")?;
-    let url = format!("http://127.0.0.1:{port}/dicom-web/studies");
-    let federated_run = || timed(Command::new("curl").args(["-sf", "-o", "/dev/null", &url]));
+    let federated_run = |url: &str| timed(Command::new("curl").args(["-sf", "-o", "/dev/null", url]));
     let site_run = |site: &testbed::OrthancSite| {
         timed(
             Command::new(&findscu)
@@ -94,23 +100,29 @@ fn main() -> anyhow::Result<()> {
                 ]),
         )
     };
-    federated_run()?;
-    let mut federated = Vec::new();
+    // One query each first: the remembering gateway learns where studies live (and both open
+    // their associations).
+    federated_run(&remembering_url)?;
+    federated_run(&forgetting_url)?;
+    let (mut warm, mut cold) = (Vec::new(), Vec::new());
     let mut per_site: Vec<Vec<f64>> = vec![Vec::new(); testbed.orthanc.len()];
     for round in 0..cli.runs {
-        federated.push(federated_run()?);
+        warm.push(federated_run(&remembering_url)?);
+        cold.push(federated_run(&forgetting_url)?);
         for (i, site) in testbed.orthanc.iter().enumerate() {
             per_site[i].push(site_run(site)?);
         }
-        eprintln!("bench: round {} federated {:.3} s", round + 1, federated[round]);
+        eprintln!("bench: round {} federated {:.3} s, without memory {:.3} s", round + 1, warm[round], cold[round]);
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    for child in [&mut remembering, &mut forgetting] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
     let studies = |site: &testbed::OrthancSite| -> anyhow::Result<usize> {
         let text = ureq::get(&format!("{}/studies", site.http_url())).call()?.into_string()?;
         Ok(serde_json::from_str::<Vec<serde_json::Value>>(&text).context("Orthanc /studies")?.len())
     };
-    let federated_median = median(&mut federated);
+    let (warm_median, cold_median) = (median(&mut warm), median(&mut cold));
     let mut report = format!(
         "QIDO-RS `/studies` over {} Orthanc sites through `dicomweb-gateway serve` (curl, merged, roll-ups computed \
          over the union), against each site's own C-FIND by DCMTK findscu (`TCP_NODELAY=1`, STUDY level), median \
@@ -124,8 +136,17 @@ fn main() -> anyhow::Result<()> {
         slowest = slowest.max(m);
         report.push_str(&format!("| findscu, {} alone | {} | {m:.3} |\n", site.id, studies(site)?));
     }
-    report.push_str(&format!("| gateway, all sites merged | - | {federated_median:.3} |\n"));
-    report.push_str(&format!("\nFederated / slowest single site: {:.2}x.\n", federated_median / slowest));
+    report.push_str(&format!(
+        "| gateway, all sites merged (default: remembering where studies live) | - | {warm_median:.3} |\n"
+    ));
+    report.push_str(&format!(
+        "| gateway, all sites merged, `remember = \"0s\"` (roll-ups recomputed every time) | - | {cold_median:.3} |\n"
+    ));
+    report.push_str(&format!(
+        "\nFederated / slowest single site: {:.2}x (remembering), {:.2}x (not remembering).\n",
+        warm_median / slowest,
+        cold_median / slowest
+    ));
     println!("{report}");
     if let Some(out) = &cli.out {
         std::fs::write(out, &report)?;
