@@ -26,6 +26,18 @@ fn median(values: &mut [f64]) -> f64 {
     values[values.len() / 2]
 }
 
+/// The peak resident set of a process so far (VmHWM), in MiB; 0 when it cannot be read.
+fn peak_rss_mib(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .map(|kib| kib / 1024.0)
+        .unwrap_or(0.0)
+}
+
 fn timed(command: &mut Command) -> anyhow::Result<f64> {
     let began = Instant::now();
     let status = command.stdout(Stdio::null()).stderr(Stdio::null()).status()?;
@@ -79,8 +91,6 @@ fn main() -> anyhow::Result<()> {
         testbed::wait_for_port(port, Duration::from_secs(10))?;
         Ok((child, format!("http://127.0.0.1:{port}/dicom-web/studies")))
     };
-    let (mut remembering, remembering_url) = start("remembering", "10m")?;
-    let (mut forgetting, forgetting_url) = start("forgetting", "0s")?;
     let findscu = testbed::dcmtk_tool("findscu")?;
     let federated_run = |url: &str| timed(Command::new("curl").args(["-sf", "-o", "/dev/null", url]));
     let site_run = |site: &testbed::OrthancSite| {
@@ -100,52 +110,64 @@ fn main() -> anyhow::Result<()> {
                 ]),
         )
     };
-    // One query each first: the remembering gateway learns where studies live (and both open
-    // their associations).
-    federated_run(&remembering_url)?;
-    federated_run(&forgetting_url)?;
-    let (mut warm, mut cold) = (Vec::new(), Vec::new());
-    let mut per_site: Vec<Vec<f64>> = vec![Vec::new(); testbed.orthanc.len()];
-    for round in 0..cli.runs {
-        warm.push(federated_run(&remembering_url)?);
-        cold.push(federated_run(&forgetting_url)?);
-        for (i, site) in testbed.orthanc.iter().enumerate() {
-            per_site[i].push(site_run(site)?);
+    // One gateway at a time: each keeps up to `max_associations` idle associations per site,
+    // and every association holds one of Orthanc's DICOM threads (8 here), so two at once would
+    // leave findscu waiting for a thread. Each phase interleaves the gateway with findscu.
+    let mut phases: Vec<(Vec<f64>, Vec<Vec<f64>>)> = Vec::new();
+    let mut peaks: Vec<f64> = Vec::new();
+    for (name, remember) in [("remembering", "10m"), ("forgetting", "0s")] {
+        let (mut child, url) = start(name, remember)?;
+        // One query first: the gateway opens its associations and, when remembering, learns
+        // where studies live.
+        federated_run(&url)?;
+        let mut federated = Vec::new();
+        let mut per_site: Vec<Vec<f64>> = vec![Vec::new(); testbed.orthanc.len()];
+        for round in 0..cli.runs {
+            federated.push(federated_run(&url)?);
+            for (i, site) in testbed.orthanc.iter().enumerate() {
+                per_site[i].push(site_run(site)?);
+            }
+            eprintln!("bench: {name} round {} federated {:.3} s", round + 1, federated[round]);
         }
-        eprintln!("bench: round {} federated {:.3} s, without memory {:.3} s", round + 1, warm[round], cold[round]);
-    }
-    for child in [&mut remembering, &mut forgetting] {
+        peaks.push(peak_rss_mib(child.id()));
         let _ = child.kill();
         let _ = child.wait();
+        phases.push((federated, per_site));
     }
     let studies = |site: &testbed::OrthancSite| -> anyhow::Result<usize> {
         let text = ureq::get(&format!("{}/studies", site.http_url())).call()?.into_string()?;
         Ok(serde_json::from_str::<Vec<serde_json::Value>>(&text).context("Orthanc /studies")?.len())
     };
-    let (warm_median, cold_median) = (median(&mut warm), median(&mut cold));
     let mut report = format!(
         "QIDO-RS `/studies` over {} Orthanc sites through `dicomweb-gateway serve` (curl, merged, roll-ups computed \
          over the union), against each site's own C-FIND by DCMTK findscu (`TCP_NODELAY=1`, STUDY level), median \
-         of {} interleaved rounds.\n\n| query | studies | median s |\n|---|---|---|\n",
+         of {} interleaved rounds; first with the default configuration (where studies live remembered), then with \
+         `remember = \"0s\"` (roll-ups recomputed by C-FIND every time).\n\n| query | studies | median s, remembering \
+         | median s, not remembering |\n|---|---|---|---|\n",
         testbed.orthanc.len(),
         cli.runs
     );
-    let mut slowest: f64 = 0.0;
-    for (site, times) in testbed.orthanc.iter().zip(per_site.iter_mut()) {
-        let m = median(times);
-        slowest = slowest.max(m);
-        report.push_str(&format!("| findscu, {} alone | {} | {m:.3} |\n", site.id, studies(site)?));
+    let mut slowest = [0.0f64; 2];
+    for (i, site) in testbed.orthanc.iter().enumerate() {
+        let medians: Vec<f64> = phases.iter_mut().map(|(_, per_site)| median(&mut per_site[i])).collect();
+        for (slowest, m) in slowest.iter_mut().zip(&medians) {
+            *slowest = slowest.max(*m);
+        }
+        report.push_str(&format!(
+            "| findscu, {} alone | {} | {:.3} | {:.3} |\n",
+            site.id,
+            studies(site)?,
+            medians[0],
+            medians[1]
+        ));
     }
+    let federated: Vec<f64> = phases.iter_mut().map(|(federated, _)| median(federated)).collect();
+    report.push_str(&format!("| gateway, all sites merged | - | {:.3} | {:.3} |\n", federated[0], federated[1]));
+    report.push_str(&format!("| gateway peak RSS, MiB | - | {:.1} | {:.1} |\n", peaks[0], peaks[1]));
     report.push_str(&format!(
-        "| gateway, all sites merged (default: remembering where studies live) | - | {warm_median:.3} |\n"
-    ));
-    report.push_str(&format!(
-        "| gateway, all sites merged, `remember = \"0s\"` (roll-ups recomputed every time) | - | {cold_median:.3} |\n"
-    ));
-    report.push_str(&format!(
-        "\nFederated / slowest single site: {:.2}x (remembering), {:.2}x (not remembering).\n",
-        warm_median / slowest,
-        cold_median / slowest
+        "\nFederated / slowest single site: {:.2}x remembering, {:.2}x not remembering.\n",
+        federated[0] / slowest[0],
+        federated[1] / slowest[1]
     ));
     println!("{report}");
     if let Some(out) = &cli.out {
