@@ -45,6 +45,10 @@ pub struct SeriesRecord {
     pub modality: Option<String>,
     /// Distinct instances over every holder, when known.
     pub instances: Option<u64>,
+    /// The holders known to hold every one of those instances (configuration order); empty
+    /// when the series is split instance by instance across sites; `None` when not known.
+    #[serde(default)]
+    pub complete_at: Option<Vec<String>>,
 }
 
 impl StudyRecord {
@@ -293,7 +297,12 @@ mod tests {
     }
 
     fn series(sites: &[&str], instances: Option<u64>) -> SeriesRecord {
-        SeriesRecord { sites: sites.iter().map(|s| s.to_string()).collect(), modality: Some("CT".into()), instances }
+        SeriesRecord {
+            sites: sites.iter().map(|s| s.to_string()).collect(),
+            modality: Some("CT".into()),
+            instances,
+            complete_at: None,
+        }
     }
 
     #[test]

@@ -13,6 +13,8 @@
 //! it in a private attribute of the gateway (see `SITES_TAG`). A site that fails is reported,
 //! never silently dropped.
 
+use std::collections::BTreeSet;
+
 use axum::http::HeaderValue;
 use dicom_core::value::Value;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
@@ -75,6 +77,21 @@ pub async fn find_everywhere(sites: &[&Site], level: QueryLevel, identifier: &In
         }
     }
     fan_out
+}
+
+/// The SOP Instance UIDs of one series at each of `sites` (asked at once), in the same order.
+pub async fn instance_uids_at(sites: &[&Site], study: &str, series: &str) -> Result<Vec<BTreeSet<String>>, Unanswered> {
+    let identifier = InMemDicomObject::from_element_iter([
+        DataElement::new(tags::STUDY_INSTANCE_UID, VR::UI, PrimitiveValue::from(study)),
+        DataElement::new(tags::SERIES_INSTANCE_UID, VR::UI, PrimitiveValue::from(series)),
+        DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from("")),
+    ]);
+    let answers =
+        futures::future::join_all(sites.iter().map(|site| site.find_all(QueryLevel::Image, identifier.clone()))).await;
+    answers
+        .into_iter()
+        .map(|answer| Ok(answer?.iter().filter_map(|i| text_of(i, tags::SOP_INSTANCE_UID)).collect()))
+        .collect()
 }
 
 /// The `Warning` header naming each site that did not answer (RFC 7234 warn-code 299).

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
-use dicomweb_model::SeriesInstanceUid;
+use dicomweb_model::{SeriesInstanceUid, SopInstanceUid};
 use futures::{stream, Stream, StreamExt};
 use pacs_adapter::{DimseError, DimseStream, QueryLevel, RetrieveTarget, RetrievedInstance};
 
@@ -64,18 +64,27 @@ fn remembered_plan(
         allowed.iter().copied().filter(|&i| ids.iter().any(|id| id == gw.sites[i].id().as_str())).collect()
     };
     let whole = || Some(vec![Part { target: target.clone(), holders: holders_of(&record.sites) }]);
-    let series_holders = |uid: &str| record.series.as_ref()?.get(uid).map(|s: &SeriesRecord| holders_of(&s.sites));
+    // The sites to retrieve a series from: those known to hold all of it. A series split
+    // across sites, or not known to be whole anywhere, is located anew.
+    let whole_at = |series: &SeriesRecord| match (&series.complete_at, series.sites.len()) {
+        (_, 1) => Some(holders_of(&series.sites)),
+        (Some(complete), _) if !complete.is_empty() => Some(holders_of(complete)),
+        _ => None,
+    };
+    let series_holders = |uid: &str| record.series.as_ref()?.get(uid).map(whole_at);
     let plan = match (target.level(), &target.series) {
         (QueryLevel::Study, _) => match &record.series {
             Some(series) => {
-                let by_series = series.iter().map(|(uid, s)| (uid.clone(), holders_of(&s.sites))).collect();
-                study_parts(target, &by_series).ok()
+                let by_series: Option<BTreeMap<String, Vec<usize>>> =
+                    series.iter().map(|(uid, s)| Some((uid.clone(), whole_at(s)?))).collect();
+                study_parts(target, &by_series?).ok()
             }
             None if record.sites.len() == 1 => whole(),
             None => None,
         },
         (_, Some(series)) => match series_holders(series.as_str()) {
-            Some(holders) => Some(vec![Part { target: target.clone(), holders }]),
+            Some(Some(holders)) => Some(vec![Part { target: target.clone(), holders }]),
+            Some(None) => None,
             None if record.sites.len() == 1 => whole(),
             None => None,
         },
@@ -85,12 +94,15 @@ fn remembered_plan(
     (!plan.is_empty() && plan.iter().all(|p| !p.holders.is_empty())).then_some(plan)
 }
 
-/// Locates the target by C-FIND across the request's sites (SERIES level for a study, so a
-/// study spread over sites is found series by series) and remembers what a complete search
-/// shows of a study.
+/// Locates the target by C-FIND across the request's sites: SERIES level for a study or a
+/// series (so that a study spread over sites is found series by series), and for a series held
+/// by several sites, IMAGE level at each, so that a series split instance by instance is
+/// retrieved from each site holding part of it. What a complete search shows of a study is
+/// remembered.
 async fn locate_by_find(gw: &Gateway, allowed: &[usize], target: &RetrieveTarget) -> Result<Vec<Part>, ApiError> {
-    let level = if target.level() == QueryLevel::Study { QueryLevel::Series } else { target.level() };
+    let level = if target.level() == QueryLevel::Image { QueryLevel::Image } else { QueryLevel::Series };
     let mut identifier = target.identifier();
+    identifier.put(DataElement::new(tags::QUERY_RETRIEVE_LEVEL, VR::CS, PrimitiveValue::from(level.as_str())));
     if target.series.is_none() {
         identifier.put(DataElement::new(tags::SERIES_INSTANCE_UID, VR::UI, PrimitiveValue::from("")));
     }
@@ -100,6 +112,20 @@ async fn locate_by_find(gw: &Gateway, allowed: &[usize], target: &RetrieveTarget
     }
     let sites: Vec<&crate::state::Site> = allowed.iter().map(|&i| &gw.sites[i]).collect();
     let fan_out = crate::federation::find_everywhere(&sites, level, &identifier).await;
+    if fan_out.results.is_empty() {
+        // Nothing found: a 404 only when every site could answer.
+        if !fan_out.failures.is_empty() {
+            return Err(fan_out.into_error());
+        }
+        return Err(ApiError::NotFound("no such study, series or instance".into()));
+    }
+    if level == QueryLevel::Image {
+        // Any site holding the instance will do.
+        let mut all: Vec<usize> = fan_out.results.iter().map(|(at, _)| allowed[*at]).collect();
+        all.sort_unstable();
+        all.dedup();
+        return Ok(vec![Part { target: target.clone(), holders: all }]);
+    }
     let complete = fan_out.failures.is_empty() && allowed.len() == gw.sites.len();
     let mut holders: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     let mut seen: BTreeMap<String, SeriesRecord> = BTreeMap::new();
@@ -113,31 +139,76 @@ async fn locate_by_find(gw: &Gateway, allowed: &[usize], target: &RetrieveTarget
         }
         let record = seen.entry(uid).or_default();
         record.modality = record.modality.take().or_else(|| text_of(found, tags::MODALITY));
-        let count = text_of(found, tags::NUMBER_OF_SERIES_RELATED_INSTANCES).and_then(|n| n.trim().parse().ok());
-        // A site's count is the series' count only while that site alone holds it.
-        record.instances = if record.sites.is_empty() { count } else { None };
-        record.sites.push(gw.sites[site].id().to_string());
+        record.instances = text_of(found, tags::NUMBER_OF_SERIES_RELATED_INSTANCES).and_then(|n| n.trim().parse().ok());
     }
-    if fan_out.results.is_empty() {
-        // Nothing found: a 404 only when every site could answer.
-        if !fan_out.failures.is_empty() {
-            return Err(fan_out.into_error());
+    // Series held by several sites: which hold all of it, and who holds which instances.
+    let mut whole: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut split: Vec<Part> = Vec::new();
+    for (uid, held) in &holders {
+        let record = seen.entry(uid.clone()).or_default();
+        record.sites = held.iter().map(|&i| gw.sites[i].id().to_string()).collect();
+        if held.len() == 1 {
+            record.complete_at = Some(record.sites.clone());
+            whole.insert(uid.clone(), held.clone());
+            continue;
         }
-        return Err(ApiError::NotFound("no such study, series or instance".into()));
-    }
-    if level != QueryLevel::Series || target.series.is_some() {
-        let mut all: Vec<usize> = fan_out.results.iter().map(|(at, _)| allowed[*at]).collect();
-        all.sort_unstable();
-        all.dedup();
-        return Ok(vec![Part { target: target.clone(), holders: all }]);
-    }
-    if complete {
-        for record in seen.values_mut() {
-            record.sites.sort_by_key(|id| gw.sites.iter().position(|s| s.id().as_str() == id));
+        let held_sites: Vec<&crate::state::Site> = held.iter().map(|&i| &gw.sites[i]).collect();
+        let at_each = crate::federation::instance_uids_at(&held_sites, target.study.as_str(), uid).await?;
+        let union: std::collections::BTreeSet<&String> = at_each.iter().flatten().collect();
+        let complete_at: Vec<usize> =
+            held.iter().zip(&at_each).filter(|(_, uids)| uids.len() == union.len()).map(|(&i, _)| i).collect();
+        record.instances = Some(union.len() as u64);
+        record.complete_at = Some(complete_at.iter().map(|&i| gw.sites[i].id().to_string()).collect());
+        if !complete_at.is_empty() {
+            whole.insert(uid.clone(), complete_at);
+            continue;
         }
+        split.extend(split_series(target, uid, held, &at_each)?);
+    }
+    if complete && target.series.is_none() {
         gw.directory.record_series(target.study.as_str(), seen);
     }
-    study_parts(target, &holders)
+    if split.is_empty() {
+        return study_parts(target, &whole);
+    }
+    // Some series are split: every series is its own part, the split ones one part per site.
+    let mut parts: Vec<Part> = whole
+        .into_iter()
+        .map(|(uid, holders)| {
+            let series = SeriesInstanceUid::new(&uid).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            Ok(Part { target: RetrieveTarget::series(target.study.clone(), series), holders })
+        })
+        .collect::<Result<_, ApiError>>()?;
+    parts.extend(split);
+    Ok(parts)
+}
+
+/// A series split instance by instance across `held` (configuration order; `at_each` the UIDs
+/// at each): each site contributes the instances no earlier site has.
+fn split_series(
+    target: &RetrieveTarget,
+    series: &str,
+    held: &[usize],
+    at_each: &[std::collections::BTreeSet<String>],
+) -> Result<Vec<Part>, ApiError> {
+    let series = SeriesInstanceUid::new(series).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    let mut covered: std::collections::BTreeSet<&String> = Default::default();
+    let mut parts = Vec::new();
+    for (&site, uids) in held.iter().zip(at_each) {
+        let mut new: Vec<SopInstanceUid> = Vec::new();
+        for uid in uids {
+            if covered.insert(uid) {
+                new.push(SopInstanceUid::new(uid).map_err(|e| ApiError::BadRequest(e.to_string()))?);
+            }
+        }
+        if !new.is_empty() {
+            parts.push(Part {
+                target: RetrieveTarget::instances(target.study.clone(), Some(series.clone()), new),
+                holders: vec![site],
+            });
+        }
+    }
+    Ok(parts)
 }
 
 /// Starts the retrieval of a part from its first holder that can be reached.
@@ -261,5 +332,25 @@ mod tests {
         assert_eq!(parts.len(), 2);
         assert_eq!(parts[1].holders, vec![1, 2]);
         assert_eq!(parts[1].target.series.as_ref().map(|s| s.as_str()), Some("1.2.3.2"));
+    }
+
+    #[test]
+    fn a_series_split_instance_by_instance_takes_from_each_site_what_earlier_ones_lack() {
+        let study = RetrieveTarget::study(StudyInstanceUid::new("1.2.3").expect("uid"));
+        let set = |uids: &[&str]| uids.iter().map(|u| u.to_string()).collect::<std::collections::BTreeSet<_>>();
+        let parts = split_series(
+            &study,
+            "1.2.3.1",
+            &[0, 2],
+            &[set(&["1.2.3.1.1", "1.2.3.1.2"]), set(&["1.2.3.1.2", "1.2.3.1.3"])],
+        )
+        .expect("plan");
+        let uids = |p: &Part| p.target.instances.iter().map(|i| i.as_str().to_owned()).collect::<Vec<_>>();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(
+            (uids(&parts[0]), parts[0].holders.clone()),
+            (vec!["1.2.3.1.1".into(), "1.2.3.1.2".into()], vec![0])
+        );
+        assert_eq!((uids(&parts[1]), parts[1].holders.clone()), (vec!["1.2.3.1.3".to_owned()], vec![2]));
     }
 }

@@ -28,6 +28,26 @@ def identity(result):
     return json.dumps([value(result, "0020000D"), value(result, "00100020")])
 
 
+def ct_instance(testbed, patient_id, study=None, series=None, **attributes):
+    """One instance of the synthetic CT under new UIDs (or the given study / series), a
+    patient of its own (not one of the test bed's, whom other tests count) and `attributes`."""
+    ds = pydicom.dcmread(testbed["data"]["ct"]["files"][0])
+    ds.StudyInstanceUID = study or generate_uid()
+    ds.SeriesInstanceUID = series or generate_uid()
+    ds.SOPInstanceUID = generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.PatientID = patient_id
+    for keyword, attribute in attributes.items():
+        setattr(ds, keyword, attribute)
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return ds, out.getvalue()
+
+
+def orthanc(testbed, site_id):
+    return next(s for s in testbed["sites"] if s["id"] == site_id)["http_url"]
+
+
 def test_studies_are_merged_by_uid_with_union_rollups(federation, testbed):
     studies = requests.get(f"{federation.url}/studies").json()
     # A study held by several sites is one result. (An archive may itself hold two records with
@@ -74,17 +94,8 @@ def test_a_study_split_across_sites_is_found_and_retrieved_whole(federation, tes
     study = generate_uid()
     parts = []
     for site_id in ("site-1", "site-2"):
-        ds = pydicom.dcmread(testbed["data"]["ct"]["files"][0])
-        ds.StudyInstanceUID = study
-        ds.PatientName = "Split^Study"
-        ds.PatientID = "SPLIT"  # not one of the test bed's patients, whom other tests count
-        ds.SeriesInstanceUID = generate_uid()
-        ds.SOPInstanceUID = generate_uid()
-        ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-        out = io.BytesIO()
-        ds.save_as(out, enforce_file_format=True)
-        site = next(s for s in testbed["sites"] if s["id"] == site_id)
-        assert requests.post(f"{site['http_url']}/instances", data=out.getvalue()).ok
+        ds, data = ct_instance(testbed, "SPLIT", study=study, PatientName="Split^Study")
+        assert requests.post(f"{orthanc(testbed, site_id)}/instances", data=data).ok
         parts.append(ds.SOPInstanceUID)
     found = requests.get(f"{federation.url}/studies", params={"StudyInstanceUID": study}).json()
     assert len(found) == 1
@@ -92,6 +103,25 @@ def test_a_study_split_across_sites_is_found_and_retrieved_whole(federation, tes
     assert value(found[0], "00201206") == 2 and value(found[0], "00201208") == 2
     retrieved = DICOMwebClient(url=federation.url).retrieve_study(study, media_types=(("application/dicom", "*"),))
     assert sorted(ds.SOPInstanceUID for ds in retrieved) == sorted(parts)
+
+
+def test_a_series_split_instance_by_instance_is_counted_and_retrieved_whole(federation, testbed):
+    study, series = generate_uid(), generate_uid()
+    parts = {}
+    for number, site_id in enumerate(("site-1", "site-2", "site-3"), start=1):
+        ds, data = ct_instance(testbed, "SPLIT-SERIES", study=study, series=series, InstanceNumber=number)
+        assert requests.post(f"{orthanc(testbed, site_id)}/instances", data=data).ok
+        if site_id == "site-1":
+            # site-3 holds site-1's instance too: three distinct instances in all.
+            assert requests.post(f"{orthanc(testbed, 'site-3')}/instances", data=data).ok
+        parts[ds.SOPInstanceUID] = site_id
+
+    found = requests.get(f"{federation.url}/studies/{study}/series").json()
+    assert len(found) == 1 and value(found[0], "00201209") == 3
+    client = DICOMwebClient(url=federation.url)
+    for retrieved in (client.retrieve_study(study, media_types=(("application/dicom", "*"),)),
+                      client.retrieve_series(study, series, media_types=(("application/dicom", "*"),))):
+        assert sorted(ds.SOPInstanceUID for ds in retrieved) == sorted(parts)
 
 
 def test_a_failing_site_gives_a_warning_and_the_others_results(testbed):
@@ -144,19 +174,6 @@ def wait_for(predicate, seconds, what):
     raise AssertionError(f"not within {seconds} s: {what}")
 
 
-def new_study(testbed, patient_id):
-    """One instance of the synthetic CT under new UIDs and a patient of its own."""
-    ds = pydicom.dcmread(testbed["data"]["ct"]["files"][0])
-    ds.StudyInstanceUID = generate_uid()
-    ds.SeriesInstanceUID = generate_uid()
-    ds.SOPInstanceUID = generate_uid()
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    ds.PatientID = patient_id
-    out = io.BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    return ds, out.getvalue()
-
-
 def stop(process):
     process.terminate()
     process.wait(timeout=10)
@@ -166,7 +183,7 @@ def test_a_site_stopped_mid_test_is_reported_then_used_again_when_back(testbed, 
     spare = OrthancProcess(tmp_path, "SPARE")
     process = None
     try:
-        ds, data = new_study(testbed, "SPARE-SITE")
+        ds, data = ct_instance(testbed, "SPARE-SITE")
         assert requests.post(f"{spare.rest}/instances", data=data).ok
         process, gw = start_federation(testbed, "FEDGW2", extra_sites=spare.site_toml("spare"), extra=FAST_HEALTH)
         ct = testbed["data"]["ct"]["study_uid"]

@@ -256,14 +256,16 @@ fn remember_series(gw: &Gateway, study: &str, results: &[InMemDicomObject]) {
     let mut series = std::collections::BTreeMap::new();
     for result in results {
         let Some(uid) = text_of(result, tags::SERIES_INSTANCE_UID) else { continue };
-        let sites = match result.element(crate::federation::SITES_TAG).map(|e| e.to_multi_str()) {
+        let sites: Vec<String> = match result.element(crate::federation::SITES_TAG).map(|e| e.to_multi_str()) {
             Ok(Ok(sites)) => sites.iter().map(|s| s.trim().to_owned()).collect(),
             _ => continue,
         };
+        let complete_at = (sites.len() == 1).then(|| sites.clone());
         let record = crate::directory::SeriesRecord {
             sites,
             modality: text_of(result, tags::MODALITY),
             instances: text_of(result, tags::NUMBER_OF_SERIES_RELATED_INSTANCES).and_then(|n| n.trim().parse().ok()),
+            complete_at,
         };
         if series.insert(uid, record).is_some() {
             // The same series UID twice (under two patients): too unusual to remember.

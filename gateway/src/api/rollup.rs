@@ -14,6 +14,7 @@ use pacs_adapter::QueryLevel;
 use super::text_of;
 use crate::directory::SeriesRecord;
 use crate::error::ApiError;
+use crate::federation::instance_uids_at;
 use crate::state::{Gateway, Site};
 
 /// How many series of a study have their instances counted at once.
@@ -30,19 +31,18 @@ async fn query(
     Ok(site.find_all(level, identifier).await?)
 }
 
-/// The distinct SOP Instance UIDs of a series over the given sites (asked at once).
-async fn instances_of(sites: &[&Site], study: &str, series: &str) -> Result<BTreeSet<String>, ApiError> {
-    let keys = [
-        (tags::STUDY_INSTANCE_UID, VR::UI, study),
-        (tags::SERIES_INSTANCE_UID, VR::UI, series),
-        (tags::SOP_INSTANCE_UID, VR::UI, ""),
-    ];
-    let answers = futures::future::join_all(sites.iter().map(|site| query(site, QueryLevel::Image, &keys))).await;
-    let mut uids = BTreeSet::new();
-    for answer in answers {
-        uids.extend(answer?.iter().filter_map(|i| text_of(i, tags::SOP_INSTANCE_UID)));
-    }
-    Ok(uids)
+/// The distinct SOP Instance UIDs of a series over the given sites (asked at once), and which
+/// of the sites hold all of them.
+async fn instances_of(sites: &[&Site], study: &str, series: &str) -> Result<(BTreeSet<String>, Vec<String>), ApiError> {
+    let at_each = instance_uids_at(sites, study, series).await?;
+    let union: BTreeSet<String> = at_each.iter().flatten().cloned().collect();
+    let complete_at = sites
+        .iter()
+        .zip(&at_each)
+        .filter(|(_, uids)| uids.len() == union.len())
+        .map(|(s, _)| s.id().to_string())
+        .collect();
+    Ok((union, complete_at))
 }
 
 fn put_count(result: &mut InMemDicomObject, tag: dicom_core::Tag, count: u64) {
@@ -74,6 +74,7 @@ async fn series_of(holding: &[&Site], study: &str) -> Result<BTreeMap<String, Se
             // A count is only the series' count while one site holds it.
             entry.instances = if entry.sites.is_empty() { count } else { None };
             entry.sites.push(site.id().to_string());
+            entry.complete_at = entry.instances.map(|_| entry.sites.clone());
         }
     }
     let uncounted: Vec<String> =
@@ -81,15 +82,16 @@ async fn series_of(holding: &[&Site], study: &str) -> Result<BTreeMap<String, Se
     let counted = futures::stream::iter(uncounted.into_iter().map(|uid| {
         let sites: Vec<&Site> =
             holding.iter().copied().filter(|h| series[&uid].sites.iter().any(|s| s == h.id().as_str())).collect();
-        async move { instances_of(&sites, study, &uid).await.map(|found| (uid, found.len() as u64)) }
+        async move { instances_of(&sites, study, &uid).await.map(|found| (uid, found)) }
     }))
     .buffer_unordered(SERIES_AT_ONCE)
     .collect::<Vec<_>>()
     .await;
     for answer in counted {
-        let (uid, count) = answer?;
+        let (uid, (instances, complete_at)) = answer?;
         if let Some(entry) = series.get_mut(&uid) {
-            entry.instances = Some(count);
+            entry.instances = Some(instances.len() as u64);
+            entry.complete_at = Some(complete_at);
         }
     }
     Ok(series)
@@ -170,7 +172,7 @@ pub async fn fill_series(
             .and_then(|r| r.series.as_ref()?.get(series).filter(|s| s.sites == holders).and_then(|s| s.instances));
         let count = match remembered {
             Some(count) => count,
-            None => instances_of(holding, study, series).await?.len() as u64,
+            None => instances_of(holding, study, series).await?.0.len() as u64,
         };
         put_count(result, tags::NUMBER_OF_SERIES_RELATED_INSTANCES, count);
     }
