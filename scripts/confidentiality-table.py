@@ -5,7 +5,7 @@ the action of each option that changes it.
 
 The source is the table as parsed from the standard's web edition by the dicom-standard project
 (https://github.com/innolitics/dicom-standard, file standard/confidentiality_profile_attributes.json).
-Usage: confidentiality-table.py SOURCE.json EDITION SOURCE_COMMIT > model/data/ps3.15-table-e.1-1.tsv
+Usage: confidentiality-table.py SOURCE.json EDITION SOURCE_COMMIT > deid/data/ps3.15-table-e.1-1.tsv
 """
 
 import json

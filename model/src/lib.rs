@@ -4,7 +4,6 @@
 #![forbid(unsafe_code)]
 
 mod ae_title;
-pub mod confidentiality;
 pub mod dicom_json;
 pub mod qido;
 mod site_id;

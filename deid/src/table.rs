@@ -165,14 +165,40 @@ fn parse(text: &str) -> Result<Vec<ProfileRow>, String> {
     Ok(rows)
 }
 
+struct Index {
+    exact: std::collections::HashMap<Tag, usize>,
+    /// Repeating groups, then the private attributes' row.
+    patterns: Vec<usize>,
+}
+
+fn index() -> &'static Index {
+    static INDEX: OnceLock<Index> = OnceLock::new();
+    INDEX.get_or_init(|| {
+        let rows = table();
+        let exact = rows
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| match r.pattern {
+                TagPattern::Exact(tag) => Some((tag, i)),
+                _ => None,
+            })
+            .collect();
+        let mut patterns: Vec<usize> =
+            (0..rows.len()).filter(|&i| matches!(rows[i].pattern, TagPattern::Masked { .. })).collect();
+        patterns.extend((0..rows.len()).filter(|&i| rows[i].pattern == TagPattern::Private));
+        Index { exact, patterns }
+    })
+}
+
 /// The row that applies to an attribute: its own, else a repeating group's, else (odd group)
 /// the private attributes' row. `None`: the table does not list it.
 pub fn row_of(tag: Tag) -> Option<&'static ProfileRow> {
     let rows = table();
-    rows.iter()
-        .find(|r| r.pattern == TagPattern::Exact(tag))
-        .or_else(|| rows.iter().find(|r| matches!(r.pattern, TagPattern::Masked { .. }) && r.pattern.matches(tag)))
-        .or_else(|| rows.iter().find(|r| r.pattern == TagPattern::Private && r.pattern.matches(tag)))
+    let index = index();
+    if let Some(&i) = index.exact.get(&tag) {
+        return Some(&rows[i]);
+    }
+    index.patterns.iter().map(|&i| &rows[i]).find(|r| r.pattern.matches(tag))
 }
 
 #[cfg(test)]

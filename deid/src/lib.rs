@@ -1,0 +1,18 @@
+//! De-identification for the DICOMweb federation gateway: the PS3.15 Annex E Basic Application
+//! Level Confidentiality Profile from the standard's own table (`table`), the options a project
+//! selects (`options`), keyed pseudonyms for UIDs and patients and per-patient date shifts
+//! (`keys`, `dates`), the profile applied to a data set (`profile`), and the rule that withholds
+//! instances whose pixels may show identity (`burned_in`). No IO.
+
+#![forbid(unsafe_code)]
+
+pub mod burned_in;
+pub mod dates;
+pub mod keys;
+pub mod options;
+pub mod profile;
+pub mod table;
+
+pub use keys::ProjectKeys;
+pub use options::Options;
+pub use profile::{Deidentifier, Report, UidMapping};

@@ -1,0 +1,512 @@
+//! The Basic Application Level Confidentiality Profile (PS3.15 Annex E) applied to a data set,
+//! recursively into sequences, with the project's options and keys.
+//!
+//! How each action code is carried out (the table leaves some choices to the implementation):
+//! - X: removed. Z: emptied (a sequence: no items). D: a dummy value of the attribute's VR
+//!   ("ANONYMIZED", 19000101, a pseudonymous UID, ...); on a sequence, its items de-identified.
+//! - X/Z: emptied. X/D, Z/D, X/Z/D: a dummy value, except dates and times, which are emptied.
+//!   X/Z/U* (sequences of references): the items de-identified, their UIDs mapped.
+//! - K: kept (a sequence: its items de-identified). U: every value mapped to its pseudonym.
+//! - C from Retain Longitudinal Temporal Information with Modified Dates: DA and the date of DT
+//!   moved back by the patient's shift, TM kept; a value that is not a whole date emptied.
+//! - C otherwise (descriptors, device and patient characteristics): the text kept with every
+//!   identifying value of the data set (names, IDs, accession number, institution, birth date)
+//!   replaced by `[removed]`.
+//! - PatientID and PatientName: the patient's pseudonym. Group lengths: removed (they would be
+//!   wrong). Pixel data: kept (instances that may show identity in their pixels are withheld by
+//!   the caller, see [`crate::burned_in`]).
+//! - Text kept from a data set whose character set the parser cannot decode faithfully (ISO 2022
+//!   code extensions, or undecodable bytes) is removed unless it is plain ASCII.
+//!
+//! Every output is stamped: PatientIdentityRemoved = YES, DeidentificationMethod,
+//! DeidentificationMethodCodeSequence (113100 and the options' codes, CID 7050) and
+//! LongitudinalTemporalInformationModified.
+
+use dicom_core::value::{DataSetSequence, Value};
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
+use dicom_dictionary_std::tags;
+use dicom_object::mem::InMemElement;
+use dicom_object::InMemDicomObject;
+
+use crate::dates::{shift_da, shift_dt};
+use crate::keys::ProjectKeys;
+use crate::options::Options;
+use crate::table::{row_of, Action};
+
+const DUMMY_TEXT: &str = "ANONYMIZED";
+const REDACTED: &str = "[removed]";
+const MAX_DEPTH: usize = 32;
+
+/// A UID of the data set and the pseudonym it was given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UidMapping {
+    pub tag: Tag,
+    pub original: String,
+    pub pseudonym: String,
+}
+
+/// What de-identifying one data set produced besides the data set itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// The pseudonyms of the data set's own Study, Series and SOP Instance UIDs (top level).
+    pub identity: Vec<UidMapping>,
+    /// The patient's pseudonym, when the data set named a patient.
+    pub patient: Option<String>,
+    /// Elements removed, emptied or replaced (for tests and statistics).
+    pub changed: usize,
+}
+
+/// De-identification for one project.
+#[derive(Debug, Clone)]
+pub struct Deidentifier {
+    keys: ProjectKeys,
+    options: Options,
+}
+
+/// What is known of the data set while it is processed.
+struct Context<'a> {
+    keys: &'a ProjectKeys,
+    options: &'a Options,
+    issuer: String,
+    shift_days: i64,
+    identifying: Vec<String>,
+    unreliable_text: bool,
+}
+
+fn text_of(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
+    let value = obj.element(tag).ok()?.to_str().ok()?;
+    let value = value.trim_matches([' ', '\0']).to_owned();
+    (!value.is_empty()).then_some(value)
+}
+
+fn is_text(vr: VR) -> bool {
+    matches!(vr, VR::PN | VR::LO | VR::SH | VR::ST | VR::LT | VR::UT | VR::UC)
+}
+
+fn is_temporal(vr: VR) -> bool {
+    matches!(vr, VR::DA | VR::DT | VR::TM)
+}
+
+/// The identifying values of a data set, for cleaning free text: every name component, ID and
+/// date of identity three characters or longer.
+fn identifying_values(obj: &InMemDicomObject) -> Vec<String> {
+    let sources = [
+        tags::PATIENT_NAME,
+        tags::PATIENT_ID,
+        Tag(0x0010, 0x1000), // Other Patient IDs (retired)
+        tags::OTHER_PATIENT_NAMES,
+        tags::PATIENT_BIRTH_NAME,
+        tags::PATIENT_MOTHER_BIRTH_NAME,
+        tags::PATIENT_BIRTH_DATE,
+        tags::PATIENT_ADDRESS,
+        tags::PATIENT_TELEPHONE_NUMBERS,
+        tags::ACCESSION_NUMBER,
+        tags::INSTITUTION_NAME,
+        tags::INSTITUTION_ADDRESS,
+        tags::INSTITUTIONAL_DEPARTMENT_NAME,
+        tags::REFERRING_PHYSICIAN_NAME,
+        tags::PERFORMING_PHYSICIAN_NAME,
+        tags::NAME_OF_PHYSICIANS_READING_STUDY,
+        tags::PHYSICIANS_OF_RECORD,
+        tags::OPERATORS_NAME,
+        tags::REQUESTING_PHYSICIAN,
+        Tag(0x0010, 0x1090), // Medical Record Locator (retired)
+        tags::STATION_NAME,
+    ];
+    let mut values: Vec<String> = Vec::new();
+    for tag in sources {
+        let Some(text) = text_of(obj, tag) else { continue };
+        for part in text.split(['^', '=', '\\', ' ', ',']) {
+            let part = part.trim();
+            if part.chars().count() >= 3 && !values.iter().any(|v| v.eq_ignore_ascii_case(part)) {
+                values.push(part.to_owned());
+            }
+        }
+    }
+    // Longest first, so that a name is replaced before a part of it.
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    values
+}
+
+/// Replaces every identifying value in a text, ignoring case.
+fn redact(text: &str, identifying: &[String]) -> String {
+    let mut out = text.to_owned();
+    for value in identifying {
+        let lower_value = value.to_lowercase();
+        let mut from = 0;
+        loop {
+            let lower = out.to_lowercase();
+            // Lower-casing can change byte lengths outside ASCII: only replace where it did not.
+            if lower.len() != out.len() {
+                if out.contains(value.as_str()) {
+                    out = out.replace(value.as_str(), REDACTED);
+                }
+                break;
+            }
+            let Some(at) = lower[from..].find(&lower_value).map(|i| i + from) else { break };
+            out.replace_range(at..at + value.len(), REDACTED);
+            from = at + REDACTED.len();
+        }
+    }
+    out
+}
+
+impl Deidentifier {
+    pub fn new(keys: ProjectKeys, options: Options) -> Self {
+        Deidentifier { keys, options }
+    }
+
+    pub fn keys(&self) -> &ProjectKeys {
+        &self.keys
+    }
+
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// The pseudonym of a patient of `site` as [`Deidentifier::apply`] writes it.
+    pub fn patient_pseudonym(&self, site: &str, issuer: Option<&str>, patient_id: &str) -> String {
+        self.keys.patient(issuer.unwrap_or(site), patient_id)
+    }
+
+    /// De-identifies a data set held at `site` in place.
+    pub fn apply(&self, obj: &mut InMemDicomObject, site: &str) -> Report {
+        let patient_id = text_of(obj, tags::PATIENT_ID).unwrap_or_default();
+        let charset =
+            obj.element(tags::SPECIFIC_CHARACTER_SET).ok().and_then(|e| e.to_multi_str().ok().map(|v| v.to_vec()));
+        let unreliable_text = charset
+            .as_ref()
+            .is_some_and(|sets| sets.len() > 1 || sets.iter().any(|s| s.trim().starts_with("ISO 2022")));
+        let context = Context {
+            keys: &self.keys,
+            options: &self.options,
+            issuer: text_of(obj, tags::ISSUER_OF_PATIENT_ID).unwrap_or_else(|| site.to_owned()),
+            shift_days: self.keys.date_shift_days(&patient_id),
+            identifying: identifying_values(obj),
+            unreliable_text,
+        };
+        let mut report = Report::default();
+        for tag in [tags::STUDY_INSTANCE_UID, tags::SERIES_INSTANCE_UID, tags::SOP_INSTANCE_UID] {
+            if let Some(original) = text_of(obj, tag) {
+                report.identity.push(UidMapping { tag, pseudonym: self.keys.uid(&original), original });
+            }
+        }
+        if obj.element(tags::PATIENT_ID).is_ok() || obj.element(tags::PATIENT_NAME).is_ok() {
+            report.patient = Some(self.keys.patient(&context.issuer, &patient_id));
+        }
+        process(&context, obj, 0, &mut report);
+        self.stamp(obj);
+        report
+    }
+
+    fn stamp(&self, obj: &mut InMemDicomObject) {
+        obj.put(DataElement::new(tags::PATIENT_IDENTITY_REMOVED, VR::CS, PrimitiveValue::from("YES")));
+        let mut method = String::from("PS3.15 Annex E Basic Application Level Confidentiality Profile");
+        for option in self.options.selected() {
+            method.push_str("; ");
+            method.push_str(option.name);
+        }
+        obj.put(DataElement::new(tags::DEIDENTIFICATION_METHOD, VR::LO, PrimitiveValue::from(method)));
+        let code = |value: &str, meaning: &str| {
+            InMemDicomObject::from_element_iter([
+                DataElement::new(tags::CODE_VALUE, VR::SH, PrimitiveValue::from(value)),
+                DataElement::new(tags::CODING_SCHEME_DESIGNATOR, VR::SH, PrimitiveValue::from("DCM")),
+                DataElement::new(tags::CODE_MEANING, VR::LO, PrimitiveValue::from(meaning)),
+            ])
+        };
+        let mut codes = vec![code("113100", "Basic Application Confidentiality Profile")];
+        codes.extend(self.options.selected().iter().map(|o| code(o.code, o.meaning)));
+        obj.put(DataElement::new(tags::DEIDENTIFICATION_METHOD_CODE_SEQUENCE, VR::SQ, DataSetSequence::from(codes)));
+        let temporal = if self.options.has("retain-longitudinal-modified-dates") { "MODIFIED" } else { "REMOVED" };
+        obj.put(DataElement::new(
+            tags::LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED,
+            VR::CS,
+            PrimitiveValue::from(temporal),
+        ));
+    }
+}
+
+fn process(context: &Context<'_>, obj: &mut InMemDicomObject, depth: usize, report: &mut Report) {
+    let tags: Vec<Tag> = obj.tags().collect();
+    for tag in tags {
+        let Some(element) = obj.take(tag) else { continue };
+        match transform(context, element, depth, report) {
+            Some(element) => {
+                obj.put(element);
+            }
+            None => report.changed += 1,
+        }
+    }
+}
+
+/// Every value of an element as text, when it has text values.
+fn strings(element: &InMemElement) -> Option<Vec<String>> {
+    match element.value() {
+        Value::Primitive(PrimitiveValue::Empty) => Some(Vec::new()),
+        Value::Primitive(value) => Some(value.to_multi_str().to_vec()),
+        _ => None,
+    }
+}
+
+fn with_strings(tag: Tag, vr: VR, values: Vec<String>) -> InMemElement {
+    if values.is_empty() {
+        DataElement::new(tag, vr, PrimitiveValue::Empty)
+    } else {
+        DataElement::new(tag, vr, PrimitiveValue::Strs(values.into()))
+    }
+}
+
+fn empty(tag: Tag, vr: VR) -> InMemElement {
+    if vr == VR::SQ {
+        DataElement::new(tag, VR::SQ, DataSetSequence::<InMemDicomObject>::empty())
+    } else {
+        DataElement::new(tag, vr, PrimitiveValue::Empty)
+    }
+}
+
+fn dummy(context: &Context<'_>, element: &InMemElement) -> InMemElement {
+    let (tag, vr) = (element.header().tag, element.vr());
+    let text = match vr {
+        VR::DA => "19000101",
+        VR::TM => "000000",
+        VR::DT => "19000101000000",
+        VR::AS => "000Y",
+        VR::IS | VR::DS => "0",
+        VR::UI => {
+            let mapped = strings(element).unwrap_or_default().iter().map(|u| context.keys.uid(u)).collect();
+            return with_strings(tag, vr, mapped);
+        }
+        VR::PN | VR::LO | VR::SH | VR::ST | VR::LT | VR::UT | VR::UC | VR::CS | VR::AE | VR::UR => DUMMY_TEXT,
+        // Binary and numeric values: a zero-length value is the only dummy free of meaning.
+        _ => return empty(tag, vr),
+    };
+    DataElement::new(tag, vr, PrimitiveValue::from(text))
+}
+
+/// The items of a sequence de-identified in turn (bounded depth: deeper nesting is removed).
+fn sequence(context: &Context<'_>, element: InMemElement, depth: usize, report: &mut Report) -> Option<InMemElement> {
+    let tag = element.header().tag;
+    if depth >= MAX_DEPTH {
+        return None;
+    }
+    match element.into_value() {
+        Value::Sequence(items) => {
+            let mut items: Vec<InMemDicomObject> = items.into_items().into_iter().collect();
+            for item in &mut items {
+                process(context, item, depth + 1, report);
+            }
+            Some(DataElement::new(tag, VR::SQ, DataSetSequence::from(items)))
+        }
+        // Not a sequence after all: nothing to descend into.
+        _ => None,
+    }
+}
+
+/// Text values that must not pass: undecodable bytes, or anything but ASCII from a character
+/// set the parser does not decode faithfully.
+fn unusable_text(context: &Context<'_>, values: &[String]) -> bool {
+    values.iter().any(|v| v.contains(['\u{FFFD}', '\u{1B}']) || (context.unreliable_text && !v.is_ascii()))
+}
+
+fn clean(context: &Context<'_>, element: InMemElement, depth: usize, report: &mut Report) -> Option<InMemElement> {
+    let (tag, vr) = (element.header().tag, element.vr());
+    if vr == VR::SQ {
+        return sequence(context, element, depth, report);
+    }
+    if !is_text(vr) && !is_temporal(vr) {
+        // Nothing in a number or a code to clean.
+        return Some(element);
+    }
+    let values = strings(&element)?;
+    if is_text(vr) && unusable_text(context, &values) {
+        return None;
+    }
+    let dates = context.options.has("retain-longitudinal-modified-dates");
+    let cleaned: Option<Vec<String>> = match vr {
+        VR::DA if dates => values.iter().map(|v| shift_da(v, context.shift_days)).collect(),
+        VR::DT if dates => values.iter().map(|v| shift_dt(v, context.shift_days)).collect(),
+        VR::TM if dates => Some(values),
+        VR::DA | VR::DT | VR::TM => None,
+        _ => Some(values.iter().map(|v| redact(v, &context.identifying)).collect()),
+    };
+    report.changed += 1;
+    Some(match cleaned {
+        Some(values) => with_strings(tag, vr, values),
+        None => empty(tag, vr),
+    })
+}
+
+fn keep(context: &Context<'_>, element: InMemElement, depth: usize, report: &mut Report) -> Option<InMemElement> {
+    let vr = element.vr();
+    if vr == VR::SQ {
+        return sequence(context, element, depth, report);
+    }
+    if is_text(vr) && unusable_text(context, &strings(&element)?) {
+        return None;
+    }
+    Some(element)
+}
+
+fn transform(context: &Context<'_>, element: InMemElement, depth: usize, report: &mut Report) -> Option<InMemElement> {
+    let (tag, vr) = (element.header().tag, element.vr());
+    if tag.element() == 0x0000 {
+        return None;
+    }
+    if tag == tags::PIXEL_DATA || tag.group() == 0x7FE0 {
+        return Some(element);
+    }
+    if tag == tags::PATIENT_ID || tag == tags::PATIENT_NAME {
+        let id = strings(&element).and_then(|v| v.first().cloned()).unwrap_or_default();
+        let own = if tag == tags::PATIENT_ID { id } else { String::new() };
+        report.changed += 1;
+        let pseudonym = match (depth, &report.patient) {
+            (0, Some(patient)) => patient.clone(),
+            _ => context.keys.patient(&context.issuer, &own),
+        };
+        return Some(DataElement::new(tag, vr, PrimitiveValue::from(pseudonym)));
+    }
+    let action = row_of(tag).map(|row| context.options.action(row)).unwrap_or(Action::Keep);
+    let changed = |report: &mut Report, element: InMemElement| {
+        report.changed += 1;
+        Some(element)
+    };
+    match action {
+        Action::Keep => keep(context, element, depth, report),
+        Action::Remove => None,
+        Action::Zero | Action::RemoveOrZero => changed(report, empty(tag, vr)),
+        Action::Dummy if vr == VR::SQ => sequence(context, element, depth, report),
+        Action::Dummy => changed(report, dummy(context, &element)),
+        Action::RemoveOrDummy | Action::ZeroOrDummy | Action::RemoveOrZeroOrDummy => {
+            if vr == VR::SQ {
+                sequence(context, element, depth, report)
+            } else if is_temporal(vr) {
+                changed(report, empty(tag, vr))
+            } else {
+                changed(report, dummy(context, &element))
+            }
+        }
+        Action::RemoveOrZeroOrUid if vr == VR::SQ => sequence(context, element, depth, report),
+        Action::RemoveOrZeroOrUid => changed(report, empty(tag, vr)),
+        Action::Uid if vr == VR::SQ => sequence(context, element, depth, report),
+        Action::Uid => {
+            let mapped = strings(&element).unwrap_or_default().iter().map(|u| context.keys.uid(u)).collect();
+            changed(report, with_strings(tag, VR::UI, mapped))
+        }
+        Action::Clean => clean(context, element, depth, report),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> InMemDicomObject {
+        let referenced = InMemDicomObject::from_element_iter([
+            DataElement::new(tags::REFERENCED_SOP_CLASS_UID, VR::UI, PrimitiveValue::from("1.2.840.10008.5.1.4.1.1.2")),
+            DataElement::new(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from("1.2.3.4.5.6")),
+        ]);
+        InMemDicomObject::from_element_iter([
+            DataElement::new(tags::PATIENT_NAME, VR::PN, PrimitiveValue::from("Doe^Jane")),
+            DataElement::new(tags::PATIENT_ID, VR::LO, PrimitiveValue::from("MRN-0042")),
+            DataElement::new(tags::PATIENT_BIRTH_DATE, VR::DA, PrimitiveValue::from("19610203")),
+            DataElement::new(tags::STUDY_DATE, VR::DA, PrimitiveValue::from("20240301")),
+            DataElement::new(tags::STUDY_TIME, VR::TM, PrimitiveValue::from("101500")),
+            DataElement::new(tags::ACCESSION_NUMBER, VR::SH, PrimitiveValue::from("ACC77")),
+            DataElement::new(tags::INSTITUTION_NAME, VR::LO, PrimitiveValue::from("St Elsewhere")),
+            DataElement::new(tags::STUDY_DESCRIPTION, VR::LO, PrimitiveValue::from("CT chest Jane Doe MRN-0042")),
+            DataElement::new(tags::STUDY_INSTANCE_UID, VR::UI, PrimitiveValue::from("1.2.3")),
+            DataElement::new(tags::SERIES_INSTANCE_UID, VR::UI, PrimitiveValue::from("1.2.3.4")),
+            DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from("1.2.3.4.5")),
+            DataElement::new(tags::SOP_CLASS_UID, VR::UI, PrimitiveValue::from("1.2.840.10008.5.1.4.1.1.2")),
+            DataElement::new(tags::FRAME_OF_REFERENCE_UID, VR::UI, PrimitiveValue::from("1.2.3.9")),
+            DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(512u16)),
+            DataElement::new(Tag(0x0009, 0x0010), VR::LO, PrimitiveValue::from("ACME")),
+            DataElement::new(Tag(0x0009, 0x1001), VR::LO, PrimitiveValue::from("Jane's secret")),
+            DataElement::new(tags::REFERENCED_IMAGE_SEQUENCE, VR::SQ, DataSetSequence::from(vec![referenced])),
+        ])
+    }
+
+    fn deidentifier(options: &[&str]) -> Deidentifier {
+        Deidentifier::new(ProjectKeys::derive(b"secret", "p"), Options::parse(options).expect("valid"))
+    }
+
+    fn all_text(obj: &InMemDicomObject) -> String {
+        let mut out = String::new();
+        for element in obj.iter() {
+            match element.value() {
+                Value::Sequence(items) => items.items().iter().for_each(|item| out.push_str(&all_text(item))),
+                _ => {
+                    if let Ok(text) = element.to_str() {
+                        out.push_str(&text);
+                        out.push('|');
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_basic_profile_leaves_nothing_identifying() {
+        let mut obj = sample();
+        let d = deidentifier(&[]);
+        let report = d.apply(&mut obj, "site-1");
+        let text = all_text(&obj);
+        for leak in ["Doe", "Jane", "MRN-0042", "19610203", "20240301", "ACC77", "Elsewhere", "ACME", "1.2.3.4.5.6"] {
+            assert!(!text.contains(leak), "{leak} leaked: {text}");
+        }
+        let uid = |tag| text_of(&obj, tag).expect("present");
+        assert_eq!(uid(tags::STUDY_INSTANCE_UID), d.keys().uid("1.2.3"));
+        assert_eq!(uid(tags::FRAME_OF_REFERENCE_UID), d.keys().uid("1.2.3.9"));
+        assert_eq!(uid(tags::SOP_CLASS_UID), "1.2.840.10008.5.1.4.1.1.2", "classes are not identifying");
+        assert_eq!(report.identity.len(), 3);
+        assert_eq!(text_of(&obj, tags::PATIENT_ID), report.patient.clone());
+        assert_eq!(text_of(&obj, tags::PATIENT_NAME), report.patient);
+        assert!(text_of(&obj, tags::STUDY_DATE).is_none(), "emptied");
+        assert!(obj.element(tags::STUDY_DATE).is_ok(), "type 2: still present");
+        assert!(obj.element(Tag(0x0009, 0x1001)).is_err(), "private attributes removed");
+        assert_eq!(text_of(&obj, tags::PATIENT_IDENTITY_REMOVED).as_deref(), Some("YES"));
+        assert_eq!(text_of(&obj, tags::LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED).as_deref(), Some("REMOVED"));
+        let referenced = obj.element(tags::REFERENCED_IMAGE_SEQUENCE).expect("kept").items().expect("items")[0].clone();
+        assert_eq!(text_of(&referenced, tags::REFERENCED_SOP_INSTANCE_UID), Some(d.keys().uid("1.2.3.4.5.6")));
+        assert_eq!(obj.element(tags::ROWS).expect("kept").to_int::<u16>().expect("int"), 512);
+    }
+
+    #[test]
+    fn options_shift_dates_and_clean_descriptors() {
+        let mut obj = sample();
+        let d = deidentifier(&["retain-longitudinal-modified-dates", "clean-descriptors"]);
+        d.apply(&mut obj, "site-1");
+        let shift = d.keys().date_shift_days("MRN-0042");
+        assert_eq!(text_of(&obj, tags::STUDY_DATE), crate::dates::shift_date("20240301", shift));
+        assert_eq!(text_of(&obj, tags::STUDY_TIME).as_deref(), Some("101500"));
+        assert_eq!(text_of(&obj, tags::STUDY_DESCRIPTION).as_deref(), Some("CT chest [removed] [removed] [removed]"));
+        assert_eq!(text_of(&obj, tags::LONGITUDINAL_TEMPORAL_INFORMATION_MODIFIED).as_deref(), Some("MODIFIED"));
+        let codes = obj.element(tags::DEIDENTIFICATION_METHOD_CODE_SEQUENCE).expect("stamped").items().expect("items");
+        let values: Vec<String> = codes.iter().filter_map(|c| text_of(c, tags::CODE_VALUE)).collect();
+        assert_eq!(values, ["113100", "113107", "113105"]);
+    }
+
+    #[test]
+    fn text_in_a_character_set_that_cannot_be_decoded_is_removed() {
+        let mut obj = sample();
+        obj.put(DataElement::new(
+            tags::SPECIFIC_CHARACTER_SET,
+            VR::CS,
+            PrimitiveValue::Strs(vec!["".to_owned(), "ISO 2022 IR 87".to_owned()].into()),
+        ));
+        obj.put(DataElement::new(tags::SERIES_DESCRIPTION, VR::LO, PrimitiveValue::from("胸部 CT")));
+        obj.put(DataElement::new(tags::BODY_PART_EXAMINED, VR::CS, PrimitiveValue::from("CHEST")));
+        let d = deidentifier(&["clean-descriptors"]);
+        d.apply(&mut obj, "site-1");
+        // Series Description is cleaned (kept) under Clean Descriptors, but not in this charset.
+        assert!(obj.element(tags::SERIES_DESCRIPTION).is_err());
+        assert_eq!(text_of(&obj, tags::BODY_PART_EXAMINED).as_deref(), Some("CHEST"));
+    }
+
+    #[test]
+    fn redaction_ignores_case_and_prefers_the_longest_value() {
+        let identifying = vec!["Elsewhere".to_owned(), "Jane".to_owned()];
+        assert_eq!(redact("seen at ST ELSEWHERE by jane", &identifying), "seen at ST [removed] by [removed]");
+    }
+}
