@@ -2,6 +2,7 @@
 
 pub mod frames;
 pub mod qido;
+pub mod qido_deid;
 pub mod rendered;
 pub mod rollup;
 pub mod stow;

@@ -275,22 +275,6 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
-/// PS3.15 Annex E options, in the kebab-case names the configuration uses.
-pub const DEID_OPTIONS: &[&str] = &[
-    "retain-safe-private",
-    "retain-uids",
-    "retain-device-identity",
-    "retain-institution-identity",
-    "retain-patient-characteristics",
-    "retain-longitudinal-full-dates",
-    "retain-longitudinal-modified-dates",
-    "clean-descriptors",
-    "clean-structured-content",
-    "clean-graphics",
-    "clean-pixel-data",
-    "clean-recognizable-visual-features",
-];
-
 impl Config {
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let fail = |problem: String| ConfigError { path: path.to_owned(), problems: vec![problem] };
@@ -431,11 +415,8 @@ impl Config {
             if deid.profile != "basic" {
                 problems.push(format!("deid.profile {:?}: only \"basic\" (PS3.15 Annex E) exists", deid.profile));
             }
-            for option in &deid.options {
-                if !DEID_OPTIONS.contains(&option.as_str()) {
-                    problems
-                        .push(format!("deid.options: unknown option {option:?}; known: {}", DEID_OPTIONS.join(", ")));
-                }
+            if let Err(wrong) = dicomweb_deid::Options::parse(&deid.options) {
+                problems.extend(wrong.into_iter().map(|p| format!("deid.options: {p}")));
             }
             DeidConfig {
                 options: deid.options,

@@ -25,6 +25,9 @@ pub enum ApiError {
     /// The PACS failed or could not be reached.
     #[error("{0}")]
     Pacs(#[from] DimseError),
+    /// A fault of the gateway itself (its state store, a task that failed).
+    #[error("{0}")]
+    Internal(String),
     /// Every site that could answer has its circuit open (docs/FEDERATION.md).
     #[error("{message}")]
     SitesDown { message: String, retry_after: std::time::Duration },
@@ -61,6 +64,7 @@ impl ApiError {
             ApiError::Pacs(DimseError::InvalidInstance(_)) => StatusCode::BAD_REQUEST,
             ApiError::Pacs(_) => StatusCode::BAD_GATEWAY,
             ApiError::SitesDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }

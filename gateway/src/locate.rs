@@ -19,6 +19,7 @@ use futures::{stream, Stream, StreamExt};
 use pacs_adapter::{DimseError, DimseStream, QueryLevel, RetrieveTarget, RetrievedInstance};
 
 use crate::api::text_of;
+use crate::deidentify::Processed;
 use crate::directory::{SeriesRecord, StudyRecord};
 use crate::error::ApiError;
 use crate::health::is_site_fault;
@@ -211,12 +212,13 @@ fn split_series(
     Ok(parts)
 }
 
-/// Starts the retrieval of a part from its first holder that can be reached.
-async fn retrieve_part(gw: &Gateway, part: &Part) -> Result<DimseStream<RetrievedInstance>, ApiError> {
+/// Starts the retrieval of a part from its first holder that can be reached; the site it
+/// comes from, and its instances.
+async fn retrieve_part(gw: &Gateway, part: &Part) -> Result<(usize, DimseStream<RetrievedInstance>), ApiError> {
     let mut last: Option<Unanswered> = None;
     for &site in &part.holders {
         match gw.sites[site].retrieve(part.target.clone()).await {
-            Ok(instances) => return Ok(instances),
+            Ok(instances) => return Ok((site, instances)),
             Err(Unanswered::Dimse(e)) if !is_site_fault(&e) => return Err(e.into()),
             Err(unreachable) => {
                 tracing::warn!(site = %gw.sites[site].id(), error = %unreachable, "holder unavailable; trying the next");
@@ -227,16 +229,19 @@ async fn retrieve_part(gw: &Gateway, part: &Part) -> Result<DimseStream<Retrieve
     Err(last.map(ApiError::from).unwrap_or_else(|| ApiError::NotFound("no site holds it".into())))
 }
 
+/// Instances with the index of the site each came from.
+type SitedInstances = std::pin::Pin<Box<dyn Stream<Item = Result<(usize, RetrievedInstance), ApiError>> + Send>>;
+
 /// A part's instances, ending in an error when it yields none (a site that listed the part
 /// returned nothing of it).
-fn at_least_one(part: DimseStream<RetrievedInstance>, what: String) -> Instances {
+fn at_least_one(site: usize, part: DimseStream<RetrievedInstance>, what: String) -> SitedInstances {
     let yielded = Arc::new(AtomicBool::new(false));
     let seen = yielded.clone();
     part.map(move |item| {
         if item.is_ok() {
             seen.store(true, Ordering::Relaxed);
         }
-        item.map_err(ApiError::from)
+        item.map(|instance| (site, instance)).map_err(ApiError::from)
     })
     .chain(stream::once(async move { yielded.load(Ordering::Relaxed) }).filter_map(move |yielded| {
         let what = what.clone();
@@ -253,13 +258,45 @@ fn allowed_sites(gw: &Gateway, scope: &SiteScope) -> Result<Vec<usize>, ApiError
     Ok(gw.sites.iter().enumerate().filter(|(_, s)| allowed.iter().any(|a| a.id() == s.id())).map(|(i, _)| i).collect())
 }
 
-/// Plans the retrieval, starts it and waits for its first instance, so that a missing study is
-/// a 404 and a failing PACS a 502 / 503 / 504 before any byte of the response is sent.
+/// A retrieval under way: its first instance (already received, so that errors are a status
+/// code), the rest, and how many instances were withheld before the first (their pixels may
+/// show identity; later ones are withheld too, and logged).
+pub struct Retrieval {
+    pub first: RetrievedInstance,
+    pub rest: Instances,
+    pub withheld: usize,
+}
+
+impl std::fmt::Debug for Retrieval {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Retrieval")
+            .field("first", &self.first.sop_instance_uid)
+            .field("withheld", &self.withheld)
+            .finish()
+    }
+}
+
+/// Plans the retrieval of a target named as the client sees it (pseudonymous UIDs when
+/// de-identifying), starts it and waits for its first instance, so that a missing study is a
+/// 404 and a failing PACS a 502 / 503 / 504 before any byte of the response is sent.
 pub async fn first_and_rest(
     gw: &Arc<Gateway>,
     scope: &SiteScope,
     target: RetrieveTarget,
-) -> Result<(RetrievedInstance, Instances), ApiError> {
+) -> Result<Retrieval, ApiError> {
+    let target = match &gw.privacy {
+        Some(privacy) => privacy.site_target(&target).await?,
+        None => target,
+    };
+    first_and_rest_at_sites(gw, scope, target).await
+}
+
+/// The same for a target named by the sites' own UIDs.
+pub async fn first_and_rest_at_sites(
+    gw: &Arc<Gateway>,
+    scope: &SiteScope,
+    target: RetrieveTarget,
+) -> Result<Retrieval, ApiError> {
     let allowed = allowed_sites(gw, scope)?;
     let study = target.study.as_str().to_owned();
     let remembered = gw.directory.study(&study).and_then(|record| remembered_plan(gw, &allowed, &record, &target));
@@ -268,25 +305,96 @@ pub async fn first_and_rest(
         Some(plan) => plan,
         None => locate_by_find(gw, &allowed, &target).await?,
     };
-    match start(gw, plan).await {
-        Ok(Some(started)) => Ok(started),
+    let started = match start(gw, plan).await {
+        Ok(Some(started)) => started,
         Ok(None) | Err(ApiError::Pacs(DimseError::Failed { .. })) if from_directory => {
             // What was remembered is no longer so: locate anew.
             gw.directory.forget(&study);
             let plan = locate_by_find(gw, &allowed, &target).await?;
-            start(gw, plan).await?.ok_or_else(|| ApiError::NotFound("no such study, series or instance".into()))
+            start(gw, plan).await?.ok_or_else(|| ApiError::NotFound("no such study, series or instance".into()))?
         }
-        Ok(None) => Err(ApiError::NotFound("no such study, series or instance".into())),
-        Err(e) => Err(e),
+        Ok(None) => return Err(ApiError::NotFound("no such study, series or instance".into())),
+        Err(e) => return Err(e),
+    };
+    match &gw.privacy {
+        None => {
+            let ((_, first), rest) = started;
+            Ok(Retrieval { first, rest: rest.map(|item| item.map(|(_, instance)| instance)).boxed(), withheld: 0 })
+        }
+        Some(_) => deidentified(gw, started).await,
     }
+}
+
+/// The retrieval's instances de-identified one by one off the async runtime, in order, the
+/// withheld ones left out.
+async fn deidentified(
+    gw: &Arc<Gateway>,
+    ((site, first), rest): ((usize, RetrievedInstance), SitedInstances),
+) -> Result<Retrieval, ApiError> {
+    let deid_gw = gw.clone();
+    let mut processed = stream::once(async move { Ok((site, first)) })
+        .chain(rest)
+        .then(move |item| {
+            let gw = deid_gw.clone();
+            async move {
+                let (site, instance) = item?;
+                tokio::task::spawn_blocking(move || {
+                    let privacy =
+                        gw.privacy.as_ref().ok_or_else(|| ApiError::Internal("de-identification is off".into()))?;
+                    let (processed, entries) = privacy
+                        .instance(&instance, gw.sites[site].id().as_str())
+                        .map_err(|e| ApiError::Internal(format!("cannot de-identify an instance: {e}")))?;
+                    privacy
+                        .store
+                        .record(&privacy.project, entries)
+                        .map_err(|e| ApiError::Internal(format!("pseudonym map: {e}")))?;
+                    Ok(processed)
+                })
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?
+            }
+        })
+        .boxed();
+    let mut withheld = 0usize;
+    let first = loop {
+        match processed.next().await {
+            Some(Ok(Processed::Deidentified(instance))) => break instance,
+            Some(Ok(Processed::Withheld(why))) => {
+                tracing::info!(reason = why.reason, "instance withheld: its pixels may show identity");
+                withheld += 1;
+            }
+            Some(Err(e)) => return Err(e),
+            None => {
+                return Err(ApiError::Forbidden(format!(
+                    "withheld: {withheld} instance(s) whose pixels may show identity (burned-in annotation)"
+                )))
+            }
+        }
+    };
+    let rest = processed
+        .filter_map(|item| async move {
+            match item {
+                Ok(Processed::Deidentified(instance)) => Some(Ok(instance)),
+                Ok(Processed::Withheld(why)) => {
+                    tracing::info!(reason = why.reason, "instance withheld: its pixels may show identity");
+                    None
+                }
+                Err(e) => Some(Err(e)),
+            }
+        })
+        .boxed();
+    Ok(Retrieval { first, rest, withheld })
 }
 
 /// Starts the plan's parts one after the other in one stream; `None` when the first part
 /// yields nothing.
-async fn start(gw: &Arc<Gateway>, plan: Vec<Part>) -> Result<Option<(RetrievedInstance, Instances)>, ApiError> {
+async fn start(
+    gw: &Arc<Gateway>,
+    plan: Vec<Part>,
+) -> Result<Option<((usize, RetrievedInstance), SitedInstances)>, ApiError> {
     let mut parts = plan.into_iter();
     let Some(first) = parts.next() else { return Ok(None) };
-    let mut first_part = retrieve_part(gw, &first).await?;
+    let (first_site, mut first_part) = retrieve_part(gw, &first).await?;
     let first_instance = match first_part.next().await {
         Some(Ok(instance)) => instance,
         Some(Err(e)) => return Err(e.into()),
@@ -297,13 +405,17 @@ async fn start(gw: &Arc<Gateway>, plan: Vec<Part>) -> Result<Option<(RetrievedIn
         let gw = later_gw.clone();
         async move {
             match retrieve_part(&gw, &part).await {
-                Ok(instances) => at_least_one(instances, describe(&part.target)),
+                Ok((site, instances)) => at_least_one(site, instances, describe(&part.target)),
                 Err(e) => stream::once(async move { Err(e) }).boxed(),
             }
         }
     });
-    let rest: Instances = Box::pin(first_part.map(|item| item.map_err(ApiError::from)).chain(later.flatten()));
-    Ok(Some((first_instance, rest)))
+    let rest: SitedInstances = Box::pin(
+        first_part
+            .map(move |item| item.map(|instance| (first_site, instance)).map_err(ApiError::from))
+            .chain(later.flatten()),
+    );
+    Ok(Some(((first_site, first_instance), rest)))
 }
 
 fn describe(target: &RetrieveTarget) -> String {

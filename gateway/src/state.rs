@@ -9,6 +9,7 @@ use pacs_adapter::{AssociationPool, RetrieveMethod, StoreScp, StoreScpOptions};
 
 use crate::check::endpoint;
 use crate::config::{Config, RetrieveMode};
+use crate::deidentify::Privacy;
 use crate::directory::Directory;
 use crate::health::{BreakerPolicy, SiteHealth};
 pub use crate::site::Site;
@@ -20,6 +21,8 @@ pub struct Gateway {
     pub sites: Vec<Site>,
     /// Where studies were seen (docs/FEDERATION.md).
     pub directory: Directory,
+    /// De-identification, when `[deid]` is configured (docs/DEIDENTIFICATION.md).
+    pub privacy: Option<Privacy>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -55,10 +58,11 @@ impl Gateway {
             anyhow::bail!("no site is configured");
         }
         let directory = Directory::open(&config.federation)?;
+        let privacy = config.deid.as_ref().map(Privacy::start).transpose()?;
         let mut tasks: Vec<_> = scp.map(|(_, handle)| handle).into_iter().collect();
         let gateway = Arc::new_cyclic(|weak: &Weak<Gateway>| {
             tasks.push(tokio::spawn(echo_sites(weak.clone())));
-            Gateway { config, sites, directory, tasks }
+            Gateway { config, sites, directory, privacy, tasks }
         });
         Ok(gateway)
     }

@@ -21,6 +21,22 @@ pub struct RetrievedInstance {
 }
 
 impl RetrievedInstance {
+    /// An instance from Part-10 bytes (its file meta group says what it is).
+    pub fn from_part10(part10: Bytes) -> Result<Self, crate::DimseError> {
+        let header = part10::parse_header(&part10)?;
+        let uid = |value: &str, what: &str| {
+            dicomweb_model::Uid::from_peer(value)
+                .map_err(|_| crate::DimseError::InvalidInstance(format!("file meta group without a valid {what}")))
+        };
+        Ok(RetrievedInstance {
+            sop_class_uid: SopClassUid::from(uid(&header.sop_class_uid, "SOP Class UID")?),
+            sop_instance_uid: SopInstanceUid::from(uid(&header.sop_instance_uid, "SOP Instance UID")?),
+            transfer_syntax_uid: TransferSyntaxUid::from(uid(&header.transfer_syntax_uid, "Transfer Syntax UID")?),
+            data_set_offset: header.data_set_offset,
+            part10,
+        })
+    }
+
     pub(crate) fn from_c_store(
         request: &Command,
         transfer_syntax_uid: &str,

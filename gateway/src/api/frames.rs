@@ -33,7 +33,7 @@ async fn retrieve_instance(
     instance: &str,
 ) -> Result<Instance, ApiError> {
     let target = super::wado::target(study, Some(series), Some(instance))?;
-    let (first, rest) = crate::locate::first_and_rest(gw, sites, target).await?;
+    let crate::locate::Retrieval { first, rest, .. } = crate::locate::first_and_rest(gw, sites, target).await?;
     drop(rest);
     let transfer_syntax = first.transfer_syntax_uid.as_str().to_owned();
     let object = tokio::task::spawn_blocking(move || dicom_object::from_reader(&first.part10[128..]))

@@ -17,10 +17,12 @@ use dicomweb_model::qido::{self, required, IncludeFields, QidoQuery};
 use futures::StreamExt;
 use pacs_adapter::QueryLevel;
 
+use super::qido_deid;
 use super::rollup::DirectoryUse;
 use super::{accepts, parse_uid, text_of};
 use crate::error::ApiError;
 use crate::federation::{find_everywhere, mark_sites, merge, sort, warning};
+use crate::pseudonyms::Kind;
 use crate::state::{Gateway, Site, SiteScope};
 
 /// Which resource was asked: the level, and the UIDs that scope it.
@@ -157,7 +159,24 @@ async fn search(
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     accepts(headers, &["application/dicom+json", "application/json"])?;
-    let query = qido::parse(raw_query.as_deref().unwrap_or(""))?;
+    let mut query = qido::parse(raw_query.as_deref().unwrap_or(""))?;
+    let mut scope = scope;
+    // De-identifying: the query in the sites' terms, and the checks its results must pass.
+    let filters = match &gw.privacy {
+        Some(privacy) => {
+            if let Some(study) = &scope.study {
+                scope.study = Some(qido_deid::path_uid(privacy, study, Kind::Study).await?);
+            }
+            if let Some(series) = &scope.series {
+                scope.series = Some(qido_deid::path_uid(privacy, series, Kind::Series).await?);
+            }
+            match qido_deid::translate(privacy, &mut query).await? {
+                Some(filters) => filters,
+                None => return Ok(with_warning(StatusCode::NO_CONTENT.into_response(), &query, None)),
+            }
+        }
+        None => Vec::new(),
+    };
     let sites = gw.sites_for(site_scope)?;
     let fan_out = find_everywhere(&sites, scope.level, &identifier(&scope, &query)).await;
     if fan_out.failures.len() == sites.len() {
@@ -170,6 +189,14 @@ async fn search(
     let sites_missing = warning(&fan_out.failures);
     let mut merged = merge(scope.level, fan_out.results);
     sort(scope.level, &mut merged);
+    if let (Some(privacy), false) = (&gw.privacy, filters.is_empty()) {
+        merged.retain(|m| {
+            let mut shown = m.object.clone();
+            let site = m.sites.first().map(|&s| sites[s].id().to_string()).unwrap_or_default();
+            privacy.engine.apply(&mut shown, &site);
+            qido_deid::passes(&shown, &filters)
+        });
+    }
     // A study UID under two patients is not remembered: a retrieval by it must reach every
     // site of both, so it is always located anew.
     let reused = reused_study_uids(&merged);
@@ -194,8 +221,13 @@ async fn search(
             let single = !reused.contains(&study);
             let directory = DirectoryUse { read: single, write: single && rememberable };
             complete(gw, &holding, scope, &mut result, directory).await?;
+            let entries = match &gw.privacy {
+                Some(privacy) => privacy.data_set(&mut result, holding.first().map(|s| s.id().as_str()).unwrap_or("")),
+                None => Vec::new(),
+            };
+            put_retrieve_url(gw, scope, &mut result);
             mark_sites(&mut result, holding.iter().map(|s| s.id().to_string()).collect());
-            Ok::<_, ApiError>(result)
+            Ok::<_, ApiError>((result, entries))
         }
     }))
     .buffered(COMPLETING_AT_ONCE)
@@ -203,7 +235,13 @@ async fn search(
     .await
     .into_iter()
     .collect::<Result<Vec<_>, _>>()?;
-    if rememberable && whole_list && scope.level == QueryLevel::Series {
+    let (completed, entries): (Vec<InMemDicomObject>, Vec<_>) = completed.into_iter().unzip();
+    if let Some(privacy) = &gw.privacy {
+        // Every pseudonym in the response resolves before the client sees it.
+        privacy.record(entries.into_iter().flatten().collect()).await?;
+    }
+    // (Results are in the sites' terms only without de-identification.)
+    if rememberable && whole_list && scope.level == QueryLevel::Series && gw.privacy.is_none() {
         if let Some(study) = &scope.study {
             remember_series(gw, study, &completed);
         }
@@ -289,8 +327,28 @@ fn with_warning(mut response: Response, query: &QidoQuery, sites_missing: Option
     response
 }
 
+/// Writes RetrieveURL from the result's own UIDs (pseudonyms when de-identifying; the scope's,
+/// pseudonymised, where the result leaves one out).
+fn put_retrieve_url(gw: &Gateway, scope: &Scope, result: &mut InMemDicomObject) {
+    let shown = |uid: &str| match &gw.privacy {
+        Some(privacy) => privacy.engine.keys().uid(uid),
+        None => uid.to_owned(),
+    };
+    let study =
+        text_of(result, tags::STUDY_INSTANCE_UID).or_else(|| scope.study.as_deref().map(shown)).unwrap_or_default();
+    let series = text_of(result, tags::SERIES_INSTANCE_UID).or_else(|| scope.series.as_deref().map(shown));
+    let base = format!("{}/studies/{study}", gw.config.public_url);
+    let url = match (scope.level, &series, text_of(result, tags::SOP_INSTANCE_UID)) {
+        (QueryLevel::Study, _, _) => base,
+        (QueryLevel::Series, Some(series), _) => format!("{base}/series/{series}"),
+        (QueryLevel::Image, Some(series), Some(instance)) => format!("{base}/series/{series}/instances/{instance}"),
+        _ => base,
+    };
+    result.put(DataElement::new(tags::RETRIEVE_URL, VR::UR, PrimitiveValue::from(url)));
+}
+
 /// Makes a C-FIND result a QIDO-RS result: without QueryRetrieveLevel, with every required
-/// attribute (empty when unknown), roll-ups computed when missing, and RetrieveURL.
+/// attribute (empty when unknown) and roll-ups computed when missing.
 async fn complete(
     gw: &Gateway,
     holding: &[&Site],
@@ -316,13 +374,5 @@ async fn complete(
             result.put(DataElement::new(tag, vr_of(tag), PrimitiveValue::Empty));
         }
     }
-    let base = format!("{}/studies/{study}", gw.config.public_url);
-    let url = match (scope.level, &series, text_of(result, tags::SOP_INSTANCE_UID)) {
-        (QueryLevel::Study, _, _) => base,
-        (QueryLevel::Series, Some(series), _) => format!("{base}/series/{series}"),
-        (QueryLevel::Image, Some(series), Some(instance)) => format!("{base}/series/{series}/instances/{instance}"),
-        _ => base,
-    };
-    result.put(DataElement::new(tags::RETRIEVE_URL, VR::UR, PrimitiveValue::from(url)));
     Ok(())
 }

@@ -151,7 +151,7 @@ async fn respond(
     frame: u32,
     rendering: Rendering,
 ) -> Result<Response, ApiError> {
-    let (first, rest) = crate::locate::first_and_rest(gw, sites, target).await?;
+    let crate::locate::Retrieval { first, rest, .. } = crate::locate::first_and_rest(gw, sites, target).await?;
     drop(rest);
     let format = rendering.format;
     let bytes = tokio::task::spawn_blocking(move || render(&first.part10, frame, &rendering))
@@ -174,7 +174,7 @@ async fn respond_many(
 ) -> Result<Response, ApiError> {
     use bytes::Bytes;
     use futures::StreamExt;
-    let (first, rest) = crate::locate::first_and_rest(gw, sites, target).await?;
+    let crate::locate::Retrieval { first, rest, .. } = crate::locate::first_and_rest(gw, sites, target).await?;
     let content_type = match rendering.format {
         Format::Jpeg => "image/jpeg",
         Format::Png => "image/png",
@@ -261,7 +261,11 @@ async fn representative(
     study: &str,
     series: Option<&str>,
 ) -> Result<RetrieveTarget, ApiError> {
-    let scope = super::wado::target(study, series, None)?;
+    let named = super::wado::target(study, series, None)?;
+    let scope = match &gw.privacy {
+        Some(privacy) => privacy.site_target(&named).await?,
+        None => named,
+    };
     // The representative comes from the first site that lists the series or study.
     let mut planned = Vec::new();
     for site in gw.sites_for(sites)? {
@@ -275,11 +279,16 @@ async fn representative(
     let first_series = planned.first().map(|p| p.series.clone());
     planned.retain(|p| Some(&p.series) == first_series.as_ref());
     let chosen = planned.get(planned.len() / 2).ok_or_else(|| ApiError::NotFound("no instance to show".into()))?;
-    Ok(RetrieveTarget::instances(
+    let at_site = RetrieveTarget::instances(
         StudyInstanceUid::from(scope.study.as_uid().clone()),
         Some(SeriesInstanceUid::from(chosen.series.as_uid().clone())),
         vec![SopInstanceUid::from(chosen.sop_instance.as_uid().clone())],
-    ))
+    );
+    // Named as the client names things, like every target `respond` takes.
+    match &gw.privacy {
+        Some(privacy) => privacy.client_target(&at_site).await,
+        None => Ok(at_site),
+    }
 }
 
 pub async fn series_thumbnail(

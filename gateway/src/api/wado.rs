@@ -142,7 +142,7 @@ async fn retrieve(
     target: RetrieveTarget,
 ) -> Result<Response, ApiError> {
     let wanted = negotiate(&headers)?;
-    let (first, rest) = first_and_rest(&gw, &sites, target).await?;
+    let crate::locate::Retrieval { first, rest, withheld } = first_and_rest(&gw, &sites, target).await?;
     // The first instance is represented before the response starts, so one the gateway cannot
     // transcode is a 406 rather than an aborted response.
     let first = represent(first, wanted).await.map_err(|e| ApiError::NotAcceptable(e.to_string()))?;
@@ -176,7 +176,8 @@ async fn retrieve(
             async move { Ok(closing) }
         }));
     let content_type = format!("multipart/related; type=\"application/dicom\"; boundary={boundary}");
-    Ok(([(header::CONTENT_TYPE, content_type)], Body::from_stream(parts)).into_response())
+    let response = ([(header::CONTENT_TYPE, content_type)], Body::from_stream(parts)).into_response();
+    Ok(crate::deidentify::with_withheld_warning(response, withheld))
 }
 
 /// Retrieve a study, a series or an instance (the path says which).
@@ -213,7 +214,7 @@ async fn metadata(
     target: RetrieveTarget,
 ) -> Result<Response, ApiError> {
     accepts(&headers, &["application/dicom+json", "application/json"])?;
-    let (first, rest) = first_and_rest(&gw, &sites, target).await?;
+    let crate::locate::Retrieval { first, rest, withheld } = first_and_rest(&gw, &sites, target).await?;
     let mut index = 0usize;
     let public_url = gw.config.public_url.clone();
     let objects = all(first, rest)
@@ -224,6 +225,11 @@ async fn metadata(
                 tokio::task::spawn_blocking(move || metadata_of(&instance, &public_url))
                     .await
                     .map_err(std::io::Error::other)?
+            }
+        })
+        .inspect(|item| {
+            if let Err(e) = item {
+                tracing::warn!(error = %e, "metadata failed after the response started; aborting it");
             }
         })
         .map(move |item| {
@@ -237,7 +243,8 @@ async fn metadata(
             })
         })
         .chain(stream::once(async { Ok(Bytes::from_static(b"]")) }));
-    Ok(([(header::CONTENT_TYPE, "application/dicom+json")], Body::from_stream(objects)).into_response())
+    let response = ([(header::CONTENT_TYPE, "application/dicom+json")], Body::from_stream(objects)).into_response();
+    Ok(crate::deidentify::with_withheld_warning(response, withheld))
 }
 
 /// The metadata of a study, a series or an instance (the path says which).

@@ -1,0 +1,181 @@
+//! A QIDO-RS search when the gateway de-identifies: the query is translated into the sites'
+//! terms, and what cannot be translated exactly is checked again on the de-identified results.
+//!
+//! - UIDs (path and matching keys) are pseudonyms: each is replaced by the site's UID it stands
+//!   for. One that was never handed out matches nothing (a path UID: 404), and a site's own UID
+//!   is no pseudonym: it matches nothing either.
+//! - PatientID or PatientName matching a patient's pseudonym becomes PatientID matching the
+//!   site's ID; results of another patient with the same ID elsewhere are filtered out.
+//!   Wildcards on them are refused: a pseudonym has no parts to match.
+//! - Dates, when dates are shifted (retain-longitudinal-modified-dates): a DA range in shifted
+//!   dates is widened by the largest shift for the sites and checked exactly on the shifted
+//!   results. Times are not shifted and match as they are.
+//! - Any other attribute the profile removes or replaces is refused (400): matching on it would
+//!   reveal what the de-identified results hide.
+
+use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+use dicom_core::{Tag, VR};
+use dicom_dictionary_std::{tags, StandardDataDictionary};
+use dicom_object::InMemDicomObject;
+use dicomweb_deid::dates::shift_date;
+use dicomweb_deid::keys::MAX_SHIFT_DAYS;
+use dicomweb_deid::table::{row_of, Action};
+use dicomweb_model::qido::{MatchKey, QidoQuery};
+
+use super::text_of;
+use crate::deidentify::Privacy;
+use crate::error::ApiError;
+use crate::pseudonyms::Kind;
+
+/// A check a de-identified result must pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Filter {
+    /// PatientID (as the result shows it) is this pseudonym.
+    Patient(String),
+    /// The shifted date is within the range (inclusive; open ends empty).
+    DateRange { tag: Tag, from: String, to: String },
+}
+
+fn keyword(tag: Tag) -> String {
+    StandardDataDictionary.by_tag(tag).map(|e| e.alias().to_owned()).unwrap_or_else(|| format!("{tag}"))
+}
+
+fn refused(tag: Tag, why: &str) -> ApiError {
+    ApiError::BadRequest(format!("matching on {} is not possible here: {why}", keyword(tag)))
+}
+
+const UID_KEYS: [(Tag, Kind); 3] = [
+    (tags::STUDY_INSTANCE_UID, Kind::Study),
+    (tags::SERIES_INSTANCE_UID, Kind::Series),
+    (tags::SOP_INSTANCE_UID, Kind::Instance),
+];
+
+/// The site's UID a path UID stands for (404 when it was never handed out).
+pub async fn path_uid(privacy: &Privacy, uid: &str, kind: Kind) -> Result<String, ApiError> {
+    Ok(privacy.resolve(uid, kind).await?.value)
+}
+
+/// The sites' UIDs of a list of pseudonyms; `None` when none of them was ever handed out
+/// (then nothing can match; a site UID given instead of a pseudonym must not match either).
+async fn uid_list(privacy: &Privacy, value: &str, kind: Kind) -> Result<Option<String>, ApiError> {
+    let mut out = Vec::new();
+    for pseudonym in value.split('\\') {
+        match privacy.resolve(pseudonym, kind).await {
+            Ok(original) => out.push(original.value),
+            Err(ApiError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((!out.is_empty()).then(|| out.join("\\")))
+}
+
+/// The date range `value` widened into the sites' dates, and the filter for the results.
+fn date_key(tag: Tag, value: &str) -> Result<(String, Filter), ApiError> {
+    let (from, to) = match value.split_once('-') {
+        Some((from, to)) => (from.trim().to_owned(), to.trim().to_owned()),
+        None => (value.trim().to_owned(), value.trim().to_owned()),
+    };
+    // A shifted date is the site's date moved back by 1 to MAX_SHIFT_DAYS days.
+    let widen = |date: &str, days: i64| -> Result<String, ApiError> {
+        if date.is_empty() {
+            return Ok(String::new());
+        }
+        shift_date(date, days)
+            .ok_or_else(|| refused(tag, "dates are shifted, so only whole dates (YYYYMMDD) can be matched"))
+    };
+    let site_range = format!("{}-{}", widen(&from, -1)?, widen(&to, -MAX_SHIFT_DAYS)?);
+    Ok((site_range, Filter::DateRange { tag, from, to }))
+}
+
+/// Translates the query's matching keys into the sites' terms; returns the checks the
+/// de-identified results must pass, or `None` when nothing can match (a UID or patient that
+/// was never handed out).
+pub async fn translate(privacy: &Privacy, query: &mut QidoQuery) -> Result<Option<Vec<Filter>>, ApiError> {
+    let options = privacy.engine.options();
+    let shifted = options.has("retain-longitudinal-modified-dates");
+    let mut filters = Vec::new();
+    let mut translated: Vec<MatchKey> = Vec::with_capacity(query.matches.len());
+    for key in std::mem::take(&mut query.matches) {
+        let tag = *key.path.last().unwrap_or(&Tag(0, 0));
+        if key.path.len() == 1 {
+            if let Some((_, kind)) = UID_KEYS.iter().find(|(t, _)| *t == tag) {
+                let Some(value) = uid_list(privacy, &key.value, *kind).await? else { return Ok(None) };
+                translated.push(MatchKey { value, ..key });
+                continue;
+            }
+            if tag == tags::PATIENT_ID || tag == tags::PATIENT_NAME {
+                if key.value.contains(['*', '?']) {
+                    return Err(refused(tag, "patients are pseudonyms; match one exactly"));
+                }
+                let patient = match privacy.resolve(&key.value, Kind::Patient).await {
+                    Ok(patient) => patient,
+                    Err(ApiError::NotFound(_)) => return Ok(None),
+                    Err(e) => return Err(e),
+                };
+                filters.push(Filter::Patient(key.value.clone()));
+                translated.push(MatchKey { path: vec![tags::PATIENT_ID], vr: VR::LO, value: patient.value });
+                continue;
+            }
+            if key.vr == VR::DA && shifted && row_of(tag).map(|r| options.action(r)) == Some(Action::Clean) {
+                let (value, filter) = date_key(tag, &key.value)?;
+                filters.push(filter);
+                translated.push(MatchKey { value, ..key });
+                continue;
+            }
+            if key.vr == VR::TM && shifted && row_of(tag).map(|r| options.action(r)) == Some(Action::Clean) {
+                translated.push(key);
+                continue;
+            }
+        }
+        for step in &key.path {
+            match row_of(*step).map(|row| options.action(row)) {
+                None | Some(Action::Keep) => {}
+                Some(_) => return Err(refused(*step, "de-identification removes or replaces it")),
+            }
+        }
+        translated.push(key);
+    }
+    query.matches = translated;
+    Ok(Some(filters))
+}
+
+/// Whether a de-identified result passes every check.
+pub fn passes(result: &InMemDicomObject, filters: &[Filter]) -> bool {
+    filters.iter().all(|filter| match filter {
+        Filter::Patient(pseudonym) => text_of(result, tags::PATIENT_ID).as_deref() == Some(pseudonym.as_str()),
+        Filter::DateRange { tag, from, to } => match text_of(result, *tag) {
+            Some(date) => {
+                (from.is_empty() || date.as_str() >= from.as_str()) && (to.is_empty() || date.as_str() <= to.as_str())
+            }
+            None => false,
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shifted_date_range_widens_to_every_possible_site_date() {
+        let (range, filter) = date_key(tags::STUDY_DATE, "20200101-20200131").expect("valid");
+        assert_eq!(range, format!("20200102-{}", shift_date("20200131", -MAX_SHIFT_DAYS).expect("date")));
+        assert_eq!(filter, Filter::DateRange { tag: tags::STUDY_DATE, from: "20200101".into(), to: "20200131".into() });
+        let (open, _) = date_key(tags::STUDY_DATE, "-20200131").expect("valid");
+        assert!(open.starts_with('-'));
+        assert!(date_key(tags::STUDY_DATE, "2020").is_err());
+    }
+
+    #[test]
+    fn results_pass_only_the_checks_they_meet() {
+        let result = InMemDicomObject::from_element_iter([
+            dicom_core::DataElement::new(tags::PATIENT_ID, VR::LO, dicom_core::PrimitiveValue::from("PXABC")),
+            dicom_core::DataElement::new(tags::STUDY_DATE, VR::DA, dicom_core::PrimitiveValue::from("20200115")),
+        ]);
+        let in_range = Filter::DateRange { tag: tags::STUDY_DATE, from: "20200101".into(), to: "20200131".into() };
+        assert!(passes(&result, &[Filter::Patient("PXABC".into()), in_range]));
+        assert!(!passes(&result, &[Filter::Patient("PXOTHER".into())]));
+        let after = Filter::DateRange { tag: tags::STUDY_DATE, from: "20200201".into(), to: String::new() };
+        assert!(!passes(&result, &[after]));
+    }
+}

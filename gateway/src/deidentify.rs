@@ -1,0 +1,233 @@
+//! De-identification as the gateway runs it (`[deid]`): the project's keys and options, the
+//! pseudonym map, and the two jobs on every response: de-identifying what leaves (instances,
+//! QIDO results) and translating what comes in (pseudonymous UIDs and patients back to the
+//! site's values). docs/DEIDENTIFICATION.md tells the rules.
+
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use dicom_core::Tag;
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+use dicomweb_deid::burned_in::{self, Withheld};
+use dicomweb_deid::{Deidentifier, Options, ProjectKeys, Report};
+use dicomweb_model::{SeriesInstanceUid, SopInstanceUid, StudyInstanceUid};
+use pacs_adapter::{RetrieveTarget, RetrievedInstance};
+
+use crate::config::DeidConfig;
+use crate::error::ApiError;
+use crate::pseudonyms::{Embedded, Kind, Original, PseudonymStore};
+
+/// The project of a gateway without authentication: every site, one set of pseudonyms.
+pub const IMPLICIT_PROJECT: &str = "all-sites";
+
+const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
+const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
+
+#[derive(Debug)]
+pub struct Privacy {
+    pub project: String,
+    pub engine: Deidentifier,
+    pub store: Arc<dyn PseudonymStore>,
+}
+
+/// What became of a retrieved instance.
+#[derive(Debug)]
+pub enum Processed {
+    Deidentified(RetrievedInstance),
+    Withheld(Withheld),
+}
+
+/// Reads the secret, creating it (32 random bytes, mode 0600) on first start.
+fn secret(path: &Path) -> anyhow::Result<Vec<u8>> {
+    match std::fs::read(path) {
+        Ok(secret) if secret.len() >= 32 => return Ok(secret),
+        Ok(_) => anyhow::bail!("deid.key_file {} is shorter than 32 bytes", path.display()),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            anyhow::bail!("cannot read deid.key_file {}: {e}", path.display())
+        }
+        Err(_) => {}
+    }
+    let mut secret = vec![0u8; 32];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut random| random.read_exact(&mut secret))
+        .map_err(|e| anyhow::anyhow!("cannot read random bytes for a new secret: {e}"))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| anyhow::anyhow!("cannot create deid.key_file {}: {e}", path.display()))?;
+    file.write_all(&secret)?;
+    file.sync_all()?;
+    tracing::warn!(path = %path.display(), "created a new de-identification secret: keep it, or every pseudonym changes");
+    Ok(secret)
+}
+
+impl Privacy {
+    pub fn start(config: &DeidConfig) -> anyhow::Result<Privacy> {
+        let secret = secret(&config.key_file)?;
+        let options = Options::parse(&config.options).map_err(|problems| anyhow::anyhow!(problems.join("; ")))?;
+        let keys = ProjectKeys::derive(&secret, IMPLICIT_PROJECT);
+        Ok(Privacy {
+            project: IMPLICIT_PROJECT.to_owned(),
+            engine: Deidentifier::new(keys, options),
+            store: Arc::new(Embedded::open(&config.state_dir)?),
+        })
+    }
+
+    /// The site's value of a pseudonym this project handed out; 404 when it never did.
+    pub async fn resolve(&self, pseudonym: &str, kind: Kind) -> Result<Original, ApiError> {
+        let store = self.store.clone();
+        let (project, pseudonym) = (self.project.clone(), pseudonym.to_owned());
+        let found = tokio::task::spawn_blocking(move || store.resolve(&project, &pseudonym))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| ApiError::Internal(format!("pseudonym map: {e}")))?;
+        found.filter(|o| o.kind == kind).ok_or_else(|| ApiError::NotFound("no such study, series or instance".into()))
+    }
+
+    /// A retrieval target named by pseudonyms, in the site's UIDs; 404 when a pseudonym was
+    /// never handed out (in this project).
+    pub async fn site_target(&self, target: &RetrieveTarget) -> Result<RetrieveTarget, ApiError> {
+        let invalid =
+            |e: dicomweb_model::UidError| ApiError::Internal(format!("pseudonym map holds an invalid UID: {e}"));
+        let study =
+            StudyInstanceUid::new(&self.resolve(target.study.as_str(), Kind::Study).await?.value).map_err(invalid)?;
+        let series = match &target.series {
+            Some(series) => Some(
+                SeriesInstanceUid::new(&self.resolve(series.as_str(), Kind::Series).await?.value).map_err(invalid)?,
+            ),
+            None => None,
+        };
+        let mut instances = Vec::with_capacity(target.instances.len());
+        for instance in &target.instances {
+            instances.push(
+                SopInstanceUid::new(&self.resolve(instance.as_str(), Kind::Instance).await?.value).map_err(invalid)?,
+            );
+        }
+        Ok(RetrieveTarget { study, series, instances })
+    }
+
+    /// A target named by the site's UIDs, in pseudonyms (recorded, so that they resolve).
+    pub async fn client_target(&self, target: &RetrieveTarget) -> Result<RetrieveTarget, ApiError> {
+        let keys = self.engine.keys();
+        let invalid = |e: dicomweb_model::UidError| ApiError::Internal(format!("invalid pseudonym: {e}"));
+        let mut entries = Vec::new();
+        let mut pseudonym = |kind: Kind, value: &str| {
+            let pseudonym = keys.uid(value);
+            entries.push((pseudonym.clone(), Original { kind, value: value.to_owned(), issuer: None }));
+            pseudonym
+        };
+        let study = StudyInstanceUid::new(&pseudonym(Kind::Study, target.study.as_str())).map_err(invalid)?;
+        let series = match &target.series {
+            Some(series) => Some(SeriesInstanceUid::new(&pseudonym(Kind::Series, series.as_str())).map_err(invalid)?),
+            None => None,
+        };
+        let instances = target
+            .instances
+            .iter()
+            .map(|i| SopInstanceUid::new(&pseudonym(Kind::Instance, i.as_str())).map_err(invalid))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.record(entries).await?;
+        Ok(RetrieveTarget { study, series, instances })
+    }
+
+    /// Records pseudonyms before the response carrying them goes out.
+    pub async fn record(&self, entries: Vec<(String, Original)>) -> Result<(), ApiError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let (store, project) = (self.store.clone(), self.project.clone());
+        tokio::task::spawn_blocking(move || store.record(&project, entries))
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| ApiError::Internal(format!("pseudonym map: {e}")))
+    }
+
+    /// The pseudonyms a de-identified data set's report names, as map entries.
+    pub fn entries(report: &Report, issuer: &str, patient_id: Option<String>) -> Vec<(String, Original)> {
+        let mut entries: Vec<(String, Original)> = report
+            .identity
+            .iter()
+            .filter_map(|m| {
+                let kind = match m.tag {
+                    t if t == tags::STUDY_INSTANCE_UID => Kind::Study,
+                    t if t == tags::SERIES_INSTANCE_UID => Kind::Series,
+                    t if t == tags::SOP_INSTANCE_UID => Kind::Instance,
+                    _ => return None,
+                };
+                Some((m.pseudonym.clone(), Original { kind, value: m.original.clone(), issuer: None }))
+            })
+            .collect();
+        if let (Some(pseudonym), Some(id)) = (&report.patient, patient_id) {
+            entries.push((
+                pseudonym.clone(),
+                Original { kind: Kind::Patient, value: id, issuer: Some(issuer.to_owned()) },
+            ));
+        }
+        entries
+    }
+
+    /// De-identifies a data set held at `site` (a QIDO result), returning the map entries.
+    pub fn data_set(&self, obj: &mut InMemDicomObject, site: &str) -> Vec<(String, Original)> {
+        let patient_id = text(obj, tags::PATIENT_ID);
+        let issuer = text(obj, tags::ISSUER_OF_PATIENT_ID).unwrap_or_else(|| site.to_owned());
+        let report = self.engine.apply(obj, site);
+        Privacy::entries(&report, &issuer, patient_id)
+    }
+
+    /// De-identifies one retrieved instance of `site` (CPU work: call it off the async
+    /// runtime): withheld when its pixels may show identity, else the de-identified Part-10
+    /// file (new file meta group, empty preamble) and the map entries of its UIDs.
+    pub fn instance(
+        &self,
+        instance: &RetrievedInstance,
+        site: &str,
+    ) -> Result<(Processed, Vec<(String, Original)>), std::io::Error> {
+        let mut obj = dicom_object::from_reader(&instance.part10[128..]).map_err(std::io::Error::other)?.into_inner();
+        if let Some(withheld) = burned_in::check(&obj) {
+            return Ok((Processed::Withheld(withheld), Vec::new()));
+        }
+        let entries = self.data_set(&mut obj, site);
+        // Deflate is not written back: the de-identified data set goes out uncompressed then.
+        let source_ts = instance.transfer_syntax_uid.as_str();
+        let ts_uid = if source_ts == DEFLATED { EXPLICIT_VR_LE } else { source_ts };
+        use dicom_encoding::TransferSyntaxIndex;
+        let ts = dicom_transfer_syntax_registry::TransferSyntaxRegistry
+            .get(ts_uid)
+            .ok_or_else(|| std::io::Error::other(format!("transfer syntax {ts_uid} is not known to the gateway")))?;
+        let mut data_set = Vec::with_capacity(instance.part10.len());
+        obj.write_dataset_with_ts(&mut data_set, ts).map_err(std::io::Error::other)?;
+        let sop_instance = text(&obj, tags::SOP_INSTANCE_UID).unwrap_or_default();
+        let part10 = pacs_adapter::part10::wrap(instance.sop_class_uid.as_str(), &sop_instance, ts_uid, "", &data_set);
+        let deidentified = RetrievedInstance::from_part10(Bytes::from(part10)).map_err(std::io::Error::other)?;
+        Ok((Processed::Deidentified(deidentified), entries))
+    }
+}
+
+/// Adds the Warning that names how many instances were withheld before the response started.
+pub fn with_withheld_warning(mut response: axum::response::Response, withheld: usize) -> axum::response::Response {
+    if withheld > 0 {
+        let text = format!(
+            "299 dicomweb-gateway \"{withheld} instance(s) withheld: their pixels may show identity (burned-in \
+             annotation); later ones, if any, are withheld too\""
+        );
+        if let Ok(value) = axum::http::HeaderValue::from_str(&text) {
+            response.headers_mut().append("warning", value);
+        }
+    }
+    response
+}
+
+fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
+    let value = obj.element(tag).ok()?.to_str().ok()?.trim_matches([' ', '\0']).to_owned();
+    (!value.is_empty()).then_some(value)
+}

@@ -1,0 +1,195 @@
+//! The pseudonym map: from a pseudonym the gateway has handed out (a UID, or a patient's
+//! token) back to the site's value, per project. Pseudonyms are HMACs and cannot be reversed;
+//! this map is how a client's later request naming one is answered. It is written when a
+//! pseudonym is first emitted (the response that carries it waits until it is committed).
+//!
+//! [`PseudonymStore`] is the trait a shared store for several replicas implements; [`Embedded`]
+//! keeps the map in `deid.state_dir/pseudonyms.redb` with recent entries in memory.
+
+use std::path::Path;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use redb::{ReadableDatabase, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+const MAP: TableDefinition<&str, &[u8]> = TableDefinition::new("pseudonyms");
+
+/// What a pseudonym stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Kind {
+    Study,
+    Series,
+    Instance,
+    Patient,
+}
+
+/// One entry: the site's value, and for a patient the issuer (IssuerOfPatientID or site id).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Original {
+    pub kind: Kind,
+    pub value: String,
+    #[serde(default)]
+    pub issuer: Option<String>,
+}
+
+/// Where pseudonyms are kept.
+pub trait PseudonymStore: Send + Sync + std::fmt::Debug {
+    /// Records pseudonyms of `project`; returns once they are durable.
+    fn record(&self, project: &str, entries: Vec<(String, Original)>) -> anyhow::Result<()>;
+    /// What a pseudonym of `project` stands for, if it was ever emitted.
+    fn resolve(&self, project: &str, pseudonym: &str) -> anyhow::Result<Option<Original>>;
+}
+
+fn key(project: &str, pseudonym: &str) -> String {
+    format!("{project}\u{0}{pseudonym}")
+}
+
+enum Write {
+    Put(Vec<(String, Vec<u8>)>, mpsc::Sender<anyhow::Result<()>>),
+}
+
+/// The embedded store: redb, written by one thread in batches (one commit for all the
+/// requests waiting), with what was recorded or resolved recently kept in memory.
+pub struct Embedded {
+    store: Arc<redb::Database>,
+    writes: Mutex<Option<mpsc::Sender<Write>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    recent: moka::sync::Cache<String, Arc<Original>>,
+}
+
+impl std::fmt::Debug for Embedded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Embedded pseudonym store")
+    }
+}
+
+impl Embedded {
+    pub fn open(dir: &Path) -> anyhow::Result<Embedded> {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| anyhow::anyhow!("cannot create deid.state_dir {}: {e}", dir.display()))?;
+        let path = dir.join("pseudonyms.redb");
+        let store = Arc::new(redb::Database::create(&path).map_err(|e| {
+            anyhow::anyhow!("cannot open {} (is another gateway using this state_dir?): {e}", path.display())
+        })?);
+        let write = store.begin_write()?;
+        write.open_table(MAP)?;
+        write.commit()?;
+        let (sender, receiver) = mpsc::channel();
+        let writer_store = store.clone();
+        let writer = std::thread::Builder::new()
+            .name("pseudonym-writer".into())
+            .spawn(move || write_batches(&writer_store, &receiver))?;
+        Ok(Embedded {
+            store,
+            writes: Mutex::new(Some(sender)),
+            writer: Mutex::new(Some(writer)),
+            recent: moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_idle(Duration::from_secs(3600))
+                .build(),
+        })
+    }
+}
+
+impl Drop for Embedded {
+    fn drop(&mut self) {
+        self.writes.lock().map(|mut w| w.take()).ok();
+        if let Some(writer) = self.writer.lock().ok().and_then(|mut w| w.take()) {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl PseudonymStore for Embedded {
+    fn record(&self, project: &str, entries: Vec<(String, Original)>) -> anyhow::Result<()> {
+        let mut new = Vec::new();
+        for (pseudonym, original) in entries {
+            let key = key(project, &pseudonym);
+            if self.recent.get(&key).is_some_and(|known| *known == original) {
+                continue;
+            }
+            new.push((key, original));
+        }
+        if new.is_empty() {
+            return Ok(());
+        }
+        let encoded: Vec<(String, Vec<u8>)> =
+            new.iter().map(|(k, o)| Ok((k.clone(), serde_json::to_vec(o)?))).collect::<anyhow::Result<_>>()?;
+        let (done, committed) = mpsc::channel();
+        let sender = self.writes.lock().map_err(|_| anyhow::anyhow!("pseudonym writer poisoned"))?.clone();
+        sender
+            .ok_or_else(|| anyhow::anyhow!("the pseudonym store is closed"))?
+            .send(Write::Put(encoded, done))
+            .map_err(|_| anyhow::anyhow!("the pseudonym writer stopped"))?;
+        committed.recv().map_err(|_| anyhow::anyhow!("the pseudonym writer stopped"))??;
+        for (key, original) in new {
+            self.recent.insert(key, Arc::new(original));
+        }
+        Ok(())
+    }
+
+    fn resolve(&self, project: &str, pseudonym: &str) -> anyhow::Result<Option<Original>> {
+        let key = key(project, pseudonym);
+        if let Some(known) = self.recent.get(&key) {
+            return Ok(Some((*known).clone()));
+        }
+        let read = self.store.begin_read()?;
+        let table = read.open_table(MAP)?;
+        let Some(bytes) = table.get(key.as_str())? else { return Ok(None) };
+        let original: Original = serde_json::from_slice(bytes.value())?;
+        self.recent.insert(key, Arc::new(original.clone()));
+        Ok(Some(original))
+    }
+}
+
+fn write_batches(store: &redb::Database, receiver: &mpsc::Receiver<Write>) {
+    while let Ok(first) = receiver.recv() {
+        let mut batch = vec![first];
+        while let Ok(more) = receiver.try_recv() {
+            batch.push(more);
+            if batch.len() >= 256 {
+                break;
+            }
+        }
+        let outcome = commit(store, &batch);
+        for Write::Put(_, done) in batch {
+            let _ = done.send(outcome.as_ref().map(|_| ()).map_err(|e| anyhow::anyhow!("{e}")));
+        }
+    }
+}
+
+fn commit(store: &redb::Database, batch: &[Write]) -> anyhow::Result<()> {
+    let write = store.begin_write()?;
+    {
+        let mut table = write.open_table(MAP)?;
+        for Write::Put(entries, _) in batch {
+            for (key, bytes) in entries {
+                table.insert(key.as_str(), bytes.as_slice())?;
+            }
+        }
+    }
+    write.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pseudonyms_resolve_per_project_and_survive_a_restart() {
+        let dir = std::env::temp_dir().join(format!("pseudonyms-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let study = Original { kind: Kind::Study, value: "1.2.3".into(), issuer: None };
+        {
+            let store = Embedded::open(&dir).expect("open");
+            store.record("a", vec![("2.25.1".into(), study.clone())]).expect("recorded");
+            assert_eq!(store.resolve("a", "2.25.1").expect("read"), Some(study.clone()));
+            assert_eq!(store.resolve("b", "2.25.1").expect("read"), None, "another project's pseudonym");
+        }
+        let store = Embedded::open(&dir).expect("reopen");
+        assert_eq!(store.resolve("a", "2.25.1").expect("read"), Some(study));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
