@@ -111,6 +111,17 @@ async fn run_server(config: config::Config) -> anyhow::Result<()> {
         federation.circuit_failures,
         config.public_url.strip_suffix(&config.base_path).unwrap_or(&config.public_url),
     );
+    match &config.deid {
+        Some(deid) => eprintln!(
+            "dicomweb-gateway: de-identifying every response (PS3.15 Annex E basic profile{}); pseudonyms kept in {}",
+            deid.options.iter().map(|o| format!(", {o}")).collect::<String>(),
+            deid.state_dir.join("pseudonyms.redb").display(),
+        ),
+        None => eprintln!(
+            "dicomweb-gateway: WARNING: no [deid] section: responses carry the sites' data, identifying values \
+             included, unchanged"
+        ),
+    }
     server::serve(listener, config, shutdown_signal()).await
 }
 
