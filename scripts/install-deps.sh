@@ -26,6 +26,7 @@ python3 -c "import pytest" >/dev/null 2>&1 || need_pip+=(pytest)
 python3 -c "import requests" >/dev/null 2>&1 || need_pip+=(requests)
 python3 -c "import PIL" >/dev/null 2>&1 || need_pip+=(pillow)
 python3 -c "import pynetdicom" >/dev/null 2>&1 || need_pip+=(pynetdicom)
+python3 -c "import dicognito" >/dev/null 2>&1 || need_pip+=(dicognito)
 if [ ${#need_pip[@]} -gt 0 ]; then
     # pydicom's test files are sample data; dicomweb-client is the reference DICOMweb client.
     echo "installing Python packages: ${need_pip[*]}" >&2

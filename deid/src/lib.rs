@@ -8,6 +8,7 @@
 
 pub mod burned_in;
 pub mod dates;
+pub mod instance;
 pub mod keys;
 pub mod options;
 pub mod profile;

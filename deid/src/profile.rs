@@ -52,6 +52,9 @@ pub struct Report {
     pub identity: Vec<UidMapping>,
     /// The patient's pseudonym, when the data set named a patient.
     pub patient: Option<String>,
+    /// The site's PatientID and its issuer (IssuerOfPatientID, else the site) the pseudonym
+    /// stands for: for the pseudonym map, never for output.
+    pub patient_id: Option<(String, String)>,
     /// Elements removed, emptied or replaced (for tests and statistics).
     pub changed: usize,
 }
@@ -193,6 +196,7 @@ impl Deidentifier {
         }
         if obj.element(tags::PATIENT_ID).is_ok() || obj.element(tags::PATIENT_NAME).is_ok() {
             report.patient = Some(self.keys.patient(&context.issuer, &patient_id));
+            report.patient_id = Some((patient_id.clone(), context.issuer.clone()));
         }
         process(&context, obj, 0, &mut report);
         self.stamp(obj);

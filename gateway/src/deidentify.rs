@@ -8,10 +8,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use dicom_core::Tag;
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
-use dicomweb_deid::burned_in::{self, Withheld};
+use dicomweb_deid::burned_in::Withheld;
 use dicomweb_deid::{Deidentifier, Options, ProjectKeys, Report};
 use dicomweb_model::{SeriesInstanceUid, SopInstanceUid, StudyInstanceUid};
 use pacs_adapter::{RetrieveTarget, RetrievedInstance};
@@ -24,7 +23,6 @@ use crate::pseudonyms::{Embedded, Kind, Original, PseudonymStore};
 pub const IMPLICIT_PROJECT: &str = "all-sites";
 
 const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
-const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
 
 #[derive(Debug)]
 pub struct Privacy {
@@ -153,7 +151,7 @@ impl Privacy {
     }
 
     /// The pseudonyms a de-identified data set's report names, as map entries.
-    pub fn entries(report: &Report, issuer: &str, patient_id: Option<String>) -> Vec<(String, Original)> {
+    pub fn entries(report: &Report) -> Vec<(String, Original)> {
         let mut entries: Vec<(String, Original)> = report
             .identity
             .iter()
@@ -167,10 +165,10 @@ impl Privacy {
                 Some((m.pseudonym.clone(), Original { kind, value: m.original.clone(), issuer: None }))
             })
             .collect();
-        if let (Some(pseudonym), Some(id)) = (&report.patient, patient_id) {
+        if let (Some(pseudonym), Some((id, issuer))) = (&report.patient, &report.patient_id) {
             entries.push((
                 pseudonym.clone(),
-                Original { kind: Kind::Patient, value: id, issuer: Some(issuer.to_owned()) },
+                Original { kind: Kind::Patient, value: id.clone(), issuer: Some(issuer.clone()) },
             ));
         }
         entries
@@ -178,10 +176,7 @@ impl Privacy {
 
     /// De-identifies a data set held at `site` (a QIDO result), returning the map entries.
     pub fn data_set(&self, obj: &mut InMemDicomObject, site: &str) -> Vec<(String, Original)> {
-        let patient_id = text(obj, tags::PATIENT_ID);
-        let issuer = text(obj, tags::ISSUER_OF_PATIENT_ID).unwrap_or_else(|| site.to_owned());
-        let report = self.engine.apply(obj, site);
-        Privacy::entries(&report, &issuer, patient_id)
+        Privacy::entries(&self.engine.apply(obj, site))
     }
 
     /// De-identifies one retrieved instance of `site` (CPU work: call it off the async
@@ -192,22 +187,35 @@ impl Privacy {
         instance: &RetrievedInstance,
         site: &str,
     ) -> Result<(Processed, Vec<(String, Original)>), std::io::Error> {
-        let mut obj = dicom_object::from_reader(&instance.part10[128..]).map_err(std::io::Error::other)?.into_inner();
-        if let Some(withheld) = burned_in::check(&obj) {
-            return Ok((Processed::Withheld(withheld), Vec::new()));
-        }
-        let entries = self.data_set(&mut obj, site);
-        // Deflate is not written back: the de-identified data set goes out uncompressed then.
-        let source_ts = instance.transfer_syntax_uid.as_str();
-        let ts_uid = if source_ts == DEFLATED { EXPLICIT_VR_LE } else { source_ts };
         use dicom_encoding::TransferSyntaxIndex;
-        let ts = dicom_transfer_syntax_registry::TransferSyntaxRegistry
-            .get(ts_uid)
-            .ok_or_else(|| std::io::Error::other(format!("transfer syntax {ts_uid} is not known to the gateway")))?;
-        let mut data_set = Vec::with_capacity(instance.part10.len());
-        obj.write_dataset_with_ts(&mut data_set, ts).map_err(std::io::Error::other)?;
-        let sop_instance = text(&obj, tags::SOP_INSTANCE_UID).unwrap_or_default();
-        let part10 = pacs_adapter::part10::wrap(instance.sop_class_uid.as_str(), &sop_instance, ts_uid, "", &data_set);
+        let registry = dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+        let source_ts = instance.transfer_syntax_uid.as_str();
+        let unknown = || std::io::Error::other(format!("transfer syntax {source_ts} is not known to the gateway"));
+        let ts = registry.get(source_ts).ok_or_else(unknown)?;
+        let data_set = instance.data_set();
+        // Deflate is not written back: such a data set is inflated and goes out uncompressed.
+        let (inflated, ts) = if matches!(ts.codec(), dicom_encoding::Codec::Dataset(_)) {
+            let obj = dicom_object::from_reader(&instance.part10[128..]).map_err(std::io::Error::other)?;
+            let explicit = registry.get(EXPLICIT_VR_LE).ok_or_else(unknown)?;
+            let mut plain = Vec::with_capacity(data_set.len() * 2);
+            obj.write_dataset_with_ts(&mut plain, explicit).map_err(std::io::Error::other)?;
+            (Some(plain), explicit)
+        } else {
+            (None, ts)
+        };
+        let source = inflated.as_deref().unwrap_or(data_set);
+        // The new file meta group names the pseudonym the profile gives the SOP Instance UID.
+        let pseudonym = self.engine.keys().uid(instance.sop_instance_uid.as_str());
+        let meta = pacs_adapter::part10::wrap(instance.sop_class_uid.as_str(), &pseudonym, ts.uid(), "", &[]);
+        let outcome =
+            dicomweb_deid::instance::deidentify(&self.engine, source, ts, site, meta).map_err(std::io::Error::other)?;
+        let (part10, report) = match outcome {
+            dicomweb_deid::instance::Outcome::Withheld(withheld) => {
+                return Ok((Processed::Withheld(withheld), Vec::new()))
+            }
+            dicomweb_deid::instance::Outcome::Deidentified { bytes, report, .. } => (bytes, report),
+        };
+        let entries = Privacy::entries(&report);
         let deidentified = RetrievedInstance::from_part10(Bytes::from(part10)).map_err(std::io::Error::other)?;
         Ok((Processed::Deidentified(deidentified), entries))
     }
@@ -225,9 +233,4 @@ pub fn with_withheld_warning(mut response: axum::response::Response, withheld: u
         }
     }
     response
-}
-
-fn text(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
-    let value = obj.element(tag).ok()?.to_str().ok()?.trim_matches([' ', '\0']).to_owned();
-    (!value.is_empty()).then_some(value)
 }

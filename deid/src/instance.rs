@@ -1,0 +1,143 @@
+//! One instance de-identified from its encoded data set to an encoded data set.
+//!
+//! Pixel data is most of an instance and the profile keeps it as it is, so when it is the data
+//! set's last element (the usual layout) only the elements before it are parsed, de-identified
+//! and written again, and the pixel data bytes follow unchanged: no decoding, one copy. Any
+//! other layout, or a transfer syntax that is not little endian and undeflated, goes through a
+//! full parse.
+
+use dicom_encoding::TransferSyntax;
+use dicom_object::InMemDicomObject;
+
+use crate::burned_in::{self, Withheld};
+use crate::profile::{Deidentifier, Report};
+
+const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
+const PIXEL_DATA: [u8; 4] = [0xE0, 0x7F, 0x10, 0x00];
+const SEQUENCE_DELIMITER: [u8; 8] = [0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0];
+const ITEM: [u8; 4] = [0xFE, 0xFF, 0x00, 0xE0];
+
+/// What became of an instance.
+#[derive(Debug)]
+pub enum Outcome {
+    /// `prefix` followed by the de-identified data set, encoded in the same transfer syntax,
+    /// and what was done.
+    Deidentified { bytes: Vec<u8>, object: Box<InMemDicomObject>, report: Report },
+    /// Withheld: its pixels may show identity.
+    Withheld(Withheld),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstanceError {
+    #[error("cannot read the data set: {0}")]
+    Read(String),
+    #[error("cannot write the de-identified data set: {0}")]
+    Write(String),
+}
+
+/// The offset of the top-level Pixel Data element when it is the last element of `data_set`
+/// (little endian, explicit or implicit VR), checked by its header: its length reaches exactly
+/// the end, or (encapsulated) its first item follows and a sequence delimiter ends the data set.
+/// (The caller also checks that the elements before it parse without another Pixel Data.)
+pub fn trailing_pixel_data(data_set: &[u8], explicit_vr: bool) -> Option<usize> {
+    let header = if explicit_vr { 12 } else { 8 };
+    // From the front: the real header comes after the other elements (a few kilobytes), and a
+    // match inside some other element's value fails the checks below.
+    for at in memchr::memmem::find_iter(data_set, &PIXEL_DATA) {
+        if at % 2 != 0 || at + header > data_set.len() {
+            continue;
+        }
+        let length_at = if explicit_vr {
+            let vr = &data_set[at + 4..at + 6];
+            if !(vr == b"OB" || vr == b"OW") || data_set[at + 6..at + 8] != [0, 0] {
+                continue;
+            }
+            at + 8
+        } else {
+            at + 4
+        };
+        let length = u32::from_le_bytes([
+            data_set[length_at],
+            data_set[length_at + 1],
+            data_set[length_at + 2],
+            data_set[length_at + 3],
+        ]);
+        let fits = if length == u32::MAX {
+            data_set.get(at + header..at + header + 4) == Some(&ITEM[..]) && data_set.ends_with(&SEQUENCE_DELIMITER)
+        } else {
+            at + header + length as usize == data_set.len()
+        };
+        if fits {
+            return Some(at);
+        }
+    }
+    None
+}
+
+/// De-identifies one instance's data set, encoded in `ts`, held at `site`, writing it after
+/// `prefix` (a preamble and file meta group, say: one buffer, the pixel data copied once).
+pub fn deidentify(
+    deidentifier: &Deidentifier,
+    data_set: &[u8],
+    ts: &TransferSyntax,
+    site: &str,
+    prefix: Vec<u8>,
+) -> Result<Outcome, InstanceError> {
+    let deflated = matches!(ts.codec(), dicom_encoding::Codec::Dataset(_));
+    let little_endian_plain = ts.endianness() == dicom_encoding::Endianness::Little && !deflated;
+    let explicit_vr = ts.uid() != IMPLICIT_VR_LE;
+    let split = if little_endian_plain { trailing_pixel_data(data_set, explicit_vr) } else { None };
+    let read_head = |at: usize| {
+        InMemDicomObject::read_dataset_with_ts(&data_set[..at], ts)
+            .ok()
+            // Pixel data before the split: the bytes found were not the last element after all.
+            .filter(|head| head.element(dicom_dictionary_std::tags::PIXEL_DATA).is_err())
+            .map(|head| (head, &data_set[at..]))
+    };
+    let (mut object, pixels) = match split.and_then(read_head) {
+        Some(split) => split,
+        None => (
+            InMemDicomObject::read_dataset_with_ts(data_set, ts).map_err(|e| InstanceError::Read(e.to_string()))?,
+            &data_set[data_set.len()..],
+        ),
+    };
+    if let Some(withheld) = burned_in::check(&object) {
+        return Ok(Outcome::Withheld(withheld));
+    }
+    let report = deidentifier.apply(&mut object, site);
+    let mut out = prefix;
+    out.reserve(data_set.len() + 1024);
+    object.write_dataset_with_ts(&mut out, ts).map_err(|e| InstanceError::Write(e.to_string()))?;
+    out.extend_from_slice(pixels);
+    Ok(Outcome::Deidentified { bytes: out, object: Box::new(object), report })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pixel_data_is_found_only_where_it_ends_the_data_set() {
+        // (0028,0010) US 2, then (7FE0,0010) OW 4 bytes.
+        let mut explicit = vec![0x28, 0x00, 0x10, 0x00, b'U', b'S', 2, 0, 0, 2];
+        let at = explicit.len();
+        explicit.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, b'O', b'W', 0, 0, 4, 0, 0, 0, 1, 2, 3, 4]);
+        assert_eq!(trailing_pixel_data(&explicit, true), Some(at));
+        // Something after the pixel data: no split.
+        let mut trailing = explicit.clone();
+        trailing.extend_from_slice(&[0xFC, 0xFF, 0xFC, 0xFF, b'O', b'B', 0, 0, 0, 0, 0, 0]);
+        assert_eq!(trailing_pixel_data(&trailing, true), None);
+        // The tag's bytes inside the pixel data itself are not taken for its header.
+        let mut inside = vec![0xE0, 0x7F, 0x10, 0x00, b'O', b'W', 0, 0, 8, 0, 0, 0];
+        inside.extend_from_slice(&[0xE0, 0x7F, 0x10, 0x00, 9, 9, 9, 9]);
+        assert_eq!(trailing_pixel_data(&inside, true), Some(0));
+        // Encapsulated: an item follows, a sequence delimiter ends.
+        let mut encapsulated = vec![0xE0, 0x7F, 0x10, 0x00, b'O', b'B', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF];
+        encapsulated.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0]);
+        encapsulated.extend_from_slice(&SEQUENCE_DELIMITER);
+        assert_eq!(trailing_pixel_data(&encapsulated, true), Some(0));
+        // Implicit VR.
+        let implicit = [0xE0, 0x7F, 0x10, 0x00, 2, 0, 0, 0, 7, 7];
+        assert_eq!(trailing_pixel_data(&implicit, false), Some(0));
+    }
+}
