@@ -10,6 +10,7 @@ dpkg -s orthanc-dicomweb >/dev/null 2>&1 || need_apt+=(orthanc-dicomweb)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 [ -x /usr/bin/time ] || need_apt+=(time)
+[ -x /usr/bin/dciodvfy ] || need_apt+=(dicom3tools)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "installing Debian packages: ${need_apt[*]}" >&2
     SUDO=""

@@ -4,7 +4,10 @@
 //! How each action code is carried out (the table leaves some choices to the implementation):
 //! - X: removed. Z: emptied (a sequence: no items). D: a dummy value of the attribute's VR
 //!   ("ANONYMIZED", 19000101, a pseudonymous UID, ...); on a sequence, its items de-identified.
-//! - X/Z: emptied. X/D, Z/D, X/Z/D: a dummy value, except dates and times, which are emptied.
+//! - X/Z: emptied. X/D, Z/D, X/Z/D: a dummy value (without the IOD's tables the attribute may
+//!   be Type 1).
+//! - Overlay Data removed: the whole overlay group (60xx) goes, an Overlay Plane without its
+//!   data being invalid.
 //!   X/Z/U* (sequences of references): the items de-identified, their UIDs mapped.
 //! - K: kept (a sequence: its items de-identified). U: every value mapped to its pseudonym.
 //! - C from Retain Longitudinal Temporal Information with Modified Dates: DA and the date of DT
@@ -74,6 +77,8 @@ struct Context<'a> {
     shift_days: i64,
     identifying: Vec<String>,
     unreliable_text: bool,
+    /// The profile removes Overlay Data under these options (then whole overlays go).
+    overlays_removed: bool,
 }
 
 fn text_of(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
@@ -88,6 +93,11 @@ fn is_text(vr: VR) -> bool {
 
 fn is_temporal(vr: VR) -> bool {
     matches!(vr, VR::DA | VR::DT | VR::TM)
+}
+
+/// An element of a repeating overlay group (60xx,eeee).
+fn is_overlay(tag: Tag) -> bool {
+    (0x6000..=0x60FF).contains(&tag.group()) && tag.group() % 2 == 0
 }
 
 /// The identifying values of a data set, for cleaning free text: every name component, ID and
@@ -187,6 +197,7 @@ impl Deidentifier {
             shift_days: self.keys.date_shift_days(&patient_id),
             identifying: identifying_values(obj),
             unreliable_text,
+            overlays_removed: row_of(Tag(0x6000, 0x3000)).map(|r| self.options.action(r)) == Some(Action::Remove),
         };
         let mut report = Report::default();
         for tag in [tags::STUDY_INSTANCE_UID, tags::SERIES_INSTANCE_UID, tags::SOP_INSTANCE_UID] {
@@ -359,6 +370,11 @@ fn transform(context: &Context<'_>, element: InMemElement, depth: usize, report:
     if tag == tags::PIXEL_DATA || tag.group() == 0x7FE0 {
         return Some(element);
     }
+    if is_overlay(tag) && context.overlays_removed {
+        // The profile removes Overlay Data (it may show identity); an Overlay Plane without it
+        // is invalid, so the whole overlay group goes.
+        return None;
+    }
     if tag == tags::PATIENT_ID || tag == tags::PATIENT_NAME {
         let id = strings(&element).and_then(|v| v.first().cloned()).unwrap_or_default();
         let own = if tag == tags::PATIENT_ID { id } else { String::new() };
@@ -380,11 +396,10 @@ fn transform(context: &Context<'_>, element: InMemElement, depth: usize, report:
         Action::Zero | Action::RemoveOrZero => changed(report, empty(tag, vr)),
         Action::Dummy if vr == VR::SQ => sequence(context, element, depth, report),
         Action::Dummy => changed(report, dummy(context, &element)),
+        // Without the IOD's tables the attribute may be Type 1: a dummy keeps the instance valid.
         Action::RemoveOrDummy | Action::ZeroOrDummy | Action::RemoveOrZeroOrDummy => {
             if vr == VR::SQ {
                 sequence(context, element, depth, report)
-            } else if is_temporal(vr) {
-                changed(report, empty(tag, vr))
             } else {
                 changed(report, dummy(context, &element))
             }
@@ -506,6 +521,18 @@ mod tests {
         // Series Description is cleaned (kept) under Clean Descriptors, but not in this charset.
         assert!(obj.element(tags::SERIES_DESCRIPTION).is_err());
         assert_eq!(text_of(&obj, tags::BODY_PART_EXAMINED).as_deref(), Some("CHEST"));
+    }
+
+    #[test]
+    fn an_overlay_goes_whole_and_type_one_candidates_get_dummies() {
+        let mut obj = sample();
+        obj.put(DataElement::new(Tag(0x6000, 0x0010), VR::US, PrimitiveValue::from(512u16)));
+        obj.put(DataElement::new(Tag(0x6000, 0x3000), VR::OW, PrimitiveValue::from(vec![0u8; 4])));
+        obj.put(DataElement::new(tags::CONTENT_DATE, VR::DA, PrimitiveValue::from("20240301")));
+        deidentifier(&[]).apply(&mut obj, "site-1");
+        assert!(obj.element(Tag(0x6000, 0x0010)).is_err() && obj.element(Tag(0x6000, 0x3000)).is_err());
+        // Content Date is Z/D: it may be Type 1, so a dummy date rather than none.
+        assert_eq!(text_of(&obj, tags::CONTENT_DATE).as_deref(), Some("19000101"));
     }
 
     #[test]

@@ -3,10 +3,12 @@ studies) through a gateway with `[deid]`, in every form a client can ask for, se
 identifying value of the sources. Then consistency of pseudonyms across requests and restarts."""
 
 import datetime
+import hashlib
 import io
 import json
 import pathlib
 import re
+import subprocess
 
 import pydicom
 import pytest
@@ -356,3 +358,49 @@ def test_shifted_dates_match_date_ranges(testbed, tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def dciodvfy_errors(path):
+    """The error lines dciodvfy (dicom3tools) reports for a file, without the file's own path."""
+    run = subprocess.run(["dciodvfy", str(path)], capture_output=True, text=True, errors="replace", timeout=60)
+    return [line.strip() for line in (run.stdout + run.stderr).splitlines() if line.startswith("Error")]
+
+
+def pixel_key(ds):
+    return hashlib.sha1(ds.PixelData).hexdigest() if "PixelData" in ds else None
+
+
+def test_deidentified_output_is_no_less_valid_than_its_source(testbed, deidentified, tmp_path):
+    gw = deidentified
+    files = list(testbed["data"]["ct"]["files"])[:3] + list(testbed["data"]["multiframe"]["files"])
+    files += [f["path"] for f in testbed["data"]["pydicom"] if f["stored"]]
+    sources = {}
+    for path in files:
+        ds = pydicom.dcmread(path, force=True)
+        key = pixel_key(ds)
+        if key:
+            sources.setdefault((ds.SOPClassUID, key), path)
+    compared, worse, unmatched = 0, [], 0
+    for uid in dict.fromkeys(s["0020000D"]["Value"][0] for s in requests.get(f"{gw.url}/studies").json()):
+        try:
+            retrieved = requests.get(f"{gw.url}/studies/{uid}", headers=ACCEPT_DICOM)
+        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError):
+            continue  # the PACS failed part-way (see the leak test)
+        if retrieved.status_code != 200:
+            continue
+        for ds in multipart_instances(retrieved):
+            source = sources.get((ds.SOPClassUID, pixel_key(ds)))
+            if not source:
+                unmatched += 1
+                continue
+            out = tmp_path / f"{compared}.dcm"
+            ds.save_as(out, enforce_file_format=False)
+            compared += 1
+            before, after = dciodvfy_errors(source), dciodvfy_errors(out)
+            if len(after) > len(before):
+                new = [line for line in after if line not in before]
+                worse.append(f"{pathlib.Path(source).name}: {len(before)} -> {len(after)} errors; new: {new[:3]}")
+    print(f"\ndciodvfy: {compared} de-identified instances compared with their sources ({len(sources)} sources with "
+          f"pixel data, {unmatched} outputs unmatched), {len(worse)} with more errors")
+    assert compared >= 8
+    assert worse == [], "\n".join(worse)
