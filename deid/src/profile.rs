@@ -97,7 +97,7 @@ fn is_temporal(vr: VR) -> bool {
 
 /// An element of a repeating overlay group (60xx,eeee).
 fn is_overlay(tag: Tag) -> bool {
-    (0x6000..=0x60FF).contains(&tag.group()) && tag.group() % 2 == 0
+    (0x6000..=0x60FF).contains(&tag.group()) && tag.group().is_multiple_of(2)
 }
 
 /// The identifying values of a data set, for cleaning free text: every name component, ID and
