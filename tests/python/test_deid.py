@@ -404,3 +404,25 @@ def test_deidentified_output_is_no_less_valid_than_its_source(testbed, deidentif
           f"pixel data, {unmatched} outputs unmatched), {len(worse)} with more errors")
     assert compared >= 8
     assert worse == [], "\n".join(worse)
+
+
+def test_an_instance_stored_through_the_gateway_is_retrieved_by_the_url_it_answers(testbed, deidentified):
+    ds = pydicom.dcmread(testbed["data"]["ct"]["files"][0])
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+    ds.SOPInstanceUID = pydicom.uid.generate_uid()
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    ds.PatientID = "STOW-DEID"
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    boundary = "stow-deid-boundary"
+    body = (f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + out.getvalue()
+            + f"\r\n--{boundary}--\r\n".encode())
+    stored = requests.post(f"{deidentified.url}/studies", data=body, headers={
+        "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+        "Accept": "application/dicom+json"})
+    assert stored.status_code == 200, stored.text
+    url = stored.json()["00081199"]["Value"][0]["00081190"]["Value"][0]
+    assert ds.StudyInstanceUID not in url and ds.SOPInstanceUID not in url
+    retrieved = list(multipart_instances(requests.get(url, headers=ACCEPT_DICOM)))
+    assert [r.SOPInstanceUID for r in retrieved] == [url.rsplit("/", 1)[1]]
+    assert retrieved[0].PatientID != "STOW-DEID"

@@ -16,6 +16,7 @@ use serde_json::{json, Value as Json};
 use super::{accepts, parse_uid, text_of};
 use crate::error::ApiError;
 use crate::multipart::{boundary_of, MultipartError, MultipartReader};
+use crate::pseudonyms::{Kind, Original};
 use crate::site::Unanswered;
 use crate::state::{Gateway, Site, SiteScope};
 
@@ -70,6 +71,8 @@ struct Outcome {
     studies: Vec<String>,
     /// Failures that say the PACS could not be used at all.
     unavailable: Option<Unanswered>,
+    /// De-identifying: the pseudonyms the response's URLs name.
+    pseudonyms: Vec<(String, Original)>,
 }
 
 fn reference(class: &str, instance: &str) -> serde_json::Map<String, Json> {
@@ -121,6 +124,16 @@ async fn store_instances(
         return Err(ApiError::PayloadTooLarge(format!("the request body is larger than the limit of {limit} bytes")));
     }
 
+    // De-identifying, a study named in the URL is a pseudonym when the gateway handed it out,
+    // else the client's own UID (a new study).
+    let target_study = match (&gw.privacy, target_study) {
+        (Some(privacy), Some(study)) => match privacy.resolve(&study, Kind::Study).await {
+            Ok(original) => Some(original.value),
+            Err(ApiError::NotFound(_)) => Some(study),
+            Err(e) => return Err(e),
+        },
+        (_, target_study) => target_study,
+    };
     let mut reader = MultipartReader::new(body.into_data_stream(), &boundary, MAX_INSTANCE.min(limit as usize), limit);
     let mut outcome = Outcome::default();
     let mut broken = None;
@@ -158,6 +171,9 @@ async fn store_instances(
         if outcome.failed.is_empty() {
             return Err(ApiError::BadRequest("the request holds no instance".into()));
         }
+    }
+    if let Some(privacy) = &gw.privacy {
+        privacy.record(std::mem::take(&mut outcome.pseudonyms)).await?;
     }
     let status = match (outcome.stored.is_empty(), outcome.failed.is_empty() && broken.is_none()) {
         (false, true) => StatusCode::OK,
@@ -254,16 +270,31 @@ async fn store_one(gw: &Gateway, site: &Site, target_study: Option<&str>, bytes:
     match site.store(&bytes).await {
         Ok(result) => {
             let mut item = reference(&class, &instance);
+            // De-identifying, the instance is retrieved (like everything) by its pseudonyms.
+            let series = series.unwrap_or_default();
+            let (study_shown, series_shown, instance_shown) = match &gw.privacy {
+                Some(privacy) => {
+                    let keys = privacy.engine.keys();
+                    let shown = [(Kind::Study, &study), (Kind::Series, &series), (Kind::Instance, &instance)]
+                        .map(|(kind, uid)| (keys.uid(uid), kind, uid.clone()));
+                    outcome.pseudonyms.extend(shown.iter().map(|(pseudonym, kind, uid)| {
+                        (pseudonym.clone(), Original { kind: *kind, value: uid.clone(), issuer: None })
+                    }));
+                    let [a, b, c] = shown.map(|(pseudonym, _, _)| pseudonym);
+                    (a, b, c)
+                }
+                None => (study.clone(), series.clone(), instance.clone()),
+            };
             item.insert(
                 "00081190".into(),
-                json!({"vr": "UR", "Value": [format!("{}/studies/{study}/series/{}/instances/{instance}", gw.config.public_url, series.unwrap_or_default())]}),
+                json!({"vr": "UR", "Value": [format!("{}/studies/{study_shown}/series/{series_shown}/instances/{instance_shown}", gw.config.public_url)]}),
             );
             if result.status.0 != 0 {
                 item.insert("00081196".into(), json!({"vr": "US", "Value": [result.status.0]}));
             }
             outcome.stored.push(Json::Object(item));
-            if !outcome.studies.contains(&study) {
-                outcome.studies.push(study);
+            if !outcome.studies.contains(&study_shown) {
+                outcome.studies.push(study_shown);
             }
         }
         Err(Unanswered::Dimse(DimseError::NoPresentationContext { .. })) => {
