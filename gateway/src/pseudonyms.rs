@@ -37,6 +37,11 @@ pub struct Original {
 pub trait PseudonymStore: Send + Sync + std::fmt::Debug {
     /// Records pseudonyms of `project`; returns once they are durable.
     fn record(&self, project: &str, entries: Vec<(String, Original)>) -> anyhow::Result<()>;
+    /// Records pseudonyms without waiting for them to be durable (for the UIDs inside
+    /// retrieved instances, so that a study of many instances is not a commit per instance).
+    fn record_soon(&self, project: &str, entries: Vec<(String, Original)>) -> anyhow::Result<()> {
+        self.record(project, entries)
+    }
     /// What a pseudonym of `project` stands for, if it was ever emitted.
     fn resolve(&self, project: &str, pseudonym: &str) -> anyhow::Result<Option<Original>>;
 }
@@ -101,8 +106,13 @@ impl Drop for Embedded {
     }
 }
 
-impl PseudonymStore for Embedded {
-    fn record(&self, project: &str, entries: Vec<(String, Original)>) -> anyhow::Result<()> {
+impl Embedded {
+    /// Sends what is not known yet to the writer; the receiver answers once it is committed.
+    fn send(
+        &self,
+        project: &str,
+        entries: Vec<(String, Original)>,
+    ) -> anyhow::Result<Option<(Vec<String>, mpsc::Receiver<anyhow::Result<()>>)>> {
         let mut new = Vec::new();
         for (pseudonym, original) in entries {
             let key = key(project, &pseudonym);
@@ -112,7 +122,7 @@ impl PseudonymStore for Embedded {
             new.push((key, original));
         }
         if new.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let encoded: Vec<(String, Vec<u8>)> =
             new.iter().map(|(k, o)| Ok((k.clone(), serde_json::to_vec(o)?))).collect::<anyhow::Result<_>>()?;
@@ -122,11 +132,30 @@ impl PseudonymStore for Embedded {
             .ok_or_else(|| anyhow::anyhow!("the pseudonym store is closed"))?
             .send(Write::Put(encoded, done))
             .map_err(|_| anyhow::anyhow!("the pseudonym writer stopped"))?;
-        committed.recv().map_err(|_| anyhow::anyhow!("the pseudonym writer stopped"))??;
+        // Known from now on: resolving reads memory first.
+        let keys = new.iter().map(|(key, _)| key.clone()).collect();
         for (key, original) in new {
             self.recent.insert(key, Arc::new(original));
         }
+        Ok(Some((keys, committed)))
+    }
+}
+
+impl PseudonymStore for Embedded {
+    fn record(&self, project: &str, entries: Vec<(String, Original)>) -> anyhow::Result<()> {
+        if let Some((keys, committed)) = self.send(project, entries)? {
+            let outcome = committed.recv().map_err(|_| anyhow::anyhow!("the pseudonym writer stopped")).and_then(|r| r);
+            if outcome.is_err() {
+                // Not durable: forget them, so that the next attempt writes them again.
+                keys.iter().for_each(|key| self.recent.invalidate(key));
+            }
+            outcome?;
+        }
         Ok(())
+    }
+
+    fn record_soon(&self, project: &str, entries: Vec<(String, Original)>) -> anyhow::Result<()> {
+        self.send(project, entries).map(|_| ())
     }
 
     fn resolve(&self, project: &str, pseudonym: &str) -> anyhow::Result<Option<Original>> {
