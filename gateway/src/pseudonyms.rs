@@ -106,13 +106,12 @@ impl Drop for Embedded {
     }
 }
 
+/// Entries sent to the writer: their keys, and the answer once they are committed.
+type Pending = (Vec<String>, mpsc::Receiver<anyhow::Result<()>>);
+
 impl Embedded {
     /// Sends what is not known yet to the writer; the receiver answers once it is committed.
-    fn send(
-        &self,
-        project: &str,
-        entries: Vec<(String, Original)>,
-    ) -> anyhow::Result<Option<(Vec<String>, mpsc::Receiver<anyhow::Result<()>>)>> {
+    fn send(&self, project: &str, entries: Vec<(String, Original)>) -> anyhow::Result<Option<Pending>> {
         let mut new = Vec::new();
         for (pseudonym, original) in entries {
             let key = key(project, &pseudonym);
