@@ -40,6 +40,6 @@ done
 echo
 echo "Point a DICOMweb viewer or client at: http://127.0.0.1:8080/dicom-web"
 echo "  (it searches and retrieves over all three sites; try:"
-echo "   curl 'http://127.0.0.1:8080/dicom-web/studies?PatientName=Synthetic*')"
+echo "   curl 'http://127.0.0.1:8080/dicom-web/studies?ModalitiesInStudy=CT')"
 echo "Ctrl-C stops the gateway and the sites."
 wait $gateway
