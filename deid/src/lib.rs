@@ -12,6 +12,7 @@ pub mod instance;
 pub mod keys;
 pub mod options;
 pub mod profile;
+pub mod safe_private;
 pub mod table;
 
 pub use keys::ProjectKeys;

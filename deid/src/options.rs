@@ -13,7 +13,7 @@ pub struct DeidOption {
 }
 
 /// The options the gateway implements.
-pub const SUPPORTED: [DeidOption; 4] = [
+pub const SUPPORTED: [DeidOption; 5] = [
     DeidOption {
         name: "retain-longitudinal-modified-dates",
         code: "113107",
@@ -26,11 +26,11 @@ pub const SUPPORTED: [DeidOption; 4] = [
     },
     DeidOption { name: "retain-device-identity", code: "113109", meaning: "Retain Device Identity Option" },
     DeidOption { name: "clean-descriptors", code: "113105", meaning: "Clean Descriptors Option" },
+    DeidOption { name: "retain-safe-private", code: "113111", meaning: "Retain Safe Private Option" },
 ];
 
 /// Options of PS3.15 that the gateway knows but does not implement, and why.
-pub const NOT_SUPPORTED: [(&str, &str); 8] = [
-    ("retain-safe-private", "needs the list of safe private attributes (PS3.15 Table E.3.10-1), not built in yet"),
+pub const NOT_SUPPORTED: [(&str, &str); 7] = [
     ("retain-uids", "would hand out the sites' UIDs, which the federation's pseudonyms exist to hide"),
     ("retain-institution-identity", "not offered by this gateway"),
     ("retain-longitudinal-full-dates", "not offered by this gateway: use retain-longitudinal-modified-dates"),

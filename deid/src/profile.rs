@@ -15,6 +15,8 @@
 //! - C otherwise (descriptors, device and patient characteristics): the text kept with every
 //!   identifying value of the data set (names, IDs, accession number, institution, birth date)
 //!   replaced by `[removed]`.
+//! - Private attributes: removed (the table's row for odd groups); with Retain Safe Private,
+//!   those of PS3.15 Table E.3.10-1 (for their block's creator) are kept, with their creators.
 //! - PatientID and PatientName: the patient's pseudonym. Group lengths: removed (they would be
 //!   wrong). Pixel data: kept (instances that may show identity in their pixels are withheld by
 //!   the caller, see [`crate::burned_in`]).
@@ -243,8 +245,21 @@ impl Deidentifier {
 
 fn process(context: &Context<'_>, obj: &mut InMemDicomObject, depth: usize, report: &mut Report) {
     let tags: Vec<Tag> = obj.tags().collect();
+    // Retain Safe Private: the private attributes of this data set that Table E.3.10-1 lists
+    // (for their block's creator), with those creators; every other private attribute goes.
+    let safe_private =
+        if context.options.has("retain-safe-private") { crate::safe_private::safe_in(obj) } else { Default::default() };
     for tag in tags {
+        if tag.group() % 2 == 1 && !safe_private.contains(&tag) {
+            obj.remove_element(tag);
+            report.changed += 1;
+            continue;
+        }
         let Some(element) = obj.take(tag) else { continue };
+        if tag.group() % 2 == 1 {
+            obj.put(element);
+            continue;
+        }
         match transform(context, element, depth, report) {
             Some(element) => {
                 obj.put(element);
@@ -533,6 +548,19 @@ mod tests {
         assert!(obj.element(Tag(0x6000, 0x0010)).is_err() && obj.element(Tag(0x6000, 0x3000)).is_err());
         // Content Date is Z/D: it may be Type 1, so a dummy date rather than none.
         assert_eq!(text_of(&obj, tags::CONTENT_DATE).as_deref(), Some("19000101"));
+    }
+
+    #[test]
+    fn retain_safe_private_keeps_only_listed_private_attributes() {
+        let mut obj = sample();
+        obj.put(DataElement::new(Tag(0x0043, 0x0010), VR::LO, PrimitiveValue::from("GEMS_PARM_01")));
+        obj.put(DataElement::new(Tag(0x0043, 0x1027), VR::SH, PrimitiveValue::from("0.984:1")));
+        deidentifier(&["retain-safe-private"]).apply(&mut obj, "site-1");
+        assert_eq!(text_of(&obj, Tag(0x0043, 0x1027)).as_deref(), Some("0.984:1"));
+        assert!(obj.element(Tag(0x0043, 0x0010)).is_ok(), "its creator stays");
+        assert!(obj.element(Tag(0x0009, 0x1001)).is_err() && obj.element(Tag(0x0009, 0x0010)).is_err());
+        let codes = obj.element(tags::DEIDENTIFICATION_METHOD_CODE_SEQUENCE).expect("stamped").items().expect("items");
+        assert!(codes.iter().any(|c| text_of(c, tags::CODE_VALUE).as_deref() == Some("113111")));
     }
 
     #[test]
