@@ -29,6 +29,17 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// The audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check a trail's hash chain; exit 1 at the first line that does not follow the one before.
+    Verify { file: PathBuf },
 }
 
 fn main() -> ExitCode {
@@ -64,6 +75,25 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Audit { command: AuditCommand::Verify { file } } => match gateway::audit::verify(&file) {
+            Ok(Ok(intact)) => {
+                println!(
+                    "{}: {} lines, the chain is intact; last line's hash {} (keep it elsewhere to anchor the end)",
+                    file.display(),
+                    intact.lines,
+                    intact.head
+                );
+                ExitCode::SUCCESS
+            }
+            Ok(Err((line, why))) => {
+                println!("{}: line {line} {why}", file.display());
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::from(2)
+            }
+        },
         Command::Check { config } => {
             let config = match config::Config::load(&config) {
                 Ok(config) => config,

@@ -42,7 +42,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/studies/{study}/thumbnail", get(rendered::study_thumbnail))
         .route("/studies/{study}/series/{series}/rendered", get(rendered::series))
         .route("/studies/{study}/rendered", get(rendered::study))
-        .route_layer(axum::middleware::from_fn(log_request))
+        .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), log_request))
         .with_state(gateway.clone())
         // STOW-RS bodies are bounded by `server.stow_limit` as they stream, not by axum's
         // default of buffering at most 2 MB.
@@ -62,18 +62,38 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .layer(cors)
 }
 
-async fn log_request(request: Request, next: Next) -> Response {
+/// One log line per request, and one audit line when the trail is on.
+async fn log_request(
+    axum::extract::State(gateway): axum::extract::State<Arc<Gateway>>,
+    request: Request,
+    next: Next,
+) -> Response {
     let began = Instant::now();
     let method = request.method().clone();
     let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let site = request.extensions().get::<SiteScope>().and_then(|s| s.0.clone());
+    // The UIDs of the path, as the client named them (path segments of digits and dots).
+    let resources: Vec<String> = request
+        .uri()
+        .path()
+        .split('/')
+        .filter(|s| s.contains('.') && s.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
+        .map(str::to_owned)
+        .collect();
     let response = next.run(request).await;
-    tracing::info!(
-        %method,
-        route = route.as_deref().unwrap_or("(no route)"),
-        status = response.status().as_u16(),
-        ms = began.elapsed().as_millis() as u64,
-        "request"
-    );
+    let (status, ms) = (response.status().as_u16(), began.elapsed().as_millis() as u64);
+    let route = route.as_deref().unwrap_or("(no route)");
+    tracing::info!(%method, route, status, ms, "request");
+    if let Some(audit) = &gateway.audit {
+        audit.record(&crate::audit::Event {
+            method: method.as_str(),
+            route,
+            site: site.as_deref(),
+            resources,
+            status,
+            ms,
+        });
+    }
     response
 }
 

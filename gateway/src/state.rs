@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use pacs_adapter::{AssociationPool, RetrieveMethod, StoreScp, StoreScpOptions};
 
+use crate::audit::AuditLog;
 use crate::check::endpoint;
 use crate::config::{Config, RetrieveMode};
 use crate::deidentify::Privacy;
@@ -23,6 +24,8 @@ pub struct Gateway {
     pub directory: Directory,
     /// De-identification, when `[deid]` is configured (docs/DEIDENTIFICATION.md).
     pub privacy: Option<Privacy>,
+    /// The audit trail, when `audit.path` is configured.
+    pub audit: Option<AuditLog>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -59,10 +62,11 @@ impl Gateway {
         }
         let directory = Directory::open(&config.federation)?;
         let privacy = config.deid.as_ref().map(Privacy::start).transpose()?;
+        let audit = config.audit_path.as_deref().map(AuditLog::open).transpose()?;
         let mut tasks: Vec<_> = scp.map(|(_, handle)| handle).into_iter().collect();
         let gateway = Arc::new_cyclic(|weak: &Weak<Gateway>| {
             tasks.push(tokio::spawn(echo_sites(weak.clone())));
-            Gateway { config, sites, directory, privacy, tasks }
+            Gateway { config, sites, directory, privacy, audit, tasks }
         });
         Ok(gateway)
     }

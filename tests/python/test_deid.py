@@ -426,3 +426,29 @@ def test_an_instance_stored_through_the_gateway_is_retrieved_by_the_url_it_answe
     retrieved = list(multipart_instances(requests.get(url, headers=ACCEPT_DICOM)))
     assert [r.SOPInstanceUID for r in retrieved] == [url.rsplit("/", 1)[1]]
     assert retrieved[0].PatientID != "STOW-DEID"
+
+
+def test_every_request_is_audited_in_a_chain_that_shows_tampering(testbed, tmp_path):
+    trail = tmp_path / "audit.jsonl"
+    extra = deid_config(tmp_path) + f'\n[audit]\npath = "{trail}"\n'
+    process, gw = start_federation(testbed, "FEDGW5", extra=extra)
+    try:
+        study = requests.get(f"{gw.url}/studies").json()[0]["0020000D"]["Value"][0]
+        assert requests.get(f"{gw.url}/studies/{study}/series").status_code == 200
+        assert requests.get(f"{gw.url}/sites/site-1/studies/2.25.99/series").status_code == 404
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    lines = [json.loads(line) for line in trail.read_text().splitlines()]
+    assert [(l["route"], l["status"]) for l in lines] == [
+        ("/dicom-web/studies", 200), ("/dicom-web/studies/{study}/series", 200), ("/dicom-web/studies/{study}/series", 404)]
+    assert lines[1]["resources"] == [study] and lines[2]["site"] == "site-1"
+    # Pseudonyms only: no UID of the sources.
+    assert testbed["data"]["ct"]["study_uid"] not in trail.read_text()
+    binary = str(pathlib.Path(__file__).resolve().parents[2] / "target" / "debug" / "dicomweb-gateway")
+    verify = subprocess.run([binary, "audit", "verify", str(trail)], capture_output=True, text=True)
+    assert verify.returncode == 0 and "3 lines, the chain is intact" in verify.stdout, verify.stdout
+    # A line changed: the next one no longer follows it.
+    trail.write_text(trail.read_text().replace('"route":"/dicom-web/studies/{study}/series","site":null', '"route":"/dicom-web/studies","site":null'))
+    verify = subprocess.run([binary, "audit", "verify", str(trail)], capture_output=True, text=True)
+    assert verify.returncode == 1 and "line 3" in verify.stdout, verify.stdout
