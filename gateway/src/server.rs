@@ -40,8 +40,8 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/studies/{study}/series/{series}/instances/{instance}/thumbnail", get(rendered::instance_thumbnail))
         .route("/studies/{study}/series/{series}/thumbnail", get(rendered::series_thumbnail))
         .route("/studies/{study}/thumbnail", get(rendered::study_thumbnail))
-        .route("/studies/{study}/series/{series}/rendered", get(rendered::series))
-        .route("/studies/{study}/rendered", get(rendered::study))
+        .route("/studies/{study}/series/{series}/rendered", get(rendered::many))
+        .route("/studies/{study}/rendered", get(rendered::many))
         .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), log_request))
         .with_state(gateway.clone())
         // STOW-RS bodies are bounded by `server.stow_limit` as they stream, not by axum's

@@ -16,7 +16,7 @@ use dicom_pixeldata::{ConvertOptions, PixelDecoder, VoiLutFunction, VoiLutOption
 use dicomweb_model::{SeriesInstanceUid, SopInstanceUid, StudyInstanceUid};
 use pacs_adapter::RetrieveTarget;
 
-use super::accept_ranges;
+use super::{accept_ranges, TargetPath};
 use crate::error::ApiError;
 use crate::state::{Gateway, SiteScope};
 
@@ -216,12 +216,11 @@ const THUMBNAIL: (u32, u32) = (128, 128);
 pub async fn instance(
     State(gw): State<Arc<Gateway>>,
     Extension(sites): Extension<SiteScope>,
-    Path((study, series, instance)): Path<(String, String, String)>,
+    TargetPath(target): TargetPath,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let rendering = parse(query.as_deref(), negotiate(&headers)?, None)?;
-    let target = super::wado::target(&study, Some(&series), Some(&instance))?;
     respond(&gw, &sites, target, 1, rendering).await
 }
 
@@ -245,12 +244,11 @@ pub async fn frame(
 pub async fn instance_thumbnail(
     State(gw): State<Arc<Gateway>>,
     Extension(sites): Extension<SiteScope>,
-    Path((study, series, instance)): Path<(String, String, String)>,
+    TargetPath(target): TargetPath,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let rendering = parse(query.as_deref(), negotiate(&headers)?, Some(THUMBNAIL))?;
-    let target = super::wado::target(&study, Some(&series), Some(&instance))?;
     respond(&gw, &sites, target, 1, rendering).await
 }
 
@@ -315,26 +313,14 @@ pub async fn study_thumbnail(
     respond(&gw, &sites, target, 1, rendering).await
 }
 
-pub async fn series(
+/// A rendered series or study (the path says which).
+pub async fn many(
     State(gw): State<Arc<Gateway>>,
     Extension(sites): Extension<SiteScope>,
-    Path((study, series)): Path<(String, String)>,
+    TargetPath(target): TargetPath,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let rendering = parse(query.as_deref(), negotiate(&headers)?, None)?;
-    let target = super::wado::target(&study, Some(&series), None)?;
-    respond_many(&gw, &sites, target, rendering).await
-}
-
-pub async fn study(
-    State(gw): State<Arc<Gateway>>,
-    Extension(sites): Extension<SiteScope>,
-    Path(study): Path<String>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
-) -> Result<Response, ApiError> {
-    let rendering = parse(query.as_deref(), negotiate(&headers)?, None)?;
-    let target = super::wado::target(&study, None, None)?;
     respond_many(&gw, &sites, target, rendering).await
 }
