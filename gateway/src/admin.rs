@@ -2,7 +2,8 @@
 //! and `/admin/sites` (each site's state, circuit, latest C-ECHO, operations sent, associations
 //! in use).
 //! Both answer from what the periodic C-ECHO and the requests have observed; neither sends
-//! anything to a PACS.
+//! anything to a PACS. With authentication on, `/admin/sites` needs a valid token and lists the
+//! sites of the projects it grants; `/readyz` (for load balancers) says only how many are up.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -69,8 +70,22 @@ fn site_json(site: &Site) -> Json {
     })
 }
 
-/// Every site's health, in configuration order.
-pub async fn sites(State(gateway): State<Arc<Gateway>>) -> Response {
-    let sites: Vec<Json> = gateway.sites.iter().map(site_json).collect();
+/// The health of every site the caller may see, in configuration order.
+pub async fn sites(State(gateway): State<Arc<Gateway>>, headers: axum::http::HeaderMap) -> Response {
+    let visible: Vec<usize> = match &gateway.authenticator {
+        None => (0..gateway.sites.len()).collect(),
+        Some(authenticator) => {
+            let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+            match authenticator.authenticate(authorization).await {
+                Ok(identity) => (0..gateway.sites.len())
+                    .filter(|i| {
+                        gateway.projects.iter().any(|p| identity.projects.contains(&p.id) && p.sites.contains(i))
+                    })
+                    .collect(),
+                Err(refused) => return crate::authorize::unauthorized(&refused),
+            }
+        }
+    };
+    let sites: Vec<Json> = visible.into_iter().map(|i| site_json(&gateway.sites[i])).collect();
     ([(header::CONTENT_TYPE, "application/json")], json!({ "sites": sites }).to_string()).into_response()
 }

@@ -2,11 +2,14 @@
 //! line before it, so that a line removed, changed or inserted breaks the chain, which
 //! `dicomweb-gateway audit verify FILE` checks.
 //!
-//! A line: `time`, `subject` and `project` (without authentication: `anonymous`, `all-sites`),
-//! `method`, `route` (the template, never the URL), `site` (when addressed under `/sites/{id}`),
-//! `resources` (the UIDs of the path, as the client named them: pseudonyms when the gateway
-//! de-identifies), `status`, `ms`, and `prev` (hex SHA-256 of the previous line, all zeros for
-//! the first). The chain continues across restarts.
+//! A line: `time`, `subject` (the token's `sub`; `anonymous` without authentication, null when
+//! the request was not authenticated), `project` (the project the request acted in; null when
+//! none), `method`, `route` (the template, never the URL), `site` (when addressed under
+//! `/sites/{id}`), `resources` (the UIDs of the path, as the client named them: pseudonyms when
+//! the gateway de-identifies; the sites' own UIDs are never written), `sites` (the sites
+//! contacted), `status`, `outcome` (`complete`, or `aborted` when the body did not reach the
+//! client whole), `bytes` (of the body sent), `ms` (until the body ended), and `prev` (hex
+//! SHA-256 of the previous line, all zeros for the first). The chain continues across restarts.
 //!
 //! A changed line is caught by the line after it; the last line has none, so `verify` prints
 //! the hash of the last line: kept elsewhere (a ticket, another machine's log), it anchors the
@@ -25,11 +28,16 @@ const GENESIS: &str = "000000000000000000000000000000000000000000000000000000000
 /// One request as the audit trail records it.
 #[derive(Debug, Clone)]
 pub struct Event<'a> {
+    pub subject: Option<&'a str>,
+    pub project: Option<&'a str>,
     pub method: &'a str,
     pub route: &'a str,
     pub site: Option<&'a str>,
-    pub resources: Vec<String>,
+    pub resources: &'a [String],
+    pub sites: &'a [String],
     pub status: u16,
+    pub outcome: &'a str,
+    pub bytes: u64,
     pub ms: u64,
 }
 
@@ -72,13 +80,16 @@ impl AuditLog {
         let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let line = json!({
             "time": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-            "subject": "anonymous",
-            "project": crate::deidentify::IMPLICIT_PROJECT,
+            "subject": event.subject,
+            "project": event.project,
             "method": event.method,
             "route": event.route,
             "site": event.site,
             "resources": event.resources,
+            "sites": event.sites,
             "status": event.status,
+            "outcome": event.outcome,
+            "bytes": event.bytes,
             "ms": event.ms,
             "prev": state.1,
         })
@@ -127,11 +138,16 @@ mod tests {
 
     fn event(status: u16) -> Event<'static> {
         Event {
+            subject: Some("alice"),
+            project: Some("lung-ai"),
             method: "GET",
             route: "/dicom-web/studies",
             site: None,
-            resources: vec!["2.25.1".into()],
+            resources: &[],
+            sites: &[],
             status,
+            outcome: "complete",
+            bytes: 10,
             ms: 3,
         }
     }

@@ -28,6 +28,15 @@ mod raw {
         pub cache: Option<Cache>,
         pub audit: Option<Audit>,
         pub federation: Option<Federation>,
+        pub limits: Option<Limits>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Limits {
+        pub requests_per_second: Option<u32>,
+        pub burst: Option<u32>,
+        pub concurrent_requests: Option<u32>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -108,6 +117,10 @@ mod raw {
         pub jwks_file: Option<PathBuf>,
         pub jwks_url: Option<String>,
         pub projects_claim: Option<String>,
+        pub algorithms: Option<Vec<String>>,
+        pub hs256_secret_file: Option<PathBuf>,
+        pub jwks_refresh: Option<String>,
+        pub leeway: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -116,6 +129,7 @@ mod raw {
         pub id: String,
         pub sites: Vec<String>,
         pub permissions: Vec<String>,
+        pub deid_options: Option<Vec<String>>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -175,17 +189,55 @@ pub enum Permission {
     Store,
 }
 
+impl fmt::Display for Permission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Permission::Search => "search",
+            Permission::Retrieve => "retrieve",
+            Permission::Store => "store",
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ProjectConfig {
     pub id: String,
     pub sites: Vec<SiteId>,
     pub permissions: Vec<Permission>,
+    /// The PS3.15 options of this project's de-identification; `None`: those of `[deid]`.
+    pub deid_options: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthMode {
     None,
-    Jwt { issuer: String, audience: String, jwks: JwksSource, projects_claim: String },
+    Jwt(JwtConfig),
+}
+
+/// How bearer tokens are checked (`[auth]` with `mode = "jwt"`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwtConfig {
+    pub issuer: String,
+    pub audience: String,
+    pub jwks: JwksSource,
+    pub projects_claim: String,
+    /// The signature algorithms accepted (RS256 and ES256 unless configured).
+    pub algorithms: Vec<jsonwebtoken::Algorithm>,
+    /// The shared secret of HS256 tokens, only when `algorithms` names HS256.
+    pub hs256_secret_file: Option<PathBuf>,
+    /// How often a `jwks_url` is fetched again.
+    pub jwks_refresh: Duration,
+    /// Clock skew allowed on `exp` and `nbf`.
+    pub leeway: Duration,
+}
+
+/// Per-caller limits (`[limits]`); a caller is a token's subject. Without authentication
+/// there is one caller and no per-caller limit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LimitsConfig {
+    pub requests_per_second: u32,
+    pub burst: u32,
+    pub concurrent_requests: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -236,6 +288,7 @@ pub struct Config {
     pub cache: CacheConfig,
     pub audit_path: Option<PathBuf>,
     pub federation: FederationConfig,
+    pub limits: LimitsConfig,
 }
 
 /// How the federation remembers what sites hold and watches their health (`[federation]`).
@@ -345,35 +398,7 @@ impl Config {
             None => AuthMode::None,
             Some(auth) => match auth.mode.as_str() {
                 "none" => AuthMode::None,
-                "jwt" => {
-                    let jwks = match (auth.jwks_file, auth.jwks_url) {
-                        (Some(file), None) => Some(JwksSource::File(file)),
-                        (None, Some(url)) => Some(JwksSource::Url(url)),
-                        _ => {
-                            problems.push(
-                                "auth: exactly one of jwks_file and jwks_url is required with mode = \"jwt\"".into(),
-                            );
-                            None
-                        }
-                    };
-                    match (auth.issuer, auth.audience, jwks) {
-                        (Some(issuer), Some(audience), Some(jwks)) => AuthMode::Jwt {
-                            issuer,
-                            audience,
-                            jwks,
-                            projects_claim: auth.projects_claim.unwrap_or_else(|| "projects".to_owned()),
-                        },
-                        (issuer, audience, _) => {
-                            if issuer.is_none() {
-                                problems.push("auth.issuer is required with mode = \"jwt\"".into());
-                            }
-                            if audience.is_none() {
-                                problems.push("auth.audience is required with mode = \"jwt\"".into());
-                            }
-                            AuthMode::None
-                        }
-                    }
-                }
+                "jwt" => validate_jwt(auth, &mut problems).map(AuthMode::Jwt).unwrap_or(AuthMode::None),
                 other => {
                     problems.push(format!("auth.mode {other:?}: expected \"jwt\" or \"none\""));
                     AuthMode::None
@@ -408,8 +433,51 @@ impl Config {
                     None => problems.push(format!("projects {}: no site {site:?} is configured", project.id)),
                 }
             }
-            projects.push(ProjectConfig { id: project.id, sites: project_sites, permissions });
+            if let Some(options) = &project.deid_options {
+                if raw.deid.is_none() {
+                    problems.push(format!("projects {}: deid_options needs a [deid] section", project.id));
+                }
+                if let Err(wrong) = dicomweb_deid::Options::parse(options) {
+                    problems.extend(wrong.into_iter().map(|p| format!("projects {}: deid_options: {p}", project.id)));
+                }
+            }
+            if project.id.is_empty() || !project.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                problems.push(format!("projects {:?}: an id is letters, digits, '-' and '_' (it is part of URLs)", project.id));
+            }
+            if projects.iter().any(|p: &ProjectConfig| p.id == project.id) {
+                problems.push(format!("projects {}: the id is used twice", project.id));
+            }
+            projects.push(ProjectConfig {
+                id: project.id,
+                sites: project_sites,
+                permissions,
+                deid_options: project.deid_options,
+            });
         }
+        match (&auth, projects.is_empty()) {
+            (AuthMode::Jwt(_), true) => {
+                problems.push("auth.mode = \"jwt\" needs at least one [[projects]]: tokens grant projects".into())
+            }
+            (AuthMode::None, false) => problems.push(
+                "[[projects]] need auth.mode = \"jwt\": without authentication there is one implicit project over every site"
+                    .into(),
+            ),
+            _ => {}
+        }
+
+        let limits = {
+            let raw = raw.limits;
+            let requests_per_second = raw.as_ref().and_then(|l| l.requests_per_second).unwrap_or(50);
+            let limits = LimitsConfig {
+                requests_per_second,
+                burst: raw.as_ref().and_then(|l| l.burst).unwrap_or(requests_per_second.saturating_mul(2)),
+                concurrent_requests: raw.as_ref().and_then(|l| l.concurrent_requests).unwrap_or(32),
+            };
+            if limits.requests_per_second == 0 || limits.burst == 0 || limits.concurrent_requests == 0 {
+                problems.push("limits: requests_per_second, burst and concurrent_requests must be at least 1".into());
+            }
+            limits
+        };
 
         let deid = raw.deid.map(|deid| {
             if deid.profile != "basic" {
@@ -493,10 +561,76 @@ impl Config {
                 cache,
                 audit_path: raw.audit.map(|a| a.path),
                 federation,
+                limits,
             }),
             _ => Err(problems),
         }
     }
+}
+
+fn validate_jwt(auth: raw::Auth, problems: &mut Vec<String>) -> Option<JwtConfig> {
+    let jwks = match (auth.jwks_file, auth.jwks_url) {
+        (Some(file), None) => Some(JwksSource::File(file)),
+        (None, Some(url)) if url.starts_with("https://") || url.starts_with("http://") => Some(JwksSource::Url(url)),
+        (None, Some(url)) => {
+            problems.push(format!("auth.jwks_url {url:?} must be an http(s) URL"));
+            None
+        }
+        _ => {
+            problems.push("auth: exactly one of jwks_file and jwks_url is required with mode = \"jwt\"".into());
+            None
+        }
+    };
+    let mut algorithms = Vec::new();
+    for name in auth.algorithms.unwrap_or_else(|| vec!["RS256".into(), "ES256".into()]) {
+        use jsonwebtoken::Algorithm::*;
+        match name.as_str() {
+            "RS256" => algorithms.push(RS256),
+            "RS384" => algorithms.push(RS384),
+            "RS512" => algorithms.push(RS512),
+            "PS256" => algorithms.push(PS256),
+            "PS384" => algorithms.push(PS384),
+            "PS512" => algorithms.push(PS512),
+            "ES256" => algorithms.push(ES256),
+            "ES384" => algorithms.push(ES384),
+            "EdDSA" => algorithms.push(EdDSA),
+            "HS256" => algorithms.push(HS256),
+            other => problems.push(format!("auth.algorithms: {other:?} is not a signature algorithm the gateway checks")),
+        }
+    }
+    let hs256 = algorithms.contains(&jsonwebtoken::Algorithm::HS256);
+    match (hs256, &auth.hs256_secret_file) {
+        (true, None) => problems.push("auth.algorithms names HS256: auth.hs256_secret_file is required".into()),
+        (false, Some(_)) => problems.push("auth.hs256_secret_file is set but auth.algorithms does not name HS256".into()),
+        _ => {}
+    }
+    if algorithms.is_empty() {
+        problems.push("auth.algorithms is empty".into());
+    }
+    let mut duration = |key: &str, text: Option<String>, default: &str| {
+        let text = text.unwrap_or_else(|| default.into());
+        humantime::parse_duration(&text)
+            .map_err(|e| problems.push(format!("auth.{key} {text:?}: {e}")))
+            .unwrap_or_default()
+    };
+    let jwks_refresh = duration("jwks_refresh", auth.jwks_refresh, "10m");
+    let leeway = duration("leeway", auth.leeway, "30s");
+    if auth.issuer.is_none() {
+        problems.push("auth.issuer is required with mode = \"jwt\"".into());
+    }
+    if auth.audience.is_none() {
+        problems.push("auth.audience is required with mode = \"jwt\"".into());
+    }
+    Some(JwtConfig {
+        issuer: auth.issuer?,
+        audience: auth.audience?,
+        jwks: jwks?,
+        projects_claim: auth.projects_claim.unwrap_or_else(|| "projects".to_owned()),
+        algorithms,
+        hs256_secret_file: auth.hs256_secret_file,
+        jwks_refresh,
+        leeway,
+    })
 }
 
 fn validate_site(site: raw::Site) -> Result<SiteConfig, Vec<String>> {
@@ -642,7 +776,7 @@ circuit_open = "30s"
         assert_eq!(config.sites[0].timeout, Duration::from_secs(30));
         assert_eq!(config.cache.memory_bytes, 512 << 20);
         assert_eq!(config.cache.disk_bytes, 10 << 30);
-        assert!(matches!(config.auth, AuthMode::Jwt { .. }));
+        assert!(matches!(config.auth, AuthMode::Jwt(_)));
         assert_eq!(config.projects[0].sites.len(), 2);
         assert_eq!(config.federation.state_dir, Some(PathBuf::from("state")), "deid.state_dir by default");
         assert_eq!(config.federation.circuit_failures, 3);

@@ -69,15 +69,36 @@ fn secret(path: &Path) -> anyhow::Result<Vec<u8>> {
     Ok(secret)
 }
 
+/// What every project's de-identification shares: the secret and the pseudonym map.
+#[derive(Debug)]
+pub struct Shared {
+    secret: Secret,
+    store: Arc<dyn PseudonymStore>,
+}
+
+/// The secret, never printed.
+struct Secret(Vec<u8>);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
 impl Privacy {
-    pub fn start(config: &DeidConfig) -> anyhow::Result<Privacy> {
-        let secret = secret(&config.key_file)?;
-        let options = Options::parse(&config.options).map_err(|problems| anyhow::anyhow!(problems.join("; ")))?;
-        let keys = ProjectKeys::derive(&secret, IMPLICIT_PROJECT);
+    /// Reads (or creates) the secret and opens the pseudonym map.
+    pub fn open_shared(config: &DeidConfig) -> anyhow::Result<Shared> {
+        Ok(Shared { secret: Secret(secret(&config.key_file)?), store: Arc::new(Embedded::open(&config.state_dir)?) })
+    }
+
+    /// One project's de-identification: keys derived for the project, its options.
+    pub fn start(shared: &Shared, project: &str, options: &[String]) -> anyhow::Result<Privacy> {
+        let options = Options::parse(options).map_err(|problems| anyhow::anyhow!(problems.join("; ")))?;
+        let keys = ProjectKeys::derive(&shared.secret.0, project);
         Ok(Privacy {
-            project: IMPLICIT_PROJECT.to_owned(),
+            project: project.to_owned(),
             engine: Deidentifier::new(keys, options),
-            store: Arc::new(Embedded::open(&config.state_dir)?),
+            store: shared.store.clone(),
         })
     }
 

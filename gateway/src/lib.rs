@@ -3,9 +3,12 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod admin;
 pub mod api;
 pub mod audit;
+pub mod auth;
+pub mod authorize;
 pub mod check;
 pub mod config;
 pub mod deidentify;
@@ -13,6 +16,9 @@ pub mod directory;
 pub mod error;
 pub mod federation;
 pub mod health;
+pub mod https;
+pub mod ledger;
+pub mod limits;
 pub mod locate;
 pub mod multipart;
 pub mod pseudonyms;

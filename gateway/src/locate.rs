@@ -24,7 +24,8 @@ use crate::directory::{SeriesRecord, StudyRecord};
 use crate::error::ApiError;
 use crate::health::is_site_fault;
 use crate::site::Unanswered;
-use crate::state::{Gateway, SiteScope};
+use crate::access::{Access, Project};
+use crate::state::Gateway;
 
 /// Instances of a retrieval, from one or several sites.
 pub type Instances = std::pin::Pin<Box<dyn Stream<Item = Result<RetrievedInstance, ApiError>> + Send>>;
@@ -253,7 +254,7 @@ fn at_least_one(site: usize, part: DimseStream<RetrievedInstance>, what: String)
 }
 
 /// The indexes of the sites a request may use.
-fn allowed_sites(gw: &Gateway, scope: &SiteScope) -> Result<Vec<usize>, ApiError> {
+fn allowed_sites(gw: &Gateway, scope: &Access) -> Result<Vec<usize>, ApiError> {
     let allowed = gw.sites_for(scope)?;
     Ok(gw.sites.iter().enumerate().filter(|(_, s)| allowed.iter().any(|a| a.id() == s.id())).map(|(i, _)| i).collect())
 }
@@ -281,10 +282,10 @@ impl std::fmt::Debug for Retrieval {
 /// 404 and a failing PACS a 502 / 503 / 504 before any byte of the response is sent.
 pub async fn first_and_rest(
     gw: &Arc<Gateway>,
-    scope: &SiteScope,
+    scope: &Access,
     target: RetrieveTarget,
 ) -> Result<Retrieval, ApiError> {
-    let target = match &gw.privacy {
+    let target = match scope.privacy() {
         Some(privacy) => privacy.site_target(&target).await?,
         None => target,
     };
@@ -294,7 +295,7 @@ pub async fn first_and_rest(
 /// The same for a target named by the sites' own UIDs.
 pub async fn first_and_rest_at_sites(
     gw: &Arc<Gateway>,
-    scope: &SiteScope,
+    scope: &Access,
     target: RetrieveTarget,
 ) -> Result<Retrieval, ApiError> {
     let allowed = allowed_sites(gw, scope)?;
@@ -316,12 +317,12 @@ pub async fn first_and_rest_at_sites(
         Ok(None) => return Err(ApiError::NotFound("no such study, series or instance".into())),
         Err(e) => return Err(e),
     };
-    match &gw.privacy {
+    match scope.privacy() {
         None => {
             let ((_, first), rest) = started;
             Ok(Retrieval { first, rest: rest.map(|item| item.map(|(_, instance)| instance)).boxed(), withheld: 0 })
         }
-        Some(_) => deidentified(gw, started).await,
+        Some(_) => deidentified(gw, scope.project.clone(), started).await,
     }
 }
 
@@ -329,18 +330,21 @@ pub async fn first_and_rest_at_sites(
 /// withheld ones left out.
 async fn deidentified(
     gw: &Arc<Gateway>,
+    project: Arc<Project>,
     ((site, first), rest): ((usize, RetrievedInstance), SitedInstances),
 ) -> Result<Retrieval, ApiError> {
     let deid_gw = gw.clone();
     let mut processed = stream::once(async move { Ok((site, first)) })
         .chain(rest)
         .then(move |item| {
-            let gw = deid_gw.clone();
+            let (gw, project) = (deid_gw.clone(), project.clone());
             async move {
                 let (site, instance) = item?;
                 tokio::task::spawn_blocking(move || {
-                    let privacy =
-                        gw.privacy.as_ref().ok_or_else(|| ApiError::Internal("de-identification is off".into()))?;
+                    let privacy = project
+                        .privacy
+                        .as_ref()
+                        .ok_or_else(|| ApiError::Internal("de-identification is off".into()))?;
                     let (processed, entries) = privacy
                         .instance(&instance, gw.sites[site].id().as_str())
                         .map_err(|e| ApiError::Internal(format!("cannot de-identify an instance: {e}")))?;

@@ -108,10 +108,9 @@ fn main() -> ExitCode {
 }
 
 async fn run_server(config: config::Config) -> anyhow::Result<()> {
-    if config.tls.is_some() {
-        anyhow::bail!(
-            "server.tls is configured, but this build serves plain HTTP only; remove it or put a TLS proxy in front"
-        );
+    if let Some(tls) = &config.tls {
+        // Checked before anything starts, so that a wrong file is one clear error.
+        gateway::https::server_config(tls)?;
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
@@ -150,6 +149,30 @@ async fn run_server(config: config::Config) -> anyhow::Result<()> {
         None => eprintln!(
             "dicomweb-gateway: WARNING: no [deid] section: responses carry the sites' data, identifying values \
              included, unchanged"
+        ),
+    }
+    match &config.auth {
+        config::AuthMode::None => eprintln!(
+            "dicomweb-gateway: WARNING: auth.mode = \"none\": every caller on {local} is let in, without a token, \
+             to every site (one implicit project); use it on a machine of your own only"
+        ),
+        config::AuthMode::Jwt(jwt) => eprintln!(
+            "dicomweb-gateway: bearer tokens of {} for audience {} required ({}); {} project(s): {}",
+            jwt.issuer,
+            jwt.audience,
+            jwt.algorithms.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(", "),
+            config.projects.len(),
+            config
+                .projects
+                .iter()
+                .map(|p| format!(
+                    "{} ({} site(s): {})",
+                    p.id,
+                    p.sites.len(),
+                    p.permissions.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("+")
+                ))
+                .collect::<Vec<_>>()
+                .join(", "),
         ),
     }
     server::serve(listener, config, shutdown_signal()).await

@@ -4,9 +4,8 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderName, Method};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -14,10 +13,13 @@ use axum::routing::get;
 use axum::Router;
 use tower_http::cors::{Any, CorsLayer};
 
+use crate::access::Addressed;
 use crate::admin;
 use crate::api::{frames, qido, rendered, stow, wado};
+use crate::authorize::authorize;
 use crate::config::Config;
-use crate::state::{Gateway, SiteScope};
+use crate::ledger::Ledger;
+use crate::state::Gateway;
 
 pub fn router(gateway: Arc<Gateway>) -> Router {
     let dicomweb = Router::new()
@@ -42,7 +44,8 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/studies/{study}/thumbnail", get(rendered::study_thumbnail))
         .route("/studies/{study}/series/{series}/rendered", get(rendered::many))
         .route("/studies/{study}/rendered", get(rendered::many))
-        .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), log_request))
+        .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), authorize))
+        .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), record_request))
         .with_state(gateway.clone())
         // STOW-RS bodies are bounded by `server.stow_limit` as they stream, not by axum's
         // default of buffering at most 2 MB.
@@ -51,7 +54,13 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .allow_origin(Any)
         .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
         .allow_headers(Any)
-        .expose_headers([header::CONTENT_TYPE, header::CONTENT_LENGTH, HeaderName::from_static("warning")]);
+        .expose_headers([
+            header::CONTENT_TYPE,
+            header::CONTENT_LENGTH,
+            header::WWW_AUTHENTICATE,
+            header::RETRY_AFTER,
+            HeaderName::from_static("warning"),
+        ]);
     let base_path = gateway.config.base_path.clone();
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
@@ -62,16 +71,12 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .layer(cors)
 }
 
-/// One log line per request, and one audit line when the trail is on.
-async fn log_request(
-    axum::extract::State(gateway): axum::extract::State<Arc<Gateway>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let began = Instant::now();
-    let method = request.method().clone();
+/// Opens the request's [`Ledger`] (who asked, sites contacted, bytes sent), runs the request
+/// within it, and meters the response body: one log line, and one audit line when the trail is
+/// on, are written when the body ends.
+async fn record_request(State(gateway): State<Arc<Gateway>>, mut request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
-    let site = request.extensions().get::<SiteScope>().and_then(|s| s.0.clone());
+    let site = request.extensions().get::<Addressed>().and_then(|a| a.site.clone());
     // The UIDs of the path, as the client named them (path segments of digits and dots).
     let resources: Vec<String> = request
         .uri()
@@ -80,55 +85,56 @@ async fn log_request(
         .filter(|s| s.contains('.') && s.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
         .map(str::to_owned)
         .collect();
-    let response = next.run(request).await;
-    let (status, ms) = (response.status().as_u16(), began.elapsed().as_millis() as u64);
-    let route = route.as_deref().unwrap_or("(no route)");
-    tracing::info!(%method, route, status, ms, "request");
-    if let Some(audit) = &gateway.audit {
-        audit.record(&crate::audit::Event {
-            method: method.as_str(),
-            route,
-            site: site.as_deref(),
-            resources,
-            status,
-            ms,
-        });
-    }
-    response
+    let ledger = Ledger::new(request.method().as_str(), route.as_deref().unwrap_or("(no route)"), site, resources);
+    request.extensions_mut().insert(ledger.clone());
+    let response = ledger.run(next.run(request)).await;
+    ledger.meter(response, gateway.audit.clone())
 }
 
-/// Sets the request's [`SiteScope`] before routing: `{base}/sites/{id}/...` is the same resource
-/// as `{base}/...`, limited to one site; every other request may use every site.
-fn scope_sites(base_path: String) -> impl Fn(Request) -> Request + Clone + Send + Sync + 'static {
+/// Sets how the request was addressed ([`Addressed`]) before routing:
+/// `{base}/projects/{id}/...` and `{base}/sites/{id}/...` (or both, in that order) name the
+/// same resources as `{base}/...`, in one project or at one site.
+fn address(base_path: String) -> impl Fn(Request) -> Request + Clone + Send + Sync + 'static {
     move |mut request: Request| {
-        let prefix = format!("{base_path}/sites/");
-        let rewritten = request.uri().path().strip_prefix(&prefix).and_then(|rest| {
-            let (site, remainder) = rest.split_once('/')?;
-            let query = request.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
-            let uri = format!("{base_path}/{remainder}{query}").parse::<axum::http::Uri>().ok()?;
-            Some((site.to_owned(), uri))
-        });
-        let scope = match rewritten {
-            Some((site, uri)) => {
-                *request.uri_mut() = uri;
-                SiteScope(Some(site))
+        let mut addressed = Addressed::default();
+        let mut rest = request.uri().path().strip_prefix(&base_path).map(str::to_owned);
+        for (segment, slot) in [("/projects/", &mut addressed.project), ("/sites/", &mut addressed.site)] {
+            let Some(path) = rest.as_deref() else { break };
+            if let Some((id, remainder)) = path.strip_prefix(segment).and_then(|r| r.split_once('/')) {
+                *slot = Some(id.to_owned());
+                rest = Some(format!("/{remainder}"));
             }
-            None => SiteScope(None),
-        };
-        request.extensions_mut().insert(scope);
+        }
+        if addressed.project.is_some() || addressed.site.is_some() {
+            let query = request.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+            let path = rest.unwrap_or_default();
+            if let Ok(uri) = format!("{base_path}{path}{query}").parse::<axum::http::Uri>() {
+                *request.uri_mut() = uri;
+            }
+        }
+        request.extensions_mut().insert(addressed);
         request
     }
 }
 
-/// Serves until `shutdown` completes, then finishes the requests in flight.
+/// Serves until `shutdown` completes, then finishes the requests in flight: HTTPS when
+/// `server.tls` is configured, else HTTP.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let base_path = config.base_path.clone();
+    let tls = config.tls.clone();
     let gateway = Gateway::start(config).await?;
-    let app = tower::ServiceExt::map_request(router(gateway), scope_sites(base_path));
-    axum::serve(listener, axum::ServiceExt::<Request>::into_make_service(app)).with_graceful_shutdown(shutdown).await?;
-    Ok(())
+    let app = tower::ServiceExt::map_request(router(gateway), address(base_path));
+    match tls {
+        Some(files) => crate::https::serve(listener, files, app, shutdown).await,
+        None => {
+            axum::serve(listener, axum::ServiceExt::<Request>::into_make_service(app))
+                .with_graceful_shutdown(shutdown)
+                .await?;
+            Ok(())
+        }
+    }
 }

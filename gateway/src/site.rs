@@ -58,6 +58,7 @@ impl Site {
     }
 
     fn admit(&self) -> Result<(), Unanswered> {
+        crate::ledger::note_site(self.id().as_str());
         self.health.admit().map_err(|open| Unanswered::CircuitOpen { site: self.id().clone(), open })
     }
 

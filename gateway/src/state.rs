@@ -7,10 +7,13 @@ use std::time::{Duration, Instant};
 
 use pacs_adapter::{AssociationPool, RetrieveMethod, StoreScp, StoreScpOptions};
 
+use crate::access::{Access, Project};
 use crate::audit::AuditLog;
+use crate::auth::Authenticator;
 use crate::check::endpoint;
-use crate::config::{Config, RetrieveMode};
-use crate::deidentify::Privacy;
+use crate::config::{AuthMode, Config, Permission, ProjectConfig, RetrieveMode};
+use crate::deidentify::{Privacy, IMPLICIT_PROJECT};
+use crate::limits::CallerLimits;
 use crate::directory::Directory;
 use crate::health::{BreakerPolicy, SiteHealth};
 pub use crate::site::Site;
@@ -22,10 +25,16 @@ pub struct Gateway {
     pub sites: Vec<Site>,
     /// Where studies were seen (docs/FEDERATION.md).
     pub directory: Directory,
-    /// De-identification, when `[deid]` is configured (docs/DEIDENTIFICATION.md).
-    pub privacy: Option<Privacy>,
+    /// The projects (docs/ACCESS.md), each with its sites, permissions and, when `[deid]` is
+    /// configured, its de-identification (docs/DEIDENTIFICATION.md). Without authentication:
+    /// one implicit project over every site.
+    pub projects: Vec<Arc<Project>>,
+    /// Checks bearer tokens, when `auth.mode = "jwt"`.
+    pub authenticator: Option<Arc<Authenticator>>,
+    /// Per-caller limits, when callers are authenticated.
+    pub limits: Option<CallerLimits>,
     /// The audit trail, when `audit.path` is configured.
-    pub audit: Option<AuditLog>,
+    pub audit: Option<Arc<AuditLog>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -61,33 +70,72 @@ impl Gateway {
             anyhow::bail!("no site is configured");
         }
         let directory = Directory::open(&config.federation)?;
-        let privacy = config.deid.as_ref().map(Privacy::start).transpose()?;
-        let audit = config.audit_path.as_deref().map(AuditLog::open).transpose()?;
+        let projects = projects(&config, &sites)?;
+        let (authenticator, limits) = match &config.auth {
+            AuthMode::None => (None, None),
+            AuthMode::Jwt(jwt) => (Some(Authenticator::start(jwt).await?), Some(CallerLimits::new(config.limits.clone()))),
+        };
+        let audit = config.audit_path.as_deref().map(AuditLog::open).transpose()?.map(Arc::new);
         let mut tasks: Vec<_> = scp.map(|(_, handle)| handle).into_iter().collect();
         let gateway = Arc::new_cyclic(|weak: &Weak<Gateway>| {
             tasks.push(tokio::spawn(echo_sites(weak.clone())));
-            Gateway { config, sites, directory, privacy, audit, tasks }
+            Gateway { config, sites, directory, projects, authenticator, limits, audit, tasks }
         });
         Ok(gateway)
     }
 
-    /// The sites a request may use: one when it was addressed under `/sites/{id}`, else all.
-    pub fn sites_for(&self, scope: &SiteScope) -> Result<Vec<&Site>, crate::error::ApiError> {
-        match &scope.0 {
-            None => Ok(self.sites.iter().collect()),
-            Some(id) => self
-                .sites
-                .iter()
-                .find(|s| s.id().as_str() == id)
-                .map(|s| vec![s])
-                .ok_or_else(|| crate::error::ApiError::NotFound(format!("no site {id}"))),
-        }
+    /// The sites a request may use: its project's, or the one it addressed under
+    /// `/sites/{id}` (404 when that is not one of the project's).
+    pub fn sites_for(&self, access: &Access) -> Result<Vec<&Site>, crate::error::ApiError> {
+        Ok(access.site_indexes(|i| self.sites[i].id().to_string())?.into_iter().map(|i| &self.sites[i]).collect())
+    }
+
+    /// True when the request may reach every site of the federation (what it sees of where
+    /// data lives is then the whole picture, and may be remembered).
+    pub fn sees_every_site(&self, access: &Access) -> bool {
+        access.site.is_none() && access.project.sites.len() == self.sites.len()
     }
 }
 
-/// The site a request was addressed to under `/sites/{id}`, if any; set before routing.
-#[derive(Debug, Clone, Default)]
-pub struct SiteScope(pub Option<String>);
+/// The projects of the configuration, or the implicit one without authentication; each with
+/// its de-identification when `[deid]` is configured (one secret, one pseudonym map, keys and
+/// options per project).
+fn projects(config: &Config, sites: &[Site]) -> anyhow::Result<Vec<Arc<Project>>> {
+    let implicit;
+    let configured: &[ProjectConfig] = match &config.auth {
+        AuthMode::None => {
+            implicit = [ProjectConfig {
+                id: IMPLICIT_PROJECT.to_owned(),
+                sites: sites.iter().map(|s| s.id().clone()).collect(),
+                permissions: vec![Permission::Search, Permission::Retrieve, Permission::Store],
+                deid_options: None,
+            }];
+            &implicit
+        }
+        AuthMode::Jwt(_) => &config.projects,
+    };
+    let shared = config.deid.as_ref().map(Privacy::open_shared).transpose()?;
+    configured
+        .iter()
+        .map(|project| {
+            let privacy = match (&config.deid, &shared) {
+                (Some(deid), Some(shared)) => Some(Privacy::start(
+                    shared,
+                    &project.id,
+                    project.deid_options.as_deref().unwrap_or(&deid.options),
+                )?),
+                _ => None,
+            };
+            let indexes = project.sites.iter().filter_map(|id| sites.iter().position(|s| s.id() == id)).collect();
+            Ok(Arc::new(Project {
+                id: project.id.clone(),
+                sites: indexes,
+                permissions: project.permissions.clone(),
+                privacy,
+            }))
+        })
+        .collect()
+}
 
 /// Sends a C-ECHO to every site whose echo is due (its interval passed, or its open circuit's
 /// time is up), until the gateway is dropped.

@@ -17,7 +17,8 @@ use dicom_object::InMemDicomObject;
 
 use super::{accept_ranges, text_of};
 use crate::error::ApiError;
-use crate::state::{Gateway, SiteScope};
+use crate::access::Access;
+use crate::state::Gateway;
 
 /// One instance, parsed, and the transfer syntax it came in.
 struct Instance {
@@ -27,13 +28,13 @@ struct Instance {
 
 async fn retrieve_instance(
     gw: &Arc<Gateway>,
-    sites: &SiteScope,
+    access: &Access,
     study: &str,
     series: &str,
     instance: &str,
 ) -> Result<Instance, ApiError> {
     let target = super::wado::target(study, Some(series), Some(instance))?;
-    let crate::locate::Retrieval { first, rest, .. } = crate::locate::first_and_rest(gw, sites, target).await?;
+    let crate::locate::Retrieval { first, rest, .. } = crate::locate::first_and_rest(gw, access, target).await?;
     drop(rest);
     let transfer_syntax = first.transfer_syntax_uid.as_str().to_owned();
     let object = tokio::task::spawn_blocking(move || dicom_object::from_reader(&first.part10[128..]))
@@ -167,12 +168,12 @@ fn acceptable(headers: &HeaderMap, media_type: &str, encapsulated: bool) -> bool
 
 pub async fn frames(
     State(gw): State<Arc<Gateway>>,
-    Extension(sites): Extension<SiteScope>,
+    Extension(access): Extension<Access>,
     Path((study, series, instance, list)): Path<(String, String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let wanted = parse_frame_list(&list)?;
-    let instance = retrieve_instance(&gw, &sites, &study, &series, &instance).await?;
+    let instance = retrieve_instance(&gw, &access, &study, &series, &instance).await?;
     let (frames, encapsulated) = frames_of(&instance, &wanted)?;
     let media_type =
         if encapsulated { frame_media_type(&instance.transfer_syntax) } else { "application/octet-stream" };
@@ -192,7 +193,7 @@ pub async fn frames(
 
 pub async fn bulkdata(
     State(gw): State<Arc<Gateway>>,
-    Extension(sites): Extension<SiteScope>,
+    Extension(access): Extension<Access>,
     Path((study, series, instance, tag)): Path<(String, String, String, String)>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
@@ -201,7 +202,7 @@ pub async fn bulkdata(
         .flatten()
         .ok_or_else(|| ApiError::BadRequest(format!("bulk data tag {tag:?} is not 8 hexadecimal digits")))?;
     super::accepts(&headers, &["multipart/related", "application/octet-stream"])?;
-    let instance = retrieve_instance(&gw, &sites, &study, &series, &instance).await?;
+    let instance = retrieve_instance(&gw, &access, &study, &series, &instance).await?;
     let element = instance.object.element(tag).map_err(|_| ApiError::NotFound(format!("the instance has no {tag}")))?;
     let (bytes, content_type) = match element.value() {
         Value::Primitive(value) => (Bytes::from(value.to_bytes().into_owned()), "application/octet-stream".to_owned()),

@@ -23,7 +23,8 @@ use super::{accepts, parse_uid, text_of};
 use crate::error::ApiError;
 use crate::federation::{find_everywhere, mark_sites, merge, sort, warning};
 use crate::pseudonyms::Kind;
-use crate::state::{Gateway, Site, SiteScope};
+use crate::access::Access;
+use crate::state::{Gateway, Site};
 
 /// Which resource was asked: the level, and the UIDs that scope it.
 #[derive(Debug, Clone)]
@@ -58,33 +59,33 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ScopePath {
 /// `/studies`.
 pub async fn studies(
     State(gw): State<Arc<Gateway>>,
-    Extension(sites): Extension<SiteScope>,
+    Extension(access): Extension<Access>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    search(&gw, &sites, Scope { level: QueryLevel::Study, study: None, series: None }, q, &headers).await
+    search(&gw, &access, Scope { level: QueryLevel::Study, study: None, series: None }, q, &headers).await
 }
 
 /// `/series` and `/studies/{study}/series`.
 pub async fn series(
     State(gw): State<Arc<Gateway>>,
-    Extension(sites): Extension<SiteScope>,
+    Extension(access): Extension<Access>,
     path: ScopePath,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    search(&gw, &sites, Scope { level: QueryLevel::Series, study: path.study, series: None }, q, &headers).await
+    search(&gw, &access, Scope { level: QueryLevel::Series, study: path.study, series: None }, q, &headers).await
 }
 
 /// `/instances`, `/studies/{study}/instances` and `/studies/{study}/series/{series}/instances`.
 pub async fn instances(
     State(gw): State<Arc<Gateway>>,
-    Extension(sites): Extension<SiteScope>,
+    Extension(access): Extension<Access>,
     path: ScopePath,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    search(&gw, &sites, Scope { level: QueryLevel::Image, study: path.study, series: path.series }, q, &headers).await
+    search(&gw, &access, Scope { level: QueryLevel::Image, study: path.study, series: path.series }, q, &headers).await
 }
 
 /// The attributes a resource returns (PS3.18 Table 10.6.3-2): those of its level, and of the
@@ -153,7 +154,7 @@ const COMPLETING_AT_ONCE: usize = 16;
 
 async fn search(
     gw: &Gateway,
-    site_scope: &SiteScope,
+    access: &Access,
     scope: Scope,
     raw_query: Option<String>,
     headers: &HeaderMap,
@@ -162,7 +163,7 @@ async fn search(
     let mut query = qido::parse(raw_query.as_deref().unwrap_or(""))?;
     let mut scope = scope;
     // De-identifying: the query in the sites' terms, and the checks its results must pass.
-    let filters = match &gw.privacy {
+    let filters = match access.privacy() {
         Some(privacy) => {
             if let Some(study) = &scope.study {
                 scope.study = Some(qido_deid::path_uid(privacy, study, Kind::Study).await?);
@@ -177,7 +178,15 @@ async fn search(
         }
         None => Vec::new(),
     };
-    let sites = gw.sites_for(site_scope)?;
+    let sites = gw.sites_for(access)?;
+    if scope.level == QueryLevel::Image && scope.study.is_none() && query.matches.is_empty() && sites.len() > 1 {
+        // Every instance of every site: refused rather than answered in part (docs/ACCESS.md).
+        return Err(ApiError::BadRequest(
+            "searching for instances across sites needs a matching key (e.g. StudyInstanceUID, Modality) \
+             or a study in the path"
+                .into(),
+        ));
+    }
     let fan_out = find_everywhere(&sites, scope.level, &identifier(&scope, &query)).await;
     if fan_out.failures.len() == sites.len() {
         // Every site failed: there is no answer to give, partial or not.
@@ -185,11 +194,11 @@ async fn search(
     }
     // What this search shows of where data lives can be remembered only when it is complete:
     // every site asked and answering, and no filter but UIDs (docs/FEDERATION.md).
-    let rememberable = site_scope.0.is_none() && fan_out.failures.is_empty() && matches_uids_only(&query);
+    let rememberable = gw.sees_every_site(access) && fan_out.failures.is_empty() && matches_uids_only(&query);
     let sites_missing = warning(&fan_out.failures);
     let mut merged = merge(scope.level, fan_out.results);
     sort(scope.level, &mut merged);
-    if let (Some(privacy), false) = (&gw.privacy, filters.is_empty()) {
+    if let (Some(privacy), false) = (access.privacy(), filters.is_empty()) {
         merged.retain(|m| {
             let mut shown = m.object.clone();
             let site = m.sites.first().map(|&s| sites[s].id().to_string()).unwrap_or_default();
@@ -221,11 +230,11 @@ async fn search(
             let single = !reused.contains(&study);
             let directory = DirectoryUse { read: single, write: single && rememberable };
             complete(gw, &holding, scope, &mut result, directory).await?;
-            let entries = match &gw.privacy {
+            let entries = match access.privacy() {
                 Some(privacy) => privacy.data_set(&mut result, holding.first().map(|s| s.id().as_str()).unwrap_or("")),
                 None => Vec::new(),
             };
-            put_retrieve_url(gw, scope, &mut result);
+            put_retrieve_url(access, scope, &mut result);
             mark_sites(&mut result, holding.iter().map(|s| s.id().to_string()).collect());
             Ok::<_, ApiError>((result, entries))
         }
@@ -236,12 +245,12 @@ async fn search(
     .into_iter()
     .collect::<Result<Vec<_>, _>>()?;
     let (completed, entries): (Vec<InMemDicomObject>, Vec<_>) = completed.into_iter().unzip();
-    if let Some(privacy) = &gw.privacy {
+    if let Some(privacy) = access.privacy() {
         // Every pseudonym in the response resolves before the client sees it.
         privacy.record(entries.into_iter().flatten().collect()).await?;
     }
     // (Results are in the sites' terms only without de-identification.)
-    if rememberable && whole_list && scope.level == QueryLevel::Series && gw.privacy.is_none() {
+    if rememberable && whole_list && scope.level == QueryLevel::Series && access.privacy().is_none() {
         if let Some(study) = &scope.study {
             remember_series(gw, study, &completed);
         }
@@ -329,15 +338,15 @@ fn with_warning(mut response: Response, query: &QidoQuery, sites_missing: Option
 
 /// Writes RetrieveURL from the result's own UIDs (pseudonyms when de-identifying; the scope's,
 /// pseudonymised, where the result leaves one out).
-fn put_retrieve_url(gw: &Gateway, scope: &Scope, result: &mut InMemDicomObject) {
-    let shown = |uid: &str| match &gw.privacy {
+fn put_retrieve_url(access: &Access, scope: &Scope, result: &mut InMemDicomObject) {
+    let shown = |uid: &str| match access.privacy() {
         Some(privacy) => privacy.engine.keys().uid(uid),
         None => uid.to_owned(),
     };
     let study =
         text_of(result, tags::STUDY_INSTANCE_UID).or_else(|| scope.study.as_deref().map(shown)).unwrap_or_default();
     let series = text_of(result, tags::SERIES_INSTANCE_UID).or_else(|| scope.series.as_deref().map(shown));
-    let base = format!("{}/studies/{study}", gw.config.public_url);
+    let base = format!("{}/studies/{study}", access.base_url);
     let url = match (scope.level, &series, text_of(result, tags::SOP_INSTANCE_UID)) {
         (QueryLevel::Study, _, _) => base,
         (QueryLevel::Series, Some(series), _) => format!("{base}/series/{series}"),

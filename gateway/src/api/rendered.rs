@@ -18,7 +18,8 @@ use pacs_adapter::RetrieveTarget;
 
 use super::{accept_ranges, TargetPath};
 use crate::error::ApiError;
-use crate::state::{Gateway, SiteScope};
+use crate::access::Access;
+use crate::state::Gateway;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
@@ -146,12 +147,12 @@ fn render(part10: &[u8], frame: u32, rendering: &Rendering) -> Result<Vec<u8>, A
 
 async fn respond(
     gw: &Arc<Gateway>,
-    sites: &SiteScope,
+    access: &Access,
     target: RetrieveTarget,
     frame: u32,
     rendering: Rendering,
 ) -> Result<Response, ApiError> {
-    let crate::locate::Retrieval { first, rest, .. } = crate::locate::first_and_rest(gw, sites, target).await?;
+    let crate::locate::Retrieval { first, rest, .. } = crate::locate::first_and_rest(gw, access, target).await?;
     drop(rest);
     let format = rendering.format;
     let bytes = tokio::task::spawn_blocking(move || render(&first.part10, frame, &rendering))
@@ -168,13 +169,13 @@ async fn respond(
 /// multipart/related, streamed as instances arrive; a failure part-way aborts the response.
 async fn respond_many(
     gw: &Arc<Gateway>,
-    sites: &SiteScope,
+    access: &Access,
     target: RetrieveTarget,
     rendering: Rendering,
 ) -> Result<Response, ApiError> {
     use bytes::Bytes;
     use futures::StreamExt;
-    let crate::locate::Retrieval { first, rest, .. } = crate::locate::first_and_rest(gw, sites, target).await?;
+    let crate::locate::Retrieval { first, rest, .. } = crate::locate::first_and_rest(gw, access, target).await?;
     let content_type = match rendering.format {
         Format::Jpeg => "image/jpeg",
         Format::Png => "image/png",
@@ -215,18 +216,18 @@ const THUMBNAIL: (u32, u32) = (128, 128);
 
 pub async fn instance(
     State(gw): State<Arc<Gateway>>,
-    Extension(sites): Extension<SiteScope>,
+    Extension(access): Extension<Access>,
     TargetPath(target): TargetPath,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let rendering = parse(query.as_deref(), negotiate(&headers)?, None)?;
-    respond(&gw, &sites, target, 1, rendering).await
+    respond(&gw, &access, target, 1, rendering).await
 }
 
 pub async fn frame(
     State(gw): State<Arc<Gateway>>,
-    Extension(sites): Extension<SiteScope>,
+    Extension(access): Extension<Access>,
     Path((study, series, instance, frame)): Path<(String, String, String, String)>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
@@ -238,35 +239,35 @@ pub async fn frame(
         .ok_or_else(|| ApiError::BadRequest(format!("frame {frame:?}: a rendered frame is one number from 1")))?;
     let rendering = parse(query.as_deref(), negotiate(&headers)?, None)?;
     let target = super::wado::target(&study, Some(&series), Some(&instance))?;
-    respond(&gw, &sites, target, frame, rendering).await
+    respond(&gw, &access, target, frame, rendering).await
 }
 
 pub async fn instance_thumbnail(
     State(gw): State<Arc<Gateway>>,
-    Extension(sites): Extension<SiteScope>,
+    Extension(access): Extension<Access>,
     TargetPath(target): TargetPath,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let rendering = parse(query.as_deref(), negotiate(&headers)?, Some(THUMBNAIL))?;
-    respond(&gw, &sites, target, 1, rendering).await
+    respond(&gw, &access, target, 1, rendering).await
 }
 
 /// The middle instance of a series (or of the first series of a study), for its thumbnail.
 async fn representative(
     gw: &Gateway,
-    sites: &SiteScope,
+    access: &Access,
     study: &str,
     series: Option<&str>,
 ) -> Result<RetrieveTarget, ApiError> {
     let named = super::wado::target(study, series, None)?;
-    let scope = match &gw.privacy {
+    let scope = match access.privacy() {
         Some(privacy) => privacy.site_target(&named).await?,
         None => named,
     };
     // The representative comes from the first site that lists the series or study.
     let mut planned = Vec::new();
-    for site in gw.sites_for(sites)? {
+    for site in gw.sites_for(access)? {
         if let Ok(found) = site.list_instances(&scope).await {
             if !found.is_empty() {
                 planned = found;
@@ -283,7 +284,7 @@ async fn representative(
         vec![SopInstanceUid::from(chosen.sop_instance.as_uid().clone())],
     );
     // Named as the client names things, like every target `respond` takes.
-    match &gw.privacy {
+    match access.privacy() {
         Some(privacy) => privacy.client_target(&at_site).await,
         None => Ok(at_site),
     }
@@ -291,36 +292,36 @@ async fn representative(
 
 pub async fn series_thumbnail(
     State(gw): State<Arc<Gateway>>,
-    Extension(sites): Extension<SiteScope>,
+    Extension(access): Extension<Access>,
     Path((study, series)): Path<(String, String)>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let rendering = parse(query.as_deref(), negotiate(&headers)?, Some(THUMBNAIL))?;
-    let target = representative(&gw, &sites, &study, Some(&series)).await?;
-    respond(&gw, &sites, target, 1, rendering).await
+    let target = representative(&gw, &access, &study, Some(&series)).await?;
+    respond(&gw, &access, target, 1, rendering).await
 }
 
 pub async fn study_thumbnail(
     State(gw): State<Arc<Gateway>>,
-    Extension(sites): Extension<SiteScope>,
+    Extension(access): Extension<Access>,
     Path(study): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let rendering = parse(query.as_deref(), negotiate(&headers)?, Some(THUMBNAIL))?;
-    let target = representative(&gw, &sites, &study, None).await?;
-    respond(&gw, &sites, target, 1, rendering).await
+    let target = representative(&gw, &access, &study, None).await?;
+    respond(&gw, &access, target, 1, rendering).await
 }
 
 /// A rendered series or study (the path says which).
 pub async fn many(
     State(gw): State<Arc<Gateway>>,
-    Extension(sites): Extension<SiteScope>,
+    Extension(access): Extension<Access>,
     TargetPath(target): TargetPath,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let rendering = parse(query.as_deref(), negotiate(&headers)?, None)?;
-    respond_many(&gw, &sites, target, rendering).await
+    respond_many(&gw, &access, target, rendering).await
 }

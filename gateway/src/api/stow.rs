@@ -18,7 +18,8 @@ use crate::error::ApiError;
 use crate::multipart::{boundary_of, MultipartError, MultipartReader};
 use crate::pseudonyms::{Kind, Original};
 use crate::site::Unanswered;
-use crate::state::{Gateway, Site, SiteScope};
+use crate::access::Access;
+use crate::state::{Gateway, Site};
 
 /// PS3.18 Table I.2-2 failure reasons.
 const OUT_OF_RESOURCES: u16 = 0xA700;
@@ -46,22 +47,22 @@ const MAX_INSTANCE: usize = 2 * 1024 * 1024 * 1024 - 1;
 
 pub async fn store_studies(
     State(gw): State<Arc<Gateway>>,
-    Extension(sites): Extension<SiteScope>,
+    Extension(access): Extension<Access>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    store_instances(gw, sites, None, headers, body).await
+    store_instances(gw, access, None, headers, body).await
 }
 
 pub async fn store_study(
     State(gw): State<Arc<Gateway>>,
-    Extension(sites): Extension<SiteScope>,
+    Extension(access): Extension<Access>,
     Path(study): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let study = parse_uid("study", &study)?;
-    store_instances(gw, sites, Some(study), headers, body).await
+    store_instances(gw, access, Some(study), headers, body).await
 }
 
 #[derive(Debug, Default)]
@@ -92,7 +93,7 @@ impl Outcome {
 
 async fn store_instances(
     gw: Arc<Gateway>,
-    scope: SiteScope,
+    access: Access,
     target_study: Option<String>,
     headers: HeaderMap,
     body: Body,
@@ -114,7 +115,7 @@ async fn store_instances(
         .ok_or_else(|| ApiError::BadRequest("the Content-Type has no boundary parameter".into()))?;
     // Instances go to the first site of the request that takes them.
     let site =
-        gw.sites_for(&scope)?.into_iter().find(|s| s.config.store).ok_or_else(|| {
+        gw.sites_for(&access)?.into_iter().find(|s| s.config.store).ok_or_else(|| {
             ApiError::Forbidden("no site of this request takes stored instances (store = true)".into())
         })?;
     let limit = gw.config.stow_limit;
@@ -126,7 +127,7 @@ async fn store_instances(
 
     // De-identifying, a study named in the URL is a pseudonym when the gateway handed it out,
     // else the client's own UID (a new study).
-    let target_study = match (&gw.privacy, target_study) {
+    let target_study = match (access.privacy(), target_study) {
         (Some(privacy), Some(study)) => match privacy.resolve(&study, Kind::Study).await {
             Ok(original) => Some(original.value),
             Err(ApiError::NotFound(_)) => Some(study),
@@ -150,7 +151,7 @@ async fn store_instances(
             outcome.fail("", "", CANNOT_UNDERSTAND);
             continue;
         }
-        store_one(&gw, site, target_study.as_deref(), part.body, &mut outcome).await;
+        store_one(&access, site, target_study.as_deref(), part.body, &mut outcome).await;
     }
 
     let nothing_stored = outcome.stored.is_empty();
@@ -172,7 +173,7 @@ async fn store_instances(
             return Err(ApiError::BadRequest("the request holds no instance".into()));
         }
     }
-    if let Some(privacy) = &gw.privacy {
+    if let Some(privacy) = access.privacy() {
         privacy.record(std::mem::take(&mut outcome.pseudonyms)).await?;
     }
     let status = match (outcome.stored.is_empty(), outcome.failed.is_empty() && broken.is_none()) {
@@ -184,7 +185,7 @@ async fn store_instances(
     if let [study] = outcome.studies.as_slice() {
         module.insert(
             "00081190".into(),
-            json!({"vr": "UR", "Value": [format!("{}/studies/{study}", gw.config.public_url)]}),
+            json!({"vr": "UR", "Value": [format!("{}/studies/{study}", access.base_url)]}),
         );
     }
     if !outcome.failed.is_empty() {
@@ -204,7 +205,7 @@ async fn store_instances(
     Ok(response)
 }
 
-async fn store_one(gw: &Gateway, site: &Site, target_study: Option<&str>, bytes: bytes::Bytes, outcome: &mut Outcome) {
+async fn store_one(access: &Access, site: &Site, target_study: Option<&str>, bytes: bytes::Bytes, outcome: &mut Outcome) {
     let Ok(header) = part10::parse_header(&bytes) else {
         outcome.fail("", "", CANNOT_UNDERSTAND);
         return;
@@ -272,7 +273,7 @@ async fn store_one(gw: &Gateway, site: &Site, target_study: Option<&str>, bytes:
             let mut item = reference(&class, &instance);
             // De-identifying, the instance is retrieved (like everything) by its pseudonyms.
             let series = series.unwrap_or_default();
-            let (study_shown, series_shown, instance_shown) = match &gw.privacy {
+            let (study_shown, series_shown, instance_shown) = match access.privacy() {
                 Some(privacy) => {
                     let keys = privacy.engine.keys();
                     let shown = [(Kind::Study, &study), (Kind::Series, &series), (Kind::Instance, &instance)]
@@ -287,7 +288,7 @@ async fn store_one(gw: &Gateway, site: &Site, target_study: Option<&str>, bytes:
             };
             item.insert(
                 "00081190".into(),
-                json!({"vr": "UR", "Value": [format!("{}/studies/{study_shown}/series/{series_shown}/instances/{instance_shown}", gw.config.public_url)]}),
+                json!({"vr": "UR", "Value": [format!("{}/studies/{study_shown}/series/{series_shown}/instances/{instance_shown}", access.base_url)]}),
             );
             if result.status.0 != 0 {
                 item.insert("00081196".into(), json!({"vr": "US", "Value": [result.status.0]}));

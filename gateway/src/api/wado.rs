@@ -22,7 +22,8 @@ use pacs_adapter::{RetrieveTarget, RetrievedInstance};
 use super::{accept_ranges, accepts, parse_uid, TargetPath};
 use crate::error::ApiError;
 use crate::locate::{first_and_rest, Instances};
-use crate::state::{Gateway, SiteScope};
+use crate::access::Access;
+use crate::state::Gateway;
 
 const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
@@ -137,12 +138,12 @@ pub(crate) fn boundary() -> String {
 
 async fn retrieve(
     gw: Arc<Gateway>,
-    sites: SiteScope,
+    access: Access,
     headers: HeaderMap,
     target: RetrieveTarget,
 ) -> Result<Response, ApiError> {
     let wanted = negotiate(&headers)?;
-    let crate::locate::Retrieval { first, rest, withheld } = first_and_rest(&gw, &sites, target).await?;
+    let crate::locate::Retrieval { first, rest, withheld } = first_and_rest(&gw, &access, target).await?;
     // The first instance is represented before the response starts, so one the gateway cannot
     // transcode is a 406 rather than an aborted response.
     let first = represent(first, wanted).await.map_err(|e| ApiError::NotAcceptable(e.to_string()))?;
@@ -183,11 +184,11 @@ async fn retrieve(
 /// Retrieve a study, a series or an instance (the path says which).
 pub async fn resource(
     State(gw): State<Arc<Gateway>>,
-    Extension(sites): Extension<SiteScope>,
+    Extension(access): Extension<Access>,
     TargetPath(target): TargetPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    retrieve(gw, sites, headers, target).await
+    retrieve(gw, access, headers, target).await
 }
 
 /// The DICOM JSON of a retrieved instance, its pixel data and large top-level binary values
@@ -209,14 +210,14 @@ fn metadata_of(instance: &RetrievedInstance, public_url: &str) -> Result<Vec<u8>
 
 async fn metadata(
     gw: Arc<Gateway>,
-    sites: SiteScope,
+    access: Access,
     headers: HeaderMap,
     target: RetrieveTarget,
 ) -> Result<Response, ApiError> {
     accepts(&headers, &["application/dicom+json", "application/json"])?;
-    let crate::locate::Retrieval { first, rest, withheld } = first_and_rest(&gw, &sites, target).await?;
+    let crate::locate::Retrieval { first, rest, withheld } = first_and_rest(&gw, &access, target).await?;
     let mut index = 0usize;
-    let public_url = gw.config.public_url.clone();
+    let public_url = access.base_url.clone();
     let objects = all(first, rest)
         .then(move |item| {
             let public_url = public_url.clone();
@@ -250,9 +251,9 @@ async fn metadata(
 /// The metadata of a study, a series or an instance (the path says which).
 pub async fn resource_metadata(
     State(gw): State<Arc<Gateway>>,
-    Extension(sites): Extension<SiteScope>,
+    Extension(access): Extension<Access>,
     TargetPath(target): TargetPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    metadata(gw, sites, headers, target).await
+    metadata(gw, access, headers, target).await
 }

@@ -1,0 +1,141 @@
+//! HTTPS (`server.tls`): rustls with its ring provider, TLS 1.3 preferred and 1.2 accepted,
+//! only ECDHE key exchange and AEAD ciphers (the provider's defaults, which BCP 195 allows),
+//! HTTP/2 and HTTP/1.1 by ALPN, client certificates verified against `client_ca` when set.
+//! SIGHUP reloads the certificate, key and client CA for new connections; a reload that fails
+//! is logged and the files in use stay.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::service::TowerToHyperService;
+use rustls::server::WebPkiClientVerifier;
+use rustls::ServerConfig;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::ServerTlsFiles;
+
+/// A TLS handshake must end within this, or the connection is dropped.
+const HANDSHAKE_WITHIN: Duration = Duration::from_secs(10);
+/// Connections still open this long after shutdown began are closed.
+const DRAIN_WITHIN: Duration = Duration::from_secs(30);
+
+fn read_pem(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read server.tls.{what} {}: {e}", path.display()))
+}
+
+/// Builds the rustls configuration from the files.
+pub fn server_config(files: &ServerTlsFiles) -> anyhow::Result<Arc<ServerConfig>> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let certs = rustls_pemfile::certs(&mut read_pem(&files.cert, "cert")?.as_slice())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("server.tls.cert {}: {e}", files.cert.display()))?;
+    if certs.is_empty() {
+        anyhow::bail!("server.tls.cert {} holds no certificate", files.cert.display());
+    }
+    let key = rustls_pemfile::private_key(&mut read_pem(&files.key, "key")?.as_slice())
+        .map_err(|e| anyhow::anyhow!("server.tls.key {}: {e}", files.key.display()))?
+        .ok_or_else(|| anyhow::anyhow!("server.tls.key {} holds no private key", files.key.display()))?;
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let builder = match &files.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in rustls_pemfile::certs(&mut read_pem(ca, "client_ca")?.as_slice()) {
+                roots.add(cert.map_err(|e| anyhow::anyhow!("server.tls.client_ca {}: {e}", ca.display()))?)?;
+            }
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build()?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| anyhow::anyhow!("server.tls: the certificate and key do not go together: {e}"))?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Serves `app` over TLS on `listener` until `shutdown` completes, then drains the connections.
+pub async fn serve<S>(
+    listener: tokio::net::TcpListener,
+    files: ServerTlsFiles,
+    app: S,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()>
+where
+    S: tower::Service<Request, Response = axum::response::Response, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let current = Arc::new(RwLock::new(server_config(&files)?));
+    tokio::spawn(reload_on_hangup(files, current.clone()));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let acceptor = TlsAcceptor::from(current.read().unwrap_or_else(|p| p.into_inner()).clone());
+        let service = tower::ServiceExt::map_request(app.clone(), |request: hyper::Request<Incoming>| {
+            request.map(Body::new)
+        });
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(HANDSHAKE_WITHIN, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let builder = Builder::new(TokioExecutor::new());
+            let connection =
+                builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
+            if let Err(e) = watcher.watch(connection.into_owned()).await {
+                tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN_WITHIN, graceful.shutdown()).await.is_err() {
+        tracing::warn!("connections still open {DRAIN_WITHIN:?} after shutdown began were closed");
+    }
+    Ok(())
+}
+
+/// Reloads the certificate files on every SIGHUP.
+async fn reload_on_hangup(files: ServerTlsFiles, current: Arc<RwLock<Arc<ServerConfig>>>) {
+    let Ok(mut hangup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+    while hangup.recv().await.is_some() {
+        match server_config(&files) {
+            Ok(config) => {
+                *current.write().unwrap_or_else(|p| p.into_inner()) = config;
+                tracing::info!("server.tls reloaded: new connections use the new certificate");
+                eprintln!("dicomweb-gateway: server.tls reloaded");
+            }
+            Err(e) => tracing::error!(error = %e, "server.tls reload failed: the certificate in use stays"),
+        }
+    }
+}
