@@ -20,7 +20,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use crate::config::{JwksSource, JwtConfig};
 
 /// A JWKS URL is not fetched again for an unknown key sooner than this.
-pub const REFETCH_AT_MOST_EVERY: Duration = Duration::from_secs(10);
+pub const REFETCH_AT_MOST_EVERY: Duration = Duration::from_secs(5);
 /// The largest JWKS document read, and the most keys kept from it.
 const JWKS_MAX_BYTES: usize = 1 << 20;
 const JWKS_MAX_KEYS: usize = 100;

@@ -39,8 +39,9 @@ class Gateway:
         self.site = site
 
 
-def launch(config, port):
-    """Starts `dicomweb-gateway serve` with `config` (TOML text) and waits for it on `port`."""
+def launch(config, port, scheme="http", verify=True):
+    """Starts `dicomweb-gateway serve` with `config` (TOML text) and waits for it on `port`
+    (`scheme` https: `verify` is the CA file that signed its certificate)."""
     config_file = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
     config_file.write(config)
     config_file.close()
@@ -51,7 +52,7 @@ def launch(config, port):
     process = subprocess.Popen([str(binary), "serve", "--config", config_file.name], stdout=log, stderr=log)
     for _ in range(200):
         try:
-            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
+            if requests.get(f"{scheme}://127.0.0.1:{port}/healthz", timeout=1, verify=verify).ok:
                 return process
         except requests.ConnectionError:
             pass
@@ -116,11 +117,14 @@ def storing_gateway(testbed):
     process.wait(timeout=10)
 
 
-def start_federation(testbed, destination, extra_sites="", extra=""):
+def start_federation(testbed, destination, extra_sites="", extra="", auth='[auth]\nmode = "none"\n', server="", verify=True):
     """A gateway over every site of the test bed (Orthanc by C-GET, dcmqrscp by C-MOVE), plus
-    `extra_sites` (TOML), in configuration order, and `extra` (more TOML sections)."""
+    `extra_sites` (TOML), in configuration order, `auth` (the [auth] section), `extra` (more
+    TOML sections) and `server` (more keys of [server]; with `tls`, served over HTTPS, checked
+    against `verify`, the CA file)."""
     dest = next(d for d in testbed["move_destinations"] if d["ae_title"] == destination)
     port = free_port()
+    scheme = "https" if "tls" in server else "http"
     sites = ""
     for site in testbed["sites"]:
         retrieve = "c-move" if site["kind"] == "dcmqrscp" else "c-get"
@@ -136,18 +140,17 @@ store = {"true" if site["id"] == "site-2" else "false"}
     config = f"""
 [server]
 listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}/dicom-web"
-
+public_url = "{scheme}://127.0.0.1:{port}/dicom-web"
+{server}
 [dimse]
 ae_title = "{dest['ae_title']}"
 listen = "127.0.0.1:{dest['port']}"
 {sites}{extra_sites}
-[auth]
-mode = "none"
+{auth}
 {extra}
 """
-    process = launch(config, port)
-    return process, Gateway(f"http://127.0.0.1:{port}/dicom-web", None)
+    process = launch(config, port, scheme, verify)
+    return process, Gateway(f"{scheme}://127.0.0.1:{port}/dicom-web", None)
 
 
 @pytest.fixture(scope="session")
