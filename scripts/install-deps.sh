@@ -28,8 +28,11 @@ python3 -c "import requests" >/dev/null 2>&1 || need_pip+=(requests)
 python3 -c "import PIL" >/dev/null 2>&1 || need_pip+=(pillow)
 python3 -c "import pynetdicom" >/dev/null 2>&1 || need_pip+=(pynetdicom)
 python3 -c "import dicognito" >/dev/null 2>&1 || need_pip+=(dicognito)
+python3 -c "import jwt" >/dev/null 2>&1 || need_pip+=(pyjwt)
+python3 -c "import cryptography" >/dev/null 2>&1 || need_pip+=(cryptography)
 if [ ${#need_pip[@]} -gt 0 ]; then
-    # pydicom's test files are sample data; dicomweb-client is the reference DICOMweb client.
+    # pydicom's test files are sample data; dicomweb-client is the reference DICOMweb client;
+    # pyjwt and cryptography mint the test tokens and certificates.
     echo "installing Python packages: ${need_pip[*]}" >&2
     python3 -m pip install -q "${need_pip[@]}"
 fi

@@ -146,7 +146,10 @@ mod tests {
     fn routes_need_the_permission_of_what_they_do() {
         assert_eq!(permission_of(&Method::GET, "/dicom-web/studies"), Permission::Search);
         assert_eq!(permission_of(&Method::GET, "/dicom-web/studies/{study}/series"), Permission::Search);
-        assert_eq!(permission_of(&Method::GET, "/dicom-web/studies/{study}/series/{series}/instances"), Permission::Search);
+        assert_eq!(
+            permission_of(&Method::GET, "/dicom-web/studies/{study}/series/{series}/instances"),
+            Permission::Search
+        );
         assert_eq!(permission_of(&Method::GET, "/dicom-web/studies/{study}"), Permission::Retrieve);
         assert_eq!(permission_of(&Method::GET, "/dicom-web/studies/{study}/series/{series}"), Permission::Retrieve);
         assert_eq!(permission_of(&Method::GET, "/dicom-web/studies/{study}/metadata"), Permission::Retrieve);

@@ -441,8 +441,12 @@ impl Config {
                     problems.extend(wrong.into_iter().map(|p| format!("projects {}: deid_options: {p}", project.id)));
                 }
             }
-            if project.id.is_empty() || !project.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
-                problems.push(format!("projects {:?}: an id is letters, digits, '-' and '_' (it is part of URLs)", project.id));
+            if project.id.is_empty() || !project.id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                problems.push(format!(
+                    "projects {:?}: an id is letters, digits, '-' and '_' (it is part of URLs)",
+                    project.id
+                ));
             }
             if projects.iter().any(|p: &ProjectConfig| p.id == project.id) {
                 problems.push(format!("projects {}: the id is used twice", project.id));
@@ -595,13 +599,17 @@ fn validate_jwt(auth: raw::Auth, problems: &mut Vec<String>) -> Option<JwtConfig
             "ES384" => algorithms.push(ES384),
             "EdDSA" => algorithms.push(EdDSA),
             "HS256" => algorithms.push(HS256),
-            other => problems.push(format!("auth.algorithms: {other:?} is not a signature algorithm the gateway checks")),
+            other => {
+                problems.push(format!("auth.algorithms: {other:?} is not a signature algorithm the gateway checks"))
+            }
         }
     }
     let hs256 = algorithms.contains(&jsonwebtoken::Algorithm::HS256);
     match (hs256, &auth.hs256_secret_file) {
         (true, None) => problems.push("auth.algorithms names HS256: auth.hs256_secret_file is required".into()),
-        (false, Some(_)) => problems.push("auth.hs256_secret_file is set but auth.algorithms does not name HS256".into()),
+        (false, Some(_)) => {
+            problems.push("auth.hs256_secret_file is set but auth.algorithms does not name HS256".into())
+        }
         _ => {}
     }
     if algorithms.is_empty() {

@@ -94,9 +94,8 @@ where
         };
         let _ = stream.set_nodelay(true);
         let acceptor = TlsAcceptor::from(current.read().unwrap_or_else(|p| p.into_inner()).clone());
-        let service = tower::ServiceExt::map_request(app.clone(), |request: hyper::Request<Incoming>| {
-            request.map(Body::new)
-        });
+        let service =
+            tower::ServiceExt::map_request(app.clone(), |request: hyper::Request<Incoming>| request.map(Body::new));
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let stream = match tokio::time::timeout(HANDSHAKE_WITHIN, acceptor.accept(stream)).await {

@@ -75,7 +75,11 @@ impl Ledger {
     }
 
     /// The response with its body metered; the record is written when the body ends.
-    pub fn meter(self: Arc<Self>, response: axum::response::Response, audit: Option<Arc<AuditLog>>) -> axum::response::Response {
+    pub fn meter(
+        self: Arc<Self>,
+        response: axum::response::Response,
+        audit: Option<Arc<AuditLog>>,
+    ) -> axum::response::Response {
         let _ = self.status.set(response.status().as_u16());
         let (parts, body) = response.into_parts();
         let metered = Metered { inner: body, ledger: self, audit, bytes: 0, finished: false };

@@ -42,10 +42,7 @@ impl Drop for Slot {
 
 impl CallerLimits {
     pub fn new(config: LimitsConfig) -> CallerLimits {
-        let callers = moka::sync::Cache::builder()
-            .max_capacity(100_000)
-            .time_to_idle(Duration::from_secs(600))
-            .build();
+        let callers = moka::sync::Cache::builder().max_capacity(100_000).time_to_idle(Duration::from_secs(600)).build();
         CallerLimits { config, callers }
     }
 
@@ -58,7 +55,8 @@ impl CallerLimits {
         {
             let mut bucket = caller.bucket.lock().unwrap_or_else(|p| p.into_inner());
             let rate = f64::from(self.config.requests_per_second);
-            let refilled = (bucket.0 + now.duration_since(bucket.1).as_secs_f64() * rate).min(f64::from(self.config.burst));
+            let refilled =
+                (bucket.0 + now.duration_since(bucket.1).as_secs_f64() * rate).min(f64::from(self.config.burst));
             if refilled < 1.0 {
                 let wait = Duration::from_secs_f64((1.0 - refilled) / rate);
                 return Err(Shed::TooFast(wait));

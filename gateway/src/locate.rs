@@ -18,13 +18,13 @@ use dicomweb_model::{SeriesInstanceUid, SopInstanceUid};
 use futures::{stream, Stream, StreamExt};
 use pacs_adapter::{DimseError, DimseStream, QueryLevel, RetrieveTarget, RetrievedInstance};
 
+use crate::access::{Access, Project};
 use crate::api::text_of;
 use crate::deidentify::Processed;
 use crate::directory::{SeriesRecord, StudyRecord};
 use crate::error::ApiError;
 use crate::health::is_site_fault;
 use crate::site::Unanswered;
-use crate::access::{Access, Project};
 use crate::state::Gateway;
 
 /// Instances of a retrieval, from one or several sites.
@@ -280,11 +280,7 @@ impl std::fmt::Debug for Retrieval {
 /// Plans the retrieval of a target named as the client sees it (pseudonymous UIDs when
 /// de-identifying), starts it and waits for its first instance, so that a missing study is a
 /// 404 and a failing PACS a 502 / 503 / 504 before any byte of the response is sent.
-pub async fn first_and_rest(
-    gw: &Arc<Gateway>,
-    scope: &Access,
-    target: RetrieveTarget,
-) -> Result<Retrieval, ApiError> {
+pub async fn first_and_rest(gw: &Arc<Gateway>, scope: &Access, target: RetrieveTarget) -> Result<Retrieval, ApiError> {
     let target = match scope.privacy() {
         Some(privacy) => privacy.site_target(&target).await?,
         None => target,

@@ -13,9 +13,9 @@ use crate::auth::Authenticator;
 use crate::check::endpoint;
 use crate::config::{AuthMode, Config, Permission, ProjectConfig, RetrieveMode};
 use crate::deidentify::{Privacy, IMPLICIT_PROJECT};
-use crate::limits::CallerLimits;
 use crate::directory::Directory;
 use crate::health::{BreakerPolicy, SiteHealth};
+use crate::limits::CallerLimits;
 pub use crate::site::Site;
 
 #[derive(Debug)]
@@ -73,7 +73,9 @@ impl Gateway {
         let projects = projects(&config, &sites)?;
         let (authenticator, limits) = match &config.auth {
             AuthMode::None => (None, None),
-            AuthMode::Jwt(jwt) => (Some(Authenticator::start(jwt).await?), Some(CallerLimits::new(config.limits.clone()))),
+            AuthMode::Jwt(jwt) => {
+                (Some(Authenticator::start(jwt).await?), Some(CallerLimits::new(config.limits.clone())))
+            }
         };
         let audit = config.audit_path.as_deref().map(AuditLog::open).transpose()?.map(Arc::new);
         let mut tasks: Vec<_> = scp.map(|(_, handle)| handle).into_iter().collect();
@@ -119,11 +121,9 @@ fn projects(config: &Config, sites: &[Site]) -> anyhow::Result<Vec<Arc<Project>>
         .iter()
         .map(|project| {
             let privacy = match (&config.deid, &shared) {
-                (Some(deid), Some(shared)) => Some(Privacy::start(
-                    shared,
-                    &project.id,
-                    project.deid_options.as_deref().unwrap_or(&deid.options),
-                )?),
+                (Some(deid), Some(shared)) => {
+                    Some(Privacy::start(shared, &project.id, project.deid_options.as_deref().unwrap_or(&deid.options))?)
+                }
                 _ => None,
             };
             let indexes = project.sites.iter().filter_map(|id| sites.iter().position(|s| s.id() == id)).collect();

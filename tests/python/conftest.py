@@ -39,9 +39,10 @@ class Gateway:
         self.site = site
 
 
-def launch(config, port, scheme="http", verify=True):
+def launch(config, port, scheme="http", verify=True, client_cert=None):
     """Starts `dicomweb-gateway serve` with `config` (TOML text) and waits for it on `port`
-    (`scheme` https: `verify` is the CA file that signed its certificate)."""
+    (`scheme` https: `verify` is the CA file that signed its certificate, `client_cert` the
+    (certificate, key) files to present)."""
     config_file = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
     config_file.write(config)
     config_file.close()
@@ -52,7 +53,7 @@ def launch(config, port, scheme="http", verify=True):
     process = subprocess.Popen([str(binary), "serve", "--config", config_file.name], stdout=log, stderr=log)
     for _ in range(200):
         try:
-            if requests.get(f"{scheme}://127.0.0.1:{port}/healthz", timeout=1, verify=verify).ok:
+            if requests.get(f"{scheme}://127.0.0.1:{port}/healthz", timeout=1, verify=verify, cert=client_cert).ok:
                 return process
         except requests.ConnectionError:
             pass
@@ -117,11 +118,11 @@ def storing_gateway(testbed):
     process.wait(timeout=10)
 
 
-def start_federation(testbed, destination, extra_sites="", extra="", auth='[auth]\nmode = "none"\n', server="", verify=True):
+def start_federation(testbed, destination, extra_sites="", extra="", auth='[auth]\nmode = "none"\n', server="", verify=True, client_cert=None):
     """A gateway over every site of the test bed (Orthanc by C-GET, dcmqrscp by C-MOVE), plus
     `extra_sites` (TOML), in configuration order, `auth` (the [auth] section), `extra` (more
     TOML sections) and `server` (more keys of [server]; with `tls`, served over HTTPS, checked
-    against `verify`, the CA file)."""
+    against `verify`, the CA file, presenting `client_cert`)."""
     dest = next(d for d in testbed["move_destinations"] if d["ae_title"] == destination)
     port = free_port()
     scheme = "https" if "tls" in server else "http"
@@ -149,7 +150,7 @@ listen = "127.0.0.1:{dest['port']}"
 {auth}
 {extra}
 """
-    process = launch(config, port, scheme, verify)
+    process = launch(config, port, scheme, verify, client_cert)
     return process, Gateway(f"{scheme}://127.0.0.1:{port}/dicom-web", None)
 
 

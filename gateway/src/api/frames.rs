@@ -16,8 +16,8 @@ use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 
 use super::{accept_ranges, text_of};
-use crate::error::ApiError;
 use crate::access::Access;
+use crate::error::ApiError;
 use crate::state::Gateway;
 
 /// One instance, parsed, and the transfer syntax it came in.

@@ -20,10 +20,10 @@ use pacs_adapter::QueryLevel;
 use super::qido_deid;
 use super::rollup::DirectoryUse;
 use super::{accepts, parse_uid, text_of};
+use crate::access::Access;
 use crate::error::ApiError;
 use crate::federation::{find_everywhere, mark_sites, merge, sort, warning};
 use crate::pseudonyms::Kind;
-use crate::access::Access;
 use crate::state::{Gateway, Site};
 
 /// Which resource was asked: the level, and the UIDs that scope it.

@@ -17,8 +17,8 @@ use dicomweb_model::{SeriesInstanceUid, SopInstanceUid, StudyInstanceUid};
 use pacs_adapter::RetrieveTarget;
 
 use super::{accept_ranges, TargetPath};
-use crate::error::ApiError;
 use crate::access::Access;
+use crate::error::ApiError;
 use crate::state::Gateway;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

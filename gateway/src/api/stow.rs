@@ -14,11 +14,11 @@ use pacs_adapter::{part10, DimseError};
 use serde_json::{json, Value as Json};
 
 use super::{accepts, parse_uid, text_of};
+use crate::access::Access;
 use crate::error::ApiError;
 use crate::multipart::{boundary_of, MultipartError, MultipartReader};
 use crate::pseudonyms::{Kind, Original};
 use crate::site::Unanswered;
-use crate::access::Access;
 use crate::state::{Gateway, Site};
 
 /// PS3.18 Table I.2-2 failure reasons.
@@ -183,10 +183,8 @@ async fn store_instances(
     };
     let mut module = serde_json::Map::new();
     if let [study] = outcome.studies.as_slice() {
-        module.insert(
-            "00081190".into(),
-            json!({"vr": "UR", "Value": [format!("{}/studies/{study}", access.base_url)]}),
-        );
+        module
+            .insert("00081190".into(), json!({"vr": "UR", "Value": [format!("{}/studies/{study}", access.base_url)]}));
     }
     if !outcome.failed.is_empty() {
         module.insert("00081198".into(), json!({"vr": "SQ", "Value": outcome.failed}));
@@ -205,7 +203,13 @@ async fn store_instances(
     Ok(response)
 }
 
-async fn store_one(access: &Access, site: &Site, target_study: Option<&str>, bytes: bytes::Bytes, outcome: &mut Outcome) {
+async fn store_one(
+    access: &Access,
+    site: &Site,
+    target_study: Option<&str>,
+    bytes: bytes::Bytes,
+    outcome: &mut Outcome,
+) {
     let Ok(header) = part10::parse_header(&bytes) else {
         outcome.fail("", "", CANNOT_UNDERSTAND);
         return;

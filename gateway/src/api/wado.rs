@@ -20,9 +20,9 @@ use futures::{stream, Stream, StreamExt};
 use pacs_adapter::{RetrieveTarget, RetrievedInstance};
 
 use super::{accept_ranges, accepts, parse_uid, TargetPath};
+use crate::access::Access;
 use crate::error::ApiError;
 use crate::locate::{first_and_rest, Instances};
-use crate::access::Access;
 use crate::state::Gateway;
 
 const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
