@@ -142,8 +142,14 @@ async fn run_server(config: config::Config) -> anyhow::Result<()> {
     );
     match &config.deid {
         Some(deid) => eprintln!(
-            "dicomweb-gateway: de-identifying every response (PS3.15 Annex E basic profile{}); pseudonyms kept in {}",
+            "dicomweb-gateway: de-identifying every response (PS3.15 Annex E basic profile{}{}); pseudonyms, \
+             each project's own, kept in {}",
             deid.options.iter().map(|o| format!(", {o}")).collect::<String>(),
+            config
+                .projects
+                .iter()
+                .filter_map(|p| p.deid_options.as_ref().map(|o| format!("; project {}: [{}]", p.id, o.join(", "))))
+                .collect::<String>(),
             deid.state_dir.join("pseudonyms.redb").display(),
         ),
         None => eprintln!(

@@ -166,12 +166,23 @@ class OrthancProcess:
     """An Orthanc of a test's own (DICOM and REST on loopback, storage under `directory`), that
     the test may stop and start again with the same data."""
 
-    def __init__(self, directory, ae_title):
+    def __init__(self, directory, ae_title, tls=None):
+        """`tls`: DICOM TLS as (certificate, private key, trusted CA) files; client
+        certificates are then required."""
         self.directory = pathlib.Path(directory)
         self.ae_title = ae_title
         self.dicom_port = free_port()
         self.http_port = free_port()
         self.config = self.directory / "orthanc.json"
+        tls_config = {}
+        if tls:
+            tls_config = {
+                "DicomTlsEnabled": True,
+                "DicomTlsCertificate": str(tls[0]),
+                "DicomTlsPrivateKey": str(tls[1]),
+                "DicomTlsTrustedCertificates": str(tls[2]),
+                "DicomTlsRemoteCertificateRequired": True,
+            }
         self.config.write_text(json.dumps({
             "Name": ae_title,
             "StorageDirectory": str(self.directory / "storage"),
@@ -188,6 +199,7 @@ class OrthancProcess:
             "DicomScpTimeout": 30,
             "StorageCompression": False,
             "Plugins": [],
+            **tls_config,
         }))
         self.process = None
         self.start()

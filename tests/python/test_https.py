@@ -17,7 +17,10 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from dicomweb_client.api import DICOMwebClient
 from dicomweb_client.session_utils import add_certs_to_session, create_session
 
-from conftest import start_federation
+from conftest import OrthancProcess, start_federation
+from test_federation import ct_instance
+
+ACCEPT_DICOM = {"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}
 
 
 class Authority:
@@ -146,3 +149,34 @@ def test_client_certificates_are_required_when_configured(testbed, tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_sites_are_reached_over_dicom_tls_with_the_ca_pinned(testbed, tmp_path):
+    """PS3.15 Annex B through the gateway's configuration: an Orthanc that speaks DICOM over TLS
+    only and requires a client certificate; the gateway trusts the site's CA alone."""
+    ca = Authority(tmp_path, "site-ca")
+    site_cert, site_key = ca.issue("orthanc-tls", server=True)
+    gateway_cert, gateway_key = ca.issue("FEDGW", server=False)
+    stranger = Authority(tmp_path, "stranger-ca")
+    (tmp_path / "orthanc").mkdir()
+    site = OrthancProcess(tmp_path / "orthanc", "TLSSITE", tls=(site_cert, site_key, ca.path))
+    try:
+        ds, part10 = ct_instance(testbed, "DICOM-TLS")
+        assert requests.post(f"{site.rest}/instances", data=part10).ok
+        for trusted, expected in ((ca.path, 200), (stranger.path, 502)):
+            site_toml = site.site_toml("tls-site", timeout="5s") + (
+                f'tls = {{ ca = "{trusted}", cert = "{gateway_cert}", key = "{gateway_key}" }}\n'
+            )
+            process, gw = start_federation(testbed, "FEDGW2", extra_sites=site_toml)
+            try:
+                found = requests.get(f"{gw.url}/sites/tls-site/studies", params={"PatientID": "DICOM-TLS"})
+                assert found.status_code == expected, found.text
+                if expected == 200:
+                    assert [s["0020000D"]["Value"][0] for s in found.json()] == [ds.StudyInstanceUID]
+                    retrieved = requests.get(f"{gw.url}/studies/{ds.StudyInstanceUID}", headers=ACCEPT_DICOM)
+                    assert retrieved.status_code == 200 and ds.SOPInstanceUID.encode() in retrieved.content
+            finally:
+                process.terminate()
+                process.wait(timeout=10)
+    finally:
+        site.stop()
