@@ -89,3 +89,15 @@ pub async fn sites(State(gateway): State<Arc<Gateway>>, headers: axum::http::Hea
     let sites: Vec<Json> = visible.into_iter().map(|i| site_json(&gateway.sites[i])).collect();
     ([(header::CONTENT_TYPE, "application/json")], json!({ "sites": sites }).to_string()).into_response()
 }
+
+/// The retrieval cache's counters and size (docs/CACHE.md); with authentication on, for a
+/// valid token only.
+pub async fn cache(State(gateway): State<Arc<Gateway>>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(authenticator) = &gateway.authenticator {
+        let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+        if let Err(refused) = authenticator.authenticate(authorization).await {
+            return crate::authorize::unauthorized(&refused);
+        }
+    }
+    ([(header::CONTENT_TYPE, "application/json")], gateway.cache.report().to_string()).into_response()
+}

@@ -33,6 +33,41 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for TargetPath {
     }
 }
 
+/// The entity tag of a response made from a retrieval whose content was known before it
+/// started (`retrieval`, from the cache), in one `representation` (media type, transfer
+/// syntax, URL prefix): what a client sends back in `If-None-Match`.
+pub fn entity_tag(retrieval: Option<&str>, representation: &str) -> Option<String> {
+    use sha2::Digest;
+    let retrieval = retrieval?;
+    let digest = sha2::Sha256::digest(format!("{retrieval}\n{representation}").as_bytes());
+    Some(format!("\"{}\"", digest.iter().take(12).map(|b| format!("{b:02x}")).collect::<String>()))
+}
+
+/// 304 Not Modified when the client's `If-None-Match` names `tag` (or `*`).
+pub fn not_modified(headers: &HeaderMap, tag: Option<&str>) -> Option<axum::response::Response> {
+    use axum::response::IntoResponse;
+    let tag = tag?;
+    let matches = headers
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|value| value.split(',').map(|t| t.trim().trim_start_matches("W/")).any(|t| t == "*" || t == tag));
+    matches.then(|| {
+        let mut response = axum::http::StatusCode::NOT_MODIFIED.into_response();
+        with_validators(&mut response, Some(tag));
+        response
+    })
+}
+
+/// `Cache-Control: private` (responses are per caller and project) and the entity tag, if any.
+pub fn with_validators(response: &mut axum::response::Response, tag: Option<&str>) {
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, axum::http::HeaderValue::from_static("private"));
+    if let Some(value) = tag.and_then(|t| axum::http::HeaderValue::from_str(t).ok()) {
+        headers.insert(header::ETAG, value);
+    }
+}
+
 /// A UID from the URL path, checked before it goes anywhere.
 pub fn parse_uid(what: &str, raw: &str) -> Result<String, ApiError> {
     dicomweb_model::Uid::new(raw)

@@ -34,6 +34,9 @@ pub enum ApiError {
     /// Every site that could answer has its circuit open (docs/FEDERATION.md).
     #[error("{message}")]
     SitesDown { message: String, retry_after: std::time::Duration },
+    /// An error of a retrieval shared by several requests, relayed to each.
+    #[error("{message}")]
+    Relayed { status: StatusCode, message: String, retry_after: Option<std::time::Duration> },
 }
 
 impl From<crate::site::Unanswered> for ApiError {
@@ -68,6 +71,7 @@ impl ApiError {
             ApiError::Pacs(DimseError::InvalidInstance(_)) => StatusCode::BAD_REQUEST,
             ApiError::Pacs(_) => StatusCode::BAD_GATEWAY,
             ApiError::SitesDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Relayed { status, .. } => *status,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -81,6 +85,7 @@ impl IntoResponse for ApiError {
         }
         let retry_after = match &self {
             ApiError::SitesDown { retry_after, .. } => Some(retry_after.as_secs().max(1).to_string()),
+            ApiError::Relayed { retry_after: Some(retry_after), .. } => Some(retry_after.as_secs().max(1).to_string()),
             _ => None,
         };
         let mut response =

@@ -111,6 +111,11 @@ impl Ledger {
     }
 }
 
+/// The current request's ledger, if any (for work it hands to a task of its own).
+pub fn current() -> Option<Arc<Ledger>> {
+    CURRENT.try_with(Arc::clone).ok()
+}
+
 /// Notes that the current request contacted `site` (nothing outside a request).
 pub fn note_site(site: &str) {
     let _ = CURRENT.try_with(|ledger| {

@@ -9,6 +9,7 @@ pub mod api;
 pub mod audit;
 pub mod auth;
 pub mod authorize;
+pub mod cache;
 pub mod check;
 pub mod config;
 pub mod deidentify;

@@ -266,6 +266,9 @@ pub struct Retrieval {
     pub first: RetrievedInstance,
     pub rest: Instances,
     pub withheld: usize,
+    /// An entity tag of what the retrieval yields, when that is known before it starts
+    /// (served from the cache).
+    pub etag: Option<String>,
 }
 
 impl std::fmt::Debug for Retrieval {
@@ -277,15 +280,26 @@ impl std::fmt::Debug for Retrieval {
     }
 }
 
-/// Plans the retrieval of a target named as the client sees it (pseudonymous UIDs when
-/// de-identifying), starts it and waits for its first instance, so that a missing study is a
-/// 404 and a failing PACS a 502 / 503 / 504 before any byte of the response is sent.
+/// The retrieval of a target named as the client sees it (pseudonymous UIDs when
+/// de-identifying): from the cache when it holds the whole target, else shared with a request
+/// retrieving the same target in the same project, else planned and started; it waits for the
+/// first instance, so that a missing study is a 404 and a failing PACS a 502 / 503 / 504 before
+/// any byte of the response is sent (docs/CACHE.md).
 pub async fn first_and_rest(gw: &Arc<Gateway>, scope: &Access, target: RetrieveTarget) -> Result<Retrieval, ApiError> {
     let target = match scope.privacy() {
         Some(privacy) => privacy.site_target(&target).await?,
         None => target,
     };
-    first_and_rest_at_sites(gw, scope, target).await
+    let key = crate::cache::TargetKey::new(&scope.project.id, &target);
+    let shown = |uid: &str| match scope.privacy() {
+        Some(privacy) => privacy.engine.keys().uid(uid),
+        None => uid.to_owned(),
+    };
+    if let Some(cached) = gw.cache.cached(&key, shown) {
+        return Ok(cached);
+    }
+    let (gw_for_flight, scope) = (gw.clone(), scope.clone());
+    gw.cache.join_or_start(key, async move { first_and_rest_at_sites(&gw_for_flight, &scope, target).await }).await
 }
 
 /// The same for a target named by the sites' own UIDs.
@@ -316,7 +330,12 @@ pub async fn first_and_rest_at_sites(
     match scope.privacy() {
         None => {
             let ((_, first), rest) = started;
-            Ok(Retrieval { first, rest: rest.map(|item| item.map(|(_, instance)| instance)).boxed(), withheld: 0 })
+            Ok(Retrieval {
+                first,
+                rest: rest.map(|item| item.map(|(_, instance)| instance)).boxed(),
+                withheld: 0,
+                etag: None,
+            })
         }
         Some(_) => deidentified(gw, scope.project.clone(), started).await,
     }
@@ -383,7 +402,7 @@ async fn deidentified(
             }
         })
         .boxed();
-    Ok(Retrieval { first, rest, withheld })
+    Ok(Retrieval { first, rest, withheld, etag: None })
 }
 
 /// Starts the plan's parts one after the other in one stream; `None` when the first part

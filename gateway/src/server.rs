@@ -59,6 +59,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             header::CONTENT_LENGTH,
             header::WWW_AUTHENTICATE,
             header::RETRY_AFTER,
+            header::ETAG,
             HeaderName::from_static("warning"),
         ]);
     let base_path = gateway.config.base_path.clone();
@@ -66,6 +67,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(admin::readyz))
         .route("/admin/sites", get(admin::sites))
+        .route("/admin/cache", get(admin::cache))
         .with_state(gateway)
         .nest(&base_path, dicomweb)
         .layer(cors)

@@ -10,6 +10,7 @@ use pacs_adapter::{AssociationPool, RetrieveMethod, StoreScp, StoreScpOptions};
 use crate::access::{Access, Project};
 use crate::audit::AuditLog;
 use crate::auth::Authenticator;
+use crate::cache::RetrievalCache;
 use crate::check::endpoint;
 use crate::config::{AuthMode, Config, Permission, ProjectConfig, RetrieveMode};
 use crate::deidentify::{Privacy, IMPLICIT_PROJECT};
@@ -35,6 +36,8 @@ pub struct Gateway {
     pub limits: Option<CallerLimits>,
     /// The audit trail, when `audit.path` is configured.
     pub audit: Option<Arc<AuditLog>>,
+    /// De-identified instances and what retrievals yielded; retrievals under way (docs/CACHE.md).
+    pub cache: Arc<RetrievalCache>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -81,7 +84,8 @@ impl Gateway {
         let mut tasks: Vec<_> = scp.map(|(_, handle)| handle).into_iter().collect();
         let gateway = Arc::new_cyclic(|weak: &Weak<Gateway>| {
             tasks.push(tokio::spawn(echo_sites(weak.clone())));
-            Gateway { config, sites, directory, projects, authenticator, limits, audit, tasks }
+            let cache = Arc::new(RetrievalCache::new(&config.cache));
+            Gateway { config, sites, directory, projects, authenticator, limits, audit, cache, tasks }
         });
         Ok(gateway)
     }

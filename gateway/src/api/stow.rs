@@ -70,6 +70,8 @@ struct Outcome {
     stored: Vec<Json>,
     failed: Vec<Json>,
     studies: Vec<String>,
+    /// The studies stored into, in the site's UIDs.
+    site_studies: Vec<String>,
     /// Failures that say the PACS could not be used at all.
     unavailable: Option<Unanswered>,
     /// De-identifying: the pseudonyms the response's URLs name.
@@ -154,6 +156,10 @@ async fn store_instances(
         store_one(&access, site, target_study.as_deref(), part.body, &mut outcome).await;
     }
 
+    // What was cached of these studies no longer shows all of them.
+    for study in &outcome.site_studies {
+        gw.cache.forget_study(study);
+    }
     let nothing_stored = outcome.stored.is_empty();
     if let Some(e) = &broken {
         if nothing_stored {
@@ -298,6 +304,9 @@ async fn store_one(
                 item.insert("00081196".into(), json!({"vr": "US", "Value": [result.status.0]}));
             }
             outcome.stored.push(Json::Object(item));
+            if !outcome.site_studies.contains(&study) {
+                outcome.site_studies.push(study.clone());
+            }
             if !outcome.studies.contains(&study_shown) {
                 outcome.studies.push(study_shown);
             }

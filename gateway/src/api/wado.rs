@@ -143,7 +143,11 @@ async fn retrieve(
     target: RetrieveTarget,
 ) -> Result<Response, ApiError> {
     let wanted = negotiate(&headers)?;
-    let crate::locate::Retrieval { first, rest, withheld } = first_and_rest(&gw, &access, target).await?;
+    let crate::locate::Retrieval { first, rest, withheld, etag } = first_and_rest(&gw, &access, target).await?;
+    let tag = super::entity_tag(etag.as_deref(), &format!("instances {wanted:?}"));
+    if let Some(not_modified) = super::not_modified(&headers, tag.as_deref()) {
+        return Ok(not_modified);
+    }
     // The first instance is represented before the response starts, so one the gateway cannot
     // transcode is a 406 rather than an aborted response.
     let first = represent(first, wanted).await.map_err(|e| ApiError::NotAcceptable(e.to_string()))?;
@@ -177,7 +181,8 @@ async fn retrieve(
             async move { Ok(closing) }
         }));
     let content_type = format!("multipart/related; type=\"application/dicom\"; boundary={boundary}");
-    let response = ([(header::CONTENT_TYPE, content_type)], Body::from_stream(parts)).into_response();
+    let mut response = ([(header::CONTENT_TYPE, content_type)], Body::from_stream(parts)).into_response();
+    super::with_validators(&mut response, tag.as_deref());
     Ok(crate::deidentify::with_withheld_warning(response, withheld))
 }
 
@@ -215,7 +220,11 @@ async fn metadata(
     target: RetrieveTarget,
 ) -> Result<Response, ApiError> {
     accepts(&headers, &["application/dicom+json", "application/json"])?;
-    let crate::locate::Retrieval { first, rest, withheld } = first_and_rest(&gw, &access, target).await?;
+    let crate::locate::Retrieval { first, rest, withheld, etag } = first_and_rest(&gw, &access, target).await?;
+    let tag = super::entity_tag(etag.as_deref(), &format!("metadata {}", access.base_url));
+    if let Some(not_modified) = super::not_modified(&headers, tag.as_deref()) {
+        return Ok(not_modified);
+    }
     let mut index = 0usize;
     let public_url = access.base_url.clone();
     let objects = all(first, rest)
@@ -244,7 +253,8 @@ async fn metadata(
             })
         })
         .chain(stream::once(async { Ok(Bytes::from_static(b"]")) }));
-    let response = ([(header::CONTENT_TYPE, "application/dicom+json")], Body::from_stream(objects)).into_response();
+    let mut response = ([(header::CONTENT_TYPE, "application/dicom+json")], Body::from_stream(objects)).into_response();
+    super::with_validators(&mut response, tag.as_deref());
     Ok(crate::deidentify::with_withheld_warning(response, withheld))
 }
 

@@ -1,0 +1,461 @@
+//! The retrieval cache (`[cache]`) and request coalescing (docs/CACHE.md).
+//!
+//! - Instances: de-identified instances (what leaves the gateway, never a site's own bytes when
+//!   de-identifying), keyed by project, the site's study UID and the instance's UID as shown,
+//!   in memory (moka), bounded in bytes by `cache.memory`. DICOM instances do not change under
+//!   their UID, so they stay until evicted by size.
+//! - Manifests: what a retrieval target (study, series, instance list) yielded, in order, once
+//!   a retrieval of it completed; trusted for `cache.ttl`, which bounds how long an instance
+//!   added at a site behind the gateway's back goes unseen. A target whose manifest is fresh and
+//!   whose instances are all cached is served without a PACS.
+//! - Flights: concurrent requests for the same target (in the same project) share one
+//!   retrieval. Each reader is streamed what has arrived so far, then the rest as it arrives.
+//!   A flight buffers at most [`FLIGHT_AHEAD`] bytes beyond its slowest reader (the PACS is
+//!   read no faster) and drops what every reader has passed once it holds more than
+//!   [`FLIGHT_KEPT`] bytes; a request arriving after that retrieves on its own. When its last
+//!   reader goes away, the flight stops and its PACS operation is cancelled.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use futures::{stream, Future, StreamExt};
+use pacs_adapter::{RetrieveTarget, RetrievedInstance};
+use sha2::{Digest, Sha256};
+
+use crate::config::CacheConfig;
+use crate::error::ApiError;
+use crate::locate::Retrieval;
+
+/// A flight reads at most this many bytes ahead of its slowest reader.
+pub const FLIGHT_AHEAD: usize = 64 << 20;
+/// A flight keeps what every reader has passed (for requests that join late) up to this size.
+pub const FLIGHT_KEPT: usize = 64 << 20;
+
+/// A retrieval target as the cache knows it: the project and the site's UIDs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TargetKey {
+    project: String,
+    study: String,
+    series: Option<String>,
+    instances: Vec<String>,
+}
+
+impl TargetKey {
+    pub fn new(project: &str, target: &RetrieveTarget) -> TargetKey {
+        TargetKey {
+            project: project.to_owned(),
+            study: target.study.as_str().to_owned(),
+            series: target.series.as_ref().map(|s| s.as_str().to_owned()),
+            instances: target.instances.iter().map(|i| i.as_str().to_owned()).collect(),
+        }
+    }
+
+    pub fn study(&self) -> &str {
+        &self.study
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct InstanceKey {
+    project: String,
+    study: String,
+    /// The SOP Instance UID as the client sees it (a pseudonym when de-identifying).
+    instance: String,
+}
+
+/// What a completed retrieval of a target yielded.
+#[derive(Debug)]
+struct Manifest {
+    instances: Vec<String>,
+    withheld_before_first: usize,
+    etag: String,
+}
+
+/// Counts for operators and tests (`/admin/cache`).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Retrievals served whole from the cache.
+    pub hits: AtomicU64,
+    /// Retrievals that went to a PACS (each a flight of its own).
+    pub misses: AtomicU64,
+    /// Retrievals that joined a flight under way.
+    pub coalesced: AtomicU64,
+    /// Bytes of instances served from the cache.
+    pub bytes_served: AtomicU64,
+    /// Instances evicted from memory for size.
+    pub evictions: AtomicU64,
+}
+
+/// A failure relayed to every reader of a flight.
+#[derive(Debug, Clone)]
+struct Relayed {
+    status: axum::http::StatusCode,
+    message: String,
+    retry_after: Option<Duration>,
+}
+
+impl Relayed {
+    fn of(error: &ApiError) -> Relayed {
+        let retry_after = match error {
+            ApiError::SitesDown { retry_after, .. } => Some(*retry_after),
+            ApiError::Relayed { retry_after, .. } => *retry_after,
+            _ => None,
+        };
+        Relayed { status: error.status(), message: error.to_string(), retry_after }
+    }
+
+    fn error(&self) -> ApiError {
+        ApiError::Relayed { status: self.status, message: self.message.clone(), retry_after: self.retry_after }
+    }
+}
+
+#[derive(Debug, Default)]
+struct FlightState {
+    /// Instances in arrival order; `None` once dropped.
+    buffer: Vec<Option<RetrievedInstance>>,
+    /// Cumulative sizes: `ends[i]` bytes up to and including instance `i`.
+    ends: Vec<usize>,
+    /// Instances before `dropped_below` are dropped: nobody may join any more.
+    dropped_below: usize,
+    withheld_before_first: usize,
+    end: Option<Result<(), Relayed>>,
+    readers: HashMap<u64, usize>,
+    next_reader: u64,
+}
+
+impl FlightState {
+    fn bytes_between(&self, from: usize, to: usize) -> usize {
+        let at = |i: usize| if i == 0 { 0 } else { self.ends[i - 1] };
+        at(to) - at(from)
+    }
+
+    fn slowest(&self) -> usize {
+        self.readers.values().copied().min().unwrap_or(self.buffer.len())
+    }
+
+    /// Drops what every reader has passed while more than [`FLIGHT_KEPT`] bytes are held.
+    fn trim(&mut self) {
+        let slowest = self.slowest();
+        while self.dropped_below < slowest && self.bytes_between(self.dropped_below, self.buffer.len()) > FLIGHT_KEPT {
+            self.buffer[self.dropped_below] = None;
+            self.dropped_below += 1;
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Flight {
+    state: Mutex<FlightState>,
+    changed: tokio::sync::Notify,
+}
+
+impl Flight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FlightState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn add_reader(&self, state: &mut FlightState) -> u64 {
+        let id = state.next_reader;
+        state.next_reader += 1;
+        state.readers.insert(id, 0);
+        id
+    }
+}
+
+/// One reader's place in a flight; leaving the flight when dropped.
+struct Reader {
+    flight: Arc<Flight>,
+    id: u64,
+    cursor: usize,
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        let mut state = self.flight.lock();
+        state.readers.remove(&self.id);
+        state.trim();
+        drop(state);
+        self.flight.changed.notify_waiters();
+    }
+}
+
+impl Reader {
+    /// The reader's next instance: `None` at the end of the flight.
+    async fn next(&mut self) -> Option<Result<RetrievedInstance, ApiError>> {
+        loop {
+            let notified = self.flight.changed.notified();
+            {
+                let mut state = self.flight.lock();
+                if let Some(slot) = state.buffer.get(self.cursor) {
+                    let Some(instance) = slot.clone() else {
+                        return Some(Err(ApiError::Internal("a coalesced retrieval fell behind".into())));
+                    };
+                    self.cursor += 1;
+                    state.readers.insert(self.id, self.cursor);
+                    state.trim();
+                    drop(state);
+                    self.flight.changed.notify_waiters();
+                    return Some(Ok(instance));
+                }
+                match &state.end {
+                    Some(Ok(())) => return None,
+                    Some(Err(relayed)) => {
+                        // Reported once; the stream then ends.
+                        self.cursor = usize::MAX;
+                        return Some(Err(relayed.error()));
+                    }
+                    None => {}
+                }
+            }
+            notified.await;
+        }
+    }
+
+    fn into_stream(self) -> crate::locate::Instances {
+        stream::unfold(self, |mut reader| async move {
+            if reader.cursor == usize::MAX {
+                return None;
+            }
+            reader.next().await.map(|item| (item, reader))
+        })
+        .boxed()
+    }
+}
+
+#[derive(Debug)]
+pub struct RetrievalCache {
+    instances: Option<moka::sync::Cache<InstanceKey, RetrievedInstance>>,
+    manifests: moka::sync::Cache<TargetKey, Arc<Manifest>>,
+    flights: Mutex<HashMap<TargetKey, Weak<Flight>>>,
+    pub counters: Arc<Counters>,
+}
+
+impl RetrievalCache {
+    pub fn new(config: &CacheConfig) -> RetrievalCache {
+        let counters = Arc::new(Counters::default());
+        let instances = (config.memory_bytes > 0).then(|| {
+            let evictions = counters.clone();
+            moka::sync::Cache::builder()
+                .max_capacity(config.memory_bytes)
+                .weigher(|_: &InstanceKey, instance: &RetrievedInstance| {
+                    u32::try_from(instance.part10.len()).unwrap_or(u32::MAX)
+                })
+                .eviction_listener(move |_, _, cause| {
+                    if cause == moka::notification::RemovalCause::Size {
+                        evictions.evictions.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+                .build()
+        });
+        let manifests = moka::sync::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(config.ttl.max(Duration::from_millis(1)))
+            .build();
+        RetrievalCache { instances, manifests, flights: Mutex::new(HashMap::new()), counters }
+    }
+
+    /// The retrieval of `key` from the cache, when its instances are all there. `shown` gives
+    /// an instance UID as the client sees it (the pseudonym when de-identifying).
+    pub fn cached(&self, key: &TargetKey, shown: impl Fn(&str) -> String) -> Option<Retrieval> {
+        let instances = self.instances.as_ref()?;
+        let lookup = |uid: &str| {
+            instances.get(&InstanceKey {
+                project: key.project.clone(),
+                study: key.study.clone(),
+                instance: uid.to_owned(),
+            })
+        };
+        let (found, withheld, etag) = match (self.manifests.get(key), key.instances.as_slice()) {
+            (Some(manifest), _) => {
+                let found: Option<Vec<RetrievedInstance>> = manifest.instances.iter().map(|uid| lookup(uid)).collect();
+                (found?, manifest.withheld_before_first, manifest.etag.clone())
+            }
+            // One instance is itself the whole answer.
+            (None, [only]) => {
+                let instance = lookup(&shown(only))?;
+                let etag = etag_of(std::slice::from_ref(&instance.sop_instance_uid.as_str().to_owned()));
+                (vec![instance], 0, etag)
+            }
+            (None, _) => return None,
+        };
+        let mut found = found.into_iter();
+        let first = found.next()?;
+        let rest: Vec<RetrievedInstance> = found.collect();
+        let bytes = first.part10.len() + rest.iter().map(|i| i.part10.len()).sum::<usize>();
+        self.counters.hits.fetch_add(1, Ordering::Relaxed);
+        self.counters.bytes_served.fetch_add(bytes as u64, Ordering::Relaxed);
+        Some(Retrieval { first, rest: stream::iter(rest.into_iter().map(Ok)).boxed(), withheld, etag: Some(etag) })
+    }
+
+    /// Forgets what every project's retrievals of `study` (the site's UID) yielded, so that
+    /// the next retrieval sees what was added (after a STOW-RS into it).
+    pub fn forget_study(&self, study: &str) {
+        let study = study.to_owned();
+        let stale: Vec<TargetKey> =
+            self.manifests.iter().filter(|(key, _)| key.study == study).map(|(key, _)| (*key).clone()).collect();
+        for key in stale {
+            self.manifests.invalidate(&key);
+        }
+    }
+
+    /// Joins the flight of `key` under way, or starts one with `retrieve`, and waits for its
+    /// first instance.
+    pub async fn join_or_start<F>(self: &Arc<Self>, key: TargetKey, retrieve: F) -> Result<Retrieval, ApiError>
+    where
+        F: Future<Output = Result<Retrieval, ApiError>> + Send + 'static,
+    {
+        let (flight, reader) = {
+            let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+            let joined = flights.get(&key).and_then(Weak::upgrade).and_then(|flight| {
+                let mut state = flight.lock();
+                if state.dropped_below > 0 || matches!(state.end, Some(Err(_))) {
+                    return None;
+                }
+                let id = flight.add_reader(&mut state);
+                drop(state);
+                Some((flight, id))
+            });
+            match joined {
+                Some(joined) => {
+                    self.counters.coalesced.fetch_add(1, Ordering::Relaxed);
+                    joined
+                }
+                None => {
+                    self.counters.misses.fetch_add(1, Ordering::Relaxed);
+                    let flight = Arc::new(Flight::default());
+                    let id = {
+                        let mut state = flight.lock();
+                        flight.add_reader(&mut state)
+                    };
+                    flights.insert(key.clone(), Arc::downgrade(&flight));
+                    let task = fly(self.clone(), key.clone(), flight.clone(), retrieve);
+                    match crate::ledger::current() {
+                        // The sites the flight contacts are the starting request's.
+                        Some(ledger) => tokio::spawn(async move { ledger.run(task).await }),
+                        None => tokio::spawn(task),
+                    };
+                    (flight, id)
+                }
+            }
+        };
+        let mut reader = Reader { flight: flight.clone(), id: reader, cursor: 0 };
+        let first = match reader.next().await {
+            Some(Ok(first)) => first,
+            Some(Err(e)) => return Err(e),
+            None => return Err(ApiError::NotFound("no such study, series or instance".into())),
+        };
+        let withheld = flight.lock().withheld_before_first;
+        Ok(Retrieval { first, rest: reader.into_stream(), withheld, etag: None })
+    }
+
+    /// Counters and sizes, as JSON.
+    pub fn report(&self) -> serde_json::Value {
+        let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let (entries, bytes) = match &self.instances {
+            Some(instances) => {
+                instances.run_pending_tasks();
+                (instances.entry_count(), instances.weighted_size())
+            }
+            None => (0, 0),
+        };
+        let flights =
+            self.flights.lock().unwrap_or_else(|p| p.into_inner()).values().filter(|w| w.strong_count() > 0).count();
+        serde_json::json!({
+            "retrievals": {
+                "hits": count(&self.counters.hits),
+                "misses": count(&self.counters.misses),
+                "coalesced": count(&self.counters.coalesced),
+                "in_flight": flights,
+            },
+            "instances": {"entries": entries, "bytes": bytes, "evictions": count(&self.counters.evictions)},
+            "bytes_served": count(&self.counters.bytes_served),
+            "manifests": self.manifests.entry_count(),
+        })
+    }
+
+    fn keep(&self, key: &TargetKey, instance: &RetrievedInstance) {
+        if let Some(instances) = &self.instances {
+            let instance_key = InstanceKey {
+                project: key.project.clone(),
+                study: key.study.clone(),
+                instance: instance.sop_instance_uid.as_str().to_owned(),
+            };
+            instances.insert(instance_key, instance.clone());
+        }
+    }
+}
+
+fn etag_of(instances: &[String]) -> String {
+    let mut hash = Sha256::new();
+    for uid in instances {
+        hash.update(uid.as_bytes());
+        hash.update(b"\n");
+    }
+    hash.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Runs a flight's retrieval and ends it: every reader learns how, and the flight leaves the
+/// registry.
+async fn fly<F>(cache: Arc<RetrievalCache>, key: TargetKey, flight: Arc<Flight>, retrieve: F)
+where
+    F: Future<Output = Result<Retrieval, ApiError>> + Send + 'static,
+{
+    let end = carry(&cache, &key, &flight, retrieve).await;
+    flight.lock().end = Some(end);
+    flight.changed.notify_waiters();
+    let mut flights = cache.flights.lock().unwrap_or_else(|p| p.into_inner());
+    if flights.get(&key).is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(&flight))) {
+        flights.remove(&key);
+    }
+}
+
+/// Each instance of the retrieval into the cache and the flight's buffer (waiting while the
+/// slowest reader is [`FLIGHT_AHEAD`] bytes behind); the manifest once complete.
+async fn carry<F>(cache: &RetrievalCache, key: &TargetKey, flight: &Flight, retrieve: F) -> Result<(), Relayed>
+where
+    F: Future<Output = Result<Retrieval, ApiError>> + Send + 'static,
+{
+    let Retrieval { first, mut rest, withheld, .. } = retrieve.await.map_err(|e| Relayed::of(&e))?;
+    flight.lock().withheld_before_first = withheld;
+    let mut shown = Vec::new();
+    let mut push = |instance: RetrievedInstance| {
+        cache.keep(key, &instance);
+        shown.push(instance.sop_instance_uid.as_str().to_owned());
+        let mut state = flight.lock();
+        let end = state.ends.last().copied().unwrap_or(0) + instance.part10.len();
+        state.buffer.push(Some(instance));
+        state.ends.push(end);
+        state.trim();
+        drop(state);
+        flight.changed.notify_waiters();
+    };
+    push(first);
+    loop {
+        // Backpressure: wait for the slowest reader; stop when nobody reads any more (dropping
+        // the retrieval cancels it at the PACS).
+        loop {
+            let notified = flight.changed.notified();
+            {
+                let state = flight.lock();
+                if state.readers.is_empty() {
+                    tracing::debug!("every reader of a retrieval went away: it is cancelled");
+                    return Err(Relayed::of(&ApiError::Internal("the retrieval was cancelled".into())));
+                }
+                if state.bytes_between(state.slowest(), state.buffer.len()) <= FLIGHT_AHEAD {
+                    break;
+                }
+            }
+            notified.await;
+        }
+        match rest.next().await {
+            Some(Ok(instance)) => push(instance),
+            Some(Err(e)) => return Err(Relayed::of(&e)),
+            None => break,
+        }
+    }
+    let etag = etag_of(&shown);
+    cache.manifests.insert(key.clone(), Arc::new(Manifest { instances: shown, withheld_before_first: withheld, etag }));
+    Ok(())
+}

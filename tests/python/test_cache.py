@@ -1,0 +1,119 @@
+"""The retrieval cache and coalescing, end to end over the test bed's real sites: a second
+retrieval makes no DIMSE traffic, concurrent retrievals of one study share one retrieval,
+frames after metadata come from the cache, HTTP validators, and STOW-RS invalidating what
+was cached of a study."""
+
+import concurrent.futures
+import hashlib
+import io
+
+import pydicom
+import pytest
+import requests
+
+from conftest import start_federation
+from test_federation import ct_instance
+
+ACCEPT_DICOM = {"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}
+
+
+def admin(gw, what):
+    return requests.get(gw.url.replace("/dicom-web", f"/admin/{what}")).json()
+
+
+def dimse_sent(gw):
+    """Find and retrieve operations the gateway has sent, per site (C-ECHOes left out)."""
+    return {s["id"]: (s["operations_sent"]["find"], s["operations_sent"]["retrieve"]) for s in admin(gw, "sites")["sites"]}
+
+
+def parts(response):
+    """The instances of a multipart response, in order, without the boundaries."""
+    boundary = response.headers["Content-Type"].split("boundary=")[1].strip('"').encode()
+    chunks = response.content.split(b"--" + boundary)[1:-1]
+    return [chunk.partition(b"\r\n\r\n")[2][:-2] for chunk in chunks]
+
+
+def digest(instances):
+    return hashlib.sha256(b"".join(hashlib.sha256(i).digest() for i in instances)).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def cached(testbed, tmp_path_factory):
+    process, gw = start_federation(testbed, "FEDGW1", extra='\n[cache]\nmemory = "1GiB"\nttl = "10m"\n')
+    yield gw
+    process.terminate()
+    process.wait(timeout=10)
+
+
+def test_concurrent_retrievals_share_one_and_the_next_one_makes_no_dimse_traffic(testbed, cached):
+    study = testbed["data"]["ct"]["study_uid"]
+    url = f"{cached.url}/studies/{study}"
+    before, cache_before = dimse_sent(cached), admin(cached, "cache")["retrievals"]
+
+    def fetch(_):
+        return parts(requests.get(url, headers=ACCEPT_DICOM, timeout=120))
+
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        responses = list(pool.map(fetch, range(10)))
+    expected = len(testbed["data"]["ct"]["instance_uids"])
+    assert all(len(r) == expected for r in responses)
+    assert len({digest(r) for r in responses}) == 1
+    after, cache_after = dimse_sent(cached), admin(cached, "cache")["retrievals"]
+    retrieved = sum(after[s][1] - before[s][1] for s in after)
+    assert retrieved == 1, (before, after)
+    assert cache_after["misses"] - cache_before["misses"] == 1
+    assert cache_after["coalesced"] - cache_before["coalesced"] == 9
+    # The next retrieval is served from the cache: no C-FIND, no C-GET, the same instances.
+    again = requests.get(url, headers=ACCEPT_DICOM)
+    assert again.status_code == 200 and digest(parts(again)) == digest(responses[0])
+    assert dimse_sent(cached) == after
+    assert again.headers["Cache-Control"] == "private" and again.headers["ETag"]
+    # A client that has it gets 304; another representation has another tag.
+    unchanged = requests.get(url, headers={**ACCEPT_DICOM, "If-None-Match": again.headers["ETag"]})
+    assert unchanged.status_code == 304 and unchanged.content == b""
+    explicit = requests.get(url, headers={"Accept": "multipart/related; type=\"application/dicom\""})
+    assert explicit.status_code == 200 and explicit.headers["ETag"] != again.headers["ETag"]
+    assert dimse_sent(cached) == after
+
+
+def test_frames_after_metadata_come_from_the_cache(testbed, cached):
+    study = testbed["data"]["multiframe"]["study_uid"]
+    series = requests.get(f"{cached.url}/studies/{study}/series").json()[0]["0020000E"]["Value"][0]
+    metadata = requests.get(f"{cached.url}/studies/{study}/series/{series}/metadata")
+    assert metadata.status_code == 200
+    instance = metadata.json()[0]["00080018"]["Value"][0]
+    before = dimse_sent(cached)
+    frames = requests.get(
+        f"{cached.url}/studies/{study}/series/{series}/instances/{instance}/frames/1,2",
+        headers={"Accept": 'multipart/related; type="application/octet-stream"; transfer-syntax=*'},
+    )
+    assert frames.status_code == 200 and len(parts(frames)) == 2
+    rendered = requests.get(f"{cached.url}/studies/{study}/series/{series}/instances/{instance}/rendered", headers={"Accept": "image/png"})
+    assert rendered.status_code == 200 and rendered.content.startswith(b"\x89PNG")
+    assert dimse_sent(cached) == before
+    # Metadata again: from the cache, with a validator.
+    again = requests.get(f"{cached.url}/studies/{study}/series/{series}/metadata")
+    assert again.json() == metadata.json() and again.headers["ETag"]
+    assert requests.get(again.url, headers={"If-None-Match": again.headers["ETag"]}).status_code == 304
+    assert dimse_sent(cached) == before
+
+
+def test_stow_into_a_study_makes_its_next_retrieval_see_the_new_instance(testbed, cached):
+    ds, part10 = ct_instance(testbed, "CACHE-STOW")
+    stow_headers = {"Content-Type": 'multipart/related; type="application/dicom"; boundary=b', "Accept": "application/dicom+json"}
+
+    def stow(body):
+        data = b"--b\r\nContent-Type: application/dicom\r\n\r\n" + body + b"\r\n--b--\r\n"
+        assert requests.post(f"{cached.url}/studies", data=data, headers=stow_headers).status_code == 200
+
+    stow(part10)
+    url = f"{cached.url}/studies/{ds.StudyInstanceUID}"
+    assert len(parts(requests.get(url, headers=ACCEPT_DICOM))) == 1
+    assert len(parts(requests.get(url, headers=ACCEPT_DICOM))) == 1
+    second = pydicom.dcmread(io.BytesIO(part10))
+    second.SOPInstanceUID = pydicom.uid.generate_uid()
+    second.file_meta.MediaStorageSOPInstanceUID = second.SOPInstanceUID
+    out = io.BytesIO()
+    second.save_as(out, enforce_file_format=True)
+    stow(out.getvalue())
+    assert len(parts(requests.get(url, headers=ACCEPT_DICOM))) == 2
