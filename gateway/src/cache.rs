@@ -25,6 +25,7 @@ use pacs_adapter::{RetrieveTarget, RetrievedInstance};
 use sha2::{Digest, Sha256};
 
 use crate::config::CacheConfig;
+use crate::disk_cache::{name_of, DiskTier};
 use crate::error::ApiError;
 use crate::locate::Retrieval;
 
@@ -66,11 +67,35 @@ struct InstanceKey {
 }
 
 /// What a completed retrieval of a target yielded.
-#[derive(Debug)]
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Manifest {
     instances: Vec<String>,
     withheld_before_first: usize,
     etag: String,
+    /// When the retrieval completed (ms since the Unix epoch).
+    completed_ms: u64,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl TargetKey {
+    fn file_name(&self) -> String {
+        let instances = self.instances.join("\\");
+        name_of("manifest", &[&self.project, &self.study, self.series.as_deref().unwrap_or(""), &instances])
+    }
+}
+
+impl InstanceKey {
+    fn file_name(&self) -> String {
+        name_of("instance", &[&self.project, &self.study, &self.instance])
+    }
+}
+
+/// The file that says when a study's manifests were last forgotten.
+fn forgotten_file(study: &str) -> String {
+    name_of("study-forgotten", &[study])
 }
 
 /// Counts for operators and tests (`/admin/cache`).
@@ -227,18 +252,25 @@ impl Reader {
 #[derive(Debug)]
 pub struct RetrievalCache {
     instances: Option<moka::sync::Cache<InstanceKey, RetrievedInstance>>,
+    disk: Option<Arc<DiskTier>>,
     manifests: moka::sync::Cache<TargetKey, Arc<Manifest>>,
+    ttl: Duration,
     flights: Mutex<HashMap<TargetKey, Weak<Flight>>>,
     pub counters: Arc<Counters>,
 }
 
 impl RetrievalCache {
-    pub fn new(config: &CacheConfig) -> RetrievalCache {
+    pub fn new(config: &CacheConfig) -> anyhow::Result<RetrievalCache> {
         let counters = Arc::new(Counters::default());
+        let disk = match (&config.disk_dir, config.disk_bytes) {
+            (Some(dir), bytes) if bytes > 0 => Some(Arc::new(DiskTier::open(dir, bytes)?)),
+            _ => None,
+        };
         let instances = (config.memory_bytes > 0).then(|| {
             let evictions = counters.clone();
             moka::sync::Cache::builder()
                 .max_capacity(config.memory_bytes)
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
                 .weigher(|_: &InstanceKey, instance: &RetrievedInstance| {
                     u32::try_from(instance.part10.len()).unwrap_or(u32::MAX)
                 })
@@ -253,40 +285,101 @@ impl RetrievalCache {
             .max_capacity(100_000)
             .time_to_live(config.ttl.max(Duration::from_millis(1)))
             .build();
-        RetrievalCache { instances, manifests, flights: Mutex::new(HashMap::new()), counters }
+        Ok(RetrievalCache {
+            instances,
+            disk,
+            manifests,
+            ttl: config.ttl,
+            flights: Mutex::new(HashMap::new()),
+            counters,
+        })
+    }
+
+    /// The fresh manifest of `key`: from memory, else from the disk tier.
+    async fn manifest(&self, key: &TargetKey) -> Option<Arc<Manifest>> {
+        let fresh = |m: &Manifest| now_ms().saturating_sub(m.completed_ms) < self.ttl.as_millis() as u64;
+        if let Some(manifest) = self.manifests.get(key) {
+            return fresh(&manifest).then_some(manifest);
+        }
+        let disk = self.disk.clone()?;
+        let (name, forgotten) = (key.file_name(), forgotten_file(&key.study));
+        let manifest = tokio::task::spawn_blocking(move || {
+            let manifest: Manifest = serde_json::from_slice(&disk.read(&name)?).ok()?;
+            let forgotten_ms = disk.read(&forgotten).and_then(|b| Some(u64::from_le_bytes(b.try_into().ok()?)));
+            forgotten_ms.is_none_or(|at| manifest.completed_ms > at).then_some(manifest)
+        })
+        .await
+        .ok()??;
+        let manifest = Arc::new(manifest);
+        fresh(&manifest).then(|| {
+            self.manifests.insert(key.clone(), manifest.clone());
+            manifest
+        })
+    }
+
+    /// An instance from memory, else from the disk tier (then kept in memory again).
+    async fn instance(&self, key: InstanceKey) -> Option<RetrievedInstance> {
+        if let Some(found) = self.instances.as_ref().and_then(|m| m.get(&key)) {
+            return Some(found);
+        }
+        let disk = self.disk.clone()?;
+        let name = key.file_name();
+        let bytes = tokio::task::spawn_blocking(move || disk.read(&name)).await.ok()??;
+        let instance = RetrievedInstance::from_part10(bytes::Bytes::from(bytes)).ok()?;
+        if let Some(memory) = &self.instances {
+            memory.insert(key, instance.clone());
+        }
+        Some(instance)
+    }
+
+    fn is_cached(&self, key: &InstanceKey) -> bool {
+        self.instances.as_ref().is_some_and(|m| m.contains_key(key))
+            || self.disk.as_ref().is_some_and(|d| d.contains(&key.file_name()))
     }
 
     /// The retrieval of `key` from the cache, when its instances are all there. `shown` gives
-    /// an instance UID as the client sees it (the pseudonym when de-identifying).
-    pub fn cached(&self, key: &TargetKey, shown: impl Fn(&str) -> String) -> Option<Retrieval> {
-        let instances = self.instances.as_ref()?;
-        let lookup = |uid: &str| {
-            instances.get(&InstanceKey {
-                project: key.project.clone(),
-                study: key.study.clone(),
-                instance: uid.to_owned(),
-            })
-        };
-        let (found, withheld, etag) = match (self.manifests.get(key), key.instances.as_slice()) {
-            (Some(manifest), _) => {
-                let found: Option<Vec<RetrievedInstance>> = manifest.instances.iter().map(|uid| lookup(uid)).collect();
-                (found?, manifest.withheld_before_first, manifest.etag.clone())
-            }
+    /// an instance UID as the client sees it (the pseudonym when de-identifying). Instances on
+    /// disk are read as the response goes; one found damaged then ends it with an error.
+    pub async fn cached(self: &Arc<Self>, key: &TargetKey, shown: impl Fn(&str) -> String) -> Option<Retrieval> {
+        if self.instances.is_none() && self.disk.is_none() {
+            return None;
+        }
+        let (uids, withheld, etag) = match (self.manifest(key).await, key.instances.as_slice()) {
+            (Some(manifest), _) => (manifest.instances.clone(), manifest.withheld_before_first, manifest.etag.clone()),
             // One instance is itself the whole answer.
             (None, [only]) => {
-                let instance = lookup(&shown(only))?;
-                let etag = etag_of(std::slice::from_ref(&instance.sop_instance_uid.as_str().to_owned()));
-                (vec![instance], 0, etag)
+                let uid = shown(only);
+                let etag = etag_of(std::slice::from_ref(&uid));
+                (vec![uid], 0, etag)
             }
             (None, _) => return None,
         };
-        let mut found = found.into_iter();
-        let first = found.next()?;
-        let rest: Vec<RetrievedInstance> = found.collect();
-        let bytes = first.part10.len() + rest.iter().map(|i| i.part10.len()).sum::<usize>();
+        let instance_key = |uid: &String| InstanceKey {
+            project: key.project.clone(),
+            study: key.study.clone(),
+            instance: uid.clone(),
+        };
+        if !uids.iter().all(|uid| self.is_cached(&instance_key(uid))) {
+            return None;
+        }
+        let mut keys = uids.iter().map(instance_key);
+        let first = self.instance(keys.next()?).await?;
         self.counters.hits.fetch_add(1, Ordering::Relaxed);
-        self.counters.bytes_served.fetch_add(bytes as u64, Ordering::Relaxed);
-        Some(Retrieval { first, rest: stream::iter(rest.into_iter().map(Ok)).boxed(), withheld, etag: Some(etag) })
+        self.counters.bytes_served.fetch_add(first.part10.len() as u64, Ordering::Relaxed);
+        let cache = self.clone();
+        let rest = stream::iter(keys.collect::<Vec<_>>())
+            .then(move |key| {
+                let cache = cache.clone();
+                async move {
+                    let instance = cache.instance(key).await.ok_or_else(|| {
+                        ApiError::Internal("a cached instance was lost or found damaged; retrieve again".into())
+                    })?;
+                    cache.counters.bytes_served.fetch_add(instance.part10.len() as u64, Ordering::Relaxed);
+                    Ok(instance)
+                }
+            })
+            .boxed();
+        Some(Retrieval { first, rest, withheld, etag: Some(etag) })
     }
 
     /// Forgets what every project's retrievals of `study` (the site's UID) yielded, so that
@@ -297,6 +390,10 @@ impl RetrievalCache {
             self.manifests.iter().filter(|(key, _)| key.study == study).map(|(key, _)| (*key).clone()).collect();
         for key in stale {
             self.manifests.invalidate(&key);
+        }
+        if let Some(disk) = self.disk.clone() {
+            let name = forgotten_file(&study);
+            tokio::task::spawn_blocking(move || disk.write(&name, &now_ms().to_le_bytes()));
         }
     }
 
@@ -370,19 +467,27 @@ impl RetrievalCache {
                 "in_flight": flights,
             },
             "instances": {"entries": entries, "bytes": bytes, "evictions": count(&self.counters.evictions)},
+            "disk": self.disk.as_ref().map(|d| {
+                let (files, bytes) = d.size();
+                serde_json::json!({"files": files, "bytes": bytes, "off": d.is_off()})
+            }),
             "bytes_served": count(&self.counters.bytes_served),
             "manifests": self.manifests.entry_count(),
         })
     }
 
     fn keep(&self, key: &TargetKey, instance: &RetrievedInstance) {
+        let instance_key = InstanceKey {
+            project: key.project.clone(),
+            study: key.study.clone(),
+            instance: instance.sop_instance_uid.as_str().to_owned(),
+        };
         if let Some(instances) = &self.instances {
-            let instance_key = InstanceKey {
-                project: key.project.clone(),
-                study: key.study.clone(),
-                instance: instance.sop_instance_uid.as_str().to_owned(),
-            };
-            instances.insert(instance_key, instance.clone());
+            instances.insert(instance_key.clone(), instance.clone());
+        }
+        if let Some(disk) = self.disk.clone() {
+            let (name, bytes) = (instance_key.file_name(), instance.part10.clone());
+            tokio::task::spawn_blocking(move || disk.write(&name, &bytes));
         }
     }
 }
@@ -456,6 +561,14 @@ where
         }
     }
     let etag = etag_of(&shown);
-    cache.manifests.insert(key.clone(), Arc::new(Manifest { instances: shown, withheld_before_first: withheld, etag }));
+    let manifest =
+        Arc::new(Manifest { instances: shown, withheld_before_first: withheld, etag, completed_ms: now_ms() });
+    if let Some(disk) = cache.disk.clone() {
+        if let Ok(json) = serde_json::to_vec(&*manifest) {
+            let name = key.file_name();
+            tokio::task::spawn_blocking(move || disk.write(&name, &json));
+        }
+    }
+    cache.manifests.insert(key.clone(), manifest);
     Ok(())
 }

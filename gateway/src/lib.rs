@@ -14,6 +14,7 @@ pub mod check;
 pub mod config;
 pub mod deidentify;
 pub mod directory;
+pub mod disk_cache;
 pub mod error;
 pub mod federation;
 pub mod health;

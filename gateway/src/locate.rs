@@ -295,7 +295,7 @@ pub async fn first_and_rest(gw: &Arc<Gateway>, scope: &Access, target: RetrieveT
         Some(privacy) => privacy.engine.keys().uid(uid),
         None => uid.to_owned(),
     };
-    if let Some(cached) = gw.cache.cached(&key, shown) {
+    if let Some(cached) = gw.cache.cached(&key, shown).await {
         return Ok(cached);
     }
     let (gw_for_flight, scope) = (gw.clone(), scope.clone());

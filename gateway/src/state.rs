@@ -81,10 +81,10 @@ impl Gateway {
             }
         };
         let audit = config.audit_path.as_deref().map(AuditLog::open).transpose()?.map(Arc::new);
+        let cache = Arc::new(RetrievalCache::new(&config.cache)?);
         let mut tasks: Vec<_> = scp.map(|(_, handle)| handle).into_iter().collect();
         let gateway = Arc::new_cyclic(|weak: &Weak<Gateway>| {
             tasks.push(tokio::spawn(echo_sites(weak.clone())));
-            let cache = Arc::new(RetrievalCache::new(&config.cache));
             Gateway { config, sites, directory, projects, authenticator, limits, audit, cache, tasks }
         });
         Ok(gateway)

@@ -117,3 +117,49 @@ def test_stow_into_a_study_makes_its_next_retrieval_see_the_new_instance(testbed
     second.save_as(out, enforce_file_format=True)
     stow(out.getvalue())
     assert len(parts(requests.get(url, headers=ACCEPT_DICOM))) == 2
+
+
+def directory_bytes(path):
+    return sum(f.stat().st_size for f in path.iterdir())
+
+
+def test_the_disk_tier_survives_a_restart_stays_bounded_and_drops_damaged_files(testbed, tmp_path):
+    disk = tmp_path / "cache"
+    config = f'\n[cache]\nmemory = "0B"\ndisk_dir = "{disk}"\ndisk = "40MiB"\nttl = "10m"\n'
+    multiframe = f"/studies/{testbed['data']['multiframe']['study_uid']}"
+    process, gw = start_federation(testbed, "FEDGW2", extra=config)
+    try:
+        first = requests.get(gw.url + multiframe, headers=ACCEPT_DICOM)
+        assert first.status_code == 200
+        # Churn: the 200-slice CT (about 100 MB) through a 40 MiB tier.
+        ct = requests.get(f"{gw.url}/studies/{testbed['data']['ct']['study_uid']}", headers=ACCEPT_DICOM)
+        assert len(parts(ct)) == len(testbed["data"]["ct"]["instance_uids"])
+        assert directory_bytes(disk) <= 40 * 2**20
+        assert admin(gw, "cache")["disk"]["bytes"] <= 40 * 2**20
+        # The multiframe study was used less recently than the CT: retrieve it again to keep it.
+        requests.get(gw.url + multiframe, headers=ACCEPT_DICOM)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    # After a restart (memory tier off): from disk, no DIMSE operation.
+    process, gw = start_federation(testbed, "FEDGW2", extra=config)
+    try:
+        before = dimse_sent(gw)
+        again = requests.get(gw.url + multiframe, headers=ACCEPT_DICOM)
+        assert again.status_code == 200 and digest(parts(again)) == digest(parts(first))
+        assert dimse_sent(gw) == before
+        # Damaged files are detected, deleted and fetched again.
+        for f in disk.iterdir():
+            if f.stat().st_size > 100_000:
+                data = bytearray(f.read_bytes())
+                data[-1] ^= 0xFF
+                f.write_bytes(bytes(data))
+        repaired = requests.get(gw.url + multiframe, headers=ACCEPT_DICOM)
+        assert repaired.status_code == 200 and digest(parts(repaired)) == digest(parts(first))
+        assert sum(r for _, r in dimse_sent(gw).values()) == sum(r for _, r in before.values()) + 1
+        after = dimse_sent(gw)
+        assert digest(parts(requests.get(gw.url + multiframe, headers=ACCEPT_DICOM))) == digest(parts(first))
+        assert dimse_sent(gw) == after
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
