@@ -99,5 +99,10 @@ pub async fn cache(State(gateway): State<Arc<Gateway>>, headers: axum::http::Hea
             return crate::authorize::unauthorized(&refused);
         }
     }
-    ([(header::CONTENT_TYPE, "application/json")], gateway.cache.report().to_string()).into_response()
+    let mut report = gateway.cache.report();
+    report["searches"] = json!({
+        "hits": gateway.search_cache.hits.load(Ordering::Relaxed),
+        "misses": gateway.search_cache.misses.load(Ordering::Relaxed),
+    });
+    ([(header::CONTENT_TYPE, "application/json")], report.to_string()).into_response()
 }

@@ -139,6 +139,7 @@ mod raw {
         pub disk_dir: Option<PathBuf>,
         pub disk: Option<String>,
         pub ttl: Option<String>,
+        pub search_ttl: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -260,6 +261,8 @@ pub struct CacheConfig {
     pub disk_dir: Option<PathBuf>,
     pub disk_bytes: u64,
     pub ttl: Duration,
+    /// How long a QIDO-RS answer is reused for the same search in the same project.
+    pub search_ttl: Duration,
 }
 
 /// HTTPS: the certificate chain and key, and a CA bundle when client certificates are required.
@@ -515,7 +518,12 @@ impl Config {
                 problems.push(format!("cache.ttl {ttl:?}: {e}"));
                 Duration::ZERO
             });
-            CacheConfig { memory_bytes, disk_dir: raw.and_then(|c| c.disk_dir), disk_bytes, ttl }
+            let search_ttl_text = raw.as_ref().and_then(|c| c.search_ttl.clone()).unwrap_or_else(|| "30s".into());
+            let search_ttl = humantime::parse_duration(&search_ttl_text).unwrap_or_else(|e| {
+                problems.push(format!("cache.search_ttl {search_ttl_text:?}: {e}"));
+                Duration::ZERO
+            });
+            CacheConfig { memory_bytes, disk_dir: raw.and_then(|c| c.disk_dir), disk_bytes, ttl, search_ttl }
         };
 
         let federation = {

@@ -24,6 +24,7 @@ pub mod limits;
 pub mod locate;
 pub mod multipart;
 pub mod pseudonyms;
+pub mod search_cache;
 pub mod server;
 pub mod site;
 pub mod state;

@@ -17,6 +17,7 @@ use crate::deidentify::{Privacy, IMPLICIT_PROJECT};
 use crate::directory::Directory;
 use crate::health::{BreakerPolicy, SiteHealth};
 use crate::limits::CallerLimits;
+use crate::search_cache::SearchCache;
 pub use crate::site::Site;
 
 #[derive(Debug)]
@@ -38,6 +39,8 @@ pub struct Gateway {
     pub audit: Option<Arc<AuditLog>>,
     /// De-identified instances and what retrievals yielded; retrievals under way (docs/CACHE.md).
     pub cache: Arc<RetrievalCache>,
+    /// QIDO-RS answers reused for a short while (docs/CACHE.md).
+    pub search_cache: SearchCache,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -82,10 +85,11 @@ impl Gateway {
         };
         let audit = config.audit_path.as_deref().map(AuditLog::open).transpose()?.map(Arc::new);
         let cache = Arc::new(RetrievalCache::new(&config.cache)?);
+        let search_cache = SearchCache::new(&config.cache);
         let mut tasks: Vec<_> = scp.map(|(_, handle)| handle).into_iter().collect();
         let gateway = Arc::new_cyclic(|weak: &Weak<Gateway>| {
             tasks.push(tokio::spawn(echo_sites(weak.clone())));
-            Gateway { config, sites, directory, projects, authenticator, limits, audit, cache, tasks }
+            Gateway { config, sites, directory, projects, authenticator, limits, audit, cache, search_cache, tasks }
         });
         Ok(gateway)
     }

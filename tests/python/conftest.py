@@ -121,8 +121,9 @@ def storing_gateway(testbed):
 def start_federation(testbed, destination, extra_sites="", extra="", auth='[auth]\nmode = "none"\n', server="", verify=True, client_cert=None):
     """A gateway over every site of the test bed (Orthanc by C-GET, dcmqrscp by C-MOVE), plus
     `extra_sites` (TOML), in configuration order, `auth` (the [auth] section), `extra` (more
-    TOML sections) and `server` (more keys of [server]; with `tls`, served over HTTPS, checked
-    against `verify`, the CA file, presenting `client_cert`)."""
+    TOML sections; without a [cache] section, QIDO answers are not reused) and `server` (more
+    keys of [server]; with `tls`, served over HTTPS, checked against `verify`, the CA file,
+    presenting `client_cert`)."""
     dest = next(d for d in testbed["move_destinations"] if d["ae_title"] == destination)
     port = free_port()
     scheme = "https" if "tls" in server else "http"
@@ -138,6 +139,9 @@ retrieve = "{retrieve}"
 timeout = "3s"
 store = {"true" if site["id"] == "site-2" else "false"}
 """
+    if "[cache]" not in extra:
+        # Searches go to the sites every time, unless a test says otherwise.
+        extra += '\n[cache]\nsearch_ttl = "0s"\n'
     config = f"""
 [server]
 listen = "127.0.0.1:{port}"

@@ -163,3 +163,31 @@ def test_the_disk_tier_survives_a_restart_stays_bounded_and_drops_damaged_files(
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_a_search_is_answered_again_without_the_sites_until_something_is_stored(testbed):
+    process, gw = start_federation(testbed, "FEDGW2", extra='\n[cache]\nsearch_ttl = "1m"\n')
+    try:
+        first = requests.get(f"{gw.url}/studies", params={"ModalitiesInStudy": "CT", "includefield": "StudyDate"})
+        before = dimse_sent(gw)
+        # The same search, its parameters in another order: no C-FIND.
+        again = requests.get(f"{gw.url}/studies", params={"includefield": "StudyDate", "ModalitiesInStudy": "CT"})
+        assert again.status_code == 200 and again.json() == first.json()
+        assert again.headers["Content-Type"] == first.headers["Content-Type"]
+        assert dimse_sent(gw) == before
+        assert admin(gw, "cache")["searches"]["hits"] == 1
+        # Another search, or one under a site, is asked.
+        requests.get(f"{gw.url}/sites/site-1/studies", params={"ModalitiesInStudy": "CT", "includefield": "StudyDate"})
+        assert dimse_sent(gw)["site-1"][0] == before["site-1"][0] + 1
+        # A STOW-RS makes every search go to the sites again.
+        _, part10 = ct_instance(testbed, "CACHE-SEARCH")
+        data = b"--b\r\nContent-Type: application/dicom\r\n\r\n" + part10 + b"\r\n--b--\r\n"
+        headers = {"Content-Type": 'multipart/related; type="application/dicom"; boundary=b'}
+        assert requests.post(f"{gw.url}/studies", data=data, headers=headers).status_code == 200
+        after_stow = dimse_sent(gw)
+        third = requests.get(f"{gw.url}/studies", params={"ModalitiesInStudy": "CT", "includefield": "StudyDate"})
+        assert len(third.json()) == len(first.json()) + 1
+        assert all(dimse_sent(gw)[s][0] > after_stow[s][0] for s in after_stow)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

@@ -24,6 +24,7 @@ use crate::access::Access;
 use crate::error::ApiError;
 use crate::federation::{find_everywhere, mark_sites, merge, sort, warning};
 use crate::pseudonyms::Kind;
+use crate::search_cache::SearchKey;
 use crate::state::{Gateway, Site};
 
 /// Which resource was asked: the level, and the UIDs that scope it.
@@ -152,6 +153,7 @@ fn identifier(scope: &Scope, query: &QidoQuery) -> InMemDicomObject {
 /// How many results are completed concurrently.
 const COMPLETING_AT_ONCE: usize = 16;
 
+/// A search answered from the search cache, or by the sites (then kept when complete).
 async fn search(
     gw: &Gateway,
     access: &Access,
@@ -160,6 +162,21 @@ async fn search(
     headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
     accepts(headers, &["application/dicom+json", "application/json"])?;
+    let resource = format!("{:?} {:?} {:?}", scope.level, scope.study, scope.series);
+    let key = SearchKey::new(&access.project.id, access.site.as_deref(), resource, raw_query.as_deref());
+    if let Some(answer) = gw.search_cache.get(&key) {
+        return Ok(answer);
+    }
+    let answer = search_sites(gw, access, scope, raw_query).await?;
+    Ok(gw.search_cache.keep(key, answer).await)
+}
+
+async fn search_sites(
+    gw: &Gateway,
+    access: &Access,
+    scope: Scope,
+    raw_query: Option<String>,
+) -> Result<Response, ApiError> {
     let mut query = qido::parse(raw_query.as_deref().unwrap_or(""))?;
     let mut scope = scope;
     // De-identifying: the query in the sites' terms, and the checks its results must pass.
@@ -325,6 +342,7 @@ fn remember_series(gw: &Gateway, study: &str, results: &[InMemDicomObject]) {
 fn with_warning(mut response: Response, query: &QidoQuery, sites_missing: Option<HeaderValue>) -> Response {
     if let Some(value) = sites_missing {
         response.headers_mut().append("warning", value);
+        response.extensions_mut().insert(crate::search_cache::Partial);
     }
     if query.fuzzy_matching {
         // PS3.18 §8.3.4.4: say so when fuzzy matching was asked for and not performed.

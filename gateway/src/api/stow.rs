@@ -160,6 +160,9 @@ async fn store_instances(
     for study in &outcome.site_studies {
         gw.cache.forget_study(study);
     }
+    if !outcome.site_studies.is_empty() {
+        gw.search_cache.forget_all();
+    }
     let nothing_stored = outcome.stored.is_empty();
     if let Some(e) = &broken {
         if nothing_stored {

@@ -1,0 +1,109 @@
+//! QIDO-RS answers reused for the same search in the same project for `cache.search_ttl`
+//! (default 30 s; `0s` turns it off): a viewer's study list, asked again and again, costs one
+//! fan-out. Only complete answers are kept (every site answered); a STOW-RS through the gateway
+//! forgets them all. Bounded in bytes (an eighth of `cache.memory`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use bytes::Bytes;
+
+use crate::config::CacheConfig;
+
+/// A search as the cache knows it: the project, the site addressed, the resource and the
+/// query parameters in a normal order.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SearchKey {
+    project: String,
+    site: Option<String>,
+    resource: String,
+    query: Vec<(String, String)>,
+}
+
+impl SearchKey {
+    pub fn new(project: &str, site: Option<&str>, resource: String, raw_query: Option<&str>) -> SearchKey {
+        let mut query: Vec<(String, String)> = form_urlencoded::parse(raw_query.unwrap_or("").as_bytes())
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        query.sort();
+        SearchKey { project: project.to_owned(), site: site.map(str::to_owned), resource, query }
+    }
+}
+
+/// A response that is not the whole answer (a site did not answer): not kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Partial;
+
+#[derive(Debug)]
+struct Answer {
+    status: StatusCode,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    body: Bytes,
+}
+
+#[derive(Debug)]
+pub struct SearchCache {
+    answers: Option<moka::sync::Cache<SearchKey, std::sync::Arc<Answer>>>,
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+}
+
+/// Answers larger than this are not kept.
+const LARGEST_KEPT: usize = 16 << 20;
+
+impl SearchCache {
+    pub fn new(config: &CacheConfig) -> SearchCache {
+        let answers = (!config.search_ttl.is_zero() && config.memory_bytes > 0).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity((config.memory_bytes / 8).max(1 << 20))
+                .weigher(|_: &SearchKey, answer: &std::sync::Arc<Answer>| {
+                    u32::try_from(answer.body.len()).unwrap_or(u32::MAX)
+                })
+                .time_to_live(config.search_ttl)
+                .build()
+        });
+        SearchCache { answers, hits: AtomicU64::new(0), misses: AtomicU64::new(0) }
+    }
+
+    /// The kept answer to `key`, if any.
+    pub fn get(&self, key: &SearchKey) -> Option<Response> {
+        let answer = self.answers.as_ref()?.get(key)?;
+        self.hits.fetch_add(1, Ordering::Relaxed);
+        let mut response = Response::new(axum::body::Body::from(answer.body.clone()));
+        *response.status_mut() = answer.status;
+        for (name, value) in &answer.headers {
+            response.headers_mut().append(name.clone(), value.clone());
+        }
+        Some(response)
+    }
+
+    /// Keeps a complete answer to `key` and gives it back.
+    pub async fn keep(&self, key: SearchKey, response: Response) -> Response {
+        let Some(answers) = &self.answers else { return response };
+        self.misses.fetch_add(1, Ordering::Relaxed);
+        if response.extensions().get::<Partial>().is_some() || !response.status().is_success() {
+            return response;
+        }
+        let (parts, body) = response.into_parts();
+        let Ok(body) = axum::body::to_bytes(body, LARGEST_KEPT).await else {
+            return (StatusCode::INTERNAL_SERVER_ERROR, "the search answer could not be read\n").into_response();
+        };
+        let headers = parts
+            .headers
+            .iter()
+            .filter(|(name, _)| *name == axum::http::header::CONTENT_TYPE || name.as_str() == "warning")
+            .map(|(n, v)| (n.clone(), v.clone()))
+            .collect();
+        answers.insert(key, std::sync::Arc::new(Answer { status: parts.status, headers, body: body.clone() }));
+        Response::from_parts(parts, axum::body::Body::from(body))
+    }
+
+    /// Forgets every answer (something was stored).
+    pub fn forget_all(&self) {
+        if let Some(answers) = &self.answers {
+            answers.invalidate_all();
+        }
+    }
+}
