@@ -7,6 +7,7 @@
 
 pub mod dcmqrscp;
 pub mod endpoints;
+pub mod gateway;
 pub mod info;
 pub mod orthanc;
 pub mod pydicom_files;

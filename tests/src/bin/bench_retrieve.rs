@@ -404,7 +404,7 @@ fn run(slices: u32, runs: usize, dir: &Path, out: Option<&Path>) -> anyhow::Resu
             l.get_instance_ms
         ));
     }
-    report.push_str(&gateway_section(&self_exe, site, &study, runs, dir)?);
+    report.push_str(&gateway_section(site, &study, runs, dir)?);
     println!("{report}");
     if let Some(out) = out {
         std::fs::write(out, &report)?;
@@ -430,37 +430,25 @@ fn curl_times(url: &str) -> anyhow::Result<(f64, f64)> {
 /// WADO-RS of the study through `dicomweb-gateway serve` (C-GET from the same Orthanc) and from
 /// Orthanc's own DICOMweb, interleaved, with the gateway's peak RSS.
 fn gateway_section(
-    self_exe: &Path,
     site: &testbed::OrthancSite,
     study: &str,
     runs: usize,
     dir: &Path,
 ) -> anyhow::Result<String> {
-    let gateway = self_exe.with_file_name("dicomweb-gateway");
-    if !gateway.is_file() {
-        bail!("{} is missing: cargo build --release -p gateway", gateway.display());
-    }
-    let port = testbed::free_port()?;
-    let config = dir.join("bench-gateway.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[dimse]\nae_title = \"FEDGWB\"\nlisten = \"127.0.0.1:{}\"\n\
-             [[sites]]\nid = \"site-1\"\nae_title = \"{}\"\naddress = \"127.0.0.1:{}\"\nretrieve = \"c-get\"\n[auth]\nmode = \"none\"\n",
+    // No cache: every round retrieves from the PACS (the cache has its own benchmark, bench-cache).
+    let gateway = testbed::gateway::GatewayProcess::start(
+        dir,
+        "bench-gateway",
+        &format!(
+            "[dimse]\nae_title = \"FEDGWB\"\nlisten = \"127.0.0.1:{}\"\n\
+             [[sites]]\nid = \"site-1\"\nae_title = \"{}\"\naddress = \"127.0.0.1:{}\"\nretrieve = \"c-get\"\n\
+             [cache]\nmemory = \"0B\"\nsearch_ttl = \"0s\"\n[auth]\nmode = \"none\"\n",
             testbed::free_port()?,
             site.ae_title,
             site.dicom_port
         ),
     )?;
-    let mut child = Command::new(&gateway)
-        .args(["serve", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()?;
-    testbed::wait_for_port(port, Duration::from_secs(10))?;
-    let through_gateway = format!("http://127.0.0.1:{port}/dicom-web/studies/{study}");
+    let through_gateway = format!("{}/studies/{study}", gateway.url);
     let direct = format!("{}/dicom-web/studies/{study}", site.http_url());
     let (mut gw, mut orthanc) = (Vec::new(), Vec::new());
     for round in 0..runs {
@@ -468,14 +456,8 @@ fn gateway_section(
         gw.push(curl_times(&through_gateway)?);
         eprintln!("bench: round {} WADO-RS gateway {:?} Orthanc {:?}", round + 1, gw[round], orthanc[round]);
     }
-    let peak_kib = std::fs::read_to_string(format!("/proc/{}/status", child.id()))
-        .ok()
-        .and_then(|s| {
-            s.lines().find(|l| l.starts_with("VmHWM:")).and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
-        })
-        .unwrap_or(0);
-    let _ = child.kill();
-    let _ = child.wait();
+    let peak_mib = gateway.peak_rss_mib();
+    drop(gateway);
     let column =
         |samples: &[(f64, f64)], pick: fn(&(f64, f64)) -> f64| median(&samples.iter().map(pick).collect::<Vec<_>>());
     let (gw_ttfb, gw_total) = (column(&gw, |t| t.0), column(&gw, |t| t.1));
@@ -487,7 +469,7 @@ fn gateway_section(
          | dicomweb-gateway | {gw_ttfb:.3} | {gw_total:.3} | {:.1} (gateway process) |\n\
          | Orthanc's own DICOMweb | {or_ttfb:.3} | {or_total:.3} | - |\n\
          | ratio gateway / Orthanc | {:.2} | {:.2} | |\n",
-        peak_kib as f64 / 1024.0,
+        peak_mib,
         gw_ttfb / or_ttfb,
         gw_total / or_total
     ))

@@ -1,0 +1,57 @@
+//! A `dicomweb-gateway serve` process for benchmarks: started from a configuration body (the
+//! `[server]` section is written here), killed when dropped.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+#[derive(Debug)]
+pub struct GatewayProcess {
+    child: Child,
+    /// `http://127.0.0.1:{port}/dicom-web`.
+    pub url: String,
+}
+
+impl GatewayProcess {
+    /// Starts the gateway next to the running executable with `[server]` on a free port and
+    /// `config` (every other section), its configuration file under `dir`.
+    pub fn start(dir: &Path, name: &str, config: &str) -> anyhow::Result<GatewayProcess> {
+        let binary = std::env::current_exe()?.with_file_name("dicomweb-gateway");
+        if !binary.is_file() {
+            anyhow::bail!("{} is missing: cargo build --release -p gateway", binary.display());
+        }
+        let port = crate::free_port()?;
+        let path = dir.join(format!("{name}.toml"));
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(&path, format!("[server]\nlisten = \"127.0.0.1:{port}\"\n{config}"))?;
+        let child = Command::new(&binary)
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        crate::wait_for_port(port, Duration::from_secs(20))?;
+        Ok(GatewayProcess { child, url: format!("http://127.0.0.1:{port}/dicom-web") })
+    }
+
+    /// The process's peak resident set so far, in MiB.
+    pub fn peak_rss_mib(&self) -> f64 {
+        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmHWM:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            })
+            .unwrap_or(0) as f64
+            / 1024.0
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
