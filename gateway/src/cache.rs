@@ -254,6 +254,8 @@ pub struct RetrievalCache {
     instances: Option<moka::sync::Cache<InstanceKey, RetrievedInstance>>,
     disk: Option<Arc<DiskTier>>,
     manifests: moka::sync::Cache<TargetKey, Arc<Manifest>>,
+    /// Metadata responses made from cached retrievals, by project and entity tag.
+    metadata: moka::sync::Cache<(String, String), bytes::Bytes>,
     ttl: Duration,
     flights: Mutex<HashMap<TargetKey, Weak<Flight>>>,
     pub counters: Arc<Counters>,
@@ -285,10 +287,16 @@ impl RetrievalCache {
             .max_capacity(100_000)
             .time_to_live(config.ttl.max(Duration::from_millis(1)))
             .build();
+        let metadata = moka::sync::Cache::builder()
+            .max_capacity((config.memory_bytes / 8).max(1 << 20))
+            .weigher(|_: &(String, String), json: &bytes::Bytes| u32::try_from(json.len()).unwrap_or(u32::MAX))
+            .time_to_live(config.ttl.max(Duration::from_millis(1)))
+            .build();
         Ok(RetrievalCache {
             instances,
             disk,
             manifests,
+            metadata,
             ttl: config.ttl,
             flights: Mutex::new(HashMap::new()),
             counters,
@@ -380,6 +388,17 @@ impl RetrievalCache {
             })
             .boxed();
         Some(Retrieval { first, rest, withheld, etag: Some(etag) })
+    }
+
+    /// The metadata response kept for a retrieval served from the cache (by its entity tag).
+    pub fn metadata(&self, project: &str, tag: &str) -> Option<bytes::Bytes> {
+        self.metadata.get(&(project.to_owned(), tag.to_owned()))
+    }
+
+    pub fn keep_metadata(&self, project: &str, tag: &str, json: bytes::Bytes) {
+        if self.instances.is_some() || self.disk.is_some() {
+            self.metadata.insert((project.to_owned(), tag.to_owned()), json);
+        }
     }
 
     /// Forgets what every project's retrievals of `study` (the site's UID) yielded, so that

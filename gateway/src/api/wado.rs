@@ -225,8 +225,20 @@ async fn metadata(
     if let Some(not_modified) = super::not_modified(&headers, tag.as_deref()) {
         return Ok(not_modified);
     }
+    let validators = |mut response: Response| {
+        super::with_validators(&mut response, tag.as_deref());
+        crate::deidentify::with_withheld_warning(response, withheld)
+    };
+    // Served from the cache: the JSON made last time, if it is still kept.
+    let kept = tag.as_ref().map(|tag| (access.project.id.clone(), tag.clone()));
+    if let Some(body) = kept.as_ref().and_then(|(project, tag)| gw.cache.metadata(project, tag)) {
+        return Ok(validators(([(header::CONTENT_TYPE, "application/dicom+json")], body).into_response()));
+    }
     let mut index = 0usize;
     let public_url = access.base_url.clone();
+    // What is sent is also collected when it can be kept (a retrieval served from the cache).
+    let collected = Arc::new(std::sync::Mutex::new(kept.as_ref().map(|_| Vec::new())));
+    let collecting = collected.clone();
     let objects = all(first, rest)
         .then(move |item| {
             let public_url = public_url.clone();
@@ -245,17 +257,32 @@ async fn metadata(
         .map(move |item| {
             let separator: &[u8] = if index == 0 { b"[" } else { b"," };
             index += 1;
-            item.map(|json| {
-                let mut chunk = Vec::with_capacity(json.len() + 1);
-                chunk.extend_from_slice(separator);
-                chunk.extend_from_slice(&json);
-                Bytes::from(chunk)
-            })
+            let mut collected = collecting.lock().unwrap_or_else(|p| p.into_inner());
+            match item {
+                Ok(json) => {
+                    let mut chunk = Vec::with_capacity(json.len() + 1);
+                    chunk.extend_from_slice(separator);
+                    chunk.extend_from_slice(&json);
+                    if let Some(all) = collected.as_mut() {
+                        all.extend_from_slice(&chunk);
+                    }
+                    Ok(Bytes::from(chunk))
+                }
+                Err(e) => {
+                    *collected = None;
+                    Err(e)
+                }
+            }
         })
-        .chain(stream::once(async { Ok(Bytes::from_static(b"]")) }));
-    let mut response = ([(header::CONTENT_TYPE, "application/dicom+json")], Body::from_stream(objects)).into_response();
-    super::with_validators(&mut response, tag.as_deref());
-    Ok(crate::deidentify::with_withheld_warning(response, withheld))
+        .chain(stream::once(async move {
+            let all = collected.lock().unwrap_or_else(|p| p.into_inner()).take();
+            if let (Some(mut all), Some((project, tag))) = (all, kept) {
+                all.push(b']');
+                gw.cache.keep_metadata(&project, &tag, Bytes::from(all));
+            }
+            Ok(Bytes::from_static(b"]"))
+        }));
+    Ok(validators(([(header::CONTENT_TYPE, "application/dicom+json")], Body::from_stream(objects)).into_response()))
 }
 
 /// The metadata of a study, a series or an instance (the path says which).

@@ -429,12 +429,7 @@ fn curl_times(url: &str) -> anyhow::Result<(f64, f64)> {
 
 /// WADO-RS of the study through `dicomweb-gateway serve` (C-GET from the same Orthanc) and from
 /// Orthanc's own DICOMweb, interleaved, with the gateway's peak RSS.
-fn gateway_section(
-    site: &testbed::OrthancSite,
-    study: &str,
-    runs: usize,
-    dir: &Path,
-) -> anyhow::Result<String> {
+fn gateway_section(site: &testbed::OrthancSite, study: &str, runs: usize, dir: &Path) -> anyhow::Result<String> {
     // No cache: every round retrieves from the PACS (the cache has its own benchmark, bench-cache).
     let gateway = testbed::gateway::GatewayProcess::start(
         dir,
