@@ -1,5 +1,5 @@
 //! A `dicomweb-gateway serve` process for benchmarks: started from a configuration body (the
-//! `[server]` section is written here), killed when dropped.
+//! `[server]` section is written here), killed when dropped; and curl's timings of a request.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -54,4 +54,19 @@ impl Drop for GatewayProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// curl's time to first byte and total time (seconds) for a GET of `url` with `accept`.
+pub fn curl_times(url: &str, accept: &str) -> anyhow::Result<(f64, f64)> {
+    let output = Command::new("curl")
+        .args(["-sf", "-o", "/dev/null", "-w", "%{time_starttransfer} %{time_total}", "-H"])
+        .arg(format!("Accept: {accept}"))
+        .arg(url)
+        .output()?;
+    if !output.status.success() {
+        anyhow::bail!("curl {url} failed");
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let mut times = text.split_whitespace().map(|t| t.parse::<f64>().unwrap_or(f64::NAN));
+    Ok((times.next().unwrap_or(f64::NAN), times.next().unwrap_or(f64::NAN)))
 }

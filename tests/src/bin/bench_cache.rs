@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use testbed::gateway::GatewayProcess;
+use testbed::gateway::{curl_times as curl, GatewayProcess};
 use testbed::{Testbed, TestbedOptions};
 
 const ACCEPT_AS_STORED: &str = "multipart/related; type=\"application/dicom\"; transfer-syntax=*";
@@ -39,21 +39,6 @@ struct Cli {
     /// Write the report here too.
     #[arg(long)]
     out: Option<PathBuf>,
-}
-
-/// curl's time to first byte and total time.
-fn curl(url: &str, accept: &str) -> anyhow::Result<(f64, f64)> {
-    let output = Command::new("curl")
-        .args(["-sf", "-o", "/dev/null", "-w", "%{time_starttransfer} %{time_total}", "-H"])
-        .arg(format!("Accept: {accept}"))
-        .arg(url)
-        .output()?;
-    if !output.status.success() {
-        bail!("curl {url} failed");
-    }
-    let text = String::from_utf8_lossy(&output.stdout);
-    let mut times = text.split_whitespace().map(|t| t.parse::<f64>().unwrap_or(f64::NAN));
-    Ok((times.next().unwrap_or(f64::NAN), times.next().unwrap_or(f64::NAN)))
 }
 
 fn median(values: &[f64]) -> f64 {

@@ -4,10 +4,11 @@
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context};
 use clap::Parser;
+use testbed::gateway::GatewayProcess;
 use testbed::{Testbed, TestbedOptions};
 
 #[derive(Parser)]
@@ -24,18 +25,6 @@ struct Cli {
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     values[values.len() / 2]
-}
-
-/// The peak resident set of a process so far (VmHWM), in MiB; 0 when it cannot be read.
-fn peak_rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-            line.split_whitespace().nth(1)?.parse::<f64>().ok()
-        })
-        .map(|kib| kib / 1024.0)
-        .unwrap_or(0.0)
 }
 
 fn timed(command: &mut Command) -> anyhow::Result<f64> {
@@ -61,16 +50,13 @@ fn main() -> anyhow::Result<()> {
         base_ports: None,
     };
     let testbed = Testbed::start(&options, &mut |step| eprintln!("bench: {step}"))?;
-    let gateway = std::env::current_exe()?.with_file_name("dicomweb-gateway");
-    if !gateway.is_file() {
-        bail!("{} is missing: cargo build --release -p gateway", gateway.display());
-    }
     // Two gateways over the same sites: one remembering where studies live (the default), one
     // that never does (`remember = "0s"`), so every query recomputes roll-ups over the union.
-    let start = |name: &str, remember: &str| -> anyhow::Result<(std::process::Child, String)> {
-        let port = testbed::free_port()?;
+    // Neither reuses QIDO answers (`search_ttl = "0s"`): every query goes to the sites.
+    let start = |name: &str, remember: &str| -> anyhow::Result<(GatewayProcess, String)> {
         let mut config = format!(
-            "[server]\nlisten = \"127.0.0.1:{port}\"\n[dimse]\nae_title = \"FEDGWB\"\nlisten = \"127.0.0.1:{}\"\n[auth]\nmode = \"none\"\n[federation]\nremember = \"{remember}\"\n",
+            "[dimse]\nae_title = \"FEDGWB\"\nlisten = \"127.0.0.1:{}\"\n[auth]\nmode = \"none\"\n\
+             [federation]\nremember = \"{remember}\"\n[cache]\nsearch_ttl = \"0s\"\n",
             testbed::free_port()?
         );
         for site in &testbed.orthanc {
@@ -79,17 +65,9 @@ fn main() -> anyhow::Result<()> {
                 site.id, site.ae_title, site.dicom_port
             ));
         }
-        let config_path = cli.dir.join(format!("{name}.toml"));
-        std::fs::write(&config_path, config)?;
-        let child = Command::new(&gateway)
-            .args(["serve", "--config"])
-            .arg(&config_path)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()?;
-        testbed::wait_for_port(port, Duration::from_secs(10))?;
-        Ok((child, format!("http://127.0.0.1:{port}/dicom-web/studies")))
+        let gateway = GatewayProcess::start(&cli.dir, name, &config)?;
+        let url = format!("{}/studies", gateway.url);
+        Ok((gateway, url))
     };
     let findscu = testbed::dcmtk_tool("findscu")?;
     let federated_run = |url: &str| timed(Command::new("curl").args(["-sf", "-o", "/dev/null", url]));
@@ -116,7 +94,7 @@ fn main() -> anyhow::Result<()> {
     let mut phases: Vec<(Vec<f64>, Vec<Vec<f64>>)> = Vec::new();
     let mut peaks: Vec<f64> = Vec::new();
     for (name, remember) in [("remembering", "10m"), ("forgetting", "0s")] {
-        let (mut child, url) = start(name, remember)?;
+        let (gateway, url) = start(name, remember)?;
         // One query first: the gateway opens its associations and, when remembering, learns
         // where studies live.
         federated_run(&url)?;
@@ -129,9 +107,8 @@ fn main() -> anyhow::Result<()> {
             }
             eprintln!("bench: {name} round {} federated {:.3} s", round + 1, federated[round]);
         }
-        peaks.push(peak_rss_mib(child.id()));
-        let _ = child.kill();
-        let _ = child.wait();
+        peaks.push(gateway.peak_rss_mib());
+        drop(gateway);
         phases.push((federated, per_site));
     }
     let studies = |site: &testbed::OrthancSite| -> anyhow::Result<usize> {

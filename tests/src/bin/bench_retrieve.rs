@@ -17,7 +17,10 @@ use pacs_adapter::{
     c_move, get, retrieve_parallel, AssociationPool, RetrieveMethod, RetrieveRequest, RetrieveTarget, StoreScp,
     StoreScpOptions,
 };
+use testbed::gateway::curl_times;
 use testbed::{MoveDestination, Testbed, TestbedInfo, TestbedOptions};
+
+const ACCEPT_AS_STORED: &str = "multipart/related; type=\"application/dicom\"; transfer-syntax=*";
 
 #[derive(Parser)]
 #[command(about = "Study retrieval benchmark against a real Orthanc")]
@@ -413,20 +416,6 @@ fn run(slices: u32, runs: usize, dir: &Path, out: Option<&Path>) -> anyhow::Resu
     Ok(())
 }
 
-/// curl's time to first byte and total time for a WADO-RS study request.
-fn curl_times(url: &str) -> anyhow::Result<(f64, f64)> {
-    let output = Command::new("curl")
-        .args(["-sf", "-o", "/dev/null", "-w", "%{time_starttransfer} %{time_total}"])
-        .args(["-H", "Accept: multipart/related; type=\"application/dicom\"; transfer-syntax=*", url])
-        .output()?;
-    if !output.status.success() {
-        bail!("curl {url} failed");
-    }
-    let text = String::from_utf8_lossy(&output.stdout);
-    let mut times = text.split_whitespace().map(|t| t.parse::<f64>().unwrap_or(f64::NAN));
-    Ok((times.next().unwrap_or(f64::NAN), times.next().unwrap_or(f64::NAN)))
-}
-
 /// WADO-RS of the study through `dicomweb-gateway serve` (C-GET from the same Orthanc) and from
 /// Orthanc's own DICOMweb, interleaved, with the gateway's peak RSS.
 fn gateway_section(site: &testbed::OrthancSite, study: &str, runs: usize, dir: &Path) -> anyhow::Result<String> {
@@ -447,8 +436,8 @@ fn gateway_section(site: &testbed::OrthancSite, study: &str, runs: usize, dir: &
     let direct = format!("{}/dicom-web/studies/{study}", site.http_url());
     let (mut gw, mut orthanc) = (Vec::new(), Vec::new());
     for round in 0..runs {
-        orthanc.push(curl_times(&direct)?);
-        gw.push(curl_times(&through_gateway)?);
+        orthanc.push(curl_times(&direct, ACCEPT_AS_STORED)?);
+        gw.push(curl_times(&through_gateway, ACCEPT_AS_STORED)?);
         eprintln!("bench: round {} WADO-RS gateway {:?} Orthanc {:?}", round + 1, gw[round], orthanc[round]);
     }
     let peak_mib = gateway.peak_rss_mib();
