@@ -64,6 +64,8 @@ struct Observed {
 /// What the gateway knows of one site's health. Shared by every request.
 #[derive(Debug)]
 pub struct SiteHealth {
+    /// The site's id, for the log.
+    site: String,
     policy: BreakerPolicy,
     echo_interval: Duration,
     observed: Mutex<Observed>,
@@ -125,8 +127,9 @@ pub fn fault_reason(error: &DimseError) -> &'static str {
 const MAX_OPEN_FACTOR: u32 = 10;
 
 impl SiteHealth {
-    pub fn new(policy: BreakerPolicy, echo_interval: Duration) -> Self {
+    pub fn new(site: &str, policy: BreakerPolicy, echo_interval: Duration) -> Self {
         SiteHealth {
+            site: site.to_owned(),
             policy,
             echo_interval,
             observed: Mutex::new(Observed {
@@ -202,7 +205,7 @@ impl SiteHealth {
         };
         if let Some(open_for) = open_for {
             if !matches!(observed.circuit, Circuit::Open { .. }) {
-                tracing::warn!(reason, open_s = open_for.as_secs(), "site circuit opened");
+                tracing::warn!(site = self.site.as_str(), reason, open_s = open_for.as_secs(), "site circuit opened");
             }
             observed.circuit = Circuit::Open { until: now + open_for, open_for };
         }
@@ -251,6 +254,7 @@ mod tests {
 
     fn health() -> SiteHealth {
         SiteHealth::new(
+            "site-1",
             BreakerPolicy { failures_to_open: 2, open_for: Duration::from_secs(10) },
             Duration::from_secs(30),
         )

@@ -341,6 +341,10 @@ pub async fn first_and_rest_at_sites(
     }
 }
 
+fn log_withheld(why: &dicomweb_deid::burned_in::Withheld) {
+    tracing::info!(reason = why.reason, "instance withheld: its pixels may show identity");
+}
+
 /// The retrieval's instances de-identified one by one off the async runtime, in order, the
 /// withheld ones left out.
 async fn deidentified(
@@ -379,7 +383,7 @@ async fn deidentified(
         match processed.next().await {
             Some(Ok(Processed::Deidentified(instance))) => break instance,
             Some(Ok(Processed::Withheld(why))) => {
-                tracing::info!(reason = why.reason, "instance withheld: its pixels may show identity");
+                log_withheld(&why);
                 withheld += 1;
             }
             Some(Err(e)) => return Err(e),
@@ -395,7 +399,7 @@ async fn deidentified(
             match item {
                 Ok(Processed::Deidentified(instance)) => Some(Ok(instance)),
                 Ok(Processed::Withheld(why)) => {
-                    tracing::info!(reason = why.reason, "instance withheld: its pixels may show identity");
+                    log_withheld(&why);
                     None
                 }
                 Err(e) => Some(Err(e)),

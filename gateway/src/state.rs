@@ -69,7 +69,7 @@ impl Gateway {
                 (RetrieveMode::CMove, Some((store_scp, _))) => RetrieveMethod::Move(store_scp.clone()),
                 _ => RetrieveMethod::Get,
             };
-            let health = SiteHealth::new(policy, config.federation.echo_interval);
+            let health = SiteHealth::new(site_config.id.as_str(), policy, config.federation.echo_interval);
             sites.push(Site { config: site_config.clone(), pool, method, health, sent: Default::default() });
         }
         if sites.is_empty() {

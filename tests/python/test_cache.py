@@ -6,6 +6,7 @@ was cached of a study."""
 import concurrent.futures
 import hashlib
 import io
+import time
 
 import pydicom
 import pytest
@@ -188,6 +189,31 @@ def test_a_search_is_answered_again_without_the_sites_until_something_is_stored(
         third = requests.get(f"{gw.url}/studies", params={"ModalitiesInStudy": "CT", "includefield": "StudyDate"})
         assert len(third.json()) == len(first.json()) + 1
         assert all(dimse_sent(gw)[s][0] > after_stow[s][0] for s in after_stow)
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_a_client_that_goes_away_ends_the_shared_retrieval_and_frees_the_association(testbed):
+    process, gw = start_federation(testbed, "FEDGW2", extra='\n[cache]\nmemory = "0B"\n')
+    try:
+        url = f"{gw.url}/studies/{testbed['data']['ct']['study_uid']}"
+        response = requests.get(url, headers=ACCEPT_DICOM, stream=True)
+        assert response.status_code == 200
+        next(response.iter_content(1 << 20))
+        response.close()
+        # The flight stops (it waits at most 64 MiB ahead of a reader, and has none left) and
+        # the association is no longer in use.
+        for _ in range(100):
+            in_flight = admin(gw, "cache")["retrievals"]["in_flight"]
+            in_use = sum(s["associations"]["in_use"] for s in admin(gw, "sites")["sites"])
+            if in_flight == 0 and in_use == 0:
+                break
+            time.sleep(0.1)
+        assert (in_flight, in_use) == (0, 0)
+        # The gateway still serves it whole.
+        whole = requests.get(url, headers=ACCEPT_DICOM)
+        assert len(parts(whole)) == len(testbed["data"]["ct"]["instance_uids"])
     finally:
         process.terminate()
         process.wait(timeout=10)
