@@ -1,4 +1,4 @@
-//! What one request did, gathered while it runs and written once it ends: who asked (subject,
+//! What one request did, gathered while it runs and written (log, audit, metrics) once it ends: who asked (subject,
 //! project), which sites were contacted, how many body bytes went out and whether the body was
 //! delivered whole. The log line and the audit line are written when the response body ends
 //! (or is dropped), so that a streamed WADO-RS response is recorded with its real size and
@@ -19,6 +19,7 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::audit::{AuditLog, Event};
+use crate::metrics::RequestMetrics;
 
 tokio::task_local! {
     static CURRENT: Arc<Ledger>;
@@ -79,20 +80,23 @@ impl Ledger {
         self: Arc<Self>,
         response: axum::response::Response,
         audit: Option<Arc<AuditLog>>,
+        metrics: Arc<RequestMetrics>,
     ) -> axum::response::Response {
         let _ = self.status.set(response.status().as_u16());
         let (parts, body) = response.into_parts();
-        let metered = Metered { inner: body, ledger: self, audit, bytes: 0, finished: false };
+        let metered = Metered { inner: body, ledger: self, audit, metrics, bytes: 0, finished: false };
         axum::response::Response::from_parts(parts, Body::new(metered))
     }
 
-    fn finish(&self, audit: Option<&AuditLog>, bytes: u64, outcome: &str) {
+    fn finish(&self, audit: Option<&AuditLog>, metrics: &RequestMetrics, bytes: u64, outcome: &str) {
         self.held.lock().unwrap_or_else(|p| p.into_inner()).take();
-        let ms = self.began.elapsed().as_millis() as u64;
+        let elapsed = self.began.elapsed();
+        let ms = elapsed.as_millis() as u64;
         let status = self.status.get().copied().unwrap_or(0);
         let sites: Vec<String> = self.sites.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
         let (method, route) = (self.method.as_str(), self.route.as_str());
         tracing::info!(method, route, status, ms, bytes, outcome, sites = sites.join(","), "request");
+        metrics.observe(method, route, status, elapsed.as_secs_f64(), bytes);
         if let Some(audit) = audit {
             audit.record(&Event {
                 subject: self.subject.get().map(String::as_str),
@@ -130,6 +134,7 @@ struct Metered {
     inner: Body,
     ledger: Arc<Ledger>,
     audit: Option<Arc<AuditLog>>,
+    metrics: Arc<RequestMetrics>,
     bytes: u64,
     finished: bool,
 }
@@ -138,7 +143,7 @@ impl Metered {
     fn end(&mut self, outcome: &str) {
         if !self.finished {
             self.finished = true;
-            self.ledger.finish(self.audit.as_deref(), self.bytes, outcome);
+            self.ledger.finish(self.audit.as_deref(), &self.metrics, self.bytes, outcome);
         }
     }
 }

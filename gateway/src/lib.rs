@@ -22,6 +22,7 @@ pub mod https;
 pub mod ledger;
 pub mod limits;
 pub mod locate;
+pub mod metrics;
 pub mod multipart;
 pub mod pseudonyms;
 pub mod search_cache;

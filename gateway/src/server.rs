@@ -68,6 +68,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/readyz", get(admin::readyz))
         .route("/admin/sites", get(admin::sites))
         .route("/admin/cache", get(admin::cache))
+        .route("/metrics", get(crate::metrics::metrics))
         .with_state(gateway)
         .nest(&base_path, dicomweb)
         .layer(cors)
@@ -90,7 +91,7 @@ async fn record_request(State(gateway): State<Arc<Gateway>>, mut request: Reques
     let ledger = Ledger::new(request.method().as_str(), route.as_deref().unwrap_or("(no route)"), site, resources);
     request.extensions_mut().insert(ledger.clone());
     let response = ledger.run(next.run(request)).await;
-    ledger.meter(response, gateway.audit.clone())
+    ledger.meter(response, gateway.audit.clone(), gateway.metrics.clone())
 }
 
 /// Sets how the request was addressed ([`Addressed`]) before routing:

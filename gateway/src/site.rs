@@ -32,6 +32,12 @@ pub struct SentOperations {
     pub retrieve: AtomicU64,
     pub store: AtomicU64,
     pub echo: AtomicU64,
+    /// Operations that ended in a site fault (unreachable, timed out, aborted, ...).
+    pub faults: AtomicU64,
+    /// C-FIND time, whole answers collected, in microseconds (with `find`: the mean).
+    pub find_micros: AtomicU64,
+    /// Time from sending a C-GET / C-MOVE to the stream of its instances, in microseconds.
+    pub retrieve_start_micros: AtomicU64,
 }
 
 fn count(counter: &AtomicU64) {
@@ -64,6 +70,9 @@ impl Site {
 
     fn observed<T>(&self, outcome: Result<T, DimseError>) -> Result<T, Unanswered> {
         self.health.record(&outcome);
+        if outcome.as_ref().is_err_and(crate::health::is_site_fault) {
+            count(&self.sent.faults);
+        }
         Ok(outcome?)
     }
 
@@ -77,7 +86,8 @@ impl Site {
         self.admit()?;
         count(&self.sent.find);
         let budget = self.operation_budget();
-        let request = FindRequest { level, identifier, deadline: Some(Instant::now() + budget) };
+        let began = Instant::now();
+        let request = FindRequest { level, identifier, deadline: Some(began + budget) };
         let answer = async { find(&self.pool, request).await?.try_collect_all().await };
         let outcome = match tokio::time::timeout(budget + Duration::from_secs(1), answer).await {
             Ok(outcome) => outcome,
@@ -87,6 +97,7 @@ impl Site {
                 after: budget,
             }),
         };
+        self.sent.find_micros.fetch_add(began.elapsed().as_micros() as u64, Ordering::Relaxed);
         self.observed(outcome)
     }
 
@@ -94,11 +105,13 @@ impl Site {
     pub async fn retrieve(&self, target: RetrieveTarget) -> Result<DimseStream<RetrievedInstance>, Unanswered> {
         self.admit()?;
         count(&self.sent.retrieve);
+        let began = Instant::now();
         let request = RetrieveRequest::new(target);
         let outcome = match &self.method {
             RetrieveMethod::Get => get(&self.pool, request).await,
             RetrieveMethod::Move(scp) => c_move(&self.pool, scp, request).await,
         };
+        self.sent.retrieve_start_micros.fetch_add(began.elapsed().as_micros() as u64, Ordering::Relaxed);
         self.observed(outcome)
     }
 

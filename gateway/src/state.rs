@@ -41,6 +41,8 @@ pub struct Gateway {
     pub cache: Arc<RetrievalCache>,
     /// QIDO-RS answers reused for a short while (docs/CACHE.md).
     pub search_cache: SearchCache,
+    /// What `/metrics` reports of requests.
+    pub metrics: Arc<crate::metrics::RequestMetrics>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -89,7 +91,19 @@ impl Gateway {
         let mut tasks: Vec<_> = scp.map(|(_, handle)| handle).into_iter().collect();
         let gateway = Arc::new_cyclic(|weak: &Weak<Gateway>| {
             tasks.push(tokio::spawn(echo_sites(weak.clone())));
-            Gateway { config, sites, directory, projects, authenticator, limits, audit, cache, search_cache, tasks }
+            Gateway {
+                config,
+                sites,
+                directory,
+                projects,
+                authenticator,
+                limits,
+                audit,
+                cache,
+                search_cache,
+                metrics: Default::default(),
+                tasks,
+            }
         });
         Ok(gateway)
     }

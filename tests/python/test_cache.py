@@ -217,3 +217,41 @@ def test_a_client_that_goes_away_ends_the_shared_retrieval_and_frees_the_associa
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def metric_values(text):
+    """Prometheus text exposition as {name{labels}: value}."""
+    values = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, number = line.rpartition(" ")
+            values[name] = float(number)
+    return values
+
+
+def test_metrics_after_the_traffic_of_these_tests(testbed, cached):
+    response = requests.get(cached.url.replace("/dicom-web", "/metrics"))
+    assert response.status_code == 200 and response.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    values = metric_values(response.text)
+
+    def positive(prefix):
+        found = {k: v for k, v in values.items() if k.startswith(prefix)}
+        assert found and any(v > 0 for v in found.values()), prefix
+        return found
+
+    assert values['dicomweb_gateway_requests_total{method="GET",route="/dicom-web/studies/{study}",status="200"}'] >= 12
+    positive('dicomweb_gateway_request_duration_seconds_bucket{method="GET",route="/dicom-web/studies/{study}"')
+    assert values['dicomweb_gateway_request_duration_seconds_count{method="GET",route="/dicom-web/studies/{study}"}'] >= 12
+    positive('dicomweb_gateway_response_bytes_total{method="GET",route="/dicom-web/studies/{study}"')
+    assert values['dicomweb_gateway_site_up{site="site-1"}'] == 1
+    assert values['dicomweb_gateway_site_operations_total{site="site-1",operation="retrieve"}'] >= 1
+    positive('dicomweb_gateway_site_dimse_seconds_total{site="site-1",phase="find"}')
+    positive("dicomweb_gateway_site_echo_latency_seconds")
+    assert 'dicomweb_gateway_site_associations{site="site-1",state="in_use"}' in values
+    assert 'dicomweb_gateway_site_faults_total{site="site-1"}' in values
+    assert values['dicomweb_gateway_cache_retrievals_total{outcome="hit"}'] >= 1
+    assert values['dicomweb_gateway_cache_retrievals_total{outcome="coalesced"}'] >= 9
+    positive("dicomweb_gateway_cache_served_bytes_total")
+    positive('dicomweb_gateway_cache_bytes{tier="memory"}')
+    # Route templates and site ids only: no UID of the test bed's data.
+    assert testbed["data"]["ct"]["study_uid"] not in response.text
