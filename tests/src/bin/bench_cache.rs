@@ -39,6 +39,10 @@ struct Cli {
     /// Write the report here too.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Only stream the study through a gateway with this memory cache (e.g. 32MiB) twice and
+    /// report its peak RSS (for a large study: `--slices 2000` is about 1 GB).
+    #[arg(long)]
+    rss_only: Option<String>,
 }
 
 fn median(values: &[f64]) -> f64 {
@@ -132,14 +136,14 @@ fn load(urls: &[String], clients: usize, seconds: u64) -> Load {
     Load { requests, bytes, seconds, latencies, failures }
 }
 
-fn gateway_config(dir: &Path, site: &testbed::OrthancSite) -> anyhow::Result<String> {
+fn gateway_config(dir: &Path, site: &testbed::OrthancSite, memory: &str) -> anyhow::Result<String> {
     let state = dir.join("state");
     let _ = std::fs::remove_dir_all(&state);
     Ok(format!(
         "[dimse]\nae_title = \"FEDGWB\"\nlisten = \"127.0.0.1:{}\"\n\
          [[sites]]\nid = \"site-1\"\nae_title = \"{}\"\naddress = \"127.0.0.1:{}\"\nretrieve = \"c-get\"\n\
          [deid]\nprofile = \"basic\"\nkey_file = \"{}/deid.key\"\nstate_dir = \"{}\"\n\
-         [cache]\nmemory = \"1GiB\"\n[auth]\nmode = \"none\"\n",
+         [cache]\nmemory = \"{memory}\"\n[auth]\nmode = \"none\"\n",
         testbed::free_port()?,
         site.ae_title,
         site.dicom_port,
@@ -169,7 +173,26 @@ fn main() -> anyhow::Result<()> {
     let orthanc_study = format!("{}/dicom-web/studies/{}", site.http_url(), ct.study_uid);
     let getscu = testbed::dcmtk_tool("getscu")?;
     let getscu_out = cli.dir.join("getscu");
-    let config = gateway_config(&cli.dir, site)?;
+    if let Some(memory) = &cli.rss_only {
+        let gateway = GatewayProcess::start(&cli.dir, "bench-cache", &gateway_config(&cli.dir, site, memory)?)?;
+        let (study, _) = ct_urls(&gateway.url, instances)?;
+        let url = format!("{}/studies/{study}", gateway.url);
+        let (first, second) = (curl(&url, ACCEPT_AS_STORED)?, curl(&url, ACCEPT_AS_STORED)?);
+        let report = format!(
+            "WADO-RS of a {:.0} MB study ({instances} instances, de-identified) through a gateway with \
+             `cache.memory = \"{memory}\"`, twice: {:.2} s and {:.2} s; gateway peak RSS {:.1} MiB.\n",
+            ct.bytes as f64 / 1e6,
+            first.1,
+            second.1,
+            gateway.peak_rss_mib()
+        );
+        println!("{report}");
+        if let Some(out) = &cli.out {
+            std::fs::write(out, &report)?;
+        }
+        return Ok(());
+    }
+    let config = gateway_config(&cli.dir, site, "1GiB")?;
 
     let (mut cold, mut warm, mut warm_metadata, mut getscu_s, mut orthanc, mut orthanc_metadata, mut rss) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), 0f64);
