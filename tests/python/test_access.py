@@ -367,3 +367,21 @@ deid_options = ["retain-patient-characteristics"]
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_a_browser_viewer_may_send_its_token_across_origins(keys, guarded):
+    preflight = requests.options(
+        f"{guarded.url}/studies",
+        headers={
+            "Origin": "http://viewer.test.invalid",
+            "Access-Control-Request-Method": "GET",
+            "Access-Control-Request-Headers": "authorization",
+        },
+    )
+    assert preflight.status_code == 200
+    assert "authorization" in preflight.headers["Access-Control-Allow-Headers"].lower()
+    response = requests.get(f"{guarded.url}/studies", headers={**bearer(token(keys.rsa)), "Origin": "http://viewer.test.invalid"})
+    assert response.status_code == 200 and response.headers["Access-Control-Allow-Origin"] == "*"
+    refused = requests.get(f"{guarded.url}/studies", headers={"Origin": "http://viewer.test.invalid"})
+    assert refused.status_code == 401
+    assert "www-authenticate" in refused.headers["Access-Control-Expose-Headers"].lower()
