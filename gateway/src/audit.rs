@@ -45,6 +45,8 @@ pub struct Event<'a> {
 pub struct AuditLog {
     path: PathBuf,
     state: Mutex<(std::fs::File, String)>,
+    /// The same events as FHIR AuditEvent resources (`audit.fhir_path`).
+    fhir: Option<Mutex<std::fs::File>>,
 }
 
 fn hash(line: &str) -> String {
@@ -52,8 +54,19 @@ fn hash(line: &str) -> String {
 }
 
 impl AuditLog {
-    /// Opens (or creates) the trail, continuing the chain from its last line.
-    pub fn open(path: &Path) -> anyhow::Result<AuditLog> {
+    /// Opens (or creates) the trail, continuing the chain from its last line, and the FHIR
+    /// form of it when `fhir_path` is given.
+    pub fn open(path: &Path, fhir_path: Option<&Path>) -> anyhow::Result<AuditLog> {
+        let fhir = match fhir_path {
+            Some(fhir_path) => Some(Mutex::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(fhir_path)
+                    .map_err(|e| anyhow::anyhow!("cannot open audit.fhir_path {}: {e}", fhir_path.display()))?,
+            )),
+            None => None,
+        };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
@@ -71,15 +84,23 @@ impl AuditLog {
             .append(true)
             .open(path)
             .map_err(|e| anyhow::anyhow!("cannot open audit.path {}: {e}", path.display()))?;
-        Ok(AuditLog { path: path.to_owned(), state: Mutex::new((file, last)) })
+        Ok(AuditLog { path: path.to_owned(), state: Mutex::new((file, last)), fhir })
     }
 
     /// Appends one event. A trail that cannot be written is logged (without the event's
     /// resources) and the request is not affected.
     pub fn record(&self, event: &Event<'_>) {
         let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
+        if let Some(fhir) = &self.fhir {
+            let resource = crate::audit_fhir::audit_event(event, &time);
+            let mut file = fhir.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            if let Err(e) = writeln!(file, "{resource}") {
+                tracing::error!(error = %e, "cannot write the FHIR audit trail");
+            }
+        }
         let line = json!({
-            "time": humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            "time": time,
             "subject": event.subject,
             "project": event.project,
             "method": event.method,
@@ -156,8 +177,8 @@ mod tests {
     fn the_chain_holds_across_restarts_and_breaks_where_the_trail_is_changed() {
         let path = std::env::temp_dir().join(format!("audit-test-{}.jsonl", std::process::id()));
         let _ = std::fs::remove_file(&path);
-        AuditLog::open(&path).expect("open").record(&event(200));
-        let reopened = AuditLog::open(&path).expect("reopen");
+        AuditLog::open(&path, None).expect("open").record(&event(200));
+        let reopened = AuditLog::open(&path, None).expect("reopen");
         reopened.record(&event(404));
         reopened.record(&event(200));
         let intact = verify(&path).expect("read").expect("intact");

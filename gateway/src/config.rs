@@ -146,6 +146,7 @@ mod raw {
     #[serde(deny_unknown_fields)]
     pub struct Audit {
         pub path: PathBuf,
+        pub fhir_path: Option<PathBuf>,
     }
 }
 
@@ -290,6 +291,8 @@ pub struct Config {
     pub projects: Vec<ProjectConfig>,
     pub cache: CacheConfig,
     pub audit_path: Option<PathBuf>,
+    /// The same events as FHIR AuditEvent resources, one per line.
+    pub audit_fhir_path: Option<PathBuf>,
     pub federation: FederationConfig,
     pub limits: LimitsConfig,
 }
@@ -571,6 +574,7 @@ impl Config {
                 auth,
                 projects,
                 cache,
+                audit_fhir_path: raw.audit.as_ref().and_then(|a| a.fhir_path.clone()),
                 audit_path: raw.audit.map(|a| a.path),
                 federation,
                 limits,

@@ -7,6 +7,7 @@ pub mod access;
 pub mod admin;
 pub mod api;
 pub mod audit;
+pub mod audit_fhir;
 pub mod auth;
 pub mod authorize;
 pub mod cache;

@@ -85,7 +85,12 @@ impl Gateway {
                 (Some(Authenticator::start(jwt).await?), Some(CallerLimits::new(config.limits.clone())))
             }
         };
-        let audit = config.audit_path.as_deref().map(AuditLog::open).transpose()?.map(Arc::new);
+        let audit = config
+            .audit_path
+            .as_deref()
+            .map(|path| AuditLog::open(path, config.audit_fhir_path.as_deref()))
+            .transpose()?
+            .map(Arc::new);
         let cache = Arc::new(RetrievalCache::new(&config.cache)?);
         let search_cache = SearchCache::new(&config.cache);
         let mut tasks: Vec<_> = scp.map(|(_, handle)| handle).into_iter().collect();

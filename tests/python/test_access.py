@@ -127,9 +127,10 @@ def guarded(testbed, keys, tmp_path_factory):
     (tmp / "jwks.json").write_text(json.dumps(keys.jwks()))
     ds, part10 = ct_instance(testbed, "ACCESS-ONLY-AT-SITE-3")
     assert requests.post(f"{orthanc(testbed, 'site-3')}/instances", data=part10).ok
-    extra = PROJECTS + f'\n[audit]\npath = "{tmp}/audit.jsonl"\n'
+    extra = PROJECTS + f'\n[audit]\npath = "{tmp}/audit.jsonl"\nfhir_path = "{tmp}/audit-fhir.ndjson"\n'
     process, gw = start_federation(testbed, "FEDGW1", extra=extra, auth=auth_section(jwks_file=tmp / "jwks.json"))
     gw.trail = tmp / "audit.jsonl"
+    gw.fhir_trail = tmp / "audit-fhir.ndjson"
     gw.only_at_site_3 = ds.StudyInstanceUID
     yield gw
     process.terminate()
@@ -265,6 +266,17 @@ def test_the_audit_trail_names_who_did_what_where(keys, guarded):
     assert (refused["subject"], refused["project"], refused["status"], refused["sites"]) == (None, None, 401, [])
     verify = subprocess.run([BINARY, "audit", "verify", str(guarded.trail)], capture_output=True, text=True)
     assert verify.returncode == 0 and f"{len(lines)} lines, the chain is intact" in verify.stdout, verify.stdout
+    # The same events as FHIR AuditEvent resources.
+    events = [json.loads(l) for l in guarded.fhir_trail.read_text().splitlines()]
+    assert len(events) == len(lines) and all(e["resourceType"] == "AuditEvent" for e in events)
+    carol_event = events[lines.index(carol)]
+    assert carol_event["type"]["code"] == "110112" and carol_event["outcome"] == "0"
+    assert carol_event["agent"][0]["who"]["identifier"]["value"] == "carol"
+    assert {"type": "project", "valueString": "lung"} in carol_event["entity"][-1]["detail"]
+    export = events[lines.index(retrieval)]
+    assert export["type"]["code"] == "110106"
+    assert export["entity"][0]["what"]["identifier"]["value"] == f"urn:oid:{guarded.only_at_site_3}"
+    assert (events[-1]["outcome"], events[-1]["agent"][0]["who"]["identifier"]["value"]) == ("4", "unauthenticated")
 
 
 class JwksServer:
