@@ -72,32 +72,20 @@ fn site_json(site: &Site) -> Json {
 
 /// The health of every site the caller may see, in configuration order.
 pub async fn sites(State(gateway): State<Arc<Gateway>>, headers: axum::http::HeaderMap) -> Response {
-    let visible: Vec<usize> = match &gateway.authenticator {
-        None => (0..gateway.sites.len()).collect(),
-        Some(authenticator) => {
-            let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-            match authenticator.authenticate(authorization).await {
-                Ok(identity) => (0..gateway.sites.len())
-                    .filter(|i| {
-                        gateway.projects.iter().any(|p| identity.projects.contains(&p.id) && p.sites.contains(i))
-                    })
-                    .collect(),
-                Err(refused) => return crate::authorize::unauthorized(&refused),
-            }
-        }
+    let granted = match crate::authorize::caller(&gateway, &headers, "/admin/sites").await {
+        Ok((_, granted)) => granted,
+        Err(refused) => return refused,
     };
-    let sites: Vec<Json> = visible.into_iter().map(|i| site_json(&gateway.sites[i])).collect();
+    let visible = (0..gateway.sites.len()).filter(|i| granted.iter().any(|p| p.sites.contains(i)));
+    let sites: Vec<Json> = visible.map(|i| site_json(&gateway.sites[i])).collect();
     ([(header::CONTENT_TYPE, "application/json")], json!({ "sites": sites }).to_string()).into_response()
 }
 
 /// The retrieval cache's counters and size (docs/CACHE.md); with authentication on, for a
 /// valid token only.
 pub async fn cache(State(gateway): State<Arc<Gateway>>, headers: axum::http::HeaderMap) -> Response {
-    if let Some(authenticator) = &gateway.authenticator {
-        let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-        if let Err(refused) = authenticator.authenticate(authorization).await {
-            return crate::authorize::unauthorized(&refused);
-        }
+    if let Err(refused) = crate::authorize::caller(&gateway, &headers, "/admin/cache").await {
+        return refused;
     }
     let mut report = gateway.cache.report();
     report["searches"] = json!({

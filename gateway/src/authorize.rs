@@ -39,7 +39,7 @@ fn permission_of(method: &Method, route: &str) -> Permission {
     }
 }
 
-pub fn unauthorized(refused: &Refused) -> Response {
+fn unauthorized(refused: &Refused) -> Response {
     let challenge = match refused {
         Refused::Missing => "Bearer realm=\"dicomweb-gateway\"",
         Refused::Invalid(_) => "Bearer realm=\"dicomweb-gateway\", error=\"invalid_token\"",
@@ -73,6 +73,29 @@ fn granted_projects<'a>(gw: &'a Gateway, granted: &[String]) -> Vec<&'a Arc<Proj
     gw.projects.iter().filter(|p| granted.iter().any(|g| *g == p.id)).collect()
 }
 
+/// Who asks, from the request's bearer token: the subject and the projects of this gateway it
+/// is granted (without authentication: `anonymous`, every project); the 401 to answer when the
+/// token is missing or not valid.
+pub async fn caller<'a>(
+    gw: &'a Gateway,
+    headers: &axum::http::HeaderMap,
+    route: &str,
+) -> Result<(String, Vec<&'a Arc<Project>>), Response> {
+    let Some(authenticator) = &gw.authenticator else {
+        return Ok((ANONYMOUS.to_owned(), gw.projects.iter().collect()));
+    };
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    match authenticator.authenticate(authorization).await {
+        Ok(identity) => Ok((identity.subject, granted_projects(gw, &identity.projects))),
+        Err(refused) => {
+            if let Refused::Invalid(why) = &refused {
+                tracing::info!(route, reason = why.as_str(), "bearer token refused");
+            }
+            Err(unauthorized(&refused))
+        }
+    }
+}
+
 pub async fn authorize(State(gw): State<Arc<Gateway>>, mut request: Request, next: Next) -> Response {
     let addressed = request.extensions().get::<Addressed>().cloned().unwrap_or_default();
     let ledger = request.extensions().get::<Arc<Ledger>>().cloned();
@@ -80,20 +103,9 @@ pub async fn authorize(State(gw): State<Arc<Gateway>>, mut request: Request, nex
     let needed = permission_of(request.method(), &route);
 
     // Who asks.
-    let (subject, granted) = match &gw.authenticator {
-        None => (ANONYMOUS.to_owned(), gw.projects.iter().collect::<Vec<_>>()),
-        Some(authenticator) => {
-            let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
-            match authenticator.authenticate(authorization).await {
-                Ok(identity) => (identity.subject, granted_projects(&gw, &identity.projects)),
-                Err(refused) => {
-                    if let Refused::Invalid(why) = &refused {
-                        tracing::info!(route, reason = why.as_str(), "bearer token refused");
-                    }
-                    return unauthorized(&refused);
-                }
-            }
-        }
+    let (subject, granted) = match caller(&gw, request.headers(), &route).await {
+        Ok(caller) => caller,
+        Err(refused) => return refused,
     };
     if let Some(ledger) = &ledger {
         ledger.identify(&subject, None);

@@ -34,6 +34,14 @@ def parts(response):
     return [chunk.partition(b"\r\n\r\n")[2][:-2] for chunk in chunks]
 
 
+def stow(gw, part10):
+    """Stores one instance through the gateway (into the site that takes instances)."""
+    data = b"--b\r\nContent-Type: application/dicom\r\n\r\n" + part10 + b"\r\n--b--\r\n"
+    headers = {"Content-Type": 'multipart/related; type="application/dicom"; boundary=b', "Accept": "application/dicom+json"}
+    response = requests.post(f"{gw.url}/studies", data=data, headers=headers)
+    assert response.status_code == 200, response.text
+
+
 def digest(instances):
     return hashlib.sha256(b"".join(hashlib.sha256(i).digest() for i in instances)).hexdigest()
 
@@ -101,13 +109,7 @@ def test_frames_after_metadata_come_from_the_cache(testbed, cached):
 
 def test_stow_into_a_study_makes_its_next_retrieval_see_the_new_instance(testbed, cached):
     ds, part10 = ct_instance(testbed, "CACHE-STOW")
-    stow_headers = {"Content-Type": 'multipart/related; type="application/dicom"; boundary=b', "Accept": "application/dicom+json"}
-
-    def stow(body):
-        data = b"--b\r\nContent-Type: application/dicom\r\n\r\n" + body + b"\r\n--b--\r\n"
-        assert requests.post(f"{cached.url}/studies", data=data, headers=stow_headers).status_code == 200
-
-    stow(part10)
+    stow(cached, part10)
     url = f"{cached.url}/studies/{ds.StudyInstanceUID}"
     assert len(parts(requests.get(url, headers=ACCEPT_DICOM))) == 1
     assert len(parts(requests.get(url, headers=ACCEPT_DICOM))) == 1
@@ -116,7 +118,7 @@ def test_stow_into_a_study_makes_its_next_retrieval_see_the_new_instance(testbed
     second.file_meta.MediaStorageSOPInstanceUID = second.SOPInstanceUID
     out = io.BytesIO()
     second.save_as(out, enforce_file_format=True)
-    stow(out.getvalue())
+    stow(cached, out.getvalue())
     assert len(parts(requests.get(url, headers=ACCEPT_DICOM))) == 2
 
 
@@ -181,10 +183,7 @@ def test_a_search_is_answered_again_without_the_sites_until_something_is_stored(
         requests.get(f"{gw.url}/sites/site-1/studies", params={"ModalitiesInStudy": "CT", "includefield": "StudyDate"})
         assert dimse_sent(gw)["site-1"][0] == before["site-1"][0] + 1
         # A STOW-RS makes every search go to the sites again.
-        _, part10 = ct_instance(testbed, "CACHE-SEARCH")
-        data = b"--b\r\nContent-Type: application/dicom\r\n\r\n" + part10 + b"\r\n--b--\r\n"
-        headers = {"Content-Type": 'multipart/related; type="application/dicom"; boundary=b'}
-        assert requests.post(f"{gw.url}/studies", data=data, headers=headers).status_code == 200
+        stow(gw, ct_instance(testbed, "CACHE-SEARCH")[1])
         after_stow = dimse_sent(gw)
         third = requests.get(f"{gw.url}/studies", params={"ModalitiesInStudy": "CT", "includefield": "StudyDate"})
         assert len(third.json()) == len(first.json()) + 1

@@ -31,6 +31,13 @@ pub struct MoveDestination {
     pub port: u16,
 }
 
+/// The median of benchmark samples (the upper one of an even count).
+pub fn median(values: &[f64]) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted[sorted.len() / 2]
+}
+
 /// A free loopback TCP port (bound then released; the OS does not hand it out again at once).
 pub fn free_port() -> anyhow::Result<u16> {
     Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())

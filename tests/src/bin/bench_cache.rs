@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Parser;
 use testbed::gateway::{curl_times as curl, GatewayProcess};
+use testbed::median;
 use testbed::{Testbed, TestbedOptions};
 
 const ACCEPT_AS_STORED: &str = "multipart/related; type=\"application/dicom\"; transfer-syntax=*";
@@ -43,12 +44,6 @@ struct Cli {
     /// report its peak RSS (for a large study: `--slices 2000` is about 1 GB).
     #[arg(long)]
     rss_only: Option<String>,
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {

@@ -12,6 +12,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use dicom_encoding::TransferSyntaxIndex;
 use dicomweb_deid::{Deidentifier, Options, ProjectKeys};
+use testbed::median;
 
 #[derive(Parser)]
 struct Cli {
@@ -25,11 +26,6 @@ struct Cli {
     /// Also write the report here (Markdown).
     #[arg(long)]
     out: Option<PathBuf>,
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
 }
 
 /// One pass of the gateway's de-identification over every file (what it does for each
@@ -102,7 +98,7 @@ fn main() -> anyhow::Result<()> {
         }
         eprintln!("bench: round {} ours {:.3} s, dicognito {:.3} s", round + 1, our_times[round], their_times[round]);
     }
-    let (ours_s, theirs_s) = (median(&mut our_times), median(&mut their_times));
+    let (ours_s, theirs_s) = (median(&our_times), median(&their_times));
     let n = files.len() as f64;
     let report = format!(
         "De-identification of the synthetic {n}-slice CT ({megabytes:.1} MB, 512x512 16-bit), median of {} \

@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::Parser;
 use testbed::gateway::GatewayProcess;
+use testbed::median;
 use testbed::{Testbed, TestbedOptions};
 
 #[derive(Parser)]
@@ -20,11 +21,6 @@ struct Cli {
     dir: PathBuf,
     #[arg(long)]
     out: Option<PathBuf>,
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(|a, b| a.total_cmp(b));
-    values[values.len() / 2]
 }
 
 fn timed(command: &mut Command) -> anyhow::Result<f64> {
@@ -126,7 +122,7 @@ fn main() -> anyhow::Result<()> {
     );
     let mut slowest = [0.0f64; 2];
     for (i, site) in testbed.orthanc.iter().enumerate() {
-        let medians: Vec<f64> = phases.iter_mut().map(|(_, per_site)| median(&mut per_site[i])).collect();
+        let medians: Vec<f64> = phases.iter().map(|(_, per_site)| median(&per_site[i])).collect();
         for (slowest, m) in slowest.iter_mut().zip(&medians) {
             *slowest = slowest.max(*m);
         }

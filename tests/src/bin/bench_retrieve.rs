@@ -18,6 +18,7 @@ use pacs_adapter::{
     StoreScpOptions,
 };
 use testbed::gateway::curl_times;
+use testbed::median;
 use testbed::{MoveDestination, Testbed, TestbedInfo, TestbedOptions};
 
 const ACCEPT_AS_STORED: &str = "multipart/related; type=\"application/dicom\"; transfer-syntax=*";
@@ -216,12 +217,6 @@ struct Row {
     name: String,
     seconds: Vec<f64>,
     rss_kib: u64,
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 fn run(slices: u32, runs: usize, dir: &Path, out: Option<&Path>) -> anyhow::Result<()> {
