@@ -65,6 +65,7 @@ fn site_json(site: &Site) -> Json {
         "associations": {
             "in_use": open.saturating_sub(idle),
             "idle": idle,
+            "peak_in_use": site.pool.peak_in_use(),
             "max": site.config.max_associations,
         },
     })

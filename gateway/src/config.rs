@@ -84,6 +84,7 @@ mod raw {
         pub address: String,
         pub retrieve: String,
         pub max_associations: Option<usize>,
+        pub retrieve_associations: Option<usize>,
         pub timeout: Option<String>,
         pub store: Option<bool>,
         pub tls: Option<SiteTls>,
@@ -179,6 +180,9 @@ pub struct SiteConfig {
     pub address: String,
     pub retrieve: RetrieveMode,
     pub max_associations: usize,
+    /// Associations one study or series retrieval uses at once (instance-level sub-requests
+    /// when more than one).
+    pub retrieve_associations: usize,
     pub timeout: Duration,
     pub store: bool,
     pub tls: Option<SiteTlsFiles>,
@@ -673,6 +677,12 @@ fn validate_site(site: raw::Site) -> Result<SiteConfig, Vec<String>> {
     if max_associations == 0 {
         problems.push("max_associations must be at least 1".into());
     }
+    let retrieve_associations = site.retrieve_associations.unwrap_or(1);
+    if retrieve_associations == 0 || retrieve_associations > max_associations {
+        problems.push(format!(
+            "retrieve_associations = {retrieve_associations}: must be from 1 to max_associations ({max_associations})"
+        ));
+    }
     let timeout_text = site.timeout.unwrap_or_else(|| "30s".into());
     let timeout = humantime::parse_duration(&timeout_text)
         .map_err(|e| problems.push(format!("timeout {timeout_text:?}: {e}")))
@@ -695,6 +705,7 @@ fn validate_site(site: raw::Site) -> Result<SiteConfig, Vec<String>> {
             address: site.address,
             retrieve,
             max_associations,
+            retrieve_associations,
             timeout,
             store: site.store.unwrap_or(false),
             tls,
@@ -743,6 +754,7 @@ ae_title = "SITE1"
 address = "127.0.0.1:11111"
 retrieve = "c-get"
 max_associations = 4
+retrieve_associations = 2
 timeout = "30s"
 store = false
 
@@ -793,6 +805,7 @@ circuit_open = "30s"
         assert_eq!(config.sites.len(), 2);
         assert_eq!(config.sites[1].retrieve, RetrieveMode::CMove);
         assert_eq!(config.sites[1].max_associations, 4);
+        assert_eq!((config.sites[0].retrieve_associations, config.sites[1].retrieve_associations), (2, 1));
         assert_eq!(config.sites[0].timeout, Duration::from_secs(30));
         assert_eq!(config.cache.memory_bytes, 512 << 20);
         assert_eq!(config.cache.disk_bytes, 10 << 30);

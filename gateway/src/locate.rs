@@ -1,5 +1,5 @@
 //! Where a retrieval goes: the plan (which parts of the target, from which sites) and the
-//! stream of instances it yields, one part after the other.
+//! stream of instances it yields, parts retrieved side by side and merged as instances arrive.
 //!
 //! The plan comes from the directory when it remembers the study, else from a C-FIND across
 //! the request's sites (then remembered when every site answered). A part is retrieved from
@@ -15,7 +15,7 @@ use std::sync::Arc;
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicomweb_model::{SeriesInstanceUid, SopInstanceUid};
-use futures::{stream, Stream, StreamExt};
+use futures::{stream, FutureExt, Stream, StreamExt};
 use pacs_adapter::{DimseError, DimseStream, QueryLevel, RetrieveTarget, RetrievedInstance};
 
 use crate::access::{Access, Project};
@@ -318,7 +318,7 @@ pub async fn first_and_rest_at_sites(
     };
     let started = match start(gw, plan).await {
         Ok(Some(started)) => started,
-        Ok(None) | Err(ApiError::Pacs(DimseError::Failed { .. })) if from_directory => {
+        Ok(None) | Err(ApiError::Pacs(DimseError::Failed { .. }) | ApiError::NotFound(_)) if from_directory => {
             // What was remembered is no longer so: locate anew.
             gw.directory.forget(&study);
             let plan = locate_by_find(gw, &allowed, &target).await?;
@@ -409,23 +409,19 @@ async fn deidentified(
     Ok(Retrieval { first, rest, withheld, etag: None })
 }
 
-/// Starts the plan's parts one after the other in one stream; `None` when the first part
-/// yields nothing.
+/// How many parts of a plan are retrieved at once; parts at one site share its association
+/// budget, parts at different sites run side by side.
+const PARTS_AT_ONCE: usize = 4;
+
+/// Starts the plan's parts, up to [`PARTS_AT_ONCE`] at a time, merged into one stream in the
+/// order instances arrive; waits for the first instance. `None` when the plan is empty.
 async fn start(
     gw: &Arc<Gateway>,
     plan: Vec<Part>,
 ) -> Result<Option<((usize, RetrievedInstance), SitedInstances)>, ApiError> {
-    let mut parts = plan.into_iter();
-    let Some(first) = parts.next() else { return Ok(None) };
-    let (first_site, mut first_part) = retrieve_part(gw, &first).await?;
-    let first_instance = match first_part.next().await {
-        Some(Ok(instance)) => instance,
-        Some(Err(e)) => return Err(e.into()),
-        None => return Ok(None),
-    };
-    let later_gw = gw.clone();
-    let later = stream::iter(parts).then(move |part| {
-        let gw = later_gw.clone();
+    let gw = gw.clone();
+    let parts = plan.into_iter().map(move |part| {
+        let gw = gw.clone();
         async move {
             match retrieve_part(&gw, &part).await {
                 Ok((site, instances)) => at_least_one(site, instances, describe(&part.target)),
@@ -433,12 +429,28 @@ async fn start(
             }
         }
     });
-    let rest: SitedInstances = Box::pin(
-        first_part
-            .map(move |item| item.map(|instance| (first_site, instance)).map_err(ApiError::from))
-            .chain(later.flatten()),
-    );
-    Ok(Some(((first_site, first_instance), rest)))
+    first_of(merged(parts)).await
+}
+
+/// Parts (each a future of its stream) merged as their instances arrive, up to
+/// [`PARTS_AT_ONCE`] parts polled at a time.
+fn merged<P>(parts: impl Iterator<Item = P> + Send + 'static) -> SitedInstances
+where
+    P: std::future::Future<Output = SitedInstances> + Send + 'static,
+{
+    stream::iter(parts).map(|part| part.flatten_stream().boxed()).flatten_unordered(PARTS_AT_ONCE).boxed()
+}
+
+/// The first instance of a stream and the rest; an error before any instance is the
+/// retrieval's error.
+async fn first_of(
+    mut instances: SitedInstances,
+) -> Result<Option<((usize, RetrievedInstance), SitedInstances)>, ApiError> {
+    match instances.next().await {
+        Some(Ok(first)) => Ok(Some((first, instances))),
+        Some(Err(e)) => Err(e),
+        None => Ok(None),
+    }
 }
 
 fn describe(target: &RetrieveTarget) -> String {
@@ -487,5 +499,75 @@ mod tests {
             (vec!["1.2.3.1.1".into(), "1.2.3.1.2".into()], vec![0])
         );
         assert_eq!((uids(&parts[1]), parts[1].holders.clone()), (vec!["1.2.3.1.3".to_owned()], vec![2]));
+    }
+
+    fn instance(uid: &str) -> RetrievedInstance {
+        let mut obj = dicom_object::InMemDicomObject::new_empty();
+        obj.put(DataElement::new(tags::SOP_CLASS_UID, VR::UI, "1.2.840.10008.5.1.4.1.1.7"));
+        obj.put(DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, uid));
+        let file = obj
+            .with_meta(
+                dicom_object::FileMetaTableBuilder::new()
+                    .transfer_syntax("1.2.840.10008.1.2.1")
+                    .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.7")
+                    .media_storage_sop_instance_uid(uid),
+            )
+            .expect("file meta");
+        let mut part10 = Vec::new();
+        file.write_all(&mut part10).expect("part 10");
+        RetrievedInstance::from_part10(bytes::Bytes::from(part10)).expect("instance")
+    }
+
+    type PartFuture = std::pin::Pin<Box<dyn std::future::Future<Output = SitedInstances> + Send>>;
+
+    fn uids(items: &[Result<(usize, RetrievedInstance), ApiError>]) -> Vec<String> {
+        items
+            .iter()
+            .map(|item| match item {
+                Ok((_, instance)) => instance.sop_instance_uid.as_str().to_owned(),
+                Err(e) => format!("error: {e}"),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn parts_run_side_by_side_and_instances_come_in_the_order_they_arrive() {
+        // The first part sends nothing until the second part's first instance has been taken
+        // from the merged stream: one part after the other would never get there.
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let slow: PartFuture = Box::pin(async move {
+            let _ = released.await;
+            stream::iter([Ok((0, instance("1.2.3.1.1")))]).boxed()
+        });
+        let fast: PartFuture =
+            Box::pin(async { stream::iter([Ok((2, instance("1.2.3.2.1"))), Ok((2, instance("1.2.3.2.2")))]).boxed() });
+        let retrieval = async move {
+            let ((site, first), rest) = first_of(merged(vec![slow, fast].into_iter())).await?.expect("an instance");
+            release.send(()).expect("the first part waits");
+            let rest: Vec<_> = rest.collect().await;
+            Ok::<_, ApiError>((site, first.sop_instance_uid.as_str().to_owned(), uids(&rest)))
+        };
+        let (site, first, rest) = tokio::time::timeout(std::time::Duration::from_secs(10), retrieval)
+            .await
+            .expect("no deadlock")
+            .expect("ok");
+        assert_eq!((site, first.as_str()), (2, "1.2.3.2.1"));
+        assert_eq!(rest, vec!["1.2.3.2.2".to_owned(), "1.2.3.1.1".to_owned()]);
+    }
+
+    #[tokio::test]
+    async fn a_failing_part_ends_the_merged_stream_in_its_error_and_an_empty_plan_yields_none() {
+        let good: PartFuture = Box::pin(async { stream::iter([Ok((0, instance("1.2.3.1.1")))]).boxed() });
+        let bad: PartFuture = Box::pin(async {
+            stream::once(async { Err(ApiError::NotFound("a series listed by a site was not delivered by it".into())) })
+                .boxed()
+        });
+        let all: Vec<_> = merged(vec![good, bad].into_iter()).collect().await;
+        let outcomes = uids(&all);
+        assert_eq!(outcomes.len(), 2);
+        assert!(outcomes.contains(&"1.2.3.1.1".to_owned()));
+        assert!(outcomes.iter().any(|o| o.starts_with("error:")), "{outcomes:?}");
+        let none: Vec<PartFuture> = Vec::new();
+        assert!(first_of(merged(none.into_iter())).await.expect("no error").is_none());
     }
 }

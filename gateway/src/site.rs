@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use dicom_object::InMemDicomObject;
 use dicomweb_model::SiteId;
 use pacs_adapter::{
-    c_move, echo, find, get, list_instances, store, AssociationPool, DimseError, DimseStream, FindRequest,
-    PlannedInstance, QueryLevel, RetrieveMethod, RetrieveRequest, RetrieveTarget, RetrievedInstance, StoreOutcome,
+    c_move, echo, find, get, list_instances, retrieve_parallel, store, AssociationPool, DimseError, DimseStream,
+    FindRequest, PlannedInstance, QueryLevel, RetrieveMethod, RetrieveRequest, RetrieveTarget, RetrievedInstance,
+    StoreOutcome,
 };
 
 use crate::config::SiteConfig;
@@ -101,15 +102,22 @@ impl Site {
         self.observed(outcome)
     }
 
-    /// Starts a C-GET or C-MOVE (the site's retrieve method) of `target`.
+    /// Starts a C-GET or C-MOVE (the site's retrieve method) of `target`: a study or series
+    /// as instance-level sub-requests over `retrieve_associations` associations when that is
+    /// more than one, instances in the order they arrive.
     pub async fn retrieve(&self, target: RetrieveTarget) -> Result<DimseStream<RetrievedInstance>, Unanswered> {
         self.admit()?;
         count(&self.sent.retrieve);
         let began = Instant::now();
-        let request = RetrieveRequest::new(target);
-        let outcome = match &self.method {
-            RetrieveMethod::Get => get(&self.pool, request).await,
-            RetrieveMethod::Move(scp) => c_move(&self.pool, scp, request).await,
+        let associations = self.config.retrieve_associations;
+        let outcome = if associations > 1 && target.instances.is_empty() {
+            retrieve_parallel(&self.pool, &self.method, target, associations, None).await
+        } else {
+            let request = RetrieveRequest::new(target);
+            match &self.method {
+                RetrieveMethod::Get => get(&self.pool, request).await,
+                RetrieveMethod::Move(scp) => c_move(&self.pool, scp, request).await,
+            }
         };
         self.sent.retrieve_start_micros.fetch_add(began.elapsed().as_micros() as u64, Ordering::Relaxed);
         self.observed(outcome)

@@ -1,6 +1,7 @@
 //! The per-site association pool: at most `max_associations` open at once (in use or idle),
 //! idle associations reused when their context plan matches, stale ones released.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,8 @@ struct PoolInner {
     permits: Arc<Semaphore>,
     idle: Mutex<Vec<Idle>>,
     returned: Notify,
+    /// The most associations in use at once (handed out, not idle) since the pool began.
+    peak_in_use: AtomicUsize,
 }
 
 #[derive(Debug)]
@@ -41,6 +44,7 @@ impl AssociationPool {
             site,
             idle: Mutex::new(Vec::new()),
             returned: Notify::new(),
+            peak_in_use: AtomicUsize::new(0),
         });
         if tokio::runtime::Handle::try_current().is_ok() {
             tokio::spawn(reap_idle(Arc::downgrade(&inner)));
@@ -55,6 +59,11 @@ impl AssociationPool {
     /// Associations open now (in use plus idle).
     pub fn open_associations(&self) -> usize {
         self.inner.site.max_associations.max(1) - self.inner.permits.available_permits()
+    }
+
+    /// The most associations in use at once since the pool began.
+    pub fn peak_in_use(&self) -> usize {
+        self.inner.peak_in_use.load(Ordering::Relaxed)
     }
 
     /// Idle associations now.
@@ -192,6 +201,9 @@ pub struct PooledAssociation {
 
 impl PooledAssociation {
     fn new(association: DimseAssociation, permit: OwnedSemaphorePermit, pool: &Arc<PoolInner>, reused: bool) -> Self {
+        let open = pool.site.max_associations.max(1) - pool.permits.available_permits();
+        let in_use = open.saturating_sub(pool.lock_idle().len());
+        pool.peak_in_use.fetch_max(in_use, Ordering::Relaxed);
         PooledAssociation { association: Some(association), permit: Some(permit), pool: pool.clone(), reused }
     }
 

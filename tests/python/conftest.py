@@ -118,9 +118,10 @@ def storing_gateway(testbed):
     process.wait(timeout=10)
 
 
-def start_federation(testbed, destination, extra_sites="", extra="", auth='[auth]\nmode = "none"\n', server="", verify=True, client_cert=None):
-    """A gateway over every site of the test bed (Orthanc by C-GET, dcmqrscp by C-MOVE), plus
-    `extra_sites` (TOML), in configuration order, `auth` (the [auth] section), `extra` (more
+def start_federation(testbed, destination, extra_sites="", extra="", auth='[auth]\nmode = "none"\n', server="", verify=True, client_cert=None, site_keys=None):
+    """A gateway over every site of the test bed (Orthanc by C-GET, dcmqrscp by C-MOVE; more
+    keys of a site from `site_keys`, a dict by site id), plus `extra_sites` (TOML), in
+    configuration order, `auth` (the [auth] section), `extra` (more
     TOML sections; without a [cache] section, QIDO answers are not reused) and `server` (more
     keys of [server]; with `tls`, served over HTTPS, checked against `verify`, the CA file,
     presenting `client_cert`)."""
@@ -138,6 +139,7 @@ address = "127.0.0.1:{site['dicom_port']}"
 retrieve = "{retrieve}"
 timeout = "3s"
 store = {"true" if site["id"] == "site-2" else "false"}
+{(site_keys or {}).get(site["id"], "")}
 """
     if "[cache]" not in extra:
         # Searches go to the sites every time, unless a test says otherwise.

@@ -122,6 +122,38 @@ def test_stow_into_a_study_makes_its_next_retrieval_see_the_new_instance(testbed
     assert len(parts(requests.get(url, headers=ACCEPT_DICOM))) == 2
 
 
+def test_a_site_with_several_retrieve_associations_serves_a_whole_study_over_them(testbed):
+    """`retrieve_associations = 4`: the study comes as instance-level C-GETs over several
+    associations at once, every instance exactly once and unchanged."""
+    process, gw = start_federation(
+        testbed,
+        "FEDGW2",
+        site_keys={"site-1": "max_associations = 4\nretrieve_associations = 4"},
+        extra='\n[cache]\nmemory = "0B"\nsearch_ttl = "0s"\n',
+    )
+    try:
+        study = testbed["data"]["ct"]["study_uid"]
+        response = requests.get(f"{gw.url}/studies/{study}", headers=ACCEPT_DICOM, timeout=120)
+        assert response.status_code == 200
+        received = {}
+        for part10 in parts(response):
+            ds = pydicom.dcmread(io.BytesIO(part10))
+            assert ds.SOPInstanceUID not in received, "an instance came twice"
+            received[ds.SOPInstanceUID] = hashlib.sha256(ds.PixelData).hexdigest()
+        originals = {}
+        for path in testbed["data"]["ct"]["files"]:
+            ds = pydicom.dcmread(path)
+            originals[ds.SOPInstanceUID] = hashlib.sha256(ds.PixelData).hexdigest()
+        assert received == originals
+        site = next(s for s in admin(gw, "sites")["sites"] if s["id"] == "site-1")
+        assert site["operations_sent"]["retrieve"] == 1
+        # More at once than the two C-FINDs that list the study and its SOP classes.
+        assert 3 <= site["associations"]["peak_in_use"] <= 4, site["associations"]
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
 def directory_bytes(path):
     return sum(f.stat().st_size for f in path.iterdir())
 

@@ -109,7 +109,7 @@ def test_a_series_split_instance_by_instance_is_counted_and_retrieved_whole(fede
     study, series = generate_uid(), generate_uid()
     parts = {}
     for number, site_id in enumerate(("site-1", "site-2", "site-3"), start=1):
-        ds, data = ct_instance(testbed, "SPLIT-SERIES", study=study, series=series, InstanceNumber=number)
+        ds, data = ct_instance(testbed, "SPLIT-SERIES", study=study, series=series, InstanceNumber=number, PatientName="Split^Series")
         assert requests.post(f"{orthanc(testbed, site_id)}/instances", data=data).ok
         if site_id == "site-1":
             # site-3 holds site-1's instance too: three distinct instances in all.
