@@ -3,7 +3,9 @@
 import pydicom
 import requests
 from dicomweb_client.api import DICOMwebClient
+from pydicom.data import get_testdata_file
 from pydicom.encaps import generate_fragments
+from pydicom.uid import generate_uid
 
 
 def test_native_frames_of_a_multiframe_instance(gateway, testbed):
@@ -55,3 +57,21 @@ def test_frame_errors(orthanc_gateway, testbed):
     assert requests.get(f"{base}/frames/999", headers=accept).status_code == 404
     assert requests.get(f"{base}/bulkdata/7FE0", headers=accept).status_code == 400
     assert requests.get(f"{base}/bulkdata/00091001", headers=accept).status_code == 404
+
+
+def test_encapsulated_frame_decoded_by_default(storing_gateway):
+    # PS3.18 §8.7.3.3: without a transfer-syntax parameter, frames are Explicit VR Little
+    # Endian, so a lossless (RLE) frame is decoded for a client that asks for octet-stream,
+    # and sent as stored to one that accepts image/dicom-rle.
+    original = pydicom.dcmread(get_testdata_file("MR_small_RLE.dcm"))
+    original.StudyInstanceUID, original.SeriesInstanceUID = generate_uid(), generate_uid()
+    original.SOPInstanceUID = original.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    client = DICOMwebClient(url=storing_gateway.url)
+    client.store_instances([original])
+    uids = (original.StudyInstanceUID, original.SeriesInstanceUID, original.SOPInstanceUID)
+    decoded = client.retrieve_instance_frames(*uids, frame_numbers=[1], media_types=("application/octet-stream",))
+    assert decoded == [original.pixel_array.tobytes()]
+    url = f"{storing_gateway.url}/studies/{uids[0]}/series/{uids[1]}/instances/{uids[2]}/frames/1"
+    as_stored = requests.get(url, headers={"Accept": 'multipart/related; type="image/dicom-rle"'})
+    assert as_stored.status_code == 200, as_stored.text
+    assert "image/dicom-rle; transfer-syntax=1.2.840.10008.1.2.5" in as_stored.text[:400]

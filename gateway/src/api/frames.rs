@@ -1,7 +1,8 @@
 //! Frames (PS3.18 §10.4.1.1.4, `/frames/{list}`) and bulk data (`/bulkdata/{tag}`) of one
 //! instance: retrieved from a site holding it, parsed once, and cut into the parts asked for. Native
 //! pixel data comes out as application/octet-stream; encapsulated frames in their compressed
-//! form with the transfer syntax named, since the gateway does not decode.
+//! form with the transfer syntax named when the client accepts it, and otherwise decoded to
+//! Explicit VR Little Endian, the default of §8.7.3.3 (406 when the gateway cannot decode).
 
 use std::sync::Arc;
 
@@ -13,7 +14,7 @@ use bytes::Bytes;
 use dicom_core::value::Value;
 use dicom_core::Tag;
 use dicom_dictionary_std::tags;
-use dicom_object::InMemDicomObject;
+use dicom_object::{FileDicomObject, InMemDicomObject};
 
 use super::{accept_ranges, text_of};
 use crate::access::Access;
@@ -22,7 +23,7 @@ use crate::state::Gateway;
 
 /// One instance, parsed, and the transfer syntax it came in.
 struct Instance {
-    object: InMemDicomObject,
+    object: FileDicomObject<InMemDicomObject>,
     transfer_syntax: String,
 }
 
@@ -40,9 +41,27 @@ async fn retrieve_instance(
     let object = tokio::task::spawn_blocking(move || dicom_object::from_reader(&first.part10[128..]))
         .await
         .map_err(|e| ApiError::BadRequest(format!("parsing failed: {e}")))?
-        .map_err(|e| ApiError::Pacs(pacs_adapter::DimseError::InvalidInstance(e.to_string())))?
-        .into_inner();
+        .map_err(|e| ApiError::Pacs(pacs_adapter::DimseError::InvalidInstance(e.to_string())))?;
     Ok(Instance { object, transfer_syntax })
+}
+
+/// The instance with its pixel data decoded to Explicit VR Little Endian, or 406 naming what
+/// it is stored as when the gateway cannot decode it (JPEG 2000, JPEG-LS).
+async fn decoded(instance: Instance, media_type: &str) -> Result<Instance, ApiError> {
+    use dicom_pixeldata::Transcode;
+    use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
+    let stored = instance.transfer_syntax.clone();
+    let mut object = instance.object;
+    tokio::task::spawn_blocking(move || object.transcode(&EXPLICIT_VR_LITTLE_ENDIAN.erased()).map(|()| object))
+        .await
+        .map_err(|e| ApiError::BadRequest(format!("decoding failed: {e}")))?
+        .map(|object| Instance { object, transfer_syntax: EXPLICIT_VR_LITTLE_ENDIAN.uid().to_owned() })
+        .map_err(|e| {
+            ApiError::NotAcceptable(format!(
+                "the frames are available as {media_type} (transfer syntax {stored}) and cannot be decoded here ({e}); \
+                 ask for that media type or transfer-syntax=*"
+            ))
+        })
 }
 
 /// The media type of an encapsulated frame of a transfer syntax (PS3.18 Table 8.7.3-2).
@@ -173,13 +192,21 @@ pub async fn frames(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let wanted = parse_frame_list(&list)?;
-    let instance = retrieve_instance(&gw, &access, &study, &series, &instance).await?;
-    let (frames, encapsulated) = frames_of(&instance, &wanted)?;
-    let media_type =
+    let mut instance = retrieve_instance(&gw, &access, &study, &series, &instance).await?;
+    let (mut frames, mut encapsulated) = frames_of(&instance, &wanted)?;
+    let mut media_type =
         if encapsulated { frame_media_type(&instance.transfer_syntax) } else { "application/octet-stream" };
+    if encapsulated
+        && !acceptable(&headers, media_type, true)
+        && acceptable(&headers, "application/octet-stream", false)
+    {
+        instance = decoded(instance, media_type).await?;
+        (frames, encapsulated) = frames_of(&instance, &wanted)?;
+        media_type = "application/octet-stream";
+    }
     if !acceptable(&headers, media_type, encapsulated) {
         return Err(ApiError::NotAcceptable(format!(
-            "the frames are available as {media_type} (transfer syntax {}); the gateway does not decode or re-encode pixel data",
+            "the frames are available as {media_type} (transfer syntax {}); the gateway does not re-encode pixel data",
             instance.transfer_syntax
         )));
     }
