@@ -1,16 +1,18 @@
 //! `dicomweb-conformance`: checks a server point by point against the standard and says, with
 //! evidence, what passes, what fails and what does not apply.
 //!
-//! Today it checks a PACS's DIMSE services as a federation uses them (`dimse`); the DICOMweb
-//! checks of a server follow.
+//! `web` checks any DICOMweb server (QIDO-RS, WADO-RS, STOW-RS and HTTP behaviour, the checks
+//! read from the case files under `cases/`); `dimse` checks a PACS's DIMSE services as a
+//! federation uses them. `report` writes the results as a table, JSON or JUnit XML.
 
 #![forbid(unsafe_code)]
 
 pub mod dimse;
 pub mod report;
+pub mod web;
 
 /// The outcome of one check.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     Pass,
     Fail,
@@ -21,7 +23,7 @@ pub enum Outcome {
 #[derive(Debug, Clone)]
 pub struct Check {
     pub name: String,
-    pub reference: &'static str,
+    pub reference: String,
     pub outcome: Outcome,
     pub evidence: String,
 }
@@ -29,10 +31,10 @@ pub struct Check {
 impl Check {
     pub fn new(
         name: impl Into<String>,
-        reference: &'static str,
+        reference: impl Into<String>,
         outcome: Outcome,
         evidence: impl Into<String>,
     ) -> Self {
-        Check { name: name.into(), reference, outcome, evidence: evidence.into() }
+        Check { name: name.into(), reference: reference.into(), outcome, evidence: evidence.into() }
     }
 }

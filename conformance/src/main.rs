@@ -2,12 +2,14 @@
 
 #![forbid(unsafe_code)]
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
-use conformance::dimse::{run, DimseTarget};
-use conformance::{report, Outcome};
+use clap::{Args, Parser, Subcommand};
+use conformance::dimse::{self, DimseTarget};
+use conformance::web::{self, WebTarget};
+use conformance::{report, Check, Outcome};
 use dicomweb_model::AeTitle;
 
 #[derive(Parser)]
@@ -21,8 +23,36 @@ struct Cli {
     command: Command,
 }
 
+/// Where to write the report besides the table on standard output.
+#[derive(Args)]
+struct Outputs {
+    /// Also write the report as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Also write the report as JUnit XML to FILE (a test case per check).
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Command {
+    /// Check a DICOMweb server: QIDO-RS, WADO-RS, STOW-RS and HTTP behaviour (PS3.18).
+    Web {
+        /// The service root, e.g. http://127.0.0.1:8080/dicom-web
+        #[arg(long)]
+        url: String,
+        /// Bearer token sent with every request.
+        #[arg(long)]
+        token: Option<String>,
+        /// Check this study (StudyInstanceUID) instead of storing the tool's own.
+        #[arg(long)]
+        study: Option<String>,
+        /// Deadline of each request.
+        #[arg(long, default_value = "60s")]
+        timeout: humantime::Duration,
+        #[command(flatten)]
+        outputs: Outputs,
+    },
     /// Check a PACS's DIMSE services as a federation gateway uses them.
     Dimse {
         /// Called AE title of the PACS.
@@ -44,11 +74,87 @@ enum Command {
         /// Associations to open at once in the concurrency check.
         #[arg(long, default_value_t = 4)]
         associations: usize,
+        #[command(flatten)]
+        outputs: Outputs,
     },
 }
 
+fn usage_error(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {message}");
+    ExitCode::from(2)
+}
+
+/// Writes the JSON and JUnit files asked for; the table goes to standard output.
+fn write_outputs(outputs: &Outputs, command: &str, target: &str, checks: &[Check]) -> Result<(), String> {
+    if let Some(path) = &outputs.json {
+        std::fs::write(path, report::json(command, target, checks))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    if let Some(path) = &outputs.junit {
+        std::fs::write(path, report::junit(command, checks))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn exit_status(checks: &[Check]) -> ExitCode {
+    if checks.iter().any(|c| c.outcome == Outcome::Fail) {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| usage_error(format!("cannot start the async runtime: {e}")))
+}
+
 fn main() -> ExitCode {
-    let Command::Dimse { ae, address, calling_ae, move_listen, timeout, associations } = Cli::parse().command;
+    match Cli::parse().command {
+        Command::Web { url, token, study, timeout, outputs } => run_web(url, token, study, timeout.into(), outputs),
+        Command::Dimse { ae, address, calling_ae, move_listen, timeout, associations, outputs } => {
+            run_dimse(ae, address, calling_ae, move_listen, timeout.into(), associations, outputs)
+        }
+    }
+}
+
+fn run_web(url: String, token: Option<String>, study: Option<String>, timeout: Duration, outputs: Outputs) -> ExitCode {
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return usage_error(format!("--url must be an http:// or https:// URL, not {url:?}"));
+    }
+    let runtime = match runtime() {
+        Ok(runtime) => runtime,
+        Err(code) => return code,
+    };
+    let target = WebTarget { url: url.clone(), token, study, timeout };
+    let mut started = 0;
+    let result = runtime.block_on(web::run(&target, &mut |step| {
+        started += 1;
+        eprintln!("[{started}] {step}");
+    }));
+    let checks = match result {
+        Ok(checks) => checks,
+        Err(e) => return usage_error(e),
+    };
+    print!("{}", report::table(&checks));
+    if let Err(e) = write_outputs(&outputs, "web", &url, &checks) {
+        return usage_error(e);
+    }
+    exit_status(&checks)
+}
+
+fn run_dimse(
+    ae: String,
+    address: String,
+    calling_ae: String,
+    move_listen: Option<String>,
+    timeout: Duration,
+    associations: usize,
+    outputs: Outputs,
+) -> ExitCode {
     let (ae_title, calling_ae_title) = match (AeTitle::new(&ae), AeTitle::new(&calling_ae)) {
         (Ok(a), Ok(c)) => (a, c),
         (Err(e), _) | (_, Err(e)) => {
@@ -56,30 +162,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let target = DimseTarget {
-        ae_title,
-        address,
-        calling_ae_title,
-        move_listen,
-        timeout: Duration::from(timeout),
-        associations,
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let target = DimseTarget { ae_title, address, calling_ae_title, move_listen, timeout, associations };
+    let runtime = match runtime() {
         Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
-    let result = runtime.block_on(run(&target, &mut |step| eprintln!("checking {step}")));
+    let result = runtime.block_on(dimse::run(&target, &mut |step| eprintln!("checking {step}")));
     print!("{}", report::table(&result.checks));
     match result.recommended_retrieve {
         Some(mode) => println!("configure this site with: retrieve = \"{mode}\""),
         None => println!("neither C-GET nor C-MOVE works: this PACS cannot serve retrievals to the gateway"),
     }
-    if result.checks.iter().any(|c| c.outcome == Outcome::Fail) {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
+    if let Err(e) = write_outputs(&outputs, "dimse", &target.address, &result.checks) {
+        return usage_error(e);
     }
+    exit_status(&result.checks)
 }
