@@ -1,6 +1,8 @@
 //! The DICOMweb resources: thin handlers that parse, call the site and encode.
 
 pub mod frames;
+pub mod instance_bulkdata;
+pub mod metadata_xml;
 pub mod qido;
 pub mod qido_deid;
 pub mod rendered;

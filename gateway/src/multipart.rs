@@ -185,6 +185,16 @@ pub fn part(boundary: &str, content_type: &str, content: Bytes) -> [Bytes; 3] {
     [Bytes::from(format!("--{boundary}\r\nContent-Type: {content_type}\r\n\r\n")), content, Bytes::from_static(b"\r\n")]
 }
 
+/// The framing of one outgoing part that names where its content lives (`Content-Location`,
+/// as bulk data parts do).
+pub fn part_with_location(boundary: &str, content_type: &str, location: &str, content: Bytes) -> [Bytes; 3] {
+    [
+        Bytes::from(format!("--{boundary}\r\nContent-Type: {content_type}\r\nContent-Location: {location}\r\n\r\n")),
+        content,
+        Bytes::from_static(b"\r\n"),
+    ]
+}
+
 /// The closing delimiter of an outgoing multipart body.
 pub fn closing(boundary: &str) -> Bytes {
     Bytes::from(format!("--{boundary}--\r\n"))

@@ -1,6 +1,7 @@
 //! WADO-RS (PS3.18 §10.4): study, series and instance retrieval as multipart/related
 //! application/dicom, streamed instance by instance as the PACS delivers them, and metadata as
-//! DICOM JSON, streamed the same way. The target is located across the request's sites first
+//! DICOM JSON or, asked for, as multipart/related application/dicom+xml (PS3.19), streamed the
+//! same way. The target is located across the request's sites first
 //! (docs/FEDERATION.md).
 //!
 //! A failure after the response has started aborts the connection instead of closing the
@@ -142,6 +143,11 @@ async fn retrieve(
     headers: HeaderMap,
     target: RetrieveTarget,
 ) -> Result<Response, ApiError> {
+    if super::instance_bulkdata::wanted(&headers) {
+        let crate::locate::Retrieval { first, rest, withheld, .. } = first_and_rest(&gw, &access, target).await?;
+        let response = super::instance_bulkdata::respond(first, rest, access.base_url.clone()).await?;
+        return Ok(crate::deidentify::with_withheld_warning(response, withheld));
+    }
     let wanted = negotiate(&headers)?;
     let crate::locate::Retrieval { first, rest, withheld, etag } = first_and_rest(&gw, &access, target).await?;
     let tag = super::entity_tag(etag.as_deref(), &format!("instances {wanted:?}"));
@@ -219,8 +225,15 @@ async fn metadata(
     headers: HeaderMap,
     target: RetrieveTarget,
 ) -> Result<Response, ApiError> {
-    accepts(&headers, &["application/dicom+json", "application/json"])?;
+    let xml = wants_xml_metadata(&headers);
+    if !xml {
+        accepts(&headers, &["application/dicom+json", "application/json"])?;
+    }
     let crate::locate::Retrieval { first, rest, withheld, etag } = first_and_rest(&gw, &access, target).await?;
+    if xml {
+        let response = metadata_xml(first, rest, access.base_url.clone());
+        return Ok(crate::deidentify::with_withheld_warning(response, withheld));
+    }
     let tag = super::entity_tag(etag.as_deref(), &format!("metadata {}", access.base_url));
     if let Some(not_modified) = super::not_modified(&headers, tag.as_deref()) {
         return Ok(not_modified);
@@ -283,6 +296,60 @@ async fn metadata(
             Ok(Bytes::from_static(b"]"))
         }));
     Ok(validators(([(header::CONTENT_TYPE, "application/dicom+json")], Body::from_stream(objects)).into_response()))
+}
+
+/// Whether the client takes metadata only as XML: no Accept range that JSON satisfies, and
+/// one for `multipart/related; type="application/dicom+xml"`.
+fn wants_xml_metadata(headers: &HeaderMap) -> bool {
+    let ranges = accept_ranges(headers);
+    let json = ranges.is_empty()
+        || ranges.iter().any(|r| {
+            matches!(r.media_type.as_str(), "*/*" | "application/*" | "application/dicom+json" | "application/json")
+        });
+    !json
+        && ranges.iter().any(|r| {
+            r.media_type == "multipart/related"
+                && r.parameter("type").is_some_and(|t| t.eq_ignore_ascii_case("application/dicom+xml"))
+        })
+}
+
+/// Metadata as multipart/related: one PS3.19 Native DICOM Model part per instance, made from
+/// the same DICOM JSON as the JSON answer.
+fn metadata_xml(first: RetrievedInstance, rest: Instances, public_url: String) -> Response {
+    let boundary = boundary();
+    let part_boundary = boundary.clone();
+    let parts = all(first, rest)
+        .then(move |item| {
+            let public_url = public_url.clone();
+            async move {
+                let instance = item?;
+                tokio::task::spawn_blocking(move || {
+                    let json = metadata_of(&instance, &public_url)?;
+                    super::metadata_xml::native_dicom_model(&json).map_err(std::io::Error::other)
+                })
+                .await
+                .map_err(std::io::Error::other)?
+            }
+        })
+        .flat_map(move |item| {
+            let chunks: Vec<Result<Bytes, std::io::Error>> = match item {
+                Ok(xml) => crate::multipart::part(&part_boundary, "application/dicom+xml", Bytes::from(xml))
+                    .into_iter()
+                    .map(Ok)
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "metadata failed after the response started; aborting it");
+                    vec![Err(e)]
+                }
+            };
+            stream::iter(chunks)
+        })
+        .chain(stream::once({
+            let closing = crate::multipart::closing(&boundary);
+            async move { Ok(closing) }
+        }));
+    let content_type = format!("multipart/related; type=\"application/dicom+xml\"; boundary={boundary}");
+    ([(header::CONTENT_TYPE, content_type)], Body::from_stream(parts)).into_response()
 }
 
 /// The metadata of a study, a series or an instance (the path says which).
