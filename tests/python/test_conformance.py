@@ -20,6 +20,7 @@ ORTHANC_FAILS = {
     "WADO-RS: a transfer syntax the server cannot make is 406, or ignored",
     "WADO-RS: an Accept the server cannot meet gets the default media type or 406",
     "WADO-RS: frames answer's multipart type parameter is the parts' media type alone",
+    "WADO-RS: instance as multipart/related; type=application/octet-stream (its bulk data)",
 }
 
 
