@@ -312,15 +312,22 @@ pub async fn first_and_rest_at_sites(
     let study = target.study.as_str().to_owned();
     let remembered = gw.directory.study(&study).and_then(|record| remembered_plan(gw, &allowed, &record, &target));
     let from_directory = remembered.is_some();
+    // A plan taken on trust: remembered, or the only site the request may use (then nothing
+    // is to be learnt from a C-FIND first). One that yields nothing is checked by C-FIND.
+    let assumed = from_directory || allowed.len() == 1;
     let plan = match remembered {
         Some(plan) => plan,
+        None if assumed => vec![Part { target: target.clone(), holders: allowed.clone() }],
         None => locate_by_find(gw, &allowed, &target).await?,
     };
     let started = match start(gw, plan).await {
         Ok(Some(started)) => started,
-        Ok(None) | Err(ApiError::Pacs(DimseError::Failed { .. }) | ApiError::NotFound(_)) if from_directory => {
-            // What was remembered is no longer so: locate anew.
-            gw.directory.forget(&study);
+        Ok(None) | Err(ApiError::Pacs(DimseError::Failed { .. }) | ApiError::NotFound(_)) if assumed => {
+            // What was remembered is no longer so, or the one site does not have it: locate
+            // anew (a 404 when no site lists it).
+            if from_directory {
+                gw.directory.forget(&study);
+            }
             let plan = locate_by_find(gw, &allowed, &target).await?;
             start(gw, plan).await?.ok_or_else(|| ApiError::NotFound("no such study, series or instance".into()))?
         }
