@@ -73,6 +73,27 @@ def test_orthanc_dicomweb_fails_exactly_the_documented_checks(testbed, tmp_path)
         assert name in documented, name
 
 
+def test_a_given_study_and_a_server_that_refuses_stow(orthanc_gateway, testbed, tmp_path):
+    # A gateway in front of one site that does not take STOW-RS: with --study the tool checks
+    # that study and stores nothing; without it, the store checks do not apply and the tool
+    # checks what a search finds.
+    ct = testbed["data"]["ct"]
+    process, report, _ = conformance(["--url", orthanc_gateway.url, "--study", ct["study_uid"]], tmp_path, "given")
+    assert failures(report) == {}, json.dumps(failures(report), indent=1)
+    outcomes = {c["name"]: c["outcome"] for c in report["checks"]}
+    assert not any(name.startswith("STOW-RS") for name in outcomes)
+    assert outcomes["WADO-RS: study (any transfer syntax)"] == "pass"
+    assert outcomes["WADO-RS: frame 1 of a single-frame image, uncompressed"] == "pass"
+    # Found data is real data: evidence does not quote patient values.
+    assert "PatientID=…" in process.stdout and "PatientID=SYN" not in process.stdout
+
+    process, report, _ = conformance(["--url", orthanc_gateway.url], tmp_path, "refused")
+    assert failures(report) == {}, json.dumps(failures(report), indent=1)
+    store = next(c for c in report["checks"] if c["name"] == "STOW-RS: store a study (four instances, one request)")
+    assert store["outcome"] == "not-applicable" and "403" in store["evidence"], store
+    assert report["summary"]["passed"] >= 50
+
+
 def test_usage_errors_exit_2(tmp_path):
     assert subprocess.run([str(BINARY), "web"], capture_output=True).returncode == 2
     assert subprocess.run([str(BINARY), "web", "--url", "ftp://x"], capture_output=True).returncode == 2

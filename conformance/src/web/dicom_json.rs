@@ -3,8 +3,11 @@
 
 use serde_json::Value;
 
+/// One data set of a DICOM JSON answer.
+pub type Dataset = serde_json::Map<String, Value>;
+
 /// The data sets of a JSON answer, or why it is not one.
-pub fn datasets(body: &[u8]) -> Result<Vec<serde_json::Map<String, Value>>, String> {
+pub fn datasets(body: &[u8]) -> Result<Vec<Dataset>, String> {
     let value: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
     let Value::Array(items) = value else { return Err("not a JSON array".into()) };
     items

@@ -55,7 +55,7 @@ async fn bulkdata(client: &WebClient, vars: &BTreeMap<String, String>) -> Check 
     };
     match multipart::parse(&exchange.body, boundary) {
         Ok(parts) => {
-            let expected = vars.get("frame_bytes").and_then(|n| n.parse::<usize>().ok());
+            let expected = vars.get("pixel_bytes").and_then(|n| n.parse::<usize>().ok());
             let length = parts.first().map(|p| p.body.len());
             if parts.len() != 1 {
                 check(Outcome::Fail, format!("{} parts, not one: {}", parts.len(), exchange.summary()))

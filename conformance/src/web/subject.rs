@@ -28,10 +28,12 @@ pub fn seeded(study: &SeedStudy) -> BTreeMap<String, String> {
         ("instance2", ct2.sop_instance_uid.clone()),
         ("sop_class", ct1.sop_class_uid.to_owned()),
         ("frame_bytes", ct1.frame_bytes.to_string()),
+        ("pixel_bytes", ct1.frame_bytes.to_string()),
         ("mf_instance", multiframe.sop_instance_uid.clone()),
         ("mf_series", multiframe.series_uid.clone()),
         ("rle_series", rle.series_uid.clone()),
         ("mf_frames", MULTIFRAME_FRAMES.to_string()),
+        ("mf_past_last", (MULTIFRAME_FRAMES + 1).to_string()),
         ("mf_frame_bytes", multiframe.frame_bytes.to_string()),
         ("rle_instance", rle.sop_instance_uid.clone()),
         ("rle_frame_bytes", rle.frame_bytes.to_string()),
@@ -46,6 +48,7 @@ pub fn seeded(study: &SeedStudy) -> BTreeMap<String, String> {
         ("modality", "CT".into()),
         ("study_series", "2".into()),
         ("study_instances", study.instances.len().to_string()),
+        ("study_instances_after_offset", (study.instances.len() - 1).to_string()),
         ("series_instances", "2".into()),
     ] {
         vars.insert(name.to_owned(), value);
@@ -88,6 +91,12 @@ pub async fn discover(client: &WebClient, study: Option<&str>) -> BTreeMap<Strin
         let stem: String = accession.chars().take(accession.chars().count() - 1).collect();
         vars.insert("accession_wildcard".into(), format!("{stem}?"));
     }
+    if let Some(date) = vars.get("study_date").filter(|d| d.len() == 8).cloned() {
+        vars.insert("study_date_range".into(), format!("{date}-{date}"));
+    }
+    if let Some(n) = vars.get("study_instances").and_then(|n| n.parse::<usize>().ok()).filter(|n| *n > 0) {
+        vars.insert("study_instances_after_offset".into(), (n - 1).to_string());
+    }
     vars.insert("study".into(), study_uid.clone());
     let series = client.get(&format!("/studies/{study_uid}/series?includefield=00201209"), Some(JSON)).await;
     let series = json::datasets(&series.body).unwrap_or_default();
@@ -102,7 +111,13 @@ pub async fn discover(client: &WebClient, study: Option<&str>) -> BTreeMap<Strin
         }
     }
     let instances = client
-        .get(&format!("/studies/{study_uid}/instances?includefield=00280008&includefield=00280010"), Some(JSON))
+        .get(
+            &format!(
+                "/studies/{study_uid}/instances?includefield=00280008&includefield=00280010&includefield=00280011\
+                 &includefield=00280100&includefield=00280002&includefield=0020000E"
+            ),
+            Some(JSON),
+        )
         .await;
     let instances = json::datasets(&instances.body).unwrap_or_default();
     let in_first_series: Vec<_> =
@@ -112,20 +127,50 @@ pub async fn discover(client: &WebClient, study: Option<&str>) -> BTreeMap<Strin
             vars.insert((*name).into(), uid);
         }
     }
-    if let Some(class) = in_first_series.first().and_then(|i| json::first(i, "00080016")) {
-        vars.insert("sop_class".into(), class);
+    if let Some(first) = in_first_series.first() {
+        if let Some(class) = json::first(first, "00080016") {
+            vars.insert("sop_class".into(), class);
+        }
+        if let Some((bytes, frames)) = frame_bytes_of(client, &study_uid, first).await {
+            vars.insert("frame_bytes".into(), bytes.to_string());
+            vars.insert("pixel_bytes".into(), (bytes * frames).to_string());
+        }
     }
-    let multiframe = instances
-        .iter()
-        .find(|i| json::first(i, "00280008").and_then(|n| n.parse::<u32>().ok()).is_some_and(|n| n > 1));
-    if let Some(instance) = multiframe {
-        if let (Some(uid), Some(series), Some(frames)) =
-            (json::first(instance, "00080018"), json::first(instance, "0020000E"), json::first(instance, "00280008"))
-        {
+    // A multi-frame image of at least three frames, for the frame list 1,3.
+    let frames = |i: &json::Dataset| json::first(i, "00280008").and_then(|n| n.parse::<u32>().ok()).unwrap_or(1);
+    if let Some(instance) = instances.iter().find(|i| frames(i) >= 3) {
+        if let (Some(uid), Some(series)) = (json::first(instance, "00080018"), json::first(instance, "0020000E")) {
             vars.insert("mf_instance".into(), uid);
             vars.insert("mf_series".into(), series);
-            vars.insert("mf_frames".into(), frames);
+            vars.insert("mf_frames".into(), frames(instance).to_string());
+            vars.insert("mf_past_last".into(), (frames(instance) + 1).to_string());
+            if let Some((bytes, _)) = frame_bytes_of(client, &study_uid, instance).await {
+                vars.insert("mf_frame_bytes".into(), bytes.to_string());
+            }
         }
     }
     vars
+}
+
+/// Bytes of one uncompressed frame of an instance and its number of frames: from its search
+/// result, or else from its metadata (a search need not return the image attributes).
+async fn frame_bytes_of(client: &WebClient, study: &str, instance: &json::Dataset) -> Option<(usize, usize)> {
+    if let Some(found) = frame_bytes(instance) {
+        return Some(found);
+    }
+    let series = json::first(instance, "0020000E")?;
+    let uid = json::first(instance, "00080018")?;
+    let metadata = client.get(&format!("/studies/{study}/series/{series}/instances/{uid}/metadata"), Some(JSON)).await;
+    json::datasets(&metadata.body).ok()?.first().and_then(frame_bytes)
+}
+
+/// Bytes of one uncompressed frame, from Rows, Columns, Bits Allocated and Samples per Pixel,
+/// and the Number of Frames (1 when absent); `None` when one is missing or the layout is not
+/// byte-aligned.
+fn frame_bytes(instance: &json::Dataset) -> Option<(usize, usize)> {
+    let number = |tag| json::first(instance, tag).and_then(|n| n.parse::<usize>().ok());
+    let bits = number("00280100")?;
+    let samples = number("00280002").unwrap_or(1);
+    let (rows, columns) = number("00280010").zip(number("00280011"))?;
+    bits.is_multiple_of(8).then_some((rows * columns * samples * bits / 8, number("00280008").unwrap_or(1)))
 }
