@@ -1,12 +1,13 @@
-//! `dicomweb-gateway check`: C-ECHO every configured site and print what an administrator
-//! needs to see (site, AE, address, reachable, latency, retrieve method).
+//! `dicomweb-gateway check`: read every file the configuration names as the gateway will (TLS
+//! certificates and keys, the JWKS file), then C-ECHO every configured site and print what an
+//! administrator needs to see (site, AE, address, reachable, latency, retrieve method).
 
 use std::process::ExitCode;
 use std::time::Duration;
 
 use pacs_adapter::{echo, AssociationPool, SiteEndpoint, SiteTls};
 
-use crate::config::{Config, SiteConfig};
+use crate::config::{AuthMode, Config, JwksSource, SiteConfig};
 
 /// The adapter's view of a configured site.
 pub fn endpoint(config: &Config, site: &SiteConfig) -> Result<SiteEndpoint, String> {
@@ -24,7 +25,55 @@ pub fn endpoint(config: &Config, site: &SiteConfig) -> Result<SiteEndpoint, Stri
     Ok(endpoint)
 }
 
-pub async fn run(config: &Config) -> ExitCode {
+/// Every problem with the files the configuration names, each with its key.
+pub async fn files_named(config: &Config) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(tls) = &config.tls {
+        if let Err(e) = crate::https::server_config(tls) {
+            problems.push(format!("server.tls: {e:#}"));
+        }
+    }
+    for (i, site) in config.sites.iter().enumerate() {
+        if site.tls.is_some() {
+            if let Err(e) = endpoint(config, site) {
+                problems.push(format!("sites[{i}] ({}).tls: {e}", site.id));
+            }
+        }
+    }
+    if let AuthMode::Jwt(jwt) = &config.auth {
+        // A JWKS URL is not fetched here: `check` sends nothing but C-ECHOes.
+        if matches!(jwt.jwks, JwksSource::File(_)) {
+            if let Err(e) = crate::auth::Authenticator::start(jwt).await {
+                problems.push(format!("auth: {e:#}"));
+            }
+        }
+    }
+    problems
+}
+
+/// Checks the files, then (unless `config_only`) C-ECHOes every site; failure when anything
+/// fails.
+pub async fn run(config: &Config, config_only: bool) -> ExitCode {
+    let problems = files_named(config).await;
+    for problem in &problems {
+        eprintln!("configuration: {problem}");
+    }
+    if config_only {
+        if problems.is_empty() {
+            println!("configuration valid: {} site(s), every file it names read", config.sites.len());
+            return ExitCode::SUCCESS;
+        }
+        return ExitCode::FAILURE;
+    }
+    let echoed = echo_table(config).await;
+    if problems.is_empty() {
+        echoed
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+async fn echo_table(config: &Config) -> ExitCode {
     let checks = config.sites.iter().map(|site| async move {
         let result = match endpoint(config, site) {
             Ok(endpoint) => {

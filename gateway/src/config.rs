@@ -678,7 +678,7 @@ fn validate_site(site: raw::Site) -> Result<SiteConfig, Vec<String>> {
         problems.push("max_associations must be at least 1".into());
     }
     let retrieve_associations = site.retrieve_associations.unwrap_or(1);
-    if retrieve_associations == 0 || retrieve_associations > max_associations {
+    if max_associations > 0 && (retrieve_associations == 0 || retrieve_associations > max_associations) {
         problems.push(format!(
             "retrieve_associations = {retrieve_associations}: must be from 1 to max_associations ({max_associations})"
         ));

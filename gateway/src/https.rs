@@ -132,7 +132,7 @@ async fn reload_on_hangup(files: ServerTlsFiles, current: Arc<RwLock<Arc<ServerC
             Ok(config) => {
                 *current.write().unwrap_or_else(|p| p.into_inner()) = config;
                 tracing::info!("server.tls reloaded: new connections use the new certificate");
-                eprintln!("dicomweb-gateway: server.tls reloaded");
+                crate::startup::say("server.tls reloaded");
             }
             Err(e) => tracing::error!(error = %e, "server.tls reload failed: the certificate in use stays"),
         }

@@ -29,4 +29,5 @@ pub mod pseudonyms;
 pub mod search_cache;
 pub mod server;
 pub mod site;
+pub mod startup;
 pub mod state;

@@ -13,21 +13,35 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "dicomweb-gateway", version, about = "DICOMweb federation gateway over hospital PACS")]
 struct Cli {
+    /// How log lines are written to stderr: `text` for a person, `json` (one object a line,
+    /// with the timestamp, level, target and every field) for a log collector.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
 #[derive(Subcommand)]
 enum Command {
-    /// Serve DICOMweb (QIDO-RS, WADO-RS) over the configured site until Ctrl-C or SIGTERM.
+    /// Serve DICOMweb (QIDO-RS, WADO-RS, STOW-RS) over the configured sites until Ctrl-C or SIGTERM.
     Serve {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Validate the configuration, C-ECHO every site and print a table; exit 1 if any fails.
+    /// Validate the configuration and the files it names, C-ECHO every site and print a
+    /// table; exit 1 if anything fails.
     Check {
         #[arg(long)]
         config: PathBuf,
+        /// Validate the configuration and its files only; contact no site.
+        #[arg(long)]
+        config_only: bool,
     },
     /// The audit trail.
     Audit {
@@ -43,14 +57,21 @@ enum AuditCommand {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
+    let cli = Cli::parse();
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
-        .init();
-    let cli = Cli::parse();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match cli.log_format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => {
+            logs.json().flatten_event(true).with_current_span(false).init();
+            gateway::startup::announce_as_log_events();
+        }
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -94,7 +115,7 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
-        Command::Check { config } => {
+        Command::Check { config, config_only } => {
             let config = match config::Config::load(&config) {
                 Ok(config) => config,
                 Err(e) => {
@@ -102,7 +123,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            runtime.block_on(check::run(&config))
+            runtime.block_on(check::run(&config, config_only))
         }
     }
 }
@@ -116,71 +137,7 @@ async fn run_server(config: config::Config) -> anyhow::Result<()> {
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
     let local = listener.local_addr()?;
-    eprintln!(
-        "dicomweb-gateway: serving DICOMweb at {} (listening on {local}) over {} site(s): {}; Ctrl-C stops",
-        config.public_url,
-        config.sites.len(),
-        config
-            .sites
-            .iter()
-            .map(|s| format!("{} ({} at {})", s.id, s.ae_title, s.address))
-            .collect::<Vec<_>>()
-            .join(", "),
-    );
-    let federation = &config.federation;
-    eprintln!(
-        "dicomweb-gateway: where studies live is remembered for {} ({}); sites get a C-ECHO every {}, a site's \
-         circuit opens after {} consecutive failures; health at {}/admin/sites",
-        humantime::format_duration(federation.remember),
-        match &federation.state_dir {
-            Some(dir) => format!("kept in {}", dir.join("federation.redb").display()),
-            None => "in memory only".into(),
-        },
-        humantime::format_duration(federation.echo_interval),
-        federation.circuit_failures,
-        config.public_url.strip_suffix(&config.base_path).unwrap_or(&config.public_url),
-    );
-    match &config.deid {
-        Some(deid) => eprintln!(
-            "dicomweb-gateway: de-identifying every response (PS3.15 Annex E basic profile{}{}); pseudonyms, \
-             each project's own, kept in {}",
-            deid.options.iter().map(|o| format!(", {o}")).collect::<String>(),
-            config
-                .projects
-                .iter()
-                .filter_map(|p| p.deid_options.as_ref().map(|o| format!("; project {}: [{}]", p.id, o.join(", "))))
-                .collect::<String>(),
-            deid.state_dir.join("pseudonyms.redb").display(),
-        ),
-        None => eprintln!(
-            "dicomweb-gateway: WARNING: no [deid] section: responses carry the sites' data, identifying values \
-             included, unchanged"
-        ),
-    }
-    match &config.auth {
-        config::AuthMode::None => eprintln!(
-            "dicomweb-gateway: WARNING: auth.mode = \"none\": every caller on {local} is let in, without a token, \
-             to every site (one implicit project); use it on a machine of your own only"
-        ),
-        config::AuthMode::Jwt(jwt) => eprintln!(
-            "dicomweb-gateway: bearer tokens of {} for audience {} required ({}); {} project(s): {}",
-            jwt.issuer,
-            jwt.audience,
-            jwt.algorithms.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(", "),
-            config.projects.len(),
-            config
-                .projects
-                .iter()
-                .map(|p| format!(
-                    "{} ({} site(s): {})",
-                    p.id,
-                    p.sites.len(),
-                    p.permissions.iter().map(|x| x.to_string()).collect::<Vec<_>>().join("+")
-                ))
-                .collect::<Vec<_>>()
-                .join(", "),
-        ),
-    }
+    gateway::startup::summary(&config, local);
     server::serve(listener, config, shutdown_signal()).await
 }
 
@@ -197,5 +154,5 @@ async fn shutdown_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate => {}
     }
-    eprintln!("dicomweb-gateway: shutting down after the requests in flight");
+    gateway::startup::say("shutting down after the requests in flight");
 }

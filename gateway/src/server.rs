@@ -132,6 +132,7 @@ pub async fn serve(
     let base_path = config.base_path.clone();
     let tls = config.tls.clone();
     let gateway = Gateway::start(config).await?;
+    tokio::spawn(crate::startup::report_reachability(gateway.clone()));
     let app = tower::ServiceExt::map_request(router(gateway), address(base_path));
     match tls {
         Some(files) => crate::https::serve(listener, files, app, shutdown).await,

@@ -39,10 +39,10 @@ class Gateway:
         self.site = site
 
 
-def launch(config, port, scheme="http", verify=True, client_cert=None):
-    """Starts `dicomweb-gateway serve` with `config` (TOML text) and waits for it on `port`
-    (`scheme` https: `verify` is the CA file that signed its certificate, `client_cert` the
-    (certificate, key) files to present)."""
+def launch(config, port, scheme="http", verify=True, client_cert=None, args=()):
+    """Starts `dicomweb-gateway [args] serve` with `config` (TOML text) and waits for it on
+    `port` (`scheme` https: `verify` is the CA file that signed its certificate, `client_cert`
+    the (certificate, key) files to present). Its stdout and stderr go to `process.log_path`."""
     config_file = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
     config_file.write(config)
     config_file.close()
@@ -50,7 +50,8 @@ def launch(config, port, scheme="http", verify=True, client_cert=None):
     if not binary.exists():
         pytest.fail(f"{binary} is missing: build the workspace first")
     log = open(config_file.name + ".log", "w")
-    process = subprocess.Popen([str(binary), "serve", "--config", config_file.name], stdout=log, stderr=log)
+    process = subprocess.Popen([str(binary), *args, "serve", "--config", config_file.name], stdout=log, stderr=log)
+    process.log_path = log.name
     for _ in range(200):
         try:
             if requests.get(f"{scheme}://127.0.0.1:{port}/healthz", timeout=1, verify=verify, cert=client_cert).ok:
@@ -118,7 +119,7 @@ def storing_gateway(testbed):
     process.wait(timeout=10)
 
 
-def start_federation(testbed, destination, extra_sites="", extra="", auth='[auth]\nmode = "none"\n', server="", verify=True, client_cert=None, site_keys=None):
+def start_federation(testbed, destination, extra_sites="", extra="", auth='[auth]\nmode = "none"\n', server="", verify=True, client_cert=None, site_keys=None, args=()):
     """A gateway over every site of the test bed (Orthanc by C-GET, dcmqrscp by C-MOVE; more
     keys of a site from `site_keys`, a dict by site id), plus `extra_sites` (TOML), in
     configuration order, `auth` (the [auth] section), `extra` (more
@@ -156,7 +157,7 @@ listen = "127.0.0.1:{dest['port']}"
 {auth}
 {extra}
 """
-    process = launch(config, port, scheme, verify, client_cert)
+    process = launch(config, port, scheme, verify, client_cert, args)
     return process, Gateway(f"{scheme}://127.0.0.1:{port}/dicom-web", None)
 
 
