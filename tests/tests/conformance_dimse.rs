@@ -22,13 +22,33 @@ fn row<'a>(report: &'a str, check: &str) -> &'a str {
     report.lines().find(|l| l.contains(check)).unwrap_or_else(|| panic!("no row {check:?} in:\n{report}"))
 }
 
+/// `--json` and `--junit` carry the same checks as the table, whose summary line counts them.
+fn reports_for_ci(args: &[String], table: &str) {
+    let dir = std::env::temp_dir().join(format!("conformance-dimse-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temporary directory");
+    let (json, junit) = (dir.join("report.json"), dir.join("report.xml"));
+    let mut args = args.to_vec();
+    args.extend(["--json".into(), json.display().to_string(), "--junit".into(), junit.display().to_string()]);
+    let (ok, _) = run(&args);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).expect("JSON written")).expect("JSON");
+    let count = report["summary"]["checks"].as_u64().expect("count");
+    assert!(table.lines().any(|l| l.starts_with(&format!("{count} checks: "))), "{table}");
+    assert_eq!(report["command"], "dimse");
+    assert_eq!(ok, report["summary"]["failed"] == 0);
+    let xml = std::fs::read_to_string(&junit).expect("JUnit written");
+    assert_eq!(xml.matches("<testcase ").count() as u64, count, "{xml}");
+    assert!(xml.contains("classname=\"PS3.4 A.4\" name=\"C-ECHO\""), "{xml}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn checks_orthanc_and_dcmqrscp() {
     let info = TestbedInfo::from_env().unwrap_or_else(|e| panic!("{e}"));
     let destination = info.move_destinations.iter().find(|d| d.ae_title == "FEDGW5").expect("destination");
     for id in ["dcmqrscp", "site-1"] {
         let site = info.site(id).expect("site");
-        let (ok, report) = run(&[
+        let args = [
             "--ae".into(),
             site.ae_title.clone(),
             "--address".into(),
@@ -37,7 +57,8 @@ fn checks_orthanc_and_dcmqrscp() {
             destination.ae_title.clone(),
             "--move-listen".into(),
             format!("127.0.0.1:{}", destination.port),
-        ]);
+        ];
+        let (ok, report) = run(&args);
         for check in [
             "C-ECHO",
             "C-FIND STUDY",
@@ -52,6 +73,7 @@ fn checks_orthanc_and_dcmqrscp() {
         assert!(report.contains("retrieve = \"c-get\""), "{id}:\n{report}");
         if id == "dcmqrscp" {
             assert!(ok, "every check passes on dcmqrscp:\n{report}");
+            reports_for_ci(&args, &report);
         } else {
             // Orthanc 1.10 does not match studies without a PatientName value to '*'.
             assert!(row(&report, "wildcard").starts_with("FAIL") != ok, "exit status follows the failures:\n{report}");

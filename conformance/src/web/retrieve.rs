@@ -23,7 +23,7 @@ fn relative<'a>(client: &WebClient, url: &'a str) -> Option<&'a str> {
 
 async fn bulkdata(client: &WebClient, vars: &BTreeMap<String, String>) -> Check {
     const NAME: &str = "WADO-RS: pixel data by the BulkDataURI of the metadata";
-    const REFERENCE: &str = "PS3.18 §10.4.1.1.5, Annex F.2.6";
+    const REFERENCE: &str = "PS3.18 §10.4.1, Annex F.2.6";
     let check = |outcome, evidence: String| Check::new(NAME, REFERENCE, outcome, evidence);
     let (Some(study), Some(series), Some(instance)) = (vars.get("study"), vars.get("series"), vars.get("instance"))
     else {
