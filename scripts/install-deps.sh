@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the demo, the tests and the benchmarks need, skipping what is already there:
-# Orthanc with its DICOMweb plugin and DCMTK (Debian), pydicom (PyPI), curl.
+# Orthanc with its DICOMweb plugin and DCMTK (Debian), pydicom (PyPI), curl, and the OHIF Viewer
+# (npm) with Chromium (Debian) and Playwright (PyPI) that drive it in the browser test.
 set -euo pipefail
 
 need_apt=()
@@ -11,6 +12,8 @@ command -v curl >/dev/null 2>&1 || need_apt+=(curl)
 command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 [ -x /usr/bin/time ] || need_apt+=(time)
 [ -x /usr/bin/dciodvfy ] || need_apt+=(dicom3tools)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "installing Debian packages: ${need_apt[*]}" >&2
     SUDO=""
@@ -30,9 +33,13 @@ python3 -c "import pynetdicom" >/dev/null 2>&1 || need_pip+=(pynetdicom)
 python3 -c "import dicognito" >/dev/null 2>&1 || need_pip+=(dicognito)
 python3 -c "import jwt" >/dev/null 2>&1 || need_pip+=(pyjwt)
 python3 -c "import cryptography" >/dev/null 2>&1 || need_pip+=(cryptography)
+python3 -c "import playwright" >/dev/null 2>&1 || need_pip+=(playwright)
 if [ ${#need_pip[@]} -gt 0 ]; then
     # pydicom's test files are sample data; dicomweb-client is the reference DICOMweb client;
-    # pyjwt and cryptography mint the test tokens and certificates.
+    # pyjwt and cryptography mint the test tokens and certificates; playwright drives Debian's
+    # Chromium (it downloads no browser of its own unless asked to).
     echo "installing Python packages: ${need_pip[*]}" >&2
     python3 -m pip install -q "${need_pip[@]}"
 fi
+
+"$(dirname "$0")/install-viewer.sh"

@@ -1,0 +1,229 @@
+"""The OHIF Viewer in headless Chromium over a de-identifying gateway (docs/VIEWER.md).
+
+A gateway over every site of the test bed with `[deid]`, the viewer served by viewer/serve.py
+and pointed at it, and Debian's Chromium driven by Playwright: the study list shows the
+de-identified studies, the synthetic CT renders, and no request of the viewer fails. Nothing
+leaves loopback: every request for another host is blocked and counted as a failure.
+"""
+
+import io
+import ipaddress
+import shutil
+import subprocess
+import sys
+import time
+import urllib.parse
+
+import pydicom
+import pytest
+import requests
+from PIL import Image
+from playwright.sync_api import sync_playwright
+
+from conftest import ROOT, start_federation
+
+OHIF_DIST = ROOT / "viewer" / "ohif-3.13.2"
+SERVE = ROOT / "viewer" / "serve.py"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-features=MediaRouter,OptimizationHints,Translate",
+]
+
+
+def chromium_path():
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        pytest.fail("Chromium is missing: scripts/install-deps.sh installs Debian's chromium package")
+    return path
+
+
+def loopback(url):
+    host = urllib.parse.urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def served(testbed, tmp_path_factory):
+    """A de-identifying gateway over the test bed and the viewer served for it."""
+    if not (OHIF_DIST / "index.html").is_file():
+        pytest.fail(f"the OHIF Viewer is not installed in {OHIF_DIST}: run scripts/install-viewer.sh")
+    tmp = tmp_path_factory.mktemp("viewer")
+    deid = f"""
+[deid]
+profile = "basic"
+options = ["retain-longitudinal-modified-dates"]
+key_file = "{tmp}/deid.key"
+state_dir = "{tmp}/state"
+"""
+    gateway_process, gw = start_federation(testbed, "FEDGW2", extra=deid)
+    port_file = tmp / "viewer.port"
+    log = open(tmp / "viewer.log", "w")
+    viewer = subprocess.Popen(
+        [sys.executable, str(SERVE), "--gateway", gw.url, "--listen", "127.0.0.1:0", "--port-file", str(port_file)],
+        stdout=log,
+        stderr=log,
+    )
+    try:
+        for _ in range(100):
+            if port_file.exists() and port_file.read_text():
+                break
+            if viewer.poll() is not None:
+                pytest.fail(f"viewer/serve.py exited: see {log.name}")
+            time.sleep(0.05)
+        else:
+            pytest.fail("viewer/serve.py did not start")
+        url = f"http://127.0.0.1:{port_file.read_text()}"
+        yield gw, url, tmp
+    finally:
+        viewer.terminate()
+        viewer.wait(timeout=10)
+        log.close()
+        gateway_process.terminate()
+        gateway_process.wait(timeout=10)
+
+
+class Traffic:
+    """Every request the page makes: blocked when it is for a host outside loopback, and every
+    answer from the gateway recorded."""
+
+    def __init__(self, gateway_url):
+        self.gateway_url = gateway_url
+        self.gateway_responses = []
+        self.problems = []
+
+    def attach(self, context):
+        context.route("**/*", self.route)
+        context.on("response", self.response)
+        context.on("requestfailed", self.failed)
+
+    def route(self, route):
+        if loopback(route.request.url):
+            route.continue_()
+        else:
+            self.problems.append(f"blocked a request outside loopback: {route.request.method} {route.request.url}")
+            route.abort("blockedbyclient")
+
+    def response(self, response):
+        if response.url.startswith(self.gateway_url):
+            self.gateway_responses.append((response.status, response.request.method, response.url))
+            if response.status >= 400:
+                self.problems.append(f"{response.status} for {response.request.method} {response.url}")
+        elif response.status >= 400:
+            self.problems.append(f"{response.status} from the viewer's server for {response.url}")
+
+    def failed(self, request):
+        if loopback(request.url):
+            self.problems.append(f"failed: {request.method} {request.url}: {request.failure}")
+
+
+def originals(testbed):
+    """PatientName and PatientID of every file the sites were loaded with."""
+    files = list(testbed["data"]["ct"]["files"]) + list(testbed["data"]["multiframe"]["files"])
+    files += [f["path"] for f in testbed["data"]["pydicom"] if f["stored"]]
+    values = set()
+    for path in files:
+        ds = pydicom.dcmread(path, force=True, stop_before_pixels=True)
+        for keyword in ("PatientName", "PatientID"):
+            value = str(ds.get(keyword, "") or "").strip()
+            if len(value) >= 4:
+                values.add(value)
+                values.add(value.replace("^", ", "))
+    return values
+
+
+def rendered(png):
+    """Whether a screenshot of the viewport shows an image rather than an empty canvas: a good
+    part of it lit, in several gray levels of its own (the phantom's body, spine and noise)."""
+    image = Image.open(io.BytesIO(png)).convert("L")
+    histogram = image.histogram()
+    total = sum(histogram)
+    lit = sum(histogram[21:])
+    levels = sum(1 for count in histogram[21:] if count >= total * 0.005)
+    return lit >= total * 0.10 and levels >= 3, image, f"{lit / total:.0%} of the viewport lit, in {levels} gray levels"
+
+
+def dismiss(page, label):
+    """Clicks away one of OHIF's first-run overlays (the tour, the investigational-use banner)."""
+    button = page.get_by_text(label, exact=True)
+    if button.count() and button.first.is_visible():
+        button.first.click()
+
+
+def pseudonym_of_ct(gw, testbed):
+    """The synthetic CT's pseudonymous StudyInstanceUID, found by searching the gateway for CT
+    studies of its size."""
+    ct = testbed["data"]["ct"]
+    studies = requests.get(
+        f"{gw.url}/studies", params={"ModalitiesInStudy": "CT", "includefield": "NumberOfStudyRelatedInstances"}
+    )
+    assert studies.status_code == 200, studies.text
+    matches = [
+        s["0020000D"]["Value"][0]
+        for s in studies.json()
+        if s.get("00201208", {}).get("Value", [0])[0] == len(ct["instance_uids"])
+    ]
+    assert len(matches) == 1, f"expected one CT study of {len(ct['instance_uids'])} instances, found {len(matches)}"
+    assert matches[0] != ct["study_uid"]
+    return matches[0]
+
+
+def test_ohif_shows_the_deidentified_federation(testbed, served):
+    gw, viewer_url, tmp = served
+    studies = requests.get(f"{gw.url}/studies", params={"limit": "101"})
+    assert studies.status_code == 200, studies.text
+    names = {s["00100010"]["Value"][0]["Alphabetic"] for s in studies.json() if s.get("00100010", {}).get("Value")}
+    ct_study = pseudonym_of_ct(gw, testbed)
+    traffic = Traffic(gw.url)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS, headless=True)
+        context = browser.new_context(viewport={"width": 1400, "height": 900}, service_workers="block")
+        traffic.attach(context)
+        page = context.new_page()
+        try:
+            # The study list: every study of the federation, under its pseudonyms.
+            page.goto(viewer_url + "/", wait_until="load")
+            page.wait_for_function(r"/\b1-[0-9]+ of [0-9]+/.test(document.body.innerText)", timeout=30_000)
+            dismiss(page, "Confirm and hide")
+            page.screenshot(path=str(tmp / "study-list.png"))
+            listed = page.inner_text("body")
+            assert f"of {len(studies.json())}" in listed, "the study list does not count the gateway's studies"
+            missing = sorted(name for name in names if name not in listed)
+            assert not missing, f"pseudonymous patient names not in the study list: {missing}"
+            shown = sorted(value for value in originals(testbed) if value in listed)
+            assert not shown, f"the study list shows the sites' own patient names or IDs: {shown}"
+
+            # The synthetic CT in the viewer: an image on the canvas, retrieved through the gateway.
+            page.goto(f"{viewer_url}/viewer?StudyInstanceUIDs={ct_study}", wait_until="load")
+            canvas = page.wait_for_selector("canvas.cornerstone-canvas", timeout=30_000)
+            dismiss(page, "Skip all")
+            dismiss(page, "Confirm and hide")
+            deadline = time.time() + 45
+            while True:
+                ok, image, seen = rendered(canvas.screenshot())
+                if ok or time.time() > deadline:
+                    break
+                page.wait_for_timeout(500)
+            image.save(tmp / "viewport.png")
+            page.screenshot(path=str(tmp / "viewer.png"))
+            assert ok, f"the viewport shows no image ({seen}; see {tmp / 'viewer.png'})"
+        except Exception:
+            page.screenshot(path=str(tmp / "failure.png"))
+            raise
+        finally:
+            browser.close()
+
+    frames = [url for status, _, url in traffic.gateway_responses if status == 200 and "/frames/" in url]
+    metadata = [url for status, _, url in traffic.gateway_responses if status == 200 and url.endswith("/metadata")]
+    assert frames and metadata, "the viewer showed the CT without retrieving its metadata and frames from the gateway"
+    assert not traffic.problems, "\n".join(traffic.problems)
