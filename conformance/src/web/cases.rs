@@ -354,6 +354,24 @@ pub async fn run(client: &WebClient, case: &Case, vars: &BTreeMap<String, String
     }
 }
 
+/// An error answer's body, when it has one and declares a media type, is what it declares
+/// (RFC 9110 §8.3): JSON that parses, text that is UTF-8. The standard leaves it open whether
+/// an error carries a body at all (a Status Report "may" or "should" be there).
+fn error_body(exchange: &Exchange) -> Result<String, String> {
+    let Some(media) = exchange.content_type().and_then(MediaType::parse) else { return Ok(String::new()) };
+    if exchange.body.is_empty() {
+        return Ok(String::new());
+    }
+    let json = media.essence == "application/json" || media.essence.ends_with("+json");
+    if json && serde_json::from_slice::<serde_json::Value>(&exchange.body).is_err() {
+        return Err(format!("the error body is not the {} its Content-Type declares", media.essence));
+    }
+    if media.essence.starts_with("text/") && std::str::from_utf8(&exchange.body).is_err() {
+        return Err(format!("the error body is not the {} text its Content-Type declares", media.essence));
+    }
+    Ok(", the error body as declared".into())
+}
+
 fn judge(exchange: &Exchange, case: &Case, expect: &[(Expectation, String)]) -> Result<String, String> {
     if exchange.status == 0 {
         return Err("no answer".into());
@@ -374,7 +392,7 @@ fn judge(exchange: &Exchange, case: &Case, expect: &[(Expectation, String)]) -> 
         return Err(format!("status {}, expected {}", exchange.status, allowed.join(" or ")));
     }
     if !(200..300).contains(&exchange.status) {
-        return Ok(String::new());
+        return error_body(exchange);
     }
     let media = exchange.content_type().and_then(MediaType::parse);
     if let Some(expected) = &case.media {
