@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The demo federation: three real Orthanc sites with sample data (pydicom's test files and a
-# synthetic 200-slice CT), checked by the gateway. Ctrl-C stops everything it started.
+# synthetic 200-slice CT), checked by the gateway, the gateway serving DICOMweb over them, and the
+# OHIF Viewer configured for the gateway (docs/VIEWER.md). Ctrl-C stops everything it started.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,9 +38,22 @@ for _ in $(seq 1 100); do
     curl -sf http://127.0.0.1:8080/healthz >/dev/null 2>&1 && break
     sleep 0.1
 done
+# The OHIF Viewer (installed by scripts/install-deps.sh), its DICOMweb data source the gateway.
+viewer_url="http://127.0.0.1:3000"
+python3 viewer/serve.py --gateway http://127.0.0.1:8080/dicom-web --listen 127.0.0.1:3000 &
+viewer=$!
+trap 'kill $viewer $gateway $testbed 2>/dev/null; wait $viewer $gateway $testbed 2>/dev/null || true' EXIT INT TERM
+for _ in $(seq 1 100); do
+    curl -sf "$viewer_url/app-config.js" >/dev/null 2>&1 && break
+    kill -0 $viewer 2>/dev/null || { echo "the viewer failed to start (is port 3000 taken?)" >&2; exit 1; }
+    sleep 0.1
+done
 echo
 echo "Point a DICOMweb viewer or client at: http://127.0.0.1:8080/dicom-web"
 echo "  (it searches and retrieves over all three sites; try:"
 echo "   curl 'http://127.0.0.1:8080/dicom-web/studies?ModalitiesInStudy=CT')"
-echo "Ctrl-C stops the gateway and the sites."
+echo
+echo "OHIF Viewer on the gateway, de-identified studies of all three sites: $viewer_url"
+echo
+echo "Ctrl-C stops the viewer, the gateway and the sites."
 wait $gateway
