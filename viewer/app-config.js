@@ -40,11 +40,11 @@ window.config = {
         qidoSupportsIncludeField: true,
         supportsWildcard: true,
         supportsFuzzyMatching: false,
-        // Images as WADO-RS frames (decoded to uncompressed when the client asks for
-        // application/octet-stream), thumbnails from the thumbnail resources.
+        // Images and thumbnails as WADO-RS frames, decoded in the browser: the gateway sends
+        // each frame in the transfer syntax the site holds (transfer-syntax=*), so JPEG 2000 and
+        // JPEG-LS images show too, which its rendered and thumbnail resources cannot decode (501).
         imageRendering: 'wadors',
-        thumbnailRendering: 'thumbnail',
-        thumbnailRequestStrategy: 'fetch',
+        thumbnailRendering: 'wadors',
         enableStudyLazyLoad: true,
         supportsReject: false,
         dicomUploadEnabled: false,
