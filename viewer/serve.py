@@ -14,6 +14,7 @@ import ipaddress
 import json
 import pathlib
 import posixpath
+import socket
 import sys
 import urllib.parse
 
@@ -89,6 +90,15 @@ def handler(dist, config):
     return Viewer
 
 
+class Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address, handler_class):
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, handler_class)
+
+
 def main():
     parser = argparse.ArgumentParser(description="Serve the OHIF Viewer for a dicomweb-gateway, on loopback.")
     parser.add_argument("--gateway", required=True, help="the gateway's DICOMweb base URL (server.public_url)")
@@ -99,17 +109,17 @@ def main():
 
     host, _, port = args.listen.rpartition(":")
     host = host.strip("[]")
-    if not ipaddress.ip_address(host).is_loopback:
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
         raise SystemExit(f"--listen {args.listen}: the viewer is served on loopback addresses only")
     dist = args.dist.resolve()
     if not (dist / "index.html").is_file():
         raise SystemExit(f"{dist} holds no OHIF build: run scripts/install-viewer.sh")
 
-    server_class = http.server.ThreadingHTTPServer
-    if ":" in host:
-        server_class = type("ThreadingHTTPServerV6", (server_class,), {"address_family": __import__("socket").AF_INET6})
-    server = server_class((host, int(port)), handler(dist, app_config(args.gateway)))
-    server.daemon_threads = True
+    server = Server((host, int(port)), handler(dist, app_config(args.gateway)))
     if args.port_file:
         args.port_file.write_text(str(server.server_address[1]))
     try:

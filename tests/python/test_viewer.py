@@ -7,6 +7,7 @@ leaves loopback: every request for another host is blocked and counted as a fail
 """
 
 import io
+import json
 import ipaddress
 import shutil
 import subprocess
@@ -203,8 +204,18 @@ def test_ohif_shows_the_deidentified_federation(testbed, served):
             shown = sorted(value for value in originals(testbed) if value in listed)
             assert not shown, f"the study list shows the sites' own patient names or IDs: {shown}"
 
-            # The synthetic CT in the viewer: an image on the canvas, retrieved through the gateway.
-            page.goto(f"{viewer_url}/viewer?StudyInstanceUIDs={ct_study}", wait_until="load")
+            # The synthetic CT, opened from the study list as a person would: its row (CT, as many
+            # instances as the test bed made), then the Basic Viewer.
+            instances = str(len(testbed["data"]["ct"]["instance_uids"]))
+            row = (
+                page.locator("tr")
+                .filter(has=page.get_by_role("cell", name="CT", exact=True))
+                .filter(has=page.get_by_role("cell", name=instances, exact=True))
+            )
+            assert row.count() == 1, f"{row.count()} rows of CT studies of {instances} instances in the study list"
+            row.click()
+            page.get_by_role("button", name="Basic Viewer").click()
+            page.wait_for_url(f"**/viewer?StudyInstanceUIDs={ct_study}*", timeout=30_000)
             canvas = page.wait_for_selector("canvas.cornerstone-canvas", timeout=30_000)
             dismiss(page, "Skip all")
             dismiss(page, "Confirm and hide")
@@ -227,3 +238,26 @@ def test_ohif_shows_the_deidentified_federation(testbed, served):
     metadata = [url for status, _, url in traffic.gateway_responses if status == 200 and url.endswith("/metadata")]
     assert frames and metadata, "the viewer showed the CT without retrieving its metadata and frames from the gateway"
     assert not traffic.problems, "\n".join(traffic.problems)
+
+
+def test_the_viewer_server(served):
+    """viewer/serve.py: the configuration names the gateway, routes of the app fall back to
+    index.html, a missing file is a 404, and it refuses to listen beyond loopback."""
+    gw, viewer_url, _ = served
+    config = requests.get(f"{viewer_url}/app-config.js")
+    assert config.status_code == 200 and config.headers["Content-Type"] == "text/javascript"
+    assert f"const gateway = {json.dumps(gw.url)};" in config.text
+    index = (OHIF_DIST / "index.html").read_text()
+    for route in ("/", "/viewer?StudyInstanceUIDs=2.25.1", "/viewer/dicomweb"):
+        answer = requests.get(viewer_url + route)
+        assert answer.status_code == 200 and answer.text == index, route
+    assert requests.get(f"{viewer_url}/no-such-bundle.js").status_code == 404
+    # A path that climbs out of dist/ (sent as is: the dots encoded) to a file beside it.
+    assert (OHIF_DIST.parent / "serve.py").is_file()
+    assert requests.get(f"{viewer_url}/%2e%2e/serve.py").status_code == 404
+    wasm = next(OHIF_DIST.glob("*.wasm")).name
+    assert requests.get(f"{viewer_url}/{wasm}").headers["Content-Type"] == "application/wasm"
+    refused = subprocess.run(
+        [sys.executable, str(SERVE), "--gateway", gw.url, "--listen", "0.0.0.0:0"], capture_output=True, text=True
+    )
+    assert refused.returncode != 0 and "loopback addresses only" in refused.stderr
