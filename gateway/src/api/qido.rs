@@ -109,6 +109,46 @@ fn returned_attributes(scope: &Scope) -> Vec<Tag> {
     attributes
 }
 
+/// Keys of the series and image levels (PS3.4 C.6.2.1, Study Root). Named by includefield at
+/// a level above theirs they are not asked for: "Series or Instance Level Attributes contained
+/// in includefield parameters shall not be returned" (PS3.18 §10.6.3.3.1), and likewise
+/// instance attributes for series (§10.6.3.3.2).
+const SERIES_LEVEL: &[Tag] = &[
+    tags::MODALITY,
+    tags::SERIES_DESCRIPTION,
+    tags::SERIES_INSTANCE_UID,
+    tags::SERIES_NUMBER,
+    tags::NUMBER_OF_SERIES_RELATED_INSTANCES,
+    tags::PERFORMED_PROCEDURE_STEP_START_DATE,
+    tags::PERFORMED_PROCEDURE_STEP_START_TIME,
+    tags::SERIES_DATE,
+    tags::SERIES_TIME,
+    tags::BODY_PART_EXAMINED,
+    tags::PROTOCOL_NAME,
+];
+const IMAGE_LEVEL: &[Tag] = &[
+    tags::SOP_CLASS_UID,
+    tags::SOP_INSTANCE_UID,
+    tags::INSTANCE_NUMBER,
+    tags::ROWS,
+    tags::COLUMNS,
+    tags::BITS_ALLOCATED,
+    tags::NUMBER_OF_FRAMES,
+    tags::CONTENT_DATE,
+    tags::CONTENT_TIME,
+    tags::IMAGE_TYPE,
+    tags::ACQUISITION_NUMBER,
+];
+
+/// Whether `tag` belongs to a level below `level`.
+fn below(level: QueryLevel, tag: Tag) -> bool {
+    match level {
+        QueryLevel::Study => SERIES_LEVEL.contains(&tag) || IMAGE_LEVEL.contains(&tag),
+        QueryLevel::Series => IMAGE_LEVEL.contains(&tag),
+        _ => false,
+    }
+}
+
 fn vr_of(tag: Tag) -> VR {
     StandardDataDictionary.by_tag(tag).map(|e| e.vr().relaxed()).unwrap_or(VR::UN)
 }
@@ -137,11 +177,12 @@ fn identifier(scope: &Scope, query: &QidoQuery) -> InMemDicomObject {
         identifier.put(DataElement::new(tags::SERIES_INSTANCE_UID, VR::UI, PrimitiveValue::from(series.as_str())));
     }
     let mut returned = returned_attributes(scope);
-    match &query.include {
-        IncludeFields::Default => {}
-        IncludeFields::All => returned.extend(required::ALL_EXTRA),
-        IncludeFields::List(list) => returned.extend(list),
-    }
+    let included: &[Tag] = match &query.include {
+        IncludeFields::Default => &[],
+        IncludeFields::All => required::ALL_EXTRA,
+        IncludeFields::List(list) => list,
+    };
+    returned.extend(included.iter().filter(|tag| !below(scope.level, **tag)));
     for tag in returned {
         if identifier.element(tag).is_err() {
             identifier.put(DataElement::new(tag, vr_of(tag), PrimitiveValue::Empty));
@@ -402,4 +443,28 @@ async fn complete(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn asked(level: QueryLevel, query: &str) -> InMemDicomObject {
+        let scope = Scope { level, study: None, series: None };
+        identifier(&scope, &qido::parse(query).expect("valid query"))
+    }
+
+    #[test]
+    fn includefield_of_a_lower_level_is_not_asked_for() {
+        let study = asked(QueryLevel::Study, "includefield=SeriesInstanceUID&includefield=StudyDescription");
+        assert!(study.element(tags::SERIES_INSTANCE_UID).is_err());
+        assert!(study.element(tags::STUDY_DESCRIPTION).is_ok());
+        let all = asked(QueryLevel::Study, "includefield=all");
+        assert!(all.element(tags::BODY_PART_EXAMINED).is_err() && all.element(tags::IMAGE_TYPE).is_err());
+        let series = asked(QueryLevel::Series, "includefield=SOPInstanceUID&includefield=StudyDescription");
+        assert!(series.element(tags::SOP_INSTANCE_UID).is_err());
+        assert!(series.element(tags::STUDY_DESCRIPTION).is_ok());
+        let image = asked(QueryLevel::Image, "includefield=all");
+        assert!(image.element(tags::IMAGE_TYPE).is_ok() && image.element(tags::BODY_PART_EXAMINED).is_ok());
+    }
 }
