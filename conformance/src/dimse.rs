@@ -1,6 +1,7 @@
 //! `dimse`: does a PACS answer the DIMSE services a federation relies on? C-ECHO, Study Root
 //! C-FIND at each level with the matching forms the gateway uses, C-GET and C-MOVE of an
-//! instance, and concurrent associations; then which `retrieve` mode to configure.
+//! instance, the transfer syntaxes accepted for retrieval and storage, and concurrent
+//! associations; then which `retrieve` mode to configure.
 //!
 //! Evidence names counts, statuses and transfer syntaxes, never patient data.
 
@@ -377,8 +378,10 @@ async fn retrieve_one(
     }
 }
 
-/// Concurrent associations, then the recommendation.
+/// Transfer syntaxes, concurrent associations, then the recommendation.
 async fn finish(mut checks: Vec<Check>, pool: &AssociationPool, target: &DimseTarget) -> DimseReport {
+    let syntaxes = crate::dimse_syntaxes::CT_IMAGE_STORAGE;
+    checks.extend(crate::dimse_syntaxes::checks(pool.site(), syntaxes, target.timeout).await);
     let wanted = target.associations.max(1);
     let fresh = AssociationPool::new(pool.site().clone());
     let deadline = Instant::now() + target.timeout;

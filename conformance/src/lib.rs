@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod dimse;
+pub mod dimse_syntaxes;
 pub mod report;
 pub mod web;
 

@@ -38,16 +38,18 @@ pub async fn run(target: &WebTarget, progress: &mut dyn FnMut(&str)) -> anyhow::
     let mut client = WebClient::new(&target.url, target.token.clone(), target.timeout)?;
     let mut checks = Vec::new();
     progress("test data");
+    let mut seeded = None;
     let vars: BTreeMap<String, String> = match &target.study {
         Some(study) => {
             client.redact_patient_values(true);
             subject::discover(&client, Some(study)).await
         }
         None => {
-            let seeded = seed::SeedStudy::new()?;
-            let stored = stow::store_seed(&client, &seeded, &mut checks).await;
-            if stored {
-                subject::seeded(&seeded)
+            let study = seed::SeedStudy::new()?;
+            if stow::store_seed(&client, &study, &mut checks).await {
+                let vars = subject::seeded(&study);
+                seeded = Some(study);
+                vars
             } else {
                 client.redact_patient_values(true);
                 subject::discover(&client, None).await
@@ -64,7 +66,7 @@ pub async fn run(target: &WebTarget, progress: &mut dyn FnMut(&str)) -> anyhow::
     checks.extend(retrieve::checks(&client, &vars).await);
     if target.study.is_none() {
         progress("STOW-RS");
-        checks.extend(stow::checks(&client, &vars).await);
+        checks.extend(stow::checks(&client, seeded.as_ref()).await);
     }
     for case in cases::load("http")? {
         progress(&case.name);

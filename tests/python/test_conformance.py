@@ -23,6 +23,7 @@ ORTHANC_FAILS = {
     "WADO-RS: an Accept the server cannot meet gets the default media type or 406",
     "WADO-RS: frames answer's multipart type parameter is the parts' media type alone",
     "WADO-RS: instance as multipart/related; type=application/octet-stream (its bulk data)",
+    "STOW-RS: one instance of the study and one of another: 202 naming each, or 409 storing none",
 }
 
 

@@ -99,6 +99,21 @@ impl SeedStudy {
         Ok(study)
     }
 
+    /// A new CT image of this study (same patient), in a series of its own.
+    pub fn another_instance(&self) -> anyhow::Result<SeedInstance> {
+        let mut study = SeedStudy { series: [fresh_uid(), fresh_uid()], instances: Vec::new(), ..self.clone() };
+        study.push_instance(ImageSpec {
+            series: 0,
+            number: 1,
+            sop_class_uid: uids::CT_IMAGE_STORAGE,
+            transfer_syntax_uid: uids::EXPLICIT_VR_LITTLE_ENDIAN,
+            bits: 16,
+            frames: 1,
+            pixel_data: PixelData::Native(vec![0; usize::from(ROWS) * usize::from(COLUMNS) * 2]),
+        })?;
+        Ok(study.instances.remove(0))
+    }
+
     fn push_instance(&mut self, spec: ImageSpec) -> anyhow::Result<()> {
         let sop_instance_uid = fresh_uid();
         let series_uid = self.series[spec.series].clone();

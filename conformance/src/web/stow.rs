@@ -2,8 +2,6 @@
 //! Instances Response Module checked (Annex I); then a repeated instance, an instance of
 //! another study sent to this one, a part that is not DICOM, and a body that is not multipart.
 
-use std::collections::BTreeMap;
-
 use super::client::{Exchange, WebClient};
 use super::dicom_json as json;
 use super::multipart;
@@ -103,6 +101,53 @@ fn references(exchange: &Exchange, uid: &str) -> bool {
     })
 }
 
+/// A new instance of the tool's study and one of another study, sent to the tool's study
+/// together.
+async fn mixed(client: &WebClient, seeded: &SeedStudy, other: &SeedStudy) -> Result<Check, String> {
+    let ours = seeded.another_instance().map_err(|e| format!("cannot make test data: {e}"))?;
+    let stray = &other.instances[2];
+    let exchange = store(client, &format!("/studies/{}", seeded.study_uid), &[&ours, stray]).await;
+    let name = "STOW-RS: one instance of the study and one of another: 202 naming each, or 409 storing none";
+    let reference = "PS3.18 §10.5.3.1, Annex I";
+    // Refusing the whole request is also consistent (409: "unable to store any Instances"),
+    // as long as nothing was stored.
+    if exchange.status == 409 {
+        return Ok(match absent(client, &ours.sop_instance_uid).await {
+            Ok(()) => Check::new(
+                name,
+                reference,
+                Outcome::Pass,
+                format!("{}, nothing stored (refusing the whole request is also allowed)", exchange.summary()),
+            ),
+            Err(why) => Check::new(name, reference, Outcome::Fail, format!("409 says nothing was stored, {why}")),
+        });
+    }
+    if exchange.status != 202 {
+        return Ok(Check::new(name, reference, Outcome::Fail, format!("not 202 or 409: {}", exchange.with_body())));
+    }
+    let module = module(&exchange).ok_or_else(|| format!("no response module: {}", exchange.with_body()))?;
+    let named = |sequence: &str, uid: &str| {
+        json::items(&module, sequence).iter().any(|item| json::first(item, "00081155").as_deref() == Some(uid))
+    };
+    if !named("00081199", &ours.sop_instance_uid) || !named("00081198", &stray.sop_instance_uid) {
+        return Ok(Check::new(
+            name,
+            reference,
+            Outcome::Fail,
+            format!(
+                "the stored one is not in the Referenced SOP Sequence or the other not in the Failed SOP Sequence: {}",
+                exchange.with_body()
+            ),
+        ));
+    }
+    Ok(Check::new(
+        name,
+        reference,
+        Outcome::Pass,
+        format!("{}, the stored one referenced, the other failed", exchange.summary()),
+    ))
+}
+
 /// Whether a search still finds no instance with this UID.
 async fn absent(client: &WebClient, uid: &str) -> Result<(), String> {
     let found = client.get(&format!("/instances?SOPInstanceUID={uid}"), Some(JSON)).await;
@@ -113,15 +158,19 @@ async fn absent(client: &WebClient, uid: &str) -> Result<(), String> {
     }
 }
 
-pub async fn checks(client: &WebClient, vars: &BTreeMap<String, String>) -> Vec<Check> {
+pub async fn checks(client: &WebClient, seeded: Option<&SeedStudy>) -> Vec<Check> {
     let mut checks = Vec::new();
     let names = [
         ("STOW-RS: the same instance stored again", "PS3.18 §10.5.3.1, Annex I"),
         ("STOW-RS: an instance of another study sent to this study is refused", "PS3.18 §10.5.3.1"),
         ("STOW-RS: a part that is not a DICOM file stores nothing", "PS3.18 §10.5.3.1"),
         ("STOW-RS: a body that is not multipart/related is 415", "PS3.18 §10.5.3.1"),
+        (
+            "STOW-RS: one instance of the study and one of another: 202 naming each, or 409 storing none",
+            "PS3.18 §10.5.3.1, Annex I",
+        ),
     ];
-    let (Some(study), true) = (vars.get("study"), vars.contains_key("seeded")) else {
+    let Some(seeded) = seeded else {
         for (name, reference) in names {
             checks.push(Check::new(
                 name,
@@ -132,6 +181,7 @@ pub async fn checks(client: &WebClient, vars: &BTreeMap<String, String>) -> Vec<
         }
         return checks;
     };
+    let study = &seeded.study_uid;
     let other = match SeedStudy::new() {
         Ok(other) => other,
         Err(e) => {
@@ -187,5 +237,10 @@ pub async fn checks(client: &WebClient, vars: &BTreeMap<String, String>) -> Vec<
     } else {
         check(3, Outcome::Fail, format!("not 415 (Unsupported Media Type): {}", exchange.with_body()))
     });
+
+    // Table 10.5.3-1: 202 when "the origin server stored some of the Instances but warnings or
+    // failures exist for others"; Annex I: the stored one in the Referenced SOP Sequence, the
+    // other in the Failed SOP Sequence.
+    checks.push(mixed(client, seeded, &other).await.unwrap_or_else(|why| check(4, Outcome::Fail, why)));
     checks
 }

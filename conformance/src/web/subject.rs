@@ -20,7 +20,6 @@ pub fn seeded(study: &SeedStudy) -> BTreeMap<String, String> {
     common(&mut vars);
     let [ct1, ct2, multiframe, rle] = &study.instances[..] else { return vars };
     for (name, value) in [
-        ("seeded", "yes".to_owned()),
         ("study", study.study_uid.clone()),
         ("series", study.series[0].clone()),
         ("series2", study.series[1].clone()),
