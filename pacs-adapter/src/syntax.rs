@@ -172,4 +172,31 @@ mod tests {
         let b = ContextPlan::retrieve(&["1.3".into(), "1.2".into(), "1.2".into()]);
         assert_eq!(a, b);
     }
+
+    /// The UIDs of a marked table of docs/CONFORMANCE-STATEMENT.md, in order.
+    fn statement_uids(block: &str) -> Vec<String> {
+        let statement = include_str!("../../docs/CONFORMANCE-STATEMENT.md");
+        let start = statement.find(&format!("<!-- {block} -->")).expect("the block's start marker");
+        let end = statement.find(&format!("<!-- /{block} -->")).expect("the block's end marker");
+        statement[start..end]
+            .lines()
+            .filter_map(|line| {
+                line.split('|')
+                    .map(str::trim)
+                    .find(|cell| cell.starts_with("1.2.840.") && cell.chars().all(|c| c.is_ascii_digit() || c == '.'))
+                    .map(str::to_owned)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_conformance_statement_lists_exactly_what_is_proposed_and_accepted() {
+        let listed = |uids: &[&str]| uids.iter().map(|u| (*u).to_owned()).collect::<Vec<_>>();
+        assert_eq!(statement_uids("transfer-syntaxes"), listed(PASS_THROUGH_TRANSFER_SYNTAXES));
+        assert_eq!(statement_uids("common-storage-classes"), listed(COMMON_STORAGE_SOP_CLASSES));
+        assert_eq!(
+            statement_uids("scu-sop-classes"),
+            listed(&[VERIFICATION, STUDY_ROOT_FIND, STUDY_ROOT_MOVE, STUDY_ROOT_GET])
+        );
+    }
 }

@@ -71,6 +71,20 @@ fn checks_orthanc_and_dcmqrscp() {
             assert!(row(&report, check).starts_with("PASS"), "{id}: {check}:\n{report}");
         }
         assert!(report.contains("retrieve = \"c-get\""), "{id}:\n{report}");
+        // What each really accepts: dcmqrscp as configured here only uncompressed syntaxes,
+        // Orthanc every one the gateway passes through.
+        for check in ["transfer syntaxes for C-GET", "transfer syntaxes for C-STORE"] {
+            let accepted = row(&report, check);
+            assert!(accepted.starts_with("PASS"), "{id}: {check}:\n{report}");
+            if id == "dcmqrscp" {
+                assert!(
+                    accepted.ends_with("accepted: Explicit VR LE, Implicit VR LE, Explicit VR Big Endian"),
+                    "{accepted}"
+                );
+            } else {
+                assert!(accepted.contains("JPEG 2000 Lossless") && accepted.contains("RLE Lossless"), "{accepted}");
+            }
+        }
         if id == "dcmqrscp" {
             assert!(ok, "every check passes on dcmqrscp:\n{report}");
             reports_for_ci(&args, &report);
