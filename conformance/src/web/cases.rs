@@ -77,6 +77,10 @@ pub struct Case {
     /// apply.
     #[serde(default)]
     pub optional_if_status: Vec<u16>,
+    /// An attribute the server returns only if it supports it (PS3.18 §10.6.3.3: includefield
+    /// attributes "that are supported by the origin server"): when no result has it, the
+    /// check does not apply.
+    pub unsupported_if_absent: Option<String>,
 }
 
 fn get() -> String {
@@ -343,6 +347,22 @@ pub async fn run(client: &WebClient, case: &Case, vars: &BTreeMap<String, String
                 Outcome::NotApplicable,
                 format!("no {header}: the server does not offer this; {}", exchange.summary()),
             );
+        }
+    }
+    if let Some(field) = &case.unsupported_if_absent {
+        let answered = (200..300).contains(&exchange.status) && exchange.status != 204;
+        if answered {
+            if let Ok(found) = items(&exchange, case) {
+                if !found.is_empty() && found.iter().all(|item| item.field(field).is_none()) {
+                    return check(
+                        Outcome::NotApplicable,
+                        format!(
+                            "no result has {field}: the server may not support it (only supported attributes are returned); {}",
+                            exchange.summary()
+                        ),
+                    );
+                }
+            }
         }
     }
     match judge(&exchange, case, &expect) {
