@@ -102,11 +102,22 @@ class Traffic:
         self.gateway_url = gateway_url
         self.gateway_responses = []
         self.problems = []
+        self.in_flight = set()
 
     def attach(self, context):
         context.route("**/*", self.route)
+        context.on("request", lambda request: self.in_flight.add(request))
+        context.on("requestfinished", lambda request: self.in_flight.discard(request))
         context.on("response", self.response)
         context.on("requestfailed", self.failed)
+
+    def settle(self, page, seconds):
+        """Waits until no request of the page is in flight (the viewer prefetches the whole
+        series), so that every one of them is judged."""
+        deadline = time.time() + seconds
+        while self.in_flight and time.time() < deadline:
+            page.wait_for_timeout(250)
+        assert not self.in_flight, f"{len(self.in_flight)} requests still in flight after {seconds} s"
 
     def route(self, route):
         if loopback(route.request.url):
@@ -124,6 +135,7 @@ class Traffic:
             self.problems.append(f"{response.status} from the viewer's server for {response.url}")
 
     def failed(self, request):
+        self.in_flight.discard(request)
         if loopback(request.url):
             self.problems.append(f"failed: {request.method} {request.url}: {request.failure}")
 
@@ -228,6 +240,7 @@ def test_ohif_shows_the_deidentified_federation(testbed, served):
             image.save(tmp / "viewport.png")
             page.screenshot(path=str(tmp / "viewer.png"))
             assert ok, f"the viewport shows no image ({seen}; see {tmp / 'viewer.png'})"
+            traffic.settle(page, 60)
         except Exception:
             page.screenshot(path=str(tmp / "failure.png"))
             raise
@@ -236,6 +249,7 @@ def test_ohif_shows_the_deidentified_federation(testbed, served):
 
     frames = [url for status, _, url in traffic.gateway_responses if status == 200 and "/frames/" in url]
     metadata = [url for status, _, url in traffic.gateway_responses if status == 200 and url.endswith("/metadata")]
+    print(f"{len(frames)} frames, {len(metadata)} metadata, {len(traffic.gateway_responses)} responses from the gateway")
     assert frames and metadata, "the viewer showed the CT without retrieving its metadata and frames from the gateway"
     assert not traffic.problems, "\n".join(traffic.problems)
 
