@@ -35,10 +35,13 @@ window.config = {
         qidoRoot: gateway,
         wadoRoot: gateway,
         wadoUriRoot: gateway,
-        // QIDO-RS: includefield is honoured; wildcards (*, ?) go to the sites' C-FIND as they
-        // are; fuzzy matching is not performed (the gateway says so in a Warning).
+        // QIDO-RS: includefield is honoured; fuzzy matching is not performed (the gateway says
+        // so in a Warning). With supportsWildcard the study list's filters send *text*: the
+        // gateway passes wildcards to the sites' C-FIND, but refuses them on a patient's
+        // pseudonym when it de-identifies (a pseudonym has no parts to match), so the filters
+        // send what is typed, and a whole pseudonym finds its patient's studies.
         qidoSupportsIncludeField: true,
-        supportsWildcard: true,
+        supportsWildcard: false,
         supportsFuzzyMatching: false,
         // Images and thumbnails as WADO-RS frames, decoded in the browser: the gateway sends
         // each frame in the transfer syntax the site holds (transfer-syntax=*), so JPEG 2000 and

@@ -216,6 +216,17 @@ def test_ohif_shows_the_deidentified_federation(testbed, served):
             shown = sorted(value for value in originals(testbed) if value in listed)
             assert not shown, f"the study list shows the sites' own patient names or IDs: {shown}"
 
+            # The study list's Patient filter: a whole pseudonym finds that patient's studies.
+            patient = next(
+                s["00100010"]["Value"][0]["Alphabetic"] for s in studies.json() if s["0020000D"]["Value"][0] == ct_study
+            )
+            of_patient = requests.get(f"{gw.url}/studies", params={"PatientName": patient})
+            assert of_patient.status_code == 200, of_patient.text
+            page.get_by_role("textbox").first.fill(patient)
+            assert ct_study in [s["0020000D"]["Value"][0] for s in of_patient.json()]
+            count = len(of_patient.json())
+            page.wait_for_function(f"/\\b1-{count} of {count}\\b/.test(document.body.innerText)", timeout=30_000)
+
             # The synthetic CT, opened from the study list as a person would: its row (CT, as many
             # instances as the test bed made), then the Basic Viewer.
             instances = str(len(testbed["data"]["ct"]["instance_uids"]))
