@@ -25,7 +25,7 @@ use pacs_adapter::{RetrieveTarget, RetrievedInstance};
 use sha2::{Digest, Sha256};
 
 use crate::config::CacheConfig;
-use crate::disk_cache::{name_of, DiskTier};
+use crate::disk_cache::{name_of, DiskTier, Marker};
 use crate::error::ApiError;
 use crate::locate::Retrieval;
 
@@ -265,7 +265,7 @@ impl RetrievalCache {
     pub fn new(config: &CacheConfig) -> anyhow::Result<RetrievalCache> {
         let counters = Arc::new(Counters::default());
         let disk = match (&config.disk_dir, config.disk_bytes) {
-            (Some(dir), bytes) if bytes > 0 => Some(Arc::new(DiskTier::open(dir, bytes)?)),
+            (Some(dir), bytes) if bytes > 0 => Some(Arc::new(DiskTier::open(dir, bytes, config.ttl)?)),
             _ => None,
         };
         let instances = (config.memory_bytes > 0).then(|| {
@@ -313,7 +313,12 @@ impl RetrievalCache {
         let (name, forgotten) = (key.file_name(), forgotten_file(&key.study));
         let manifest = tokio::task::spawn_blocking(move || {
             let manifest: Manifest = serde_json::from_slice(&disk.read(&name)?).ok()?;
-            let forgotten_ms = disk.read(&forgotten).and_then(|b| Some(u64::from_le_bytes(b.try_into().ok()?)));
+            // A damaged marker: the study may have changed, so its manifests are not trusted.
+            let forgotten_ms = match disk.read_marker(&forgotten) {
+                Marker::Absent => None,
+                Marker::Present(bytes) => Some(bytes.try_into().map(u64::from_le_bytes).unwrap_or(u64::MAX)),
+                Marker::Damaged => Some(u64::MAX),
+            };
             forgotten_ms.is_none_or(|at| manifest.completed_ms > at).then_some(manifest)
         })
         .await
@@ -412,7 +417,7 @@ impl RetrievalCache {
         }
         if let Some(disk) = self.disk.clone() {
             let name = forgotten_file(&study);
-            tokio::task::spawn_blocking(move || disk.write(&name, &now_ms().to_le_bytes()));
+            tokio::task::spawn_blocking(move || disk.write_marker(&name, &now_ms().to_le_bytes()));
         }
     }
 

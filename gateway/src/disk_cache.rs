@@ -9,6 +9,10 @@
 //! that fails (disk full, permissions) turns the tier off with one error in the log: the service
 //! goes on from memory and the PACS.
 //!
+//! Markers (a study's manifests forgotten at a time) live apart, in `markers/`, outside the
+//! byte bound: evicting one would make stale manifests trusted again after a restart. They are
+//! a few bytes each and deleted at start once older than the manifests they could override.
+//!
 //! Every function here does blocking IO: call them off the async runtime.
 
 use std::io::Write;
@@ -19,12 +23,22 @@ use sha2::{Digest, Sha256};
 
 const MAGIC: &[u8; 8] = b"DWGCACH1";
 const HEADER: usize = MAGIC.len() + 32 + 8;
+const MARKERS: &str = "markers";
 
 #[derive(Debug)]
 pub struct DiskTier {
     dir: PathBuf,
     index: moka::sync::Cache<String, u64>,
     off: AtomicBool,
+}
+
+/// What a marker read found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Marker {
+    Absent,
+    Present(Vec<u8>),
+    /// Unreadable or not what was written: whatever it guarded is not to be trusted.
+    Damaged,
 }
 
 /// The file name of a key: hex SHA-256 of its parts.
@@ -39,10 +53,18 @@ pub fn name_of(kind: &str, parts: &[&str]) -> String {
 }
 
 impl DiskTier {
-    /// Opens the tier, deleting leftovers of interrupted writes and indexing what is there.
-    pub fn open(dir: &Path, bytes: u64) -> anyhow::Result<DiskTier> {
-        std::fs::create_dir_all(dir)
+    /// Opens the tier, deleting leftovers of interrupted writes and markers older than
+    /// `marker_life`, and indexing what is there.
+    pub fn open(dir: &Path, bytes: u64, marker_life: std::time::Duration) -> anyhow::Result<DiskTier> {
+        std::fs::create_dir_all(dir.join(MARKERS))
             .map_err(|e| anyhow::anyhow!("cannot create cache.disk_dir {}: {e}", dir.display()))?;
+        for entry in std::fs::read_dir(dir.join(MARKERS))? {
+            let entry = entry?;
+            let age = entry.metadata()?.modified()?.elapsed().unwrap_or_default();
+            if age > marker_life || entry.file_name().to_string_lossy().ends_with(".partial") {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
         let index_dir = dir.to_owned();
         let index = moka::sync::Cache::builder()
             .max_capacity(bytes)
@@ -96,26 +118,56 @@ impl DiskTier {
         if self.off.load(Ordering::Relaxed) {
             return;
         }
-        let path = self.dir.join(name);
-        let partial = self.dir.join(format!("{name}.partial"));
+        if self.write_file(&self.dir.join(name), content) {
+            self.index.insert(name.to_owned(), (HEADER + content.len()) as u64);
+            self.index.run_pending_tasks();
+        }
+    }
+
+    /// Stores a marker, outside the byte bound; on failure the tier is turned off.
+    pub fn write_marker(&self, name: &str, content: &[u8]) {
+        if !self.off.load(Ordering::Relaxed) {
+            self.write_file(&self.dir.join(MARKERS).join(name), content);
+        }
+    }
+
+    /// A marker, if any (a damaged one is deleted).
+    pub fn read_marker(&self, name: &str) -> Marker {
+        let path = self.dir.join(MARKERS).join(name);
+        match std::fs::read(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Marker::Absent,
+            Err(_) => Marker::Damaged,
+            Ok(bytes) => match verify(&bytes) {
+                Some(content) => Marker::Present(content.to_vec()),
+                None => {
+                    tracing::warn!(file = %path.display(), "damaged cache marker deleted");
+                    let _ = std::fs::remove_file(&path);
+                    Marker::Damaged
+                }
+            },
+        }
+    }
+
+    /// Writes `content` with its header to a temporary name, then renames it to `path`; on
+    /// failure the tier is turned off. Whether it was written.
+    fn write_file(&self, path: &Path, content: &[u8]) -> bool {
+        let partial = path.with_extension("partial");
         let written = (|| -> std::io::Result<()> {
             let mut file = std::fs::File::create(&partial)?;
             file.write_all(MAGIC)?;
             file.write_all(&Sha256::digest(content))?;
             file.write_all(&(content.len() as u64).to_le_bytes())?;
             file.write_all(content)?;
-            std::fs::rename(&partial, &path)
+            std::fs::rename(&partial, path)
         })();
         match written {
-            Ok(()) => {
-                self.index.insert(name.to_owned(), (HEADER + content.len()) as u64);
-                self.index.run_pending_tasks();
-            }
+            Ok(()) => true,
             Err(e) => {
                 let _ = std::fs::remove_file(&partial);
                 if !self.off.swap(true, Ordering::Relaxed) {
                     tracing::error!(dir = %self.dir.display(), error = %e, "cannot write the disk cache: it is off until restart");
                 }
+                false
             }
         }
     }
@@ -156,16 +208,43 @@ fn verify(bytes: &[u8]) -> Option<&[u8]> {
 mod tests {
     use super::*;
 
+    const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
+
+    #[test]
+    fn markers_stay_whatever_the_churn_and_go_once_too_old_to_matter() {
+        let dir = std::env::temp_dir().join(format!("disk-cache-markers-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let tier = DiskTier::open(&dir, 2_000, HOUR).expect("open");
+        let marker = name_of("study-forgotten", &["1.2.3"]);
+        tier.write_marker(&marker, &42u64.to_le_bytes());
+        for i in 0..20 {
+            tier.write(&name_of("instance", &[&i.to_string()]), &[1u8; 900]);
+        }
+        let tier = DiskTier::open(&dir, 2_000, HOUR).expect("reopen");
+        assert_eq!(tier.read_marker(&marker), Marker::Present(42u64.to_le_bytes().to_vec()));
+        assert_eq!(tier.read_marker(&name_of("study-forgotten", &["9.9"])), Marker::Absent);
+        // Damaged: reported (so that what it guards is not trusted) and deleted.
+        std::fs::write(dir.join(MARKERS).join(&marker), b"DWGCACH1 broken").expect("write");
+        assert_eq!(tier.read_marker(&marker), Marker::Damaged);
+        assert_eq!(tier.read_marker(&marker), Marker::Absent);
+        // Older than the manifests it could override: gone at the next start.
+        tier.write_marker(&marker, &42u64.to_le_bytes());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let _tier = DiskTier::open(&dir, 2_000, std::time::Duration::from_millis(10)).expect("reopen");
+        assert!(!dir.join(MARKERS).join(&marker).exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn files_survive_a_reopen_damage_is_detected_and_the_bound_holds() {
         let dir = std::env::temp_dir().join(format!("disk-cache-test-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let tier = DiskTier::open(&dir, 10_000).expect("open");
+        let tier = DiskTier::open(&dir, 10_000, HOUR).expect("open");
         let a = name_of("instance", &["p", "1.2", "1.2.3"]);
         tier.write(&a, &[7u8; 1000]);
         assert_eq!(tier.read(&a).as_deref(), Some(&[7u8; 1000][..]));
         std::fs::write(dir.join("leftover.partial"), b"x").expect("write");
-        let tier = DiskTier::open(&dir, 10_000).expect("reopen");
+        let tier = DiskTier::open(&dir, 10_000, HOUR).expect("reopen");
         assert!(!dir.join("leftover.partial").exists());
         assert_eq!(tier.read(&a).map(|c| c.len()), Some(1000));
         // A flipped byte: detected, deleted, a miss.
@@ -178,8 +257,12 @@ mod tests {
         // Churn: never more than the bound on disk.
         for i in 0..50 {
             tier.write(&name_of("instance", &[&i.to_string()]), &[1u8; 900]);
-            let on_disk: u64 =
-                std::fs::read_dir(&dir).expect("dir").map(|e| e.expect("entry").metadata().expect("meta").len()).sum();
+            let on_disk: u64 = std::fs::read_dir(&dir)
+                .expect("dir")
+                .map(|e| e.expect("entry").metadata().expect("meta"))
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum();
             assert!(on_disk <= 10_000, "{on_disk} bytes on disk");
         }
         let _ = std::fs::remove_dir_all(&dir);
