@@ -65,6 +65,12 @@ def launch(config, port, scheme="http", verify=True, client_cert=None, args=()):
     pytest.fail("the gateway did not come up")
 
 
+def stop(process):
+    """Stops a gateway started by `launch` (SIGTERM: it finishes what is in flight)."""
+    process.terminate()
+    process.wait(timeout=10)
+
+
 def start_gateway(testbed, site_id, retrieve, destination, store=False, stow_limit="2GiB"):
     site = next(s for s in testbed["sites"] if s["id"] == site_id)
     dest = next(d for d in testbed["move_destinations"] if d["ae_title"] == destination)

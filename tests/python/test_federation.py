@@ -15,7 +15,7 @@ from pydicom.uid import generate_uid
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
 
-from conftest import OrthancProcess, free_port, start_federation
+from conftest import OrthancProcess, free_port, start_federation, stop
 
 SITES = "00091010"
 
@@ -172,11 +172,6 @@ def wait_for(predicate, seconds, what):
             return
         time.sleep(0.2)
     raise AssertionError(f"not within {seconds} s: {what}")
-
-
-def stop(process):
-    process.terminate()
-    process.wait(timeout=10)
 
 
 def test_a_site_stopped_mid_test_is_reported_then_used_again_when_back(testbed, tmp_path):

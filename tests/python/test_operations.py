@@ -6,7 +6,7 @@ import time
 
 import requests
 
-from conftest import free_port, start_federation
+from conftest import free_port, start_federation, stop
 
 
 def wait_for_line(path, needle, seconds=10):
@@ -18,11 +18,6 @@ def wait_for_line(path, needle, seconds=10):
             return text
         time.sleep(0.1)
     raise AssertionError(f"no {needle!r} in the gateway's output:\n{text}")
-
-
-def stop(process):
-    process.terminate()
-    process.wait(timeout=10)
 
 
 def test_the_start_up_summary_says_which_sites_answer_and_what_the_gateway_does(testbed, tmp_path):
