@@ -11,12 +11,11 @@ window.config = {
   modes: [],
   customizationService: {},
   showStudyList: true,
-  // The warning is about SharedArrayBuffer (cross-origin isolation), which only OHIF's volume
-  // rendering needs; the stack viewports that show the gateway's images do without it.
-  showWarningMessageForCrossOrigin: false,
   showCPUFallbackMessage: true,
   showLoadingIndicator: true,
   strictZSpacingForVolumeViewport: true,
+  // Image decoding workers, and requests in flight at once: a federation's sites answer
+  // retrievals over a few DIMSE associations each, so more parallel requests only queue.
   maxNumberOfWebWorkers: 2,
   maxNumRequests: {
     interaction: 100,
@@ -52,7 +51,7 @@ window.config = {
         supportsReject: false,
         dicomUploadEnabled: false,
         staticWado: false,
-        // Bulk data, frames and rendered resources answer multipart/related.
+        // Bulk data and frames come as multipart/related.
         singlepart: '',
         bulkDataURI: {
           enabled: true,
