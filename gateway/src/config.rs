@@ -59,6 +59,8 @@ mod raw {
         pub tls: Option<ServerTls>,
         /// Largest STOW-RS request body (e.g. "2GiB").
         pub stow_limit: Option<String>,
+        pub max_connections: Option<usize>,
+        pub header_timeout: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -285,6 +287,10 @@ pub struct Config {
     pub tls: Option<ServerTlsFiles>,
     /// Largest STOW-RS request body in bytes; larger ones get 413 without being read.
     pub stow_limit: u64,
+    /// Client connections served at once; more wait to be accepted.
+    pub max_connections: usize,
+    /// The time a client has to send a request's headers (HTTP/1.1) before it is dropped.
+    pub header_timeout: Duration,
     pub base_path: String,
     pub public_url: String,
     pub dimse_ae_title: AeTitle,
@@ -366,6 +372,14 @@ impl Config {
         let stow_limit = parse_size(&stow_limit_text);
         check(stow_limit.as_ref().map(|_| ()).map_err(|e| format!("server.stow_limit: {e}")));
         let stow_limit = stow_limit.unwrap_or(0);
+        let max_connections = raw.server.max_connections.unwrap_or(1024);
+        check(if max_connections > 0 { Ok(()) } else { Err("server.max_connections must be at least 1".into()) });
+        let header_timeout_text = raw.server.header_timeout.clone().unwrap_or_else(|| "10s".into());
+        let header_timeout = humantime::parse_duration(&header_timeout_text)
+            .map_err(|e| format!("server.header_timeout {header_timeout_text:?}: {e}"))
+            .and_then(|t| if t.is_zero() { Err("server.header_timeout must be more than 0s".into()) } else { Ok(t) });
+        check(header_timeout.as_ref().map(|_| ()).map_err(Clone::clone));
+        let header_timeout = header_timeout.unwrap_or_default();
         let tls = raw.server.tls.as_ref().map(|t| ServerTlsFiles {
             cert: t.cert.clone(),
             key: t.key.clone(),
@@ -569,6 +583,8 @@ impl Config {
                 listen,
                 tls,
                 stow_limit,
+                max_connections,
+                header_timeout,
                 base_path,
                 public_url,
                 dimse_ae_title,

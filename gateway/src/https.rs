@@ -7,24 +7,13 @@
 use std::future::Future;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
-use axum::body::Body;
 use axum::extract::Request;
-use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
-use hyper_util::server::conn::auto::Builder;
-use hyper_util::service::TowerToHyperService;
 use rustls::server::WebPkiClientVerifier;
 use rustls::ServerConfig;
-use tokio_rustls::TlsAcceptor;
 
 use crate::config::ServerTlsFiles;
-
-/// A TLS handshake must end within this, or the connection is dropped.
-const HANDSHAKE_WITHIN: Duration = Duration::from_secs(10);
-/// Connections still open this long after shutdown began are closed.
-const DRAIN_WITHIN: Duration = Duration::from_secs(30);
+use crate::connections::ConnectionLimits;
 
 fn read_pem(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read server.tls.{what} {}: {e}", path.display()))
@@ -66,6 +55,7 @@ pub fn server_config(files: &ServerTlsFiles) -> anyhow::Result<Arc<ServerConfig>
 pub async fn serve<S>(
     listener: tokio::net::TcpListener,
     files: ServerTlsFiles,
+    limits: ConnectionLimits,
     app: S,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()>
@@ -78,50 +68,7 @@ where
 {
     let current = Arc::new(RwLock::new(server_config(&files)?));
     tokio::spawn(reload_on_hangup(files, current.clone()));
-    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut shutdown = std::pin::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot accept a connection");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            _ = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let acceptor = TlsAcceptor::from(current.read().unwrap_or_else(|p| p.into_inner()).clone());
-        let service =
-            tower::ServiceExt::map_request(app.clone(), |request: hyper::Request<Incoming>| request.map(Body::new));
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let stream = match tokio::time::timeout(HANDSHAKE_WITHIN, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let builder = Builder::new(TokioExecutor::new());
-            let connection =
-                builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
-            if let Err(e) = watcher.watch(connection.into_owned()).await {
-                tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error");
-            }
-        });
-    }
-    drop(listener);
-    if tokio::time::timeout(DRAIN_WITHIN, graceful.shutdown()).await.is_err() {
-        tracing::warn!("connections still open {DRAIN_WITHIN:?} after shutdown began were closed");
-    }
-    Ok(())
+    crate::connections::serve(listener, Some(current), limits, app, shutdown).await
 }
 
 /// Reloads the certificate files on every SIGHUP.

@@ -13,6 +13,7 @@ pub mod authorize;
 pub mod cache;
 pub mod check;
 pub mod config;
+pub mod connections;
 pub mod deidentify;
 pub mod directory;
 pub mod disk_cache;

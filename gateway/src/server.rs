@@ -131,16 +131,15 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let base_path = config.base_path.clone();
     let tls = config.tls.clone();
+    let limits = crate::connections::ConnectionLimits {
+        max_connections: config.max_connections,
+        header_timeout: config.header_timeout,
+    };
     let gateway = Gateway::start(config).await?;
     tokio::spawn(crate::startup::report_reachability(gateway.clone()));
     let app = tower::ServiceExt::map_request(router(gateway), address(base_path));
     match tls {
-        Some(files) => crate::https::serve(listener, files, app, shutdown).await,
-        None => {
-            axum::serve(listener, axum::ServiceExt::<Request>::into_make_service(app))
-                .with_graceful_shutdown(shutdown)
-                .await?;
-            Ok(())
-        }
+        Some(files) => crate::https::serve(listener, files, limits, app, shutdown).await,
+        None => crate::connections::serve(listener, None, limits, app, shutdown).await,
     }
 }

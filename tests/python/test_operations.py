@@ -72,3 +72,36 @@ def test_json_logs_are_one_object_a_line_with_the_request_fields_and_no_patient_
     text = "\n".join(lines)
     for original in ("Synthetic", "SYN000001", testbed["data"]["ct"]["study_uid"]):
         assert original not in text
+
+
+def test_slow_clients_are_dropped_and_connections_beyond_the_limit_wait_for_a_free_one(testbed):
+    """Slowloris: clients that trickle their headers hold every connection slot; each is
+    dropped after `server.header_timeout`, and a client waiting behind them is then served."""
+    import socket
+
+    process, gw = start_federation(testbed, "FEDGW2", server='max_connections = 4\nheader_timeout = "1s"\n')
+    port = int(gw.url.split(":")[2].split("/")[0])
+    slow = []
+    try:
+        for _ in range(4):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # and never the blank line
+            slow.append(s)
+        began = time.monotonic()
+        response = requests.get(gw.url.replace("/dicom-web", "/healthz"), timeout=10)
+        waited = time.monotonic() - began
+        assert response.status_code == 200
+        assert 0.5 <= waited < 5, f"served after {waited:.2f} s"  # behind the slow ones, not never
+        for s in slow:
+            s.settimeout(5)
+            answer = s.recv(4096)  # the server ends the connection (with 408 or nothing)
+            while answer and not answer.endswith(b"\r\n\r\n") and b"408" not in answer:
+                more = s.recv(4096)
+                if not more:
+                    break
+                answer += more
+            assert answer == b"" or answer.startswith(b"HTTP/1.1 408"), answer[:80]
+    finally:
+        for s in slow:
+            s.close()
+        stop(process)
