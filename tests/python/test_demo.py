@@ -1,6 +1,7 @@
 """The README's main command, as written, on a clean checkout: `bash scripts/demo.sh` builds,
-starts three real Orthanc sites and the gateway, prints the URL to point a viewer at; the URL
-answers a search with de-identified studies; Ctrl-C stops everything it started."""
+starts three real Orthanc sites, the gateway and the OHIF Viewer, prints the URLs; the gateway's
+answers a search with de-identified studies, the viewer's serves OHIF configured for it; Ctrl-C
+stops everything it started."""
 
 import os
 import re
@@ -51,6 +52,12 @@ def test_the_readme_demo_command_runs_on_a_clean_checkout_and_stops_on_ctrl_c(tm
         names = [s.get("00100010", {}).get("Value", [{}])[0].get("Alphabetic", "") for s in studies.json()]
         assert names and not any("Synthetic" in n for n in names), names  # de-identified
         assert requests.get(url.replace("/dicom-web", "/readyz"), timeout=10).status_code == 200
+        viewer = re.search(r"OHIF Viewer on the gateway.*: (http://127\.0\.0\.1:\d+)", output_path.read_text())
+        assert viewer, f"no viewer URL printed:\n{output_path.read_text()[-2000:]}"
+        page = requests.get(viewer.group(1), timeout=10)
+        assert page.status_code == 200 and "<html" in page.text.lower()
+        config = requests.get(f"{viewer.group(1)}/app-config.js", timeout=10)
+        assert config.status_code == 200 and url in config.text
     finally:
         # Ctrl-C, as a person would press it in the terminal (the whole foreground group).
         if demo.poll() is None:
@@ -61,7 +68,7 @@ def test_the_readme_demo_command_runs_on_a_clean_checkout_and_stops_on_ctrl_c(tm
             os.killpg(demo.pid, signal.SIGKILL)
             raise AssertionError("the demo did not stop within 60 s of Ctrl-C")
     text = output_path.read_text()
-    ports = [8080, 11111, 11112, 11113, 8142, 8143, 8144]
+    ports = [8080, 3000, 11111, 11112, 11113, 8142, 8143, 8144]
     for _ in range(50):
         if not any(listening(p) for p in ports):
             break
