@@ -14,7 +14,7 @@ import requests
 
 from conftest import ROOT
 
-# Release build on a clean machine included.
+# A build included, when the tree's target directory has none yet.
 START_DEADLINE_S = 1200
 
 
