@@ -4,16 +4,13 @@
 //! SIGHUP reloads the certificate, key and client CA for new connections; a reload that fails
 //! is logged and the files in use stay.
 
-use std::future::Future;
 use std::path::Path;
 use std::sync::{Arc, RwLock};
 
-use axum::extract::Request;
 use rustls::server::WebPkiClientVerifier;
 use rustls::ServerConfig;
 
 use crate::config::ServerTlsFiles;
-use crate::connections::ConnectionLimits;
 
 fn read_pem(path: &Path, what: &str) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| anyhow::anyhow!("cannot read server.tls.{what} {}: {e}", path.display()))
@@ -51,24 +48,12 @@ pub fn server_config(files: &ServerTlsFiles) -> anyhow::Result<Arc<ServerConfig>
     Ok(Arc::new(config))
 }
 
-/// Serves `app` over TLS on `listener` until `shutdown` completes, then drains the connections.
-pub async fn serve<S>(
-    listener: tokio::net::TcpListener,
-    files: ServerTlsFiles,
-    limits: ConnectionLimits,
-    app: S,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()>
-where
-    S: tower::Service<Request, Response = axum::response::Response, Error = std::convert::Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
+/// The TLS configuration from `files`, replaced on every SIGHUP (a reload that fails keeps the
+/// one in use), for the connections to use.
+pub fn reloaded_on_hangup(files: ServerTlsFiles) -> anyhow::Result<crate::connections::Tls> {
     let current = Arc::new(RwLock::new(server_config(&files)?));
     tokio::spawn(reload_on_hangup(files, current.clone()));
-    crate::connections::serve(listener, Some(current), limits, app, shutdown).await
+    Ok(Some(current))
 }
 
 /// Reloads the certificate files on every SIGHUP.

@@ -1,8 +1,9 @@
 //! Where a retrieval goes: the plan (which parts of the target, from which sites) and the
 //! stream of instances it yields, parts retrieved side by side and merged as instances arrive.
 //!
-//! The plan comes from the directory when it remembers the study, else from a C-FIND across
-//! the request's sites (then remembered when every site answered). A part is retrieved from
+//! The plan comes from the directory when it remembers the study, or is the whole target from
+//! the request's one site when it may use only one, else from a C-FIND across the request's
+//! sites (then remembered when every site answered). A part is retrieved from
 //! its first holder (configuration order) whose circuit is closed; a holder that cannot be
 //! reached gives way to the next. A remembered plan that yields nothing is forgotten and the
 //! target located anew. Every part must yield at least one instance: a part that yields none

@@ -138,8 +138,9 @@ pub async fn serve(
     let gateway = Gateway::start(config).await?;
     tokio::spawn(crate::startup::report_reachability(gateway.clone()));
     let app = tower::ServiceExt::map_request(router(gateway), address(base_path));
-    match tls {
-        Some(files) => crate::https::serve(listener, files, limits, app, shutdown).await,
-        None => crate::connections::serve(listener, None, limits, app, shutdown).await,
-    }
+    let tls = match tls {
+        Some(files) => crate::https::reloaded_on_hangup(files)?,
+        None => None,
+    };
+    crate::connections::serve(listener, tls, limits, app, shutdown).await
 }
