@@ -259,7 +259,8 @@ pub struct DeidConfig {
     pub options: Vec<String>,
     pub key_file: PathBuf,
     pub state_dir: PathBuf,
-    pub store: Option<String>,
+    /// The shared pseudonym map (PostgreSQL); `None`: the embedded one in `state_dir`.
+    pub store: Option<crate::pseudonyms::ConnectionString>,
 }
 
 #[derive(Debug, Clone)]
@@ -514,11 +515,14 @@ impl Config {
             if let Err(wrong) = dicomweb_deid::Options::parse(&deid.options) {
                 problems.extend(wrong.into_iter().map(|p| format!("deid.options: {p}")));
             }
+            let store = deid.store.as_deref().and_then(|store| {
+                crate::pseudonyms::ConnectionString::parse(store).map_err(|e| problems.push(e)).ok()
+            });
             DeidConfig {
                 options: deid.options,
                 key_file: deid.key_file,
                 state_dir: deid.state_dir.unwrap_or_else(|| PathBuf::from("state")),
-                store: deid.store,
+                store,
             }
         });
 

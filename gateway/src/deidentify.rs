@@ -17,7 +17,7 @@ use pacs_adapter::{RetrieveTarget, RetrievedInstance};
 
 use crate::config::DeidConfig;
 use crate::error::ApiError;
-use crate::pseudonyms::{Embedded, Kind, Original, PseudonymStore};
+use crate::pseudonyms::{Kind, Original, PseudonymStore, Unavailable};
 
 /// The project of a gateway without authentication: every site, one set of pseudonyms.
 pub const IMPLICIT_PROJECT: &str = "all-sites";
@@ -88,7 +88,7 @@ impl std::fmt::Debug for Secret {
 impl Privacy {
     /// Reads (or creates) the secret and opens the pseudonym map.
     pub fn open_shared(config: &DeidConfig) -> anyhow::Result<Shared> {
-        Ok(Shared { secret: Secret(secret(&config.key_file)?), store: Arc::new(Embedded::open(&config.state_dir)?) })
+        Ok(Shared { secret: Secret(secret(&config.key_file)?), store: crate::pseudonyms::open(config)? })
     }
 
     /// One project's de-identification: keys derived for the project, its options.
@@ -109,7 +109,7 @@ impl Privacy {
         let found = tokio::task::spawn_blocking(move || store.resolve(&project, &pseudonym))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?
-            .map_err(|e| ApiError::Internal(format!("pseudonym map: {e}")))?;
+            .map_err(map_error)?;
         found.filter(|o| o.kind == kind).ok_or_else(|| ApiError::NotFound("no such study, series or instance".into()))
     }
 
@@ -168,7 +168,13 @@ impl Privacy {
         tokio::task::spawn_blocking(move || store.record(&project, entries))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?
-            .map_err(|e| ApiError::Internal(format!("pseudonym map: {e}")))
+            .map_err(map_error)
+    }
+
+    /// Records pseudonyms from a blocking task (a retrieved instance de-identified off the
+    /// async runtime) before the instance carrying them goes out.
+    pub fn record_blocking(&self, entries: Vec<(String, Original)>) -> Result<(), ApiError> {
+        self.store.record(&self.project, entries).map_err(map_error)
     }
 
     /// The pseudonyms a de-identified data set's report names, as map entries.
@@ -239,6 +245,22 @@ impl Privacy {
         let entries = Privacy::entries(&report);
         let deidentified = RetrievedInstance::from_part10(Bytes::from(part10)).map_err(std::io::Error::other)?;
         Ok((Processed::Deidentified(deidentified), entries))
+    }
+}
+
+/// How long a client is asked to wait when the pseudonym map is unreachable.
+const MAP_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// A failure of the pseudonym map as a response: 503 with Retry-After when the store is
+/// unreachable (the request may be retried; nothing it would have emitted was sent), else 500.
+pub fn map_error(e: anyhow::Error) -> ApiError {
+    match e.downcast_ref::<Unavailable>() {
+        Some(_) => ApiError::Relayed {
+            status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            message: "the pseudonym map is unreachable; retry later".into(),
+            retry_after: Some(MAP_RETRY_AFTER),
+        },
+        None => ApiError::Internal(format!("pseudonym map: {e:#}")),
     }
 }
 

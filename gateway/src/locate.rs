@@ -375,10 +375,7 @@ async fn deidentified(
                     let (processed, entries) = privacy
                         .instance(&instance, gw.sites[site].id().as_str())
                         .map_err(|e| ApiError::Internal(format!("cannot de-identify an instance: {e}")))?;
-                    privacy
-                        .store
-                        .record(&privacy.project, entries)
-                        .map_err(|e| ApiError::Internal(format!("pseudonym map: {e}")))?;
+                    privacy.record_blocking(entries)?;
                     Ok(processed)
                 })
                 .await

@@ -1,50 +1,14 @@
-//! The pseudonym map: from a pseudonym the gateway has handed out (a UID, or a patient's
-//! token) back to the site's value, per project. Pseudonyms are HMACs and cannot be reversed;
-//! this map is how a client's later request naming one is answered. It is written when a
-//! pseudonym is first emitted (the response that carries it waits until it is committed).
-//!
-//! [`PseudonymStore`] is the trait a shared store for several replicas implements; [`Embedded`]
-//! keeps the map in `deid.state_dir/pseudonyms.redb` with recent entries in memory.
+//! The embedded store: the map in `deid.state_dir/pseudonyms.redb`, one gateway process.
 
 use std::path::Path;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
-use redb::{ReadableDatabase, TableDefinition};
-use serde::{Deserialize, Serialize};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::{Original, PseudonymStore};
 
 const MAP: TableDefinition<&str, &[u8]> = TableDefinition::new("pseudonyms");
-
-/// What a pseudonym stands for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Kind {
-    Study,
-    Series,
-    Instance,
-    Patient,
-}
-
-/// One entry: the site's value, and for a patient the issuer (IssuerOfPatientID or site id).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Original {
-    pub kind: Kind,
-    pub value: String,
-    #[serde(default)]
-    pub issuer: Option<String>,
-}
-
-/// Where pseudonyms are kept.
-pub trait PseudonymStore: Send + Sync + std::fmt::Debug {
-    /// Records pseudonyms of `project`; returns once they are durable.
-    fn record(&self, project: &str, entries: Vec<(String, Original)>) -> anyhow::Result<()>;
-    /// Records pseudonyms without waiting for them to be durable (for the UIDs inside
-    /// retrieved instances, so that a study of many instances is not a commit per instance).
-    fn record_soon(&self, project: &str, entries: Vec<(String, Original)>) -> anyhow::Result<()> {
-        self.record(project, entries)
-    }
-    /// What a pseudonym of `project` stands for, if it was ever emitted.
-    fn resolve(&self, project: &str, pseudonym: &str) -> anyhow::Result<Option<Original>>;
-}
 
 fn key(project: &str, pseudonym: &str) -> String {
     format!("{project}\u{0}{pseudonym}")
@@ -169,6 +133,19 @@ impl PseudonymStore for Embedded {
         self.recent.insert(key, Arc::new(original.clone()));
         Ok(Some(original))
     }
+
+    fn each(&self, visit: &mut dyn FnMut(&str, &str, Original) -> anyhow::Result<()>) -> anyhow::Result<()> {
+        let read = self.store.begin_read()?;
+        let table = read.open_table(MAP)?;
+        for entry in table.iter()? {
+            let (key, bytes) = entry?;
+            let Some((project, pseudonym)) = key.value().split_once('\u{0}') else {
+                anyhow::bail!("the embedded pseudonym map holds a key without a project");
+            };
+            visit(project, pseudonym, serde_json::from_slice(bytes.value())?)?;
+        }
+        Ok(())
+    }
 }
 
 fn write_batches(store: &redb::Database, receiver: &mpsc::Receiver<Write>) {
@@ -204,6 +181,7 @@ fn commit(store: &redb::Database, batch: &[Write]) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pseudonyms::Kind;
 
     #[test]
     fn pseudonyms_resolve_per_project_and_survive_a_restart() {

@@ -1,0 +1,423 @@
+//! The map in PostgreSQL (`deid.store = "postgres://..."`), shared by gateway replicas.
+//!
+//! One table, `pseudonyms (project, pseudonym) -> (kind, value, issuer)`, created or migrated at
+//! start (under an advisory lock, so replicas starting together do not race; the version in
+//! `dicomweb_gateway_schema`). Inserts are `ON CONFLICT DO NOTHING`: two replicas emitting the
+//! same pseudonym at once is normal, as HMAC pseudonyms are deterministic. A pseudonym that
+//! already stands for a different original is an error, never overwritten. Writes are batched
+//! by one thread (one transaction for all the requests waiting), and what this replica recorded
+//! or resolved recently is kept in memory, so that it still resolves while the database is down.
+
+use std::str::FromStr;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::types::{ToSql, Type};
+use postgres::NoTls;
+use r2d2_postgres::PostgresConnectionManager;
+
+use super::{Kind, Original, PseudonymStore, Unavailable};
+
+type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
+
+/// The schema, one step per version; a step runs once, in order.
+const MIGRATIONS: &[&str] = &["CREATE TABLE pseudonyms (
+        project text NOT NULL,
+        pseudonym text NOT NULL,
+        kind text NOT NULL CHECK (kind IN ('study', 'series', 'instance', 'patient')),
+        value text NOT NULL,
+        issuer text,
+        recorded timestamptz NOT NULL DEFAULT now(),
+        PRIMARY KEY (project, pseudonym)
+    )"];
+
+/// The advisory lock held while the schema is migrated ("dicomweb" in ASCII).
+const SCHEMA_LOCK: i64 = 0x6469_636f_6d77_6562;
+
+const INSERT: &str = "INSERT INTO pseudonyms (project, pseudonym, kind, value, issuer)
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[])
+    ON CONFLICT (project, pseudonym) DO NOTHING";
+
+/// The entries of a batch that the table holds with another original.
+const CONFLICTS: &str = "SELECT n.project, n.pseudonym
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS n(project, pseudonym, kind, value, issuer)
+    JOIN pseudonyms p ON p.project = n.project AND p.pseudonym = n.pseudonym
+    WHERE (p.kind, p.value, p.issuer) IS DISTINCT FROM (n.kind, n.value, n.issuer)";
+
+const RESOLVE: &str = "SELECT kind, value, issuer FROM pseudonyms WHERE project = $1 AND pseudonym = $2";
+
+/// How long a request waits for a connection before the map counts as unreachable.
+const CONNECTION_WAIT: Duration = Duration::from_secs(3);
+
+/// A PostgreSQL connection string (URL or key=value form); its password never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ConnectionString(String);
+
+impl ConnectionString {
+    /// Checks the form (`postgres://` or `postgresql://` URL, or key=value pairs).
+    pub fn parse(text: &str) -> Result<ConnectionString, String> {
+        let url = text.starts_with("postgres://") || text.starts_with("postgresql://");
+        if !url && !text.contains('=') {
+            return Err("deid.store must be a PostgreSQL connection string (postgres://user@host/database)".into());
+        }
+        postgres::Config::from_str(text)
+            .map_err(|e| format!("deid.store {}: {e}", redact(text)))
+            .map(|_| ConnectionString(text.to_owned()))
+    }
+}
+
+impl std::fmt::Display for ConnectionString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&redact(&self.0))
+    }
+}
+
+impl std::fmt::Debug for ConnectionString {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ConnectionString({})", redact(&self.0))
+    }
+}
+
+/// The connection string with any password replaced by `***`.
+pub fn redact(text: &str) -> String {
+    let mut out = text.to_owned();
+    if let Some(rest) = text.split_once("://").map(|(_, rest)| rest) {
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@') {
+            if let Some(colon) = rest[..at].find(':') {
+                let scheme_len = text.len() - rest.len();
+                out.replace_range(scheme_len + colon + 1..scheme_len + at, "***");
+            }
+        }
+    }
+    // `password=` as a key=value pair or a URL parameter.
+    let mut redacted = String::with_capacity(out.len());
+    let mut rest = out.as_str();
+    while let Some(at) = rest.find("password=") {
+        let value = at + "password=".len();
+        redacted.push_str(&rest[..value]);
+        redacted.push_str("***");
+        let quoted = rest[value..].starts_with('\'');
+        let end = if quoted {
+            rest[value + 1..].find('\'').map(|e| value + e + 2).unwrap_or(rest.len())
+        } else {
+            rest[value..].find([' ', '&']).map(|e| value + e).unwrap_or(rest.len())
+        };
+        rest = &rest[end..];
+    }
+    redacted.push_str(rest);
+    redacted
+}
+
+/// A PostgreSQL error as the caller sees it: the database gone or refusing connections is
+/// [`Unavailable`] (503 with Retry-After), anything else an error of the gateway.
+fn classify(e: postgres::Error) -> anyhow::Error {
+    let unavailable = match e.code() {
+        None => true,
+        Some(code) => {
+            let class = &code.code()[..2];
+            // 08: connection exception; 57: operator intervention (shutdown); 53: resources.
+            matches!(class, "08" | "57" | "53")
+        }
+    };
+    if unavailable {
+        anyhow::Error::new(Unavailable(e.to_string()))
+    } else {
+        anyhow::anyhow!("PostgreSQL: {e}")
+    }
+}
+
+fn connection(pool: &Pool) -> anyhow::Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>> {
+    pool.get().map_err(|e| anyhow::Error::new(Unavailable(e.to_string())))
+}
+
+/// Creates the schema or brings it to this gateway's version.
+fn migrate(client: &mut postgres::Client) -> anyhow::Result<()> {
+    let mut tx = client.transaction().map_err(classify)?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&SCHEMA_LOCK]).map_err(classify)?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS dicomweb_gateway_schema (
+            singleton boolean PRIMARY KEY DEFAULT true CHECK (singleton),
+            version integer NOT NULL
+        );
+        INSERT INTO dicomweb_gateway_schema (version) VALUES (0) ON CONFLICT DO NOTHING",
+    )
+    .map_err(classify)?;
+    let version: i32 = tx.query_one("SELECT version FROM dicomweb_gateway_schema", &[]).map_err(classify)?.get(0);
+    let ours = MIGRATIONS.len();
+    let version = usize::try_from(version).map_err(|_| anyhow::anyhow!("schema version {version} is not valid"))?;
+    if version > ours {
+        anyhow::bail!(
+            "the pseudonym map's schema is at version {version}, newer than this gateway's ({ours}): upgrade the gateway"
+        );
+    }
+    for step in &MIGRATIONS[version..] {
+        tx.batch_execute(step).map_err(classify)?;
+    }
+    if version < ours {
+        tx.execute("UPDATE dicomweb_gateway_schema SET version = $1", &[&(ours as i32)]).map_err(classify)?;
+        tracing::info!(from = version, to = ours, "pseudonym map schema migrated");
+    }
+    tx.commit().map_err(classify)?;
+    Ok(())
+}
+
+/// One entry to insert.
+struct Row {
+    project: String,
+    pseudonym: String,
+    original: Original,
+}
+
+/// The rows of one request and where its outcome goes.
+struct Write {
+    rows: Vec<Row>,
+    done: mpsc::Sender<Result<(), Failure>>,
+}
+
+/// Why a write failed, sent to every request of the batch.
+#[derive(Clone)]
+enum Failure {
+    Unavailable(String),
+    Other(String),
+}
+
+impl Failure {
+    fn of(e: anyhow::Error) -> Failure {
+        match e.downcast::<Unavailable>() {
+            Ok(Unavailable(why)) => Failure::Unavailable(why),
+            Err(e) => Failure::Other(format!("{e:#}")),
+        }
+    }
+
+    fn into_error(self) -> anyhow::Error {
+        match self {
+            Failure::Unavailable(why) => anyhow::Error::new(Unavailable(why)),
+            Failure::Other(why) => anyhow::anyhow!(why),
+        }
+    }
+}
+
+pub struct Postgres {
+    pool: Pool,
+    shown: String,
+    writes: Mutex<Option<mpsc::Sender<Write>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    recent: moka::sync::Cache<String, Arc<Original>>,
+}
+
+impl std::fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PostgreSQL pseudonym store at {}", self.shown)
+    }
+}
+
+fn key(project: &str, pseudonym: &str) -> String {
+    format!("{project}\u{0}{pseudonym}")
+}
+
+impl Postgres {
+    /// Connects, creates or migrates the schema and starts the writer.
+    pub fn open(url: &ConnectionString) -> anyhow::Result<Postgres> {
+        let shown = url.to_string();
+        let mut config = postgres::Config::from_str(&url.0).map_err(|e| anyhow::anyhow!("deid.store {shown}: {e}"))?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECTION_WAIT);
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("dicomweb-gateway");
+        }
+        let pool = r2d2::Pool::builder()
+            .max_size(16)
+            .min_idle(Some(1))
+            .connection_timeout(CONNECTION_WAIT)
+            .error_handler(Box::new(r2d2::NopErrorHandler))
+            .build(PostgresConnectionManager::new(config, NoTls))
+            .map_err(|e| anyhow::anyhow!("cannot connect to the pseudonym map at {shown}: {e}"))?;
+        let mut client =
+            pool.get().map_err(|e| anyhow::anyhow!("cannot connect to the pseudonym map at {shown}: {e}"))?;
+        migrate(&mut client).map_err(|e| anyhow::anyhow!("the pseudonym map at {shown}: {e:#}"))?;
+        drop(client);
+        let (sender, receiver) = mpsc::channel();
+        let writer_pool = pool.clone();
+        let writer = std::thread::Builder::new()
+            .name("pseudonym-writer".into())
+            .spawn(move || write_batches(&writer_pool, &receiver))?;
+        Ok(Postgres {
+            pool,
+            shown,
+            writes: Mutex::new(Some(sender)),
+            writer: Mutex::new(Some(writer)),
+            recent: moka::sync::Cache::builder()
+                .max_capacity(1_000_000)
+                .time_to_idle(Duration::from_secs(3600))
+                .build(),
+        })
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.writes.lock().map(|mut w| w.take()).ok();
+        if let Some(writer) = self.writer.lock().ok().and_then(|mut w| w.take()) {
+            let _ = writer.join();
+        }
+    }
+}
+
+impl PseudonymStore for Postgres {
+    fn record(&self, project: &str, entries: Vec<(String, Original)>) -> anyhow::Result<()> {
+        let mut rows = Vec::new();
+        for (pseudonym, original) in entries {
+            if self.recent.get(&key(project, &pseudonym)).is_some_and(|known| *known == original) {
+                continue;
+            }
+            rows.push(Row { project: project.to_owned(), pseudonym, original });
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let (done, committed) = mpsc::channel();
+        let known: Vec<(String, Arc<Original>)> =
+            rows.iter().map(|r| (key(&r.project, &r.pseudonym), Arc::new(r.original.clone()))).collect();
+        let sender = self.writes.lock().map_err(|_| anyhow::anyhow!("pseudonym writer poisoned"))?.clone();
+        sender
+            .ok_or_else(|| anyhow::anyhow!("the pseudonym store is closed"))?
+            .send(Write { rows, done })
+            .map_err(|_| anyhow::anyhow!("the pseudonym writer stopped"))?;
+        committed.recv().map_err(|_| anyhow::anyhow!("the pseudonym writer stopped"))?.map_err(Failure::into_error)?;
+        // Known only once durable: a replica never resolves what the others cannot.
+        for (key, original) in known {
+            self.recent.insert(key, original);
+        }
+        Ok(())
+    }
+
+    fn resolve(&self, project: &str, pseudonym: &str) -> anyhow::Result<Option<Original>> {
+        let key = key(project, pseudonym);
+        if let Some(known) = self.recent.get(&key) {
+            return Ok(Some((*known).clone()));
+        }
+        let mut client = connection(&self.pool)?;
+        let row = client
+            .query_typed(RESOLVE, &[(&project, Type::TEXT), (&pseudonym, Type::TEXT)])
+            .map_err(classify)?
+            .into_iter()
+            .next();
+        let Some(row) = row else { return Ok(None) };
+        let original = original(row.get(0), row.get(1), row.get(2))?;
+        self.recent.insert(key, Arc::new(original.clone()));
+        Ok(Some(original))
+    }
+
+    fn each(&self, visit: &mut dyn FnMut(&str, &str, Original) -> anyhow::Result<()>) -> anyhow::Result<()> {
+        let mut client = connection(&self.pool)?;
+        let mut rows = client
+            .query_raw(
+                "SELECT project, pseudonym, kind, value, issuer FROM pseudonyms ORDER BY project, pseudonym",
+                std::iter::empty::<&dyn ToSql>(),
+            )
+            .map_err(classify)?;
+        while let Some(row) = rows.next().map_err(classify)? {
+            let (project, pseudonym): (&str, &str) = (row.get(0), row.get(1));
+            visit(project, pseudonym, original(row.get(2), row.get(3), row.get(4))?)?;
+        }
+        Ok(())
+    }
+}
+
+fn original(kind: &str, value: String, issuer: Option<String>) -> anyhow::Result<Original> {
+    let kind = Kind::parse(kind).ok_or_else(|| anyhow::anyhow!("the pseudonym map holds an unknown kind {kind:?}"))?;
+    Ok(Original { kind, value, issuer })
+}
+
+fn write_batches(pool: &Pool, receiver: &mpsc::Receiver<Write>) {
+    while let Ok(first) = receiver.recv() {
+        let mut batch = vec![first];
+        while let Ok(more) = receiver.try_recv() {
+            batch.push(more);
+            if batch.len() >= 256 {
+                break;
+            }
+        }
+        match commit(pool, &batch) {
+            Ok(()) => batch.into_iter().for_each(|w| drop(w.done.send(Ok(())))),
+            Err(Commit::Conflict(_)) if batch.len() > 1 => {
+                // One request's entries conflict: the others are written on their own.
+                for write in batch {
+                    let outcome = commit(pool, std::slice::from_ref(&write));
+                    let _ = write.done.send(outcome.map_err(Commit::failure));
+                }
+            }
+            Err(e) => {
+                let failure = e.failure();
+                batch.into_iter().for_each(|w| drop(w.done.send(Err(failure.clone()))));
+            }
+        }
+    }
+}
+
+enum Commit {
+    /// A pseudonym already stands for another original (names the pseudonym and project).
+    Conflict(String),
+    Failed(anyhow::Error),
+}
+
+impl Commit {
+    fn failure(self) -> Failure {
+        match self {
+            Commit::Conflict(which) => Failure::Other(format!(
+                "pseudonym {which} already stands for another original in the map: not overwritten (two gateways \
+                 with different secrets sharing one map?)"
+            )),
+            Commit::Failed(e) => Failure::of(e),
+        }
+    }
+}
+
+fn commit(pool: &Pool, batch: &[Write]) -> Result<(), Commit> {
+    let rows = batch.iter().flat_map(|w| &w.rows);
+    let projects: Vec<&str> = rows.clone().map(|r| r.project.as_str()).collect();
+    let pseudonyms: Vec<&str> = rows.clone().map(|r| r.pseudonym.as_str()).collect();
+    let kinds: Vec<&str> = rows.clone().map(|r| r.original.kind.as_str()).collect();
+    let values: Vec<&str> = rows.clone().map(|r| r.original.value.as_str()).collect();
+    let issuers: Vec<Option<&str>> = rows.map(|r| r.original.issuer.as_deref()).collect();
+    let params: [&(dyn ToSql + Sync); 5] = [&projects, &pseudonyms, &kinds, &values, &issuers];
+    let failed = |e: postgres::Error| Commit::Failed(classify(e));
+    let mut client = connection(pool).map_err(Commit::Failed)?;
+    let mut tx = client.transaction().map_err(failed)?;
+    tx.execute(INSERT, &params).map_err(failed)?;
+    let conflicts = tx.query(CONFLICTS, &params).map_err(failed)?;
+    if let Some(first) = conflicts.first() {
+        let (project, pseudonym): (&str, &str) = (first.get(0), first.get(1));
+        tracing::error!(project, pseudonym, "a pseudonym already stands for another original: not overwritten");
+        return Err(Commit::Conflict(format!("{pseudonym} of project {project}")));
+    }
+    tx.commit().map_err(failed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted_in_every_form() {
+        assert_eq!(redact("postgres://gw:s3cret@db:5432/gateway"), "postgres://gw:***@db:5432/gateway");
+        assert_eq!(redact("postgresql://gw@db/gateway"), "postgresql://gw@db/gateway");
+        assert_eq!(redact("postgres://gw:p%40ss@db/gw?sslmode=disable"), "postgres://gw:***@db/gw?sslmode=disable");
+        assert_eq!(redact("postgres://db/gw?password=abc&user=gw"), "postgres://db/gw?password=***&user=gw");
+        assert_eq!(redact("host=db user=gw password=abc dbname=gw"), "host=db user=gw password=*** dbname=gw");
+        assert_eq!(redact("host=db password='a b' user=gw"), "host=db password=*** user=gw");
+        let parsed = ConnectionString::parse("postgres://gw:s3cret@db/gateway").expect("valid");
+        assert!(!format!("{parsed} {parsed:?}").contains("s3cret"));
+    }
+
+    #[test]
+    fn connection_strings_are_checked() {
+        assert!(ConnectionString::parse("state/pseudonyms.redb").is_err());
+        assert!(ConnectionString::parse("postgres://gw@db/gateway").is_ok());
+        let wrong = ConnectionString::parse("postgres://gw:s3cret@db:notaport/gateway").expect_err("bad port");
+        assert!(!wrong.contains("s3cret"), "{wrong}");
+    }
+}
