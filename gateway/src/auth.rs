@@ -294,6 +294,44 @@ async fn refresh(authenticator: std::sync::Weak<Authenticator>, every: Duration)
     }
 }
 
+/// Entry points of the fuzz targets: a JWKS document and an `Authorization` header are outside
+/// bytes.
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::*;
+
+    /// An authenticator that knows the keys of `jwks` and an HS256 secret, fetching nothing.
+    pub fn authenticator(jwks: &[u8], hs256_secret: &[u8]) -> anyhow::Result<Authenticator> {
+        let config = JwtConfig {
+            issuer: "https://issuer.invalid".into(),
+            audience: "dicomweb".into(),
+            jwks: JwksSource::File("jwks.json".into()),
+            projects_claim: "projects".into(),
+            algorithms: vec![Algorithm::RS256, Algorithm::ES256, Algorithm::HS256, Algorithm::EdDSA],
+            hs256_secret_file: None,
+            jwks_refresh: Duration::from_secs(3600),
+            leeway: Duration::from_secs(60),
+        };
+        Ok(Authenticator {
+            config,
+            keys: RwLock::new(Arc::new(parse_jwks(jwks)?)),
+            hs256: Some(DecodingKey::from_secret(hs256_secret)),
+            client: None,
+            last_fetch: Mutex::new(None),
+        })
+    }
+
+    /// The JWKS document read as a fetched one is.
+    pub fn jwks(text: &[u8]) -> anyhow::Result<usize> {
+        parse_jwks(text).map(|set| set.keys.len())
+    }
+
+    /// An `Authorization` header checked as a request's is (without a JWKS fetch).
+    pub fn check(authenticator: &Authenticator, authorization: &str) -> Result<Identity, Refused> {
+        authenticator.verify(bearer(Some(authorization))?)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -170,6 +170,11 @@ fn identifier(scope: &Scope, query: &QidoQuery) -> InMemDicomObject {
             _ => None,
         };
     }
+    // Matching values beyond ASCII go to the PACS in UTF-8, and the identifier says so (PS3.5
+    // §6.1.2.3); without it the identifier cannot be encoded in the default repertoire.
+    if query.matches.iter().any(|key| !key.value.is_ascii()) {
+        identifier.put(DataElement::new(tags::SPECIFIC_CHARACTER_SET, VR::CS, PrimitiveValue::from("ISO_IR 192")));
+    }
     if let Some(study) = &scope.study {
         identifier.put(DataElement::new(tags::STUDY_INSTANCE_UID, VR::UI, PrimitiveValue::from(study.as_str())));
     }
@@ -189,6 +194,19 @@ fn identifier(scope: &Scope, query: &QidoQuery) -> InMemDicomObject {
         }
     }
     identifier
+}
+
+/// The C-FIND identifiers a query string becomes at each search level, as the handlers build
+/// them: the entry point of the fuzz targets (a query string is outside bytes).
+#[doc(hidden)]
+pub fn identifiers_for_fuzzing(raw_query: &str) -> Result<Vec<InMemDicomObject>, qido::QidoError> {
+    let query = qido::parse(raw_query)?;
+    let scopes = [
+        Scope { level: QueryLevel::Study, study: None, series: None },
+        Scope { level: QueryLevel::Series, study: Some("1.2.3".into()), series: None },
+        Scope { level: QueryLevel::Image, study: Some("1.2.3".into()), series: Some("1.2.3.4".into()) },
+    ];
+    Ok(scopes.iter().map(|scope| identifier(scope, &query)).collect())
 }
 
 /// How many results are completed concurrently.
@@ -466,5 +484,23 @@ mod tests {
         assert!(series.element(tags::STUDY_DESCRIPTION).is_ok());
         let image = asked(QueryLevel::Image, "includefield=all");
         assert!(image.element(tags::IMAGE_TYPE).is_ok() && image.element(tags::BODY_PART_EXAMINED).is_ok());
+    }
+
+    /// Fuzzing found it (`ASLCrusherFlag=g\u{10A}1gReceive+~`): a matching value beyond ASCII
+    /// made an identifier that could not be encoded, so the C-FIND failed at every site.
+    #[test]
+    fn a_matching_value_beyond_ascii_is_sent_in_utf8() {
+        let raw = "ASLCrusherFlag=g\u{10A}1gReceive+~&PatientName=M%C3%BCller";
+        let ts = dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN.erased();
+        for level in [QueryLevel::Study, QueryLevel::Series, QueryLevel::Image] {
+            let identifier = asked(level, raw);
+            assert_eq!(text_of(&identifier, tags::SPECIFIC_CHARACTER_SET).as_deref(), Some("ISO_IR 192"));
+            let mut encoded = Vec::new();
+            identifier.write_dataset_with_ts(&mut encoded, &ts).expect("the identifier encodes");
+            let read = InMemDicomObject::read_dataset_with_ts(encoded.as_slice(), &ts).expect("and reads back");
+            assert_eq!(text_of(&read, tags::PATIENT_NAME).as_deref(), Some("Müller"));
+        }
+        // ASCII-only queries stay in the default repertoire.
+        assert!(asked(QueryLevel::Study, "PatientName=Doe").element(tags::SPECIFIC_CHARACTER_SET).is_err());
     }
 }

@@ -1,0 +1,185 @@
+//! The fuzz harnesses: one function per parser that reads outside bytes, called by the
+//! libFuzzer binaries in `fuzz_targets/` and, over the committed corpus, by this crate's test
+//! (so every input that once crashed stays a test). Each harness feeds the bytes through the
+//! gateway's own entry point and checks what must hold whatever the input; a panic, an endless
+//! loop or an allocation the size a length field claims is a finding.
+
+#![forbid(unsafe_code)]
+
+use std::sync::OnceLock;
+
+use axum::http::{header, HeaderMap, HeaderValue};
+use bytes::Bytes;
+
+/// A harness: one input, checked.
+pub type Harness = fn(&[u8]);
+
+/// The harnesses by target name, as `fuzz_targets/` names its binaries.
+pub const TARGETS: &[(&str, Harness)] = &[
+    ("qido_query", qido_query),
+    ("media_types", media_types),
+    ("multipart", multipart),
+    ("part10", part10),
+    ("dimse", dimse),
+    ("jwt", jwt),
+];
+
+/// A QIDO-RS query string (the raw query of `/studies?...`), parsed and turned into the C-FIND
+/// identifiers of the three search levels.
+pub fn qido_query(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    if let Ok(identifiers) = gateway::api::qido::identifiers_for_fuzzing(text) {
+        for identifier in identifiers {
+            // The identifier must encode as the C-FIND request will encode it.
+            let mut encoded = Vec::new();
+            let ts = dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN.erased();
+            identifier.write_dataset_with_ts(&mut encoded, &ts).expect("a parsed query encodes as an identifier");
+        }
+    }
+}
+
+/// Accept and Content-Type header values: the media ranges a client accepts, the STOW-RS
+/// boundary parameter.
+pub fn media_types(data: &[u8]) {
+    let Ok(value) = HeaderValue::from_bytes(data) else { return };
+    let mut headers = HeaderMap::new();
+    headers.insert(header::ACCEPT, value.clone());
+    for range in gateway::api::accept_ranges(&headers) {
+        assert!(!range.media_type.is_empty(), "an empty media range is skipped");
+    }
+    let _ = gateway::api::accepts(&headers, &["application/dicom+json", "application/json"]);
+    if let Ok(text) = value.to_str() {
+        if let Some(boundary) = gateway::multipart::boundary_of(text) {
+            assert!(boundary.len() <= text.len());
+        }
+    }
+}
+
+/// Limits of the multipart harness: small, so that size checks are reached.
+const MAX_PART: usize = 4096;
+const MAX_BODY: u64 = 64 * 1024;
+
+/// A STOW-RS body: the first byte chooses how the body is chunked as it arrives, the second
+/// how long the boundary is; every part that comes out is within the limit.
+pub fn multipart(data: &[u8]) {
+    let [chunking, boundary_len, rest @ ..] = data else { return };
+    let boundary_len = usize::from(*boundary_len % 16) + 1;
+    if rest.len() < boundary_len {
+        return;
+    }
+    let (boundary, body) = rest.split_at(boundary_len);
+    let Ok(boundary) = std::str::from_utf8(boundary) else { return };
+    let chunk = usize::from(*chunking).max(1);
+    let chunks: Vec<Result<Bytes, std::io::Error>> =
+        body.chunks(chunk).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
+    let mut reader =
+        gateway::multipart::MultipartReader::new(futures::stream::iter(chunks), boundary, MAX_PART, MAX_BODY);
+    futures::executor::block_on(async {
+        let mut parts = 0usize;
+        while let Ok(Some(part)) = reader.next_part().await {
+            assert!(part.body.len() <= MAX_PART, "a part over the limit came out");
+            parts += 1;
+            assert!(parts <= body.len(), "more parts than bytes");
+        }
+    });
+}
+
+fn deidentifier() -> &'static dicomweb_deid::Deidentifier {
+    static ENGINE: OnceLock<dicomweb_deid::Deidentifier> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let options = dicomweb_deid::Options::parse::<&str>(&[]).expect("no options");
+        dicomweb_deid::Deidentifier::new(dicomweb_deid::ProjectKeys::derive(b"fuzzing secret", "fuzz"), options)
+    })
+}
+
+/// A Part-10 file as a STOW-RS client or a PACS sends it: the file meta group, the whole data
+/// set as STOW-RS checks it, and the de-identification of a retrieved instance.
+pub fn part10(data: &[u8]) {
+    let Ok(header) = pacs_adapter::part10::parse_header(data) else { return };
+    assert!(header.data_set_offset <= data.len());
+    if let Ok(object) = dicom_object::from_reader(&data[128..]) {
+        let options = dicomweb_model::dicom_json::JsonOptions::default();
+        let _ = dicomweb_model::dicom_json::to_json(&object, &options);
+    }
+    let Ok(instance) = pacs_adapter::RetrievedInstance::from_part10(Bytes::copy_from_slice(data)) else { return };
+    use dicom_encoding::TransferSyntaxIndex;
+    let registry = dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+    let Some(ts) = registry.get(instance.transfer_syntax_uid.as_str()) else { return };
+    if matches!(ts.codec(), dicom_encoding::Codec::Dataset(_)) {
+        // Deflated data sets are inflated by dicom-object first (covered above).
+        return;
+    }
+    let _ = dicomweb_deid::instance::deidentify(deidentifier(), instance.data_set(), ts, "site", Vec::new());
+}
+
+/// Bytes a PACS sends on an association: PDUs (read as the association reads them, within the
+/// maximum PDU length we offer), their PDVs reassembled into DIMSE messages.
+pub fn dimse(data: &[u8]) {
+    let mut buffer = data;
+    let mut assembler = pacs_adapter::dimse::MessageAssembler::new(1 << 20);
+    loop {
+        let before = buffer.len();
+        match dicom_ul::pdu::read_pdu(&mut buffer, 1 << 20, true) {
+            Ok(Some(dicom_ul::Pdu::PData { data })) => {
+                for pdv in data {
+                    if assembler.push(pdv).is_err() {
+                        return;
+                    }
+                    while assembler.next_message().is_some() {}
+                }
+            }
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => return,
+        }
+        if buffer.len() >= before {
+            return;
+        }
+    }
+}
+
+fn authenticator() -> &'static gateway::auth::Authenticator {
+    static AUTHENTICATOR: OnceLock<gateway::auth::Authenticator> = OnceLock::new();
+    AUTHENTICATOR.get_or_init(|| {
+        gateway::auth::fuzzing::authenticator(JWKS, b"a shared secret of at least thirty-two bytes")
+            .expect("the fixed JWKS parses")
+    })
+}
+
+/// A JWKS with one EC P-256 key (a public test key, of no use beyond parsing).
+const JWKS: &[u8] = br#"{"keys":[{"kty":"EC","crv":"P-256","kid":"k1","use":"sig","alg":"ES256",
+"x":"f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU","y":"x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0"}]}"#;
+
+/// An `Authorization` header (the first byte picks the harness: header or JWKS document).
+pub fn jwt(data: &[u8]) {
+    let [which, rest @ ..] = data else { return };
+    if which % 4 == 0 {
+        let _ = gateway::auth::fuzzing::jwks(rest);
+        return;
+    }
+    let Ok(text) = std::str::from_utf8(rest) else { return };
+    let _ = gateway::auth::fuzzing::check(authenticator(), text);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every committed corpus input (seeds and the reproducers of fixed findings) goes through
+    /// its harness in the ordinary test run.
+    #[test]
+    fn the_corpus_replays_without_a_finding() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus");
+        for (name, harness) in TARGETS {
+            let dir = root.join(name);
+            let entries: Vec<_> = std::fs::read_dir(&dir)
+                .unwrap_or_else(|e| panic!("corpus {} is missing: {e}", dir.display()))
+                .map(|e| e.expect("corpus entry").path())
+                .collect();
+            assert!(!entries.is_empty(), "corpus {name} is empty");
+            for path in entries {
+                let bytes = std::fs::read(&path).expect("corpus file");
+                harness(&bytes);
+            }
+        }
+    }
+}
