@@ -14,6 +14,9 @@ command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
 [ -x /usr/bin/dciodvfy ] || need_apt+=(dicom3tools)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+# PostgreSQL (a throwaway cluster per test, no service) and HAProxy for the replicas test.
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)
+[ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "installing Debian packages: ${need_apt[*]}" >&2
     SUDO=""
