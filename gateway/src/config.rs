@@ -88,6 +88,7 @@ mod raw {
         pub max_associations: Option<usize>,
         pub retrieve_associations: Option<usize>,
         pub timeout: Option<String>,
+        pub max_pdu_length: Option<String>,
         pub store: Option<bool>,
         pub tls: Option<SiteTls>,
     }
@@ -186,9 +187,16 @@ pub struct SiteConfig {
     /// when more than one).
     pub retrieve_associations: usize,
     pub timeout: Duration,
+    /// Largest PDU accepted from the site (offered when associating); a PDU claiming more is
+    /// refused as its header arrives, never buffered.
+    pub max_pdu_length: u32,
     pub store: bool,
     pub tls: Option<SiteTlsFiles>,
 }
+
+/// The range of `[[sites]] max_pdu_length`: from what PS3.8 lets a peer offer at least, to
+/// what one association may make the gateway hold in memory per PDU.
+pub const SITE_MAX_PDU_RANGE: std::ops::RangeInclusive<u64> = 4096..=(64 << 20);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Permission {
@@ -707,6 +715,18 @@ fn validate_site(site: raw::Site) -> Result<SiteConfig, Vec<String>> {
     let timeout = humantime::parse_duration(&timeout_text)
         .map_err(|e| problems.push(format!("timeout {timeout_text:?}: {e}")))
         .ok();
+    let max_pdu_text = site.max_pdu_length.unwrap_or_else(|| "1MiB".into());
+    let max_pdu_length = match parse_size(&max_pdu_text) {
+        Ok(n) if SITE_MAX_PDU_RANGE.contains(&n) => n as u32,
+        Ok(_) => {
+            problems.push(format!("max_pdu_length {max_pdu_text:?}: must be from 4KiB to 64MiB"));
+            0
+        }
+        Err(e) => {
+            problems.push(format!("max_pdu_length: {e}"));
+            0
+        }
+    };
     let tls = match site.tls {
         None => None,
         Some(tls) => match (tls.cert, tls.key) {
@@ -727,6 +747,7 @@ fn validate_site(site: raw::Site) -> Result<SiteConfig, Vec<String>> {
             max_associations,
             retrieve_associations,
             timeout,
+            max_pdu_length,
             store: site.store.unwrap_or(false),
             tls,
         }),
@@ -860,6 +881,19 @@ circuit_open = "30s"
             .replace("listen = \"127.0.0.1:8080\"", "listen = \"0.0.0.0:8080\"");
         let problems = Config::parse(&text).expect_err("refused");
         assert!(problems.iter().any(|p| p.contains("loopback")), "{problems:?}");
+    }
+
+    #[test]
+    fn site_max_pdu_length() {
+        let config = Config::parse(EXAMPLE).expect("valid");
+        assert_eq!(config.sites[0].max_pdu_length, 1 << 20, "1 MiB by default");
+        let text = EXAMPLE.replace("store = false", "store = false\nmax_pdu_length = \"64KiB\"");
+        assert_eq!(Config::parse(&text).expect("valid").sites[0].max_pdu_length, 64 << 10);
+        for refused in ["\"1KiB\"", "\"4GiB\"", "\"big\""] {
+            let text = EXAMPLE.replace("store = false", &format!("store = false\nmax_pdu_length = {refused}"));
+            let problems = Config::parse(&text).expect_err("refused");
+            assert!(problems.iter().any(|p| p.contains("max_pdu_length")), "{refused}: {problems:#?}");
+        }
     }
 
     #[test]

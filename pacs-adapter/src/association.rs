@@ -244,10 +244,8 @@ impl DimseAssociation {
         }
         let transport = match &site.tls {
             None => {
-                let mut association = options
-                    .establish_async(site.address.as_str())
-                    .await
-                    .map_err(|e| DimseError::from_ul(&site.id, e))?;
+                let mut association =
+                    options.establish_async(site.address.as_str()).await.map_err(|e| no_association(&site.id, e))?;
                 // Small command PDUs must not wait for Nagle's algorithm: with delayed ACKs on the
                 // peer that costs up to 40 ms per DIMSE round trip.
                 let _ = association.inner_stream().set_nodelay(site.tcp_nodelay);
@@ -320,6 +318,22 @@ impl DimseAssociation {
             }
         };
         let _ = tokio::time::timeout(Duration::from_secs(2), abort).await;
+    }
+}
+
+/// The error of a plain association that was not established. dicom-ul reports every failure
+/// to read the A-ASSOCIATE response (the connection closed or reset, a malformed PDU) as "TLS
+/// not enabled, but peer seems to be sending TLS data", whatever came; that would send an
+/// administrator looking for a TLS problem, so it is named for what is known.
+fn no_association(site: &SiteId, error: dicom_ul::association::Error) -> DimseError {
+    match error {
+        dicom_ul::association::Error::TlsNotSupported => DimseError::Transport {
+            site: site.clone(),
+            detail: "no A-ASSOCIATE response: the connection closed or failed while associating, or the PACS \
+                     answered with something else (DICOM TLS?)"
+                .into(),
+        },
+        other => DimseError::from_ul(site, other),
     }
 }
 
