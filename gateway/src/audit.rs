@@ -8,7 +8,9 @@
 //! `/sites/{id}`), `resources` (the UIDs of the path, as the client named them: pseudonyms when
 //! the gateway de-identifies; the sites' own UIDs are never written), `sites` (the sites
 //! contacted), `status`, `outcome` (`complete`, or `aborted` when the body did not reach the
-//! client whole), `bytes` (of the body sent), `ms` (until the body ended), and `prev` (hex
+//! client whole), `bytes` (of the body sent), `ms` (until the body ended), `replica` (the
+//! gateway process that served it, `server.replica_id`, so that the trails of several replicas
+//! can be merged by time), and `prev` (hex
 //! SHA-256 of the previous line, all zeros for the first). The chain continues across restarts.
 //!
 //! A changed line is caught by the line after it; the last line has none, so `verify` prints
@@ -47,6 +49,8 @@ pub struct AuditLog {
     state: Mutex<(std::fs::File, String)>,
     /// The same events as FHIR AuditEvent resources (`audit.fhir_path`).
     fhir: Option<Mutex<std::fs::File>>,
+    /// `server.replica_id`.
+    replica: String,
 }
 
 fn hash(line: &str) -> String {
@@ -84,7 +88,13 @@ impl AuditLog {
             .append(true)
             .open(path)
             .map_err(|e| anyhow::anyhow!("cannot open audit.path {}: {e}", path.display()))?;
-        Ok(AuditLog { path: path.to_owned(), state: Mutex::new((file, last)), fhir })
+        Ok(AuditLog { path: path.to_owned(), state: Mutex::new((file, last)), fhir, replica: String::new() })
+    }
+
+    /// Names the replica (`server.replica_id`) in every line from now on.
+    pub fn replica(mut self, replica: &str) -> AuditLog {
+        self.replica = replica.to_owned();
+        self
     }
 
     /// Appends one event. A trail that cannot be written is logged (without the event's
@@ -93,7 +103,7 @@ impl AuditLog {
         let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
         if let Some(fhir) = &self.fhir {
-            let resource = crate::audit_fhir::audit_event(event, &time);
+            let resource = crate::audit_fhir::audit_event(event, &time, &self.replica);
             let mut file = fhir.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             if let Err(e) = writeln!(file, "{resource}") {
                 tracing::error!(error = %e, "cannot write the FHIR audit trail");
@@ -112,6 +122,7 @@ impl AuditLog {
             "outcome": event.outcome,
             "bytes": event.bytes,
             "ms": event.ms,
+            "replica": self.replica,
             "prev": state.1,
         })
         .to_string();
@@ -177,13 +188,14 @@ mod tests {
     fn the_chain_holds_across_restarts_and_breaks_where_the_trail_is_changed() {
         let path = std::env::temp_dir().join(format!("audit-test-{}.jsonl", std::process::id()));
         let _ = std::fs::remove_file(&path);
-        AuditLog::open(&path, None).expect("open").record(&event(200));
+        AuditLog::open(&path, None).expect("open").replica("gw-a").record(&event(200));
         let reopened = AuditLog::open(&path, None).expect("reopen");
         reopened.record(&event(404));
         reopened.record(&event(200));
         let intact = verify(&path).expect("read").expect("intact");
         assert_eq!(intact.lines, 3);
         let text = std::fs::read_to_string(&path).expect("read");
+        assert!(text.lines().next().expect("a line").contains(r#""replica":"gw-a""#), "{text}");
         assert_eq!(intact.head, hash(text.lines().last().expect("a line")));
         std::fs::write(&path, text.replacen("\"status\":404", "\"status\":200", 1)).expect("write");
         assert_eq!(verify(&path).expect("read").map_err(|(line, _)| line), Err(3));

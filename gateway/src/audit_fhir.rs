@@ -17,7 +17,7 @@ use crate::audit::Event;
 const DCM: &str = "http://dicom.nema.org/resources/ontology/DCM";
 
 /// The AuditEvent of one request, recorded at `time` (RFC 3339).
-pub fn audit_event(event: &Event<'_>, time: &str) -> Json {
+pub fn audit_event(event: &Event<'_>, time: &str, replica: &str) -> Json {
     let (code, display, interaction, action) = match (event.method, event.route) {
         ("POST", _) => ("110107", "Import", "create", "C"),
         (_, route) if route.ends_with("/studies") || route.ends_with("/series") || route.ends_with("/instances") => {
@@ -73,6 +73,7 @@ pub fn audit_event(event: &Event<'_>, time: &str) -> Json {
             },
         ],
         "source": {
+            "site": replica,
             "observer": {"display": "dicomweb-gateway"},
             "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4", "display": "Application Server"}],
         },
@@ -101,19 +102,20 @@ mod tests {
             bytes: 10,
             ms: 3,
         };
-        let query = audit_event(&event, "2026-11-28T00:00:00Z");
+        let query = audit_event(&event, "2026-11-28T00:00:00Z", "gw-b");
+        assert_eq!(query["source"]["site"], "gw-b");
         assert_eq!(query["type"]["code"], "110112");
         assert_eq!(query["outcome"], "0");
         assert_eq!(query["agent"][0]["who"]["identifier"]["value"], "alice");
         assert_eq!(query["entity"][0]["what"]["identifier"]["value"], "urn:oid:2.25.7");
         event.route = "/dicom-web/studies/{study}";
         event.outcome = "aborted";
-        let export = audit_event(&event, "2026-11-28T00:00:00Z");
+        let export = audit_event(&event, "2026-11-28T00:00:00Z", "gw-b");
         assert_eq!((export["type"]["code"].as_str(), export["outcome"].as_str()), (Some("110106"), Some("8")));
         event.method = "POST";
         event.status = 403;
         event.outcome = "complete";
-        let import = audit_event(&event, "2026-11-28T00:00:00Z");
+        let import = audit_event(&event, "2026-11-28T00:00:00Z", "gw-b");
         assert_eq!((import["type"]["code"].as_str(), import["outcome"].as_str()), (Some("110107"), Some("4")));
     }
 }

@@ -61,6 +61,8 @@ mod raw {
         pub stow_limit: Option<String>,
         pub max_connections: Option<usize>,
         pub header_timeout: Option<String>,
+        /// This replica's name in audit lines (default: the host name).
+        pub replica_id: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -300,6 +302,8 @@ pub struct Config {
     pub max_connections: usize,
     /// The time a client has to send a request's headers (HTTP/1.1) before it is dropped.
     pub header_timeout: Duration,
+    /// This process's name in audit lines, so that several replicas' trails can be merged.
+    pub replica_id: String,
     pub base_path: String,
     pub public_url: String,
     pub dimse_ae_title: AeTitle,
@@ -389,6 +393,19 @@ impl Config {
             .and_then(|t| if t.is_zero() { Err("server.header_timeout must be more than 0s".into()) } else { Ok(t) });
         check(header_timeout.as_ref().map(|_| ()).map_err(Clone::clone));
         let header_timeout = header_timeout.unwrap_or_default();
+        let replica_id = match raw.server.replica_id.clone() {
+            Some(id) => id,
+            None => default_replica_id(),
+        };
+        if replica_id.is_empty()
+            || replica_id.len() > 64
+            || !replica_id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
+        {
+            check(Err(format!(
+                "server.replica_id {replica_id:?}: 1 to 64 letters, digits, '.', '-' or '_' (set it when the host name \
+                 is not like that)"
+            )));
+        }
         let tls = raw.server.tls.as_ref().map(|t| ServerTlsFiles {
             cert: t.cert.clone(),
             key: t.key.clone(),
@@ -523,9 +540,10 @@ impl Config {
             if let Err(wrong) = dicomweb_deid::Options::parse(&deid.options) {
                 problems.extend(wrong.into_iter().map(|p| format!("deid.options: {p}")));
             }
-            let store = deid.store.as_deref().and_then(|store| {
-                crate::pseudonyms::ConnectionString::parse(store).map_err(|e| problems.push(e)).ok()
-            });
+            let store = deid
+                .store
+                .as_deref()
+                .and_then(|store| crate::pseudonyms::ConnectionString::parse(store).map_err(|e| problems.push(e)).ok());
             DeidConfig {
                 options: deid.options,
                 key_file: deid.key_file,
@@ -597,6 +615,7 @@ impl Config {
                 stow_limit,
                 max_connections,
                 header_timeout,
+                replica_id,
                 base_path,
                 public_url,
                 dimse_ae_title,
@@ -755,6 +774,20 @@ fn validate_site(site: raw::Site) -> Result<SiteConfig, Vec<String>> {
     }
 }
 
+/// The host name (what `server.replica_id` defaults to), or a random id when it cannot be read.
+fn default_replica_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_default();
+    if !host.is_empty() {
+        return host;
+    }
+    let mut random = [0u8; 6];
+    let _ = std::fs::File::open("/dev/urandom").and_then(|mut r| std::io::Read::read_exact(&mut r, &mut random));
+    format!("gw-{}", random.iter().map(|b| format!("{b:02x}")).collect::<String>())
+}
+
 /// Parses sizes like `512MiB`, `10GiB`, `100MB`, `4096` (bytes).
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let text = text.trim();
@@ -861,6 +894,26 @@ circuit_open = "30s"
         let text = EXAMPLE.replace("store = false", "store = false\nstor = true");
         let problems = Config::parse(&text).expect_err("unknown key");
         assert!(problems[0].contains("stor"), "{problems:?}");
+    }
+
+    #[test]
+    fn replica_id_and_the_shared_pseudonym_map() {
+        let config = Config::parse(EXAMPLE).expect("valid");
+        assert!(!config.replica_id.is_empty(), "the host name by default");
+        assert!(config.deid.as_ref().expect("deid").store.is_none(), "the embedded map by default");
+        let text = EXAMPLE
+            .replace(
+                "public_url = \"http://127.0.0.1:8080/dicom-web\"",
+                "public_url = \"http://127.0.0.1:8080/dicom-web\"\nreplica_id = \"gw-a\"",
+            )
+            .replace("state_dir = \"state\"\n", "state_dir = \"state\"\nstore = \"postgres://gw:s3cret@db/gateway\"\n");
+        let config = Config::parse(&text).expect("valid");
+        assert_eq!(config.replica_id, "gw-a");
+        assert_eq!(config.deid.expect("deid").store.expect("store").to_string(), "postgres://gw:***@db/gateway");
+        let text = text.replace("\"gw-a\"", "\"gw a\"").replace("postgres://gw:s3cret@db/gateway", "pseudonyms.redb");
+        let problems = Config::parse(&text).expect_err("refused").join("\n");
+        assert!(problems.contains("server.replica_id \"gw a\""), "{problems}");
+        assert!(problems.contains("deid.store must be a PostgreSQL connection string"), "{problems}");
     }
 
     #[test]

@@ -90,6 +90,7 @@ impl Gateway {
             .as_deref()
             .map(|path| AuditLog::open(path, config.audit_fhir_path.as_deref()))
             .transpose()?
+            .map(|log| log.replica(&config.replica_id))
             .map(Arc::new);
         let cache = Arc::new(RetrievalCache::new(&config.cache)?);
         let search_cache = SearchCache::new(&config.cache);
