@@ -43,10 +43,31 @@ enum Command {
         #[arg(long)]
         config_only: bool,
     },
+    /// The pseudonym map: move it between stores (the embedded one, PostgreSQL).
+    State {
+        #[command(subcommand)]
+        command: StateCommand,
+    },
     /// The audit trail.
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum StateCommand {
+    /// Write every entry of the configured pseudonym map to standard output (JSON lines, the
+    /// first naming the format). Stop the gateway first when the map is the embedded one.
+    Export {
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Record the entries of an export, read from standard input, in the configured map.
+    /// Idempotent; an entry that stands for another original than the map's is an error.
+    Import {
+        #[arg(long)]
+        config: PathBuf,
     },
 }
 
@@ -115,6 +136,26 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::State { command } => {
+            let (config, export) = match command {
+                StateCommand::Export { config } => (config, true),
+                StateCommand::Import { config } => (config, false),
+            };
+            let config = match config::Config::load(&config) {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match state(&config, export) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Check { config, config_only } => {
             let config = match config::Config::load(&config) {
                 Ok(config) => config,
@@ -126,6 +167,21 @@ fn main() -> ExitCode {
             runtime.block_on(check::run(&config, config_only))
         }
     }
+}
+
+/// `state export` (to standard output) or `state import` (from standard input).
+fn state(config: &config::Config, export: bool) -> anyhow::Result<()> {
+    let deid = config.deid.as_ref().ok_or_else(|| anyhow::anyhow!("the configuration has no [deid] section"))?;
+    let store = gateway::pseudonyms::open(deid)?;
+    if export {
+        let count =
+            gateway::pseudonyms::lines::export(store.as_ref(), &mut std::io::BufWriter::new(std::io::stdout().lock()))?;
+        eprintln!("exported {count} pseudonyms");
+    } else {
+        let count = gateway::pseudonyms::lines::import(store.as_ref(), &mut std::io::stdin().lock())?;
+        eprintln!("imported {count} pseudonyms (those already in the map left as they were)");
+    }
+    Ok(())
 }
 
 async fn run_server(config: config::Config) -> anyhow::Result<()> {

@@ -80,7 +80,10 @@ pub fn summary(config: &Config, local: std::net::SocketAddr) {
                 .iter()
                 .filter_map(|p| p.deid_options.as_ref().map(|o| format!("; project {}: [{}]", p.id, o.join(", "))))
                 .collect::<String>(),
-            deid.state_dir.join("pseudonyms.redb").display(),
+            match &deid.store {
+                Some(url) => format!("PostgreSQL at {url}"),
+                None => deid.state_dir.join("pseudonyms.redb").display().to_string(),
+            },
         )),
         None => warn("no [deid] section: responses carry the sites' data, identifying values included, unchanged"),
     }
