@@ -199,8 +199,12 @@ impl Failure {
     }
 }
 
+/// The blocking client runs a small runtime per connection, which must not be started or
+/// dropped on an async runtime's thread: connections are opened and closed on threads of their
+/// own, and used from blocking tasks and the writer thread only.
 pub struct Postgres {
-    pool: Pool,
+    /// `None` once dropped.
+    pool: Option<Pool>,
     shown: String,
     writes: Mutex<Option<mpsc::Sender<Write>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -218,8 +222,18 @@ fn key(project: &str, pseudonym: &str) -> String {
 }
 
 impl Postgres {
-    /// Connects, creates or migrates the schema and starts the writer.
+    /// Connects, creates or migrates the schema and starts the writer (on a thread of its own,
+    /// so that it may be called from async code).
     pub fn open(url: &ConnectionString) -> anyhow::Result<Postgres> {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| Postgres::connect(url))
+                .join()
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("connecting panicked")))
+        })
+    }
+
+    fn connect(url: &ConnectionString) -> anyhow::Result<Postgres> {
         let shown = url.to_string();
         let mut config = postgres::Config::from_str(&url.0).map_err(|e| anyhow::anyhow!("deid.store {shown}: {e}"))?;
         if config.get_connect_timeout().is_none() {
@@ -245,7 +259,7 @@ impl Postgres {
             .name("pseudonym-writer".into())
             .spawn(move || write_batches(&writer_pool, &receiver))?;
         Ok(Postgres {
-            pool,
+            pool: Some(pool),
             shown,
             writes: Mutex::new(Some(sender)),
             writer: Mutex::new(Some(writer)),
@@ -263,6 +277,15 @@ impl Drop for Postgres {
         if let Some(writer) = self.writer.lock().ok().and_then(|mut w| w.take()) {
             let _ = writer.join();
         }
+        if let Some(pool) = self.pool.take() {
+            let _ = std::thread::spawn(move || drop(pool)).join();
+        }
+    }
+}
+
+impl Postgres {
+    fn connection(&self) -> anyhow::Result<r2d2::PooledConnection<PostgresConnectionManager<NoTls>>> {
+        connection(self.pool.as_ref().ok_or_else(|| anyhow::anyhow!("the pseudonym store is closed"))?)
     }
 }
 
@@ -299,7 +322,7 @@ impl PseudonymStore for Postgres {
         if let Some(known) = self.recent.get(&key) {
             return Ok(Some((*known).clone()));
         }
-        let mut client = connection(&self.pool)?;
+        let mut client = self.connection()?;
         let row = client
             .query_typed(RESOLVE, &[(&project, Type::TEXT), (&pseudonym, Type::TEXT)])
             .map_err(classify)?
@@ -312,7 +335,7 @@ impl PseudonymStore for Postgres {
     }
 
     fn each(&self, visit: &mut dyn FnMut(&str, &str, Original) -> anyhow::Result<()>) -> anyhow::Result<()> {
-        let mut client = connection(&self.pool)?;
+        let mut client = self.connection()?;
         let mut rows = client
             .query_raw(
                 "SELECT project, pseudonym, kind, value, issuer FROM pseudonyms ORDER BY project, pseudonym",
