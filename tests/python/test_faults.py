@@ -8,9 +8,12 @@ has no more threads than before, and the other sites are served (also while a si
 import concurrent.futures
 import json
 import os
+import pathlib
 import signal
 import socket
 import struct
+import subprocess
+import tempfile
 import threading
 import time
 
@@ -18,7 +21,7 @@ import pytest
 import requests
 from pydicom.uid import generate_uid
 
-from conftest import OrthancProcess, start_federation, stop
+from conftest import ROOT, OrthancProcess, free_port, launch, start_federation, stop
 from test_federation import ct_instance, value
 
 # The proxied and the direct site answer each response within this, or are cut off.
@@ -497,3 +500,166 @@ def test_a_killed_site_is_unreachable_at_once_and_answers_again_once_restarted(w
     assert wait_until_none_in_use(gw, "direct")["in_use"] == 0
     status, _, body, error, _ = fetch(instance_url(gw, "direct", pacs), headers=ACCEPT_DICOM)
     assert status == 200 and error is None and len(body) > 500_000
+
+
+def launch_wrapped(config_text, port, wrapper):
+    """Starts the gateway under `wrapper` (a shell command line run first, in the same
+    process: its last word execs the gateway) and waits for it."""
+    directory = pathlib.Path(tempfile.mkdtemp())
+    config = directory / "gateway.toml"
+    config.write_text(config_text)
+    binary = ROOT / "target" / "debug" / "dicomweb-gateway"
+    log = open(directory / "gateway.log", "w")
+    command = f"{wrapper} && exec {binary} serve --config {config}"
+    process = subprocess.Popen(["unshare", "-m", "sh", "-c", command], stdout=log, stderr=log)
+    for _ in range(200):
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).ok:
+                return process
+        except requests.ConnectionError:
+            pass
+        if process.poll() is not None:
+            pytest.fail(f"the gateway exited: see {log.name}: {(directory / 'gateway.log').read_text()[-2000:]}")
+        time.sleep(0.05)
+    process.kill()
+    pytest.fail("the gateway did not come up")
+
+
+def one_site_config(port, destination, site, extra=""):
+    return f"""
+[server]
+listen = "127.0.0.1:{port}"
+[dimse]
+ae_title = "{destination['ae_title']}"
+listen = "127.0.0.1:{destination['port']}"
+{site}
+[auth]
+mode = "none"
+{extra}
+"""
+
+
+def test_a_full_disk_turns_the_disk_tier_off_and_retrievals_go_on(testbed, pacs, tmp_path):
+    # The disk tier on a 1 MiB tmpfs, mounted in the gateway's own mount namespace; its bound
+    # (1 GiB) is far above what the file system holds, so writing the 3 MB study fails.
+    disk = tmp_path / "cache"
+    disk.mkdir()
+    port = free_port()
+    destination = next(d for d in testbed["move_destinations"] if d["ae_title"] == "FEDGW2")
+    config = one_site_config(port, destination, site_toml("direct", pacs.dicom_port),
+                             f'[cache]\nmemory = "0B"\ndisk_dir = "{disk}"\ndisk = "1GiB"\n')
+    process = launch_wrapped(config, port, f"mount -t tmpfs -o size=1m tmpfs {disk}")
+    root = f"http://127.0.0.1:{port}"
+    try:
+        cache = requests.get(f"{root}/admin/cache").json()["disk"]
+        assert cache["off"] is False, cache
+        url = f"{root}/dicom-web/studies/{pacs.study}"
+        for _ in range(2):
+            status, headers, body, error, _ = fetch(url, headers=ACCEPT_DICOM)
+            assert status == 200 and error is None and complete_multipart(headers, body, INSTANCES)
+            cache = requests.get(f"{root}/admin/cache").json()["disk"]
+            assert cache["off"] is True, cache
+        status, headers, body, error, _ = fetch(f"{url}/series/{pacs.series}/instances/{pacs.instances[1]}", headers=ACCEPT_DICOM)
+        assert status == 200 and error is None and complete_multipart(headers, body, 1)
+        log = pathlib.Path(process.args[-1].split("--config ")[1]).with_name("gateway.log").read_text()
+        assert log.count("cannot write the disk cache") == 1, log[-3000:]
+    finally:
+        stop(process)
+
+
+def acknowledged(response):
+    """The SOP Instance UIDs a STOW-RS response says were stored."""
+    if response.status_code not in (200, 202):
+        return set()
+    body = response.json()
+    return {item["00081155"]["Value"][0] for item in body.get("00081199", {}).get("Value", [])}
+
+
+def stored_at(orthanc, uids):
+    """Which of `uids` the Orthanc holds (its own REST API)."""
+    found = set()
+    for uid in uids:
+        answer = requests.post(f"{orthanc.rest}/tools/lookup", data=uid).json()
+        if any(entry["Type"] == "Instance" for entry in answer):
+            found.add(uid)
+    return found
+
+
+def instances_at(orthanc):
+    return requests.get(f"{orthanc.rest}/statistics").json()["CountInstances"]
+
+
+def stow_body(testbed, count):
+    study, series = generate_uid(), generate_uid()
+    parts, uids = [], []
+    for _ in range(count):
+        ds, data = ct_instance(testbed, "FAULTS-STOW", study=study, series=series)
+        parts.append(b"--b\r\nContent-Type: application/dicom\r\n\r\n" + data + b"\r\n")
+        uids.append(ds.SOPInstanceUID)
+    return b"".join(parts) + b"--b--\r\n", uids
+
+
+STOW_HEADERS = {"Content-Type": 'multipart/related; type="application/dicom"; boundary=b', "Accept": "application/dicom+json"}
+
+
+def storing_gateway(testbed, pacs):
+    port = free_port()
+    destination = next(d for d in testbed["move_destinations"] if d["ae_title"] == "FEDGW2")
+    site = site_toml("direct", pacs.dicom_port, "store = true").replace(f'timeout = "{SITE_TIMEOUT_S}s"', 'timeout = "5s"')
+    return launch(one_site_config(port, destination, site), port), f"http://127.0.0.1:{port}/dicom-web"
+
+
+def test_a_gateway_stopped_during_a_stow_acknowledges_only_what_is_stored(testbed, pacs):
+    # SIGTERM: the request in flight is finished (drained), its answer true.
+    body, uids = stow_body(testbed, 40)
+    process, url = storing_gateway(testbed, pacs)
+    before = instances_at(pacs)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        posted = pool.submit(requests.post, f"{url}/studies", data=body, headers=STOW_HEADERS, timeout=60)
+        deadline = time.monotonic() + 20
+        while instances_at(pacs) == before and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert instances_at(pacs) > before, "no instance reached the site"
+        began = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        response = posted.result()
+        process.wait(timeout=35)
+        drained = time.monotonic() - began
+    assert response.status_code in (200, 202, 409, 503), response.text
+    seen = acknowledged(response)
+    assert seen <= set(uids)
+    assert stored_at(pacs, seen) == seen
+    # The drain finishes the request: every instance stored and acknowledged.
+    assert response.status_code == 200 and seen == set(uids), (response.status_code, len(seen))
+    assert drained < 30, drained
+
+
+def test_a_gateway_killed_during_stows_acknowledged_only_what_is_stored(testbed, pacs):
+    # SIGKILL: the request in flight is lost; every answer received before was true.
+    process, url = storing_gateway(testbed, pacs)
+    answers, lost = [], []
+
+    def keep_storing():
+        while True:
+            body, uids = stow_body(testbed, 5)
+            try:
+                answers.append((requests.post(f"{url}/studies", data=body, headers=STOW_HEADERS, timeout=30), uids))
+            except requests.ConnectionError:
+                lost.append(uids)
+                return
+
+    before = instances_at(pacs)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        storing = pool.submit(keep_storing)
+        deadline = time.monotonic() + 30
+        while instances_at(pacs) < before + 12 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        process.kill()
+        process.wait()
+        storing.result(timeout=30)
+    assert lost, "the kill did not interrupt a request"
+    assert len(answers) >= 2, "no request was answered before the kill"
+    for response, uids in answers:
+        seen = acknowledged(response)
+        assert response.status_code == 200 and seen == set(uids), response.text
+        assert stored_at(pacs, seen) == seen
