@@ -80,8 +80,8 @@ pub fn import(store: &dyn PseudonymStore, input: &mut dyn BufRead) -> anyhow::Re
         let entry: Line<'_> = serde_json::from_str(&line)
             .map_err(|e| anyhow::anyhow!("line {number}: not an entry (column {})", e.column()))?;
         let kind = Kind::parse(entry.kind).ok_or_else(|| anyhow::anyhow!("line {number}: unknown kind"))?;
-        if entry.project.is_empty() || entry.pseudonym.is_empty() || entry.value.is_empty() {
-            anyhow::bail!("line {number}: empty project, pseudonym or value");
+        if entry.project.is_empty() || entry.pseudonym.is_empty() {
+            anyhow::bail!("line {number}: empty project or pseudonym");
         }
         batch.push((
             entry.project.to_owned(),

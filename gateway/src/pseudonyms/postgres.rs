@@ -242,6 +242,8 @@ impl Postgres {
         if config.get_application_name().is_none() {
             config.application_name("dicomweb-gateway");
         }
+        // The server's notices ("relation already exists, skipping" at each start) are not news.
+        config.notice_callback(|_| {});
         let pool = r2d2::Pool::builder()
             .max_size(16)
             .min_idle(Some(1))
