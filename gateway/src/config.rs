@@ -29,6 +29,15 @@ mod raw {
         pub audit: Option<Audit>,
         pub federation: Option<Federation>,
         pub limits: Option<Limits>,
+        pub dataset_limits: Option<DataSetLimits>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct DataSetLimits {
+        pub max_sequence_depth: Option<usize>,
+        pub max_inflated_size: Option<String>,
+        pub max_frame_size: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -73,6 +82,9 @@ mod raw {
         pub client_ca: Option<PathBuf>,
     }
 
+        pub max_requests_in_flight: Option<usize>,
+        pub queue_wait: Option<String>,
+        pub stow_memory: Option<String>,
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct Dimse {
@@ -268,6 +280,27 @@ pub enum JwksSource {
 pub struct DeidConfig {
     pub options: Vec<String>,
     pub key_file: PathBuf,
+/// What the gateway takes on at once (`[server]`): DICOMweb requests in flight, how long one
+/// more waits for a free slot before it is shed with 503, and the bytes of STOW-RS bodies held.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SheddingConfig {
+    pub max_requests_in_flight: usize,
+    pub queue_wait: Duration,
+    pub stow_memory: u64,
+}
+
+/// Bounds on the content of DICOM data sets (`[dataset_limits]`), received by STOW-RS or
+/// retrieved from a PACS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DataSetLimitsConfig {
+    /// Sequences nested in sequences, at most.
+    pub max_sequence_depth: usize,
+    /// Largest data set after inflating Deflated Explicit VR Little Endian.
+    pub max_inflated_size: u64,
+    /// Largest frame (rows x columns x samples x bits allocated) cut out or decoded.
+    pub max_frame_size: u64,
+}
+
     pub state_dir: PathBuf,
     /// The shared pseudonym map (PostgreSQL); `None`: the embedded one in `state_dir`.
     pub store: Option<crate::pseudonyms::ConnectionString>,
@@ -327,6 +360,8 @@ pub struct FederationConfig {
     /// remembering off.
     pub remember: Duration,
     /// At most this many studies are remembered in memory.
+    pub shedding: SheddingConfig,
+    pub dataset_limits: DataSetLimitsConfig,
     pub remember_studies: u64,
     /// The embedded store of remembered locations; `None`: memory only.
     pub state_dir: Option<PathBuf>,
@@ -460,6 +495,39 @@ impl Config {
                 if !listen.ip().is_loopback() {
                     problems.push(format!(
                         "auth.mode = \"none\" is refused on {listen}: without authentication the gateway listens on a loopback address only"
+        let mut size_of = |key: &str, text: Option<&String>, default: &str| {
+            let size = size_setting(key, text.map(String::as_str).unwrap_or(default));
+            check(size.as_ref().map(|_| ()).map_err(Clone::clone));
+            size.unwrap_or(0)
+        };
+        let stow_memory = size_of("server.stow_memory", raw.server.stow_memory.as_ref(), "1GiB");
+        let raw_dataset = raw.dataset_limits.as_ref();
+        let max_inflated_size = size_of(
+            "dataset_limits.max_inflated_size",
+            raw_dataset.and_then(|d| d.max_inflated_size.as_ref()),
+            "512MiB",
+        );
+        let max_frame_size =
+            size_of("dataset_limits.max_frame_size", raw_dataset.and_then(|d| d.max_frame_size.as_ref()), "1GiB");
+        let max_sequence_depth = raw_dataset.and_then(|d| d.max_sequence_depth).unwrap_or(64);
+        check(if (1..=1000).contains(&max_sequence_depth) {
+            Ok(())
+        } else {
+            Err("dataset_limits.max_sequence_depth must be 1 to 1000".into())
+        });
+        let dataset_limits = DataSetLimitsConfig { max_sequence_depth, max_inflated_size, max_frame_size };
+        let max_requests_in_flight = raw.server.max_requests_in_flight.unwrap_or(256);
+        check(if max_requests_in_flight > 0 {
+            Ok(())
+        } else {
+            Err("server.max_requests_in_flight must be at least 1".into())
+        });
+        let queue_wait_text = raw.server.queue_wait.clone().unwrap_or_else(|| "1s".into());
+        let queue_wait = humantime::parse_duration(&queue_wait_text)
+            .map_err(|e| format!("server.queue_wait {queue_wait_text:?}: {e}"));
+        check(queue_wait.as_ref().map(|_| ()).map_err(Clone::clone));
+        let shedding =
+            SheddingConfig { max_requests_in_flight, queue_wait: queue_wait.unwrap_or_default(), stow_memory };
                     ));
                 }
             }
@@ -671,6 +739,8 @@ fn validate_jwt(auth: raw::Auth, problems: &mut Vec<String>) -> Option<JwtConfig
     match (hs256, &auth.hs256_secret_file) {
         (true, None) => problems.push("auth.algorithms names HS256: auth.hs256_secret_file is required".into()),
         (false, Some(_)) => {
+                shedding,
+                dataset_limits,
             problems.push("auth.hs256_secret_file is set but auth.algorithms does not name HS256".into())
         }
         _ => {}
@@ -829,6 +899,15 @@ address = "127.0.0.1:11111"
 retrieve = "c-get"
 max_associations = 4
 retrieve_associations = 2
+/// A size setting that must be more than 0.
+fn size_setting(key: &str, text: &str) -> Result<u64, String> {
+    match parse_size(text) {
+        Ok(0) => Err(format!("{key} must be more than 0")),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{key}: {e}")),
+    }
+}
+
 timeout = "30s"
 store = false
 
@@ -958,3 +1037,21 @@ circuit_open = "30s"
         assert!(parse_size("99999999999TiB").is_err());
     }
 }
+    #[test]
+    fn shedding_and_data_set_limits() {
+        let config = Config::parse(EXAMPLE).expect("valid");
+        assert_eq!(config.shedding.max_requests_in_flight, 256);
+        assert_eq!(config.shedding.queue_wait, Duration::from_secs(1));
+        assert_eq!(config.shedding.stow_memory, 1 << 30);
+        assert_eq!(config.dataset_limits.max_sequence_depth, 64);
+        assert_eq!(config.dataset_limits.max_inflated_size, 512 << 20);
+        let text = EXAMPLE.replace(
+            "base_path = \"/dicom-web\"",
+            "base_path = \"/dicom-web\"\nmax_requests_in_flight = 0\nqueue_wait = \"soon\"\nstow_memory = \"0\"",
+        ) + "\n[dataset_limits]\nmax_sequence_depth = 0\nmax_inflated_size = \"lots\"\n";
+        let problems = Config::parse(&text).expect_err("invalid");
+        for key in ["max_requests_in_flight", "queue_wait", "stow_memory", "max_sequence_depth", "max_inflated_size"] {
+            assert!(problems.iter().any(|p| p.contains(key)), "{key}: {problems:#?}");
+        }
+    }
+

@@ -28,6 +28,9 @@ pub enum ApiError {
     /// The PACS failed or could not be reached.
     #[error("{0}")]
     Pacs(#[from] DimseError),
+    /// A site sent a data set past `[dataset_limits]` (nesting, lengths, inflated or frame size).
+    #[error("the site sent an instance the gateway refuses to process: {0}")]
+    ContentLimit(#[from] crate::dataset_limits::ContentLimitError),
     /// A fault of the gateway itself (its state store, a task that failed).
     #[error("{0}")]
     Internal(String),
@@ -71,6 +74,7 @@ impl ApiError {
             ApiError::Pacs(DimseError::InvalidInstance(_)) => StatusCode::BAD_REQUEST,
             ApiError::Pacs(_) => StatusCode::BAD_GATEWAY,
             ApiError::SitesDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::ContentLimit(_) => StatusCode::BAD_GATEWAY,
             ApiError::Relayed { status, .. } => *status,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -14,6 +14,7 @@ pub mod cache;
 pub mod check;
 pub mod config;
 pub mod connections;
+pub mod dataset_limits;
 pub mod deidentify;
 pub mod directory;
 pub mod disk_cache;

@@ -1,6 +1,6 @@
 //! The HTTP server: routes under `base_path`, CORS for browser viewers, one log line per
 //! request (route template, status, duration: never the URL, which carries UIDs), graceful
-//! shutdown.
+//! shutdown, and the shedding of requests past the gateway's bounds (503, [`Admission`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderName, Method};
 use axum::middleware::Next;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use tower_http::cors::{AllowHeaders, Any, CorsLayer};
@@ -19,9 +19,11 @@ use crate::api::{frames, qido, rendered, stow, wado};
 use crate::authorize::authorize;
 use crate::config::Config;
 use crate::ledger::Ledger;
+use crate::limits::{Admission, Holding};
 use crate::state::Gateway;
 
 pub fn router(gateway: Arc<Gateway>) -> Router {
+    let admission = Arc::new(Admission::new(&gateway.config.shedding));
     let dicomweb = Router::new()
         .route("/studies", get(qido::studies).post(stow::store_studies))
         .route("/series", get(qido::series))
@@ -45,6 +47,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/studies/{study}/series/{series}/rendered", get(rendered::many))
         .route("/studies/{study}/rendered", get(rendered::many))
         .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), authorize))
+        .route_layer(axum::middleware::from_fn_with_state(admission, admit))
         .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), record_request))
         .with_state(gateway.clone())
         // STOW-RS bodies are bounded by `server.stow_limit` as they stream, not by axum's
@@ -96,6 +99,20 @@ async fn record_request(State(gateway): State<Arc<Gateway>>, mut request: Reques
     ledger.meter(response, gateway.audit.clone(), gateway.metrics.clone())
 }
 
+/// Sheds a request with 503 when `server.max_requests_in_flight` are in flight for all of
+/// `server.queue_wait` (before authorization and before any PACS is contacted); otherwise it
+/// holds its slot until its response body ends. STOW-RS handlers find the [`Admission`] in the
+/// request's extensions for their memory budget.
+async fn admit(State(admission): State<Arc<Admission>>, mut request: Request, next: Next) -> Response {
+    let slot = match admission.admit().await {
+        Ok(slot) => slot,
+        Err(overload) => return overload.into_response(),
+    };
+    request.extensions_mut().insert(admission);
+    let (parts, body) = next.run(request).await.into_parts();
+    Response::from_parts(parts, axum::body::Body::new(Holding::new(body, slot)))
+}
+
 /// Sets how the request was addressed ([`Addressed`]) before routing:
 /// `{base}/projects/{id}/...` and `{base}/sites/{id}/...` (or both, in that order) name the
 /// same resources as `{base}/...`, in one project or at one site.
@@ -134,6 +151,7 @@ pub async fn serve(
     let limits = crate::connections::ConnectionLimits {
         max_connections: config.max_connections,
         header_timeout: config.header_timeout,
+        max_header_size: config.http_limits.max_header_size,
     };
     let gateway = Gateway::start(config).await?;
     tokio::spawn(crate::startup::report_reachability(gateway.clone()));

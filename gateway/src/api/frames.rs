@@ -25,6 +25,8 @@ use crate::state::Gateway;
 struct Instance {
     object: FileDicomObject<InMemDicomObject>,
     transfer_syntax: String,
+    /// `dataset_limits.max_frame_size`.
+    max_frame_size: u64,
 }
 
 async fn retrieve_instance(
@@ -38,11 +40,16 @@ async fn retrieve_instance(
     let crate::locate::Retrieval { first, rest, .. } = crate::locate::first_and_rest(gw, access, target).await?;
     drop(rest);
     let transfer_syntax = first.transfer_syntax_uid.as_str().to_owned();
-    let object = tokio::task::spawn_blocking(move || dicom_object::from_reader(&first.part10[128..]))
-        .await
-        .map_err(|e| ApiError::BadRequest(format!("parsing failed: {e}")))?
-        .map_err(|e| ApiError::Pacs(pacs_adapter::DimseError::InvalidInstance(e.to_string())))?;
-    Ok(Instance { object, transfer_syntax })
+    let limits = gw.config.dataset_limits;
+    let syntax = transfer_syntax.clone();
+    let object = tokio::task::spawn_blocking(move || {
+        crate::dataset_limits::check_encoded(first.data_set(), &syntax, &limits)?;
+        dicom_object::from_reader(&first.part10[128..])
+            .map_err(|e| ApiError::Pacs(pacs_adapter::DimseError::InvalidInstance(e.to_string())))
+    })
+    .await
+    .map_err(|e| ApiError::BadRequest(format!("parsing failed: {e}")))??;
+    Ok(Instance { object, transfer_syntax, max_frame_size: limits.max_frame_size })
 }
 
 /// The instance with its pixel data decoded to Explicit VR Little Endian, or 406 naming what
@@ -55,7 +62,11 @@ async fn decoded(instance: Instance, media_type: &str) -> Result<Instance, ApiEr
     tokio::task::spawn_blocking(move || object.transcode(&EXPLICIT_VR_LITTLE_ENDIAN.erased()).map(|()| object))
         .await
         .map_err(|e| ApiError::BadRequest(format!("decoding failed: {e}")))?
-        .map(|object| Instance { object, transfer_syntax: EXPLICIT_VR_LITTLE_ENDIAN.uid().to_owned() })
+        .map(|object| Instance {
+            object,
+            transfer_syntax: EXPLICIT_VR_LITTLE_ENDIAN.uid().to_owned(),
+            max_frame_size: instance.max_frame_size,
+        })
         .map_err(|e| {
             ApiError::NotAcceptable(format!(
                 "the frames are available as {media_type} (transfer syntax {stored}) and cannot be decoded here ({e}); \
@@ -139,15 +150,22 @@ fn frames_of(instance: &Instance, wanted: &[usize]) -> Result<(Vec<Bytes>, bool)
             let columns = number(obj, tags::COLUMNS).unwrap_or(0);
             let samples = number(obj, tags::SAMPLES_PER_PIXEL).unwrap_or(1);
             let bits = number(obj, tags::BITS_ALLOCATED).unwrap_or(8);
-            let frame_size = rows * columns * samples * bits / 8;
+            // Checked: the attributes come from a PACS and may be anything.
+            let frame_size = crate::dataset_limits::frame_size(
+                rows as u64,
+                columns as u64,
+                samples as u64,
+                bits as u64,
+                instance.max_frame_size,
+            )? as usize;
             if frame_size == 0 || !bits.is_multiple_of(8) {
                 return Err(ApiError::NotAcceptable("frames of this pixel data layout cannot be cut out".into()));
             }
             let frame = |n: usize| -> Result<Bytes, ApiError> {
-                bytes
-                    .get((n - 1) * frame_size..n * frame_size)
-                    .map(Bytes::copy_from_slice)
-                    .ok_or_else(|| ApiError::NotFound(format!("frame {n} is missing from the pixel data")))
+                let missing = || ApiError::NotFound(format!("frame {n} is missing from the pixel data"));
+                let start = (n - 1).checked_mul(frame_size).ok_or_else(missing)?;
+                let end = start.checked_add(frame_size).ok_or_else(missing)?;
+                bytes.get(start..end).map(Bytes::copy_from_slice).ok_or_else(missing)
             };
             Ok((wanted.iter().map(|&n| frame(n)).collect::<Result<_, _>>()?, false))
         }

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
+use dicom_dictionary_std::tags;
 use dicom_pixeldata::image::{imageops::FilterType, DynamicImage, ImageFormat};
 use dicom_pixeldata::{ConvertOptions, PixelDecoder, VoiLutFunction, VoiLutOption, WindowLevel};
 use dicomweb_model::{SeriesInstanceUid, SopInstanceUid, StudyInstanceUid};
@@ -18,6 +19,7 @@ use pacs_adapter::RetrieveTarget;
 
 use super::{accept_ranges, TargetPath};
 use crate::access::Access;
+use crate::config::DataSetLimitsConfig;
 use crate::error::ApiError;
 use crate::state::Gateway;
 
@@ -107,10 +109,25 @@ fn parse(query: Option<&str>, format: Format, default_viewport: Option<(u32, u32
     Ok(rendering)
 }
 
-/// Decodes, windows, scales and encodes one frame (1-based). CPU work: run it blocking.
-fn render(part10: &[u8], frame: u32, rendering: &Rendering) -> Result<Vec<u8>, ApiError> {
-    let object = dicom_object::from_reader(&part10[128..])
+/// Decodes, windows, scales and encodes one frame (1-based), the instance and the frame within
+/// `[dataset_limits]` first. CPU work: run it blocking.
+fn render(
+    instance: &pacs_adapter::RetrievedInstance,
+    frame: u32,
+    rendering: &Rendering,
+    limits: &DataSetLimitsConfig,
+) -> Result<Vec<u8>, ApiError> {
+    crate::dataset_limits::check_encoded(instance.data_set(), instance.transfer_syntax_uid.as_str(), limits)?;
+    let object = dicom_object::from_reader(&instance.part10[128..])
         .map_err(|e| ApiError::Pacs(pacs_adapter::DimseError::InvalidInstance(e.to_string())))?;
+    let number = |tag, default: u64| object.element(tag).ok().and_then(|e| e.to_int::<u64>().ok()).unwrap_or(default);
+    crate::dataset_limits::frame_size(
+        number(tags::ROWS, 0),
+        number(tags::COLUMNS, 0),
+        number(tags::SAMPLES_PER_PIXEL, 1),
+        number(tags::BITS_ALLOCATED, 8),
+        limits.max_frame_size,
+    )?;
     let ts = object.meta().transfer_syntax().trim_end_matches('\0').to_owned();
     let decoded = object.decode_pixel_data_frame(frame - 1).map_err(|e| {
         ApiError::NotImplemented(format!("cannot decode this instance's pixel data (transfer syntax {ts}): {e}"))
@@ -155,7 +172,8 @@ async fn respond(
     let crate::locate::Retrieval { first, rest, .. } = crate::locate::first_and_rest(gw, access, target).await?;
     drop(rest);
     let format = rendering.format;
-    let bytes = tokio::task::spawn_blocking(move || render(&first.part10, frame, &rendering))
+    let limits = gw.config.dataset_limits;
+    let bytes = tokio::task::spawn_blocking(move || render(&first, frame, &rendering, &limits))
         .await
         .map_err(|e| ApiError::NotImplemented(format!("rendering failed: {e}")))??;
     let content_type = match format {
@@ -183,13 +201,14 @@ async fn respond_many(
     let boundary = super::wado::boundary();
     let part_boundary = boundary.clone();
     let header_value = format!("multipart/related; type=\"{content_type}\"; boundary={boundary}");
+    let limits = gw.config.dataset_limits;
     let parts = futures::stream::once(async move { Ok(first) })
         .chain(rest.map(|item| item.map_err(std::io::Error::other)))
         .then(move |item| {
             let rendering = rendering.clone();
             async move {
                 let instance = item?;
-                tokio::task::spawn_blocking(move || render(&instance.part10, 1, &rendering))
+                tokio::task::spawn_blocking(move || render(&instance, 1, &rendering, &limits))
                     .await
                     .map_err(std::io::Error::other)?
                     .map_err(|e| std::io::Error::other(e.to_string()))

@@ -15,7 +15,10 @@ use serde_json::{json, Value as Json};
 
 use super::{accepts, parse_uid, text_of};
 use crate::access::Access;
+use crate::config::DataSetLimitsConfig;
+use crate::dataset_limits::{check_encoded, ContentLimitError};
 use crate::error::ApiError;
+use crate::limits::Admission;
 use crate::multipart::{boundary_of, MultipartError, MultipartReader};
 use crate::pseudonyms::{Kind, Original};
 use crate::site::Unanswered;
@@ -28,18 +31,20 @@ const CANNOT_UNDERSTAND: u16 = 0xC000;
 const TRANSFER_SYNTAX_NOT_SUPPORTED: u16 = 0xC122;
 const PROCESSING_FAILURE: u16 = 0x0110;
 
-const DEFLATED: &str = "1.2.840.10008.1.2.1.99";
 const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 
-/// Deflated Explicit VR Little Endian is a raw deflate stream of an Explicit VR Little Endian
-/// data set, so inflating it is lossless and exact. It is done before C-STORE because
-/// DCMTK-based PACS (Orthanc 1.10) accept a deflated presentation context and then never answer
-/// the C-STORE; DCMTK's own storescu inflates too.
-fn inflate(bytes: &[u8], data_set_offset: usize, class: &str, instance: &str) -> Option<bytes::Bytes> {
-    use std::io::Read;
-    let mut data_set = Vec::with_capacity((bytes.len() - data_set_offset) * 4);
-    flate2::read::DeflateDecoder::new(&bytes[data_set_offset..]).read_to_end(&mut data_set).ok()?;
-    Some(bytes::Bytes::from(part10::wrap(class, instance, EXPLICIT_VR_LE, "", &data_set)))
+/// Why an instance is refused before it is parsed: a bound of `[dataset_limits]` (PS3.18
+/// Table I.2-2: A700 when the gateway will not spend that much, C000 when the data set
+/// contradicts itself).
+fn limit_reason(e: &ContentLimitError) -> u16 {
+    match e {
+        ContentLimitError::TooDeep(_)
+        | ContentLimitError::InflatedTooLarge(_)
+        | ContentLimitError::FrameTooLarge { .. } => OUT_OF_RESOURCES,
+        ContentLimitError::LengthPastEnd { .. } | ContentLimitError::Inflate(_) | ContentLimitError::Malformed(_) => {
+            CANNOT_UNDERSTAND
+        }
+    }
 }
 
 /// Largest single instance accepted in a request.
@@ -48,21 +53,23 @@ const MAX_INSTANCE: usize = 2 * 1024 * 1024 * 1024 - 1;
 pub async fn store_studies(
     State(gw): State<Arc<Gateway>>,
     Extension(access): Extension<Access>,
+    Extension(admission): Extension<Arc<Admission>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    store_instances(gw, access, None, headers, body).await
+    store_instances(gw, access, &admission, None, headers, body).await
 }
 
 pub async fn store_study(
     State(gw): State<Arc<Gateway>>,
     Extension(access): Extension<Access>,
+    Extension(admission): Extension<Arc<Admission>>,
     Path(study): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
     let study = parse_uid("study", &study)?;
-    store_instances(gw, access, Some(study), headers, body).await
+    store_instances(gw, access, &admission, Some(study), headers, body).await
 }
 
 #[derive(Debug, Default)]
@@ -96,6 +103,7 @@ impl Outcome {
 async fn store_instances(
     gw: Arc<Gateway>,
     access: Access,
+    admission: &Admission,
     target_study: Option<String>,
     headers: HeaderMap,
     body: Body,
@@ -126,6 +134,12 @@ async fn store_instances(
     if declared.is_some_and(|n| n > limit) {
         return Err(ApiError::PayloadTooLarge(format!("the request body is larger than the limit of {limit} bytes")));
     }
+    // The body's bytes count against `server.stow_memory` while it is processed (a body without
+    // Content-Length at the limit); none left within `server.queue_wait`: 503.
+    let _reserved = match admission.reserve_stow(declared.unwrap_or(limit).min(limit)).await {
+        Ok(reserved) => reserved,
+        Err(overload) => return Ok(overload.into_response()),
+    };
 
     // De-identifying, a study named in the URL is a pseudonym when the gateway handed it out,
     // else the client's own UID (a new study).
@@ -153,7 +167,7 @@ async fn store_instances(
             outcome.fail("", "", CANNOT_UNDERSTAND);
             continue;
         }
-        store_one(&access, site, target_study.as_deref(), part.body, &mut outcome).await;
+        store_one(&access, site, gw.config.dataset_limits, target_study.as_deref(), part.body, &mut outcome).await;
     }
 
     // What was cached of these studies no longer shows all of them.
@@ -215,6 +229,7 @@ async fn store_instances(
 async fn store_one(
     access: &Access,
     site: &Site,
+    limits: DataSetLimitsConfig,
     target_study: Option<&str>,
     bytes: bytes::Bytes,
     outcome: &mut Outcome,
@@ -223,23 +238,29 @@ async fn store_one(
         outcome.fail("", "", CANNOT_UNDERSTAND);
         return;
     };
-    // The whole data set must parse: an instance the gateway cannot read is refused here rather
-    // than stored into a PACS that may choke on it later.
+    // The data set within `[dataset_limits]` first (nesting, lengths, inflated size), then
+    // parsed whole: an instance the gateway cannot read is refused here rather than stored into
+    // a PACS that may choke on it later.
     let parsed = {
         let bytes = bytes.clone();
+        let (offset, syntax) = (header.data_set_offset, header.transfer_syntax_uid.clone());
         tokio::task::spawn_blocking(move || {
-            dicom_object::from_reader(&bytes[128..]).ok().map(|obj| {
+            let inflated = check_encoded(&bytes[offset..], &syntax, &limits).map_err(|e| limit_reason(&e))?;
+            let obj = dicom_object::from_reader(&bytes[128..]).map_err(|_| CANNOT_UNDERSTAND)?;
+            let uids =
                 [tags::SOP_CLASS_UID, tags::SOP_INSTANCE_UID, tags::STUDY_INSTANCE_UID, tags::SERIES_INSTANCE_UID]
-                    .map(|tag| text_of(&obj, tag))
-            })
+                    .map(|tag| text_of(&obj, tag));
+            Ok((inflated, uids))
         })
         .await
-        .ok()
-        .flatten()
+        .unwrap_or(Err(PROCESSING_FAILURE))
     };
-    let Some([data_set_class, data_set_instance, study, series]) = parsed else {
-        outcome.fail(&header.sop_class_uid, &header.sop_instance_uid, CANNOT_UNDERSTAND);
-        return;
+    let (inflated, [data_set_class, data_set_instance, study, series]) = match parsed {
+        Ok(parsed) => parsed,
+        Err(reason) => {
+            outcome.fail(&header.sop_class_uid, &header.sop_instance_uid, reason);
+            return;
+        }
     };
     // The data set, not the file meta group, says what the instance is; a file whose meta group
     // disagrees with it (pydicom has one) is framed anew around its untouched data set.
@@ -262,24 +283,13 @@ async fn store_one(
         outcome.fail(&class, &instance, DATA_SET_MISMATCH);
         return;
     }
-    let bytes = if header.transfer_syntax_uid == DEFLATED {
-        // Framed anew above or not, the data set follows the file meta group.
-        let offset = part10::parse_header(&bytes).map(|h| h.data_set_offset).unwrap_or(header.data_set_offset);
-        // Inflating is CPU work: off the async runtime.
-        let (owned_class, owned_instance) = (class.clone(), instance.clone());
-        let inflated = tokio::task::spawn_blocking(move || inflate(&bytes, offset, &owned_class, &owned_instance))
-            .await
-            .ok()
-            .flatten();
-        match inflated {
-            Some(inflated) => inflated,
-            None => {
-                outcome.fail(&class, &instance, CANNOT_UNDERSTAND);
-                return;
-            }
-        }
-    } else {
-        bytes
+    // Deflated Explicit VR Little Endian is a raw deflate stream of an Explicit VR Little Endian
+    // data set, so inflating it is lossless and exact. It is inflated (within the limit, above)
+    // before C-STORE because DCMTK-based PACS (Orthanc 1.10) accept a deflated presentation
+    // context and then never answer the C-STORE; DCMTK's own storescu inflates too.
+    let bytes = match inflated {
+        Some(data_set) => bytes::Bytes::from(part10::wrap(&class, &instance, EXPLICIT_VR_LE, "", &data_set)),
+        None => bytes,
     };
     match site.store(&bytes).await {
         Ok(result) => {

@@ -1,0 +1,476 @@
+//! Bounds on the content of a DICOM data set (`[dataset_limits]`), checked on its bytes before
+//! anything parses it: sequences nested at most `max_sequence_depth` deep (the parser recurses
+//! once per level), no value length that claims more bytes than remain (the parser allocates a
+//! value's length before reading it), Deflated Explicit VR Little Endian inflated to at most
+//! `max_inflated_size`, and frames (rows x columns x samples x bits allocated) computed with
+//! checked arithmetic and at most `max_frame_size`. The walk keeps its own stack: a hostile
+//! nesting depth cannot exhaust the thread's.
+
+use std::io::Read;
+
+use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
+use dicom_core::{Tag, VR};
+use dicom_dictionary_std::StandardDataDictionary;
+
+use crate::config::DataSetLimitsConfig;
+
+pub const DEFLATED_EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1.99";
+const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
+const EXPLICIT_VR_BE: &str = "1.2.840.10008.1.2.2";
+const UNDEFINED: u32 = 0xFFFF_FFFF;
+
+/// Why a data set is refused. Messages name tags and sizes, never values.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ContentLimitError {
+    #[error("sequences are nested deeper than {0} levels")]
+    TooDeep(usize),
+    #[error("element ({group:04X},{element:04X}) claims {length} bytes where {remaining} remain")]
+    LengthPastEnd { group: u16, element: u16, length: u32, remaining: usize },
+    #[error("the deflated data set inflates to more than {0} bytes")]
+    InflatedTooLarge(u64),
+    #[error("the deflated data set cannot be inflated: {0}")]
+    Inflate(String),
+    #[error("the data set is malformed: {0}")]
+    Malformed(&'static str),
+    #[error(
+        "a frame of {rows} rows x {columns} columns x {samples} samples x {bits} bits is larger than {limit} bytes"
+    )]
+    FrameTooLarge { rows: u64, columns: u64, samples: u64, bits: u64, limit: u64 },
+}
+
+/// How the data set after the file meta group is encoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Encoding {
+    pub explicit: bool,
+    pub big_endian: bool,
+}
+
+impl Encoding {
+    /// The encoding of a transfer syntax's data set (after inflating, for the deflated one).
+    pub fn of(transfer_syntax: &str) -> Encoding {
+        match transfer_syntax {
+            IMPLICIT_VR_LE => Encoding { explicit: false, big_endian: false },
+            EXPLICIT_VR_BE => Encoding { explicit: true, big_endian: true },
+            _ => Encoding { explicit: true, big_endian: false },
+        }
+    }
+}
+
+/// Checks an encoded data set (what follows the file meta group) of `transfer_syntax`. A
+/// deflated data set is inflated within the bound and checked; it is returned (the Explicit VR
+/// Little Endian data set) so that it is not inflated twice.
+pub fn check_encoded(
+    data_set: &[u8],
+    transfer_syntax: &str,
+    limits: &DataSetLimitsConfig,
+) -> Result<Option<Vec<u8>>, ContentLimitError> {
+    if transfer_syntax == DEFLATED_EXPLICIT_VR_LE {
+        let inflated = inflate(data_set, limits.max_inflated_size)?;
+        check_data_set(&inflated, Encoding::of(""), limits.max_sequence_depth)?;
+        return Ok(Some(inflated));
+    }
+    check_data_set(data_set, Encoding::of(transfer_syntax), limits.max_sequence_depth)?;
+    Ok(None)
+}
+
+/// Inflates a raw deflate stream, refusing one that grows past `max` bytes (a deflate bomb is
+/// cut there, never held whole).
+pub fn inflate(deflated: &[u8], max: u64) -> Result<Vec<u8>, ContentLimitError> {
+    let mut out = Vec::with_capacity(deflated.len().saturating_mul(4).min(max as usize));
+    flate2::read::DeflateDecoder::new(deflated)
+        .take(max.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|e| ContentLimitError::Inflate(e.to_string()))?;
+    if out.len() as u64 > max {
+        return Err(ContentLimitError::InflatedTooLarge(max));
+    }
+    Ok(out)
+}
+
+/// The size in bytes of one native frame, checked: no overflow, at most `limit`.
+pub fn frame_size(rows: u64, columns: u64, samples: u64, bits: u64, limit: u64) -> Result<u64, ContentLimitError> {
+    let too_large = ContentLimitError::FrameTooLarge { rows, columns, samples, bits, limit };
+    let bits_total = rows
+        .checked_mul(columns)
+        .and_then(|n| n.checked_mul(samples))
+        .and_then(|n| n.checked_mul(bits))
+        .ok_or_else(|| too_large.clone())?;
+    let bytes = bits_total.div_ceil(8);
+    if bytes > limit {
+        return Err(too_large);
+    }
+    Ok(bytes)
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Container {
+    /// A sequence's items; `explicit` is the encoding of their content.
+    Sequence {
+        end: Option<usize>,
+        explicit: bool,
+    },
+    Item {
+        end: Option<usize>,
+        explicit: bool,
+    },
+    /// Encapsulated pixel data: items of raw bytes.
+    Fragments,
+}
+
+impl Container {
+    fn end(&self) -> Option<usize> {
+        match self {
+            Container::Sequence { end, .. } | Container::Item { end, .. } => *end,
+            Container::Fragments => None,
+        }
+    }
+}
+
+/// Walks every element header of a data set (without its file meta group) and checks nesting
+/// depth and lengths.
+pub fn check_data_set(data: &[u8], encoding: Encoding, max_depth: usize) -> Result<(), ContentLimitError> {
+    let u16_at = |at: usize| {
+        let b = [data[at], data[at + 1]];
+        if encoding.big_endian {
+            u16::from_be_bytes(b)
+        } else {
+            u16::from_le_bytes(b)
+        }
+    };
+    let u32_at = |at: usize| {
+        let b = [data[at], data[at + 1], data[at + 2], data[at + 3]];
+        if encoding.big_endian {
+            u32::from_be_bytes(b)
+        } else {
+            u32::from_le_bytes(b)
+        }
+    };
+    let mut stack: Vec<Container> = Vec::new();
+    let mut depth = 0usize;
+    let mut pos = 0usize;
+    loop {
+        // Containers of defined length that end here are closed.
+        while let Some(top) = stack.last() {
+            if top.end() != Some(pos) {
+                break;
+            }
+            if matches!(top, Container::Sequence { .. }) {
+                depth -= 1;
+            }
+            stack.pop();
+        }
+        let limit = stack.iter().rev().find_map(Container::end).unwrap_or(data.len());
+        let remaining = limit - pos;
+        if remaining == 0 {
+            return if stack.is_empty() {
+                Ok(())
+            } else {
+                Err(ContentLimitError::Malformed("it ends inside a sequence"))
+            };
+        }
+        if remaining < 8 {
+            // Trailing bytes after the last element are the parser's to judge; inside a
+            // container they are an error.
+            return if stack.is_empty() {
+                Ok(())
+            } else {
+                Err(ContentLimitError::Malformed("an element header is truncated"))
+            };
+        }
+        let (group, element) = (u16_at(pos), u16_at(pos + 2));
+        let past_end =
+            |length: u32, remaining: usize| ContentLimitError::LengthPastEnd { group, element, length, remaining };
+        if group == 0xFFFE {
+            let length = u32_at(pos + 4);
+            pos += 8;
+            let remaining = limit - pos;
+            match (element, stack.last().copied()) {
+                (0xE000, Some(Container::Fragments)) => {
+                    if length as usize > remaining {
+                        return Err(past_end(length, remaining));
+                    }
+                    pos += length as usize;
+                }
+                (0xE000, Some(Container::Sequence { explicit, .. })) => {
+                    let end = if length == UNDEFINED {
+                        None
+                    } else if length as usize > remaining {
+                        return Err(past_end(length, remaining));
+                    } else {
+                        Some(pos + length as usize)
+                    };
+                    stack.push(Container::Item { end, explicit });
+                }
+                (0xE00D, Some(Container::Item { end: None, .. })) => {
+                    stack.pop();
+                }
+                // A delimiter inside a container of defined length is redundant.
+                (0xE00D, Some(Container::Item { .. })) | (0xE0DD, Some(Container::Sequence { end: Some(_), .. })) => {}
+                (0xE0DD, Some(Container::Sequence { end: None, .. })) => {
+                    depth -= 1;
+                    stack.pop();
+                }
+                (0xE0DD, Some(Container::Fragments)) => {
+                    stack.pop();
+                }
+                _ => return Err(ContentLimitError::Malformed("an item or delimiter is out of place")),
+            }
+            continue;
+        }
+        if matches!(stack.last(), Some(Container::Sequence { .. } | Container::Fragments)) {
+            return Err(ContentLimitError::Malformed("an element stands where an item belongs"));
+        }
+        let explicit = match stack.last() {
+            Some(Container::Item { explicit, .. }) => *explicit,
+            _ => encoding.explicit,
+        };
+        let (vr, length, header) = if explicit {
+            let vr = VR::from_binary([data[pos + 4], data[pos + 5]]);
+            let long = matches!(
+                vr,
+                Some(
+                    VR::OB
+                        | VR::OD
+                        | VR::OF
+                        | VR::OL
+                        | VR::OV
+                        | VR::OW
+                        | VR::SQ
+                        | VR::SV
+                        | VR::UC
+                        | VR::UN
+                        | VR::UR
+                        | VR::UT
+                        | VR::UV
+                )
+            );
+            if long {
+                if remaining < 12 {
+                    return Err(ContentLimitError::Malformed("an element header is truncated"));
+                }
+                (vr, u32_at(pos + 8), 12)
+            } else {
+                (vr, u32::from(u16_at(pos + 6)), 8)
+            }
+        } else {
+            let vr = match StandardDataDictionary.by_tag(Tag(group, element)).map(|e| e.vr()) {
+                Some(VirtualVr::Exact(vr)) => Some(vr),
+                _ => None,
+            };
+            (vr, u32_at(pos + 4), 8)
+        };
+        pos += header;
+        let remaining = limit - pos;
+        let mut open = |container: Container, stack: &mut Vec<Container>| {
+            if matches!(container, Container::Sequence { .. }) {
+                depth += 1;
+                if depth > max_depth {
+                    return Err(ContentLimitError::TooDeep(max_depth));
+                }
+            }
+            stack.push(container);
+            Ok(())
+        };
+        if length == UNDEFINED {
+            let container = match (explicit, vr) {
+                (true, Some(VR::SQ)) | (false, _) if (group, element) != (0x7FE0, 0x0010) => {
+                    Container::Sequence { end: None, explicit }
+                }
+                // Unknown content of undefined length is Implicit VR Little Endian (PS3.5 §6.2.2).
+                (true, Some(VR::UN)) => Container::Sequence { end: None, explicit: false },
+                (_, Some(VR::OB | VR::OW)) | (false, _) => Container::Fragments,
+                _ => return Err(ContentLimitError::Malformed("an element of this VR has an undefined length")),
+            };
+            open(container, &mut stack)?;
+            continue;
+        }
+        if length as usize > remaining {
+            return Err(past_end(length, remaining));
+        }
+        if vr == Some(VR::SQ) {
+            open(Container::Sequence { end: Some(pos + length as usize), explicit }, &mut stack)?;
+        } else {
+            pos += length as usize;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIMITS: DataSetLimitsConfig =
+        DataSetLimitsConfig { max_sequence_depth: 64, max_inflated_size: 1 << 20, max_frame_size: 1 << 30 };
+    const EXPLICIT_LE: Encoding = Encoding { explicit: true, big_endian: false };
+    const IMPLICIT_LE: Encoding = Encoding { explicit: false, big_endian: false };
+
+    fn short(out: &mut Vec<u8>, group: u16, element: u16, vr: &[u8; 2], value: &[u8]) {
+        out.extend_from_slice(&group.to_le_bytes());
+        out.extend_from_slice(&element.to_le_bytes());
+        out.extend_from_slice(vr);
+        out.extend_from_slice(&(value.len() as u16).to_le_bytes());
+        out.extend_from_slice(value);
+    }
+
+    fn long_header(out: &mut Vec<u8>, group: u16, element: u16, vr: &[u8; 2], length: u32) {
+        out.extend_from_slice(&group.to_le_bytes());
+        out.extend_from_slice(&element.to_le_bytes());
+        out.extend_from_slice(vr);
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(&length.to_le_bytes());
+    }
+
+    fn tag_only(out: &mut Vec<u8>, element: u16, length: u32) {
+        out.extend_from_slice(&0xFFFEu16.to_le_bytes());
+        out.extend_from_slice(&element.to_le_bytes());
+        out.extend_from_slice(&length.to_le_bytes());
+    }
+
+    /// An Explicit VR Little Endian data set with `depth` sequences, each of one undefined-length
+    /// item, nested in one another (Referenced Series Sequence), with a short string innermost.
+    fn nested(depth: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        short(&mut out, 0x0008, 0x0060, b"CS", b"OT");
+        for _ in 0..depth {
+            long_header(&mut out, 0x0008, 0x1115, b"SQ", UNDEFINED);
+            tag_only(&mut out, 0xE000, UNDEFINED);
+        }
+        short(&mut out, 0x0020, 0x000E, b"UI", b"1.2.3.4\0");
+        for _ in 0..depth {
+            tag_only(&mut out, 0xE00D, 0);
+            tag_only(&mut out, 0xE0DD, 0);
+        }
+        out
+    }
+
+    fn part10(transfer_syntax: &str, data_set: &[u8]) -> Vec<u8> {
+        pacs_adapter::part10::wrap("1.2.840.10008.5.1.4.1.1.7", "1.2.3.4.5", transfer_syntax, "", data_set)
+    }
+
+    #[test]
+    fn nesting_up_to_the_limit_passes_and_parses_deeper_is_refused() {
+        assert_eq!(check_data_set(&nested(64), EXPLICIT_LE, 64), Ok(()));
+        assert_eq!(check_data_set(&nested(65), EXPLICIT_LE, 64), Err(ContentLimitError::TooDeep(64)));
+        // What passes is parsed by dicom-object on a thread with tokio's blocking stack (2 MiB).
+        let bytes = part10("1.2.840.10008.1.2.1", &nested(64));
+        let parsed = std::thread::Builder::new()
+            .stack_size(2 << 20)
+            .spawn(move || dicom_object::from_reader(&bytes[128..]).is_ok())
+            .expect("thread")
+            .join()
+            .expect("no stack overflow");
+        assert!(parsed);
+    }
+
+    #[test]
+    fn a_hostile_depth_is_refused_without_recursion() {
+        // 200 000 levels: would overflow any thread's stack in a recursive parser.
+        let deep = nested(200_000);
+        let result = std::thread::Builder::new()
+            .stack_size(64 << 10)
+            .spawn(move || check_data_set(&deep, EXPLICIT_LE, 64))
+            .expect("thread")
+            .join()
+            .expect("no stack overflow");
+        assert_eq!(result, Err(ContentLimitError::TooDeep(64)));
+    }
+
+    #[test]
+    fn defined_length_sequences_and_implicit_vr_are_walked() {
+        // Implicit VR: Referenced Series Sequence of defined length, known from the dictionary.
+        let mut item = Vec::new();
+        item.extend_from_slice(&0x0020u16.to_le_bytes());
+        item.extend_from_slice(&0x000Eu16.to_le_bytes());
+        item.extend_from_slice(&8u32.to_le_bytes());
+        item.extend_from_slice(b"1.2.3.4\0");
+        let mut sequence = Vec::new();
+        tag_only(&mut sequence, 0xE000, item.len() as u32);
+        sequence.extend_from_slice(&item);
+        let mut data = Vec::new();
+        data.extend_from_slice(&0x0008u16.to_le_bytes());
+        data.extend_from_slice(&0x1115u16.to_le_bytes());
+        data.extend_from_slice(&(sequence.len() as u32).to_le_bytes());
+        data.extend_from_slice(&sequence);
+        assert_eq!(check_data_set(&data, IMPLICIT_LE, 64), Ok(()));
+        assert_eq!(check_data_set(&data, IMPLICIT_LE, 0), Err(ContentLimitError::TooDeep(0)));
+        // An item claiming more than its sequence holds.
+        let mut lying = data.clone();
+        lying[12..16].copy_from_slice(&1000u32.to_le_bytes());
+        assert!(matches!(check_data_set(&lying, IMPLICIT_LE, 64), Err(ContentLimitError::LengthPastEnd { .. })));
+    }
+
+    #[test]
+    fn a_length_past_the_end_is_refused_before_parsing() {
+        let mut data = Vec::new();
+        short(&mut data, 0x0008, 0x0060, b"CS", b"OT");
+        long_header(&mut data, 0x7FE0, 0x0010, b"OB", 0xFFFF_FFF0);
+        data.extend_from_slice(&[0; 16]);
+        assert_eq!(
+            check_data_set(&data, EXPLICIT_LE, 64),
+            Err(ContentLimitError::LengthPastEnd {
+                group: 0x7FE0,
+                element: 0x0010,
+                length: 0xFFFF_FFF0,
+                remaining: 16
+            })
+        );
+        // Inside an item of defined length, the item's end is the bound, not the data set's.
+        let mut data = Vec::new();
+        long_header(&mut data, 0x0008, 0x1115, b"SQ", UNDEFINED);
+        tag_only(&mut data, 0xE000, 10);
+        short(&mut data, 0x0008, 0x0060, b"CS", b"ABCDEFGHIJKL");
+        tag_only(&mut data, 0xE0DD, 0);
+        assert!(matches!(
+            check_data_set(&data, EXPLICIT_LE, 64),
+            Err(ContentLimitError::LengthPastEnd { group: 0x0008, element: 0x0060, remaining: 2, .. })
+        ));
+    }
+
+    #[test]
+    fn encapsulated_pixel_data_is_walked() {
+        let mut data = Vec::new();
+        short(&mut data, 0x0028, 0x0010, b"US", &[4, 0]);
+        long_header(&mut data, 0x7FE0, 0x0010, b"OB", UNDEFINED);
+        tag_only(&mut data, 0xE000, 0);
+        tag_only(&mut data, 0xE000, 4);
+        data.extend_from_slice(&[1, 2, 3, 4]);
+        tag_only(&mut data, 0xE0DD, 0);
+        assert_eq!(check_data_set(&data, EXPLICIT_LE, 64), Ok(()));
+        let mut truncated = data.clone();
+        truncated.truncate(truncated.len() - 8);
+        assert!(check_data_set(&truncated, EXPLICIT_LE, 64).is_err());
+    }
+
+    #[test]
+    fn a_deflate_bomb_is_cut_at_the_bound() {
+        use std::io::Write;
+        // 64 MiB of one element's zeros deflate to about 64 KiB.
+        let mut plain = Vec::new();
+        long_header(&mut plain, 0x7FE0, 0x0010, b"OB", 64 << 20);
+        plain.resize(plain.len() + (64 << 20), 0);
+        let mut encoder = flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(&plain).expect("deflate");
+        let bomb = part10(DEFLATED_EXPLICIT_VR_LE, &encoder.finish().expect("deflate"));
+        assert!(bomb.len() < 1 << 20);
+        let offset = pacs_adapter::part10::parse_header(&bomb).expect("header").data_set_offset;
+        assert_eq!(
+            check_encoded(&bomb[offset..], DEFLATED_EXPLICIT_VR_LE, &LIMITS),
+            Err(ContentLimitError::InflatedTooLarge(1 << 20))
+        );
+        let roomy = DataSetLimitsConfig { max_inflated_size: 65 << 20, ..LIMITS };
+        let inflated = check_encoded(&bomb[offset..], DEFLATED_EXPLICIT_VR_LE, &roomy).expect("within the bound");
+        assert_eq!(inflated.map(|d| d.len()), Some(plain.len()));
+        assert!(check_encoded(b"\xff\xff not deflate", DEFLATED_EXPLICIT_VR_LE, &LIMITS).is_err());
+    }
+
+    #[test]
+    fn frame_sizes_are_checked() {
+        assert_eq!(frame_size(512, 512, 1, 16, 1 << 30), Ok(512 * 512 * 2));
+        assert_eq!(frame_size(3, 3, 1, 1, 100), Ok(2));
+        assert!(matches!(frame_size(65535, 65535, 3, 64, 1 << 30), Err(ContentLimitError::FrameTooLarge { .. })));
+        assert!(matches!(
+            frame_size(u64::from(u32::MAX), u64::from(u32::MAX), u64::from(u32::MAX), 16, u64::MAX),
+            Err(ContentLimitError::FrameTooLarge { .. })
+        ));
+    }
+}
