@@ -525,13 +525,14 @@ def launch_wrapped(config_text, port, wrapper):
     pytest.fail("the gateway did not come up")
 
 
-def one_site_config(port, destination, site, extra=""):
+def one_site_config(port, site, extra=""):
+    """A gateway over one C-GET site (its C-MOVE storage SCP on a port of its own, unused)."""
     return f"""
 [server]
 listen = "127.0.0.1:{port}"
 [dimse]
-ae_title = "{destination['ae_title']}"
-listen = "127.0.0.1:{destination['port']}"
+ae_title = "FAULTSGW"
+listen = "127.0.0.1:{free_port()}"
 {site}
 [auth]
 mode = "none"
@@ -545,8 +546,7 @@ def test_a_full_disk_turns_the_disk_tier_off_and_retrievals_go_on(testbed, pacs,
     disk = tmp_path / "cache"
     disk.mkdir()
     port = free_port()
-    destination = next(d for d in testbed["move_destinations"] if d["ae_title"] == "FEDGW2")
-    config = one_site_config(port, destination, site_toml("direct", pacs.dicom_port),
+    config = one_site_config(port, site_toml("direct", pacs.dicom_port),
                              f'[cache]\nmemory = "0B"\ndisk_dir = "{disk}"\ndisk = "1GiB"\n')
     process = launch_wrapped(config, port, f"mount -t tmpfs -o size=1m tmpfs {disk}")
     root = f"http://127.0.0.1:{port}"
@@ -602,11 +602,31 @@ def stow_body(testbed, count):
 STOW_HEADERS = {"Content-Type": 'multipart/related; type="application/dicom"; boundary=b', "Accept": "application/dicom+json"}
 
 
-def storing_gateway(testbed, pacs):
+def storing_gateway(testbed, pacs, timeout="5s", extra=""):
     port = free_port()
-    destination = next(d for d in testbed["move_destinations"] if d["ae_title"] == "FEDGW2")
-    site = site_toml("direct", pacs.dicom_port, "store = true").replace(f'timeout = "{SITE_TIMEOUT_S}s"', 'timeout = "5s"')
-    return launch(one_site_config(port, destination, site), port), f"http://127.0.0.1:{port}/dicom-web"
+    site = site_toml("direct", pacs.dicom_port, "store = true").replace(f'timeout = "{SITE_TIMEOUT_S}s"', f'timeout = "{timeout}"')
+    return launch(one_site_config(port, site, extra), port), f"http://127.0.0.1:{port}/dicom-web"
+
+
+def test_a_stow_to_a_frozen_site_fails_each_instance_within_the_deadlines(testbed, pacs):
+    # Two instances wait out the deadline; then the site's circuit is open and the rest fail at
+    # once, instead of each waiting in turn.
+    process, url = storing_gateway(testbed, pacs, timeout=f"{SITE_TIMEOUT_S}s", extra="[federation]\ncircuit_failures = 2\n")
+    body, uids = stow_body(testbed, 8)
+    pacs.process.send_signal(signal.SIGSTOP)
+    try:
+        began = time.monotonic()
+        response = requests.post(f"{url}/studies", data=body, headers=STOW_HEADERS, timeout=60)
+        elapsed = time.monotonic() - began
+    finally:
+        pacs.process.send_signal(signal.SIGCONT)
+    try:
+        # Nothing stored: the site's error as the status, not a 200 with every instance failed.
+        assert response.status_code == 504 and response.text.startswith("site direct: timed out"), response.text
+        assert acknowledged(response) == set() and stored_at(pacs, uids) == set()
+        assert elapsed < 2 * 2 * SITE_TIMEOUT_S + SLACK_S, elapsed
+    finally:
+        stop(process)
 
 
 def test_a_gateway_stopped_during_a_stow_acknowledges_only_what_is_stored(testbed, pacs):
@@ -663,3 +683,34 @@ def test_a_gateway_killed_during_stows_acknowledged_only_what_is_stored(testbed,
         seen = acknowledged(response)
         assert response.status_code == 200 and seen == set(uids), response.text
         assert stored_at(pacs, seen) == seen
+
+
+def test_with_caches_on_a_broken_answer_is_not_kept_as_a_whole_one(testbed, pacs, proxy):
+    # Searches and retrievals kept for ten minutes: a partial search answer (a site missing) or
+    # a retrieval cut midway must not be served again as if complete.
+    caches = '\n[cache]\nmemory = "256MiB"\nttl = "10m"\nsearch_ttl = "10m"\n'
+    process, gw = start_federation(testbed, "FEDGW5", extra_sites=site_toml("proxied", proxy.port), extra=QUIET_HEALTH + caches)
+    try:
+        proxy.arm("reset", "associate", close_existing=True)
+        response, _ = qido_everywhere(gw, testbed, pacs)
+        assert response.status_code == 200 and "site proxied did not answer" in response.headers["Warning"]
+        assert {value(s, "0020000D") for s in response.json()} == {testbed["data"]["ct"]["study_uid"]}
+        proxy.disarm()
+        response, _ = qido_everywhere(gw, testbed, pacs)
+        assert response.status_code == 200 and "Warning" not in response.headers, response.headers
+        assert {value(s, "0020000D") for s in response.json()} == {testbed["data"]["ct"]["study_uid"], pacs.study}
+
+        proxy.arm("reset", 1_100_000)
+        status, headers, body, error, _ = fetch(study_url(gw, "proxied", pacs), headers=ACCEPT_DICOM)
+        assert proxy.fired >= 1
+        assert error is not None or status in (502, 504), (status, len(body))
+        assert not complete_multipart(headers, body, INSTANCES)
+        proxy.disarm()
+        for _ in range(2):
+            status, headers, body, error, _ = fetch(study_url(gw, "proxied", pacs), headers=ACCEPT_DICOM)
+            assert status == 200 and error is None and complete_multipart(headers, body, INSTANCES)
+        gw.root = gw.url.rsplit("/dicom-web", 1)[0]
+        assert wait_until_none_in_use(gw, "proxied")["in_use"] == 0
+    finally:
+        proxy.disarm()
+        stop(process)
