@@ -70,8 +70,21 @@ mod raw {
         pub stow_limit: Option<String>,
         pub max_connections: Option<usize>,
         pub header_timeout: Option<String>,
+        /// Largest request head (request line and headers), e.g. "64KiB"; more gets 431.
+        pub max_header_size: Option<String>,
+        /// Longest QIDO-RS query string in bytes; longer gets 414.
+        pub max_query_length: Option<usize>,
+        /// Most QIDO-RS query parameters; more gets 400.
+        pub max_query_parameters: Option<usize>,
+        /// Most parts of one STOW-RS request; more gets 413.
+        pub stow_max_parts: Option<usize>,
+        /// Largest part (instance) of a STOW-RS request, e.g. "1GiB"; larger gets 413.
+        pub stow_max_part_size: Option<String>,
         /// This replica's name in audit lines (default: the host name).
         pub replica_id: Option<String>,
+        pub max_requests_in_flight: Option<usize>,
+        pub queue_wait: Option<String>,
+        pub stow_memory: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -82,9 +95,6 @@ mod raw {
         pub client_ca: Option<PathBuf>,
     }
 
-        pub max_requests_in_flight: Option<usize>,
-        pub queue_wait: Option<String>,
-        pub stow_memory: Option<String>,
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
     pub struct Dimse {
@@ -270,16 +280,6 @@ pub struct LimitsConfig {
     pub concurrent_requests: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum JwksSource {
-    File(PathBuf),
-    Url(String),
-}
-
-#[derive(Debug, Clone)]
-pub struct DeidConfig {
-    pub options: Vec<String>,
-    pub key_file: PathBuf,
 /// What the gateway takes on at once (`[server]`): DICOMweb requests in flight, how long one
 /// more waits for a free slot before it is shed with 503, and the bytes of STOW-RS bodies held.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -301,6 +301,16 @@ pub struct DataSetLimitsConfig {
     pub max_frame_size: u64,
 }
 
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwksSource {
+    File(PathBuf),
+    Url(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct DeidConfig {
+    pub options: Vec<String>,
+    pub key_file: PathBuf,
     pub state_dir: PathBuf,
     /// The shared pseudonym map (PostgreSQL); `None`: the embedded one in `state_dir`.
     pub store: Option<crate::pseudonyms::ConnectionString>,
@@ -324,6 +334,18 @@ pub struct ServerTlsFiles {
     pub client_ca: Option<PathBuf>,
 }
 
+/// Bounds on what a client sends at the HTTP edge (`[server]`), each refused with its status
+/// before it costs more than the bound: the request head (431), a QIDO-RS query string's length
+/// (414) and parameters (400), a STOW-RS request's parts and part size (413).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimitsConfig {
+    pub max_header_size: usize,
+    pub max_query_length: usize,
+    pub max_query_parameters: usize,
+    pub stow_max_parts: usize,
+    pub stow_max_part_size: u64,
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -335,8 +357,11 @@ pub struct Config {
     pub max_connections: usize,
     /// The time a client has to send a request's headers (HTTP/1.1) before it is dropped.
     pub header_timeout: Duration,
+    pub http_limits: HttpLimitsConfig,
     /// This process's name in audit lines, so that several replicas' trails can be merged.
     pub replica_id: String,
+    pub shedding: SheddingConfig,
+    pub dataset_limits: DataSetLimitsConfig,
     pub base_path: String,
     pub public_url: String,
     pub dimse_ae_title: AeTitle,
@@ -360,8 +385,6 @@ pub struct FederationConfig {
     /// remembering off.
     pub remember: Duration,
     /// At most this many studies are remembered in memory.
-    pub shedding: SheddingConfig,
-    pub dataset_limits: DataSetLimitsConfig,
     pub remember_studies: u64,
     /// The embedded store of remembered locations; `None`: memory only.
     pub state_dir: Option<PathBuf>,
@@ -428,6 +451,37 @@ impl Config {
             .and_then(|t| if t.is_zero() { Err("server.header_timeout must be more than 0s".into()) } else { Ok(t) });
         check(header_timeout.as_ref().map(|_| ()).map_err(Clone::clone));
         let header_timeout = header_timeout.unwrap_or_default();
+        let edge_size = |key: &str, text: &Option<String>, default: &str, min: u64, max: u64| {
+            parse_size(text.as_deref().unwrap_or(default)).map_err(|e| format!("server.{key}: {e}")).and_then(|n| {
+                if (min..=max).contains(&n) {
+                    Ok(n)
+                } else {
+                    Err(format!("server.{key} must be from {min} to {max} bytes"))
+                }
+            })
+        };
+        let edge_count = |key: &str, value: Option<usize>, default: usize| match value.unwrap_or(default) {
+            0 => Err(format!("server.{key} must be at least 1")),
+            n => Ok(n),
+        };
+        // hyper's smallest read buffer is 8 KiB; a request head of more than 1 MiB is no request.
+        let max_header_size = edge_size("max_header_size", &raw.server.max_header_size, "64KiB", 8 << 10, 1 << 20);
+        let max_query_length = edge_count("max_query_length", raw.server.max_query_length, 4096);
+        let max_query_parameters = edge_count("max_query_parameters", raw.server.max_query_parameters, 100);
+        let stow_max_parts = edge_count("stow_max_parts", raw.server.stow_max_parts, 10_000);
+        let stow_max_part_size = edge_size("stow_max_part_size", &raw.server.stow_max_part_size, "2GiB", 1, u64::MAX);
+        check(max_header_size.as_ref().map(|_| ()).map_err(Clone::clone));
+        for count in [&max_query_length, &max_query_parameters, &stow_max_parts] {
+            check(count.as_ref().map(|_| ()).map_err(Clone::clone));
+        }
+        check(stow_max_part_size.as_ref().map(|_| ()).map_err(Clone::clone));
+        let http_limits = HttpLimitsConfig {
+            max_header_size: max_header_size.unwrap_or(0) as usize,
+            max_query_length: max_query_length.unwrap_or(0),
+            max_query_parameters: max_query_parameters.unwrap_or(0),
+            stow_max_parts: stow_max_parts.unwrap_or(0),
+            stow_max_part_size: stow_max_part_size.unwrap_or(0),
+        };
         let replica_id = match raw.server.replica_id.clone() {
             Some(id) => id,
             None => default_replica_id(),
@@ -441,6 +495,39 @@ impl Config {
                  is not like that)"
             )));
         }
+        let mut size_of = |key: &str, text: Option<&String>, default: &str| {
+            let size = size_setting(key, text.map(String::as_str).unwrap_or(default));
+            check(size.as_ref().map(|_| ()).map_err(Clone::clone));
+            size.unwrap_or(0)
+        };
+        let stow_memory = size_of("server.stow_memory", raw.server.stow_memory.as_ref(), "1GiB");
+        let raw_dataset = raw.dataset_limits.as_ref();
+        let max_inflated_size = size_of(
+            "dataset_limits.max_inflated_size",
+            raw_dataset.and_then(|d| d.max_inflated_size.as_ref()),
+            "512MiB",
+        );
+        let max_frame_size =
+            size_of("dataset_limits.max_frame_size", raw_dataset.and_then(|d| d.max_frame_size.as_ref()), "1GiB");
+        let max_sequence_depth = raw_dataset.and_then(|d| d.max_sequence_depth).unwrap_or(64);
+        check(if (1..=1000).contains(&max_sequence_depth) {
+            Ok(())
+        } else {
+            Err("dataset_limits.max_sequence_depth must be 1 to 1000".into())
+        });
+        let dataset_limits = DataSetLimitsConfig { max_sequence_depth, max_inflated_size, max_frame_size };
+        let max_requests_in_flight = raw.server.max_requests_in_flight.unwrap_or(256);
+        check(if max_requests_in_flight > 0 {
+            Ok(())
+        } else {
+            Err("server.max_requests_in_flight must be at least 1".into())
+        });
+        let queue_wait_text = raw.server.queue_wait.clone().unwrap_or_else(|| "1s".into());
+        let queue_wait = humantime::parse_duration(&queue_wait_text)
+            .map_err(|e| format!("server.queue_wait {queue_wait_text:?}: {e}"));
+        check(queue_wait.as_ref().map(|_| ()).map_err(Clone::clone));
+        let shedding =
+            SheddingConfig { max_requests_in_flight, queue_wait: queue_wait.unwrap_or_default(), stow_memory };
         let tls = raw.server.tls.as_ref().map(|t| ServerTlsFiles {
             cert: t.cert.clone(),
             key: t.key.clone(),
@@ -495,39 +582,6 @@ impl Config {
                 if !listen.ip().is_loopback() {
                     problems.push(format!(
                         "auth.mode = \"none\" is refused on {listen}: without authentication the gateway listens on a loopback address only"
-        let mut size_of = |key: &str, text: Option<&String>, default: &str| {
-            let size = size_setting(key, text.map(String::as_str).unwrap_or(default));
-            check(size.as_ref().map(|_| ()).map_err(Clone::clone));
-            size.unwrap_or(0)
-        };
-        let stow_memory = size_of("server.stow_memory", raw.server.stow_memory.as_ref(), "1GiB");
-        let raw_dataset = raw.dataset_limits.as_ref();
-        let max_inflated_size = size_of(
-            "dataset_limits.max_inflated_size",
-            raw_dataset.and_then(|d| d.max_inflated_size.as_ref()),
-            "512MiB",
-        );
-        let max_frame_size =
-            size_of("dataset_limits.max_frame_size", raw_dataset.and_then(|d| d.max_frame_size.as_ref()), "1GiB");
-        let max_sequence_depth = raw_dataset.and_then(|d| d.max_sequence_depth).unwrap_or(64);
-        check(if (1..=1000).contains(&max_sequence_depth) {
-            Ok(())
-        } else {
-            Err("dataset_limits.max_sequence_depth must be 1 to 1000".into())
-        });
-        let dataset_limits = DataSetLimitsConfig { max_sequence_depth, max_inflated_size, max_frame_size };
-        let max_requests_in_flight = raw.server.max_requests_in_flight.unwrap_or(256);
-        check(if max_requests_in_flight > 0 {
-            Ok(())
-        } else {
-            Err("server.max_requests_in_flight must be at least 1".into())
-        });
-        let queue_wait_text = raw.server.queue_wait.clone().unwrap_or_else(|| "1s".into());
-        let queue_wait = humantime::parse_duration(&queue_wait_text)
-            .map_err(|e| format!("server.queue_wait {queue_wait_text:?}: {e}"));
-        check(queue_wait.as_ref().map(|_| ()).map_err(Clone::clone));
-        let shedding =
-            SheddingConfig { max_requests_in_flight, queue_wait: queue_wait.unwrap_or_default(), stow_memory };
                     ));
                 }
             }
@@ -683,7 +737,10 @@ impl Config {
                 stow_limit,
                 max_connections,
                 header_timeout,
+                http_limits,
                 replica_id,
+                shedding,
+                dataset_limits,
                 base_path,
                 public_url,
                 dimse_ae_title,
@@ -739,8 +796,6 @@ fn validate_jwt(auth: raw::Auth, problems: &mut Vec<String>) -> Option<JwtConfig
     match (hs256, &auth.hs256_secret_file) {
         (true, None) => problems.push("auth.algorithms names HS256: auth.hs256_secret_file is required".into()),
         (false, Some(_)) => {
-                shedding,
-                dataset_limits,
             problems.push("auth.hs256_secret_file is set but auth.algorithms does not name HS256".into())
         }
         _ => {}
@@ -844,6 +899,15 @@ fn validate_site(site: raw::Site) -> Result<SiteConfig, Vec<String>> {
     }
 }
 
+/// A size setting that must be more than 0.
+fn size_setting(key: &str, text: &str) -> Result<u64, String> {
+    match parse_size(text) {
+        Ok(0) => Err(format!("{key} must be more than 0")),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("{key}: {e}")),
+    }
+}
+
 /// The host name (what `server.replica_id` defaults to), or a random id when it cannot be read.
 fn default_replica_id() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -899,15 +963,6 @@ address = "127.0.0.1:11111"
 retrieve = "c-get"
 max_associations = 4
 retrieve_associations = 2
-/// A size setting that must be more than 0.
-fn size_setting(key: &str, text: &str) -> Result<u64, String> {
-    match parse_size(text) {
-        Ok(0) => Err(format!("{key} must be more than 0")),
-        Ok(n) => Ok(n),
-        Err(e) => Err(format!("{key}: {e}")),
-    }
-}
-
 timeout = "30s"
 store = false
 
@@ -1007,12 +1062,60 @@ circuit_open = "30s"
     }
 
     #[test]
+    fn http_edge_limits() {
+        let limits = Config::parse(EXAMPLE).expect("valid").http_limits;
+        assert_eq!(
+            limits,
+            HttpLimitsConfig {
+                max_header_size: 64 << 10,
+                max_query_length: 4096,
+                max_query_parameters: 100,
+                stow_max_parts: 10_000,
+                stow_max_part_size: 2 << 30,
+            }
+        );
+        let set =
+            |keys: &str| EXAMPLE.replace("base_path = \"/dicom-web\"", &format!("base_path = \"/dicom-web\"\n{keys}"));
+        let text = set(
+            "max_header_size = \"16KiB\"\nmax_query_length = 100\nstow_max_parts = 5\nstow_max_part_size = \"1MiB\"",
+        );
+        let limits = Config::parse(&text).expect("valid").http_limits;
+        assert_eq!((limits.max_header_size, limits.max_query_length), (16 << 10, 100));
+        assert_eq!((limits.stow_max_parts, limits.stow_max_part_size), (5, 1 << 20));
+        let text = set("max_header_size = \"1KiB\"\nmax_query_length = 0\nmax_query_parameters = 0\nstow_max_parts = 0\nstow_max_part_size = \"many\"");
+        let problems = Config::parse(&text).expect_err("invalid");
+        for key in
+            ["max_header_size", "max_query_length", "max_query_parameters", "stow_max_parts", "stow_max_part_size"]
+        {
+            assert!(problems.iter().any(|p| p.contains(key)), "{key}: {problems:#?}");
+        }
+    }
+
+    #[test]
     fn no_auth_only_on_loopback() {
         let text = EXAMPLE
             .replace("mode = \"jwt\"", "mode = \"none\"")
             .replace("listen = \"127.0.0.1:8080\"", "listen = \"0.0.0.0:8080\"");
         let problems = Config::parse(&text).expect_err("refused");
         assert!(problems.iter().any(|p| p.contains("loopback")), "{problems:?}");
+    }
+
+    #[test]
+    fn shedding_and_data_set_limits() {
+        let config = Config::parse(EXAMPLE).expect("valid");
+        assert_eq!(config.shedding.max_requests_in_flight, 256);
+        assert_eq!(config.shedding.queue_wait, Duration::from_secs(1));
+        assert_eq!(config.shedding.stow_memory, 1 << 30);
+        assert_eq!(config.dataset_limits.max_sequence_depth, 64);
+        assert_eq!(config.dataset_limits.max_inflated_size, 512 << 20);
+        let text = EXAMPLE.replace(
+            "base_path = \"/dicom-web\"",
+            "base_path = \"/dicom-web\"\nmax_requests_in_flight = 0\nqueue_wait = \"soon\"\nstow_memory = \"0\"",
+        ) + "\n[dataset_limits]\nmax_sequence_depth = 0\nmax_inflated_size = \"lots\"\n";
+        let problems = Config::parse(&text).expect_err("invalid");
+        for key in ["max_requests_in_flight", "queue_wait", "stow_memory", "max_sequence_depth", "max_inflated_size"] {
+            assert!(problems.iter().any(|p| p.contains(key)), "{key}: {problems:#?}");
+        }
     }
 
     #[test]
@@ -1037,21 +1140,3 @@ circuit_open = "30s"
         assert!(parse_size("99999999999TiB").is_err());
     }
 }
-    #[test]
-    fn shedding_and_data_set_limits() {
-        let config = Config::parse(EXAMPLE).expect("valid");
-        assert_eq!(config.shedding.max_requests_in_flight, 256);
-        assert_eq!(config.shedding.queue_wait, Duration::from_secs(1));
-        assert_eq!(config.shedding.stow_memory, 1 << 30);
-        assert_eq!(config.dataset_limits.max_sequence_depth, 64);
-        assert_eq!(config.dataset_limits.max_inflated_size, 512 << 20);
-        let text = EXAMPLE.replace(
-            "base_path = \"/dicom-web\"",
-            "base_path = \"/dicom-web\"\nmax_requests_in_flight = 0\nqueue_wait = \"soon\"\nstow_memory = \"0\"",
-        ) + "\n[dataset_limits]\nmax_sequence_depth = 0\nmax_inflated_size = \"lots\"\n";
-        let problems = Config::parse(&text).expect_err("invalid");
-        for key in ["max_requests_in_flight", "queue_wait", "stow_memory", "max_sequence_depth", "max_inflated_size"] {
-            assert!(problems.iter().any(|p| p.contains(key)), "{key}: {problems:#?}");
-        }
-    }
-

@@ -27,6 +27,9 @@ const DRAIN_WITHIN: Duration = Duration::from_secs(30);
 pub struct ConnectionLimits {
     pub max_connections: usize,
     pub header_timeout: Duration,
+    /// Largest request head: HTTP/1.1's read buffer (a longer head gets 431 from hyper), HTTP/2's
+    /// header list.
+    pub max_header_size: usize,
 }
 
 /// The TLS configuration in use (replaced on reload), or none for plain HTTP.
@@ -108,8 +111,15 @@ async fn serve_one<I, S>(
     S::Future: Send + 'static,
 {
     let mut builder = Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_size);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(limits.max_header_size.try_into().unwrap_or(u32::MAX));
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service));
     if let Err(e) = watcher.watch(connection.into_owned()).await {
         tracing::debug!(%peer, error = %e, "connection ended with an error");

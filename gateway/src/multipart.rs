@@ -17,6 +17,8 @@ pub enum MultipartError {
     PartTooLarge(usize),
     #[error("the request body is larger than {0} bytes")]
     BodyTooLarge(u64),
+    #[error("the multipart body has more than {0} parts")]
+    TooManyParts(usize),
     #[error("reading the request body failed: {0}")]
     Body(String),
 }
@@ -58,6 +60,8 @@ pub struct MultipartReader<S> {
     state: State,
     max_part: usize,
     max_body: u64,
+    max_parts: usize,
+    parts: usize,
     read: u64,
     ended: bool,
 }
@@ -82,9 +86,27 @@ where
             state: State::Preamble,
             max_part,
             max_body,
+            max_parts: usize::MAX,
+            parts: 0,
             read: 0,
             ended: false,
         }
+    }
+
+    /// At most `max_parts` parts are read; the next one is an error (`TooManyParts`).
+    pub fn with_max_parts(mut self, max_parts: usize) -> Self {
+        self.max_parts = max_parts;
+        self
+    }
+
+    /// Reads the rest of the body and drops it (within `max_body`), so that a client still
+    /// sending gets the error response rather than a reset connection.
+    async fn discard_rest(&mut self) -> Result<(), MultipartError> {
+        self.buffer.clear();
+        while self.fill().await? {
+            self.buffer.clear();
+        }
+        Ok(())
     }
 
     /// Reads more of the body; false at its end.
@@ -161,6 +183,12 @@ where
                         self.buffer.advance(self.body_end.len());
                         let headers = std::mem::take(headers);
                         self.state = State::Headers;
+                        self.parts += 1;
+                        if self.parts > self.max_parts {
+                            self.state = State::Done;
+                            self.discard_rest().await?;
+                            return Err(MultipartError::TooManyParts(self.max_parts));
+                        }
                         return Ok(Some(Part { headers, body }));
                     }
                     if self.buffer.len() > self.max_part + self.body_end.len() {
@@ -254,6 +282,37 @@ mod tests {
         assert_eq!(all(vec![big]).await.expect_err("too big"), MultipartError::PartTooLarge(1000));
         let mut reader = MultipartReader::new(body(vec![big]), "XyZ", 100_000, 100);
         assert_eq!(reader.next_part().await.expect_err("body too big"), MultipartError::BodyTooLarge(100));
+    }
+
+    #[tokio::test]
+    async fn parts_past_the_limit_are_an_error_after_the_body_is_read() {
+        let mut whole = Vec::new();
+        for _ in 0..100 {
+            whole.extend_from_slice(b"--XyZ\r\n\r\nx\r\n");
+        }
+        whole.extend_from_slice(b"--XyZ--\r\n");
+        let whole: &'static [u8] = Box::leak(whole.into_boxed_slice());
+        let chunks: Vec<&'static [u8]> = whole.chunks(64).collect();
+        let mut body = body(chunks);
+        let mut reader = MultipartReader::new(&mut body, "XyZ", 1000, 100_000).with_max_parts(10);
+        for _ in 0..10 {
+            assert!(reader.next_part().await.expect("within the limit").is_some());
+        }
+        assert_eq!(reader.next_part().await.expect_err("the 11th"), MultipartError::TooManyParts(10));
+        assert_eq!(reader.next_part().await, Ok(None), "nothing after the error");
+        drop(reader);
+        assert!(body.next().await.is_none(), "the rest of the body was read");
+        // Exactly at the limit is fine.
+        let mut reader = MultipartReader::new(body_of(whole), "XyZ", 1000, 100_000).with_max_parts(100);
+        let mut parts = 0;
+        while reader.next_part().await.expect("100 parts").is_some() {
+            parts += 1;
+        }
+        assert_eq!(parts, 100);
+    }
+
+    fn body_of(bytes: &'static [u8]) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Unpin {
+        body(vec![bytes])
     }
 
     #[test]

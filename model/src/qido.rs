@@ -129,6 +129,11 @@ pub fn parse(query: &str) -> Result<QidoQuery, QidoError> {
 /// Checks a matching value against its VR and turns QIDO's UID lists (commas) into DICOM's
 /// (backslashes).
 fn normalize(name: &str, vr: VR, value: &str) -> Result<String, QidoError> {
+    // Specific Character Set extends only these VRs (PS3.5 §6.1.2.3); the others are ASCII.
+    let extended = matches!(vr, VR::SH | VR::LO | VR::ST | VR::LT | VR::UC | VR::UT | VR::PN);
+    if !extended && !value.is_ascii() {
+        return Err(error(name, format!("a {vr:?} value can only hold ASCII characters")));
+    }
     if value.contains('\\') && vr != VR::UI {
         return Err(error(name, "a backslash is not allowed in a matching value"));
     }
@@ -158,6 +163,18 @@ fn normalize(name: &str, vr: VR, value: &str) -> Result<String, QidoError> {
 mod tests {
     use super::*;
     use dicom_dictionary_std::tags;
+
+    /// Fuzzing found it (`ASLCrusherFlag=g\u{10A}1gReceive+~`): a value beyond ASCII for a VR
+    /// that no character set extends made a C-FIND identifier that could not be encoded.
+    #[test]
+    fn values_beyond_ascii_only_where_a_character_set_applies() {
+        let refused = parse("ASLCrusherFlag=g\u{10A}1gReceive+~").expect_err("CS is ASCII only");
+        assert_eq!(refused.parameter, "ASLCrusherFlag");
+        assert!(refused.reason.contains("ASCII"), "{refused}");
+        assert!(parse("StudyDate=2020\u{663}").is_err());
+        let accepted = parse("PatientName=M%C3%BCller&StudyDescription=H%C3%A9").expect("PN and LO take UTF-8");
+        assert_eq!(accepted.matches[0].value, "Müller");
+    }
 
     #[test]
     fn parses_each_parameter_form() {

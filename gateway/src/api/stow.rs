@@ -151,7 +151,10 @@ async fn store_instances(
         },
         (_, target_study) => target_study,
     };
-    let mut reader = MultipartReader::new(body.into_data_stream(), &boundary, MAX_INSTANCE.min(limit as usize), limit);
+    let edge = gw.config.http_limits;
+    let max_part = MAX_INSTANCE.min(limit.min(edge.stow_max_part_size) as usize);
+    let mut reader =
+        MultipartReader::new(body.into_data_stream(), &boundary, max_part, limit).with_max_parts(edge.stow_max_parts);
     let mut outcome = Outcome::default();
     let mut broken = None;
     loop {
@@ -181,7 +184,7 @@ async fn store_instances(
     if let Some(e) = &broken {
         if nothing_stored {
             return Err(match e {
-                MultipartError::BodyTooLarge(_) | MultipartError::PartTooLarge(_) => {
+                MultipartError::BodyTooLarge(_) | MultipartError::PartTooLarge(_) | MultipartError::TooManyParts(_) => {
                     ApiError::PayloadTooLarge(e.to_string())
                 }
                 _ => ApiError::BadRequest(e.to_string()),
