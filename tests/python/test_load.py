@@ -1,0 +1,159 @@
+"""Load and content limits, against the real test bed.
+
+- A short run of `bench-load` (16 clients, 15 s, QIDO-RS, warm and cold WADO-RS and STOW-RS
+  over three Orthanc sites) through a gateway allowed only 8 requests in flight: every response
+  is a success or the documented shedding (503 or 429, with Retry-After), shedding happens,
+  every stored instance is at its site, and the gateway's peak RSS stays under a bound.
+- STOW-RS of hostile data sets built here (sequences nested 1000 deep, a value length past the
+  end, a deflate bomb): each refused in the FailedSOPSequence with the PS3.18 reason, and the
+  gateway still answers.
+"""
+
+import struct
+import subprocess
+import zlib
+
+import requests
+
+from conftest import ROOT, free_port, launch, stop
+
+CT_CLASS = "1.2.840.10008.5.1.4.1.1.2"
+DEFLATED = "1.2.840.10008.1.2.1.99"
+EXPLICIT_LE = "1.2.840.10008.1.2.1"
+OUT_OF_RESOURCES = 0xA700
+CANNOT_UNDERSTAND = 0xC000
+
+
+def test_bench_load_sheds_as_documented_and_stores_everything(testbed, tmp_path):
+    binary = ROOT / "target" / "debug" / "bench-load"
+    assert binary.exists(), f"{binary} is missing: build the workspace first"
+    run = subprocess.run(
+        [
+            str(binary), "--use-running-testbed", "--clients", "16", "--seconds", "15",
+            "--server", 'max_requests_in_flight = 8\nqueue_wait = "100ms"',
+            "--max-rss-mib", "600", "--dir", str(tmp_path),
+        ],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert run.returncode == 0, run.stdout + run.stderr
+    report = run.stdout
+    # Every kind succeeded, and the bound on requests in flight shed some with 503.
+    for kind in ("Qido", "WarmWado", "ColdWado", "Stow"):
+        assert f"| {kind} | 200 |" in report, report
+    assert "| 503 |" in report, report
+    stored = report.split("Instances stored: ")[1].split(",")[0]
+    assert int(stored) > 0
+    assert f"found at their site afterwards: {stored}." in report, report
+
+
+def element(tag, vr, value):
+    group, elem = tag
+    if vr in (b"OB", b"OW", b"SQ", b"UN", b"UT"):
+        return struct.pack("<HH2sHI", group, elem, vr, 0, len(value)) + value
+    return struct.pack("<HH2sH", group, elem, vr, len(value)) + value
+
+
+def uid(text):
+    raw = text.encode()
+    return raw + b"\0" if len(raw) % 2 else raw
+
+
+def part10(transfer_syntax, data_set, instance):
+    meta = (
+        element((0x0002, 0x0001), b"OB", b"\0\1")
+        + element((0x0002, 0x0002), b"UI", uid(CT_CLASS))
+        + element((0x0002, 0x0003), b"UI", uid(instance))
+        + element((0x0002, 0x0010), b"UI", uid(transfer_syntax))
+    )
+    group_length = element((0x0002, 0x0000), b"UL", struct.pack("<I", len(meta)))
+    return b"\0" * 128 + b"DICM" + group_length + meta + data_set
+
+
+def identity(instance):
+    return (
+        element((0x0008, 0x0016), b"UI", uid(CT_CLASS))
+        + element((0x0008, 0x0018), b"UI", uid(instance))
+        + element((0x0020, 0x000D), b"UI", uid("2.25.4242"))
+        + element((0x0020, 0x000E), b"UI", uid("2.25.4243"))
+    )
+
+
+def nested(depth):
+    """Sequences nested `depth` deep, each of one item of undefined length."""
+    out = b""
+    for _ in range(depth):
+        out += struct.pack("<HH2sHI", 0x0008, 0x1115, b"SQ", 0, 0xFFFFFFFF)
+        out += struct.pack("<HHI", 0xFFFE, 0xE000, 0xFFFFFFFF)
+    out += element((0x0008, 0x0060), b"CS", b"OT")
+    out += (struct.pack("<HHI", 0xFFFE, 0xE00D, 0) + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)) * depth
+    return out
+
+
+def stow(url, parts):
+    boundary = "hostile-part"
+    body = b""
+    for p in parts:
+        body += f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + p + b"\r\n"
+    body += f"--{boundary}--\r\n".encode()
+    return requests.post(
+        f"{url}/studies", data=body, timeout=60,
+        headers={"Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}', "Accept": "application/dicom+json"},
+    )
+
+
+def failure_reasons(response):
+    return {
+        item["00081155"]["Value"][0]: item["00081197"]["Value"][0]
+        for item in response.json()["00081198"]["Value"]
+    }
+
+
+def test_hostile_data_sets_are_refused_by_stow(testbed):
+    site = next(s for s in testbed["sites"] if s["id"] == "site-2")
+    dest = next(d for d in testbed["move_destinations"] if d["ae_title"] == "FEDGW2")
+    port = free_port()
+    process = launch(f"""
+[server]
+listen = "127.0.0.1:{port}"
+stow_limit = "64MiB"
+[dimse]
+ae_title = "{dest['ae_title']}"
+listen = "127.0.0.1:{dest['port']}"
+[[sites]]
+id = "{site['id']}"
+ae_title = "{site['ae_title']}"
+address = "127.0.0.1:{site['dicom_port']}"
+retrieve = "c-get"
+store = true
+[auth]
+mode = "none"
+[dataset_limits]
+max_sequence_depth = 16
+max_inflated_size = "8MiB"
+""", port)
+    url = f"http://127.0.0.1:{port}/dicom-web"
+    try:
+        deep = "2.25.9001"
+        past_end = "2.25.9002"
+        bomb = "2.25.9003"
+        lying = identity(past_end) + struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OB", 0, 0xFFFFFFF0) + b"\0" * 16
+        # 64 MiB of zeros in one element: about 64 KiB deflated.
+        plain = identity(bomb) + struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OB", 0, 64 << 20) + bytes(64 << 20)
+        compressor = zlib.compressobj(9, zlib.DEFLATED, -15)
+        deflated = compressor.compress(plain) + compressor.flush()
+        assert len(deflated) < 1 << 20
+        response = stow(url, [
+            part10(EXPLICIT_LE, identity(deep) + nested(1000), deep),
+            part10(EXPLICIT_LE, lying, past_end),
+            part10(DEFLATED, deflated, bomb),
+        ])
+        # Nothing stored: 409 with a reason per instance (PS3.18 Table I.2-2).
+        assert response.status_code == 409, response.text
+        assert failure_reasons(response) == {deep: OUT_OF_RESOURCES, past_end: CANNOT_UNDERSTAND, bomb: OUT_OF_RESOURCES}
+        # Nesting within the limit is stored.
+        fine = "2.25.9004"
+        response = stow(url, [part10(EXPLICIT_LE, identity(fine) + nested(8), fine)])
+        assert response.status_code == 200, response.text
+        assert requests.get(f"{url}/studies?StudyInstanceUID=2.25.4242", timeout=30).status_code == 200
+    finally:
+        stop(process)
