@@ -80,6 +80,7 @@ class DimseProxy:
     127.0.0.1, and misbehaves when armed with a fault:
 
     - `kind`: stall (forward nothing more), reset (RST), abort (an A-ABORT from the PACS side),
+      reject (an A-ASSOCIATE-RJ), release (an A-RELEASE-RQ from the PACS mid-operation),
       bad-type (a PDU of type 55H), huge-length (a P-DATA-TF header claiming 4 GiB), oversized
       (one claiming a byte more than the site's max_pdu_length), truncated-pdv
       (a PDV item claiming more bytes than its PDU holds), slow (each PDU from the PACS delayed
@@ -183,6 +184,15 @@ class DimseProxy:
                     client.sendall(bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 2, 0]))
                     connection.close()
                     return
+                elif action == "reject":
+                    # A-ASSOCIATE-RJ: rejected permanently by the service user, no reason given.
+                    client.sendall(bytes([0x03, 0, 0, 0, 0, 4, 0, 1, 1, 1]))
+                    connection.close()
+                    return
+                elif action == "release":
+                    # A-RELEASE-RQ from the PACS in the middle of an operation.
+                    client.sendall(bytes([0x05, 0, 0, 0, 0, 4, 0, 0, 0, 0]))
+                    connection.stalled = True
                 else:
                     if action == "bad-type":
                         client.sendall(bytes([0x55, 0]) + struct.pack(">I", 4) + b"\0" * 4)
@@ -354,7 +364,7 @@ def qido_everywhere(gw, testbed, pacs):
 SLACK_S = 1.5
 
 
-@pytest.mark.parametrize("kind", ["stall", "reset"])
+@pytest.mark.parametrize("kind", ["stall", "reset", "reject"])
 def test_a_fault_while_associating_leaves_the_site_out_of_a_search_and_fails_its_retrieval(watched, proxy, pacs, testbed, kind):
     gw = watched
     proxy.arm(kind, "associate", close_existing=True)
@@ -373,6 +383,8 @@ def test_a_fault_while_associating_leaves_the_site_out_of_a_search_and_fails_its
     if kind == "reset":
         # Named for what is known (dicom-ul alone would call it TLS data from the peer).
         assert b"no A-ASSOCIATE response" in body, body
+    if kind == "reject":
+        assert b"association rejected" in body, body
     assert elapsed < 2 * SITE_TIMEOUT_S + SLACK_S, elapsed
     assert proxy.fired >= 1
 
@@ -389,6 +401,22 @@ def test_a_stalled_site_does_not_hold_up_the_others(watched, proxy, pacs, testbe
         status, _, body, _, elapsed = stalled.result()
     assert status == 504 and b"site proxied: timed out" in body, (status, body)
     assert elapsed < 2 * SITE_TIMEOUT_S + SLACK_S, elapsed
+
+
+def test_more_requests_than_associations_to_a_stalled_site_all_end_within_the_deadline(watched, proxy, pacs, testbed):
+    # Ten at once, four associations (max_associations): those waiting for a free one give up
+    # at the same deadline as those holding one.
+    gw = watched
+    proxy.arm("stall", "associate", close_existing=True)
+    urls = [instance_url(gw, "proxied", pacs)] * 5 + [f"{gw.url}/sites/proxied/studies?StudyInstanceUID={pacs.study}"] * 5
+    began = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(len(urls)) as pool:
+        results = list(pool.map(lambda url: fetch(url, headers=ACCEPT_DICOM if "instances/" in url else {}), urls))
+    elapsed = time.monotonic() - began
+    assert all(status == 504 and body.startswith(b"site proxied: timed out") for status, _, body, _, _ in results), \
+        [(status, body) for status, _, body, _, _ in results]
+    assert elapsed < 2 * SITE_TIMEOUT_S + SLACK_S, elapsed
+    assert associations(gw, "proxied")["peak_in_use"] <= 4
 
 
 @pytest.mark.parametrize("kind", ["reset", "abort", "bad-type", "huge-length", "oversized", "truncated-pdv"])
@@ -411,7 +439,7 @@ def test_a_broken_search_answer_is_a_502_and_a_warning(watched, proxy, pacs, tes
     assert {value(s, "0020000D") for s in response.json()} == {testbed["data"]["ct"]["study_uid"], pacs.study}
 
 
-@pytest.mark.parametrize("kind", ["reset", "abort", "stall", "huge-length", "oversized", "bad-type", "truncated-pdv"])
+@pytest.mark.parametrize("kind", ["reset", "abort", "release", "stall", "huge-length", "oversized", "bad-type", "truncated-pdv"])
 def test_a_retrieval_broken_midway_never_looks_complete(watched, proxy, pacs, kind):
     gw = watched
     # After about two of the six instances.
