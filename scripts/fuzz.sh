@@ -45,12 +45,11 @@ build_log=target/fuzz/build.json
 mkdir -p target/fuzz
 RUSTC_WORKSPACE_WRAPPER="$PWD/fuzz/rustc-sancov.sh" \
     cargo build --quiet -p dicomweb-fuzz --features libfuzzer "${bin_args[@]}" \
-    --message-format=json-render-diagnostics > "$build_log"
+    --message-format=json-render-diagnostics > "$build_log" || { echo "the fuzz build failed" >&2; exit 1; }
 
 status=0
 for t in "${targets[@]}"; do
-    # The executable of this build (the uplifted copy in target/debug may be an uninstrumented one).
-    exe=$(grep -o "\"executable\":\"[^\"]*/$t-[0-9a-f]*\"" "$build_log" | tail -1 | cut -d'"' -f4)
+    exe=$(grep -o "\"executable\":\"[^\"]*/$t\"" "$build_log" | tail -1 | cut -d'"' -f4 || true)
     [ -x "$exe" ] || { echo "no executable for fuzz target $t" >&2; exit 1; }
     work="target/fuzz/corpus/$t"
     artifacts="target/fuzz/artifacts/$t"

@@ -92,11 +92,24 @@ fn deidentifier() -> &'static dicomweb_deid::Deidentifier {
     })
 }
 
-/// A Part-10 file as a STOW-RS client or a PACS sends it: the file meta group, the whole data
-/// set as STOW-RS checks it, and the de-identification of a retrieved instance.
+/// The content limits the harness checks with: the defaults, but a smaller inflated size so that
+/// a deflate bomb costs the fuzzer little time.
+const CONTENT_LIMITS: gateway::config::DataSetLimitsConfig = gateway::config::DataSetLimitsConfig {
+    max_sequence_depth: 64,
+    max_inflated_size: 16 << 20,
+    max_frame_size: 1 << 30,
+};
+
+/// A Part-10 file as a STOW-RS client or a PACS sends it: the file meta group, the content
+/// limits, then (only within them, as the gateway does) the whole data set parsed, written as
+/// DICOM JSON, and de-identified as a retrieved instance is.
 pub fn part10(data: &[u8]) {
     let Ok(header) = pacs_adapter::part10::parse_header(data) else { return };
     assert!(header.data_set_offset <= data.len());
+    let data_set = &data[header.data_set_offset..];
+    if gateway::dataset_limits::check_encoded(data_set, &header.transfer_syntax_uid, &CONTENT_LIMITS).is_err() {
+        return;
+    }
     if let Ok(object) = dicom_object::from_reader(&data[128..]) {
         let options = dicomweb_model::dicom_json::JsonOptions::default();
         let _ = dicomweb_model::dicom_json::to_json(&object, &options);
