@@ -17,6 +17,8 @@ command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 # PostgreSQL (a throwaway cluster per test, no service) and HAProxy for the replicas test.
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)
 [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
+# A C++ compiler: libfuzzer-sys compiles libFuzzer for the fuzz targets (scripts/fuzz.sh).
+command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "installing Debian packages: ${need_apt[*]}" >&2
     SUDO=""
