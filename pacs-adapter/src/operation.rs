@@ -91,7 +91,14 @@ pub(crate) async fn start(
                 return Err(e);
             }
         };
-        let (command, data_set) = request(trim_uid(&ts))?;
+        let (command, data_set) = match request(trim_uid(&ts)) {
+            Ok(built) => built,
+            Err(e) => {
+                // Nothing was sent: the association is as good as it was.
+                pooled.done();
+                return Err(e);
+            }
+        };
         let exchange = async {
             let association = pooled.association();
             association.channel.send(pc_id, &command, data_set.as_deref()).await?;
