@@ -99,6 +99,12 @@ pub fn parse(query: &str) -> Result<QidoQuery, QidoError> {
                     path.push(tag);
                     vr = step_vr;
                 }
+                // Command (0000), file meta (0002), the illegal odd groups below 0008 and the item
+                // delimiters (FFFE) are no attributes of a data set: an identifier holding them
+                // cannot be encoded (they would precede its Specific Character Set).
+                if path.iter().any(|tag| tag.group() < 0x0008 || tag.group() == 0xFFFE) {
+                    return Err(error(name, "not an attribute of a data set"));
+                }
                 if path.len() > 2 {
                     return Err(error(name, "only one level of sequence matching is supported"));
                 }
@@ -174,6 +180,18 @@ mod tests {
         assert!(parse("StudyDate=2020\u{663}").is_err());
         let accepted = parse("PatientName=M%C3%BCller&StudyDescription=H%C3%A9").expect("PN and LO take UTF-8");
         assert_eq!(accepted.matches[0].value, "Müller");
+    }
+
+    /// Fuzzing found it (`00050010=PID=..%2F.\u{4A2}UID=..%2F,.n`): a key in group 0005 (its VR
+    /// from the dictionary, LO) made an identifier whose element came before its Specific
+    /// Character Set, which could not be encoded.
+    #[test]
+    fn keys_outside_the_data_set_groups_are_refused() {
+        for query in ["00050010=PID=..%2F.\u{4A2}UID=..%2F,.n", "00020010=1.2", "00000100=1", "FFFEE000=1"] {
+            let refused = parse(query).expect_err(query);
+            assert!(refused.reason.contains("not an attribute"), "{query}: {refused}");
+        }
+        assert!(parse("00100010=Doe").is_ok());
     }
 
     #[test]

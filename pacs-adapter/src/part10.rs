@@ -46,6 +46,17 @@ pub fn wrap(
     out
 }
 
+/// Every VR of PS3.5 Table 6.2-1.
+const KNOWN_VRS: [[u8; 2]; 34] = [
+    *b"AE", *b"AS", *b"AT", *b"CS", *b"DA", *b"DS", *b"DT", *b"FL", *b"FD", *b"IS", *b"LO", *b"LT", *b"OB", *b"OD",
+    *b"OF", *b"OL", *b"OV", *b"OW", *b"PN", *b"SH", *b"SL", *b"SQ", *b"SS", *b"ST", *b"SV", *b"TM", *b"UC", *b"UI",
+    *b"UL", *b"UN", *b"UR", *b"US", *b"UT", *b"UV",
+];
+
+/// The VRs whose explicit-VR header has a 4-byte length (PS3.5 Table 7.1-1).
+const LONG_VRS: [[u8; 2]; 13] =
+    [*b"OB", *b"OD", *b"OF", *b"OL", *b"OV", *b"OW", *b"SQ", *b"SV", *b"UC", *b"UN", *b"UR", *b"UT", *b"UV"];
+
 /// Reads the file meta group of Part-10 bytes (explicit VR little endian by definition).
 pub fn parse_header(bytes: &[u8]) -> Result<Part10Header, DimseError> {
     let invalid = |why: &str| DimseError::InvalidInstance(why.to_owned());
@@ -62,7 +73,12 @@ pub fn parse_header(bytes: &[u8]) -> Result<Part10Header, DimseError> {
         }
         let element = u16::from_le_bytes([header[2], header[3]]);
         let vr = &header[4..6];
-        let (len, value_start) = if matches!(vr, b"OB" | b"OW" | b"OF" | b"SQ" | b"UT" | b"UN") {
+        // A VR that is none of PS3.5's is refused: a parser that guesses its length form (2 or
+        // 4 bytes) would read a different length than this one, possibly one of gigabytes.
+        if !KNOWN_VRS.contains(&[vr[0], vr[1]]) {
+            return Err(invalid("file meta element with an unknown VR"));
+        }
+        let (len, value_start) = if LONG_VRS.contains(&[vr[0], vr[1]]) {
             let long = bytes.get(pos + 8..pos + 12).ok_or_else(|| invalid("file meta group is truncated"))?;
             (u32::from_le_bytes([long[0], long[1], long[2], long[3]]) as usize, pos + 12)
         } else {
@@ -135,6 +151,26 @@ mod tests {
         assert_eq!(&bytes[header.data_set_offset..], &data_set[..]);
         let obj = dicom_object::from_reader(&bytes[128..]).expect("dicom-object reads it");
         assert_eq!(obj.meta().media_storage_sop_instance_uid(), "1.2.3.4");
+    }
+
+    /// Fuzzing found it: a Transfer Syntax UID element whose VR was damaged to "UA" passed
+    /// here (read with a 2-byte length) while dicom-object read a 4-byte length of 775 MB and
+    /// allocated it. Unknown VRs are refused, and every 4-byte-length VR is read as one.
+    #[test]
+    fn unknown_vrs_are_refused_and_long_vrs_read_as_long() {
+        let good = wrap("1.2", "1.3", "1.2.840.10008.1.2", "", &[]);
+        let at = good.windows(4).position(|w| w == [0x02, 0x00, 0x10, 0x00]).expect("(0002,0010)");
+        let mut damaged = good.clone();
+        damaged[at + 4..at + 6].copy_from_slice(b"UA");
+        let refused = parse_header(&damaged).expect_err("unknown VR");
+        assert!(refused.to_string().contains("unknown VR"), "{refused}");
+        // (0002,0100) UR with a 4-byte length of 4 (its reserved bytes zero) before the end.
+        let mut long = good[..good.len()].to_vec();
+        long.extend_from_slice(&[0x02, 0x00, 0x00, 0x01, b'U', b'R', 0, 0, 4, 0, 0, 0, b'a', b'b', b'c', b'd']);
+        let data_set_offset = long.len();
+        long.extend_from_slice(&[0x08, 0x00, 0x16, 0x00, b'U', b'I', 0, 0]);
+        let header = parse_header(&long).expect("UR read with its 4-byte length");
+        assert_eq!(header.data_set_offset, data_set_offset);
     }
 
     #[test]
