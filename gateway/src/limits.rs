@@ -45,6 +45,28 @@ impl std::fmt::Display for Overload {
     }
 }
 
+/// A shed request's body is read and dropped (up to this many bytes, for at most
+/// [`DISCARD_WITHIN`]) before the 503 goes out, so that a client still sending it reads the
+/// answer instead of a connection reset.
+const DISCARD_AT_MOST: u64 = 64 << 20;
+const DISCARD_WITHIN: Duration = Duration::from_secs(10);
+
+/// Reads and drops what is left of a request body, within the bounds above.
+pub async fn discard(body: axum::body::Body) {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut read = 0u64;
+    let _ = tokio::time::timeout(DISCARD_WITHIN, async {
+        while let Some(Ok(chunk)) = stream.next().await {
+            read += chunk.len() as u64;
+            if read > DISCARD_AT_MOST {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 impl axum::response::IntoResponse for Overload {
     fn into_response(self) -> axum::response::Response {
         use axum::http::{header, HeaderValue, StatusCode};

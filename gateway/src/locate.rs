@@ -254,6 +254,23 @@ fn at_least_one(site: usize, part: DimseStream<RetrievedInstance>, what: String)
     .boxed()
 }
 
+/// Each instance from a site checked against `[dataset_limits]` before anything parses it
+/// (docs/RELIABILITY.md, Limits): one past them ends the stream with 502.
+fn within_limits(instances: SitedInstances, limits: crate::config::DataSetLimitsConfig) -> SitedInstances {
+    instances
+        .then(move |item| async move {
+            let (site, instance) = item?;
+            let instance = tokio::task::spawn_blocking(move || {
+                let syntax = instance.transfer_syntax_uid.as_str();
+                crate::dataset_limits::check_encoded(instance.data_set(), syntax, &limits).map(|_| instance)
+            })
+            .await
+            .map_err(|e| ApiError::Internal(format!("checking an instance failed: {e}")))??;
+            Ok((site, instance))
+        })
+        .boxed()
+}
+
 /// The indexes of the sites a request may use.
 fn allowed_sites(gw: &Gateway, scope: &Access) -> Result<Vec<usize>, ApiError> {
     let allowed = gw.sites_for(scope)?;
@@ -429,7 +446,9 @@ async fn start(
         let gw = gw.clone();
         async move {
             match retrieve_part(&gw, &part).await {
-                Ok((site, instances)) => at_least_one(site, instances, describe(&part.target)),
+                Ok((site, instances)) => {
+                    within_limits(at_least_one(site, instances, describe(&part.target)), gw.config.dataset_limits)
+                }
                 Err(e) => stream::once(async move { Err(e) }).boxed(),
             }
         }

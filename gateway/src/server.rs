@@ -106,7 +106,10 @@ async fn record_request(State(gateway): State<Arc<Gateway>>, mut request: Reques
 async fn admit(State(admission): State<Arc<Admission>>, mut request: Request, next: Next) -> Response {
     let slot = match admission.admit().await {
         Ok(slot) => slot,
-        Err(overload) => return overload.into_response(),
+        Err(overload) => {
+            crate::limits::discard(request.into_body()).await;
+            return overload.into_response();
+        }
     };
     request.extensions_mut().insert(admission);
     let (parts, body) = next.run(request).await.into_parts();

@@ -6,7 +6,8 @@
   every stored instance is at its site, and the gateway's peak RSS stays under a bound.
 - STOW-RS of hostile data sets built here (sequences nested 1000 deep, a value length past the
   end, a deflate bomb): each refused in the FailedSOPSequence with the PS3.18 reason, and the
-  gateway still answers.
+  gateway still answers; one nested too deep, put into the site directly, is refused on its way
+  out of the PACS with 502.
 """
 
 import struct
@@ -154,6 +155,16 @@ max_inflated_size = "8MiB"
         fine = "2.25.9004"
         response = stow(url, [part10(EXPLICIT_LE, identity(fine) + nested(8), fine)])
         assert response.status_code == 200, response.text
+        assert requests.get(f"{url}/studies?StudyInstanceUID=2.25.4242", timeout=30).status_code == 200
+        # From a PACS: an instance nested 40 deep put into the site directly, retrieved through the
+        # gateway: 502 naming the bound, and the gateway still answers.
+        deep_at_site = "2.25.9005"
+        stored = requests.post(f"{site['http_url']}/instances", data=part10(EXPLICIT_LE, identity(deep_at_site) + nested(40), deep_at_site), timeout=30)
+        assert stored.status_code == 200, stored.text
+        for resource in ("metadata", "rendered", "frames/1"):
+            response = requests.get(f"{url}/studies/2.25.4242/series/2.25.4243/instances/{deep_at_site}/{resource}", timeout=60)
+            assert response.status_code == 502, (resource, response.status_code, response.text)
+            assert "nested deeper than 16" in response.text
         assert requests.get(f"{url}/studies?StudyInstanceUID=2.25.4242", timeout=30).status_code == 200
     finally:
         stop(process)

@@ -138,7 +138,10 @@ async fn store_instances(
     // Content-Length at the limit); none left within `server.queue_wait`: 503.
     let _reserved = match admission.reserve_stow(declared.unwrap_or(limit).min(limit)).await {
         Ok(reserved) => reserved,
-        Err(overload) => return Ok(overload.into_response()),
+        Err(overload) => {
+            crate::limits::discard(body).await;
+            return Ok(overload.into_response());
+        }
     };
 
     // De-identifying, a study named in the URL is a pseudonym when the gateway handed it out,
