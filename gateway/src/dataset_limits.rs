@@ -226,6 +226,11 @@ pub fn check_data_set(data: &[u8], encoding: Encoding, max_depth: usize) -> Resu
         };
         let (vr, length, header) = if explicit {
             let vr = VR::from_binary([data[pos + 4], data[pos + 5]]);
+            // An unknown VR leaves its length form (2 or 4 bytes) to a guess, and the parser's
+            // guess may be a length of gigabytes, allocated before reading (found by fuzzing).
+            if vr.is_none() {
+                return Err(ContentLimitError::Malformed("an element has an unknown VR"));
+            }
             let long = matches!(
                 vr,
                 Some(
@@ -472,5 +477,18 @@ mod tests {
             frame_size(u64::from(u32::MAX), u64::from(u32::MAX), u64::from(u32::MAX), 16, u64::MAX),
             Err(ContentLimitError::FrameTooLarge { .. })
         ));
+    }
+
+    /// Fuzzing found it: a data set element with the VR bytes 01H 'A' was read here with a 2-byte
+    /// length, and by dicom-object with a 4-byte one of 1.3 GB that it allocated.
+    #[test]
+    fn an_unknown_vr_is_refused() {
+        let mut data = vec![0xA5, 0x8E, 0x3D, 0x0F, 0x01, b'A', 0x10, 0x00];
+        data.extend_from_slice(&[0u8; 16]);
+        data.extend_from_slice(b"MONOCHROME2 ");
+        assert_eq!(
+            check_data_set(&data, Encoding::of(""), 64),
+            Err(ContentLimitError::Malformed("an element has an unknown VR"))
+        );
     }
 }
