@@ -3,7 +3,7 @@
 # time over its committed corpus. Exits non-zero on the first crash, hang (-timeout) or memory
 # blow-up (-rss_limit_mb / -malloc_limit_mb), printing the reproducer's path.
 #
-#   scripts/fuzz.sh [--seconds N] [target...]     (all targets by default, 20 s each)
+#   scripts/fuzz.sh [--seconds N] [--seed S] [target...]   (all targets, 20 s each, random seed)
 #
 # The workspace's crates are instrumented through RUSTC_WORKSPACE_WRAPPER (fuzz/rustc-sancov.sh),
 # so the dependencies of the ordinary dev build are reused as they are. docs/FUZZING.md has the
@@ -13,11 +13,13 @@ cd "$(dirname "$0")/.."
 
 all_targets=(qido_query media_types multipart part10 dimse jwt)
 seconds=20
+seed=0
 targets=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --seconds) seconds="$2"; shift 2 ;;
         --seconds=*) seconds="${1#*=}"; shift ;;
+        --seed) seed="$2"; shift 2 ;;
         -h|--help) sed -n '2,10p' "$0"; exit 0 ;;
         -*) echo "unknown option $1" >&2; exit 2 ;;
         *) targets+=("$1"); shift ;;
@@ -56,7 +58,7 @@ for t in "${targets[@]}"; do
     mkdir -p "$work" "$artifacts"
     echo "fuzzing $t for ${seconds}s" >&2
     # New inputs go to the work corpus; the committed corpus is read only.
-    if "$exe" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=1024 \
+    if "$exe" -max_total_time="$seconds" -seed="$seed" -timeout=10 -rss_limit_mb=2048 -malloc_limit_mb=1024 \
         -max_len="$(max_len "$t")" -print_final_stats=1 \
         -artifact_prefix="$artifacts/" "$work" "fuzz/corpus/$t" > "target/fuzz/$t.log" 2>&1; then
         grep -h "stat::number_of_executed_units\|stat::peak_rss_mb" "target/fuzz/$t.log" | sed "s/^/  $t /" >&2 || true

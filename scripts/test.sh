@@ -53,3 +53,9 @@ else
     echo "note: no private network namespace here; tests run on this machine's loopback" >&2
     run_tests
 fi
+
+# Every fuzz target for a fixed time, after the test bed is stopped (docs/FUZZING.md has the
+# longer nightly run).
+echo "fuzzing" >&2
+# A fixed seed: the same inputs each run, so a new finding is the code's, not chance's.
+scripts/fuzz.sh --seconds "${FUZZ_SECONDS:-10}" --seed 1
