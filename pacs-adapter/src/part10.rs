@@ -65,6 +65,7 @@ pub fn parse_header(bytes: &[u8]) -> Result<Part10Header, DimseError> {
     }
     let mut pos = 132;
     let (mut sop_class, mut sop_instance, mut transfer_syntax) = (None, None, None);
+    let mut group_length = None;
     loop {
         let header = bytes.get(pos..pos + 8).ok_or_else(|| invalid("file meta group is truncated"))?;
         let group = u16::from_le_bytes([header[0], header[1]]);
@@ -89,12 +90,20 @@ pub fn parse_header(bytes: &[u8]) -> Result<Part10Header, DimseError> {
             .ok_or_else(|| invalid("file meta element runs past the end"))?;
         let text = || String::from_utf8_lossy(value).trim_end_matches(['\0', ' ']).to_owned();
         match element {
+            0x0000 if pos == 132 && len == 4 => {
+                group_length = Some(u32::from_le_bytes([value[0], value[1], value[2], value[3]]) as usize)
+            }
             0x0002 => sop_class = Some(text()),
             0x0003 => sop_instance = Some(text()),
             0x0010 => transfer_syntax = Some(text()),
             _ => {}
         }
         pos = value_start + len;
+    }
+    // dicom-object reads the group by its length, whatever the elements' groups: where the two
+    // readings differ, the data set checked here would not be the one parsed there.
+    if group_length.is_some_and(|length| 132 + 12 + length != pos) {
+        return Err(invalid("file meta group length disagrees with the group's elements"));
     }
     Ok(Part10Header {
         sop_class_uid: sop_class.ok_or_else(|| invalid("no MediaStorageSOPClassUID"))?,
@@ -167,10 +176,37 @@ mod tests {
         // (0002,0100) UR with a 4-byte length of 4 (its reserved bytes zero) before the end.
         let mut long = good[..good.len()].to_vec();
         long.extend_from_slice(&[0x02, 0x00, 0x00, 0x01, b'U', b'R', 0, 0, 4, 0, 0, 0, b'a', b'b', b'c', b'd']);
+        grow_group_length(&mut long, 16);
         let data_set_offset = long.len();
         long.extend_from_slice(&[0x08, 0x00, 0x16, 0x00, b'U', b'I', 0, 0]);
         let header = parse_header(&long).expect("UR read with its 4-byte length");
         assert_eq!(header.data_set_offset, data_set_offset);
+    }
+
+    /// Adds `more` to the (0002,0000) File Meta Information Group Length that `wrap` writes first.
+    fn grow_group_length(file: &mut [u8], more: u32) {
+        assert_eq!(&file[132..140], &[0x02, 0x00, 0x00, 0x00, b'U', b'L', 4, 0]);
+        let length = u32::from_le_bytes([file[140], file[141], file[142], file[143]]) + more;
+        file[140..144].copy_from_slice(&length.to_le_bytes());
+    }
+
+    /// Fuzzing found it: a group length that also covered an element of group 0003 after the
+    /// meta elements. dicom-object reads the meta group by its length, so its data set began 22
+    /// bytes later than the one whose lengths were checked here, and it allocated a claimed
+    /// 825 MB. A group length that disagrees with the group's elements is refused.
+    #[test]
+    fn a_group_length_that_disagrees_with_the_elements_is_refused() {
+        let good = wrap("1.2", "1.3", "1.2.840.10008.1.2.1", "", &[0x08, 0x00, 0x16, 0x00, b'U', b'I', 0, 0]);
+        assert!(parse_header(&good).is_ok());
+        for more in [2u32, 22] {
+            let mut longer = good.clone();
+            grow_group_length(&mut longer, more);
+            let refused = parse_header(&longer).expect_err("group length past the group");
+            assert!(refused.to_string().contains("group length"), "{refused}");
+        }
+        let mut shorter = good.clone();
+        shorter[140] -= 4;
+        assert!(parse_header(&shorter).is_err(), "group length short of the group");
     }
 
     #[test]
