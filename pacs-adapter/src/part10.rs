@@ -191,7 +191,7 @@ mod tests {
     }
 
     /// Fuzzing found it: a group length that also covered an element of group 0003 after the
-    /// meta elements. dicom-object reads the meta group by its length, so its data set began 22
+    /// meta elements. dicom-object reads the meta group by its length, so its data set began 20
     /// bytes later than the one whose lengths were checked here, and it allocated a claimed
     /// 825 MB. A group length that disagrees with the group's elements is refused.
     #[test]
