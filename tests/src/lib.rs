@@ -88,6 +88,24 @@ pub struct TestbedOptions {
     pub base_ports: Option<(u16, u16)>,
 }
 
+impl TestbedOptions {
+    /// `sites` Orthanc sites holding the synthetic studies (a CT of `ct_slices` slices), no
+    /// dcmqrscp, no pydicom files, no C-MOVE destinations, free ports: what a benchmark starts.
+    pub fn orthanc_sites(dir: PathBuf, sites: usize, ct_slices: u32) -> TestbedOptions {
+        TestbedOptions {
+            dir,
+            orthanc_sites: sites,
+            dcmqrscp: false,
+            ct_slices,
+            multiframe_frames: 2,
+            pydicom: false,
+            extra_destinations: Vec::new(),
+            generated_destinations: 0,
+            base_ports: None,
+        }
+    }
+}
+
 /// Running sites; stopped when dropped.
 #[derive(Debug)]
 pub struct Testbed {

@@ -168,17 +168,7 @@ fn gateway_config(dir: &Path, site: &testbed::OrthancSite, memory: &str) -> anyh
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runs = cli.runs.max(1);
-    let options = TestbedOptions {
-        dir: cli.dir.clone(),
-        orthanc_sites: 1,
-        dcmqrscp: false,
-        ct_slices: cli.slices,
-        multiframe_frames: 2,
-        pydicom: false,
-        extra_destinations: Vec::new(),
-        generated_destinations: 0,
-        base_ports: None,
-    };
+    let options = TestbedOptions::orthanc_sites(cli.dir.clone(), 1, cli.slices);
     let testbed = Testbed::start(&options, &mut |step| eprintln!("bench: {step}"))?;
     let site = &testbed.orthanc[0];
     let ct = &testbed.info.data.ct;

@@ -34,17 +34,7 @@ fn timed(command: &mut Command) -> anyhow::Result<f64> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let options = TestbedOptions {
-        dir: cli.dir.clone(),
-        orthanc_sites: 3,
-        dcmqrscp: false,
-        ct_slices: 20,
-        multiframe_frames: 2,
-        pydicom: true,
-        extra_destinations: Vec::new(),
-        generated_destinations: 0,
-        base_ports: None,
-    };
+    let options = TestbedOptions { pydicom: true, ..TestbedOptions::orthanc_sites(cli.dir.clone(), 3, 20) };
     let testbed = Testbed::start(&options, &mut |step| eprintln!("bench: {step}"))?;
     // Two gateways over the same sites: one remembering where studies live (the default), one
     // that never does (`remember = "0s"`), so every query recomputes roll-ups over the union.

@@ -158,17 +158,7 @@ fn main() -> anyhow::Result<()> {
     let info = if cli.use_running_testbed {
         TestbedInfo::from_env()?
     } else {
-        let options = TestbedOptions {
-            dir: cli.dir.join("testbed"),
-            orthanc_sites: 3,
-            dcmqrscp: false,
-            ct_slices: 100,
-            multiframe_frames: 2,
-            pydicom: false,
-            extra_destinations: Vec::new(),
-            generated_destinations: 0,
-            base_ports: None,
-        };
+        let options = TestbedOptions::orthanc_sites(cli.dir.join("testbed"), 3, 100);
         let testbed = Testbed::start(&options, &mut |step| eprintln!("bench: {step}"))?;
         let info = testbed.info.clone();
         own_testbed = Some(testbed);

@@ -301,17 +301,7 @@ fn main() -> anyhow::Result<()> {
     drop(postgres_writer);
 
     eprintln!("bench: test bed");
-    let options = TestbedOptions {
-        dir: dir.join("testbed"),
-        orthanc_sites: 1,
-        dcmqrscp: false,
-        ct_slices: cli.slices,
-        multiframe_frames: 2,
-        pydicom: false,
-        extra_destinations: Vec::new(),
-        generated_destinations: 0,
-        base_ports: None,
-    };
+    let options = TestbedOptions::orthanc_sites(dir.join("testbed"), 1, cli.slices);
     let testbed = Testbed::start(&options, &mut |step| eprintln!("bench: {step}"))?;
     let site = &testbed.orthanc[0];
     let instances = testbed.info.data.ct.instance_uids.len() as u64;

@@ -222,18 +222,11 @@ struct Row {
 fn run(slices: u32, runs: usize, dir: &Path, out: Option<&Path>) -> anyhow::Result<()> {
     let movescu_port = testbed::free_port()?;
     let options = TestbedOptions {
-        dir: dir.to_owned(),
-        orthanc_sites: 1,
-        dcmqrscp: false,
-        ct_slices: slices,
-        multiframe_frames: 2,
-        pydicom: false,
         extra_destinations: vec![
             MoveDestination { ae_title: "FEDGWB".into(), port: testbed::free_port()? },
             MoveDestination { ae_title: "MOVESCU".into(), port: movescu_port },
         ],
-        generated_destinations: 0,
-        base_ports: None,
+        ..TestbedOptions::orthanc_sites(dir.to_owned(), 1, slices)
     };
     let testbed = Testbed::start(&options, &mut |step| eprintln!("bench: {step}"))?;
     let info_path = dir.join("testbed.json");
