@@ -1,18 +1,13 @@
 //! The embedded store: the map in `deid.state_dir/pseudonyms.redb`, one gateway process.
 
 use std::path::Path;
-use std::sync::{mpsc, Arc, Mutex};
-use std::time::Duration;
+use std::sync::{mpsc, Arc};
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{Original, PseudonymStore};
+use super::{key, recent, Original, PseudonymStore, Recent, Writer};
 
 const MAP: TableDefinition<&str, &[u8]> = TableDefinition::new("pseudonyms");
-
-fn key(project: &str, pseudonym: &str) -> String {
-    format!("{project}\u{0}{pseudonym}")
-}
 
 enum Write {
     Put(Vec<(String, Vec<u8>)>, mpsc::Sender<anyhow::Result<()>>),
@@ -22,9 +17,8 @@ enum Write {
 /// requests waiting), with what was recorded or resolved recently kept in memory.
 pub struct Embedded {
     store: Arc<redb::Database>,
-    writes: Mutex<Option<mpsc::Sender<Write>>>,
-    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
-    recent: moka::sync::Cache<String, Arc<Original>>,
+    writer: Writer<Write>,
+    recent: Recent,
 }
 
 impl std::fmt::Debug for Embedded {
@@ -44,29 +38,9 @@ impl Embedded {
         let write = store.begin_write()?;
         write.open_table(MAP)?;
         write.commit()?;
-        let (sender, receiver) = mpsc::channel();
         let writer_store = store.clone();
-        let writer = std::thread::Builder::new()
-            .name("pseudonym-writer".into())
-            .spawn(move || write_batches(&writer_store, &receiver))?;
-        Ok(Embedded {
-            store,
-            writes: Mutex::new(Some(sender)),
-            writer: Mutex::new(Some(writer)),
-            recent: moka::sync::Cache::builder()
-                .max_capacity(1_000_000)
-                .time_to_idle(Duration::from_secs(3600))
-                .build(),
-        })
-    }
-}
-
-impl Drop for Embedded {
-    fn drop(&mut self) {
-        self.writes.lock().map(|mut w| w.take()).ok();
-        if let Some(writer) = self.writer.lock().ok().and_then(|mut w| w.take()) {
-            let _ = writer.join();
-        }
+        let writer = Writer::start(move |receiver| write_batches(&writer_store, receiver))?;
+        Ok(Embedded { store, writer, recent: recent() })
     }
 }
 
@@ -90,11 +64,7 @@ impl Embedded {
         let encoded: Vec<(String, Vec<u8>)> =
             new.iter().map(|(k, o)| Ok((k.clone(), serde_json::to_vec(o)?))).collect::<anyhow::Result<_>>()?;
         let (done, committed) = mpsc::channel();
-        let sender = self.writes.lock().map_err(|_| anyhow::anyhow!("pseudonym writer poisoned"))?.clone();
-        sender
-            .ok_or_else(|| anyhow::anyhow!("the pseudonym store is closed"))?
-            .send(Write::Put(encoded, done))
-            .map_err(|_| anyhow::anyhow!("the pseudonym writer stopped"))?;
+        self.writer.send(Write::Put(encoded, done))?;
         // Known from now on: resolving reads memory first.
         let keys = new.iter().map(|(key, _)| key.clone()).collect();
         for (key, original) in new {

@@ -15,7 +15,8 @@ pub mod postgres;
 pub use embedded::Embedded;
 pub use postgres::{ConnectionString, Postgres};
 
-use std::sync::Arc;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -74,6 +75,56 @@ pub trait PseudonymStore: Send + Sync + std::fmt::Debug {
     fn resolve(&self, project: &str, pseudonym: &str) -> anyhow::Result<Option<Original>>;
     /// Every entry (project, pseudonym, original), for an export.
     fn each(&self, visit: &mut dyn FnMut(&str, &str, Original) -> anyhow::Result<()>) -> anyhow::Result<()>;
+}
+
+/// The key of a project's pseudonym, in memory and in the embedded table.
+fn key(project: &str, pseudonym: &str) -> String {
+    format!("{project}\u{0}{pseudonym}")
+}
+
+/// What a store recorded or resolved lately, by [`key`] (bounded; idle entries leave after an hour).
+type Recent = moka::sync::Cache<String, Arc<Original>>;
+
+fn recent() -> Recent {
+    moka::sync::Cache::builder().max_capacity(1_000_000).time_to_idle(Duration::from_secs(3600)).build()
+}
+
+/// The one thread that commits a store's writes in batches. Stopping it (or dropping it) closes
+/// its channel and waits until the writes already sent are done.
+struct Writer<W> {
+    sender: Mutex<Option<mpsc::Sender<W>>>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl<W: Send + 'static> Writer<W> {
+    fn start(run: impl FnOnce(&mpsc::Receiver<W>) + Send + 'static) -> std::io::Result<Writer<W>> {
+        let (sender, receiver) = mpsc::channel();
+        let thread = std::thread::Builder::new().name("pseudonym-writer".into()).spawn(move || run(&receiver))?;
+        Ok(Writer { sender: Mutex::new(Some(sender)), thread: Mutex::new(Some(thread)) })
+    }
+
+    fn send(&self, write: W) -> anyhow::Result<()> {
+        let sender = self.sender.lock().map_err(|_| anyhow::anyhow!("pseudonym writer poisoned"))?.clone();
+        sender
+            .ok_or_else(|| anyhow::anyhow!("the pseudonym store is closed"))?
+            .send(write)
+            .map_err(|_| anyhow::anyhow!("the pseudonym writer stopped"))
+    }
+}
+
+impl<W> Writer<W> {
+    fn stop(&self) {
+        self.sender.lock().map(|mut w| w.take()).ok();
+        if let Some(thread) = self.thread.lock().ok().and_then(|mut t| t.take()) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl<W> Drop for Writer<W> {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 /// Opens the store `[deid]` names: PostgreSQL when `store` is set, else the embedded one.

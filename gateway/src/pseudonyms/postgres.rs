@@ -9,7 +9,7 @@
 //! or resolved recently is kept in memory, so that it still resolves while the database is down.
 
 use std::str::FromStr;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 use postgres::fallible_iterator::FallibleIterator;
@@ -17,7 +17,7 @@ use postgres::types::{ToSql, Type};
 use postgres::NoTls;
 use r2d2_postgres::PostgresConnectionManager;
 
-use super::{Kind, Original, PseudonymStore, Unavailable};
+use super::{key, recent, Kind, Original, PseudonymStore, Recent, Unavailable, Writer};
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 
@@ -206,19 +206,14 @@ pub struct Postgres {
     /// `None` once dropped.
     pool: Option<Pool>,
     shown: String,
-    writes: Mutex<Option<mpsc::Sender<Write>>>,
-    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
-    recent: moka::sync::Cache<String, Arc<Original>>,
+    writer: Writer<Write>,
+    recent: Recent,
 }
 
 impl std::fmt::Debug for Postgres {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "PostgreSQL pseudonym store at {}", self.shown)
     }
-}
-
-fn key(project: &str, pseudonym: &str) -> String {
-    format!("{project}\u{0}{pseudonym}")
 }
 
 impl Postgres {
@@ -255,30 +250,16 @@ impl Postgres {
             pool.get().map_err(|e| anyhow::anyhow!("cannot connect to the pseudonym map at {shown}: {e}"))?;
         migrate(&mut client).map_err(|e| anyhow::anyhow!("the pseudonym map at {shown}: {e:#}"))?;
         drop(client);
-        let (sender, receiver) = mpsc::channel();
         let writer_pool = pool.clone();
-        let writer = std::thread::Builder::new()
-            .name("pseudonym-writer".into())
-            .spawn(move || write_batches(&writer_pool, &receiver))?;
-        Ok(Postgres {
-            pool: Some(pool),
-            shown,
-            writes: Mutex::new(Some(sender)),
-            writer: Mutex::new(Some(writer)),
-            recent: moka::sync::Cache::builder()
-                .max_capacity(1_000_000)
-                .time_to_idle(Duration::from_secs(3600))
-                .build(),
-        })
+        let writer = Writer::start(move |receiver| write_batches(&writer_pool, receiver))?;
+        Ok(Postgres { pool: Some(pool), shown, writer, recent: recent() })
     }
 }
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        self.writes.lock().map(|mut w| w.take()).ok();
-        if let Some(writer) = self.writer.lock().ok().and_then(|mut w| w.take()) {
-            let _ = writer.join();
-        }
+        // The writer first: it holds a clone of the pool.
+        self.writer.stop();
         if let Some(pool) = self.pool.take() {
             let _ = std::thread::spawn(move || drop(pool)).join();
         }
@@ -306,11 +287,7 @@ impl PseudonymStore for Postgres {
         let (done, committed) = mpsc::channel();
         let known: Vec<(String, Arc<Original>)> =
             rows.iter().map(|r| (key(&r.project, &r.pseudonym), Arc::new(r.original.clone()))).collect();
-        let sender = self.writes.lock().map_err(|_| anyhow::anyhow!("pseudonym writer poisoned"))?.clone();
-        sender
-            .ok_or_else(|| anyhow::anyhow!("the pseudonym store is closed"))?
-            .send(Write { rows, done })
-            .map_err(|_| anyhow::anyhow!("the pseudonym writer stopped"))?;
+        self.writer.send(Write { rows, done })?;
         committed.recv().map_err(|_| anyhow::anyhow!("the pseudonym writer stopped"))?.map_err(Failure::into_error)?;
         // Known only once durable: a replica never resolves what the others cannot.
         for (key, original) in known {
