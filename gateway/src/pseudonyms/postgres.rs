@@ -50,6 +50,9 @@ const RESOLVE: &str = "SELECT kind, value, issuer FROM pseudonyms WHERE project 
 /// How long a request waits for a connection before the map counts as unreachable.
 const CONNECTION_WAIT: Duration = Duration::from_secs(3);
 
+/// The longest a statement may run on the server.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// A PostgreSQL connection string (URL or key=value form); its password never printed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ConnectionString(String);
@@ -233,6 +236,12 @@ impl Postgres {
         let mut config = postgres::Config::from_str(&url.0).map_err(|e| anyhow::anyhow!("deid.store {shown}: {e}"))?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECTION_WAIT);
+        }
+        // A database that takes a lock and never answers must not hold a request for ever: the
+        // server ends a statement after STATEMENT_TIMEOUT (unless the connection string sets
+        // options of its own), and the request gets an error instead.
+        if config.get_options().is_none() {
+            config.options(&format!("-c statement_timeout={}", STATEMENT_TIMEOUT.as_millis()));
         }
         if config.get_application_name().is_none() {
             config.application_name("dicomweb-gateway");
