@@ -5,6 +5,7 @@
 
 pub mod access;
 pub mod admin;
+pub mod admission;
 pub mod api;
 pub mod audit;
 pub mod audit_fhir;

@@ -15,11 +15,11 @@ use tower_http::cors::{AllowHeaders, Any, CorsLayer};
 
 use crate::access::Addressed;
 use crate::admin;
+use crate::admission::{Admission, Holding};
 use crate::api::{frames, qido, rendered, stow, wado};
 use crate::authorize::authorize;
 use crate::config::Config;
 use crate::ledger::Ledger;
-use crate::limits::{Admission, Holding};
 use crate::state::Gateway;
 
 pub fn router(gateway: Arc<Gateway>) -> Router {
@@ -107,7 +107,7 @@ async fn admit(State(admission): State<Arc<Admission>>, mut request: Request, ne
     let slot = match admission.admit().await {
         Ok(slot) => slot,
         Err(overload) => {
-            crate::limits::discard(request.into_body()).await;
+            crate::admission::discard(request.into_body()).await;
             return overload.into_response();
         }
     };

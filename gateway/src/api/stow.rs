@@ -15,10 +15,10 @@ use serde_json::{json, Value as Json};
 
 use super::{accepts, parse_uid, text_of};
 use crate::access::Access;
+use crate::admission::Admission;
 use crate::config::DataSetLimitsConfig;
 use crate::dataset_limits::{check_encoded, ContentLimitError};
 use crate::error::ApiError;
-use crate::limits::Admission;
 use crate::multipart::{boundary_of, MultipartError, MultipartReader};
 use crate::pseudonyms::{Kind, Original};
 use crate::site::Unanswered;
@@ -139,7 +139,7 @@ async fn store_instances(
     let _reserved = match admission.reserve_stow(declared.unwrap_or(limit).min(limit)).await {
         Ok(reserved) => reserved,
         Err(overload) => {
-            crate::limits::discard(body).await;
+            crate::admission::discard(body).await;
             return Ok(overload.into_response());
         }
     };
