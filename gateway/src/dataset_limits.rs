@@ -3,58 +3,16 @@
 //! once per level), no value length that claims more bytes than remain (the parser allocates a
 //! value's length before reading it), Deflated Explicit VR Little Endian inflated to at most
 //! `max_inflated_size`, and frames (rows x columns x samples x bits allocated) computed with
-//! checked arithmetic and at most `max_frame_size`. The walk keeps its own stack: a hostile
-//! nesting depth cannot exhaust the thread's.
+//! checked arithmetic and at most `max_frame_size`. The walk over the element headers is
+//! `pacs_adapter::data_set_check` (the adapter also bounds the C-FIND identifiers it reads).
 
 use std::io::Read;
 
-use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
-use dicom_core::{Tag, VR};
-use dicom_dictionary_std::StandardDataDictionary;
+pub use pacs_adapter::data_set_check::{check_data_set, ContentLimitError, Encoding};
 
 use crate::config::DataSetLimitsConfig;
 
 pub const DEFLATED_EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1.99";
-const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
-const EXPLICIT_VR_BE: &str = "1.2.840.10008.1.2.2";
-const UNDEFINED: u32 = 0xFFFF_FFFF;
-
-/// Why a data set is refused. Messages name tags and sizes, never values.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ContentLimitError {
-    #[error("sequences are nested deeper than {0} levels")]
-    TooDeep(usize),
-    #[error("element ({group:04X},{element:04X}) claims {length} bytes where {remaining} remain")]
-    LengthPastEnd { group: u16, element: u16, length: u32, remaining: usize },
-    #[error("the deflated data set inflates to more than {0} bytes")]
-    InflatedTooLarge(u64),
-    #[error("the deflated data set cannot be inflated: {0}")]
-    Inflate(String),
-    #[error("the data set is malformed: {0}")]
-    Malformed(&'static str),
-    #[error(
-        "a frame of {rows} rows x {columns} columns x {samples} samples x {bits} bits is larger than {limit} bytes"
-    )]
-    FrameTooLarge { rows: u64, columns: u64, samples: u64, bits: u64, limit: u64 },
-}
-
-/// How the data set after the file meta group is encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Encoding {
-    pub explicit: bool,
-    pub big_endian: bool,
-}
-
-impl Encoding {
-    /// The encoding of a transfer syntax's data set (after inflating, for the deflated one).
-    pub fn of(transfer_syntax: &str) -> Encoding {
-        match transfer_syntax {
-            IMPLICIT_VR_LE => Encoding { explicit: false, big_endian: false },
-            EXPLICIT_VR_BE => Encoding { explicit: true, big_endian: true },
-            _ => Encoding { explicit: true, big_endian: false },
-        }
-    }
-}
 
 /// Checks an encoded data set (what follows the file meta group) of `transfer_syntax`. A
 /// deflated data set is inflated within the bound and checked; it is returned (the Explicit VR
@@ -102,207 +60,12 @@ pub fn frame_size(rows: u64, columns: u64, samples: u64, bits: u64, limit: u64) 
     Ok(bytes)
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Container {
-    /// A sequence's items; `explicit` is the encoding of their content.
-    Sequence {
-        end: Option<usize>,
-        explicit: bool,
-    },
-    Item {
-        end: Option<usize>,
-        explicit: bool,
-    },
-    /// Encapsulated pixel data: items of raw bytes.
-    Fragments,
-}
-
-impl Container {
-    fn end(&self) -> Option<usize> {
-        match self {
-            Container::Sequence { end, .. } | Container::Item { end, .. } => *end,
-            Container::Fragments => None,
-        }
-    }
-}
-
-/// Walks every element header of a data set (without its file meta group) and checks nesting
-/// depth and lengths.
-pub fn check_data_set(data: &[u8], encoding: Encoding, max_depth: usize) -> Result<(), ContentLimitError> {
-    let u16_at = |at: usize| {
-        let b = [data[at], data[at + 1]];
-        if encoding.big_endian {
-            u16::from_be_bytes(b)
-        } else {
-            u16::from_le_bytes(b)
-        }
-    };
-    let u32_at = |at: usize| {
-        let b = [data[at], data[at + 1], data[at + 2], data[at + 3]];
-        if encoding.big_endian {
-            u32::from_be_bytes(b)
-        } else {
-            u32::from_le_bytes(b)
-        }
-    };
-    let mut stack: Vec<Container> = Vec::new();
-    let mut depth = 0usize;
-    let mut pos = 0usize;
-    loop {
-        // Containers of defined length that end here are closed.
-        while let Some(top) = stack.last() {
-            if top.end() != Some(pos) {
-                break;
-            }
-            if matches!(top, Container::Sequence { .. }) {
-                depth -= 1;
-            }
-            stack.pop();
-        }
-        let limit = stack.iter().rev().find_map(Container::end).unwrap_or(data.len());
-        let remaining = limit - pos;
-        if remaining == 0 {
-            return if stack.is_empty() {
-                Ok(())
-            } else {
-                Err(ContentLimitError::Malformed("it ends inside a sequence"))
-            };
-        }
-        if remaining < 8 {
-            // Trailing bytes after the last element are the parser's to judge; inside a
-            // container they are an error.
-            return if stack.is_empty() {
-                Ok(())
-            } else {
-                Err(ContentLimitError::Malformed("an element header is truncated"))
-            };
-        }
-        let (group, element) = (u16_at(pos), u16_at(pos + 2));
-        let past_end =
-            |length: u32, remaining: usize| ContentLimitError::LengthPastEnd { group, element, length, remaining };
-        if group == 0xFFFE {
-            let length = u32_at(pos + 4);
-            pos += 8;
-            let remaining = limit - pos;
-            match (element, stack.last().copied()) {
-                (0xE000, Some(Container::Fragments)) => {
-                    if length as usize > remaining {
-                        return Err(past_end(length, remaining));
-                    }
-                    pos += length as usize;
-                }
-                (0xE000, Some(Container::Sequence { explicit, .. })) => {
-                    let end = if length == UNDEFINED {
-                        None
-                    } else if length as usize > remaining {
-                        return Err(past_end(length, remaining));
-                    } else {
-                        Some(pos + length as usize)
-                    };
-                    stack.push(Container::Item { end, explicit });
-                }
-                (0xE00D, Some(Container::Item { end: None, .. })) => {
-                    stack.pop();
-                }
-                // A delimiter inside a container of defined length is redundant.
-                (0xE00D, Some(Container::Item { .. })) | (0xE0DD, Some(Container::Sequence { end: Some(_), .. })) => {}
-                (0xE0DD, Some(Container::Sequence { end: None, .. })) => {
-                    depth -= 1;
-                    stack.pop();
-                }
-                (0xE0DD, Some(Container::Fragments)) => {
-                    stack.pop();
-                }
-                _ => return Err(ContentLimitError::Malformed("an item or delimiter is out of place")),
-            }
-            continue;
-        }
-        if matches!(stack.last(), Some(Container::Sequence { .. } | Container::Fragments)) {
-            return Err(ContentLimitError::Malformed("an element stands where an item belongs"));
-        }
-        let explicit = match stack.last() {
-            Some(Container::Item { explicit, .. }) => *explicit,
-            _ => encoding.explicit,
-        };
-        let (vr, length, header) = if explicit {
-            let vr = VR::from_binary([data[pos + 4], data[pos + 5]]);
-            // An unknown VR leaves its length form (2 or 4 bytes) to a guess, and the parser's
-            // guess may be a length of gigabytes, allocated before reading (found by fuzzing).
-            if vr.is_none() {
-                return Err(ContentLimitError::Malformed("an element has an unknown VR"));
-            }
-            let long = matches!(
-                vr,
-                Some(
-                    VR::OB
-                        | VR::OD
-                        | VR::OF
-                        | VR::OL
-                        | VR::OV
-                        | VR::OW
-                        | VR::SQ
-                        | VR::SV
-                        | VR::UC
-                        | VR::UN
-                        | VR::UR
-                        | VR::UT
-                        | VR::UV
-                )
-            );
-            if long {
-                if remaining < 12 {
-                    return Err(ContentLimitError::Malformed("an element header is truncated"));
-                }
-                (vr, u32_at(pos + 8), 12)
-            } else {
-                (vr, u32::from(u16_at(pos + 6)), 8)
-            }
-        } else {
-            let vr = match StandardDataDictionary.by_tag(Tag(group, element)).map(|e| e.vr()) {
-                Some(VirtualVr::Exact(vr)) => Some(vr),
-                _ => None,
-            };
-            (vr, u32_at(pos + 4), 8)
-        };
-        pos += header;
-        let remaining = limit - pos;
-        let mut open = |container: Container, stack: &mut Vec<Container>| {
-            if matches!(container, Container::Sequence { .. }) {
-                depth += 1;
-                if depth > max_depth {
-                    return Err(ContentLimitError::TooDeep(max_depth));
-                }
-            }
-            stack.push(container);
-            Ok(())
-        };
-        if length == UNDEFINED {
-            let container = match (explicit, vr) {
-                (true, Some(VR::SQ)) | (false, _) if (group, element) != (0x7FE0, 0x0010) => {
-                    Container::Sequence { end: None, explicit }
-                }
-                // Unknown content of undefined length is Implicit VR Little Endian (PS3.5 §6.2.2).
-                (true, Some(VR::UN)) => Container::Sequence { end: None, explicit: false },
-                (_, Some(VR::OB | VR::OW)) | (false, _) => Container::Fragments,
-                _ => return Err(ContentLimitError::Malformed("an element of this VR has an undefined length")),
-            };
-            open(container, &mut stack)?;
-            continue;
-        }
-        if length as usize > remaining {
-            return Err(past_end(length, remaining));
-        }
-        if vr == Some(VR::SQ) {
-            open(Container::Sequence { end: Some(pos + length as usize), explicit }, &mut stack)?;
-        } else {
-            pos += length as usize;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An undefined length.
+    const UNDEFINED: u32 = 0xFFFF_FFFF;
 
     const LIMITS: DataSetLimitsConfig =
         DataSetLimitsConfig { max_sequence_depth: 64, max_inflated_size: 1 << 20, max_frame_size: 1 << 30 };

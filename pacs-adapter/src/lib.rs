@@ -10,6 +10,7 @@
 
 mod association;
 mod c_move;
+pub mod data_set_check;
 pub mod dimse;
 mod echo;
 mod error;

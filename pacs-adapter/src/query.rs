@@ -9,6 +9,7 @@ use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 
 use dicomweb_model::{SeriesInstanceUid, SopInstanceUid, StudyInstanceUid};
 
+use crate::data_set_check::{check_data_set, Encoding};
 use crate::dimse::DimseProtocolError;
 
 /// QueryRetrieveLevel (0008,0052) of the Study Root information model.
@@ -105,14 +106,53 @@ pub(crate) fn decode_identifier(bytes: &[u8], transfer_syntax: &str) -> Result<I
     let ts = TransferSyntaxRegistry
         .get(transfer_syntax)
         .ok_or(DimseProtocolError::MalformedCommand("identifier transfer syntax unknown"))?;
+    // Walked before it is parsed: a PACS's nesting depth must not exhaust the parser's stack,
+    // nor a length it claims be allocated.
+    check_data_set(bytes, Encoding::of(transfer_syntax), IDENTIFIER_MAX_DEPTH)
+        .map_err(|_| DimseProtocolError::MalformedCommand("identifier data set is malformed or nested too deep"))?;
     InMemDicomObject::read_dataset_with_ts(bytes, ts)
         .map_err(|_| DimseProtocolError::MalformedCommand("identifier data set cannot be parsed"))
 }
+
+/// The deepest sequence nesting accepted in a C-FIND identifier (as `dataset_limits`' default).
+const IDENTIFIER_MAX_DEPTH: usize = 64;
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::syntax::{EXPLICIT_VR_LE, IMPLICIT_VR_LE};
+
+    /// An identifier of `levels` sequences nested in sequences (undefined lengths), implicit VR.
+    fn nested_identifier(levels: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for _ in 0..levels {
+            // (0008,1115) ReferencedSeriesSequence, then an item, both of undefined length.
+            out.extend_from_slice(&[0x08, 0x00, 0x15, 0x11, 0xFF, 0xFF, 0xFF, 0xFF]);
+            out.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        }
+        out
+    }
+
+    /// A PACS's C-FIND response nested a hundred thousand levels deep is refused by the walk
+    /// (on a small stack: the parser, recursing per level, would overflow it and abort the
+    /// process); one within the bound still reaches the parser.
+    #[test]
+    fn identifiers_nested_too_deep_are_refused_before_parsing() {
+        let deep = nested_identifier(100_000);
+        let refused = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(move || decode_identifier(&deep, IMPLICIT_VR_LE).map(|_| ()))
+            .expect("thread")
+            .join()
+            .expect("no stack overflow");
+        assert!(refused.is_err());
+        let mut shallow = nested_identifier(3);
+        for _ in 0..3 {
+            shallow.extend_from_slice(&[0xFE, 0xFF, 0x0D, 0xE0, 0, 0, 0, 0]); // item delimitation
+            shallow.extend_from_slice(&[0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0]); // sequence delimitation
+        }
+        assert!(decode_identifier(&shallow, IMPLICIT_VR_LE).is_ok());
+    }
 
     #[test]
     fn retrieve_identifiers_carry_the_keys_of_their_level() {
