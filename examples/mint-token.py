@@ -15,6 +15,7 @@ import json
 import pathlib
 import sys
 import time
+import uuid
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -56,6 +57,7 @@ def main():
         "sub": args.subject,
         "iat": now,
         "exp": now + 60 * args.minutes,
+        "jti": str(uuid.uuid4()),
         "projects": args.projects,
     }
     print(jwt.encode(claims, key, algorithm="RS256", headers={"kid": KEY_ID}))

@@ -44,8 +44,10 @@ def on_the_test_bed(text, testbed, port, destination):
 
 def test_the_two_project_example_with_minted_tokens_shows_each_project_its_sites(testbed, tmp_path):
     tokens = tmp_path / "tokens"
-    lung, oncology = mint(tokens, "lung-screening"), mint(tokens, "oncology-trial")
-    assert (tokens / "jwks.json").exists() and mint(tokens, "lung-screening") != lung  # the key is kept
+    lung = mint(tokens, "lung-screening")
+    jwks = (tokens / "jwks.json").read_text()
+    oncology = mint(tokens, "oncology-trial")
+    assert (tokens / "jwks.json").read_text() == jwks  # the key is made once, then kept
     port = free_port()
     destination = next(d for d in testbed["move_destinations"] if d["ae_title"] == "FEDGW2")
     text = on_the_test_bed((EXAMPLES / "projects.toml").read_text(), testbed, port, destination)
