@@ -7,10 +7,12 @@ cd "$(dirname "$0")/.."
 
 scripts/install-deps.sh
 # The same build as the tests' (dependencies optimised, the project's own crates not): one
-# build serves both commands. Benchmarks use `cargo build --release` (BENCHMARKS.md), about
-# twice as fast on a cold retrieval.
+# build serves both commands. `--workspace` resolves the dependencies' features over every
+# crate, as the test build does; with `-p gateway` alone some resolve differently and a second
+# copy of ring, rustls and what uses them would be compiled. Benchmarks use
+# `cargo build --release` (BENCHMARKS.md), about twice as fast on a cold retrieval.
 echo "building" >&2
-cargo build --quiet -p testbed -p gateway
+cargo build --quiet --workspace --bin dicomweb-gateway --bin testbed
 
 dir=".testbed/demo"
 rm -rf "$dir"

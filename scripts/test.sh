@@ -8,15 +8,25 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Each phase is announced with the minutes and seconds since the start.
+TEST_STARTED=$(date +%s)
+export TEST_STARTED
+phase() {
+    local t=$(($(date +%s) - TEST_STARTED))
+    printf '[%02d:%02d] %s\n' $((t / 60)) $((t % 60)) "$1" >&2
+}
+export -f phase
+
 scripts/install-deps.sh
-echo "building" >&2
+phase "building"
 cargo build --workspace --all-targets --quiet
-echo "checking formatting and lints" >&2
+phase "checking formatting and lints"
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
 run_tests() {
     set -euo pipefail
+    phase "starting the test bed"
     local dir=".testbed/ci"
     rm -rf "$dir"
     mkdir -p "$dir"
@@ -36,9 +46,11 @@ run_tests() {
     [ -f "$dir/testbed.json" ] || { echo "the test bed did not come up in 300 s" >&2; cat "$dir/testbed.log" >&2; return 1; }
     local status=0
     export TESTBED_INFO="$PWD/$dir/testbed.json"
+    phase "cargo tests"
     cargo test --workspace --offline --quiet 2>&1 | tee "$dir/cargo-test.log" || status=$?
-    # The gateway as real DICOMweb clients see it (Python dicomweb-client).
-    python3 -m pytest -q -p no:cacheprovider tests/python 2>&1 | tee "$dir/pytest.log" || status=$?
+    # The gateway as real DICOMweb clients see it (Python dicomweb-client); the slowest listed.
+    phase "end-to-end tests (pytest)"
+    python3 -m pytest -q -p no:cacheprovider --durations=15 tests/python 2>&1 | tee "$dir/pytest.log" || status=$?
     # One closing line over every test binary and pytest (the last cargo binary is a doc-test one).
     awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed;?$/) p += $(i-1); if ($i ~ /^failed;?$/) f += $(i-1) } }
          /(passed|failed).* in [0-9.]+s/ { for (i = 1; i <= NF; i++) { if ($i ~ /^passed,?$/) p += $(i-1); if ($i ~ /^(failed|errors?),?$/) f += $(i-1) } }
@@ -56,6 +68,7 @@ fi
 
 # Every fuzz target for a fixed time, after the test bed is stopped (docs/FUZZING.md has the
 # longer nightly run).
-echo "fuzzing" >&2
+phase "fuzzing"
 # A fixed seed: the same inputs each run, so a new finding is the code's, not chance's.
 scripts/fuzz.sh --seconds "${FUZZ_SECONDS:-10}" --seed 1
+phase "done"
