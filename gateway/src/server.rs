@@ -6,7 +6,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderName, Method};
+use axum::http::{header, HeaderName, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -19,6 +19,7 @@ use crate::admission::{Admission, Holding};
 use crate::api::{frames, qido, rendered, stow, wado};
 use crate::authorize::authorize;
 use crate::config::Config;
+use crate::error::ApiError;
 use crate::ledger::Ledger;
 use crate::state::Gateway;
 
@@ -46,6 +47,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/studies/{study}/thumbnail", get(rendered::study_thumbnail))
         .route("/studies/{study}/series/{series}/rendered", get(rendered::many))
         .route("/studies/{study}/rendered", get(rendered::many))
+        .method_not_allowed_fallback(method_not_allowed)
         .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), authorize))
         .route_layer(axum::middleware::from_fn_with_state(admission, admit))
         .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), record_request))
@@ -74,9 +76,27 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
         .route("/admin/sites", get(admin::sites))
         .route("/admin/cache", get(admin::cache))
         .route("/metrics", get(crate::metrics::metrics))
+        .method_not_allowed_fallback(method_not_allowed)
         .with_state(gateway)
         .nest(&base_path, dicomweb)
+        .fallback(no_such_resource)
         .layer(cors)
+}
+
+/// A path that names no resource of the gateway: 404 with a reason (the path is not repeated,
+/// as it may carry UIDs).
+async fn no_such_resource() -> ApiError {
+    ApiError::NotFound("no resource of this gateway has this path (PS3.18 resources are under the base path)".into())
+}
+
+/// A resource asked with a method it does not take: 405 with a reason (axum adds `Allow`).
+async fn method_not_allowed() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "this resource does not take this method (see the Allow header)\n",
+    )
+        .into_response()
 }
 
 /// Opens the request's [`Ledger`] (who asked, sites contacted, bytes sent), runs the request

@@ -206,6 +206,19 @@ def test_what_a_project_does_not_grant_is_forbidden(testbed, keys, guarded):
     assert requests.post(f"{guarded.url}/studies", data=body, headers=headers).status_code == 403
 
 
+def test_a_large_upload_refused_before_it_is_read_gets_its_answer_not_a_reset(testbed, keys, guarded):
+    """A 32 MiB STOW-RS body refused for its token (401, 403): the gateway reads the rest of it
+    before answering, so the client reads the status instead of a connection reset."""
+    _, part10 = ct_instance(testbed, "ACCESS-LARGE-STOW")
+    filler = b"\0" * (32 << 20)
+    body = b"--b\r\nContent-Type: application/dicom\r\n\r\n" + part10 + filler + b"\r\n--b--\r\n"
+    stow_type = {"Content-Type": 'multipart/related; type="application/dicom"; boundary=b'}
+    for headers, status in [({}, 401), (bearer("not.a.token"), 401), (bearer(token(keys.rsa)), 403)]:
+        for _ in range(3):
+            response = requests.post(f"{guarded.url}/studies", data=body, headers={**stow_type, **headers}, timeout=60)
+            assert response.status_code == status, (response.status_code, response.text[:200])
+
+
 def test_every_bad_token_is_refused_with_401(keys, guarded):
     url = f"{guarded.url}/studies"
     missing = requests.get(url)

@@ -109,6 +109,25 @@ def test_broken_multipart_bodies(gateway):
     still_serving(gateway)
 
 
+def test_large_bodies_answered_before_they_are_read_get_their_answer_not_a_reset(gateway):
+    """32 MiB request bodies that the gateway refuses before reading them whole (a wrong media
+    type, a part too large found midway, no boundary, a method or path it does not have): the
+    client reads the status and its reason, not a connection reset."""
+    big = b"x" * (32 << 20)
+    head = f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+    root = gateway.url.removesuffix("/dicom-web")
+    for _ in range(3):
+        refused(stow(gateway, big, content_type="application/octet-stream"), 415)
+        refused(stow(gateway, head + big), 413)  # one part over stow_max_part_size, found midway
+        refused(stow(gateway, big + head), 400)  # no boundary where one must be
+        response = requests.post(f"{gateway.url}/series", data=big, timeout=TIMEOUT)
+        refused(response, 405)
+        assert response.headers["Allow"] == "GET,HEAD", response.headers
+        refused(requests.post(f"{root}/no-such-resource", data=big, timeout=TIMEOUT), 404)
+        refused(requests.post(f"{gateway.url}/studies/1.2.3/no-such-resource", data=big, timeout=TIMEOUT), 404)
+    still_serving(gateway)
+
+
 def instance(testbed, transfer_syntax=None, **changes):
     ds = pydicom.dcmread(testbed["data"]["ct"]["files"][0])
     if transfer_syntax:
