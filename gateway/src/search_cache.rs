@@ -1,7 +1,9 @@
 //! QIDO-RS answers reused for the same search in the same project for `cache.search_ttl`
 //! (default 30 s; `0s` turns it off): a viewer's study list, asked again and again, costs one
 //! fan-out. Only complete answers are kept (every site answered); a STOW-RS through the gateway
-//! forgets them all. Bounded in bytes (an eighth of `cache.memory`).
+//! forgets every answer that may show the studies it stored into: all but those of searches
+//! confined to another study (`/studies/{uid}/series`, `/studies/{uid}/instances`...). Bounded in
+//! bytes (an eighth of `cache.memory`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -13,22 +15,36 @@ use bytes::Bytes;
 use crate::config::CacheConfig;
 
 /// A search as the cache knows it: the project, the site addressed, the resource and the
-/// query parameters in a normal order.
+/// query parameters in a normal order; and the study it is confined to, if its path names one
+/// (in the sites' UIDs, as a STOW-RS knows them).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SearchKey {
     project: String,
     site: Option<String>,
     resource: String,
     query: Vec<(String, String)>,
+    study: Option<String>,
 }
 
 impl SearchKey {
-    pub fn new(project: &str, site: Option<&str>, resource: String, raw_query: Option<&str>) -> SearchKey {
+    pub fn new(
+        project: &str,
+        site: Option<&str>,
+        resource: String,
+        raw_query: Option<&str>,
+        study: Option<&str>,
+    ) -> SearchKey {
         let mut query: Vec<(String, String)> = form_urlencoded::parse(raw_query.unwrap_or("").as_bytes())
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
         query.sort();
-        SearchKey { project: project.to_owned(), site: site.map(str::to_owned), resource, query }
+        SearchKey {
+            project: project.to_owned(),
+            site: site.map(str::to_owned),
+            resource,
+            query,
+            study: study.map(str::to_owned),
+        }
     }
 }
 
@@ -62,6 +78,7 @@ impl SearchCache {
                     u32::try_from(answer.body.len()).unwrap_or(u32::MAX)
                 })
                 .time_to_live(config.search_ttl)
+                .support_invalidation_closures()
                 .build()
         });
         SearchCache { answers, hits: AtomicU64::new(0), misses: AtomicU64::new(0) }
@@ -100,10 +117,56 @@ impl SearchCache {
         Response::from_parts(parts, axum::body::Body::from(body))
     }
 
-    /// Forgets every answer (something was stored).
-    pub fn forget_all(&self) {
-        if let Some(answers) = &self.answers {
+    /// Forgets every answer that may show one of `studies` (sites' UIDs; instances were stored
+    /// into them): all but the answers of searches confined to another study.
+    pub fn forget_studies(&self, studies: &[String]) {
+        let Some(answers) = &self.answers else { return };
+        let studies = studies.to_vec();
+        let shows_them = move |key: &SearchKey, _: &std::sync::Arc<Answer>| {
+            key.study.as_ref().is_none_or(|confined| studies.contains(confined))
+        };
+        if answers.invalidate_entries_if(shows_them).is_err() {
             answers.invalidate_all();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn cache() -> SearchCache {
+        SearchCache::new(&CacheConfig {
+            memory_bytes: 64 << 20,
+            disk_dir: None,
+            disk_bytes: 0,
+            ttl: Duration::from_secs(60),
+            search_ttl: Duration::from_secs(60),
+        })
+    }
+
+    fn key(resource: &str, study: Option<&str>) -> SearchKey {
+        SearchKey::new("project", None, resource.to_owned(), Some("limit=20"), study)
+    }
+
+    #[tokio::test]
+    async fn a_store_forgets_the_answers_that_may_show_its_study_and_keeps_the_others() {
+        let cache = cache();
+        let every_study = key("studies", None);
+        let stored_into = key("instances of 1.2.3", Some("1.2.3"));
+        let another = key("instances of 4.5.6", Some("4.5.6"));
+        for k in [&every_study, &stored_into, &another] {
+            cache.keep(k.clone(), Response::new(axum::body::Body::from("[]"))).await;
+            assert!(cache.get(k).is_some());
+        }
+        cache.forget_studies(&["1.2.3".to_owned()]);
+        assert!(cache.get(&every_study).is_none());
+        assert!(cache.get(&stored_into).is_none());
+        assert!(cache.get(&another).is_some());
+        // Kept again afterwards, an answer is found again.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        cache.keep(every_study.clone(), Response::new(axum::body::Body::from("[]"))).await;
+        assert!(cache.get(&every_study).is_some());
     }
 }

@@ -216,12 +216,26 @@ def test_a_search_is_answered_again_without_the_sites_until_something_is_stored(
         # Another search, or one under a site, is asked.
         requests.get(f"{gw.url}/sites/site-1/studies", params={"ModalitiesInStudy": "CT", "includefield": "StudyDate"})
         assert dimse_sent(gw)["site-1"][0] == before["site-1"][0] + 1
-        # A STOW-RS makes every search go to the sites again.
-        stow(gw, ct_instance(testbed, "CACHE-SEARCH")[1])
+        # Searches confined to one study: the CT's, and the one about to be stored into (none yet).
+        stored, part10 = ct_instance(testbed, "CACHE-SEARCH")
+        ct_series = f"{gw.url}/studies/{testbed['data']['ct']['study_uid']}/series"
+        stored_instances = f"{gw.url}/studies/{stored.StudyInstanceUID}/instances"
+        ct_answer = requests.get(ct_series)
+        assert ct_answer.status_code == 200
+        assert requests.get(stored_instances).status_code == 204
+        # A STOW-RS makes every search that may show its study go to the sites again...
+        stow(gw, part10)
         after_stow = dimse_sent(gw)
         third = requests.get(f"{gw.url}/studies", params={"ModalitiesInStudy": "CT", "includefield": "StudyDate"})
         assert len(third.json()) == len(first.json()) + 1
         assert all(dimse_sent(gw)[s][0] > after_stow[s][0] for s in after_stow)
+        shown = requests.get(stored_instances)
+        assert shown.status_code == 200 and len(shown.json()) == 1
+        # ...and a search confined to another study is still answered without the sites.
+        before_ct = dimse_sent(gw)
+        again = requests.get(ct_series)
+        assert again.status_code == 200 and again.json() == ct_answer.json()
+        assert dimse_sent(gw) == before_ct
     finally:
         process.terminate()
         process.wait(timeout=10)

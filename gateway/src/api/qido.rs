@@ -242,13 +242,34 @@ async fn search(
         return Ok(refused);
     }
     accepts(headers, &["application/dicom+json", "application/json"])?;
+    let scope = in_site_terms(access, scope).await?;
     let resource = format!("{:?} {:?} {:?}", scope.level, scope.study, scope.series);
-    let key = SearchKey::new(&access.project.id, access.site.as_deref(), resource, raw_query.as_deref());
+    let key = SearchKey::new(
+        &access.project.id,
+        access.site.as_deref(),
+        resource,
+        raw_query.as_deref(),
+        scope.study.as_deref(),
+    );
     if let Some(answer) = gw.search_cache.get(&key) {
         return Ok(answer);
     }
     let answer = search_sites(gw, access, scope, raw_query).await?;
     Ok(gw.search_cache.keep(key, answer).await)
+}
+
+/// The scope with the UIDs of its path in the sites' terms (de-identifying, they are
+/// pseudonyms the gateway handed out).
+async fn in_site_terms(access: &Access, mut scope: Scope) -> Result<Scope, ApiError> {
+    if let Some(privacy) = access.privacy() {
+        if let Some(study) = &scope.study {
+            scope.study = Some(qido_deid::path_uid(privacy, study, Kind::Study).await?);
+        }
+        if let Some(series) = &scope.series {
+            scope.series = Some(qido_deid::path_uid(privacy, series, Kind::Series).await?);
+        }
+    }
+    Ok(scope)
 }
 
 async fn search_sites(
@@ -258,21 +279,13 @@ async fn search_sites(
     raw_query: Option<String>,
 ) -> Result<Response, ApiError> {
     let mut query = qido::parse(raw_query.as_deref().unwrap_or(""))?;
-    let mut scope = scope;
-    // De-identifying: the query in the sites' terms, and the checks its results must pass.
+    // De-identifying: the query in the sites' terms (the scope is already), and the checks its
+    // results must pass.
     let filters = match access.privacy() {
-        Some(privacy) => {
-            if let Some(study) = &scope.study {
-                scope.study = Some(qido_deid::path_uid(privacy, study, Kind::Study).await?);
-            }
-            if let Some(series) = &scope.series {
-                scope.series = Some(qido_deid::path_uid(privacy, series, Kind::Series).await?);
-            }
-            match qido_deid::translate(privacy, &mut query).await? {
-                Some(filters) => filters,
-                None => return Ok(with_warning(StatusCode::NO_CONTENT.into_response(), &query, None)),
-            }
-        }
+        Some(privacy) => match qido_deid::translate(privacy, &mut query).await? {
+            Some(filters) => filters,
+            None => return Ok(with_warning(StatusCode::NO_CONTENT.into_response(), &query, None)),
+        },
         None => Vec::new(),
     };
     let sites = gw.sites_for(access)?;

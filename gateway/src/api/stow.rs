@@ -181,7 +181,7 @@ async fn store_instances(
         gw.cache.forget_study(study);
     }
     if !outcome.site_studies.is_empty() {
-        gw.search_cache.forget_all();
+        gw.search_cache.forget_studies(&outcome.site_studies);
     }
     let nothing_stored = outcome.stored.is_empty();
     if let Some(e) = &broken {
