@@ -297,6 +297,12 @@ async fn store_one(
         Some(data_set) => bytes::Bytes::from(part10::wrap(&class, &instance, EXPLICIT_VR_LE, "", &data_set)),
         None => bytes,
     };
+    if outcome.unavailable.is_some() {
+        // The site failed this request already (unreachable, timed out, aborted, its circuit
+        // open): the rest is not sent to wait out the same deadline once per instance.
+        outcome.fail(&class, &instance, OUT_OF_RESOURCES);
+        return;
+    }
     match site.store(&bytes).await {
         Ok(result) => {
             let mut item = reference(&class, &instance);
