@@ -9,8 +9,8 @@ use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
 use dicom_core::{Tag, VR};
 use dicom_dictionary_std::StandardDataDictionary;
 
-const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
-const EXPLICIT_VR_BE: &str = "1.2.840.10008.1.2.2";
+use crate::syntax::{EXPLICIT_VR_BE, IMPLICIT_VR_LE};
+
 const UNDEFINED: u32 = 0xFFFF_FFFF;
 
 /// Why a data set is refused. Messages name tags and sizes, never values.

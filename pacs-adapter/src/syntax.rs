@@ -10,6 +10,7 @@ pub const STUDY_ROOT_GET: &str = "1.2.840.10008.5.1.4.1.2.2.3";
 
 pub const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
 pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
+pub const EXPLICIT_VR_BE: &str = "1.2.840.10008.1.2.2";
 
 /// Transfer syntaxes an instance may arrive in and leave in untouched, most common first.
 /// Uncompressed, deflate, the JPEG family, JPEG-LS, JPEG 2000 and RLE.
@@ -26,7 +27,7 @@ pub const PASS_THROUGH_TRANSFER_SYNTAXES: &[&str] = &[
     "1.2.840.10008.1.2.4.81", // JPEG-LS Near-Lossless
     "1.2.840.10008.1.2.5",    // RLE Lossless
     "1.2.840.10008.1.2.1.99", // Deflated Explicit VR Little Endian
-    "1.2.840.10008.1.2.2",    // Explicit VR Big Endian (retired, still found in archives)
+    EXPLICIT_VR_BE,           // Explicit VR Big Endian (retired, still found in archives)
 ];
 
 /// Storage SOP classes proposed when the classes of a retrieval are not known in advance,
