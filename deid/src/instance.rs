@@ -63,7 +63,7 @@ pub fn trailing_pixel_data(data_set: &[u8], explicit_vr: bool) -> Option<usize> 
             data_set[length_at + 3],
         ]);
         let fits = if length == u32::MAX {
-            data_set.get(at + header..at + header + 4) == Some(&ITEM[..]) && data_set.ends_with(&SEQUENCE_DELIMITER)
+            encapsulated_end(data_set, at + header) == Some(data_set.len())
         } else {
             at + header + length as usize == data_set.len()
         };
@@ -72,6 +72,26 @@ pub fn trailing_pixel_data(data_set: &[u8], explicit_vr: bool) -> Option<usize> 
         }
     }
     None
+}
+
+/// Where encapsulated pixel data whose first item starts at `from` ends: its items walked by
+/// their headers up to and including the sequence delimiter. `None` when the bytes are not a
+/// well-formed item sequence. Only an exact walk tells where the pixel data ends: a data set
+/// whose last element is some other sequence of undefined length (a Digital Signatures
+/// Sequence, a private sequence in a high group) ends with a delimiter too.
+fn encapsulated_end(data_set: &[u8], from: usize) -> Option<usize> {
+    let mut at = from;
+    loop {
+        let header = data_set.get(at..at + 8)?;
+        let length = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
+        if header[..4] == SEQUENCE_DELIMITER[..4] {
+            return (length == 0).then_some(at + 8);
+        }
+        if header[..4] != ITEM || length == u32::MAX as usize {
+            return None;
+        }
+        at = at.checked_add(8)?.checked_add(length)?;
+    }
 }
 
 /// De-identifies one instance's data set, encoded in `ts`, held at `site`, writing it after
@@ -136,6 +156,12 @@ mod tests {
         encapsulated.extend_from_slice(&[0xFE, 0xFF, 0x00, 0xE0, 0, 0, 0, 0]);
         encapsulated.extend_from_slice(&SEQUENCE_DELIMITER);
         assert_eq!(trailing_pixel_data(&encapsulated, true), Some(0));
+        // Encapsulated pixel data followed by another element that ends with a delimiter (a
+        // private sequence of undefined length): not the last element, so no split.
+        let mut followed = encapsulated.clone();
+        followed.extend_from_slice(&[0xE1, 0x7F, 0x10, 0x10, b'S', b'Q', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF]);
+        followed.extend_from_slice(&SEQUENCE_DELIMITER);
+        assert_eq!(trailing_pixel_data(&followed, true), None);
         // Implicit VR.
         let implicit = [0xE0, 0x7F, 0x10, 0x00, 2, 0, 0, 0, 7, 7];
         assert_eq!(trailing_pixel_data(&implicit, false), Some(0));

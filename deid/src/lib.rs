@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod beyond_table;
 pub mod burned_in;
 pub mod dates;
 pub mod instance;
@@ -17,4 +18,4 @@ pub mod table;
 
 pub use keys::ProjectKeys;
 pub use options::Options;
-pub use profile::{Deidentifier, Report, UidMapping};
+pub use profile::{Deidentifier, KnownPatient, Report, UidMapping};

@@ -71,12 +71,28 @@ pub struct Deidentifier {
     options: Options,
 }
 
+/// The patient a data set belongs to when the data set itself does not say (a series-level
+/// search result confined to a study, say): the PatientID and IssuerOfPatientID the site holds,
+/// found by the caller. Its dates are shifted by this patient's shift.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownPatient {
+    pub id: String,
+    pub issuer: Option<String>,
+}
+
 /// What is known of the data set while it is processed.
 struct Context<'a> {
     keys: &'a ProjectKeys,
     options: &'a Options,
     issuer: String,
-    shift_days: i64,
+    /// The patient's date shift; `None` when the patient is not known (no PatientID in the
+    /// data set and none given): then dates cannot be shifted by the patient's own shift, and
+    /// are removed. A shift computed from a missing PatientID would be one constant for every
+    /// patient, which a client could difference against the same dates shown elsewhere.
+    shift_days: Option<i64>,
+    /// How many sequences the profile replaces with a dummy (action D: Content Sequence,
+    /// Graphic Annotation Sequence, ...) enclose the element being processed.
+    within_dummy: std::cell::Cell<usize>,
     identifying: Vec<String>,
     unreliable_text: bool,
     /// The profile removes Overlay Data under these options (then whole overlays go).
@@ -186,7 +202,20 @@ impl Deidentifier {
 
     /// De-identifies a data set held at `site` in place.
     pub fn apply(&self, obj: &mut InMemDicomObject, site: &str) -> Report {
+        self.apply_for(obj, site, None)
+    }
+
+    /// De-identifies a data set held at `site` in place; `known` is its patient when the data
+    /// set has no PatientID of its own (ignored when it has one).
+    pub fn apply_for(&self, obj: &mut InMemDicomObject, site: &str, known: Option<&KnownPatient>) -> Report {
+        let own_patient = obj.element(tags::PATIENT_ID).is_ok();
         let patient_id = text_of(obj, tags::PATIENT_ID).unwrap_or_default();
+        let shift_days = match (own_patient, known) {
+            (true, _) => Some(self.keys.date_shift_days(&patient_id)),
+            (false, Some(known)) => Some(self.keys.date_shift_days(&known.id)),
+            (false, None) => None,
+        };
+        let known_issuer = known.filter(|_| !own_patient).and_then(|k| k.issuer.clone());
         let charset =
             obj.element(tags::SPECIFIC_CHARACTER_SET).ok().and_then(|e| e.to_multi_str().ok().map(|v| v.to_vec()));
         let unreliable_text = charset
@@ -195,8 +224,9 @@ impl Deidentifier {
         let context = Context {
             keys: &self.keys,
             options: &self.options,
-            issuer: text_of(obj, tags::ISSUER_OF_PATIENT_ID).unwrap_or_else(|| site.to_owned()),
-            shift_days: self.keys.date_shift_days(&patient_id),
+            issuer: text_of(obj, tags::ISSUER_OF_PATIENT_ID).or(known_issuer).unwrap_or_else(|| site.to_owned()),
+            shift_days,
+            within_dummy: std::cell::Cell::new(0),
             identifying: identifying_values(obj),
             unreliable_text,
             overlays_removed: row_of(Tag(0x6000, 0x3000)).map(|r| self.options.action(r)) == Some(Action::Remove),
@@ -351,12 +381,12 @@ fn clean(context: &Context<'_>, element: InMemElement, depth: usize, report: &mu
     if is_text(vr) && unusable_text(context, &values) {
         return None;
     }
-    let dates = context.options.has("retain-longitudinal-modified-dates");
-    let cleaned: Option<Vec<String>> = match vr {
-        VR::DA if dates => values.iter().map(|v| shift_da(v, context.shift_days)).collect(),
-        VR::DT if dates => values.iter().map(|v| shift_dt(v, context.shift_days)).collect(),
-        VR::TM if dates => Some(values),
-        VR::DA | VR::DT | VR::TM => None,
+    let shift = context.shift_days.filter(|_| context.options.has("retain-longitudinal-modified-dates"));
+    let cleaned: Option<Vec<String>> = match (vr, shift) {
+        (VR::DA, Some(days)) => values.iter().map(|v| shift_da(v, days)).collect(),
+        (VR::DT, Some(days)) => values.iter().map(|v| shift_dt(v, days)).collect(),
+        (VR::TM, Some(_)) => Some(values),
+        (VR::DA | VR::DT | VR::TM, _) => None,
         _ => Some(values.iter().map(|v| redact(v, &context.identifying)).collect()),
     };
     report.changed += 1;
@@ -366,15 +396,97 @@ fn clean(context: &Context<'_>, element: InMemElement, depth: usize, report: &mu
     })
 }
 
-fn keep(context: &Context<'_>, element: InMemElement, depth: usize, report: &mut Report) -> Option<InMemElement> {
-    let vr = element.vr();
+/// Attributes of coded entries (PS3.3 Table 8.8-1) and of the structure of content items,
+/// kept inside a dummy sequence: they say what an item is, not what a report says of a person.
+const STRUCTURE: [Tag; 12] = [
+    tags::CODE_VALUE,
+    tags::CODING_SCHEME_DESIGNATOR,
+    tags::CODING_SCHEME_VERSION,
+    tags::CODE_MEANING,
+    tags::LONG_CODE_VALUE,
+    tags::URN_CODE_VALUE,
+    tags::MAPPING_RESOURCE,
+    tags::CONTEXT_IDENTIFIER,
+    tags::CONTEXT_UID,
+    tags::MAPPING_RESOURCE_NAME,
+    tags::TEMPLATE_IDENTIFIER,
+    tags::GRAPHIC_LAYER,
+];
+
+/// The prefix of the UIDs the standard defines (SOP classes, coding schemes, templates).
+const STANDARD_UID_ROOT: &str = "1.2.840.10008.";
+
+/// An attribute the profile would keep, inside a sequence it replaces with a dummy (action D on
+/// a sequence: Content Sequence, Graphic Annotation Sequence, ...). The items keep their
+/// structure (codes, enumerated values, numbers) so the instance stays valid, and nothing of
+/// what they say: every text (a report's Text Value, a presentation state's Unformatted Text
+/// Value, names) becomes a dummy, dates are shifted or become dummies, UIDs are mapped and
+/// binary values are emptied. PS3.15's Clean Structured Content and Clean Graphics options,
+/// which would keep cleaned text, are not offered.
+fn within_dummy(
+    context: &Context<'_>,
+    element: InMemElement,
+    depth: usize,
+    report: &mut Report,
+) -> Option<InMemElement> {
+    let (tag, vr) = (element.header().tag, element.vr());
     if vr == VR::SQ {
         return sequence(context, element, depth, report);
     }
-    if is_text(vr) && unusable_text(context, &strings(&element)?) {
+    if STRUCTURE.contains(&tag) {
+        return keep_text(context, element);
+    }
+    report.changed += 1;
+    match vr {
+        VR::CS | VR::US | VR::SS | VR::UL | VR::SL | VR::FL | VR::FD | VR::DS | VR::IS | VR::AT | VR::UV | VR::SV => {
+            Some(element)
+        }
+        VR::UI => {
+            let mapped = strings(&element)?
+                .iter()
+                .map(|uid| if uid.starts_with(STANDARD_UID_ROOT) { uid.clone() } else { context.keys.uid(uid) })
+                .collect();
+            Some(with_strings(tag, vr, mapped))
+        }
+        VR::DA | VR::DT | VR::TM
+            if context.shift_days.is_some() && context.options.has("retain-longitudinal-modified-dates") =>
+        {
+            clean(context, element, depth, report)
+        }
+        _ => Some(dummy(context, &element)),
+    }
+}
+
+/// A kept text value, unless its character set cannot be decoded faithfully.
+fn keep_text(context: &Context<'_>, element: InMemElement) -> Option<InMemElement> {
+    if is_text(element.vr()) && unusable_text(context, &strings(&element)?) {
         return None;
     }
     Some(element)
+}
+
+/// An element inside the items of a sequence the profile replaces with a dummy.
+fn dummy_sequence(
+    context: &Context<'_>,
+    element: InMemElement,
+    depth: usize,
+    report: &mut Report,
+) -> Option<InMemElement> {
+    context.within_dummy.set(context.within_dummy.get() + 1);
+    let out = sequence(context, element, depth, report);
+    context.within_dummy.set(context.within_dummy.get() - 1);
+    out
+}
+
+fn keep(context: &Context<'_>, element: InMemElement, depth: usize, report: &mut Report) -> Option<InMemElement> {
+    let vr = element.vr();
+    if context.within_dummy.get() > 0 {
+        return within_dummy(context, element, depth, report);
+    }
+    if vr == VR::SQ {
+        return sequence(context, element, depth, report);
+    }
+    keep_text(context, element)
 }
 
 fn transform(context: &Context<'_>, element: InMemElement, depth: usize, report: &mut Report) -> Option<InMemElement> {
@@ -400,7 +512,10 @@ fn transform(context: &Context<'_>, element: InMemElement, depth: usize, report:
         };
         return Some(DataElement::new(tag, vr, PrimitiveValue::from(pseudonym)));
     }
-    let action = row_of(tag).map(|row| context.options.action(row)).unwrap_or(Action::Keep);
+    let action = match row_of(tag) {
+        Some(row) => context.options.action(row),
+        None => crate::beyond_table::action(tag).unwrap_or(Action::Keep),
+    };
     let changed = |report: &mut Report, element: InMemElement| {
         report.changed += 1;
         Some(element)
@@ -409,7 +524,7 @@ fn transform(context: &Context<'_>, element: InMemElement, depth: usize, report:
         Action::Keep => keep(context, element, depth, report),
         Action::Remove => None,
         Action::Zero | Action::RemoveOrZero => changed(report, empty(tag, vr)),
-        Action::Dummy if vr == VR::SQ => sequence(context, element, depth, report),
+        Action::Dummy if vr == VR::SQ => dummy_sequence(context, element, depth, report),
         Action::Dummy => changed(report, dummy(context, &element)),
         // Without the IOD's tables the attribute may be Type 1: a dummy keeps the instance valid.
         Action::RemoveOrDummy | Action::ZeroOrDummy | Action::RemoveOrZeroOrDummy => {
@@ -561,6 +676,107 @@ mod tests {
         assert!(obj.element(Tag(0x0009, 0x1001)).is_err() && obj.element(Tag(0x0009, 0x0010)).is_err());
         let codes = obj.element(tags::DEIDENTIFICATION_METHOD_CODE_SEQUENCE).expect("stamped").items().expect("items");
         assert!(codes.iter().any(|c| text_of(c, tags::CODE_VALUE).as_deref() == Some("113111")));
+    }
+
+    fn content_item(value_type: &str, value: InMemElement) -> InMemDicomObject {
+        let concept = InMemDicomObject::from_element_iter([
+            DataElement::new(tags::CODE_VALUE, VR::SH, PrimitiveValue::from("121071")),
+            DataElement::new(tags::CODING_SCHEME_DESIGNATOR, VR::SH, PrimitiveValue::from("DCM")),
+            DataElement::new(tags::CODE_MEANING, VR::LO, PrimitiveValue::from("Finding")),
+        ]);
+        InMemDicomObject::from_element_iter([
+            DataElement::new(tags::RELATIONSHIP_TYPE, VR::CS, PrimitiveValue::from("CONTAINS")),
+            DataElement::new(tags::VALUE_TYPE, VR::CS, PrimitiveValue::from(value_type)),
+            DataElement::new(tags::CONCEPT_NAME_CODE_SEQUENCE, VR::SQ, DataSetSequence::from(vec![concept])),
+            value,
+        ])
+    }
+
+    #[test]
+    fn report_content_becomes_a_dummy_that_keeps_its_structure() {
+        let mut obj = sample();
+        let items = vec![
+            content_item(
+                "TEXT",
+                DataElement::new(
+                    tags::TEXT_VALUE,
+                    VR::UT,
+                    PrimitiveValue::from("Mrs Gwendolyn Doe (MRN-0042), seen by Dr Quimby"),
+                ),
+            ),
+            content_item("PNAME", DataElement::new(tags::PERSON_NAME, VR::PN, PrimitiveValue::from("Quimby^Arthur"))),
+            content_item("DATE", DataElement::new(tags::DATE, VR::DA, PrimitiveValue::from("20240305"))),
+            content_item("UIDREF", DataElement::new(tags::UID, VR::UI, PrimitiveValue::from("1.2.3.77"))),
+            content_item("NUM", DataElement::new(tags::NUMERIC_VALUE, VR::DS, PrimitiveValue::from("12.5"))),
+        ];
+        obj.put(DataElement::new(tags::CONTENT_SEQUENCE, VR::SQ, DataSetSequence::from(items)));
+        for options in [&[][..], &["retain-longitudinal-modified-dates", "clean-descriptors"][..]] {
+            let mut obj = obj.clone();
+            let d = deidentifier(options);
+            d.apply(&mut obj, "site-1");
+            let text = all_text(&obj);
+            for leak in ["Gwendolyn", "Quimby", "MRN-0042", "20240305", "1.2.3.77"] {
+                assert!(!text.contains(leak), "{leak} leaked under {options:?}: {text}");
+            }
+            let content = obj.element(tags::CONTENT_SEQUENCE).expect("kept").items().expect("items").to_vec();
+            assert_eq!(content.len(), 5, "the items stay: the report keeps its structure");
+            assert_eq!(text_of(&content[0], tags::TEXT_VALUE).as_deref(), Some(DUMMY_TEXT));
+            assert_eq!(text_of(&content[0], tags::VALUE_TYPE).as_deref(), Some("TEXT"));
+            let concept = content[0].element(tags::CONCEPT_NAME_CODE_SEQUENCE).expect("code").items().expect("items");
+            assert_eq!(text_of(&concept[0], tags::CODE_MEANING).as_deref(), Some("Finding"));
+            assert_eq!(text_of(&content[3], tags::UID), Some(d.keys().uid("1.2.3.77")));
+            assert_eq!(text_of(&content[4], tags::NUMERIC_VALUE).as_deref(), Some("12.5"));
+        }
+    }
+
+    #[test]
+    fn dates_shift_by_the_patient_given_when_the_data_set_names_none() {
+        let d = deidentifier(&["retain-longitudinal-modified-dates"]);
+        let series = || {
+            InMemDicomObject::from_element_iter([
+                DataElement::new(tags::SERIES_INSTANCE_UID, VR::UI, PrimitiveValue::from("1.2.3.4")),
+                DataElement::new(tags::SERIES_DATE, VR::DA, PrimitiveValue::from("20240301")),
+            ])
+        };
+        let known = KnownPatient { id: "MRN-0042".into(), issuer: None };
+        let mut shown = series();
+        d.apply_for(&mut shown, "site-1", Some(&known));
+        let shift = d.keys().date_shift_days("MRN-0042");
+        assert_eq!(text_of(&shown, tags::SERIES_DATE), crate::dates::shift_date("20240301", shift));
+        assert!(shown.element(tags::PATIENT_ID).is_err(), "the patient is not added to what is shown");
+        // The same series with its patient in the data set: the same date.
+        let mut full = series();
+        full.put(DataElement::new(tags::PATIENT_ID, VR::LO, PrimitiveValue::from("MRN-0042")));
+        d.apply_for(&mut full, "site-1", Some(&KnownPatient { id: "someone else".into(), issuer: None }));
+        assert_eq!(text_of(&full, tags::SERIES_DATE), text_of(&shown, tags::SERIES_DATE));
+        // No patient at all: no shift can be the patient's own, so the date goes.
+        let mut unknown = series();
+        d.apply(&mut unknown, "site-1");
+        assert_eq!(text_of(&unknown, tags::SERIES_DATE), None);
+    }
+
+    #[test]
+    fn attributes_the_table_leaves_out_but_that_name_the_archive_are_removed() {
+        let mut obj = sample();
+        let reference = InMemDicomObject::from_element_iter([
+            DataElement::new(tags::SERIES_INSTANCE_UID, VR::UI, PrimitiveValue::from("1.2.3.4")),
+            DataElement::new(
+                tags::RETRIEVE_URL,
+                VR::UR,
+                PrimitiveValue::from("https://pacs.st-elsewhere.example/wado/studies/1.2.3"),
+            ),
+            DataElement::new(tags::RETRIEVE_LOCATION_UID, VR::UI, PrimitiveValue::from("1.2.3.555")),
+        ]);
+        obj.put(DataElement::new(tags::REFERENCED_SERIES_SEQUENCE, VR::SQ, DataSetSequence::from(vec![reference])));
+        obj.put(DataElement::new(tags::HL7_INSTANCE_IDENTIFIER, VR::ST, PrimitiveValue::from("MSG-77^HOSP")));
+        let d = deidentifier(&[]);
+        d.apply(&mut obj, "site-1");
+        let text = all_text(&obj);
+        for leak in ["st-elsewhere", "1.2.3.555", "MSG-77"] {
+            assert!(!text.contains(leak), "{leak} leaked: {text}");
+        }
+        let series = obj.element(tags::REFERENCED_SERIES_SEQUENCE).expect("kept").items().expect("items").to_vec();
+        assert_eq!(text_of(&series[0], tags::RETRIEVE_LOCATION_UID), Some(d.keys().uid("1.2.3.555")));
     }
 
     #[test]

@@ -201,9 +201,15 @@ impl Privacy {
         entries
     }
 
-    /// De-identifies a data set held at `site` (a QIDO result), returning the map entries.
-    pub fn data_set(&self, obj: &mut InMemDicomObject, site: &str) -> Vec<(String, Original)> {
-        Privacy::entries(&self.engine.apply(obj, site))
+    /// De-identifies a data set held at `site` (a QIDO result) of `patient` when the data set
+    /// does not name its own, returning the map entries.
+    pub fn data_set(
+        &self,
+        obj: &mut InMemDicomObject,
+        site: &str,
+        patient: Option<&dicomweb_deid::KnownPatient>,
+    ) -> Vec<(String, Original)> {
+        Privacy::entries(&self.engine.apply_for(obj, site, patient))
     }
 
     /// De-identifies one retrieved instance of `site` (CPU work: call it off the async

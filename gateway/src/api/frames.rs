@@ -88,14 +88,37 @@ fn frame_media_type(transfer_syntax: &str) -> &'static str {
     }
 }
 
+/// The frame numbers of a `{frames}` path segment: integers from 1, none twice (PS3.18
+/// §8.1.5 asks for non-duplicate numbers; a number repeated would make one request answer the
+/// same frame without bound), at most [`MAX_FRAMES_PER_REQUEST`].
 fn parse_frame_list(list: &str) -> Result<Vec<usize>, ApiError> {
-    list.split(',')
-        .map(|n| match n.trim().parse::<usize>() {
-            Ok(n) if n >= 1 => Ok(n),
-            _ => Err(ApiError::BadRequest(format!("frame list {list:?}: frame numbers are integers from 1"))),
-        })
-        .collect()
+    let mut wanted = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for n in list.split(',') {
+        let n = match n.trim().parse::<usize>() {
+            Ok(n) if n >= 1 => n,
+            _ => {
+                let shown: String = list.chars().take(40).collect();
+                return Err(ApiError::BadRequest(format!("frame list {shown:?}: frame numbers are integers from 1")));
+            }
+        };
+        if !seen.insert(n) {
+            return Err(ApiError::BadRequest(format!("frame list: frame {n} is asked for twice")));
+        }
+        if wanted.len() == MAX_FRAMES_PER_REQUEST {
+            return Err(ApiError::BadRequest(format!(
+                "frame list: more than {MAX_FRAMES_PER_REQUEST} frames in one request"
+            )));
+        }
+        wanted.push(n);
+    }
+    Ok(wanted)
 }
+
+/// The most frames one request may name. With no number twice and none past the instance's
+/// last frame, a request answers at most the instance's pixel data once over; this bound keeps
+/// the list itself small too.
+pub const MAX_FRAMES_PER_REQUEST: usize = 10_000;
 
 fn number(obj: &InMemDicomObject, tag: Tag) -> Option<usize> {
     obj.element(tag).ok().and_then(|e| e.to_int::<u32>().ok()).map(|n| n as usize)
@@ -258,4 +281,28 @@ pub async fn bulkdata(
         Value::Sequence(_) => return Err(ApiError::BadRequest(format!("{tag} is a sequence, not bulk data"))),
     };
     Ok(multipart(vec![(content_type, bytes)]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_list_names_each_frame_once_within_the_bound() {
+        assert_eq!(parse_frame_list("3,1,2").expect("valid"), [3, 1, 2]);
+        for bad in ["0", "1,a", "", "1,,2", "-1"] {
+            assert!(matches!(parse_frame_list(bad), Err(ApiError::BadRequest(_))), "{bad}");
+        }
+        let repeated = parse_frame_list(&["1"; 2000].join(",")).expect_err("duplicates");
+        assert!(
+            matches!(&repeated, ApiError::BadRequest(m) if m.contains("frame 1 is asked for twice")),
+            "{repeated:?}"
+        );
+        let many: Vec<String> = (1..=MAX_FRAMES_PER_REQUEST + 1).map(|n| n.to_string()).collect();
+        assert!(matches!(parse_frame_list(&many.join(",")), Err(ApiError::BadRequest(m)) if m.contains("more than")));
+        assert_eq!(
+            parse_frame_list(&many[..MAX_FRAMES_PER_REQUEST].join(",")).expect("at the bound").len(),
+            MAX_FRAMES_PER_REQUEST
+        );
+    }
 }

@@ -2,6 +2,7 @@
 //! Required attributes are always returned (empty when the PACS has no value), RetrieveURL is
 //! written by us, and study and series roll-ups are computed when the PACS leaves them out.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Extension, Path, RawQuery, State};
@@ -12,6 +13,7 @@ use dicom_core::value::DataSetSequence;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::{tags, StandardDataDictionary};
 use dicom_object::InMemDicomObject;
+use dicomweb_deid::KnownPatient;
 use dicomweb_model::dicom_json::{write_object, JsonOptions};
 use dicomweb_model::qido::{self, required, IncludeFields, QidoQuery};
 use futures::StreamExt;
@@ -23,7 +25,7 @@ use super::{accepts, parse_uid, text_of};
 use crate::access::Access;
 use crate::config::HttpLimitsConfig;
 use crate::error::ApiError;
-use crate::federation::{find_everywhere, mark_sites, merge, sort, warning};
+use crate::federation::{find_everywhere, mark_sites, merge, sort, warning, Merged};
 use crate::pseudonyms::Kind;
 use crate::search_cache::SearchKey;
 use crate::state::{Gateway, Site};
@@ -155,7 +157,9 @@ fn vr_of(tag: Tag) -> VR {
 }
 
 /// The C-FIND identifier: scope UIDs and matching keys with values, return keys empty.
-fn identifier(scope: &Scope, query: &QidoQuery) -> InMemDicomObject {
+/// `patient`: the result's patient asked for too (de-identifying, every result's pseudonym
+/// and date shift need it, whether the resource shows it or not).
+fn identifier(scope: &Scope, query: &QidoQuery, patient: bool) -> InMemDicomObject {
     let mut identifier = InMemDicomObject::new_empty();
     for key in &query.matches {
         match key.path.as_slice() {
@@ -189,6 +193,9 @@ fn identifier(scope: &Scope, query: &QidoQuery) -> InMemDicomObject {
         IncludeFields::List(list) => list,
     };
     returned.extend(included.iter().filter(|tag| !below(scope.level, **tag)));
+    if patient {
+        returned.extend(qido_deid::PATIENT_KEYS);
+    }
     for tag in returned {
         if identifier.element(tag).is_err() {
             identifier.put(DataElement::new(tag, vr_of(tag), PrimitiveValue::Empty));
@@ -207,7 +214,7 @@ pub fn identifiers_for_fuzzing(raw_query: &str) -> Result<Vec<InMemDicomObject>,
         Scope { level: QueryLevel::Series, study: Some("1.2.3".into()), series: None },
         Scope { level: QueryLevel::Image, study: Some("1.2.3".into()), series: Some("1.2.3.4".into()) },
     ];
-    Ok(scopes.iter().map(|scope| identifier(scope, &query)).collect())
+    Ok(scopes.iter().map(|scope| identifier(scope, &query, true)).collect())
 }
 
 /// A query string longer than `server.max_query_length` (414 URI Too Long) or with more than
@@ -297,7 +304,10 @@ async fn search_sites(
                 .into(),
         ));
     }
-    let fan_out = find_everywhere(&sites, scope.level, &identifier(&scope, &query)).await;
+    // Whether the resource shows the patient; de-identifying, every result's patient is asked
+    // for all the same.
+    let shows_patient = identifier(&scope, &query, false).element(tags::PATIENT_ID).is_ok();
+    let fan_out = find_everywhere(&sites, scope.level, &identifier(&scope, &query, access.privacy().is_some())).await;
     if fan_out.failures.len() == sites.len() {
         // Every site failed: there is no answer to give, partial or not.
         return Err(fan_out.into_error());
@@ -308,11 +318,31 @@ async fn search_sites(
     let sites_missing = warning(&fan_out.failures);
     let mut merged = merge(scope.level, fan_out.results);
     sort(scope.level, &mut merged);
+    // Each result's patient (de-identifying): from the result, else from its study.
+    let mut patients: Vec<Option<KnownPatient>> = Vec::with_capacity(merged.len());
+    if access.privacy().is_some() {
+        let mut of_study: HashMap<String, Option<KnownPatient>> = HashMap::new();
+        for one in &mut merged {
+            let mut patient = qido_deid::take_patient(&mut one.object, shows_patient);
+            let study = text_of(&one.object, tags::STUDY_INSTANCE_UID).or_else(|| scope.study.clone());
+            if let (None, Some(study), Some(&site)) = (&patient, study, one.sites.first()) {
+                if !of_study.contains_key(&study) {
+                    let found = qido_deid::patient_of_study(sites[site], &study).await?;
+                    of_study.insert(study.clone(), found);
+                }
+                patient = of_study[&study].clone();
+            }
+            patients.push(patient);
+        }
+    } else {
+        patients.resize(merged.len(), None);
+    }
+    let mut merged: Vec<(Merged, Option<KnownPatient>)> = merged.into_iter().zip(patients).collect();
     if let (Some(privacy), false) = (access.privacy(), filters.is_empty()) {
-        merged.retain(|m| {
+        merged.retain(|(m, patient)| {
             let mut shown = m.object.clone();
             let site = m.sites.first().map(|&s| sites[s].id().to_string()).unwrap_or_default();
-            privacy.engine.apply(&mut shown, &site);
+            privacy.engine.apply_for(&mut shown, &site, patient.as_ref());
             qido_deid::passes(&shown, &filters)
         });
     }
@@ -331,7 +361,7 @@ async fn search_sites(
     body.push(b'[');
     // Results are completed (roll-ups may take more C-FINDs) several at a time, in order; the
     // sites' association budgets bound how many queries actually run at once.
-    let completed = futures::stream::iter(window.into_iter().map(|merged| {
+    let completed = futures::stream::iter(window.into_iter().map(|(merged, patient)| {
         let holding: Vec<&Site> = merged.sites.iter().map(|&s| sites[s]).collect();
         let (scope, reused) = (&scope, &reused);
         async move {
@@ -341,7 +371,11 @@ async fn search_sites(
             let directory = DirectoryUse { read: single, write: single && rememberable };
             complete(gw, &holding, scope, &mut result, directory).await?;
             let entries = match access.privacy() {
-                Some(privacy) => privacy.data_set(&mut result, holding.first().map(|s| s.id().as_str()).unwrap_or("")),
+                Some(privacy) => privacy.data_set(
+                    &mut result,
+                    holding.first().map(|s| s.id().as_str()).unwrap_or(""),
+                    patient.as_ref(),
+                ),
                 None => Vec::new(),
             };
             put_retrieve_url(access, scope, &mut result);
@@ -384,11 +418,11 @@ fn matches_uids_only(query: &QidoQuery) -> bool {
 }
 
 /// The study UIDs that name more than one merged result (the same UID under two patients).
-fn reused_study_uids(merged: &[crate::federation::Merged]) -> std::collections::HashSet<String> {
+fn reused_study_uids(merged: &[(Merged, Option<KnownPatient>)]) -> std::collections::HashSet<String> {
     let mut seen = std::collections::HashSet::new();
     merged
         .iter()
-        .filter_map(|m| text_of(&m.object, tags::STUDY_INSTANCE_UID))
+        .filter_map(|(m, _)| text_of(&m.object, tags::STUDY_INSTANCE_UID))
         .filter(|study| !seen.insert(study.clone()))
         .collect()
 }
@@ -397,10 +431,10 @@ fn reused_study_uids(merged: &[crate::federation::Merged]) -> std::collections::
 fn remember_studies(
     gw: &Gateway,
     sites: &[&Site],
-    merged: &[crate::federation::Merged],
+    merged: &[(Merged, Option<KnownPatient>)],
     reused: &std::collections::HashSet<String>,
 ) {
-    for one in merged {
+    for (one, _) in merged {
         if let Some(study) = text_of(&one.object, tags::STUDY_INSTANCE_UID).filter(|s| !reused.contains(s)) {
             gw.directory.record_sites(&study, one.sites.iter().map(|&i| sites[i].id().to_string()).collect());
         }
@@ -503,7 +537,7 @@ mod tests {
 
     fn asked(level: QueryLevel, query: &str) -> InMemDicomObject {
         let scope = Scope { level, study: None, series: None };
-        identifier(&scope, &qido::parse(query).expect("valid query"))
+        identifier(&scope, &qido::parse(query).expect("valid query"), false)
     }
 
     #[test]

@@ -14,18 +14,21 @@
 //!   reveal what the de-identified results hide.
 
 use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
-use dicom_core::{Tag, VR};
+use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::{tags, StandardDataDictionary};
 use dicom_object::InMemDicomObject;
 use dicomweb_deid::dates::shift_date;
 use dicomweb_deid::keys::MAX_SHIFT_DAYS;
 use dicomweb_deid::table::{row_of, Action};
+use dicomweb_deid::KnownPatient;
 use dicomweb_model::qido::{MatchKey, QidoQuery};
+use pacs_adapter::QueryLevel;
 
 use super::text_of;
 use crate::deidentify::Privacy;
 use crate::error::ApiError;
 use crate::pseudonyms::Kind;
+use crate::state::Site;
 
 /// A check a de-identified result must pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +140,48 @@ pub async fn translate(privacy: &Privacy, query: &mut QidoQuery) -> Result<Optio
     }
     query.matches = translated;
     Ok(Some(filters))
+}
+
+/// The patient of each result (for its pseudonym and date shift), asked of the sites along
+/// with every search when de-identifying: a result confined by its path to a study or series
+/// does not show the study's patient attributes, and a date shifted without its patient would
+/// be shifted by one constant for every patient (docs/DEIDENTIFICATION.md).
+pub const PATIENT_KEYS: [Tag; 2] = [tags::PATIENT_ID, tags::ISSUER_OF_PATIENT_ID];
+
+/// A result's patient, taken out of the result when the resource does not show it (`shown`
+/// false): the result is then de-identified for that patient without naming it.
+pub fn take_patient(result: &mut InMemDicomObject, shown: bool) -> Option<KnownPatient> {
+    result.element(tags::PATIENT_ID).ok()?;
+    let patient = KnownPatient {
+        id: text_of(result, tags::PATIENT_ID).unwrap_or_default(),
+        issuer: text_of(result, tags::ISSUER_OF_PATIENT_ID),
+    };
+    if !shown {
+        for tag in PATIENT_KEYS {
+            result.remove_element(tag);
+        }
+    }
+    Some(patient)
+}
+
+/// The one patient a study belongs to at a site that did not name it in a result (a PACS may
+/// leave study attributes out of a series-level answer): a study-level C-FIND. `None` when
+/// the site names no patient, or more than one (a study UID reused under two patients).
+pub async fn patient_of_study(site: &Site, study: &str) -> Result<Option<KnownPatient>, ApiError> {
+    let identifier = InMemDicomObject::from_element_iter([
+        DataElement::new(tags::STUDY_INSTANCE_UID, VR::UI, PrimitiveValue::from(study)),
+        DataElement::new(tags::PATIENT_ID, VR::LO, PrimitiveValue::Empty),
+        DataElement::new(tags::ISSUER_OF_PATIENT_ID, VR::LO, PrimitiveValue::Empty),
+    ]);
+    let mut patients: Vec<KnownPatient> = Vec::new();
+    for mut found in site.find_all(QueryLevel::Study, identifier).await? {
+        if let Some(patient) = take_patient(&mut found, false) {
+            if !patients.contains(&patient) {
+                patients.push(patient);
+            }
+        }
+    }
+    Ok(if patients.len() == 1 { patients.pop() } else { None })
 }
 
 /// Whether a de-identified result passes every check.
