@@ -98,6 +98,7 @@ const CONTENT_LIMITS: gateway::config::DataSetLimitsConfig = gateway::config::Da
     max_sequence_depth: 64,
     max_inflated_size: 16 << 20,
     max_frame_size: 1 << 30,
+    max_decoded_size: 1 << 30,
 };
 
 /// A Part-10 file as a STOW-RS client or a PACS sends it: the file meta group, the content

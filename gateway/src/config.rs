@@ -38,6 +38,7 @@ mod raw {
         pub max_sequence_depth: Option<usize>,
         pub max_inflated_size: Option<String>,
         pub max_frame_size: Option<String>,
+        pub max_decoded_size: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -299,6 +300,8 @@ pub struct DataSetLimitsConfig {
     pub max_inflated_size: u64,
     /// Largest frame (rows x columns x samples x bits allocated) cut out or decoded.
     pub max_frame_size: u64,
+    /// Largest pixel data decoded at once (every frame of an instance transcoded).
+    pub max_decoded_size: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -509,13 +512,16 @@ impl Config {
         );
         let max_frame_size =
             size_of("dataset_limits.max_frame_size", raw_dataset.and_then(|d| d.max_frame_size.as_ref()), "1GiB");
+        let max_decoded_size =
+            size_of("dataset_limits.max_decoded_size", raw_dataset.and_then(|d| d.max_decoded_size.as_ref()), "1GiB");
         let max_sequence_depth = raw_dataset.and_then(|d| d.max_sequence_depth).unwrap_or(64);
         check(if (1..=1000).contains(&max_sequence_depth) {
             Ok(())
         } else {
             Err("dataset_limits.max_sequence_depth must be 1 to 1000".into())
         });
-        let dataset_limits = DataSetLimitsConfig { max_sequence_depth, max_inflated_size, max_frame_size };
+        let dataset_limits =
+            DataSetLimitsConfig { max_sequence_depth, max_inflated_size, max_frame_size, max_decoded_size };
         let max_requests_in_flight = raw.server.max_requests_in_flight.unwrap_or(256);
         check(if max_requests_in_flight > 0 {
             Ok(())

@@ -8,6 +8,9 @@
 
 use std::io::Read;
 
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+
 pub use pacs_adapter::data_set_check::{check_data_set, ContentLimitError, Encoding};
 
 use crate::config::DataSetLimitsConfig;
@@ -45,6 +48,32 @@ pub fn inflate(deflated: &[u8], max: u64) -> Result<Vec<u8>, ContentLimitError> 
     Ok(out)
 }
 
+/// The size of an instance's pixel data once every frame is decoded (frames x rows x columns x
+/// samples x bits allocated), checked against `max_frame_size` and `max_decoded_size` before
+/// anything decodes it: a transcoder allocates the whole of it.
+pub fn decoded_size(obj: &InMemDicomObject, limits: &DataSetLimitsConfig) -> Result<u64, ContentLimitError> {
+    let number = |tag| -> u64 {
+        obj.element(tag)
+            .ok()
+            .and_then(|e| e.to_int::<u64>().ok().or_else(|| e.to_str().ok()?.trim().parse().ok()))
+            .unwrap_or(0)
+    };
+    let samples = number(tags::SAMPLES_PER_PIXEL).max(1);
+    let frame = frame_size(
+        number(tags::ROWS),
+        number(tags::COLUMNS),
+        samples,
+        number(tags::BITS_ALLOCATED),
+        limits.max_frame_size,
+    )?;
+    let frames = number(tags::NUMBER_OF_FRAMES).max(1);
+    let too_large = ContentLimitError::DecodedTooLarge { frames, frame_size: frame, limit: limits.max_decoded_size };
+    match frames.checked_mul(frame) {
+        Some(total) if total <= limits.max_decoded_size => Ok(total),
+        _ => Err(too_large),
+    }
+}
+
 /// The size in bytes of one native frame, checked: no overflow, at most `limit`.
 pub fn frame_size(rows: u64, columns: u64, samples: u64, bits: u64, limit: u64) -> Result<u64, ContentLimitError> {
     let too_large = ContentLimitError::FrameTooLarge { rows, columns, samples, bits, limit };
@@ -67,8 +96,12 @@ mod tests {
     /// An undefined length.
     const UNDEFINED: u32 = 0xFFFF_FFFF;
 
-    const LIMITS: DataSetLimitsConfig =
-        DataSetLimitsConfig { max_sequence_depth: 64, max_inflated_size: 1 << 20, max_frame_size: 1 << 30 };
+    const LIMITS: DataSetLimitsConfig = DataSetLimitsConfig {
+        max_sequence_depth: 64,
+        max_inflated_size: 1 << 20,
+        max_frame_size: 1 << 30,
+        max_decoded_size: 1 << 30,
+    };
     const EXPLICIT_LE: Encoding = Encoding { explicit: true, big_endian: false };
     const IMPLICIT_LE: Encoding = Encoding { explicit: false, big_endian: false };
 
@@ -253,5 +286,25 @@ mod tests {
             check_data_set(&data, Encoding::of(""), 64),
             Err(ContentLimitError::Malformed("an element has an unknown VR"))
         );
+    }
+
+    #[test]
+    fn every_frame_decoded_counts_against_the_bound_before_decoding() {
+        use dicom_core::{DataElement, PrimitiveValue, VR};
+        let image = |frames: &str| {
+            InMemDicomObject::from_element_iter([
+                DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(512u16)),
+                DataElement::new(tags::COLUMNS, VR::US, PrimitiveValue::from(512u16)),
+                DataElement::new(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(16u16)),
+                DataElement::new(tags::NUMBER_OF_FRAMES, VR::IS, PrimitiveValue::from(frames)),
+            ])
+        };
+        assert_eq!(decoded_size(&image("2"), &LIMITS), Ok(2 * 512 * 512 * 2));
+        let bounded = DataSetLimitsConfig { max_decoded_size: 100 << 20, ..LIMITS };
+        assert_eq!(
+            decoded_size(&image("4000"), &bounded),
+            Err(ContentLimitError::DecodedTooLarge { frames: 4000, frame_size: 512 * 512 * 2, limit: 100 << 20 })
+        );
+        assert!(decoded_size(&image("18446744073709551615"), &bounded).is_err(), "no overflow");
     }
 }

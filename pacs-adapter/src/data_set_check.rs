@@ -30,6 +30,8 @@ pub enum ContentLimitError {
         "a frame of {rows} rows x {columns} columns x {samples} samples x {bits} bits is larger than {limit} bytes"
     )]
     FrameTooLarge { rows: u64, columns: u64, samples: u64, bits: u64, limit: u64 },
+    #[error("{frames} frames of {frame_size} bytes decode to more than {limit} bytes")]
+    DecodedTooLarge { frames: u64, frame_size: u64, limit: u64 },
 }
 
 /// How the data set after the file meta group is encoded.

@@ -203,3 +203,29 @@ def test_a_frame_list_cannot_amplify_memory(testbed):
         assert requests.get(base + "/frames/" + ",".join(["2"] * 2), headers=accept).status_code == 400
     finally:
         stop(process)
+
+
+def test_decoding_a_whole_instance_is_bounded_before_it_starts(testbed):
+    """A compressed multi-frame instance whose frames, all decoded, exceed
+    `dataset_limits.max_decoded_size` is refused (406) where the gateway would transcode it, and
+    still served as stored."""
+    loaded = next(f["stored"] for f in testbed["data"]["pydicom"] if f["path"].endswith("/examples_ybr_color.dcm"))
+    base = f"studies/{loaded['study_uid']}/series/{loaded['series_uid']}/instances/{loaded['sop_instance_uid']}"
+    octets = {"Accept": "multipart/related; type=application/octet-stream"}
+    default = {"Accept": 'multipart/related; type="application/dicom"'}
+    roomy, roomy_gw = start_federation(testbed, "FEDGW5")
+    try:
+        # 30 frames of 240 x 320 x 3 bytes: 6.9 MB decoded, which the default bound allows.
+        assert requests.get(f"{roomy_gw.url}/{base}/frames/2", headers=octets).status_code == 200
+        assert requests.get(f"{roomy_gw.url}/{base}", headers=default).status_code == 200
+    finally:
+        stop(roomy)
+    process, gw = start_federation(testbed, "FEDGW5", extra='[dataset_limits]\nmax_decoded_size = "4MiB"\n')
+    try:
+        for path, accept in ((f"{base}/frames/2", octets), (base, default), (base, octets)):
+            answer = requests.get(f"{gw.url}/{path}", headers=accept)
+            assert answer.status_code == 406 and "decode to more than 4194304 bytes" in answer.text, (path, answer.status_code, answer.text)
+        as_stored = requests.get(f"{gw.url}/{base}", headers=ACCEPT_DICOM)
+        assert as_stored.status_code == 200 and len(list(multipart_instances(as_stored))) == 1
+    finally:
+        stop(process)

@@ -25,8 +25,8 @@ use crate::state::Gateway;
 struct Instance {
     object: FileDicomObject<InMemDicomObject>,
     transfer_syntax: String,
-    /// `dataset_limits.max_frame_size`.
-    max_frame_size: u64,
+    /// `[dataset_limits]`.
+    limits: crate::config::DataSetLimitsConfig,
 }
 
 async fn retrieve_instance(
@@ -49,7 +49,7 @@ async fn retrieve_instance(
     })
     .await
     .map_err(|e| ApiError::BadRequest(format!("parsing failed: {e}")))??;
-    Ok(Instance { object, transfer_syntax, max_frame_size: limits.max_frame_size })
+    Ok(Instance { object, transfer_syntax, limits })
 }
 
 /// The instance with its pixel data decoded to Explicit VR Little Endian, or 406 naming what
@@ -58,6 +58,9 @@ async fn decoded(instance: Instance, media_type: &str) -> Result<Instance, ApiEr
     use dicom_pixeldata::Transcode;
     use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
     let stored = instance.transfer_syntax.clone();
+    crate::dataset_limits::decoded_size(&instance.object, &instance.limits).map_err(|e| {
+        ApiError::NotAcceptable(format!("the frames cannot be decoded here: {e}; ask for {media_type}"))
+    })?;
     let mut object = instance.object;
     tokio::task::spawn_blocking(move || object.transcode(&EXPLICIT_VR_LITTLE_ENDIAN.erased()).map(|()| object))
         .await
@@ -65,7 +68,7 @@ async fn decoded(instance: Instance, media_type: &str) -> Result<Instance, ApiEr
         .map(|object| Instance {
             object,
             transfer_syntax: EXPLICIT_VR_LITTLE_ENDIAN.uid().to_owned(),
-            max_frame_size: instance.max_frame_size,
+            limits: instance.limits,
         })
         .map_err(|e| {
             ApiError::NotAcceptable(format!(
@@ -179,7 +182,7 @@ fn frames_of(instance: &Instance, wanted: &[usize]) -> Result<(Vec<Bytes>, bool)
                 columns as u64,
                 samples as u64,
                 bits as u64,
-                instance.max_frame_size,
+                instance.limits.max_frame_size,
             )? as usize;
             if frame_size == 0 || !bits.is_multiple_of(8) {
                 return Err(ApiError::NotAcceptable("frames of this pixel data layout cannot be cut out".into()));

@@ -16,6 +16,7 @@ use futures::{stream, StreamExt};
 use pacs_adapter::RetrievedInstance;
 
 use super::accept_ranges;
+use crate::config::DataSetLimitsConfig;
 use crate::error::ApiError;
 use crate::locate::Instances;
 
@@ -42,12 +43,23 @@ pub fn wanted(headers: &HeaderMap) -> bool {
 
 /// The bulk data elements of one instance: (BulkDataURI, bytes), pixel data decoded to Explicit
 /// VR Little Endian first when it is encapsulated.
-fn elements(instance: &RetrievedInstance, public_url: &str) -> Result<Vec<(String, Bytes)>, std::io::Error> {
+/// Whether the pixel data of an instance is encapsulated (compressed).
+pub fn encapsulated(object: &dicom_object::InMemDicomObject) -> bool {
+    object.element(tags::PIXEL_DATA).is_ok_and(|e| matches!(e.value(), Value::PixelSequence(_)))
+}
+
+fn elements(
+    instance: &RetrievedInstance,
+    public_url: &str,
+    limits: &DataSetLimitsConfig,
+) -> Result<Vec<(String, Bytes)>, std::io::Error> {
     use dicom_pixeldata::Transcode;
     use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
     let mut object = dicom_object::from_reader(&instance.part10[128..]).map_err(std::io::Error::other)?;
-    let encapsulated = object.element(tags::PIXEL_DATA).is_ok_and(|e| matches!(e.value(), Value::PixelSequence(_)));
-    if encapsulated {
+    if encapsulated(&object) {
+        crate::dataset_limits::decoded_size(&object, limits).map_err(|e| {
+            std::io::Error::other(format!("the pixel data cannot be decoded here ({e}); ask for application/dicom"))
+        })?;
         object.transcode(&EXPLICIT_VR_LITTLE_ENDIAN.erased()).map_err(|e| {
             std::io::Error::other(format!(
                 "the pixel data is stored as {} and cannot be decoded here ({e}); ask for application/dicom",
@@ -71,19 +83,30 @@ fn elements(instance: &RetrievedInstance, public_url: &str) -> Result<Vec<(Strin
     Ok(out)
 }
 
-async fn parts(instance: RetrievedInstance, public_url: String) -> Result<Vec<(String, Bytes)>, std::io::Error> {
-    tokio::task::spawn_blocking(move || elements(&instance, &public_url)).await.map_err(std::io::Error::other)?
+async fn parts(
+    instance: RetrievedInstance,
+    public_url: String,
+    limits: DataSetLimitsConfig,
+) -> Result<Vec<(String, Bytes)>, std::io::Error> {
+    tokio::task::spawn_blocking(move || elements(&instance, &public_url, &limits))
+        .await
+        .map_err(std::io::Error::other)?
 }
 
 /// The response: the first instance's bulk data is made before it starts, so one that cannot
 /// be decoded is a 406; a failure later aborts the body.
-pub async fn respond(first: RetrievedInstance, rest: Instances, public_url: String) -> Result<Response, ApiError> {
-    let first = parts(first, public_url.clone()).await.map_err(|e| ApiError::NotAcceptable(e.to_string()))?;
+pub async fn respond(
+    first: RetrievedInstance,
+    rest: Instances,
+    public_url: String,
+    limits: DataSetLimitsConfig,
+) -> Result<Response, ApiError> {
+    let first = parts(first, public_url.clone(), limits).await.map_err(|e| ApiError::NotAcceptable(e.to_string()))?;
     let boundary = super::wado::boundary();
     let part_boundary = boundary.clone();
     let rest = rest.map(|item| item.map_err(std::io::Error::other)).then(move |item| {
         let public_url = public_url.clone();
-        async move { parts(item?, public_url).await }
+        async move { parts(item?, public_url, limits).await }
     });
     let content_type = "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1";
     let body = stream::once(async move { Ok(first) })

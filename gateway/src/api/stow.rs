@@ -40,7 +40,8 @@ fn limit_reason(e: &ContentLimitError) -> u16 {
     match e {
         ContentLimitError::TooDeep(_)
         | ContentLimitError::InflatedTooLarge(_)
-        | ContentLimitError::FrameTooLarge { .. } => OUT_OF_RESOURCES,
+        | ContentLimitError::FrameTooLarge { .. }
+        | ContentLimitError::DecodedTooLarge { .. } => OUT_OF_RESOURCES,
         ContentLimitError::LengthPastEnd { .. } | ContentLimitError::Inflate(_) | ContentLimitError::Malformed(_) => {
             CANNOT_UNDERSTAND
         }

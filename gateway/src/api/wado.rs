@@ -22,6 +22,7 @@ use pacs_adapter::{RetrieveTarget, RetrievedInstance};
 
 use super::{accept_ranges, accepts, parse_uid, TargetPath};
 use crate::access::Access;
+use crate::config::DataSetLimitsConfig;
 use crate::error::ApiError;
 use crate::locate::{first_and_rest, Instances};
 use crate::state::Gateway;
@@ -91,13 +92,17 @@ fn all(first: RetrievedInstance, rest: Instances) -> impl Stream<Item = Result<R
 }
 
 /// The instance in the transfer syntax the client wants, as Part-10 bytes.
-async fn represent(instance: RetrievedInstance, wanted: Wanted) -> Result<(Bytes, String), std::io::Error> {
+async fn represent(
+    instance: RetrievedInstance,
+    wanted: Wanted,
+    limits: DataSetLimitsConfig,
+) -> Result<(Bytes, String), std::io::Error> {
     let ts = instance.transfer_syntax_uid.as_str().to_owned();
     match wanted {
         Wanted::AsStored => Ok((instance.part10, ts)),
         Wanted::Uncompressed(target) if ts == target => Ok((instance.part10, ts)),
         Wanted::Uncompressed(target) => {
-            let bytes = tokio::task::spawn_blocking(move || transcode(&instance, target))
+            let bytes = tokio::task::spawn_blocking(move || transcode(&instance, target, &limits))
                 .await
                 .map_err(std::io::Error::other)??;
             Ok((bytes, target.to_owned()))
@@ -108,12 +113,22 @@ async fn represent(instance: RetrievedInstance, wanted: Wanted) -> Result<(Bytes
 /// Re-encodes an instance in an uncompressed transfer syntax, decoding compressed pixel data
 /// (native, JPEG baseline / lossless, RLE; JPEG 2000 and JPEG-LS cannot be decoded here, and
 /// the response is aborted rather than sent with a wrong or missing image).
-fn transcode(instance: &RetrievedInstance, target: &str) -> Result<Bytes, std::io::Error> {
+fn transcode(
+    instance: &RetrievedInstance,
+    target: &str,
+    limits: &DataSetLimitsConfig,
+) -> Result<Bytes, std::io::Error> {
     use dicom_encoding::TransferSyntaxIndex;
     use dicom_pixeldata::Transcode;
     use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
     let syntax = TransferSyntaxRegistry.get(target).ok_or_else(|| std::io::Error::other("unknown transfer syntax"))?;
     let mut object = dicom_object::from_reader(&instance.part10[128..]).map_err(std::io::Error::other)?;
+    if super::instance_bulkdata::encapsulated(&object) {
+        // Every frame is decoded at once: its size is bounded before anything allocates it.
+        crate::dataset_limits::decoded_size(&object, limits).map_err(|e| {
+            std::io::Error::other(format!("the instance cannot be decoded here ({e}); ask for transfer-syntax=*"))
+        })?;
+    }
     object.transcode(syntax).map_err(|e| {
         std::io::Error::other(format!(
             "an instance stored in {} cannot be transcoded to {target} ({e}); ask for transfer-syntax=*",
@@ -145,7 +160,8 @@ async fn retrieve(
 ) -> Result<Response, ApiError> {
     if super::instance_bulkdata::wanted(&headers) {
         let crate::locate::Retrieval { first, rest, withheld, .. } = first_and_rest(&gw, &access, target).await?;
-        let response = super::instance_bulkdata::respond(first, rest, access.base_url.clone()).await?;
+        let limits = gw.config.dataset_limits;
+        let response = super::instance_bulkdata::respond(first, rest, access.base_url.clone(), limits).await?;
         return Ok(crate::deidentify::with_withheld_warning(response, withheld));
     }
     let wanted = negotiate(&headers)?;
@@ -156,12 +172,13 @@ async fn retrieve(
     }
     // The first instance is represented before the response starts, so one the gateway cannot
     // transcode is a 406 rather than an aborted response.
-    let first = represent(first, wanted).await.map_err(|e| ApiError::NotAcceptable(e.to_string()))?;
+    let limits = gw.config.dataset_limits;
+    let first = represent(first, wanted, limits).await.map_err(|e| ApiError::NotAcceptable(e.to_string()))?;
     let boundary = boundary();
     let part_boundary = boundary.clone();
     let rest = rest.map(|item| item.map_err(std::io::Error::other)).then(move |item| async move {
         match item {
-            Ok(instance) => represent(instance, wanted).await,
+            Ok(instance) => represent(instance, wanted, limits).await,
             Err(e) => Err(e),
         }
     });
