@@ -63,7 +63,7 @@ impl AuditLog {
     pub fn open(path: &Path, fhir_path: Option<&Path>) -> anyhow::Result<AuditLog> {
         let fhir = match fhir_path {
             Some(fhir_path) => Some(Mutex::new(
-                std::fs::OpenOptions::new()
+                crate::private_files::options()
                     .create(true)
                     .append(true)
                     .open(fhir_path)
@@ -72,7 +72,7 @@ impl AuditLog {
             None => None,
         };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
+            crate::private_files::create_dir(dir)?;
         }
         let mut last = GENESIS.to_owned();
         if let Ok(file) = std::fs::File::open(path) {
@@ -83,7 +83,7 @@ impl AuditLog {
                 }
             }
         }
-        let file = std::fs::OpenOptions::new()
+        let file = crate::private_files::options()
             .create(true)
             .append(true)
             .open(path)

@@ -766,10 +766,29 @@ impl Config {
     }
 }
 
+/// An `http://` URL whose host is a loopback address (127.0.0.0/8, ::1, localhost).
+fn loopback_http(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("http://") else { return false };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit_once('@').map_or(authority, |(_, host)| host);
+    let host = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or(""),
+        None => host.split(':').next().unwrap_or(""),
+    };
+    host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 fn validate_jwt(auth: raw::Auth, problems: &mut Vec<String>) -> Option<JwtConfig> {
     let jwks = match (auth.jwks_file, auth.jwks_url) {
         (Some(file), None) => Some(JwksSource::File(file)),
-        (None, Some(url)) if url.starts_with("https://") || url.starts_with("http://") => Some(JwksSource::Url(url)),
+        (None, Some(url)) if url.starts_with("https://") || loopback_http(&url) => Some(JwksSource::Url(url)),
+        (None, Some(url)) if url.starts_with("http://") => {
+            problems.push(format!(
+                "auth.jwks_url {url:?} is plain http: the keys that decide who may see what must come over https \
+                 (plain http is taken only from a loopback address)"
+            ));
+            None
+        }
         (None, Some(url)) => {
             problems.push(format!("auth.jwks_url {url:?} must be an http(s) URL"));
             None
@@ -1144,5 +1163,18 @@ circuit_open = "30s"
         assert_eq!(parse_size("2 GB"), Ok(2_000_000_000));
         assert!(parse_size("12 parsecs").is_err());
         assert!(parse_size("99999999999TiB").is_err());
+    }
+
+    #[test]
+    fn a_jwks_url_in_plain_http_is_taken_only_from_loopback() {
+        for url in ["http://127.0.0.1:8080/jwks.json", "http://localhost/jwks", "http://[::1]:9/k", "http://127.9.9.9"]
+        {
+            assert!(loopback_http(url), "{url}");
+        }
+        for url in
+            ["http://login.example.org/jwks", "http://127.0.0.1.example.org/", "http://10.0.0.1/", "https://127.0.0.1/"]
+        {
+            assert!(!loopback_http(url), "{url}");
+        }
     }
 }

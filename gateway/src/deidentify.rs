@@ -53,14 +53,12 @@ fn secret(path: &Path) -> anyhow::Result<Vec<u8>> {
         .and_then(|mut random| random.read_exact(&mut secret))
         .map_err(|e| anyhow::anyhow!("cannot read random bytes for a new secret: {e}"))?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
+        crate::private_files::create_dir(dir)?;
     }
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut file = std::fs::OpenOptions::new()
+    let mut file = crate::private_files::options()
         .write(true)
         .create_new(true)
-        .mode(0o600)
         .open(path)
         .map_err(|e| anyhow::anyhow!("cannot create deid.key_file {}: {e}", path.display()))?;
     file.write_all(&secret)?;

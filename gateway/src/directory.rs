@@ -215,12 +215,13 @@ impl Directory {
 }
 
 fn open_store(dir: &Path) -> anyhow::Result<redb::Database> {
-    std::fs::create_dir_all(dir)
+    crate::private_files::create_dir(dir)
         .map_err(|e| anyhow::anyhow!("cannot create federation.state_dir {}: {e}", dir.display()))?;
     let path = dir.join("federation.redb");
     let store = redb::Database::create(&path).map_err(|e| {
         anyhow::anyhow!("cannot open {} (is another gateway using this state_dir?): {e}", path.display())
     })?;
+    crate::private_files::restrict(&path)?;
     let write = store.begin_write()?;
     write.open_table(STUDIES)?;
     write.commit()?;

@@ -56,7 +56,7 @@ impl DiskTier {
     /// Opens the tier, deleting leftovers of interrupted writes and markers older than
     /// `marker_life`, and indexing what is there.
     pub fn open(dir: &Path, bytes: u64, marker_life: std::time::Duration) -> anyhow::Result<DiskTier> {
-        std::fs::create_dir_all(dir.join(MARKERS))
+        crate::private_files::create_dir(&dir.join(MARKERS))
             .map_err(|e| anyhow::anyhow!("cannot create cache.disk_dir {}: {e}", dir.display()))?;
         for entry in std::fs::read_dir(dir.join(MARKERS))? {
             let entry = entry?;
@@ -153,7 +153,7 @@ impl DiskTier {
     fn write_file(&self, path: &Path, content: &[u8]) -> bool {
         let partial = path.with_extension("partial");
         let written = (|| -> std::io::Result<()> {
-            let mut file = std::fs::File::create(&partial)?;
+            let mut file = crate::private_files::options().write(true).create(true).truncate(true).open(&partial)?;
             file.write_all(MAGIC)?;
             file.write_all(&Sha256::digest(content))?;
             file.write_all(&(content.len() as u64).to_le_bytes())?;

@@ -229,3 +229,51 @@ def test_decoding_a_whole_instance_is_bounded_before_it_starts(testbed):
         assert as_stored.status_code == 200 and len(list(multipart_instances(as_stored))) == 1
     finally:
         stop(process)
+
+
+def test_state_that_holds_identities_is_the_owners_alone(testbed, tmp_path):
+    """The pseudonym map, the secret, the audit trail and their directories are created 0600 and
+    0700 whatever the umask (here 022, which would leave them readable by every local user)."""
+    import os
+    import stat
+    trail = tmp_path / "audit" / "trail.jsonl"
+    old = os.umask(0o022)
+    try:
+        process, gw = start_federation(testbed, "FEDGW5", extra=deid_config(tmp_path / "deid") + f'\n[audit]\npath = "{trail}"\n')
+    finally:
+        os.umask(old)
+    try:
+        assert requests.get(f"{gw.url}/studies").status_code == 200
+    finally:
+        stop(process)
+    mode = lambda path: stat.S_IMODE(os.stat(path).st_mode)
+    for path in (tmp_path / "deid", tmp_path / "deid" / "state", trail.parent):
+        assert mode(path) == 0o700, (path, oct(mode(path)))
+    for path in (tmp_path / "deid" / "deid.key", tmp_path / "deid" / "state" / "pseudonyms.redb", trail):
+        assert mode(path) == 0o600, (path, oct(mode(path)))
+
+
+def test_keys_that_decide_access_are_not_taken_over_plain_http(tmp_path):
+    import pathlib
+    import subprocess
+    config = tmp_path / "gateway.toml"
+    config.write_text("""
+[server]
+listen = "127.0.0.1:1"
+[dimse]
+ae_title = "FEDGW"
+listen = "127.0.0.1:1"
+[[sites]]
+id = "site-1"
+ae_title = "ORTHANC1"
+address = "127.0.0.1:1"
+retrieve = "c-get"
+[auth]
+mode = "jwt"
+issuer = "https://login.example.org"
+audience = "dicomweb-gateway"
+jwks_url = "http://login.example.org/jwks.json"
+""")
+    binary = pathlib.Path(__file__).resolve().parents[2] / "target" / "debug" / "dicomweb-gateway"
+    run = subprocess.run([str(binary), "serve", "--config", str(config)], capture_output=True, text=True, timeout=30)
+    assert run.returncode != 0 and "plain http" in run.stderr, (run.returncode, run.stderr)

@@ -29,12 +29,13 @@ impl std::fmt::Debug for Embedded {
 
 impl Embedded {
     pub fn open(dir: &Path) -> anyhow::Result<Embedded> {
-        std::fs::create_dir_all(dir)
+        crate::private_files::create_dir(dir)
             .map_err(|e| anyhow::anyhow!("cannot create deid.state_dir {}: {e}", dir.display()))?;
         let path = dir.join("pseudonyms.redb");
         let store = Arc::new(redb::Database::create(&path).map_err(|e| {
             anyhow::anyhow!("cannot open {} (is another gateway using this state_dir?): {e}", path.display())
         })?);
+        crate::private_files::restrict(&path)?;
         let write = store.begin_write()?;
         write.open_table(MAP)?;
         write.commit()?;
@@ -53,8 +54,10 @@ impl Embedded {
         let mut new = Vec::new();
         for (pseudonym, original) in entries {
             let key = key(project, &pseudonym);
-            if self.recent.get(&key).is_some_and(|known| *known == original) {
-                continue;
+            match self.recent.get(&key) {
+                Some(known) if *known == original => continue,
+                Some(_) => anyhow::bail!("{}", conflict(project, &pseudonym)),
+                None => {}
             }
             new.push((key, original));
         }
@@ -127,11 +130,29 @@ fn write_batches(store: &redb::Database, receiver: &mpsc::Receiver<Write>) {
                 break;
             }
         }
-        let outcome = commit(store, &batch);
-        for Write::Put(_, done) in batch {
-            let _ = done.send(outcome.as_ref().map(|_| ()).map_err(|e| anyhow::anyhow!("{e}")));
+        match commit(store, &batch) {
+            Err(e) if batch.len() > 1 && e.to_string().contains(CONFLICT) => {
+                // One request's entries conflict: the others are written on their own.
+                for write in batch {
+                    let outcome = commit(store, std::slice::from_ref(&write));
+                    let Write::Put(_, done) = write;
+                    let _ = done.send(outcome);
+                }
+            }
+            outcome => {
+                for Write::Put(_, done) in batch {
+                    let _ = done.send(outcome.as_ref().map(|_| ()).map_err(|e| anyhow::anyhow!("{e}")));
+                }
+            }
         }
     }
+}
+
+/// The words of a refused conflicting entry (the transaction that held it is not committed).
+const CONFLICT: &str = "already stands for another original";
+
+fn conflict(project: &str, pseudonym: &str) -> String {
+    format!("pseudonym {pseudonym} of project {project} {CONFLICT}: not overwritten")
 }
 
 fn commit(store: &redb::Database, batch: &[Write]) -> anyhow::Result<()> {
@@ -140,6 +161,18 @@ fn commit(store: &redb::Database, batch: &[Write]) -> anyhow::Result<()> {
         let mut table = write.open_table(MAP)?;
         for Write::Put(entries, _) in batch {
             for (key, bytes) in entries {
+                if let Some(held) = table.get(key.as_str())? {
+                    if held.value() != bytes.as_slice() {
+                        let (project, pseudonym) = key.split_once('\u{0}').unwrap_or(("", key.as_str()));
+                        tracing::error!(
+                            project,
+                            pseudonym,
+                            "a pseudonym already stands for another original: not overwritten"
+                        );
+                        anyhow::bail!("{}", conflict(project, pseudonym));
+                    }
+                    continue;
+                }
                 table.insert(key.as_str(), bytes.as_slice())?;
             }
         }
@@ -165,6 +198,14 @@ mod tests {
             assert_eq!(store.resolve("b", "2.25.1").expect("read"), None, "another project's pseudonym");
         }
         let store = Embedded::open(&dir).expect("reopen");
+        assert_eq!(store.resolve("a", "2.25.1").expect("read"), Some(study.clone()));
+        // Another original for a pseudonym already held is refused, on disk as in memory.
+        let other = Original { kind: Kind::Series, value: "1.2.3".into(), issuer: None };
+        let refused = store.record("a", vec![("2.25.1".into(), other.clone())]).expect_err("conflict");
+        assert!(refused.to_string().contains(CONFLICT), "{refused}");
+        drop(store);
+        let store = Embedded::open(&dir).expect("reopen");
+        assert!(store.record("a", vec![("2.25.1".into(), other)]).is_err(), "refused from disk too");
         assert_eq!(store.resolve("a", "2.25.1").expect("read"), Some(study));
         let _ = std::fs::remove_dir_all(&dir);
     }
