@@ -17,6 +17,13 @@ use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// A text value without its padding: the spaces (and NULs) DICOM puts around LO, SH, CS and PN
+/// values are not part of them (PS3.5 §6.2), so `id11111` and `id11111 ` are one PatientID.
+/// The one rule that merging, matching and pseudonyms all use.
+pub fn unpadded(value: &str) -> &str {
+    value.trim_matches([' ', '\0'])
+}
+
 /// The largest date shift, in days (about ten years).
 pub const MAX_SHIFT_DAYS: i64 = 3652;
 
@@ -72,7 +79,7 @@ impl ProjectKeys {
     /// The pseudonym of a patient: `issuer` is the IssuerOfPatientID, or the site when there
     /// is none. 16 characters, letters and digits.
     pub fn patient(&self, issuer: &str, patient_id: &str) -> String {
-        let digest = hmac(&self.patient, &[issuer.as_bytes(), patient_id.trim().as_bytes()]);
+        let digest = hmac(&self.patient, &[unpadded(issuer).as_bytes(), unpadded(patient_id).as_bytes()]);
         const ALPHABET: &[u8; 32] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
         let mut out = String::from("PX");
         // 14 characters of 5 bits: 70 bits.
@@ -86,7 +93,7 @@ impl ProjectKeys {
 
     /// The number of days a patient's dates move back: 1 to [`MAX_SHIFT_DAYS`].
     pub fn date_shift_days(&self, patient_id: &str) -> i64 {
-        let digest = hmac(&self.date, &[patient_id.trim().as_bytes()]);
+        let digest = hmac(&self.date, &[unpadded(patient_id).as_bytes()]);
         let n = u64::from_be_bytes(digest[..8].try_into().unwrap_or([0; 8]));
         1 + (n % MAX_SHIFT_DAYS as u64) as i64
     }
@@ -116,6 +123,8 @@ mod tests {
         let one = keys.patient("site-1", "12345");
         assert_eq!(one.len(), 16);
         assert_eq!(one, keys.patient("site-1", "12345 "));
+        assert_eq!(one, keys.patient("site-1", " 12345\0"));
+        assert_eq!(keys.date_shift_days("12345"), keys.date_shift_days("12345 "));
         assert_ne!(one, keys.patient("site-2", "12345"));
         for id in ["a", "b", "c", "12345", ""] {
             let days = keys.date_shift_days(id);

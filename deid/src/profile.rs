@@ -101,7 +101,7 @@ struct Context<'a> {
 
 fn text_of(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
     let value = obj.element(tag).ok()?.to_str().ok()?;
-    let value = value.trim_matches([' ', '\0']).to_owned();
+    let value = crate::keys::unpadded(&value).to_owned();
     (!value.is_empty()).then_some(value)
 }
 

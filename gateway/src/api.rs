@@ -82,7 +82,7 @@ pub fn text_of(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
     obj.element(tag)
         .ok()
         .and_then(|e| e.to_str().ok())
-        .map(|s| s.trim_matches(['\0', ' ']).to_owned())
+        .map(|s| dicomweb_deid::keys::unpadded(&s).to_owned())
         .filter(|s| !s.is_empty())
 }
 

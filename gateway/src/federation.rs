@@ -6,7 +6,8 @@
 //!   a study UID reused under two patients (real archives have them) stays two results;
 //! - a series is (StudyInstanceUID, SeriesInstanceUID, PatientID); an instance, its
 //!   SOPInstanceUID within its series (and patient, where results carry it);
-//! - two results of the same site are never merged: they are two records at that site.
+//! - identities compare without padding (`dicomweb_deid::keys::unpadded`): two records of one
+//!   site that differ only by it are one result.
 //!
 //! Conflicting values: the site listed first in the configuration wins; a value a site leaves
 //! empty is filled from the next site that has one. Each merged result names the sites that hold
@@ -134,7 +135,7 @@ fn identity(level: QueryLevel, obj: &InMemDicomObject) -> Vec<String> {
 fn is_empty(element: &DataElement<InMemDicomObject>) -> bool {
     match element.value() {
         Value::Primitive(PrimitiveValue::Empty) => true,
-        Value::Primitive(value) => value.to_str().trim_matches([' ', '\0']).is_empty(),
+        Value::Primitive(value) => dicomweb_deid::keys::unpadded(&value.to_str()).is_empty(),
         Value::Sequence(sequence) => sequence.items().is_empty(),
         Value::PixelSequence(_) => false,
     }
@@ -155,15 +156,15 @@ pub fn merge(level: QueryLevel, mut results: Vec<(usize, InMemDicomObject)>) -> 
     let mut index: std::collections::HashMap<Vec<String>, Vec<usize>> = std::collections::HashMap::new();
     for (site, object) in results {
         let key = identity(level, &object);
-        // Two results of one site are two records there (an archive may hold the same UIDs
-        // twice); only results of different sites are the same thing held twice.
-        let at = index
-            .get(&key)
-            .and_then(|candidates| candidates.iter().copied().find(|&i| !merged[i].sites.contains(&site)));
+        // Identities compare without padding, so two records of one site that differ only by
+        // it (Orthanc keeps `id11111` and `id11111 ` apart) are one study, as DICOM defines it.
+        let at = index.get(&key).and_then(|candidates| candidates.first().copied());
         match at {
             Some(at) => {
                 let into = &mut merged[at];
-                into.sites.push(site);
+                if !into.sites.contains(&site) {
+                    into.sites.push(site);
+                }
                 for element in object.into_iter() {
                     let tag = element.header().tag;
                     let missing = into.object.element(tag).map(is_empty).unwrap_or(true);

@@ -277,3 +277,21 @@ jwks_url = "http://login.example.org/jwks.json"
     binary = pathlib.Path(__file__).resolve().parents[2] / "target" / "debug" / "dicomweb-gateway"
     run = subprocess.run([str(binary), "serve", "--config", str(config)], capture_output=True, text=True, timeout=30)
     assert run.returncode != 0 and "plain http" in run.stderr, (run.returncode, run.stderr)
+
+
+@pytest.mark.parametrize("deidentifying", [False, True], ids=["plain", "deidentified"])
+def test_a_patient_id_and_its_padding_are_one_patient(testbed, tmp_path, deidentifying):
+    """pydicom's files hold one study under PatientID `id11111` and under `id11111 ` (a trailing
+    space, which is padding for LO): Orthanc keeps two records, the gateway shows one study."""
+    extra = deid_config(tmp_path, ["retain-longitudinal-modified-dates"]) if deidentifying else ""
+    process, gw = start_federation(testbed, "FEDGW5", extra=extra)
+    try:
+        studies = requests.get(f"{gw.url}/studies").json()
+        identities = [(first(s, "0020000D"), first(s, "00100020")) for s in studies]
+        repeated = sorted({i for i in identities if identities.count(i) > 1})
+        assert repeated == [], repeated
+        if not deidentifying:
+            padded = [s for s in studies if first(s, "0020000D") == "1.2.999.999.99.9.9999.8888"]
+            assert len(padded) == 1 and first(padded[0], "00100020") == "id11111", padded
+    finally:
+        stop(process)
