@@ -146,7 +146,13 @@ pub async fn authorize(State(gw): State<Arc<Gateway>>, mut request: Request, nex
         }
     }
     let base_url = format!("{}{}", gw.config.public_url, addressed.prefix());
-    request.extensions_mut().insert(Access { project, site: addressed.site, base_url });
+    let access = Access { project, site: addressed.site, base_url };
+    // A site outside the project is refused here, before any handler (or a cache in front of
+    // one) can answer for it.
+    if let Err(refused) = gw.sites_for(&access) {
+        return refused.into_response();
+    }
+    request.extensions_mut().insert(access);
     next.run(request).await
 }
 

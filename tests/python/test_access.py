@@ -132,6 +132,7 @@ def guarded(testbed, keys, tmp_path_factory):
     gw.trail = tmp / "audit.jsonl"
     gw.fhir_trail = tmp / "audit-fhir.ndjson"
     gw.only_at_site_3 = ds.StudyInstanceUID
+    gw.multiframe_study = testbed["data"]["multiframe"]["study_uid"]
     yield gw
     process.terminate()
     process.wait(timeout=10)
@@ -162,6 +163,12 @@ def test_data_outside_the_project_is_not_found_and_its_sites_are_not_contacted(k
     assert requests.get(f"{guarded.url}/studies/{study}/series", headers=lung).status_code == 204
     # A site or project outside the token's reach is as absent as one that does not exist.
     assert requests.get(f"{guarded.url}/sites/site-3/studies", headers=lung).status_code == 404
+    # Even for a study the project has just retrieved (and cached) through its own sites.
+    mf = guarded.multiframe_study
+    assert requests.get(f"{guarded.url}/studies/{mf}", headers={**lung, **ACCEPT_DICOM}).status_code == 200
+    for path in (f"/sites/site-3/studies/{mf}", f"/sites/site-3/studies/{mf}/metadata"):
+        answer = requests.get(guarded.url + path, headers={**lung, **ACCEPT_DICOM} if path.endswith(mf) else lung)
+        assert answer.status_code == 404 and "no site site-3" in answer.text, (path, answer.status_code)
     assert requests.get(f"{guarded.url}/projects/liver/studies", headers=lung).status_code == 404
     assert requests.get(f"{guarded.url}/projects/nosuch/studies", headers=lung).status_code == 404
     after = operations_sent(guarded, both)
