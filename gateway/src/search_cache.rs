@@ -21,6 +21,9 @@ use crate::config::CacheConfig;
 pub struct SearchKey {
     project: String,
     site: Option<String>,
+    /// The prefix of the URLs the answer writes (RetrieveURL): with or without
+    /// `/projects/{id}` and `/sites/{id}`, the same search answers with other URLs.
+    base_url: String,
     resource: String,
     query: Vec<(String, String)>,
     study: Option<String>,
@@ -30,6 +33,7 @@ impl SearchKey {
     pub fn new(
         project: &str,
         site: Option<&str>,
+        base_url: &str,
         resource: String,
         raw_query: Option<&str>,
         study: Option<&str>,
@@ -41,6 +45,7 @@ impl SearchKey {
         SearchKey {
             project: project.to_owned(),
             site: site.map(str::to_owned),
+            base_url: base_url.to_owned(),
             resource,
             query,
             study: study.map(str::to_owned),
@@ -147,7 +152,7 @@ mod tests {
     }
 
     fn key(resource: &str, study: Option<&str>) -> SearchKey {
-        SearchKey::new("project", None, resource.to_owned(), Some("limit=20"), study)
+        SearchKey::new("project", None, "http://gw/dicom-web", resource.to_owned(), Some("limit=20"), study)
     }
 
     #[tokio::test]

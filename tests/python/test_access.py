@@ -417,3 +417,21 @@ def test_a_browser_viewer_may_send_its_token_across_origins(keys, guarded):
     refused = requests.get(f"{guarded.url}/studies", headers={"Origin": "http://viewer.test.invalid"})
     assert refused.status_code == 401
     assert "www-authenticate" in refused.headers["Access-Control-Expose-Headers"].lower()
+
+
+def test_a_cached_search_answers_with_the_urls_of_the_path_it_was_asked_under(testbed, keys, tmp_path):
+    """The search cache keeps answers per URL prefix: an answer kept for `/studies` (URLs
+    without the project) is not the answer of `/projects/lung/studies`, nor of a site's path."""
+    (tmp_path / "jwks.json").write_text(json.dumps(keys.jwks()))
+    process, gw = start_federation(testbed, "FEDGW2", extra=PROJECTS + '\n[cache]\nsearch_ttl = "1m"\n',
+                                   auth=auth_section(jwks_file=tmp_path / "jwks.json"))
+    try:
+        lung = bearer(token(keys.rsa))
+        for prefix in ("", "/projects/lung", "/sites/site-1", "/projects/lung/sites/site-1", ""):
+            answer = requests.get(f"{gw.url}{prefix}/studies", headers=lung)
+            assert answer.status_code == 200, (prefix, answer.status_code)
+            urls = {value(s, "00081190") for s in answer.json()}
+            assert all(url.startswith(f"{gw.url}{prefix}/studies/") for url in urls), (prefix, sorted(urls)[:2])
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

@@ -254,6 +254,7 @@ async fn search(
     let key = SearchKey::new(
         &access.project.id,
         access.site.as_deref(),
+        &access.base_url,
         resource,
         raw_query.as_deref(),
         scope.study.as_deref(),
