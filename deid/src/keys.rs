@@ -91,6 +91,12 @@ impl ProjectKeys {
         out
     }
 
+    /// A short fingerprint of these keys, to tell what was made with them from what was made
+    /// with others (another secret, another project) without revealing anything of them.
+    pub fn fingerprint(&self) -> String {
+        hmac(&self.uid, &[b"fingerprint"])[..8].iter().map(|b| format!("{b:02x}")).collect()
+    }
+
     /// The number of days a patient's dates move back: 1 to [`MAX_SHIFT_DAYS`].
     pub fn date_shift_days(&self, patient_id: &str) -> i64 {
         let digest = hmac(&self.date, &[unpadded(patient_id).as_bytes()]);

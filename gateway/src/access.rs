@@ -17,6 +17,10 @@ pub struct Project {
     pub permissions: Vec<Permission>,
     /// The project's de-identification (its keys and options), when `[deid]` is configured.
     pub privacy: Option<Privacy>,
+    /// What the cache keys this project's entries by: the project and everything that shapes
+    /// what it is answered (its sites, the de-identification's options, keys and revision), so
+    /// that nothing made under another configuration is served (docs/CACHE.md).
+    pub cache_scope: String,
 }
 
 impl Project {

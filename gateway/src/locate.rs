@@ -308,7 +308,7 @@ pub async fn first_and_rest(gw: &Arc<Gateway>, scope: &Access, target: RetrieveT
         Some(privacy) => privacy.site_target(&target).await?,
         None => target,
     };
-    let key = crate::cache::TargetKey::new(&scope.project.id, &target);
+    let key = crate::cache::TargetKey::new(&scope.project.cache_scope, &target);
     let shown = |uid: &str| match scope.privacy() {
         Some(privacy) => privacy.engine.keys().uid(uid),
         None => uid.to_owned(),

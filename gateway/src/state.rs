@@ -154,15 +154,40 @@ fn projects(config: &Config, sites: &[Site]) -> anyhow::Result<Vec<Arc<Project>>
                 }
                 _ => None,
             };
-            let indexes = project.sites.iter().filter_map(|id| sites.iter().position(|s| s.id() == id)).collect();
+            let indexes: Vec<usize> =
+                project.sites.iter().filter_map(|id| sites.iter().position(|s| s.id() == id)).collect();
+            let cache_scope = cache_scope(&project.id, indexes.iter().map(|&i| &sites[i]), privacy.as_ref());
             Ok(Arc::new(Project {
                 id: project.id.clone(),
                 sites: indexes,
                 permissions: project.permissions.clone(),
                 privacy,
+                cache_scope,
             }))
         })
         .collect()
+}
+
+/// The project's cache scope: its id and a digest of what shapes its answers: each of its
+/// sites (id, AE title, address) and, de-identifying, the options, a fingerprint of its keys
+/// and the profile's revision.
+fn cache_scope<'a>(project: &str, sites: impl Iterator<Item = &'a Site>, privacy: Option<&Privacy>) -> String {
+    use sha2::Digest;
+    let mut shaped = sha2::Sha256::new();
+    for site in sites {
+        shaped.update(format!("site {} {} {}\n", site.id(), site.config.ae_title.as_str(), site.config.address));
+    }
+    if let Some(privacy) = privacy {
+        let options: Vec<&str> = privacy.engine.options().selected().iter().map(|o| o.name).collect();
+        shaped.update(format!(
+            "deid {} {} {}\n",
+            options.join(","),
+            privacy.engine.keys().fingerprint(),
+            dicomweb_deid::PROFILE_REVISION
+        ));
+    }
+    let digest: String = shaped.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("{project}/{digest}")
 }
 
 /// Sends a C-ECHO to every site whose echo is due (its interval passed, or its open circuit's

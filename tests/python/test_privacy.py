@@ -295,3 +295,47 @@ def test_a_patient_id_and_its_padding_are_one_patient(testbed, tmp_path, deident
             assert len(padded) == 1 and first(padded[0], "00100020") == "id11111", padded
     finally:
         stop(process)
+
+
+def test_the_disk_cache_serves_nothing_made_under_another_configuration(testbed, tmp_path):
+    """Instances cached on disk under one set of options, one secret or one set of sites are not
+    served after a restart with another: each change retrieves again, and the answer is made
+    under the configuration in force."""
+    from test_cache import dimse_sent
+    cache = f'\n[cache]\nmemory = "0B"\ndisk_dir = "{tmp_path}/cache"\ndisk = "100MiB"\nttl = "10m"\n'
+    key_dir = tmp_path / "key"
+
+    def deid(options):
+        return deid_config(key_dir, options) + cache
+
+    def retrieve(extra, extra_sites=""):
+        """One instance of the CT through a fresh gateway: its StudyDate, and how many
+        retrievals reached a site."""
+        process, gw = start_federation(testbed, "FEDGW5", extra=extra, extra_sites=extra_sites)
+        try:
+            ct = len(testbed["data"]["ct"]["instance_uids"])
+            study = next(s for s in requests.get(f"{gw.url}/studies").json() if first(s, "00201208") == ct)
+            study = first(study, "0020000D")
+            one = requests.get(f"{gw.url}/studies/{study}/instances", params={"InstanceNumber": "1"}).json()[0]
+            before = dimse_sent(gw)
+            answer = requests.get(f"{gw.url}/studies/{study}/series/{first(one, '0020000E')}/instances/"
+                                  f"{first(one, '00080018')}", headers=ACCEPT_DICOM)
+            assert answer.status_code == 200, answer.text
+            [ds] = list(multipart_instances(answer))
+            retrieved = sum(r for _, r in dimse_sent(gw).values()) - sum(r for _, r in before.values())
+            return ds.get("StudyDate", ""), retrieved
+        finally:
+            stop(process)
+
+    date, retrieved = retrieve(deid([]))
+    assert date == "" and retrieved >= 1
+    assert retrieve(deid([])) == ("", 0), "the same configuration: from the disk cache"
+    shifted, retrieved = retrieve(deid(["retain-longitudinal-modified-dates"]))
+    assert shifted != "" and retrieved >= 1, "other options: made again, with shifted dates"
+    # Another secret (a new key file): made again.
+    (key_dir / "deid.key").unlink()
+    assert retrieve(deid(["retain-longitudinal-modified-dates"]))[1] >= 1
+    assert retrieve(deid(["retain-longitudinal-modified-dates"]))[1] == 0, "and kept under it"
+    # The project's sites changed (one more, which does not answer): made again.
+    offline = '\n[[sites]]\nid = "offline"\nae_title = "OFFLINE"\naddress = "127.0.0.1:1"\nretrieve = "c-get"\ntimeout = "2s"\n'
+    assert retrieve(deid(["retain-longitudinal-modified-dates"]), extra_sites=offline)[1] >= 1
