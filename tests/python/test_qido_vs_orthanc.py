@@ -47,7 +47,14 @@ def test_qido_matches_orthancs_own_dicomweb(orthanc_gateway, testbed):
         ours_by_key = {key(r, not scoped): r for r in ours}
         theirs_by_key = {key(r, not scoped): r for r in theirs}
         assert set(ours_by_key) == set(theirs_by_key), query
+        assert len(ours_by_key) == len(ours), f"{query}: the gateway lists one thing twice"
+        # Orthanc keeps records that differ only by padding apart (PatientID `id11111` and
+        # `id11111 `: one study, one patient in DICOM's terms), each with its own values; the
+        # gateway shows one (docs/FEDERATION.md), so which values it shows is not compared.
+        padded = [k for k in theirs_by_key if sum(key(r, not scoped) == k for r in theirs) > 1]
         for k, mine in ours_by_key.items():
+            if k in padded:
+                continue
             other = theirs_by_key[k]
             for tag in set(mine) | set(other):
                 if tag in DIFFERS_BY_DESIGN:
