@@ -21,6 +21,8 @@ pub struct Project {
     /// what it is answered (its sites, the de-identification's options, keys and revision), so
     /// that nothing made under another configuration is served (docs/CACHE.md).
     pub cache_scope: String,
+    /// Whether its search results name the sites that hold them ((0009,1010)).
+    pub show_sites: bool,
 }
 
 impl Project {

@@ -29,7 +29,9 @@ fn time(at: SystemTime) -> String {
     humantime::format_rfc3339_millis(at).to_string()
 }
 
-fn site_json(site: &Site) -> Json {
+/// One site's state; its AE title and address (where the hospital's PACS is) for an
+/// administrator only.
+fn site_json(site: &Site, admin: bool) -> Json {
     let report = site.health.report();
     let open = site.pool.open_associations();
     let idle = site.pool.idle_associations();
@@ -37,10 +39,8 @@ fn site_json(site: &Site) -> Json {
         Circuit::Open { until, .. } => Some(until.saturating_duration_since(Instant::now()).as_secs_f64()),
         _ => None,
     };
-    json!({
+    let mut json = json!({
         "id": site.id().as_str(),
-        "ae_title": site.config.ae_title.as_str(),
-        "address": site.config.address,
         "retrieve": site.config.retrieve.to_string(),
         "state": report.state(),
         "circuit": match report.circuit {
@@ -68,24 +68,41 @@ fn site_json(site: &Site) -> Json {
             "peak_in_use": site.pool.peak_in_use(),
             "max": site.config.max_associations,
         },
-    })
+    });
+    if admin {
+        json["ae_title"] = json!(site.config.ae_title.as_str());
+        json["address"] = json!(site.config.address);
+    }
+    json
+}
+
+/// The 401 or 403 for a caller who is not an administrator (`auth.admin_role`).
+pub async fn administrators_only(gateway: &Gateway, headers: &axum::http::HeaderMap, route: &str) -> Option<Response> {
+    match crate::authorize::caller(gateway, headers, route).await {
+        Ok(caller) if caller.admin => None,
+        Ok(_) => Some(
+            crate::error::ApiError::Forbidden(format!("{route} is for administrators (auth.admin_role)")).into_response(),
+        ),
+        Err(refused) => Some(refused),
+    }
 }
 
 /// The health of every site the caller may see, in configuration order.
 pub async fn sites(State(gateway): State<Arc<Gateway>>, headers: axum::http::HeaderMap) -> Response {
-    let granted = match crate::authorize::caller(&gateway, &headers, "/admin/sites").await {
-        Ok((_, granted)) => granted,
+    let caller = match crate::authorize::caller(&gateway, &headers, "/admin/sites").await {
+        Ok(caller) => caller,
         Err(refused) => return refused,
     };
-    let visible = (0..gateway.sites.len()).filter(|i| granted.iter().any(|p| p.sites.contains(i)));
-    let sites: Vec<Json> = visible.map(|i| site_json(&gateway.sites[i])).collect();
+    let visible =
+        (0..gateway.sites.len()).filter(|i| caller.admin || caller.granted.iter().any(|p| p.sites.contains(i)));
+    let sites: Vec<Json> = visible.map(|i| site_json(&gateway.sites[i], caller.admin)).collect();
     ([(header::CONTENT_TYPE, "application/json")], json!({ "sites": sites }).to_string()).into_response()
 }
 
-/// The retrieval cache's counters and size (docs/CACHE.md); with authentication on, for a
-/// valid token only.
+/// The retrieval cache's counters and size (docs/CACHE.md); with authentication on, for an
+/// administrator only.
 pub async fn cache(State(gateway): State<Arc<Gateway>>, headers: axum::http::HeaderMap) -> Response {
-    if let Err(refused) = crate::authorize::caller(&gateway, &headers, "/admin/cache").await {
+    if let Some(refused) = administrators_only(&gateway, &headers, "/admin/cache").await {
         return refused;
     }
     let mut report = gateway.cache.report();

@@ -32,6 +32,8 @@ const TOKEN_MAX_BYTES: usize = 16 * 1024;
 pub struct Identity {
     pub subject: String,
     pub projects: Vec<String>,
+    /// The token carries `auth.admin_role` in `auth.roles_claim`.
+    pub admin: bool,
 }
 
 /// Why a request is not authenticated (the client sees 401 with `WWW-Authenticate`).
@@ -261,7 +263,12 @@ impl Authenticator {
             Some(serde_json::Value::String(text)) => text.split_whitespace().map(str::to_owned).collect(),
             _ => Vec::new(),
         };
-        Ok(Identity { subject: subject.to_owned(), projects })
+        let admin = self.config.admin_role.as_ref().is_some_and(|role| match claims.get(&self.config.roles_claim) {
+            Some(serde_json::Value::Array(values)) => values.iter().any(|v| v.as_str() == Some(role.as_str())),
+            Some(serde_json::Value::String(text)) => text.split_whitespace().any(|r| r == role),
+            _ => false,
+        });
+        Ok(Identity { subject: subject.to_owned(), projects, admin })
     }
 }
 
@@ -311,6 +318,8 @@ pub mod fuzzing {
             hs256_secret_file: None,
             jwks_refresh: Duration::from_secs(3600),
             leeway: Duration::from_secs(60),
+            admin_role: Some("gateway-admin".into()),
+            roles_claim: "roles".into(),
         };
         Ok(Authenticator {
             config,

@@ -73,20 +73,29 @@ fn granted_projects<'a>(gw: &'a Gateway, granted: &[String]) -> Vec<&'a Arc<Proj
     gw.projects.iter().filter(|p| granted.iter().any(|g| *g == p.id)).collect()
 }
 
-/// Who asks, from the request's bearer token: the subject and the projects of this gateway it
-/// is granted (without authentication: `anonymous`, every project); the 401 to answer when the
-/// token is missing or not valid.
-pub async fn caller<'a>(
-    gw: &'a Gateway,
-    headers: &axum::http::HeaderMap,
-    route: &str,
-) -> Result<(String, Vec<&'a Arc<Project>>), Response> {
+/// Who asks.
+pub struct Caller<'a> {
+    pub subject: String,
+    /// The projects of this gateway the caller is granted.
+    pub granted: Vec<&'a Arc<Project>>,
+    /// An administrator (`auth.admin_role`; everyone without authentication, which listens on
+    /// loopback only): may see the sites' addresses, `/metrics` and `/admin/cache`.
+    pub admin: bool,
+}
+
+/// Who asks, from the request's bearer token (without authentication: `anonymous`, every
+/// project, an administrator); the 401 to answer when the token is missing or not valid.
+pub async fn caller<'a>(gw: &'a Gateway, headers: &axum::http::HeaderMap, route: &str) -> Result<Caller<'a>, Response> {
     let Some(authenticator) = &gw.authenticator else {
-        return Ok((ANONYMOUS.to_owned(), gw.projects.iter().collect()));
+        return Ok(Caller { subject: ANONYMOUS.to_owned(), granted: gw.projects.iter().collect(), admin: true });
     };
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     match authenticator.authenticate(authorization).await {
-        Ok(identity) => Ok((identity.subject, granted_projects(gw, &identity.projects))),
+        Ok(identity) => Ok(Caller {
+            granted: granted_projects(gw, &identity.projects),
+            subject: identity.subject,
+            admin: identity.admin,
+        }),
         Err(refused) => {
             if let Refused::Invalid(why) = &refused {
                 tracing::info!(route, reason = why.as_str(), "bearer token refused");
@@ -103,7 +112,7 @@ pub async fn authorize(State(gw): State<Arc<Gateway>>, mut request: Request, nex
     let needed = permission_of(request.method(), &route);
 
     // Who asks.
-    let (subject, granted) = match caller(&gw, request.headers(), &route).await {
+    let Caller { subject, granted, .. } = match caller(&gw, request.headers(), &route).await {
         Ok(caller) => caller,
         Err(refused) => return refused,
     };

@@ -86,6 +86,8 @@ mod raw {
         pub max_requests_in_flight: Option<usize>,
         pub queue_wait: Option<String>,
         pub stow_memory: Option<String>,
+        /// Where `/metrics` is served instead of the API listener.
+        pub metrics_listen: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -135,6 +137,8 @@ mod raw {
         pub key_file: PathBuf,
         pub state_dir: Option<PathBuf>,
         pub store: Option<String>,
+        /// Whether search results name the sites that hold them (default false).
+        pub show_sites: Option<bool>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -150,6 +154,9 @@ mod raw {
         pub hs256_secret_file: Option<PathBuf>,
         pub jwks_refresh: Option<String>,
         pub leeway: Option<String>,
+        /// The role (in `roles_claim`) that makes a caller an administrator.
+        pub admin_role: Option<String>,
+        pub roles_claim: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -159,6 +166,7 @@ mod raw {
         pub sites: Vec<String>,
         pub permissions: Vec<String>,
         pub deid_options: Option<Vec<String>>,
+        pub show_sites: Option<bool>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -247,6 +255,9 @@ pub struct ProjectConfig {
     pub permissions: Vec<Permission>,
     /// The PS3.15 options of this project's de-identification; `None`: those of `[deid]`.
     pub deid_options: Option<Vec<String>>,
+    /// Whether its search results name the sites that hold them; `None`: `deid.show_sites`
+    /// when de-identifying (false by default), else true.
+    pub show_sites: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,6 +281,11 @@ pub struct JwtConfig {
     pub jwks_refresh: Duration,
     /// Clock skew allowed on `exp` and `nbf`.
     pub leeway: Duration,
+    /// The role that makes a caller an administrator (site addresses, `/metrics`,
+    /// `/admin/cache`); `None`: no caller is one.
+    pub admin_role: Option<String>,
+    /// The claim holding a token's roles (an array, or words separated by spaces).
+    pub roles_claim: String,
 }
 
 /// Per-caller limits (`[limits]`); a caller is a token's subject. Without authentication
@@ -317,6 +333,9 @@ pub struct DeidConfig {
     pub state_dir: PathBuf,
     /// The shared pseudonym map (PostgreSQL); `None`: the embedded one in `state_dir`.
     pub store: Option<crate::pseudonyms::ConnectionString>,
+    /// Whether search results name the sites that hold them (the gateway's (0009,1010)):
+    /// site ids name institutions, which the profile otherwise removes.
+    pub show_sites: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -353,6 +372,8 @@ pub struct HttpLimitsConfig {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Where `/metrics` is served; `None`: on `listen`, to administrators (docs/ACCESS.md).
+    pub metrics_listen: Option<SocketAddr>,
     pub tls: Option<ServerTlsFiles>,
     /// Largest STOW-RS request body in bytes; larger ones get 413 without being read.
     pub stow_limit: u64,
@@ -551,6 +572,11 @@ impl Config {
 
         let dimse_ae_title = AeTitle::new(&raw.dimse.ae_title);
         check(dimse_ae_title.as_ref().map(|_| ()).map_err(|e| format!("dimse.ae_title: {e}")));
+        let metrics_listen = raw.server.metrics_listen.as_deref().map(|text| {
+            text.parse::<SocketAddr>().map_err(|e| format!("server.metrics_listen {text:?}: {e}"))
+        });
+        check(metrics_listen.clone().map(|r| r.map(|_| ())).unwrap_or(Ok(())));
+        let metrics_listen = metrics_listen.and_then(Result::ok);
         let dimse_listen = raw.dimse.listen.parse::<SocketAddr>();
         check(dimse_listen.as_ref().map(|_| ()).map_err(|e| format!("dimse.listen {:?}: {e}", raw.dimse.listen)));
 
@@ -634,6 +660,7 @@ impl Config {
                 sites: project_sites,
                 permissions,
                 deid_options: project.deid_options,
+                show_sites: project.show_sites,
             });
         }
         match (&auth, projects.is_empty()) {
@@ -677,6 +704,7 @@ impl Config {
                 key_file: deid.key_file,
                 state_dir: deid.state_dir.unwrap_or_else(|| PathBuf::from("state")),
                 store,
+                show_sites: deid.show_sites.unwrap_or(false),
             }
         });
 
@@ -739,6 +767,7 @@ impl Config {
         match (listen, dimse_ae_title, dimse_listen) {
             (Ok(listen), Ok(dimse_ae_title), Ok(dimse_listen)) if problems.is_empty() => Ok(Config {
                 listen,
+                metrics_listen,
                 tls,
                 stow_limit,
                 max_connections,
@@ -851,6 +880,8 @@ fn validate_jwt(auth: raw::Auth, problems: &mut Vec<String>) -> Option<JwtConfig
         hs256_secret_file: auth.hs256_secret_file,
         jwks_refresh,
         leeway,
+        admin_role: auth.admin_role.filter(|role| !role.is_empty()),
+        roles_claim: auth.roles_claim.unwrap_or_else(|| "roles".to_owned()),
     })
 }
 

@@ -215,8 +215,25 @@ fn render(gw: &Gateway) -> String {
 }
 
 /// `/metrics`.
-pub async fn metrics(State(gw): State<Arc<Gateway>>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render(&gw)).into_response()
+/// `/metrics` on the API listener: for administrators, and not at all when it has a listener of
+/// its own (`server.metrics_listen`): it names every site.
+pub async fn metrics(State(gw): State<Arc<Gateway>>, headers: axum::http::HeaderMap) -> Response {
+    if gw.config.metrics_listen.is_some() {
+        return crate::error::ApiError::NotFound("metrics are served on server.metrics_listen".into()).into_response();
+    }
+    if let Some(refused) = crate::admin::administrators_only(&gw, &headers, "/metrics").await {
+        return refused;
+    }
+    exposition(&gw)
+}
+
+/// `/metrics` on `server.metrics_listen`, a listener of its own for the scraper.
+pub async fn metrics_only(State(gw): State<Arc<Gateway>>) -> Response {
+    exposition(&gw)
+}
+
+fn exposition(gw: &Gateway) -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], render(gw)).into_response()
 }
 
 #[cfg(test)]

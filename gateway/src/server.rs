@@ -176,8 +176,20 @@ pub async fn serve(
         header_timeout: config.header_timeout,
         max_header_size: config.http_limits.max_header_size,
     };
+    let metrics_listen = config.metrics_listen;
     let gateway = Gateway::start(config).await?;
     tokio::spawn(crate::startup::report_reachability(gateway.clone()));
+    if let Some(address) = metrics_listen {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on server.metrics_listen {address}: {e}"))?;
+        let metrics = Router::new().route("/metrics", get(crate::metrics::metrics_only)).with_state(gateway.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, metrics).await {
+                tracing::error!(error = %e, "the metrics listener stopped");
+            }
+        });
+    }
     let app = tower::ServiceExt::map_request(router(gateway), address(base_path));
     let tls = match tls {
         Some(files) => crate::https::reloaded_on_hangup(files)?,

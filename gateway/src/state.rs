@@ -139,6 +139,7 @@ fn projects(config: &Config, sites: &[Site]) -> anyhow::Result<Vec<Arc<Project>>
                 sites: sites.iter().map(|s| s.id().clone()).collect(),
                 permissions: vec![Permission::Search, Permission::Retrieve, Permission::Store],
                 deid_options: None,
+                show_sites: None,
             }];
             &implicit
         }
@@ -157,12 +158,18 @@ fn projects(config: &Config, sites: &[Site]) -> anyhow::Result<Vec<Arc<Project>>
             let indexes: Vec<usize> =
                 project.sites.iter().filter_map(|id| sites.iter().position(|s| s.id() == id)).collect();
             let cache_scope = cache_scope(&project.id, indexes.iter().map(|&i| &sites[i]), privacy.as_ref());
+            // Site ids name institutions: shown with de-identification only when asked for.
+            let show_sites = match &config.deid {
+                Some(deid) => project.show_sites.unwrap_or(deid.show_sites),
+                None => project.show_sites.unwrap_or(true),
+            };
             Ok(Arc::new(Project {
                 id: project.id.clone(),
                 sites: indexes,
                 permissions: project.permissions.clone(),
                 privacy,
                 cache_scope,
+                show_sites,
             }))
         })
         .collect()

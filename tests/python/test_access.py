@@ -19,7 +19,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from conftest import start_federation
+from conftest import free_port, start_federation
 from test_federation import ct_instance, orthanc
 
 ISSUER = "https://login.test.invalid"
@@ -432,6 +432,50 @@ def test_a_cached_search_answers_with_the_urls_of_the_path_it_was_asked_under(te
             assert answer.status_code == 200, (prefix, answer.status_code)
             urls = {value(s, "00081190") for s in answer.json()}
             assert all(url.startswith(f"{gw.url}{prefix}/studies/") for url in urls), (prefix, sorted(urls)[:2])
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def test_site_identities_reach_only_whom_they_are_for(testbed, keys, tmp_path):
+    """De-identifying, search results name no site unless the project asks for it; site
+    addresses, AE titles, the metrics and the cache's counters are for administrators
+    (`auth.admin_role`), or the metrics for a listener of their own."""
+    (tmp_path / "jwks.json").write_text(json.dumps(keys.jwks()))
+    projects = PROJECTS.replace('id = "liver"', 'id = "liver"\nshow_sites = true')
+    deid = f'\n[deid]\nprofile = "basic"\nkey_file = "{tmp_path}/deid.key"\nstate_dir = "{tmp_path}/state"\n'
+    auth = auth_section(jwks_file=tmp_path / "jwks.json") + 'admin_role = "gateway-admin"\n'
+    process, gw = start_federation(testbed, "FEDGW2", extra=projects + deid, auth=auth)
+    root = gw.url.replace("/dicom-web", "")
+    lung, liver = bearer(token(keys.rsa)), bearer(token(keys.rsa, projects=["liver"]))
+    admin = bearer(token(keys.rsa, projects=[], roles=["auditor", "gateway-admin"]))
+    try:
+        studies = requests.get(f"{gw.url}/studies", headers=lung)
+        assert studies.status_code == 200 and all(SITES not in s and "00090010" not in s for s in studies.json())
+        assert all(SITES in s for s in requests.get(f"{gw.url}/studies", headers=liver).json()), "shown on request"
+        for headers, shown in ((lung, False), (admin, True)):
+            sites = requests.get(f"{root}/admin/sites", headers=headers).json()["sites"]
+            assert sites and all(("address" in s and "ae_title" in s) == shown for s in sites), sites
+            text = json.dumps(sites)
+            assert shown or not any(f":{s['dicom_port']}" in text for s in testbed["sites"])
+        assert len(requests.get(f"{root}/admin/sites", headers=admin).json()["sites"]) == len(testbed["sites"])
+        for path in ("/metrics", "/admin/cache"):
+            assert requests.get(root + path).status_code == 401, path
+            assert requests.get(root + path, headers=lung).status_code == 403, path
+            assert requests.get(root + path, headers=admin).status_code == 200, path
+        assert 'site="site-1"' in requests.get(f"{root}/metrics", headers=admin).text
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+    # The metrics on a listener of their own (for a scraper on the operators' network): not on
+    # the API's.
+    metrics_port = free_port()
+    process, gw = start_federation(testbed, "FEDGW2", extra=projects, auth=auth,
+                                   server=f'metrics_listen = "127.0.0.1:{metrics_port}"')
+    try:
+        root = gw.url.replace("/dicom-web", "")
+        assert requests.get(f"{root}/metrics", headers=admin).status_code == 404
+        assert requests.get(f"http://127.0.0.1:{metrics_port}/metrics").status_code == 200
     finally:
         process.terminate()
         process.wait(timeout=10)

@@ -400,11 +400,16 @@ async fn search_sites(
             remember_series(gw, study, &completed);
         }
     }
-    for (i, result) in completed.iter().enumerate() {
+    for (i, mut result) in completed.into_iter().enumerate() {
         if i > 0 {
             body.push(b',');
         }
-        write_object(&mut body, result, &JsonOptions::default());
+        if !access.project.show_sites {
+            // Site ids name institutions (docs/ACCESS.md): the project does not show them.
+            result.remove_element(crate::federation::SITES_TAG);
+            result.remove_element(crate::federation::PRIVATE_CREATOR_TAG);
+        }
+        write_object(&mut body, &result, &JsonOptions::default());
     }
     body.push(b']');
     let response = ([(header::CONTENT_TYPE, "application/dicom+json")], body).into_response();
