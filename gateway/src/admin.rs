@@ -81,7 +81,8 @@ pub async fn administrators_only(gateway: &Gateway, headers: &axum::http::Header
     match crate::authorize::caller(gateway, headers, route).await {
         Ok(caller) if caller.admin => None,
         Ok(_) => Some(
-            crate::error::ApiError::Forbidden(format!("{route} is for administrators (auth.admin_role)")).into_response(),
+            crate::error::ApiError::Forbidden(format!("{route} is for administrators (auth.admin_role)"))
+                .into_response(),
         ),
         Err(refused) => Some(refused),
     }

@@ -74,6 +74,7 @@ fn granted_projects<'a>(gw: &'a Gateway, granted: &[String]) -> Vec<&'a Arc<Proj
 }
 
 /// Who asks.
+#[derive(Debug)]
 pub struct Caller<'a> {
     pub subject: String,
     /// The projects of this gateway the caller is granted.

@@ -263,7 +263,7 @@ pub struct ProjectConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthMode {
     None,
-    Jwt(JwtConfig),
+    Jwt(Box<JwtConfig>),
 }
 
 /// How bearer tokens are checked (`[auth]` with `mode = "jwt"`).
@@ -572,9 +572,11 @@ impl Config {
 
         let dimse_ae_title = AeTitle::new(&raw.dimse.ae_title);
         check(dimse_ae_title.as_ref().map(|_| ()).map_err(|e| format!("dimse.ae_title: {e}")));
-        let metrics_listen = raw.server.metrics_listen.as_deref().map(|text| {
-            text.parse::<SocketAddr>().map_err(|e| format!("server.metrics_listen {text:?}: {e}"))
-        });
+        let metrics_listen = raw
+            .server
+            .metrics_listen
+            .as_deref()
+            .map(|text| text.parse::<SocketAddr>().map_err(|e| format!("server.metrics_listen {text:?}: {e}")));
         check(metrics_listen.clone().map(|r| r.map(|_| ())).unwrap_or(Ok(())));
         let metrics_listen = metrics_listen.and_then(Result::ok);
         let dimse_listen = raw.dimse.listen.parse::<SocketAddr>();
@@ -602,7 +604,7 @@ impl Config {
             None => AuthMode::None,
             Some(auth) => match auth.mode.as_str() {
                 "none" => AuthMode::None,
-                "jwt" => validate_jwt(auth, &mut problems).map(AuthMode::Jwt).unwrap_or(AuthMode::None),
+                "jwt" => validate_jwt(auth, &mut problems).map(|jwt| AuthMode::Jwt(Box::new(jwt))).unwrap_or(AuthMode::None),
                 other => {
                     problems.push(format!("auth.mode {other:?}: expected \"jwt\" or \"none\""));
                     AuthMode::None
