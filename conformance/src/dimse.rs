@@ -286,9 +286,13 @@ pub async fn run(target: &DimseTarget, progress: &mut dyn FnMut(&str)) -> DimseR
                     server.abort();
                     let mut check = sample_check("C-MOVE of one instance", "PS3.4 C.4.2", outcome);
                     if check.outcome == Outcome::Fail {
-                        check
-                            .evidence
-                            .push_str(&format!(" (does the PACS know {} at {listen}?)", target.calling_ae_title));
+                        // The storage SCP takes sub-operations only from the PACS's AE title
+                        // and host; a PACS sending under another AE title needs
+                        // `move_calling_ae` in the gateway's configuration.
+                        check.evidence.push_str(&format!(
+                            " (does the PACS know {} at {listen}, and send its sub-operations as {} from the host of {}?)",
+                            target.calling_ae_title, target.ae_title, target.address
+                        ));
                     }
                     checks.push(check);
                 }

@@ -17,6 +17,7 @@ pub fn endpoint(config: &Config, site: &SiteConfig) -> Result<SiteEndpoint, Stri
     endpoint.response_timeout = site.timeout;
     endpoint.connect_timeout = site.timeout.min(Duration::from_secs(10));
     endpoint.max_pdu_length = site.max_pdu_length;
+    endpoint.move_calling_ae_title = site.move_calling_ae.clone();
     if let Some(tls) = &site.tls {
         let cert_and_key = tls.cert_and_key.as_ref().map(|(c, k)| (c.as_path(), k.as_path()));
         let client = pacs_adapter::tls::client_config(&tls.ca, cert_and_key).map_err(|e| e.to_string())?;

@@ -118,6 +118,7 @@ mod raw {
         pub max_pdu_length: Option<String>,
         pub store: Option<bool>,
         pub tls: Option<SiteTls>,
+        pub move_calling_ae: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -225,6 +226,8 @@ pub struct SiteConfig {
     pub max_pdu_length: u32,
     pub store: bool,
     pub tls: Option<SiteTlsFiles>,
+    /// The calling AE title the PACS uses for C-MOVE sub-operations, when not `ae_title`.
+    pub move_calling_ae: Option<AeTitle>,
 }
 
 /// The range of `[[sites]] max_pdu_length`: from what PS3.8 lets a peer offer at least, to
@@ -940,6 +943,19 @@ fn validate_site(site: raw::Site) -> Result<SiteConfig, Vec<String>> {
             }
         },
     };
+    if retrieve == Some(RetrieveMode::CMove) && tls.is_some() {
+        // The storage SCP that receives C-MOVE sub-operations speaks plain TCP only.
+        problems.push(
+            "retrieve = \"c-move\" with tls: the PACS would send the instances to the storage SCP in clear (it does not speak TLS); use c-get over TLS".into(),
+        );
+    }
+    let move_calling_ae = site
+        .move_calling_ae
+        .as_deref()
+        .and_then(|raw| AeTitle::new(raw).map_err(|e| problems.push(format!("move_calling_ae {raw:?}: {e}"))).ok());
+    if move_calling_ae.is_some() && retrieve != Some(RetrieveMode::CMove) {
+        problems.push("move_calling_ae is only for retrieve = \"c-move\"".into());
+    }
     match (id, ae_title, retrieve, timeout) {
         (Some(id), Some(ae_title), Some(retrieve), Some(timeout)) if problems.is_empty() => Ok(SiteConfig {
             id,
@@ -952,6 +968,7 @@ fn validate_site(site: raw::Site) -> Result<SiteConfig, Vec<String>> {
             max_pdu_length,
             store: site.store.unwrap_or(false),
             tls,
+            move_calling_ae,
         }),
         _ => Err(problems),
     }
@@ -1187,6 +1204,33 @@ circuit_open = "30s"
             let problems = Config::parse(&text).expect_err("refused");
             assert!(problems.iter().any(|p| p.contains("max_pdu_length")), "{refused}: {problems:#?}");
         }
+    }
+
+    #[test]
+    fn c_move_over_tls_is_refused() {
+        let tls = "tls = { ca = \"site-2-ca.pem\" }";
+        let text = EXAMPLE.replace("retrieve = \"c-move\"", &format!("retrieve = \"c-move\"\n{tls}"));
+        // The refused site is left out, so the project naming it is refused too.
+        let problems = Config::parse(&text).expect_err("refused");
+        assert!(problems[0].starts_with("sites[1]: retrieve = \"c-move\" with tls"), "{problems:#?}");
+        assert!(problems[0].contains("use c-get over TLS"), "{problems:#?}");
+        let text = EXAMPLE.replace("retrieve = \"c-move\"", &format!("retrieve = \"c-get\"\n{tls}"));
+        assert!(Config::parse(&text).expect("c-get over TLS is valid").sites[1].tls.is_some());
+    }
+
+    #[test]
+    fn move_calling_ae() {
+        let config = Config::parse(EXAMPLE).expect("valid");
+        assert_eq!(config.sites[1].move_calling_ae, None, "the site's ae_title by default");
+        let text = EXAMPLE.replace("retrieve = \"c-move\"", "retrieve = \"c-move\"\nmove_calling_ae = \"SITE2_SEND\"");
+        let config = Config::parse(&text).expect("valid");
+        assert_eq!(config.sites[1].move_calling_ae.as_ref().map(AeTitle::as_str), Some("SITE2_SEND"));
+        let text = EXAMPLE
+            .replace("retrieve = \"c-move\"", "retrieve = \"c-move\"\nmove_calling_ae = \"THIS-AE-TITLE-IS-TOO-LONG\"")
+            .replace("store = false", "store = false\nmove_calling_ae = \"SITE1\"");
+        let problems = Config::parse(&text).expect_err("refused");
+        assert!(problems.iter().any(|p| p.starts_with("sites[1]: move_calling_ae \"THIS-AE")), "{problems:#?}");
+        assert!(problems.iter().any(|p| p.starts_with("sites[0]: move_calling_ae is only for")), "{problems:#?}");
     }
 
     #[test]

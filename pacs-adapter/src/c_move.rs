@@ -1,5 +1,7 @@
 //! C-MOVE (PS3.4 §C.4.2) to our own AE: the PACS opens an association to the storage SCP and
-//! sends each instance there; the SCP hands them to this move, which streams them on.
+//! sends each instance there; the SCP hands them to this move, which streams them on. Only
+//! the site's own AE title and host may send them, and a site reached over TLS is not moved
+//! from (the storage SCP speaks plain TCP).
 
 use std::collections::HashSet;
 
@@ -10,7 +12,7 @@ use crate::instance::{RetrievedInstance, SubOperations};
 use crate::operation::{start, Deadlines, Exchange};
 use crate::pool::AssociationPool;
 use crate::query::encode_identifier;
-use crate::store_scp::{MoveTicket, StoreScp};
+use crate::store_scp::{MoveSource, MoveTicket, StoreScp};
 use crate::stream::DimseStream;
 use crate::syntax::{ContextPlan, STUDY_ROOT_MOVE};
 
@@ -25,10 +27,15 @@ pub async fn c_move(
     if !scp.is_running() {
         return Err(DimseError::StoreScpUnavailable);
     }
+    if pool.site().tls.is_some() {
+        return Err(DimseError::MoveWithoutTls { site: pool.site().id.clone() });
+    }
     let deadlines = Deadlines::new(pool, request.deadline);
     let expected = (!request.target.instances.is_empty())
         .then(|| request.target.instances.iter().map(|u| u.as_str().to_owned()).collect::<HashSet<_>>());
-    let ticket = scp.register(&pool.site().called_ae_title, expected);
+    // The storage SCP takes this move's instances only from the site's AE title and host.
+    let source = MoveSource::resolve(pool.site()).await?;
+    let ticket = scp.register(source, expected);
     let identifier = request.target.identifier();
     let destination = scp.ae_title().as_str().to_owned();
     let site = pool.site().id.clone();

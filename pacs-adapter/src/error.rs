@@ -109,6 +109,11 @@ pub enum DimseError {
     #[error("invalid instance: {0}")]
     InvalidInstance(String),
 
+    /// C-MOVE of a site reached over TLS: the storage SCP speaks plain TCP only, so the
+    /// instances would cross the network in clear.
+    #[error("site {site}: C-MOVE refused: the site is reached over TLS and the storage SCP does not speak TLS; use c-get over TLS")]
+    MoveWithoutTls { site: SiteId },
+
     /// The storage SCP that receives C-MOVE sub-operations is not running.
     #[error("the C-MOVE storage SCP is not running")]
     StoreScpUnavailable,
@@ -129,7 +134,8 @@ impl DimseError {
             | DimseError::Protocol { site, .. }
             | DimseError::Failed { site, .. }
             | DimseError::Cancelled { site, .. }
-            | DimseError::SubOperationsFailed { site, .. } => Some(site),
+            | DimseError::SubOperationsFailed { site, .. }
+            | DimseError::MoveWithoutTls { site } => Some(site),
             DimseError::InvalidInstance(_) | DimseError::StoreScpUnavailable => None,
         }
     }

@@ -41,5 +41,5 @@ pub use pool::{AssociationPool, PooledAssociation};
 pub use query::{with_level, QueryLevel, RetrieveTarget};
 pub use site::{SiteEndpoint, SiteTls};
 pub use store::{store, StoreOutcome};
-pub use store_scp::{StoreScp, StoreScpOptions};
+pub use store_scp::{MoveSource, StoreScp, StoreScpOptions};
 pub use stream::DimseStream;

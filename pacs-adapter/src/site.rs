@@ -27,6 +27,9 @@ pub struct SiteEndpoint {
     pub called_ae_title: AeTitle,
     /// Our calling AE title (also the C-MOVE destination).
     pub calling_ae_title: AeTitle,
+    /// The calling AE title of the associations the PACS opens to the storage SCP for C-MOVE
+    /// sub-operations, when it is not `called_ae_title`.
+    pub move_calling_ae_title: Option<AeTitle>,
     /// `host:port`.
     pub address: String,
     /// At most this many associations are open to the site at once.
@@ -57,6 +60,7 @@ impl SiteEndpoint {
             id,
             called_ae_title,
             calling_ae_title,
+            move_calling_ae_title: None,
             address: address.into(),
             max_associations: 4,
             connect_timeout: Duration::from_secs(10),

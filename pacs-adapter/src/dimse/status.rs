@@ -51,6 +51,9 @@ impl Status {
     /// C-STORE failure we answer when we cannot take an instance (PS3.4 C.4.2.1.4:
     /// "Refused: Out of Resources").
     pub const STORE_OUT_OF_RESOURCES: Status = Status(0xA700);
+    /// C-STORE refused because the sender may not send it (PS3.7 Annex C, "Refused: Not
+    /// Authorized"): no C-MOVE in flight of the sender's site claims the instance.
+    pub const STORE_NOT_AUTHORIZED: Status = Status(0x0124);
     /// C-STORE "Error: Cannot understand" (Cxxx).
     pub const STORE_CANNOT_UNDERSTAND: Status = Status(0xC000);
 
