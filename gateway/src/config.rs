@@ -607,7 +607,9 @@ impl Config {
             None => AuthMode::None,
             Some(auth) => match auth.mode.as_str() {
                 "none" => AuthMode::None,
-                "jwt" => validate_jwt(auth, &mut problems).map(|jwt| AuthMode::Jwt(Box::new(jwt))).unwrap_or(AuthMode::None),
+                "jwt" => {
+                    validate_jwt(auth, &mut problems).map(|jwt| AuthMode::Jwt(Box::new(jwt))).unwrap_or(AuthMode::None)
+                }
                 other => {
                     problems.push(format!("auth.mode {other:?}: expected \"jwt\" or \"none\""));
                     AuthMode::None
