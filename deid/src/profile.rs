@@ -118,8 +118,51 @@ fn is_overlay(tag: Tag) -> bool {
     (0x6000..=0x60FF).contains(&tag.group()) && tag.group().is_multiple_of(2)
 }
 
-/// The identifying values of a data set, for cleaning free text: every name component, ID and
-/// date of identity three characters or longer.
+/// Person names whose parts of two characters are identifying too (`Li`, `Wu`, `Ng`); such short
+/// parts are redacted only as whole words (see [`redact`]).
+const PERSON_NAMES: [Tag; 9] = [
+    tags::PATIENT_NAME,
+    tags::OTHER_PATIENT_NAMES,
+    tags::PATIENT_BIRTH_NAME,
+    tags::PATIENT_MOTHER_BIRTH_NAME,
+    tags::REFERRING_PHYSICIAN_NAME,
+    tags::PERFORMING_PHYSICIAN_NAME,
+    tags::NAME_OF_PHYSICIANS_READING_STUDY,
+    tags::PHYSICIANS_OF_RECORD,
+    tags::OPERATORS_NAME,
+];
+
+/// The data set's own dates, which free text may repeat in any of the forms people write.
+const DATES: [Tag; 6] = [
+    tags::PATIENT_BIRTH_DATE,
+    tags::STUDY_DATE,
+    tags::SERIES_DATE,
+    tags::ACQUISITION_DATE,
+    tags::CONTENT_DATE,
+    tags::INSTANCE_CREATION_DATE,
+];
+
+/// A date `YYYYMMDD` as it may be written in free text.
+fn written_dates(date: &str) -> Vec<String> {
+    if date.len() != 8 || !date.bytes().all(|b| b.is_ascii_digit()) {
+        return Vec::new();
+    }
+    let (y, m, d) = (&date[..4], &date[4..6], &date[6..]);
+    vec![
+        date.to_owned(),
+        format!("{y}-{m}-{d}"),
+        format!("{y}/{m}/{d}"),
+        format!("{y}.{m}.{d}"),
+        format!("{d}.{m}.{y}"),
+        format!("{d}/{m}/{y}"),
+        format!("{m}/{d}/{y}"),
+        format!("{d}-{m}-{y}"),
+    ]
+}
+
+/// The identifying values of a data set, for cleaning free text: every name component (of two
+/// characters or more for person names), ID and date of identity three characters or longer,
+/// and the data set's dates in their written forms.
 fn identifying_values(obj: &InMemDicomObject) -> Vec<String> {
     let sources = [
         tags::PATIENT_NAME,
@@ -145,13 +188,24 @@ fn identifying_values(obj: &InMemDicomObject) -> Vec<String> {
         tags::STATION_NAME,
     ];
     let mut values: Vec<String> = Vec::new();
+    let mut add = |value: &str| {
+        if !values.iter().any(|v| v.eq_ignore_ascii_case(value)) {
+            values.push(value.to_owned());
+        }
+    };
     for tag in sources {
         let Some(text) = text_of(obj, tag) else { continue };
+        let shortest = if PERSON_NAMES.contains(&tag) { 2 } else { 3 };
         for part in text.split(['^', '=', '\\', ' ', ',']) {
             let part = part.trim();
-            if part.chars().count() >= 3 && !values.iter().any(|v| v.eq_ignore_ascii_case(part)) {
-                values.push(part.to_owned());
+            if part.chars().count() >= shortest {
+                add(part);
             }
+        }
+    }
+    for tag in DATES {
+        for written in text_of(obj, tag).map(|date| written_dates(&date)).unwrap_or_default() {
+            add(&written);
         }
     }
     // Longest first, so that a name is replaced before a part of it.
@@ -159,10 +213,19 @@ fn identifying_values(obj: &InMemDicomObject) -> Vec<String> {
     values
 }
 
-/// Replaces every identifying value in a text, ignoring case.
+/// Whether the bytes around `at..end` of `text` end words there (no letter or digit beside).
+fn whole_word(text: &str, at: usize, end: usize) -> bool {
+    let before = text[..at].chars().next_back().is_none_or(|c| !c.is_alphanumeric());
+    let after = text[end..].chars().next().is_none_or(|c| !c.is_alphanumeric());
+    before && after
+}
+
+/// Replaces every identifying value in a text, ignoring case; values shorter than three
+/// characters (a two-letter surname) only where they stand as whole words.
 fn redact(text: &str, identifying: &[String]) -> String {
     let mut out = text.to_owned();
     for value in identifying {
+        let short = value.chars().count() < 3;
         let lower_value = value.to_lowercase();
         let mut from = 0;
         loop {
@@ -175,6 +238,10 @@ fn redact(text: &str, identifying: &[String]) -> String {
                 break;
             }
             let Some(at) = lower[from..].find(&lower_value).map(|i| i + from) else { break };
+            if short && !whole_word(&out, at, at + value.len()) {
+                from = at + value.len();
+                continue;
+            }
             out.replace_range(at..at + value.len(), REDACTED);
             from = at + REDACTED.len();
         }
@@ -783,5 +850,24 @@ mod tests {
     fn redaction_ignores_case_and_prefers_the_longest_value() {
         let identifying = vec!["Elsewhere".to_owned(), "Jane".to_owned()];
         assert_eq!(redact("seen at ST ELSEWHERE by jane", &identifying), "seen at ST [removed] by [removed]");
+        // A two-letter surname goes where it is a word, not inside other words.
+        let short = vec!["Li".to_owned()];
+        assert_eq!(redact("Mr LI, lipid panel (li)", &short), "Mr [removed], lipid panel ([removed])");
+    }
+
+    #[test]
+    fn clean_descriptors_removes_short_surnames_and_the_data_sets_dates_as_written() {
+        let mut obj = sample();
+        obj.put(DataElement::new(tags::PATIENT_NAME, VR::PN, PrimitiveValue::from("Li^Wei")));
+        obj.put(DataElement::new(
+            tags::STUDY_DESCRIPTION,
+            VR::LO,
+            PrimitiveValue::from("CT for Li born 03.02.1961, seen 2024-03-01; lipids"),
+        ));
+        deidentifier(&["clean-descriptors"]).apply(&mut obj, "site-1");
+        assert_eq!(
+            text_of(&obj, tags::STUDY_DESCRIPTION).as_deref(),
+            Some("CT for [removed] born [removed], seen [removed]; lipids")
+        );
     }
 }

@@ -27,6 +27,9 @@ ARCHIVE_AE = "QUIMBLEPACS"
 HL7_ID = "HL7MSG-5551212^QUIMBLE"
 ISSUER_ENTITY = "quimbleton-hospital.example.org"
 REPORT_DATE = "20190304"
+DESCRIPTION = "MR for Ng, born 03.02.1961, seen 2019-03-04; angle 12.5"
+# The description as Clean Descriptors leaves it.
+DESCRIPTION_CLEANED = "MR for [removed], born [removed], seen [removed]; angle 12.5"
 
 # Every value planted in the corpus that must never leave a de-identifying gateway; the UIDs
 # of the sources are added as the corpus is made.
@@ -137,6 +140,10 @@ def image_with_trailing_data(study_uid):
     pixel data (groups 7FE1 and FFFA sort after 7FE0)."""
     ds = pydicom.dcmread(get_testdata_file("MR_small_RLE.dcm"))
     patient_and_study(ds, study_uid, "MR")
+    # A description naming an operator with a two-letter surname, and dates as people write
+    # them: what Clean Descriptors must find in free text.
+    ds.OperatorsName = "Ng^Bo"
+    ds.SeriesDescription = DESCRIPTION
     ds.private_block(0x7FE1, "QUIMBLETON PACS", create=True).add_new(0x01, "LO", f"{PATIENT_NAME} {PATIENT_ID}")
     signature = Dataset()
     signature.MACIDNumber = 1

@@ -94,6 +94,8 @@ def test_report_text_archive_urls_and_data_after_pixel_data_never_leave(testbed,
         assert sorted(ds.Modality for ds in retrieved) == ["KO", "MR", "PR", "SR"]
         for ds in retrieved:
             assert "DigitalSignaturesSequence" not in ds and not any(e.tag.is_private for e in ds)
+            if ds.Modality == "MR" and "clean-descriptors" in options:
+                assert ds.SeriesDescription == privacy_corpus.DESCRIPTION_CLEANED
             if ds.Modality == "SR":
                 text = next(item for item in ds.ContentSequence if item.ValueType == "TEXT")
                 assert text.TextValue == "ANONYMIZED", "a report's text is replaced, its structure kept"
