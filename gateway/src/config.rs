@@ -58,6 +58,7 @@ mod raw {
         pub echo_interval: Option<String>,
         pub circuit_failures: Option<u32>,
         pub circuit_open: Option<String>,
+        pub max_matches: Option<usize>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -421,6 +422,9 @@ pub struct FederationConfig {
     pub circuit_failures: u32,
     /// How long an open circuit keeps requests away before a probe.
     pub circuit_open: Duration,
+    /// The most matches of one C-FIND collected from a site; a search past it answers the
+    /// first ones with a Warning, a count or listing past it is refused.
+    pub max_matches: usize,
 }
 
 /// Everything wrong with a configuration file.
@@ -755,6 +759,10 @@ impl Config {
             if echo_interval.is_zero() || circuit_open.is_zero() {
                 problems.push("federation.echo_interval and federation.circuit_open must be longer than 0s".into());
             }
+            let max_matches = raw.as_ref().and_then(|f| f.max_matches).unwrap_or(10_000);
+            if max_matches == 0 {
+                problems.push("federation.max_matches must be at least 1".into());
+            }
             let circuit_failures = raw.as_ref().and_then(|f| f.circuit_failures).unwrap_or(3);
             if circuit_failures == 0 {
                 problems.push("federation.circuit_failures must be at least 1".into());
@@ -768,6 +776,7 @@ impl Config {
                 echo_interval,
                 circuit_failures,
                 circuit_open,
+                max_matches,
             }
         };
 

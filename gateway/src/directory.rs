@@ -294,6 +294,7 @@ mod tests {
             echo_interval: Duration::from_secs(30),
             circuit_failures: 3,
             circuit_open: Duration::from_secs(30),
+            max_matches: 10_000,
         }
     }
 

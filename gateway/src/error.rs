@@ -49,6 +49,9 @@ impl From<crate::site::Unanswered> for ApiError {
             crate::site::Unanswered::CircuitOpen { site, open } => {
                 ApiError::SitesDown { message: format!("site {site}: {open}"), retry_after: open.retry_in }
             }
+            e @ crate::site::Unanswered::TooManyMatches { .. } => {
+                ApiError::BadRequest(format!("{e}: narrow the search or the resource"))
+            }
         }
     }
 }

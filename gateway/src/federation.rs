@@ -46,6 +46,9 @@ pub struct SiteFailure {
 pub struct FanOut {
     pub results: Vec<(usize, InMemDicomObject)>,
     pub failures: Vec<SiteFailure>,
+    /// Sites that had more matches than `federation.max_matches` (their first ones are in
+    /// `results`): the answer is partial.
+    pub truncated: Vec<(String, usize)>,
 }
 
 impl FanOut {
@@ -65,12 +68,17 @@ impl FanOut {
 pub async fn find_everywhere(sites: &[&Site], level: QueryLevel, identifier: &InMemDicomObject) -> FanOut {
     let queries = sites.iter().enumerate().map(|(index, site)| {
         let identifier = identifier.clone();
-        async move { (index, site.find_all(level, identifier).await) }
+        async move { (index, site.find_at_most(level, identifier).await) }
     });
     let mut fan_out = FanOut::default();
     for (index, result) in futures::future::join_all(queries).await {
         match result {
-            Ok(found) => fan_out.results.extend(found.into_iter().map(|r| (index, r))),
+            Ok(found) => {
+                if found.truncated {
+                    fan_out.truncated.push((sites[index].id().to_string(), sites[index].max_matches));
+                }
+                fan_out.results.extend(found.results.into_iter().map(|r| (index, r)));
+            }
             Err(error) => {
                 tracing::warn!(site = %sites[index].id(), %error, "site left out of a federated C-FIND");
                 fan_out.failures.push(SiteFailure { site: sites[index].id().to_string(), error });
@@ -95,11 +103,15 @@ pub async fn instance_uids_at(sites: &[&Site], study: &str, series: &str) -> Res
         .collect()
 }
 
-/// The `Warning` header naming each site that did not answer (RFC 7234 warn-code 299).
-pub fn warning(failures: &[SiteFailure]) -> Option<HeaderValue> {
-    if failures.is_empty() {
+/// The `Warning` header naming each site that did not answer, and each whose matches were cut
+/// at `federation.max_matches` (RFC 7234 warn-code 299).
+pub fn warning(failures: &[SiteFailure], truncated: &[(String, usize)]) -> Option<HeaderValue> {
+    if failures.is_empty() && truncated.is_empty() {
         return None;
     }
+    let cut = truncated.iter().map(|(site, limit)| {
+        format!("site {site} has more than {limit} matches: only its first {limit} are included; narrow the search")
+    });
     let reasons: Vec<String> = failures
         .iter()
         .map(|f| match &f.error {
@@ -110,7 +122,9 @@ pub fn warning(failures: &[SiteFailure]) -> Option<HeaderValue> {
                 open.last_fault,
                 open.retry_in.as_secs()
             ),
+            too_many @ Unanswered::TooManyMatches { .. } => too_many.to_string(),
         })
+        .chain(cut)
         .collect();
     HeaderValue::from_str(&format!("299 dicomweb-gateway \"{}\"", reasons.join("; ").replace('"', "'"))).ok()
 }
@@ -254,8 +268,10 @@ mod tests {
                 after: std::time::Duration::from_secs(1),
             }),
         }];
-        let header = warning(&failures).expect("header");
+        let header = warning(&failures, &[]).expect("header");
         assert_eq!(header.to_str().expect("ascii"), "299 dicomweb-gateway \"site site-2 did not answer: timed out\"");
-        assert!(warning(&[]).is_none());
+        assert!(warning(&[], &[]).is_none());
+        let cut = warning(&[], &[("site-1".into(), 10)]).expect("header");
+        assert!(cut.to_str().expect("ascii").contains("site site-1 has more than 10 matches"));
     }
 }

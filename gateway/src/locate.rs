@@ -115,6 +115,12 @@ async fn locate_by_find(gw: &Gateway, allowed: &[usize], target: &RetrieveTarget
     }
     let sites: Vec<&crate::state::Site> = allowed.iter().map(|&i| &gw.sites[i]).collect();
     let fan_out = crate::federation::find_everywhere(&sites, level, &identifier).await;
+    if let Some((site, limit)) = fan_out.truncated.first() {
+        // A plan from part of a site's answer could miss what a retrieval must deliver.
+        return Err(ApiError::BadRequest(format!(
+            "site {site} has more than {limit} series or instances for this retrieval (federation.max_matches)"
+        )));
+    }
     if fan_out.results.is_empty() {
         // Nothing found: a 404 only when every site could answer.
         if !fan_out.failures.is_empty() {

@@ -24,6 +24,16 @@ pub struct Site {
     pub method: RetrieveMethod,
     pub health: SiteHealth,
     pub sent: SentOperations,
+    /// The most matches of one C-FIND collected (`federation.max_matches`).
+    pub max_matches: usize,
+}
+
+/// The matches of one C-FIND, at most the site's `max_matches`.
+#[derive(Debug)]
+pub struct Found {
+    pub results: Vec<InMemDicomObject>,
+    /// The site had more matches than were collected (the C-FIND was cancelled there).
+    pub truncated: bool,
 }
 
 /// How many operations the gateway has sent to a site since it started, by kind.
@@ -52,6 +62,9 @@ pub enum Unanswered {
     Dimse(#[from] DimseError),
     #[error("site {site}: {open}")]
     CircuitOpen { site: SiteId, open: CircuitOpen },
+    /// A C-FIND whose every match was needed (a count, a listing) had more than the bound.
+    #[error("site {site} has more than {limit} matches (federation.max_matches)")]
+    TooManyMatches { site: SiteId, limit: usize },
 }
 
 impl Site {
@@ -77,19 +90,30 @@ impl Site {
         Ok(outcome?)
     }
 
-    /// A C-FIND collected whole, within the site's operation budget (also enforced from
-    /// outside the DIMSE layer, so that a PACS that never answers cannot hold a request).
+    /// A C-FIND collected whole (counts and listings): more than `max_matches` matches is an
+    /// error, never a wrong count.
     pub async fn find_all(
         &self,
         level: QueryLevel,
         identifier: InMemDicomObject,
     ) -> Result<Vec<InMemDicomObject>, Unanswered> {
+        let found = self.find_at_most(level, identifier).await?;
+        if found.truncated {
+            return Err(Unanswered::TooManyMatches { site: self.id().clone(), limit: self.max_matches });
+        }
+        Ok(found.results)
+    }
+
+    /// A C-FIND collected up to `max_matches` matches (then cancelled at the site), within the
+    /// site's operation budget (also enforced from outside the DIMSE layer, so that a PACS that
+    /// never answers cannot hold a request). Memory is bounded by the matches kept.
+    pub async fn find_at_most(&self, level: QueryLevel, identifier: InMemDicomObject) -> Result<Found, Unanswered> {
         self.admit()?;
         count(&self.sent.find);
         let budget = self.operation_budget();
         let began = Instant::now();
         let request = FindRequest { level, identifier, deadline: Some(began + budget) };
-        let answer = async { find(&self.pool, request).await?.try_collect_all().await };
+        let answer = async { find(&self.pool, request).await?.try_collect_at_most(self.max_matches).await };
         let outcome = match tokio::time::timeout(budget + Duration::from_secs(1), answer).await {
             Ok(outcome) => outcome,
             Err(_) => Err(DimseError::Timeout {
@@ -99,7 +123,11 @@ impl Site {
             }),
         };
         self.sent.find_micros.fetch_add(began.elapsed().as_micros() as u64, Ordering::Relaxed);
-        self.observed(outcome)
+        let (results, truncated) = self.observed(outcome)?;
+        if truncated {
+            tracing::warn!(site = %self.id(), limit = self.max_matches, "C-FIND cut at federation.max_matches");
+        }
+        Ok(Found { results, truncated })
     }
 
     /// Starts a C-GET or C-MOVE (the site's retrieve method) of `target`: a study or series

@@ -72,7 +72,14 @@ impl Gateway {
                 _ => RetrieveMethod::Get,
             };
             let health = SiteHealth::new(site_config.id.as_str(), policy, config.federation.echo_interval);
-            sites.push(Site { config: site_config.clone(), pool, method, health, sent: Default::default() });
+            sites.push(Site {
+                config: site_config.clone(),
+                pool,
+                method,
+                health,
+                sent: Default::default(),
+                max_matches: config.federation.max_matches,
+            });
         }
         if sites.is_empty() {
             anyhow::bail!("no site is configured");

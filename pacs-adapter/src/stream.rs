@@ -25,6 +25,20 @@ impl<T> DimseStream<T> {
         (tx, DimseStream { rx })
     }
 
+    /// Collects at most `max` results, failing on the first error; `true` with them when the
+    /// operation had more. The stream is then dropped, which cancels the operation.
+    pub async fn try_collect_at_most(mut self, max: usize) -> Result<(Vec<T>, bool), DimseError> {
+        let mut out = Vec::new();
+        while let Some(item) = self.rx.recv().await {
+            let item = item?;
+            if out.len() == max {
+                return Ok((out, true));
+            }
+            out.push(item);
+        }
+        Ok((out, false))
+    }
+
     /// Collects every result, failing on the first error.
     pub async fn try_collect_all(mut self) -> Result<Vec<T>, DimseError> {
         let mut out = Vec::new();

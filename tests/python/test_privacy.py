@@ -341,3 +341,28 @@ def test_the_disk_cache_serves_nothing_made_under_another_configuration(testbed,
     # The project's sites changed (one more, which does not answer): made again.
     offline = '\n[[sites]]\nid = "offline"\nae_title = "OFFLINE"\naddress = "127.0.0.1:1"\nretrieve = "c-get"\ntimeout = "2s"\n'
     assert retrieve(deid(["retain-longitudinal-modified-dates"]), extra_sites=offline)[1] >= 1
+
+
+def test_a_search_collects_at_most_max_matches_from_each_site(testbed):
+    """`federation.max_matches` bounds what one C-FIND collects from a site: a search past it
+    answers the first matches with a Warning naming the site and the bound (never as complete),
+    and the site stays in good health."""
+    process, gw = start_federation(testbed, "FEDGW5", extra='[federation]\nmax_matches = 50\n')
+    try:
+        ct = testbed["data"]["ct"]
+        answer = requests.get(f"{gw.url}/studies/{ct['study_uid']}/instances")
+        assert answer.status_code == 200, answer.text
+        warning = answer.headers.get("Warning", "")
+        assert "has more than 50 matches" in warning and "site-1" in warning, warning
+        assert 50 <= len(answer.json()) < len(ct["instance_uids"])
+        small = requests.get(f"{gw.url}/studies/{testbed['data']['multiframe']['study_uid']}/instances")
+        assert small.status_code == 200 and "Warning" not in small.headers
+        # A retrieval whose plan must list every instance of a series held by several sites
+        # is refused, naming the bound, rather than planned from part of the list.
+        whole = requests.get(f"{gw.url}/studies/{ct['study_uid']}", headers=ACCEPT_DICOM)
+        assert whole.status_code == 400 and "federation.max_matches" in whole.text, (whole.status_code, whole.text)
+        # The sites stay in good health: nothing of this was their fault.
+        sites = requests.get(gw.url.replace("/dicom-web", "/admin/sites")).json()["sites"]
+        assert all(s["circuit"] == "closed" and s["consecutive_failures"] == 0 for s in sites), sites
+    finally:
+        stop(process)

@@ -316,7 +316,7 @@ async fn search_sites(
     // What this search shows of where data lives can be remembered only when it is complete:
     // every site asked and answering, and no filter but UIDs (docs/FEDERATION.md).
     let rememberable = gw.sees_every_site(access) && fan_out.failures.is_empty() && matches_uids_only(&query);
-    let sites_missing = warning(&fan_out.failures);
+    let sites_missing = warning(&fan_out.failures, &fan_out.truncated);
     let mut merged = merge(scope.level, fan_out.results);
     sort(scope.level, &mut merged);
     // Each result's patient (de-identifying): from the result, else from its study.
