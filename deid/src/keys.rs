@@ -24,6 +24,28 @@ pub fn unpadded(value: &str) -> &str {
     value.trim_matches([' ', '\0'])
 }
 
+/// `2.25.` and the decimal form of 128 bits of HMAC(key, value), shaped as a version 8 UUID.
+fn uuid_uid(key: &[u8; 32], value: &str) -> String {
+    let digest = hmac(key, &[value.trim_end_matches(['\0', ' ']).as_bytes()]);
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    bytes[6] = (bytes[6] & 0x0F) | 0x80; // version 8
+    bytes[8] = (bytes[8] & 0x3F) | 0x80; // variant 10
+    format!("2.25.{}", u128::from_be_bytes(bytes))
+}
+
+/// `prefix` and 14 letters and digits (70 bits) of a digest.
+fn token(prefix: &str, digest: &[u8; 32]) -> String {
+    const ALPHABET: &[u8; 32] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut out = String::from(prefix);
+    let mut bits: u128 = u128::from_be_bytes(digest[..16].try_into().unwrap_or([0; 16]));
+    for _ in 0..14 {
+        out.push(ALPHABET[(bits & 31) as usize] as char);
+        bits >>= 5;
+    }
+    out
+}
+
 /// The largest date shift, in days (about ten years).
 pub const MAX_SHIFT_DAYS: i64 = 3652;
 
@@ -33,6 +55,9 @@ pub struct ProjectKeys {
     uid: [u8; 32],
     patient: [u8; 32],
     date: [u8; 32],
+    /// Keys values a caller stores that are not this project's pseudonyms (see
+    /// [`ProjectKeys::stored_uid`]).
+    upload: [u8; 32],
 }
 
 impl std::fmt::Debug for ProjectKeys {
@@ -63,32 +88,37 @@ impl ProjectKeys {
             hkdf.expand(info.as_bytes(), &mut key).unwrap_or_else(|_| unreachable!("32 bytes is a valid length"));
             key
         };
-        ProjectKeys { uid: expand("uid"), patient: expand("patient"), date: expand("date-shift") }
+        ProjectKeys {
+            uid: expand("uid"),
+            patient: expand("patient"),
+            date: expand("date-shift"),
+            upload: expand("upload"),
+        }
     }
 
     /// The pseudonymous UID of a UID: `2.25.` + a version 8 UUID as a decimal integer.
     pub fn uid(&self, uid: &str) -> String {
-        let digest = hmac(&self.uid, &[uid.trim_end_matches(['\0', ' ']).as_bytes()]);
-        let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(&digest[..16]);
-        bytes[6] = (bytes[6] & 0x0F) | 0x80; // version 8
-        bytes[8] = (bytes[8] & 0x3F) | 0x80; // variant 10
-        format!("2.25.{}", u128::from_be_bytes(bytes))
+        uuid_uid(&self.uid, uid)
+    }
+
+    /// The UID a site keeps for a UID a caller stored through the gateway that is not one of
+    /// this project's pseudonyms. A caller's own values are never stored as they are: one equal
+    /// to a site's UID would otherwise come back as that UID's pseudonym, linking the two.
+    pub fn stored_uid(&self, uid: &str) -> String {
+        uuid_uid(&self.upload, uid)
+    }
+
+    /// The PatientID a site keeps for a PatientID a caller stored through the gateway that is
+    /// not one of this project's patient pseudonyms (`UP` and 14 letters and digits), for the
+    /// same reason: a chosen MRN must not come back as that patient's pseudonym and shift.
+    pub fn stored_patient(&self, patient_id: &str) -> String {
+        token("UP", &hmac(&self.upload, &[b"patient", unpadded(patient_id).as_bytes()]))
     }
 
     /// The pseudonym of a patient: `issuer` is the IssuerOfPatientID, or the site when there
     /// is none. 16 characters, letters and digits.
     pub fn patient(&self, issuer: &str, patient_id: &str) -> String {
-        let digest = hmac(&self.patient, &[unpadded(issuer).as_bytes(), unpadded(patient_id).as_bytes()]);
-        const ALPHABET: &[u8; 32] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-        let mut out = String::from("PX");
-        // 14 characters of 5 bits: 70 bits.
-        let mut bits: u128 = u128::from_be_bytes(digest[..16].try_into().unwrap_or([0; 16]));
-        for _ in 0..14 {
-            out.push(ALPHABET[(bits & 31) as usize] as char);
-            bits >>= 5;
-        }
-        out
+        token("PX", &hmac(&self.patient, &[unpadded(issuer).as_bytes(), unpadded(patient_id).as_bytes()]))
     }
 
     /// A short fingerprint of these keys, to tell what was made with them from what was made
@@ -121,6 +151,28 @@ mod tests {
         let value: u128 = uid[5..].parse().expect("decimal");
         assert_eq!((value >> 76) & 0xF, 8, "UUID version 8");
         assert_eq!((value >> 62) & 0x3, 2, "RFC variant");
+    }
+
+    /// Known answers, computed outside this code from the documented construction (HKDF-SHA-256
+    /// of the secret, HMAC-SHA-256 of length-prefixed parts): pseudonyms already handed out must
+    /// never change.
+    #[test]
+    fn pseudonyms_are_the_documented_construction() {
+        let keys = ProjectKeys::derive(b"secret", "p");
+        assert_eq!(keys.uid("1.2.3"), "2.25.332479654506366853076211345353494179761");
+        assert_eq!(keys.patient("site-1", "12345"), "PXFXK2QL9Q98WGJJ");
+    }
+
+    #[test]
+    fn what_a_caller_stores_is_kept_under_values_of_its_own() {
+        let keys = ProjectKeys::derive(b"secret", "p");
+        let stored = keys.stored_uid("1.2.3.4");
+        assert!(stored.starts_with("2.25.") && stored != keys.uid("1.2.3.4"));
+        assert_eq!(stored, ProjectKeys::derive(b"secret", "p").stored_uid("1.2.3.4 "));
+        let patient = keys.stored_patient("MRN-1");
+        assert!(patient.starts_with("UP") && patient.len() == 16);
+        assert_ne!(&patient[2..], &keys.patient("site-1", "MRN-1")[2..]);
+        assert_ne!(patient, ProjectKeys::derive(b"secret", "q").stored_patient("MRN-1"));
     }
 
     #[test]

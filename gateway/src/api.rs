@@ -8,6 +8,7 @@ pub mod qido_deid;
 pub mod rendered;
 pub mod rollup;
 pub mod stow;
+pub mod stow_deid;
 pub mod wado;
 
 use axum::http::{header, HeaderMap};

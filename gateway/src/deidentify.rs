@@ -100,14 +100,20 @@ impl Privacy {
         })
     }
 
-    /// The site's value of a pseudonym this project handed out; 404 when it never did.
-    pub async fn resolve(&self, pseudonym: &str, kind: Kind) -> Result<Original, ApiError> {
+    /// What a pseudonym this project handed out stands for, of whatever kind; `None` when it
+    /// never handed it out.
+    pub async fn lookup(&self, pseudonym: &str) -> Result<Option<Original>, ApiError> {
         let store = self.store.clone();
         let (project, pseudonym) = (self.project.clone(), pseudonym.to_owned());
-        let found = tokio::task::spawn_blocking(move || store.resolve(&project, &pseudonym))
+        tokio::task::spawn_blocking(move || store.resolve(&project, &pseudonym))
             .await
             .map_err(|e| ApiError::Internal(e.to_string()))?
-            .map_err(map_error)?;
+            .map_err(map_error)
+    }
+
+    /// The site's value of a pseudonym this project handed out; 404 when it never did.
+    pub async fn resolve(&self, pseudonym: &str, kind: Kind) -> Result<Original, ApiError> {
+        let found = self.lookup(pseudonym).await?;
         found.filter(|o| o.kind == kind).ok_or_else(|| ApiError::NotFound("no such study, series or instance".into()))
     }
 

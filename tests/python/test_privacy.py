@@ -366,3 +366,57 @@ def test_a_search_collects_at_most_max_matches_from_each_site(testbed):
         assert all(s["circuit"] == "closed" and s["consecutive_failures"] == 0 for s in sites), sites
     finally:
         stop(process)
+
+
+def stow(gw, ds):
+    """Stores one instance through the gateway; the stored instance's RetrieveURL."""
+    import io
+    out = io.BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    body = b"--b\r\nContent-Type: application/dicom\r\n\r\n" + out.getvalue() + b"\r\n--b--\r\n"
+    answer = requests.post(f"{gw.url}/studies", data=body, headers={
+        "Content-Type": 'multipart/related; type="application/dicom"; boundary=b', "Accept": "application/dicom+json"})
+    assert answer.status_code == 200, answer.text
+    return answer.json()["00081199"]["Value"][0]["00081190"]["Value"][0]
+
+
+def test_storing_teaches_a_caller_nothing_of_the_values_it_chooses(testbed, tmp_path):
+    """A caller with store and retrieve permission stores an instance under a site's real
+    study UID, PatientID and date (as an insider may know them): it gets back neither the
+    study's pseudonym, nor the patient's, nor the patient's date shift. An instance stored
+    against what the caller was shown (pseudonyms, shifted dates) lands with it."""
+    import pydicom
+    site_2 = next(s for s in testbed["sites"] if s["id"] == "site-2")["http_url"]
+    before = set(requests.get(f"{site_2}/instances").json())
+    process, gw = start_federation(testbed, "FEDGW5", extra=deid_config(tmp_path, ["retain-longitudinal-modified-dates"]))
+    try:
+        ct = testbed["data"]["ct"]
+        shown = next(s for s in requests.get(f"{gw.url}/studies").json() if first(s, "00201208") == len(ct["instance_uids"]))
+        study, patient, date = first(shown, "0020000D"), first(shown, "00100020"), first(shown, "00080020")
+        source = pydicom.dcmread(ct["files"][0])
+
+        def instance(study_uid, patient_id, study_date):
+            ds = pydicom.dcmread(ct["files"][0])
+            ds.StudyInstanceUID, ds.PatientID, ds.StudyDate = study_uid, patient_id, study_date
+            ds.SeriesInstanceUID, ds.SOPInstanceUID = pydicom.uid.generate_uid(), pydicom.uid.generate_uid()
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            return ds
+
+        # The site's own values: nothing of the project's pseudonyms or shift comes back.
+        url = stow(gw, instance(ct["study_uid"], source.PatientID, source.StudyDate))
+        assert study not in url, "the real study UID was answered with its pseudonym"
+        [back] = list(multipart_instances(requests.get(url, headers=ACCEPT_DICOM)))
+        assert back.PatientID != patient, "the real PatientID was answered with its pseudonym"
+        assert back.StudyDate == source.StudyDate, "the date comes back as sent: no shift to learn"
+        count = lambda: len(requests.get(f"{gw.url}/studies/{study}/instances").json())
+        assert count() == len(ct["instance_uids"]), "nothing joined the real study"
+        # What the caller was shown: the instance joins the study and the patient it was shown.
+        url = stow(gw, instance(study, patient, date))
+        assert f"/studies/{study}/" in url
+        [back] = list(multipart_instances(requests.get(url, headers=ACCEPT_DICOM)))
+        assert (back.StudyInstanceUID, back.PatientID, back.StudyDate) == (study, patient, date)
+        assert count() == len(ct["instance_uids"]) + 1
+    finally:
+        stop(process)
+        for orthanc_id in set(requests.get(f"{site_2}/instances").json()) - before:
+            requests.delete(f"{site_2}/instances/{orthanc_id}")

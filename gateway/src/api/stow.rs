@@ -145,13 +145,13 @@ async fn store_instances(
         }
     };
 
-    // De-identifying, a study named in the URL is a pseudonym when the gateway handed it out,
-    // else the client's own UID (a new study).
+    // De-identifying, a study named in the URL is in the site's terms as the instances' own
+    // study UIDs will be (api/stow_deid.rs): the study a pseudonym stands for, or the caller's
+    // UID kept under the project's upload key.
     let target_study = match (access.privacy(), target_study) {
-        (Some(privacy), Some(study)) => match privacy.resolve(&study, Kind::Study).await {
-            Ok(original) => Some(original.value),
-            Err(ApiError::NotFound(_)) => Some(study),
-            Err(e) => return Err(e),
+        (Some(privacy), Some(study)) => match privacy.lookup(&study).await? {
+            Some(original) if original.kind == Kind::Study => Some(original.value),
+            _ => Some(privacy.engine.keys().stored_uid(&study)),
         },
         (_, target_study) => target_study,
     };
@@ -257,12 +257,12 @@ async fn store_one(
             let uids =
                 [tags::SOP_CLASS_UID, tags::SOP_INSTANCE_UID, tags::STUDY_INSTANCE_UID, tags::SERIES_INSTANCE_UID]
                     .map(|tag| text_of(&obj, tag));
-            Ok((inflated, uids))
+            Ok((inflated, uids, obj.into_inner()))
         })
         .await
         .unwrap_or(Err(PROCESSING_FAILURE))
     };
-    let (inflated, [data_set_class, data_set_instance, study, series]) = match parsed {
+    let (inflated, [data_set_class, data_set_instance, study, series], object) = match parsed {
         Ok(parsed) => parsed,
         Err(reason) => {
             outcome.fail(&header.sop_class_uid, &header.sop_instance_uid, reason);
@@ -285,6 +285,23 @@ async fn store_one(
         outcome.fail(&class, &instance, DATA_SET_MISMATCH);
         return;
     };
+    // De-identifying, the instance is stored in the site's terms (api/stow_deid.rs), framed
+    // anew; the response names it by what it sent (`sent`) and the pseudonyms of what is kept.
+    let sent = instance.clone();
+    let (bytes, study, series, instance) = match access.privacy() {
+        None => (bytes, study, series, instance),
+        Some(privacy) => {
+            let syntax = if inflated.is_some() { EXPLICIT_VR_LE } else { header.transfer_syntax_uid.as_str() };
+            match in_site_terms(privacy, object, &class, syntax, site.id().as_str()).await {
+                Ok(stored) => stored,
+                Err(reason) => {
+                    outcome.fail(&class, &sent, reason);
+                    return;
+                }
+            }
+        }
+    };
+    let inflated = if access.privacy().is_some() { None } else { inflated };
     if target_study.is_some_and(|t| t != study) {
         // PS3.18 §10.5.1: every instance must belong to the study the URL names.
         outcome.fail(&class, &instance, DATA_SET_MISMATCH);
@@ -306,7 +323,7 @@ async fn store_one(
     }
     match site.store(&bytes).await {
         Ok(result) => {
-            let mut item = reference(&class, &instance);
+            let mut item = reference(&class, &sent);
             // De-identifying, the instance is retrieved (like everything) by its pseudonyms.
             let series = series.unwrap_or_default();
             let (study_shown, series_shown, instance_shown) = match access.privacy() {
@@ -361,4 +378,35 @@ async fn store_one(
             outcome.fail(&class, &instance, PROCESSING_FAILURE);
         }
     }
+}
+
+/// An instance in the site's terms (api/stow_deid.rs), encoded in `syntax` and framed as Part
+/// 10, with its study, series and SOP Instance UIDs as stored; a failure reason otherwise.
+async fn in_site_terms(
+    privacy: &crate::deidentify::Privacy,
+    mut object: dicom_object::InMemDicomObject,
+    class: &str,
+    syntax: &str,
+    storing_site: &str,
+) -> Result<(bytes::Bytes, String, Option<String>, String), u16> {
+    if let Err(e) = super::stow_deid::into_site_terms(privacy, &mut object, storing_site).await {
+        tracing::warn!(error = %e, "a stored instance could not be put into the site's terms");
+        return Err(OUT_OF_RESOURCES);
+    }
+    let (class, syntax) = (class.to_owned(), syntax.to_owned());
+    tokio::task::spawn_blocking(move || {
+        use dicom_encoding::TransferSyntaxIndex;
+        let ts =
+            dicom_transfer_syntax_registry::TransferSyntaxRegistry.get(&syntax).ok_or(TRANSFER_SYNTAX_NOT_SUPPORTED)?;
+        let mut data_set = Vec::new();
+        object.write_dataset_with_ts(&mut data_set, ts).map_err(|_| PROCESSING_FAILURE)?;
+        let uid = |tag| text_of(&object, tag);
+        let (study, series, instance) =
+            (uid(tags::STUDY_INSTANCE_UID), uid(tags::SERIES_INSTANCE_UID), uid(tags::SOP_INSTANCE_UID));
+        let (Some(study), Some(instance)) = (study, instance) else { return Err(DATA_SET_MISMATCH) };
+        let bytes = bytes::Bytes::from(part10::wrap(&class, &instance, &syntax, "", &data_set));
+        Ok((bytes, study, series, instance))
+    })
+    .await
+    .unwrap_or(Err(PROCESSING_FAILURE))
 }
