@@ -275,6 +275,10 @@ mode = "jwt"
 issuer = "https://login.example.org"
 audience = "dicomweb-gateway"
 jwks_url = "http://login.example.org/jwks.json"
+[[projects]]
+id = "p"
+sites = ["site-1"]
+permissions = ["search"]
 """)
     binary = pathlib.Path(__file__).resolve().parents[2] / "target" / "debug" / "dicomweb-gateway"
     run = subprocess.run([str(binary), "serve", "--config", str(config)], capture_output=True, text=True, timeout=30)
