@@ -14,23 +14,42 @@ import pydicom
 import pytest
 import requests
 
-from conftest import start_federation
+import privacy_corpus
+from conftest import start_federation, stop
 
 # Values the gateway writes itself, which a source may also hold.
 OWN_VALUES = {"ANONYMIZED", "ANONYMOUS", "19000101", "000000", "19000101000000", "[removed]", "YES", "REMOVED"}
 WELL_KNOWN_UID = "1.2.840.10008."
+# Attributes the profile keeps on purpose, named one by one: an identifying value that is also
+# part of one of their values (an institution named like its manufacturer) is not searched for.
+# Anything else that carries an identifying value is a leak, whatever attribute it is in.
+KEPT_ON_PURPOSE = {
+    "Manufacturer",  # pydicom's files name GE and Toshiba as institutions too
+    "ManufacturerModelName",
+    "CodeMeaning",  # codes of concepts ("Observer") and of methods ("Uncompressed")
+    "CodingSchemeResponsibleOrganization",  # OFFIS e.V., also a verifying organization
+    "BodyPartExamined",  # "WHOLE BODY", also in a private attribute of the source
+}
 ACCEPT_DICOM = {"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}
 TABLE = pathlib.Path(__file__).resolve().parents[2] / "deid" / "data" / "ps3.15-table-e.1-1.tsv"
 
 
-def profile_table():
-    """PS3.15 Table E.1-1 as the gateway uses it: tag pattern -> basic profile action."""
-    rows = {}
+def profile_table(options=()):
+    """PS3.15 Table E.1-1 as the gateway uses it under `options`: tag pattern -> action (an
+    option's action replaces the basic one, unless the basic one keeps)."""
+    rows, columns = {}, []
     for line in TABLE.read_text().splitlines():
-        if line.startswith("#") or line.startswith("tag\t"):
+        if line.startswith("#"):
             continue
         cells = line.split("\t")
-        rows[cells[0]] = cells[1]
+        if cells[0] == "tag":
+            columns = cells
+            continue
+        action = cells[1]
+        for option in options:
+            if option in columns and cells[columns.index(option)] and action != "K":
+                action = cells[columns.index(option)]
+        rows[cells[0]] = action
     return rows
 
 
@@ -60,10 +79,10 @@ class Identifying:
     PatientID and PatientName: texts that must appear nowhere, dates that must not appear as
     dates, UIDs that must appear nowhere."""
 
-    def __init__(self):
-        self.rows = profile_table()
-        self.texts, self.dates, self.uids = {}, set(), set()
-        # Values of attributes the profile keeps (Manufacturer, code meanings, ...).
+    def __init__(self, options=()):
+        self.rows = profile_table(options)
+        self.texts, self.dates, self.uids, self.times = {}, set(), set(), set()
+        # Values of the attributes named in KEPT_ON_PURPOSE.
         self.kept = set()
 
     def add_text(self, value, keyword):
@@ -94,13 +113,18 @@ class Identifying:
                     continue
                 text = str(value).strip()
                 if not identifying:
-                    self.kept.add(text)
+                    if element.keyword in KEPT_ON_PURPOSE:
+                        self.kept.add(text)
                 elif element.VR == "UI":
                     if not text.startswith(WELL_KNOWN_UID) and len(text) >= 10:
                         self.uids.add(text)
                 elif element.VR in ("DA", "DT"):
                     if len(text) >= 8 and text[:8] not in OWN_VALUES:
                         self.dates.add(text[:8])
+                elif element.VR == "TM":
+                    # A time of day identifies with its date; compared as whole values.
+                    if len(text) >= 4 and text[:6] not in OWN_VALUES:
+                        self.times.add(text.split(".")[0])
                 elif element.VR == "PN":
                     for part in re.split(r"[\^=\s]", text):
                         if len(part) >= 5:
@@ -109,19 +133,28 @@ class Identifying:
                     self.add_text(text, element.keyword)
 
 
-def sources(testbed):
+def sources(testbed, corpus=None, options=()):
+    """What the sources hold that must not leave under `options`: the test bed's files and, if
+    given, the privacy corpus."""
     files = list(testbed["data"]["ct"]["files"]) + list(testbed["data"]["multiframe"]["files"])
     files += [f["path"] for f in testbed["data"]["pydicom"] if f["stored"]]
-    identifying = Identifying()
+    identifying = Identifying(options)
     for path in files:
         identifying.add(pydicom.dcmread(path, force=True))
-    return identifying.finish(), len(files)
+    for data in corpus.files if corpus else []:
+        identifying.add(pydicom.dcmread(io.BytesIO(data)))
+    return identifying.finish(), len(files) + (len(corpus.files) if corpus else 0)
 
 
 class LeakCheck:
-    def __init__(self, identifying, gateway_log):
+    """`shifted`: dates are shifted (retain-longitudinal-modified-dates), so a date may by chance
+    equal another patient's source date and times are kept by design; dates are then checked
+    against each instance's own source instead (`one_shift_per_patient`)."""
+
+    def __init__(self, identifying, gateway_log, shifted=False):
         self.identifying = identifying
         self.gateway_log = gateway_log
+        self.shifted = shifted
         self.responses = 0
         self.values_checked = 0
         self.leaks = []
@@ -133,24 +166,39 @@ class LeakCheck:
                 self.leaks.append(f"{where}: {value!r} (from {source})")
 
     def dates(self, where, dates):
+        if self.shifted:
+            return
         for date in dates:
             self.values_checked += 1
             if date[:8] in self.identifying.dates:
                 self.leaks.append(f"{where}: date {date!r}")
 
+    def times(self, where, times):
+        if self.shifted:
+            return
+        for time in times:
+            self.values_checked += 1
+            if time.split(".")[0] in self.identifying.times:
+                self.leaks.append(f"{where}: time {time!r}")
+
     def response(self, where, response):
         self.responses += 1
         self.text(f"{where} headers", json.dumps(dict(response.headers)))
+        if response.status_code >= 400:
+            # Error bodies are output too.
+            self.text(f"{where} error body", response.content.decode("latin-1"))
 
     def json(self, where, response):
         self.response(where, response)
         self.text(where, response.text)
         body = response.json()
-        dates = []
+        dates, times = [], []
         for result in body if isinstance(body, list) else [body]:
             self.private_json(where, result)
-            dates += json_dates(result)
+            dates += json_values(result, ("DA", "DT"))
+            times += json_values(result, ("TM",))
         self.dates(where, dates)
+        self.times(where, times)
 
     def private_json(self, where, result):
         for tag, element in result.items():
@@ -161,32 +209,45 @@ class LeakCheck:
                 self.private_json(where, item)
 
     def instance(self, where, ds):
-        dates = []
+        dates, times = [], []
         for element in list(walk(ds)) + list(walk(ds.file_meta)):
             if element.tag.is_private:
                 self.leaks.append(f"{where}: private attribute {element.tag}")
-            if element.VR in ("OB", "OW", "OF", "OD", "OL", "OV", "UN", "SQ"):
+            if element.VR == "SQ":
+                continue
+            if element.VR in ("OB", "OW", "OF", "OD", "OL", "OV", "UN"):
+                # Binary values too (a signature, an encapsulated document, an attribute read
+                # as UN), but for the pixel data.
+                if element.tag.group != 0x7FE0 and isinstance(element.value, bytes):
+                    self.text(f"{where} {element.keyword or element.tag} (bytes)", element.value.decode("latin-1"))
                 continue
             self.text(f"{where} {element.keyword or element.tag}", str(element.value))
             if element.VR in ("DA", "DT") and element.value:
                 dates.append(str(element.value))
+            if element.VR == "TM" and element.value:
+                times.append(str(element.value))
         self.dates(where, dates)
+        self.times(where, times)
         assert ds.PatientIdentityRemoved == "YES", where
         assert ds.preamble in (None, b"\0" * 128), where
 
     def log(self):
         self.text("gateway log", pathlib.Path(self.gateway_log).read_text())
 
+    def audit(self, trail):
+        self.text("audit trail", pathlib.Path(trail).read_text())
 
-def json_dates(result):
-    dates = []
+
+def json_values(result, vrs):
+    """Every value of the VRs `vrs` in a DICOM JSON object, at any depth."""
+    values = []
     for element in result.values():
-        if element.get("vr") in ("DA", "DT"):
-            dates += [str(v) for v in element.get("Value", [])]
+        if element.get("vr") in vrs:
+            values += [str(v) for v in element.get("Value", [])]
         if element.get("vr") == "SQ":
             for item in element.get("Value", []):
-                dates += json_dates(item)
-    return dates
+                values += json_values(item, vrs)
+    return values
 
 
 def multipart_instances(response):
@@ -217,66 +278,117 @@ def deidentified(testbed, tmp_path_factory):
     process.wait(timeout=10)
 
 
-def test_nothing_identifying_leaves_the_gateway(testbed, deidentified):
-    gw = deidentified
-    identifying, files = sources(testbed)
-    check = LeakCheck(identifying, gw.log)
-    studies = requests.get(f"{gw.url}/studies", params={"includefield": "all"})
-    check.json("QIDO studies", studies)
-    withheld = failed_at_pacs = 0
-    # A study UID held under two patients is one retrieval.
-    for uid in dict.fromkeys(study["0020000D"]["Value"][0] for study in studies.json()):
-        check.json("QIDO series", requests.get(f"{gw.url}/studies/{uid}/series", params={"includefield": "all"}))
-        instances = requests.get(f"{gw.url}/studies/{uid}/instances", params={"includefield": "all"})
-        check.json("QIDO instances", instances)
-        try:
-            metadata = requests.get(f"{gw.url}/studies/{uid}/metadata")
-            retrieved = requests.get(f"{gw.url}/studies/{uid}", headers=ACCEPT_DICOM)
-        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError):
-            # The PACS failed part-way (Orthanc cannot send one of pydicom's RT Dose files that
-            # shares its UIDs with others): the gateway aborts rather than send part of it.
-            failed_at_pacs += 1
-            continue
-        if metadata.status_code == 403:
-            withheld += 1
-            continue
-        assert metadata.status_code == 200, metadata.text
-        check.json("metadata", metadata)
-        assert retrieved.status_code == 200, retrieved.text
-        check.response("WADO study", retrieved)
-        for ds in multipart_instances(retrieved):
-            check.instance("WADO study", ds)
-        # One instance of each series in every other form.
-        seen_series = set()
-        for item in metadata.json():
-            series = item["0020000E"]["Value"][0]
-            if series in seen_series:
+@pytest.fixture(scope="module")
+def corpus(testbed):
+    """The privacy corpus (a report naming the patient in its text, a KOS naming the archive by
+    URL, a presentation state, an image with data after its pixel data) at Orthanc site-1."""
+    site = next(s for s in testbed["sites"] if s["id"] == "site-1")
+    loaded = privacy_corpus.Loaded(site["http_url"])
+    yield loaded
+    loaded.remove()
+
+
+# Studies withheld because their pixels may show identity (the burned-in rule,
+# docs/DEIDENTIFICATION.md): 12 of the test bed's, all of pydicom's ultrasound and secondary
+# captures (modality US or OT, or a secondary capture SOP class under another modality). The
+# leak test may not pass by withholding more.
+MOST_WITHHELD = 12
+
+
+def day(date):
+    return datetime.date(int(date[:4]), int(date[4:6]), int(date[6:8]))
+
+
+@pytest.mark.parametrize("options", [[], ["retain-longitudinal-modified-dates"]], ids=["basic", "modified-dates"])
+def test_nothing_identifying_leaves_the_gateway(testbed, corpus, tmp_path, options):
+    """Every identifying value of every source, whatever attribute carries it in the output,
+    searched in every response (bodies, binary values, error bodies, headers), the gateway's log
+    and its audit trail, under no option and under the demo's; with shifted dates, each patient's
+    dates moved by one shift of its own."""
+    trail = tmp_path / "audit.jsonl"
+    process, gw = start_federation(testbed, "FEDGW2", extra=deid_config(tmp_path, options) + f'\n[audit]\npath = "{trail}"\n')
+    identifying, files = sources(testbed, corpus, options)
+    shifted = "retain-longitudinal-modified-dates" in options
+    check = LeakCheck(identifying, process.log_path, shifted)
+    source_dates = {}
+    paths = [f["path"] for f in testbed["data"]["pydicom"] if f["stored"]] + list(testbed["data"]["ct"]["files"][:3])
+    for ds in [pydicom.dcmread(p, force=True) for p in paths] + [pydicom.dcmread(io.BytesIO(d)) for d in corpus.files]:
+        if pixel_key(ds) and ds.get("StudyDate"):
+            source_dates.setdefault((ds.SOPClassUID, pixel_key(ds)), set()).add(ds.StudyDate)
+    shifts = {}  # patient pseudonym -> days its dates moved back
+    try:
+        studies = requests.get(f"{gw.url}/studies", params={"includefield": "all"})
+        check.json("QIDO studies", studies)
+        withheld, failed_at_pacs = [], 0
+        # A study UID held under two patients is one retrieval.
+        for study in {s["0020000D"]["Value"][0]: s for s in studies.json()}.values():
+            uid = study["0020000D"]["Value"][0]
+            check.json("QIDO series", requests.get(f"{gw.url}/studies/{uid}/series", params={"includefield": "all"}))
+            check.json("QIDO instances", requests.get(f"{gw.url}/studies/{uid}/instances", params={"includefield": "all"}))
+            try:
+                metadata = requests.get(f"{gw.url}/studies/{uid}/metadata")
+                retrieved = requests.get(f"{gw.url}/studies/{uid}", headers=ACCEPT_DICOM)
+            except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError):
+                # The PACS failed part-way (Orthanc cannot send one of pydicom's RT Dose files
+                # that shares its UIDs with others): the gateway aborts rather than send part.
+                failed_at_pacs += 1
                 continue
-            seen_series.add(series)
-            instance = item["00080018"]["Value"][0]
-            base = f"{gw.url}/studies/{uid}/series/{series}/instances/{instance}"
-            single = requests.get(base, headers=ACCEPT_DICOM)
-            check.response("WADO instance", single)
-            for ds in multipart_instances(single):
-                check.instance("WADO instance", ds)
-            for path, accept in (("/frames/1", "multipart/related; type=application/octet-stream; transfer-syntax=*"),
-                                 ("/rendered", "image/png"), ("/thumbnail", "image/jpeg")):
-                if "7FE00010" not in item:
+            if metadata.status_code == 403:
+                check.response("metadata (withheld)", metadata)
+                withheld.append(study.get("00080061", {}).get("Value", []))
+                continue
+            assert metadata.status_code == 200, metadata.text
+            check.json("metadata", metadata)
+            assert retrieved.status_code == 200, retrieved.text
+            check.response("WADO study", retrieved)
+            for ds in multipart_instances(retrieved):
+                check.instance("WADO study", ds)
+                # Its source, when its pixels name one date (pydicom has the same image under
+                # several patients and dates).
+                candidates = source_dates.get((ds.SOPClassUID, pixel_key(ds)), set())
+                source_date = next(iter(candidates)) if len(candidates) == 1 else None
+                if shifted and source_date and ds.get("StudyDate"):
+                    days = (day(source_date) - day(ds.StudyDate)).days
+                    assert 1 <= days <= 3652, (ds.PatientID, source_date, ds.StudyDate)
+                    assert shifts.setdefault(ds.PatientID, days) == days, f"two shifts for {ds.PatientID}"
+            # One instance of each series in every other form.
+            seen_series = set()
+            for item in metadata.json():
+                series = item["0020000E"]["Value"][0]
+                if series in seen_series:
                     continue
-                answer = requests.get(base + path, headers={"Accept": accept})
-                assert answer.status_code in (200, 406, 501), (path, answer.status_code, answer.text)
-                check.response(path, answer)
-                check.text(path, answer.content.decode("latin-1"))
-            for tag, element in item.items():
-                if "BulkDataURI" in element:
-                    answer = requests.get(element["BulkDataURI"])
-                    check.response("bulkdata", answer)
-                    check.text("bulkdata URI", element["BulkDataURI"])
+                seen_series.add(series)
+                instance = item["00080018"]["Value"][0]
+                base = f"{gw.url}/studies/{uid}/series/{series}/instances/{instance}"
+                single = requests.get(base, headers=ACCEPT_DICOM)
+                check.response("WADO instance", single)
+                for ds in multipart_instances(single):
+                    check.instance("WADO instance", ds)
+                for path, accept in (("/frames/1", "multipart/related; type=application/octet-stream; transfer-syntax=*"),
+                                     ("/rendered", "image/png"), ("/thumbnail", "image/jpeg")):
+                    if "7FE00010" not in item:
+                        continue
+                    answer = requests.get(base + path, headers={"Accept": accept})
+                    assert answer.status_code in (200, 406, 501), (path, answer.status_code, answer.text)
+                    check.response(path, answer)
+                    check.text(path, answer.content.decode("latin-1"))
+                for tag, element in item.items():
+                    if "BulkDataURI" in element:
+                        answer = requests.get(element["BulkDataURI"])
+                        check.response("bulkdata", answer)
+                        check.text("bulkdata URI", element["BulkDataURI"])
+    finally:
+        stop(process)
     check.log()
-    print(f"\nleak check: {files} source files, {len(identifying.texts)} texts, {len(identifying.uids)} UIDs, "
-          f"{len(identifying.dates)} dates; {check.responses} responses, {check.values_checked} values checked, "
-          f"{withheld} studies withheld, {failed_at_pacs} failed at the PACS, {len(check.leaks)} leaks")
+    check.audit(trail)
+    print(f"\nleak check {options}: {files} source files, {len(identifying.texts)} texts, {len(identifying.uids)} UIDs, "
+          f"{len(identifying.dates)} dates, {len(identifying.times)} times; {check.responses} responses, "
+          f"{check.values_checked} values checked, {len(withheld)} studies withheld {withheld}, {failed_at_pacs} failed "
+          f"at the PACS, {len(shifts)} patients' shifts compared; {len(check.leaks)} leaks")
     assert check.responses > 100 and len(identifying.uids) > 300 and failed_at_pacs <= 1
+    # Withholding is the burned-in rule's, and bounded: the test cannot pass by withholding.
+    assert len(withheld) <= MOST_WITHHELD, withheld
+    assert not shifted or len(shifts) >= 5, shifts
     assert check.leaks == [], "\n".join(check.leaks[:50])
 
 
