@@ -88,7 +88,7 @@ listen = "127.0.0.1:{dest['port']}"
 [[sites]]
 id = "{site['id']}"
 ae_title = "{site['ae_title']}"
-address = "127.0.0.1:{site['dicom_port']}"
+address = "{(site_hosts or {}).get(site['id'], '127.0.0.1')}:{site['dicom_port']}"
 retrieve = "{retrieve}"
 timeout = "20s"
 store = {"true" if store else "false"}
@@ -125,13 +125,14 @@ def storing_gateway(testbed):
     process.wait(timeout=10)
 
 
-def start_federation(testbed, destination, extra_sites="", extra="", auth='[auth]\nmode = "none"\n', server="", verify=True, client_cert=None, site_keys=None, args=()):
+def start_federation(testbed, destination, extra_sites="", extra="", auth='[auth]\nmode = "none"\n', server="", verify=True, client_cert=None, site_keys=None, args=(), site_hosts=None):
     """A gateway over every site of the test bed (Orthanc by C-GET, dcmqrscp by C-MOVE; more
     keys of a site from `site_keys`, a dict by site id), plus `extra_sites` (TOML), in
     configuration order, `auth` (the [auth] section), `extra` (more
     TOML sections; without a [cache] section, QIDO answers are not reused) and `server` (more
     keys of [server]; with `tls`, served over HTTPS, checked against `verify`, the CA file,
-    presenting `client_cert`)."""
+    presenting `client_cert`; `site_hosts`: a loopback address other than 127.0.0.1 to reach a
+    site at, by site id)."""
     dest = next(d for d in testbed["move_destinations"] if d["ae_title"] == destination)
     port = free_port()
     scheme = "https" if "tls" in server else "http"

@@ -82,6 +82,9 @@ class Identifying:
     def __init__(self, options=()):
         self.rows = profile_table(options)
         self.texts, self.dates, self.uids, self.times = {}, set(), set(), set()
+        # Values too short to search for in text (a sex, a two-letter ID): compared as the
+        # whole value of the same attribute, by tag ("GGGGEEEE").
+        self.short = set()
         # Values of the attributes named in KEPT_ON_PURPOSE.
         self.kept = set()
 
@@ -131,6 +134,8 @@ class Identifying:
                             self.add_text(part, element.keyword)
                 elif element.VR in ("LO", "SH", "ST", "LT", "UT", "UC", "CS", "AE", "AS"):
                     self.add_text(text, element.keyword)
+                    if 0 < len(text) < 4:
+                        self.short.add((f"{element.tag.group:04X}{element.tag.element:04X}", text))
 
 
 def sources(testbed, corpus=None, options=()):
@@ -195,10 +200,19 @@ class LeakCheck:
         dates, times = [], []
         for result in body if isinstance(body, list) else [body]:
             self.private_json(where, result)
+            self.short_json(where, result)
             dates += json_values(result, ("DA", "DT"))
             times += json_values(result, ("TM",))
         self.dates(where, dates)
         self.times(where, times)
+
+    def short_json(self, where, result):
+        for tag, element in result.items():
+            for value in element.get("Value", []):
+                if element.get("vr") == "SQ":
+                    self.short_json(where, value)
+                elif (tag, str(value).strip()) in self.identifying.short:
+                    self.leaks.append(f"{where}: {tag} = {value!r}")
 
     def private_json(self, where, result):
         for tag, element in result.items():
@@ -222,6 +236,8 @@ class LeakCheck:
                     self.text(f"{where} {element.keyword or element.tag} (bytes)", element.value.decode("latin-1"))
                 continue
             self.text(f"{where} {element.keyword or element.tag}", str(element.value))
+            if (f"{element.tag.group:04X}{element.tag.element:04X}", str(element.value).strip()) in self.identifying.short:
+                self.leaks.append(f"{where}: {element.keyword} = {element.value!r}")
             if element.VR in ("DA", "DT") and element.value:
                 dates.append(str(element.value))
             if element.VR == "TM" and element.value:
@@ -306,8 +322,16 @@ def test_nothing_identifying_leaves_the_gateway(testbed, corpus, tmp_path, optio
     and its audit trail, under no option and under the demo's; with shifted dates, each patient's
     dates moved by one shift of its own."""
     trail = tmp_path / "audit.jsonl"
-    process, gw = start_federation(testbed, "FEDGW2", extra=deid_config(tmp_path, options) + f'\n[audit]\npath = "{trail}"\n')
+    # The Orthanc sites (C-GET) each at an address of its own, as hospitals are: an address or
+    # port of a site in any output is a leak (dcmqrscp, moved from, stays where its C-MOVE
+    # sub-operations come from).
+    hosts = {s["id"]: f"127.0.0.{11 + n}" for n, s in enumerate(testbed["sites"]) if s["kind"] == "orthanc"}
+    process, gw = start_federation(testbed, "FEDGW2", extra=deid_config(tmp_path, options) + f'\n[audit]\npath = "{trail}"\n',
+                                   site_hosts=hosts)
     identifying, files = sources(testbed, corpus, options)
+    for site in testbed["sites"]:
+        identifying.texts[site["ae_title"]] = "a site's AE title"
+        identifying.texts[f"{hosts.get(site['id'], '127.0.0.1')}:{site['dicom_port']}"] = "a site's address"
     shifted = "retain-longitudinal-modified-dates" in options
     check = LeakCheck(identifying, process.log_path, shifted)
     source_dates = {}
@@ -379,10 +403,15 @@ def test_nothing_identifying_leaves_the_gateway(testbed, corpus, tmp_path, optio
                         check.text("bulkdata URI", element["BulkDataURI"])
     finally:
         stop(process)
+    # The log and the audit trail are the operators': they name the sites (not patients).
+    for value, source in list(identifying.texts.items()):
+        if source.startswith("a site's"):
+            del identifying.texts[value]
     check.log()
     check.audit(trail)
     print(f"\nleak check {options}: {files} source files, {len(identifying.texts)} texts, {len(identifying.uids)} UIDs, "
-          f"{len(identifying.dates)} dates, {len(identifying.times)} times; {check.responses} responses, "
+          f"{len(identifying.dates)} dates, {len(identifying.times)} times, {len(identifying.short)} short values; "
+          f"{check.responses} responses, "
           f"{check.values_checked} values checked, {len(withheld)} studies withheld {withheld}, {failed_at_pacs} failed "
           f"at the PACS, {len(shifts)} patients' shifts compared; {len(check.leaks)} leaks")
     assert check.responses > 100 and len(identifying.uids) > 300 and failed_at_pacs <= 1
