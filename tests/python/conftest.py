@@ -88,7 +88,7 @@ listen = "127.0.0.1:{dest['port']}"
 [[sites]]
 id = "{site['id']}"
 ae_title = "{site['ae_title']}"
-address = "{(site_hosts or {}).get(site['id'], '127.0.0.1')}:{site['dicom_port']}"
+address = "127.0.0.1:{site['dicom_port']}"
 retrieve = "{retrieve}"
 timeout = "20s"
 store = {"true" if store else "false"}
@@ -143,7 +143,7 @@ def start_federation(testbed, destination, extra_sites="", extra="", auth='[auth
 [[sites]]
 id = "{site['id']}"
 ae_title = "{site['ae_title']}"
-address = "127.0.0.1:{site['dicom_port']}"
+address = "{(site_hosts or {}).get(site['id'], '127.0.0.1')}:{site['dicom_port']}"
 retrieve = "{retrieve}"
 timeout = "3s"
 store = {"true" if site["id"] == "site-2" else "false"}

@@ -2,8 +2,11 @@
 
 import io
 
+import pydicom
 import requests
 from PIL import Image
+from pydicom.data import get_testdata_file
+from pydicom.uid import generate_uid
 
 
 def instance_url(gateway, testbed, index=100):
@@ -79,3 +82,83 @@ def test_rendered_series_is_one_image_per_instance(orthanc_gateway, testbed):
         headers, body = part.split(b"\r\n\r\n", 1)
         assert b"image/png" in headers
         assert Image.open(io.BytesIO(body[:-2])).size == (64, 64)
+
+
+def reference(path, tmp_path, window=None):
+    """The image DCMTK's dcmj2pnm renders of a file (the dataset's first VOI window, else the
+    min-max window; `window` = (center, width) when one is asked for), as 8-bit PNG."""
+    import subprocess
+    out = tmp_path / "reference.png"
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    if window:
+        voi = ["+Ww", str(window[0]), str(window[1])]
+    elif ds.get("PhotometricInterpretation", "").startswith("MONOCHROME"):
+        voi = ["+Wi", "1"] if "WindowCenter" in ds else ["+Wm"]
+    else:
+        voi = []
+    run = subprocess.run(["/usr/bin/dcmj2pnm", "+on", *voi, str(path), str(out)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    return Image.open(out)
+
+
+def difference(ours, theirs):
+    """Mean and largest absolute difference of two images of one size, per sample (0-255)."""
+    mode = "RGB" if "RGB" in (ours.mode, theirs.mode) or theirs.mode == "RGB" else "L"
+    a, b = ours.convert(mode).tobytes(), theirs.convert(mode).tobytes()
+    assert len(a) == len(b)
+    diffs = [abs(x - y) for x, y in zip(a, b)]
+    return sum(diffs) / len(diffs), max(diffs)
+
+
+def stored_as_loaded(testbed, name):
+    """A pydicom file that Orthanc site-1 holds as it was loaded (no other file shares its UIDs
+    there), and its URL path."""
+    loaded = next(f for f in testbed["data"]["pydicom"] if f["path"].endswith("/" + name))
+    stored = loaded["stored"]
+    assert stored and pydicom.dcmread(loaded["path"], stop_before_pixels=True).file_meta.TransferSyntaxUID == stored["transfer_syntax_uid"]
+    return loaded["path"], f"studies/{stored['study_uid']}/series/{stored['series_uid']}/instances/{stored['sop_instance_uid']}"
+
+
+# Within this many levels (of 255) on average, and this many at most: the two renderers round the
+# VOI LUT function each its own way, and JPEG decoders differ by a level or two.
+MEAN_TOLERANCE, MAX_TOLERANCE = 1.0, 4
+
+
+def test_rendered_images_match_a_reference_renderer(orthanc_gateway, testbed, tmp_path):
+    """"Never a wrong image": the gateway's PNG next to DCMTK's dcmj2pnm on the same file, for a
+    windowed 16-bit CT (its own window and one asked for), an 8-bit colour JPEG, an RLE
+    RT dose and a monochrome CT without a window."""
+    import pathlib
+    ct = testbed["data"]["ct"]
+    cases = [
+        ("synthetic CT, its window", ct["files"][100], instance_url(orthanc_gateway, testbed).split("/dicom-web/")[1], None),
+        ("synthetic CT, window 40/400", ct["files"][100], instance_url(orthanc_gateway, testbed).split("/dicom-web/")[1], (40, 400)),
+    ]
+    for label, name in (("colour JPEG baseline", "SC_rgb_jpeg_dcmtk.dcm"), ("CT of pydicom", "CT_small.dcm")):
+        path, url = stored_as_loaded(testbed, name)
+        cases.append((label, path, url, None))
+    # pydicom's RLE MR shares its UIDs with the uncompressed one Orthanc holds: a copy with UIDs
+    # of its own, for this test.
+    rle = pydicom.dcmread(get_testdata_file("MR_small_RLE.dcm"))
+    rle.StudyInstanceUID, rle.SeriesInstanceUID, rle.SOPInstanceUID = generate_uid(), generate_uid(), generate_uid()
+    rle.file_meta.MediaStorageSOPInstanceUID = rle.SOPInstanceUID
+    rle_path = tmp_path / "rle.dcm"
+    rle.save_as(rle_path, enforce_file_format=True)
+    site_1 = orthanc_gateway.site["http_url"]
+    uploaded = requests.post(f"{site_1}/instances", data=rle_path.read_bytes()).json()["ID"]
+    cases.append(("RLE MR", rle_path, f"studies/{rle.StudyInstanceUID}/series/{rle.SeriesInstanceUID}/instances/{rle.SOPInstanceUID}", None))
+    try:
+        for label, path, url, window in cases:
+            params = {"window": f"{window[0]},{window[1]}"} if window else {}
+            ours = image(requests.get(f"{orthanc_gateway.url}/{url}/rendered", params=params, headers={"Accept": "image/png"}))
+            theirs = reference(pathlib.Path(path), tmp_path, window)
+            assert ours.size == theirs.size, label
+            mean, largest = difference(ours, theirs)
+            print(f"\n{label}: mean difference {mean:.2f}, largest {largest} (of 255)")
+            assert mean <= MEAN_TOLERANCE and largest <= MAX_TOLERANCE, (label, mean, largest)
+    finally:
+        requests.delete(f"{site_1}/instances/{uploaded}")
+    # What the gateway cannot render it refuses: a 32-bit RT dose is a 501, not a wrong picture.
+    _, url = stored_as_loaded(testbed, "rtdose_rle_1frame.dcm")
+    refused = requests.get(f"{orthanc_gateway.url}/{url}/rendered", headers={"Accept": "image/png"})
+    assert refused.status_code == 501 and "BitsAllocated" in refused.text, (refused.status_code, refused.text)

@@ -118,8 +118,13 @@ fn render(
     limits: &DataSetLimitsConfig,
 ) -> Result<Vec<u8>, ApiError> {
     crate::dataset_limits::check_encoded(instance.data_set(), instance.transfer_syntax_uid.as_str(), limits)?;
-    let object = dicom_object::from_reader(&instance.part10[128..])
+    let mut object = dicom_object::from_reader(&instance.part10[128..])
         .map_err(|e| ApiError::Pacs(pacs_adapter::DimseError::InvalidInstance(e.to_string())))?;
+    // A Number of Frames present without a number (pydicom's single-frame RT dose) means one
+    // frame; the decoder refuses the instance otherwise.
+    if object.element(tags::NUMBER_OF_FRAMES).is_ok_and(|e| e.to_int::<u32>().is_err()) {
+        object.remove_element(tags::NUMBER_OF_FRAMES);
+    }
     let number = |tag, default: u64| object.element(tag).ok().and_then(|e| e.to_int::<u64>().ok()).unwrap_or(default);
     crate::dataset_limits::frame_size(
         number(tags::ROWS, 0),
