@@ -27,6 +27,20 @@ def testbed():
         return json.load(f)
 
 
+def pacs_activity():
+    """When each Orthanc site of the test bed last answered a C-FIND, C-GET or C-MOVE, by its own
+    Prometheus metrics (each sample carries the time it was last updated): what the PACS saw,
+    not what the gateway counted. dcmqrscp has no such figures and is left out."""
+    with open(os.environ["TESTBED_INFO"]) as f:
+        sites = [s for s in json.load(f)["sites"] if s["kind"] == "orthanc"]
+    seen = {}
+    for site in sites:
+        text = requests.get(f"{site['http_url']}/tools/metrics-prometheus", timeout=10).text
+        samples = dict(line.split()[0::2] for line in text.splitlines() if len(line.split()) == 3)
+        seen[site["id"]] = tuple(samples.get(f"orthanc_{kind}_scp_duration_ms") for kind in ("find", "get", "move"))
+    return seen
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

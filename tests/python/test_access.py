@@ -19,7 +19,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from conftest import free_port, start_federation
+from conftest import free_port, pacs_activity, start_federation
 from test_federation import ct_instance, orthanc
 
 ISSUER = "https://login.test.invalid"
@@ -158,6 +158,7 @@ def test_data_outside_the_project_is_not_found_and_its_sites_are_not_contacted(k
     lung = bearer(token(keys.rsa))
     study = guarded.only_at_site_3
     before = operations_sent(guarded, both)
+    seen_at_site_3 = pacs_activity()["site-3"]
     assert requests.get(f"{guarded.url}/studies/{study}", headers={**lung, **ACCEPT_DICOM}).status_code == 404
     assert requests.get(f"{guarded.url}/studies/{study}/metadata", headers=lung).status_code == 404
     assert requests.get(f"{guarded.url}/studies/{study}/series", headers=lung).status_code == 204
@@ -174,6 +175,8 @@ def test_data_outside_the_project_is_not_found_and_its_sites_are_not_contacted(k
     after = operations_sent(guarded, both)
     for site in ("site-3", "dcmqrscp"):
         assert after[site] == before[site], site
+    # And as site-3 itself saw it: no C-FIND, C-GET or C-MOVE.
+    assert pacs_activity()["site-3"] == seen_at_site_3
     assert after["site-1"]["find"] > before["site-1"]["find"]
     # The project that holds it retrieves it.
     liver = bearer(token(keys.rsa, projects=["liver"]))

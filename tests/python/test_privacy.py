@@ -328,7 +328,7 @@ def test_the_disk_cache_serves_nothing_made_under_another_configuration(testbed,
                                   f"{first(one, '00080018')}", headers=ACCEPT_DICOM)
             assert answer.status_code == 200, answer.text
             [ds] = list(multipart_instances(answer))
-            retrieved = sum(r for _, r in dimse_sent(gw).values()) - sum(r for _, r in before.values())
+            retrieved = sum(sent[1] for sent in dimse_sent(gw).values()) - sum(sent[1] for sent in before.values())
             return ds.get("StudyDate", ""), retrieved
         finally:
             stop(process)
