@@ -746,3 +746,30 @@ def test_with_caches_on_a_broken_answer_is_not_kept_as_a_whole_one(testbed, pacs
     finally:
         proxy.disarm()
         stop(process)
+
+
+def test_with_the_default_circuit_settings_a_dead_site_is_left_out_after_a_few_failures(testbed, pacs):
+    """The fault cases above keep the circuit shut to show each fault's own answer; with the
+    settings a deployment starts with (three consecutive failures, 30 s open), a dead site fails
+    a few requests at once, and then is not asked: 503 at once with Retry-After, naming why."""
+    process, gw = start_federation(testbed, "FEDGW5", extra_sites=site_toml("direct", pacs.dicom_port),
+                                   extra='\n[cache]\nmemory = "0B"\nsearch_ttl = "0s"\n')
+    gw.root = gw.url.rsplit("/dicom-web", 1)[0]
+    pacs.process.kill()
+    pacs.process.wait()
+    try:
+        answers = []
+        for _ in range(5):
+            status, headers, body, _, elapsed = fetch(instance_url(gw, "direct", pacs), headers=ACCEPT_DICOM)
+            answers.append(status)
+            assert elapsed < AT_ONCE_S, (status, elapsed)
+            if status == 503:
+                break
+            assert status == 502 and b"site direct" in body, (status, body)
+        assert answers[-1] == 503 and 1 <= len(answers) - 1 <= 3, answers
+        assert int(headers["Retry-After"]) >= 1 and b"repeated failures" in body, (headers, body)
+        site = next(s for s in requests.get(f"{gw.root}/admin/sites").json()["sites"] if s["id"] == "direct")
+        assert site["circuit"] == "open" and site["consecutive_failures"] >= 3, site
+    finally:
+        stop(process)
+        pacs.start()
