@@ -38,10 +38,25 @@ def test_bench_load_sheds_as_documented_and_stores_everything(testbed, tmp_path)
     )
     assert run.returncode == 0, run.stdout + run.stderr
     report = run.stdout
-    # Every kind succeeded, and the bound on requests in flight shed some with 503.
+    # Every kind succeeded, and the bound on requests in flight shed some with 503, but only a
+    # small part: shedding is for peaks, not the answer to 16 clients (about 4% here when the
+    # machine is otherwise idle; bounded at a quarter for a busy CI machine).
     for kind in ("Qido", "WarmWado", "ColdWado", "Stow"):
         assert f"| {kind} | 200 |" in report, report
-    assert "| 503 |" in report, report
+    counts = {}
+    for line in report.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 3 and cells[1] in ("200", "503", "429"):
+            counts[cells[1]] = counts.get(cells[1], 0) + int(cells[2])
+    shed = counts.get("503", 0) + counts.get("429", 0)
+    assert shed > 0, report
+    assert shed / sum(counts.values()) <= 0.25, report
+    # And the requests answered are answered in time: p99 of every kind under 5 s (0.1 to 0.5 s
+    # on an idle machine).
+    for line in report.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 4 and cells[0] in ("Qido", "WarmWado", "ColdWado", "Stow"):
+            assert float(cells[3]) < 5000, (cells, report)
     stored = report.split("Instances stored: ")[1].split(",")[0]
     assert int(stored) > 0
     assert f"found at their site afterwards: {stored}." in report, report
