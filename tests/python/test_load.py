@@ -183,3 +183,57 @@ max_inflated_size = "8MiB"
         assert requests.get(f"{url}/studies?StudyInstanceUID=2.25.4242", timeout=30).status_code == 200
     finally:
         stop(process)
+
+
+def test_past_its_bounds_the_gateway_sheds_with_503_and_never_its_health(testbed):
+    """The documented shedding end to end (docs/RELIABILITY.md, Load): a STOW-RS that finds no
+    room in `server.stow_memory` and a request past `server.max_requests_in_flight` get 503 with
+    Retry-After after `server.queue_wait`; a shed STOW-RS body is read and dropped, so its client
+    reads the 503; `/healthz`, `/readyz`, `/admin/sites` and `/metrics` are never shed."""
+    import socket
+    import time
+
+    from conftest import start_federation
+    process, gw = start_federation(testbed, "FEDGW5", server='max_requests_in_flight = 2\nqueue_wait = "1s"\nstow_memory = "1MiB"\n')
+    root = gw.url.rsplit("/dicom-web", 1)[0]
+    port = int(root.rsplit(":", 1)[1])
+    held = []
+    try:
+        # A STOW-RS whose client sends its headers and a first line, then nothing: it holds one
+        # slot and 900 KiB of the STOW-RS memory.
+        slow = socket.create_connection(("127.0.0.1", port))
+        slow.sendall(b"POST /dicom-web/studies HTTP/1.1\r\nHost: gw\r\n"
+                     b'Content-Type: multipart/related; type="application/dicom"; boundary=b\r\n'
+                     b"Content-Length: 921600\r\n\r\n--b\r\n")
+        held.append(slow)
+        time.sleep(0.5)
+        stow_headers = {"Content-Type": 'multipart/related; type="application/dicom"; boundary=b'}
+        # A second STOW-RS of 600 KiB: a slot is free, memory is not.
+        began = time.monotonic()
+        answer = requests.post(f"{gw.url}/studies", data=b"x" * (600 << 10), headers=stow_headers, timeout=30)
+        assert answer.status_code == 503 and answer.headers.get("Retry-After") == "1", (answer.status_code, answer.text)
+        assert 1 <= time.monotonic() - began < 4
+        assert requests.get(f"{gw.url}/studies", timeout=30).status_code == 200, "the second slot serves searches"
+        # A retrieval whose client reads nothing holds the second slot.
+        ct = testbed["data"]["ct"]["study_uid"]
+        reader = socket.create_connection(("127.0.0.1", port))
+        reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        reader.sendall(f"GET /dicom-web/studies/{ct} HTTP/1.1\r\nHost: gw\r\nAccept: multipart/related; "
+                       f'type="application/dicom"; transfer-syntax=*\r\n\r\n'.encode())
+        held.append(reader)
+        time.sleep(1)
+        began = time.monotonic()
+        answer = requests.get(f"{gw.url}/studies", timeout=30)
+        assert answer.status_code == 503 and answer.headers.get("Retry-After") == "1", (answer.status_code, answer.text)
+        assert 1 <= time.monotonic() - began < 4
+        # A shed STOW-RS whose client sends all of its 2 MiB reads the 503, not a reset.
+        answer = requests.post(f"{gw.url}/studies", data=b"x" * (2 << 20), headers=stow_headers, timeout=30)
+        assert answer.status_code == 503, (answer.status_code, answer.text)
+        for path in ("/healthz", "/readyz", "/admin/sites", "/metrics"):
+            began = time.monotonic()
+            assert requests.get(root + path, timeout=30).status_code == 200, path
+            assert time.monotonic() - began < 0.5, (path, "waited for a slot")
+    finally:
+        for sock in held:
+            sock.close()
+        stop(process)
