@@ -194,9 +194,11 @@ class OrthancProcess:
     """An Orthanc of a test's own (DICOM and REST on loopback, storage under `directory`), that
     the test may stop and start again with the same data."""
 
-    def __init__(self, directory, ae_title, tls=None):
+    def __init__(self, directory, ae_title, tls=None, known=None):
         """`tls`: DICOM TLS as (certificate, private key, trusted CA) files; client
-        certificates are then required."""
+        certificates are then required. `known`: configured as hospitals do, this Orthanc
+        answers only the modalities named here (Orthanc's `DicomModalities` entries, checked by
+        calling AE title and host) and only when called by its own AE title."""
         self.directory = pathlib.Path(directory)
         self.ae_title = ae_title
         self.dicom_port = free_port()
@@ -220,10 +222,14 @@ class OrthancProcess:
             "HttpPort": self.http_port,
             "RemoteAccessAllowed": False,
             "AuthenticationEnabled": False,
-            "DicomCheckCalledAet": False,
-            "DicomAlwaysAllowEcho": True,
-            "DicomAlwaysAllowFind": True,
-            "DicomAlwaysAllowGet": True,
+            "DicomCheckCalledAet": known is not None,
+            "DicomAlwaysAllowEcho": known is None,
+            "DicomAlwaysAllowFind": known is None,
+            "DicomAlwaysAllowGet": known is None,
+            "DicomAlwaysAllowMove": known is None,
+            "DicomAlwaysAllowStore": known is None,
+            "DicomCheckModalityHost": known is not None,
+            "DicomModalities": known or {},
             "DicomScpTimeout": 30,
             "StorageCompression": False,
             "Plugins": [],

@@ -313,3 +313,51 @@ state_dir = "{tmp_path}"
         assert delta(retrieves, sent(gw, "retrieve")) == {"site-1": 1}
     finally:
         stop(process)
+
+
+def test_a_pacs_that_answers_only_known_callers_answers_the_gateway(testbed, tmp_path):
+    """An Orthanc configured as hospitals configure their PACS (only known calling AE titles,
+    from their host, and only when called by its own AE title): the gateway, registered there,
+    searches and retrieves; an unknown caller is refused; and with the search cache at its
+    default the same search asked again is answered without the PACS (by the PACS's own
+    figures)."""
+    dest = next(d for d in testbed["move_destinations"] if d["ae_title"] == "FEDGW5")
+    known = {"gateway": {"AET": dest["ae_title"], "Host": "127.0.0.1", "Port": dest["port"],
+                         "AllowEcho": True, "AllowFind": True, "AllowGet": True, "AllowMove": False, "AllowStore": False}}
+    (tmp_path / "strict").mkdir()
+    pacs = OrthancProcess(tmp_path / "strict", "STRICTPACS", known=known)
+    process = None
+    try:
+        ds, part10 = ct_instance(testbed, "STRICT-PACS-PATIENT")
+        assert requests.post(f"{pacs.rest}/instances", data=part10).ok
+        # Not one of the test bed's permissive sites: this one alone, under its own AE title.
+        extra_site = pacs.site_toml("strict")
+        process, gw = start_federation(testbed, "FEDGW5", extra_sites=extra_site, extra="\n[cache]\n")
+        search = f"{gw.url}/sites/strict/studies?StudyInstanceUID={ds.StudyInstanceUID}"
+        found = requests.get(search)
+        assert found.status_code == 200 and value(found.json()[0], "00100020") == "STRICT-PACS-PATIENT", found.text
+        retrieved = requests.get(f"{gw.url}/studies/{ds.StudyInstanceUID}", headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'})
+        assert retrieved.status_code == 200 and ds.SOPInstanceUID.encode() in retrieved.content
+
+        def last_find():
+            text = requests.get(f"{pacs.rest}/tools/metrics-prometheus").text
+            return next((line.split()[2] for line in text.splitlines() if line.startswith("orthanc_find_scp_duration_ms ")), None)
+
+        before = last_find()
+        time.sleep(0.01)
+        assert requests.get(search).json() == found.json()
+        assert last_find() == before, "answered again by the PACS, not from the search cache"
+        # Anyone else is refused by the PACS itself.
+        intruder = AE(ae_title="INTRUDER")
+        intruder.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
+        assoc = intruder.associate("127.0.0.1", pacs.dicom_port, ae_title="STRICTPACS")
+        if assoc.is_established:
+            query = pydicom.Dataset()
+            query.QueryRetrieveLevel, query.StudyInstanceUID = "STUDY", ds.StudyInstanceUID
+            answers = [status.Status for status, _ in assoc.send_c_find(query, StudyRootQueryRetrieveInformationModelFind) if status]
+            assoc.release()
+            assert all(s not in (0xFF00, 0xFF01) for s in answers), "an unknown caller got matches"
+    finally:
+        if process:
+            stop(process)
+        pacs.stop()
