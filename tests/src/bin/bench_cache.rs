@@ -156,13 +156,21 @@ fn gateway_config(dir: &Path, site: &testbed::OrthancSite, memory: &str) -> anyh
         "[dimse]\nae_title = \"FEDGWB\"\nlisten = \"127.0.0.1:{}\"\n\
          [[sites]]\nid = \"site-1\"\nae_title = \"{}\"\naddress = \"127.0.0.1:{}\"\nretrieve = \"c-get\"\n\
          [deid]\nprofile = \"basic\"\nkey_file = \"{}/deid.key\"\nstate_dir = \"{}\"\n\
+         [federation]\nstate_dir = \"{}\"\n\
          [cache]\nmemory = \"{memory}\"\n[auth]\nmode = \"none\"\n",
         testbed::free_port()?,
         site.ae_title,
         site.dicom_port,
         dir.display(),
         state.display(),
+        dir.join("directory").display(),
     ))
+}
+
+/// Forgets what a gateway learnt of where studies live (`federation.state_dir`), so that the
+/// next one starts cold: it must locate the study at the site again.
+fn forget_locations(dir: &Path) {
+    let _ = std::fs::remove_dir_all(dir.join("directory"));
 }
 
 fn main() -> anyhow::Result<()> {
@@ -200,11 +208,19 @@ fn main() -> anyhow::Result<()> {
     let (mut cold, mut warm, mut warm_metadata, mut getscu_s, mut orthanc, mut orthanc_metadata, mut rss) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), 0f64);
     let mut fifth = Vec::new();
+    let mut getscu_nodelay = Vec::new();
     // Orthanc's storage cache warmed once, as for every other benchmark here.
     curl(&orthanc_study, ACCEPT_AS_STORED)?;
     for round in 0..runs {
+        // Cold means cold: a client's search through one gateway gives the study's pseudonym
+        // (kept in the pseudonym map, as a client following a search link would use it); the
+        // retrieval goes through a fresh gateway with no association open, an empty cache and
+        // nothing remembered of where the study lives.
+        let searching = GatewayProcess::start(&cli.dir, "bench-cache-search", &config)?;
+        let (study, _) = ct_urls(&searching.url, instances)?;
+        drop(searching);
+        forget_locations(&cli.dir);
         let gateway = GatewayProcess::start(&cli.dir, "bench-cache", &config)?;
-        let (study, _) = ct_urls(&gateway.url, instances)?;
         let study_url = format!("{}/studies/{study}", gateway.url);
         cold.push(curl(&study_url, ACCEPT_AS_STORED)?);
         warm.push(curl(&study_url, ACCEPT_AS_STORED)?.1);
@@ -216,18 +232,27 @@ fn main() -> anyhow::Result<()> {
         fifth.push(fifth_instance_s(&site.info(), &ct.study_uid)?);
         orthanc.push(curl(&orthanc_study, ACCEPT_AS_STORED)?.1);
         orthanc_metadata.push(curl(&format!("{orthanc_study}/metadata"), "application/dicom+json")?.1);
-        let _ = std::fs::remove_dir_all(&getscu_out);
-        std::fs::create_dir_all(&getscu_out)?;
-        let began = Instant::now();
-        let status = Command::new(&getscu)
-            .args(["-S", "-aet", "GETSCU", "-aec", &site.ae_title, "127.0.0.1", &site.dicom_port.to_string()])
-            .args(["-k", "QueryRetrieveLevel=STUDY", "-k", &format!("StudyInstanceUID={}", ct.study_uid), "-od"])
-            .arg(&getscu_out)
-            .status()?;
-        if !status.success() {
-            bail!("getscu failed");
+        // getscu as it comes, and with TCP_NODELAY=1 in its environment (DCMTK's switch for
+        // Nagle's algorithm, which otherwise stalls each of its PDUs behind a delayed ACK): the
+        // fair baseline is the second.
+        for (nodelay, times) in [(false, &mut getscu_s), (true, &mut getscu_nodelay)] {
+            let _ = std::fs::remove_dir_all(&getscu_out);
+            std::fs::create_dir_all(&getscu_out)?;
+            let mut command = Command::new(&getscu);
+            if nodelay {
+                command.env("TCP_NODELAY", "1");
+            }
+            let began = Instant::now();
+            let status = command
+                .args(["-S", "-aet", "GETSCU", "-aec", &site.ae_title, "127.0.0.1", &site.dicom_port.to_string()])
+                .args(["-k", "QueryRetrieveLevel=STUDY", "-k", &format!("StudyInstanceUID={}", ct.study_uid), "-od"])
+                .arg(&getscu_out)
+                .status()?;
+            if !status.success() {
+                bail!("getscu failed");
+            }
+            times.push(began.elapsed().as_secs_f64());
         }
-        getscu_s.push(began.elapsed().as_secs_f64());
         eprintln!(
             "bench: round {}: cold {:?} (fifth instance of a C-GET {:.3}), warm {:.3}, metadata {:.3}, Orthanc {:.3} / metadata {:.3}, getscu {:.2}",
             round + 1,
@@ -269,6 +294,14 @@ fn main() -> anyhow::Result<()> {
     let column =
         |samples: &[(f64, f64)], pick: fn(&(f64, f64)) -> f64| median(&samples.iter().map(pick).collect::<Vec<_>>());
     let (cold_ttfb, cold_total) = (column(&cold, |t| t.0), column(&cold, |t| t.1));
+    let spread = |values: &[f64]| {
+        let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = values.iter().copied().fold(0.0, f64::max);
+        format!("{min:.3}-{max:.3}")
+    };
+    let cold_spread = spread(&cold.iter().map(|t| t.1).collect::<Vec<_>>());
+    let (getscu_spread, nodelay_spread) = (spread(&getscu_s), spread(&getscu_nodelay));
+    let getscu_nodelay = median(&getscu_nodelay);
     let (warm, warm_metadata, orthanc, orthanc_metadata, getscu_s) =
         (median(&warm), median(&warm_metadata), median(&orthanc), median(&orthanc_metadata), median(&getscu_s));
     let fifth = median(&fifth);
@@ -285,9 +318,13 @@ fn main() -> anyhow::Result<()> {
     };
     let report = format!(
         "Study: synthetic CT, {instances} slices of 512x512x16 bit, {:.1} MB, one Orthanc site on loopback; \
-         the gateway de-identifies (basic profile) and caches in memory; {runs} rounds, interleaved; medians.\n\n\
+         the gateway de-identifies (basic profile) and caches in memory; {runs} rounds, interleaved; medians \
+         (min-max for the cold rows); every figure a whole client process (curl, getscu). Cold: a fresh gateway \
+         each round, no association open, empty cache, nothing remembered of where the study lives (only the \
+         pseudonyms of an earlier search, as a client following its link has them).\n\n\
          | what | gateway s | compared with | its s | ratio |\n|---|---|---|---|---|\n\
-         | cold WADO-RS study (fresh gateway) | {cold_total:.3} | DCMTK getscu | {getscu_s:.3} | {:.3}x |\n\
+         | cold WADO-RS study (fresh gateway) | {cold_total:.3} ({cold_spread}) | DCMTK getscu, TCP_NODELAY=1 | {getscu_nodelay:.3} ({nodelay_spread}) | {:.3}x |\n\
+         | cold WADO-RS study (fresh gateway) | {cold_total:.3} ({cold_spread}) | DCMTK getscu as it comes | {getscu_s:.3} ({getscu_spread}) | {:.3}x |\n\
          | cold WADO-RS study (fresh gateway) | {cold_total:.3} | Orthanc's own DICOMweb | {orthanc:.3} | {:.2}x |\n\
          | cold, time to first byte | {cold_ttfb:.3} | fifth instance of a C-GET from a fresh association | {fifth:.3} | {:.2}x |\n\
          | warm WADO-RS study | {warm:.3} | Orthanc's own DICOMweb | {orthanc:.3} | {:.2}x |\n\
@@ -296,6 +333,7 @@ fn main() -> anyhow::Result<()> {
          | server | requests/s | MB/s | p50 ms | p99 ms | max ms | failures |\n|---|---|---|---|---|---|---|\n{}{}\n\
          Gateway peak RSS over the whole run: {rss:.1} MiB.\n",
         ct.bytes as f64 / 1e6,
+        cold_total / getscu_nodelay,
         cold_total / getscu_s,
         cold_total / orthanc,
         cold_ttfb / fifth,
