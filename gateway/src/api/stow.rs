@@ -248,6 +248,7 @@ async fn store_one(
     // The data set within `[dataset_limits]` first (nesting, lengths, inflated size), then
     // parsed whole: an instance the gateway cannot read is refused here rather than stored into
     // a PACS that may choke on it later.
+    let keep_parsed = access.privacy().is_some();
     let parsed = {
         let bytes = bytes.clone();
         let (offset, syntax) = (header.data_set_offset, header.transfer_syntax_uid.clone());
@@ -257,7 +258,8 @@ async fn store_one(
             let uids =
                 [tags::SOP_CLASS_UID, tags::SOP_INSTANCE_UID, tags::STUDY_INSTANCE_UID, tags::SERIES_INSTANCE_UID]
                     .map(|tag| text_of(&obj, tag));
-            Ok((inflated, uids, obj.into_inner()))
+            // The parsed instance is kept only to be put into the site's terms.
+            Ok((inflated, uids, keep_parsed.then(|| obj.into_inner())))
         })
         .await
         .unwrap_or(Err(PROCESSING_FAILURE))
@@ -288,9 +290,8 @@ async fn store_one(
     // De-identifying, the instance is stored in the site's terms (api/stow_deid.rs), framed
     // anew; the response names it by what it sent (`sent`) and the pseudonyms of what is kept.
     let sent = instance.clone();
-    let (bytes, study, series, instance) = match access.privacy() {
-        None => (bytes, study, series, instance),
-        Some(privacy) => {
+    let (bytes, study, series, instance) = match (access.privacy(), object) {
+        (Some(privacy), Some(object)) => {
             let syntax = if inflated.is_some() { EXPLICIT_VR_LE } else { header.transfer_syntax_uid.as_str() };
             match in_site_terms(privacy, object, &class, syntax, site.id().as_str()).await {
                 Ok(stored) => stored,
@@ -300,6 +301,7 @@ async fn store_one(
                 }
             }
         }
+        _ => (bytes, study, series, instance),
     };
     let inflated = if access.privacy().is_some() { None } else { inflated };
     if target_study.is_some_and(|t| t != study) {
