@@ -480,8 +480,9 @@ const STRUCTURE: [Tag; 12] = [
     tags::GRAPHIC_LAYER,
 ];
 
-/// The prefix of the UIDs the standard defines (SOP classes, coding schemes, templates).
-const STANDARD_UID_ROOT: &str = "1.2.840.10008.";
+/// The prefix of the UIDs the standard defines (SOP classes, coding schemes, templates): never
+/// a site's or a caller's, so never mapped.
+pub const STANDARD_UID_ROOT: &str = "1.2.840.10008.";
 
 /// An attribute the profile would keep, inside a sequence it replaces with a dummy (action D on
 /// a sequence: Content Sequence, Graphic Annotation Sequence, ...). The items keep their

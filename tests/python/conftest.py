@@ -35,7 +35,10 @@ def pacs_activity():
         sites = [s for s in json.load(f)["sites"] if s["kind"] == "orthanc"]
     seen = {}
     for site in sites:
-        text = requests.get(f"{site['http_url']}/tools/metrics-prometheus", timeout=10).text
+        answer = requests.get(f"{site['http_url']}/tools/metrics-prometheus", timeout=10)
+        text = answer.text
+        # Without Orthanc's metrics every comparison of these would pass: refuse to go on.
+        assert answer.ok and "orthanc_count_instances" in text, f"{site['id']} reports no metrics"
         samples = dict(line.split()[0::2] for line in text.splitlines() if len(line.split()) == 3)
         seen[site["id"]] = tuple(samples.get(f"orthanc_{kind}_scp_duration_ms") for kind in ("find", "get", "move"))
     return seen

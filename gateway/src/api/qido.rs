@@ -319,12 +319,13 @@ async fn search_sites(
     let sites_missing = warning(&fan_out.failures, &fan_out.truncated);
     let mut merged = merge(scope.level, fan_out.results);
     sort(scope.level, &mut merged);
-    // Each result's patient (de-identifying): from the result, else from its study.
-    let mut patients: Vec<Option<KnownPatient>> = Vec::with_capacity(merged.len());
-    if access.privacy().is_some() {
-        let mut of_study: HashMap<String, Option<KnownPatient>> = HashMap::new();
-        for one in &mut merged {
-            let mut patient = qido_deid::take_patient(&mut one.object, shows_patient);
+    // Each result with its patient (de-identifying): from the result, else from its study.
+    let mut with_patients: Vec<(Merged, Option<KnownPatient>)> = Vec::with_capacity(merged.len());
+    let mut of_study: HashMap<String, Option<KnownPatient>> = HashMap::new();
+    for mut one in merged {
+        let mut patient = None;
+        if access.privacy().is_some() {
+            patient = qido_deid::take_patient(&mut one.object, shows_patient);
             let study = text_of(&one.object, tags::STUDY_INSTANCE_UID).or_else(|| scope.study.clone());
             if let (None, Some(study), Some(&site)) = (&patient, study, one.sites.first()) {
                 if !of_study.contains_key(&study) {
@@ -333,12 +334,10 @@ async fn search_sites(
                 }
                 patient = of_study[&study].clone();
             }
-            patients.push(patient);
         }
-    } else {
-        patients.resize(merged.len(), None);
+        with_patients.push((one, patient));
     }
-    let mut merged: Vec<(Merged, Option<KnownPatient>)> = merged.into_iter().zip(patients).collect();
+    let mut merged = with_patients;
     if let (Some(privacy), false) = (access.privacy(), filters.is_empty()) {
         merged.retain(|(m, patient)| {
             let mut shown = m.object.clone();

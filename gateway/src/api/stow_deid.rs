@@ -22,14 +22,12 @@ use dicom_dictionary_std::tags;
 use dicom_object::mem::InMemElement;
 use dicom_object::InMemDicomObject;
 use dicomweb_deid::dates::{shift_da, shift_dt};
+use dicomweb_deid::profile::STANDARD_UID_ROOT;
 
 use super::text_of;
 use crate::deidentify::Privacy;
 use crate::error::ApiError;
 use crate::pseudonyms::Kind;
-
-/// The root of the UIDs the standard defines (classes, transfer syntaxes, coding schemes): kept.
-const STANDARD_UID_ROOT: &str = "1.2.840.10008.";
 
 /// Deeper nesting is refused before this runs (`dataset_limits`); this is only a backstop.
 const MAX_DEPTH: usize = 64;

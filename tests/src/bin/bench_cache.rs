@@ -295,8 +295,7 @@ fn main() -> anyhow::Result<()> {
         |samples: &[(f64, f64)], pick: fn(&(f64, f64)) -> f64| median(&samples.iter().map(pick).collect::<Vec<_>>());
     let (cold_ttfb, cold_total) = (column(&cold, |t| t.0), column(&cold, |t| t.1));
     let spread = |values: &[f64]| {
-        let min = values.iter().copied().fold(f64::INFINITY, f64::min);
-        let max = values.iter().copied().fold(0.0, f64::max);
+        let (min, max) = testbed::min_max(values);
         format!("{min:.3}-{max:.3}")
     };
     let cold_spread = spread(&cold.iter().map(|t| t.1).collect::<Vec<_>>());

@@ -66,8 +66,7 @@ fn warm_get(agent: &ureq::Agent, url: &str) -> anyhow::Result<f64> {
 
 /// `median (min-max)` in seconds.
 fn spread(values: &[f64]) -> String {
-    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = values.iter().copied().fold(0.0, f64::max);
+    let (min, max) = testbed::min_max(values);
     format!("{:.3} ({min:.3}-{max:.3})", median(values))
 }
 
