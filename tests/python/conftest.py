@@ -7,6 +7,7 @@ the file TESTBED_INFO names; these tests fail loudly without it.
 import json
 import os
 import pathlib
+import shlex
 import socket
 import subprocess
 import tempfile
@@ -56,10 +57,12 @@ class Gateway:
         self.site = site
 
 
-def launch(config, port, scheme="http", verify=True, client_cert=None, args=()):
+def launch(config, port, scheme="http", verify=True, client_cert=None, args=(), host_names=None):
     """Starts `dicomweb-gateway [args] serve` with `config` (TOML text) and waits for it on
     `port` (`scheme` https: `verify` is the CA file that signed its certificate, `client_cert`
-    the (certificate, key) files to present). Its stdout and stderr go to `process.log_path`."""
+    the (certificate, key) files to present; `host_names`: names the gateway resolves, by name to
+    a loopback address, through an /etc/hosts of its own in a mount namespace, so the machine's
+    is left as it is). Its stdout and stderr go to `process.log_path`."""
     config_file = tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False)
     config_file.write(config)
     config_file.close()
@@ -67,7 +70,13 @@ def launch(config, port, scheme="http", verify=True, client_cert=None, args=()):
     if not binary.exists():
         pytest.fail(f"{binary} is missing: build the workspace first")
     log = open(config_file.name + ".log", "w")
-    process = subprocess.Popen([str(binary), *args, "serve", "--config", config_file.name], stdout=log, stderr=log)
+    command = [str(binary), *args, "serve", "--config", config_file.name]
+    if host_names:
+        hosts = pathlib.Path(config_file.name + ".hosts")
+        hosts.write_text("127.0.0.1 localhost\n" + "".join(f"{a} {n}\n" for n, a in host_names.items()))
+        # The shell execs the gateway: the process waited for and stopped is the gateway.
+        command = ["unshare", "-m", "sh", "-c", f"mount --bind {hosts} /etc/hosts && exec {shlex.join(command)}"]
+    process = subprocess.Popen(command, stdout=log, stderr=log)
     process.log_path = log.name
     for _ in range(200):
         try:
@@ -142,14 +151,14 @@ def storing_gateway(testbed):
     process.wait(timeout=10)
 
 
-def start_federation(testbed, destination, extra_sites="", extra="", auth='[auth]\nmode = "none"\n', server="", verify=True, client_cert=None, site_keys=None, args=(), site_hosts=None):
+def start_federation(testbed, destination, extra_sites="", extra="", auth='[auth]\nmode = "none"\n', server="", verify=True, client_cert=None, site_keys=None, args=(), site_hosts=None, host_names=None):
     """A gateway over every site of the test bed (Orthanc by C-GET, dcmqrscp by C-MOVE; more
     keys of a site from `site_keys`, a dict by site id), plus `extra_sites` (TOML), in
     configuration order, `auth` (the [auth] section), `extra` (more
     TOML sections; without a [cache] section, QIDO answers are not reused) and `server` (more
     keys of [server]; with `tls`, served over HTTPS, checked against `verify`, the CA file,
-    presenting `client_cert`; `site_hosts`: a loopback address other than 127.0.0.1 to reach a
-    site at, by site id)."""
+    presenting `client_cert`; `site_hosts`: a host other than 127.0.0.1 to reach a site at, by
+    site id, a loopback address or a name of `host_names`, see `launch`)."""
     dest = next(d for d in testbed["move_destinations"] if d["ae_title"] == destination)
     port = free_port()
     scheme = "https" if "tls" in server else "http"
@@ -181,7 +190,7 @@ listen = "127.0.0.1:{dest['port']}"
 {auth}
 {extra}
 """
-    process = launch(config, port, scheme, verify, client_cert, args)
+    process = launch(config, port, scheme, verify, client_cert, args, host_names)
     return process, Gateway(f"{scheme}://127.0.0.1:{port}/dicom-web", None)
 
 

@@ -322,16 +322,21 @@ def test_nothing_identifying_leaves_the_gateway(testbed, corpus, tmp_path, optio
     and its audit trail, under no option and under the demo's; with shifted dates, each patient's
     dates moved by one shift of its own."""
     trail = tmp_path / "audit.jsonl"
-    # The Orthanc sites (C-GET) each at an address of its own, as hospitals are: an address or
-    # port of a site in any output is a leak (dcmqrscp, moved from, stays where its C-MOVE
-    # sub-operations come from).
-    hosts = {s["id"]: f"127.0.0.{11 + n}" for n, s in enumerate(testbed["sites"]) if s["kind"] == "orthanc"}
+    # The Orthanc sites (C-GET) each at a host name and an address of their own, as hospitals
+    # are: a site's name, address or port in any output is a leak (dcmqrscp, moved from, stays
+    # where its C-MOVE sub-operations come from).
+    orthancs = [s for s in testbed["sites"] if s["kind"] == "orthanc"]
+    names = {f"pacs.{s['id']}.hospital.example": f"127.0.0.{11 + n}" for n, s in enumerate(orthancs)}
+    hosts = {s["id"]: f"pacs.{s['id']}.hospital.example" for s in orthancs}
     process, gw = start_federation(testbed, "FEDGW2", extra=deid_config(tmp_path, options) + f'\n[audit]\npath = "{trail}"\n',
-                                   site_hosts=hosts)
+                                   site_hosts=hosts, host_names=names)
     identifying, files = sources(testbed, corpus, options)
     for site in testbed["sites"]:
         identifying.texts[site["ae_title"]] = "a site's AE title"
         identifying.texts[f"{hosts.get(site['id'], '127.0.0.1')}:{site['dicom_port']}"] = "a site's address"
+    for name, address in names.items():
+        identifying.texts[name] = "a site's host name"
+        identifying.texts[f"{address}:"] = "a site's address"
     shifted = "retain-longitudinal-modified-dates" in options
     check = LeakCheck(identifying, process.log_path, shifted)
     source_dates = {}
