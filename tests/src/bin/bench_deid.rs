@@ -2,7 +2,12 @@
 //! profile against dicognito (PyPI) on the same files in one run. Ours runs in process on one
 //! thread, each instance parsed, de-identified and written back as Part 10, as the gateway does
 //! for every instance it returns; dicognito runs as its command line, Python start-up included.
-//! Reports medians, the ratio, and peak memory.
+//! Beside the in-memory figure, the gateway's whole per-instance path: each file read from disk,
+//! de-identified by the gateway's own `Privacy` (withholding rules, file meta group), its
+//! pseudonyms recorded in the embedded pseudonym store (a new store each round, so every
+//! pseudonym is new, as on a first retrieval; then once more with all of them known), and the
+//! result written to disk, as dicognito reads and writes files. Reports medians with min-max,
+//! the ratios, and peak memory.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -12,7 +17,9 @@ use anyhow::{bail, Context};
 use clap::Parser;
 use dicom_encoding::TransferSyntaxIndex;
 use dicomweb_deid::{Deidentifier, Options, ProjectKeys};
-use testbed::median;
+use gateway::config::DeidConfig;
+use gateway::deidentify::{Privacy, Processed};
+use testbed::{median, min_max};
 
 #[derive(Parser)]
 struct Cli {
@@ -51,6 +58,55 @@ fn ours(deidentifier: &Deidentifier, files: &[Vec<u8>]) -> anyhow::Result<usize>
     Ok(written)
 }
 
+/// One pass of the gateway's whole per-instance path over the files at `paths`: read, the
+/// gateway's de-identification, pseudonyms recorded in its store, written to `out`.
+fn gateway_path(privacy: &Privacy, paths: &[PathBuf], out: &std::path::Path) -> anyhow::Result<usize> {
+    let _ = std::fs::remove_dir_all(out);
+    std::fs::create_dir_all(out)?;
+    let mut written = 0;
+    for (n, path) in paths.iter().enumerate() {
+        let instance = pacs_adapter::RetrievedInstance::from_part10(std::fs::read(path)?.into())?;
+        let (processed, entries) = privacy.instance(&instance, "bench")?;
+        let Processed::Deidentified(deidentified) = processed else { bail!("withheld: {}", path.display()) };
+        privacy.record_blocking(entries).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        std::fs::write(out.join(format!("{n}.dcm")), &deidentified.part10)?;
+        written += deidentified.part10.len();
+    }
+    Ok(written)
+}
+
+/// The files at `paths` read and written to `out` unchanged: the I/O of `gateway_path` alone.
+fn copy_only(paths: &[PathBuf], out: &std::path::Path) -> anyhow::Result<usize> {
+    let _ = std::fs::remove_dir_all(out);
+    std::fs::create_dir_all(out)?;
+    let mut written = 0;
+    for (n, path) in paths.iter().enumerate() {
+        let bytes = std::fs::read(path)?;
+        std::fs::write(out.join(format!("{n}.dcm")), &bytes)?;
+        written += bytes.len();
+    }
+    Ok(written)
+}
+
+/// The gateway's de-identification of the project "bench" over a new embedded pseudonym store
+/// in `state`.
+fn new_privacy(dir: &std::path::Path, state: &str) -> anyhow::Result<Privacy> {
+    let options = vec!["retain-longitudinal-modified-dates".to_owned()];
+    let config = DeidConfig {
+        options: options.clone(),
+        key_file: dir.join("deid.key"),
+        state_dir: dir.join(state),
+        store: None,
+        show_sites: false,
+    };
+    Privacy::start(&Privacy::open_shared(&config)?, "bench", &options)
+}
+
+fn spread(times: &[f64]) -> String {
+    let (lo, hi) = min_max(times);
+    format!("{:.3} ({lo:.3}-{hi:.3})", median(times))
+}
+
 fn peak_rss_mib() -> f64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -72,10 +128,22 @@ fn main() -> anyhow::Result<()> {
     );
     let time = which_time()?;
     let (mut our_times, mut their_times, mut their_peak) = (Vec::new(), Vec::new(), 0.0f64);
+    let (mut path_new, mut path_known, mut io_only) = (Vec::new(), Vec::new(), Vec::new());
+    let out_dir = cli.dir.join("gateway-out");
     for round in 0..cli.runs {
         let began = Instant::now();
         ours(&deidentifier, &files)?;
         our_times.push(began.elapsed().as_secs_f64());
+        let privacy = new_privacy(&cli.dir, &format!("state-{round}"))?;
+        let began = Instant::now();
+        gateway_path(&privacy, &study.files, &out_dir)?;
+        path_new.push(began.elapsed().as_secs_f64());
+        let began = Instant::now();
+        gateway_path(&privacy, &study.files, &out_dir)?;
+        path_known.push(began.elapsed().as_secs_f64());
+        let began = Instant::now();
+        copy_only(&study.files, &out_dir)?;
+        io_only.push(began.elapsed().as_secs_f64());
         let out = cli.dir.join("dicognito-out");
         let _ = std::fs::remove_dir_all(&out);
         let began = Instant::now();
@@ -96,24 +164,41 @@ fn main() -> anyhow::Result<()> {
         if written != files.len() {
             bail!("dicognito wrote {written} files for {} inputs", files.len());
         }
-        eprintln!("bench: round {} ours {:.3} s, dicognito {:.3} s", round + 1, our_times[round], their_times[round]);
+        eprintln!(
+            "bench: round {} ours {:.3} s, gateway path {:.3} s / {:.3} s, dicognito {:.3} s",
+            round + 1,
+            our_times[round],
+            path_new[round],
+            path_known[round],
+            their_times[round]
+        );
     }
     let (ours_s, theirs_s) = (median(&our_times), median(&their_times));
+    let (new_s, known_s) = (median(&path_new), median(&path_known));
     let n = files.len() as f64;
+    let row = |tool: &str, times: &[f64], seconds: f64| {
+        format!("| {tool} | {} | {:.0} | {:.0} |", spread(times), n / seconds, megabytes / seconds)
+    };
     let report = format!(
-        "De-identification of the synthetic {n}-slice CT ({megabytes:.1} MB, 512x512 16-bit), median of {} \
-         interleaved rounds: the gateway's profile (basic + retain-longitudinal-modified-dates; parse, de-identify, \
-         write Part 10 as the gateway does; one thread, in process) against dicognito's command line (its default recipe; Python start-up \
-         included).\n\n| tool | median s | instances/s | MB/s | peak RSS MiB |\n|---|---|---|---|---|\n\
-         | dicomweb-deid | {ours_s:.3} | {:.0} | {:.0} | {:.1} (holds the {n} input files) |\n\
-         | dicognito | {theirs_s:.3} | {:.0} | {:.1} | {their_peak:.1} |\n\nSpeed-up: {:.1}x.\n",
+        "De-identification of the synthetic {n}-slice CT ({megabytes:.1} MB, 512x512 16-bit), median (min-max) of {} \
+         interleaved rounds, basic profile + retain-longitudinal-modified-dates, one thread: the profile alone (files \
+         already in memory; parse, de-identify, write Part 10), the gateway's whole per-instance path (file read, \
+         the gateway's de-identification, pseudonyms recorded in the embedded store, file written; every pseudonym \
+         new, then all known; beside it the same files read and written unchanged, its I/O alone), and dicognito's command line (its default recipe; files read and written; Python \
+         start-up included).\n\n| tool | median s (min-max) | instances/s | MB/s |\n|---|---|---|---|\n{}\n{}\n{}\n{}\n{}\n\n\
+         Speed-up over dicognito: {:.1}x the profile alone, {:.1}x the gateway's path with new pseudonyms, \
+         {:.1}x with known ones. Peak RSS: this process {:.1} MiB (it holds the {n} input files), dicognito \
+         {their_peak:.1} MiB.\n",
         cli.runs,
-        n / ours_s,
-        megabytes / ours_s,
-        peak_rss_mib(),
-        n / theirs_s,
-        megabytes / theirs_s,
+        row("dicomweb-deid, the profile in memory", &our_times, ours_s),
+        row("gateway path, new pseudonyms", &path_new, new_s),
+        row("gateway path, known pseudonyms", &path_known, known_s),
+        row("files read and written, nothing else", &io_only, median(&io_only)),
+        row("dicognito", &their_times, theirs_s),
         theirs_s / ours_s,
+        theirs_s / new_s,
+        theirs_s / known_s,
+        peak_rss_mib(),
     );
     println!("{report}");
     if let Some(out) = &cli.out {
