@@ -1,7 +1,7 @@
 """Load and content limits, against the real test bed.
 
-- A short run of `bench-load` (16 clients, 15 s, QIDO-RS, warm and cold WADO-RS and STOW-RS
-  over three Orthanc sites) through a gateway allowed only 8 requests in flight: every response
+- A short run of `bench-load` (16 clients, 15 s, QIDO-RS cached and not, warm and cold
+  WADO-RS and STOW-RS over three Orthanc sites) through a gateway allowed only 8 requests in flight: every response
   is a success or the documented shedding (503 or 429, with Retry-After), shedding happens,
   every stored instance is at its site, and the gateway's peak RSS stays under a bound.
 - STOW-RS of hostile data sets built here (sequences nested 1000 deep, a value length past the
@@ -41,22 +41,23 @@ def test_bench_load_sheds_as_documented_and_stores_everything(testbed, tmp_path)
     # Every kind succeeded, and the bound on requests in flight shed some with 503, but only a
     # small part: shedding is for peaks, not the answer to 16 clients (about 4% here when the
     # machine is otherwise idle; bounded at a quarter for a busy CI machine).
-    for kind in ("Qido", "WarmWado", "ColdWado", "Stow"):
+    kinds = ("QidoInstances", "QidoStudies", "QidoUncached", "WarmWado", "ColdWado", "Stow")
+    for kind in kinds:
         assert f"| {kind} | 200 |" in report, report
+    # Rows: kind, status, count, requests/s, p50 ms, p99 ms.
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in report.splitlines()]
+    rows = [r for r in rows if len(r) == 6 and r[0] in kinds]
     counts = {}
-    for line in report.splitlines():
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        if len(cells) == 3 and cells[1] in ("200", "503", "429"):
-            counts[cells[1]] = counts.get(cells[1], 0) + int(cells[2])
+    for kind, status, count, *_ in rows:
+        counts[status] = counts.get(status, 0) + int(count)
+    assert set(counts) <= {"200", "503", "429"}, report
     shed = counts.get("503", 0) + counts.get("429", 0)
     assert shed > 0, report
     assert shed / sum(counts.values()) <= 0.25, report
     # And the requests answered are answered in time: p99 of every kind under 5 s (0.1 to 0.5 s
-    # on an idle machine).
-    for line in report.splitlines():
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        if len(cells) == 4 and cells[0] in ("Qido", "WarmWado", "ColdWado", "Stow"):
-            assert float(cells[3]) < 5000, (cells, report)
+    # on an idle machine); a shed request is shed at once, after the 100 ms queue wait.
+    for kind, status, _, _, _, p99 in rows:
+        assert float(p99) < (5000 if status == "200" else 2000), (kind, status, p99, report)
     stored = report.split("Instances stored: ")[1].split(",")[0]
     assert int(stored) > 0
     assert f"found at their site afterwards: {stored}." in report, report

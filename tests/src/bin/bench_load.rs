@@ -1,9 +1,11 @@
 //! `bench-load`: many clients on one gateway over three real Orthanc sites, a mix of
-//! QIDO-RS, warm WADO-RS (instances of the test bed's CT, asked again and again), cold WADO-RS
+//! QIDO-RS (a search the cache may answer, one every STOW-RS makes it forget, one never asked
+//! before), warm WADO-RS (instances of the test bed's CT, asked again and again), cold WADO-RS
 //! (instances just stored, never asked before) and STOW-RS (a CT slice under new UIDs, to each
-//! site in turn, addressed `/sites/{id}/studies`). It reports requests/s, p50 and p99 latency per
-//! kind, every status seen, and the gateway's peak RSS; then checks that every instance stored
-//! is at its site (Orthanc's REST API). It fails when a status other than success or the
+//! site in turn, addressed `/sites/{id}/studies`). `--rounds` repeats the run, each round with a
+//! fresh gateway. It reports, per kind and status (the shed and failed ones too), the count,
+//! requests/s (median and min-max over the rounds), p50 and p99 latency, and the gateway's peak
+//! RSS; then checks that every instance stored is at its site (Orthanc's REST API). It fails when a status other than success or the
 //! documented shedding (503 and 429 with Retry-After) is seen, when a stored instance is
 //! missing, or when the peak RSS passes `--max-rss-mib`.
 //!
@@ -30,6 +32,9 @@ struct Cli {
     clients: usize,
     #[arg(long, default_value_t = 60)]
     seconds: u64,
+    /// Runs of `--seconds` each, a fresh gateway every round.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     #[arg(long, default_value = ".testbed/bench-load")]
     dir: PathBuf,
     /// Use the test bed `TESTBED_INFO` names instead of starting one.
@@ -48,21 +53,27 @@ struct Cli {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Kind {
-    Qido,
+    /// The CT study's instances: the search cache may answer.
+    QidoInstances,
+    /// `/studies?limit=20`: every STOW-RS makes the cache forget it.
+    QidoStudies,
+    /// A search no one asked before (studies up to a date of its own): every site is asked.
+    QidoUncached,
     WarmWado,
     ColdWado,
     Stow,
 }
 
-/// The share of each kind: of every 10 requests, 3 QIDO, 3 warm WADO, 2 cold WADO, 2 STOW.
+/// The share of each kind: of every 10 requests, 3 QIDO (one of each), 3 warm WADO, 2 cold WADO,
+/// 2 STOW.
 const MIX: [Kind; 10] = [
-    Kind::Qido,
+    Kind::QidoInstances,
     Kind::WarmWado,
     Kind::Stow,
-    Kind::Qido,
+    Kind::QidoStudies,
     Kind::ColdWado,
     Kind::WarmWado,
-    Kind::Qido,
+    Kind::QidoUncached,
     Kind::Stow,
     Kind::WarmWado,
     Kind::ColdWado,
@@ -78,8 +89,8 @@ struct Stored {
 
 #[derive(Debug, Default)]
 struct Tally {
-    latencies: BTreeMap<Kind, Vec<f64>>,
-    statuses: BTreeMap<(Kind, String), usize>,
+    /// Latencies by kind and status (or transport failure).
+    latencies: BTreeMap<(Kind, String), Vec<f64>>,
     stored: Vec<Stored>,
     /// Shed responses without Retry-After.
     shed_without_retry_after: usize,
@@ -90,6 +101,13 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
         return f64::NAN;
     }
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// A date after every study's, different for every client and step: `StudyDate=-{date}` finds
+/// the same studies each time in a search the gateway has not seen.
+fn unasked_date(client: usize, step: usize) -> String {
+    let n = client * 100_000 + step;
+    format!("{:04}{:02}{:02}", 2100 + n % 7000, 1 + (n / 7000) % 12, 1 + (n / 84_000) % 28)
 }
 
 /// A CT slice under new UIDs, as Part-10 bytes.
@@ -123,7 +141,7 @@ fn request(
     body: Option<&[u8]>,
 ) -> (String, bool, Option<serde_json::Value>) {
     let accept = match kind {
-        Kind::Qido | Kind::Stow => "application/dicom+json",
+        Kind::QidoInstances | Kind::QidoStudies | Kind::QidoUncached | Kind::Stow => "application/dicom+json",
         Kind::WarmWado | Kind::ColdWado => "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
     };
     let result = match body {
@@ -170,21 +188,45 @@ fn main() -> anyhow::Result<()> {
     }
     let ct = &info.data.ct;
     let template = open_file(ct.files.first().context("the test bed wrote no CT file")?)?;
+    let rounds =
+        (0..cli.rounds.max(1)).map(|n| round(&cli, n, &sites, ct, &template)).collect::<anyhow::Result<Vec<_>>>()?;
+    drop(own_testbed);
+    report(&cli, &rounds)
+}
 
+
+/// What one round of the load found.
+struct Round {
+    seconds: f64,
+    tally: Tally,
+    rss: f64,
+    missing: usize,
+}
+
+/// One round: a fresh gateway over `sites`, the clients for `--seconds`, then every stored
+/// instance looked for at its site.
+fn round(
+    cli: &Cli,
+    round: usize,
+    sites: &[testbed::info::SiteInfo],
+    ct: &testbed::synthetic::GeneratedStudy,
+    template: &dicom_object::DefaultDicomObject,
+) -> anyhow::Result<Round> {
     let mut config = format!(
         "{}\n[dimse]\nae_title = \"FEDGWL\"\nlisten = \"127.0.0.1:{}\"\n[auth]\nmode = \"none\"\n\
          [cache]\nmemory = \"256MiB\"\n",
         cli.server,
         testbed::free_port()?
     );
-    for site in &sites {
+    for site in sites {
         config.push_str(&format!(
             "[[sites]]\nid = \"{}\"\nae_title = \"{}\"\naddress = \"127.0.0.1:{}\"\nretrieve = \"c-get\"\nstore = true\n",
             site.id, site.ae_title, site.dicom_port
         ));
     }
-    std::fs::create_dir_all(&cli.dir)?;
-    let gateway = GatewayProcess::start(&cli.dir, "bench-load", &config)?;
+    let dir = cli.dir.join(format!("round-{round}"));
+    std::fs::create_dir_all(&dir)?;
+    let gateway = GatewayProcess::start(&dir, "bench-load", &config)?;
     let base = gateway.url.clone();
 
     // The CT's instances, as the gateway lists them: the warm set (asked once first).
@@ -218,7 +260,7 @@ fn main() -> anyhow::Result<()> {
         request(&agent, Kind::WarmWado, url, None);
     }
 
-    let run = std::process::id();
+    let run = std::process::id() * 100 + round as u32;
     let tally = Arc::new(Mutex::new(Tally::default()));
     eprintln!("bench: {} clients for {} s on {base}", cli.clients, cli.seconds);
     let began = Instant::now();
@@ -235,8 +277,9 @@ fn main() -> anyhow::Result<()> {
                     let kind = MIX[step % MIX.len()];
                     step += 1;
                     let (url, body, stow) = match kind {
-                        Kind::Qido if step % 2 == 0 => (format!("{base}/studies?limit=20"), None, None),
-                        Kind::Qido => (format!("{base}/studies/{}/instances", ct.study_uid), None, None),
+                        Kind::QidoStudies => (format!("{base}/studies?limit=20"), None, None),
+                        Kind::QidoInstances => (format!("{base}/studies/{}/instances", ct.study_uid), None, None),
+                        Kind::QidoUncached => (format!("{base}/studies?StudyDate=-{}&limit=20", unasked_date(client, step)), None, None),
                         Kind::WarmWado => (warm[step % warm.len()].clone(), None, None),
                         Kind::ColdWado => match cold.pop() {
                             Some(s) => (
@@ -267,7 +310,6 @@ fn main() -> anyhow::Result<()> {
                         mine.shed_without_retry_after += 1;
                     }
                     if status == "200" {
-                        mine.latencies.entry(kind).or_default().push(elapsed);
                         if let (Some(stored), Some(json)) = (stow, json) {
                             // Stored when the response's Referenced SOP Sequence names it.
                             if json["00081199"]["Value"].as_array().is_some_and(|items| {
@@ -278,14 +320,11 @@ fn main() -> anyhow::Result<()> {
                             }
                         }
                     }
-                    *mine.statuses.entry((kind, status)).or_default() += 1;
+                    mine.latencies.entry((kind, status)).or_default().push(elapsed);
                 }
                 let mut all = tally.lock().expect("tally");
-                for (kind, latencies) in mine.latencies {
-                    all.latencies.entry(kind).or_default().extend(latencies);
-                }
-                for (key, count) in mine.statuses {
-                    *all.statuses.entry(key).or_default() += count;
+                for (key, latencies) in mine.latencies {
+                    all.latencies.entry(key).or_default().extend(latencies);
                 }
                 all.stored.extend(mine.stored);
                 all.shed_without_retry_after += mine.shed_without_retry_after;
@@ -294,7 +333,7 @@ fn main() -> anyhow::Result<()> {
     });
     let seconds = began.elapsed().as_secs_f64();
     let rss = gateway.peak_rss_mib();
-    let mut tally = Arc::try_unwrap(tally).map_err(|_| anyhow::anyhow!("clients still running"))?.into_inner()?;
+    let tally = Arc::try_unwrap(tally).map_err(|_| anyhow::anyhow!("clients still running"))?.into_inner()?;
 
     // Every instance stored is at its site.
     let mut missing = 0;
@@ -307,37 +346,62 @@ fn main() -> anyhow::Result<()> {
         }
     }
     drop(gateway);
-    drop(own_testbed);
+    eprintln!("bench: round {} done: {} requests in {seconds:.1} s", round + 1, tally.latencies.values().map(Vec::len).sum::<usize>());
+    Ok(Round { seconds, tally, rss, missing })
+}
 
-    let mut report = format!(
-        "{} clients for {seconds:.0} s, one gateway over three Orthanc sites on loopback; of every 10 requests 3 QIDO-RS \
-         (the CT study's instances, or `/studies?limit=20`), 3 warm WADO-RS (one of 50 CT instances, 512x512x16 bit, \
-         as stored), 2 cold WADO-RS (an instance the client stored and nobody asked for yet), 2 STOW-RS (one CT slice \
-         under new UIDs, to each site in turn).\n\n\
-         | kind | requests/s (200) | p50 ms | p99 ms |\n|---|---|---|---|\n",
-        cli.clients
-    );
-    for (kind, latencies) in &mut tally.latencies {
-        latencies.sort_by(|a, b| a.total_cmp(b));
-        report.push_str(&format!(
-            "| {kind:?} | {:.1} | {:.1} | {:.1} |\n",
-            latencies.len() as f64 / seconds,
-            percentile(latencies, 0.5) * 1000.0,
-            percentile(latencies, 0.99) * 1000.0
-        ));
-    }
-    report.push_str("\n| kind | status | count |\n|---|---|---|\n");
-    let mut unexpected = 0;
-    for ((kind, status), count) in &tally.statuses {
-        report.push_str(&format!("| {kind:?} | {status} | {count} |\n"));
-        if !matches!(status.as_str(), "200" | "503" | "429") {
-            unexpected += count;
+fn report(cli: &Cli, rounds: &[Round]) -> anyhow::Result<()> {
+    let mut latencies: BTreeMap<(Kind, String), Vec<f64>> = BTreeMap::new();
+    for r in rounds {
+        for (key, values) in &r.tally.latencies {
+            latencies.entry(key.clone()).or_default().extend(values);
         }
     }
+    let seconds: Vec<f64> = rounds.iter().map(|r| r.seconds).collect();
+    let mut report = format!(
+        "{} clients for {:.0} s, {} round(s), each with a fresh gateway over three Orthanc sites on loopback; of \
+         every 10 requests 3 QIDO-RS (the CT study's instances, which the search cache may answer; `/studies?limit=20`, \
+         which every STOW-RS makes it forget; a search no one asked before, studies up to a date of its own, which \
+         goes to every site), 3 warm WADO-RS (one of 50 CT instances, 512x512x16 bit, as stored), 2 cold WADO-RS (an instance \
+         the client stored and nobody asked for yet), 2 STOW-RS (one CT slice under new UIDs, to each site in turn). \
+         Every response counted, by status; requests/s is the median (min-max) over the rounds, latencies over all \
+         of them.\n\n\
+         | kind | status | count | requests/s | p50 ms | p99 ms |\n|---|---|---|---|---|---|\n",
+        cli.clients,
+        testbed::median(&seconds),
+        rounds.len(),
+    );
+    let mut unexpected = 0;
+    for ((kind, status), values) in &mut latencies {
+        values.sort_by(|a, b| a.total_cmp(b));
+        let rates: Vec<f64> = rounds
+            .iter()
+            .map(|r| r.tally.latencies.get(&(*kind, status.clone())).map_or(0, Vec::len) as f64 / r.seconds)
+            .collect();
+        let (lo, hi) = testbed::min_max(&rates);
+        let rate = if rounds.len() > 1 {
+            format!("{:.1} ({lo:.1}-{hi:.1})", testbed::median(&rates))
+        } else {
+            format!("{:.1}", rates[0])
+        };
+        report.push_str(&format!(
+            "| {kind:?} | {status} | {} | {rate} | {:.1} | {:.1} |\n",
+            values.len(),
+            percentile(values, 0.5) * 1000.0,
+            percentile(values, 0.99) * 1000.0
+        ));
+        if !matches!(status.as_str(), "200" | "503" | "429") {
+            unexpected += values.len();
+        }
+    }
+    let stored: usize = rounds.iter().map(|r| r.tally.stored.len()).sum();
+    let missing: usize = rounds.iter().map(|r| r.missing).sum();
+    let rss: Vec<f64> = rounds.iter().map(|r| r.rss).collect();
+    let (_, peak) = testbed::min_max(&rss);
     report.push_str(&format!(
-        "\nInstances stored: {}, found at their site afterwards: {}. Gateway peak RSS: {rss:.1} MiB.\n",
-        tally.stored.len(),
-        tally.stored.len() - missing
+        "\nInstances stored: {stored}, found at their site afterwards: {}. Gateway peak RSS: {peak:.1} MiB (the \
+         highest of the rounds).\n",
+        stored - missing
     ));
     println!("{report}");
     if let Some(out) = &cli.out {
@@ -346,18 +410,19 @@ fn main() -> anyhow::Result<()> {
     if unexpected > 0 {
         bail!("{unexpected} responses with a status other than 200 or the documented shedding (503, 429)");
     }
-    if tally.shed_without_retry_after > 0 {
-        bail!("{} shed responses without Retry-After", tally.shed_without_retry_after);
+    let shed_without_retry_after: usize = rounds.iter().map(|r| r.tally.shed_without_retry_after).sum();
+    if shed_without_retry_after > 0 {
+        bail!("{shed_without_retry_after} shed responses without Retry-After");
     }
     if missing > 0 {
         bail!("{missing} stored instances are not at their site");
     }
-    if tally.stored.is_empty() {
-        bail!("no instance was stored");
+    if rounds.iter().any(|r| r.tally.stored.is_empty()) {
+        bail!("a round stored no instance");
     }
     if let Some(max) = cli.max_rss_mib {
-        if rss > max {
-            bail!("the gateway's peak RSS {rss:.1} MiB is over {max} MiB");
+        if peak > max {
+            bail!("the gateway's peak RSS {peak:.1} MiB is over {max} MiB");
         }
     }
     Ok(())
