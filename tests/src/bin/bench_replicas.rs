@@ -4,7 +4,8 @@
 //!   throwaway cluster on loopback) against the embedded store, in process, each entry resolved
 //!   once from a store opened afresh;
 //! - warm WADO-RS instance throughput through HAProxy (examples/haproxy.cfg) with one replica in
-//!   the backend and with two, both de-identifying, over one real Orthanc.
+//!   the backend and with two, both de-identifying, over one real Orthanc; `--rounds` runs of
+//!   each, interleaved (one, two; two, one; ...), requests/s reported as median (min-max).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -31,6 +32,9 @@ struct Cli {
     clients: usize,
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Runs of each backend (one replica, two), interleaved.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     #[arg(long, default_value = ".testbed/bench-replicas")]
     dir: PathBuf,
     #[arg(long)]
@@ -315,38 +319,53 @@ fn main() -> anyhow::Result<()> {
             ureq::get(url).set("Accept", ACCEPT_AS_STORED).call()?.into_reader().read_to_end(&mut Vec::new())?;
         }
     }
+    // Interleaved: one replica then two, then two then one, ..., so that a drift of the machine
+    // over the run falls on both alike.
+    let mut runs: [Vec<Load>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..cli.rounds.max(1) {
+        let order = if round % 2 == 0 { [1, 2] } else { [2, 1] };
+        for count in order {
+            eprintln!("bench: round {}, {count} replica(s)", round + 1);
+            let replicas = if count == 1 { vec![&a] } else { vec![&a, &b] };
+            let front = balancer(&dir, &replicas)?;
+            let urls: Vec<String> = paths.iter().map(|p| format!("{}{p}", front.url)).collect();
+            runs[count - 1].push(load(&urls, cli.clients, cli.seconds));
+        }
+    }
+    let rate = |load: &Load| load.requests as f64 / load.seconds;
     let mut report = String::new();
-    let mut rates = Vec::new();
-    for replicas in [vec![&a], vec![&a, &b]] {
-        eprintln!("bench: {} replica(s)", replicas.len());
-        let front = balancer(&dir, &replicas)?;
-        let urls: Vec<String> = paths.iter().map(|p| format!("{}{p}", front.url)).collect();
-        let result = load(&urls, cli.clients, cli.seconds);
-        let rate = result.requests as f64 / result.seconds;
-        rates.push(rate);
+    for (n, loads) in runs.iter().enumerate() {
+        let rates: Vec<f64> = loads.iter().map(rate).collect();
+        let (lo, hi) = testbed::min_max(&rates);
+        let mut latencies: Vec<f64> = loads.iter().flat_map(|l| l.latencies.iter().copied()).collect();
+        latencies.sort_by(|a, b| a.total_cmp(b));
         report.push_str(&format!(
-            "| {} | {:.0} | {:.1} | {:.1} | {} |\n",
-            replicas.len(),
-            rate,
-            percentile(&result.latencies, 0.5) * 1e3,
-            percentile(&result.latencies, 0.99) * 1e3,
-            result.failures
+            "| {} | {:.0} ({lo:.0}-{hi:.0}) | {:.1} | {:.1} | {} |\n",
+            n + 1,
+            testbed::median(&rates),
+            percentile(&latencies, 0.5) * 1e3,
+            percentile(&latencies, 0.99) * 1e3,
+            loads.iter().map(|l| l.failures).sum::<usize>()
         ));
     }
+    let ratios: Vec<f64> = runs[0].iter().zip(&runs[1]).map(|(one, two)| rate(two) / rate(one)).collect();
+    let (ratio_lo, ratio_hi) = testbed::min_max(&ratios);
     let text = format!(
         "Pseudonym lookup not cached by the replica ({} entries, each resolved once from a store opened anew):\n\n\
          | store | median | p99 |\n|---|---|---|\n| embedded (redb) | {embedded_median:.1} µs | {embedded_p99:.1} µs |\n\
          | PostgreSQL (loopback) | {postgres_median:.1} µs | {postgres_p99:.1} µs |\n\n\
          Warm WADO-RS of single instances ({} of a {}-slice CT, de-identified, every one cached by each replica) \
-         through HAProxy, {} clients for {} s:\n\n\
+         through HAProxy, {} clients for {} s, {} interleaved rounds of each backend (requests/s median (min-max) \
+         over the rounds; latencies over all of them):\n\n\
          | replicas | requests/s | median ms | p99 ms | failures |\n|---|---|---|---|---|\n{report}\n\
-         Two replicas against one: {:.2}x on {} cores.\n",
+         Two replicas against one: {:.2}x (round by round {ratio_lo:.2}-{ratio_hi:.2}x) on {} cores.\n",
         cli.lookups,
         paths.len(),
         cli.slices,
         cli.clients,
         cli.seconds,
-        rates[1] / rates[0],
+        cli.rounds.max(1),
+        testbed::median(&ratios),
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
     );
     println!("{text}");
