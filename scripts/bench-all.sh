@@ -39,6 +39,7 @@ isolated() {
 }
 run retrieve target/release/bench-retrieve run --runs 5 --out "$out/retrieve.md"
 run cache target/release/bench-cache --runs 5 --clients 32 --seconds 10 --out "$out/cache.md"
+run cache-1gb target/release/bench-cache --slices 2000 --rss-only 32MiB --dir .testbed/bench-big --out "$out/cache-1gb.md"
 run federation target/release/bench-federation --runs 10 --out "$out/federation.md"
 run deid target/release/bench-deid --runs 5 --out "$out/deid.md"
 run replicas isolated target/release/bench-replicas --rounds 3 --out "$out/replicas.md"

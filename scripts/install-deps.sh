@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the demo, the tests and the benchmarks need, skipping what is already there:
-# Orthanc with its DICOMweb plugin and DCMTK (Debian), pydicom (PyPI), curl, and the OHIF Viewer
+# Orthanc with its DICOMweb plugin and DCMTK (Debian), reference image codecs (Debian), CMake
+# for the JPEG-LS codec's build, pydicom (PyPI), curl, and the OHIF Viewer
 # (npm) with Chromium (Debian) and Playwright (PyPI) that drive it in the browser test.
 set -euo pipefail
 
@@ -17,8 +18,16 @@ command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 # PostgreSQL (a throwaway cluster per test, no service) and HAProxy for the replicas test.
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)
 [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
-# A C++ compiler: libfuzzer-sys compiles libFuzzer for the fuzz targets (scripts/fuzz.sh).
+# A C++ compiler: libfuzzer-sys compiles libFuzzer for the fuzz targets (scripts/fuzz.sh), and
+# with CMake builds CharLS, the JPEG-LS codec the gateway links.
 command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
+command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
+# Reference codecs outside the project: they encode the compressed test studies and decode
+# what the gateway's decoders are compared with (GDCM for JPEG 2000, OpenJPEG's and OpenJPH's
+# command lines; DCMTK's dcmcjpls and dcmdjpls come with dcmtk).
+command -v gdcmconv >/dev/null 2>&1 || need_apt+=(libgdcm-tools)
+command -v opj_decompress >/dev/null 2>&1 || need_apt+=(libopenjp2-tools)
+command -v ojph_compress >/dev/null 2>&1 || need_apt+=(openjph-tools)
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "installing Debian packages: ${need_apt[*]}" >&2
     SUDO=""

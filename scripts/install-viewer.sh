@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the OHIF Viewer that the demo and the browser test serve: the built dist/ of the npm
 # package @ohif/app, at a pinned version and checksum, into viewer/ohif-VERSION/ (not kept in
-# git), with one fix to OHIF's study list (below). Skips everything when that directory is
-# already complete.
+# git), unmodified: the viewer as a site deploys it. Skips everything when that directory
+# already holds this build (an earlier, patched install is replaced).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -11,7 +11,8 @@ version="3.13.2"
 integrity="sha512-WZdxmpmG7rqFgW9ZJLcbgr3XCtLi1KDNPoMaeY5PPe6j4G4fjEjjkycZM6C6Zk2F87BKxFfpq+jd5xXZB9E8EA=="
 dest="viewer/ohif-$version"
 
-[ -f "$dest/.installed" ] && exit 0
+marker="stock $integrity"
+[ "$(cat "$dest/.installed" 2>/dev/null)" = "$marker" ] && exit 0
 
 if ! command -v npm >/dev/null 2>&1; then
     echo "installing Debian packages: npm" >&2
@@ -34,21 +35,7 @@ if [ "$actual" != "$integrity" ]; then
 fi
 tar -xzf "$tarball" -C "$work" package/dist
 [ -f "$work/package/dist/index.html" ] || { echo "@ohif/app $version has no dist/index.html" >&2; exit 1; }
-# OHIF 3.13's study list fails as a whole ("No studies available" and an error dialog) when a
-# study's ModalitiesInStudy is present but empty, as PS3.18 F.2.5 encodes it: getModalities()
-# reads .Value.length of it. A study whose series carry no Modality (pydicom's secondary
-# capture files) has one. The one loop is guarded; anything else in the build is untouched.
-python3 - "$work/package/dist" <<'PATCH'
-import pathlib, sys
-dist = pathlib.Path(sys.argv[1])
-old = "for (let i = 0; i < ModalitiesInStudy.Value.length; i++) {"
-new = "for (let i = 0; i < (ModalitiesInStudy.Value || []).length; i++) {"
-hits = [f for f in dist.glob("app.bundle.*.js") if old in f.read_text()]
-if len(hits) != 1 or hits[0].read_text().count(old) != 1:
-    sys.exit("the OHIF build does not hold getModalities() as expected: check the patch in scripts/install-viewer.sh")
-hits[0].write_text(hits[0].read_text().replace(old, new))
-PATCH
 rm -rf "$dest"
 mkdir -p viewer
 mv "$work/package/dist" "$dest"
-touch "$dest/.installed"
+echo "$marker" >"$dest/.installed"

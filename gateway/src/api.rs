@@ -98,9 +98,19 @@ impl MediaRange {
     pub fn parameter(&self, name: &str) -> Option<&str> {
         self.parameters.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
+
+    /// The client's preference for this range, `q` (RFC 9110 §12.4.2): 1 when not given, 0
+    /// when unreadable (a range with q=0 is one the client refuses).
+    fn quality(&self) -> f32 {
+        match self.parameter("q") {
+            None => 1.0,
+            Some(q) => q.trim().parse::<f32>().ok().filter(|q| (0.0..=1.0).contains(q)).unwrap_or(0.0),
+        }
+    }
 }
 
-/// The media ranges of the Accept headers, in order; empty when there is none.
+/// The media ranges of the Accept headers, most preferred first (by `q`; in the order given
+/// among equals); ranges with q=0 left out; empty when there is none.
 pub fn accept_ranges(headers: &HeaderMap) -> Vec<MediaRange> {
     let mut ranges = Vec::new();
     for value in headers.get_all(header::ACCEPT) {
@@ -120,6 +130,14 @@ pub fn accept_ranges(headers: &HeaderMap) -> Vec<MediaRange> {
             ranges.push(MediaRange { media_type, parameters });
         }
     }
+    let given = !ranges.is_empty();
+    ranges.retain(|r| r.quality() > 0.0);
+    if given && ranges.is_empty() {
+        // Every range refused: unlike no Accept header at all, nothing is acceptable.
+        ranges.push(MediaRange { media_type: "none/none".into(), parameters: Vec::new() });
+    }
+    // A stable sort: equals keep the client's order.
+    ranges.sort_by(|a, b| b.quality().total_cmp(&a.quality()));
     ranges
 }
 
@@ -179,5 +197,26 @@ mod tests {
         assert_eq!(ranges[1].media_type, "application/dicom+json");
         assert!(accepts(&headers, &["application/dicom+json"]).is_ok());
         assert!(accepts(&headers, &["image/png"]).is_err());
+    }
+
+    #[test]
+    fn ranges_come_most_preferred_first_and_refused_ones_never() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            header::ACCEPT,
+            "multipart/related; type=application/dicom; transfer-syntax=1.2.840.10008.1.2.4.90; q=0.5, \
+             application/json;q=0, multipart/related; type=\"application/dicom\", */*;q=0.1"
+                .parse()
+                .expect("header"),
+        );
+        let ranges = accept_ranges(&headers);
+        let shown: Vec<_> = ranges.iter().map(|r| (r.media_type.as_str(), r.parameter("transfer-syntax"))).collect();
+        assert_eq!(
+            shown,
+            [("multipart/related", None), ("multipart/related", Some("1.2.840.10008.1.2.4.90")), ("*/*", None)]
+        );
+        assert_eq!(ranges[0].parameter("type"), Some("application/dicom"), "unquoted type");
+        headers.insert(header::ACCEPT, "application/dicom+json;q=0".parse().expect("header"));
+        assert!(accepts(&headers, &["application/dicom+json"]).is_err(), "q=0 refuses");
     }
 }

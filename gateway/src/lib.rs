@@ -28,6 +28,7 @@ pub mod limits;
 pub mod locate;
 pub mod metrics;
 pub mod multipart;
+pub mod pixels;
 pub mod private_files;
 pub mod pseudonyms;
 pub mod search_cache;

@@ -23,6 +23,18 @@ pub enum IncludeFields {
     List(Vec<Tag>),
 }
 
+impl IncludeFields {
+    /// Asks for `tag` too (nothing changes under `all`).
+    pub fn add(&mut self, tag: Tag) {
+        match self {
+            IncludeFields::All => {}
+            IncludeFields::Default => *self = IncludeFields::List(vec![tag]),
+            IncludeFields::List(tags) if !tags.contains(&tag) => tags.push(tag),
+            IncludeFields::List(_) => {}
+        }
+    }
+}
+
 /// A parsed QIDO-RS query.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct QidoQuery {
@@ -113,6 +125,11 @@ pub fn parse(query: &str) -> Result<QidoQuery, QidoError> {
                 }
                 if vr == VR::SQ {
                     return Err(error(name, "a sequence cannot be matched by value; name an attribute inside it"));
+                }
+                if value.is_empty() {
+                    // Universal matching (PS3.4 C.2.2.2.3): a return key, as `includefield`.
+                    include.push(path[0]);
+                    continue;
                 }
                 if parsed.matches.iter().any(|m| m.path == path) {
                     return Err(error(name, "given more than once"));
@@ -207,6 +224,9 @@ mod tests {
             IncludeFields::List(vec![tags::STUDY_DESCRIPTION, tags::STUDY_DESCRIPTION, tags::PATIENT_AGE])
         );
         assert_eq!((q.limit, q.offset, q.fuzzy_matching), (Some(10), 5, true));
+        let q = parse("StudyInstanceUID=1.2.3&StudyDescription=&00100020=").expect("valid");
+        assert_eq!(q.matches.len(), 1, "an empty value is a return key, not a match");
+        assert_eq!(q.include, IncludeFields::List(vec![tags::STUDY_DESCRIPTION, tags::PATIENT_ID]));
         let q = parse("includefield=all&RequestAttributesSequence.ScheduledProcedureStepID=42").expect("valid");
         assert_eq!(q.include, IncludeFields::All);
         assert_eq!(q.matches[0].path, vec![tags::REQUEST_ATTRIBUTES_SEQUENCE, tags::SCHEDULED_PROCEDURE_STEP_ID]);

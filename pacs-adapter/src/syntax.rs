@@ -13,21 +13,24 @@ pub const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 pub const EXPLICIT_VR_BE: &str = "1.2.840.10008.1.2.2";
 
 /// Transfer syntaxes an instance may arrive in and leave in untouched, most common first.
-/// Uncompressed, deflate, the JPEG family, JPEG-LS, JPEG 2000 and RLE.
+/// Uncompressed, deflate, the JPEG family, JPEG-LS, JPEG 2000, RLE and HTJ2K.
 pub const PASS_THROUGH_TRANSFER_SYNTAXES: &[&str] = &[
     EXPLICIT_VR_LE,
     IMPLICIT_VR_LE,
-    "1.2.840.10008.1.2.4.70", // JPEG Lossless, First-Order Prediction
-    "1.2.840.10008.1.2.4.50", // JPEG Baseline
-    "1.2.840.10008.1.2.4.51", // JPEG Extended
-    "1.2.840.10008.1.2.4.57", // JPEG Lossless
-    "1.2.840.10008.1.2.4.90", // JPEG 2000 Lossless
-    "1.2.840.10008.1.2.4.91", // JPEG 2000
-    "1.2.840.10008.1.2.4.80", // JPEG-LS Lossless
-    "1.2.840.10008.1.2.4.81", // JPEG-LS Near-Lossless
-    "1.2.840.10008.1.2.5",    // RLE Lossless
-    "1.2.840.10008.1.2.1.99", // Deflated Explicit VR Little Endian
-    EXPLICIT_VR_BE,           // Explicit VR Big Endian (retired, still found in archives)
+    "1.2.840.10008.1.2.4.70",  // JPEG Lossless, First-Order Prediction
+    "1.2.840.10008.1.2.4.50",  // JPEG Baseline
+    "1.2.840.10008.1.2.4.51",  // JPEG Extended
+    "1.2.840.10008.1.2.4.57",  // JPEG Lossless
+    "1.2.840.10008.1.2.4.90",  // JPEG 2000 Lossless
+    "1.2.840.10008.1.2.4.91",  // JPEG 2000
+    "1.2.840.10008.1.2.4.80",  // JPEG-LS Lossless
+    "1.2.840.10008.1.2.4.81",  // JPEG-LS Near-Lossless
+    "1.2.840.10008.1.2.5",     // RLE Lossless
+    "1.2.840.10008.1.2.4.201", // HTJ2K Lossless
+    "1.2.840.10008.1.2.4.202", // HTJ2K with RPCL Options Lossless
+    "1.2.840.10008.1.2.4.203", // HTJ2K
+    "1.2.840.10008.1.2.1.99",  // Deflated Explicit VR Little Endian
+    EXPLICIT_VR_BE,            // Explicit VR Big Endian (retired, still found in archives)
 ];
 
 /// Storage SOP classes proposed when the classes of a retrieval are not known in advance,

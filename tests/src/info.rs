@@ -47,6 +47,9 @@ pub struct DataInfo {
     pub ct: GeneratedStudy,
     pub multiframe: GeneratedStudy,
     pub pydicom: Vec<LoadedFile>,
+    /// The CT compressed by reference encoders, at the first Orthanc site.
+    #[serde(default)]
+    pub compressed: Vec<crate::compressed::CompressedStudy>,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]

@@ -5,6 +5,7 @@
 //! Sample data: pydicom's shipped test files (real-world variety) and the deterministic
 //! synthetic studies of [`synthetic`].
 
+pub mod compressed;
 pub mod dcmqrscp;
 pub mod endpoints;
 pub mod gateway;
@@ -84,6 +85,9 @@ pub struct TestbedOptions {
     pub multiframe_frames: u32,
     /// Load pydicom's test files into the Orthanc sites.
     pub pydicom: bool,
+    /// Slices of the CT, compressed by reference encoders (JPEG 2000, JPEG-LS, HTJ2K lossless),
+    /// loaded into the first Orthanc site as one study per codec; none when 0.
+    pub compressed_slices: usize,
     /// Extra C-MOVE destinations besides the generated ones (e.g. the gateway's own).
     pub extra_destinations: Vec<MoveDestination>,
     /// How many generated destinations (`FEDGW1`..) to register, each on its own free port.
@@ -104,6 +108,7 @@ impl TestbedOptions {
             ct_slices,
             multiframe_frames: 2,
             pydicom: false,
+            compressed_slices: 0,
             extra_destinations: Vec::new(),
             generated_destinations: 0,
             base_ports: None,
@@ -131,6 +136,14 @@ impl Testbed {
         let data_dir = dir.join("data");
         let ct = synthetic::write_ct_study(&data_dir.join("ct"), options.ct_slices, 1)?;
         let multiframe = synthetic::write_multiframe(&data_dir.join("multiframe"), options.multiframe_frames, 1)?;
+        let mut compressed = Vec::new();
+        if options.compressed_slices > 0 {
+            progress("compressing the CT with reference encoders");
+            for codec in compressed::Codec::ALL {
+                let dir = data_dir.join(codec.label());
+                compressed.push(compressed::write_compressed(&ct, options.compressed_slices, codec, &dir)?);
+            }
+        }
         let mut testbed = Testbed { orthanc: Vec::new(), dcmqrscp: None, info: TestbedInfo::default() };
         let mut pydicom_loaded = Vec::new();
         let pydicom_files = if options.pydicom { pydicom_files::list()? } else { Vec::new() };
@@ -142,6 +155,12 @@ impl Testbed {
             progress(&format!("loading {} synthetic instances into {id}", ct.files.len() + 1));
             for file in ct.files.iter().chain(&multiframe.files) {
                 site.upload(file)?.ok_or_else(|| anyhow::anyhow!("{id} refused synthetic file {}", file.display()))?;
+            }
+            if n == 1 {
+                for file in compressed.iter().flat_map(|c| &c.study.files) {
+                    site.upload(file)?
+                        .ok_or_else(|| anyhow::anyhow!("{id} refused compressed file {}", file.display()))?;
+                }
             }
             // Every site gets the even-numbered pydicom files, the first site all of them, so
             // sites hold overlapping but different data.
@@ -167,7 +186,7 @@ impl Testbed {
             testbed.dcmqrscp = Some(site);
         }
         testbed.info.move_destinations = destinations;
-        testbed.info.data = DataInfo { ct, multiframe, pydicom: pydicom_loaded };
+        testbed.info.data = DataInfo { ct, multiframe, pydicom: pydicom_loaded, compressed };
         Ok(testbed)
     }
 

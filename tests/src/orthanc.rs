@@ -229,9 +229,22 @@ impl Client {
         let tags: serde_json::Value = serde_json::from_str(
             &ureq::get(&format!("{}/instances/{orthanc_id}/simplified-tags", self.base)).call()?.into_string()?,
         )?;
-        let transfer_syntax = ureq::get(&format!("{}/instances/{orthanc_id}/metadata/TransferSyntax", self.base))
-            .call()?
-            .into_string()?;
+        let transfer_syntax = match ureq::get(&format!("{}/instances/{orthanc_id}/metadata/TransferSyntax", self.base))
+            .call()
+        {
+            Ok(answer) => answer.into_string()?,
+            // Orthanc records no TransferSyntax for one its DICOM toolkit does not know (HTJ2K
+            // in Orthanc 1.10): the file's own meta group says.
+            Err(ureq::Error::Status(404, _)) => {
+                let header: serde_json::Value = serde_json::from_str(
+                    &ureq::get(&format!("{}/instances/{orthanc_id}/header?simplify", self.base))
+                        .call()?
+                        .into_string()?,
+                )?;
+                header["TransferSyntaxUID"].as_str().context("a file meta group without TransferSyntaxUID")?.to_owned()
+            }
+            Err(e) => return Err(e.into()),
+        };
         let tag = |name: &str| tags[name].as_str().unwrap_or_default().to_owned();
         Ok(StoredInstance {
             orthanc_id: orthanc_id.to_owned(),

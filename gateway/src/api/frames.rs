@@ -53,29 +53,30 @@ async fn retrieve_instance(
 }
 
 /// The instance with its pixel data decoded to Explicit VR Little Endian, or 406 naming what
-/// it is stored as when the gateway cannot decode it (JPEG 2000, JPEG-LS).
+/// it is stored as when the gateway cannot decode it.
 async fn decoded(instance: Instance, media_type: &str) -> Result<Instance, ApiError> {
-    use dicom_pixeldata::Transcode;
     use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
     let stored = instance.transfer_syntax.clone();
     crate::dataset_limits::decoded_size(&instance.object, &instance.limits).map_err(|e| {
         ApiError::NotAcceptable(format!("the frames cannot be decoded here: {e}; ask for {media_type}"))
     })?;
     let mut object = instance.object;
-    tokio::task::spawn_blocking(move || object.transcode(&EXPLICIT_VR_LITTLE_ENDIAN.erased()).map(|()| object))
-        .await
-        .map_err(|e| ApiError::BadRequest(format!("decoding failed: {e}")))?
-        .map(|object| Instance {
-            object,
-            transfer_syntax: EXPLICIT_VR_LITTLE_ENDIAN.uid().to_owned(),
-            limits: instance.limits,
-        })
-        .map_err(|e| {
-            ApiError::NotAcceptable(format!(
-                "the frames are available as {media_type} (transfer syntax {stored}) and cannot be decoded here ({e}); \
+    tokio::task::spawn_blocking(move || {
+        crate::pixels::decode_into(&mut object, EXPLICIT_VR_LITTLE_ENDIAN.uid()).map(|()| object)
+    })
+    .await
+    .map_err(|e| ApiError::BadRequest(format!("decoding failed: {e}")))?
+    .map(|object| Instance {
+        object,
+        transfer_syntax: EXPLICIT_VR_LITTLE_ENDIAN.uid().to_owned(),
+        limits: instance.limits,
+    })
+    .map_err(|e| {
+        ApiError::NotAcceptable(format!(
+            "the frames are available as {media_type} (transfer syntax {stored}): {e}; \
                  ask for that media type or transfer-syntax=*"
-            ))
-        })
+        ))
+    })
 }
 
 /// The media type of an encapsulated frame of a transfer syntax (PS3.18 Table 8.7.3-2).
@@ -86,6 +87,7 @@ fn frame_media_type(transfer_syntax: &str) -> &'static str {
         }
         "1.2.840.10008.1.2.4.80" | "1.2.840.10008.1.2.4.81" => "image/jls",
         "1.2.840.10008.1.2.4.90" | "1.2.840.10008.1.2.4.91" => "image/jp2",
+        "1.2.840.10008.1.2.4.201" | "1.2.840.10008.1.2.4.202" | "1.2.840.10008.1.2.4.203" => "image/jphc",
         "1.2.840.10008.1.2.5" => "image/dicom-rle",
         _ => "application/octet-stream",
     }

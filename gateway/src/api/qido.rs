@@ -507,7 +507,8 @@ fn put_retrieve_url(access: &Access, scope: &Scope, result: &mut InMemDicomObjec
 }
 
 /// Makes a C-FIND result a QIDO-RS result: without QueryRetrieveLevel, with every required
-/// attribute (empty when unknown) and roll-ups computed when missing.
+/// attribute (empty when unknown, but for ModalitiesInStudy) and roll-ups computed when
+/// missing.
 async fn complete(
     gw: &Gateway,
     holding: &[&Site],
@@ -532,6 +533,12 @@ async fn complete(
         if result.element(tag).is_err() {
             result.put(DataElement::new(tag, vr_of(tag), PrimitiveValue::Empty));
         }
+    }
+    // A study none of whose series names its Modality has no ModalitiesInStudy to tell:
+    // left out rather than sent empty (`{"vr": "CS"}`), which stops stock viewers (OHIF 3.x
+    // reads its Value's length) from listing any study of the answer (docs/VIEWER.md).
+    if scope.level == QueryLevel::Study && text_of(result, tags::MODALITIES_IN_STUDY).is_none() {
+        result.remove_element(tags::MODALITIES_IN_STUDY);
     }
     Ok(())
 }

@@ -6,7 +6,9 @@
 //!   is no pseudonym: it matches nothing either.
 //! - PatientID or PatientName matching a patient's pseudonym becomes PatientID matching the
 //!   site's ID; results of another patient with the same ID elsewhere are filtered out.
-//!   Wildcards on them are refused: a pseudonym has no parts to match.
+//!   With wildcards (a viewer's name filter sends `*text*`), they match the pseudonyms the
+//!   caller sees, ignoring case: the sites are asked without the key and every de-identified
+//!   result is checked here (within `federation.max_matches`).
 //! - Dates, when dates are shifted (retain-longitudinal-modified-dates): a DA range in shifted
 //!   dates is widened by the largest shift for the sites and checked exactly on the shifted
 //!   results. Times are not shifted and match as they are.
@@ -37,6 +39,34 @@ pub enum Filter {
     Patient(String),
     /// The shifted date is within the range (inclusive; open ends empty).
     DateRange { tag: Tag, from: String, to: String },
+    /// The value, as the result shows it, matches the wildcard pattern (`*`, `?`), ignoring case.
+    Pattern { tag: Tag, pattern: String },
+}
+
+/// DICOM wildcard matching (PS3.4 C.2.2.2.4: `*` any run of characters, `?` one), ignoring
+/// case: pseudonyms have no case that means anything.
+fn wildcard_match(pattern: &str, value: &str) -> bool {
+    let pattern: Vec<char> = pattern.to_uppercase().chars().collect();
+    let value: Vec<char> = value.to_uppercase().chars().collect();
+    // Greedy with backtracking to the last `*`: linear in practice, never exponential.
+    let (mut p, mut v, mut star, mut resume) = (0, 0, None, 0);
+    while v < value.len() {
+        if p < pattern.len() && (pattern[p] == '?' || pattern[p] == value[v]) {
+            p += 1;
+            v += 1;
+        } else if p < pattern.len() && pattern[p] == '*' {
+            star = Some(p);
+            resume = v;
+            p += 1;
+        } else if let Some(s) = star {
+            p = s + 1;
+            resume += 1;
+            v = resume;
+        } else {
+            return false;
+        }
+    }
+    pattern[p..].iter().all(|&c| c == '*')
 }
 
 fn keyword(tag: Tag) -> String {
@@ -108,7 +138,9 @@ pub async fn translate(privacy: &Privacy, query: &mut QidoQuery) -> Result<Optio
             }
             if tag == tags::PATIENT_ID || tag == tags::PATIENT_NAME {
                 if key.value.contains(['*', '?']) {
-                    return Err(refused(tag, "patients are pseudonyms; match one exactly"));
+                    filters.push(Filter::Pattern { tag, pattern: key.value.clone() });
+                    query.include.add(tag);
+                    continue;
                 }
                 let patient = match privacy.resolve(&key.value, Kind::Patient).await {
                     Ok(patient) => patient,
@@ -194,6 +226,7 @@ pub fn passes(result: &InMemDicomObject, filters: &[Filter]) -> bool {
             }
             None => false,
         },
+        Filter::Pattern { tag, pattern } => wildcard_match(pattern, &text_of(result, *tag).unwrap_or_default()),
     })
 }
 
@@ -222,5 +255,25 @@ mod tests {
         assert!(!passes(&result, &[Filter::Patient("PXOTHER".into())]));
         let after = Filter::DateRange { tag: tags::STUDY_DATE, from: "20200201".into(), to: String::new() };
         assert!(!passes(&result, &[after]));
+        let pattern = |p: &str| Filter::Pattern { tag: tags::PATIENT_ID, pattern: p.into() };
+        assert!(passes(&result, &[pattern("*abc*")]));
+        assert!(passes(&result, &[pattern("PX?BC")]));
+        assert!(passes(&result, &[pattern("*")]));
+        assert!(!passes(&result, &[pattern("*abd*")]));
+        assert!(!passes(&result, &[pattern("PX?")]));
+    }
+
+    #[test]
+    fn wildcards_match_as_dicom_says() {
+        for (pattern, value, expected) in [
+            ("*", "", true),
+            ("a*b*c", "aXXbYYc", true),
+            ("a*b*c", "aXXbYY", false),
+            ("*a*a*a*a*a*b", "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", false),
+            ("?", "", false),
+            ("do?", "DOE", true),
+        ] {
+            assert_eq!(wildcard_match(pattern, value), expected, "{pattern} against {value}");
+        }
     }
 }

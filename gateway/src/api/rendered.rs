@@ -122,9 +122,7 @@ fn render(
         .map_err(|e| ApiError::Pacs(pacs_adapter::DimseError::InvalidInstance(e.to_string())))?;
     // A Number of Frames present without a number (pydicom's single-frame RT dose) means one
     // frame; the decoder refuses the instance otherwise.
-    if object.element(tags::NUMBER_OF_FRAMES).is_ok_and(|e| e.to_int::<u32>().is_err()) {
-        object.remove_element(tags::NUMBER_OF_FRAMES);
-    }
+    crate::pixels::one_frame_when_unnumbered(&mut object);
     let number = |tag, default: u64| object.element(tag).ok().and_then(|e| e.to_int::<u64>().ok()).unwrap_or(default);
     crate::dataset_limits::frame_size(
         number(tags::ROWS, 0),

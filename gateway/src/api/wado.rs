@@ -30,8 +30,8 @@ use crate::state::Gateway;
 const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
 
-/// The transfer syntax a client asked instances in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A transfer syntax a client accepts instances in.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Wanted {
     /// `transfer-syntax=*`: as the PACS holds them.
     AsStored,
@@ -39,13 +39,18 @@ enum Wanted {
     /// parameter means, PS3.18 §8.7.3.5.2) or Implicit VR Little Endian. Instances stored
     /// otherwise are transcoded (decompressed where the gateway can decode them).
     Uncompressed(&'static str),
+    /// Any other syntax, named: only instances stored in it (the gateway encodes nothing).
+    Exactly(String),
 }
 
-fn negotiate(headers: &HeaderMap) -> Result<Wanted, ApiError> {
+/// The transfer syntaxes the client accepts, most preferred first (a client may list several,
+/// e.g. JPEG 2000 with Explicit VR Little Endian as the fallback); 406 when none is a DICOM one.
+fn negotiate(headers: &HeaderMap) -> Result<Vec<Wanted>, ApiError> {
     let ranges = accept_ranges(headers);
     if ranges.is_empty() {
-        return Ok(Wanted::Uncompressed(EXPLICIT_VR_LE));
+        return Ok(vec![Wanted::Uncompressed(EXPLICIT_VR_LE)]);
     }
+    let mut wanted = Vec::new();
     for range in &ranges {
         let dicom = match range.media_type.as_str() {
             "*/*" | "multipart/*" => true,
@@ -55,17 +60,23 @@ fn negotiate(headers: &HeaderMap) -> Result<Wanted, ApiError> {
         if !dicom {
             continue;
         }
-        match range.parameter("transfer-syntax") {
-            Some("*") => return Ok(Wanted::AsStored),
-            None | Some(EXPLICIT_VR_LE) => return Ok(Wanted::Uncompressed(EXPLICIT_VR_LE)),
-            Some(IMPLICIT_VR_LE) => return Ok(Wanted::Uncompressed(IMPLICIT_VR_LE)),
-            Some(_) => continue,
+        let one = match range.parameter("transfer-syntax") {
+            Some("*") => Wanted::AsStored,
+            None | Some(EXPLICIT_VR_LE) => Wanted::Uncompressed(EXPLICIT_VR_LE),
+            Some(IMPLICIT_VR_LE) => Wanted::Uncompressed(IMPLICIT_VR_LE),
+            Some(other) => Wanted::Exactly(other.to_owned()),
+        };
+        if !wanted.contains(&one) {
+            wanted.push(one);
         }
     }
-    Err(ApiError::NotAcceptable(format!(
-        "instances are available as multipart/related; type=\"application/dicom\" with transfer-syntax=* (as \
-         stored), {EXPLICIT_VR_LE} or {IMPLICIT_VR_LE}"
-    )))
+    if wanted.is_empty() {
+        return Err(ApiError::NotAcceptable(format!(
+            "instances are available as multipart/related; type=\"application/dicom\" with transfer-syntax=* (as \
+             stored), {EXPLICIT_VR_LE} or {IMPLICIT_VR_LE}"
+        )));
+    }
+    Ok(wanted)
 }
 
 pub(crate) fn target(study: &str, series: Option<&str>, instance: Option<&str>) -> Result<RetrieveTarget, ApiError> {
@@ -91,35 +102,49 @@ fn all(first: RetrievedInstance, rest: Instances) -> impl Stream<Item = Result<R
     stream::once(async move { Ok(first) }).chain(rest.map(|item| item.map_err(std::io::Error::other)))
 }
 
-/// The instance in the transfer syntax the client wants, as Part-10 bytes.
+/// The instance in the first transfer syntax of `wanted` it can be given in, as Part-10 bytes.
 async fn represent(
     instance: RetrievedInstance,
-    wanted: Wanted,
+    wanted: Arc<Vec<Wanted>>,
     limits: DataSetLimitsConfig,
 ) -> Result<(Bytes, String), std::io::Error> {
     let ts = instance.transfer_syntax_uid.as_str().to_owned();
-    match wanted {
-        Wanted::AsStored => Ok((instance.part10, ts)),
-        Wanted::Uncompressed(target) if ts == target => Ok((instance.part10, ts)),
-        Wanted::Uncompressed(target) => {
-            let bytes = tokio::task::spawn_blocking(move || transcode(&instance, target, &limits))
-                .await
-                .map_err(std::io::Error::other)??;
-            Ok((bytes, target.to_owned()))
+    let mut failure = None;
+    for one in wanted.iter() {
+        match one {
+            Wanted::AsStored => return Ok((instance.part10, ts)),
+            Wanted::Exactly(target) if *target == ts => return Ok((instance.part10, ts)),
+            Wanted::Uncompressed(target) if *target == ts => return Ok((instance.part10, ts)),
+            Wanted::Exactly(_) => {}
+            Wanted::Uncompressed(target) => {
+                let (target, one) = (*target, instance.clone());
+                match tokio::task::spawn_blocking(move || transcode(&one, target, &limits))
+                    .await
+                    .map_err(std::io::Error::other)?
+                {
+                    Ok(bytes) => return Ok((bytes, target.to_owned())),
+                    Err(e) => failure = Some(e),
+                }
+            }
         }
     }
+    Err(failure.unwrap_or_else(|| {
+        std::io::Error::other(format!(
+            "an instance is stored in transfer syntax {ts}, which was not asked for and cannot be produced from it; \
+             ask for transfer-syntax=* or {EXPLICIT_VR_LE}"
+        ))
+    }))
 }
 
 /// Re-encodes an instance in an uncompressed transfer syntax, decoding compressed pixel data
-/// (native, JPEG baseline / lossless, RLE; JPEG 2000 and JPEG-LS cannot be decoded here, and
-/// the response is aborted rather than sent with a wrong or missing image).
+/// (crate::pixels); what cannot be decoded is an error, so the response is refused or aborted
+/// rather than sent with a wrong or missing image.
 fn transcode(
     instance: &RetrievedInstance,
     target: &str,
     limits: &DataSetLimitsConfig,
 ) -> Result<Bytes, std::io::Error> {
     use dicom_encoding::TransferSyntaxIndex;
-    use dicom_pixeldata::Transcode;
     use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
     let syntax = TransferSyntaxRegistry.get(target).ok_or_else(|| std::io::Error::other("unknown transfer syntax"))?;
     let mut object = dicom_object::from_reader(&instance.part10[128..]).map_err(std::io::Error::other)?;
@@ -129,12 +154,8 @@ fn transcode(
             std::io::Error::other(format!("the instance cannot be decoded here ({e}); ask for transfer-syntax=*"))
         })?;
     }
-    object.transcode(syntax).map_err(|e| {
-        std::io::Error::other(format!(
-            "an instance stored in {} cannot be transcoded to {target} ({e}); ask for transfer-syntax=*",
-            instance.transfer_syntax_uid
-        ))
-    })?;
+    crate::pixels::decode_into(&mut object, target)
+        .map_err(|e| std::io::Error::other(format!("{e}; ask for transfer-syntax=*")))?;
     let mut data_set = Vec::with_capacity(instance.data_set().len() + 1024);
     object.write_dataset_with_ts(&mut data_set, syntax).map_err(std::io::Error::other)?;
     Ok(Bytes::from(pacs_adapter::part10::wrap(
@@ -164,7 +185,7 @@ async fn retrieve(
         let response = super::instance_bulkdata::respond(first, rest, access.base_url.clone(), limits).await?;
         return Ok(crate::deidentify::with_withheld_warning(response, withheld));
     }
-    let wanted = negotiate(&headers)?;
+    let wanted = Arc::new(negotiate(&headers)?);
     let crate::locate::Retrieval { first, rest, withheld, etag } = first_and_rest(&gw, &access, target).await?;
     let tag = super::entity_tag(etag.as_deref(), &format!("instances {wanted:?}"));
     if let Some(not_modified) = super::not_modified(&headers, tag.as_deref()) {
@@ -173,13 +194,16 @@ async fn retrieve(
     // The first instance is represented before the response starts, so one the gateway cannot
     // transcode is a 406 rather than an aborted response.
     let limits = gw.config.dataset_limits;
-    let first = represent(first, wanted, limits).await.map_err(|e| ApiError::NotAcceptable(e.to_string()))?;
+    let first = represent(first, wanted.clone(), limits).await.map_err(|e| ApiError::NotAcceptable(e.to_string()))?;
     let boundary = boundary();
     let part_boundary = boundary.clone();
-    let rest = rest.map(|item| item.map_err(std::io::Error::other)).then(move |item| async move {
-        match item {
-            Ok(instance) => represent(instance, wanted, limits).await,
-            Err(e) => Err(e),
+    let rest = rest.map(|item| item.map_err(std::io::Error::other)).then(move |item| {
+        let wanted = wanted.clone();
+        async move {
+            match item {
+                Ok(instance) => represent(instance, wanted, limits).await,
+                Err(e) => Err(e),
+            }
         }
     });
     let parts = stream::once(async move { Ok(first) })

@@ -194,7 +194,6 @@ fn main() -> anyhow::Result<()> {
     report(&cli, &rounds)
 }
 
-
 /// What one round of the load found.
 struct Round {
     seconds: f64,
@@ -279,7 +278,9 @@ fn round(
                     let (url, body, stow) = match kind {
                         Kind::QidoStudies => (format!("{base}/studies?limit=20"), None, None),
                         Kind::QidoInstances => (format!("{base}/studies/{}/instances", ct.study_uid), None, None),
-                        Kind::QidoUncached => (format!("{base}/studies?StudyDate=-{}&limit=20", unasked_date(client, step)), None, None),
+                        Kind::QidoUncached => {
+                            (format!("{base}/studies?StudyDate=-{}&limit=20", unasked_date(client, step)), None, None)
+                        }
                         Kind::WarmWado => (warm[step % warm.len()].clone(), None, None),
                         Kind::ColdWado => match cold.pop() {
                             Some(s) => (
@@ -346,7 +347,11 @@ fn round(
         }
     }
     drop(gateway);
-    eprintln!("bench: round {} done: {} requests in {seconds:.1} s", round + 1, tally.latencies.values().map(Vec::len).sum::<usize>());
+    eprintln!(
+        "bench: round {} done: {} requests in {seconds:.1} s",
+        round + 1,
+        tally.latencies.values().map(Vec::len).sum::<usize>()
+    );
     Ok(Round { seconds, tally, rss, missing })
 }
 

@@ -35,6 +35,10 @@ enum Cmd {
         /// Do not load pydicom's test files.
         #[arg(long)]
         no_pydicom: bool,
+        /// Slices of the CT compressed by reference encoders (JPEG 2000, JPEG-LS and HTJ2K
+        /// lossless, one study each) for the first site; 0 for none.
+        #[arg(long, default_value_t = 8)]
+        compressed_slices: usize,
         /// Extra C-MOVE destination every site learns, as AE@PORT (e.g. the gateway's).
         #[arg(long = "destination", value_name = "AE@PORT")]
         destinations: Vec<String>,
@@ -81,6 +85,7 @@ async fn main() -> anyhow::Result<()> {
             ct_slices,
             frames,
             no_pydicom,
+            compressed_slices,
             destinations,
             generated_destinations,
             base_ports,
@@ -102,6 +107,7 @@ async fn main() -> anyhow::Result<()> {
                 ct_slices,
                 multiframe_frames: frames,
                 pydicom: !no_pydicom,
+                compressed_slices,
                 extra_destinations: destinations.iter().map(|d| parse_destination(d)).collect::<Result<_, _>>()?,
                 generated_destinations,
                 base_ports,

@@ -1,0 +1,202 @@
+//! Pixel data decoded out of its compressed transfer syntax: the one place that turns an
+//! instance stored compressed (JPEG, JPEG-LS, JPEG 2000, HTJ2K, RLE) into an uncompressed one
+//! and makes its Image Pixel module tell the truth about the result.
+//!
+//! The decoders are dicom-rs's: pure Rust for JPEG and RLE, OpenJPEG (C, built in) for JPEG
+//! 2000 and HTJ2K, CharLS (C++, built in) for JPEG-LS. What the decoder's output needs from the
+//! data set, and dicom-rs does not do:
+//! - Photometric Interpretation: JPEG and JPEG 2000 decoders undo their colour transform and
+//!   give RGB; RLE and JPEG-LS give the samples as stored, so their YBR_FULL stays YBR_FULL.
+//! - Planar Configuration: every decoder gives colour-by-pixel, so 0.
+//! - Lossy Image Compression: a source that was compressed lossily stays marked so, with its
+//!   method (PS3.3 C.7.6.1.1.5), whether or not the archive had marked it.
+//! - An empty Number of Frames (some single-frame files) means one frame.
+
+use dicom_core::value::Value;
+use dicom_core::{DataElement, PrimitiveValue, VR};
+use dicom_dictionary_std::tags;
+use dicom_encoding::TransferSyntaxIndex;
+use dicom_object::{FileDicomObject, InMemDicomObject};
+use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+
+/// Why an instance's pixel data could not be decoded.
+#[derive(Debug, thiserror::Error)]
+#[error("pixel data in transfer syntax {transfer_syntax} cannot be decoded here: {reason}")]
+pub struct Undecodable {
+    pub transfer_syntax: String,
+    pub reason: String,
+}
+
+/// The compression method a transfer syntax's pixel data was lossily compressed with, when
+/// the encoded bytes say it was (`first_fragment`: the start of the first frame).
+pub fn lossy_method(transfer_syntax: &str, first_fragment: &[u8]) -> Option<&'static str> {
+    match transfer_syntax {
+        // JPEG Baseline and Extended are lossy by definition.
+        "1.2.840.10008.1.2.4.50" | "1.2.840.10008.1.2.4.51" => Some("ISO_10918_1"),
+        "1.2.840.10008.1.2.4.81" => jpeg_ls_near(first_fragment).filter(|&near| near > 0).map(|_| "ISO_14495_1"),
+        "1.2.840.10008.1.2.4.91" | "1.2.840.10008.1.2.4.203" => {
+            irreversible_wavelet(first_fragment).filter(|&lossy| lossy).map(|_| "ISO_15444_1")
+        }
+        _ => None,
+    }
+}
+
+/// The marker segment `wanted` of a JPEG-family header, walked segment by segment from the
+/// start-of-image / start-of-codestream marker `start` (so bytes inside other segments are never
+/// mistaken for a marker), up to the first of `stops`; its bytes from the marker on.
+fn marker_segment<'a>(bytes: &'a [u8], start: u8, wanted: u8, stops: &[u8]) -> Option<&'a [u8]> {
+    let mut at = bytes.windows(2).position(|w| w == [0xFF, start])? + 2;
+    while at + 4 <= bytes.len() {
+        if bytes[at] != 0xFF {
+            return None;
+        }
+        let marker = bytes[at + 1];
+        if marker == wanted {
+            return Some(&bytes[at..]);
+        }
+        if stops.contains(&marker) {
+            return None;
+        }
+        let length = u16::from_be_bytes([bytes[at + 2], bytes[at + 3]]) as usize;
+        at += 2 + length;
+    }
+    None
+}
+
+/// The NEAR parameter of a JPEG-LS frame's first scan (ISO 14495-1 C.2.3).
+fn jpeg_ls_near(bytes: &[u8]) -> Option<u8> {
+    let sos = marker_segment(bytes, 0xD8, 0xDA, &[0xD9])?;
+    // SOS: marker, length (2), component count Ns (1), Ns x (id, mapping table) (2), NEAR.
+    let count = *sos.get(4)? as usize;
+    sos.get(5 + 2 * count).copied()
+}
+
+/// Whether a JPEG 2000 codestream uses the irreversible 9-7 wavelet (lossy), from its COD
+/// marker segment (ISO 15444-1 A.6.1), found before the first tile-part.
+fn irreversible_wavelet(bytes: &[u8]) -> Option<bool> {
+    let cod = marker_segment(bytes, 0x4F, 0x52, &[0x90, 0x93, 0xD9])?;
+    // COD: marker, Lcod (2), Scod (1), SGcod (4), then SPcod: decomposition levels, code-block
+    // width and height, code-block style, wavelet transformation (0: 9-7 irreversible).
+    cod.get(13).map(|&wavelet| wavelet == 0)
+}
+
+/// The first fragment of encapsulated pixel data (after the offset table), if any.
+fn first_fragment(object: &InMemDicomObject) -> Option<Vec<u8>> {
+    match object.element(tags::PIXEL_DATA).ok()?.value() {
+        Value::PixelSequence(sequence) => sequence.fragments().first().map(|f| f.iter().take(4096).copied().collect()),
+        _ => None,
+    }
+}
+
+fn text(object: &InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
+    object.element(tag).ok()?.to_str().ok().map(|s| s.trim_end_matches(['\0', ' ']).to_owned())
+}
+
+/// An error with the chain of its causes: the decoders' own words are in the innermost.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        text.push_str(": ");
+        text.push_str(&inner.to_string());
+        cause = inner.source();
+    }
+    text
+}
+
+/// An empty Number of Frames means one frame: removed, so the decoders read one.
+pub fn one_frame_when_unnumbered(object: &mut InMemDicomObject) {
+    if object.element(tags::NUMBER_OF_FRAMES).is_ok_and(|e| e.to_int::<u32>().is_err()) {
+        object.remove_element(tags::NUMBER_OF_FRAMES);
+    }
+}
+
+/// Decodes an instance's pixel data into the uncompressed transfer syntax `target` (CPU work:
+/// call it off the async runtime, after bounding the decoded size). Instances already
+/// uncompressed only change their transfer syntax.
+pub fn decode_into(object: &mut FileDicomObject<InMemDicomObject>, target: &str) -> Result<(), Undecodable> {
+    use dicom_pixeldata::Transcode;
+    let source = object.meta().transfer_syntax().trim_end_matches('\0').to_owned();
+    let undecodable = |reason: String| Undecodable { transfer_syntax: source.clone(), reason };
+    let syntax = TransferSyntaxRegistry.get(target).ok_or_else(|| undecodable(format!("{target} is not known")))?;
+    let encapsulated = TransferSyntaxRegistry.get(&source).is_some_and(|ts| ts.is_encapsulated_pixel_data());
+    let photometric = text(object, tags::PHOTOMETRIC_INTERPRETATION);
+    let lossy = first_fragment(object).and_then(|fragment| lossy_method(&source, &fragment));
+    one_frame_when_unnumbered(object);
+    object.transcode(syntax).map_err(|e| undecodable(with_causes(&e)))?;
+    if !encapsulated {
+        return Ok(());
+    }
+    let samples = object.element(tags::SAMPLES_PER_PIXEL).ok().and_then(|e| e.to_int::<u16>().ok()).unwrap_or(1);
+    if samples > 1 {
+        object.put(DataElement::new(tags::PLANAR_CONFIGURATION, VR::US, PrimitiveValue::from(0u16)));
+        // RLE and JPEG-LS carry the samples as they were given: no colour transform to undo.
+        let untransformed =
+            matches!(source.as_str(), "1.2.840.10008.1.2.5" | "1.2.840.10008.1.2.4.80" | "1.2.840.10008.1.2.4.81");
+        if let (true, Some(photometric)) = (untransformed, photometric) {
+            object.put(DataElement::new(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, PrimitiveValue::from(photometric)));
+        }
+    }
+    if let Some(method) = lossy {
+        mark_lossy(object, method);
+    }
+    Ok(())
+}
+
+/// Lossy Image Compression "01", and the method added to Lossy Image Compression Method when
+/// it is not named there yet.
+fn mark_lossy(object: &mut InMemDicomObject, method: &str) {
+    object.put(DataElement::new(tags::LOSSY_IMAGE_COMPRESSION, VR::CS, PrimitiveValue::from("01")));
+    let mut methods: Vec<String> = object
+        .element(tags::LOSSY_IMAGE_COMPRESSION_METHOD)
+        .ok()
+        .and_then(|e| e.to_multi_str().ok().map(|m| m.iter().map(|s| s.trim().to_owned()).collect()))
+        .unwrap_or_default();
+    if !methods.iter().any(|m| m == method) {
+        methods.push(method.to_owned());
+        object.put(DataElement::new(
+            tags::LOSSY_IMAGE_COMPRESSION_METHOD,
+            VR::CS,
+            PrimitiveValue::Strs(methods.into()),
+        ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lossy_codestreams_are_told_from_lossless_ones() {
+        // SOC, then COD: Lcod 12, Scod 0, SGcod (LRCP, 1 layer, MCT 0), 5 levels, 4x4 code
+        // blocks (2, 2), style 0, then the wavelet.
+        // A SIZ-like segment first whose content holds FF 52, which is no marker there.
+        let cod = |wavelet: u8| {
+            [0xFF, 0x4F, 0xFF, 0x51, 0, 4, 0xFF, 0x52, 0xFF, 0x52, 0, 12, 0, 0, 0, 1, 0, 5, 2, 2, 0, wavelet].to_vec()
+        };
+        assert_eq!(lossy_method("1.2.840.10008.1.2.4.91", &cod(0)), Some("ISO_15444_1"));
+        assert_eq!(lossy_method("1.2.840.10008.1.2.4.91", &cod(1)), None);
+        assert_eq!(lossy_method("1.2.840.10008.1.2.4.90", &cod(0)), None, "a lossless-only syntax");
+        // SOS with one component (id 1, table 0), then NEAR.
+        let sos = |near: u8| [0xFF, 0xD8, 0xFF, 0xDA, 0, 8, 1, 1, 0, near, 0, 0].to_vec();
+        assert_eq!(lossy_method("1.2.840.10008.1.2.4.81", &sos(2)), Some("ISO_14495_1"));
+        assert_eq!(lossy_method("1.2.840.10008.1.2.4.81", &sos(0)), None);
+        assert_eq!(lossy_method("1.2.840.10008.1.2.4.50", &[]), Some("ISO_10918_1"));
+        assert_eq!(lossy_method("1.2.840.10008.1.2.4.91", &[0xFF, 0x4F]), None, "no COD: not known to be lossy");
+    }
+
+    #[test]
+    fn a_second_method_is_added_not_replaced() {
+        let mut object = InMemDicomObject::from_element_iter([DataElement::new(
+            tags::LOSSY_IMAGE_COMPRESSION_METHOD,
+            VR::CS,
+            PrimitiveValue::from("ISO_10918_1"),
+        )]);
+        mark_lossy(&mut object, "ISO_15444_1");
+        mark_lossy(&mut object, "ISO_15444_1");
+        let methods =
+            object.element(tags::LOSSY_IMAGE_COMPRESSION_METHOD).expect("methods").to_multi_str().expect("text");
+        assert_eq!(methods.as_ref(), ["ISO_10918_1", "ISO_15444_1"]);
+        assert_eq!(text(&object, tags::LOSSY_IMAGE_COMPRESSION).as_deref(), Some("01"));
+    }
+}
