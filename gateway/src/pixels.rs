@@ -7,6 +7,11 @@
 //! data set, and dicom-rs does not do:
 //! - Photometric Interpretation: JPEG and JPEG 2000 decoders undo their colour transform and
 //!   give RGB; RLE and JPEG-LS give the samples as stored, so their YBR_FULL stays YBR_FULL.
+//! - JPEG whose Photometric Interpretation is RGB holds RGB samples, with no colour transform
+//!   to undo (PS3.5 8.2.1), whatever its markers suggest: the JPEG decoder dicom-rs calls
+//!   guesses YCbCr from the markers and gives wrong colours, so such JPEG is decoded here with
+//!   the transform turned off, as DCMTK and GDCM decode it.
+//! - RLE of 32-bit samples (RT Dose), which dicom-rs refuses, is decoded here (PS3.5 G).
 //! - Planar Configuration: every decoder gives colour-by-pixel, so 0.
 //! - Lossy Image Compression: a source that was compressed lossily stays marked so, with its
 //!   method (PS3.3 C.7.6.1.1.5), whether or not the archive had marked it.
@@ -123,7 +128,15 @@ pub fn decode_into(object: &mut FileDicomObject<InMemDicomObject>, target: &str)
     let photometric = text(object, tags::PHOTOMETRIC_INTERPRETATION);
     let lossy = first_fragment(object).and_then(|fragment| lossy_method(&source, &fragment));
     one_frame_when_unnumbered(object);
-    object.transcode(syntax).map_err(|e| undecodable(with_causes(&e)))?;
+    if is_untransformed_jpeg(&source, object) {
+        decode_untransformed_jpeg(object).map_err(undecodable)?;
+        object.update_meta(|meta| meta.set_transfer_syntax(syntax));
+    } else if is_wide_rle(&source, object) {
+        decode_rle(object).map_err(undecodable)?;
+        object.update_meta(|meta| meta.set_transfer_syntax(syntax));
+    } else {
+        object.transcode(syntax).map_err(|e| undecodable(with_causes(&e)))?;
+    }
     if !encapsulated {
         return Ok(());
     }
@@ -140,6 +153,127 @@ pub fn decode_into(object: &mut FileDicomObject<InMemDicomObject>, target: &str)
     if let Some(method) = lossy {
         mark_lossy(object, method);
     }
+    Ok(())
+}
+
+/// Whether the pixel data must be decoded by [`decode_into`] before dicom-rs decodes frames
+/// of it (RGB JPEG, which dicom-rs would give wrong colours).
+pub fn needs_own_decoding(object: &FileDicomObject<InMemDicomObject>) -> bool {
+    let source = object.meta().transfer_syntax().trim_end_matches('\0');
+    is_untransformed_jpeg(source, object) || is_wide_rle(source, object)
+}
+
+/// RLE of samples wider than 16 bits.
+fn is_wide_rle(transfer_syntax: &str, object: &InMemDicomObject) -> bool {
+    transfer_syntax == "1.2.840.10008.1.2.5"
+        && object.element(tags::BITS_ALLOCATED).ok().and_then(|e| e.to_int::<u16>().ok()).is_some_and(|bits| bits > 16)
+}
+
+/// One PackBits segment of an RLE frame (PS3.5 G.3.1) into `out`, which it must fill exactly.
+fn unpack_bits(segment: &[u8], out: &mut [u8]) -> Result<(), String> {
+    let (mut read, mut written) = (0, 0);
+    while written < out.len() {
+        let &header = segment.get(read).ok_or("an RLE segment ends early")?;
+        read += 1;
+        let header = header as i8;
+        if header >= 0 {
+            let count = header as usize + 1;
+            let literal = segment.get(read..read + count).ok_or("an RLE segment ends early")?;
+            out.get_mut(written..written + count).ok_or("an RLE segment decodes too long")?.copy_from_slice(literal);
+            read += count;
+            written += count;
+        } else if header != -128 {
+            let count = 1 - header as isize;
+            let &value = segment.get(read).ok_or("an RLE segment ends early")?;
+            out.get_mut(written..written + count as usize).ok_or("an RLE segment decodes too long")?.fill(value);
+            read += 1;
+            written += count as usize;
+        }
+    }
+    Ok(())
+}
+
+/// Decodes RLE pixel data of any sample width into native pixel data (colour-by-pixel): each
+/// frame is one fragment of a 64-byte header (segment count and offsets) and its segments, one
+/// per byte of each sample, most significant first (PS3.5 G.2, G.5).
+fn decode_rle(object: &mut InMemDicomObject) -> Result<(), String> {
+    let number = |tag| object.element(tag).ok().and_then(|e| e.to_int::<usize>().ok());
+    let frames = number(tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1);
+    let pixels_per_frame = number(tags::ROWS).unwrap_or(0) * number(tags::COLUMNS).unwrap_or(0);
+    let samples = number(tags::SAMPLES_PER_PIXEL).unwrap_or(1);
+    let bytes = number(tags::BITS_ALLOCATED).unwrap_or(8).div_ceil(8);
+    let fragments = match object.element(tags::PIXEL_DATA).map_err(|e| e.to_string())?.value() {
+        Value::PixelSequence(sequence) => sequence.fragments().to_vec(),
+        _ => return Err("no encapsulated pixel data".into()),
+    };
+    if fragments.len() != frames {
+        return Err(format!("{} RLE fragments for {frames} frames", fragments.len()));
+    }
+    let frame_size = pixels_per_frame * samples * bytes;
+    let mut pixels = vec![0u8; frames * frame_size];
+    let mut plane = vec![0u8; pixels_per_frame];
+    for (frame, fragment) in fragments.iter().enumerate() {
+        let word = |at: usize| fragment.get(at..at + 4).map(|w| u32::from_le_bytes([w[0], w[1], w[2], w[3]]) as usize);
+        let segments = word(0).ok_or("an RLE frame without its header")?;
+        if segments != samples * bytes {
+            return Err(format!("{segments} RLE segments for {samples} samples of {bytes} bytes"));
+        }
+        let output = &mut pixels[frame * frame_size..(frame + 1) * frame_size];
+        for segment in 0..segments {
+            let start = word(4 + 4 * segment).ok_or("an RLE header ends early")?;
+            let end = if segment + 1 < segments {
+                word(8 + 4 * segment).ok_or("an RLE header ends early")?
+            } else {
+                fragment.len()
+            };
+            let encoded = fragment.get(start..end.max(start)).ok_or("an RLE segment offset past its frame")?;
+            unpack_bits(encoded, &mut plane)?;
+            let (sample, byte) = (segment / bytes, bytes - 1 - segment % bytes);
+            for (pixel, &value) in plane.iter().enumerate() {
+                output[(pixel * samples + sample) * bytes + byte] = value;
+            }
+        }
+    }
+    object.put(DataElement::new(tags::PIXEL_DATA, VR::OB, PrimitiveValue::from(pixels)));
+    Ok(())
+}
+
+/// 8-bit colour JPEG stored as RGB (no colour transform in its samples).
+fn is_untransformed_jpeg(transfer_syntax: &str, object: &InMemDicomObject) -> bool {
+    let number = |tag| object.element(tag).ok().and_then(|e| e.to_int::<u16>().ok());
+    matches!(transfer_syntax, "1.2.840.10008.1.2.4.50" | "1.2.840.10008.1.2.4.51")
+        && number(tags::SAMPLES_PER_PIXEL) == Some(3)
+        && number(tags::BITS_ALLOCATED) == Some(8)
+        && text(object, tags::PHOTOMETRIC_INTERPRETATION).as_deref() == Some("RGB")
+}
+
+/// Decodes every frame of 8-bit RGB JPEG without a colour transform into native pixel data
+/// (colour-by-pixel). Frames follow one another in the fragments; each starts at an SOI.
+fn decode_untransformed_jpeg(object: &mut InMemDicomObject) -> Result<(), String> {
+    let number = |tag| object.element(tag).ok().and_then(|e| e.to_int::<usize>().ok());
+    let frames = number(tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1);
+    let frame_size = number(tags::ROWS).unwrap_or(0) * number(tags::COLUMNS).unwrap_or(0) * 3;
+    let encoded: Vec<u8> = match object.element(tags::PIXEL_DATA).map_err(|e| e.to_string())?.value() {
+        Value::PixelSequence(sequence) => sequence.fragments().iter().flatten().copied().collect(),
+        _ => return Err("no encapsulated pixel data".into()),
+    };
+    let mut pixels = Vec::with_capacity(frames * frame_size);
+    let mut at = 0;
+    for frame in 0..frames {
+        let start =
+            memchr::memmem::find(&encoded[at..], &[0xFF, 0xD8]).ok_or_else(|| format!("frame {frame} is missing"))?;
+        let mut cursor = std::io::Cursor::new(&encoded[at + start..]);
+        let mut decoder = jpeg_decoder::Decoder::new(&mut cursor);
+        // "RGB": the samples interleaved as they are (its `None` gives them plane by plane).
+        decoder.set_color_transform(jpeg_decoder::ColorTransform::RGB);
+        let decoded = decoder.decode().map_err(|e| format!("JPEG decoding failure on frame {frame}: {e}"))?;
+        if decoded.len() != frame_size {
+            return Err(format!("frame {frame} decodes to {} bytes, not {frame_size}", decoded.len()));
+        }
+        pixels.extend_from_slice(&decoded);
+        at += start + cursor.position() as usize;
+    }
+    object.put(DataElement::new(tags::PIXEL_DATA, VR::OB, PrimitiveValue::from(pixels)));
     Ok(())
 }
 
@@ -183,6 +317,36 @@ mod tests {
         assert_eq!(lossy_method("1.2.840.10008.1.2.4.81", &sos(0)), None);
         assert_eq!(lossy_method("1.2.840.10008.1.2.4.50", &[]), Some("ISO_10918_1"));
         assert_eq!(lossy_method("1.2.840.10008.1.2.4.91", &[0xFF, 0x4F]), None, "no COD: not known to be lossy");
+    }
+
+    #[test]
+    fn rle_of_32_bit_samples_decodes_most_significant_byte_first() {
+        // Two pixels of one 32-bit sample: 0x01020304 and 0x01020305. Segment 0 holds the most
+        // significant bytes (a run: 01 01), segments 1-3 literals.
+        let segments: [&[u8]; 4] = [&[0xFF, 0x01], &[0x01, 0x02, 0x02], &[0x01, 0x03, 0x03], &[0x01, 0x04, 0x05]];
+        let mut fragment = vec![0u8; 64];
+        fragment[0..4].copy_from_slice(&4u32.to_le_bytes());
+        let mut at = 64u32;
+        for (n, segment) in segments.iter().enumerate() {
+            fragment[4 + 4 * n..8 + 4 * n].copy_from_slice(&at.to_le_bytes());
+            fragment.extend_from_slice(segment);
+            at += segment.len() as u32;
+        }
+        let mut object = InMemDicomObject::from_element_iter([
+            DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(1u16)),
+            DataElement::new(tags::COLUMNS, VR::US, PrimitiveValue::from(2u16)),
+            DataElement::new(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(32u16)),
+            DataElement::new(
+                tags::PIXEL_DATA,
+                VR::OB,
+                dicom_core::value::PixelFragmentSequence::new(vec![], vec![fragment]),
+            ),
+        ]);
+        decode_rle(&mut object).expect("decodes");
+        let pixels = object.element(tags::PIXEL_DATA).expect("pixels").to_bytes().expect("bytes").into_owned();
+        assert_eq!(pixels, [0x04, 0x03, 0x02, 0x01, 0x05, 0x03, 0x02, 0x01]);
+        let mut short = [0u8; 3];
+        assert!(unpack_bits(&[0x01, 0x07], &mut short).is_err(), "a literal past the segment's end");
     }
 
     #[test]

@@ -2,8 +2,8 @@
 //! reference encoder outside this project: JPEG 2000 lossless by GDCM's `gdcmconv`, JPEG-LS
 //! lossless by DCMTK's `dcmcjpls`, HTJ2K lossless by OpenJPH's `ojph_compress` (its codestream
 //! put into the data set here, one fragment per frame). Each copy is a study of its own (UIDs
-//! derived from the codec), so a site holds it beside the uncompressed original; its pixels,
-//! decoded, are the original's bit for bit.
+//! derived from the codec) of a patient of its own, so a site holds it beside the uncompressed
+//! original; its pixels, decoded, are the original's bit for bit.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -99,11 +99,15 @@ pub fn write_compressed(
         ] {
             obj.put(DataElement::new(tag, VR::UI, PrimitiveValue::from(value)));
         }
-        obj.put(DataElement::new(
-            tags::STUDY_DESCRIPTION,
-            VR::LO,
-            PrimitiveValue::from(format!("Synthetic CT ({label})")),
-        ));
+        // A patient of its own, so that searches for the original CT's patient find only it.
+        for (tag, vr, value) in [
+            (tags::STUDY_DESCRIPTION, VR::LO, format!("Synthetic CT ({label})")),
+            (tags::PATIENT_NAME, VR::PN, format!("Synthetic^Compressed {label}")),
+            (tags::PATIENT_ID, VR::LO, format!("SYN-{}", label.to_uppercase())),
+            (tags::ACCESSION_NUMBER, VR::SH, format!("ACC-{}", label.to_uppercase())),
+        ] {
+            obj.put(DataElement::new(tag, vr, PrimitiveValue::from(value)));
+        }
         obj.meta_mut().media_storage_sop_instance_uid = sop_instance.clone();
         obj.meta_mut().update_information_group_length();
         let plain = dir.join(format!("plain-{n:04}.dcm"));

@@ -46,7 +46,18 @@ pub fn min_max(values: &[f64]) -> (f64, f64) {
 
 /// A free loopback TCP port (bound then released; the OS does not hand it out again at once).
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    // A port handed out is free only until someone binds it, and the kernel may offer it again
+    // before then: never the same one twice in a process (a test bed hands out many at once).
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    for _ in 0..100 {
+        let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut given = GIVEN.lock().map_err(|_| anyhow::anyhow!("the port list is poisoned"))?;
+        if !given.contains(&port) {
+            given.push(port);
+            return Ok(port);
+        }
+    }
+    anyhow::bail!("no free loopback port not handed out already")
 }
 
 /// Waits until something accepts TCP connections on the loopback port.

@@ -2,7 +2,7 @@
 //! frame of it) decoded, windowed, scaled into the viewport and written as JPEG or PNG.
 //! Thumbnails of a series or study show the middle instance of its first series.
 //!
-//! Pixel data the gateway cannot decode (JPEG 2000, JPEG-LS, 12-bit JPEG Extended) gets a 501
+//! Pixel data the gateway cannot decode (12-bit JPEG Extended, a broken codestream) gets a 501
 //! saying so: never a wrong picture.
 
 use std::io::Cursor;
@@ -131,6 +131,12 @@ fn render(
         number(tags::BITS_ALLOCATED, 8),
         limits.max_frame_size,
     )?;
+    if crate::pixels::needs_own_decoding(&object) {
+        // Every frame is decoded at once: bounded first.
+        crate::dataset_limits::decoded_size(&object, limits)?;
+        crate::pixels::decode_into(&mut object, "1.2.840.10008.1.2.1")
+            .map_err(|e| ApiError::NotImplemented(e.to_string()))?;
+    }
     let ts = object.meta().transfer_syntax().trim_end_matches('\0').to_owned();
     let decoded = object.decode_pixel_data_frame(frame - 1).map_err(|e| {
         ApiError::NotImplemented(format!("cannot decode this instance's pixel data (transfer syntax {ts}): {e}"))
