@@ -1,8 +1,9 @@
 """The OHIF Viewer in headless Chromium over a de-identifying gateway (docs/VIEWER.md).
 
-A gateway over every site of the test bed with `[deid]`, the viewer served by viewer/serve.py
-and pointed at it, and Debian's Chromium driven by Playwright: the study list shows the
-de-identified studies, the synthetic CT renders, and no request of the viewer fails. Nothing
+A gateway over every site of the test bed with `[deid]`, the viewer as published (OHIF's npm
+build, unmodified) served by viewer/serve.py and pointed at it, and Debian's Chromium driven by
+Playwright: the study list shows the de-identified studies, the synthetic CT renders, as do its
+copies stored as JPEG 2000 and JPEG-LS, and no request of the viewer fails. Nothing
 leaves loopback: every request for another host is blocked and counted as a failure.
 """
 
@@ -191,6 +192,28 @@ def pseudonym_of_ct(gw, testbed):
     return matches[0]
 
 
+def compressed_studies(gw, testbed):
+    """The pseudonymous StudyInstanceUIDs of the CT copies the test bed holds compressed and its
+    sites can send (JPEG 2000 and JPEG-LS; the test bed's Orthanc cannot send HTJ2K), by the
+    transfer syntax their instances come in as stored."""
+    wanted = {s["transfer_syntax"] for s in testbed["data"]["compressed"]} - {"1.2.840.10008.1.2.4.201"}
+    size = len(testbed["data"]["compressed"][0]["study"]["instance_uids"])
+    found = {}
+    studies = requests.get(f"{gw.url}/studies", params={"ModalitiesInStudy": "CT", "includefield": "NumberOfStudyRelatedInstances"})
+    for study in studies.json():
+        if study.get("00201208", {}).get("Value", [0])[0] != size:
+            continue
+        uid = study["0020000D"]["Value"][0]
+        first = requests.get(f"{gw.url}/studies/{uid}/instances").json()[0]
+        url = f"{gw.url}/studies/{uid}/series/{first['0020000E']['Value'][0]}/instances/{first['00080018']['Value'][0]}"
+        stored = requests.get(url, headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'})
+        syntax = next((s for s in wanted if f"transfer-syntax={s}".encode() in stored.content[:400]), None)
+        if stored.status_code == 200 and syntax:
+            found[syntax] = uid
+    assert set(found) == wanted, (found, wanted)
+    return found
+
+
 def test_ohif_shows_the_deidentified_federation(testbed, served):
     gw, viewer_url, tmp = served
     studies = requests.get(f"{gw.url}/studies", params={"limit": "101"})
@@ -252,6 +275,21 @@ def test_ohif_shows_the_deidentified_federation(testbed, served):
             page.screenshot(path=str(tmp / "viewer.png"))
             assert ok, f"the viewport shows no image ({seen}; see {tmp / 'viewer.png'})"
             traffic.settle(page, 60)
+
+            # The CT as archives store it compressed (JPEG 2000, JPEG-LS), opened by its link.
+            for syntax, study in compressed_studies(gw, testbed).items():
+                page.goto(f"{viewer_url}/viewer?StudyInstanceUIDs={study}", wait_until="load")
+                canvas = page.wait_for_selector("canvas.cornerstone-canvas", timeout=30_000)
+                dismiss(page, "Skip all")
+                deadline = time.time() + 45
+                while True:
+                    ok, image, seen = rendered(canvas.screenshot())
+                    if ok or time.time() > deadline:
+                        break
+                    page.wait_for_timeout(500)
+                page.screenshot(path=str(tmp / f"viewer-{syntax}.png"))
+                assert ok, f"the {syntax} study shows no image ({seen}; see {tmp / f'viewer-{syntax}.png'})"
+                traffic.settle(page, 60)
         except Exception:
             page.screenshot(path=str(tmp / "failure.png"))
             raise
