@@ -30,15 +30,26 @@ pub struct OrthancSite {
     child: Option<Child>,
 }
 
-fn dicomweb_plugin() -> anyhow::Result<PathBuf> {
-    if let Ok(output) = Command::new("dpkg").args(["-L", "orthanc-dicomweb"]).output() {
+/// The shared library of an Orthanc plugin, from the Debian package that installs it.
+fn plugin(package: &str, name: &str) -> anyhow::Result<PathBuf> {
+    if let Ok(output) = Command::new("dpkg").args(["-L", package]).output() {
         for line in String::from_utf8_lossy(&output.stdout).lines() {
-            if line.ends_with(".so") && line.contains("DicomWeb") {
+            if line.ends_with(".so") && line.contains(name) {
                 return Ok(PathBuf::from(line));
             }
         }
     }
-    bail!("the Orthanc DICOMweb plugin is missing: install the Debian package orthanc-dicomweb")
+    bail!("the Orthanc plugin {name} is missing: install the Debian package {package}")
+}
+
+fn dicomweb_plugin() -> anyhow::Result<PathBuf> {
+    plugin("orthanc-dicomweb", "DicomWeb")
+}
+
+/// Orthanc's GDCM plugin (Debian orthanc-gdcm): Orthanc decodes and transcodes JPEG 2000 and
+/// JPEG-LS with it, as a site's Orthanc serving DICOMweb would.
+pub fn gdcm_plugin() -> anyhow::Result<PathBuf> {
+    plugin("orthanc-gdcm", "Gdcm")
 }
 
 impl OrthancSite {
@@ -62,6 +73,19 @@ impl OrthancSite {
         destinations: &[MoveDestination],
         tls: Option<&OrthancTls>,
         ports: Option<(u16, u16)>,
+    ) -> anyhow::Result<OrthancSite> {
+        OrthancSite::start_with_plugins(dir, id, ae_title, destinations, tls, ports, &[])
+    }
+
+    /// Starts a site with more Orthanc plugins than the DICOMweb one (e.g. [`gdcm_plugin`]).
+    pub fn start_with_plugins(
+        dir: &Path,
+        id: &str,
+        ae_title: &str,
+        destinations: &[MoveDestination],
+        tls: Option<&OrthancTls>,
+        ports: Option<(u16, u16)>,
+        plugins: &[PathBuf],
     ) -> anyhow::Result<OrthancSite> {
         let orthanc =
             which("Orthanc").context("Orthanc is missing: install the Debian packages orthanc and orthanc-dicomweb")?;
@@ -96,7 +120,7 @@ impl OrthancSite {
             "SaveJobs": false,
             "LimitFindResults": 0,
             "LimitFindInstances": 0,
-            "Plugins": [dicomweb_plugin()?],
+            "Plugins": std::iter::once(dicomweb_plugin()?).chain(plugins.iter().cloned()).collect::<Vec<_>>(),
             "DicomWeb": { "Enable": true, "Root": "/dicom-web/" },
         });
         if let Some(tls) = tls {

@@ -167,6 +167,11 @@ fn transcode(
     )))
 }
 
+/// How many instances of one response are decoded at once: one per core, at most four.
+fn decoding_at_once() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 4)
+}
+
 pub(crate) fn boundary() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
@@ -197,15 +202,20 @@ async fn retrieve(
     let first = represent(first, wanted.clone(), limits).await.map_err(|e| ApiError::NotAcceptable(e.to_string()))?;
     let boundary = boundary();
     let part_boundary = boundary.clone();
-    let rest = rest.map(|item| item.map_err(std::io::Error::other)).then(move |item| {
-        let wanted = wanted.clone();
-        async move {
-            match item {
-                Ok(instance) => represent(instance, wanted, limits).await,
-                Err(e) => Err(e),
+    // Instances that need decoding are decoded a few at once (each on a blocking thread) and sent
+    // in order: at most that many decoded instances are held at a time.
+    let rest = rest
+        .map(|item| item.map_err(std::io::Error::other))
+        .map(move |item| {
+            let wanted = wanted.clone();
+            async move {
+                match item {
+                    Ok(instance) => represent(instance, wanted, limits).await,
+                    Err(e) => Err(e),
+                }
             }
-        }
-    });
+        })
+        .buffered(decoding_at_once());
     let parts = stream::once(async move { Ok(first) })
         .chain(rest)
         .flat_map(move |item| {
