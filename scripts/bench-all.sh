@@ -42,6 +42,7 @@ run cache target/release/bench-cache --runs 5 --clients 32 --seconds 10 --out "$
 run cache-1gb target/release/bench-cache --slices 2000 --rss-only 32MiB --dir .testbed/bench-big --out "$out/cache-1gb.md"
 run federation target/release/bench-federation --runs 10 --out "$out/federation.md"
 run deid target/release/bench-deid --runs 5 --out "$out/deid.md"
+run codecs target/release/bench-codecs --runs 3 --out "$out/codecs.md"
 run replicas isolated target/release/bench-replicas --rounds 3 --out "$out/replicas.md"
 run load isolated target/release/bench-load --clients 64 --seconds 60 --rounds 3 --out "$out/load.md"
 state "done"

@@ -51,9 +51,27 @@ def test_thumbnails_and_frames(orthanc_gateway, testbed):
     assert first.tobytes() != third.tobytes(), "frames are rendered from their own pixels"
 
 
+def test_viewport_with_a_source_region(orthanc_gateway, testbed):
+    """`viewport=vw,vh,sx,sy,sw,sh` (PS3.18 §8.3.5.1.3): the region cut out of the whole image,
+    then scaled into the viewport; a negative width or height flips; empty parts default."""
+    url = instance_url(orthanc_gateway, testbed) + "/rendered"
+    png = {"Accept": "image/png"}
+    whole = image(requests.get(url, headers=png)).convert("L")
+    region = image(requests.get(url, params={"viewport": "100,50,200,300,100,50"}, headers=png)).convert("L")
+    assert region.size == (100, 50)
+    assert region.tobytes() == whole.crop((200, 300, 300, 350)).tobytes()
+    flipped = image(requests.get(url, params={"viewport": "100,50,300,300,-100,50"}, headers=png)).convert("L")
+    assert flipped.tobytes() == whole.crop((200, 300, 300, 350)).transpose(Image.FLIP_LEFT_RIGHT).tobytes()
+    corner = image(requests.get(url, params={"viewport": "256,256,256,256,,"}, headers=png)).convert("L")
+    assert corner.tobytes() == whole.crop((256, 256, 512, 512)).tobytes()
+    for outside in ("100,100,500,500,100,100", "100,100,0,0,0,10", "100,100,10,10,-20,10", "100,100,a,0,10,10"):
+        response = requests.get(url, params={"viewport": outside})
+        assert response.status_code == 400, (outside, response.status_code)
+
+
 def test_rendering_refusals(orthanc_gateway, testbed):
     url = instance_url(orthanc_gateway, testbed) + "/rendered"
-    for params in [{"window": "abc"}, {"window": "40,-1"}, {"viewport": "0,10"}, {"quality": "101"}, {"colour": "red"}]:
+    for params in [{"window": "abc"}, {"window": "40,-1"}, {"viewport": "0,10"}, {"viewport": "10,10,1,2"}, {"quality": "101"}, {"colour": "red"}]:
         response = requests.get(url, params=params)
         assert response.status_code == 400, params
     assert requests.get(url, headers={"Accept": "application/pdf"}).status_code == 406

@@ -24,12 +24,14 @@ impl GatewayProcess {
         let path = dir.join(format!("{name}.toml"));
         std::fs::create_dir_all(dir)?;
         std::fs::write(&path, format!("[server]\nlisten = \"127.0.0.1:{port}\"\n{config}"))?;
+        // Its warnings go to a log beside its configuration, for when a benchmark fails.
+        let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
         let child = Command::new(&binary)
             .args(["serve", "--config"])
             .arg(&path)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log)
             .spawn()?;
         crate::wait_for_port(port, Duration::from_secs(20))?;
         Ok(GatewayProcess { child, url: format!("http://127.0.0.1:{port}/dicom-web") })

@@ -29,12 +29,53 @@ enum Format {
     Png,
 }
 
+/// The source region of `viewport=vw,vh,sx,sy,sw,sh` (PS3.18 §8.3.5.1.3): its top left corner
+/// and size in image pixels (an empty size: to the image's edge); a negative width or height
+/// takes the region to the left of or above the corner, flipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Region {
+    sx: u32,
+    sy: u32,
+    sw: Option<i64>,
+    sh: Option<i64>,
+}
+
 #[derive(Debug, Clone)]
 struct Rendering {
     format: Format,
     window: Option<(WindowLevel, VoiLutFunction)>,
     viewport: Option<(u32, u32)>,
+    region: Option<Region>,
     quality: u8,
+}
+
+/// One side of a region: its start and length along an axis of `extent` pixels, and whether it
+/// is flipped; `None` when it leaves the image.
+fn span(start: u32, size: Option<i64>, extent: u32) -> Option<(u32, u32, bool)> {
+    let size = size.unwrap_or(i64::from(extent) - i64::from(start));
+    let (from, length) = if size < 0 { (i64::from(start) + size, -size) } else { (i64::from(start), size) };
+    (length > 0 && from >= 0 && from + length <= i64::from(extent)).then_some((from as u32, length as u32, size < 0))
+}
+
+/// The source region cut out of the rendered image (400 when it leaves the image).
+fn cut(image: DynamicImage, region: Region) -> Result<DynamicImage, ApiError> {
+    let (Some((x, width, flip_x)), Some((y, height, flip_y))) =
+        (span(region.sx, region.sw, image.width()), span(region.sy, region.sh, image.height()))
+    else {
+        return Err(ApiError::BadRequest(format!(
+            "query parameter \"viewport\": the source region lies outside the {}x{} image",
+            image.width(),
+            image.height()
+        )));
+    };
+    let mut image = image.crop_imm(x, y, width, height);
+    if flip_x {
+        image = image.fliph();
+    }
+    if flip_y {
+        image = image.flipv();
+    }
+    Ok(image)
 }
 
 fn negotiate(headers: &HeaderMap) -> Result<Format, ApiError> {
@@ -59,7 +100,7 @@ fn negotiate(headers: &HeaderMap) -> Result<Format, ApiError> {
 
 fn parse(query: Option<&str>, format: Format, default_viewport: Option<(u32, u32)>) -> Result<Rendering, ApiError> {
     let bad = |name: &str, why: &str| ApiError::BadRequest(format!("query parameter {name:?}: {why}"));
-    let mut rendering = Rendering { format, window: None, viewport: default_viewport, quality: 90 };
+    let mut rendering = Rendering { format, window: None, viewport: default_viewport, region: None, quality: 90 };
     for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         match name.as_ref() {
             "window" => {
@@ -83,17 +124,34 @@ fn parse(query: Option<&str>, format: Format, default_viewport: Option<(u32, u32
                 rendering.window = Some((WindowLevel { center, width }, function));
             }
             "viewport" => {
-                let parts: Vec<u32> = value
-                    .split(',')
-                    .map(|p| p.trim().parse::<u32>())
-                    .collect::<Result<_, _>>()
-                    .map_err(|_| bad("viewport", "must be width,height in pixels"))?;
-                match parts.as_slice() {
-                    [w, h] if *w > 0 && *h > 0 && *w <= 8192 && *h <= 8192 => rendering.viewport = Some((*w, *h)),
-                    [_, _, ..] if parts.len() == 6 => {
-                        return Err(bad("viewport", "cropping (sx,sy,sw,sh) is not supported"))
+                let usage = "must be vw,vh[,sx,sy,sw,sh]: a size from 1 to 8192, then a source region";
+                let parts: Vec<&str> = value.split(',').map(str::trim).collect();
+                let size = |p: &str| p.parse::<u32>().ok().filter(|n| (1..=8192).contains(n));
+                let (Some(w), Some(h)) = (parts.first().and_then(|p| size(p)), parts.get(1).and_then(|p| size(p)))
+                else {
+                    return Err(bad("viewport", usage));
+                };
+                rendering.viewport = Some((w, h));
+                match parts.len() {
+                    2 => {}
+                    6 => {
+                        // Empty parts take their defaults: the corner 0,0, the size to the edge.
+                        let corner = |p: &str| if p.is_empty() { Some(0) } else { p.parse::<u32>().ok() };
+                        let extent = |p: &str| {
+                            if p.is_empty() {
+                                Some(None)
+                            } else {
+                                p.parse::<i64>().ok().filter(|n| *n != 0).map(Some)
+                            }
+                        };
+                        let (Some(sx), Some(sy), Some(sw), Some(sh)) =
+                            (corner(parts[2]), corner(parts[3]), extent(parts[4]), extent(parts[5]))
+                        else {
+                            return Err(bad("viewport", usage));
+                        };
+                        rendering.region = Some(Region { sx, sy, sw, sh });
                     }
-                    _ => return Err(bad("viewport", "must be width,height, each from 1 to 8192")),
+                    _ => return Err(bad("viewport", usage)),
                 }
             }
             "quality" => {
@@ -148,6 +206,10 @@ fn render(
     let image = decoded
         .to_dynamic_image_with_options(0, &options)
         .map_err(|e| ApiError::NotImplemented(format!("cannot render this instance's pixel data: {e}")))?;
+    let image = match rendering.region {
+        Some(region) => cut(image, region)?,
+        None => image,
+    };
     let image = match rendering.viewport {
         Some((w, h)) => image.resize(w, h, FilterType::Triangle),
         None => image,
