@@ -426,3 +426,37 @@ def test_storing_teaches_a_caller_nothing_of_the_values_it_chooses(testbed, tmp_
         stop(process)
         for orthanc_id in set(requests.get(f"{site_2}/instances").json()) - before:
             requests.delete(f"{site_2}/instances/{orthanc_id}")
+
+
+def test_searches_as_viewers_send_them_against_a_deidentifying_gateway(testbed, tmp_path):
+    """A key with an empty value is a return key (200, the attribute as de-identified), not a
+    refused match; a viewer's patient filter with wildcards matches the pseudonyms the caller
+    sees, whatever their case, and never the sites' own names."""
+    process, gw = start_federation(testbed, "FEDGW5", extra=deid_config(tmp_path, ["retain-longitudinal-modified-dates"]))
+    try:
+        studies = requests.get(f"{gw.url}/studies").json()
+        study = first(studies[0], "0020000D")
+        answer = requests.get(f"{gw.url}/studies", params={"StudyInstanceUID": study, "StudyDescription": "", "PatientID": ""})
+        assert answer.status_code == 200, answer.text
+        assert [first(s, "0020000D") for s in answer.json()] == [study]
+        result = answer.json()[0]
+        # As de-identified: the description removed (basic profile), the patient a pseudonym.
+        assert not result.get("00081030", {}).get("Value") and first(result, "00100020")
+        # Part of a pseudonym, as typed into OHIF's Patient filter (*text*), in lower case.
+        ct = testbed["data"]["ct"]
+        names = {first(s, "00100010").get("Alphabetic") if isinstance(first(s, "00100010"), dict) else None for s in studies}
+        name = next(n for n in names if n and len(n) > 6)
+        part = name[2:6].lower()
+        matched = requests.get(f"{gw.url}/studies", params={"PatientName": f"*{part}*"})
+        assert matched.status_code == 200, matched.text
+        expected = {first(s, "0020000D") for s in studies
+                    if isinstance(first(s, "00100010"), dict) and part.upper() in first(s, "00100010")["Alphabetic"].upper()}
+        assert {first(s, "0020000D") for s in matched.json()} == expected
+        by_id = requests.get(f"{gw.url}/studies", params={"PatientID": first(studies[0], "00100020")[:4] + "*"})
+        assert by_id.status_code == 200 and study in [first(s, "0020000D") for s in by_id.json()]
+        # The site's own name of the CT's patient matches nothing: it is not what the caller sees.
+        own = requests.get(f"{gw.url}/studies", params={"PatientName": "Synthetic*"})
+        assert own.status_code == 204, (own.status_code, own.text[:200])
+        assert ct["study_uid"] not in own.text
+    finally:
+        stop(process)
