@@ -36,15 +36,15 @@ window.config = {
         wadoUriRoot: gateway,
         // QIDO-RS: includefield is honoured; fuzzy matching is not performed (the gateway says
         // so in a Warning). With supportsWildcard the study list's filters send *text*: the
-        // gateway passes wildcards to the sites' C-FIND, but refuses them on a patient's
-        // pseudonym when it de-identifies (a pseudonym has no parts to match), so the filters
-        // send what is typed, and a whole pseudonym finds its patient's studies.
+        // gateway passes wildcards to the sites' C-FIND and, when it de-identifies, matches
+        // them on a patient's pseudonym as the caller sees it, ignoring case.
         qidoSupportsIncludeField: true,
-        supportsWildcard: false,
+        supportsWildcard: true,
         supportsFuzzyMatching: false,
         // Images and thumbnails as WADO-RS frames, decoded in the browser: the gateway sends
-        // each frame in the transfer syntax the site holds (transfer-syntax=*), so JPEG 2000 and
-        // JPEG-LS images show too, which its rendered and thumbnail resources cannot decode (501).
+        // each frame in the transfer syntax the site holds (transfer-syntax=*), which also shows
+        // images the gateway cannot decode itself (12-bit JPEG Extended: its rendered and
+        // thumbnail resources answer 501 for them).
         imageRendering: 'wadors',
         thumbnailRendering: 'wadors',
         enableStudyLazyLoad: true,

@@ -2,8 +2,10 @@
 //! store (STOW-RS) and HTTP behaviour.
 //!
 //! The checks need data whose values are known. Unless told a study, the tool stores its own
-//! synthetic study through STOW-RS (`seed`); when the server refuses, it uses what a search
-//! finds, and the checks that need what was not found do not apply. The request checks are
+//! synthetic study through STOW-RS (`seed`); when the server answers with UIDs of its own (a
+//! de-identifying server), it follows them and learns the study's values by searching for it;
+//! when the server refuses, it uses what a search finds, and the checks that need what was not
+//! found do not apply. The request checks are
 //! data (`cases`); the store checks and those that follow a URL from an answer are code.
 
 mod cases;
@@ -46,13 +48,22 @@ pub async fn run(target: &WebTarget, progress: &mut dyn FnMut(&str)) -> anyhow::
         }
         None => {
             let study = seed::SeedStudy::new()?;
-            if stow::store_seed(&client, &study, &mut checks).await {
-                let vars = subject::seeded(&study);
-                seeded = Some(study);
-                vars
-            } else {
-                client.redact_patient_values(true);
-                subject::discover(&client, None).await
+            match stow::store_seed(&client, &study, &mut checks).await {
+                stow::Seeded::AsSent => {
+                    let vars = subject::seeded(&study);
+                    seeded = Some(study);
+                    vars
+                }
+                // A de-identifying server shows the study under values of its own: they are
+                // found by searching for it as the server named it.
+                stow::Seeded::Renamed(shown) => {
+                    client.redact_patient_values(true);
+                    subject::discover(&client, Some(&shown)).await
+                }
+                stow::Seeded::Refused => {
+                    client.redact_patient_values(true);
+                    subject::discover(&client, None).await
+                }
             }
         }
     };

@@ -97,6 +97,32 @@ def test_a_given_study_and_a_server_that_refuses_stow(orthanc_gateway, testbed, 
     assert report["summary"]["passed"] >= 50
 
 
+def test_a_deidentifying_gateway_without_a_study(testbed, tmp_path):
+    """Against a de-identifying gateway the tool stores its study, follows the UIDs the STOW-RS
+    response gives it (pseudonyms) and learns the study's values by searching for it, with no
+    --study: nothing fails."""
+    from conftest import start_federation, stop
+    deid = f"""
+[deid]
+profile = "basic"
+options = ["retain-longitudinal-modified-dates"]
+key_file = "{tmp_path}/deid.key"
+state_dir = "{tmp_path}/state"
+"""
+    process, gw = start_federation(testbed, "FEDGW5", extra=deid)
+    try:
+        run, report, _ = conformance(["--url", gw.url], tmp_path, "deidentifying")
+    finally:
+        stop(process)
+    assert failures(report) == {}, json.dumps(failures(report), indent=1)
+    outcomes = {c["name"]: c for c in report["checks"]}
+    assert outcomes["STOW-RS: store a study (four instances, one request)"]["outcome"] == "pass"
+    module = outcomes["STOW-RS: response is a Store Instances Response Module naming each instance"]
+    assert module["outcome"] == "pass" and "UIDs of the server's own" in module["evidence"], module
+    assert outcomes["WADO-RS: study (any transfer syntax)"]["outcome"] == "pass"
+    assert report["summary"]["passed"] >= 40, report["summary"]
+
+
 def test_usage_errors_exit_2(tmp_path):
     assert subprocess.run([str(BINARY), "web"], capture_output=True).returncode == 2
     assert subprocess.run([str(BINARY), "web", "--url", "ftp://x"], capture_output=True).returncode == 2

@@ -167,6 +167,18 @@ def rendered(png):
     return lit >= total * 0.10 and levels >= 3, image, f"{lit / total:.0%} of the viewport lit, in {levels} gray levels"
 
 
+def viewport_image(page, seconds=45):
+    """The viewport, once it shows an image or after `seconds`: (shown, image, what was seen)."""
+    canvas = page.wait_for_selector("canvas.cornerstone-canvas", timeout=30_000)
+    dismiss(page, "Skip all")
+    deadline = time.time() + seconds
+    while True:
+        ok, image, seen = rendered(canvas.screenshot())
+        if ok or time.time() > deadline:
+            return ok, image, seen
+        page.wait_for_timeout(500)
+
+
 def dismiss(page, label):
     """Clicks away one of OHIF's first-run overlays (the tour, the investigational-use banner)."""
     button = page.get_by_text(label, exact=True)
@@ -234,18 +246,22 @@ def test_ohif_shows_the_deidentified_federation(testbed, served):
             page.screenshot(path=str(tmp / "study-list.png"))
             listed = page.inner_text("body")
             assert f"of {len(studies.json())}" in listed, "the study list does not count the gateway's studies"
+            # OHIF lists 25 studies a page: every pseudonym of the gateway's answer is on it but
+            # for those of studies on later pages.
             missing = sorted(name for name in names if name not in listed)
-            assert not missing, f"pseudonymous patient names not in the study list: {missing}"
+            assert len(missing) <= max(0, len(studies.json()) - 25), f"pseudonymous patient names not in the study list: {missing}"
             shown = sorted(value for value in originals(testbed) if value in listed)
             assert not shown, f"the study list shows the sites' own patient names or IDs: {shown}"
 
-            # The study list's Patient filter: a whole pseudonym finds that patient's studies.
+            # The study list's Patient filter: part of a pseudonym, in lower case, finds that
+            # patient's studies (OHIF sends *part*, matched on the pseudonyms shown).
             patient = next(
                 s["00100010"]["Value"][0]["Alphabetic"] for s in studies.json() if s["0020000D"]["Value"][0] == ct_study
             )
-            of_patient = requests.get(f"{gw.url}/studies", params={"PatientName": patient})
+            part = patient[1:-1].lower()
+            of_patient = requests.get(f"{gw.url}/studies", params={"PatientName": f"*{part}*"})
             assert of_patient.status_code == 200, of_patient.text
-            page.get_by_role("textbox").first.fill(patient)
+            page.get_by_role("textbox").first.fill(part)
             assert ct_study in [s["0020000D"]["Value"][0] for s in of_patient.json()]
             count = len(of_patient.json())
             page.wait_for_function(f"/\\b1-{count} of {count}\\b/.test(document.body.innerText)", timeout=30_000)
@@ -262,15 +278,8 @@ def test_ohif_shows_the_deidentified_federation(testbed, served):
             row.click()
             page.get_by_role("button", name="Basic Viewer").click()
             page.wait_for_url(f"**/viewer?StudyInstanceUIDs={ct_study}*", timeout=30_000)
-            canvas = page.wait_for_selector("canvas.cornerstone-canvas", timeout=30_000)
-            dismiss(page, "Skip all")
             dismiss(page, "Confirm and hide")
-            deadline = time.time() + 45
-            while True:
-                ok, image, seen = rendered(canvas.screenshot())
-                if ok or time.time() > deadline:
-                    break
-                page.wait_for_timeout(500)
+            ok, image, seen = viewport_image(page)
             image.save(tmp / "viewport.png")
             page.screenshot(path=str(tmp / "viewer.png"))
             assert ok, f"the viewport shows no image ({seen}; see {tmp / 'viewer.png'})"
@@ -279,14 +288,7 @@ def test_ohif_shows_the_deidentified_federation(testbed, served):
             # The CT as archives store it compressed (JPEG 2000, JPEG-LS), opened by its link.
             for syntax, study in compressed_studies(gw, testbed).items():
                 page.goto(f"{viewer_url}/viewer?StudyInstanceUIDs={study}", wait_until="load")
-                canvas = page.wait_for_selector("canvas.cornerstone-canvas", timeout=30_000)
-                dismiss(page, "Skip all")
-                deadline = time.time() + 45
-                while True:
-                    ok, image, seen = rendered(canvas.screenshot())
-                    if ok or time.time() > deadline:
-                        break
-                    page.wait_for_timeout(500)
+                ok, image, seen = viewport_image(page)
                 page.screenshot(path=str(tmp / f"viewer-{syntax}.png"))
                 assert ok, f"the {syntax} study shows no image ({seen}; see {tmp / f'viewer-{syntax}.png'})"
                 traffic.settle(page, 60)

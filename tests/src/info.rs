@@ -47,7 +47,8 @@ pub struct DataInfo {
     pub ct: GeneratedStudy,
     pub multiframe: GeneratedStudy,
     pub pydicom: Vec<LoadedFile>,
-    /// The CT compressed by reference encoders, at the first Orthanc site.
+    /// The CT compressed by reference encoders (at the first Orthanc site but for HTJ2K, which
+    /// its Orthanc cannot send).
     #[serde(default)]
     pub compressed: Vec<crate::compressed::CompressedStudy>,
 }

@@ -141,6 +141,9 @@ impl SeedStudy {
             text(tags::SERIES_NUMBER, VR::IS, &(spec.series + 1).to_string()),
             text(tags::INSTANCE_NUMBER, VR::IS, &spec.number.to_string()),
             text(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "MONOCHROME2"),
+            // Generated gradients with no text in them: said, so that a de-identifying server
+            // need not withhold them as images that may show identity.
+            text(tags::BURNED_IN_ANNOTATION, VR::CS, "NO"),
         ] {
             obj.put(element);
         }

@@ -20,9 +20,20 @@ async fn store(client: &WebClient, target: &str, instances: &[&SeedInstance]) ->
     client.post(target, &content_type(), Some(JSON), multipart::build(BOUNDARY, &parts)).await
 }
 
-/// Stores the tool's study; `true` when the server took it. Adds the store check and the
-/// response module check.
-pub async fn store_seed(client: &WebClient, study: &SeedStudy, checks: &mut Vec<Check>) -> bool {
+/// What became of the tool's study.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seeded {
+    /// Not taken: the checks use data found by searching.
+    Refused,
+    /// Stored under the UIDs the tool gave it.
+    AsSent,
+    /// Stored, the response naming the study and its instances with UIDs of the server's own
+    /// (a de-identifying server): the study's UID as the server shows it.
+    Renamed(String),
+}
+
+/// Stores the tool's study. Adds the store check and the response module check.
+pub async fn store_seed(client: &WebClient, study: &SeedStudy, checks: &mut Vec<Check>) -> Seeded {
     const NAME: &str = "STOW-RS: store a study (four instances, one request)";
     const RESPONSE: &str = "STOW-RS: response is a Store Instances Response Module naming each instance";
     let instances: Vec<&SeedInstance> = study.instances.iter().collect();
@@ -35,7 +46,7 @@ pub async fn store_seed(client: &WebClient, study: &SeedStudy, checks: &mut Vec<
         );
         checks.push(Check::new(NAME, "PS3.18 §10.5", Outcome::NotApplicable, why.clone()));
         checks.push(Check::new(RESPONSE, "PS3.18 §10.5.3, Annex I", Outcome::NotApplicable, why));
-        return false;
+        return Seeded::Refused;
     }
     let stored = exchange.status == 200;
     checks.push(Check::new(
@@ -44,7 +55,8 @@ pub async fn store_seed(client: &WebClient, study: &SeedStudy, checks: &mut Vec<
         if stored { Outcome::Pass } else { Outcome::Fail },
         if stored { exchange.summary() } else { format!("not 200 (all stored): {}", exchange.with_body()) },
     ));
-    checks.push(match response_module(&exchange, &instances) {
+    let renamed = renamed_study(&exchange, &study.study_uid);
+    checks.push(match response_module(&exchange, &instances, renamed.is_some()) {
         Ok(detail) => {
             Check::new(RESPONSE, "PS3.18 §10.5.3, Annex I", Outcome::Pass, format!("{}; {detail}", exchange.summary()))
         }
@@ -52,12 +64,27 @@ pub async fn store_seed(client: &WebClient, study: &SeedStudy, checks: &mut Vec<
             Check::new(RESPONSE, "PS3.18 §10.5.3, Annex I", Outcome::Fail, format!("{why}: {}", exchange.with_body()))
         }
     });
-    stored || exchange.status == 202
+    match (stored || exchange.status == 202, renamed) {
+        (false, _) => Seeded::Refused,
+        (true, Some(study)) => Seeded::Renamed(study),
+        (true, None) => Seeded::AsSent,
+    }
+}
+
+/// The study's UID as the server shows it, when the response's Retrieve URL names another
+/// study than the one sent: a server that keeps what it stores under UIDs of its own
+/// (de-identifying) and gives the URL to retrieve it by.
+fn renamed_study(exchange: &Exchange, sent_study: &str) -> Option<String> {
+    let module = module(exchange)?;
+    let url = json::first(&module, "00081190")?;
+    let study = url.split("/studies/").nth(1)?.split('/').next()?.to_owned();
+    (!study.is_empty() && study != sent_study).then_some(study)
 }
 
 /// Table I.1-1: Retrieve URL (Type 2), and a Referenced SOP Sequence item per stored
-/// instance with its class, its UID and its own Retrieve URL (Type 2).
-fn response_module(exchange: &Exchange, instances: &[&SeedInstance]) -> Result<String, String> {
+/// instance with its class, its UID and its own Retrieve URL (Type 2). `renamed`: the server
+/// names the instances with UIDs of its own, so items are matched by class, not by UID.
+fn response_module(exchange: &Exchange, instances: &[&SeedInstance], renamed: bool) -> Result<String, String> {
     let media = exchange.content_type().and_then(super::media::MediaType::parse).map(|m| m.essence);
     if media.as_deref() != Some(JSON) {
         return Err(format!("asked for {JSON}, got {media:?}"));
@@ -68,6 +95,22 @@ fn response_module(exchange: &Exchange, instances: &[&SeedInstance]) -> Result<S
         return Err("no Retrieve URL (0008,1190), Type 2".into());
     }
     let items = json::items(module, "00081199");
+    if renamed {
+        let mut classes: Vec<String> = items.iter().filter_map(|i| json::first(i, "00081150")).collect();
+        let mut sent: Vec<String> = instances.iter().map(|i| i.sop_class_uid.to_owned()).collect();
+        classes.sort();
+        sent.sort();
+        if classes != sent {
+            return Err("the Referenced SOP Sequence's classes are not those of the instances sent".into());
+        }
+        if items.iter().any(|i| !json::has(i, "00081190")) {
+            return Err("an item has no Retrieve URL (0008,1190), Type 2".into());
+        }
+        return Ok(format!(
+            "{} referenced, each with its Retrieve URL, under UIDs of the server's own (a de-identifying server)",
+            items.len()
+        ));
+    }
     for instance in instances {
         let item = items
             .iter()

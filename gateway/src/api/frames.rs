@@ -275,13 +275,27 @@ pub async fn bulkdata(
         .flatten()
         .ok_or_else(|| ApiError::BadRequest(format!("bulk data tag {tag:?} is not 8 hexadecimal digits")))?;
     super::accepts(&headers, &["multipart/related", "application/octet-stream"])?;
-    let instance = retrieve_instance(&gw, &access, &study, &series, &instance).await?;
-    let element = instance.object.element(tag).map_err(|_| ApiError::NotFound(format!("the instance has no {tag}")))?;
+    let mut instance = retrieve_instance(&gw, &access, &study, &series, &instance).await?;
+    let missing = || ApiError::NotFound(format!("the instance has no {tag}"));
+    let encapsulated = matches!(instance.object.element(tag).map_err(|_| missing())?.value(), Value::PixelSequence(_));
+    let media_type = frame_media_type(&instance.transfer_syntax);
+    // Encapsulated pixel data as stored when the client takes its media type (or any transfer
+    // syntax), else decoded: application/octet-stream alone means Explicit VR Little Endian.
+    if encapsulated && !acceptable(&headers, media_type, true) {
+        if !acceptable(&headers, "application/octet-stream", false) {
+            return Err(ApiError::NotAcceptable(format!(
+                "the pixel data is available as {media_type} (transfer syntax {}) or decoded as application/octet-stream",
+                instance.transfer_syntax
+            )));
+        }
+        instance = decoded(instance, media_type).await?;
+    }
+    let element = instance.object.element(tag).map_err(|_| missing())?;
     let (bytes, content_type) = match element.value() {
         Value::Primitive(value) => (Bytes::from(value.to_bytes().into_owned()), "application/octet-stream".to_owned()),
         Value::PixelSequence(sequence) => (
             Bytes::from(sequence.fragments().concat()),
-            format!("{}; transfer-syntax={}", frame_media_type(&instance.transfer_syntax), instance.transfer_syntax),
+            format!("{media_type}; transfer-syntax={}", instance.transfer_syntax),
         ),
         Value::Sequence(_) => return Err(ApiError::BadRequest(format!("{tag} is a sequence, not bulk data"))),
     };
