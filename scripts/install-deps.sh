@@ -19,9 +19,11 @@ command -v npm >/dev/null 2>&1 || need_apt+=(npm)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || need_apt+=(postgresql)
 [ -x /usr/sbin/haproxy ] || need_apt+=(haproxy)
 # A C++ compiler: libfuzzer-sys compiles libFuzzer for the fuzz targets (scripts/fuzz.sh), and
-# with CMake builds CharLS, the JPEG-LS codec the gateway links.
+# with CMake builds CharLS and libjpeg-turbo, codecs the gateway links.
 command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
+# NASM: libjpeg-turbo's SIMD code, in the 12-bit JPEG decoder the gateway builds.
+command -v nasm >/dev/null 2>&1 || need_apt+=(nasm)
 # Reference codecs outside the project: they encode the compressed test studies and decode
 # what the gateway's decoders are compared with (GDCM for JPEG 2000, OpenJPEG's and OpenJPH's
 # command lines; DCMTK's dcmcjpls and dcmdjpls come with dcmtk).

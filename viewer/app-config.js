@@ -43,7 +43,7 @@ window.config = {
         supportsFuzzyMatching: false,
         // Images and thumbnails as WADO-RS frames, decoded in the browser: the gateway sends
         // each frame in the transfer syntax the site holds (transfer-syntax=*), which also shows
-        // images the gateway cannot decode itself (12-bit JPEG Extended: its rendered and
+        // images the gateway cannot decode itself (a broken codestream: its rendered and
         // thumbnail resources answer 501 for them).
         imageRendering: 'wadors',
         thumbnailRendering: 'wadors',

@@ -12,6 +12,8 @@
 //!   guesses YCbCr from the markers and gives wrong colours, so such JPEG is decoded here with
 //!   the transform turned off, as DCMTK and GDCM decode it.
 //! - RLE of 32-bit samples (RT Dose), which dicom-rs refuses, is decoded here (PS3.5 G).
+//! - 12-bit JPEG Extended (grey), which the pure-Rust decoders refuse, is decoded here by
+//!   libjpeg-turbo (crate dicomweb-jpeg12).
 //! - Planar Configuration: every decoder gives colour-by-pixel, so 0.
 //! - Lossy Image Compression: a source that was compressed lossily stays marked so, with its
 //!   method (PS3.3 C.7.6.1.1.5), whether or not the archive had marked it.
@@ -134,6 +136,9 @@ pub fn decode_into(object: &mut FileDicomObject<InMemDicomObject>, target: &str)
     } else if is_wide_rle(&source, object) {
         decode_rle(object).map_err(undecodable)?;
         object.update_meta(|meta| meta.set_transfer_syntax(syntax));
+    } else if is_twelve_bit_jpeg(&source, object) {
+        decode_twelve_bit_jpeg(object).map_err(undecodable)?;
+        object.update_meta(|meta| meta.set_transfer_syntax(syntax));
     } else {
         object.transcode(syntax).map_err(|e| undecodable(with_causes(&e)))?;
     }
@@ -160,7 +165,39 @@ pub fn decode_into(object: &mut FileDicomObject<InMemDicomObject>, target: &str)
 /// of it (RGB JPEG, which dicom-rs would give wrong colours).
 pub fn needs_own_decoding(object: &FileDicomObject<InMemDicomObject>) -> bool {
     let source = object.meta().transfer_syntax().trim_end_matches('\0');
-    is_untransformed_jpeg(source, object) || is_wide_rle(source, object)
+    is_untransformed_jpeg(source, object) || is_wide_rle(source, object) || is_twelve_bit_jpeg(source, object)
+}
+
+/// Grey JPEG Extended of more than 8 bits (12-bit samples in 16 allocated).
+fn is_twelve_bit_jpeg(transfer_syntax: &str, object: &InMemDicomObject) -> bool {
+    let number = |tag| object.element(tag).ok().and_then(|e| e.to_int::<u16>().ok());
+    transfer_syntax == "1.2.840.10008.1.2.4.51"
+        && number(tags::SAMPLES_PER_PIXEL).unwrap_or(1) == 1
+        && number(tags::BITS_ALLOCATED) == Some(16)
+}
+
+/// Decodes 12-bit grey JPEG into native pixel data: one frame per fragment, or every fragment
+/// one frame when there is one.
+fn decode_twelve_bit_jpeg(object: &mut InMemDicomObject) -> Result<(), String> {
+    let number = |tag| object.element(tag).ok().and_then(|e| e.to_int::<usize>().ok());
+    let frames = number(tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1);
+    let (rows, columns) = (number(tags::ROWS).unwrap_or(0), number(tags::COLUMNS).unwrap_or(0));
+    let fragments = match object.element(tags::PIXEL_DATA).map_err(|e| e.to_string())?.value() {
+        Value::PixelSequence(sequence) => sequence.fragments().to_vec(),
+        _ => return Err("no encapsulated pixel data".into()),
+    };
+    let encoded = match (frames, fragments.len()) {
+        (1, _) => vec![fragments.concat()],
+        (frames, count) if frames == count => fragments,
+        (frames, count) => return Err(format!("{count} JPEG fragments for {frames} frames")),
+    };
+    let mut pixels = Vec::with_capacity(frames * rows * columns * 2);
+    for (frame, jpeg) in encoded.iter().enumerate() {
+        let samples = dicomweb_jpeg12::decode_grey(jpeg, rows, columns).map_err(|e| format!("frame {frame}: {e}"))?;
+        pixels.extend(samples.iter().flat_map(|sample| sample.to_le_bytes()));
+    }
+    object.put(DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::from(pixels)));
+    Ok(())
 }
 
 /// RLE of samples wider than 16 bits.

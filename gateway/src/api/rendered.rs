@@ -2,7 +2,7 @@
 //! frame of it) decoded, windowed, scaled into the viewport and written as JPEG or PNG.
 //! Thumbnails of a series or study show the middle instance of its first series.
 //!
-//! Pixel data the gateway cannot decode (12-bit JPEG Extended, a broken codestream) gets a 501
+//! Pixel data the gateway cannot decode (a broken codestream) gets a 501
 //! saying so: never a wrong picture.
 
 use std::io::Cursor;
