@@ -55,20 +55,12 @@ def loopback(url):
         return False
 
 
-@pytest.fixture(scope="module")
-def served(testbed, tmp_path_factory):
-    """A de-identifying gateway over the test bed and the viewer served for it."""
+def serve_viewer(testbed, tmp, extra, destination="FEDGW2"):
+    """A gateway over the test bed (more TOML in `extra`; its C-MOVE destination AE) and the
+    viewer served for it; yields (gateway, viewer URL)."""
     if not (OHIF_DIST / "index.html").is_file():
         pytest.fail(f"the OHIF Viewer is not installed in {OHIF_DIST}: run scripts/install-viewer.sh")
-    tmp = tmp_path_factory.mktemp("viewer")
-    deid = f"""
-[deid]
-profile = "basic"
-options = ["retain-longitudinal-modified-dates"]
-key_file = "{tmp}/deid.key"
-state_dir = "{tmp}/state"
-"""
-    gateway_process, gw = start_federation(testbed, "FEDGW2", extra=deid)
+    gateway_process, gw = start_federation(testbed, destination, extra=extra)
     port_file = tmp / "viewer.port"
     log = open(tmp / "viewer.log", "w")
     viewer = subprocess.Popen(
@@ -85,14 +77,28 @@ state_dir = "{tmp}/state"
             time.sleep(0.05)
         else:
             pytest.fail("viewer/serve.py did not start")
-        url = f"http://127.0.0.1:{port_file.read_text()}"
-        yield gw, url, tmp
+        yield gw, f"http://127.0.0.1:{port_file.read_text()}"
     finally:
         viewer.terminate()
         viewer.wait(timeout=10)
         log.close()
         gateway_process.terminate()
         gateway_process.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def served(testbed, tmp_path_factory):
+    """A de-identifying gateway over the test bed and the viewer served for it."""
+    tmp = tmp_path_factory.mktemp("viewer")
+    deid = f"""
+[deid]
+profile = "basic"
+options = ["retain-longitudinal-modified-dates"]
+key_file = "{tmp}/deid.key"
+state_dir = "{tmp}/state"
+"""
+    for gw, url in serve_viewer(testbed, tmp, deid):
+        yield gw, url, tmp
 
 
 class Traffic:
@@ -326,3 +332,35 @@ def test_the_viewer_server(served):
         [sys.executable, str(SERVE), "--gateway", gw.url, "--listen", "0.0.0.0:0"], capture_output=True, text=True
     )
     assert refused.returncode != 0 and "loopback addresses only" in refused.stderr
+
+
+def test_ohif_over_a_gateway_that_does_not_deidentify(testbed, tmp_path):
+    """The same viewer over a gateway without [deid] (over the Orthanc sites, beside the
+    module's de-identifying one): the study list counts every study, and the CT opens by its
+    link with no failed request."""
+    from conftest import free_port
+    ct = testbed["data"]["ct"]
+    orthancs = {**testbed, "sites": [s for s in testbed["sites"] if s["kind"] == "orthanc"],
+                "move_destinations": [{"ae_title": "VIEWERGW", "port": free_port()}]}
+    for gw, viewer_url in serve_viewer(orthancs, tmp_path, "", "VIEWERGW"):
+        studies = requests.get(f"{gw.url}/studies", params={"limit": "101"}).json()
+        traffic = Traffic(gw.url)
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS, headless=True)
+            context = browser.new_context(viewport={"width": 1400, "height": 900}, service_workers="block")
+            traffic.attach(context)
+            page = context.new_page()
+            try:
+                page.goto(viewer_url + "/", wait_until="load")
+                page.wait_for_function(r"/\b1-[0-9]+ of [0-9]+/.test(document.body.innerText)", timeout=30_000)
+                dismiss(page, "Confirm and hide")
+                listed = page.inner_text("body")
+                assert f"of {len(studies)}" in listed, "the study list does not count the gateway's studies"
+                page.goto(f"{viewer_url}/viewer?StudyInstanceUIDs={ct['study_uid']}", wait_until="load")
+                ok, _, seen = viewport_image(page)
+                page.screenshot(path=str(tmp_path / "viewer-plain.png"))
+                assert ok, f"the CT shows no image ({seen}; see {tmp_path / 'viewer-plain.png'})"
+                traffic.settle(page, 60)
+            finally:
+                browser.close()
+        assert not traffic.problems, "\n".join(traffic.problems)
