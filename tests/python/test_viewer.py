@@ -7,6 +7,7 @@ copies stored as JPEG 2000 and JPEG-LS, and no request of the viewer fails. Noth
 leaves loopback: every request for another host is blocked and counted as a failure.
 """
 
+import contextlib
 import io
 import json
 import ipaddress
@@ -210,6 +211,27 @@ def pseudonym_of_ct(gw, testbed):
     return matches[0]
 
 
+@contextlib.contextmanager
+def browser_page(traffic):
+    """A page of headless Chromium whose every request `traffic` watches; closed after."""
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS, headless=True)
+        context = browser.new_context(viewport={"width": 1400, "height": 900}, service_workers="block")
+        traffic.attach(context)
+        try:
+            yield context.new_page()
+        finally:
+            browser.close()
+
+
+def open_study_list(page, viewer_url):
+    """The study list, once it counts its studies; its text."""
+    page.goto(viewer_url + "/", wait_until="load")
+    page.wait_for_function(r"/\b1-[0-9]+ of [0-9]+/.test(document.body.innerText)", timeout=30_000)
+    dismiss(page, "Confirm and hide")
+    return page.inner_text("body")
+
+
 def compressed_studies(gw, testbed):
     """The pseudonymous StudyInstanceUIDs of the CT copies the test bed holds compressed and its
     sites can send (JPEG 2000 and JPEG-LS; the test bed's Orthanc cannot send HTJ2K), by the
@@ -239,18 +261,11 @@ def test_ohif_shows_the_deidentified_federation(testbed, served):
     names = {s["00100010"]["Value"][0]["Alphabetic"] for s in studies.json() if s.get("00100010", {}).get("Value")}
     ct_study = pseudonym_of_ct(gw, testbed)
     traffic = Traffic(gw.url)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS, headless=True)
-        context = browser.new_context(viewport={"width": 1400, "height": 900}, service_workers="block")
-        traffic.attach(context)
-        page = context.new_page()
+    with browser_page(traffic) as page:
         try:
             # The study list: every study of the federation, under its pseudonyms.
-            page.goto(viewer_url + "/", wait_until="load")
-            page.wait_for_function(r"/\b1-[0-9]+ of [0-9]+/.test(document.body.innerText)", timeout=30_000)
-            dismiss(page, "Confirm and hide")
+            listed = open_study_list(page, viewer_url)
             page.screenshot(path=str(tmp / "study-list.png"))
-            listed = page.inner_text("body")
             assert f"of {len(studies.json())}" in listed, "the study list does not count the gateway's studies"
             # OHIF lists 25 studies a page: every pseudonym of the gateway's answer is on it but
             # for those of studies on later pages.
@@ -301,8 +316,6 @@ def test_ohif_shows_the_deidentified_federation(testbed, served):
         except Exception:
             page.screenshot(path=str(tmp / "failure.png"))
             raise
-        finally:
-            browser.close()
 
     frames = [url for status, _, url in traffic.gateway_responses if status == 200 and "/frames/" in url]
     metadata = [url for status, _, url in traffic.gateway_responses if status == 200 and url.endswith("/metadata")]
@@ -345,22 +358,12 @@ def test_ohif_over_a_gateway_that_does_not_deidentify(testbed, tmp_path):
     for gw, viewer_url in serve_viewer(orthancs, tmp_path, "", "VIEWERGW"):
         studies = requests.get(f"{gw.url}/studies", params={"limit": "101"}).json()
         traffic = Traffic(gw.url)
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_FLAGS, headless=True)
-            context = browser.new_context(viewport={"width": 1400, "height": 900}, service_workers="block")
-            traffic.attach(context)
-            page = context.new_page()
-            try:
-                page.goto(viewer_url + "/", wait_until="load")
-                page.wait_for_function(r"/\b1-[0-9]+ of [0-9]+/.test(document.body.innerText)", timeout=30_000)
-                dismiss(page, "Confirm and hide")
-                listed = page.inner_text("body")
-                assert f"of {len(studies)}" in listed, "the study list does not count the gateway's studies"
-                page.goto(f"{viewer_url}/viewer?StudyInstanceUIDs={ct['study_uid']}", wait_until="load")
-                ok, _, seen = viewport_image(page)
-                page.screenshot(path=str(tmp_path / "viewer-plain.png"))
-                assert ok, f"the CT shows no image ({seen}; see {tmp_path / 'viewer-plain.png'})"
-                traffic.settle(page, 60)
-            finally:
-                browser.close()
+        with browser_page(traffic) as page:
+            listed = open_study_list(page, viewer_url)
+            assert f"of {len(studies)}" in listed, "the study list does not count the gateway's studies"
+            page.goto(f"{viewer_url}/viewer?StudyInstanceUIDs={ct['study_uid']}", wait_until="load")
+            ok, _, seen = viewport_image(page)
+            page.screenshot(path=str(tmp_path / "viewer-plain.png"))
+            assert ok, f"the CT shows no image ({seen}; see {tmp_path / 'viewer-plain.png'})"
+            traffic.settle(page, 60)
         assert not traffic.problems, "\n".join(traffic.problems)
