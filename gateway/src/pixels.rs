@@ -162,7 +162,8 @@ pub fn decode_into(object: &mut FileDicomObject<InMemDicomObject>, target: &str)
 }
 
 /// Whether the pixel data must be decoded by [`decode_into`] before dicom-rs decodes frames
-/// of it (RGB JPEG, which dicom-rs would give wrong colours).
+/// of it: RGB JPEG (dicom-rs would give wrong colours), 32-bit RLE and 12-bit JPEG (it refuses
+/// them).
 pub fn needs_own_decoding(object: &FileDicomObject<InMemDicomObject>) -> bool {
     let source = object.meta().transfer_syntax().trim_end_matches('\0');
     is_untransformed_jpeg(source, object) || is_wide_rle(source, object) || is_twelve_bit_jpeg(source, object)
@@ -271,7 +272,9 @@ fn decode_rle(object: &mut InMemDicomObject) -> Result<(), String> {
             }
         }
     }
-    object.put(DataElement::new(tags::PIXEL_DATA, VR::OB, PrimitiveValue::from(pixels)));
+    // Samples wider than a byte are OW in an explicit VR syntax (PS3.5 A.2).
+    let vr = if bytes > 1 { VR::OW } else { VR::OB };
+    object.put(DataElement::new(tags::PIXEL_DATA, vr, PrimitiveValue::from(pixels)));
     Ok(())
 }
 
