@@ -7,7 +7,8 @@
   images hold the original's pixels bit for bit.
 - pydicom's compressed files: what the gateway decodes equals what the reference decoders
   decode (DCMTK's dcmdjpeg, dcmdjpls and dcmdrle; GDCM's gdcmconv for JPEG 2000): bit for bit
-  when lossless, within two levels when lossy (decoders may round differently), with the Image
+  when lossless, within LOSSY_LARGEST levels and LOSSY_MEAN on average when lossy (decoders may
+  round and upsample differently), with the Image
   Pixel module telling the truth about the result (Photometric Interpretation, Planar
   Configuration, lossy flags).
 - HTJ2K, from an archive that sends it (pynetdicom; the test bed's Orthanc cannot): decoded bit
