@@ -45,10 +45,33 @@ def pacs_activity():
     return seen
 
 
+def reserved_ports():
+    """The test bed's ports: its sites' and the C-MOVE destinations' (FEDGW1..), which the
+    gateways of the tests listen on only while they run, so the kernel may offer them as free
+    in between."""
+    path = os.environ.get("TESTBED_INFO")
+    if not path or not os.path.exists(path):
+        return set()
+    with open(path) as f:
+        info = json.load(f)
+    ports = {d["port"] for d in info.get("move_destinations", [])}
+    for site in info.get("sites", []):
+        ports.add(site.get("dicom_port"))
+        url = site.get("http_url") or ""
+        if url.rsplit(":", 1)[-1].isdigit():
+            ports.add(int(url.rsplit(":", 1)[-1]))
+    return ports
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port free now, never one the test bed holds for a destination or a site."""
+    reserved = reserved_ports()
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in reserved:
+            return port
 
 
 class Gateway:
