@@ -130,17 +130,12 @@ pub fn decode_into(object: &mut FileDicomObject<InMemDicomObject>, target: &str)
     let photometric = text(object, tags::PHOTOMETRIC_INTERPRETATION);
     let lossy = first_fragment(object).and_then(|fragment| lossy_method(&source, &fragment));
     one_frame_when_unnumbered(object);
-    if is_untransformed_jpeg(&source, object) {
-        decode_untransformed_jpeg(object).map_err(undecodable)?;
-        object.update_meta(|meta| meta.set_transfer_syntax(syntax));
-    } else if is_wide_rle(&source, object) {
-        decode_rle(object).map_err(undecodable)?;
-        object.update_meta(|meta| meta.set_transfer_syntax(syntax));
-    } else if is_twelve_bit_jpeg(&source, object) {
-        decode_twelve_bit_jpeg(object).map_err(undecodable)?;
-        object.update_meta(|meta| meta.set_transfer_syntax(syntax));
-    } else {
-        object.transcode(syntax).map_err(|e| undecodable(with_causes(&e)))?;
+    match own_decoder(&source, object) {
+        Some(decode) => {
+            decode(object).map_err(undecodable)?;
+            object.update_meta(|meta| meta.set_transfer_syntax(syntax));
+        }
+        None => object.transcode(syntax).map_err(|e| undecodable(with_causes(&e)))?,
     }
     if !encapsulated {
         return Ok(());
@@ -165,8 +160,51 @@ pub fn decode_into(object: &mut FileDicomObject<InMemDicomObject>, target: &str)
 /// of it: RGB JPEG (dicom-rs would give wrong colours), 32-bit RLE and 12-bit JPEG (it refuses
 /// them).
 pub fn needs_own_decoding(object: &FileDicomObject<InMemDicomObject>) -> bool {
-    let source = object.meta().transfer_syntax().trim_end_matches('\0');
-    is_untransformed_jpeg(source, object) || is_wide_rle(source, object) || is_twelve_bit_jpeg(source, object)
+    own_decoder(object.meta().transfer_syntax().trim_end_matches('\0'), object).is_some()
+}
+
+/// A decoder of the gateway's own: the pixel data of the data set replaced by native samples.
+type OwnDecoder = fn(&mut InMemDicomObject) -> Result<(), String>;
+
+/// The gateway's own decoder for pixel data dicom-rs decodes wrongly or not at all.
+fn own_decoder(transfer_syntax: &str, object: &InMemDicomObject) -> Option<OwnDecoder> {
+    if is_untransformed_jpeg(transfer_syntax, object) {
+        Some(decode_untransformed_jpeg)
+    } else if is_wide_rle(transfer_syntax, object) {
+        Some(decode_rle)
+    } else if is_twelve_bit_jpeg(transfer_syntax, object) {
+        Some(decode_twelve_bit_jpeg)
+    } else {
+        None
+    }
+}
+
+/// What the gateway's own decoders read of an encapsulated data set: the frames' geometry and
+/// the fragments.
+struct Encapsulated {
+    frames: usize,
+    rows: usize,
+    columns: usize,
+    samples: usize,
+    /// Bytes of one decoded sample.
+    bytes: usize,
+    fragments: Vec<Vec<u8>>,
+}
+
+fn encapsulated(object: &InMemDicomObject) -> Result<Encapsulated, String> {
+    let number = |tag| object.element(tag).ok().and_then(|e| e.to_int::<usize>().ok());
+    let fragments = match object.element(tags::PIXEL_DATA).map_err(|e| e.to_string())?.value() {
+        Value::PixelSequence(sequence) => sequence.fragments().to_vec(),
+        _ => return Err("no encapsulated pixel data".into()),
+    };
+    Ok(Encapsulated {
+        frames: number(tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1),
+        rows: number(tags::ROWS).unwrap_or(0),
+        columns: number(tags::COLUMNS).unwrap_or(0),
+        samples: number(tags::SAMPLES_PER_PIXEL).unwrap_or(1),
+        bytes: number(tags::BITS_ALLOCATED).unwrap_or(8).div_ceil(8),
+        fragments,
+    })
 }
 
 /// Grey JPEG Extended of more than 8 bits (12-bit samples in 16 allocated).
@@ -180,13 +218,7 @@ fn is_twelve_bit_jpeg(transfer_syntax: &str, object: &InMemDicomObject) -> bool 
 /// Decodes 12-bit grey JPEG into native pixel data: one frame per fragment, or every fragment
 /// one frame when there is one.
 fn decode_twelve_bit_jpeg(object: &mut InMemDicomObject) -> Result<(), String> {
-    let number = |tag| object.element(tag).ok().and_then(|e| e.to_int::<usize>().ok());
-    let frames = number(tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1);
-    let (rows, columns) = (number(tags::ROWS).unwrap_or(0), number(tags::COLUMNS).unwrap_or(0));
-    let fragments = match object.element(tags::PIXEL_DATA).map_err(|e| e.to_string())?.value() {
-        Value::PixelSequence(sequence) => sequence.fragments().to_vec(),
-        _ => return Err("no encapsulated pixel data".into()),
-    };
+    let Encapsulated { frames, rows, columns, fragments, .. } = encapsulated(object)?;
     let encoded = match (frames, fragments.len()) {
         (1, _) => vec![fragments.concat()],
         (frames, count) if frames == count => fragments,
@@ -235,15 +267,8 @@ fn unpack_bits(segment: &[u8], out: &mut [u8]) -> Result<(), String> {
 /// frame is one fragment of a 64-byte header (segment count and offsets) and its segments, one
 /// per byte of each sample, most significant first (PS3.5 G.2, G.5).
 fn decode_rle(object: &mut InMemDicomObject) -> Result<(), String> {
-    let number = |tag| object.element(tag).ok().and_then(|e| e.to_int::<usize>().ok());
-    let frames = number(tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1);
-    let pixels_per_frame = number(tags::ROWS).unwrap_or(0) * number(tags::COLUMNS).unwrap_or(0);
-    let samples = number(tags::SAMPLES_PER_PIXEL).unwrap_or(1);
-    let bytes = number(tags::BITS_ALLOCATED).unwrap_or(8).div_ceil(8);
-    let fragments = match object.element(tags::PIXEL_DATA).map_err(|e| e.to_string())?.value() {
-        Value::PixelSequence(sequence) => sequence.fragments().to_vec(),
-        _ => return Err("no encapsulated pixel data".into()),
-    };
+    let Encapsulated { frames, rows, columns, samples, bytes, fragments } = encapsulated(object)?;
+    let pixels_per_frame = rows * columns;
     if fragments.len() != frames {
         return Err(format!("{} RLE fragments for {frames} frames", fragments.len()));
     }
@@ -290,13 +315,9 @@ fn is_untransformed_jpeg(transfer_syntax: &str, object: &InMemDicomObject) -> bo
 /// Decodes every frame of 8-bit RGB JPEG without a colour transform into native pixel data
 /// (colour-by-pixel). Frames follow one another in the fragments; each starts at an SOI.
 fn decode_untransformed_jpeg(object: &mut InMemDicomObject) -> Result<(), String> {
-    let number = |tag| object.element(tag).ok().and_then(|e| e.to_int::<usize>().ok());
-    let frames = number(tags::NUMBER_OF_FRAMES).unwrap_or(1).max(1);
-    let frame_size = number(tags::ROWS).unwrap_or(0) * number(tags::COLUMNS).unwrap_or(0) * 3;
-    let encoded: Vec<u8> = match object.element(tags::PIXEL_DATA).map_err(|e| e.to_string())?.value() {
-        Value::PixelSequence(sequence) => sequence.fragments().iter().flatten().copied().collect(),
-        _ => return Err("no encapsulated pixel data".into()),
-    };
+    let Encapsulated { frames, rows, columns, fragments, .. } = encapsulated(object)?;
+    let frame_size = rows * columns * 3;
+    let encoded = fragments.concat();
     let mut pixels = Vec::with_capacity(frames * frame_size);
     let mut at = 0;
     for frame in 0..frames {
