@@ -3,7 +3,8 @@
 A gateway over every site of the test bed with `[deid]`, the viewer as published (OHIF's npm
 build, unmodified) served by viewer/serve.py and pointed at it, and Debian's Chromium driven by
 Playwright: the study list shows the de-identified studies, the synthetic CT renders, as do its
-copies stored as JPEG 2000 and JPEG-LS, and no request of the viewer fails. Nothing
+copies stored as JPEG 2000 and JPEG-LS, and no request of the viewer fails; also over a gateway
+without de-identification, and over one that requires bearer tokens. Nothing
 leaves loopback: every request for another host is blocked and counted as a failure.
 """
 
@@ -56,12 +57,12 @@ def loopback(url):
         return False
 
 
-def serve_viewer(testbed, tmp, extra, destination="FEDGW2"):
-    """A gateway over the test bed (more TOML in `extra`; its C-MOVE destination AE) and the
-    viewer served for it; yields (gateway, viewer URL)."""
+def serve_viewer(testbed, tmp, extra, destination="FEDGW2", auth='[auth]\nmode = "none"\n'):
+    """A gateway over the test bed (more TOML in `extra`, its [auth] section in `auth`; its
+    C-MOVE destination AE) and the viewer served for it; yields (gateway, viewer URL)."""
     if not (OHIF_DIST / "index.html").is_file():
         pytest.fail(f"the OHIF Viewer is not installed in {OHIF_DIST}: run scripts/install-viewer.sh")
-    gateway_process, gw = start_federation(testbed, destination, extra=extra)
+    gateway_process, gw = start_federation(testbed, destination, extra=extra, auth=auth)
     port_file = tmp / "viewer.port"
     log = open(tmp / "viewer.log", "w")
     viewer = subprocess.Popen(
@@ -366,4 +367,42 @@ def test_ohif_over_a_gateway_that_does_not_deidentify(testbed, tmp_path):
             page.screenshot(path=str(tmp_path / "viewer-plain.png"))
             assert ok, f"the CT shows no image ({seen}; see {tmp_path / 'viewer-plain.png'})"
             traffic.settle(page, 60)
+        assert not traffic.problems, "\n".join(traffic.problems)
+
+
+def test_ohif_with_a_bearer_token(testbed, tmp_path):
+    """The stock viewer over a gateway that requires bearer tokens, opened as a portal links to
+    it: `/viewer?StudyInstanceUIDs=...&token=...` (OHIF sends the token as `Authorization:
+    Bearer` on every request and takes it out of the address bar). The CT renders, every request
+    to the gateway carries the token and none is refused; without the token the gateway refuses."""
+    from conftest import free_port
+    from test_access import Keys, auth_section, token
+    keys = Keys()
+    (tmp_path / "jwks.json").write_text(json.dumps(keys.jwks()))
+    sites = ", ".join(json.dumps(s["id"]) for s in testbed["sites"])
+    project = f'\n[[projects]]\nid = "viewing"\nsites = [{sites}]\npermissions = ["search", "retrieve"]\n'
+    ct = testbed["data"]["ct"]
+    bed = {**testbed, "move_destinations": [{"ae_title": "TOKENGW", "port": free_port()}]}
+    auth = auth_section(jwks_file=tmp_path / "jwks.json")
+    for gw, viewer_url in serve_viewer(bed, tmp_path, project, "TOKENGW", auth=auth):
+        assert requests.get(f"{gw.url}/studies").status_code == 401
+        bearer = token(keys.rsa, projects=["viewing"])
+        traffic = Traffic(gw.url)
+        with browser_page(traffic) as page:
+            carried = []
+            page.on(
+                "request",
+                lambda request: carried.append(request.headers.get("authorization") == f"Bearer {bearer}")
+                if request.url.startswith(gw.url) and request.method == "GET"
+                else None,
+            )
+            page.goto(f"{viewer_url}/viewer?StudyInstanceUIDs={ct['study_uid']}&token={bearer}", wait_until="load")
+            ok, _, seen = viewport_image(page)
+            page.screenshot(path=str(tmp_path / "viewer-token.png"))
+            assert ok, f"the CT shows no image ({seen}; see {tmp_path / 'viewer-token.png'})"
+            assert "token=" not in page.url, "the viewer left the token in its address"
+            traffic.settle(page, 60)
+        answered = [status for status, _, _ in traffic.gateway_responses]
+        assert carried and all(carried), f"{carried.count(False)} of {len(carried)} requests to the gateway without the token"
+        assert answered and 401 not in answered and 403 not in answered, answered
         assert not traffic.problems, "\n".join(traffic.problems)
