@@ -10,12 +10,17 @@
 //! location that turns out wrong (the site returns nothing) is forgotten and the target is
 //! located anew.
 //!
+//! Retrievals add the transfer syntaxes the study's instances came in as stored, for the whole
+//! study and by series, so that a later retrieval in a syntax the gateway cannot produce from
+//! them is refused before its response starts (the sites' C-FIND does not say: Orthanc and
+//! dcmqrscp leave Available Transfer Syntax UID empty).
+//!
 //! Memory holds at most `federation.remember_studies` studies (least recently used go first);
 //! the embedded store under `federation.state_dir` keeps them across restarts, written by a
 //! background thread in batches so no request waits on the disk. Records hold UIDs and site ids,
 //! nothing else of a patient.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -36,6 +41,29 @@ pub struct StudyRecord {
     pub sites: Vec<String>,
     /// Its series, once a complete series-level search was seen.
     pub series: Option<BTreeMap<String, SeriesRecord>>,
+    /// Transfer syntaxes its instances were seen stored in, as retrievals delivered them.
+    #[serde(default)]
+    pub stored: StoredSyntaxes,
+}
+
+/// Transfer syntaxes a study's instances were seen stored in: what some retrieval delivered,
+/// so every syntax here is held by some instance, but not every instance's is known.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredSyntaxes {
+    /// Over the whole study.
+    pub study: BTreeSet<String>,
+    /// By SeriesInstanceUID, for series retrieved on their own.
+    pub series: BTreeMap<String, BTreeSet<String>>,
+}
+
+impl StoredSyntaxes {
+    /// Adds what one retrieval saw (of one series when `series` is given).
+    fn add(&mut self, series: Option<&str>, seen: &BTreeSet<String>) {
+        self.study.extend(seen.iter().cloned());
+        if let Some(series) = series {
+            self.series.entry(series.to_owned()).or_default().extend(seen.iter().cloned());
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -169,7 +197,7 @@ impl Directory {
                 return;
             }
         }
-        self.put(uid, StudyRecord { seen_ms: now_ms(), sites, series: None });
+        self.put(uid, StudyRecord { seen_ms: now_ms(), sites, series: None, stored: StoredSyntaxes::default() });
     }
 
     /// Records the series a complete series-level search found, with the study's holders.
@@ -182,7 +210,24 @@ impl Directory {
                 }
             }
         }
-        self.put(uid, StudyRecord { seen_ms: now_ms(), sites, series: Some(series) });
+        // The syntaxes instances were seen stored in stay: a search does not see them.
+        let stored = self.study(uid).map(|known| known.stored.clone()).unwrap_or_default();
+        self.put(uid, StudyRecord { seen_ms: now_ms(), sites, series: Some(series), stored });
+    }
+
+    /// Adds the transfer syntaxes a retrieval of the study (of one series when `series` is
+    /// given) saw its instances stored in. Only a study already recorded learns them: they
+    /// belong with where it lives, and are trusted as long.
+    pub fn record_stored(&self, uid: &str, series: Option<&str>, seen: &BTreeSet<String>) {
+        if seen.is_empty() {
+            return;
+        }
+        let Some(known) = self.study(uid) else { return };
+        let mut record = (*known).clone();
+        record.stored.add(series, seen);
+        if record != *known {
+            self.put(uid, record);
+        }
     }
 
     /// Forgets a study (a remembered location turned out wrong).
@@ -351,5 +396,23 @@ mod tests {
         let off = Directory::open(&config(None, Duration::ZERO)).expect("open");
         off.record_sites("1.2.3", vec!["a".into()]);
         assert!(off.study("1.2.3").is_none());
+    }
+
+    #[test]
+    fn stored_syntaxes_are_learnt_for_recorded_studies_and_survive_a_search() {
+        let directory = Directory::open(&config(None, Duration::from_secs(600))).expect("open");
+        let j2k = BTreeSet::from(["1.2.840.10008.1.2.4.90".to_owned()]);
+        directory.record_stored("1.2.9", None, &j2k);
+        assert!(directory.study("1.2.9").is_none(), "an unrecorded study is not made up from a retrieval");
+        directory.record_sites("1.2.3", vec!["a".into()]);
+        let seen_ms = directory.study("1.2.3").expect("recorded").seen_ms;
+        directory.record_stored("1.2.3", Some("1.2.3.1"), &j2k);
+        directory.record_stored("1.2.3", None, &BTreeSet::from(["1.2.840.10008.1.2.1".to_owned()]));
+        let study = directory.study("1.2.3").expect("recorded");
+        assert_eq!(study.stored.study.len(), 2);
+        assert_eq!(study.stored.series["1.2.3.1"], j2k);
+        assert_eq!(study.seen_ms, seen_ms, "learning syntaxes does not extend how long the location is trusted");
+        directory.record_series("1.2.3", BTreeMap::from([("1.2.3.1".into(), series(&["a"], Some(3)))]));
+        assert_eq!(directory.study("1.2.3").expect("recorded").stored, study.stored);
     }
 }

@@ -9,7 +9,7 @@
 //! target located anew. Every part must yield at least one instance: a part that yields none
 //! ends the stream with an error, so a response is never presented as complete without it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -358,6 +358,7 @@ pub async fn first_and_rest_at_sites(
         Ok(None) => return Err(ApiError::NotFound("no such study, series or instance".into())),
         Err(e) => return Err(e),
     };
+    let started = noting_stored(gw, &target, started);
     match scope.privacy() {
         None => {
             let ((_, first), rest) = started;
@@ -372,6 +373,73 @@ pub async fn first_and_rest_at_sites(
     }
 }
 
+/// A retrieval under way at the sites: its first instance (with the index of the site that
+/// sent it) and the rest.
+type Started = ((usize, RetrievedInstance), SitedInstances);
+
+/// The transfer syntaxes a retrieval's instances came in as stored, told to the directory as
+/// each new one is seen (a retrieval seldom holds more than one or two).
+struct SeenStored {
+    gw: Arc<Gateway>,
+    study: String,
+    series: Option<String>,
+    seen: BTreeSet<String>,
+}
+
+impl SeenStored {
+    fn note(&mut self, instance: &RetrievedInstance) {
+        if !self.seen.contains(instance.transfer_syntax_uid.as_str()) {
+            self.seen.insert(instance.transfer_syntax_uid.as_str().to_owned());
+            self.gw.directory.record_stored(&self.study, self.series.as_deref(), &self.seen);
+        }
+    }
+}
+
+/// The retrieval, noting the transfer syntax of each instance as it passes.
+fn noting_stored(gw: &Arc<Gateway>, target: &RetrieveTarget, ((site, first), rest): Started) -> Started {
+    let mut seen = SeenStored {
+        gw: gw.clone(),
+        study: target.study.as_str().to_owned(),
+        series: target.series.as_ref().map(|s| s.as_str().to_owned()),
+        seen: BTreeSet::new(),
+    };
+    seen.note(&first);
+    let rest = rest
+        .map(move |item| {
+            if let Ok((_, instance)) = &item {
+                seen.note(instance);
+            }
+            item
+        })
+        .boxed();
+    ((site, first), rest)
+}
+
+/// The transfer syntaxes instances of a study or series (named as the client sees it) are
+/// known to be stored in, from earlier retrievals; empty when nothing is known, and for a
+/// single instance (its retrieval shows it before the response starts).
+pub async fn known_stored_syntaxes(
+    gw: &Arc<Gateway>,
+    scope: &Access,
+    target: &RetrieveTarget,
+) -> Result<BTreeSet<String>, ApiError> {
+    if !target.instances.is_empty() {
+        return Ok(BTreeSet::new());
+    }
+    let target = match scope.privacy() {
+        Some(privacy) => privacy.site_target(target).await?,
+        None => target.clone(),
+    };
+    let Some(record) = gw.directory.study(target.study.as_str()) else { return Ok(BTreeSet::new()) };
+    let only_series = record.series.as_ref().filter(|series| series.len() == 1).and_then(|s| s.keys().next());
+    Ok(match &target.series {
+        // A study of one series: what its retrievals saw is the series'.
+        Some(series) if only_series.is_some_and(|only| only == series.as_str()) => record.stored.study.clone(),
+        Some(series) => record.stored.series.get(series.as_str()).cloned().unwrap_or_default(),
+        None => record.stored.study.clone(),
+    })
+}
+
 fn log_withheld(why: &dicomweb_deid::burned_in::Withheld) {
     tracing::info!(reason = why.reason, "instance withheld: its pixels may show identity");
 }
@@ -381,7 +449,7 @@ fn log_withheld(why: &dicomweb_deid::burned_in::Withheld) {
 async fn deidentified(
     gw: &Arc<Gateway>,
     project: Arc<Project>,
-    ((site, first), rest): ((usize, RetrievedInstance), SitedInstances),
+    ((site, first), rest): Started,
 ) -> Result<Retrieval, ApiError> {
     let deid_gw = gw.clone();
     let mut processed = stream::once(async move { Ok((site, first)) })
@@ -443,10 +511,7 @@ const PARTS_AT_ONCE: usize = 4;
 
 /// Starts the plan's parts, up to [`PARTS_AT_ONCE`] at a time, merged into one stream in the
 /// order instances arrive; waits for the first instance. `None` when the plan is empty.
-async fn start(
-    gw: &Arc<Gateway>,
-    plan: Vec<Part>,
-) -> Result<Option<((usize, RetrievedInstance), SitedInstances)>, ApiError> {
+async fn start(gw: &Arc<Gateway>, plan: Vec<Part>) -> Result<Option<Started>, ApiError> {
     let gw = gw.clone();
     let parts = plan.into_iter().map(move |part| {
         let gw = gw.clone();
@@ -473,9 +538,7 @@ where
 
 /// The first instance of a stream and the rest; an error before any instance is the
 /// retrieval's error.
-async fn first_of(
-    mut instances: SitedInstances,
-) -> Result<Option<((usize, RetrievedInstance), SitedInstances)>, ApiError> {
+async fn first_of(mut instances: SitedInstances) -> Result<Option<Started>, ApiError> {
     match instances.next().await {
         Some(Ok(first)) => Ok(Some((first, instances))),
         Some(Err(e)) => Err(e),

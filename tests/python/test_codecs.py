@@ -14,7 +14,8 @@
 - HTJ2K, from an archive that sends it (pynetdicom; the test bed's Orthanc cannot): decoded bit
   for bit, as OpenJPH's own ojph_expand decodes the codestream.
 - `transfer-syntax=*` still passes stored bytes untouched; a client naming a compressed syntax
-  with a fallback gets each instance in the first it can have.
+  with a fallback gets each instance in the first it can have; one naming a syntax that some
+  instance of the study is known to be stored otherwise is refused before the response starts.
 """
 
 import io
@@ -270,6 +271,44 @@ def test_a_named_compressed_syntax_with_a_fallback(testbed, gateway):
     assert f"transfer-syntax={EXPLICIT_LE}" in headers
     only = requests.get(url(jls), headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.90'})
     assert only.status_code == 406 and "1.2.840.10008.1.2.4.80" in only.text, only.text
+
+
+def test_a_study_of_mixed_syntaxes_is_refused_before_its_response(testbed, gateway):
+    """A study holding a JPEG 2000 instance and a JPEG-LS one: once a retrieval has seen what its
+    instances are stored in, asking for the study or its series in JPEG 2000 alone is a 406
+    naming JPEG-LS before any part is sent, not a response cut off at the JPEG-LS instance;
+    with a fallback to Explicit VR Little Endian every instance comes."""
+    from pydicom.uid import generate_uid
+    by_codec = {s["codec"]: s for s in testbed["data"]["compressed"]}
+    files = [by_codec["Jpeg2000Lossless"]["study"]["files"][0], by_codec["JpegLsLossless"]["study"]["files"][1]]
+    study, series = generate_uid(), generate_uid()
+    site = next(s for s in testbed["sites"] if s["id"] == "site-1")
+    ids = []
+    try:
+        for path in files:
+            ds = pydicom.dcmread(path)
+            ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+            out = io.BytesIO()
+            ds.save_as(out, enforce_file_format=True)
+            answer = requests.post(f"{site['http_url']}/instances", data=out.getvalue(), timeout=60)
+            assert answer.status_code == 200, answer.text
+            ids.append(answer.json()["ID"])
+        as_stored = requests.get(f"{gateway.url}/studies/{study}",
+                                 headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'})
+        assert as_stored.status_code == 200 and as_stored.content.count(b"transfer-syntax=1.2.840.10008.1.2.4.") == 2
+        only_j2k = {"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=1.2.840.10008.1.2.4.90'}
+        for url in (f"{gateway.url}/studies/{study}", f"{gateway.url}/studies/{study}/series/{series}"):
+            refused = requests.get(url, headers=only_j2k)
+            assert refused.status_code == 406, (refused.status_code, refused.headers.get("Content-Type"))
+            assert "1.2.840.10008.1.2.4.80" in refused.text, refused.text
+        fallback = {"Accept": only_j2k["Accept"] + ', multipart/related; type="application/dicom"; q=0.5'}
+        both = requests.get(f"{gateway.url}/studies/{study}", headers=fallback)
+        assert both.status_code == 200
+        assert b"transfer-syntax=1.2.840.10008.1.2.4.90" in both.content and f"transfer-syntax={EXPLICIT_LE}".encode() in both.content
+    finally:
+        for orthanc_id in ids:
+            requests.delete(f"{site['http_url']}/instances/{orthanc_id}", timeout=60)
 
 
 @pytest.fixture(scope="module")

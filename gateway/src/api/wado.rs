@@ -102,6 +102,17 @@ fn all(first: RetrievedInstance, rest: Instances) -> impl Stream<Item = Result<R
     stream::once(async move { Ok(first) }).chain(rest.map(|item| item.map_err(std::io::Error::other)))
 }
 
+/// Whether an instance stored in transfer syntax `stored` can be given in one of `wanted`: as
+/// stored, or decoded into an uncompressed syntax (every syntax instances arrive in is one the
+/// gateway decodes; a broken codestream is found only when decoding it).
+fn producible(wanted: &[Wanted], stored: &str) -> bool {
+    wanted.iter().any(|one| match one {
+        Wanted::AsStored => true,
+        Wanted::Exactly(target) => target == stored,
+        Wanted::Uncompressed(_) => pacs_adapter::syntax::PASS_THROUGH_TRANSFER_SYNTAXES.contains(&stored),
+    })
+}
+
 /// The instance in the first transfer syntax of `wanted` it can be given in, as Part-10 bytes.
 async fn represent(
     instance: RetrievedInstance,
@@ -191,6 +202,15 @@ async fn retrieve(
         return Ok(crate::deidentify::with_withheld_warning(response, withheld));
     }
     let wanted = Arc::new(negotiate(&headers)?);
+    // A syntax the target's instances are known to be stored in that none of the wanted ones
+    // can be made from: refused now rather than with the response cut off at that instance.
+    let known = crate::locate::known_stored_syntaxes(&gw, &access, &target).await?;
+    if let Some(stored) = known.iter().find(|ts| !producible(&wanted, ts)) {
+        return Err(ApiError::NotAcceptable(format!(
+            "instances of this target are stored in transfer syntax {stored}, which was not asked for and cannot be \
+             produced from it; ask for transfer-syntax=* or {EXPLICIT_VR_LE}"
+        )));
+    }
     let crate::locate::Retrieval { first, rest, withheld, etag } = first_and_rest(&gw, &access, target).await?;
     let tag = super::entity_tag(etag.as_deref(), &format!("instances {wanted:?}"));
     if let Some(not_modified) = super::not_modified(&headers, tag.as_deref()) {
@@ -411,4 +431,32 @@ pub async fn resource_metadata(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     metadata(gw, access, headers, target).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const J2K: &str = "1.2.840.10008.1.2.4.90";
+    const JLS: &str = "1.2.840.10008.1.2.4.80";
+
+    fn accepting(accept: &str) -> Vec<Wanted> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::ACCEPT, accept.parse().expect("header"));
+        negotiate(&headers).expect("acceptable")
+    }
+
+    #[test]
+    fn what_can_be_produced_from_a_stored_syntax() {
+        let only_j2k = accepting(&format!("multipart/related; type=\"application/dicom\"; transfer-syntax={J2K}"));
+        assert!(producible(&only_j2k, J2K));
+        assert!(!producible(&only_j2k, JLS), "the gateway encodes nothing");
+        let j2k_or_default = accepting(&format!(
+            "multipart/related; type=\"application/dicom\"; transfer-syntax={J2K}, multipart/related; type=\"application/dicom\"; q=0.5"
+        ));
+        assert!(producible(&j2k_or_default, JLS), "decoded into Explicit VR Little Endian");
+        assert!(!producible(&j2k_or_default, "1.2.840.10008.1.2.4.102"), "MPEG-4 video is not decoded");
+        let as_stored = accepting("multipart/related; type=\"application/dicom\"; transfer-syntax=*");
+        assert!(producible(&as_stored, "1.2.840.10008.1.2.4.102"));
+    }
 }
