@@ -99,6 +99,7 @@ const CONTENT_LIMITS: gateway::config::DataSetLimitsConfig = gateway::config::Da
     max_inflated_size: 16 << 20,
     max_frame_size: 1 << 30,
     max_decoded_size: 1 << 30,
+    decode_memory: 2 << 30,
 };
 
 /// A Part-10 file as a STOW-RS client or a PACS sends it: the file meta group, the content

@@ -39,6 +39,7 @@ mod raw {
         pub max_inflated_size: Option<String>,
         pub max_frame_size: Option<String>,
         pub max_decoded_size: Option<String>,
+        pub decode_memory: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -322,6 +323,8 @@ pub struct DataSetLimitsConfig {
     pub max_frame_size: u64,
     /// Largest pixel data decoded at once (every frame of an instance transcoded).
     pub max_decoded_size: u64,
+    /// Decoded pixel data every decode in flight may hold together (crate::decode_budget).
+    pub decode_memory: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -542,14 +545,28 @@ impl Config {
             size_of("dataset_limits.max_frame_size", raw_dataset.and_then(|d| d.max_frame_size.as_ref()), "1GiB");
         let max_decoded_size =
             size_of("dataset_limits.max_decoded_size", raw_dataset.and_then(|d| d.max_decoded_size.as_ref()), "1GiB");
+        let decode_memory =
+            size_of("dataset_limits.decode_memory", raw_dataset.and_then(|d| d.decode_memory.as_ref()), "2GiB");
+        check(if decode_memory >= max_decoded_size && decode_memory >= 1 << 20 {
+            Ok(())
+        } else {
+            Err("dataset_limits.decode_memory must be at least 1MiB and at least dataset_limits.max_decoded_size \
+                 (one decode must fit in it)"
+                .into())
+        });
         let max_sequence_depth = raw_dataset.and_then(|d| d.max_sequence_depth).unwrap_or(64);
         check(if (1..=1000).contains(&max_sequence_depth) {
             Ok(())
         } else {
             Err("dataset_limits.max_sequence_depth must be 1 to 1000".into())
         });
-        let dataset_limits =
-            DataSetLimitsConfig { max_sequence_depth, max_inflated_size, max_frame_size, max_decoded_size };
+        let dataset_limits = DataSetLimitsConfig {
+            max_sequence_depth,
+            max_inflated_size,
+            max_frame_size,
+            max_decoded_size,
+            decode_memory,
+        };
         let max_requests_in_flight = raw.server.max_requests_in_flight.unwrap_or(256);
         check(if max_requests_in_flight > 0 {
             Ok(())
@@ -1107,6 +1124,15 @@ circuit_open = "30s"
         assert_eq!(config.projects[0].sites.len(), 2);
         assert_eq!(config.federation.state_dir, Some(PathBuf::from("state")), "deid.state_dir by default");
         assert_eq!(config.federation.circuit_failures, 3);
+    }
+
+    #[test]
+    fn one_decode_must_fit_in_the_decode_memory() {
+        let config = Config::parse(EXAMPLE).expect("valid");
+        assert_eq!((config.dataset_limits.max_decoded_size, config.dataset_limits.decode_memory), (1 << 30, 2 << 30));
+        let text = format!("{EXAMPLE}\n[dataset_limits]\nmax_decoded_size = \"64MiB\"\ndecode_memory = \"32MiB\"\n");
+        let problems = Config::parse(&text).expect_err("smaller than one decode");
+        assert!(problems.iter().any(|p| p.contains("dataset_limits.decode_memory")), "{problems:?}");
     }
 
     #[test]

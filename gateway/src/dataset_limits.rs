@@ -9,7 +9,7 @@
 use std::io::Read;
 
 use dicom_dictionary_std::tags;
-use dicom_object::InMemDicomObject;
+use dicom_object::{FileDicomObject, InMemDicomObject};
 
 pub use pacs_adapter::data_set_check::{check_data_set, ContentLimitError, Encoding};
 
@@ -74,6 +74,23 @@ pub fn decoded_size(obj: &InMemDicomObject, limits: &DataSetLimitsConfig) -> Res
     }
 }
 
+/// A Part-10 instance parsed, with the size its pixel data takes once decoded (0 when it is not
+/// encapsulated, so nothing is decoded), bounded by [`decoded_size`] before anything decodes it.
+pub fn parsed_for_decoding(
+    part10: &[u8],
+    limits: &DataSetLimitsConfig,
+) -> Result<(FileDicomObject<InMemDicomObject>, u64), String> {
+    let object = dicom_object::from_reader(part10.get(128..).unwrap_or_default())
+        .map_err(|e| format!("the instance cannot be parsed: {e}"))?;
+    let encapsulated =
+        object.element(tags::PIXEL_DATA).is_ok_and(|e| matches!(e.value(), dicom_core::value::Value::PixelSequence(_)));
+    if !encapsulated {
+        return Ok((object, 0));
+    }
+    let size = decoded_size(&object, limits).map_err(|e| format!("the instance cannot be decoded here ({e})"))?;
+    Ok((object, size))
+}
+
 /// The size in bytes of one native frame, checked: no overflow, at most `limit`.
 pub fn frame_size(rows: u64, columns: u64, samples: u64, bits: u64, limit: u64) -> Result<u64, ContentLimitError> {
     let too_large = ContentLimitError::FrameTooLarge { rows, columns, samples, bits, limit };
@@ -101,6 +118,7 @@ mod tests {
         max_inflated_size: 1 << 20,
         max_frame_size: 1 << 30,
         max_decoded_size: 1 << 30,
+        decode_memory: 2 << 30,
     };
     const EXPLICIT_LE: Encoding = Encoding { explicit: true, big_endian: false };
     const IMPLICIT_LE: Encoding = Encoding { explicit: false, big_endian: false };

@@ -16,6 +16,7 @@ pub mod check;
 pub mod config;
 pub mod connections;
 pub mod dataset_limits;
+pub mod decode_budget;
 pub mod deidentify;
 pub mod directory;
 pub mod disk_cache;

@@ -211,6 +211,24 @@ fn render(gw: &Gateway) -> String {
         "dicomweb_gateway_cache_searches_total{{outcome=\"miss\"}} {}",
         gw.search_cache.misses.load(Ordering::Relaxed)
     );
+
+    let budget = &gw.decode_budget;
+    family(
+        &mut out,
+        "dicomweb_gateway_decode_memory_bytes",
+        "gauge",
+        "Decoded pixel data reserved by decodes in flight (now, the most since start-up, and the limit).",
+    );
+    for (which, bytes) in [("in_use", budget.in_use()), ("peak", budget.peak()), ("limit", budget.total())] {
+        let _ = writeln!(out, "dicomweb_gateway_decode_memory_bytes{{which=\"{which}\"}} {bytes}");
+    }
+    family(
+        &mut out,
+        "dicomweb_gateway_decode_waits_total",
+        "counter",
+        "Decodes that waited for others to give decode memory back.",
+    );
+    let _ = writeln!(out, "dicomweb_gateway_decode_waits_total {}", budget.waits());
     out
 }
 

@@ -65,14 +65,20 @@ def gateway(testbed):
     stop(process)
 
 
-def single_part(response):
-    """The one Part-10 instance of a multipart/related response."""
+def all_parts(response):
+    """The parts of a multipart/related response: [(headers, body)], in order."""
     assert response.status_code == 200, (response.status_code, response.text[:300])
     boundary = response.headers["Content-Type"].split("boundary=")[1].split(";")[0].strip('"')
-    parts = response.content.split(f"--{boundary}".encode())[1:-1]
+    assert response.content.rstrip().endswith(f"--{boundary}--".encode()), "the response was cut short"
+    chunks = response.content.split(f"--{boundary}".encode())[1:-1]
+    return [(headers.decode(), body[:-2]) for headers, body in (chunk.split(b"\r\n\r\n", 1) for chunk in chunks)]
+
+
+def single_part(response):
+    """The one Part-10 instance of a multipart/related response."""
+    parts = all_parts(response)
     assert len(parts) == 1, len(parts)
-    headers, body = parts[0].split(b"\r\n\r\n", 1)
-    return headers.decode(), body[:-2]
+    return parts[0]
 
 
 def instance_url(gw, stored):
@@ -309,6 +315,45 @@ def test_a_study_of_mixed_syntaxes_is_refused_before_its_response(testbed, gatew
     finally:
         for orthanc_id in ids:
             requests.delete(f"{site['http_url']}/instances/{orthanc_id}", timeout=60)
+
+
+def test_decodes_share_the_decode_memory(testbed):
+    """A gateway whose decode memory holds one decoded CT slice (`dataset_limits.decode_memory`):
+    four clients at once retrieving the JPEG 2000 and JPEG-LS CTs with the default media type,
+    and their rendered images, all get every instance with the original's pixels. /metrics
+    shows that decodes waited their turn and never held more than the limit together."""
+    import concurrent.futures
+    sites = [s for s in testbed["sites"] if s["kind"] == "orthanc"]
+    bed = {**testbed, "sites": sites, "move_destinations": [{"ae_title": "CODECSGW", "port": free_port()}]}
+    limits = '\n[dataset_limits]\nmax_decoded_size = "1MiB"\ndecode_memory = "1MiB"\n'
+    process, gw = start_federation(bed, "CODECSGW", extra=limits + '\n[cache]\nsearch_ttl = "0s"\nmemory = "0B"\n')
+    try:
+        studies = [s for s in testbed["data"]["compressed"] if not s["transfer_syntax"].startswith("1.2.840.10008.1.2.4.20")]
+        originals = {s["codec"]: [pydicom.dcmread(path).PixelData for path in s["sources"][: len(s["study"]["instance_uids"])]]
+                     for s in studies}
+
+        def retrieve(study):
+            generated = study["study"]
+            parts = all_parts(requests.get(f"{gw.url}/studies/{generated['study_uid']}", headers=ACCEPT_EXPLICIT, timeout=120))
+            rendered = requests.get(f"{gw.url}/studies/{generated['study_uid']}/series/{generated['series_uid']}/rendered",
+                                    headers={"Accept": "multipart/related; type=image/png"}, timeout=120)
+            return study["codec"], parts, len(all_parts(rendered))
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            results = list(pool.map(retrieve, studies * 2))
+        for codec, parts, rendered in results:
+            assert len(parts) == len(originals[codec]) == rendered, codec
+            pixels = {pydicom.dcmread(io.BytesIO(body)).PixelData for headers, body in parts}
+            assert all(f"transfer-syntax={EXPLICIT_LE}" in headers for headers, _ in parts)
+            assert pixels == set(originals[codec]), f"{codec}: decoded pixels differ from the original's"
+        metrics = requests.get(gw.url.replace("/dicom-web", "/metrics")).text
+        figures = {line.split()[0]: float(line.split()[1]) for line in metrics.splitlines() if line.startswith("dicomweb_gateway_decode")}
+        assert figures['dicomweb_gateway_decode_memory_bytes{which="limit"}'] == 1 << 20
+        assert 0 < figures['dicomweb_gateway_decode_memory_bytes{which="peak"}'] <= 1 << 20, figures
+        assert figures['dicomweb_gateway_decode_memory_bytes{which="in_use"}'] == 0, figures
+        assert figures["dicomweb_gateway_decode_waits_total"] > 0, figures
+    finally:
+        stop(process)
 
 
 @pytest.fixture(scope="module")

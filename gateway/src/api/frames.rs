@@ -18,6 +18,7 @@ use dicom_object::{FileDicomObject, InMemDicomObject};
 
 use super::{accept_ranges, text_of};
 use crate::access::Access;
+use crate::decode_budget::DecodeBudget;
 use crate::error::ApiError;
 use crate::state::Gateway;
 
@@ -52,31 +53,30 @@ async fn retrieve_instance(
     Ok(Instance { object, transfer_syntax, limits })
 }
 
-/// The instance with its pixel data decoded to Explicit VR Little Endian, or 406 naming what
-/// it is stored as when the gateway cannot decode it.
-async fn decoded(instance: Instance, media_type: &str) -> Result<Instance, ApiError> {
+/// The instance with its pixel data decoded to Explicit VR Little Endian (within the gateway's
+/// decode budget), or 406 naming what it is stored as when the gateway cannot decode it.
+async fn decoded(instance: Instance, media_type: &str, budget: &DecodeBudget) -> Result<Instance, ApiError> {
     use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
     let stored = instance.transfer_syntax.clone();
-    crate::dataset_limits::decoded_size(&instance.object, &instance.limits).map_err(|e| {
+    let size = crate::dataset_limits::decoded_size(&instance.object, &instance.limits).map_err(|e| {
         ApiError::NotAcceptable(format!("the frames cannot be decoded here: {e}; ask for {media_type}"))
     })?;
     let mut object = instance.object;
-    tokio::task::spawn_blocking(move || {
-        crate::pixels::decode_into(&mut object, EXPLICIT_VR_LITTLE_ENDIAN.uid()).map(|()| object)
-    })
-    .await
-    .map_err(|e| ApiError::BadRequest(format!("decoding failed: {e}")))?
-    .map(|object| Instance {
-        object,
-        transfer_syntax: EXPLICIT_VR_LITTLE_ENDIAN.uid().to_owned(),
-        limits: instance.limits,
-    })
-    .map_err(|e| {
-        ApiError::NotAcceptable(format!(
-            "the frames are available as {media_type} (transfer syntax {stored}): {e}; \
+    budget
+        .decode(size, move || crate::pixels::decode_into(&mut object, EXPLICIT_VR_LITTLE_ENDIAN.uid()).map(|()| object))
+        .await
+        .map_err(|e| ApiError::Internal(format!("decoding failed: {e}")))?
+        .map(|object| Instance {
+            object,
+            transfer_syntax: EXPLICIT_VR_LITTLE_ENDIAN.uid().to_owned(),
+            limits: instance.limits,
+        })
+        .map_err(|e| {
+            ApiError::NotAcceptable(format!(
+                "the frames are available as {media_type} (transfer syntax {stored}): {e}; \
                  ask for that media type or transfer-syntax=*"
-        ))
-    })
+            ))
+        })
 }
 
 /// The media type of an encapsulated frame of a transfer syntax (PS3.18 Table 8.7.3-2).
@@ -246,7 +246,7 @@ pub async fn frames(
         && !acceptable(&headers, media_type, true)
         && acceptable(&headers, "application/octet-stream", false)
     {
-        instance = decoded(instance, media_type).await?;
+        instance = decoded(instance, media_type, &gw.decode_budget).await?;
         (frames, encapsulated) = frames_of(&instance, &wanted)?;
         media_type = "application/octet-stream";
     }
@@ -288,7 +288,7 @@ pub async fn bulkdata(
                 instance.transfer_syntax
             )));
         }
-        instance = decoded(instance, media_type).await?;
+        instance = decoded(instance, media_type, &gw.decode_budget).await?;
     }
     let element = instance.object.element(tag).map_err(|_| missing())?;
     let (bytes, content_type) = match element.value() {

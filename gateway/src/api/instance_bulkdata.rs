@@ -4,6 +4,8 @@
 //! part is one top-level bulk data element, uncompressed (PS3.18 §8.7.3.3), with the
 //! BulkDataURI the metadata gives it as its Content-Location.
 
+use std::sync::Arc;
+
 use axum::body::Body;
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
@@ -12,11 +14,13 @@ use dicom_core::header::Header;
 use dicom_core::value::Value;
 use dicom_core::VR;
 use dicom_dictionary_std::tags;
+use dicom_object::{FileDicomObject, InMemDicomObject};
 use futures::{stream, StreamExt};
 use pacs_adapter::RetrievedInstance;
 
 use super::accept_ranges;
 use crate::config::DataSetLimitsConfig;
+use crate::decode_budget::DecodeBudget;
 use crate::error::ApiError;
 use crate::locate::Instances;
 
@@ -41,31 +45,22 @@ pub fn wanted(headers: &HeaderMap) -> bool {
         })
 }
 
-/// The bulk data elements of one instance: (BulkDataURI, bytes), pixel data decoded to Explicit
-/// VR Little Endian first when it is encapsulated.
 /// Whether the pixel data of an instance is encapsulated (compressed).
 pub fn encapsulated(object: &dicom_object::InMemDicomObject) -> bool {
     object.element(tags::PIXEL_DATA).is_ok_and(|e| matches!(e.value(), Value::PixelSequence(_)))
 }
 
+/// The bulk data elements of a parsed instance: (BulkDataURI, bytes), its pixel data decoded
+/// to Explicit VR Little Endian first when it is encapsulated.
 fn elements(
+    mut object: FileDicomObject<InMemDicomObject>,
     instance: &RetrievedInstance,
     public_url: &str,
-    limits: &DataSetLimitsConfig,
 ) -> Result<Vec<(String, Bytes)>, std::io::Error> {
-    use dicom_pixeldata::Transcode;
     use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
-    let mut object = dicom_object::from_reader(&instance.part10[128..]).map_err(std::io::Error::other)?;
     if encapsulated(&object) {
-        crate::dataset_limits::decoded_size(&object, limits).map_err(|e| {
-            std::io::Error::other(format!("the pixel data cannot be decoded here ({e}); ask for application/dicom"))
-        })?;
-        object.transcode(&EXPLICIT_VR_LITTLE_ENDIAN.erased()).map_err(|e| {
-            std::io::Error::other(format!(
-                "the pixel data is stored as {} and cannot be decoded here ({e}); ask for application/dicom",
-                instance.transfer_syntax_uid
-            ))
-        })?;
+        crate::pixels::decode_into(&mut object, EXPLICIT_VR_LITTLE_ENDIAN.uid())
+            .map_err(|e| std::io::Error::other(format!("{e}; ask for application/dicom")))?;
     }
     let study = super::text_of(&object, tags::STUDY_INSTANCE_UID).unwrap_or_default();
     let series = super::text_of(&object, tags::SERIES_INSTANCE_UID).unwrap_or_default();
@@ -83,14 +78,22 @@ fn elements(
     Ok(out)
 }
 
+/// One instance's bulk data: parsed and bounded on a blocking thread, decoded within the
+/// gateway's decode budget.
 async fn parts(
     instance: RetrievedInstance,
     public_url: String,
     limits: DataSetLimitsConfig,
+    budget: Arc<DecodeBudget>,
 ) -> Result<Vec<(String, Bytes)>, std::io::Error> {
-    tokio::task::spawn_blocking(move || elements(&instance, &public_url, &limits))
-        .await
-        .map_err(std::io::Error::other)?
+    let (object, size, instance) = tokio::task::spawn_blocking(move || {
+        crate::dataset_limits::parsed_for_decoding(&instance.part10, &limits)
+            .map(|(object, size)| (object, size, instance))
+            .map_err(|e| std::io::Error::other(format!("{e}; ask for application/dicom")))
+    })
+    .await
+    .map_err(std::io::Error::other)??;
+    budget.decode(size, move || elements(object, &instance, &public_url)).await.map_err(std::io::Error::other)?
 }
 
 /// The response: the first instance's bulk data is made before it starts, so one that cannot
@@ -100,13 +103,16 @@ pub async fn respond(
     rest: Instances,
     public_url: String,
     limits: DataSetLimitsConfig,
+    budget: Arc<DecodeBudget>,
 ) -> Result<Response, ApiError> {
-    let first = parts(first, public_url.clone(), limits).await.map_err(|e| ApiError::NotAcceptable(e.to_string()))?;
+    let first = parts(first, public_url.clone(), limits, budget.clone())
+        .await
+        .map_err(|e| ApiError::NotAcceptable(e.to_string()))?;
     let boundary = super::wado::boundary();
     let part_boundary = boundary.clone();
     let rest = rest.map(|item| item.map_err(std::io::Error::other)).then(move |item| {
-        let public_url = public_url.clone();
-        async move { parts(item?, public_url, limits).await }
+        let (public_url, budget) = (public_url.clone(), budget.clone());
+        async move { parts(item?, public_url, limits, budget).await }
     });
     let content_type = "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1";
     let body = stream::once(async move { Ok(first) })

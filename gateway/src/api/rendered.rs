@@ -12,6 +12,7 @@ use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use dicom_dictionary_std::tags;
+use dicom_object::{FileDicomObject, InMemDicomObject};
 use dicom_pixeldata::image::{imageops::FilterType, DynamicImage, ImageFormat};
 use dicom_pixeldata::{ConvertOptions, PixelDecoder, VoiLutFunction, VoiLutOption, WindowLevel};
 use dicomweb_model::{SeriesInstanceUid, SopInstanceUid, StudyInstanceUid};
@@ -20,6 +21,7 @@ use pacs_adapter::RetrieveTarget;
 use super::{accept_ranges, TargetPath};
 use crate::access::Access;
 use crate::config::DataSetLimitsConfig;
+use crate::decode_budget::DecodeBudget;
 use crate::error::ApiError;
 use crate::state::Gateway;
 
@@ -167,14 +169,12 @@ fn parse(query: Option<&str>, format: Format, default_viewport: Option<(u32, u32
     Ok(rendering)
 }
 
-/// Decodes, windows, scales and encodes one frame (1-based), the instance and the frame within
-/// `[dataset_limits]` first. CPU work: run it blocking.
-fn render(
+/// The instance parsed for rendering, within `[dataset_limits]`, and how many bytes rendering
+/// it decodes: one frame, or every frame when the gateway's own decoder must decode it whole.
+fn parsed(
     instance: &pacs_adapter::RetrievedInstance,
-    frame: u32,
-    rendering: &Rendering,
     limits: &DataSetLimitsConfig,
-) -> Result<Vec<u8>, ApiError> {
+) -> Result<(FileDicomObject<InMemDicomObject>, u64), ApiError> {
     crate::dataset_limits::check_encoded(instance.data_set(), instance.transfer_syntax_uid.as_str(), limits)?;
     let mut object = dicom_object::from_reader(&instance.part10[128..])
         .map_err(|e| ApiError::Pacs(pacs_adapter::DimseError::InvalidInstance(e.to_string())))?;
@@ -182,16 +182,48 @@ fn render(
     // frame; the decoder refuses the instance otherwise.
     crate::pixels::one_frame_when_unnumbered(&mut object);
     let number = |tag, default: u64| object.element(tag).ok().and_then(|e| e.to_int::<u64>().ok()).unwrap_or(default);
-    crate::dataset_limits::frame_size(
+    let frame = crate::dataset_limits::frame_size(
         number(tags::ROWS, 0),
         number(tags::COLUMNS, 0),
         number(tags::SAMPLES_PER_PIXEL, 1),
         number(tags::BITS_ALLOCATED, 8),
         limits.max_frame_size,
     )?;
-    if crate::pixels::needs_own_decoding(&object) {
+    let decoded = if crate::pixels::needs_own_decoding(&object) {
         // Every frame is decoded at once: bounded first.
-        crate::dataset_limits::decoded_size(&object, limits)?;
+        crate::dataset_limits::decoded_size(&object, limits)?
+    } else {
+        frame
+    };
+    Ok((object, decoded))
+}
+
+/// Parses, decodes (within the gateway's decode budget), windows, scales and encodes one frame
+/// (1-based).
+async fn render(
+    instance: pacs_adapter::RetrievedInstance,
+    frame: u32,
+    rendering: Rendering,
+    limits: DataSetLimitsConfig,
+    budget: &DecodeBudget,
+) -> Result<Vec<u8>, ApiError> {
+    let (object, size) = tokio::task::spawn_blocking(move || parsed(&instance, &limits))
+        .await
+        .map_err(|e| ApiError::Internal(format!("rendering failed: {e}")))??;
+    budget
+        .decode(size, move || rendered(object, frame, &rendering))
+        .await
+        .map_err(|e| ApiError::Internal(format!("rendering failed: {e}")))?
+}
+
+/// Decodes, windows, scales and encodes one frame (1-based) of a parsed instance. CPU work:
+/// run it blocking.
+fn rendered(
+    mut object: FileDicomObject<InMemDicomObject>,
+    frame: u32,
+    rendering: &Rendering,
+) -> Result<Vec<u8>, ApiError> {
+    if crate::pixels::needs_own_decoding(&object) {
         crate::pixels::decode_into(&mut object, "1.2.840.10008.1.2.1")
             .map_err(|e| ApiError::NotImplemented(e.to_string()))?;
     }
@@ -244,9 +276,7 @@ async fn respond(
     drop(rest);
     let format = rendering.format;
     let limits = gw.config.dataset_limits;
-    let bytes = tokio::task::spawn_blocking(move || render(&first, frame, &rendering, &limits))
-        .await
-        .map_err(|e| ApiError::NotImplemented(format!("rendering failed: {e}")))??;
+    let bytes = render(first, frame, rendering, limits, &gw.decode_budget).await?;
     let content_type = match format {
         Format::Jpeg => "image/jpeg",
         Format::Png => "image/png",
@@ -272,17 +302,13 @@ async fn respond_many(
     let boundary = super::wado::boundary();
     let part_boundary = boundary.clone();
     let header_value = format!("multipart/related; type=\"{content_type}\"; boundary={boundary}");
-    let limits = gw.config.dataset_limits;
+    let (limits, budget) = (gw.config.dataset_limits, gw.decode_budget.clone());
     let parts = futures::stream::once(async move { Ok(first) })
         .chain(rest.map(|item| item.map_err(std::io::Error::other)))
         .then(move |item| {
-            let rendering = rendering.clone();
+            let (rendering, budget) = (rendering.clone(), budget.clone());
             async move {
-                let instance = item?;
-                tokio::task::spawn_blocking(move || render(&instance, 1, &rendering, &limits))
-                    .await
-                    .map_err(std::io::Error::other)?
-                    .map_err(|e| std::io::Error::other(e.to_string()))
+                render(item?, 1, rendering, limits, &budget).await.map_err(|e| std::io::Error::other(e.to_string()))
             }
         })
         .flat_map(move |item| {

@@ -15,6 +15,7 @@ use axum::extract::{Extension, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
+use dicom_object::{FileDicomObject, InMemDicomObject};
 use dicomweb_model::dicom_json::{write_object, JsonOptions};
 use dicomweb_model::{SeriesInstanceUid, SopInstanceUid, StudyInstanceUid};
 use futures::{stream, Stream, StreamExt};
@@ -23,6 +24,7 @@ use pacs_adapter::{RetrieveTarget, RetrievedInstance};
 use super::{accept_ranges, accepts, parse_uid, TargetPath};
 use crate::access::Access;
 use crate::config::DataSetLimitsConfig;
+use crate::decode_budget::DecodeBudget;
 use crate::error::ApiError;
 use crate::locate::{first_and_rest, Instances};
 use crate::state::Gateway;
@@ -118,6 +120,7 @@ async fn represent(
     instance: RetrievedInstance,
     wanted: Arc<Vec<Wanted>>,
     limits: DataSetLimitsConfig,
+    budget: Arc<DecodeBudget>,
 ) -> Result<(Bytes, String), std::io::Error> {
     let ts = instance.transfer_syntax_uid.as_str().to_owned();
     let mut failure = None;
@@ -127,16 +130,10 @@ async fn represent(
             Wanted::Exactly(target) if *target == ts => return Ok((instance.part10, ts)),
             Wanted::Uncompressed(target) if *target == ts => return Ok((instance.part10, ts)),
             Wanted::Exactly(_) => {}
-            Wanted::Uncompressed(target) => {
-                let (target, one) = (*target, instance.clone());
-                match tokio::task::spawn_blocking(move || transcode(&one, target, &limits))
-                    .await
-                    .map_err(std::io::Error::other)?
-                {
-                    Ok(bytes) => return Ok((bytes, target.to_owned())),
-                    Err(e) => failure = Some(e),
-                }
-            }
+            Wanted::Uncompressed(target) => match transcode(instance.clone(), target, limits, &budget).await {
+                Ok(bytes) => return Ok((bytes, (*target).to_owned())),
+                Err(e) => failure = Some(e),
+            },
         }
     }
     Err(failure.unwrap_or_else(|| {
@@ -148,23 +145,33 @@ async fn represent(
 }
 
 /// Re-encodes an instance in an uncompressed transfer syntax, decoding compressed pixel data
-/// (crate::pixels); what cannot be decoded is an error, so the response is refused or aborted
-/// rather than sent with a wrong or missing image.
-fn transcode(
+/// (crate::pixels) within the gateway's decode budget; what cannot be decoded is an error, so
+/// the response is refused or aborted rather than sent with a wrong or missing image.
+async fn transcode(
+    instance: RetrievedInstance,
+    target: &'static str,
+    limits: DataSetLimitsConfig,
+    budget: &DecodeBudget,
+) -> Result<Bytes, std::io::Error> {
+    let (object, decoded_size, instance) = tokio::task::spawn_blocking(move || {
+        crate::dataset_limits::parsed_for_decoding(&instance.part10, &limits)
+            .map(|(object, size)| (object, size, instance))
+            .map_err(|e| std::io::Error::other(format!("{e}; ask for transfer-syntax=*")))
+    })
+    .await
+    .map_err(std::io::Error::other)??;
+    budget.decode(decoded_size, move || encoded(object, &instance, target)).await.map_err(std::io::Error::other)?
+}
+
+/// The parsed instance with its pixel data decoded, written in `target` as Part-10 bytes.
+fn encoded(
+    mut object: FileDicomObject<InMemDicomObject>,
     instance: &RetrievedInstance,
     target: &str,
-    limits: &DataSetLimitsConfig,
 ) -> Result<Bytes, std::io::Error> {
     use dicom_encoding::TransferSyntaxIndex;
     use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
     let syntax = TransferSyntaxRegistry.get(target).ok_or_else(|| std::io::Error::other("unknown transfer syntax"))?;
-    let mut object = dicom_object::from_reader(&instance.part10[128..]).map_err(std::io::Error::other)?;
-    if super::instance_bulkdata::encapsulated(&object) {
-        // Every frame is decoded at once: its size is bounded before anything allocates it.
-        crate::dataset_limits::decoded_size(&object, limits).map_err(|e| {
-            std::io::Error::other(format!("the instance cannot be decoded here ({e}); ask for transfer-syntax=*"))
-        })?;
-    }
     crate::pixels::decode_into(&mut object, target)
         .map_err(|e| std::io::Error::other(format!("{e}; ask for transfer-syntax=*")))?;
     let mut data_set = Vec::with_capacity(instance.data_set().len() + 1024);
@@ -198,7 +205,9 @@ async fn retrieve(
     if super::instance_bulkdata::wanted(&headers) {
         let crate::locate::Retrieval { first, rest, withheld, .. } = first_and_rest(&gw, &access, target).await?;
         let limits = gw.config.dataset_limits;
-        let response = super::instance_bulkdata::respond(first, rest, access.base_url.clone(), limits).await?;
+        let response =
+            super::instance_bulkdata::respond(first, rest, access.base_url.clone(), limits, gw.decode_budget.clone())
+                .await?;
         return Ok(crate::deidentify::with_withheld_warning(response, withheld));
     }
     let wanted = Arc::new(negotiate(&headers)?);
@@ -218,8 +227,10 @@ async fn retrieve(
     }
     // The first instance is represented before the response starts, so one the gateway cannot
     // transcode is a 406 rather than an aborted response.
-    let limits = gw.config.dataset_limits;
-    let first = represent(first, wanted.clone(), limits).await.map_err(|e| ApiError::NotAcceptable(e.to_string()))?;
+    let (limits, budget) = (gw.config.dataset_limits, gw.decode_budget.clone());
+    let first = represent(first, wanted.clone(), limits, budget.clone())
+        .await
+        .map_err(|e| ApiError::NotAcceptable(e.to_string()))?;
     let boundary = boundary();
     let part_boundary = boundary.clone();
     // Instances that need decoding are decoded a few at once (each on a blocking thread) and sent
@@ -227,10 +238,10 @@ async fn retrieve(
     let rest = rest
         .map(|item| item.map_err(std::io::Error::other))
         .map(move |item| {
-            let wanted = wanted.clone();
+            let (wanted, budget) = (wanted.clone(), budget.clone());
             async move {
                 match item {
-                    Ok(instance) => represent(instance, wanted, limits).await,
+                    Ok(instance) => represent(instance, wanted, limits, budget).await,
                     Err(e) => Err(e),
                 }
             }
