@@ -180,6 +180,7 @@ mod raw {
         pub disk: Option<String>,
         pub ttl: Option<String>,
         pub search_ttl: Option<String>,
+        pub transcoded_memory: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -353,6 +354,8 @@ pub struct CacheConfig {
     pub ttl: Duration,
     /// How long a QIDO-RS answer is reused for the same search in the same project.
     pub search_ttl: Duration,
+    /// Instances kept as transcoded to an uncompressed syntax (crate::transcoded_cache).
+    pub transcoded_bytes: u64,
 }
 
 /// HTTPS: the certificate chain and key, and a CA bundle when client certificates are required.
@@ -758,7 +761,19 @@ impl Config {
                 problems.push(format!("cache.search_ttl {search_ttl_text:?}: {e}"));
                 Duration::ZERO
             });
-            CacheConfig { memory_bytes, disk_dir: raw.and_then(|c| c.disk_dir), disk_bytes, ttl, search_ttl }
+            let transcoded = raw.as_ref().and_then(|c| c.transcoded_memory.clone()).unwrap_or_else(|| "256MiB".into());
+            let transcoded_bytes = parse_size(&transcoded).unwrap_or_else(|e| {
+                problems.push(format!("cache.transcoded_memory: {e}"));
+                0
+            });
+            CacheConfig {
+                memory_bytes,
+                disk_dir: raw.and_then(|c| c.disk_dir),
+                disk_bytes,
+                ttl,
+                search_ttl,
+                transcoded_bytes,
+            }
         };
 
         let federation = {

@@ -37,3 +37,4 @@ pub mod server;
 pub mod site;
 pub mod startup;
 pub mod state;
+pub mod transcoded_cache;

@@ -195,6 +195,20 @@ fn render(gw: &Gateway) -> String {
     family(&mut out, "dicomweb_gateway_cache_bytes", "gauge", "Bytes held by the cache, by tier.");
     let _ = writeln!(out, "dicomweb_gateway_cache_bytes{{tier=\"memory\"}} {}", number(&cache["instances"]["bytes"]));
     let _ = writeln!(out, "dicomweb_gateway_cache_bytes{{tier=\"disk\"}} {}", number(&cache["disk"]["bytes"]));
+    let _ = writeln!(out, "dicomweb_gateway_cache_bytes{{tier=\"transcoded\"}} {}", gw.transcoded.bytes());
+    family(
+        &mut out,
+        "dicomweb_gateway_cache_transcoded_total",
+        "counter",
+        "Instances to transcode found already transcoded, or decoded.",
+    );
+    for (outcome, counter) in [("hit", &gw.transcoded.hits), ("miss", &gw.transcoded.misses)] {
+        let _ = writeln!(
+            out,
+            "dicomweb_gateway_cache_transcoded_total{{outcome=\"{outcome}\"}} {}",
+            counter.load(Ordering::Relaxed)
+        );
+    }
     family(
         &mut out,
         "dicomweb_gateway_cache_searches_total",

@@ -148,6 +148,7 @@ mod tests {
             disk_bytes: 0,
             ttl: Duration::from_secs(60),
             search_ttl: Duration::from_secs(60),
+            transcoded_bytes: 0,
         })
     }
 

@@ -43,6 +43,8 @@ pub struct Gateway {
     pub search_cache: SearchCache,
     /// What `/metrics` reports of requests.
     pub metrics: Arc<crate::metrics::RequestMetrics>,
+    /// Instances as transcoded to an uncompressed syntax (docs/CACHE.md).
+    pub transcoded: Arc<crate::transcoded_cache::TranscodedCache>,
     /// Decoded pixel data in flight across every request, bounded.
     pub decode_budget: Arc<crate::decode_budget::DecodeBudget>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -103,6 +105,7 @@ impl Gateway {
             .map(Arc::new);
         let cache = Arc::new(RetrievalCache::new(&config.cache)?);
         let search_cache = SearchCache::new(&config.cache);
+        let transcoded = Arc::new(crate::transcoded_cache::TranscodedCache::new(&config.cache));
         let decode_budget = Arc::new(crate::decode_budget::DecodeBudget::new(config.dataset_limits.decode_memory));
         let mut tasks: Vec<_> = scp.map(|(_, handle)| handle).into_iter().collect();
         let gateway = Arc::new_cyclic(|weak: &Weak<Gateway>| {
@@ -118,6 +121,7 @@ impl Gateway {
                 cache,
                 search_cache,
                 metrics: Default::default(),
+                transcoded,
                 decode_budget,
                 tasks,
             }

@@ -317,6 +317,27 @@ def test_a_study_of_mixed_syntaxes_is_refused_before_its_response(testbed, gatew
             requests.delete(f"{site['http_url']}/instances/{orthanc_id}", timeout=60)
 
 
+def transcoded_counts(gw):
+    metrics = requests.get(gw.url.replace("/dicom-web", "/metrics")).text
+    return {outcome: int(line.split()[1]) for line in metrics.splitlines() for outcome in ("hit", "miss")
+            if line.startswith(f'dicomweb_gateway_cache_transcoded_total{{outcome="{outcome}"}}')}
+
+
+def test_a_transcoded_study_asked_for_again_is_not_decoded_again(testbed, gateway):
+    """The JPEG 2000 CT retrieved twice with the default media type: the second response is the
+    same bytes, every instance from the transcoded cache (cache.transcoded_memory), none decoded."""
+    study = next(s for s in testbed["data"]["compressed"] if s["codec"] == "Jpeg2000Lossless")["study"]
+    url = f"{gateway.url}/studies/{study['study_uid']}"
+    before = transcoded_counts(gateway)
+    first = [body for _, body in all_parts(requests.get(url, headers=ACCEPT_EXPLICIT))]
+    between = transcoded_counts(gateway)
+    second = [body for _, body in all_parts(requests.get(url, headers=ACCEPT_EXPLICIT))]
+    after = transcoded_counts(gateway)
+    assert len(first) == len(study["instance_uids"]) and sorted(first) == sorted(second)
+    assert after["hit"] - between["hit"] == len(first), (before, between, after)
+    assert after["miss"] == between["miss"], "an instance was decoded again"
+
+
 def test_decodes_share_the_decode_memory(testbed):
     """A gateway whose decode memory holds one decoded CT slice (`dataset_limits.decode_memory`):
     four clients at once retrieving the JPEG 2000 and JPEG-LS CTs with the default media type,
@@ -326,7 +347,7 @@ def test_decodes_share_the_decode_memory(testbed):
     sites = [s for s in testbed["sites"] if s["kind"] == "orthanc"]
     bed = {**testbed, "sites": sites, "move_destinations": [{"ae_title": "CODECSGW", "port": free_port()}]}
     limits = '\n[dataset_limits]\nmax_decoded_size = "1MiB"\ndecode_memory = "1MiB"\n'
-    process, gw = start_federation(bed, "CODECSGW", extra=limits + '\n[cache]\nsearch_ttl = "0s"\nmemory = "0B"\n')
+    process, gw = start_federation(bed, "CODECSGW", extra=limits + '\n[cache]\nsearch_ttl = "0s"\nmemory = "0B"\ntranscoded_memory = "0B"\n')
     try:
         studies = [s for s in testbed["data"]["compressed"] if not s["transfer_syntax"].startswith("1.2.840.10008.1.2.4.20")]
         originals = {s["codec"]: [pydicom.dcmread(path).PixelData for path in s["sources"][: len(s["study"]["instance_uids"])]]

@@ -28,6 +28,7 @@ use crate::decode_budget::DecodeBudget;
 use crate::error::ApiError;
 use crate::locate::{first_and_rest, Instances};
 use crate::state::Gateway;
+use crate::transcoded_cache::TranscodedCache;
 
 const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 const IMPLICIT_VR_LE: &str = "1.2.840.10008.1.2";
@@ -115,25 +116,40 @@ fn producible(wanted: &[Wanted], stored: &str) -> bool {
     })
 }
 
-/// The instance in the first transfer syntax of `wanted` it can be given in, as Part-10 bytes.
-async fn represent(
-    instance: RetrievedInstance,
+/// How a response gives its instances: the syntaxes wanted, and what transcoding them uses.
+#[derive(Clone)]
+struct Representation {
     wanted: Arc<Vec<Wanted>>,
     limits: DataSetLimitsConfig,
     budget: Arc<DecodeBudget>,
-) -> Result<(Bytes, String), std::io::Error> {
+    transcoded: Arc<TranscodedCache>,
+    /// The project's cache scope (docs/CACHE.md).
+    scope: String,
+}
+
+/// The instance in the first transfer syntax of `wanted` it can be given in, as Part-10 bytes.
+async fn represent(instance: RetrievedInstance, how: Representation) -> Result<(Bytes, String), std::io::Error> {
     let ts = instance.transfer_syntax_uid.as_str().to_owned();
     let mut failure = None;
-    for one in wanted.iter() {
+    for one in how.wanted.iter() {
         match one {
             Wanted::AsStored => return Ok((instance.part10, ts)),
             Wanted::Exactly(target) if *target == ts => return Ok((instance.part10, ts)),
             Wanted::Uncompressed(target) if *target == ts => return Ok((instance.part10, ts)),
             Wanted::Exactly(_) => {}
-            Wanted::Uncompressed(target) => match transcode(instance.clone(), target, limits, &budget).await {
-                Ok(bytes) => return Ok((bytes, (*target).to_owned())),
-                Err(e) => failure = Some(e),
-            },
+            Wanted::Uncompressed(target) => {
+                let uid = instance.sop_instance_uid.as_str();
+                if let Some(kept) = how.transcoded.get(&how.scope, uid, target) {
+                    return Ok((kept, (*target).to_owned()));
+                }
+                match transcode(instance.clone(), target, how.limits, &how.budget).await {
+                    Ok(bytes) => {
+                        how.transcoded.keep(&how.scope, uid, target, bytes.clone());
+                        return Ok((bytes, (*target).to_owned()));
+                    }
+                    Err(e) => failure = Some(e),
+                }
+            }
         }
     }
     Err(failure.unwrap_or_else(|| {
@@ -227,10 +243,14 @@ async fn retrieve(
     }
     // The first instance is represented before the response starts, so one the gateway cannot
     // transcode is a 406 rather than an aborted response.
-    let (limits, budget) = (gw.config.dataset_limits, gw.decode_budget.clone());
-    let first = represent(first, wanted.clone(), limits, budget.clone())
-        .await
-        .map_err(|e| ApiError::NotAcceptable(e.to_string()))?;
+    let how = Representation {
+        wanted,
+        limits: gw.config.dataset_limits,
+        budget: gw.decode_budget.clone(),
+        transcoded: gw.transcoded.clone(),
+        scope: access.project.cache_scope.clone(),
+    };
+    let first = represent(first, how.clone()).await.map_err(|e| ApiError::NotAcceptable(e.to_string()))?;
     let boundary = boundary();
     let part_boundary = boundary.clone();
     // Instances that need decoding are decoded a few at once (each on a blocking thread) and sent
@@ -238,10 +258,10 @@ async fn retrieve(
     let rest = rest
         .map(|item| item.map_err(std::io::Error::other))
         .map(move |item| {
-            let (wanted, budget) = (wanted.clone(), budget.clone());
+            let how = how.clone();
             async move {
                 match item {
-                    Ok(instance) => represent(instance, wanted, limits, budget).await,
+                    Ok(instance) => represent(instance, how).await,
                     Err(e) => Err(e),
                 }
             }
