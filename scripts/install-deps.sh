@@ -24,6 +24,8 @@ command -v c++ >/dev/null 2>&1 || need_apt+=(g++)
 command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 # NASM: libjpeg-turbo's SIMD code, in the 12-bit JPEG decoder the gateway builds.
 command -v nasm >/dev/null 2>&1 || need_apt+=(nasm)
+# OpenJPH's headers and library: the gateway's HTJ2K decoder links it (crate htj2k).
+[ -f /usr/include/openjph/ojph_codestream.h ] || need_apt+=(libopenjph-dev)
 # Reference codecs outside the project: they encode the compressed test studies and decode
 # what the gateway's decoders are compared with (GDCM for JPEG 2000, OpenJPEG's and OpenJPH's
 # command lines; DCMTK's dcmcjpls and dcmdjpls come with dcmtk).

@@ -3,8 +3,9 @@
 //! and makes its Image Pixel module tell the truth about the result.
 //!
 //! The decoders are dicom-rs's: pure Rust for JPEG and RLE, OpenJPEG (C, built in) for JPEG
-//! 2000 and HTJ2K, CharLS (C++, built in) for JPEG-LS. What the decoder's output needs from the
-//! data set, and dicom-rs does not do:
+//! 2000, CharLS (C++, built in) for JPEG-LS; and OpenJPH (C++, Debian's libopenjph) for HTJ2K,
+//! which decodes the HT block coder faster than OpenJPEG does (BENCHMARKS.md). What the
+//! decoder's output needs from the data set, and dicom-rs does not do:
 //! - Photometric Interpretation: JPEG and JPEG 2000 decoders undo their colour transform and
 //!   give RGB; RLE and JPEG-LS give the samples as stored, so their YBR_FULL stays YBR_FULL.
 //! - JPEG whose Photometric Interpretation is RGB holds RGB samples, with no colour transform
@@ -41,8 +42,10 @@ pub fn lossy_method(transfer_syntax: &str, first_fragment: &[u8]) -> Option<&'st
         // JPEG Baseline and Extended are lossy by definition.
         "1.2.840.10008.1.2.4.50" | "1.2.840.10008.1.2.4.51" => Some("ISO_10918_1"),
         "1.2.840.10008.1.2.4.81" => jpeg_ls_near(first_fragment).filter(|&near| near > 0).map(|_| "ISO_14495_1"),
-        "1.2.840.10008.1.2.4.91" | "1.2.840.10008.1.2.4.203" => {
-            irreversible_wavelet(first_fragment).filter(|&lossy| lossy).map(|_| "ISO_15444_1")
+        "1.2.840.10008.1.2.4.91" => irreversible_wavelet(first_fragment).filter(|&lossy| lossy).map(|_| "ISO_15444_1"),
+        // HTJ2K's own defined term (PS3.3 C.7.6.1.1.5.1).
+        "1.2.840.10008.1.2.4.203" => {
+            irreversible_wavelet(first_fragment).filter(|&lossy| lossy).map(|_| "ISO_15444_15")
         }
         _ => None,
     }
@@ -158,7 +161,7 @@ pub fn decode_into(object: &mut FileDicomObject<InMemDicomObject>, target: &str)
 
 /// Whether the pixel data must be decoded by [`decode_into`] before dicom-rs decodes frames
 /// of it: RGB JPEG (dicom-rs would give wrong colours), 32-bit RLE and 12-bit JPEG (it refuses
-/// them).
+/// them), HTJ2K (decoded by OpenJPH here).
 pub fn needs_own_decoding(object: &FileDicomObject<InMemDicomObject>) -> bool {
     own_decoder(object.meta().transfer_syntax().trim_end_matches('\0'), object).is_some()
 }
@@ -174,6 +177,8 @@ fn own_decoder(transfer_syntax: &str, object: &InMemDicomObject) -> Option<OwnDe
         Some(decode_rle)
     } else if is_twelve_bit_jpeg(transfer_syntax, object) {
         Some(decode_twelve_bit_jpeg)
+    } else if is_htj2k(transfer_syntax) {
+        Some(decode_htj2k)
     } else {
         None
     }
@@ -215,21 +220,50 @@ fn is_twelve_bit_jpeg(transfer_syntax: &str, object: &InMemDicomObject) -> bool 
         && number(tags::BITS_ALLOCATED) == Some(16)
 }
 
-/// Decodes 12-bit grey JPEG into native pixel data: one frame per fragment, or every fragment
-/// one frame when there is one.
+/// Each frame's encoded bytes: one frame per fragment, or every fragment one frame when there
+/// is one (`what` names the encoding in the error).
+fn frame_fragments(frames: usize, fragments: Vec<Vec<u8>>, what: &str) -> Result<Vec<Vec<u8>>, String> {
+    match (frames, fragments.len()) {
+        (1, _) => Ok(vec![fragments.concat()]),
+        (frames, count) if frames == count => Ok(fragments),
+        (frames, count) => Err(format!("{count} {what} fragments for {frames} frames")),
+    }
+}
+
+/// Decodes 12-bit grey JPEG into native pixel data.
 fn decode_twelve_bit_jpeg(object: &mut InMemDicomObject) -> Result<(), String> {
     let Encapsulated { frames, rows, columns, fragments, .. } = encapsulated(object)?;
-    let encoded = match (frames, fragments.len()) {
-        (1, _) => vec![fragments.concat()],
-        (frames, count) if frames == count => fragments,
-        (frames, count) => return Err(format!("{count} JPEG fragments for {frames} frames")),
-    };
+    let encoded = frame_fragments(frames, fragments, "JPEG")?;
     let mut pixels = Vec::with_capacity(frames * rows * columns * 2);
     for (frame, jpeg) in encoded.iter().enumerate() {
         let samples = dicomweb_jpeg12::decode_grey(jpeg, rows, columns).map_err(|e| format!("frame {frame}: {e}"))?;
         pixels.extend(samples.iter().flat_map(|sample| sample.to_le_bytes()));
     }
     object.put(DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::from(pixels)));
+    Ok(())
+}
+
+/// HTJ2K, whichever of its three syntaxes.
+fn is_htj2k(transfer_syntax: &str) -> bool {
+    matches!(transfer_syntax, "1.2.840.10008.1.2.4.201" | "1.2.840.10008.1.2.4.202" | "1.2.840.10008.1.2.4.203")
+}
+
+/// Decodes HTJ2K into native pixel data with OpenJPH (crate dicomweb-htj2k), which decodes
+/// the HT block coder faster than OpenJPEG. A colour transform in the codestream is undone,
+/// so YBR_RCT and YBR_ICT become RGB, as after JPEG 2000.
+fn decode_htj2k(object: &mut InMemDicomObject) -> Result<(), String> {
+    let Encapsulated { frames, rows, columns, samples, bytes, fragments } = encapsulated(object)?;
+    let frame = dicomweb_htj2k::Frame { rows, columns, samples_per_pixel: samples, bits_allocated: bytes * 8 };
+    let encoded = frame_fragments(frames, fragments, "HTJ2K")?;
+    let mut pixels = Vec::with_capacity(frames * rows * columns * samples * bytes);
+    for (n, codestream) in encoded.iter().enumerate() {
+        pixels.extend(dicomweb_htj2k::decode_frame(codestream, frame).map_err(|e| format!("frame {n}: {e}"))?);
+    }
+    let vr = if bytes > 1 { VR::OW } else { VR::OB };
+    object.put(DataElement::new(tags::PIXEL_DATA, vr, PrimitiveValue::from(pixels)));
+    if matches!(text(object, tags::PHOTOMETRIC_INTERPRETATION).as_deref(), Some("YBR_RCT" | "YBR_ICT")) {
+        object.put(DataElement::new(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, PrimitiveValue::from("RGB")));
+    }
     Ok(())
 }
 
@@ -371,6 +405,7 @@ mod tests {
         };
         assert_eq!(lossy_method("1.2.840.10008.1.2.4.91", &cod(0)), Some("ISO_15444_1"));
         assert_eq!(lossy_method("1.2.840.10008.1.2.4.91", &cod(1)), None);
+        assert_eq!(lossy_method("1.2.840.10008.1.2.4.203", &cod(0)), Some("ISO_15444_15"));
         assert_eq!(lossy_method("1.2.840.10008.1.2.4.90", &cod(0)), None, "a lossless-only syntax");
         // SOS with one component (id 1, table 0), then NEAR.
         let sos = |near: u8| [0xFF, 0xD8, 0xFF, 0xDA, 0, 8, 1, 1, 0, near, 0, 0].to_vec();

@@ -377,16 +377,67 @@ def test_decodes_share_the_decode_memory(testbed):
         stop(process)
 
 
+def htj2k_made(directory):
+    """Images encoded by OpenJPH's ojph_compress here, each in a DICOM file of a study of its own:
+    8-bit colour with the reversible colour transform (YBR_RCT, 1.2.840.10008.1.2.4.201) and
+    12-bit grey irreversible (.203). [(file, study UID, samples as ojph_expand decodes them,
+    samples per pixel, lossy)]"""
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import generate_uid
+    rows, columns = 48, 64
+    y, x = numpy.mgrid[0:rows, 0:columns]
+    colour = numpy.stack([x * 4, y * 5, (x + y) * 2], axis=-1).astype(numpy.uint8)
+    grey = ((x * 53 + y * 71) % 4096).astype(">u2")
+    made = []
+    for name, image, header, syntax, options, samples in (
+        ("colour", colour, f"P6\n{columns} {rows}\n255\n", "1.2.840.10008.1.2.4.201", ["-reversible", "true"], 3),
+        ("grey", grey, f"P5\n{columns} {rows}\n4095\n", "1.2.840.10008.1.2.4.203", ["-qstep", "0.02"], 1),
+    ):
+        source = directory / f"{name}.{'ppm' if samples == 3 else 'pgm'}"
+        source.write_bytes(header.encode() + image.tobytes())
+        codestream = directory / f"{name}.j2c"
+        subprocess.run(["ojph_compress", "-i", str(source), "-o", str(codestream), *options], check=True, capture_output=True)
+        expanded = directory / f"{name}-expanded{source.suffix}"
+        subprocess.run(["ojph_expand", "-i", str(codestream), "-o", str(expanded)], check=True, capture_output=True)
+        raw = expanded.read_bytes()
+        pixels = raw[len(raw) - image.nbytes:]
+        reference = pixels if samples == 3 else numpy.frombuffer(pixels, dtype=">u2").astype("<u2").tobytes()
+        ds = pydicom.Dataset()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = syntax
+        ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.7"
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = generate_uid(), generate_uid()
+        ds.PatientName, ds.PatientID, ds.Modality = f"HTJ2K^{name.upper()}", f"HTJ2K-{name.upper()}", "OT"
+        ds.Rows, ds.Columns, ds.SamplesPerPixel = rows, columns, samples
+        if samples == 3:
+            ds.PhotometricInterpretation, ds.PlanarConfiguration = "YBR_RCT", 0
+            ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+        else:
+            ds.PhotometricInterpretation = "MONOCHROME2"
+            ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
+        ds.PixelRepresentation = 0
+        ds.PixelData = encapsulate([codestream.read_bytes()])
+        ds["PixelData"].VR = "OB"
+        path = directory / f"{name}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        made.append((path, ds.StudyInstanceUID, reference, samples, samples == 1))
+    return made
+
+
 @pytest.fixture(scope="module")
-def htj2k_archive(testbed):
-    """The HTJ2K copy of the CT in a pynetdicom archive of its own (dimse_archive.py), and a
-    gateway over it: (gateway, the compressed study)."""
+def htj2k_archive(testbed, tmp_path_factory):
+    """The HTJ2K copy of the CT and the images of htj2k_made in a pynetdicom archive of its own
+    (dimse_archive.py), and a gateway over it: (gateway, the compressed study, the images made)."""
     import sys
     import time
     study = next(s for s in testbed["data"]["compressed"] if s["transfer_syntax"] == "1.2.840.10008.1.2.4.201")
+    made = htj2k_made(tmp_path_factory.mktemp("htj2k"))
     port = free_port()
+    files = [*study["study"]["files"], *(str(path) for path, *_ in made)]
     archive = subprocess.Popen([sys.executable, str(ROOT / "tests" / "python" / "dimse_archive.py"), "--ae", "HTARCHIVE",
-                                "--port", str(port), *study["study"]["files"]], stderr=subprocess.PIPE)
+                                "--port", str(port), *files], stderr=subprocess.PIPE)
     import socket
     for _ in range(200):
         try:
@@ -405,14 +456,14 @@ retrieve = "c-get"
 timeout = "10s"
 """
     process, gw = own_gateway(testbed, [], extra_sites=site)
-    yield gw, study
+    yield gw, study, made
     stop(process)
     archive.terminate()
     archive.wait(timeout=10)
 
 
 def test_htj2k_through_a_pacs_that_sends_it(htj2k_archive, tmp_path):
-    gw, study = htj2k_archive
+    gw, study, _ = htj2k_archive
     generated = study["study"]
     client = DICOMwebClient(gw.url)
     instances = client.retrieve_study(generated["study_uid"])
@@ -442,3 +493,21 @@ def test_htj2k_through_a_pacs_that_sends_it(htj2k_archive, tmp_path):
     assert body.rstrip(b"\0") == codestream.read_bytes().rstrip(b"\0")
     rendered = requests.get(f"{url}/rendered", headers={"Accept": "image/png"})
     assert rendered.status_code == 200 and Image.open(io.BytesIO(rendered.content)).size == (512, 512)
+
+
+def test_htj2k_colour_and_lossy_decode_as_openjph_does(htj2k_archive):
+    """Colour with the reversible colour transform comes out RGB; irreversible grey comes out
+    marked lossy with HTJ2K's own method; both hold the samples OpenJPH's ojph_expand decodes."""
+    gw, _, made = htj2k_archive
+    client = DICOMwebClient(gw.url)
+    for path, study_uid, reference, samples, lossy in made:
+        [ours] = client.retrieve_study(study_uid)
+        assert ours.file_meta.TransferSyntaxUID == EXPLICIT_LE
+        assert ours.PixelData == reference, path.name
+        assert ours.PhotometricInterpretation == ("RGB" if samples == 3 else "MONOCHROME2")
+        if samples == 3:
+            assert ours.PlanarConfiguration == 0
+        if lossy:
+            assert ours.LossyImageCompression == "01" and "ISO_15444_15" in ours.LossyImageCompressionMethod
+        else:
+            assert ours.get("LossyImageCompression", "00") != "01"

@@ -133,7 +133,7 @@ fn start_up(codec: Codec) -> anyhow::Result<f64> {
 
 fn gateway_config(dir: &Path, site: &OrthancSite, memory: &str) -> anyhow::Result<String> {
     Ok(format!(
-        "[dimse]\nae_title = \"FEDGWC\"\nlisten = \"127.0.0.1:{}\"\n[auth]\nmode = \"none\"\n[cache]\nmemory = \"{memory}\"\n\
+        "[dimse]\nae_title = \"FEDGWC\"\nlisten = \"127.0.0.1:{}\"\n[auth]\nmode = \"none\"\n[cache]\nmemory = \"{memory}\"\ntranscoded_memory = \"{memory}\"\n\
          [[sites]]\nid = \"site-1\"\nae_title = \"{}\"\naddress = \"127.0.0.1:{}\"\nretrieve = \"c-get\"\n\
          [federation]\nstate_dir = \"{}\"\n",
         testbed::free_port()?,
@@ -219,7 +219,8 @@ fn main() -> anyhow::Result<()> {
         "\nWADO-RS of each compressed CT in Explicit VR Little Endian (curl, whole process; the gateway asked with \
          the default media type, Orthanc with transfer-syntax={EXPLICIT_LE}, which its DICOMweb plugin transcodes \
          with GDCM), median (min-max) of {} interleaved rounds. Cold: a fresh gateway (C-GET from the same Orthanc, \
-         nothing cached); warm: the same request again. Orthanc transcodes every time.\n\n\
+         nothing cached); warm: the same request again (the gateway sends the instances as it decoded them the first \
+         time, cache.transcoded_memory). Orthanc transcodes every time.\n\n\
          | syntax | gateway cold s | gateway warm s | Orthanc + GDCM s | cold / Orthanc | warm / Orthanc |\n\
          |---|---|---|---|---|---|\n",
         cli.runs
@@ -313,7 +314,7 @@ fn main() -> anyhow::Result<()> {
     let instances = cli.large_copies * j2k.study.files.len();
     report.push_str(&format!(
         "\nTranscoding a large study: {instances} JPEG 2000 instances ({:.0} MB decoded), retrieved with the default \
-         media type through a gateway with `cache.memory = \"32MiB\"`: {seconds:.1} s, gateway peak RSS {:.1} MiB.\n",
+         media type through a gateway with `cache.memory` and `cache.transcoded_memory` at 32MiB: {seconds:.1} s, gateway peak RSS {:.1} MiB.\n",
         decoded_mb * cli.large_copies as f64,
         gateway.peak_rss_mib()
     ));
