@@ -26,6 +26,14 @@ command -v cmake >/dev/null 2>&1 || need_apt+=(cmake)
 command -v nasm >/dev/null 2>&1 || need_apt+=(nasm)
 # OpenJPH's headers and library: the gateway's HTJ2K decoder links it (crate htj2k).
 [ -f /usr/include/openjph/ojph_codestream.h ] || need_apt+=(libopenjph-dev)
+# Tesseract (its C API, the English model and its command line): the gateway finds burned-in
+# text with it (crate ocr), and the burned-in tests read back what is left. Fonts: the
+# synthetic burned-in corpus renders its text in them (tests/python/burned_in_corpus.py).
+[ -f /usr/include/tesseract/capi.h ] || need_apt+=(libtesseract-dev)
+compgen -G "/usr/share/tesseract-ocr/*/tessdata/eng.traineddata" >/dev/null || need_apt+=(tesseract-ocr-eng)
+command -v tesseract >/dev/null 2>&1 || need_apt+=(tesseract-ocr)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need_apt+=(fonts-dejavu-core)
+[ -f /usr/share/fonts/truetype/liberation/LiberationSans-Regular.ttf ] || need_apt+=(fonts-liberation)
 # Reference codecs outside the project: they encode the compressed test studies and decode
 # what the gateway's decoders are compared with (GDCM for JPEG 2000, OpenJPEG's and OpenJPH's
 # command lines; DCMTK's dcmcjpls and dcmdjpls come with dcmtk).

@@ -96,12 +96,44 @@ fn encapsulated_end(data_set: &[u8], from: usize) -> Option<usize> {
 
 /// De-identifies one instance's data set, encoded in `ts`, held at `site`, writing it after
 /// `prefix` (a preamble and file meta group, say: one buffer, the pixel data copied once).
+/// An instance whose pixels may show identity is withheld (crate::burned_in).
 pub fn deidentify(
     deidentifier: &Deidentifier,
     data_set: &[u8],
     ts: &TransferSyntax,
     site: &str,
     prefix: Vec<u8>,
+) -> Result<Outcome, InstanceError> {
+    deidentify_with(deidentifier, data_set, ts, site, prefix, Pixels::AsStored)
+}
+
+/// The same for an instance whose pixel data the caller has cleaned of burned-in text (PS3.15
+/// E.3.1, Clean Pixel Data Option): not withheld for it, and its DeidentificationMethodCodeSequence
+/// and DeidentificationMethod say the option was applied (code 113101).
+pub fn deidentify_cleaned(
+    deidentifier: &Deidentifier,
+    data_set: &[u8],
+    ts: &TransferSyntax,
+    site: &str,
+    prefix: Vec<u8>,
+) -> Result<Outcome, InstanceError> {
+    deidentify_with(deidentifier, data_set, ts, site, prefix, Pixels::Cleaned)
+}
+
+/// What was done to an instance's pixel data before it was de-identified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pixels {
+    AsStored,
+    Cleaned,
+}
+
+fn deidentify_with(
+    deidentifier: &Deidentifier,
+    data_set: &[u8],
+    ts: &TransferSyntax,
+    site: &str,
+    prefix: Vec<u8>,
+    pixels_were: Pixels,
 ) -> Result<Outcome, InstanceError> {
     let deflated = matches!(ts.codec(), dicom_encoding::Codec::Dataset(_));
     let little_endian_plain = ts.endianness() == dicom_encoding::Endianness::Little && !deflated;
@@ -121,10 +153,15 @@ pub fn deidentify(
             &data_set[data_set.len()..],
         ),
     };
-    if let Some(withheld) = burned_in::check(&object) {
-        return Ok(Outcome::Withheld(withheld));
+    if pixels_were == Pixels::AsStored {
+        if let Some(withheld) = burned_in::check(&object) {
+            return Ok(Outcome::Withheld(withheld));
+        }
     }
     let report = deidentifier.apply(&mut object, site);
+    if pixels_were == Pixels::Cleaned {
+        crate::profile::stamp_clean_pixel_data(&mut object);
+    }
     let mut out = prefix;
     out.reserve(data_set.len() + 1024);
     object.write_dataset_with_ts(&mut out, ts).map_err(|e| InstanceError::Write(e.to_string()))?;

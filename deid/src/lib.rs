@@ -21,6 +21,6 @@ pub use keys::ProjectKeys;
 /// The revision of what the profile writes. Raised whenever a change makes the output differ
 /// for the same input (a rule added or changed), so that what an older revision produced (the
 /// gateway's disk cache) is not served as this one's.
-pub const PROFILE_REVISION: u32 = 2;
+pub const PROFILE_REVISION: u32 = 3;
 pub use options::Options;
 pub use profile::{Deidentifier, KnownPatient, Report, UidMapping};

@@ -36,7 +36,7 @@ pub const NOT_SUPPORTED: [(&str, &str); 7] = [
     ("retain-longitudinal-full-dates", "not offered by this gateway: use retain-longitudinal-modified-dates"),
     ("clean-structured-content", "not implemented: structured content is handled by the basic profile"),
     ("clean-graphics", "not implemented: graphics are removed by the basic profile"),
-    ("clean-pixel-data", "not implemented: instances that may show identity in their pixels are withheld instead"),
+    ("clean-pixel-data", "set burned_in = \"clean\" (the project's or [deid]'s) instead: docs/BURNED-IN.md"),
     ("clean-recognizable-visual-features", "not implemented"),
 ];
 

@@ -315,12 +315,10 @@ impl Deidentifier {
 
     fn stamp(&self, obj: &mut InMemDicomObject) {
         obj.put(DataElement::new(tags::PATIENT_IDENTITY_REMOVED, VR::CS, PrimitiveValue::from("YES")));
-        let mut method = String::from("PS3.15 Annex E Basic Application Level Confidentiality Profile");
-        for option in self.options.selected() {
-            method.push_str("; ");
-            method.push_str(option.name);
-        }
-        obj.put(DataElement::new(tags::DEIDENTIFICATION_METHOD, VR::LO, PrimitiveValue::from(method)));
+        // One value per method (LO holds 64 characters; the attribute is multi-valued).
+        let mut method = vec!["PS3.15 Annex E Basic Application Level Confidentiality Profile".to_owned()];
+        method.extend(self.options.selected().iter().map(|option| option.name.to_owned()));
+        obj.put(DataElement::new(tags::DEIDENTIFICATION_METHOD, VR::LO, PrimitiveValue::Strs(method.into())));
         let code = |value: &str, meaning: &str| {
             InMemDicomObject::from_element_iter([
                 DataElement::new(tags::CODE_VALUE, VR::SH, PrimitiveValue::from(value)),
@@ -338,6 +336,33 @@ impl Deidentifier {
             PrimitiveValue::from(temporal),
         ));
     }
+}
+
+/// Records on a de-identified data set that its pixel data was cleaned of burned-in text
+/// (PS3.15 E.3.1, Clean Pixel Data Option): code 113101 added to
+/// DeidentificationMethodCodeSequence and the option named in DeidentificationMethod, after
+/// what [`Deidentifier::apply`] stamped.
+pub fn stamp_clean_pixel_data(obj: &mut InMemDicomObject) {
+    let code = InMemDicomObject::from_element_iter([
+        DataElement::new(tags::CODE_VALUE, VR::SH, PrimitiveValue::from("113101")),
+        DataElement::new(tags::CODING_SCHEME_DESIGNATOR, VR::SH, PrimitiveValue::from("DCM")),
+        DataElement::new(tags::CODE_MEANING, VR::LO, PrimitiveValue::from("Clean Pixel Data Option")),
+    ]);
+    let mut codes: Vec<InMemDicomObject> = obj
+        .element(tags::DEIDENTIFICATION_METHOD_CODE_SEQUENCE)
+        .ok()
+        .and_then(|e| e.items())
+        .map(|items| items.to_vec())
+        .unwrap_or_default();
+    codes.push(code);
+    obj.put(DataElement::new(tags::DEIDENTIFICATION_METHOD_CODE_SEQUENCE, VR::SQ, DataSetSequence::from(codes)));
+    let mut method: Vec<String> = obj
+        .element(tags::DEIDENTIFICATION_METHOD)
+        .ok()
+        .and_then(|e| e.to_multi_str().ok().map(|values| values.iter().map(|v| v.trim().to_owned()).collect()))
+        .unwrap_or_default();
+    method.push("clean-pixel-data".to_owned());
+    obj.put(DataElement::new(tags::DEIDENTIFICATION_METHOD, VR::LO, PrimitiveValue::Strs(method.into())));
 }
 
 fn process(context: &Context<'_>, obj: &mut InMemDicomObject, depth: usize, report: &mut Report) {

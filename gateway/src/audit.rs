@@ -41,6 +41,8 @@ pub struct Event<'a> {
     pub outcome: &'a str,
     pub bytes: u64,
     pub ms: u64,
+    /// Instances whose burned-in text was cleaned for this request (docs/BURNED-IN.md).
+    pub cleaned: u64,
 }
 
 #[derive(Debug)]
@@ -122,6 +124,7 @@ impl AuditLog {
             "outcome": event.outcome,
             "bytes": event.bytes,
             "ms": event.ms,
+            "cleaned": event.cleaned,
             "replica": self.replica,
             "prev": state.1,
         })
@@ -181,6 +184,7 @@ mod tests {
             outcome: "complete",
             bytes: 10,
             ms: 3,
+            cleaned: 0,
         }
     }
 

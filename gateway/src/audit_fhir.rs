@@ -101,6 +101,7 @@ mod tests {
             outcome: "complete",
             bytes: 10,
             ms: 3,
+            cleaned: 0,
         };
         let query = audit_event(&event, "2026-11-28T00:00:00Z", "gw-b");
         assert_eq!(query["source"]["site"], "gw-b");

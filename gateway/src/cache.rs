@@ -71,6 +71,9 @@ struct InstanceKey {
 struct Manifest {
     instances: Vec<String>,
     withheld_before_first: usize,
+    /// Why they were withheld (each reason once).
+    #[serde(default)]
+    withheld_reasons: Vec<String>,
     etag: String,
     /// When the retrieval completed (ms since the Unix epoch).
     completed_ms: u64,
@@ -145,6 +148,7 @@ struct FlightState {
     /// Instances before `dropped_below` are dropped: nobody may join any more.
     dropped_below: usize,
     withheld_before_first: usize,
+    withheld_reasons: Vec<String>,
     end: Option<Result<(), Relayed>>,
     readers: HashMap<u64, usize>,
     next_reader: u64,
@@ -357,13 +361,18 @@ impl RetrievalCache {
         if self.instances.is_none() && self.disk.is_none() {
             return None;
         }
-        let (uids, withheld, etag) = match (self.manifest(key).await, key.instances.as_slice()) {
-            (Some(manifest), _) => (manifest.instances.clone(), manifest.withheld_before_first, manifest.etag.clone()),
+        let (uids, withheld, withheld_reasons, etag) = match (self.manifest(key).await, key.instances.as_slice()) {
+            (Some(manifest), _) => (
+                manifest.instances.clone(),
+                manifest.withheld_before_first,
+                manifest.withheld_reasons.clone(),
+                manifest.etag.clone(),
+            ),
             // One instance is itself the whole answer.
             (None, [only]) => {
                 let uid = shown(only);
                 let etag = etag_of(std::slice::from_ref(&uid));
-                (vec![uid], 0, etag)
+                (vec![uid], 0, Vec::new(), etag)
             }
             (None, _) => return None,
         };
@@ -392,7 +401,7 @@ impl RetrievalCache {
                 }
             })
             .boxed();
-        Some(Retrieval { first, rest, withheld, etag: Some(etag) })
+        Some(Retrieval { first, rest, withheld, withheld_reasons, etag: Some(etag) })
     }
 
     /// The metadata response kept for a retrieval served from the cache (by its entity tag).
@@ -467,8 +476,11 @@ impl RetrievalCache {
             Some(Err(e)) => return Err(e),
             None => return Err(ApiError::NotFound("no such study, series or instance".into())),
         };
-        let withheld = flight.lock().withheld_before_first;
-        Ok(Retrieval { first, rest: reader.into_stream(), withheld, etag: None })
+        let (withheld, withheld_reasons) = {
+            let state = flight.lock();
+            (state.withheld_before_first, state.withheld_reasons.clone())
+        };
+        Ok(Retrieval { first, rest: reader.into_stream(), withheld, withheld_reasons, etag: None })
     }
 
     /// Counters and sizes, as JSON.
@@ -546,8 +558,12 @@ async fn carry<F>(cache: &RetrievalCache, key: &TargetKey, flight: &Flight, retr
 where
     F: Future<Output = Result<Retrieval, ApiError>> + Send + 'static,
 {
-    let Retrieval { first, mut rest, withheld, .. } = retrieve.await.map_err(|e| Relayed::of(&e))?;
-    flight.lock().withheld_before_first = withheld;
+    let Retrieval { first, mut rest, withheld, withheld_reasons, .. } = retrieve.await.map_err(|e| Relayed::of(&e))?;
+    {
+        let mut state = flight.lock();
+        state.withheld_before_first = withheld;
+        state.withheld_reasons = withheld_reasons.clone();
+    }
     let mut shown = Vec::new();
     let mut push = |instance: RetrievedInstance| {
         cache.keep(key, &instance);
@@ -585,8 +601,13 @@ where
         }
     }
     let etag = etag_of(&shown);
-    let manifest =
-        Arc::new(Manifest { instances: shown, withheld_before_first: withheld, etag, completed_ms: now_ms() });
+    let manifest = Arc::new(Manifest {
+        instances: shown,
+        withheld_before_first: withheld,
+        withheld_reasons,
+        etag,
+        completed_ms: now_ms(),
+    });
     if let Some(disk) = cache.disk.clone() {
         if let Ok(json) = serde_json::to_vec(&*manifest) {
             let name = key.file_name();

@@ -142,6 +142,8 @@ mod raw {
         pub store: Option<String>,
         /// Whether search results name the sites that hold them (default false).
         pub show_sites: Option<bool>,
+        pub burned_in: Option<String>,
+        pub burned_in_rules: Option<PathBuf>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -170,6 +172,7 @@ mod raw {
         pub permissions: Vec<String>,
         pub deid_options: Option<Vec<String>>,
         pub show_sites: Option<bool>,
+        pub burned_in: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -264,6 +267,27 @@ pub struct ProjectConfig {
     /// Whether its search results name the sites that hold them; `None`: `deid.show_sites`
     /// when de-identifying (false by default), else true.
     pub show_sites: Option<bool>,
+    /// What becomes of instances whose pixels may show identity; `None`: `deid.burned_in`.
+    pub burned_in: Option<BurnedIn>,
+}
+
+/// What becomes of an instance whose pixels may show identity (docs/BURNED-IN.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BurnedIn {
+    /// Withheld, named in a Warning (the default).
+    Withhold,
+    /// Its burned-in text blanked (crate::clean_pixels); withheld when that cannot be done.
+    Clean,
+}
+
+impl BurnedIn {
+    fn parse(text: &str) -> Result<BurnedIn, String> {
+        match text {
+            "withhold" => Ok(BurnedIn::Withhold),
+            "clean" => Ok(BurnedIn::Clean),
+            other => Err(format!("{other:?} is neither \"withhold\" nor \"clean\"")),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -328,6 +352,17 @@ pub struct DataSetLimitsConfig {
     pub decode_memory: u64,
 }
 
+impl DataSetLimitsConfig {
+    /// The bounds when `[dataset_limits]` says nothing.
+    pub const DEFAULTS: DataSetLimitsConfig = DataSetLimitsConfig {
+        max_sequence_depth: 64,
+        max_inflated_size: 512 << 20,
+        max_frame_size: 1 << 30,
+        max_decoded_size: 1 << 30,
+        decode_memory: 2 << 30,
+    };
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JwksSource {
     File(PathBuf),
@@ -344,6 +379,10 @@ pub struct DeidConfig {
     /// Whether search results name the sites that hold them (the gateway's (0009,1010)):
     /// site ids name institutions, which the profile otherwise removes.
     pub show_sites: bool,
+    /// What becomes of instances whose pixels may show identity, unless a project says.
+    pub burned_in: BurnedIn,
+    /// The region rules file for cleaning (crate::region_rules).
+    pub burned_in_rules: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -686,12 +725,19 @@ impl Config {
             if projects.iter().any(|p: &ProjectConfig| p.id == project.id) {
                 problems.push(format!("projects {}: the id is used twice", project.id));
             }
+            let burned_in = project.burned_in.as_deref().and_then(|text| {
+                if raw.deid.is_none() {
+                    problems.push(format!("projects {}: burned_in needs a [deid] section", project.id));
+                }
+                BurnedIn::parse(text).map_err(|e| problems.push(format!("projects {}: burned_in {e}", project.id))).ok()
+            });
             projects.push(ProjectConfig {
                 id: project.id,
                 sites: project_sites,
                 permissions,
                 deid_options: project.deid_options,
                 show_sites: project.show_sites,
+                burned_in,
             });
         }
         match (&auth, projects.is_empty()) {
@@ -730,12 +776,17 @@ impl Config {
                 .store
                 .as_deref()
                 .and_then(|store| crate::pseudonyms::ConnectionString::parse(store).map_err(|e| problems.push(e)).ok());
+            let burned_in = BurnedIn::parse(deid.burned_in.as_deref().unwrap_or("withhold"))
+                .map_err(|e| problems.push(format!("deid.burned_in {e}")))
+                .unwrap_or(BurnedIn::Withhold);
             DeidConfig {
                 options: deid.options,
                 key_file: deid.key_file,
                 state_dir: deid.state_dir.unwrap_or_else(|| PathBuf::from("state")),
                 store,
                 show_sites: deid.show_sites.unwrap_or(false),
+                burned_in,
+                burned_in_rules: deid.burned_in_rules,
             }
         });
 

@@ -15,7 +15,8 @@ use dicomweb_deid::{Deidentifier, Options, ProjectKeys, Report};
 use dicomweb_model::{SeriesInstanceUid, SopInstanceUid, StudyInstanceUid};
 use pacs_adapter::{RetrieveTarget, RetrievedInstance};
 
-use crate::config::DeidConfig;
+use crate::clean_pixels::Cleaner;
+use crate::config::{DataSetLimitsConfig, DeidConfig};
 use crate::error::ApiError;
 use crate::pseudonyms::{Kind, Original, PseudonymStore, Unavailable};
 
@@ -29,12 +30,19 @@ pub struct Privacy {
     pub project: String,
     pub engine: Deidentifier,
     pub store: Arc<dyn PseudonymStore>,
+    /// Cleans the pixels of instances that may show identity, when the project's burned_in is
+    /// "clean"; `None`: they are withheld.
+    pub cleaner: Option<Arc<Cleaner>>,
+    /// Bounds the decoding a cleaning does.
+    limits: DataSetLimitsConfig,
 }
 
 /// What became of a retrieved instance.
 #[derive(Debug)]
 pub enum Processed {
     Deidentified(RetrievedInstance),
+    /// De-identified after its burned-in text was cleaned.
+    Cleaned(RetrievedInstance),
     Withheld(Withheld),
 }
 
@@ -89,14 +97,23 @@ impl Privacy {
         Ok(Shared { secret: Secret(secret(&config.key_file)?), store: crate::pseudonyms::open(config)? })
     }
 
-    /// One project's de-identification: keys derived for the project, its options.
-    pub fn start(shared: &Shared, project: &str, options: &[String]) -> anyhow::Result<Privacy> {
+    /// One project's de-identification: keys derived for the project, its options, and the
+    /// cleaner of burned-in text when the project cleans.
+    pub fn start(
+        shared: &Shared,
+        project: &str,
+        options: &[String],
+        cleaner: Option<Arc<Cleaner>>,
+        limits: DataSetLimitsConfig,
+    ) -> anyhow::Result<Privacy> {
         let options = Options::parse(options).map_err(|problems| anyhow::anyhow!(problems.join("; ")))?;
         let keys = ProjectKeys::derive(&shared.secret.0, project);
         Ok(Privacy {
             project: project.to_owned(),
             engine: Deidentifier::new(keys, options),
             store: shared.store.clone(),
+            cleaner,
+            limits,
         })
     }
 
@@ -244,17 +261,38 @@ impl Privacy {
         // The new file meta group names the pseudonym the profile gives the SOP Instance UID.
         let pseudonym = self.engine.keys().uid(instance.sop_instance_uid.as_str());
         let meta = pacs_adapter::part10::wrap(instance.sop_class_uid.as_str(), &pseudonym, ts.uid(), "", &[]);
-        let outcome =
-            dicomweb_deid::instance::deidentify(&self.engine, source, ts, site, meta).map_err(std::io::Error::other)?;
-        let (part10, report) = match outcome {
-            dicomweb_deid::instance::Outcome::Withheld(withheld) => {
+        let outcome = dicomweb_deid::instance::deidentify(&self.engine, source, ts, site, meta.clone())
+            .map_err(std::io::Error::other)?;
+        let mut cleaned = false;
+        let (part10, report) = match (outcome, &self.cleaner) {
+            (dicomweb_deid::instance::Outcome::Deidentified { bytes, report, .. }, _) => (bytes, report),
+            (dicomweb_deid::instance::Outcome::Withheld(withheld), None) => {
                 return Ok((Processed::Withheld(withheld), Vec::new()))
             }
-            dicomweb_deid::instance::Outcome::Deidentified { bytes, report, .. } => (bytes, report),
+            // The project cleans: the instance's text is blanked and the clean one de-identified.
+            (dicomweb_deid::instance::Outcome::Withheld(_), Some(cleaner)) => {
+                let clean = match cleaner.clean(instance, &self.limits) {
+                    Ok(clean) => clean,
+                    Err(reason) => return Ok((Processed::Withheld(Withheld { reason }), Vec::new())),
+                };
+                let explicit = registry.get(EXPLICIT_VR_LE).ok_or_else(unknown)?;
+                let meta =
+                    pacs_adapter::part10::wrap(instance.sop_class_uid.as_str(), &pseudonym, EXPLICIT_VR_LE, "", &[]);
+                cleaned = true;
+                match dicomweb_deid::instance::deidentify_cleaned(&self.engine, clean.data_set(), explicit, site, meta)
+                    .map_err(std::io::Error::other)?
+                {
+                    dicomweb_deid::instance::Outcome::Deidentified { bytes, report, .. } => (bytes, report),
+                    dicomweb_deid::instance::Outcome::Withheld(withheld) => {
+                        return Ok((Processed::Withheld(withheld), Vec::new()))
+                    }
+                }
+            }
         };
         let entries = Privacy::entries(&report);
         let deidentified = RetrievedInstance::from_part10(Bytes::from(part10)).map_err(std::io::Error::other)?;
-        Ok((Processed::Deidentified(deidentified), entries))
+        let processed = if cleaned { Processed::Cleaned(deidentified) } else { Processed::Deidentified(deidentified) };
+        Ok((processed, entries))
     }
 }
 
@@ -274,12 +312,19 @@ pub fn map_error(e: anyhow::Error) -> ApiError {
     }
 }
 
-/// Adds the Warning that names how many instances were withheld before the response started.
-pub fn with_withheld_warning(mut response: axum::response::Response, withheld: usize) -> axum::response::Response {
+/// Adds the Warning that names how many instances were withheld before the response started,
+/// and why (the reasons are the gateway's own words, never a value of the data).
+pub fn with_withheld_warning(
+    mut response: axum::response::Response,
+    withheld: usize,
+    reasons: &[String],
+) -> axum::response::Response {
     if withheld > 0 {
+        let why = if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join("; ")) };
         let text = format!(
             "299 dicomweb-gateway \"{withheld} instance(s) withheld: their pixels may show identity (burned-in \
-             annotation); later ones, if any, are withheld too\""
+             annotation){}; later ones, if any, are withheld too\"",
+            why.replace('"', "'")
         );
         if let Ok(value) = axum::http::HeaderValue::from_str(&text) {
             response.headers_mut().append("warning", value);

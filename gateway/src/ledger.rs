@@ -37,6 +37,8 @@ pub struct Ledger {
     subject: OnceLock<String>,
     project: OnceLock<String>,
     sites: Mutex<BTreeSet<String>>,
+    /// Instances cleaned of burned-in text for this request.
+    cleaned: std::sync::atomic::AtomicU64,
     /// Held until the body ends: the caller's concurrent-request slot.
     held: Mutex<Option<Box<dyn std::any::Any + Send + Sync>>>,
 }
@@ -53,8 +55,14 @@ impl Ledger {
             subject: OnceLock::new(),
             project: OnceLock::new(),
             sites: Mutex::new(BTreeSet::new()),
+            cleaned: std::sync::atomic::AtomicU64::new(0),
             held: Mutex::new(None),
         })
+    }
+
+    /// Notes that an instance was cleaned of burned-in text for this request.
+    pub fn note_cleaned(&self) {
+        self.cleaned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The authenticated caller and the project the request acts in.
@@ -95,7 +103,8 @@ impl Ledger {
         let status = self.status.get().copied().unwrap_or(0);
         let sites: Vec<String> = self.sites.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
         let (method, route) = (self.method.as_str(), self.route.as_str());
-        tracing::info!(method, route, status, ms, bytes, outcome, sites = sites.join(","), "request");
+        let cleaned = self.cleaned.load(std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(method, route, status, ms, bytes, outcome, sites = sites.join(","), cleaned, "request");
         metrics.observe(method, route, status, elapsed.as_secs_f64(), bytes);
         if let Some(audit) = audit {
             audit.record(&Event {
@@ -110,6 +119,7 @@ impl Ledger {
                 outcome,
                 bytes,
                 ms,
+                cleaned,
             });
         }
     }

@@ -290,6 +290,8 @@ pub struct Retrieval {
     pub first: RetrievedInstance,
     pub rest: Instances,
     pub withheld: usize,
+    /// Why they were withheld: each reason once (no patient data in them).
+    pub withheld_reasons: Vec<String>,
     /// An entity tag of what the retrieval yields, when that is known before it starts
     /// (served from the cache).
     pub etag: Option<String>,
@@ -366,6 +368,7 @@ pub async fn first_and_rest_at_sites(
                 first,
                 rest: rest.map(|item| item.map(|(_, instance)| instance)).boxed(),
                 withheld: 0,
+                withheld_reasons: Vec::new(),
                 etag: None,
             })
         }
@@ -458,7 +461,10 @@ async fn deidentified(
             let (gw, project) = (deid_gw.clone(), project.clone());
             async move {
                 let (site, instance) = item?;
-                tokio::task::spawn_blocking(move || {
+                // The request that retrieves (a flight runs in its starter's scope) is the one
+                // whose audit line counts the instances cleaned for it.
+                let ledger = crate::ledger::current();
+                let processed = tokio::task::spawn_blocking(move || {
                     let privacy = project
                         .privacy
                         .as_ref()
@@ -467,25 +473,38 @@ async fn deidentified(
                         .instance(&instance, gw.sites[site].id().as_str())
                         .map_err(|e| ApiError::Internal(format!("cannot de-identify an instance: {e}")))?;
                     privacy.record_blocking(entries)?;
-                    Ok(processed)
+                    Ok::<_, ApiError>(processed)
                 })
                 .await
-                .map_err(|e| ApiError::Internal(e.to_string()))?
+                .map_err(|e| ApiError::Internal(e.to_string()))??;
+                Ok(match processed {
+                    Processed::Cleaned(instance) => {
+                        if let Some(ledger) = ledger {
+                            ledger.note_cleaned();
+                        }
+                        Processed::Deidentified(instance)
+                    }
+                    other => other,
+                })
             }
         })
         .boxed();
-    let mut withheld = 0usize;
+    let (mut withheld, mut withheld_reasons) = (0usize, Vec::<String>::new());
     let first = loop {
         match processed.next().await {
-            Some(Ok(Processed::Deidentified(instance))) => break instance,
+            Some(Ok(Processed::Deidentified(instance) | Processed::Cleaned(instance))) => break instance,
             Some(Ok(Processed::Withheld(why))) => {
                 log_withheld(&why);
                 withheld += 1;
+                if !withheld_reasons.iter().any(|r| r == why.reason) {
+                    withheld_reasons.push(why.reason.to_owned());
+                }
             }
             Some(Err(e)) => return Err(e),
             None => {
                 return Err(ApiError::Forbidden(format!(
-                    "withheld: {withheld} instance(s) whose pixels may show identity (burned-in annotation)"
+                    "withheld: {withheld} instance(s) whose pixels may show identity (burned-in annotation): {}",
+                    withheld_reasons.join("; ")
                 )))
             }
         }
@@ -493,7 +512,7 @@ async fn deidentified(
     let rest = processed
         .filter_map(|item| async move {
             match item {
-                Ok(Processed::Deidentified(instance)) => Some(Ok(instance)),
+                Ok(Processed::Deidentified(instance) | Processed::Cleaned(instance)) => Some(Ok(instance)),
                 Ok(Processed::Withheld(why)) => {
                     log_withheld(&why);
                     None
@@ -502,7 +521,7 @@ async fn deidentified(
             }
         })
         .boxed();
-    Ok(Retrieval { first, rest, withheld, etag: None })
+    Ok(Retrieval { first, rest, withheld, withheld_reasons, etag: None })
 }
 
 /// How many parts of a plan are retrieved at once; parts at one site share its association

@@ -226,6 +226,23 @@ fn render(gw: &Gateway) -> String {
         gw.search_cache.misses.load(Ordering::Relaxed)
     );
 
+    // One cleaner serves every project that cleans burned-in text.
+    if let Some(cleaner) = gw.projects.iter().find_map(|p| p.privacy.as_ref()?.cleaner.clone()) {
+        family(
+            &mut out,
+            "dicomweb_gateway_burned_in_total",
+            "counter",
+            "Instances whose pixels may show identity: cleaned, or withheld as they could not be cleaned.",
+        );
+        for (outcome, counter) in [("cleaned", &cleaner.cleaned), ("uncleanable", &cleaner.uncleanable)] {
+            let _ = writeln!(
+                out,
+                "dicomweb_gateway_burned_in_total{{outcome=\"{outcome}\"}} {}",
+                counter.load(Ordering::Relaxed)
+            );
+        }
+    }
+
     let budget = &gw.decode_budget;
     family(
         &mut out,

@@ -12,7 +12,8 @@ use crate::audit::AuditLog;
 use crate::auth::Authenticator;
 use crate::cache::RetrievalCache;
 use crate::check::endpoint;
-use crate::config::{AuthMode, Config, Permission, ProjectConfig, RetrieveMode};
+use crate::clean_pixels::Cleaner;
+use crate::config::{AuthMode, BurnedIn, Config, Permission, ProjectConfig, RetrieveMode};
 use crate::deidentify::{Privacy, IMPLICIT_PROJECT};
 use crate::directory::Directory;
 use crate::health::{BreakerPolicy, SiteHealth};
@@ -155,18 +156,29 @@ fn projects(config: &Config, sites: &[Site]) -> anyhow::Result<Vec<Arc<Project>>
                 permissions: vec![Permission::Search, Permission::Retrieve, Permission::Store],
                 deid_options: None,
                 show_sites: None,
+                burned_in: None,
             }];
             &implicit
         }
         AuthMode::Jwt(_) => &config.projects,
     };
     let shared = config.deid.as_ref().map(Privacy::open_shared).transpose()?;
+    let burned_in = |project: &ProjectConfig| {
+        project.burned_in.or(config.deid.as_ref().map(|deid| deid.burned_in)).unwrap_or(BurnedIn::Withhold)
+    };
+    // One cleaner for every project that cleans: Tesseract's model read once, the rules checked.
+    let cleaner = match (&config.deid, configured.iter().any(|p| burned_in(p) == BurnedIn::Clean)) {
+        (Some(deid), true) => Some(Arc::new(Cleaner::start(deid.burned_in_rules.as_deref())?)),
+        _ => None,
+    };
     configured
         .iter()
         .map(|project| {
             let privacy = match (&config.deid, &shared) {
                 (Some(deid), Some(shared)) => {
-                    Some(Privacy::start(shared, &project.id, project.deid_options.as_deref().unwrap_or(&deid.options))?)
+                    let options = project.deid_options.as_deref().unwrap_or(&deid.options);
+                    let cleaner = cleaner.clone().filter(|_| burned_in(project) == BurnedIn::Clean);
+                    Some(Privacy::start(shared, &project.id, options, cleaner, config.dataset_limits)?)
                 }
                 _ => None,
             };
@@ -207,6 +219,10 @@ fn cache_scope<'a>(project: &str, sites: impl Iterator<Item = &'a Site>, privacy
             privacy.engine.keys().fingerprint(),
             dicomweb_deid::PROFILE_REVISION
         ));
+        // Cleaning changes what the project's instances are, and with its rules and detector.
+        if let Some(cleaner) = &privacy.cleaner {
+            shaped.update(format!("clean {}\n", cleaner.fingerprint()));
+        }
     }
     let digest: String = shaped.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect();
     format!("{project}/{digest}")

@@ -219,12 +219,13 @@ async fn retrieve(
     target: RetrieveTarget,
 ) -> Result<Response, ApiError> {
     if super::instance_bulkdata::wanted(&headers) {
-        let crate::locate::Retrieval { first, rest, withheld, .. } = first_and_rest(&gw, &access, target).await?;
+        let crate::locate::Retrieval { first, rest, withheld, withheld_reasons, .. } =
+            first_and_rest(&gw, &access, target).await?;
         let limits = gw.config.dataset_limits;
         let response =
             super::instance_bulkdata::respond(first, rest, access.base_url.clone(), limits, gw.decode_budget.clone())
                 .await?;
-        return Ok(crate::deidentify::with_withheld_warning(response, withheld));
+        return Ok(crate::deidentify::with_withheld_warning(response, withheld, &withheld_reasons));
     }
     let wanted = Arc::new(negotiate(&headers)?);
     // A syntax the target's instances are known to be stored in that none of the wanted ones
@@ -236,7 +237,8 @@ async fn retrieve(
              produced from it; ask for transfer-syntax=* or {EXPLICIT_VR_LE}"
         )));
     }
-    let crate::locate::Retrieval { first, rest, withheld, etag } = first_and_rest(&gw, &access, target).await?;
+    let crate::locate::Retrieval { first, rest, withheld, withheld_reasons, etag } =
+        first_and_rest(&gw, &access, target).await?;
     let tag = super::entity_tag(etag.as_deref(), &format!("instances {wanted:?}"));
     if let Some(not_modified) = super::not_modified(&headers, tag.as_deref()) {
         return Ok(not_modified);
@@ -291,7 +293,7 @@ async fn retrieve(
     let content_type = format!("multipart/related; type=\"application/dicom\"; boundary={boundary}");
     let mut response = ([(header::CONTENT_TYPE, content_type)], Body::from_stream(parts)).into_response();
     super::with_validators(&mut response, tag.as_deref());
-    Ok(crate::deidentify::with_withheld_warning(response, withheld))
+    Ok(crate::deidentify::with_withheld_warning(response, withheld, &withheld_reasons))
 }
 
 /// Retrieve a study, a series or an instance (the path says which).
@@ -331,10 +333,11 @@ async fn metadata(
     if !xml {
         accepts(&headers, &["application/dicom+json", "application/json"])?;
     }
-    let crate::locate::Retrieval { first, rest, withheld, etag } = first_and_rest(&gw, &access, target).await?;
+    let crate::locate::Retrieval { first, rest, withheld, withheld_reasons, etag } =
+        first_and_rest(&gw, &access, target).await?;
     if xml {
         let response = metadata_xml(first, rest, access.base_url.clone());
-        return Ok(crate::deidentify::with_withheld_warning(response, withheld));
+        return Ok(crate::deidentify::with_withheld_warning(response, withheld, &withheld_reasons));
     }
     let tag = super::entity_tag(etag.as_deref(), &format!("metadata {}", access.base_url));
     if let Some(not_modified) = super::not_modified(&headers, tag.as_deref()) {
@@ -342,7 +345,7 @@ async fn metadata(
     }
     let validators = |mut response: Response| {
         super::with_validators(&mut response, tag.as_deref());
-        crate::deidentify::with_withheld_warning(response, withheld)
+        crate::deidentify::with_withheld_warning(response, withheld, &withheld_reasons)
     };
     // Served from the cache: the JSON made last time, if it is still kept.
     let kept = tag.as_ref().map(|tag| (access.project.id.clone(), tag.clone()));

@@ -98,8 +98,16 @@ fn new_privacy(dir: &std::path::Path, state: &str) -> anyhow::Result<Privacy> {
         state_dir: dir.join(state),
         store: None,
         show_sites: false,
+        burned_in: gateway::config::BurnedIn::Withhold,
+        burned_in_rules: None,
     };
-    Privacy::start(&Privacy::open_shared(&config)?, "bench", &options)
+    Privacy::start(
+        &Privacy::open_shared(&config)?,
+        "bench",
+        &options,
+        None,
+        gateway::config::DataSetLimitsConfig::DEFAULTS,
+    )
 }
 
 fn spread(times: &[f64]) -> String {
