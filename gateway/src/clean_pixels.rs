@@ -33,7 +33,7 @@ const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 const MARGIN: u32 = 2;
 /// Raised whenever what cleaning does to the same instance changes (the detector, the margin),
 /// so that instances cleaned before are not served from the cache as cleaned now.
-pub const CLEANING_REVISION: u32 = 1;
+pub const CLEANING_REVISION: u32 = 2;
 
 /// Cleans instances; shared by every project that cleans.
 #[derive(Debug)]
@@ -276,11 +276,12 @@ impl Cleaner {
                 height: w.bottom - w.top,
             }));
             let lines = dicomweb_ocr::flat::text_lines(&view.grey, view.colours.as_deref(), image.columns, image.rows);
-            boxes.extend(lines.iter().map(|l| Rectangle {
-                left: l.left,
-                top: l.top,
-                width: l.right - l.left,
-                height: l.bottom - l.top,
+            // A line reaches a character further each way: its first or last character may
+            // have merged with the image behind it and not been found as a character.
+            boxes.extend(lines.iter().map(|l| {
+                let reach = l.bottom - l.top;
+                let (left, right) = (l.left.saturating_sub(reach), (l.right + reach).min(image.columns));
+                Rectangle { left, top: l.top, width: right - left, height: l.bottom - l.top }
             }));
         }
         let bits_stored = number(&object, tags::BITS_STORED, bits_allocated);

@@ -6,9 +6,10 @@ was written where.
 
     python3 tests/python/burned_in_corpus.py --out DIR [--count 24] [--seed 7]
 
-writes DIR/NNN.dcm and DIR/truth.json: for each file its StudyInstanceUID, its
-InstanceNumber (which survives de-identification) and every string rendered into it with its
-box (left, top, right, bottom in pixels). The same seed makes the
+writes DIR/NNN.dcm, DIR/NNN.ink.png (each string's pixels, numbered 1, 2, ... in the order of
+its strings: the ink that was drawn, where the box also holds image) and DIR/truth.json: for
+each file its StudyInstanceUID, its InstanceNumber (which survives de-identification), its ink
+file and every string rendered into it with its box (left, top, right, bottom in pixels). The same seed makes the
 same corpus.
 """
 
@@ -77,6 +78,9 @@ def render(rng, kind, colour):
     grey = ultrasound(rng, width, height) if kind == "us" else screen(rng, width, height)
     image = Image.fromarray(grey).convert("RGB" if colour else "L")
     draw = ImageDraw.Draw(image)
+    # The ink of each string alone, to tell its pixels from the image's.
+    ink = Image.new("L", (width, height))
+    ink_draw = ImageDraw.Draw(ink)
     truth, taken = [], []
     for text in identifiers(rng):
         font = ImageFont.truetype(rng.choice(FONTS), rng.randint(11, 26))
@@ -87,12 +91,13 @@ def render(rng, kind, colour):
                 break
         # Light on dark, as most devices print, or dark on light, at a contrast of its own.
         background = grey[max(box[1], 0):box[3], max(box[0], 0):box[2]].mean()
-        level = rng.randint(150, 255) if background < 128 else rng.randint(0, 80)
+        level = rng.randint(150, 255) if background < 128 else rng.randint(1, 80)
         fill = (level, level, rng.randint(0, level)) if colour and rng.random() < 0.5 else ((level,) * 3 if colour else level)
         draw.text((left, top), text, font=font, fill=fill)
+        ink_draw.text((left, top), text, font=font, fill=len(truth) + 1)
         taken.append(box)
         truth.append({"text": text, "box": list(box)})
-    return image, truth
+    return image, truth, ink
 
 
 def dicom(image, kind, colour, study_uid, index):
@@ -130,11 +135,13 @@ def make(out, count, seed):
     for index in range(count):
         kind = "us" if index % 2 == 0 else "sc"
         colour = index % 4 in (0, 3)
-        image, strings = render(rng, kind, colour)
+        image, strings, ink = render(rng, kind, colour)
         study_uid = generate_uid()
         path = out / f"{index:03}.dcm"
         dicom(image, kind, colour, study_uid, index).save_as(path, enforce_file_format=True)
-        truth[path.name] = {"study_uid": study_uid, "instance_number": index + 1, "strings": strings}
+        ink.save(out / f"{index:03}.ink.png")
+        truth[path.name] = {"study_uid": study_uid, "instance_number": index + 1, "strings": strings,
+                            "ink": f"{index:03}.ink.png"}
     (out / "truth.json").write_text(json.dumps(truth, indent=1))
     return truth
 
