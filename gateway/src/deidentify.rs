@@ -261,8 +261,8 @@ impl Privacy {
         // The new file meta group names the pseudonym the profile gives the SOP Instance UID.
         let pseudonym = self.engine.keys().uid(instance.sop_instance_uid.as_str());
         let meta = pacs_adapter::part10::wrap(instance.sop_class_uid.as_str(), &pseudonym, ts.uid(), "", &[]);
-        let outcome = dicomweb_deid::instance::deidentify(&self.engine, source, ts, site, meta.clone())
-            .map_err(std::io::Error::other)?;
+        let outcome =
+            dicomweb_deid::instance::deidentify(&self.engine, source, ts, site, meta).map_err(std::io::Error::other)?;
         let mut cleaned = false;
         let (part10, report) = match (outcome, &self.cleaner) {
             (dicomweb_deid::instance::Outcome::Deidentified { bytes, report, .. }, _) => (bytes, report),

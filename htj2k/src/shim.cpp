@@ -67,6 +67,13 @@ Geometry geometry_of(ojph::codestream& codestream) {
   return g;
 }
 
+// Opens the codestream `data` and reads its headers; its geometry.
+Geometry read_headers(const uint8_t* data, size_t len, ojph::mem_infile& file, ojph::codestream& codestream) {
+  file.open(data, len);
+  codestream.read_headers(&file);
+  return geometry_of(codestream);
+}
+
 }  // namespace
 
 extern "C" {
@@ -77,10 +84,8 @@ int htj2k_info(const uint8_t* data, size_t len, uint32_t* width, uint32_t* heigh
   configure_messages();
   try {
     ojph::mem_infile file;
-    file.open(data, len);
     ojph::codestream codestream;
-    codestream.read_headers(&file);
-    Geometry g = geometry_of(codestream);
+    Geometry g = read_headers(data, len, file, codestream);
     *width = g.width;
     *height = g.height;
     *components = g.components;
@@ -103,10 +108,8 @@ int htj2k_decode(const uint8_t* data, size_t len, uint8_t* out, size_t out_len, 
   configure_messages();
   try {
     ojph::mem_infile file;
-    file.open(data, len);
     ojph::codestream codestream;
-    codestream.read_headers(&file);
-    Geometry g = geometry_of(codestream);
+    Geometry g = read_headers(data, len, file, codestream);
     if (bytes_per_sample != 1 && bytes_per_sample != 2)
       throw std::runtime_error("samples of other than one or two bytes");
     if (g.bit_depth > 8 * bytes_per_sample)

@@ -4,12 +4,14 @@ The test bed (real Orthanc and dcmqrscp sites) is started by scripts/test.sh and
 the file TESTBED_INFO names; these tests fail loudly without it.
 """
 
+import contextlib
 import json
 import os
 import pathlib
 import shlex
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 
@@ -112,6 +114,31 @@ def launch(config, port, scheme="http", verify=True, client_cert=None, args=(), 
         time.sleep(0.05)
     process.kill()
     pytest.fail("the gateway did not come up")
+
+
+@contextlib.contextmanager
+def dimse_archive(ae_title, files, timeout="10s"):
+    """A pynetdicom archive of `files` (dimse_archive.py) on a port of its own, for as long as
+    the block runs; yields the [[sites]] TOML of a site "archive" reached by C-GET."""
+    port = free_port()
+    archive = subprocess.Popen([sys.executable, str(ROOT / "tests" / "python" / "dimse_archive.py"), "--ae", ae_title,
+                                "--port", str(port), *map(str, files)], stderr=subprocess.PIPE)
+    try:
+        for _ in range(200):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if archive.poll() is not None:
+                    pytest.fail(f"the archive exited: {archive.stderr.read().decode()[-2000:]}")
+                time.sleep(0.05)
+        else:
+            pytest.fail("the archive did not start")
+        yield (f'\n[[sites]]\nid = "archive"\nae_title = "{ae_title}"\naddress = "127.0.0.1:{port}"\n'
+               f'retrieve = "c-get"\ntimeout = "{timeout}"\n')
+    finally:
+        archive.terminate()
+        archive.wait(timeout=10)
 
 
 def stop(process):

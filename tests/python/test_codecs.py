@@ -29,7 +29,7 @@ import requests
 from dicomweb_client.api import DICOMwebClient
 from PIL import Image
 
-from conftest import ROOT, free_port, start_federation, stop
+from conftest import ROOT, dimse_archive, free_port, start_federation, stop
 
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 LOSSLESS = {"1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70", "1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.90",
@@ -430,36 +430,12 @@ def htj2k_made(directory):
 def htj2k_archive(testbed, tmp_path_factory):
     """The HTJ2K copy of the CT and the images of htj2k_made in a pynetdicom archive of its own
     (dimse_archive.py), and a gateway over it: (gateway, the compressed study, the images made)."""
-    import sys
-    import time
     study = next(s for s in testbed["data"]["compressed"] if s["transfer_syntax"] == "1.2.840.10008.1.2.4.201")
     made = htj2k_made(tmp_path_factory.mktemp("htj2k"))
-    port = free_port()
-    files = [*study["study"]["files"], *(str(path) for path, *_ in made)]
-    archive = subprocess.Popen([sys.executable, str(ROOT / "tests" / "python" / "dimse_archive.py"), "--ae", "HTARCHIVE",
-                                "--port", str(port), *files], stderr=subprocess.PIPE)
-    import socket
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            if archive.poll() is not None:
-                pytest.fail(f"the archive exited: {archive.stderr.read().decode()[-2000:]}")
-            time.sleep(0.05)
-    site = f"""
-[[sites]]
-id = "archive"
-ae_title = "HTARCHIVE"
-address = "127.0.0.1:{port}"
-retrieve = "c-get"
-timeout = "10s"
-"""
-    process, gw = own_gateway(testbed, [], extra_sites=site)
-    yield gw, study, made
-    stop(process)
-    archive.terminate()
-    archive.wait(timeout=10)
+    with dimse_archive("HTARCHIVE", [*study["study"]["files"], *(path for path, *_ in made)]) as site:
+        process, gw = own_gateway(testbed, [], extra_sites=site)
+        yield gw, study, made
+        stop(process)
 
 
 def test_htj2k_through_a_pacs_that_sends_it(htj2k_archive, tmp_path):
