@@ -206,6 +206,12 @@ def test_the_test_bed_through_a_cleaning_gateway(testbed, tmp_path):
         for ours in banded:
             band = ours.pixel_array[: bands[device(ours)]]
             assert not band.any(), f"the header band of a {ours.Manufacturer} image is not black"
+        # What those devices print (pydicom's files: the institution, the exam's id), read back
+        # by Tesseract in none of them.
+        printed = {"BAPTIST", "142825", "PHILIPS"}
+        for ours in cleaned:
+            found = printed & set(read_back(ours.pixel_array).split())
+            assert not found, f"{found} still readable in a cleaned {ours.get('Manufacturer', '')} image"
     finally:
         stop(process)
         stop(holding_process)
