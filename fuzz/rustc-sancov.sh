@@ -5,6 +5,11 @@
 # artifacts of their own, so dependencies are reused from the ordinary dev build as they are.
 rustc="$1"
 shift
+# Build scripts (crates htj2k and ocr have one) run at build time, outside any fuzzer: they are
+# compiled plain, or they would not link without libFuzzer's runtime.
+case " $* " in
+    *" --crate-name build_script_build "*) exec "$rustc" "$@" ;;
+esac
 exec "$rustc" "$@" \
     -Cpasses=sancov-module \
     -Cllvm-args=-sanitizer-coverage-level=4 \
