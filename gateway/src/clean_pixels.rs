@@ -18,7 +18,6 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 
-use bytes::Bytes;
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::{FileDicomObject, InMemDicomObject};
@@ -195,14 +194,10 @@ impl Cleaner {
         format!("{CLEANING_REVISION} {:?}", self.rules)
     }
 
-    /// The instance with its burned-in text blanked, in Explicit VR Little Endian with
-    /// BurnedInAnnotation NO; or why it could not be cleaned. Blocking: call it off the async
+    /// The instance's data set with its burned-in text blanked, in Explicit VR Little Endian
+    /// with BurnedInAnnotation NO; or why it could not be cleaned. Blocking: call it off the async
     /// runtime. Waits while as many cleanings as the machine has cores are running.
-    pub fn clean(
-        &self,
-        instance: &RetrievedInstance,
-        limits: &DataSetLimitsConfig,
-    ) -> Result<RetrievedInstance, &'static str> {
+    pub fn clean(&self, instance: &RetrievedInstance, limits: &DataSetLimitsConfig) -> Result<Vec<u8>, &'static str> {
         {
             let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
             while *running >= self.at_once {
@@ -218,11 +213,7 @@ impl Cleaner {
         outcome
     }
 
-    fn clean_now(
-        &self,
-        instance: &RetrievedInstance,
-        limits: &DataSetLimitsConfig,
-    ) -> Result<RetrievedInstance, &'static str> {
+    fn clean_now(&self, instance: &RetrievedInstance, limits: &DataSetLimitsConfig) -> Result<Vec<u8>, &'static str> {
         let mut object: FileDicomObject<InMemDicomObject> =
             dicom_object::from_reader(instance.part10.get(128..).unwrap_or_default())
                 .map_err(|_| "could not be cleaned: it cannot be parsed")?;
@@ -289,7 +280,7 @@ impl Cleaner {
         let vr = if image.bytes == 2 { VR::OW } else { VR::OB };
         object.put(DataElement::new(tags::PIXEL_DATA, vr, PrimitiveValue::from(image.data)));
         object.put(DataElement::new(tags::BURNED_IN_ANNOTATION, VR::CS, PrimitiveValue::from("NO")));
-        write(&object, instance)
+        data_set(&object, instance.data_set().len())
     }
 }
 
@@ -312,28 +303,17 @@ fn blank(image: &mut Image, boxes: &[Rectangle], bits_stored: u32) {
     }
 }
 
-/// The cleaned data set as a Part-10 instance in Explicit VR Little Endian.
-fn write(
-    object: &FileDicomObject<InMemDicomObject>,
-    instance: &RetrievedInstance,
-) -> Result<RetrievedInstance, &'static str> {
+/// The cleaned data set, encoded in Explicit VR Little Endian (`size`: about how large).
+fn data_set(object: &FileDicomObject<InMemDicomObject>, size: usize) -> Result<Vec<u8>, &'static str> {
     use dicom_encoding::TransferSyntaxIndex;
     let syntax = dicom_transfer_syntax_registry::TransferSyntaxRegistry
         .get(EXPLICIT_VR_LE)
         .ok_or("could not be cleaned: Explicit VR Little Endian is not known")?;
-    let mut data_set = Vec::with_capacity(instance.data_set().len() + 1024);
+    let mut data_set = Vec::with_capacity(size + 1024);
     object
         .write_dataset_with_ts(&mut data_set, syntax)
         .map_err(|_| "could not be cleaned: the cleaned instance cannot be written")?;
-    let part10 = pacs_adapter::part10::wrap(
-        instance.sop_class_uid.as_str(),
-        instance.sop_instance_uid.as_str(),
-        EXPLICIT_VR_LE,
-        "",
-        &data_set,
-    );
-    RetrievedInstance::from_part10(Bytes::from(part10))
-        .map_err(|_| "could not be cleaned: the cleaned instance cannot be read back")
+    Ok(data_set)
 }
 
 #[cfg(test)]

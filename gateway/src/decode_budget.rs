@@ -10,7 +10,11 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use dicom_object::{FileDicomObject, InMemDicomObject};
+use pacs_adapter::RetrievedInstance;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::config::DataSetLimitsConfig;
 
 /// The budget is counted in whole mebibytes (a reservation is rounded up).
 const UNIT: u64 = 1 << 20;
@@ -73,6 +77,28 @@ impl DecodeBudget {
     ) -> Result<T, tokio::task::JoinError> {
         let _reserved = if bytes == 0 { None } else { Some(self.reserve(bytes).await) };
         tokio::task::spawn_blocking(decode).await
+    }
+
+    /// A retrieved instance parsed and its decoded size bounded on a blocking thread
+    /// (crate::dataset_limits::parsed_for_decoding), then `decode` run on it within the budget.
+    /// `instead` names what the client may ask for when the instance cannot be decoded here.
+    pub async fn decode_instance<T: Send + 'static>(
+        &self,
+        instance: RetrievedInstance,
+        limits: DataSetLimitsConfig,
+        instead: &'static str,
+        decode: impl FnOnce(FileDicomObject<InMemDicomObject>, RetrievedInstance) -> Result<T, std::io::Error>
+            + Send
+            + 'static,
+    ) -> Result<T, std::io::Error> {
+        let (object, size, instance) = tokio::task::spawn_blocking(move || {
+            crate::dataset_limits::parsed_for_decoding(&instance.part10, &limits)
+                .map(|(object, size)| (object, size, instance))
+                .map_err(|e| std::io::Error::other(format!("{e}; ask for {instead}")))
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        self.decode(size, move || decode(object, instance)).await.map_err(std::io::Error::other)?
     }
 
     /// Bytes reserved now.

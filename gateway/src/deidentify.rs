@@ -279,7 +279,7 @@ impl Privacy {
                 let meta =
                     pacs_adapter::part10::wrap(instance.sop_class_uid.as_str(), &pseudonym, EXPLICIT_VR_LE, "", &[]);
                 cleaned = true;
-                match dicomweb_deid::instance::deidentify_cleaned(&self.engine, clean.data_set(), explicit, site, meta)
+                match dicomweb_deid::instance::deidentify_cleaned(&self.engine, &clean, explicit, site, meta)
                     .map_err(std::io::Error::other)?
                 {
                     dicomweb_deid::instance::Outcome::Deidentified { bytes, report, .. } => (bytes, report),

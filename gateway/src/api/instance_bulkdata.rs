@@ -86,14 +86,11 @@ async fn parts(
     limits: DataSetLimitsConfig,
     budget: Arc<DecodeBudget>,
 ) -> Result<Vec<(String, Bytes)>, std::io::Error> {
-    let (object, size, instance) = tokio::task::spawn_blocking(move || {
-        crate::dataset_limits::parsed_for_decoding(&instance.part10, &limits)
-            .map(|(object, size)| (object, size, instance))
-            .map_err(|e| std::io::Error::other(format!("{e}; ask for application/dicom")))
-    })
-    .await
-    .map_err(std::io::Error::other)??;
-    budget.decode(size, move || elements(object, &instance, &public_url)).await.map_err(std::io::Error::other)?
+    budget
+        .decode_instance(instance, limits, "application/dicom", move |object, instance| {
+            elements(object, &instance, &public_url)
+        })
+        .await
 }
 
 /// The response: the first instance's bulk data is made before it starts, so one that cannot

@@ -169,14 +169,11 @@ async fn transcode(
     limits: DataSetLimitsConfig,
     budget: &DecodeBudget,
 ) -> Result<Bytes, std::io::Error> {
-    let (object, decoded_size, instance) = tokio::task::spawn_blocking(move || {
-        crate::dataset_limits::parsed_for_decoding(&instance.part10, &limits)
-            .map(|(object, size)| (object, size, instance))
-            .map_err(|e| std::io::Error::other(format!("{e}; ask for transfer-syntax=*")))
-    })
-    .await
-    .map_err(std::io::Error::other)??;
-    budget.decode(decoded_size, move || encoded(object, &instance, target)).await.map_err(std::io::Error::other)?
+    budget
+        .decode_instance(instance, limits, "transfer-syntax=*", move |object, instance| {
+            encoded(object, &instance, target)
+        })
+        .await
 }
 
 /// The parsed instance with its pixel data decoded, written in `target` as Part-10 bytes.
