@@ -306,6 +306,40 @@ mod tests {
         );
     }
 
+    /// Fuzzing found it: an SV value of 698 bytes inside an item. dicom-object reads 87 whole
+    /// values, counts 698 bytes as read and reads the next header two bytes early, out of step
+    /// with the item lengths, until a misread length makes it allocate and fill a value of
+    /// hundreds of megabytes, seconds per input.
+    #[test]
+    fn a_binary_value_that_is_not_whole_numbers_is_refused_unless_nothing_follows() {
+        let mut data = Vec::new();
+        long_header(&mut data, 0x0008, 0x1140, b"SQ", UNDEFINED);
+        tag_only(&mut data, 0xE000, 12 + 10);
+        long_header(&mut data, 0x0072, 0x0082, b"SV", 10);
+        data.extend_from_slice(&[0; 10]);
+        tag_only(&mut data, 0xE0DD, 0);
+        assert_eq!(
+            check_data_set(&data, EXPLICIT_LE, 64),
+            Err(ContentLimitError::PartialValue { group: 0x0072, element: 0x0082, vr: "SV", length: 10, unit: 8 })
+        );
+        // Implicit VR: the dictionary's VR counts (Rows is US).
+        let mut implicit = Vec::new();
+        implicit.extend_from_slice(&0x0028u16.to_le_bytes());
+        implicit.extend_from_slice(&0x0010u16.to_le_bytes());
+        implicit.extend_from_slice(&3u32.to_le_bytes());
+        implicit.extend_from_slice(&[0; 3]);
+        let mut followed = implicit.clone();
+        followed.extend_from_slice(&implicit);
+        assert!(matches!(check_data_set(&followed, IMPLICIT_LE, 64), Err(ContentLimitError::PartialValue { .. })));
+        // Last in the data set (an odd-length 8-bit image in OW, as some writers leave it).
+        assert_eq!(check_data_set(&implicit, IMPLICIT_LE, 64), Ok(()));
+        let mut whole = Vec::new();
+        short(&mut whole, 0x0028, 0x0010, b"US", &[0, 2]);
+        long_header(&mut whole, 0x0072, 0x0082, b"SV", 16);
+        whole.extend_from_slice(&[0; 16]);
+        assert_eq!(check_data_set(&whole, EXPLICIT_LE, 64), Ok(()));
+    }
+
     #[test]
     fn every_frame_decoded_counts_against_the_bound_before_decoding() {
         use dicom_core::{DataElement, PrimitiveValue, VR};

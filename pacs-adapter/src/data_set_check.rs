@@ -1,11 +1,12 @@
 //! The walk over a DICOM data set's element headers that bounds it before anything parses it:
 //! sequences nested at most `max_depth` deep (dicom-object's parser recurses once per level),
 //! no value length that claims more bytes than remain (the parser allocates a value's length
-//! before reading it), and VRs of PS3.5 only. The walk keeps its own stack: a hostile nesting
+//! before reading it), VRs of PS3.5 only, and binary values of whole numbers and tags (the
+//! parser reads the whole ones and counts the rest as read, then reads on out of step). The walk keeps its own stack: a hostile nesting
 //! depth cannot exhaust the thread's. Used for instances (by the gateway, with its
 //! configured bounds) and for the C-FIND identifiers a PACS sends.
 
-use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry, VirtualVr};
+use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
 use dicom_core::{Tag, VR};
 use dicom_dictionary_std::StandardDataDictionary;
 
@@ -26,6 +27,8 @@ pub enum ContentLimitError {
     Inflate(String),
     #[error("the data set is malformed: {0}")]
     Malformed(&'static str),
+    #[error("element ({group:04X},{element:04X}) of VR {vr} has {length} bytes, not a multiple of {unit}")]
+    PartialValue { group: u16, element: u16, vr: &'static str, length: u32, unit: u32 },
     #[error(
         "a frame of {rows} rows x {columns} columns x {samples} samples x {bits} bits is larger than {limit} bytes"
     )]
@@ -208,10 +211,9 @@ pub fn check_data_set(data: &[u8], encoding: Encoding, max_depth: usize) -> Resu
                 (vr, u32::from(u16_at(pos + 6)), 8)
             }
         } else {
-            let vr = match StandardDataDictionary.by_tag(Tag(group, element)).map(|e| e.vr()) {
-                Some(VirtualVr::Exact(vr)) => Some(vr),
-                _ => None,
-            };
+            // The VR the parser will take: the dictionary's, the commoner one where it depends
+            // on context.
+            let vr = StandardDataDictionary.by_tag(Tag(group, element)).map(|e| e.vr().relaxed());
             (vr, u32_at(pos + 4), 8)
         };
         pos += header;
@@ -242,10 +244,27 @@ pub fn check_data_set(data: &[u8], encoding: Encoding, max_depth: usize) -> Resu
         if length as usize > remaining {
             return Err(past_end(length, remaining));
         }
+        if let Some((vr, unit)) = vr.and_then(|vr| Some((vr, binary_unit(vr)?))) {
+            // A broken tail is harmless only where nothing follows it to be read out of step.
+            let last = stack.is_empty() && pos + length as usize == data.len();
+            if length % unit != 0 && !last {
+                return Err(ContentLimitError::PartialValue { group, element, vr: vr.to_string(), length, unit });
+            }
+        }
         if vr == Some(VR::SQ) {
             open(Container::Sequence { end: Some(pos + length as usize), explicit }, &mut stack)?;
         } else {
             pos += length as usize;
         }
+    }
+}
+
+/// The size of one value of a binary VR that the parser reads as whole numbers (or tags).
+fn binary_unit(vr: VR) -> Option<u32> {
+    match vr {
+        VR::US | VR::SS | VR::OW => Some(2),
+        VR::UL | VR::SL | VR::FL | VR::OF | VR::OL | VR::AT => Some(4),
+        VR::FD | VR::OD | VR::SV | VR::UV | VR::OV => Some(8),
+        _ => None,
     }
 }

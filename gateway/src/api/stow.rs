@@ -42,9 +42,10 @@ fn limit_reason(e: &ContentLimitError) -> u16 {
         | ContentLimitError::InflatedTooLarge(_)
         | ContentLimitError::FrameTooLarge { .. }
         | ContentLimitError::DecodedTooLarge { .. } => OUT_OF_RESOURCES,
-        ContentLimitError::LengthPastEnd { .. } | ContentLimitError::Inflate(_) | ContentLimitError::Malformed(_) => {
-            CANNOT_UNDERSTAND
-        }
+        ContentLimitError::LengthPastEnd { .. }
+        | ContentLimitError::PartialValue { .. }
+        | ContentLimitError::Inflate(_)
+        | ContentLimitError::Malformed(_) => CANNOT_UNDERSTAND,
     }
 }
 
