@@ -7,7 +7,8 @@
 //! confidence, and every line of flat-coloured characters (crate `dicomweb-ocr`). Each box, two
 //! pixels wider all round, is blanked to black in every frame. A multi-frame instance is
 //! searched on its first, middle and last frames (burned-in text stays put from frame to
-//! frame) and blanked in all. The result goes out in Explicit VR Little Endian, BurnedInAnnotation
+//! frame) and blanked in all. The result goes out in the syntax it was stored in when that is
+//! RLE or JPEG-LS lossless (encoded again), else in Explicit VR Little Endian; BurnedInAnnotation
 //! NO; the de-identification then adds code 113101. Nothing is re-encoded lossily: a source that
 //! was lossy stays marked so (crate::pixels).
 //!
@@ -16,8 +17,9 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
+use dicom_core::value::PixelFragmentSequence;
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::{FileDicomObject, InMemDicomObject};
@@ -25,14 +27,17 @@ use dicomweb_ocr::TextFinder;
 use pacs_adapter::RetrievedInstance;
 
 use crate::config::DataSetLimitsConfig;
+use crate::decode_budget::DecodeBudget;
 use crate::region_rules::{Rectangle, RegionRules};
 
 const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
+const RLE_LOSSLESS: &str = "1.2.840.10008.1.2.5";
+const JPEG_LS_LOSSLESS: &str = "1.2.840.10008.1.2.4.80";
 /// Pixels added all round each box found, so that a character's edge is not left standing.
 const MARGIN: u32 = 2;
 /// Raised whenever what cleaning does to the same instance changes (the detector, the margin),
 /// so that instances cleaned before are not served from the cache as cleaned now.
-pub const CLEANING_REVISION: u32 = 2;
+pub const CLEANING_REVISION: u32 = 3;
 
 /// Cleans instances; shared by every project that cleans.
 #[derive(Debug)]
@@ -44,6 +49,8 @@ pub struct Cleaner {
     running: Mutex<usize>,
     freed: Condvar,
     at_once: usize,
+    /// Shared with every other decode of the gateway.
+    budget: Arc<DecodeBudget>,
     pub cleaned: AtomicU64,
     pub uncleanable: AtomicU64,
 }
@@ -165,7 +172,7 @@ fn searched_frames(frames: u32) -> Vec<u32> {
 impl Cleaner {
     /// A cleaner with the region rules of `rules` (none when `None`) and Tesseract's English
     /// model; an error when the rules are wrong or Tesseract cannot start.
-    pub fn start(rules: Option<&Path>) -> anyhow::Result<Cleaner> {
+    pub fn start(rules: Option<&Path>, budget: Arc<DecodeBudget>) -> anyhow::Result<Cleaner> {
         let rules = match rules {
             Some(path) => RegionRules::load(path)?,
             None => RegionRules::default(),
@@ -179,6 +186,7 @@ impl Cleaner {
             running: Mutex::new(0),
             freed: Condvar::new(),
             at_once,
+            budget,
             cleaned: AtomicU64::new(0),
             uncleanable: AtomicU64::new(0),
         })
@@ -194,10 +202,14 @@ impl Cleaner {
         format!("{CLEANING_REVISION} {:?}", self.rules)
     }
 
-    /// The instance's data set with its burned-in text blanked, in Explicit VR Little Endian
-    /// with BurnedInAnnotation NO; or why it could not be cleaned. Blocking: call it off the async
+    /// The instance's data set with its burned-in text blanked and BurnedInAnnotation NO, and
+    /// the transfer syntax it is encoded in (see [`put_pixels`]); or why it could not be cleaned. Blocking: call it off the async
     /// runtime. Waits while as many cleanings as the machine has cores are running.
-    pub fn clean(&self, instance: &RetrievedInstance, limits: &DataSetLimitsConfig) -> Result<Vec<u8>, &'static str> {
+    pub fn clean(
+        &self,
+        instance: &RetrievedInstance,
+        limits: &DataSetLimitsConfig,
+    ) -> Result<(Vec<u8>, &'static str), &'static str> {
         {
             let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
             while *running >= self.at_once {
@@ -213,15 +225,22 @@ impl Cleaner {
         outcome
     }
 
-    fn clean_now(&self, instance: &RetrievedInstance, limits: &DataSetLimitsConfig) -> Result<Vec<u8>, &'static str> {
+    fn clean_now(
+        &self,
+        instance: &RetrievedInstance,
+        limits: &DataSetLimitsConfig,
+    ) -> Result<(Vec<u8>, &'static str), &'static str> {
         let mut object: FileDicomObject<InMemDicomObject> =
             dicom_object::from_reader(instance.part10.get(128..).unwrap_or_default())
                 .map_err(|_| "could not be cleaned: it cannot be parsed")?;
         if object.element(tags::PIXEL_DATA).is_err() {
             return Err("could not be cleaned: it holds no image (an encapsulated document, say)");
         }
-        crate::dataset_limits::decoded_size(&object, limits)
+        let size = crate::dataset_limits::decoded_size(&object, limits)
             .map_err(|_| "could not be cleaned: its decoded pixel data is over dataset_limits.max_decoded_size")?;
+        // The decoded pixel data and the copy blanked are held at once, within the budget every
+        // decode of the gateway shares. Called on a blocking thread, which may wait here.
+        let _reserved = futures::executor::block_on(self.budget.reserve(size.saturating_mul(2)));
         crate::pixels::decode_into(&mut object, EXPLICIT_VR_LE)
             .map_err(|_| "could not be cleaned: its pixel data cannot be decoded")?;
         let bits_allocated = number(&object, tags::BITS_ALLOCATED, 8);
@@ -267,21 +286,55 @@ impl Cleaner {
                 height: w.bottom - w.top,
             }));
             let lines = dicomweb_ocr::flat::text_lines(&view.grey, view.colours.as_deref(), image.columns, image.rows);
-            // A line reaches a character further each way: its first or last character may
-            // have merged with the image behind it and not been found as a character.
             boxes.extend(lines.iter().map(|l| {
-                let reach = l.bottom - l.top;
-                let (left, right) = (l.left.saturating_sub(reach), (l.right + reach).min(image.columns));
-                Rectangle { left, top: l.top, width: right - left, height: l.bottom - l.top }
+                let l = l.reached(&view.grey, image.columns);
+                Rectangle { left: l.left, top: l.top, width: l.right - l.left, height: l.bottom - l.top }
             }));
         }
         let bits_stored = number(&object, tags::BITS_STORED, bits_allocated);
         blank(&mut image, &boxes, bits_stored);
-        let vr = if image.bytes == 2 { VR::OW } else { VR::OB };
-        object.put(DataElement::new(tags::PIXEL_DATA, vr, PrimitiveValue::from(image.data)));
         object.put(DataElement::new(tags::BURNED_IN_ANNOTATION, VR::CS, PrimitiveValue::from("NO")));
-        data_set(&object, instance.data_set().len())
+        let syntax = put_pixels(&mut object, image, instance.transfer_syntax_uid.as_str())?;
+        Ok((data_set(&object, instance.data_set().len(), syntax)?, syntax))
     }
+}
+
+/// Puts the cleaned pixels back, encoded again in the syntax they were stored in when that is
+/// lossless and the gateway encodes it (RLE, JPEG-LS lossless); else uncompressed, in Explicit
+/// VR Little Endian. The syntax chosen is returned.
+fn put_pixels(
+    object: &mut FileDicomObject<InMemDicomObject>,
+    image: Image,
+    stored: &str,
+) -> Result<&'static str, &'static str> {
+    use dicom_encoding::TransferSyntaxIndex;
+    use dicom_pixeldata::Transcode;
+    let registry = dicom_transfer_syntax_registry::TransferSyntaxRegistry;
+    let syntax = |uid: &str| registry.get(uid).ok_or("could not be cleaned: a transfer syntax is not known");
+    if stored == RLE_LOSSLESS {
+        let layout = crate::rle::Layout {
+            frames: image.frames as usize,
+            rows: image.rows as usize,
+            columns: image.columns as usize,
+            samples: image.samples as usize,
+            bytes: image.bytes as usize,
+            planar: image.planar,
+        };
+        let fragments =
+            crate::rle::encode(&image.data, layout).map_err(|_| "could not be cleaned: RLE encoding failed")?;
+        let pixel_data = PixelFragmentSequence::new(Vec::<u32>::new(), fragments);
+        object.put(DataElement::new(tags::PIXEL_DATA, VR::OB, pixel_data));
+        let rle = syntax(RLE_LOSSLESS)?;
+        object.update_meta(|meta| meta.set_transfer_syntax(rle));
+        return Ok(RLE_LOSSLESS);
+    }
+    let vr = if image.bytes == 2 { VR::OW } else { VR::OB };
+    object.put(DataElement::new(tags::PIXEL_DATA, vr, PrimitiveValue::from(image.data)));
+    if stored == JPEG_LS_LOSSLESS {
+        object.transcode(syntax(JPEG_LS_LOSSLESS)?).map_err(|_| "could not be cleaned: JPEG-LS encoding failed")?;
+        return Ok(JPEG_LS_LOSSLESS);
+    }
+    Ok(EXPLICIT_VR_LE)
 }
 
 /// Blanks every box (grown by [`MARGIN`], kept inside the image) in every frame.
@@ -303,12 +356,12 @@ fn blank(image: &mut Image, boxes: &[Rectangle], bits_stored: u32) {
     }
 }
 
-/// The cleaned data set, encoded in Explicit VR Little Endian (`size`: about how large).
-fn data_set(object: &FileDicomObject<InMemDicomObject>, size: usize) -> Result<Vec<u8>, &'static str> {
+/// The cleaned data set, encoded in `syntax` (`size`: about how large).
+fn data_set(object: &FileDicomObject<InMemDicomObject>, size: usize, syntax: &str) -> Result<Vec<u8>, &'static str> {
     use dicom_encoding::TransferSyntaxIndex;
     let syntax = dicom_transfer_syntax_registry::TransferSyntaxRegistry
-        .get(EXPLICIT_VR_LE)
-        .ok_or("could not be cleaned: Explicit VR Little Endian is not known")?;
+        .get(syntax)
+        .ok_or("could not be cleaned: a transfer syntax is not known")?;
     let mut data_set = Vec::with_capacity(size + 1024);
     object
         .write_dataset_with_ts(&mut data_set, syntax)
@@ -361,5 +414,52 @@ mod tests {
         assert_eq!(searched_frames(1), [0]);
         assert_eq!(searched_frames(3), [0, 1, 2]);
         assert_eq!(searched_frames(30), [0, 15, 29]);
+    }
+
+    /// Cleaned pixels go back in RLE or JPEG-LS lossless when stored so, else uncompressed; in
+    /// each, dicom-rs decodes the same samples that were put.
+    #[test]
+    fn cleaned_pixels_are_encoded_again_in_a_lossless_stored_syntax() {
+        use dicom_object::FileMetaTableBuilder;
+        use dicom_pixeldata::PixelDecoder;
+        for (stored, expected) in [
+            (RLE_LOSSLESS, RLE_LOSSLESS),
+            (JPEG_LS_LOSSLESS, JPEG_LS_LOSSLESS),
+            ("1.2.840.10008.1.2.4.90", EXPLICIT_VR_LE),
+        ] {
+            for (photometric, samples, bytes) in [("MONOCHROME2", 1u32, 2u32), ("RGB", 3, 1)] {
+                let mut img = image(photometric, samples, bytes, false);
+                img.data.iter_mut().enumerate().for_each(|(i, v)| *v = (i * 7 % 13) as u8);
+                let pixels = img.data.clone();
+                let mut object = InMemDicomObject::new_empty();
+                let us = |tag, value: u32| DataElement::new(tag, VR::US, PrimitiveValue::from(value as u16));
+                object.put(us(tags::ROWS, img.rows));
+                object.put(us(tags::COLUMNS, img.columns));
+                object.put(us(tags::SAMPLES_PER_PIXEL, samples));
+                object.put(us(tags::BITS_ALLOCATED, 8 * bytes));
+                object.put(us(tags::BITS_STORED, 8 * bytes));
+                object.put(us(tags::HIGH_BIT, 8 * bytes - 1));
+                object.put(us(tags::PIXEL_REPRESENTATION, 0));
+                if samples == 3 {
+                    object.put(us(tags::PLANAR_CONFIGURATION, 0));
+                }
+                object.put(DataElement::new(tags::NUMBER_OF_FRAMES, VR::IS, PrimitiveValue::from("2")));
+                object.put(DataElement::new(
+                    tags::PHOTOMETRIC_INTERPRETATION,
+                    VR::CS,
+                    PrimitiveValue::from(photometric),
+                ));
+                let meta = FileMetaTableBuilder::new()
+                    .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.7")
+                    .media_storage_sop_instance_uid("1.2.3")
+                    .transfer_syntax(EXPLICIT_VR_LE);
+                let mut file = object.with_meta(meta).expect("meta");
+                let syntax = put_pixels(&mut file, img, stored).expect("encoded");
+                assert_eq!(syntax, expected);
+                assert_eq!(file.meta().transfer_syntax().trim_end_matches('\0'), expected);
+                let decoded = file.decode_pixel_data().expect("dicom-rs decodes it");
+                assert_eq!(decoded.data(), &pixels[..], "{stored} {photometric}");
+            }
+        }
     }
 }

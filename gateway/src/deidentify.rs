@@ -271,15 +271,14 @@ impl Privacy {
             }
             // The project cleans: the instance's text is blanked and the clean one de-identified.
             (dicomweb_deid::instance::Outcome::Withheld(_), Some(cleaner)) => {
-                let clean = match cleaner.clean(instance, &self.limits) {
+                let (clean, syntax) = match cleaner.clean(instance, &self.limits) {
                     Ok(clean) => clean,
                     Err(reason) => return Ok((Processed::Withheld(Withheld { reason }), Vec::new())),
                 };
-                let explicit = registry.get(EXPLICIT_VR_LE).ok_or_else(unknown)?;
-                let meta =
-                    pacs_adapter::part10::wrap(instance.sop_class_uid.as_str(), &pseudonym, EXPLICIT_VR_LE, "", &[]);
+                let ts = registry.get(syntax).ok_or_else(unknown)?;
+                let meta = pacs_adapter::part10::wrap(instance.sop_class_uid.as_str(), &pseudonym, syntax, "", &[]);
                 cleaned = true;
-                match dicomweb_deid::instance::deidentify_cleaned(&self.engine, &clean, explicit, site, meta)
+                match dicomweb_deid::instance::deidentify_cleaned(&self.engine, &clean, ts, site, meta)
                     .map_err(std::io::Error::other)?
                 {
                     dicomweb_deid::instance::Outcome::Deidentified { bytes, report, .. } => (bytes, report),

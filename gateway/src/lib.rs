@@ -34,6 +34,7 @@ pub mod pixels;
 pub mod private_files;
 pub mod pseudonyms;
 pub mod region_rules;
+pub(crate) mod rle;
 pub mod search_cache;
 pub mod server;
 pub mod site;

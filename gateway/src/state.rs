@@ -14,6 +14,7 @@ use crate::cache::RetrievalCache;
 use crate::check::endpoint;
 use crate::clean_pixels::Cleaner;
 use crate::config::{AuthMode, BurnedIn, Config, Permission, ProjectConfig, RetrieveMode};
+use crate::decode_budget::DecodeBudget;
 use crate::deidentify::{Privacy, IMPLICIT_PROJECT};
 use crate::directory::Directory;
 use crate::health::{BreakerPolicy, SiteHealth};
@@ -90,7 +91,8 @@ impl Gateway {
             anyhow::bail!("no site is configured");
         }
         let directory = Directory::open(&config.federation)?;
-        let projects = projects(&config, &sites)?;
+        let decode_budget = Arc::new(crate::decode_budget::DecodeBudget::new(config.dataset_limits.decode_memory));
+        let projects = projects(&config, &sites, &decode_budget)?;
         let (authenticator, limits) = match &config.auth {
             AuthMode::None => (None, None),
             AuthMode::Jwt(jwt) => {
@@ -107,7 +109,6 @@ impl Gateway {
         let cache = Arc::new(RetrievalCache::new(&config.cache)?);
         let search_cache = SearchCache::new(&config.cache);
         let transcoded = Arc::new(crate::transcoded_cache::TranscodedCache::new(&config.cache));
-        let decode_budget = Arc::new(crate::decode_budget::DecodeBudget::new(config.dataset_limits.decode_memory));
         let mut tasks: Vec<_> = scp.map(|(_, handle)| handle).into_iter().collect();
         let gateway = Arc::new_cyclic(|weak: &Weak<Gateway>| {
             tasks.push(tokio::spawn(echo_sites(weak.clone())));
@@ -146,7 +147,7 @@ impl Gateway {
 /// The projects of the configuration, or the implicit one without authentication; each with
 /// its de-identification when `[deid]` is configured (one secret, one pseudonym map, keys and
 /// options per project).
-fn projects(config: &Config, sites: &[Site]) -> anyhow::Result<Vec<Arc<Project>>> {
+fn projects(config: &Config, sites: &[Site], decode_budget: &Arc<DecodeBudget>) -> anyhow::Result<Vec<Arc<Project>>> {
     let implicit;
     let configured: &[ProjectConfig] = match &config.auth {
         AuthMode::None => {
@@ -168,7 +169,7 @@ fn projects(config: &Config, sites: &[Site]) -> anyhow::Result<Vec<Arc<Project>>
     };
     // One cleaner for every project that cleans: Tesseract's model read once, the rules checked.
     let cleaner = match (&config.deid, configured.iter().any(|p| burned_in(p) == BurnedIn::Clean)) {
-        (Some(deid), true) => Some(Arc::new(Cleaner::start(deid.burned_in_rules.as_deref())?)),
+        (Some(deid), true) => Some(Arc::new(Cleaner::start(deid.burned_in_rules.as_deref(), decode_budget.clone())?)),
         _ => None,
     };
     configured

@@ -22,7 +22,7 @@ import numpy
 import pydicom
 from PIL import Image, ImageDraw, ImageFont
 from pydicom.dataset import FileMetaDataset
-from pydicom.uid import generate_uid
+from pydicom.uid import RLELossless, generate_uid
 
 FONTS = [
     "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
@@ -123,6 +123,9 @@ def dicom(image, kind, colour, study_uid, index):
         ds.PlanarConfiguration = 0
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
     ds.PixelData = pixels.tobytes()
+    # Every third image stored in RLE Lossless, as many ultrasound devices store theirs.
+    if index % 3 == 2:
+        ds.compress(RLELossless)
     return ds
 
 
