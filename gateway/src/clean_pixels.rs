@@ -286,9 +286,12 @@ impl Cleaner {
                 height: w.bottom - w.top,
             }));
             let lines = dicomweb_ocr::flat::text_lines(&view.grey, view.colours.as_deref(), image.columns, image.rows);
+            // A line reaches a character further each way: its first or last character may
+            // have merged with the image behind it and not been found as a character.
             boxes.extend(lines.iter().map(|l| {
-                let l = l.reached(&view.grey, image.columns);
-                Rectangle { left: l.left, top: l.top, width: l.right - l.left, height: l.bottom - l.top }
+                let reach = l.bottom - l.top;
+                let (left, right) = (l.left.saturating_sub(reach), (l.right + reach).min(image.columns));
+                Rectangle { left, top: l.top, width: right - left, height: l.bottom - l.top }
             }));
         }
         let bits_stored = number(&object, tags::BITS_STORED, bits_allocated);

@@ -196,46 +196,6 @@ pub fn text_lines(grey: &[u8], colours: Option<&[u32]>, width: u32, height: u32)
     found
 }
 
-/// Grey levels a column of a line's rows may span and still count as plain background.
-const PLAIN_SPREAD: u8 = 12;
-
-impl Line {
-    /// The line reached out by up to one character's width (its height) each way, over columns
-    /// that are not plain background: a first or last character that merged with the image
-    /// behind it was not found as a character, and stands in such columns. The reach stops at
-    /// a gap of plain columns as wide as a word's space (a third of the height), so a line on
-    /// plain background is not grown at all.
-    pub fn reached(&self, grey: &[u8], width: u32) -> Line {
-        let reach = self.bottom - self.top;
-        let gap = (reach / 3).max(2);
-        let height = grey.len() as u32 / width.max(1);
-        // Plain: the column holds what stands just above the line there (or below it, at the
-        // image's top edge), and nothing else.
-        let outside = if self.top > 0 { self.top - 1 } else { self.bottom.min(height.saturating_sub(1)) };
-        let plain = |x: u32| {
-            let background = grey[(outside * width + x) as usize];
-            (self.top..self.bottom).all(|y| grey[(y * width + x) as usize].abs_diff(background) <= PLAIN_SPREAD)
-        };
-        let outward = |columns: &mut dyn Iterator<Item = u32>| {
-            let (mut last, mut run) = (None, 0);
-            for x in columns {
-                if plain(x) {
-                    run += 1;
-                    if run >= gap {
-                        break;
-                    }
-                } else {
-                    (last, run) = (Some(x), 0);
-                }
-            }
-            last
-        };
-        let left = outward(&mut (self.left.saturating_sub(reach)..self.left).rev()).unwrap_or(self.left);
-        let right = outward(&mut (self.right..(self.right + reach).min(width))).map_or(self.right, |x| x + 1);
-        Line { left, right, ..*self }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,29 +222,5 @@ mod tests {
         draw(40, 20);
         let found = lines(&keys, w, h);
         assert_eq!(found, vec![Line { left: 5, top: 3, right: 18, bottom: 9, characters: 3 }]);
-    }
-
-    #[test]
-    fn a_line_reaches_over_the_image_behind_it_but_not_over_plain_background() {
-        let (w, h) = (60u32, 10u32);
-        let line = Line { left: 20, top: 2, right: 30, bottom: 8, characters: 3 };
-        // Plain background both sides: not grown.
-        let plain = vec![0u8; (w * h) as usize];
-        assert_eq!(line.reached(&plain, w), line);
-        // Speckle to the left, one stroke on the right after a narrow gap, then plain.
-        let mut grey = plain.clone();
-        for y in 0..h {
-            for x in 10..20 {
-                grey[(y * w + x) as usize] = ((x * 37 + y * 11) % 97) as u8 * 2;
-            }
-            if (2..8).contains(&y) {
-                grey[(y * w + 31) as usize] = 200;
-            }
-        }
-        let reached = line.reached(&grey, w);
-        assert_eq!((reached.left, reached.right), (14, 32), "six columns left (the height), to the stroke right");
-        // At the image's edges.
-        let edge = Line { left: 1, top: 2, right: 59, bottom: 8, characters: 3 };
-        assert_eq!(edge.reached(&grey, w), edge);
     }
 }
