@@ -31,7 +31,7 @@ pub fn endpoint(config: &Config, site: &SiteConfig) -> Result<SiteEndpoint, Stri
 pub async fn files_named(config: &Config) -> Vec<String> {
     let mut problems = Vec::new();
     if let Some(tls) = &config.tls {
-        if let Err(e) = crate::https::server_config(tls) {
+        if let Err(e) = crate::http::https::server_config(tls) {
             problems.push(format!("server.tls: {e:#}"));
         }
     }
@@ -45,7 +45,7 @@ pub async fn files_named(config: &Config) -> Vec<String> {
     if let AuthMode::Jwt(jwt) = &config.auth {
         // A JWKS URL is not fetched here: `check` sends nothing but C-ECHOes.
         if matches!(jwt.jwks, JwksSource::File(_)) {
-            if let Err(e) = crate::auth::Authenticator::start(jwt).await {
+            if let Err(e) = crate::http::auth::Authenticator::start(jwt).await {
                 problems.push(format!("auth: {e:#}"));
             }
         }

@@ -276,7 +276,7 @@ pub struct ProjectConfig {
 pub enum BurnedIn {
     /// Withheld, named in a Warning (the default).
     Withhold,
-    /// Its burned-in text blanked (crate::clean_pixels); withheld when that cannot be done.
+    /// Its burned-in text blanked (crate::core::privacy::clean_pixels); withheld when that cannot be done.
     Clean,
 }
 
@@ -348,7 +348,7 @@ pub struct DataSetLimitsConfig {
     pub max_frame_size: u64,
     /// Largest pixel data decoded at once (every frame of an instance transcoded).
     pub max_decoded_size: u64,
-    /// Decoded pixel data every decode in flight may hold together (crate::decode_budget).
+    /// Decoded pixel data every decode in flight may hold together (crate::core::pixels::decode_budget).
     pub decode_memory: u64,
 }
 
@@ -375,13 +375,13 @@ pub struct DeidConfig {
     pub key_file: PathBuf,
     pub state_dir: PathBuf,
     /// The shared pseudonym map (PostgreSQL); `None`: the embedded one in `state_dir`.
-    pub store: Option<crate::pseudonyms::ConnectionString>,
+    pub store: Option<crate::core::privacy::pseudonyms::ConnectionString>,
     /// Whether search results name the sites that hold them (the gateway's (0009,1010)):
     /// site ids name institutions, which the profile otherwise removes.
     pub show_sites: bool,
     /// What becomes of instances whose pixels may show identity, unless a project says.
     pub burned_in: BurnedIn,
-    /// The region rules file for cleaning (crate::region_rules).
+    /// The region rules file for cleaning (crate::core::privacy::region_rules).
     pub burned_in_rules: Option<PathBuf>,
 }
 
@@ -393,7 +393,7 @@ pub struct CacheConfig {
     pub ttl: Duration,
     /// How long a QIDO-RS answer is reused for the same search in the same project.
     pub search_ttl: Duration,
-    /// Instances kept as transcoded to an uncompressed syntax (crate::transcoded_cache).
+    /// Instances kept as transcoded to an uncompressed syntax (crate::core::retrieve::transcoded_cache).
     pub transcoded_bytes: u64,
 }
 
@@ -772,10 +772,9 @@ impl Config {
             if let Err(wrong) = dicomweb_deid::Options::parse(&deid.options) {
                 problems.extend(wrong.into_iter().map(|p| format!("deid.options: {p}")));
             }
-            let store = deid
-                .store
-                .as_deref()
-                .and_then(|store| crate::pseudonyms::ConnectionString::parse(store).map_err(|e| problems.push(e)).ok());
+            let store = deid.store.as_deref().and_then(|store| {
+                crate::core::privacy::pseudonyms::ConnectionString::parse(store).map_err(|e| problems.push(e)).ok()
+            });
             let burned_in = BurnedIn::parse(deid.burned_in.as_deref().unwrap_or("withhold"))
                 .map_err(|e| problems.push(format!("deid.burned_in {e}")))
                 .unwrap_or(BurnedIn::Withhold);

@@ -3,7 +3,8 @@
 
 #![forbid(unsafe_code)]
 
-use gateway::{check, config, server};
+use gateway::http::server;
+use gateway::{check, config};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -118,7 +119,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Audit { command: AuditCommand::Verify { file } } => match gateway::audit::verify(&file) {
+        Command::Audit { command: AuditCommand::Verify { file } } => match gateway::core::audit::verify(&file) {
             Ok(Ok(intact)) => {
                 println!(
                     "{}: {} lines, the chain is intact; last line's hash {} (keep it elsewhere to anchor the end)",
@@ -173,13 +174,15 @@ fn main() -> ExitCode {
 /// `state export` (to standard output) or `state import` (from standard input).
 fn state(config: &config::Config, export: bool) -> anyhow::Result<()> {
     let deid = config.deid.as_ref().ok_or_else(|| anyhow::anyhow!("the configuration has no [deid] section"))?;
-    let store = gateway::pseudonyms::open(deid)?;
+    let store = gateway::core::privacy::pseudonyms::open(deid)?;
     if export {
-        let count =
-            gateway::pseudonyms::lines::export(store.as_ref(), &mut std::io::BufWriter::new(std::io::stdout().lock()))?;
+        let count = gateway::core::privacy::pseudonyms::lines::export(
+            store.as_ref(),
+            &mut std::io::BufWriter::new(std::io::stdout().lock()),
+        )?;
         eprintln!("exported {count} pseudonyms");
     } else {
-        let count = gateway::pseudonyms::lines::import(store.as_ref(), &mut std::io::stdin().lock())?;
+        let count = gateway::core::privacy::pseudonyms::lines::import(store.as_ref(), &mut std::io::stdin().lock())?;
         eprintln!("imported {count} pseudonyms (those already in the map left as they were)");
     }
     Ok(())
@@ -188,7 +191,7 @@ fn state(config: &config::Config, export: bool) -> anyhow::Result<()> {
 async fn run_server(config: config::Config) -> anyhow::Result<()> {
     if let Some(tls) = &config.tls {
         // Checked before anything starts, so that a wrong file is one clear error.
-        gateway::https::server_config(tls)?;
+        gateway::http::https::server_config(tls)?;
     }
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await

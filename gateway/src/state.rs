@@ -7,20 +7,20 @@ use std::time::{Duration, Instant};
 
 use pacs_adapter::{AssociationPool, RetrieveMethod, StoreScp, StoreScpOptions};
 
-use crate::access::{Access, Project};
-use crate::audit::AuditLog;
-use crate::auth::Authenticator;
-use crate::cache::RetrievalCache;
 use crate::check::endpoint;
-use crate::clean_pixels::Cleaner;
 use crate::config::{AuthMode, BurnedIn, Config, Permission, ProjectConfig, RetrieveMode};
-use crate::decode_budget::DecodeBudget;
-use crate::deidentify::{Privacy, IMPLICIT_PROJECT};
-use crate::directory::Directory;
-use crate::health::{BreakerPolicy, SiteHealth};
-use crate::limits::CallerLimits;
-use crate::search_cache::SearchCache;
-pub use crate::site::Site;
+use crate::core::access::{Access, Project};
+use crate::core::audit::AuditLog;
+use crate::core::directory::Directory;
+use crate::core::pixels::decode_budget::DecodeBudget;
+use crate::core::privacy::clean_pixels::Cleaner;
+use crate::core::privacy::deidentify::{Privacy, IMPLICIT_PROJECT};
+use crate::core::retrieve::cache::RetrievalCache;
+use crate::core::search::search_cache::SearchCache;
+use crate::http::auth::Authenticator;
+use crate::http::limits::CallerLimits;
+use crate::sites::health::{BreakerPolicy, SiteHealth};
+pub use crate::sites::Site;
 
 #[derive(Debug)]
 pub struct Gateway {
@@ -44,11 +44,11 @@ pub struct Gateway {
     /// QIDO-RS answers reused for a short while (docs/CACHE.md).
     pub search_cache: SearchCache,
     /// What `/metrics` reports of requests.
-    pub metrics: Arc<crate::metrics::RequestMetrics>,
+    pub metrics: Arc<crate::http::metrics::RequestMetrics>,
     /// Instances as transcoded to an uncompressed syntax (docs/CACHE.md).
-    pub transcoded: Arc<crate::transcoded_cache::TranscodedCache>,
+    pub transcoded: Arc<crate::core::retrieve::transcoded_cache::TranscodedCache>,
     /// Decoded pixel data in flight across every request, bounded.
-    pub decode_budget: Arc<crate::decode_budget::DecodeBudget>,
+    pub decode_budget: Arc<crate::core::pixels::decode_budget::DecodeBudget>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -91,7 +91,8 @@ impl Gateway {
             anyhow::bail!("no site is configured");
         }
         let directory = Directory::open(&config.federation)?;
-        let decode_budget = Arc::new(crate::decode_budget::DecodeBudget::new(config.dataset_limits.decode_memory));
+        let decode_budget =
+            Arc::new(crate::core::pixels::decode_budget::DecodeBudget::new(config.dataset_limits.decode_memory));
         let projects = projects(&config, &sites, &decode_budget)?;
         let (authenticator, limits) = match &config.auth {
             AuthMode::None => (None, None),
@@ -108,7 +109,7 @@ impl Gateway {
             .map(Arc::new);
         let cache = Arc::new(RetrievalCache::new(&config.cache)?);
         let search_cache = SearchCache::new(&config.cache);
-        let transcoded = Arc::new(crate::transcoded_cache::TranscodedCache::new(&config.cache));
+        let transcoded = Arc::new(crate::core::retrieve::transcoded_cache::TranscodedCache::new(&config.cache));
         let mut tasks: Vec<_> = scp.map(|(_, handle)| handle).into_iter().collect();
         let gateway = Arc::new_cyclic(|weak: &Weak<Gateway>| {
             tasks.push(tokio::spawn(echo_sites(weak.clone())));
@@ -133,7 +134,7 @@ impl Gateway {
 
     /// The sites a request may use: its project's, or the one it addressed under
     /// `/sites/{id}` (404 when that is not one of the project's).
-    pub fn sites_for(&self, access: &Access) -> Result<Vec<&Site>, crate::error::ApiError> {
+    pub fn sites_for(&self, access: &Access) -> Result<Vec<&Site>, crate::http::error::ApiError> {
         Ok(access.site_indexes(|i| self.sites[i].id().to_string())?.into_iter().map(|i| &self.sites[i]).collect())
     }
 

@@ -1,0 +1,91 @@
+//! What a request may reach: the projects of the federation (each a set of sites, the
+//! permissions it grants and its own pseudonyms) and, per request, the [`Access`] that
+//! authentication and authorization settled on before the handler runs.
+
+use std::sync::Arc;
+
+use crate::config::Permission;
+use crate::core::privacy::deidentify::Privacy;
+use crate::http::error::ApiError;
+
+/// A project as the gateway runs it.
+#[derive(Debug)]
+pub struct Project {
+    pub id: String,
+    /// Indexes into the gateway's sites, in configuration order.
+    pub sites: Vec<usize>,
+    pub permissions: Vec<Permission>,
+    /// The project's de-identification (its keys and options), when `[deid]` is configured.
+    pub privacy: Option<Privacy>,
+    /// What the cache keys this project's entries by: the project and everything that shapes
+    /// what it is answered (its sites, the de-identification's options, keys and revision), so
+    /// that nothing made under another configuration is served (docs/CACHE.md).
+    pub cache_scope: String,
+    /// Whether its search results name the sites that hold them ((0009,1010)).
+    pub show_sites: bool,
+}
+
+impl Project {
+    pub fn grants(&self, permission: Permission) -> bool {
+        self.permissions.contains(&permission)
+    }
+}
+
+/// How a request was addressed before routing: `{base}/projects/{id}/...` and
+/// `{base}/sites/{id}/...` (in that order when both) name the same resources, in one project
+/// or at one site.
+#[derive(Debug, Clone, Default)]
+pub struct Addressed {
+    pub project: Option<String>,
+    pub site: Option<String>,
+}
+
+impl Addressed {
+    /// The path prefix (after `base_path`) that addresses the same project and site.
+    pub fn prefix(&self) -> String {
+        let mut prefix = String::new();
+        if let Some(project) = &self.project {
+            prefix.push_str("/projects/");
+            prefix.push_str(project);
+        }
+        if let Some(site) = &self.site {
+            prefix.push_str("/sites/");
+            prefix.push_str(site);
+        }
+        prefix
+    }
+}
+
+/// What one request may reach, set by authorization.
+#[derive(Debug, Clone)]
+pub struct Access {
+    pub project: Arc<Project>,
+    /// The one site the request addressed under `/sites/{id}`, if any.
+    pub site: Option<String>,
+    /// The prefix of URLs written into responses (RetrieveURL, BulkDataURI): `public_url` and
+    /// the project and site the request was addressed under, so that they resolve alike.
+    pub base_url: String,
+}
+
+impl Access {
+    /// The project's de-identification, when the gateway de-identifies.
+    pub fn privacy(&self) -> Option<&Privacy> {
+        self.project.privacy.as_ref()
+    }
+
+    /// The indexes of the sites the request may use: the project's, or the one addressed.
+    /// A site outside the project is as unknown as one that does not exist.
+    pub fn site_indexes(&self, site_id: impl Fn(usize) -> String) -> Result<Vec<usize>, ApiError> {
+        match &self.site {
+            None => Ok(self.project.sites.clone()),
+            Some(id) => self
+                .project
+                .sites
+                .iter()
+                .copied()
+                .find(|&index| site_id(index) == *id)
+                .map(|index| vec![index])
+                .ok_or_else(|| ApiError::NotFound(format!("no site {id}"))),
+        }
+    }
+}

@@ -1,0 +1,619 @@
+//! The retrieval cache (`[cache]`) and request coalescing (docs/CACHE.md).
+//!
+//! - Instances: de-identified instances (what leaves the gateway, never a site's own bytes when
+//!   de-identifying), keyed by project, the site's study UID and the instance's UID as shown,
+//!   in memory (moka), bounded in bytes by `cache.memory`. DICOM instances do not change under
+//!   their UID, so they stay until evicted by size.
+//! - Manifests: what a retrieval target (study, series, instance list) yielded, in order, once
+//!   a retrieval of it completed; trusted for `cache.ttl`, which bounds how long an instance
+//!   added at a site behind the gateway's back goes unseen. A target whose manifest is fresh and
+//!   whose instances are all cached is served without a PACS.
+//! - Flights: concurrent requests for the same target (in the same project) share one
+//!   retrieval. Each reader is streamed what has arrived so far, then the rest as it arrives.
+//!   A flight buffers at most [`FLIGHT_AHEAD`] bytes beyond its slowest reader (the PACS is
+//!   read no faster) and drops what every reader has passed once it holds more than
+//!   [`FLIGHT_KEPT`] bytes; a request arriving after that retrieves on its own. When its last
+//!   reader goes away, the flight stops and its PACS operation is cancelled.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use futures::{stream, Future, StreamExt};
+use pacs_adapter::{RetrieveTarget, RetrievedInstance};
+use sha2::{Digest, Sha256};
+
+use crate::config::CacheConfig;
+use crate::core::retrieve::disk_cache::{name_of, DiskTier, Marker};
+use crate::core::retrieve::locate::Retrieval;
+use crate::http::error::ApiError;
+
+/// A flight reads at most this many bytes ahead of its slowest reader.
+pub const FLIGHT_AHEAD: usize = 64 << 20;
+/// A flight keeps what every reader has passed (for requests that join late) up to this size.
+pub const FLIGHT_KEPT: usize = 64 << 20;
+
+/// A retrieval target as the cache knows it: the project and the site's UIDs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct TargetKey {
+    project: String,
+    study: String,
+    series: Option<String>,
+    instances: Vec<String>,
+}
+
+impl TargetKey {
+    pub fn new(project: &str, target: &RetrieveTarget) -> TargetKey {
+        TargetKey {
+            project: project.to_owned(),
+            study: target.study.as_str().to_owned(),
+            series: target.series.as_ref().map(|s| s.as_str().to_owned()),
+            instances: target.instances.iter().map(|i| i.as_str().to_owned()).collect(),
+        }
+    }
+
+    pub fn study(&self) -> &str {
+        &self.study
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct InstanceKey {
+    project: String,
+    study: String,
+    /// The SOP Instance UID as the client sees it (a pseudonym when de-identifying).
+    instance: String,
+}
+
+/// What a completed retrieval of a target yielded.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Manifest {
+    instances: Vec<String>,
+    withheld_before_first: usize,
+    /// Why they were withheld (each reason once).
+    #[serde(default)]
+    withheld_reasons: Vec<String>,
+    etag: String,
+    /// When the retrieval completed (ms since the Unix epoch).
+    completed_ms: u64,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl TargetKey {
+    fn file_name(&self) -> String {
+        let instances = self.instances.join("\\");
+        name_of("manifest", &[&self.project, &self.study, self.series.as_deref().unwrap_or(""), &instances])
+    }
+}
+
+impl InstanceKey {
+    fn file_name(&self) -> String {
+        name_of("instance", &[&self.project, &self.study, &self.instance])
+    }
+}
+
+/// The file that says when a study's manifests were last forgotten.
+fn forgotten_file(study: &str) -> String {
+    name_of("study-forgotten", &[study])
+}
+
+/// Counts for operators and tests (`/admin/cache`).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Retrievals served whole from the cache.
+    pub hits: AtomicU64,
+    /// Retrievals that went to a PACS (each a flight of its own).
+    pub misses: AtomicU64,
+    /// Retrievals that joined a flight under way.
+    pub coalesced: AtomicU64,
+    /// Bytes of instances served from the cache.
+    pub bytes_served: AtomicU64,
+    /// Instances evicted from memory for size.
+    pub evictions: AtomicU64,
+}
+
+/// A failure relayed to every reader of a flight.
+#[derive(Debug, Clone)]
+struct Relayed {
+    status: axum::http::StatusCode,
+    message: String,
+    retry_after: Option<Duration>,
+}
+
+impl Relayed {
+    fn of(error: &ApiError) -> Relayed {
+        let retry_after = match error {
+            ApiError::SitesDown { retry_after, .. } => Some(*retry_after),
+            ApiError::Relayed { retry_after, .. } => *retry_after,
+            _ => None,
+        };
+        Relayed { status: error.status(), message: error.to_string(), retry_after }
+    }
+
+    fn error(&self) -> ApiError {
+        ApiError::Relayed { status: self.status, message: self.message.clone(), retry_after: self.retry_after }
+    }
+}
+
+#[derive(Debug, Default)]
+struct FlightState {
+    /// Instances in arrival order; `None` once dropped.
+    buffer: Vec<Option<RetrievedInstance>>,
+    /// Cumulative sizes: `ends[i]` bytes up to and including instance `i`.
+    ends: Vec<usize>,
+    /// Instances before `dropped_below` are dropped: nobody may join any more.
+    dropped_below: usize,
+    withheld_before_first: usize,
+    withheld_reasons: Vec<String>,
+    end: Option<Result<(), Relayed>>,
+    readers: HashMap<u64, usize>,
+    next_reader: u64,
+}
+
+impl FlightState {
+    fn bytes_between(&self, from: usize, to: usize) -> usize {
+        let at = |i: usize| if i == 0 { 0 } else { self.ends[i - 1] };
+        at(to) - at(from)
+    }
+
+    fn slowest(&self) -> usize {
+        self.readers.values().copied().min().unwrap_or(self.buffer.len())
+    }
+
+    /// Drops what every reader has passed while more than [`FLIGHT_KEPT`] bytes are held.
+    fn trim(&mut self) {
+        let slowest = self.slowest();
+        while self.dropped_below < slowest && self.bytes_between(self.dropped_below, self.buffer.len()) > FLIGHT_KEPT {
+            self.buffer[self.dropped_below] = None;
+            self.dropped_below += 1;
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Flight {
+    state: Mutex<FlightState>,
+    changed: tokio::sync::Notify,
+}
+
+impl Flight {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FlightState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn add_reader(&self, state: &mut FlightState) -> u64 {
+        let id = state.next_reader;
+        state.next_reader += 1;
+        state.readers.insert(id, 0);
+        id
+    }
+}
+
+/// One reader's place in a flight; leaving the flight when dropped.
+struct Reader {
+    flight: Arc<Flight>,
+    id: u64,
+    cursor: usize,
+}
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        let mut state = self.flight.lock();
+        state.readers.remove(&self.id);
+        state.trim();
+        drop(state);
+        self.flight.changed.notify_waiters();
+    }
+}
+
+impl Reader {
+    /// The reader's next instance: `None` at the end of the flight.
+    async fn next(&mut self) -> Option<Result<RetrievedInstance, ApiError>> {
+        loop {
+            let notified = self.flight.changed.notified();
+            {
+                let mut state = self.flight.lock();
+                if let Some(slot) = state.buffer.get(self.cursor) {
+                    let Some(instance) = slot.clone() else {
+                        return Some(Err(ApiError::Internal("a coalesced retrieval fell behind".into())));
+                    };
+                    self.cursor += 1;
+                    state.readers.insert(self.id, self.cursor);
+                    state.trim();
+                    drop(state);
+                    self.flight.changed.notify_waiters();
+                    return Some(Ok(instance));
+                }
+                match &state.end {
+                    Some(Ok(())) => return None,
+                    Some(Err(relayed)) => {
+                        // Reported once; the stream then ends.
+                        self.cursor = usize::MAX;
+                        return Some(Err(relayed.error()));
+                    }
+                    None => {}
+                }
+            }
+            notified.await;
+        }
+    }
+
+    fn into_stream(self) -> crate::core::retrieve::locate::Instances {
+        stream::unfold(self, |mut reader| async move {
+            if reader.cursor == usize::MAX {
+                return None;
+            }
+            reader.next().await.map(|item| (item, reader))
+        })
+        .boxed()
+    }
+}
+
+#[derive(Debug)]
+pub struct RetrievalCache {
+    instances: Option<moka::sync::Cache<InstanceKey, RetrievedInstance>>,
+    disk: Option<Arc<DiskTier>>,
+    manifests: moka::sync::Cache<TargetKey, Arc<Manifest>>,
+    /// Metadata responses made from cached retrievals, by project and entity tag.
+    metadata: moka::sync::Cache<(String, String), bytes::Bytes>,
+    ttl: Duration,
+    flights: Mutex<HashMap<TargetKey, Weak<Flight>>>,
+    pub counters: Arc<Counters>,
+}
+
+impl RetrievalCache {
+    pub fn new(config: &CacheConfig) -> anyhow::Result<RetrievalCache> {
+        let counters = Arc::new(Counters::default());
+        let disk = match (&config.disk_dir, config.disk_bytes) {
+            (Some(dir), bytes) if bytes > 0 => Some(Arc::new(DiskTier::open(dir, bytes, config.ttl)?)),
+            _ => None,
+        };
+        let instances = (config.memory_bytes > 0).then(|| {
+            let evictions = counters.clone();
+            moka::sync::Cache::builder()
+                .max_capacity(config.memory_bytes)
+                .eviction_policy(moka::policy::EvictionPolicy::lru())
+                .weigher(|_: &InstanceKey, instance: &RetrievedInstance| {
+                    u32::try_from(instance.part10.len()).unwrap_or(u32::MAX)
+                })
+                .eviction_listener(move |_, _, cause| {
+                    if cause == moka::notification::RemovalCause::Size {
+                        evictions.evictions.fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+                .build()
+        });
+        let manifests = moka::sync::Cache::builder()
+            .max_capacity(100_000)
+            .time_to_live(config.ttl.max(Duration::from_millis(1)))
+            .build();
+        let metadata = moka::sync::Cache::builder()
+            .max_capacity((config.memory_bytes / 8).max(1 << 20))
+            .weigher(|_: &(String, String), json: &bytes::Bytes| u32::try_from(json.len()).unwrap_or(u32::MAX))
+            .time_to_live(config.ttl.max(Duration::from_millis(1)))
+            .build();
+        Ok(RetrievalCache {
+            instances,
+            disk,
+            manifests,
+            metadata,
+            ttl: config.ttl,
+            flights: Mutex::new(HashMap::new()),
+            counters,
+        })
+    }
+
+    /// The fresh manifest of `key`: from memory, else from the disk tier.
+    async fn manifest(&self, key: &TargetKey) -> Option<Arc<Manifest>> {
+        let fresh = |m: &Manifest| now_ms().saturating_sub(m.completed_ms) < self.ttl.as_millis() as u64;
+        if let Some(manifest) = self.manifests.get(key) {
+            return fresh(&manifest).then_some(manifest);
+        }
+        let disk = self.disk.clone()?;
+        let (name, forgotten) = (key.file_name(), forgotten_file(&key.study));
+        let manifest = tokio::task::spawn_blocking(move || {
+            let manifest: Manifest = serde_json::from_slice(&disk.read(&name)?).ok()?;
+            // A damaged marker: the study may have changed, so its manifests are not trusted.
+            let forgotten_ms = match disk.read_marker(&forgotten) {
+                Marker::Absent => None,
+                Marker::Present(bytes) => Some(bytes.try_into().map(u64::from_le_bytes).unwrap_or(u64::MAX)),
+                Marker::Damaged => Some(u64::MAX),
+            };
+            forgotten_ms.is_none_or(|at| manifest.completed_ms > at).then_some(manifest)
+        })
+        .await
+        .ok()??;
+        let manifest = Arc::new(manifest);
+        fresh(&manifest).then(|| {
+            self.manifests.insert(key.clone(), manifest.clone());
+            manifest
+        })
+    }
+
+    /// An instance from memory, else from the disk tier (then kept in memory again).
+    async fn instance(&self, key: InstanceKey) -> Option<RetrievedInstance> {
+        if let Some(found) = self.instances.as_ref().and_then(|m| m.get(&key)) {
+            return Some(found);
+        }
+        let disk = self.disk.clone()?;
+        let name = key.file_name();
+        let bytes = tokio::task::spawn_blocking(move || disk.read(&name)).await.ok()??;
+        let instance = RetrievedInstance::from_part10(bytes::Bytes::from(bytes)).ok()?;
+        if let Some(memory) = &self.instances {
+            memory.insert(key, instance.clone());
+        }
+        Some(instance)
+    }
+
+    fn is_cached(&self, key: &InstanceKey) -> bool {
+        self.instances.as_ref().is_some_and(|m| m.contains_key(key))
+            || self.disk.as_ref().is_some_and(|d| d.contains(&key.file_name()))
+    }
+
+    /// The retrieval of `key` from the cache, when its instances are all there. `shown` gives
+    /// an instance UID as the client sees it (the pseudonym when de-identifying). Instances on
+    /// disk are read as the response goes; one found damaged then ends it with an error.
+    pub async fn cached(self: &Arc<Self>, key: &TargetKey, shown: impl Fn(&str) -> String) -> Option<Retrieval> {
+        if self.instances.is_none() && self.disk.is_none() {
+            return None;
+        }
+        let (uids, withheld, withheld_reasons, etag) = match (self.manifest(key).await, key.instances.as_slice()) {
+            (Some(manifest), _) => (
+                manifest.instances.clone(),
+                manifest.withheld_before_first,
+                manifest.withheld_reasons.clone(),
+                manifest.etag.clone(),
+            ),
+            // One instance is itself the whole answer.
+            (None, [only]) => {
+                let uid = shown(only);
+                let etag = etag_of(std::slice::from_ref(&uid));
+                (vec![uid], 0, Vec::new(), etag)
+            }
+            (None, _) => return None,
+        };
+        let instance_key = |uid: &String| InstanceKey {
+            project: key.project.clone(),
+            study: key.study.clone(),
+            instance: uid.clone(),
+        };
+        if !uids.iter().all(|uid| self.is_cached(&instance_key(uid))) {
+            return None;
+        }
+        let mut keys = uids.iter().map(instance_key);
+        let first = self.instance(keys.next()?).await?;
+        self.counters.hits.fetch_add(1, Ordering::Relaxed);
+        self.counters.bytes_served.fetch_add(first.part10.len() as u64, Ordering::Relaxed);
+        let cache = self.clone();
+        let rest = stream::iter(keys.collect::<Vec<_>>())
+            .then(move |key| {
+                let cache = cache.clone();
+                async move {
+                    let instance = cache.instance(key).await.ok_or_else(|| {
+                        ApiError::Internal("a cached instance was lost or found damaged; retrieve again".into())
+                    })?;
+                    cache.counters.bytes_served.fetch_add(instance.part10.len() as u64, Ordering::Relaxed);
+                    Ok(instance)
+                }
+            })
+            .boxed();
+        Some(Retrieval { first, rest, withheld, withheld_reasons, etag: Some(etag) })
+    }
+
+    /// The metadata response kept for a retrieval served from the cache (by its entity tag).
+    pub fn metadata(&self, project: &str, tag: &str) -> Option<bytes::Bytes> {
+        self.metadata.get(&(project.to_owned(), tag.to_owned()))
+    }
+
+    pub fn keep_metadata(&self, project: &str, tag: &str, json: bytes::Bytes) {
+        if self.instances.is_some() || self.disk.is_some() {
+            self.metadata.insert((project.to_owned(), tag.to_owned()), json);
+        }
+    }
+
+    /// Forgets what every project's retrievals of `study` (the site's UID) yielded, so that
+    /// the next retrieval sees what was added (after a STOW-RS into it).
+    pub fn forget_study(&self, study: &str) {
+        let study = study.to_owned();
+        let stale: Vec<TargetKey> =
+            self.manifests.iter().filter(|(key, _)| key.study == study).map(|(key, _)| (*key).clone()).collect();
+        for key in stale {
+            self.manifests.invalidate(&key);
+        }
+        if let Some(disk) = self.disk.clone() {
+            let name = forgotten_file(&study);
+            tokio::task::spawn_blocking(move || disk.write_marker(&name, &now_ms().to_le_bytes()));
+        }
+    }
+
+    /// Joins the flight of `key` under way, or starts one with `retrieve`, and waits for its
+    /// first instance.
+    pub async fn join_or_start<F>(self: &Arc<Self>, key: TargetKey, retrieve: F) -> Result<Retrieval, ApiError>
+    where
+        F: Future<Output = Result<Retrieval, ApiError>> + Send + 'static,
+    {
+        let (flight, reader) = {
+            let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
+            let joined = flights.get(&key).and_then(Weak::upgrade).and_then(|flight| {
+                let mut state = flight.lock();
+                if state.dropped_below > 0 || matches!(state.end, Some(Err(_))) {
+                    return None;
+                }
+                let id = flight.add_reader(&mut state);
+                drop(state);
+                Some((flight, id))
+            });
+            match joined {
+                Some(joined) => {
+                    self.counters.coalesced.fetch_add(1, Ordering::Relaxed);
+                    joined
+                }
+                None => {
+                    self.counters.misses.fetch_add(1, Ordering::Relaxed);
+                    let flight = Arc::new(Flight::default());
+                    let id = {
+                        let mut state = flight.lock();
+                        flight.add_reader(&mut state)
+                    };
+                    flights.insert(key.clone(), Arc::downgrade(&flight));
+                    let task = fly(self.clone(), key.clone(), flight.clone(), retrieve);
+                    match crate::core::ledger::current() {
+                        // The sites the flight contacts are the starting request's.
+                        Some(ledger) => tokio::spawn(async move { ledger.run(task).await }),
+                        None => tokio::spawn(task),
+                    };
+                    (flight, id)
+                }
+            }
+        };
+        let mut reader = Reader { flight: flight.clone(), id: reader, cursor: 0 };
+        let first = match reader.next().await {
+            Some(Ok(first)) => first,
+            Some(Err(e)) => return Err(e),
+            None => return Err(ApiError::NotFound("no such study, series or instance".into())),
+        };
+        let (withheld, withheld_reasons) = {
+            let state = flight.lock();
+            (state.withheld_before_first, state.withheld_reasons.clone())
+        };
+        Ok(Retrieval { first, rest: reader.into_stream(), withheld, withheld_reasons, etag: None })
+    }
+
+    /// Counters and sizes, as JSON.
+    pub fn report(&self) -> serde_json::Value {
+        let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let (entries, bytes) = match &self.instances {
+            Some(instances) => {
+                instances.run_pending_tasks();
+                (instances.entry_count(), instances.weighted_size())
+            }
+            None => (0, 0),
+        };
+        let flights =
+            self.flights.lock().unwrap_or_else(|p| p.into_inner()).values().filter(|w| w.strong_count() > 0).count();
+        serde_json::json!({
+            "retrievals": {
+                "hits": count(&self.counters.hits),
+                "misses": count(&self.counters.misses),
+                "coalesced": count(&self.counters.coalesced),
+                "in_flight": flights,
+            },
+            "instances": {"entries": entries, "bytes": bytes, "evictions": count(&self.counters.evictions)},
+            "disk": self.disk.as_ref().map(|d| {
+                let (files, bytes) = d.size();
+                serde_json::json!({"files": files, "bytes": bytes, "off": d.is_off()})
+            }),
+            "bytes_served": count(&self.counters.bytes_served),
+            "manifests": self.manifests.entry_count(),
+        })
+    }
+
+    fn keep(&self, key: &TargetKey, instance: &RetrievedInstance) {
+        let instance_key = InstanceKey {
+            project: key.project.clone(),
+            study: key.study.clone(),
+            instance: instance.sop_instance_uid.as_str().to_owned(),
+        };
+        if let Some(instances) = &self.instances {
+            instances.insert(instance_key.clone(), instance.clone());
+        }
+        if let Some(disk) = self.disk.clone() {
+            let (name, bytes) = (instance_key.file_name(), instance.part10.clone());
+            tokio::task::spawn_blocking(move || disk.write(&name, &bytes));
+        }
+    }
+}
+
+fn etag_of(instances: &[String]) -> String {
+    let mut hash = Sha256::new();
+    for uid in instances {
+        hash.update(uid.as_bytes());
+        hash.update(b"\n");
+    }
+    hash.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Runs a flight's retrieval and ends it: every reader learns how, and the flight leaves the
+/// registry.
+async fn fly<F>(cache: Arc<RetrievalCache>, key: TargetKey, flight: Arc<Flight>, retrieve: F)
+where
+    F: Future<Output = Result<Retrieval, ApiError>> + Send + 'static,
+{
+    let end = carry(&cache, &key, &flight, retrieve).await;
+    flight.lock().end = Some(end);
+    flight.changed.notify_waiters();
+    let mut flights = cache.flights.lock().unwrap_or_else(|p| p.into_inner());
+    if flights.get(&key).is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(&flight))) {
+        flights.remove(&key);
+    }
+}
+
+/// Each instance of the retrieval into the cache and the flight's buffer (waiting while the
+/// slowest reader is [`FLIGHT_AHEAD`] bytes behind); the manifest once complete.
+async fn carry<F>(cache: &RetrievalCache, key: &TargetKey, flight: &Flight, retrieve: F) -> Result<(), Relayed>
+where
+    F: Future<Output = Result<Retrieval, ApiError>> + Send + 'static,
+{
+    let Retrieval { first, mut rest, withheld, withheld_reasons, .. } = retrieve.await.map_err(|e| Relayed::of(&e))?;
+    {
+        let mut state = flight.lock();
+        state.withheld_before_first = withheld;
+        state.withheld_reasons = withheld_reasons.clone();
+    }
+    let mut shown = Vec::new();
+    let mut push = |instance: RetrievedInstance| {
+        cache.keep(key, &instance);
+        shown.push(instance.sop_instance_uid.as_str().to_owned());
+        let mut state = flight.lock();
+        let end = state.ends.last().copied().unwrap_or(0) + instance.part10.len();
+        state.buffer.push(Some(instance));
+        state.ends.push(end);
+        state.trim();
+        drop(state);
+        flight.changed.notify_waiters();
+    };
+    push(first);
+    loop {
+        // Backpressure: wait for the slowest reader; stop when nobody reads any more (dropping
+        // the retrieval cancels it at the PACS).
+        loop {
+            let notified = flight.changed.notified();
+            {
+                let state = flight.lock();
+                if state.readers.is_empty() {
+                    tracing::debug!("every reader of a retrieval went away: it is cancelled");
+                    return Err(Relayed::of(&ApiError::Internal("the retrieval was cancelled".into())));
+                }
+                if state.bytes_between(state.slowest(), state.buffer.len()) <= FLIGHT_AHEAD {
+                    break;
+                }
+            }
+            notified.await;
+        }
+        match rest.next().await {
+            Some(Ok(instance)) => push(instance),
+            Some(Err(e)) => return Err(Relayed::of(&e)),
+            None => break,
+        }
+    }
+    let etag = etag_of(&shown);
+    let manifest = Arc::new(Manifest {
+        instances: shown,
+        withheld_before_first: withheld,
+        withheld_reasons,
+        etag,
+        completed_ms: now_ms(),
+    });
+    if let Some(disk) = cache.disk.clone() {
+        if let Ok(json) = serde_json::to_vec(&*manifest) {
+            let name = key.file_name();
+            tokio::task::spawn_blocking(move || disk.write(&name, &json));
+        }
+    }
+    cache.manifests.insert(key.clone(), manifest);
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! The gate every DICOMweb request passes before its handler: who is asking (a bearer token,
+//! or nobody without authentication), which project the request acts in, whether that project
+//! grants what the route does (search, retrieve, store), and whether the caller is within its
+//! limits. What passes is the request's [`Access`]; what does not is answered here:
+//!
+//! - no or bad token: 401 with `WWW-Authenticate: Bearer` (RFC 6750), no detail;
+//! - a valid token that grants no project of this gateway: 403 (`insufficient_scope`);
+//! - a project the token does not grant, or a site outside the project: 404, as if absent;
+//! - a token granting several projects on a path that names none: 400 naming the form to use;
+//! - a permission the project lacks: 403;
+//! - a caller over its limits: 429 with Retry-After.
+
+use std::sync::Arc;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::config::Permission;
+use crate::core::access::{Access, Addressed, Project};
+use crate::core::ledger::Ledger;
+use crate::http::auth::Refused;
+use crate::http::error::ApiError;
+use crate::http::limits::Shed;
+use crate::state::Gateway;
+
+/// The subject of every request when authentication is off.
+pub const ANONYMOUS: &str = "anonymous";
+
+/// What a route does, by method and route template.
+fn permission_of(method: &Method, route: &str) -> Permission {
+    if method == Method::POST {
+        Permission::Store
+    } else if route.ends_with("/studies") || route.ends_with("/series") || route.ends_with("/instances") {
+        Permission::Search
+    } else {
+        Permission::Retrieve
+    }
+}
+
+fn unauthorized(refused: &Refused) -> Response {
+    let challenge = match refused {
+        Refused::Missing => "Bearer realm=\"dicomweb-gateway\"",
+        Refused::Invalid(_) => "Bearer realm=\"dicomweb-gateway\", error=\"invalid_token\"",
+    };
+    let mut response = ApiError::Unauthorized("a valid bearer token is required".into()).into_response();
+    response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    response
+}
+
+fn insufficient_scope() -> Response {
+    let mut response = ApiError::Forbidden("the token grants no project of this gateway".into()).into_response();
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"dicomweb-gateway\", error=\"insufficient_scope\""),
+    );
+    response
+}
+
+fn shed(why: Shed) -> Response {
+    let (text, retry_after) = match why {
+        Shed::TooFast(wait) => ("too many requests per second from this caller", wait.as_secs().max(1)),
+        Shed::TooMany => ("too many requests in flight from this caller", 1),
+    };
+    let mut response = (StatusCode::TOO_MANY_REQUESTS, format!("{text}\n")).into_response();
+    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
+    response
+}
+
+/// The projects `granted` names, in configuration order.
+fn granted_projects<'a>(gw: &'a Gateway, granted: &[String]) -> Vec<&'a Arc<Project>> {
+    gw.projects.iter().filter(|p| granted.iter().any(|g| *g == p.id)).collect()
+}
+
+/// Who asks.
+#[derive(Debug)]
+pub struct Caller<'a> {
+    pub subject: String,
+    /// The projects of this gateway the caller is granted.
+    pub granted: Vec<&'a Arc<Project>>,
+    /// An administrator (`auth.admin_role`; everyone without authentication, which listens on
+    /// loopback only): may see the sites' addresses, `/metrics` and `/admin/cache`.
+    pub admin: bool,
+}
+
+/// Who asks, from the request's bearer token (without authentication: `anonymous`, every
+/// project, an administrator); the 401 to answer when the token is missing or not valid.
+pub async fn caller<'a>(gw: &'a Gateway, headers: &axum::http::HeaderMap, route: &str) -> Result<Caller<'a>, Response> {
+    let Some(authenticator) = &gw.authenticator else {
+        return Ok(Caller { subject: ANONYMOUS.to_owned(), granted: gw.projects.iter().collect(), admin: true });
+    };
+    let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    match authenticator.authenticate(authorization).await {
+        Ok(identity) => Ok(Caller {
+            granted: granted_projects(gw, &identity.projects),
+            subject: identity.subject,
+            admin: identity.admin,
+        }),
+        Err(refused) => {
+            if let Refused::Invalid(why) = &refused {
+                tracing::info!(route, reason = why.as_str(), "bearer token refused");
+            }
+            Err(unauthorized(&refused))
+        }
+    }
+}
+
+pub async fn authorize(State(gw): State<Arc<Gateway>>, mut request: Request, next: Next) -> Response {
+    let addressed = request.extensions().get::<Addressed>().cloned().unwrap_or_default();
+    let ledger = request.extensions().get::<Arc<Ledger>>().cloned();
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_default();
+    let needed = permission_of(request.method(), &route);
+
+    // Who asks.
+    let Caller { subject, granted, .. } = match caller(&gw, request.headers(), &route).await {
+        Ok(caller) => caller,
+        Err(refused) => return refused,
+    };
+    if let Some(ledger) = &ledger {
+        ledger.identify(&subject, None);
+    }
+    // In which project.
+    let project = match (&addressed.project, granted.as_slice()) {
+        (_, []) => return insufficient_scope(),
+        (Some(named), granted) => match granted.iter().find(|p| p.id == *named) {
+            Some(project) => (*project).clone(),
+            None => return ApiError::NotFound(format!("no project {named}")).into_response(),
+        },
+        (None, [only]) => (*only).clone(),
+        (None, several) => {
+            let ids: Vec<&str> = several.iter().map(|p| p.id.as_str()).collect();
+            return ApiError::BadRequest(format!(
+                "this token grants several projects ({}): address one as {}/projects/{{id}}/...",
+                ids.join(", "),
+                gw.config.base_path
+            ))
+            .into_response();
+        }
+    };
+    if let Some(ledger) = &ledger {
+        ledger.identify(&subject, Some(&project.id));
+    }
+    // May it do this.
+    if !project.grants(needed) {
+        return ApiError::Forbidden(format!("project {} does not grant {needed}", project.id)).into_response();
+    }
+    if let Some(limits) = &gw.limits {
+        match limits.admit(&subject) {
+            Ok(slot) => {
+                if let Some(ledger) = &ledger {
+                    ledger.hold_until_done(Box::new(slot));
+                }
+            }
+            Err(why) => return shed(why),
+        }
+    }
+    let base_url = format!("{}{}", gw.config.public_url, addressed.prefix());
+    let access = Access { project, site: addressed.site, base_url };
+    // A site outside the project is refused here, before any handler (or a cache in front of
+    // one) can answer for it.
+    if let Err(refused) = gw.sites_for(&access) {
+        return refused.into_response();
+    }
+    request.extensions_mut().insert(access);
+    next.run(request).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_need_the_permission_of_what_they_do() {
+        assert_eq!(permission_of(&Method::GET, "/dicom-web/studies"), Permission::Search);
+        assert_eq!(permission_of(&Method::GET, "/dicom-web/studies/{study}/series"), Permission::Search);
+        assert_eq!(
+            permission_of(&Method::GET, "/dicom-web/studies/{study}/series/{series}/instances"),
+            Permission::Search
+        );
+        assert_eq!(permission_of(&Method::GET, "/dicom-web/studies/{study}"), Permission::Retrieve);
+        assert_eq!(permission_of(&Method::GET, "/dicom-web/studies/{study}/series/{series}"), Permission::Retrieve);
+        assert_eq!(permission_of(&Method::GET, "/dicom-web/studies/{study}/metadata"), Permission::Retrieve);
+        assert_eq!(permission_of(&Method::POST, "/dicom-web/studies"), Permission::Store);
+        assert_eq!(permission_of(&Method::POST, "/dicom-web/studies/{study}"), Permission::Store);
+    }
+}

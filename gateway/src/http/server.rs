@@ -1,0 +1,200 @@
+//! The HTTP server: routes under `base_path`, CORS for browser viewers, one log line per
+//! request (route template, status, duration: never the URL, which carries UIDs), graceful
+//! shutdown, and the shedding of requests past the gateway's bounds (503, [`Admission`]).
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{header, HeaderName, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use tower_http::cors::{AllowHeaders, Any, CorsLayer};
+
+use crate::config::Config;
+use crate::core::access::Addressed;
+use crate::core::ledger::Ledger;
+use crate::http::admin;
+use crate::http::admission::{Admission, Holding};
+use crate::http::api::{frames, qido, rendered, stow, wado};
+use crate::http::authorize::authorize;
+use crate::http::error::ApiError;
+use crate::state::Gateway;
+
+pub fn router(gateway: Arc<Gateway>) -> Router {
+    let admission = Arc::new(Admission::new(&gateway.config.shedding));
+    let dicomweb = Router::new()
+        .route("/studies", get(qido::studies).post(stow::store_studies))
+        .route("/series", get(qido::series))
+        .route("/instances", get(qido::instances))
+        .route("/studies/{study}/series", get(qido::series))
+        .route("/studies/{study}/instances", get(qido::instances))
+        .route("/studies/{study}/series/{series}/instances", get(qido::instances))
+        .route("/studies/{study}", get(wado::resource).post(stow::store_study))
+        .route("/studies/{study}/series/{series}", get(wado::resource))
+        .route("/studies/{study}/series/{series}/instances/{instance}", get(wado::resource))
+        .route("/studies/{study}/metadata", get(wado::resource_metadata))
+        .route("/studies/{study}/series/{series}/metadata", get(wado::resource_metadata))
+        .route("/studies/{study}/series/{series}/instances/{instance}/metadata", get(wado::resource_metadata))
+        .route("/studies/{study}/series/{series}/instances/{instance}/frames/{frames}", get(frames::frames))
+        .route("/studies/{study}/series/{series}/instances/{instance}/bulkdata/{tag}", get(frames::bulkdata))
+        .route("/studies/{study}/series/{series}/instances/{instance}/rendered", get(rendered::instance))
+        .route("/studies/{study}/series/{series}/instances/{instance}/frames/{frame}/rendered", get(rendered::frame))
+        .route("/studies/{study}/series/{series}/instances/{instance}/thumbnail", get(rendered::instance_thumbnail))
+        .route("/studies/{study}/series/{series}/thumbnail", get(rendered::series_thumbnail))
+        .route("/studies/{study}/thumbnail", get(rendered::study_thumbnail))
+        .route("/studies/{study}/series/{series}/rendered", get(rendered::many))
+        .route("/studies/{study}/rendered", get(rendered::many))
+        .method_not_allowed_fallback(method_not_allowed)
+        .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), authorize))
+        .route_layer(axum::middleware::from_fn_with_state(admission, admit))
+        .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), record_request))
+        .with_state(gateway.clone())
+        // STOW-RS bodies are bounded by `server.stow_limit` as they stream, not by axum's
+        // default of buffering at most 2 MB.
+        .layer(axum::extract::DefaultBodyLimit::disable());
+    let cors = CorsLayer::new()
+        .allow_origin(Any)
+        .allow_methods([Method::GET, Method::POST, Method::OPTIONS])
+        // The headers a preflight asks for, echoed: `*` would not cover Authorization, which a
+        // browser viewer sends with its bearer token.
+        .allow_headers(AllowHeaders::mirror_request())
+        .expose_headers([
+            header::CONTENT_TYPE,
+            header::CONTENT_LENGTH,
+            header::WWW_AUTHENTICATE,
+            header::RETRY_AFTER,
+            header::ETAG,
+            HeaderName::from_static("warning"),
+        ]);
+    let base_path = gateway.config.base_path.clone();
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(admin::readyz))
+        .route("/admin/sites", get(admin::sites))
+        .route("/admin/cache", get(admin::cache))
+        .route("/metrics", get(crate::http::metrics::metrics))
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(gateway)
+        .nest(&base_path, dicomweb)
+        .fallback(no_such_resource)
+        .layer(cors)
+}
+
+/// A path that names no resource of the gateway: 404 with a reason (the path is not repeated,
+/// as it may carry UIDs).
+async fn no_such_resource() -> ApiError {
+    ApiError::NotFound("no resource of this gateway has this path (PS3.18 resources are under the base path)".into())
+}
+
+/// A resource asked with a method it does not take: 405 with a reason (axum adds `Allow`).
+async fn method_not_allowed() -> Response {
+    (
+        StatusCode::METHOD_NOT_ALLOWED,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "this resource does not take this method (see the Allow header)\n",
+    )
+        .into_response()
+}
+
+/// Opens the request's [`Ledger`] (who asked, sites contacted, bytes sent), runs the request
+/// within it, and meters the response body: one log line, and one audit line when the trail is
+/// on, are written when the body ends.
+async fn record_request(State(gateway): State<Arc<Gateway>>, mut request: Request, next: Next) -> Response {
+    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
+    let site = request.extensions().get::<Addressed>().and_then(|a| a.site.clone());
+    // The UIDs of the path, as the client named them (path segments of digits and dots).
+    let resources: Vec<String> = request
+        .uri()
+        .path()
+        .split('/')
+        .filter(|s| s.contains('.') && s.bytes().all(|b| b.is_ascii_digit() || b == b'.'))
+        .map(str::to_owned)
+        .collect();
+    let ledger = Ledger::new(request.method().as_str(), route.as_deref().unwrap_or("(no route)"), site, resources);
+    request.extensions_mut().insert(ledger.clone());
+    let response = ledger.run(next.run(request)).await;
+    ledger.meter(response, gateway.audit.clone(), gateway.metrics.clone())
+}
+
+/// Sheds a request with 503 when `server.max_requests_in_flight` are in flight for all of
+/// `server.queue_wait` (before authorization and before any PACS is contacted); otherwise it
+/// holds its slot until its response body ends. STOW-RS handlers find the [`Admission`] in the
+/// request's extensions for their memory budget.
+async fn admit(State(admission): State<Arc<Admission>>, mut request: Request, next: Next) -> Response {
+    let slot = match admission.admit().await {
+        Ok(slot) => slot,
+        Err(overload) => {
+            crate::http::admission::discard(request.into_body()).await;
+            return overload.into_response();
+        }
+    };
+    request.extensions_mut().insert(admission);
+    let (parts, body) = next.run(request).await.into_parts();
+    Response::from_parts(parts, axum::body::Body::new(Holding::new(body, slot)))
+}
+
+/// Sets how the request was addressed ([`Addressed`]) before routing:
+/// `{base}/projects/{id}/...` and `{base}/sites/{id}/...` (or both, in that order) name the
+/// same resources as `{base}/...`, in one project or at one site.
+fn address(base_path: String) -> impl Fn(Request) -> Request + Clone + Send + Sync + 'static {
+    move |mut request: Request| {
+        let mut addressed = Addressed::default();
+        let mut rest = request.uri().path().strip_prefix(&base_path).map(str::to_owned);
+        for (segment, slot) in [("/projects/", &mut addressed.project), ("/sites/", &mut addressed.site)] {
+            let Some(path) = rest.as_deref() else { break };
+            if let Some((id, remainder)) = path.strip_prefix(segment).and_then(|r| r.split_once('/')) {
+                *slot = Some(id.to_owned());
+                rest = Some(format!("/{remainder}"));
+            }
+        }
+        if addressed.project.is_some() || addressed.site.is_some() {
+            let query = request.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+            let path = rest.unwrap_or_default();
+            if let Ok(uri) = format!("{base_path}{path}{query}").parse::<axum::http::Uri>() {
+                *request.uri_mut() = uri;
+            }
+        }
+        request.extensions_mut().insert(addressed);
+        request
+    }
+}
+
+/// Serves until `shutdown` completes, then finishes the requests in flight: HTTPS when
+/// `server.tls` is configured, else HTTP.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let base_path = config.base_path.clone();
+    let tls = config.tls.clone();
+    let limits = crate::http::connections::ConnectionLimits {
+        max_connections: config.max_connections,
+        header_timeout: config.header_timeout,
+        max_header_size: config.http_limits.max_header_size,
+    };
+    let metrics_listen = config.metrics_listen;
+    let gateway = Gateway::start(config).await?;
+    tokio::spawn(crate::startup::report_reachability(gateway.clone()));
+    if let Some(address) = metrics_listen {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on server.metrics_listen {address}: {e}"))?;
+        let metrics =
+            Router::new().route("/metrics", get(crate::http::metrics::metrics_only)).with_state(gateway.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, metrics).await {
+                tracing::error!(error = %e, "the metrics listener stopped");
+            }
+        });
+    }
+    let app = tower::ServiceExt::map_request(router(gateway), address(base_path));
+    let tls = match tls {
+        Some(files) => crate::http::https::reloaded_on_hangup(files)?,
+        None => None,
+    };
+    crate::http::connections::serve(listener, tls, limits, app, shutdown).await
+}

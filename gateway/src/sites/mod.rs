@@ -1,0 +1,188 @@
+//! One site of the federation as the gateway uses it: its configuration, association pool,
+//! retrieve method and health. Every DIMSE operation the gateway sends goes through here, so
+//! that each outcome is recorded in the site's health (the circuit breaker) and no request
+//! reaches a site whose circuit is open.
+
+pub mod health;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use dicom_object::InMemDicomObject;
+use dicomweb_model::SiteId;
+use pacs_adapter::{
+    c_move, echo, find, get, list_instances, retrieve_parallel, store, AssociationPool, DimseError, DimseStream,
+    FindRequest, PlannedInstance, QueryLevel, RetrieveMethod, RetrieveRequest, RetrieveTarget, RetrievedInstance,
+    StoreOutcome,
+};
+
+use crate::config::SiteConfig;
+use crate::sites::health::{CircuitOpen, SiteHealth};
+
+#[derive(Debug)]
+pub struct Site {
+    pub config: SiteConfig,
+    pub pool: AssociationPool,
+    pub method: RetrieveMethod,
+    pub health: SiteHealth,
+    pub sent: SentOperations,
+    /// The most matches of one C-FIND collected (`federation.max_matches`).
+    pub max_matches: usize,
+}
+
+/// The matches of one C-FIND, at most the site's `max_matches`.
+#[derive(Debug)]
+pub struct Found {
+    pub results: Vec<InMemDicomObject>,
+    /// The site had more matches than were collected (the C-FIND was cancelled there).
+    pub truncated: bool,
+}
+
+/// How many operations the gateway has sent to a site since it started, by kind.
+#[derive(Debug, Default)]
+pub struct SentOperations {
+    pub find: AtomicU64,
+    pub retrieve: AtomicU64,
+    pub store: AtomicU64,
+    pub echo: AtomicU64,
+    /// Operations that ended in a site fault (unreachable, timed out, aborted, ...).
+    pub faults: AtomicU64,
+    /// C-FIND time, whole answers collected, in microseconds (with `find`: the mean).
+    pub find_micros: AtomicU64,
+    /// Time from sending a C-GET / C-MOVE to the stream of its instances, in microseconds.
+    pub retrieve_start_micros: AtomicU64,
+}
+
+fn count(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Why an operation did not reach an answer from a site.
+#[derive(Debug, thiserror::Error)]
+pub enum Unanswered {
+    #[error("{0}")]
+    Dimse(#[from] DimseError),
+    #[error("site {site}: {open}")]
+    CircuitOpen { site: SiteId, open: CircuitOpen },
+    /// A C-FIND whose every match was needed (a count, a listing) had more than the bound.
+    #[error("site {site} has more than {limit} matches (federation.max_matches)")]
+    TooManyMatches { site: SiteId, limit: usize },
+}
+
+impl Site {
+    pub fn id(&self) -> &SiteId {
+        &self.config.id
+    }
+
+    /// The deadline of one whole operation at this site: twice its response timeout.
+    pub fn operation_budget(&self) -> Duration {
+        self.config.timeout * 2
+    }
+
+    fn admit(&self) -> Result<(), Unanswered> {
+        crate::core::ledger::note_site(self.id().as_str());
+        self.health.admit().map_err(|open| Unanswered::CircuitOpen { site: self.id().clone(), open })
+    }
+
+    fn observed<T>(&self, outcome: Result<T, DimseError>) -> Result<T, Unanswered> {
+        self.health.record(&outcome);
+        if outcome.as_ref().is_err_and(crate::sites::health::is_site_fault) {
+            count(&self.sent.faults);
+        }
+        Ok(outcome?)
+    }
+
+    /// A C-FIND collected whole (counts and listings): more than `max_matches` matches is an
+    /// error, never a wrong count.
+    pub async fn find_all(
+        &self,
+        level: QueryLevel,
+        identifier: InMemDicomObject,
+    ) -> Result<Vec<InMemDicomObject>, Unanswered> {
+        let found = self.find_at_most(level, identifier).await?;
+        if found.truncated {
+            return Err(Unanswered::TooManyMatches { site: self.id().clone(), limit: self.max_matches });
+        }
+        Ok(found.results)
+    }
+
+    /// A C-FIND collected up to `max_matches` matches (then cancelled at the site), within the
+    /// site's operation budget (also enforced from outside the DIMSE layer, so that a PACS that
+    /// never answers cannot hold a request). Memory is bounded by the matches kept.
+    pub async fn find_at_most(&self, level: QueryLevel, identifier: InMemDicomObject) -> Result<Found, Unanswered> {
+        self.admit()?;
+        count(&self.sent.find);
+        let budget = self.operation_budget();
+        let began = Instant::now();
+        let request = FindRequest { level, identifier, deadline: Some(began + budget) };
+        let answer = async { find(&self.pool, request).await?.try_collect_at_most(self.max_matches).await };
+        let outcome = match tokio::time::timeout(budget + Duration::from_secs(1), answer).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(DimseError::Timeout {
+                site: self.id().clone(),
+                phase: pacs_adapter::Phase::Operation,
+                after: budget,
+            }),
+        };
+        self.sent.find_micros.fetch_add(began.elapsed().as_micros() as u64, Ordering::Relaxed);
+        let (results, truncated) = self.observed(outcome)?;
+        if truncated {
+            tracing::warn!(site = %self.id(), limit = self.max_matches, "C-FIND cut at federation.max_matches");
+        }
+        Ok(Found { results, truncated })
+    }
+
+    /// Starts a C-GET or C-MOVE (the site's retrieve method) of `target`: a study or series
+    /// as instance-level sub-requests over `retrieve_associations` associations when that is
+    /// more than one, instances in the order they arrive.
+    pub async fn retrieve(&self, target: RetrieveTarget) -> Result<DimseStream<RetrievedInstance>, Unanswered> {
+        self.admit()?;
+        count(&self.sent.retrieve);
+        let began = Instant::now();
+        let associations = self.config.retrieve_associations;
+        let outcome = if associations > 1 && target.instances.is_empty() {
+            retrieve_parallel(&self.pool, &self.method, target, associations, None).await
+        } else {
+            let request = RetrieveRequest::new(target);
+            match &self.method {
+                RetrieveMethod::Get => get(&self.pool, request).await,
+                RetrieveMethod::Move(scp) => c_move(&self.pool, scp, request).await,
+            }
+        };
+        self.sent.retrieve_start_micros.fetch_add(began.elapsed().as_micros() as u64, Ordering::Relaxed);
+        self.observed(outcome)
+    }
+
+    /// The instances under `scope`, listed by C-FIND.
+    pub async fn list_instances(&self, scope: &RetrieveTarget) -> Result<Vec<PlannedInstance>, Unanswered> {
+        self.admit()?;
+        count(&self.sent.find);
+        let outcome = list_instances(&self.pool, scope, Some(Instant::now() + self.config.timeout)).await;
+        self.observed(outcome)
+    }
+
+    /// C-STORE of one Part-10 instance.
+    pub async fn store(&self, part10: &[u8]) -> Result<StoreOutcome, Unanswered> {
+        self.admit()?;
+        count(&self.sent.store);
+        let outcome = store(&self.pool, part10, Some(Instant::now() + self.operation_budget())).await;
+        self.observed(outcome)
+    }
+
+    /// A C-ECHO, whatever the circuit's state (it is how an open circuit is probed), recorded
+    /// as the site's latest echo.
+    pub async fn echo(&self) -> Result<Duration, DimseError> {
+        count(&self.sent.echo);
+        let budget = self.config.timeout;
+        let outcome = match tokio::time::timeout(budget, echo(&self.pool)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(DimseError::Timeout {
+                site: self.id().clone(),
+                phase: pacs_adapter::Phase::Operation,
+                after: budget,
+            }),
+        };
+        self.health.record_echo(&outcome);
+        outcome
+    }
+}
