@@ -134,7 +134,7 @@ pub async fn report_reachability(gw: Arc<Gateway>) {
     }
     let mut answering = Vec::new();
     let mut silent = Vec::new();
-    for site in &gw.sites {
+    for site in gw.sites.iter() {
         match site.health.report().last_echo {
             Some((_, Ok(latency))) => answering.push(format!("{} ({:.1} ms)", site.id(), latency.as_secs_f64() * 1e3)),
             Some((_, Err(reason))) => silent.push(format!("{} ({reason})", site.id())),

@@ -16,9 +16,10 @@ use crate::core::pixels::decode_budget::DecodeBudget;
 use crate::core::privacy::clean_pixels::Cleaner;
 use crate::core::privacy::deidentify::{Privacy, IMPLICIT_PROJECT};
 use crate::core::retrieve::cache::RetrievalCache;
-use crate::core::search::search_cache::SearchCache;
+use crate::core::retrieve::Retriever;
 use crate::http::auth::Authenticator;
 use crate::http::limits::CallerLimits;
+use crate::http::search_cache::SearchCache;
 use crate::sites::health::{BreakerPolicy, SiteHealth};
 pub use crate::sites::Site;
 
@@ -26,9 +27,9 @@ pub use crate::sites::Site;
 pub struct Gateway {
     pub config: Config,
     /// Every configured site, in configuration order (which also breaks ties when merging).
-    pub sites: Vec<Site>,
+    pub sites: Arc<Vec<Site>>,
     /// Where studies were seen (docs/FEDERATION.md).
-    pub directory: Directory,
+    pub directory: Arc<Directory>,
     /// The projects (docs/ACCESS.md), each with its sites, permissions and, when `[deid]` is
     /// configured, its de-identification (docs/DEIDENTIFICATION.md). Without authentication:
     /// one implicit project over every site.
@@ -41,6 +42,8 @@ pub struct Gateway {
     pub audit: Option<Arc<AuditLog>>,
     /// De-identified instances and what retrievals yielded; retrievals under way (docs/CACHE.md).
     pub cache: Arc<RetrievalCache>,
+    /// Retrieval over the sites, the directory and the cache (crate::core::retrieve).
+    pub retriever: Arc<Retriever>,
     /// QIDO-RS answers reused for a short while (docs/CACHE.md).
     pub search_cache: SearchCache,
     /// What `/metrics` reports of requests.
@@ -90,7 +93,7 @@ impl Gateway {
         if sites.is_empty() {
             anyhow::bail!("no site is configured");
         }
-        let directory = Directory::open(&config.federation)?;
+        let directory = Arc::new(Directory::open(&config.federation)?);
         let decode_budget =
             Arc::new(crate::core::pixels::decode_budget::DecodeBudget::new(config.dataset_limits.decode_memory));
         let projects = projects(&config, &sites, &decode_budget)?;
@@ -108,6 +111,13 @@ impl Gateway {
             .map(|log| log.replica(&config.replica_id))
             .map(Arc::new);
         let cache = Arc::new(RetrievalCache::new(&config.cache)?);
+        let sites = Arc::new(sites);
+        let retriever = Arc::new(Retriever {
+            sites: sites.clone(),
+            directory: directory.clone(),
+            cache: cache.clone(),
+            limits: config.dataset_limits,
+        });
         let search_cache = SearchCache::new(&config.cache);
         let transcoded = Arc::new(crate::core::retrieve::transcoded_cache::TranscodedCache::new(&config.cache));
         let mut tasks: Vec<_> = scp.map(|(_, handle)| handle).into_iter().collect();
@@ -122,6 +132,7 @@ impl Gateway {
                 limits,
                 audit,
                 cache,
+                retriever,
                 search_cache,
                 metrics: Default::default(),
                 transcoded,
@@ -134,8 +145,8 @@ impl Gateway {
 
     /// The sites a request may use: its project's, or the one it addressed under
     /// `/sites/{id}` (404 when that is not one of the project's).
-    pub fn sites_for(&self, access: &Access) -> Result<Vec<&Site>, crate::http::error::ApiError> {
-        Ok(access.site_indexes(|i| self.sites[i].id().to_string())?.into_iter().map(|i| &self.sites[i]).collect())
+    pub fn sites_for(&self, access: &Access) -> Result<Vec<&Site>, crate::core::Error> {
+        crate::core::retrieve::sites_for(&self.sites, access)
     }
 
     /// True when the request may reach every site of the federation (what it sees of where

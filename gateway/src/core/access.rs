@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use crate::config::Permission;
 use crate::core::privacy::deidentify::Privacy;
-use crate::http::error::ApiError;
+use crate::core::Error;
 
 /// A project as the gateway runs it.
 #[derive(Debug)]
@@ -75,7 +75,7 @@ impl Access {
 
     /// The indexes of the sites the request may use: the project's, or the one addressed.
     /// A site outside the project is as unknown as one that does not exist.
-    pub fn site_indexes(&self, site_id: impl Fn(usize) -> String) -> Result<Vec<usize>, ApiError> {
+    pub fn site_indexes(&self, site_id: impl Fn(usize) -> String) -> Result<Vec<usize>, Error> {
         match &self.site {
             None => Ok(self.project.sites.clone()),
             Some(id) => self
@@ -85,7 +85,7 @@ impl Access {
                 .copied()
                 .find(|&index| site_id(index) == *id)
                 .map(|index| vec![index])
-                .ok_or_else(|| ApiError::NotFound(format!("no site {id}"))),
+                .ok_or_else(|| Error::NotFound(format!("no site {id}"))),
         }
     }
 }

@@ -4,13 +4,16 @@
 //! through crate::sites, and knows nothing of the HTTP edge.
 
 pub mod access;
+pub mod attributes;
 pub mod audit;
 pub mod audit_fhir;
 pub mod dataset_limits;
 pub mod directory;
-pub mod ledger;
+pub mod error;
 pub mod pixels;
 pub mod privacy;
 pub mod private_files;
 pub mod retrieve;
 pub mod search;
+
+pub use error::Error;

@@ -81,8 +81,7 @@ pub async fn administrators_only(gateway: &Gateway, headers: &axum::http::Header
     match crate::http::authorize::caller(gateway, headers, route).await {
         Ok(caller) if caller.admin => None,
         Ok(_) => Some(
-            crate::http::error::ApiError::Forbidden(format!("{route} is for administrators (auth.admin_role)"))
-                .into_response(),
+            crate::core::Error::Forbidden(format!("{route} is for administrators (auth.admin_role)")).into_response(),
         ),
         Err(refused) => Some(refused),
     }

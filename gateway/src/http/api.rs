@@ -12,10 +12,9 @@ pub mod stow_deid;
 pub mod wado;
 
 use axum::http::{header, HeaderMap};
-use dicom_core::Tag;
-use dicom_object::InMemDicomObject;
 
-use crate::http::error::ApiError;
+pub use crate::core::attributes::text_of;
+use crate::core::Error;
 
 /// The study, series or instance a WADO-RS path names (`{study}`, `{series}`, `{instance}`
 /// path parameters), each UID checked; one extractor for every level.
@@ -23,14 +22,14 @@ use crate::http::error::ApiError;
 pub struct TargetPath(pub pacs_adapter::RetrieveTarget);
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for TargetPath {
-    type Rejection = ApiError;
+    type Rejection = Error;
 
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Error> {
         let axum::extract::Path(params) =
             axum::extract::Path::<std::collections::HashMap<String, String>>::from_request_parts(parts, state)
                 .await
-                .map_err(|e| ApiError::BadRequest(e.to_string()))?;
-        let study = params.get("study").ok_or_else(|| ApiError::BadRequest("no study in the path".into()))?;
+                .map_err(|e| Error::BadRequest(e.to_string()))?;
+        let study = params.get("study").ok_or_else(|| Error::BadRequest("no study in the path".into()))?;
         wado::target(study, params.get("series").map(String::as_str), params.get("instance").map(String::as_str))
             .map(TargetPath)
     }
@@ -72,19 +71,10 @@ pub fn with_validators(response: &mut axum::response::Response, tag: Option<&str
 }
 
 /// A UID from the URL path, checked before it goes anywhere.
-pub fn parse_uid(what: &str, raw: &str) -> Result<String, ApiError> {
+pub fn parse_uid(what: &str, raw: &str) -> Result<String, Error> {
     dicomweb_model::Uid::new(raw)
         .map(|u| u.as_str().to_owned())
-        .map_err(|e| ApiError::BadRequest(format!("{what} UID in the path: {e}")))
-}
-
-/// A text value of an identifier, without padding; `None` when absent or empty.
-pub fn text_of(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
-    obj.element(tag)
-        .ok()
-        .and_then(|e| e.to_str().ok())
-        .map(|s| dicomweb_deid::keys::unpadded(&s).to_owned())
-        .filter(|s| !s.is_empty())
+        .map_err(|e| Error::BadRequest(format!("{what} UID in the path: {e}")))
 }
 
 /// One media range of an Accept header: the type and its parameters.
@@ -160,7 +150,7 @@ fn split_outside_quotes(text: &str, separator: char) -> Vec<String> {
 }
 
 /// Checks that the client accepts one of `offered` (or anything); 406 otherwise.
-pub fn accepts(headers: &HeaderMap, offered: &[&str]) -> Result<(), ApiError> {
+pub fn accepts(headers: &HeaderMap, offered: &[&str]) -> Result<(), Error> {
     let ranges = accept_ranges(headers);
     if ranges.is_empty()
         || ranges.iter().any(|r| {
@@ -172,7 +162,7 @@ pub fn accepts(headers: &HeaderMap, offered: &[&str]) -> Result<(), ApiError> {
     {
         Ok(())
     } else {
-        Err(ApiError::NotAcceptable(format!("this resource is available as {}", offered.join(" or "))))
+        Err(Error::NotAcceptable(format!("this resource is available as {}", offered.join(" or "))))
     }
 }
 

@@ -19,9 +19,9 @@ use axum::response::{IntoResponse, Response};
 
 use crate::config::Permission;
 use crate::core::access::{Access, Addressed, Project};
-use crate::core::ledger::Ledger;
+use crate::core::Error;
 use crate::http::auth::Refused;
-use crate::http::error::ApiError;
+use crate::http::ledger::Ledger;
 use crate::http::limits::Shed;
 use crate::state::Gateway;
 
@@ -44,13 +44,13 @@ fn unauthorized(refused: &Refused) -> Response {
         Refused::Missing => "Bearer realm=\"dicomweb-gateway\"",
         Refused::Invalid(_) => "Bearer realm=\"dicomweb-gateway\", error=\"invalid_token\"",
     };
-    let mut response = ApiError::Unauthorized("a valid bearer token is required".into()).into_response();
+    let mut response = Error::Unauthorized("a valid bearer token is required".into()).into_response();
     response.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
     response
 }
 
 fn insufficient_scope() -> Response {
-    let mut response = ApiError::Forbidden("the token grants no project of this gateway".into()).into_response();
+    let mut response = Error::Forbidden("the token grants no project of this gateway".into()).into_response();
     response.headers_mut().insert(
         header::WWW_AUTHENTICATE,
         HeaderValue::from_static("Bearer realm=\"dicomweb-gateway\", error=\"insufficient_scope\""),
@@ -125,12 +125,12 @@ pub async fn authorize(State(gw): State<Arc<Gateway>>, mut request: Request, nex
         (_, []) => return insufficient_scope(),
         (Some(named), granted) => match granted.iter().find(|p| p.id == *named) {
             Some(project) => (*project).clone(),
-            None => return ApiError::NotFound(format!("no project {named}")).into_response(),
+            None => return Error::NotFound(format!("no project {named}")).into_response(),
         },
         (None, [only]) => (*only).clone(),
         (None, several) => {
             let ids: Vec<&str> = several.iter().map(|p| p.id.as_str()).collect();
-            return ApiError::BadRequest(format!(
+            return Error::BadRequest(format!(
                 "this token grants several projects ({}): address one as {}/projects/{{id}}/...",
                 ids.join(", "),
                 gw.config.base_path
@@ -143,7 +143,7 @@ pub async fn authorize(State(gw): State<Arc<Gateway>>, mut request: Request, nex
     }
     // May it do this.
     if !project.grants(needed) {
-        return ApiError::Forbidden(format!("project {} does not grant {needed}", project.id)).into_response();
+        return Error::Forbidden(format!("project {} does not grant {needed}", project.id)).into_response();
     }
     if let Some(limits) = &gw.limits {
         match limits.admit(&subject) {

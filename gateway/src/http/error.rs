@@ -1,105 +1,99 @@
-//! Every error a request can end in, and the one place where each becomes an HTTP status and a
-//! plain-text message. Messages name parameters, sites and statuses, never patient data.
+//! The one place where an error becomes an HTTP status and a plain-text message (with
+//! Retry-After when the core knows how long to wait).
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use pacs_adapter::DimseError;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ApiError {
-    #[error("{0}")]
-    BadRequest(String),
-    /// Not authenticated (the authorization gate adds `WWW-Authenticate`).
-    #[error("{0}")]
-    Unauthorized(String),
-    #[error("{0}")]
-    Forbidden(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    PayloadTooLarge(String),
-    #[error("{0}")]
-    NotAcceptable(String),
-    #[error("{0}")]
-    UnsupportedMediaType(String),
-    /// Something the standard allows that the gateway cannot do (decode this pixel data).
-    #[error("{0}")]
-    NotImplemented(String),
-    /// The PACS failed or could not be reached.
-    #[error("{0}")]
-    Pacs(#[from] DimseError),
-    /// A site sent a data set past `[dataset_limits]` (nesting, lengths, inflated or frame size).
-    #[error("the site sent an instance the gateway refuses to process: {0}")]
-    ContentLimit(#[from] crate::core::dataset_limits::ContentLimitError),
-    /// A fault of the gateway itself (its state store, a task that failed).
-    #[error("{0}")]
-    Internal(String),
-    /// Every site that could answer has its circuit open (docs/FEDERATION.md).
-    #[error("{message}")]
-    SitesDown { message: String, retry_after: std::time::Duration },
-    /// An error of a retrieval shared by several requests, relayed to each.
-    #[error("{message}")]
-    Relayed { status: StatusCode, message: String, retry_after: Option<std::time::Duration> },
-}
+use crate::core::Error;
 
-impl From<crate::sites::Unanswered> for ApiError {
-    fn from(e: crate::sites::Unanswered) -> Self {
-        match e {
-            crate::sites::Unanswered::Dimse(e) => ApiError::Pacs(e),
-            crate::sites::Unanswered::CircuitOpen { site, open } => {
-                ApiError::SitesDown { message: format!("site {site}: {open}"), retry_after: open.retry_in }
-            }
-            e @ crate::sites::Unanswered::TooManyMatches { .. } => {
-                ApiError::BadRequest(format!("{e}: narrow the search or the resource"))
-            }
-        }
+/// The status each error is answered with.
+pub fn status(error: &Error) -> StatusCode {
+    match error.origin() {
+        Error::BadRequest(_) => StatusCode::BAD_REQUEST,
+        Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+        Error::Forbidden(_) => StatusCode::FORBIDDEN,
+        Error::NotFound(_) => StatusCode::NOT_FOUND,
+        Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+        Error::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
+        Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        Error::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+        Error::Pacs(DimseError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
+        Error::Pacs(DimseError::InvalidInstance(_)) => StatusCode::BAD_REQUEST,
+        Error::Pacs(_) => StatusCode::BAD_GATEWAY,
+        Error::SitesDown { .. } | Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        Error::ContentLimit(_) => StatusCode::BAD_GATEWAY,
+        Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        Error::Shared(_) => unreachable!("origin() looks through relaying"),
     }
 }
 
-impl From<dicomweb_model::qido::QidoError> for ApiError {
-    fn from(e: dicomweb_model::qido::QidoError) -> Self {
-        ApiError::BadRequest(e.to_string())
-    }
-}
-
-impl ApiError {
-    pub fn status(&self) -> StatusCode {
-        match self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
-            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
-            ApiError::Pacs(DimseError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
-            ApiError::Pacs(DimseError::InvalidInstance(_)) => StatusCode::BAD_REQUEST,
-            ApiError::Pacs(_) => StatusCode::BAD_GATEWAY,
-            ApiError::SitesDown { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::ContentLimit(_) => StatusCode::BAD_GATEWAY,
-            ApiError::Relayed { status, .. } => *status,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-}
-
-impl IntoResponse for ApiError {
+impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let status = self.status();
+        let status = status(&self);
         if status.is_server_error() {
             tracing::warn!(%status, error = %self, "request failed");
         }
-        let retry_after = match &self {
-            ApiError::SitesDown { retry_after, .. } => Some(retry_after.as_secs().max(1).to_string()),
-            ApiError::Relayed { retry_after: Some(retry_after), .. } => Some(retry_after.as_secs().max(1).to_string()),
-            _ => None,
-        };
-        let mut response =
-            (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{self}\n")).into_response();
-        if let Some(value) = retry_after.and_then(|v| axum::http::HeaderValue::from_str(&v).ok()) {
-            response.headers_mut().insert(header::RETRY_AFTER, value);
+        let mut response = plain(status, &self.to_string());
+        if let Some(retry_after) = self.retry_after() {
+            with_retry_after(&mut response, retry_after);
         }
         response
+    }
+}
+
+/// A plain-text response: the message and a newline.
+pub fn plain(status: StatusCode, message: &str) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{message}\n")).into_response()
+}
+
+/// Adds Retry-After in whole seconds (at least one).
+pub fn with_retry_after(response: &mut Response, wait: std::time::Duration) {
+    response.headers_mut().insert(header::RETRY_AFTER, axum::http::HeaderValue::from(wait.as_secs().max(1)));
+}
+
+/// A Warning header value of RFC 7234 warn-code 299 (the gateway's own words, never a value of
+/// the data).
+pub fn warning(text: &str) -> Option<axum::http::HeaderValue> {
+    axum::http::HeaderValue::from_str(&format!("299 dicomweb-gateway \"{}\"", text.replace('"', "'"))).ok()
+}
+
+/// Adds the Warning that names how many instances were withheld before the response started,
+/// and why.
+pub fn with_withheld_warning(mut response: Response, withheld: usize, reasons: &[String]) -> Response {
+    if withheld > 0 {
+        let why = if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join("; ")) };
+        let text = format!(
+            "{withheld} instance(s) withheld: their pixels may show identity (burned-in annotation){why}; later \
+             ones, if any, are withheld too"
+        );
+        if let Some(value) = warning(&text) {
+            response.headers_mut().append("warning", value);
+        }
+    }
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_warning_is_code_299_with_the_text_quoted() {
+        let value = warning("site \"a\" did not answer").expect("header value");
+        assert_eq!(value.to_str().expect("ascii"), "299 dicomweb-gateway \"site 'a' did not answer\"");
+    }
+
+    #[test]
+    fn a_relayed_failure_answers_as_its_origin_with_its_wait() {
+        let origin = Error::SitesDown { message: "every site is down".into(), retry_after: Duration::from_secs(7) };
+        let relayed = Error::Shared(std::sync::Arc::new(Error::Shared(std::sync::Arc::new(origin))));
+        let response = relayed.into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "7");
+        let map =
+            Error::Unavailable { message: "the pseudonym map is unreachable".into(), retry_after: Duration::ZERO };
+        assert_eq!(map.into_response().headers()[header::RETRY_AFTER], "1", "at least a second");
     }
 }

@@ -95,7 +95,7 @@ fn render(gw: &Gateway) -> String {
     }
 
     family(&mut out, "dicomweb_gateway_site_up", "gauge", "1 while the site answered its latest C-ECHO or operation.");
-    for site in &gw.sites {
+    for site in gw.sites.iter() {
         let _ = writeln!(
             out,
             "dicomweb_gateway_site_up{{site=\"{}\"}} {}",
@@ -104,7 +104,7 @@ fn render(gw: &Gateway) -> String {
         );
     }
     family(&mut out, "dicomweb_gateway_site_operations_total", "counter", "DIMSE operations sent to a site, by kind.");
-    for site in &gw.sites {
+    for site in gw.sites.iter() {
         let id = label(site.id().as_str());
         for (kind, counter) in [
             ("find", &site.sent.find),
@@ -120,7 +120,7 @@ fn render(gw: &Gateway) -> String {
         }
     }
     family(&mut out, "dicomweb_gateway_site_faults_total", "counter", "Operations that ended in a site fault.");
-    for site in &gw.sites {
+    for site in gw.sites.iter() {
         let _ = writeln!(
             out,
             "dicomweb_gateway_site_faults_total{{site=\"{}\"}} {}",
@@ -134,7 +134,7 @@ fn render(gw: &Gateway) -> String {
         "counter",
         "Time spent in C-FIND (whole answers) and in starting C-GET / C-MOVE, per site.",
     );
-    for site in &gw.sites {
+    for site in gw.sites.iter() {
         let id = label(site.id().as_str());
         for (phase, micros) in [("find", &site.sent.find_micros), ("retrieve_start", &site.sent.retrieve_start_micros)]
         {
@@ -151,7 +151,7 @@ fn render(gw: &Gateway) -> String {
         "gauge",
         "Latency of the site's latest successful C-ECHO.",
     );
-    for site in &gw.sites {
+    for site in gw.sites.iter() {
         if let Some((_, Ok(latency))) = site.health.report().last_echo {
             let _ = writeln!(
                 out,
@@ -162,7 +162,7 @@ fn render(gw: &Gateway) -> String {
         }
     }
     family(&mut out, "dicomweb_gateway_site_associations", "gauge", "Associations to a site, in use or idle.");
-    for site in &gw.sites {
+    for site in gw.sites.iter() {
         let id = label(site.id().as_str());
         let (open, idle) = (site.pool.open_associations(), site.pool.idle_associations());
         let _ = writeln!(
@@ -268,8 +268,7 @@ fn render(gw: &Gateway) -> String {
 /// its own (`server.metrics_listen`): it names every site.
 pub async fn metrics(State(gw): State<Arc<Gateway>>, headers: axum::http::HeaderMap) -> Response {
     if gw.config.metrics_listen.is_some() {
-        return crate::http::error::ApiError::NotFound("metrics are served on server.metrics_listen".into())
-            .into_response();
+        return crate::core::Error::NotFound("metrics are served on server.metrics_listen".into()).into_response();
     }
     if let Some(refused) = crate::http::admin::administrators_only(&gw, &headers, "/metrics").await {
         return refused;

@@ -15,12 +15,12 @@ use tower_http::cors::{AllowHeaders, Any, CorsLayer};
 
 use crate::config::Config;
 use crate::core::access::Addressed;
-use crate::core::ledger::Ledger;
+use crate::core::Error;
 use crate::http::admin;
 use crate::http::admission::{Admission, Holding};
 use crate::http::api::{frames, qido, rendered, stow, wado};
 use crate::http::authorize::authorize;
-use crate::http::error::ApiError;
+use crate::http::ledger::Ledger;
 use crate::state::Gateway;
 
 pub fn router(gateway: Arc<Gateway>) -> Router {
@@ -85,8 +85,8 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
 
 /// A path that names no resource of the gateway: 404 with a reason (the path is not repeated,
 /// as it may carry UIDs).
-async fn no_such_resource() -> ApiError {
-    ApiError::NotFound("no resource of this gateway has this path (PS3.18 resources are under the base path)".into())
+async fn no_such_resource() -> Error {
+    Error::NotFound("no resource of this gateway has this path (PS3.18 resources are under the base path)".into())
 }
 
 /// A resource asked with a method it does not take: 405 with a reason (axum adds `Allow`).

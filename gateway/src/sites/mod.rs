@@ -4,6 +4,7 @@
 //! reaches a site whose circuit is open.
 
 pub mod health;
+pub mod touched;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -80,7 +81,7 @@ impl Site {
     }
 
     fn admit(&self) -> Result<(), Unanswered> {
-        crate::core::ledger::note_site(self.id().as_str());
+        crate::sites::touched::note_site(self.id().as_str());
         self.health.admit().map_err(|open| Unanswered::CircuitOpen { site: self.id().clone(), open })
     }
 

@@ -18,7 +18,7 @@ use pacs_adapter::{RetrieveTarget, RetrievedInstance};
 use crate::config::{DataSetLimitsConfig, DeidConfig};
 use crate::core::privacy::clean_pixels::Cleaner;
 use crate::core::privacy::pseudonyms::{Kind, Original, PseudonymStore, Unavailable};
-use crate::http::error::ApiError;
+use crate::core::Error;
 
 /// The project of a gateway without authentication: every site, one set of pseudonyms.
 pub const IMPLICIT_PROJECT: &str = "all-sites";
@@ -119,26 +119,25 @@ impl Privacy {
 
     /// What a pseudonym this project handed out stands for, of whatever kind; `None` when it
     /// never handed it out.
-    pub async fn lookup(&self, pseudonym: &str) -> Result<Option<Original>, ApiError> {
+    pub async fn lookup(&self, pseudonym: &str) -> Result<Option<Original>, Error> {
         let store = self.store.clone();
         let (project, pseudonym) = (self.project.clone(), pseudonym.to_owned());
         tokio::task::spawn_blocking(move || store.resolve(&project, &pseudonym))
             .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| Error::Internal(e.to_string()))?
             .map_err(map_error)
     }
 
     /// The site's value of a pseudonym this project handed out; 404 when it never did.
-    pub async fn resolve(&self, pseudonym: &str, kind: Kind) -> Result<Original, ApiError> {
+    pub async fn resolve(&self, pseudonym: &str, kind: Kind) -> Result<Original, Error> {
         let found = self.lookup(pseudonym).await?;
-        found.filter(|o| o.kind == kind).ok_or_else(|| ApiError::NotFound("no such study, series or instance".into()))
+        found.filter(|o| o.kind == kind).ok_or_else(|| Error::NotFound("no such study, series or instance".into()))
     }
 
     /// A retrieval target named by pseudonyms, in the site's UIDs; 404 when a pseudonym was
     /// never handed out (in this project).
-    pub async fn site_target(&self, target: &RetrieveTarget) -> Result<RetrieveTarget, ApiError> {
-        let invalid =
-            |e: dicomweb_model::UidError| ApiError::Internal(format!("pseudonym map holds an invalid UID: {e}"));
+    pub async fn site_target(&self, target: &RetrieveTarget) -> Result<RetrieveTarget, Error> {
+        let invalid = |e: dicomweb_model::UidError| Error::Internal(format!("pseudonym map holds an invalid UID: {e}"));
         let study =
             StudyInstanceUid::new(&self.resolve(target.study.as_str(), Kind::Study).await?.value).map_err(invalid)?;
         let series = match &target.series {
@@ -157,9 +156,9 @@ impl Privacy {
     }
 
     /// A target named by the site's UIDs, in pseudonyms (recorded, so that they resolve).
-    pub async fn client_target(&self, target: &RetrieveTarget) -> Result<RetrieveTarget, ApiError> {
+    pub async fn client_target(&self, target: &RetrieveTarget) -> Result<RetrieveTarget, Error> {
         let keys = self.engine.keys();
-        let invalid = |e: dicomweb_model::UidError| ApiError::Internal(format!("invalid pseudonym: {e}"));
+        let invalid = |e: dicomweb_model::UidError| Error::Internal(format!("invalid pseudonym: {e}"));
         let mut entries = Vec::new();
         let mut pseudonym = |kind: Kind, value: &str| {
             let pseudonym = keys.uid(value);
@@ -181,20 +180,20 @@ impl Privacy {
     }
 
     /// Records pseudonyms before the response carrying them goes out.
-    pub async fn record(&self, entries: Vec<(String, Original)>) -> Result<(), ApiError> {
+    pub async fn record(&self, entries: Vec<(String, Original)>) -> Result<(), Error> {
         if entries.is_empty() {
             return Ok(());
         }
         let (store, project) = (self.store.clone(), self.project.clone());
         tokio::task::spawn_blocking(move || store.record(&project, entries))
             .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?
+            .map_err(|e| Error::Internal(e.to_string()))?
             .map_err(map_error)
     }
 
     /// Records pseudonyms from a blocking task (a retrieved instance de-identified off the
     /// async runtime) before the instance carrying them goes out.
-    pub fn record_blocking(&self, entries: Vec<(String, Original)>) -> Result<(), ApiError> {
+    pub fn record_blocking(&self, entries: Vec<(String, Original)>) -> Result<(), Error> {
         self.store.record(&self.project, entries).map_err(map_error)
     }
 
@@ -300,34 +299,12 @@ const MAP_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A failure of the pseudonym map as a response: 503 with Retry-After when the store is
 /// unreachable (the request may be retried; nothing it would have emitted was sent), else 500.
-pub fn map_error(e: anyhow::Error) -> ApiError {
+pub fn map_error(e: anyhow::Error) -> Error {
     match e.downcast_ref::<Unavailable>() {
-        Some(_) => ApiError::Relayed {
-            status: axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        Some(_) => Error::Unavailable {
             message: "the pseudonym map is unreachable; retry later".into(),
-            retry_after: Some(MAP_RETRY_AFTER),
+            retry_after: MAP_RETRY_AFTER,
         },
-        None => ApiError::Internal(format!("pseudonym map: {e:#}")),
+        None => Error::Internal(format!("pseudonym map: {e:#}")),
     }
-}
-
-/// Adds the Warning that names how many instances were withheld before the response started,
-/// and why (the reasons are the gateway's own words, never a value of the data).
-pub fn with_withheld_warning(
-    mut response: axum::response::Response,
-    withheld: usize,
-    reasons: &[String],
-) -> axum::response::Response {
-    if withheld > 0 {
-        let why = if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join("; ")) };
-        let text = format!(
-            "299 dicomweb-gateway \"{withheld} instance(s) withheld: their pixels may show identity (burned-in \
-             annotation){}; later ones, if any, are withheld too\"",
-            why.replace('"', "'")
-        );
-        if let Ok(value) = axum::http::HeaderValue::from_str(&text) {
-            response.headers_mut().append("warning", value);
-        }
-    }
-    response
 }

@@ -27,7 +27,7 @@ use sha2::{Digest, Sha256};
 use crate::config::CacheConfig;
 use crate::core::retrieve::disk_cache::{name_of, DiskTier, Marker};
 use crate::core::retrieve::locate::Retrieval;
-use crate::http::error::ApiError;
+use crate::core::Error;
 
 /// A flight reads at most this many bytes ahead of its slowest reader.
 pub const FLIGHT_AHEAD: usize = 64 << 20;
@@ -116,29 +116,6 @@ pub struct Counters {
     pub evictions: AtomicU64,
 }
 
-/// A failure relayed to every reader of a flight.
-#[derive(Debug, Clone)]
-struct Relayed {
-    status: axum::http::StatusCode,
-    message: String,
-    retry_after: Option<Duration>,
-}
-
-impl Relayed {
-    fn of(error: &ApiError) -> Relayed {
-        let retry_after = match error {
-            ApiError::SitesDown { retry_after, .. } => Some(*retry_after),
-            ApiError::Relayed { retry_after, .. } => *retry_after,
-            _ => None,
-        };
-        Relayed { status: error.status(), message: error.to_string(), retry_after }
-    }
-
-    fn error(&self) -> ApiError {
-        ApiError::Relayed { status: self.status, message: self.message.clone(), retry_after: self.retry_after }
-    }
-}
-
 #[derive(Debug, Default)]
 struct FlightState {
     /// Instances in arrival order; `None` once dropped.
@@ -149,7 +126,8 @@ struct FlightState {
     dropped_below: usize,
     withheld_before_first: usize,
     withheld_reasons: Vec<String>,
-    end: Option<Result<(), Relayed>>,
+    /// How the retrieval ended; its failure is relayed to every reader.
+    end: Option<Result<(), Arc<Error>>>,
     readers: HashMap<u64, usize>,
     next_reader: u64,
 }
@@ -212,14 +190,14 @@ impl Drop for Reader {
 
 impl Reader {
     /// The reader's next instance: `None` at the end of the flight.
-    async fn next(&mut self) -> Option<Result<RetrievedInstance, ApiError>> {
+    async fn next(&mut self) -> Option<Result<RetrievedInstance, Error>> {
         loop {
             let notified = self.flight.changed.notified();
             {
                 let mut state = self.flight.lock();
                 if let Some(slot) = state.buffer.get(self.cursor) {
                     let Some(instance) = slot.clone() else {
-                        return Some(Err(ApiError::Internal("a coalesced retrieval fell behind".into())));
+                        return Some(Err(Error::Internal("a coalesced retrieval fell behind".into())));
                     };
                     self.cursor += 1;
                     state.readers.insert(self.id, self.cursor);
@@ -230,10 +208,10 @@ impl Reader {
                 }
                 match &state.end {
                     Some(Ok(())) => return None,
-                    Some(Err(relayed)) => {
+                    Some(Err(failure)) => {
                         // Reported once; the stream then ends.
                         self.cursor = usize::MAX;
-                        return Some(Err(relayed.error()));
+                        return Some(Err(Error::Shared(failure.clone())));
                     }
                     None => {}
                 }
@@ -394,7 +372,7 @@ impl RetrievalCache {
                 let cache = cache.clone();
                 async move {
                     let instance = cache.instance(key).await.ok_or_else(|| {
-                        ApiError::Internal("a cached instance was lost or found damaged; retrieve again".into())
+                        Error::Internal("a cached instance was lost or found damaged; retrieve again".into())
                     })?;
                     cache.counters.bytes_served.fetch_add(instance.part10.len() as u64, Ordering::Relaxed);
                     Ok(instance)
@@ -432,9 +410,9 @@ impl RetrievalCache {
 
     /// Joins the flight of `key` under way, or starts one with `retrieve`, and waits for its
     /// first instance.
-    pub async fn join_or_start<F>(self: &Arc<Self>, key: TargetKey, retrieve: F) -> Result<Retrieval, ApiError>
+    pub async fn join_or_start<F>(self: &Arc<Self>, key: TargetKey, retrieve: F) -> Result<Retrieval, Error>
     where
-        F: Future<Output = Result<Retrieval, ApiError>> + Send + 'static,
+        F: Future<Output = Result<Retrieval, Error>> + Send + 'static,
     {
         let (flight, reader) = {
             let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
@@ -461,9 +439,9 @@ impl RetrievalCache {
                     };
                     flights.insert(key.clone(), Arc::downgrade(&flight));
                     let task = fly(self.clone(), key.clone(), flight.clone(), retrieve);
-                    match crate::core::ledger::current() {
+                    match crate::sites::touched::current() {
                         // The sites the flight contacts are the starting request's.
-                        Some(ledger) => tokio::spawn(async move { ledger.run(task).await }),
+                        Some(touched) => tokio::spawn(async move { touched.run(task).await }),
                         None => tokio::spawn(task),
                     };
                     (flight, id)
@@ -474,7 +452,7 @@ impl RetrievalCache {
         let first = match reader.next().await {
             Some(Ok(first)) => first,
             Some(Err(e)) => return Err(e),
-            None => return Err(ApiError::NotFound("no such study, series or instance".into())),
+            None => return Err(Error::NotFound("no such study, series or instance".into())),
         };
         let (withheld, withheld_reasons) = {
             let state = flight.lock();
@@ -541,7 +519,7 @@ fn etag_of(instances: &[String]) -> String {
 /// registry.
 async fn fly<F>(cache: Arc<RetrievalCache>, key: TargetKey, flight: Arc<Flight>, retrieve: F)
 where
-    F: Future<Output = Result<Retrieval, ApiError>> + Send + 'static,
+    F: Future<Output = Result<Retrieval, Error>> + Send + 'static,
 {
     let end = carry(&cache, &key, &flight, retrieve).await;
     flight.lock().end = Some(end);
@@ -554,11 +532,11 @@ where
 
 /// Each instance of the retrieval into the cache and the flight's buffer (waiting while the
 /// slowest reader is [`FLIGHT_AHEAD`] bytes behind); the manifest once complete.
-async fn carry<F>(cache: &RetrievalCache, key: &TargetKey, flight: &Flight, retrieve: F) -> Result<(), Relayed>
+async fn carry<F>(cache: &RetrievalCache, key: &TargetKey, flight: &Flight, retrieve: F) -> Result<(), Arc<Error>>
 where
-    F: Future<Output = Result<Retrieval, ApiError>> + Send + 'static,
+    F: Future<Output = Result<Retrieval, Error>> + Send + 'static,
 {
-    let Retrieval { first, mut rest, withheld, withheld_reasons, .. } = retrieve.await.map_err(|e| Relayed::of(&e))?;
+    let Retrieval { first, mut rest, withheld, withheld_reasons, .. } = retrieve.await.map_err(Arc::new)?;
     {
         let mut state = flight.lock();
         state.withheld_before_first = withheld;
@@ -586,7 +564,7 @@ where
                 let state = flight.lock();
                 if state.readers.is_empty() {
                     tracing::debug!("every reader of a retrieval went away: it is cancelled");
-                    return Err(Relayed::of(&ApiError::Internal("the retrieval was cancelled".into())));
+                    return Err(Arc::new(Error::Internal("the retrieval was cancelled".into())));
                 }
                 if state.bytes_between(state.slowest(), state.buffer.len()) <= FLIGHT_AHEAD {
                     break;
@@ -596,7 +574,7 @@ where
         }
         match rest.next().await {
             Some(Ok(instance)) => push(instance),
-            Some(Err(e)) => return Err(Relayed::of(&e)),
+            Some(Err(e)) => return Err(Arc::new(e)),
             None => break,
         }
     }

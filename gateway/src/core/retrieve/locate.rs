@@ -20,16 +20,16 @@ use futures::{stream, FutureExt, Stream, StreamExt};
 use pacs_adapter::{DimseError, DimseStream, QueryLevel, RetrieveTarget, RetrievedInstance};
 
 use crate::core::access::{Access, Project};
+use crate::core::attributes::text_of;
 use crate::core::directory::{SeriesRecord, StudyRecord};
 use crate::core::privacy::deidentify::Processed;
-use crate::http::api::text_of;
-use crate::http::error::ApiError;
+use crate::core::retrieve::Retriever;
+use crate::core::Error;
 use crate::sites::health::is_site_fault;
 use crate::sites::Unanswered;
-use crate::state::Gateway;
 
 /// Instances of a retrieval, from one or several sites.
-pub type Instances = std::pin::Pin<Box<dyn Stream<Item = Result<RetrievedInstance, ApiError>> + Send>>;
+pub type Instances = std::pin::Pin<Box<dyn Stream<Item = Result<RetrievedInstance, Error>> + Send>>;
 
 /// One part of a retrieval and the sites holding it (indexes into the gateway's sites, in
 /// configuration order).
@@ -41,7 +41,7 @@ pub struct Part {
 
 /// The parts of a study whose series are held as `series` says: the whole study from its
 /// holders when every series has the same ones, else series by series.
-fn study_parts(target: &RetrieveTarget, series: &BTreeMap<String, Vec<usize>>) -> Result<Vec<Part>, ApiError> {
+fn study_parts(target: &RetrieveTarget, series: &BTreeMap<String, Vec<usize>>) -> Result<Vec<Part>, Error> {
     let mut holder_sets = series.values();
     let Some(first) = holder_sets.next() else { return Ok(Vec::new()) };
     if holder_sets.all(|h| h == first) {
@@ -50,7 +50,7 @@ fn study_parts(target: &RetrieveTarget, series: &BTreeMap<String, Vec<usize>>) -
     series
         .iter()
         .map(|(uid, holders)| {
-            let series = SeriesInstanceUid::new(uid).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            let series = SeriesInstanceUid::new(uid).map_err(|e| Error::BadRequest(e.to_string()))?;
             Ok(Part { target: RetrieveTarget::series(target.study.clone(), series), holders: holders.clone() })
         })
         .collect()
@@ -58,13 +58,13 @@ fn study_parts(target: &RetrieveTarget, series: &BTreeMap<String, Vec<usize>>) -
 
 /// The plan the directory's record gives, if it says enough and names sites of the request.
 fn remembered_plan(
-    gw: &Gateway,
+    retriever: &Retriever,
     allowed: &[usize],
     record: &StudyRecord,
     target: &RetrieveTarget,
 ) -> Option<Vec<Part>> {
     let holders_of = |ids: &[String]| -> Vec<usize> {
-        allowed.iter().copied().filter(|&i| ids.iter().any(|id| id == gw.sites[i].id().as_str())).collect()
+        allowed.iter().copied().filter(|&i| ids.iter().any(|id| id == retriever.sites[i].id().as_str())).collect()
     };
     let whole = || Some(vec![Part { target: target.clone(), holders: holders_of(&record.sites) }]);
     // The sites to retrieve a series from: those known to hold all of it. A series split
@@ -102,7 +102,7 @@ fn remembered_plan(
 /// by several sites, IMAGE level at each, so that a series split instance by instance is
 /// retrieved from each site holding part of it. What a complete search shows of a study is
 /// remembered.
-async fn locate_by_find(gw: &Gateway, allowed: &[usize], target: &RetrieveTarget) -> Result<Vec<Part>, ApiError> {
+async fn locate_by_find(retriever: &Retriever, allowed: &[usize], target: &RetrieveTarget) -> Result<Vec<Part>, Error> {
     let level = if target.level() == QueryLevel::Image { QueryLevel::Image } else { QueryLevel::Series };
     let mut identifier = target.identifier();
     identifier.put(DataElement::new(tags::QUERY_RETRIEVE_LEVEL, VR::CS, PrimitiveValue::from(level.as_str())));
@@ -113,11 +113,11 @@ async fn locate_by_find(gw: &Gateway, allowed: &[usize], target: &RetrieveTarget
         identifier.put(DataElement::new(tags::MODALITY, VR::CS, PrimitiveValue::Empty));
         identifier.put(DataElement::new(tags::NUMBER_OF_SERIES_RELATED_INSTANCES, VR::IS, PrimitiveValue::Empty));
     }
-    let sites: Vec<&crate::state::Site> = allowed.iter().map(|&i| &gw.sites[i]).collect();
+    let sites: Vec<&crate::sites::Site> = allowed.iter().map(|&i| &retriever.sites[i]).collect();
     let fan_out = crate::core::search::federation::find_everywhere(&sites, level, &identifier).await;
     if let Some((site, limit)) = fan_out.truncated.first() {
         // A plan from part of a site's answer could miss what a retrieval must deliver.
-        return Err(ApiError::BadRequest(format!(
+        return Err(Error::BadRequest(format!(
             "site {site} has more than {limit} series or instances for this retrieval (federation.max_matches)"
         )));
     }
@@ -126,7 +126,7 @@ async fn locate_by_find(gw: &Gateway, allowed: &[usize], target: &RetrieveTarget
         if !fan_out.failures.is_empty() {
             return Err(fan_out.into_error());
         }
-        return Err(ApiError::NotFound("no such study, series or instance".into()));
+        return Err(Error::NotFound("no such study, series or instance".into()));
     }
     if level == QueryLevel::Image {
         // Any site holding the instance will do.
@@ -135,7 +135,7 @@ async fn locate_by_find(gw: &Gateway, allowed: &[usize], target: &RetrieveTarget
         all.dedup();
         return Ok(vec![Part { target: target.clone(), holders: all }]);
     }
-    let complete = fan_out.failures.is_empty() && allowed.len() == gw.sites.len();
+    let complete = fan_out.failures.is_empty() && allowed.len() == retriever.sites.len();
     let mut holders: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     let mut seen: BTreeMap<String, SeriesRecord> = BTreeMap::new();
     for (at, found) in &fan_out.results {
@@ -155,20 +155,20 @@ async fn locate_by_find(gw: &Gateway, allowed: &[usize], target: &RetrieveTarget
     let mut split: Vec<Part> = Vec::new();
     for (uid, held) in &holders {
         let record = seen.entry(uid.clone()).or_default();
-        record.sites = held.iter().map(|&i| gw.sites[i].id().to_string()).collect();
+        record.sites = held.iter().map(|&i| retriever.sites[i].id().to_string()).collect();
         if held.len() == 1 {
             record.complete_at = Some(record.sites.clone());
             whole.insert(uid.clone(), held.clone());
             continue;
         }
-        let held_sites: Vec<&crate::state::Site> = held.iter().map(|&i| &gw.sites[i]).collect();
+        let held_sites: Vec<&crate::sites::Site> = held.iter().map(|&i| &retriever.sites[i]).collect();
         let at_each =
             crate::core::search::federation::instance_uids_at(&held_sites, target.study.as_str(), uid).await?;
         let union: std::collections::BTreeSet<&String> = at_each.iter().flatten().collect();
         let complete_at: Vec<usize> =
             held.iter().zip(&at_each).filter(|(_, uids)| uids.len() == union.len()).map(|(&i, _)| i).collect();
         record.instances = Some(union.len() as u64);
-        record.complete_at = Some(complete_at.iter().map(|&i| gw.sites[i].id().to_string()).collect());
+        record.complete_at = Some(complete_at.iter().map(|&i| retriever.sites[i].id().to_string()).collect());
         if !complete_at.is_empty() {
             whole.insert(uid.clone(), complete_at);
             continue;
@@ -176,7 +176,7 @@ async fn locate_by_find(gw: &Gateway, allowed: &[usize], target: &RetrieveTarget
         split.extend(split_series(target, uid, held, &at_each)?);
     }
     if complete && target.series.is_none() {
-        gw.directory.record_series(target.study.as_str(), seen);
+        retriever.directory.record_series(target.study.as_str(), seen);
     }
     if split.is_empty() {
         return study_parts(target, &whole);
@@ -185,10 +185,10 @@ async fn locate_by_find(gw: &Gateway, allowed: &[usize], target: &RetrieveTarget
     let mut parts: Vec<Part> = whole
         .into_iter()
         .map(|(uid, holders)| {
-            let series = SeriesInstanceUid::new(&uid).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            let series = SeriesInstanceUid::new(&uid).map_err(|e| Error::BadRequest(e.to_string()))?;
             Ok(Part { target: RetrieveTarget::series(target.study.clone(), series), holders })
         })
-        .collect::<Result<_, ApiError>>()?;
+        .collect::<Result<_, Error>>()?;
     parts.extend(split);
     Ok(parts)
 }
@@ -200,15 +200,15 @@ fn split_series(
     series: &str,
     held: &[usize],
     at_each: &[std::collections::BTreeSet<String>],
-) -> Result<Vec<Part>, ApiError> {
-    let series = SeriesInstanceUid::new(series).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+) -> Result<Vec<Part>, Error> {
+    let series = SeriesInstanceUid::new(series).map_err(|e| Error::BadRequest(e.to_string()))?;
     let mut covered: std::collections::BTreeSet<&String> = Default::default();
     let mut parts = Vec::new();
     for (&site, uids) in held.iter().zip(at_each) {
         let mut new: Vec<SopInstanceUid> = Vec::new();
         for uid in uids {
             if covered.insert(uid) {
-                new.push(SopInstanceUid::new(uid).map_err(|e| ApiError::BadRequest(e.to_string()))?);
+                new.push(SopInstanceUid::new(uid).map_err(|e| Error::BadRequest(e.to_string()))?);
             }
         }
         if !new.is_empty() {
@@ -223,23 +223,23 @@ fn split_series(
 
 /// Starts the retrieval of a part from its first holder that can be reached; the site it
 /// comes from, and its instances.
-async fn retrieve_part(gw: &Gateway, part: &Part) -> Result<(usize, DimseStream<RetrievedInstance>), ApiError> {
+async fn retrieve_part(retriever: &Retriever, part: &Part) -> Result<(usize, DimseStream<RetrievedInstance>), Error> {
     let mut last: Option<Unanswered> = None;
     for &site in &part.holders {
-        match gw.sites[site].retrieve(part.target.clone()).await {
+        match retriever.sites[site].retrieve(part.target.clone()).await {
             Ok(instances) => return Ok((site, instances)),
             Err(Unanswered::Dimse(e)) if !is_site_fault(&e) => return Err(e.into()),
             Err(unreachable) => {
-                tracing::warn!(site = %gw.sites[site].id(), error = %unreachable, "holder unavailable; trying the next");
+                tracing::warn!(site = %retriever.sites[site].id(), error = %unreachable, "holder unavailable; trying the next");
                 last = Some(unreachable);
             }
         }
     }
-    Err(last.map(ApiError::from).unwrap_or_else(|| ApiError::NotFound("no site holds it".into())))
+    Err(last.map(Error::from).unwrap_or_else(|| Error::NotFound("no site holds it".into())))
 }
 
 /// Instances with the index of the site each came from.
-type SitedInstances = std::pin::Pin<Box<dyn Stream<Item = Result<(usize, RetrievedInstance), ApiError>> + Send>>;
+type SitedInstances = std::pin::Pin<Box<dyn Stream<Item = Result<(usize, RetrievedInstance), Error>> + Send>>;
 
 /// A part's instances, ending in an error when it yields none (a site that listed the part
 /// returned nothing of it).
@@ -250,14 +250,16 @@ fn at_least_one(site: usize, part: DimseStream<RetrievedInstance>, what: String)
         if item.is_ok() {
             seen.store(true, Ordering::Relaxed);
         }
-        item.map(|instance| (site, instance)).map_err(ApiError::from)
+        item.map(|instance| (site, instance)).map_err(Error::from)
     })
-    .chain(stream::once(async move { yielded.load(Ordering::Relaxed) }).filter_map(move |yielded| {
-        let what = what.clone();
-        async move {
-            (!yielded).then(|| Err(ApiError::NotFound(format!("{what} listed by a site was not delivered by it"))))
-        }
-    }))
+    .chain(
+        stream::once(async move { yielded.load(Ordering::Relaxed) }).filter_map(move |yielded| {
+            let what = what.clone();
+            async move {
+                (!yielded).then(|| Err(Error::NotFound(format!("{what} listed by a site was not delivered by it"))))
+            }
+        }),
+    )
     .boxed()
 }
 
@@ -272,16 +274,22 @@ fn within_limits(instances: SitedInstances, limits: crate::config::DataSetLimits
                 crate::core::dataset_limits::check_encoded(instance.data_set(), syntax, &limits).map(|_| instance)
             })
             .await
-            .map_err(|e| ApiError::Internal(format!("checking an instance failed: {e}")))??;
+            .map_err(|e| Error::Internal(format!("checking an instance failed: {e}")))??;
             Ok((site, instance))
         })
         .boxed()
 }
 
 /// The indexes of the sites a request may use.
-fn allowed_sites(gw: &Gateway, scope: &Access) -> Result<Vec<usize>, ApiError> {
-    let allowed = gw.sites_for(scope)?;
-    Ok(gw.sites.iter().enumerate().filter(|(_, s)| allowed.iter().any(|a| a.id() == s.id())).map(|(i, _)| i).collect())
+fn allowed_sites(retriever: &Retriever, scope: &Access) -> Result<Vec<usize>, Error> {
+    let allowed = super::sites_for(&retriever.sites, scope)?;
+    Ok(retriever
+        .sites
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| allowed.iter().any(|a| a.id() == s.id()))
+        .map(|(i, _)| i)
+        .collect())
 }
 
 /// A retrieval under way: its first instance (already received, so that errors are a status
@@ -312,7 +320,11 @@ impl std::fmt::Debug for Retrieval {
 /// retrieving the same target in the same project, else planned and started; it waits for the
 /// first instance, so that a missing study is a 404 and a failing PACS a 502 / 503 / 504 before
 /// any byte of the response is sent (docs/CACHE.md).
-pub async fn first_and_rest(gw: &Arc<Gateway>, scope: &Access, target: RetrieveTarget) -> Result<Retrieval, ApiError> {
+pub async fn first_and_rest(
+    retriever: &Arc<Retriever>,
+    scope: &Access,
+    target: RetrieveTarget,
+) -> Result<Retrieval, Error> {
     let target = match scope.privacy() {
         Some(privacy) => privacy.site_target(&target).await?,
         None => target,
@@ -322,22 +334,26 @@ pub async fn first_and_rest(gw: &Arc<Gateway>, scope: &Access, target: RetrieveT
         Some(privacy) => privacy.engine.keys().uid(uid),
         None => uid.to_owned(),
     };
-    if let Some(cached) = gw.cache.cached(&key, shown).await {
+    if let Some(cached) = retriever.cache.cached(&key, shown).await {
         return Ok(cached);
     }
-    let (gw_for_flight, scope) = (gw.clone(), scope.clone());
-    gw.cache.join_or_start(key, async move { first_and_rest_at_sites(&gw_for_flight, &scope, target).await }).await
+    let (gw_for_flight, scope) = (retriever.clone(), scope.clone());
+    retriever
+        .cache
+        .join_or_start(key, async move { first_and_rest_at_sites(&gw_for_flight, &scope, target).await })
+        .await
 }
 
 /// The same for a target named by the sites' own UIDs.
 pub async fn first_and_rest_at_sites(
-    gw: &Arc<Gateway>,
+    retriever: &Arc<Retriever>,
     scope: &Access,
     target: RetrieveTarget,
-) -> Result<Retrieval, ApiError> {
-    let allowed = allowed_sites(gw, scope)?;
+) -> Result<Retrieval, Error> {
+    let allowed = allowed_sites(retriever, scope)?;
     let study = target.study.as_str().to_owned();
-    let remembered = gw.directory.study(&study).and_then(|record| remembered_plan(gw, &allowed, &record, &target));
+    let remembered =
+        retriever.directory.study(&study).and_then(|record| remembered_plan(retriever, &allowed, &record, &target));
     let from_directory = remembered.is_some();
     // A plan taken on trust: remembered, or the only site the request may use (then nothing
     // is to be learnt from a C-FIND first). One that yields nothing is checked by C-FIND.
@@ -345,23 +361,23 @@ pub async fn first_and_rest_at_sites(
     let plan = match remembered {
         Some(plan) => plan,
         None if assumed => vec![Part { target: target.clone(), holders: allowed.clone() }],
-        None => locate_by_find(gw, &allowed, &target).await?,
+        None => locate_by_find(retriever, &allowed, &target).await?,
     };
-    let started = match start(gw, plan).await {
+    let started = match start(retriever, plan).await {
         Ok(Some(started)) => started,
-        Ok(None) | Err(ApiError::Pacs(DimseError::Failed { .. }) | ApiError::NotFound(_)) if assumed => {
+        Ok(None) | Err(Error::Pacs(DimseError::Failed { .. }) | Error::NotFound(_)) if assumed => {
             // What was remembered is no longer so, or the one site does not have it: locate
             // anew (a 404 when no site lists it).
             if from_directory {
-                gw.directory.forget(&study);
+                retriever.directory.forget(&study);
             }
-            let plan = locate_by_find(gw, &allowed, &target).await?;
-            start(gw, plan).await?.ok_or_else(|| ApiError::NotFound("no such study, series or instance".into()))?
+            let plan = locate_by_find(retriever, &allowed, &target).await?;
+            start(retriever, plan).await?.ok_or_else(|| Error::NotFound("no such study, series or instance".into()))?
         }
-        Ok(None) => return Err(ApiError::NotFound("no such study, series or instance".into())),
+        Ok(None) => return Err(Error::NotFound("no such study, series or instance".into())),
         Err(e) => return Err(e),
     };
-    let started = noting_stored(gw, &target, started);
+    let started = noting_stored(retriever, &target, started);
     match scope.privacy() {
         None => {
             let ((_, first), rest) = started;
@@ -373,7 +389,7 @@ pub async fn first_and_rest_at_sites(
                 etag: None,
             })
         }
-        Some(_) => deidentified(gw, scope.project.clone(), started).await,
+        Some(_) => deidentified(retriever, scope.project.clone(), started).await,
     }
 }
 
@@ -384,7 +400,7 @@ type Started = ((usize, RetrievedInstance), SitedInstances);
 /// The transfer syntaxes a retrieval's instances came in as stored, told to the directory as
 /// each new one is seen (a retrieval seldom holds more than one or two).
 struct SeenStored {
-    gw: Arc<Gateway>,
+    retriever: Arc<Retriever>,
     study: String,
     series: Option<String>,
     seen: BTreeSet<String>,
@@ -394,15 +410,15 @@ impl SeenStored {
     fn note(&mut self, instance: &RetrievedInstance) {
         if !self.seen.contains(instance.transfer_syntax_uid.as_str()) {
             self.seen.insert(instance.transfer_syntax_uid.as_str().to_owned());
-            self.gw.directory.record_stored(&self.study, self.series.as_deref(), &self.seen);
+            self.retriever.directory.record_stored(&self.study, self.series.as_deref(), &self.seen);
         }
     }
 }
 
 /// The retrieval, noting the transfer syntax of each instance as it passes.
-fn noting_stored(gw: &Arc<Gateway>, target: &RetrieveTarget, ((site, first), rest): Started) -> Started {
+fn noting_stored(retriever: &Arc<Retriever>, target: &RetrieveTarget, ((site, first), rest): Started) -> Started {
     let mut seen = SeenStored {
-        gw: gw.clone(),
+        retriever: retriever.clone(),
         study: target.study.as_str().to_owned(),
         series: target.series.as_ref().map(|s| s.as_str().to_owned()),
         seen: BTreeSet::new(),
@@ -423,10 +439,10 @@ fn noting_stored(gw: &Arc<Gateway>, target: &RetrieveTarget, ((site, first), res
 /// known to be stored in, from earlier retrievals; empty when nothing is known, and for a
 /// single instance (its retrieval shows it before the response starts).
 pub async fn known_stored_syntaxes(
-    gw: &Arc<Gateway>,
+    retriever: &Arc<Retriever>,
     scope: &Access,
     target: &RetrieveTarget,
-) -> Result<BTreeSet<String>, ApiError> {
+) -> Result<BTreeSet<String>, Error> {
     if !target.instances.is_empty() {
         return Ok(BTreeSet::new());
     }
@@ -434,7 +450,7 @@ pub async fn known_stored_syntaxes(
         Some(privacy) => privacy.site_target(target).await?,
         None => target.clone(),
     };
-    let Some(record) = gw.directory.study(target.study.as_str()) else { return Ok(BTreeSet::new()) };
+    let Some(record) = retriever.directory.study(target.study.as_str()) else { return Ok(BTreeSet::new()) };
     let only_series = record.series.as_ref().filter(|series| series.len() == 1).and_then(|s| s.keys().next());
     Ok(match &target.series {
         // A study of one series: what its retrievals saw is the series'.
@@ -451,37 +467,35 @@ fn log_withheld(why: &dicomweb_deid::burned_in::Withheld) {
 /// The retrieval's instances de-identified one by one off the async runtime, in order, the
 /// withheld ones left out.
 async fn deidentified(
-    gw: &Arc<Gateway>,
+    retriever: &Arc<Retriever>,
     project: Arc<Project>,
     ((site, first), rest): Started,
-) -> Result<Retrieval, ApiError> {
-    let deid_gw = gw.clone();
+) -> Result<Retrieval, Error> {
+    let deid_retriever = retriever.clone();
     let mut processed = stream::once(async move { Ok((site, first)) })
         .chain(rest)
         .then(move |item| {
-            let (gw, project) = (deid_gw.clone(), project.clone());
+            let (retriever, project) = (deid_retriever.clone(), project.clone());
             async move {
                 let (site, instance) = item?;
                 // The request that retrieves (a flight runs in its starter's scope) is the one
                 // whose audit line counts the instances cleaned for it.
-                let ledger = crate::core::ledger::current();
+                let touched = crate::sites::touched::current();
                 let processed = tokio::task::spawn_blocking(move || {
-                    let privacy = project
-                        .privacy
-                        .as_ref()
-                        .ok_or_else(|| ApiError::Internal("de-identification is off".into()))?;
+                    let privacy =
+                        project.privacy.as_ref().ok_or_else(|| Error::Internal("de-identification is off".into()))?;
                     let (processed, entries) = privacy
-                        .instance(&instance, gw.sites[site].id().as_str())
-                        .map_err(|e| ApiError::Internal(format!("cannot de-identify an instance: {e}")))?;
+                        .instance(&instance, retriever.sites[site].id().as_str())
+                        .map_err(|e| Error::Internal(format!("cannot de-identify an instance: {e}")))?;
                     privacy.record_blocking(entries)?;
-                    Ok::<_, ApiError>(processed)
+                    Ok::<_, Error>(processed)
                 })
                 .await
-                .map_err(|e| ApiError::Internal(e.to_string()))??;
+                .map_err(|e| Error::Internal(e.to_string()))??;
                 Ok(match processed {
                     Processed::Cleaned(instance) => {
-                        if let Some(ledger) = ledger {
-                            ledger.note_cleaned();
+                        if let Some(touched) = touched {
+                            touched.note_cleaned();
                         }
                         Processed::Deidentified(instance)
                     }
@@ -503,7 +517,7 @@ async fn deidentified(
             }
             Some(Err(e)) => return Err(e),
             None => {
-                return Err(ApiError::Forbidden(format!(
+                return Err(Error::Forbidden(format!(
                     "withheld: {withheld} instance(s) whose pixels may show identity (burned-in annotation): {}",
                     withheld_reasons.join("; ")
                 )))
@@ -531,14 +545,14 @@ const PARTS_AT_ONCE: usize = 4;
 
 /// Starts the plan's parts, up to [`PARTS_AT_ONCE`] at a time, merged into one stream in the
 /// order instances arrive; waits for the first instance. `None` when the plan is empty.
-async fn start(gw: &Arc<Gateway>, plan: Vec<Part>) -> Result<Option<Started>, ApiError> {
-    let gw = gw.clone();
+async fn start(retriever: &Arc<Retriever>, plan: Vec<Part>) -> Result<Option<Started>, Error> {
+    let retriever = retriever.clone();
     let parts = plan.into_iter().map(move |part| {
-        let gw = gw.clone();
+        let retriever = retriever.clone();
         async move {
-            match retrieve_part(&gw, &part).await {
+            match retrieve_part(&retriever, &part).await {
                 Ok((site, instances)) => {
-                    within_limits(at_least_one(site, instances, describe(&part.target)), gw.config.dataset_limits)
+                    within_limits(at_least_one(site, instances, describe(&part.target)), retriever.limits)
                 }
                 Err(e) => stream::once(async move { Err(e) }).boxed(),
             }
@@ -558,7 +572,7 @@ where
 
 /// The first instance of a stream and the rest; an error before any instance is the
 /// retrieval's error.
-async fn first_of(mut instances: SitedInstances) -> Result<Option<Started>, ApiError> {
+async fn first_of(mut instances: SitedInstances) -> Result<Option<Started>, Error> {
     match instances.next().await {
         Some(Ok(first)) => Ok(Some((first, instances))),
         Some(Err(e)) => Err(e),
@@ -633,7 +647,7 @@ mod tests {
 
     type PartFuture = std::pin::Pin<Box<dyn std::future::Future<Output = SitedInstances> + Send>>;
 
-    fn uids(items: &[Result<(usize, RetrievedInstance), ApiError>]) -> Vec<String> {
+    fn uids(items: &[Result<(usize, RetrievedInstance), Error>]) -> Vec<String> {
         items
             .iter()
             .map(|item| match item {
@@ -658,7 +672,7 @@ mod tests {
             let ((site, first), rest) = first_of(merged(vec![slow, fast].into_iter())).await?.expect("an instance");
             release.send(()).expect("the first part waits");
             let rest: Vec<_> = rest.collect().await;
-            Ok::<_, ApiError>((site, first.sop_instance_uid.as_str().to_owned(), uids(&rest)))
+            Ok::<_, Error>((site, first.sop_instance_uid.as_str().to_owned(), uids(&rest)))
         };
         let (site, first, rest) = tokio::time::timeout(std::time::Duration::from_secs(10), retrieval)
             .await
@@ -672,7 +686,7 @@ mod tests {
     async fn a_failing_part_ends_the_merged_stream_in_its_error_and_an_empty_plan_yields_none() {
         let good: PartFuture = Box::pin(async { stream::iter([Ok((0, instance("1.2.3.1.1")))]).boxed() });
         let bad: PartFuture = Box::pin(async {
-            stream::once(async { Err(ApiError::NotFound("a series listed by a site was not delivered by it".into())) })
+            stream::once(async { Err(Error::NotFound("a series listed by a site was not delivered by it".into())) })
                 .boxed()
         });
         let all: Vec<_> = merged(vec![good, bad].into_iter()).collect().await;

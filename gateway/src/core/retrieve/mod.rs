@@ -5,3 +5,27 @@ pub mod cache;
 pub mod disk_cache;
 pub mod locate;
 pub mod transcoded_cache;
+
+use std::sync::Arc;
+
+use crate::config::DataSetLimitsConfig;
+use crate::core::access::Access;
+use crate::core::directory::Directory;
+use crate::sites::Site;
+
+/// What a retrieval reaches, shared by every request: the sites, the directory of where studies
+/// live, the retrieval cache, and the bounds on what a site may send.
+#[derive(Debug)]
+pub struct Retriever {
+    /// Every configured site, in configuration order.
+    pub sites: Arc<Vec<Site>>,
+    pub directory: Arc<Directory>,
+    pub cache: Arc<cache::RetrievalCache>,
+    pub limits: DataSetLimitsConfig,
+}
+
+/// The sites a request may use, of `sites`: its project's, or the one it addressed under
+/// `/sites/{id}` (404 when that is not one of the project's).
+pub fn sites_for<'a>(sites: &'a [Site], access: &Access) -> Result<Vec<&'a Site>, crate::core::Error> {
+    Ok(access.site_indexes(|i| sites[i].id().to_string())?.into_iter().map(|i| &sites[i]).collect())
+}

@@ -16,15 +16,14 @@
 
 use std::collections::BTreeSet;
 
-use axum::http::HeaderValue;
 use dicom_core::value::Value;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use pacs_adapter::QueryLevel;
 
-use crate::http::api::text_of;
-use crate::http::error::ApiError;
+use crate::core::attributes::text_of;
+use crate::core::Error;
 use crate::sites::health::fault_reason;
 use crate::sites::{Site, Unanswered};
 
@@ -54,9 +53,9 @@ pub struct FanOut {
 impl FanOut {
     /// The error to answer with when no site answered: the first site's error that came from
     /// asking it (502 / 504), or 503 when every site's circuit is open.
-    pub fn into_error(mut self) -> ApiError {
+    pub fn into_error(mut self) -> Error {
         if self.failures.is_empty() {
-            return ApiError::NotFound("no site to ask".into());
+            return Error::NotFound("no site to ask".into());
         }
         let at = self.failures.iter().position(|f| matches!(f.error, Unanswered::Dimse(_))).unwrap_or(0);
         self.failures.swap_remove(at).error.into()
@@ -103,9 +102,9 @@ pub async fn instance_uids_at(sites: &[&Site], study: &str, series: &str) -> Res
         .collect()
 }
 
-/// The `Warning` header naming each site that did not answer, and each whose matches were cut
-/// at `federation.max_matches` (RFC 7234 warn-code 299).
-pub fn warning(failures: &[SiteFailure], truncated: &[(String, usize)]) -> Option<HeaderValue> {
+/// What a fan-out's answer lacks, for the response's Warning: each site that did not answer, and
+/// each whose matches were cut at `federation.max_matches`. `None` when it is whole.
+pub fn incomplete(failures: &[SiteFailure], truncated: &[(String, usize)]) -> Option<String> {
     if failures.is_empty() && truncated.is_empty() {
         return None;
     }
@@ -126,7 +125,7 @@ pub fn warning(failures: &[SiteFailure], truncated: &[(String, usize)]) -> Optio
         })
         .chain(cut)
         .collect();
-    HeaderValue::from_str(&format!("299 dicomweb-gateway \"{}\"", reasons.join("; ").replace('"', "'"))).ok()
+    Some(reasons.join("; "))
 }
 
 /// The identity a result is merged on.
@@ -259,7 +258,7 @@ mod tests {
     }
 
     #[test]
-    fn warning_names_each_failed_site() {
+    fn what_is_missing_names_each_failed_site() {
         let failures = vec![SiteFailure {
             site: "site-2".into(),
             error: Unanswered::Dimse(pacs_adapter::DimseError::Timeout {
@@ -268,10 +267,9 @@ mod tests {
                 after: std::time::Duration::from_secs(1),
             }),
         }];
-        let header = warning(&failures, &[]).expect("header");
-        assert_eq!(header.to_str().expect("ascii"), "299 dicomweb-gateway \"site site-2 did not answer: timed out\"");
-        assert!(warning(&[], &[]).is_none());
-        let cut = warning(&[], &[("site-1".into(), 10)]).expect("header");
-        assert!(cut.to_str().expect("ascii").contains("site site-1 has more than 10 matches"));
+        assert_eq!(incomplete(&failures, &[]).expect("incomplete"), "site site-2 did not answer: timed out");
+        assert!(incomplete(&[], &[]).is_none());
+        let cut = incomplete(&[], &[("site-1".into(), 10)]).expect("incomplete");
+        assert!(cut.contains("site site-1 has more than 10 matches"));
     }
 }

@@ -1,4 +1,3 @@
-//! Search: C-FIND fanned out over sites and merged (`federation`), and answers reused.
+//! Search: C-FIND fanned out over sites and merged (`federation`).
 
 pub mod federation;
-pub mod search_cache;

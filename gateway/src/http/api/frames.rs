@@ -19,7 +19,7 @@ use dicom_object::{FileDicomObject, InMemDicomObject};
 use super::{accept_ranges, text_of};
 use crate::core::access::Access;
 use crate::core::pixels::decode_budget::DecodeBudget;
-use crate::http::error::ApiError;
+use crate::core::Error;
 use crate::state::Gateway;
 
 /// One instance, parsed, and the transfer syntax it came in.
@@ -36,10 +36,10 @@ async fn retrieve_instance(
     study: &str,
     series: &str,
     instance: &str,
-) -> Result<Instance, ApiError> {
+) -> Result<Instance, Error> {
     let target = super::wado::target(study, Some(series), Some(instance))?;
     let crate::core::retrieve::locate::Retrieval { first, rest, .. } =
-        crate::core::retrieve::locate::first_and_rest(gw, access, target).await?;
+        crate::core::retrieve::locate::first_and_rest(&gw.retriever, access, target).await?;
     drop(rest);
     let transfer_syntax = first.transfer_syntax_uid.as_str().to_owned();
     let limits = gw.config.dataset_limits;
@@ -47,35 +47,34 @@ async fn retrieve_instance(
     let object = tokio::task::spawn_blocking(move || {
         crate::core::dataset_limits::check_encoded(first.data_set(), &syntax, &limits)?;
         dicom_object::from_reader(&first.part10[128..])
-            .map_err(|e| ApiError::Pacs(pacs_adapter::DimseError::InvalidInstance(e.to_string())))
+            .map_err(|e| Error::Pacs(pacs_adapter::DimseError::InvalidInstance(e.to_string())))
     })
     .await
-    .map_err(|e| ApiError::BadRequest(format!("parsing failed: {e}")))??;
+    .map_err(|e| Error::BadRequest(format!("parsing failed: {e}")))??;
     Ok(Instance { object, transfer_syntax, limits })
 }
 
 /// The instance with its pixel data decoded to Explicit VR Little Endian (within the gateway's
 /// decode budget), or 406 naming what it is stored as when the gateway cannot decode it.
-async fn decoded(instance: Instance, media_type: &str, budget: &DecodeBudget) -> Result<Instance, ApiError> {
+async fn decoded(instance: Instance, media_type: &str, budget: &DecodeBudget) -> Result<Instance, Error> {
     use dicom_transfer_syntax_registry::entries::EXPLICIT_VR_LITTLE_ENDIAN;
     let stored = instance.transfer_syntax.clone();
-    let size = crate::core::dataset_limits::decoded_size(&instance.object, &instance.limits).map_err(|e| {
-        ApiError::NotAcceptable(format!("the frames cannot be decoded here: {e}; ask for {media_type}"))
-    })?;
+    let size = crate::core::dataset_limits::decoded_size(&instance.object, &instance.limits)
+        .map_err(|e| Error::NotAcceptable(format!("the frames cannot be decoded here: {e}; ask for {media_type}")))?;
     let mut object = instance.object;
     budget
         .decode(size, move || {
             crate::core::pixels::decode_into(&mut object, EXPLICIT_VR_LITTLE_ENDIAN.uid()).map(|()| object)
         })
         .await
-        .map_err(|e| ApiError::Internal(format!("decoding failed: {e}")))?
+        .map_err(|e| Error::Internal(format!("decoding failed: {e}")))?
         .map(|object| Instance {
             object,
             transfer_syntax: EXPLICIT_VR_LITTLE_ENDIAN.uid().to_owned(),
             limits: instance.limits,
         })
         .map_err(|e| {
-            ApiError::NotAcceptable(format!(
+            Error::NotAcceptable(format!(
                 "the frames are available as {media_type} (transfer syntax {stored}): {e}; \
                  ask for that media type or transfer-syntax=*"
             ))
@@ -99,7 +98,7 @@ fn frame_media_type(transfer_syntax: &str) -> &'static str {
 /// The frame numbers of a `{frames}` path segment: integers from 1, none twice (PS3.18
 /// §8.1.5 asks for non-duplicate numbers; a number repeated would make one request answer the
 /// same frame without bound), at most [`MAX_FRAMES_PER_REQUEST`].
-fn parse_frame_list(list: &str) -> Result<Vec<usize>, ApiError> {
+fn parse_frame_list(list: &str) -> Result<Vec<usize>, Error> {
     let mut wanted = Vec::new();
     let mut seen = std::collections::HashSet::new();
     for n in list.split(',') {
@@ -107,14 +106,14 @@ fn parse_frame_list(list: &str) -> Result<Vec<usize>, ApiError> {
             Ok(n) if n >= 1 => n,
             _ => {
                 let shown: String = list.chars().take(40).collect();
-                return Err(ApiError::BadRequest(format!("frame list {shown:?}: frame numbers are integers from 1")));
+                return Err(Error::BadRequest(format!("frame list {shown:?}: frame numbers are integers from 1")));
             }
         };
         if !seen.insert(n) {
-            return Err(ApiError::BadRequest(format!("frame list: frame {n} is asked for twice")));
+            return Err(Error::BadRequest(format!("frame list: frame {n} is asked for twice")));
         }
         if wanted.len() == MAX_FRAMES_PER_REQUEST {
-            return Err(ApiError::BadRequest(format!(
+            return Err(Error::BadRequest(format!(
                 "frame list: more than {MAX_FRAMES_PER_REQUEST} frames in one request"
             )));
         }
@@ -133,21 +132,21 @@ fn number(obj: &InMemDicomObject, tag: Tag) -> Option<usize> {
 }
 
 /// The bytes of each requested frame, and whether they are encapsulated.
-fn frames_of(instance: &Instance, wanted: &[usize]) -> Result<(Vec<Bytes>, bool), ApiError> {
+fn frames_of(instance: &Instance, wanted: &[usize]) -> Result<(Vec<Bytes>, bool), Error> {
     let obj = &instance.object;
     let pixel_data =
-        obj.element(tags::PIXEL_DATA).map_err(|_| ApiError::NotFound("the instance has no pixel data".into()))?;
+        obj.element(tags::PIXEL_DATA).map_err(|_| Error::NotFound("the instance has no pixel data".into()))?;
     let frames = number(obj, tags::NUMBER_OF_FRAMES)
         .or_else(|| text_of(obj, tags::NUMBER_OF_FRAMES).and_then(|t| t.parse().ok()))
         .unwrap_or(1);
     if let Some(&bad) = wanted.iter().find(|&&n| n > frames) {
-        return Err(ApiError::NotFound(format!("frame {bad} does not exist: the instance has {frames}")));
+        return Err(Error::NotFound(format!("frame {bad} does not exist: the instance has {frames}")));
     }
     match pixel_data.value() {
         Value::PixelSequence(sequence) => {
             let fragments = sequence.fragments();
             let offsets = sequence.offset_table();
-            let frame = |n: usize| -> Result<Bytes, ApiError> {
+            let frame = |n: usize| -> Result<Bytes, Error> {
                 if fragments.len() == frames {
                     return Ok(Bytes::copy_from_slice(&fragments[n - 1]));
                 }
@@ -169,7 +168,7 @@ fn frames_of(instance: &Instance, wanted: &[usize]) -> Result<(Vec<Bytes>, bool)
                     }
                     return Ok(Bytes::from(out));
                 }
-                Err(ApiError::NotAcceptable(
+                Err(Error::NotAcceptable(
                     "the frames of this instance cannot be told apart (several fragments per frame and no offset table)".into(),
                 ))
             };
@@ -190,17 +189,17 @@ fn frames_of(instance: &Instance, wanted: &[usize]) -> Result<(Vec<Bytes>, bool)
                 instance.limits.max_frame_size,
             )? as usize;
             if frame_size == 0 || !bits.is_multiple_of(8) {
-                return Err(ApiError::NotAcceptable("frames of this pixel data layout cannot be cut out".into()));
+                return Err(Error::NotAcceptable("frames of this pixel data layout cannot be cut out".into()));
             }
-            let frame = |n: usize| -> Result<Bytes, ApiError> {
-                let missing = || ApiError::NotFound(format!("frame {n} is missing from the pixel data"));
+            let frame = |n: usize| -> Result<Bytes, Error> {
+                let missing = || Error::NotFound(format!("frame {n} is missing from the pixel data"));
                 let start = (n - 1).checked_mul(frame_size).ok_or_else(missing)?;
                 let end = start.checked_add(frame_size).ok_or_else(missing)?;
                 bytes.get(start..end).map(Bytes::copy_from_slice).ok_or_else(missing)
             };
             Ok((wanted.iter().map(|&n| frame(n)).collect::<Result<_, _>>()?, false))
         }
-        Value::Sequence(_) => Err(ApiError::NotFound("the pixel data is malformed".into())),
+        Value::Sequence(_) => Err(Error::NotFound("the pixel data is malformed".into())),
     }
 }
 
@@ -239,7 +238,7 @@ pub async fn frames(
     Extension(access): Extension<Access>,
     Path((study, series, instance, list)): Path<(String, String, String, String)>,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     let wanted = parse_frame_list(&list)?;
     let mut instance = retrieve_instance(&gw, &access, &study, &series, &instance).await?;
     let (mut frames, mut encapsulated) = frames_of(&instance, &wanted)?;
@@ -254,7 +253,7 @@ pub async fn frames(
         media_type = "application/octet-stream";
     }
     if !acceptable(&headers, media_type, encapsulated) {
-        return Err(ApiError::NotAcceptable(format!(
+        return Err(Error::NotAcceptable(format!(
             "the frames are available as {media_type} (transfer syntax {}); the gateway does not re-encode pixel data",
             instance.transfer_syntax
         )));
@@ -272,21 +271,21 @@ pub async fn bulkdata(
     Extension(access): Extension<Access>,
     Path((study, series, instance, tag)): Path<(String, String, String, String)>,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     let tag = (tag.len() == 8)
         .then(|| Some(Tag(u16::from_str_radix(&tag[..4], 16).ok()?, u16::from_str_radix(&tag[4..], 16).ok()?)))
         .flatten()
-        .ok_or_else(|| ApiError::BadRequest(format!("bulk data tag {tag:?} is not 8 hexadecimal digits")))?;
+        .ok_or_else(|| Error::BadRequest(format!("bulk data tag {tag:?} is not 8 hexadecimal digits")))?;
     super::accepts(&headers, &["multipart/related", "application/octet-stream"])?;
     let mut instance = retrieve_instance(&gw, &access, &study, &series, &instance).await?;
-    let missing = || ApiError::NotFound(format!("the instance has no {tag}"));
+    let missing = || Error::NotFound(format!("the instance has no {tag}"));
     let encapsulated = matches!(instance.object.element(tag).map_err(|_| missing())?.value(), Value::PixelSequence(_));
     let media_type = frame_media_type(&instance.transfer_syntax);
     // Encapsulated pixel data as stored when the client takes its media type (or any transfer
     // syntax), else decoded: application/octet-stream alone means Explicit VR Little Endian.
     if encapsulated && !acceptable(&headers, media_type, true) {
         if !acceptable(&headers, "application/octet-stream", false) {
-            return Err(ApiError::NotAcceptable(format!(
+            return Err(Error::NotAcceptable(format!(
                 "the pixel data is available as {media_type} (transfer syntax {}) or decoded as application/octet-stream",
                 instance.transfer_syntax
             )));
@@ -300,7 +299,7 @@ pub async fn bulkdata(
             Bytes::from(sequence.fragments().concat()),
             format!("{media_type}; transfer-syntax={}", instance.transfer_syntax),
         ),
-        Value::Sequence(_) => return Err(ApiError::BadRequest(format!("{tag} is a sequence, not bulk data"))),
+        Value::Sequence(_) => return Err(Error::BadRequest(format!("{tag} is a sequence, not bulk data"))),
     };
     Ok(multipart(vec![(content_type, bytes)]))
 }
@@ -313,15 +312,12 @@ mod tests {
     fn a_frame_list_names_each_frame_once_within_the_bound() {
         assert_eq!(parse_frame_list("3,1,2").expect("valid"), [3, 1, 2]);
         for bad in ["0", "1,a", "", "1,,2", "-1"] {
-            assert!(matches!(parse_frame_list(bad), Err(ApiError::BadRequest(_))), "{bad}");
+            assert!(matches!(parse_frame_list(bad), Err(Error::BadRequest(_))), "{bad}");
         }
         let repeated = parse_frame_list(&["1"; 2000].join(",")).expect_err("duplicates");
-        assert!(
-            matches!(&repeated, ApiError::BadRequest(m) if m.contains("frame 1 is asked for twice")),
-            "{repeated:?}"
-        );
+        assert!(matches!(&repeated, Error::BadRequest(m) if m.contains("frame 1 is asked for twice")), "{repeated:?}");
         let many: Vec<String> = (1..=MAX_FRAMES_PER_REQUEST + 1).map(|n| n.to_string()).collect();
-        assert!(matches!(parse_frame_list(&many.join(",")), Err(ApiError::BadRequest(m)) if m.contains("more than")));
+        assert!(matches!(parse_frame_list(&many.join(",")), Err(Error::BadRequest(m)) if m.contains("more than")));
         assert_eq!(
             parse_frame_list(&many[..MAX_FRAMES_PER_REQUEST].join(",")).expect("at the bound").len(),
             MAX_FRAMES_PER_REQUEST

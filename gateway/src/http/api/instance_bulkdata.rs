@@ -22,7 +22,7 @@ use super::accept_ranges;
 use crate::config::DataSetLimitsConfig;
 use crate::core::pixels::decode_budget::DecodeBudget;
 use crate::core::retrieve::locate::Instances;
-use crate::http::error::ApiError;
+use crate::core::Error;
 
 /// Binary values larger than this are bulk data; the metadata carries smaller ones inline
 /// (the same threshold as its DICOM JSON).
@@ -101,10 +101,10 @@ pub async fn respond(
     public_url: String,
     limits: DataSetLimitsConfig,
     budget: Arc<DecodeBudget>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     let first = parts(first, public_url.clone(), limits, budget.clone())
         .await
-        .map_err(|e| ApiError::NotAcceptable(e.to_string()))?;
+        .map_err(|e| Error::NotAcceptable(e.to_string()))?;
     let boundary = super::wado::boundary();
     let part_boundary = boundary.clone();
     let rest = rest.map(|item| item.map_err(std::io::Error::other)).then(move |item| {

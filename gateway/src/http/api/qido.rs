@@ -25,9 +25,10 @@ use super::{accepts, parse_uid, text_of};
 use crate::config::HttpLimitsConfig;
 use crate::core::access::Access;
 use crate::core::privacy::pseudonyms::Kind;
-use crate::core::search::federation::{find_everywhere, mark_sites, merge, sort, warning, Merged};
-use crate::core::search::search_cache::SearchKey;
-use crate::http::error::ApiError;
+use crate::core::search::federation::{find_everywhere, incomplete, mark_sites, merge, sort, Merged};
+use crate::core::Error;
+use crate::http::error::warning;
+use crate::http::search_cache::SearchKey;
 use crate::state::{Gateway, Site};
 
 /// Which resource was asked: the level, and the UIDs that scope it.
@@ -46,9 +47,9 @@ pub struct ScopePath {
 }
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ScopePath {
-    type Rejection = ApiError;
+    type Rejection = Error;
 
-    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Error> {
         let params = match Path::<std::collections::HashMap<String, String>>::from_request_parts(parts, state).await {
             Ok(Path(params)) => params,
             // A path without parameters (`/studies`, `/series`, `/instances`).
@@ -66,7 +67,7 @@ pub async fn studies(
     Extension(access): Extension<Access>,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     search(&gw, &access, Scope { level: QueryLevel::Study, study: None, series: None }, q, &headers).await
 }
 
@@ -77,7 +78,7 @@ pub async fn series(
     path: ScopePath,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     search(&gw, &access, Scope { level: QueryLevel::Series, study: path.study, series: None }, q, &headers).await
 }
 
@@ -88,7 +89,7 @@ pub async fn instances(
     path: ScopePath,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     search(&gw, &access, Scope { level: QueryLevel::Image, study: path.study, series: path.series }, q, &headers).await
 }
 
@@ -223,14 +224,14 @@ fn past_query_bounds(raw_query: Option<&str>, limits: &HttpLimitsConfig) -> Opti
     let raw_query = raw_query?;
     if raw_query.len() > limits.max_query_length {
         let message = format!("the query string is longer than the limit of {} bytes", limits.max_query_length);
-        let mut response = ApiError::BadRequest(message).into_response();
+        let mut response = Error::BadRequest(message).into_response();
         *response.status_mut() = StatusCode::URI_TOO_LONG;
         return Some(response);
     }
     let parameters = raw_query.split('&').filter(|p| !p.is_empty()).count();
     (parameters > limits.max_query_parameters).then(|| {
         let message = format!("the query has more than {} parameters", limits.max_query_parameters);
-        ApiError::BadRequest(message).into_response()
+        Error::BadRequest(message).into_response()
     })
 }
 
@@ -244,7 +245,7 @@ async fn search(
     scope: Scope,
     raw_query: Option<String>,
     headers: &HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     if let Some(refused) = past_query_bounds(raw_query.as_deref(), &gw.config.http_limits) {
         return Ok(refused);
     }
@@ -268,7 +269,7 @@ async fn search(
 
 /// The scope with the UIDs of its path in the sites' terms (de-identifying, they are
 /// pseudonyms the gateway handed out).
-async fn in_site_terms(access: &Access, mut scope: Scope) -> Result<Scope, ApiError> {
+async fn in_site_terms(access: &Access, mut scope: Scope) -> Result<Scope, Error> {
     if let Some(privacy) = access.privacy() {
         if let Some(study) = &scope.study {
             scope.study = Some(qido_deid::path_uid(privacy, study, Kind::Study).await?);
@@ -285,7 +286,7 @@ async fn search_sites(
     access: &Access,
     scope: Scope,
     raw_query: Option<String>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     let mut query = qido::parse(raw_query.as_deref().unwrap_or(""))?;
     // De-identifying: the query in the sites' terms (the scope is already), and the checks its
     // results must pass.
@@ -299,7 +300,7 @@ async fn search_sites(
     let sites = gw.sites_for(access)?;
     if scope.level == QueryLevel::Image && scope.study.is_none() && query.matches.is_empty() && sites.len() > 1 {
         // Every instance of every site: refused rather than answered in part (docs/ACCESS.md).
-        return Err(ApiError::BadRequest(
+        return Err(Error::BadRequest(
             "searching for instances across sites needs a matching key (e.g. StudyInstanceUID, Modality) \
              or a study in the path"
                 .into(),
@@ -316,7 +317,7 @@ async fn search_sites(
     // What this search shows of where data lives can be remembered only when it is complete:
     // every site asked and answering, and no filter but UIDs (docs/FEDERATION.md).
     let rememberable = gw.sees_every_site(access) && fan_out.failures.is_empty() && matches_uids_only(&query);
-    let sites_missing = warning(&fan_out.failures, &fan_out.truncated);
+    let sites_missing = incomplete(&fan_out.failures, &fan_out.truncated).and_then(|text| warning(&text));
     let mut merged = merge(scope.level, fan_out.results);
     sort(scope.level, &mut merged);
     // Each result with its patient (de-identifying): from the result, else from its study.
@@ -380,7 +381,7 @@ async fn search_sites(
             };
             put_retrieve_url(access, scope, &mut result);
             mark_sites(&mut result, holding.iter().map(|s| s.id().to_string()).collect());
-            Ok::<_, ApiError>((result, entries))
+            Ok::<_, Error>((result, entries))
         }
     }))
     .buffered(COMPLETING_AT_ONCE)
@@ -475,13 +476,16 @@ fn remember_series(gw: &Gateway, study: &str, results: &[InMemDicomObject]) {
 fn with_warning(mut response: Response, query: &QidoQuery, sites_missing: Option<HeaderValue>) -> Response {
     if let Some(value) = sites_missing {
         response.headers_mut().append("warning", value);
-        response.extensions_mut().insert(crate::core::search::search_cache::Partial);
+        response.extensions_mut().insert(crate::http::search_cache::Partial);
     }
     if query.fuzzy_matching {
         // PS3.18 §8.3.4.4: say so when fuzzy matching was asked for and not performed.
         response.headers_mut().append(
             "warning",
-            HeaderValue::from_static("299 dicomweb-gateway \"The fuzzymatching parameter is not supported. Only literal matching has been performed.\""),
+            HeaderValue::from_static(
+                "299 dicomweb-gateway \"The fuzzymatching parameter is not supported. Only literal matching has \
+                 been performed.\"",
+            ),
         );
     }
     response
@@ -516,7 +520,7 @@ async fn complete(
     scope: &Scope,
     result: &mut InMemDicomObject,
     directory: DirectoryUse,
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     result.remove_element(tags::QUERY_RETRIEVE_LEVEL);
     // Some PACS (Orthanc) add their own AE as RetrieveAETitle: meaningless to a DICOMweb client
     // and a detail of the site behind the gateway.

@@ -29,7 +29,7 @@ use pacs_adapter::QueryLevel;
 use super::text_of;
 use crate::core::privacy::deidentify::Privacy;
 use crate::core::privacy::pseudonyms::Kind;
-use crate::http::error::ApiError;
+use crate::core::Error;
 use crate::state::Site;
 
 /// A check a de-identified result must pass.
@@ -73,8 +73,8 @@ fn keyword(tag: Tag) -> String {
     StandardDataDictionary.by_tag(tag).map(|e| e.alias().to_owned()).unwrap_or_else(|| format!("{tag}"))
 }
 
-fn refused(tag: Tag, why: &str) -> ApiError {
-    ApiError::BadRequest(format!("matching on {} is not possible here: {why}", keyword(tag)))
+fn refused(tag: Tag, why: &str) -> Error {
+    Error::BadRequest(format!("matching on {} is not possible here: {why}", keyword(tag)))
 }
 
 const UID_KEYS: [(Tag, Kind); 3] = [
@@ -84,18 +84,18 @@ const UID_KEYS: [(Tag, Kind); 3] = [
 ];
 
 /// The site's UID a path UID stands for (404 when it was never handed out).
-pub async fn path_uid(privacy: &Privacy, uid: &str, kind: Kind) -> Result<String, ApiError> {
+pub async fn path_uid(privacy: &Privacy, uid: &str, kind: Kind) -> Result<String, Error> {
     Ok(privacy.resolve(uid, kind).await?.value)
 }
 
 /// The sites' UIDs of a list of pseudonyms; `None` when none of them was ever handed out
 /// (then nothing can match; a site UID given instead of a pseudonym must not match either).
-async fn uid_list(privacy: &Privacy, value: &str, kind: Kind) -> Result<Option<String>, ApiError> {
+async fn uid_list(privacy: &Privacy, value: &str, kind: Kind) -> Result<Option<String>, Error> {
     let mut out = Vec::new();
     for pseudonym in value.split('\\') {
         match privacy.resolve(pseudonym, kind).await {
             Ok(original) => out.push(original.value),
-            Err(ApiError::NotFound(_)) => {}
+            Err(Error::NotFound(_)) => {}
             Err(e) => return Err(e),
         }
     }
@@ -103,13 +103,13 @@ async fn uid_list(privacy: &Privacy, value: &str, kind: Kind) -> Result<Option<S
 }
 
 /// The date range `value` widened into the sites' dates, and the filter for the results.
-fn date_key(tag: Tag, value: &str) -> Result<(String, Filter), ApiError> {
+fn date_key(tag: Tag, value: &str) -> Result<(String, Filter), Error> {
     let (from, to) = match value.split_once('-') {
         Some((from, to)) => (from.trim().to_owned(), to.trim().to_owned()),
         None => (value.trim().to_owned(), value.trim().to_owned()),
     };
     // A shifted date is the site's date moved back by 1 to MAX_SHIFT_DAYS days.
-    let widen = |date: &str, days: i64| -> Result<String, ApiError> {
+    let widen = |date: &str, days: i64| -> Result<String, Error> {
         if date.is_empty() {
             return Ok(String::new());
         }
@@ -123,7 +123,7 @@ fn date_key(tag: Tag, value: &str) -> Result<(String, Filter), ApiError> {
 /// Translates the query's matching keys into the sites' terms; returns the checks the
 /// de-identified results must pass, or `None` when nothing can match (a UID or patient that
 /// was never handed out).
-pub async fn translate(privacy: &Privacy, query: &mut QidoQuery) -> Result<Option<Vec<Filter>>, ApiError> {
+pub async fn translate(privacy: &Privacy, query: &mut QidoQuery) -> Result<Option<Vec<Filter>>, Error> {
     let options = privacy.engine.options();
     let shifted = options.has("retain-longitudinal-modified-dates");
     let mut filters = Vec::new();
@@ -144,7 +144,7 @@ pub async fn translate(privacy: &Privacy, query: &mut QidoQuery) -> Result<Optio
                 }
                 let patient = match privacy.resolve(&key.value, Kind::Patient).await {
                     Ok(patient) => patient,
-                    Err(ApiError::NotFound(_)) => return Ok(None),
+                    Err(Error::NotFound(_)) => return Ok(None),
                     Err(e) => return Err(e),
                 };
                 filters.push(Filter::Patient(key.value.clone()));
@@ -199,7 +199,7 @@ pub fn take_patient(result: &mut InMemDicomObject, shown: bool) -> Option<KnownP
 /// The one patient a study belongs to at a site that did not name it in a result (a PACS may
 /// leave study attributes out of a series-level answer): a study-level C-FIND. `None` when
 /// the site names no patient, or more than one (a study UID reused under two patients).
-pub async fn patient_of_study(site: &Site, study: &str) -> Result<Option<KnownPatient>, ApiError> {
+pub async fn patient_of_study(site: &Site, study: &str) -> Result<Option<KnownPatient>, Error> {
     let identifier = InMemDicomObject::from_element_iter([
         DataElement::new(tags::STUDY_INSTANCE_UID, VR::UI, PrimitiveValue::from(study)),
         DataElement::new(tags::PATIENT_ID, VR::LO, PrimitiveValue::Empty),

@@ -22,7 +22,7 @@ use super::{accept_ranges, TargetPath};
 use crate::config::DataSetLimitsConfig;
 use crate::core::access::Access;
 use crate::core::pixels::decode_budget::DecodeBudget;
-use crate::http::error::ApiError;
+use crate::core::Error;
 use crate::state::Gateway;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,11 +60,11 @@ fn span(start: u32, size: Option<i64>, extent: u32) -> Option<(u32, u32, bool)> 
 }
 
 /// The source region cut out of the rendered image (400 when it leaves the image).
-fn cut(image: DynamicImage, region: Region) -> Result<DynamicImage, ApiError> {
+fn cut(image: DynamicImage, region: Region) -> Result<DynamicImage, Error> {
     let (Some((x, width, flip_x)), Some((y, height, flip_y))) =
         (span(region.sx, region.sw, image.width()), span(region.sy, region.sh, image.height()))
     else {
-        return Err(ApiError::BadRequest(format!(
+        return Err(Error::BadRequest(format!(
             "query parameter \"viewport\": the source region lies outside the {}x{} image",
             image.width(),
             image.height()
@@ -80,7 +80,7 @@ fn cut(image: DynamicImage, region: Region) -> Result<DynamicImage, ApiError> {
     Ok(image)
 }
 
-fn negotiate(headers: &HeaderMap) -> Result<Format, ApiError> {
+fn negotiate(headers: &HeaderMap) -> Result<Format, Error> {
     let ranges = accept_ranges(headers);
     if ranges.is_empty() {
         return Ok(Format::Jpeg);
@@ -97,11 +97,11 @@ fn negotiate(headers: &HeaderMap) -> Result<Format, ApiError> {
             _ => {}
         }
     }
-    Err(ApiError::NotAcceptable("rendered images are available as image/jpeg or image/png".into()))
+    Err(Error::NotAcceptable("rendered images are available as image/jpeg or image/png".into()))
 }
 
-fn parse(query: Option<&str>, format: Format, default_viewport: Option<(u32, u32)>) -> Result<Rendering, ApiError> {
-    let bad = |name: &str, why: &str| ApiError::BadRequest(format!("query parameter {name:?}: {why}"));
+fn parse(query: Option<&str>, format: Format, default_viewport: Option<(u32, u32)>) -> Result<Rendering, Error> {
+    let bad = |name: &str, why: &str| Error::BadRequest(format!("query parameter {name:?}: {why}"));
     let mut rendering = Rendering { format, window: None, viewport: default_viewport, region: None, quality: 90 };
     for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         match name.as_ref() {
@@ -174,10 +174,10 @@ fn parse(query: Option<&str>, format: Format, default_viewport: Option<(u32, u32
 fn parsed(
     instance: &pacs_adapter::RetrievedInstance,
     limits: &DataSetLimitsConfig,
-) -> Result<(FileDicomObject<InMemDicomObject>, u64), ApiError> {
+) -> Result<(FileDicomObject<InMemDicomObject>, u64), Error> {
     crate::core::dataset_limits::check_encoded(instance.data_set(), instance.transfer_syntax_uid.as_str(), limits)?;
     let mut object = dicom_object::from_reader(&instance.part10[128..])
-        .map_err(|e| ApiError::Pacs(pacs_adapter::DimseError::InvalidInstance(e.to_string())))?;
+        .map_err(|e| Error::Pacs(pacs_adapter::DimseError::InvalidInstance(e.to_string())))?;
     // A Number of Frames present without a number (pydicom's single-frame RT dose) means one
     // frame; the decoder refuses the instance otherwise.
     crate::core::pixels::one_frame_when_unnumbered(&mut object);
@@ -206,14 +206,14 @@ async fn render(
     rendering: Rendering,
     limits: DataSetLimitsConfig,
     budget: &DecodeBudget,
-) -> Result<Vec<u8>, ApiError> {
+) -> Result<Vec<u8>, Error> {
     let (object, size) = tokio::task::spawn_blocking(move || parsed(&instance, &limits))
         .await
-        .map_err(|e| ApiError::Internal(format!("rendering failed: {e}")))??;
+        .map_err(|e| Error::Internal(format!("rendering failed: {e}")))??;
     budget
         .decode(size, move || rendered(object, frame, &rendering))
         .await
-        .map_err(|e| ApiError::Internal(format!("rendering failed: {e}")))?
+        .map_err(|e| Error::Internal(format!("rendering failed: {e}")))?
 }
 
 /// Decodes, windows, scales and encodes one frame (1-based) of a parsed instance. CPU work:
@@ -222,14 +222,14 @@ fn rendered(
     mut object: FileDicomObject<InMemDicomObject>,
     frame: u32,
     rendering: &Rendering,
-) -> Result<Vec<u8>, ApiError> {
+) -> Result<Vec<u8>, Error> {
     if crate::core::pixels::needs_own_decoding(&object) {
         crate::core::pixels::decode_into(&mut object, "1.2.840.10008.1.2.1")
-            .map_err(|e| ApiError::NotImplemented(e.to_string()))?;
+            .map_err(|e| Error::NotImplemented(e.to_string()))?;
     }
     let ts = object.meta().transfer_syntax().trim_end_matches('\0').to_owned();
     let decoded = object.decode_pixel_data_frame(frame - 1).map_err(|e| {
-        ApiError::NotImplemented(format!("cannot decode this instance's pixel data (transfer syntax {ts}): {e}"))
+        Error::NotImplemented(format!("cannot decode this instance's pixel data (transfer syntax {ts}): {e}"))
     })?;
     let mut options = ConvertOptions::new().force_8bit();
     if let Some((window, function)) = rendering.window {
@@ -237,7 +237,7 @@ fn rendered(
     }
     let image = decoded
         .to_dynamic_image_with_options(0, &options)
-        .map_err(|e| ApiError::NotImplemented(format!("cannot render this instance's pixel data: {e}")))?;
+        .map_err(|e| Error::NotImplemented(format!("cannot render this instance's pixel data: {e}")))?;
     let image = match rendering.region {
         Some(region) => cut(image, region)?,
         None => image,
@@ -261,7 +261,7 @@ fn rendered(
             image.write_with_encoder(encoder)
         }
     }
-    .map_err(|e| ApiError::NotImplemented(format!("cannot encode the rendered image: {e}")))?;
+    .map_err(|e| Error::NotImplemented(format!("cannot encode the rendered image: {e}")))?;
     Ok(out.into_inner())
 }
 
@@ -271,9 +271,9 @@ async fn respond(
     target: RetrieveTarget,
     frame: u32,
     rendering: Rendering,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     let crate::core::retrieve::locate::Retrieval { first, rest, .. } =
-        crate::core::retrieve::locate::first_and_rest(gw, access, target).await?;
+        crate::core::retrieve::locate::first_and_rest(&gw.retriever, access, target).await?;
     drop(rest);
     let format = rendering.format;
     let limits = gw.config.dataset_limits;
@@ -292,11 +292,11 @@ async fn respond_many(
     access: &Access,
     target: RetrieveTarget,
     rendering: Rendering,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     use bytes::Bytes;
     use futures::StreamExt;
     let crate::core::retrieve::locate::Retrieval { first, rest, .. } =
-        crate::core::retrieve::locate::first_and_rest(gw, access, target).await?;
+        crate::core::retrieve::locate::first_and_rest(&gw.retriever, access, target).await?;
     let content_type = match rendering.format {
         Format::Jpeg => "image/jpeg",
         Format::Png => "image/png",
@@ -338,7 +338,7 @@ pub async fn instance(
     TargetPath(target): TargetPath,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     let rendering = parse(query.as_deref(), negotiate(&headers)?, None)?;
     respond(&gw, &access, target, 1, rendering).await
 }
@@ -349,12 +349,12 @@ pub async fn frame(
     Path((study, series, instance, frame)): Path<(String, String, String, String)>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     let frame = frame
         .parse::<u32>()
         .ok()
         .filter(|f| *f >= 1)
-        .ok_or_else(|| ApiError::BadRequest(format!("frame {frame:?}: a rendered frame is one number from 1")))?;
+        .ok_or_else(|| Error::BadRequest(format!("frame {frame:?}: a rendered frame is one number from 1")))?;
     let rendering = parse(query.as_deref(), negotiate(&headers)?, None)?;
     let target = super::wado::target(&study, Some(&series), Some(&instance))?;
     respond(&gw, &access, target, frame, rendering).await
@@ -366,7 +366,7 @@ pub async fn instance_thumbnail(
     TargetPath(target): TargetPath,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     let rendering = parse(query.as_deref(), negotiate(&headers)?, Some(THUMBNAIL))?;
     respond(&gw, &access, target, 1, rendering).await
 }
@@ -377,7 +377,7 @@ async fn representative(
     access: &Access,
     study: &str,
     series: Option<&str>,
-) -> Result<RetrieveTarget, ApiError> {
+) -> Result<RetrieveTarget, Error> {
     let named = super::wado::target(study, series, None)?;
     let scope = match access.privacy() {
         Some(privacy) => privacy.site_target(&named).await?,
@@ -395,7 +395,7 @@ async fn representative(
     }
     let first_series = planned.first().map(|p| p.series.clone());
     planned.retain(|p| Some(&p.series) == first_series.as_ref());
-    let chosen = planned.get(planned.len() / 2).ok_or_else(|| ApiError::NotFound("no instance to show".into()))?;
+    let chosen = planned.get(planned.len() / 2).ok_or_else(|| Error::NotFound("no instance to show".into()))?;
     let at_site = RetrieveTarget::instances(
         StudyInstanceUid::from(scope.study.as_uid().clone()),
         Some(SeriesInstanceUid::from(chosen.series.as_uid().clone())),
@@ -414,7 +414,7 @@ pub async fn series_thumbnail(
     Path((study, series)): Path<(String, String)>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     let rendering = parse(query.as_deref(), negotiate(&headers)?, Some(THUMBNAIL))?;
     let target = representative(&gw, &access, &study, Some(&series)).await?;
     respond(&gw, &access, target, 1, rendering).await
@@ -426,7 +426,7 @@ pub async fn study_thumbnail(
     Path(study): Path<String>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     let rendering = parse(query.as_deref(), negotiate(&headers)?, Some(THUMBNAIL))?;
     let target = representative(&gw, &access, &study, None).await?;
     respond(&gw, &access, target, 1, rendering).await
@@ -439,7 +439,7 @@ pub async fn many(
     TargetPath(target): TargetPath,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     let rendering = parse(query.as_deref(), negotiate(&headers)?, None)?;
     respond_many(&gw, &access, target, rendering).await
 }

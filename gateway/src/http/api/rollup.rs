@@ -14,7 +14,7 @@ use pacs_adapter::QueryLevel;
 use super::text_of;
 use crate::core::directory::SeriesRecord;
 use crate::core::search::federation::instance_uids_at;
-use crate::http::error::ApiError;
+use crate::core::Error;
 use crate::state::{Gateway, Site};
 
 /// How many series of a study have their instances counted at once.
@@ -24,7 +24,7 @@ async fn query(
     site: &Site,
     level: QueryLevel,
     keys: &[(dicom_core::Tag, VR, &str)],
-) -> Result<Vec<InMemDicomObject>, ApiError> {
+) -> Result<Vec<InMemDicomObject>, Error> {
     let identifier = InMemDicomObject::from_element_iter(
         keys.iter().map(|(tag, vr, value)| DataElement::new(*tag, *vr, PrimitiveValue::from(*value))),
     );
@@ -33,7 +33,7 @@ async fn query(
 
 /// The distinct SOP Instance UIDs of a series over the given sites (asked at once), and which
 /// of the sites hold all of them.
-async fn instances_of(sites: &[&Site], study: &str, series: &str) -> Result<(BTreeSet<String>, Vec<String>), ApiError> {
+async fn instances_of(sites: &[&Site], study: &str, series: &str) -> Result<(BTreeSet<String>, Vec<String>), Error> {
     let at_each = instance_uids_at(sites, study, series).await?;
     let union: BTreeSet<String> = at_each.iter().flatten().cloned().collect();
     let complete_at = sites
@@ -56,7 +56,7 @@ fn ids(sites: &[&Site]) -> Vec<String> {
 /// The series of a study over its holders, from one SERIES-level C-FIND per holder (at once),
 /// and an IMAGE-level count of distinct instances for each series held by several sites or
 /// whose count the PACS does not give.
-async fn series_of(holding: &[&Site], study: &str) -> Result<BTreeMap<String, SeriesRecord>, ApiError> {
+async fn series_of(holding: &[&Site], study: &str) -> Result<BTreeMap<String, SeriesRecord>, Error> {
     let keys = [
         (tags::STUDY_INSTANCE_UID, VR::UI, study),
         (tags::SERIES_INSTANCE_UID, VR::UI, ""),
@@ -114,7 +114,7 @@ pub async fn fill_study(
     study: &str,
     result: &mut InMemDicomObject,
     directory: DirectoryUse,
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     let [no_series, no_instances, no_modalities] =
         [tags::NUMBER_OF_STUDY_RELATED_SERIES, tags::NUMBER_OF_STUDY_RELATED_INSTANCES, tags::MODALITIES_IN_STUDY]
             .map(|tag| text_of(result, tag).is_none());
@@ -162,7 +162,7 @@ pub async fn fill_series(
     series: &str,
     result: &mut InMemDicomObject,
     directory: DirectoryUse,
-) -> Result<(), ApiError> {
+) -> Result<(), Error> {
     if holding.len() > 1 || text_of(result, tags::NUMBER_OF_SERIES_RELATED_INSTANCES).is_none() {
         let holders = ids(holding);
         let remembered = gw

@@ -18,8 +18,8 @@ use crate::config::DataSetLimitsConfig;
 use crate::core::access::Access;
 use crate::core::dataset_limits::{check_encoded, ContentLimitError};
 use crate::core::privacy::pseudonyms::{Kind, Original};
+use crate::core::Error;
 use crate::http::admission::Admission;
-use crate::http::error::ApiError;
 use crate::http::multipart::{boundary_of, MultipartError, MultipartReader};
 use crate::sites::Unanswered;
 use crate::state::{Gateway, Site};
@@ -58,7 +58,7 @@ pub async fn store_studies(
     Extension(admission): Extension<Arc<Admission>>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     store_instances(gw, access, &admission, None, headers, body).await
 }
 
@@ -69,7 +69,7 @@ pub async fn store_study(
     Path(study): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     let study = parse_uid("study", &study)?;
     store_instances(gw, access, &admission, Some(study), headers, body).await
 }
@@ -109,7 +109,7 @@ async fn store_instances(
     target_study: Option<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     accepts(&headers, &["application/dicom+json", "application/json"])?;
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let media_type = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
@@ -119,22 +119,23 @@ async fn store_instances(
             .map(|(_, v)| v.trim().trim_matches('"').to_ascii_lowercase())
     });
     if media_type != "multipart/related" || part_type.as_deref().is_some_and(|t| t != "application/dicom") {
-        return Err(ApiError::UnsupportedMediaType(
+        return Err(Error::UnsupportedMediaType(
             "STOW-RS takes multipart/related; type=\"application/dicom\" bodies".into(),
         ));
     }
     let boundary = boundary_of(content_type)
-        .ok_or_else(|| ApiError::BadRequest("the Content-Type has no boundary parameter".into()))?;
+        .ok_or_else(|| Error::BadRequest("the Content-Type has no boundary parameter".into()))?;
     // Instances go to the first site of the request that takes them.
-    let site =
-        gw.sites_for(&access)?.into_iter().find(|s| s.config.store).ok_or_else(|| {
-            ApiError::Forbidden("no site of this request takes stored instances (store = true)".into())
-        })?;
+    let site = gw
+        .sites_for(&access)?
+        .into_iter()
+        .find(|s| s.config.store)
+        .ok_or_else(|| Error::Forbidden("no site of this request takes stored instances (store = true)".into()))?;
     let limit = gw.config.stow_limit;
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
-        return Err(ApiError::PayloadTooLarge(format!("the request body is larger than the limit of {limit} bytes")));
+        return Err(Error::PayloadTooLarge(format!("the request body is larger than the limit of {limit} bytes")));
     }
     // The body's bytes count against `server.stow_memory` while it is processed (a body without
     // Content-Length at the limit); none left within `server.queue_wait`: 503.
@@ -190,9 +191,9 @@ async fn store_instances(
         if nothing_stored {
             return Err(match e {
                 MultipartError::BodyTooLarge(_) | MultipartError::PartTooLarge(_) | MultipartError::TooManyParts(_) => {
-                    ApiError::PayloadTooLarge(e.to_string())
+                    Error::PayloadTooLarge(e.to_string())
                 }
-                _ => ApiError::BadRequest(e.to_string()),
+                _ => Error::BadRequest(e.to_string()),
             });
         }
     }
@@ -201,7 +202,7 @@ async fn store_instances(
             return Err(e.into());
         }
         if outcome.failed.is_empty() {
-            return Err(ApiError::BadRequest("the request holds no instance".into()));
+            return Err(Error::BadRequest("the request holds no instance".into()));
         }
     }
     if let Some(privacy) = access.privacy() {

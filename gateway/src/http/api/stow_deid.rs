@@ -27,7 +27,7 @@ use dicomweb_deid::profile::STANDARD_UID_ROOT;
 use super::text_of;
 use crate::core::privacy::deidentify::Privacy;
 use crate::core::privacy::pseudonyms::Kind;
-use crate::http::error::ApiError;
+use crate::core::Error;
 
 /// Deeper nesting is refused before this runs (`dataset_limits`); this is only a backstop.
 const MAX_DEPTH: usize = 64;
@@ -55,7 +55,7 @@ fn uids(obj: &InMemDicomObject, depth: usize, out: &mut Vec<String>) {
 
 /// The site's value of each UID of the data set: a pseudonym of this project's resolved, any
 /// other value keyed.
-async fn site_uids(privacy: &Privacy, obj: &InMemDicomObject) -> Result<HashMap<String, String>, ApiError> {
+async fn site_uids(privacy: &Privacy, obj: &InMemDicomObject) -> Result<HashMap<String, String>, Error> {
     let mut found = Vec::new();
     uids(obj, 0, &mut found);
     let mut out = HashMap::with_capacity(found.len());
@@ -70,7 +70,7 @@ async fn site_uids(privacy: &Privacy, obj: &InMemDicomObject) -> Result<HashMap<
 }
 
 /// The site's PatientID for what the caller sent, and the issuer to name with it.
-async fn site_patient(privacy: &Privacy, sent: &str) -> Result<(String, Option<String>), ApiError> {
+async fn site_patient(privacy: &Privacy, sent: &str) -> Result<(String, Option<String>), Error> {
     Ok(match privacy.lookup(sent).await? {
         Some(original) if original.kind == Kind::Patient => (original.value, original.issuer),
         _ => (privacy.engine.keys().stored_patient(sent), None),
@@ -116,11 +116,7 @@ fn rewrite(obj: &mut InMemDicomObject, site: &HashMap<String, String>, forward_d
 
 /// Puts an instance a caller stores at `storing_site` into the site's terms (see the module
 /// documentation).
-pub async fn into_site_terms(
-    privacy: &Privacy,
-    obj: &mut InMemDicomObject,
-    storing_site: &str,
-) -> Result<(), ApiError> {
+pub async fn into_site_terms(privacy: &Privacy, obj: &mut InMemDicomObject, storing_site: &str) -> Result<(), Error> {
     let site = site_uids(privacy, obj).await?;
     let (patient, issuer) = match text_of(obj, tags::PATIENT_ID) {
         Some(sent) => site_patient(privacy, &sent).await?,

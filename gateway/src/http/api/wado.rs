@@ -27,7 +27,7 @@ use crate::core::access::Access;
 use crate::core::pixels::decode_budget::DecodeBudget;
 use crate::core::retrieve::locate::{first_and_rest, Instances};
 use crate::core::retrieve::transcoded_cache::TranscodedCache;
-use crate::http::error::ApiError;
+use crate::core::Error;
 use crate::state::Gateway;
 
 const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
@@ -48,7 +48,7 @@ enum Wanted {
 
 /// The transfer syntaxes the client accepts, most preferred first (a client may list several,
 /// e.g. JPEG 2000 with Explicit VR Little Endian as the fallback); 406 when none is a DICOM one.
-fn negotiate(headers: &HeaderMap) -> Result<Vec<Wanted>, ApiError> {
+fn negotiate(headers: &HeaderMap) -> Result<Vec<Wanted>, Error> {
     let ranges = accept_ranges(headers);
     if ranges.is_empty() {
         return Ok(vec![Wanted::Uncompressed(EXPLICIT_VR_LE)]);
@@ -74,7 +74,7 @@ fn negotiate(headers: &HeaderMap) -> Result<Vec<Wanted>, ApiError> {
         }
     }
     if wanted.is_empty() {
-        return Err(ApiError::NotAcceptable(format!(
+        return Err(Error::NotAcceptable(format!(
             "instances are available as multipart/related; type=\"application/dicom\" with transfer-syntax=* (as \
              stored), {EXPLICIT_VR_LE} or {IMPLICIT_VR_LE}"
         )));
@@ -82,18 +82,17 @@ fn negotiate(headers: &HeaderMap) -> Result<Vec<Wanted>, ApiError> {
     Ok(wanted)
 }
 
-pub(crate) fn target(study: &str, series: Option<&str>, instance: Option<&str>) -> Result<RetrieveTarget, ApiError> {
-    let study = StudyInstanceUid::new(&parse_uid("study", study)?).map_err(|e| ApiError::BadRequest(e.to_string()))?;
+pub(crate) fn target(study: &str, series: Option<&str>, instance: Option<&str>) -> Result<RetrieveTarget, Error> {
+    let study = StudyInstanceUid::new(&parse_uid("study", study)?).map_err(|e| Error::BadRequest(e.to_string()))?;
     let series = series
         .map(|s| {
             parse_uid("series", s)
-                .and_then(|s| SeriesInstanceUid::new(&s).map_err(|e| ApiError::BadRequest(e.to_string())))
+                .and_then(|s| SeriesInstanceUid::new(&s).map_err(|e| Error::BadRequest(e.to_string())))
         })
         .transpose()?;
     let instances = instance
         .map(|i| {
-            parse_uid("instance", i)
-                .and_then(|i| SopInstanceUid::new(&i).map_err(|e| ApiError::BadRequest(e.to_string())))
+            parse_uid("instance", i).and_then(|i| SopInstanceUid::new(&i).map_err(|e| Error::BadRequest(e.to_string())))
         })
         .transpose()?
         .into_iter()
@@ -214,28 +213,28 @@ async fn retrieve(
     access: Access,
     headers: HeaderMap,
     target: RetrieveTarget,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     if super::instance_bulkdata::wanted(&headers) {
         let crate::core::retrieve::locate::Retrieval { first, rest, withheld, withheld_reasons, .. } =
-            first_and_rest(&gw, &access, target).await?;
+            first_and_rest(&gw.retriever, &access, target).await?;
         let limits = gw.config.dataset_limits;
         let response =
             super::instance_bulkdata::respond(first, rest, access.base_url.clone(), limits, gw.decode_budget.clone())
                 .await?;
-        return Ok(crate::core::privacy::deidentify::with_withheld_warning(response, withheld, &withheld_reasons));
+        return Ok(crate::http::error::with_withheld_warning(response, withheld, &withheld_reasons));
     }
     let wanted = Arc::new(negotiate(&headers)?);
     // A syntax the target's instances are known to be stored in that none of the wanted ones
     // can be made from: refused now rather than with the response cut off at that instance.
-    let known = crate::core::retrieve::locate::known_stored_syntaxes(&gw, &access, &target).await?;
+    let known = crate::core::retrieve::locate::known_stored_syntaxes(&gw.retriever, &access, &target).await?;
     if let Some(stored) = known.iter().find(|ts| !producible(&wanted, ts)) {
-        return Err(ApiError::NotAcceptable(format!(
+        return Err(Error::NotAcceptable(format!(
             "instances of this target are stored in transfer syntax {stored}, which was not asked for and cannot be \
              produced from it; ask for transfer-syntax=* or {EXPLICIT_VR_LE}"
         )));
     }
     let crate::core::retrieve::locate::Retrieval { first, rest, withheld, withheld_reasons, etag } =
-        first_and_rest(&gw, &access, target).await?;
+        first_and_rest(&gw.retriever, &access, target).await?;
     let tag = super::entity_tag(etag.as_deref(), &format!("instances {wanted:?}"));
     if let Some(not_modified) = super::not_modified(&headers, tag.as_deref()) {
         return Ok(not_modified);
@@ -249,7 +248,7 @@ async fn retrieve(
         transcoded: gw.transcoded.clone(),
         scope: access.project.cache_scope.clone(),
     };
-    let first = represent(first, how.clone()).await.map_err(|e| ApiError::NotAcceptable(e.to_string()))?;
+    let first = represent(first, how.clone()).await.map_err(|e| Error::NotAcceptable(e.to_string()))?;
     let boundary = boundary();
     let part_boundary = boundary.clone();
     // Instances that need decoding are decoded a few at once (each on a blocking thread) and sent
@@ -292,7 +291,7 @@ async fn retrieve(
     let content_type = format!("multipart/related; type=\"application/dicom\"; boundary={boundary}");
     let mut response = ([(header::CONTENT_TYPE, content_type)], Body::from_stream(parts)).into_response();
     super::with_validators(&mut response, tag.as_deref());
-    Ok(crate::core::privacy::deidentify::with_withheld_warning(response, withheld, &withheld_reasons))
+    Ok(crate::http::error::with_withheld_warning(response, withheld, &withheld_reasons))
 }
 
 /// Retrieve a study, a series or an instance (the path says which).
@@ -301,7 +300,7 @@ pub async fn resource(
     Extension(access): Extension<Access>,
     TargetPath(target): TargetPath,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     retrieve(gw, access, headers, target).await
 }
 
@@ -327,16 +326,16 @@ async fn metadata(
     access: Access,
     headers: HeaderMap,
     target: RetrieveTarget,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     let xml = wants_xml_metadata(&headers);
     if !xml {
         accepts(&headers, &["application/dicom+json", "application/json"])?;
     }
     let crate::core::retrieve::locate::Retrieval { first, rest, withheld, withheld_reasons, etag } =
-        first_and_rest(&gw, &access, target).await?;
+        first_and_rest(&gw.retriever, &access, target).await?;
     if xml {
         let response = metadata_xml(first, rest, access.base_url.clone());
-        return Ok(crate::core::privacy::deidentify::with_withheld_warning(response, withheld, &withheld_reasons));
+        return Ok(crate::http::error::with_withheld_warning(response, withheld, &withheld_reasons));
     }
     let tag = super::entity_tag(etag.as_deref(), &format!("metadata {}", access.base_url));
     if let Some(not_modified) = super::not_modified(&headers, tag.as_deref()) {
@@ -344,7 +343,7 @@ async fn metadata(
     }
     let validators = |mut response: Response| {
         super::with_validators(&mut response, tag.as_deref());
-        crate::core::privacy::deidentify::with_withheld_warning(response, withheld, &withheld_reasons)
+        crate::http::error::with_withheld_warning(response, withheld, &withheld_reasons)
     };
     // Served from the cache: the JSON made last time, if it is still kept.
     let kept = tag.as_ref().map(|tag| (access.project.id.clone(), tag.clone()));
@@ -462,7 +461,7 @@ pub async fn resource_metadata(
     Extension(access): Extension<Access>,
     TargetPath(target): TargetPath,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Error> {
     metadata(gw, access, headers, target).await
 }
 

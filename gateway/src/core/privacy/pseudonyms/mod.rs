@@ -12,8 +12,9 @@ mod embedded;
 pub mod lines;
 pub mod postgres;
 
+pub use crate::config::ConnectionString;
 pub use embedded::Embedded;
-pub use postgres::{ConnectionString, Postgres};
+pub use postgres::Postgres;
 
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;

@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use dicomweb_model::{AeTitle, SiteId};
 
+mod connection_string;
+pub use connection_string::ConnectionString;
+
 mod raw {
     //! The file as written. Optional keys are `Option` so validation can name what is missing.
     use std::path::PathBuf;
@@ -375,7 +378,7 @@ pub struct DeidConfig {
     pub key_file: PathBuf,
     pub state_dir: PathBuf,
     /// The shared pseudonym map (PostgreSQL); `None`: the embedded one in `state_dir`.
-    pub store: Option<crate::core::privacy::pseudonyms::ConnectionString>,
+    pub store: Option<ConnectionString>,
     /// Whether search results name the sites that hold them (the gateway's (0009,1010)):
     /// site ids name institutions, which the profile otherwise removes.
     pub show_sites: bool,
@@ -772,9 +775,10 @@ impl Config {
             if let Err(wrong) = dicomweb_deid::Options::parse(&deid.options) {
                 problems.extend(wrong.into_iter().map(|p| format!("deid.options: {p}")));
             }
-            let store = deid.store.as_deref().and_then(|store| {
-                crate::core::privacy::pseudonyms::ConnectionString::parse(store).map_err(|e| problems.push(e)).ok()
-            });
+            let store = deid
+                .store
+                .as_deref()
+                .and_then(|store| ConnectionString::parse(store).map_err(|e| problems.push(e)).ok());
             let burned_in = BurnedIn::parse(deid.burned_in.as_deref().unwrap_or("withhold"))
                 .map_err(|e| problems.push(format!("deid.burned_in {e}")))
                 .unwrap_or(BurnedIn::Withhold);

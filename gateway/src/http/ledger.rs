@@ -4,11 +4,9 @@
 //! (or is dropped), so that a streamed WADO-RS response is recorded with its real size and
 //! duration.
 //!
-//! Sites are noted through a task-local: every DIMSE operation goes through `site::Site`, which
-//! calls [`note_site`]; the request's handler and the polling of its body run inside the
-//! ledger's scope.
+//! The sites contacted and instances cleaned are gathered below the edge (crate::sites::touched);
+//! the request's handler and the polling of its body run in that record's scope.
 
-use std::collections::BTreeSet;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
@@ -20,10 +18,7 @@ use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::core::audit::{AuditLog, Event};
 use crate::http::metrics::RequestMetrics;
-
-tokio::task_local! {
-    static CURRENT: Arc<Ledger>;
-}
+use crate::sites::touched::Touched;
 
 /// One request's record.
 #[derive(Debug)]
@@ -36,9 +31,8 @@ pub struct Ledger {
     status: OnceLock<u16>,
     subject: OnceLock<String>,
     project: OnceLock<String>,
-    sites: Mutex<BTreeSet<String>>,
-    /// Instances cleaned of burned-in text for this request.
-    cleaned: std::sync::atomic::AtomicU64,
+    /// The sites contacted and instances cleaned.
+    touched: Arc<Touched>,
     /// Held until the body ends: the caller's concurrent-request slot.
     held: Mutex<Option<Box<dyn std::any::Any + Send + Sync>>>,
 }
@@ -54,15 +48,9 @@ impl Ledger {
             status: OnceLock::new(),
             subject: OnceLock::new(),
             project: OnceLock::new(),
-            sites: Mutex::new(BTreeSet::new()),
-            cleaned: std::sync::atomic::AtomicU64::new(0),
+            touched: Arc::default(),
             held: Mutex::new(None),
         })
-    }
-
-    /// Notes that an instance was cleaned of burned-in text for this request.
-    pub fn note_cleaned(&self) {
-        self.cleaned.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// The authenticated caller and the project the request acts in.
@@ -78,9 +66,9 @@ impl Ledger {
         *self.held.lock().unwrap_or_else(|p| p.into_inner()) = Some(value);
     }
 
-    /// Runs the request's handler with this ledger current.
+    /// Runs the request's handler with what it touches recorded here.
     pub async fn run<F: std::future::Future>(self: &Arc<Self>, future: F) -> F::Output {
-        CURRENT.scope(self.clone(), future).await
+        self.touched.run(future).await
     }
 
     /// The response with its body metered; the record is written when the body ends.
@@ -101,9 +89,9 @@ impl Ledger {
         let elapsed = self.began.elapsed();
         let ms = elapsed.as_millis() as u64;
         let status = self.status.get().copied().unwrap_or(0);
-        let sites: Vec<String> = self.sites.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+        let sites = self.touched.sites();
         let (method, route) = (self.method.as_str(), self.route.as_str());
-        let cleaned = self.cleaned.load(std::sync::atomic::Ordering::Relaxed);
+        let cleaned = self.touched.cleaned();
         tracing::info!(method, route, status, ms, bytes, outcome, sites = sites.join(","), cleaned, "request");
         metrics.observe(method, route, status, elapsed.as_secs_f64(), bytes);
         if let Some(audit) = audit {
@@ -123,18 +111,6 @@ impl Ledger {
             });
         }
     }
-}
-
-/// The current request's ledger, if any (for work it hands to a task of its own).
-pub fn current() -> Option<Arc<Ledger>> {
-    CURRENT.try_with(Arc::clone).ok()
-}
-
-/// Notes that the current request contacted `site` (nothing outside a request).
-pub fn note_site(site: &str) {
-    let _ = CURRENT.try_with(|ledger| {
-        ledger.sites.lock().unwrap_or_else(|p| p.into_inner()).insert(site.to_owned());
-    });
 }
 
 /// A response body that counts what it yields, runs inside the request's ledger scope (the
@@ -164,8 +140,8 @@ impl HttpBody for Metered {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let this = &mut *self;
-        let ledger = this.ledger.clone();
-        let polled = CURRENT.sync_scope(ledger, || Pin::new(&mut this.inner).poll_frame(cx));
+        let touched = this.ledger.touched.clone();
+        let polled = touched.run_sync(|| Pin::new(&mut this.inner).poll_frame(cx));
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
