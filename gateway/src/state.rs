@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 
 use pacs_adapter::{AssociationPool, RetrieveMethod, StoreScp, StoreScpOptions};
 
-use crate::check::endpoint;
 use crate::config::{AuthMode, BurnedIn, Config, Permission, ProjectConfig, RetrieveMode};
 use crate::core::access::{Access, Project};
 use crate::core::audit::AuditLog;
@@ -47,7 +46,7 @@ pub struct Gateway {
     /// QIDO-RS answers reused for a short while (docs/CACHE.md).
     pub search_cache: SearchCache,
     /// What `/metrics` reports of requests.
-    pub metrics: Arc<crate::http::metrics::RequestMetrics>,
+    pub metrics: Arc<crate::http::metrics::requests::RequestMetrics>,
     /// Instances as transcoded to an uncompressed syntax (docs/CACHE.md).
     pub transcoded: Arc<crate::core::retrieve::transcoded_cache::TranscodedCache>,
     /// Decoded pixel data in flight across every request, bounded.
@@ -75,7 +74,8 @@ impl Gateway {
         };
         let mut sites = Vec::new();
         for site_config in &config.sites {
-            let pool = AssociationPool::new(endpoint(&config, site_config).map_err(|e| anyhow::anyhow!(e))?);
+            let pool =
+                AssociationPool::new(crate::sites::endpoint(&config, site_config).map_err(|e| anyhow::anyhow!(e))?);
             let method = match (&site_config.retrieve, &scp) {
                 (RetrieveMode::CMove, Some((store_scp, _))) => RetrieveMethod::Move(store_scp.clone()),
                 _ => RetrieveMethod::Get,

@@ -6,7 +6,6 @@
 pub mod access;
 pub mod attributes;
 pub mod audit;
-pub mod audit_fhir;
 pub mod dataset_limits;
 pub mod directory;
 pub mod error;

@@ -62,20 +62,6 @@ pub async fn discard(body: axum::body::Body) {
     .await;
 }
 
-impl axum::response::IntoResponse for Overload {
-    fn into_response(self) -> axum::response::Response {
-        use axum::http::{header, HeaderValue, StatusCode};
-        let mut response = (
-            StatusCode::SERVICE_UNAVAILABLE,
-            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-            format!("{self}; retry later\n"),
-        )
-            .into_response();
-        response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(1));
-        response
-    }
-}
-
 /// A response body that holds `held` until it ends or is dropped.
 #[derive(Debug)]
 pub struct Holding<B> {

@@ -13,7 +13,7 @@
 use std::sync::Arc;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -60,12 +60,10 @@ fn insufficient_scope() -> Response {
 
 fn shed(why: Shed) -> Response {
     let (text, retry_after) = match why {
-        Shed::TooFast(wait) => ("too many requests per second from this caller", wait.as_secs().max(1)),
-        Shed::TooMany => ("too many requests in flight from this caller", 1),
+        Shed::TooFast(wait) => ("too many requests per second from this caller", wait),
+        Shed::TooMany => ("too many requests in flight from this caller", std::time::Duration::from_secs(1)),
     };
-    let mut response = (StatusCode::TOO_MANY_REQUESTS, format!("{text}\n")).into_response();
-    response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
-    response
+    crate::http::error::too_many_requests(text, retry_after)
 }
 
 /// The projects `granted` names, in configuration order.

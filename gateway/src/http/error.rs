@@ -42,6 +42,22 @@ impl IntoResponse for Error {
     }
 }
 
+/// 429: the caller asks too fast or too much at once; it may retry after `wait`.
+pub fn too_many_requests(message: &str, wait: std::time::Duration) -> Response {
+    let mut response = plain(StatusCode::TOO_MANY_REQUESTS, message);
+    with_retry_after(&mut response, wait);
+    response
+}
+
+/// 503: the gateway as a whole is at its bound (docs/RELIABILITY.md); retry in a second.
+impl IntoResponse for crate::http::admission::Overload {
+    fn into_response(self) -> Response {
+        let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, &format!("{self}; retry later"));
+        with_retry_after(&mut response, std::time::Duration::from_secs(1));
+        response
+    }
+}
+
 /// A plain-text response: the message and a newline.
 pub fn plain(status: StatusCode, message: &str) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{message}\n")).into_response()

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use http_body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::core::audit::{AuditLog, Event};
-use crate::http::metrics::RequestMetrics;
+use crate::http::metrics::requests::RequestMetrics;
 use crate::sites::touched::Touched;
 
 /// One request's record.

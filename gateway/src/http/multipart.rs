@@ -1,8 +1,12 @@
-//! A streaming reader of `multipart/related` bodies (RFC 2046 §5.1, as PS3.18 §8.6 uses them):
-//! parts come out one at a time as the body arrives, each bounded in size, and a body that
-//! ends before its closing delimiter is an error, never a shorter request.
+//! `multipart/related` bodies (RFC 2046 §5.1, as PS3.18 §8.6 uses them). Read: a streaming
+//! reader whose parts come out one at a time as the body arrives, each bounded in size, and a
+//! body that ends before its closing delimiter is an error, never a shorter request. Written:
+//! [`response`], one streamed response of parts as they are made, cut short (never closed)
+//! when making one fails.
 
 use bytes::{Buf, Bytes, BytesMut};
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use futures::{Stream, StreamExt};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -221,6 +225,61 @@ pub fn part_with_location(boundary: &str, content_type: &str, location: &str, co
         content,
         Bytes::from_static(b"\r\n"),
     ]
+}
+
+/// One outgoing part: its media type, where its content lives (bulk data), its content.
+#[derive(Debug)]
+pub struct OutgoingPart {
+    pub content_type: String,
+    pub location: Option<String>,
+    pub content: Bytes,
+}
+
+impl OutgoingPart {
+    pub fn new(content_type: impl Into<String>, content: Bytes) -> OutgoingPart {
+        OutgoingPart { content_type: content_type.into(), location: None, content }
+    }
+}
+
+/// A fresh boundary: unique within the process, and unlike any content's bytes by its length.
+pub fn boundary() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    format!("dicomweb-gateway-{nanos:x}-{:x}", COUNTER.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A `multipart/related; type="{part_type}"` response streaming `parts` (each item the parts of
+/// one instance) as they come. When an item fails after the response started, the failure is
+/// logged with `what` and the body aborted without its closing delimiter, so that no client
+/// takes a partial response for a complete one.
+pub fn response<S>(part_type: &str, what: &'static str, parts: S) -> axum::response::Response
+where
+    S: Stream<Item = Result<Vec<OutgoingPart>, std::io::Error>> + Send + 'static,
+{
+    use axum::response::IntoResponse;
+    let boundary = boundary();
+    let part_boundary = boundary.clone();
+    let content_type = format!("multipart/related; type=\"{part_type}\"; boundary={boundary}");
+    let body = parts
+        .flat_map(move |item| {
+            let chunks: Vec<Result<Bytes, std::io::Error>> = match item {
+                Ok(parts) => parts
+                    .into_iter()
+                    .flat_map(|p| match &p.location {
+                        Some(location) => part_with_location(&part_boundary, &p.content_type, location, p.content),
+                        None => part(&part_boundary, &p.content_type, p.content),
+                    })
+                    .map(Ok)
+                    .collect(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "{what} failed after the response started; aborting it");
+                    vec![Err(e)]
+                }
+            };
+            futures::stream::iter(chunks)
+        })
+        .chain(futures::stream::once(async move { Ok(closing(&boundary)) }));
+    ([(axum::http::header::CONTENT_TYPE, content_type)], axum::body::Body::from_stream(body)).into_response()
 }
 
 /// The closing delimiter of an outgoing multipart body.

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
 use crate::config::CacheConfig;
+use crate::core::Error;
 
 /// A search as the cache knows it: the project, the site addressed, the resource and the
 /// query parameters in a normal order; and the study it is confined to, if its path names one
@@ -110,7 +111,7 @@ impl SearchCache {
         }
         let (parts, body) = response.into_parts();
         let Ok(body) = axum::body::to_bytes(body, LARGEST_KEPT).await else {
-            return (StatusCode::INTERNAL_SERVER_ERROR, "the search answer could not be read\n").into_response();
+            return Error::Internal("the search answer could not be read".into()).into_response();
         };
         let headers = parts
             .headers

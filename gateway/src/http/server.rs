@@ -91,12 +91,10 @@ async fn no_such_resource() -> Error {
 
 /// A resource asked with a method it does not take: 405 with a reason (axum adds `Allow`).
 async fn method_not_allowed() -> Response {
-    (
+    crate::http::error::plain(
         StatusCode::METHOD_NOT_ALLOWED,
-        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
-        "this resource does not take this method (see the Allow header)\n",
+        "this resource does not take this method (see the Allow header)",
     )
-        .into_response()
 }
 
 /// Opens the request's [`Ledger`] (who asked, sites contacted, bytes sent), runs the request

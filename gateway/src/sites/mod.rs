@@ -3,8 +3,11 @@
 //! that each outcome is recorded in the site's health (the circuit breaker) and no request
 //! reaches a site whose circuit is open.
 
+mod endpoint;
 pub mod health;
 pub mod touched;
+
+pub use endpoint::endpoint;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

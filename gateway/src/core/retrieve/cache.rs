@@ -26,7 +26,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::CacheConfig;
 use crate::core::retrieve::disk_cache::{name_of, DiskTier, Marker};
-use crate::core::retrieve::locate::Retrieval;
+use crate::core::retrieve::Retrieval;
 use crate::core::Error;
 
 /// A flight reads at most this many bytes ahead of its slowest reader.
@@ -220,7 +220,7 @@ impl Reader {
         }
     }
 
-    fn into_stream(self) -> crate::core::retrieve::locate::Instances {
+    fn into_stream(self) -> crate::core::retrieve::Instances {
         stream::unfold(self, |mut reader| async move {
             if reader.cursor == usize::MAX {
                 return None;

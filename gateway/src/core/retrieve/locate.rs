@@ -23,13 +23,10 @@ use crate::core::access::{Access, Project};
 use crate::core::attributes::text_of;
 use crate::core::directory::{SeriesRecord, StudyRecord};
 use crate::core::privacy::deidentify::Processed;
-use crate::core::retrieve::Retriever;
+use crate::core::retrieve::{Retrieval, Retriever};
 use crate::core::Error;
 use crate::sites::health::is_site_fault;
 use crate::sites::Unanswered;
-
-/// Instances of a retrieval, from one or several sites.
-pub type Instances = std::pin::Pin<Box<dyn Stream<Item = Result<RetrievedInstance, Error>> + Send>>;
 
 /// One part of a retrieval and the sites holding it (indexes into the gateway's sites, in
 /// configuration order).
@@ -290,29 +287,6 @@ fn allowed_sites(retriever: &Retriever, scope: &Access) -> Result<Vec<usize>, Er
         .filter(|(_, s)| allowed.iter().any(|a| a.id() == s.id()))
         .map(|(i, _)| i)
         .collect())
-}
-
-/// A retrieval under way: its first instance (already received, so that errors are a status
-/// code), the rest, and how many instances were withheld before the first (their pixels may
-/// show identity; later ones are withheld too, and logged).
-pub struct Retrieval {
-    pub first: RetrievedInstance,
-    pub rest: Instances,
-    pub withheld: usize,
-    /// Why they were withheld: each reason once (no patient data in them).
-    pub withheld_reasons: Vec<String>,
-    /// An entity tag of what the retrieval yields, when that is known before it starts
-    /// (served from the cache).
-    pub etag: Option<String>,
-}
-
-impl std::fmt::Debug for Retrieval {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Retrieval")
-            .field("first", &self.first.sop_instance_uid)
-            .field("withheld", &self.withheld)
-            .finish()
-    }
 }
 
 /// The retrieval of a target named as the client sees it (pseudonymous UIDs when

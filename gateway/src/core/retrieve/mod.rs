@@ -8,9 +8,13 @@ pub mod transcoded_cache;
 
 use std::sync::Arc;
 
+use futures::Stream;
+use pacs_adapter::RetrievedInstance;
+
 use crate::config::DataSetLimitsConfig;
 use crate::core::access::Access;
 use crate::core::directory::Directory;
+use crate::core::Error;
 use crate::sites::Site;
 
 /// What a retrieval reaches, shared by every request: the sites, the directory of where studies
@@ -28,4 +32,30 @@ pub struct Retriever {
 /// `/sites/{id}` (404 when that is not one of the project's).
 pub fn sites_for<'a>(sites: &'a [Site], access: &Access) -> Result<Vec<&'a Site>, crate::core::Error> {
     Ok(access.site_indexes(|i| sites[i].id().to_string())?.into_iter().map(|i| &sites[i]).collect())
+}
+
+/// Instances of a retrieval, from one or several sites.
+pub type Instances = std::pin::Pin<Box<dyn Stream<Item = Result<RetrievedInstance, Error>> + Send>>;
+
+/// A retrieval under way: its first instance (already received, so that errors are a status
+/// code), the rest, and how many instances were withheld before the first (their pixels may
+/// show identity; later ones are withheld too, and logged).
+pub struct Retrieval {
+    pub first: RetrievedInstance,
+    pub rest: Instances,
+    pub withheld: usize,
+    /// Why they were withheld: each reason once (no patient data in them).
+    pub withheld_reasons: Vec<String>,
+    /// An entity tag of what the retrieval yields, when that is known before it starts
+    /// (served from the cache).
+    pub etag: Option<String>,
+}
+
+impl std::fmt::Debug for Retrieval {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Retrieval")
+            .field("first", &self.first.sop_instance_uid)
+            .field("withheld", &self.withheld)
+            .finish()
+    }
 }

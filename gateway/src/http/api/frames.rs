@@ -6,10 +6,9 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
 use axum::extract::{Extension, Path, State};
-use axum::http::{header, HeaderMap};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use bytes::Bytes;
 use dicom_core::value::Value;
 use dicom_core::Tag;
@@ -20,6 +19,7 @@ use super::{accept_ranges, text_of};
 use crate::core::access::Access;
 use crate::core::pixels::decode_budget::DecodeBudget;
 use crate::core::Error;
+use crate::http::multipart::OutgoingPart;
 use crate::state::Gateway;
 
 /// One instance, parsed, and the transfer syntax it came in.
@@ -38,7 +38,7 @@ async fn retrieve_instance(
     instance: &str,
 ) -> Result<Instance, Error> {
     let target = super::wado::target(study, Some(series), Some(instance))?;
-    let crate::core::retrieve::locate::Retrieval { first, rest, .. } =
+    let crate::core::retrieve::Retrieval { first, rest, .. } =
         crate::core::retrieve::locate::first_and_rest(&gw.retriever, access, target).await?;
     drop(rest);
     let transfer_syntax = first.transfer_syntax_uid.as_str().to_owned();
@@ -204,14 +204,8 @@ fn frames_of(instance: &Instance, wanted: &[usize]) -> Result<(Vec<Bytes>, bool)
 }
 
 fn multipart(parts: Vec<(String, Bytes)>) -> Response {
-    let boundary = super::wado::boundary();
-    let mut chunks: Vec<Result<Bytes, std::io::Error>> = Vec::with_capacity(parts.len() * 3 + 1);
-    for (content_type, bytes) in parts {
-        chunks.extend(crate::http::multipart::part(&boundary, &content_type, bytes).map(Ok));
-    }
-    chunks.push(Ok(crate::http::multipart::closing(&boundary)));
-    let content_type = format!("multipart/related; type=\"application/octet-stream\"; boundary={boundary}");
-    ([(header::CONTENT_TYPE, content_type)], Body::from_stream(futures::stream::iter(chunks))).into_response()
+    let parts = parts.into_iter().map(|(content_type, bytes)| OutgoingPart::new(content_type, bytes)).collect();
+    crate::http::multipart::response("application/octet-stream", "frames", futures::stream::iter([Ok(parts)]))
 }
 
 /// Whether the client takes frames in `media_type` (with `transfer-syntax=*` meaning as stored).

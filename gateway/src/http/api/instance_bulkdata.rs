@@ -6,9 +6,8 @@
 
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::http::{header, HeaderMap};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::Response;
 use bytes::Bytes;
 use dicom_core::header::Header;
 use dicom_core::value::Value;
@@ -21,8 +20,9 @@ use pacs_adapter::RetrievedInstance;
 use super::accept_ranges;
 use crate::config::DataSetLimitsConfig;
 use crate::core::pixels::decode_budget::DecodeBudget;
-use crate::core::retrieve::locate::Instances;
+use crate::core::retrieve::Instances;
 use crate::core::Error;
+use crate::http::multipart::OutgoingPart;
 
 /// Binary values larger than this are bulk data; the metadata carries smaller ones inline
 /// (the same threshold as its DICOM JSON).
@@ -105,35 +105,22 @@ pub async fn respond(
     let first = parts(first, public_url.clone(), limits, budget.clone())
         .await
         .map_err(|e| Error::NotAcceptable(e.to_string()))?;
-    let boundary = super::wado::boundary();
-    let part_boundary = boundary.clone();
     let rest = rest.map(|item| item.map_err(std::io::Error::other)).then(move |item| {
         let (public_url, budget) = (public_url.clone(), budget.clone());
         async move { parts(item?, public_url, limits, budget).await }
     });
     let content_type = "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.1";
-    let body = stream::once(async move { Ok(first) })
-        .chain(rest)
-        .flat_map(move |item| {
-            let chunks: Vec<Result<Bytes, std::io::Error>> = match item {
-                Ok(elements) => elements
-                    .into_iter()
-                    .flat_map(|(uri, bytes)| {
-                        crate::http::multipart::part_with_location(&part_boundary, content_type, &uri, bytes)
-                    })
-                    .map(Ok)
-                    .collect(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "bulk data failed after the response started; aborting it");
-                    vec![Err(e)]
-                }
-            };
-            stream::iter(chunks)
+    let body = stream::once(async move { Ok(first) }).chain(rest).map(move |item| {
+        item.map(|elements| {
+            elements
+                .into_iter()
+                .map(|(uri, bytes)| OutgoingPart {
+                    content_type: content_type.to_owned(),
+                    location: Some(uri),
+                    content: bytes,
+                })
+                .collect()
         })
-        .chain(stream::once({
-            let closing = crate::http::multipart::closing(&boundary);
-            async move { Ok(closing) }
-        }));
-    let content_type = format!("multipart/related; type=\"application/octet-stream\"; boundary={boundary}");
-    Ok(([(header::CONTENT_TYPE, content_type)], Body::from_stream(body)).into_response())
+    });
+    Ok(crate::http::multipart::response("application/octet-stream", "bulk data", body))
 }

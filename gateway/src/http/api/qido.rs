@@ -224,9 +224,7 @@ fn past_query_bounds(raw_query: Option<&str>, limits: &HttpLimitsConfig) -> Opti
     let raw_query = raw_query?;
     if raw_query.len() > limits.max_query_length {
         let message = format!("the query string is longer than the limit of {} bytes", limits.max_query_length);
-        let mut response = Error::BadRequest(message).into_response();
-        *response.status_mut() = StatusCode::URI_TOO_LONG;
-        return Some(response);
+        return Some(crate::http::error::plain(StatusCode::URI_TOO_LONG, &message));
     }
     let parameters = raw_query.split('&').filter(|p| !p.is_empty()).count();
     (parameters > limits.max_query_parameters).then(|| {

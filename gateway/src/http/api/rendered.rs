@@ -23,6 +23,7 @@ use crate::config::DataSetLimitsConfig;
 use crate::core::access::Access;
 use crate::core::pixels::decode_budget::DecodeBudget;
 use crate::core::Error;
+use crate::http::multipart::OutgoingPart;
 use crate::state::Gateway;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -272,7 +273,7 @@ async fn respond(
     frame: u32,
     rendering: Rendering,
 ) -> Result<Response, Error> {
-    let crate::core::retrieve::locate::Retrieval { first, rest, .. } =
+    let crate::core::retrieve::Retrieval { first, rest, .. } =
         crate::core::retrieve::locate::first_and_rest(&gw.retriever, access, target).await?;
     drop(rest);
     let format = rendering.format;
@@ -295,15 +296,12 @@ async fn respond_many(
 ) -> Result<Response, Error> {
     use bytes::Bytes;
     use futures::StreamExt;
-    let crate::core::retrieve::locate::Retrieval { first, rest, .. } =
+    let crate::core::retrieve::Retrieval { first, rest, .. } =
         crate::core::retrieve::locate::first_and_rest(&gw.retriever, access, target).await?;
     let content_type = match rendering.format {
         Format::Jpeg => "image/jpeg",
         Format::Png => "image/png",
     };
-    let boundary = super::wado::boundary();
-    let part_boundary = boundary.clone();
-    let header_value = format!("multipart/related; type=\"{content_type}\"; boundary={boundary}");
     let (limits, budget) = (gw.config.dataset_limits, gw.decode_budget.clone());
     let parts = futures::stream::once(async move { Ok(first) })
         .chain(rest.map(|item| item.map_err(std::io::Error::other)))
@@ -313,21 +311,8 @@ async fn respond_many(
                 render(item?, 1, rendering, limits, &budget).await.map_err(|e| std::io::Error::other(e.to_string()))
             }
         })
-        .flat_map(move |item| {
-            let chunks: Vec<Result<Bytes, std::io::Error>> = match item {
-                Ok(image) => crate::http::multipart::part(&part_boundary, content_type, Bytes::from(image))
-                    .into_iter()
-                    .map(Ok)
-                    .collect(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "rendering failed after the response started; aborting it");
-                    vec![Err(e)]
-                }
-            };
-            futures::stream::iter(chunks)
-        })
-        .chain(futures::stream::once(async move { Ok(crate::http::multipart::closing(&boundary)) }));
-    Ok(([(header::CONTENT_TYPE, header_value)], axum::body::Body::from_stream(parts)).into_response())
+        .map(move |item| item.map(|image| vec![OutgoingPart::new(content_type, Bytes::from(image))]));
+    Ok(crate::http::multipart::response(content_type, "rendering", parts))
 }
 
 const THUMBNAIL: (u32, u32) = (128, 128);

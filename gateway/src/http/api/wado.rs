@@ -7,7 +7,6 @@
 //! A failure after the response has started aborts the connection instead of closing the
 //! multipart body, so a client never mistakes a partial study for a whole one.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -25,9 +24,11 @@ use super::{accept_ranges, accepts, parse_uid, TargetPath};
 use crate::config::DataSetLimitsConfig;
 use crate::core::access::Access;
 use crate::core::pixels::decode_budget::DecodeBudget;
-use crate::core::retrieve::locate::{first_and_rest, Instances};
+use crate::core::retrieve::locate::first_and_rest;
 use crate::core::retrieve::transcoded_cache::TranscodedCache;
+use crate::core::retrieve::Instances;
 use crate::core::Error;
+use crate::http::multipart::OutgoingPart;
 use crate::state::Gateway;
 
 const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
@@ -202,12 +203,6 @@ fn decoding_at_once() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 4)
 }
 
-pub(crate) fn boundary() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    format!("dicomweb-gateway-{nanos:x}-{:x}", COUNTER.fetch_add(1, Ordering::Relaxed))
-}
-
 async fn retrieve(
     gw: Arc<Gateway>,
     access: Access,
@@ -215,7 +210,7 @@ async fn retrieve(
     target: RetrieveTarget,
 ) -> Result<Response, Error> {
     if super::instance_bulkdata::wanted(&headers) {
-        let crate::core::retrieve::locate::Retrieval { first, rest, withheld, withheld_reasons, .. } =
+        let crate::core::retrieve::Retrieval { first, rest, withheld, withheld_reasons, .. } =
             first_and_rest(&gw.retriever, &access, target).await?;
         let limits = gw.config.dataset_limits;
         let response =
@@ -233,7 +228,7 @@ async fn retrieve(
              produced from it; ask for transfer-syntax=* or {EXPLICIT_VR_LE}"
         )));
     }
-    let crate::core::retrieve::locate::Retrieval { first, rest, withheld, withheld_reasons, etag } =
+    let crate::core::retrieve::Retrieval { first, rest, withheld, withheld_reasons, etag } =
         first_and_rest(&gw.retriever, &access, target).await?;
     let tag = super::entity_tag(etag.as_deref(), &format!("instances {wanted:?}"));
     if let Some(not_modified) = super::not_modified(&headers, tag.as_deref()) {
@@ -249,8 +244,6 @@ async fn retrieve(
         scope: access.project.cache_scope.clone(),
     };
     let first = represent(first, how.clone()).await.map_err(|e| Error::NotAcceptable(e.to_string()))?;
-    let boundary = boundary();
-    let part_boundary = boundary.clone();
     // Instances that need decoding are decoded a few at once (each on a blocking thread) and sent
     // in order: at most that many decoded instances are held at a time.
     let rest = rest
@@ -265,31 +258,10 @@ async fn retrieve(
             }
         })
         .buffered(decoding_at_once());
-    let parts = stream::once(async move { Ok(first) })
-        .chain(rest)
-        .flat_map(move |item| {
-            let chunks: Vec<Result<Bytes, std::io::Error>> = match item {
-                Ok((bytes, ts)) => crate::http::multipart::part(
-                    &part_boundary,
-                    &format!("application/dicom; transfer-syntax={ts}"),
-                    bytes,
-                )
-                .into_iter()
-                .map(Ok)
-                .collect(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "retrieval failed after the response started; aborting it");
-                    vec![Err(e)]
-                }
-            };
-            stream::iter(chunks)
-        })
-        .chain(stream::once({
-            let closing = crate::http::multipart::closing(&boundary);
-            async move { Ok(closing) }
-        }));
-    let content_type = format!("multipart/related; type=\"application/dicom\"; boundary={boundary}");
-    let mut response = ([(header::CONTENT_TYPE, content_type)], Body::from_stream(parts)).into_response();
+    let parts = stream::once(async move { Ok(first) }).chain(rest).map(|item| {
+        item.map(|(bytes, ts)| vec![OutgoingPart::new(format!("application/dicom; transfer-syntax={ts}"), bytes)])
+    });
+    let mut response = crate::http::multipart::response("application/dicom", "retrieval", parts);
     super::with_validators(&mut response, tag.as_deref());
     Ok(crate::http::error::with_withheld_warning(response, withheld, &withheld_reasons))
 }
@@ -331,7 +303,7 @@ async fn metadata(
     if !xml {
         accepts(&headers, &["application/dicom+json", "application/json"])?;
     }
-    let crate::core::retrieve::locate::Retrieval { first, rest, withheld, withheld_reasons, etag } =
+    let crate::core::retrieve::Retrieval { first, rest, withheld, withheld_reasons, etag } =
         first_and_rest(&gw.retriever, &access, target).await?;
     if xml {
         let response = metadata_xml(first, rest, access.base_url.clone());
@@ -419,8 +391,6 @@ fn wants_xml_metadata(headers: &HeaderMap) -> bool {
 /// Metadata as multipart/related: one PS3.19 Native DICOM Model part per instance, made from
 /// the same DICOM JSON as the JSON answer.
 fn metadata_xml(first: RetrievedInstance, rest: Instances, public_url: String) -> Response {
-    let boundary = boundary();
-    let part_boundary = boundary.clone();
     let parts = all(first, rest)
         .then(move |item| {
             let public_url = public_url.clone();
@@ -434,25 +404,8 @@ fn metadata_xml(first: RetrievedInstance, rest: Instances, public_url: String) -
                 .map_err(std::io::Error::other)?
             }
         })
-        .flat_map(move |item| {
-            let chunks: Vec<Result<Bytes, std::io::Error>> = match item {
-                Ok(xml) => crate::http::multipart::part(&part_boundary, "application/dicom+xml", Bytes::from(xml))
-                    .into_iter()
-                    .map(Ok)
-                    .collect(),
-                Err(e) => {
-                    tracing::warn!(error = %e, "metadata failed after the response started; aborting it");
-                    vec![Err(e)]
-                }
-            };
-            stream::iter(chunks)
-        })
-        .chain(stream::once({
-            let closing = crate::http::multipart::closing(&boundary);
-            async move { Ok(closing) }
-        }));
-    let content_type = format!("multipart/related; type=\"application/dicom+xml\"; boundary={boundary}");
-    ([(header::CONTENT_TYPE, content_type)], Body::from_stream(parts)).into_response()
+        .map(|item| item.map(|xml| vec![OutgoingPart::new("application/dicom+xml", Bytes::from(xml))]));
+    crate::http::multipart::response("application/dicom+xml", "metadata", parts)
 }
 
 /// The metadata of a study, a series or an instance (the path says which).

@@ -3,10 +3,9 @@
 //! site's state, operations, faults, DIMSE time and associations, and the cache's figures.
 //! Labels carry route templates and site ids, never a URL or a UID.
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::extract::State;
 use axum::http::header;
@@ -14,39 +13,8 @@ use axum::response::{IntoResponse, Response};
 
 use crate::state::Gateway;
 
-/// Upper bounds (seconds) of the request latency histogram.
-const BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
-
-#[derive(Debug, Default, Clone)]
-struct RouteFigures {
-    by_status: BTreeMap<u16, u64>,
-    buckets: [u64; BUCKETS.len()],
-    count: u64,
-    seconds: f64,
-    bytes: u64,
-}
-
-/// What every request's end records.
-#[derive(Debug, Default)]
-pub struct RequestMetrics {
-    routes: Mutex<BTreeMap<(String, String), RouteFigures>>,
-}
-
-impl RequestMetrics {
-    pub fn observe(&self, method: &str, route: &str, status: u16, seconds: f64, bytes: u64) {
-        let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
-        let figures = routes.entry((method.to_owned(), route.to_owned())).or_default();
-        *figures.by_status.entry(status).or_default() += 1;
-        for (bucket, bound) in figures.buckets.iter_mut().zip(BUCKETS) {
-            if seconds <= bound {
-                *bucket += 1;
-            }
-        }
-        figures.count += 1;
-        figures.seconds += seconds;
-        figures.bytes += bytes;
-    }
-}
+pub mod requests;
+use requests::BUCKETS;
 
 /// A label value, escaped as the exposition format wants.
 fn label(value: &str) -> String {
@@ -59,7 +27,7 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 
 fn render(gw: &Gateway) -> String {
     let mut out = String::with_capacity(8 * 1024);
-    let routes = gw.metrics.routes.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let routes = gw.metrics.routes();
     family(&mut out, "dicomweb_gateway_requests_total", "counter", "Requests by method, route template and status.");
     for ((method, route), figures) in &routes {
         for (status, count) in &figures.by_status {
@@ -288,13 +256,14 @@ fn exposition(gw: &Gateway) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use requests::RequestMetrics;
 
     #[test]
     fn a_request_lands_in_its_buckets_and_labels_are_escaped() {
         let metrics = RequestMetrics::default();
         metrics.observe("GET", "/dicom-web/studies", 200, 0.02, 10);
         metrics.observe("GET", "/dicom-web/studies", 404, 3.0, 5);
-        let routes = metrics.routes.lock().expect("lock");
+        let routes = metrics.routes();
         let figures = &routes[&("GET".to_owned(), "/dicom-web/studies".to_owned())];
         assert_eq!(figures.count, 2);
         assert_eq!(figures.bytes, 15);

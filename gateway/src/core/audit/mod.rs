@@ -17,6 +17,8 @@
 //! the hash of the last line: kept elsewhere (a ticket, another machine's log), it anchors the
 //! end of the trail too.
 
+pub mod fhir;
+
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -105,7 +107,7 @@ impl AuditLog {
         let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
         if let Some(fhir) = &self.fhir {
-            let resource = crate::core::audit_fhir::audit_event(event, &time, &self.replica);
+            let resource = crate::core::audit::fhir::audit_event(event, &time, &self.replica);
             let mut file = fhir.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
             if let Err(e) = writeln!(file, "{resource}") {
                 tracing::error!(error = %e, "cannot write the FHIR audit trail");
