@@ -26,6 +26,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::CacheConfig;
 use crate::core::retrieve::disk_cache::{name_of, DiskTier, Marker};
+use crate::core::retrieve::flight::Flight;
 use crate::core::retrieve::Retrieval;
 use crate::core::Error;
 
@@ -114,121 +115,6 @@ pub struct Counters {
     pub bytes_served: AtomicU64,
     /// Instances evicted from memory for size.
     pub evictions: AtomicU64,
-}
-
-#[derive(Debug, Default)]
-struct FlightState {
-    /// Instances in arrival order; `None` once dropped.
-    buffer: Vec<Option<RetrievedInstance>>,
-    /// Cumulative sizes: `ends[i]` bytes up to and including instance `i`.
-    ends: Vec<usize>,
-    /// Instances before `dropped_below` are dropped: nobody may join any more.
-    dropped_below: usize,
-    withheld_before_first: usize,
-    withheld_reasons: Vec<String>,
-    /// How the retrieval ended; its failure is relayed to every reader.
-    end: Option<Result<(), Arc<Error>>>,
-    readers: HashMap<u64, usize>,
-    next_reader: u64,
-}
-
-impl FlightState {
-    fn bytes_between(&self, from: usize, to: usize) -> usize {
-        let at = |i: usize| if i == 0 { 0 } else { self.ends[i - 1] };
-        at(to) - at(from)
-    }
-
-    fn slowest(&self) -> usize {
-        self.readers.values().copied().min().unwrap_or(self.buffer.len())
-    }
-
-    /// Drops what every reader has passed while more than [`FLIGHT_KEPT`] bytes are held.
-    fn trim(&mut self) {
-        let slowest = self.slowest();
-        while self.dropped_below < slowest && self.bytes_between(self.dropped_below, self.buffer.len()) > FLIGHT_KEPT {
-            self.buffer[self.dropped_below] = None;
-            self.dropped_below += 1;
-        }
-    }
-}
-
-#[derive(Debug, Default)]
-struct Flight {
-    state: Mutex<FlightState>,
-    changed: tokio::sync::Notify,
-}
-
-impl Flight {
-    fn lock(&self) -> std::sync::MutexGuard<'_, FlightState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn add_reader(&self, state: &mut FlightState) -> u64 {
-        let id = state.next_reader;
-        state.next_reader += 1;
-        state.readers.insert(id, 0);
-        id
-    }
-}
-
-/// One reader's place in a flight; leaving the flight when dropped.
-struct Reader {
-    flight: Arc<Flight>,
-    id: u64,
-    cursor: usize,
-}
-
-impl Drop for Reader {
-    fn drop(&mut self) {
-        let mut state = self.flight.lock();
-        state.readers.remove(&self.id);
-        state.trim();
-        drop(state);
-        self.flight.changed.notify_waiters();
-    }
-}
-
-impl Reader {
-    /// The reader's next instance: `None` at the end of the flight.
-    async fn next(&mut self) -> Option<Result<RetrievedInstance, Error>> {
-        loop {
-            let notified = self.flight.changed.notified();
-            {
-                let mut state = self.flight.lock();
-                if let Some(slot) = state.buffer.get(self.cursor) {
-                    let Some(instance) = slot.clone() else {
-                        return Some(Err(Error::Internal("a coalesced retrieval fell behind".into())));
-                    };
-                    self.cursor += 1;
-                    state.readers.insert(self.id, self.cursor);
-                    state.trim();
-                    drop(state);
-                    self.flight.changed.notify_waiters();
-                    return Some(Ok(instance));
-                }
-                match &state.end {
-                    Some(Ok(())) => return None,
-                    Some(Err(failure)) => {
-                        // Reported once; the stream then ends.
-                        self.cursor = usize::MAX;
-                        return Some(Err(Error::Shared(failure.clone())));
-                    }
-                    None => {}
-                }
-            }
-            notified.await;
-        }
-    }
-
-    fn into_stream(self) -> crate::core::retrieve::Instances {
-        stream::unfold(self, |mut reader| async move {
-            if reader.cursor == usize::MAX {
-                return None;
-            }
-            reader.next().await.map(|item| (item, reader))
-        })
-        .boxed()
-    }
 }
 
 #[derive(Debug)]
@@ -414,17 +300,10 @@ impl RetrievalCache {
     where
         F: Future<Output = Result<Retrieval, Error>> + Send + 'static,
     {
-        let (flight, reader) = {
+        let (flight, mut reader) = {
             let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
-            let joined = flights.get(&key).and_then(Weak::upgrade).and_then(|flight| {
-                let mut state = flight.lock();
-                if state.dropped_below > 0 || matches!(state.end, Some(Err(_))) {
-                    return None;
-                }
-                let id = flight.add_reader(&mut state);
-                drop(state);
-                Some((flight, id))
-            });
+            let joined =
+                flights.get(&key).and_then(Weak::upgrade).and_then(|flight| Some((flight.clone(), flight.join()?)));
             match joined {
                 Some(joined) => {
                     self.counters.coalesced.fetch_add(1, Ordering::Relaxed);
@@ -432,10 +311,9 @@ impl RetrievalCache {
                 }
                 None => {
                     self.counters.misses.fetch_add(1, Ordering::Relaxed);
-                    let flight = Arc::new(Flight::default());
-                    let id = {
-                        let mut state = flight.lock();
-                        flight.add_reader(&mut state)
+                    let flight = Flight::new(FLIGHT_AHEAD, FLIGHT_KEPT);
+                    let Some(reader) = flight.join() else {
+                        return Err(Error::Internal("a new retrieval cannot be read".into()));
                     };
                     flights.insert(key.clone(), Arc::downgrade(&flight));
                     let task = fly(self.clone(), key.clone(), flight.clone(), retrieve);
@@ -444,20 +322,16 @@ impl RetrievalCache {
                         Some(touched) => tokio::spawn(async move { touched.run(task).await }),
                         None => tokio::spawn(task),
                     };
-                    (flight, id)
+                    (flight, reader)
                 }
             }
         };
-        let mut reader = Reader { flight: flight.clone(), id: reader, cursor: 0 };
         let first = match reader.next().await {
             Some(Ok(first)) => first,
             Some(Err(e)) => return Err(e),
             None => return Err(Error::NotFound("no such study, series or instance".into())),
         };
-        let (withheld, withheld_reasons) = {
-            let state = flight.lock();
-            (state.withheld_before_first, state.withheld_reasons.clone())
-        };
+        let (withheld, withheld_reasons) = flight.withheld();
         Ok(Retrieval { first, rest: reader.into_stream(), withheld, withheld_reasons, etag: None })
     }
 
@@ -521,9 +395,7 @@ async fn fly<F>(cache: Arc<RetrievalCache>, key: TargetKey, flight: Arc<Flight>,
 where
     F: Future<Output = Result<Retrieval, Error>> + Send + 'static,
 {
-    let end = carry(&cache, &key, &flight, retrieve).await;
-    flight.lock().end = Some(end);
-    flight.changed.notify_waiters();
+    flight.end(carry(&cache, &key, &flight, retrieve).await);
     let mut flights = cache.flights.lock().unwrap_or_else(|p| p.into_inner());
     if flights.get(&key).is_some_and(|w| std::ptr::eq(w.as_ptr(), Arc::as_ptr(&flight))) {
         flights.remove(&key);
@@ -537,40 +409,20 @@ where
     F: Future<Output = Result<Retrieval, Error>> + Send + 'static,
 {
     let Retrieval { first, mut rest, withheld, withheld_reasons, .. } = retrieve.await.map_err(Arc::new)?;
-    {
-        let mut state = flight.lock();
-        state.withheld_before_first = withheld;
-        state.withheld_reasons = withheld_reasons.clone();
-    }
+    flight.set_withheld(withheld, withheld_reasons.clone());
     let mut shown = Vec::new();
     let mut push = |instance: RetrievedInstance| {
         cache.keep(key, &instance);
         shown.push(instance.sop_instance_uid.as_str().to_owned());
-        let mut state = flight.lock();
-        let end = state.ends.last().copied().unwrap_or(0) + instance.part10.len();
-        state.buffer.push(Some(instance));
-        state.ends.push(end);
-        state.trim();
-        drop(state);
-        flight.changed.notify_waiters();
+        flight.push(instance);
     };
     push(first);
     loop {
         // Backpressure: wait for the slowest reader; stop when nobody reads any more (dropping
         // the retrieval cancels it at the PACS).
-        loop {
-            let notified = flight.changed.notified();
-            {
-                let state = flight.lock();
-                if state.readers.is_empty() {
-                    tracing::debug!("every reader of a retrieval went away: it is cancelled");
-                    return Err(Arc::new(Error::Internal("the retrieval was cancelled".into())));
-                }
-                if state.bytes_between(state.slowest(), state.buffer.len()) <= FLIGHT_AHEAD {
-                    break;
-                }
-            }
-            notified.await;
+        if !flight.room().await {
+            tracing::debug!("every reader of a retrieval went away: it is cancelled");
+            return Err(Arc::new(Error::Internal("the retrieval was cancelled".into())));
         }
         match rest.next().await {
             Some(Ok(instance)) => push(instance),

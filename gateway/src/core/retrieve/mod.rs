@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod disk_cache;
+pub mod flight;
 pub mod locate;
 pub mod transcoded_cache;
 
