@@ -196,3 +196,92 @@ pub async fn serve(
     };
     crate::http::connections::serve(listener, tls, limits, app, shutdown).await
 }
+
+/// The router in-process (tower's `oneshot`, no socket): routing, refusals and how errors
+/// become statuses. The one site is a closed port on loopback: nothing here reaches a PACS.
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    /// A gateway over one unreachable site, with `auth` as its `[auth]` section (and more).
+    async fn gateway(auth: &str) -> Arc<Gateway> {
+        let dir =
+            std::env::temp_dir().join(format!("router-test-{}-{:?}", std::process::id(), std::thread::current().id()));
+        std::fs::create_dir_all(&dir).expect("temporary directory");
+        std::fs::write(dir.join("jwks.json"), r#"{"keys": []}"#).expect("jwks");
+        std::fs::write(dir.join("secret"), "a shared secret of at least thirty-two bytes").expect("secret");
+        let auth = auth.replace("DIR", &dir.to_string_lossy());
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1/dicom-web\"\n\
+             [dimse]\nae_title = \"ROUTERGW\"\nlisten = \"127.0.0.1:0\"\n\
+             [[sites]]\nid = \"site\"\nae_title = \"NOBODY\"\naddress = \"127.0.0.1:9\"\nretrieve = \"c-get\"\n{auth}"
+        );
+        let config = Config::parse(&text).expect("valid configuration");
+        Gateway::start(config).await.expect("the gateway starts")
+    }
+
+    async fn ask(gateway: &Arc<Gateway>, method: Method, uri: &str, headers: &[(&str, &str)]) -> Response {
+        let mut request = Request::builder().method(method).uri(uri);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let app = tower::ServiceExt::map_request(router(gateway.clone()), address(gateway.config.base_path.clone()));
+        app.oneshot(request.body(Body::empty()).expect("request")).await.expect("infallible")
+    }
+
+    async fn text(response: Response) -> String {
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
+    #[tokio::test]
+    async fn paths_methods_and_bad_requests_get_their_statuses() {
+        let gw = gateway("[auth]\nmode = \"none\"\n").await;
+        assert_eq!(ask(&gw, Method::GET, "/healthz", &[]).await.status(), StatusCode::OK);
+        let unknown = ask(&gw, Method::GET, "/dicom-web/nowhere", &[]).await;
+        assert_eq!(unknown.status(), StatusCode::NOT_FOUND);
+        assert_eq!(unknown.headers()[header::CONTENT_TYPE], "text/plain; charset=utf-8");
+        assert!(!text(unknown).await.contains("nowhere"), "the path is not repeated");
+        let delete = ask(&gw, Method::DELETE, "/dicom-web/studies", &[]).await;
+        assert_eq!(delete.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert!(delete.headers().contains_key(header::ALLOW));
+        let bad_uid = ask(&gw, Method::GET, "/dicom-web/studies/not-a-uid/metadata", &[]).await;
+        assert_eq!(bad_uid.status(), StatusCode::BAD_REQUEST);
+        let long = format!("/dicom-web/studies?PatientID={}", "9".repeat(10_000));
+        assert_eq!(ask(&gw, Method::GET, &long, &[]).await.status(), StatusCode::URI_TOO_LONG);
+        let png = ask(&gw, Method::GET, "/dicom-web/studies/1.2.3/metadata", &[("accept", "image/png")]).await;
+        assert_eq!(png.status(), StatusCode::NOT_ACCEPTABLE);
+    }
+
+    #[tokio::test]
+    async fn a_site_that_cannot_be_reached_is_a_bad_gateway_named_by_its_id() {
+        let gw = gateway("[auth]\nmode = \"none\"\n").await;
+        let response = ask(&gw, Method::GET, "/dicom-web/studies/1.2.3/series", &[]).await;
+        assert!(
+            matches!(response.status(), StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE),
+            "{}",
+            response.status()
+        );
+        assert!(text(response).await.contains("site"), "the site is named");
+    }
+
+    #[tokio::test]
+    async fn without_a_valid_token_nothing_is_served() {
+        let gw = gateway(
+            "[auth]\nmode = \"jwt\"\nissuer = \"https://idp.example\"\naudience = \"gateway\"\n\
+             jwks_file = \"DIR/jwks.json\"\nalgorithms = [\"HS256\"]\nhs256_secret_file = \"DIR/secret\"\n\
+             [[projects]]\nid = \"p\"\nsites = [\"site\"]\npermissions = [\"search\"]\n",
+        )
+        .await;
+        let anonymous = ask(&gw, Method::GET, "/dicom-web/studies", &[]).await;
+        assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+        assert!(anonymous.headers()[header::WWW_AUTHENTICATE].to_str().expect("ascii").starts_with("Bearer"));
+        let forged = ask(&gw, Method::GET, "/dicom-web/studies", &[("authorization", "Bearer a.b.c")]).await;
+        assert_eq!(forged.status(), StatusCode::UNAUTHORIZED);
+        // Health needs no token.
+        assert_eq!(ask(&gw, Method::GET, "/healthz", &[]).await.status(), StatusCode::OK);
+    }
+}
