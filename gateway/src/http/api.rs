@@ -4,11 +4,8 @@ pub mod frames;
 pub mod instance_bulkdata;
 pub mod metadata_xml;
 pub mod qido;
-pub mod qido_deid;
 pub mod rendered;
-pub mod rollup;
 pub mod stow;
-pub mod stow_deid;
 pub mod wado;
 
 use axum::http::{header, HeaderMap};

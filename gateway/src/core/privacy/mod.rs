@@ -4,4 +4,6 @@
 pub mod clean_pixels;
 pub mod deidentify;
 pub mod pseudonyms;
+pub mod qido_deid;
 pub mod region_rules;
+pub mod stow_deid;

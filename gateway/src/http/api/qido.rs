@@ -19,13 +19,13 @@ use dicomweb_model::qido::{self, required, IncludeFields, QidoQuery};
 use futures::StreamExt;
 use pacs_adapter::QueryLevel;
 
-use super::qido_deid;
-use super::rollup::DirectoryUse;
 use super::{accepts, parse_uid, text_of};
 use crate::config::HttpLimitsConfig;
 use crate::core::access::Access;
 use crate::core::privacy::pseudonyms::Kind;
+use crate::core::privacy::qido_deid;
 use crate::core::search::federation::{find_everywhere, incomplete, mark_sites, merge, sort, Merged};
+use crate::core::search::rollup::DirectoryUse;
 use crate::core::Error;
 use crate::http::error::warning;
 use crate::http::search_cache::SearchKey;
@@ -526,10 +526,10 @@ async fn complete(
     let study = text_of(result, tags::STUDY_INSTANCE_UID).or_else(|| scope.study.clone()).unwrap_or_default();
     let series = text_of(result, tags::SERIES_INSTANCE_UID).or_else(|| scope.series.clone());
     if scope.level == QueryLevel::Study {
-        super::rollup::fill_study(gw, holding, &study, result, directory).await?;
+        crate::core::search::rollup::fill_study(&gw.directory, holding, &study, result, directory).await?;
     } else if scope.level == QueryLevel::Series {
         if let Some(series) = &series {
-            super::rollup::fill_series(gw, holding, &study, series, result, directory).await?;
+            crate::core::search::rollup::fill_series(&gw.directory, holding, &study, series, result, directory).await?;
         }
     }
     for tag in returned_attributes(scope) {

@@ -393,7 +393,7 @@ async fn in_site_terms(
     syntax: &str,
     storing_site: &str,
 ) -> Result<(bytes::Bytes, String, Option<String>, String), u16> {
-    if let Err(e) = super::stow_deid::into_site_terms(privacy, &mut object, storing_site).await {
+    if let Err(e) = crate::core::privacy::stow_deid::into_site_terms(privacy, &mut object, storing_site).await {
         tracing::warn!(error = %e, "a stored instance could not be put into the site's terms");
         return Err(OUT_OF_RESOURCES);
     }

@@ -24,7 +24,7 @@ use dicom_object::InMemDicomObject;
 use dicomweb_deid::dates::{shift_da, shift_dt};
 use dicomweb_deid::profile::STANDARD_UID_ROOT;
 
-use super::text_of;
+use crate::core::attributes::text_of;
 use crate::core::privacy::deidentify::Privacy;
 use crate::core::privacy::pseudonyms::Kind;
 use crate::core::Error;

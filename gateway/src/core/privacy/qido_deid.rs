@@ -26,11 +26,11 @@ use dicomweb_deid::KnownPatient;
 use dicomweb_model::qido::{MatchKey, QidoQuery};
 use pacs_adapter::QueryLevel;
 
-use super::text_of;
+use crate::core::attributes::text_of;
 use crate::core::privacy::deidentify::Privacy;
 use crate::core::privacy::pseudonyms::Kind;
 use crate::core::Error;
-use crate::state::Site;
+use crate::sites::Site;
 
 /// A check a de-identified result must pass.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -11,11 +11,12 @@ use dicom_object::InMemDicomObject;
 use futures::StreamExt;
 use pacs_adapter::QueryLevel;
 
-use super::text_of;
+use crate::core::attributes::text_of;
+use crate::core::directory::Directory;
 use crate::core::directory::SeriesRecord;
 use crate::core::search::federation::instance_uids_at;
 use crate::core::Error;
-use crate::state::{Gateway, Site};
+use crate::sites::Site;
 
 /// How many series of a study have their instances counted at once.
 const SERIES_AT_ONCE: usize = 4;
@@ -109,7 +110,7 @@ pub struct DirectoryUse {
 /// Fills a study's roll-ups: from the directory when it knows the study's series at exactly
 /// these holders, else from C-FINDs.
 pub async fn fill_study(
-    gw: &Gateway,
+    seen: &Directory,
     holding: &[&Site],
     study: &str,
     result: &mut InMemDicomObject,
@@ -123,13 +124,13 @@ pub async fn fill_study(
         return Ok(());
     }
     let holders = ids(holding);
-    let remembered = gw.directory.study(study).filter(|r| directory.read && r.sites == holders);
+    let remembered = seen.study(study).filter(|r| directory.read && r.sites == holders);
     let series = match remembered.as_ref().and_then(|r| r.rollup_ready()) {
         Some(series) => series.clone(),
         None => {
             let series = series_of(holding, study).await?;
             if directory.write {
-                gw.directory.record_series(study, series.clone());
+                seen.record_series(study, series.clone());
             }
             series
         }
@@ -156,7 +157,7 @@ pub async fn fill_study(
 /// Fills NumberOfSeriesRelatedInstances: over the union when several sites hold the series
 /// (from the directory when it knows the series at exactly these holders).
 pub async fn fill_series(
-    gw: &Gateway,
+    seen: &Directory,
     holding: &[&Site],
     study: &str,
     series: &str,
@@ -165,8 +166,7 @@ pub async fn fill_series(
 ) -> Result<(), Error> {
     if holding.len() > 1 || text_of(result, tags::NUMBER_OF_SERIES_RELATED_INSTANCES).is_none() {
         let holders = ids(holding);
-        let remembered = gw
-            .directory
+        let remembered = seen
             .study(study)
             .filter(|_| directory.read)
             .and_then(|r| r.series.as_ref()?.get(series).filter(|s| s.sites == holders).and_then(|s| s.instances));
