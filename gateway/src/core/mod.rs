@@ -14,5 +14,6 @@ pub mod privacy;
 pub mod private_files;
 pub mod retrieve;
 pub mod search;
+pub mod store;
 
 pub use error::Error;
