@@ -19,7 +19,9 @@ use crate::core::retrieve::Retriever;
 use crate::http::auth::Authenticator;
 use crate::http::limits::CallerLimits;
 use crate::http::search_cache::SearchCache;
+use crate::sites::dimse::Dimse;
 use crate::sites::health::{BreakerPolicy, SiteHealth};
+use crate::sites::Protocol;
 pub use crate::sites::Site;
 
 #[derive(Debug)]
@@ -83,8 +85,7 @@ impl Gateway {
             let health = SiteHealth::new(site_config.id.as_str(), policy, config.federation.echo_interval);
             sites.push(Site {
                 config: site_config.clone(),
-                pool,
-                method,
+                protocol: Protocol::Dimse(Dimse { pool, method }),
                 health,
                 sent: Default::default(),
                 max_matches: config.federation.max_matches,

@@ -33,8 +33,8 @@ fn time(at: SystemTime) -> String {
 /// administrator only.
 fn site_json(site: &Site, admin: bool) -> Json {
     let report = site.health.report();
-    let open = site.pool.open_associations();
-    let idle = site.pool.idle_associations();
+    let connections = site.connections();
+    let (open, idle) = (connections.open, connections.idle);
     let retry_in_s = match report.circuit {
         Circuit::Open { until, .. } => Some(until.saturating_duration_since(Instant::now()).as_secs_f64()),
         _ => None,
@@ -65,7 +65,7 @@ fn site_json(site: &Site, admin: bool) -> Json {
         "associations": {
             "in_use": open.saturating_sub(idle),
             "idle": idle,
-            "peak_in_use": site.pool.peak_in_use(),
+            "peak_in_use": connections.peak_in_use,
             "max": site.config.max_associations,
         },
     });

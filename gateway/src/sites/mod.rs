@@ -1,8 +1,11 @@
-//! One site of the federation as the gateway uses it: its configuration, association pool,
-//! retrieve method and health. Every DIMSE operation the gateway sends goes through here, so
-//! that each outcome is recorded in the site's health (the circuit breaker) and no request
-//! reaches a site whose circuit is open.
+//! One site of the federation as the gateway uses it: its configuration, the protocol it is
+//! reached by, its health and what was sent to it. Every operation the gateway sends to a site
+//! (search, retrieve, list, store, echo) goes through here, so that each outcome is recorded in
+//! the site's health (the circuit breaker), no request reaches a site whose circuit is open,
+//! and the request notes the site it contacted. The protocol behind is DIMSE (`dimse.rs`); a
+//! second one is one more variant of [`Protocol`].
 
+pub mod dimse;
 mod endpoint;
 pub mod health;
 pub mod touched;
@@ -15,23 +18,36 @@ use std::time::{Duration, Instant};
 use dicom_object::InMemDicomObject;
 use dicomweb_model::SiteId;
 use pacs_adapter::{
-    c_move, echo, find, get, list_instances, retrieve_parallel, store, AssociationPool, DimseError, DimseStream,
-    FindRequest, PlannedInstance, QueryLevel, RetrieveMethod, RetrieveRequest, RetrieveTarget, RetrievedInstance,
-    StoreOutcome,
+    DimseError, DimseStream, FindRequest, PlannedInstance, QueryLevel, RetrieveTarget, RetrievedInstance, StoreOutcome,
 };
 
 use crate::config::SiteConfig;
+use crate::sites::dimse::Dimse;
 use crate::sites::health::{CircuitOpen, SiteHealth};
 
 #[derive(Debug)]
 pub struct Site {
     pub config: SiteConfig,
-    pub pool: AssociationPool,
-    pub method: RetrieveMethod,
+    pub protocol: Protocol,
     pub health: SiteHealth,
     pub sent: SentOperations,
     /// The most matches of one C-FIND collected (`federation.max_matches`).
     pub max_matches: usize,
+}
+
+/// How the gateway reaches a site.
+#[derive(Debug)]
+pub enum Protocol {
+    Dimse(Dimse),
+}
+
+/// Connections to a site (associations, for DIMSE): open (in use or idle), idle, and the most
+/// in use at once.
+#[derive(Debug, Clone, Copy)]
+pub struct Connections {
+    pub open: usize,
+    pub idle: usize,
+    pub peak_in_use: usize,
 }
 
 /// The matches of one C-FIND, at most the site's `max_matches`.
@@ -78,6 +94,17 @@ impl Site {
         &self.config.id
     }
 
+    /// The site's connections now.
+    pub fn connections(&self) -> Connections {
+        match &self.protocol {
+            Protocol::Dimse(dimse) => Connections {
+                open: dimse.pool.open_associations(),
+                idle: dimse.pool.idle_associations(),
+                peak_in_use: dimse.pool.peak_in_use(),
+            },
+        }
+    }
+
     /// The deadline of one whole operation at this site: twice its response timeout.
     pub fn operation_budget(&self) -> Duration {
         self.config.timeout * 2
@@ -119,7 +146,11 @@ impl Site {
         let budget = self.operation_budget();
         let began = Instant::now();
         let request = FindRequest { level, identifier, deadline: Some(began + budget) };
-        let answer = async { find(&self.pool, request).await?.try_collect_at_most(self.max_matches).await };
+        let answer = async {
+            match &self.protocol {
+                Protocol::Dimse(dimse) => dimse.find(request, self.max_matches).await,
+            }
+        };
         let outcome = match tokio::time::timeout(budget + Duration::from_secs(1), answer).await {
             Ok(outcome) => outcome,
             Err(_) => Err(DimseError::Timeout {
@@ -143,15 +174,8 @@ impl Site {
         self.admit()?;
         count(&self.sent.retrieve);
         let began = Instant::now();
-        let associations = self.config.retrieve_associations;
-        let outcome = if associations > 1 && target.instances.is_empty() {
-            retrieve_parallel(&self.pool, &self.method, target, associations, None).await
-        } else {
-            let request = RetrieveRequest::new(target);
-            match &self.method {
-                RetrieveMethod::Get => get(&self.pool, request).await,
-                RetrieveMethod::Move(scp) => c_move(&self.pool, scp, request).await,
-            }
+        let outcome = match &self.protocol {
+            Protocol::Dimse(dimse) => dimse.retrieve(target, self.config.retrieve_associations).await,
         };
         self.sent.retrieve_start_micros.fetch_add(began.elapsed().as_micros() as u64, Ordering::Relaxed);
         self.observed(outcome)
@@ -161,7 +185,10 @@ impl Site {
     pub async fn list_instances(&self, scope: &RetrieveTarget) -> Result<Vec<PlannedInstance>, Unanswered> {
         self.admit()?;
         count(&self.sent.find);
-        let outcome = list_instances(&self.pool, scope, Some(Instant::now() + self.config.timeout)).await;
+        let deadline = Instant::now() + self.config.timeout;
+        let outcome = match &self.protocol {
+            Protocol::Dimse(dimse) => dimse.list_instances(scope, deadline).await,
+        };
         self.observed(outcome)
     }
 
@@ -169,7 +196,10 @@ impl Site {
     pub async fn store(&self, part10: &[u8]) -> Result<StoreOutcome, Unanswered> {
         self.admit()?;
         count(&self.sent.store);
-        let outcome = store(&self.pool, part10, Some(Instant::now() + self.operation_budget())).await;
+        let deadline = Instant::now() + self.operation_budget();
+        let outcome = match &self.protocol {
+            Protocol::Dimse(dimse) => dimse.store(part10, deadline).await,
+        };
         self.observed(outcome)
     }
 
@@ -178,7 +208,12 @@ impl Site {
     pub async fn echo(&self) -> Result<Duration, DimseError> {
         count(&self.sent.echo);
         let budget = self.config.timeout;
-        let outcome = match tokio::time::timeout(budget, echo(&self.pool)).await {
+        let echoed = async {
+            match &self.protocol {
+                Protocol::Dimse(dimse) => dimse.echo().await,
+            }
+        };
+        let outcome = match tokio::time::timeout(budget, echoed).await {
             Ok(outcome) => outcome,
             Err(_) => Err(DimseError::Timeout {
                 site: self.id().clone(),

@@ -132,7 +132,8 @@ fn render(gw: &Gateway) -> String {
     family(&mut out, "dicomweb_gateway_site_associations", "gauge", "Associations to a site, in use or idle.");
     for site in gw.sites.iter() {
         let id = label(site.id().as_str());
-        let (open, idle) = (site.pool.open_associations(), site.pool.idle_associations());
+        let connections = site.connections();
+        let (open, idle) = (connections.open, connections.idle);
         let _ = writeln!(
             out,
             "dicomweb_gateway_site_associations{{site=\"{id}\",state=\"in_use\"}} {}",
