@@ -53,6 +53,8 @@ pub struct Gateway {
     pub transcoded: Arc<crate::core::retrieve::transcoded_cache::TranscodedCache>,
     /// Decoded pixel data in flight across every request, bounded.
     pub decode_budget: Arc<crate::core::pixels::decode_budget::DecodeBudget>,
+    /// Requests in flight and STOW-RS memory across the gateway (docs/RELIABILITY.md).
+    pub admission: Arc<crate::http::admission::Admission>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -121,6 +123,7 @@ impl Gateway {
         });
         let search_cache = SearchCache::new(&config.cache);
         let transcoded = Arc::new(crate::core::retrieve::transcoded_cache::TranscodedCache::new(&config.cache));
+        let admission = Arc::new(crate::http::admission::Admission::new(&config.shedding));
         let mut tasks: Vec<_> = scp.map(|(_, handle)| handle).into_iter().collect();
         let gateway = Arc::new_cyclic(|weak: &Weak<Gateway>| {
             tasks.push(tokio::spawn(echo_sites(weak.clone())));
@@ -138,6 +141,7 @@ impl Gateway {
                 metrics: Default::default(),
                 transcoded,
                 decode_budget,
+                admission,
                 tasks,
             }
         });

@@ -15,6 +15,7 @@
 """
 
 import io
+import json
 import re
 import subprocess
 import sys
@@ -182,7 +183,7 @@ def test_the_test_bed_through_a_cleaning_gateway(testbed, tmp_path):
     withholding_bed = {**bed, "move_destinations": [{"ae_title": "HOLDBED", "port": free_port()}]}
     withholding = tmp_path / "withholding"
     withholding.mkdir()
-    process, gw = start_federation(bed, "CLEANBED", extra=deid(tmp_path))
+    process, gw = start_federation(bed, "CLEANBED", extra=deid(tmp_path) + f'[audit]\npath = "{tmp_path}/audit.jsonl"\n')
     holding_process, holding = start_federation(
         withholding_bed, "HOLDBED", extra=deid(withholding, rules=False).replace('burned_in = "clean"', ""))
     try:
@@ -206,6 +207,11 @@ def test_the_test_bed_through_a_cleaning_gateway(testbed, tmp_path):
         assert withheld_before >= 20, "the test bed holds images that may show identity"
         assert len(cleaned) + uncleanable >= withheld_before, "every instance withheld before comes cleaned or is named"
         assert uncleanable <= 2, "only pydicom's two undecodable files cannot be cleaned"
+        # The audit trail counts the instances cleaned for the requests that retrieved them
+        # (each once: a retrieval served from the cache cleans nothing).
+        lines = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+        assert sum(line.get("cleaned", 0) for line in lines) == len(cleaned), "every cleaning is audited once"
+        assert all(line["sites"] for line in lines if line.get("cleaned")), "with the sites contacted"
         # The rules' header bands, by device and size (examples/burned-in-rules.toml).
         bands = {("PHILIPS MEDICAL SYSTEMS", 350, 800): 60, ("G.E. MEDICAL SYSTEMS", 480, 640): 108,
                  ("G.E. MEDICAL SYSTEMS", 240, 320): 54}

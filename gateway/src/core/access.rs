@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::config::Permission;
 use crate::core::privacy::deidentify::Privacy;
 use crate::core::Error;
+use crate::sites::touched::Touched;
 
 /// A project as the gateway runs it.
 #[derive(Debug)]
@@ -65,6 +66,8 @@ pub struct Access {
     /// The prefix of URLs written into responses (RetrieveURL, BulkDataURI): `public_url` and
     /// the project and site the request was addressed under, so that they resolve alike.
     pub base_url: String,
+    /// What the request caused at the sites (for its log and audit line).
+    pub touched: Arc<Touched>,
 }
 
 impl Access {

@@ -154,7 +154,8 @@ pub async fn authorize(State(gw): State<Arc<Gateway>>, mut request: Request, nex
         }
     }
     let base_url = format!("{}{}", gw.config.public_url, addressed.prefix());
-    let access = Access { project, site: addressed.site, base_url };
+    let touched = ledger.as_ref().map(|l| l.touched()).unwrap_or_default();
+    let access = Access { project, site: addressed.site, base_url, touched };
     // A site outside the project is refused here, before any handler (or a cache in front of
     // one) can answer for it.
     if let Err(refused) = gw.sites_for(&access) {

@@ -4,8 +4,8 @@
 //! (or is dropped), so that a streamed WADO-RS response is recorded with its real size and
 //! duration.
 //!
-//! The sites contacted and instances cleaned are gathered below the edge (crate::sites::touched);
-//! the request's handler and the polling of its body run in that record's scope.
+//! The sites contacted and instances cleaned are gathered below the edge, in the record
+//! (crate::sites::touched) the request's `Access` carries to the core.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -66,9 +66,9 @@ impl Ledger {
         *self.held.lock().unwrap_or_else(|p| p.into_inner()) = Some(value);
     }
 
-    /// Runs the request's handler with what it touches recorded here.
-    pub async fn run<F: std::future::Future>(self: &Arc<Self>, future: F) -> F::Output {
-        self.touched.run(future).await
+    /// Where the core notes what the request causes at the sites.
+    pub fn touched(&self) -> Arc<Touched> {
+        self.touched.clone()
     }
 
     /// The response with its body metered; the record is written when the body ends.
@@ -140,8 +140,7 @@ impl HttpBody for Metered {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
         let this = &mut *self;
-        let touched = this.ledger.touched.clone();
-        let polled = touched.run_sync(|| Pin::new(&mut this.inner).poll_frame(cx));
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {

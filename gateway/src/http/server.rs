@@ -24,7 +24,7 @@ use crate::http::ledger::Ledger;
 use crate::state::Gateway;
 
 pub fn router(gateway: Arc<Gateway>) -> Router {
-    let admission = Arc::new(Admission::new(&gateway.config.shedding));
+    let admission = gateway.admission.clone();
     let dicomweb = Router::new()
         .route("/studies", get(qido::studies).post(stow::store_studies))
         .route("/series", get(qido::series))
@@ -97,8 +97,8 @@ async fn method_not_allowed() -> Response {
     )
 }
 
-/// Opens the request's [`Ledger`] (who asked, sites contacted, bytes sent), runs the request
-/// within it, and meters the response body: one log line, and one audit line when the trail is
+/// Opens the request's [`Ledger`] (who asked, sites contacted, bytes sent) and meters the
+/// response body: one log line, and one audit line when the trail is
 /// on, are written when the body ends.
 async fn record_request(State(gateway): State<Arc<Gateway>>, mut request: Request, next: Next) -> Response {
     let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned());
@@ -113,15 +113,14 @@ async fn record_request(State(gateway): State<Arc<Gateway>>, mut request: Reques
         .collect();
     let ledger = Ledger::new(request.method().as_str(), route.as_deref().unwrap_or("(no route)"), site, resources);
     request.extensions_mut().insert(ledger.clone());
-    let response = ledger.run(next.run(request)).await;
+    let response = next.run(request).await;
     ledger.meter(response, gateway.audit.clone(), gateway.metrics.clone())
 }
 
 /// Sheds a request with 503 when `server.max_requests_in_flight` are in flight for all of
 /// `server.queue_wait` (before authorization and before any PACS is contacted); otherwise it
-/// holds its slot until its response body ends. STOW-RS handlers find the [`Admission`] in the
-/// request's extensions for their memory budget.
-async fn admit(State(admission): State<Arc<Admission>>, mut request: Request, next: Next) -> Response {
+/// holds its slot until its response body ends.
+async fn admit(State(admission): State<Arc<Admission>>, request: Request, next: Next) -> Response {
     let slot = match admission.admit().await {
         Ok(slot) => slot,
         Err(overload) => {
@@ -129,7 +128,6 @@ async fn admit(State(admission): State<Arc<Admission>>, mut request: Request, ne
             return overload.into_response();
         }
     };
-    request.extensions_mut().insert(admission);
     let (parts, body) = next.run(request).await.into_parts();
     Response::from_parts(parts, axum::body::Body::new(Holding::new(body, slot)))
 }

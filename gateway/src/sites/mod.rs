@@ -24,6 +24,7 @@ use pacs_adapter::{
 use crate::config::SiteConfig;
 use crate::sites::dimse::Dimse;
 use crate::sites::health::{CircuitOpen, SiteHealth};
+use crate::sites::touched::Touched;
 
 #[derive(Debug)]
 pub struct Site {
@@ -110,8 +111,8 @@ impl Site {
         self.config.timeout * 2
     }
 
-    fn admit(&self) -> Result<(), Unanswered> {
-        crate::sites::touched::note_site(self.id().as_str());
+    fn admit(&self, touched: &Touched) -> Result<(), Unanswered> {
+        touched.note_site(self.id().as_str());
         self.health.admit().map_err(|open| Unanswered::CircuitOpen { site: self.id().clone(), open })
     }
 
@@ -127,10 +128,11 @@ impl Site {
     /// error, never a wrong count.
     pub async fn find_all(
         &self,
+        touched: &Touched,
         level: QueryLevel,
         identifier: InMemDicomObject,
     ) -> Result<Vec<InMemDicomObject>, Unanswered> {
-        let found = self.find_at_most(level, identifier).await?;
+        let found = self.find_at_most(touched, level, identifier).await?;
         if found.truncated {
             return Err(Unanswered::TooManyMatches { site: self.id().clone(), limit: self.max_matches });
         }
@@ -140,8 +142,13 @@ impl Site {
     /// A C-FIND collected up to `max_matches` matches (then cancelled at the site), within the
     /// site's operation budget (also enforced from outside the DIMSE layer, so that a PACS that
     /// never answers cannot hold a request). Memory is bounded by the matches kept.
-    pub async fn find_at_most(&self, level: QueryLevel, identifier: InMemDicomObject) -> Result<Found, Unanswered> {
-        self.admit()?;
+    pub async fn find_at_most(
+        &self,
+        touched: &Touched,
+        level: QueryLevel,
+        identifier: InMemDicomObject,
+    ) -> Result<Found, Unanswered> {
+        self.admit(touched)?;
         count(&self.sent.find);
         let budget = self.operation_budget();
         let began = Instant::now();
@@ -170,8 +177,12 @@ impl Site {
     /// Starts a C-GET or C-MOVE (the site's retrieve method) of `target`: a study or series
     /// as instance-level sub-requests over `retrieve_associations` associations when that is
     /// more than one, instances in the order they arrive.
-    pub async fn retrieve(&self, target: RetrieveTarget) -> Result<DimseStream<RetrievedInstance>, Unanswered> {
-        self.admit()?;
+    pub async fn retrieve(
+        &self,
+        touched: &Touched,
+        target: RetrieveTarget,
+    ) -> Result<DimseStream<RetrievedInstance>, Unanswered> {
+        self.admit(touched)?;
         count(&self.sent.retrieve);
         let began = Instant::now();
         let outcome = match &self.protocol {
@@ -182,8 +193,12 @@ impl Site {
     }
 
     /// The instances under `scope`, listed by C-FIND.
-    pub async fn list_instances(&self, scope: &RetrieveTarget) -> Result<Vec<PlannedInstance>, Unanswered> {
-        self.admit()?;
+    pub async fn list_instances(
+        &self,
+        touched: &Touched,
+        scope: &RetrieveTarget,
+    ) -> Result<Vec<PlannedInstance>, Unanswered> {
+        self.admit(touched)?;
         count(&self.sent.find);
         let deadline = Instant::now() + self.config.timeout;
         let outcome = match &self.protocol {
@@ -193,8 +208,8 @@ impl Site {
     }
 
     /// C-STORE of one Part-10 instance.
-    pub async fn store(&self, part10: &[u8]) -> Result<StoreOutcome, Unanswered> {
-        self.admit()?;
+    pub async fn store(&self, touched: &Touched, part10: &[u8]) -> Result<StoreOutcome, Unanswered> {
+        self.admit(touched)?;
         count(&self.sent.store);
         let deadline = Instant::now() + self.operation_budget();
         let outcome = match &self.protocol {

@@ -30,6 +30,7 @@ use crate::core::attributes::text_of;
 use crate::core::privacy::deidentify::Privacy;
 use crate::core::privacy::pseudonyms::Kind;
 use crate::core::Error;
+use crate::sites::touched::Touched;
 use crate::sites::Site;
 
 /// A check a de-identified result must pass.
@@ -199,14 +200,14 @@ pub fn take_patient(result: &mut InMemDicomObject, shown: bool) -> Option<KnownP
 /// The one patient a study belongs to at a site that did not name it in a result (a PACS may
 /// leave study attributes out of a series-level answer): a study-level C-FIND. `None` when
 /// the site names no patient, or more than one (a study UID reused under two patients).
-pub async fn patient_of_study(site: &Site, study: &str) -> Result<Option<KnownPatient>, Error> {
+pub async fn patient_of_study(site: &Site, touched: &Touched, study: &str) -> Result<Option<KnownPatient>, Error> {
     let identifier = InMemDicomObject::from_element_iter([
         DataElement::new(tags::STUDY_INSTANCE_UID, VR::UI, PrimitiveValue::from(study)),
         DataElement::new(tags::PATIENT_ID, VR::LO, PrimitiveValue::Empty),
         DataElement::new(tags::ISSUER_OF_PATIENT_ID, VR::LO, PrimitiveValue::Empty),
     ]);
     let mut patients: Vec<KnownPatient> = Vec::new();
-    for mut found in site.find_all(QueryLevel::Study, identifier).await? {
+    for mut found in site.find_all(touched, QueryLevel::Study, identifier).await? {
         if let Some(patient) = take_patient(&mut found, false) {
             if !patients.contains(&patient) {
                 patients.push(patient);

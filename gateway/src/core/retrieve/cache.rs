@@ -317,11 +317,9 @@ impl RetrievalCache {
                     };
                     flights.insert(key.clone(), Arc::downgrade(&flight));
                     let task = fly(self.clone(), key.clone(), flight.clone(), retrieve);
-                    match crate::sites::touched::current() {
-                        // The sites the flight contacts are the starting request's.
-                        Some(touched) => tokio::spawn(async move { touched.run(task).await }),
-                        None => tokio::spawn(task),
-                    };
+                    // The sites the flight contacts are noted for the request that started it (its
+                    // retrieval carries that request's Access).
+                    tokio::spawn(task);
                     (flight, reader)
                 }
             }

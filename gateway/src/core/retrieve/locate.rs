@@ -26,6 +26,7 @@ use crate::core::privacy::deidentify::Processed;
 use crate::core::retrieve::{Retrieval, Retriever};
 use crate::core::Error;
 use crate::sites::health::is_site_fault;
+use crate::sites::touched::Touched;
 use crate::sites::Unanswered;
 
 /// One part of a retrieval and the sites holding it (indexes into the gateway's sites, in
@@ -99,7 +100,12 @@ fn remembered_plan(
 /// by several sites, IMAGE level at each, so that a series split instance by instance is
 /// retrieved from each site holding part of it. What a complete search shows of a study is
 /// remembered.
-async fn locate_by_find(retriever: &Retriever, allowed: &[usize], target: &RetrieveTarget) -> Result<Vec<Part>, Error> {
+async fn locate_by_find(
+    retriever: &Retriever,
+    touched: &Touched,
+    allowed: &[usize],
+    target: &RetrieveTarget,
+) -> Result<Vec<Part>, Error> {
     let level = if target.level() == QueryLevel::Image { QueryLevel::Image } else { QueryLevel::Series };
     let mut identifier = target.identifier();
     identifier.put(DataElement::new(tags::QUERY_RETRIEVE_LEVEL, VR::CS, PrimitiveValue::from(level.as_str())));
@@ -111,7 +117,7 @@ async fn locate_by_find(retriever: &Retriever, allowed: &[usize], target: &Retri
         identifier.put(DataElement::new(tags::NUMBER_OF_SERIES_RELATED_INSTANCES, VR::IS, PrimitiveValue::Empty));
     }
     let sites: Vec<&crate::sites::Site> = allowed.iter().map(|&i| &retriever.sites[i]).collect();
-    let fan_out = crate::core::search::federation::find_everywhere(&sites, level, &identifier).await;
+    let fan_out = crate::core::search::federation::find_everywhere(&sites, touched, level, &identifier).await;
     if let Some((site, limit)) = fan_out.truncated.first() {
         // A plan from part of a site's answer could miss what a retrieval must deliver.
         return Err(Error::BadRequest(format!(
@@ -160,7 +166,7 @@ async fn locate_by_find(retriever: &Retriever, allowed: &[usize], target: &Retri
         }
         let held_sites: Vec<&crate::sites::Site> = held.iter().map(|&i| &retriever.sites[i]).collect();
         let at_each =
-            crate::core::search::federation::instance_uids_at(&held_sites, target.study.as_str(), uid).await?;
+            crate::core::search::federation::instance_uids_at(&held_sites, touched, target.study.as_str(), uid).await?;
         let union: std::collections::BTreeSet<&String> = at_each.iter().flatten().collect();
         let complete_at: Vec<usize> =
             held.iter().zip(&at_each).filter(|(_, uids)| uids.len() == union.len()).map(|(&i, _)| i).collect();
@@ -220,10 +226,14 @@ fn split_series(
 
 /// Starts the retrieval of a part from its first holder that can be reached; the site it
 /// comes from, and its instances.
-async fn retrieve_part(retriever: &Retriever, part: &Part) -> Result<(usize, DimseStream<RetrievedInstance>), Error> {
+async fn retrieve_part(
+    retriever: &Retriever,
+    touched: &Touched,
+    part: &Part,
+) -> Result<(usize, DimseStream<RetrievedInstance>), Error> {
     let mut last: Option<Unanswered> = None;
     for &site in &part.holders {
-        match retriever.sites[site].retrieve(part.target.clone()).await {
+        match retriever.sites[site].retrieve(touched, part.target.clone()).await {
             Ok(instances) => return Ok((site, instances)),
             Err(Unanswered::Dimse(e)) if !is_site_fault(&e) => return Err(e.into()),
             Err(unreachable) => {
@@ -335,9 +345,9 @@ pub async fn first_and_rest_at_sites(
     let plan = match remembered {
         Some(plan) => plan,
         None if assumed => vec![Part { target: target.clone(), holders: allowed.clone() }],
-        None => locate_by_find(retriever, &allowed, &target).await?,
+        None => locate_by_find(retriever, &scope.touched, &allowed, &target).await?,
     };
-    let started = match start(retriever, plan).await {
+    let started = match start(retriever, &scope.touched, plan).await {
         Ok(Some(started)) => started,
         Ok(None) | Err(Error::Pacs(DimseError::Failed { .. }) | Error::NotFound(_)) if assumed => {
             // What was remembered is no longer so, or the one site does not have it: locate
@@ -345,8 +355,10 @@ pub async fn first_and_rest_at_sites(
             if from_directory {
                 retriever.directory.forget(&study);
             }
-            let plan = locate_by_find(retriever, &allowed, &target).await?;
-            start(retriever, plan).await?.ok_or_else(|| Error::NotFound("no such study, series or instance".into()))?
+            let plan = locate_by_find(retriever, &scope.touched, &allowed, &target).await?;
+            start(retriever, &scope.touched, plan)
+                .await?
+                .ok_or_else(|| Error::NotFound("no such study, series or instance".into()))?
         }
         Ok(None) => return Err(Error::NotFound("no such study, series or instance".into())),
         Err(e) => return Err(e),
@@ -363,7 +375,7 @@ pub async fn first_and_rest_at_sites(
                 etag: None,
             })
         }
-        Some(_) => deidentified(retriever, scope.project.clone(), started).await,
+        Some(_) => deidentified(retriever, scope.project.clone(), scope.touched.clone(), started).await,
     }
 }
 
@@ -443,18 +455,18 @@ fn log_withheld(why: &dicomweb_deid::burned_in::Withheld) {
 async fn deidentified(
     retriever: &Arc<Retriever>,
     project: Arc<Project>,
+    touched: Arc<Touched>,
     ((site, first), rest): Started,
 ) -> Result<Retrieval, Error> {
     let deid_retriever = retriever.clone();
     let mut processed = stream::once(async move { Ok((site, first)) })
         .chain(rest)
         .then(move |item| {
-            let (retriever, project) = (deid_retriever.clone(), project.clone());
+            let (retriever, project, touched) = (deid_retriever.clone(), project.clone(), touched.clone());
             async move {
                 let (site, instance) = item?;
-                // The request that retrieves (a flight runs in its starter's scope) is the one
-                // whose audit line counts the instances cleaned for it.
-                let touched = crate::sites::touched::current();
+                // The request that retrieves (a flight is its starter's) is the one whose audit
+                // line counts the instances cleaned for it.
                 let processed = tokio::task::spawn_blocking(move || {
                     let privacy =
                         project.privacy.as_ref().ok_or_else(|| Error::Internal("de-identification is off".into()))?;
@@ -468,9 +480,7 @@ async fn deidentified(
                 .map_err(|e| Error::Internal(e.to_string()))??;
                 Ok(match processed {
                     Processed::Cleaned(instance) => {
-                        if let Some(touched) = touched {
-                            touched.note_cleaned();
-                        }
+                        touched.note_cleaned();
                         Processed::Deidentified(instance)
                     }
                     other => other,
@@ -519,12 +529,12 @@ const PARTS_AT_ONCE: usize = 4;
 
 /// Starts the plan's parts, up to [`PARTS_AT_ONCE`] at a time, merged into one stream in the
 /// order instances arrive; waits for the first instance. `None` when the plan is empty.
-async fn start(retriever: &Arc<Retriever>, plan: Vec<Part>) -> Result<Option<Started>, Error> {
-    let retriever = retriever.clone();
+async fn start(retriever: &Arc<Retriever>, touched: &Arc<Touched>, plan: Vec<Part>) -> Result<Option<Started>, Error> {
+    let (retriever, touched) = (retriever.clone(), touched.clone());
     let parts = plan.into_iter().map(move |part| {
-        let retriever = retriever.clone();
+        let (retriever, touched) = (retriever.clone(), touched.clone());
         async move {
-            match retrieve_part(&retriever, &part).await {
+            match retrieve_part(&retriever, &touched, &part).await {
                 Ok((site, instances)) => {
                     within_limits(at_least_one(site, instances, describe(&part.target)), retriever.limits)
                 }

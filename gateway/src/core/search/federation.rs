@@ -25,6 +25,7 @@ use pacs_adapter::QueryLevel;
 use crate::core::attributes::text_of;
 use crate::core::Error;
 use crate::sites::health::fault_reason;
+use crate::sites::touched::Touched;
 use crate::sites::{Site, Unanswered};
 
 /// Private creator of the gateway's own attributes (0009,00xx block 10).
@@ -64,10 +65,15 @@ impl FanOut {
 
 /// Sends the same C-FIND to every site at once; each answers within its own deadline. Sites
 /// whose circuit is open are not asked, and are reported as failures.
-pub async fn find_everywhere(sites: &[&Site], level: QueryLevel, identifier: &InMemDicomObject) -> FanOut {
+pub async fn find_everywhere(
+    sites: &[&Site],
+    touched: &Touched,
+    level: QueryLevel,
+    identifier: &InMemDicomObject,
+) -> FanOut {
     let queries = sites.iter().enumerate().map(|(index, site)| {
         let identifier = identifier.clone();
-        async move { (index, site.find_at_most(level, identifier).await) }
+        async move { (index, site.find_at_most(touched, level, identifier).await) }
     });
     let mut fan_out = FanOut::default();
     for (index, result) in futures::future::join_all(queries).await {
@@ -88,14 +94,21 @@ pub async fn find_everywhere(sites: &[&Site], level: QueryLevel, identifier: &In
 }
 
 /// The SOP Instance UIDs of one series at each of `sites` (asked at once), in the same order.
-pub async fn instance_uids_at(sites: &[&Site], study: &str, series: &str) -> Result<Vec<BTreeSet<String>>, Unanswered> {
+pub async fn instance_uids_at(
+    sites: &[&Site],
+    touched: &Touched,
+    study: &str,
+    series: &str,
+) -> Result<Vec<BTreeSet<String>>, Unanswered> {
     let identifier = InMemDicomObject::from_element_iter([
         DataElement::new(tags::STUDY_INSTANCE_UID, VR::UI, PrimitiveValue::from(study)),
         DataElement::new(tags::SERIES_INSTANCE_UID, VR::UI, PrimitiveValue::from(series)),
         DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from("")),
     ]);
-    let answers =
-        futures::future::join_all(sites.iter().map(|site| site.find_all(QueryLevel::Image, identifier.clone()))).await;
+    let answers = futures::future::join_all(
+        sites.iter().map(|site| site.find_all(touched, QueryLevel::Image, identifier.clone())),
+    )
+    .await;
     answers
         .into_iter()
         .map(|answer| Ok(answer?.iter().filter_map(|i| text_of(i, tags::SOP_INSTANCE_UID)).collect()))

@@ -16,6 +16,7 @@ use crate::core::directory::Directory;
 use crate::core::directory::SeriesRecord;
 use crate::core::search::federation::instance_uids_at;
 use crate::core::Error;
+use crate::sites::touched::Touched;
 use crate::sites::Site;
 
 /// How many series of a study have their instances counted at once.
@@ -23,19 +24,25 @@ const SERIES_AT_ONCE: usize = 4;
 
 async fn query(
     site: &Site,
+    touched: &Touched,
     level: QueryLevel,
     keys: &[(dicom_core::Tag, VR, &str)],
 ) -> Result<Vec<InMemDicomObject>, Error> {
     let identifier = InMemDicomObject::from_element_iter(
         keys.iter().map(|(tag, vr, value)| DataElement::new(*tag, *vr, PrimitiveValue::from(*value))),
     );
-    Ok(site.find_all(level, identifier).await?)
+    Ok(site.find_all(touched, level, identifier).await?)
 }
 
 /// The distinct SOP Instance UIDs of a series over the given sites (asked at once), and which
 /// of the sites hold all of them.
-async fn instances_of(sites: &[&Site], study: &str, series: &str) -> Result<(BTreeSet<String>, Vec<String>), Error> {
-    let at_each = instance_uids_at(sites, study, series).await?;
+async fn instances_of(
+    sites: &[&Site],
+    touched: &Touched,
+    study: &str,
+    series: &str,
+) -> Result<(BTreeSet<String>, Vec<String>), Error> {
+    let at_each = instance_uids_at(sites, touched, study, series).await?;
     let union: BTreeSet<String> = at_each.iter().flatten().cloned().collect();
     let complete_at = sites
         .iter()
@@ -57,14 +64,15 @@ fn ids(sites: &[&Site]) -> Vec<String> {
 /// The series of a study over its holders, from one SERIES-level C-FIND per holder (at once),
 /// and an IMAGE-level count of distinct instances for each series held by several sites or
 /// whose count the PACS does not give.
-async fn series_of(holding: &[&Site], study: &str) -> Result<BTreeMap<String, SeriesRecord>, Error> {
+async fn series_of(holding: &[&Site], touched: &Touched, study: &str) -> Result<BTreeMap<String, SeriesRecord>, Error> {
     let keys = [
         (tags::STUDY_INSTANCE_UID, VR::UI, study),
         (tags::SERIES_INSTANCE_UID, VR::UI, ""),
         (tags::MODALITY, VR::CS, ""),
         (tags::NUMBER_OF_SERIES_RELATED_INSTANCES, VR::IS, ""),
     ];
-    let answers = futures::future::join_all(holding.iter().map(|site| query(site, QueryLevel::Series, &keys))).await;
+    let answers =
+        futures::future::join_all(holding.iter().map(|site| query(site, touched, QueryLevel::Series, &keys))).await;
     let mut series: BTreeMap<String, SeriesRecord> = BTreeMap::new();
     for (site, answer) in holding.iter().zip(answers) {
         for one in answer? {
@@ -83,7 +91,7 @@ async fn series_of(holding: &[&Site], study: &str) -> Result<BTreeMap<String, Se
     let counted = futures::stream::iter(uncounted.into_iter().map(|uid| {
         let sites: Vec<&Site> =
             holding.iter().copied().filter(|h| series[&uid].sites.iter().any(|s| s == h.id().as_str())).collect();
-        async move { instances_of(&sites, study, &uid).await.map(|found| (uid, found)) }
+        async move { instances_of(&sites, touched, study, &uid).await.map(|found| (uid, found)) }
     }))
     .buffer_unordered(SERIES_AT_ONCE)
     .collect::<Vec<_>>()
@@ -112,6 +120,7 @@ pub struct DirectoryUse {
 pub async fn fill_study(
     seen: &Directory,
     holding: &[&Site],
+    touched: &Touched,
     study: &str,
     result: &mut InMemDicomObject,
     directory: DirectoryUse,
@@ -128,7 +137,7 @@ pub async fn fill_study(
     let series = match remembered.as_ref().and_then(|r| r.rollup_ready()) {
         Some(series) => series.clone(),
         None => {
-            let series = series_of(holding, study).await?;
+            let series = series_of(holding, touched, study).await?;
             if directory.write {
                 seen.record_series(study, series.clone());
             }
@@ -159,6 +168,7 @@ pub async fn fill_study(
 pub async fn fill_series(
     seen: &Directory,
     holding: &[&Site],
+    touched: &Touched,
     study: &str,
     series: &str,
     result: &mut InMemDicomObject,
@@ -172,7 +182,7 @@ pub async fn fill_series(
             .and_then(|r| r.series.as_ref()?.get(series).filter(|s| s.sites == holders).and_then(|s| s.instances));
         let count = match remembered {
             Some(count) => count,
-            None => instances_of(holding, study, series).await?.0.len() as u64,
+            None => instances_of(holding, touched, study, series).await?.0.len() as u64,
         };
         put_count(result, tags::NUMBER_OF_SERIES_RELATED_INSTANCES, count);
     }

@@ -237,7 +237,7 @@ async fn store_one(
         outcome.fail(&class, &instance, OUT_OF_RESOURCES);
         return;
     }
-    match site.store(&bytes).await {
+    match site.store(&access.touched, &bytes).await {
         Ok(result) => {
             // De-identifying, the instance is retrieved (like everything) by its pseudonyms.
             let series = series.unwrap_or_default();

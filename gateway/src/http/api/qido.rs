@@ -29,6 +29,7 @@ use crate::core::search::rollup::DirectoryUse;
 use crate::core::Error;
 use crate::http::error::warning;
 use crate::http::search_cache::SearchKey;
+use crate::sites::touched::Touched;
 use crate::state::{Gateway, Site};
 
 /// Which resource was asked: the level, and the UIDs that scope it.
@@ -307,7 +308,8 @@ async fn search_sites(
     // Whether the resource shows the patient; de-identifying, every result's patient is asked
     // for all the same.
     let shows_patient = identifier(&scope, &query, false).element(tags::PATIENT_ID).is_ok();
-    let fan_out = find_everywhere(&sites, scope.level, &identifier(&scope, &query, access.privacy().is_some())).await;
+    let identifier = identifier(&scope, &query, access.privacy().is_some());
+    let fan_out = find_everywhere(&sites, &access.touched, scope.level, &identifier).await;
     if fan_out.failures.len() == sites.len() {
         // Every site failed: there is no answer to give, partial or not.
         return Err(fan_out.into_error());
@@ -328,7 +330,7 @@ async fn search_sites(
             let study = text_of(&one.object, tags::STUDY_INSTANCE_UID).or_else(|| scope.study.clone());
             if let (None, Some(study), Some(&site)) = (&patient, study, one.sites.first()) {
                 if !of_study.contains_key(&study) {
-                    let found = qido_deid::patient_of_study(sites[site], &study).await?;
+                    let found = qido_deid::patient_of_study(sites[site], &access.touched, &study).await?;
                     of_study.insert(study.clone(), found);
                 }
                 patient = of_study[&study].clone();
@@ -368,7 +370,7 @@ async fn search_sites(
             let study = text_of(&result, tags::STUDY_INSTANCE_UID).unwrap_or_default();
             let single = !reused.contains(&study);
             let directory = DirectoryUse { read: single, write: single && rememberable };
-            complete(gw, &holding, scope, &mut result, directory).await?;
+            complete(gw, &holding, &access.touched, scope, &mut result, directory).await?;
             let entries = match access.privacy() {
                 Some(privacy) => privacy.data_set(
                     &mut result,
@@ -515,6 +517,7 @@ fn put_retrieve_url(access: &Access, scope: &Scope, result: &mut InMemDicomObjec
 async fn complete(
     gw: &Gateway,
     holding: &[&Site],
+    touched: &Touched,
     scope: &Scope,
     result: &mut InMemDicomObject,
     directory: DirectoryUse,
@@ -526,10 +529,19 @@ async fn complete(
     let study = text_of(result, tags::STUDY_INSTANCE_UID).or_else(|| scope.study.clone()).unwrap_or_default();
     let series = text_of(result, tags::SERIES_INSTANCE_UID).or_else(|| scope.series.clone());
     if scope.level == QueryLevel::Study {
-        crate::core::search::rollup::fill_study(&gw.directory, holding, &study, result, directory).await?;
+        crate::core::search::rollup::fill_study(&gw.directory, holding, touched, &study, result, directory).await?;
     } else if scope.level == QueryLevel::Series {
         if let Some(series) = &series {
-            crate::core::search::rollup::fill_series(&gw.directory, holding, &study, series, result, directory).await?;
+            crate::core::search::rollup::fill_series(
+                &gw.directory,
+                holding,
+                touched,
+                &study,
+                series,
+                result,
+                directory,
+            )
+            .await?;
         }
     }
     for tag in returned_attributes(scope) {

@@ -371,7 +371,7 @@ async fn representative(
     // The representative comes from the first site that lists the series or study.
     let mut planned = Vec::new();
     for site in gw.sites_for(access)? {
-        if let Ok(found) = site.list_instances(&scope).await {
+        if let Ok(found) = site.list_instances(&access.touched, &scope).await {
             if !found.is_empty() {
                 planned = found;
                 break;

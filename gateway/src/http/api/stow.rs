@@ -16,7 +16,6 @@ use super::{accepts, parse_uid};
 use crate::core::access::Access;
 use crate::core::store;
 use crate::core::Error;
-use crate::http::admission::Admission;
 use crate::http::multipart::{boundary_of, MultipartError, MultipartReader};
 use crate::state::Gateway;
 
@@ -26,23 +25,21 @@ const MAX_INSTANCE: usize = 2 * 1024 * 1024 * 1024 - 1;
 pub async fn store_studies(
     State(gw): State<Arc<Gateway>>,
     Extension(access): Extension<Access>,
-    Extension(admission): Extension<Arc<Admission>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
-    store_instances(gw, access, &admission, None, headers, body).await
+    store_instances(gw, access, None, headers, body).await
 }
 
 pub async fn store_study(
     State(gw): State<Arc<Gateway>>,
     Extension(access): Extension<Access>,
-    Extension(admission): Extension<Arc<Admission>>,
     Path(study): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {
     let study = parse_uid("study", &study)?;
-    store_instances(gw, access, &admission, Some(study), headers, body).await
+    store_instances(gw, access, Some(study), headers, body).await
 }
 
 fn reference(class: &str, instance: &str) -> serde_json::Map<String, Json> {
@@ -75,7 +72,6 @@ fn refused_item(refused: &store::Refused) -> Json {
 async fn store_instances(
     gw: Arc<Gateway>,
     access: Access,
-    admission: &Admission,
     target_study: Option<String>,
     headers: HeaderMap,
     body: Body,
@@ -105,7 +101,7 @@ async fn store_instances(
     }
     // The body's bytes count against `server.stow_memory` while it is processed (a body without
     // Content-Length at the limit); none left within `server.queue_wait`: 503.
-    let _reserved = match admission.reserve_stow(declared.unwrap_or(limit).min(limit)).await {
+    let _reserved = match gw.admission.reserve_stow(declared.unwrap_or(limit).min(limit)).await {
         Ok(reserved) => reserved,
         Err(overload) => {
             crate::http::admission::discard(body).await;
