@@ -1,0 +1,183 @@
+//! The file as written. Optional keys are `Option` so validation can name what is missing.
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: Server,
+    pub dimse: Dimse,
+    #[serde(default)]
+    pub sites: Vec<Site>,
+    pub deid: Option<Deid>,
+    pub auth: Option<Auth>,
+    #[serde(default)]
+    pub projects: Vec<Project>,
+    pub cache: Option<Cache>,
+    pub audit: Option<Audit>,
+    pub federation: Option<Federation>,
+    pub limits: Option<Limits>,
+    pub dataset_limits: Option<DataSetLimits>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataSetLimits {
+    pub max_sequence_depth: Option<usize>,
+    pub max_inflated_size: Option<String>,
+    pub max_frame_size: Option<String>,
+    pub max_decoded_size: Option<String>,
+    pub decode_memory: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub requests_per_second: Option<u32>,
+    pub burst: Option<u32>,
+    pub concurrent_requests: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Federation {
+    pub remember: Option<String>,
+    pub remember_studies: Option<u64>,
+    pub state_dir: Option<PathBuf>,
+    pub echo_interval: Option<String>,
+    pub circuit_failures: Option<u32>,
+    pub circuit_open: Option<String>,
+    pub max_matches: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub listen: String,
+    pub base_path: Option<String>,
+    pub public_url: Option<String>,
+    pub tls: Option<ServerTls>,
+    /// Largest STOW-RS request body (e.g. "2GiB").
+    pub stow_limit: Option<String>,
+    pub max_connections: Option<usize>,
+    pub header_timeout: Option<String>,
+    /// Largest request head (request line and headers), e.g. "64KiB"; more gets 431.
+    pub max_header_size: Option<String>,
+    /// Longest QIDO-RS query string in bytes; longer gets 414.
+    pub max_query_length: Option<usize>,
+    /// Most QIDO-RS query parameters; more gets 400.
+    pub max_query_parameters: Option<usize>,
+    /// Most parts of one STOW-RS request; more gets 413.
+    pub stow_max_parts: Option<usize>,
+    /// Largest part (instance) of a STOW-RS request, e.g. "1GiB"; larger gets 413.
+    pub stow_max_part_size: Option<String>,
+    /// This replica's name in audit lines (default: the host name).
+    pub replica_id: Option<String>,
+    pub max_requests_in_flight: Option<usize>,
+    pub queue_wait: Option<String>,
+    pub stow_memory: Option<String>,
+    /// Where `/metrics` is served instead of the API listener.
+    pub metrics_listen: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dimse {
+    pub ae_title: String,
+    pub listen: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Site {
+    pub id: String,
+    pub ae_title: String,
+    pub address: String,
+    pub retrieve: String,
+    pub max_associations: Option<usize>,
+    pub retrieve_associations: Option<usize>,
+    pub timeout: Option<String>,
+    pub max_pdu_length: Option<String>,
+    pub store: Option<bool>,
+    pub tls: Option<SiteTls>,
+    pub move_calling_ae: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteTls {
+    pub ca: PathBuf,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deid {
+    pub profile: String,
+    #[serde(default)]
+    pub options: Vec<String>,
+    pub key_file: PathBuf,
+    pub state_dir: Option<PathBuf>,
+    pub store: Option<String>,
+    /// Whether search results name the sites that hold them (default false).
+    pub show_sites: Option<bool>,
+    pub burned_in: Option<String>,
+    pub burned_in_rules: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    pub mode: String,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub jwks_file: Option<PathBuf>,
+    pub jwks_url: Option<String>,
+    pub projects_claim: Option<String>,
+    pub algorithms: Option<Vec<String>>,
+    pub hs256_secret_file: Option<PathBuf>,
+    pub jwks_refresh: Option<String>,
+    pub leeway: Option<String>,
+    /// The role (in `roles_claim`) that makes a caller an administrator.
+    pub admin_role: Option<String>,
+    pub roles_claim: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Project {
+    pub id: String,
+    pub sites: Vec<String>,
+    pub permissions: Vec<String>,
+    pub deid_options: Option<Vec<String>>,
+    pub show_sites: Option<bool>,
+    pub burned_in: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Cache {
+    pub memory: Option<String>,
+    pub disk_dir: Option<PathBuf>,
+    pub disk: Option<String>,
+    pub ttl: Option<String>,
+    pub search_ttl: Option<String>,
+    pub transcoded_memory: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Audit {
+    pub path: PathBuf,
+    pub fhir_path: Option<PathBuf>,
+}
