@@ -12,7 +12,7 @@ use crate::sites::endpoint;
 /// Every problem with the files the configuration names, each with its key.
 pub async fn files_named(config: &Config) -> Vec<String> {
     let mut problems = Vec::new();
-    if let Some(tls) = &config.tls {
+    if let Some(tls) = &config.server.tls {
         if let Err(e) = crate::http::https::server_config(tls) {
             problems.push(format!("server.tls: {e:#}"));
         }

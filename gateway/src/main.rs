@@ -189,13 +189,13 @@ fn state(config: &config::Config, export: bool) -> anyhow::Result<()> {
 }
 
 async fn run_server(config: config::Config) -> anyhow::Result<()> {
-    if let Some(tls) = &config.tls {
+    if let Some(tls) = &config.server.tls {
         // Checked before anything starts, so that a wrong file is one clear error.
         gateway::http::https::server_config(tls)?;
     }
-    let listener = tokio::net::TcpListener::bind(config.listen)
+    let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.listen))?;
     let local = listener.local_addr()?;
     gateway::startup::summary(&config, local);
     server::serve(listener, config, shutdown_signal()).await

@@ -48,7 +48,7 @@ fn size(bytes: u64) -> String {
 pub fn summary(config: &Config, local: std::net::SocketAddr) {
     say(&format!(
         "serving DICOMweb at {} (listening on {local}) over {} site(s): {}; Ctrl-C stops",
-        config.public_url,
+        config.server.public_url,
         config.sites.len(),
         config
             .sites
@@ -68,7 +68,7 @@ pub fn summary(config: &Config, local: std::net::SocketAddr) {
         },
         humantime::format_duration(federation.echo_interval),
         federation.circuit_failures,
-        config.public_url.strip_suffix(&config.base_path).unwrap_or(&config.public_url),
+        config.server.public_url.strip_suffix(&config.server.base_path).unwrap_or(&config.server.public_url),
     ));
     match &config.deid {
         Some(deid) => say(&format!(

@@ -64,12 +64,12 @@ impl Gateway {
     pub async fn start(config: Config) -> anyhow::Result<Arc<Gateway>> {
         let mut scp: Option<(StoreScp, tokio::task::JoinHandle<()>)> = None;
         if config.sites.iter().any(|s| s.retrieve == RetrieveMode::CMove) {
-            let options = StoreScpOptions::new(config.dimse_ae_title.clone());
+            let options = StoreScpOptions::new(config.dimse.ae_title.clone());
             let (store_scp, local, handle) =
-                StoreScp::spawn(&config.dimse_listen.to_string(), options).await.map_err(|e| {
-                    anyhow::anyhow!("cannot listen for C-MOVE sub-operations on {}: {e}", config.dimse_listen)
+                StoreScp::spawn(&config.dimse.listen.to_string(), options).await.map_err(|e| {
+                    anyhow::anyhow!("cannot listen for C-MOVE sub-operations on {}: {e}", config.dimse.listen)
                 })?;
-            tracing::info!(%local, ae = %config.dimse_ae_title, "storage SCP for C-MOVE listening");
+            tracing::info!(%local, ae = %config.dimse.ae_title, "storage SCP for C-MOVE listening");
             scp = Some((store_scp, handle));
         }
         let policy = BreakerPolicy {
@@ -107,11 +107,12 @@ impl Gateway {
             }
         };
         let audit = config
-            .audit_path
+            .audit
+            .path
             .as_deref()
-            .map(|path| AuditLog::open(path, config.audit_fhir_path.as_deref()))
+            .map(|path| AuditLog::open(path, config.audit.fhir_path.as_deref()))
             .transpose()?
-            .map(|log| log.replica(&config.replica_id))
+            .map(|log| log.replica(&config.server.replica_id))
             .map(Arc::new);
         let cache = Arc::new(RetrievalCache::new(&config.cache)?);
         let sites = Arc::new(sites);
@@ -123,7 +124,7 @@ impl Gateway {
         });
         let search_cache = SearchCache::new(&config.cache);
         let transcoded = Arc::new(crate::core::retrieve::transcoded_cache::TranscodedCache::new(&config.cache));
-        let admission = Arc::new(crate::http::admission::Admission::new(&config.shedding));
+        let admission = Arc::new(crate::http::admission::Admission::new(&config.server.shedding));
         let mut tasks: Vec<_> = scp.map(|(_, handle)| handle).into_iter().collect();
         let gateway = Arc::new_cyclic(|weak: &Weak<Gateway>| {
             tasks.push(tokio::spawn(echo_sites(weak.clone())));

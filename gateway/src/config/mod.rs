@@ -253,6 +253,22 @@ pub struct HttpLimitsConfig {
 /// The validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    pub server: ServerConfig,
+    pub dimse: DimseConfig,
+    pub dataset_limits: DataSetLimitsConfig,
+    pub sites: Vec<SiteConfig>,
+    pub deid: Option<DeidConfig>,
+    pub auth: AuthMode,
+    pub projects: Vec<ProjectConfig>,
+    pub cache: CacheConfig,
+    pub audit: AuditConfig,
+    pub federation: FederationConfig,
+    pub limits: LimitsConfig,
+}
+
+/// `[server]`: where the gateway serves HTTP and its bounds at the edge.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Where `/metrics` is served; `None`: on `listen`, to administrators (docs/ACCESS.md).
     pub metrics_listen: Option<SocketAddr>,
@@ -267,21 +283,22 @@ pub struct Config {
     /// This process's name in audit lines, so that several replicas' trails can be merged.
     pub replica_id: String,
     pub shedding: SheddingConfig,
-    pub dataset_limits: DataSetLimitsConfig,
     pub base_path: String,
     pub public_url: String,
-    pub dimse_ae_title: AeTitle,
-    pub dimse_listen: SocketAddr,
-    pub sites: Vec<SiteConfig>,
-    pub deid: Option<DeidConfig>,
-    pub auth: AuthMode,
-    pub projects: Vec<ProjectConfig>,
-    pub cache: CacheConfig,
-    pub audit_path: Option<PathBuf>,
-    /// The same events as FHIR AuditEvent resources, one per line.
-    pub audit_fhir_path: Option<PathBuf>,
-    pub federation: FederationConfig,
-    pub limits: LimitsConfig,
+}
+
+/// `[dimse]`: the gateway's own AE title, and where it listens for C-MOVE sub-operations.
+#[derive(Debug, Clone)]
+pub struct DimseConfig {
+    pub ae_title: AeTitle,
+    pub listen: SocketAddr,
+}
+
+/// `[audit]`: the audit trail, and the same events as FHIR AuditEvent resources, one per line.
+#[derive(Debug, Clone, Default)]
+pub struct AuditConfig {
+    pub path: Option<PathBuf>,
+    pub fhir_path: Option<PathBuf>,
 }
 
 /// How the federation remembers what sites hold and watches their health (`[federation]`).
@@ -345,28 +362,31 @@ impl Config {
         let cache = cache::cache(raw.cache, &mut problems);
         let federation = federation::federation(raw.federation, deid.as_ref(), &mut problems);
         match (server.listen, dimse_ae_title, dimse_listen) {
-            (Some(listen), Some(dimse_ae_title), Some(dimse_listen)) if problems.is_empty() => Ok(Config {
-                listen,
-                metrics_listen: server.metrics_listen,
-                tls: server.tls,
-                stow_limit: server.stow_limit,
-                max_connections: server.max_connections,
-                header_timeout: server.header_timeout,
-                http_limits: server.http_limits,
-                replica_id: server.replica_id,
-                shedding: server.shedding,
+            (Some(listen), Some(ae_title), Some(dimse_listen)) if problems.is_empty() => Ok(Config {
+                server: ServerConfig {
+                    listen,
+                    metrics_listen: server.metrics_listen,
+                    tls: server.tls,
+                    stow_limit: server.stow_limit,
+                    max_connections: server.max_connections,
+                    header_timeout: server.header_timeout,
+                    http_limits: server.http_limits,
+                    replica_id: server.replica_id,
+                    shedding: server.shedding,
+                    base_path: server.base_path,
+                    public_url: server.public_url,
+                },
+                dimse: DimseConfig { ae_title, listen: dimse_listen },
                 dataset_limits,
-                base_path: server.base_path,
-                public_url: server.public_url,
-                dimse_ae_title,
-                dimse_listen,
                 sites,
                 deid,
                 auth,
                 projects,
                 cache,
-                audit_fhir_path: raw.audit.as_ref().and_then(|a| a.fhir_path.clone()),
-                audit_path: raw.audit.map(|a| a.path),
+                audit: AuditConfig {
+                    fhir_path: raw.audit.as_ref().and_then(|a| a.fhir_path.clone()),
+                    path: raw.audit.map(|a| a.path),
+                },
                 federation,
                 limits,
             }),
@@ -495,7 +515,7 @@ circuit_open = "30s"
     #[test]
     fn replica_id_and_the_shared_pseudonym_map() {
         let config = Config::parse(EXAMPLE).expect("valid");
-        assert!(!config.replica_id.is_empty(), "the host name by default");
+        assert!(!config.server.replica_id.is_empty(), "the host name by default");
         assert!(config.deid.as_ref().expect("deid").store.is_none(), "the embedded map by default");
         let text = EXAMPLE
             .replace(
@@ -504,7 +524,7 @@ circuit_open = "30s"
             )
             .replace("state_dir = \"state\"\n", "state_dir = \"state\"\nstore = \"postgres://gw:s3cret@db/gateway\"\n");
         let config = Config::parse(&text).expect("valid");
-        assert_eq!(config.replica_id, "gw-a");
+        assert_eq!(config.server.replica_id, "gw-a");
         assert_eq!(config.deid.expect("deid").store.expect("store").to_string(), "postgres://gw:***@db/gateway");
         let text = text.replace("\"gw-a\"", "\"gw a\"").replace("postgres://gw:s3cret@db/gateway", "pseudonyms.redb");
         let problems = Config::parse(&text).expect_err("refused").join("\n");
@@ -525,7 +545,7 @@ circuit_open = "30s"
 
     #[test]
     fn http_edge_limits() {
-        let limits = Config::parse(EXAMPLE).expect("valid").http_limits;
+        let limits = Config::parse(EXAMPLE).expect("valid").server.http_limits;
         assert_eq!(
             limits,
             HttpLimitsConfig {
@@ -541,7 +561,7 @@ circuit_open = "30s"
         let text = set(
             "max_header_size = \"16KiB\"\nmax_query_length = 100\nstow_max_parts = 5\nstow_max_part_size = \"1MiB\"",
         );
-        let limits = Config::parse(&text).expect("valid").http_limits;
+        let limits = Config::parse(&text).expect("valid").server.http_limits;
         assert_eq!((limits.max_header_size, limits.max_query_length), (16 << 10, 100));
         assert_eq!((limits.stow_max_parts, limits.stow_max_part_size), (5, 1 << 20));
         let text = set("max_header_size = \"1KiB\"\nmax_query_length = 0\nmax_query_parameters = 0\nstow_max_parts = 0\nstow_max_part_size = \"many\"");
@@ -565,9 +585,9 @@ circuit_open = "30s"
     #[test]
     fn shedding_and_data_set_limits() {
         let config = Config::parse(EXAMPLE).expect("valid");
-        assert_eq!(config.shedding.max_requests_in_flight, 256);
-        assert_eq!(config.shedding.queue_wait, Duration::from_secs(1));
-        assert_eq!(config.shedding.stow_memory, 1 << 30);
+        assert_eq!(config.server.shedding.max_requests_in_flight, 256);
+        assert_eq!(config.server.shedding.queue_wait, Duration::from_secs(1));
+        assert_eq!(config.server.shedding.stow_memory, 1 << 30);
         assert_eq!(config.dataset_limits.max_sequence_depth, 64);
         assert_eq!(config.dataset_limits.max_inflated_size, 512 << 20);
         let text = EXAMPLE.replace(

@@ -131,7 +131,7 @@ pub async fn authorize(State(gw): State<Arc<Gateway>>, mut request: Request, nex
             return Error::BadRequest(format!(
                 "this token grants several projects ({}): address one as {}/projects/{{id}}/...",
                 ids.join(", "),
-                gw.config.base_path
+                gw.config.server.base_path
             ))
             .into_response();
         }
@@ -153,7 +153,7 @@ pub async fn authorize(State(gw): State<Arc<Gateway>>, mut request: Request, nex
             Err(why) => return shed(why),
         }
     }
-    let base_url = format!("{}{}", gw.config.public_url, addressed.prefix());
+    let base_url = format!("{}{}", gw.config.server.public_url, addressed.prefix());
     let touched = ledger.as_ref().map(|l| l.touched()).unwrap_or_default();
     let access = Access { project, site: addressed.site, base_url, touched };
     // A site outside the project is refused here, before any handler (or a cache in front of

@@ -69,7 +69,7 @@ pub fn router(gateway: Arc<Gateway>) -> Router {
             header::ETAG,
             HeaderName::from_static("warning"),
         ]);
-    let base_path = gateway.config.base_path.clone();
+    let base_path = gateway.config.server.base_path.clone();
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(admin::readyz))
@@ -165,14 +165,14 @@ pub async fn serve(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let base_path = config.base_path.clone();
-    let tls = config.tls.clone();
+    let base_path = config.server.base_path.clone();
+    let tls = config.server.tls.clone();
     let limits = crate::http::connections::ConnectionLimits {
-        max_connections: config.max_connections,
-        header_timeout: config.header_timeout,
-        max_header_size: config.http_limits.max_header_size,
+        max_connections: config.server.max_connections,
+        header_timeout: config.server.header_timeout,
+        max_header_size: config.server.http_limits.max_header_size,
     };
-    let metrics_listen = config.metrics_listen;
+    let metrics_listen = config.server.metrics_listen;
     let gateway = Gateway::start(config).await?;
     tokio::spawn(crate::startup::report_reachability(gateway.clone()));
     if let Some(address) = metrics_listen {
@@ -226,7 +226,8 @@ mod tests {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let app = tower::ServiceExt::map_request(router(gateway.clone()), address(gateway.config.base_path.clone()));
+        let app =
+            tower::ServiceExt::map_request(router(gateway.clone()), address(gateway.config.server.base_path.clone()));
         app.oneshot(request.body(Body::empty()).expect("request")).await.expect("infallible")
     }
 

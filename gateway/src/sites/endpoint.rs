@@ -10,7 +10,7 @@ use crate::config::{Config, SiteConfig};
 /// The adapter's view of a configured site.
 pub fn endpoint(config: &Config, site: &SiteConfig) -> Result<SiteEndpoint, String> {
     let mut endpoint =
-        SiteEndpoint::new(site.id.clone(), config.dimse_ae_title.clone(), site.ae_title.clone(), site.address.clone());
+        SiteEndpoint::new(site.id.clone(), config.dimse.ae_title.clone(), site.ae_title.clone(), site.address.clone());
     endpoint.max_associations = site.max_associations;
     endpoint.response_timeout = site.timeout;
     endpoint.connect_timeout = site.timeout.min(Duration::from_secs(10));

@@ -245,7 +245,7 @@ async fn search(
     raw_query: Option<String>,
     headers: &HeaderMap,
 ) -> Result<Response, Error> {
-    if let Some(refused) = past_query_bounds(raw_query.as_deref(), &gw.config.http_limits) {
+    if let Some(refused) = past_query_bounds(raw_query.as_deref(), &gw.config.server.http_limits) {
         return Ok(refused);
     }
     accepts(headers, &["application/dicom+json", "application/json"])?;

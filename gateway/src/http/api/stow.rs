@@ -93,7 +93,7 @@ async fn store_instances(
         .ok_or_else(|| Error::BadRequest("the Content-Type has no boundary parameter".into()))?;
     // Instances go to the first site of the request that takes them.
     let site = store::storing_site(&gw.sites, &access)?;
-    let limit = gw.config.stow_limit;
+    let limit = gw.config.server.stow_limit;
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit) {
@@ -110,7 +110,7 @@ async fn store_instances(
     };
 
     let mut storing = store::Storing::start(&access, site, gw.config.dataset_limits, target_study).await?;
-    let edge = gw.config.http_limits;
+    let edge = gw.config.server.http_limits;
     let max_part = MAX_INSTANCE.min(limit.min(edge.stow_max_part_size) as usize);
     let mut reader =
         MultipartReader::new(body.into_data_stream(), &boundary, max_part, limit).with_max_parts(edge.stow_max_parts);

@@ -236,7 +236,7 @@ fn render(gw: &Gateway) -> String {
 /// `/metrics` on the API listener: for administrators, and not at all when it has a listener of
 /// its own (`server.metrics_listen`): it names every site.
 pub async fn metrics(State(gw): State<Arc<Gateway>>, headers: axum::http::HeaderMap) -> Response {
-    if gw.config.metrics_listen.is_some() {
+    if gw.config.server.metrics_listen.is_some() {
         return crate::core::Error::NotFound("metrics are served on server.metrics_listen".into()).into_response();
     }
     if let Some(refused) = crate::http::admin::administrators_only(&gw, &headers, "/metrics").await {
