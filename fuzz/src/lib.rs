@@ -28,7 +28,7 @@ pub const TARGETS: &[(&str, Harness)] = &[
 /// identifiers of the three search levels.
 pub fn qido_query(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    if let Ok(identifiers) = gateway::http::api::qido::identifiers_for_fuzzing(text) {
+    if let Ok(identifiers) = gateway::fuzzing::qido_identifiers(text) {
         for identifier in identifiers {
             // The identifier must encode as the C-FIND request will encode it.
             let mut encoded = Vec::new();
@@ -44,12 +44,12 @@ pub fn media_types(data: &[u8]) {
     let Ok(value) = HeaderValue::from_bytes(data) else { return };
     let mut headers = HeaderMap::new();
     headers.insert(header::ACCEPT, value.clone());
-    for range in gateway::http::api::accept_ranges(&headers) {
+    for range in gateway::fuzzing::accept_ranges(&headers) {
         assert!(!range.media_type.is_empty(), "an empty media range is skipped");
     }
-    let _ = gateway::http::api::accepts(&headers, &["application/dicom+json", "application/json"]);
+    let _ = gateway::fuzzing::accepts(&headers, &["application/dicom+json", "application/json"]);
     if let Ok(text) = value.to_str() {
-        if let Some(boundary) = gateway::http::multipart::boundary_of(text) {
+        if let Some(boundary) = gateway::fuzzing::boundary_of(text) {
             assert!(boundary.len() <= text.len());
         }
     }
@@ -73,7 +73,7 @@ pub fn multipart(data: &[u8]) {
     let chunks: Vec<Result<Bytes, std::io::Error>> =
         body.chunks(chunk).map(|c| Ok(Bytes::copy_from_slice(c))).collect();
     let mut reader =
-        gateway::http::multipart::MultipartReader::new(futures::stream::iter(chunks), boundary, MAX_PART, MAX_BODY);
+        gateway::fuzzing::MultipartReader::new(futures::stream::iter(chunks), boundary, MAX_PART, MAX_BODY);
     futures::executor::block_on(async {
         let mut parts = 0usize;
         while let Ok(Some(part)) = reader.next_part().await {
@@ -109,7 +109,7 @@ pub fn part10(data: &[u8]) {
     let Ok(header) = pacs_adapter::part10::parse_header(data) else { return };
     assert!(header.data_set_offset <= data.len());
     let data_set = &data[header.data_set_offset..];
-    if gateway::core::dataset_limits::check_encoded(data_set, &header.transfer_syntax_uid, &CONTENT_LIMITS).is_err() {
+    if gateway::fuzzing::check_encoded(data_set, &header.transfer_syntax_uid, &CONTENT_LIMITS).is_err() {
         return;
     }
     if let Ok(object) = dicom_object::from_reader(&data[128..]) {
@@ -152,10 +152,10 @@ pub fn dimse(data: &[u8]) {
     }
 }
 
-fn authenticator() -> &'static gateway::http::auth::Authenticator {
-    static AUTHENTICATOR: OnceLock<gateway::http::auth::Authenticator> = OnceLock::new();
+fn authenticator() -> &'static gateway::fuzzing::Authenticator {
+    static AUTHENTICATOR: OnceLock<gateway::fuzzing::Authenticator> = OnceLock::new();
     AUTHENTICATOR.get_or_init(|| {
-        gateway::http::auth::fuzzing::authenticator(JWKS, b"a shared secret of at least thirty-two bytes")
+        gateway::fuzzing::authenticator(JWKS, b"a shared secret of at least thirty-two bytes")
             .expect("the fixed JWKS parses")
     })
 }
@@ -168,11 +168,11 @@ const JWKS: &[u8] = br#"{"keys":[{"kty":"EC","crv":"P-256","kid":"k1","use":"sig
 pub fn jwt(data: &[u8]) {
     let [which, rest @ ..] = data else { return };
     if which % 4 == 0 {
-        let _ = gateway::http::auth::fuzzing::jwks(rest);
+        let _ = gateway::fuzzing::jwks(rest);
         return;
     }
     let Ok(text) = std::str::from_utf8(rest) else { return };
-    let _ = gateway::http::auth::fuzzing::check(authenticator(), text);
+    let _ = gateway::fuzzing::check_token(authenticator(), text);
 }
 
 #[cfg(test)]

@@ -1,12 +1,44 @@
-//! The DICOMweb federation gateway as a library: configuration, the HTTP server and its
-//! resources, and the operations the `dicomweb-gateway` binary runs.
+//! The DICOMweb federation gateway as a library: what the `dicomweb-gateway` binary, the
+//! benchmarks and the fuzz targets use of it. The gateway itself is three places kept apart
+//! (ARCHITECTURE.md): `http` (the edge), `core` and `sites`, private to the crate; this file is
+//! its façade.
 
 #![forbid(unsafe_code)]
 
 pub mod check;
 pub mod config;
-pub mod core;
-pub mod http;
-pub mod sites;
 pub mod startup;
-pub mod state;
+
+pub(crate) mod core;
+pub(crate) mod http;
+pub(crate) mod sites;
+pub(crate) mod state;
+
+/// Serves the gateway on a listener until `shutdown` (`dicomweb-gateway serve`).
+pub use http::server::serve;
+
+/// The server's TLS configuration read as `serve` reads it.
+pub use http::https::server_config;
+
+/// Decodes an instance's pixel data into an uncompressed transfer syntax.
+pub use core::pixels::decode_into;
+
+/// The audit trail checked end to end (`dicomweb-gateway audit verify`).
+pub use core::audit::verify as verify_audit;
+
+/// De-identification and the pseudonym map, outside serving (`state export` / `state import`,
+/// benchmarks).
+pub mod privacy {
+    pub use crate::core::privacy::deidentify::{Privacy, Processed};
+    pub use crate::core::privacy::pseudonyms;
+}
+
+/// The parsers of bytes from outside, as the fuzz targets reach them.
+pub mod fuzzing {
+    pub use crate::core::dataset_limits::check_encoded;
+    pub use crate::http::api::qido::identifiers_for_fuzzing as qido_identifiers;
+    pub use crate::http::api::{accept_ranges, accepts};
+    pub use crate::http::auth::fuzzing::{authenticator, check as check_token, jwks};
+    pub use crate::http::auth::Authenticator;
+    pub use crate::http::multipart::{boundary_of, MultipartReader};
+}

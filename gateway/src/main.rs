@@ -3,7 +3,6 @@
 
 #![forbid(unsafe_code)]
 
-use gateway::http::server;
 use gateway::{check, config};
 
 use std::path::PathBuf;
@@ -119,7 +118,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Audit { command: AuditCommand::Verify { file } } => match gateway::core::audit::verify(&file) {
+        Command::Audit { command: AuditCommand::Verify { file } } => match gateway::verify_audit(&file) {
             Ok(Ok(intact)) => {
                 println!(
                     "{}: {} lines, the chain is intact; last line's hash {} (keep it elsewhere to anchor the end)",
@@ -174,15 +173,15 @@ fn main() -> ExitCode {
 /// `state export` (to standard output) or `state import` (from standard input).
 fn state(config: &config::Config, export: bool) -> anyhow::Result<()> {
     let deid = config.deid.as_ref().ok_or_else(|| anyhow::anyhow!("the configuration has no [deid] section"))?;
-    let store = gateway::core::privacy::pseudonyms::open(deid)?;
+    let store = gateway::privacy::pseudonyms::open(deid)?;
     if export {
-        let count = gateway::core::privacy::pseudonyms::lines::export(
+        let count = gateway::privacy::pseudonyms::lines::export(
             store.as_ref(),
             &mut std::io::BufWriter::new(std::io::stdout().lock()),
         )?;
         eprintln!("exported {count} pseudonyms");
     } else {
-        let count = gateway::core::privacy::pseudonyms::lines::import(store.as_ref(), &mut std::io::stdin().lock())?;
+        let count = gateway::privacy::pseudonyms::lines::import(store.as_ref(), &mut std::io::stdin().lock())?;
         eprintln!("imported {count} pseudonyms (those already in the map left as they were)");
     }
     Ok(())
@@ -191,14 +190,14 @@ fn state(config: &config::Config, export: bool) -> anyhow::Result<()> {
 async fn run_server(config: config::Config) -> anyhow::Result<()> {
     if let Some(tls) = &config.server.tls {
         // Checked before anything starts, so that a wrong file is one clear error.
-        gateway::http::https::server_config(tls)?;
+        gateway::server_config(tls)?;
     }
     let listener = tokio::net::TcpListener::bind(config.server.listen)
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.listen))?;
     let local = listener.local_addr()?;
     gateway::startup::summary(&config, local);
-    server::serve(listener, config, shutdown_signal()).await
+    gateway::serve(listener, config, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

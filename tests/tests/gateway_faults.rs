@@ -20,7 +20,7 @@ async fn gateway(site_port: u16, ae: &str, timeout: &str) -> String {
     );
     let config = gateway::config::Config::parse(&text).expect("valid config");
     tokio::spawn(async move {
-        let _ = gateway::http::server::serve(listener, config, std::future::pending()).await;
+        let _ = gateway::serve(listener, config, std::future::pending()).await;
     });
     format!("http://127.0.0.1:{port}/dicom-web")
 }

@@ -80,7 +80,7 @@ fn codestreams(study: &CompressedStudy, dir: &Path, extension: &str) -> anyhow::
 fn ours(files: &[Vec<u8>]) -> anyhow::Result<()> {
     for bytes in files {
         let mut obj = dicom_object::from_reader(&bytes[128..])?;
-        gateway::core::pixels::decode_into(&mut obj, EXPLICIT_LE).map_err(|e| anyhow::anyhow!("{e}"))?;
+        gateway::decode_into(&mut obj, EXPLICIT_LE).map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     Ok(())
 }

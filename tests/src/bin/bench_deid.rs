@@ -18,7 +18,7 @@ use clap::Parser;
 use dicom_encoding::TransferSyntaxIndex;
 use dicomweb_deid::{Deidentifier, Options, ProjectKeys};
 use gateway::config::DeidConfig;
-use gateway::core::privacy::deidentify::{Privacy, Processed};
+use gateway::privacy::{Privacy, Processed};
 use testbed::{median, min_max};
 
 #[derive(Parser)]

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use clap::Parser;
-use gateway::core::privacy::pseudonyms::{ConnectionString, Embedded, Kind, Original, Postgres, PseudonymStore};
+use gateway::privacy::pseudonyms::{ConnectionString, Embedded, Kind, Original, Postgres, PseudonymStore};
 use testbed::gateway::GatewayProcess;
 use testbed::{Testbed, TestbedOptions};
 

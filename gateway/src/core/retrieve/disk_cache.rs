@@ -178,12 +178,6 @@ impl DiskTier {
         !self.is_off() && self.index.contains_key(name)
     }
 
-    /// Deletes what is stored under `name`.
-    pub fn remove(&self, name: &str) {
-        self.index.invalidate(name);
-        self.index.run_pending_tasks();
-    }
-
     /// Files and bytes indexed (as of the last write: no eviction, so no file IO, here).
     pub fn size(&self) -> (u64, u64) {
         (self.index.entry_count(), self.index.weighted_size())
