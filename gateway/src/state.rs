@@ -21,8 +21,8 @@ use crate::http::limits::CallerLimits;
 use crate::http::search_cache::SearchCache;
 use crate::sites::dimse::Dimse;
 use crate::sites::health::{BreakerPolicy, SiteHealth};
-use crate::sites::Protocol;
 pub use crate::sites::Site;
+use crate::sites::{Protocol, SiteIndex};
 
 #[derive(Debug)]
 pub struct Gateway {
@@ -201,8 +201,8 @@ fn projects(config: &Config, sites: &[Site], decode_budget: &Arc<DecodeBudget>) 
                 }
                 _ => None,
             };
-            let indexes: Vec<usize> =
-                project.sites.iter().filter_map(|id| sites.iter().position(|s| s.id() == id)).collect();
+            let indexes: Vec<SiteIndex> =
+                project.sites.iter().filter_map(|id| sites.iter().position(|s| s.id() == id).map(SiteIndex)).collect();
             let cache_scope = cache_scope(&project.id, indexes.iter().map(|&i| &sites[i]), privacy.as_ref());
             // Site ids name institutions: shown with de-identification only when asked for.
             let show_sites = match &config.deid {

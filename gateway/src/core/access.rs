@@ -8,13 +8,14 @@ use crate::config::Permission;
 use crate::core::privacy::deidentify::Privacy;
 use crate::core::Error;
 use crate::sites::touched::Touched;
+use crate::sites::SiteIndex;
 
 /// A project as the gateway runs it.
 #[derive(Debug)]
 pub struct Project {
     pub id: String,
-    /// Indexes into the gateway's sites, in configuration order.
-    pub sites: Vec<usize>,
+    /// The project's sites, in configuration order.
+    pub sites: Vec<SiteIndex>,
     pub permissions: Vec<Permission>,
     /// The project's de-identification (its keys and options), when `[deid]` is configured.
     pub privacy: Option<Privacy>,
@@ -78,7 +79,7 @@ impl Access {
 
     /// The indexes of the sites the request may use: the project's, or the one addressed.
     /// A site outside the project is as unknown as one that does not exist.
-    pub fn site_indexes(&self, site_id: impl Fn(usize) -> String) -> Result<Vec<usize>, Error> {
+    pub fn site_indexes(&self, site_id: impl Fn(SiteIndex) -> String) -> Result<Vec<SiteIndex>, Error> {
         match &self.site {
             None => Ok(self.project.sites.clone()),
             Some(id) => self

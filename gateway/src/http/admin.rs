@@ -16,6 +16,7 @@ use serde_json::{json, Value as Json};
 
 use crate::sites::health::Circuit;
 use crate::sites::Site;
+use crate::sites::SiteIndex;
 use crate::state::Gateway;
 
 /// Ready while at least one site is up (answered its latest C-ECHO or operation).
@@ -93,8 +94,9 @@ pub async fn sites(State(gateway): State<Arc<Gateway>>, headers: axum::http::Hea
         Ok(caller) => caller,
         Err(refused) => return refused,
     };
-    let visible =
-        (0..gateway.sites.len()).filter(|i| caller.admin || caller.granted.iter().any(|p| p.sites.contains(i)));
+    let visible = (0..gateway.sites.len())
+        .map(SiteIndex)
+        .filter(|i| caller.admin || caller.granted.iter().any(|p| p.sites.contains(i)));
     let sites: Vec<Json> = visible.map(|i| site_json(&gateway.sites[i], caller.admin)).collect();
     ([(header::CONTENT_TYPE, "application/json")], json!({ "sites": sites }).to_string()).into_response()
 }

@@ -36,6 +36,27 @@ pub struct Site {
     pub max_matches: usize,
 }
 
+/// A site's place among the gateway's sites: configuration order, which also breaks ties when
+/// results are merged. Not a place in a request's own list of sites (those are positions).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SiteIndex(pub usize);
+
+impl std::ops::Index<SiteIndex> for [Site] {
+    type Output = Site;
+
+    fn index(&self, index: SiteIndex) -> &Site {
+        &self[index.0]
+    }
+}
+
+impl std::ops::Index<SiteIndex> for Vec<Site> {
+    type Output = Site;
+
+    fn index(&self, index: SiteIndex) -> &Site {
+        &self[index.0]
+    }
+}
+
 /// How the gateway reaches a site.
 #[derive(Debug)]
 pub enum Protocol {

@@ -27,19 +27,19 @@ use crate::core::retrieve::{Retrieval, Retriever};
 use crate::core::Error;
 use crate::sites::health::is_site_fault;
 use crate::sites::touched::Touched;
-use crate::sites::Unanswered;
+use crate::sites::{SiteIndex, Unanswered};
 
 /// One part of a retrieval and the sites holding it (indexes into the gateway's sites, in
 /// configuration order).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Part {
     pub target: RetrieveTarget,
-    pub holders: Vec<usize>,
+    pub holders: Vec<SiteIndex>,
 }
 
 /// The parts of a study whose series are held as `series` says: the whole study from its
 /// holders when every series has the same ones, else series by series.
-fn study_parts(target: &RetrieveTarget, series: &BTreeMap<String, Vec<usize>>) -> Result<Vec<Part>, Error> {
+fn study_parts(target: &RetrieveTarget, series: &BTreeMap<String, Vec<SiteIndex>>) -> Result<Vec<Part>, Error> {
     let mut holder_sets = series.values();
     let Some(first) = holder_sets.next() else { return Ok(Vec::new()) };
     if holder_sets.all(|h| h == first) {
@@ -57,11 +57,11 @@ fn study_parts(target: &RetrieveTarget, series: &BTreeMap<String, Vec<usize>>) -
 /// The plan the directory's record gives, if it says enough and names sites of the request.
 fn remembered_plan(
     retriever: &Retriever,
-    allowed: &[usize],
+    allowed: &[SiteIndex],
     record: &StudyRecord,
     target: &RetrieveTarget,
 ) -> Option<Vec<Part>> {
-    let holders_of = |ids: &[String]| -> Vec<usize> {
+    let holders_of = |ids: &[String]| -> Vec<SiteIndex> {
         allowed.iter().copied().filter(|&i| ids.iter().any(|id| id == retriever.sites[i].id().as_str())).collect()
     };
     let whole = || Some(vec![Part { target: target.clone(), holders: holders_of(&record.sites) }]);
@@ -76,7 +76,7 @@ fn remembered_plan(
     let plan = match (target.level(), &target.series) {
         (QueryLevel::Study, _) => match &record.series {
             Some(series) => {
-                let by_series: Option<BTreeMap<String, Vec<usize>>> =
+                let by_series: Option<BTreeMap<String, Vec<SiteIndex>>> =
                     series.iter().map(|(uid, s)| Some((uid.clone(), whole_at(s)?))).collect();
                 study_parts(target, &by_series?).ok()
             }
@@ -103,7 +103,7 @@ fn remembered_plan(
 async fn locate_by_find(
     retriever: &Retriever,
     touched: &Touched,
-    allowed: &[usize],
+    allowed: &[SiteIndex],
     target: &RetrieveTarget,
 ) -> Result<Vec<Part>, Error> {
     let level = if target.level() == QueryLevel::Image { QueryLevel::Image } else { QueryLevel::Series };
@@ -133,13 +133,13 @@ async fn locate_by_find(
     }
     if level == QueryLevel::Image {
         // Any site holding the instance will do.
-        let mut all: Vec<usize> = fan_out.results.iter().map(|(at, _)| allowed[*at]).collect();
+        let mut all: Vec<SiteIndex> = fan_out.results.iter().map(|(at, _)| allowed[*at]).collect();
         all.sort_unstable();
         all.dedup();
         return Ok(vec![Part { target: target.clone(), holders: all }]);
     }
     let complete = fan_out.failures.is_empty() && allowed.len() == retriever.sites.len();
-    let mut holders: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut holders: BTreeMap<String, Vec<SiteIndex>> = BTreeMap::new();
     let mut seen: BTreeMap<String, SeriesRecord> = BTreeMap::new();
     for (at, found) in &fan_out.results {
         let site = allowed[*at];
@@ -154,7 +154,7 @@ async fn locate_by_find(
         record.instances = text_of(found, tags::NUMBER_OF_SERIES_RELATED_INSTANCES).and_then(|n| n.trim().parse().ok());
     }
     // Series held by several sites: which hold all of it, and who holds which instances.
-    let mut whole: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    let mut whole: BTreeMap<String, Vec<SiteIndex>> = BTreeMap::new();
     let mut split: Vec<Part> = Vec::new();
     for (uid, held) in &holders {
         let record = seen.entry(uid.clone()).or_default();
@@ -168,7 +168,7 @@ async fn locate_by_find(
         let at_each =
             crate::core::search::federation::instance_uids_at(&held_sites, touched, target.study.as_str(), uid).await?;
         let union: std::collections::BTreeSet<&String> = at_each.iter().flatten().collect();
-        let complete_at: Vec<usize> =
+        let complete_at: Vec<SiteIndex> =
             held.iter().zip(&at_each).filter(|(_, uids)| uids.len() == union.len()).map(|(&i, _)| i).collect();
         record.instances = Some(union.len() as u64);
         record.complete_at = Some(complete_at.iter().map(|&i| retriever.sites[i].id().to_string()).collect());
@@ -201,7 +201,7 @@ async fn locate_by_find(
 fn split_series(
     target: &RetrieveTarget,
     series: &str,
-    held: &[usize],
+    held: &[SiteIndex],
     at_each: &[std::collections::BTreeSet<String>],
 ) -> Result<Vec<Part>, Error> {
     let series = SeriesInstanceUid::new(series).map_err(|e| Error::BadRequest(e.to_string()))?;
@@ -230,7 +230,7 @@ async fn retrieve_part(
     retriever: &Retriever,
     touched: &Touched,
     part: &Part,
-) -> Result<(usize, DimseStream<RetrievedInstance>), Error> {
+) -> Result<(SiteIndex, DimseStream<RetrievedInstance>), Error> {
     let mut last: Option<Unanswered> = None;
     for &site in &part.holders {
         match retriever.sites[site].retrieve(touched, part.target.clone()).await {
@@ -246,11 +246,11 @@ async fn retrieve_part(
 }
 
 /// Instances with the index of the site each came from.
-type SitedInstances = std::pin::Pin<Box<dyn Stream<Item = Result<(usize, RetrievedInstance), Error>> + Send>>;
+type SitedInstances = std::pin::Pin<Box<dyn Stream<Item = Result<(SiteIndex, RetrievedInstance), Error>> + Send>>;
 
 /// A part's instances, ending in an error when it yields none (a site that listed the part
 /// returned nothing of it).
-fn at_least_one(site: usize, part: DimseStream<RetrievedInstance>, what: String) -> SitedInstances {
+fn at_least_one(site: SiteIndex, part: DimseStream<RetrievedInstance>, what: String) -> SitedInstances {
     let yielded = Arc::new(AtomicBool::new(false));
     let seen = yielded.clone();
     part.map(move |item| {
@@ -288,14 +288,14 @@ fn within_limits(instances: SitedInstances, limits: crate::config::DataSetLimits
 }
 
 /// The indexes of the sites a request may use.
-fn allowed_sites(retriever: &Retriever, scope: &Access) -> Result<Vec<usize>, Error> {
+fn allowed_sites(retriever: &Retriever, scope: &Access) -> Result<Vec<SiteIndex>, Error> {
     let allowed = super::sites_for(&retriever.sites, scope)?;
     Ok(retriever
         .sites
         .iter()
         .enumerate()
         .filter(|(_, s)| allowed.iter().any(|a| a.id() == s.id()))
-        .map(|(i, _)| i)
+        .map(|(i, _)| SiteIndex(i))
         .collect())
 }
 
@@ -381,7 +381,7 @@ pub async fn first_and_rest_at_sites(
 
 /// A retrieval under way at the sites: its first instance (with the index of the site that
 /// sent it) and the rest.
-type Started = ((usize, RetrievedInstance), SitedInstances);
+type Started = ((SiteIndex, RetrievedInstance), SitedInstances);
 
 /// The transfer syntaxes a retrieval's instances came in as stored, told to the directory as
 /// each new one is seen (a retrieval seldom holds more than one or two).
@@ -575,20 +575,24 @@ fn describe(target: &RetrieveTarget) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn at(indexes: &[usize]) -> Vec<SiteIndex> {
+        indexes.iter().copied().map(SiteIndex).collect()
+    }
     use dicomweb_model::StudyInstanceUid;
 
     #[test]
     fn a_study_held_alike_everywhere_is_one_part_else_one_per_series() {
         let study = RetrieveTarget::study(StudyInstanceUid::new("1.2.3").expect("uid"));
-        let alike = BTreeMap::from([("1.2.3.1".to_owned(), vec![0, 2]), ("1.2.3.2".to_owned(), vec![0, 2])]);
+        let alike = BTreeMap::from([("1.2.3.1".to_owned(), at(&[0, 2])), ("1.2.3.2".to_owned(), at(&[0, 2]))]);
         assert_eq!(
             study_parts(&study, &alike).expect("plan"),
-            vec![Part { target: study.clone(), holders: vec![0, 2] }]
+            vec![Part { target: study.clone(), holders: at(&[0, 2]) }]
         );
-        let spread = BTreeMap::from([("1.2.3.1".to_owned(), vec![0]), ("1.2.3.2".to_owned(), vec![1, 2])]);
+        let spread = BTreeMap::from([("1.2.3.1".to_owned(), at(&[0])), ("1.2.3.2".to_owned(), at(&[1, 2]))]);
         let parts = study_parts(&study, &spread).expect("plan");
         assert_eq!(parts.len(), 2);
-        assert_eq!(parts[1].holders, vec![1, 2]);
+        assert_eq!(parts[1].holders, at(&[1, 2]));
         assert_eq!(parts[1].target.series.as_ref().map(|s| s.as_str()), Some("1.2.3.2"));
     }
 
@@ -599,7 +603,7 @@ mod tests {
         let parts = split_series(
             &study,
             "1.2.3.1",
-            &[0, 2],
+            &at(&[0, 2]),
             &[set(&["1.2.3.1.1", "1.2.3.1.2"]), set(&["1.2.3.1.2", "1.2.3.1.3"])],
         )
         .expect("plan");
@@ -607,9 +611,9 @@ mod tests {
         assert_eq!(parts.len(), 2);
         assert_eq!(
             (uids(&parts[0]), parts[0].holders.clone()),
-            (vec!["1.2.3.1.1".into(), "1.2.3.1.2".into()], vec![0])
+            (vec!["1.2.3.1.1".into(), "1.2.3.1.2".into()], at(&[0]))
         );
-        assert_eq!((uids(&parts[1]), parts[1].holders.clone()), (vec!["1.2.3.1.3".to_owned()], vec![2]));
+        assert_eq!((uids(&parts[1]), parts[1].holders.clone()), (vec!["1.2.3.1.3".to_owned()], at(&[2])));
     }
 
     fn instance(uid: &str) -> RetrievedInstance {
@@ -631,7 +635,7 @@ mod tests {
 
     type PartFuture = std::pin::Pin<Box<dyn std::future::Future<Output = SitedInstances> + Send>>;
 
-    fn uids(items: &[Result<(usize, RetrievedInstance), Error>]) -> Vec<String> {
+    fn uids(items: &[Result<(SiteIndex, RetrievedInstance), Error>]) -> Vec<String> {
         items
             .iter()
             .map(|item| match item {
@@ -648,10 +652,11 @@ mod tests {
         let (release, released) = tokio::sync::oneshot::channel::<()>();
         let slow: PartFuture = Box::pin(async move {
             let _ = released.await;
-            stream::iter([Ok((0, instance("1.2.3.1.1")))]).boxed()
+            stream::iter([Ok((SiteIndex(0), instance("1.2.3.1.1")))]).boxed()
         });
-        let fast: PartFuture =
-            Box::pin(async { stream::iter([Ok((2, instance("1.2.3.2.1"))), Ok((2, instance("1.2.3.2.2")))]).boxed() });
+        let fast: PartFuture = Box::pin(async {
+            stream::iter([Ok((SiteIndex(2), instance("1.2.3.2.1"))), Ok((SiteIndex(2), instance("1.2.3.2.2")))]).boxed()
+        });
         let retrieval = async move {
             let ((site, first), rest) = first_of(merged(vec![slow, fast].into_iter())).await?.expect("an instance");
             release.send(()).expect("the first part waits");
@@ -662,13 +667,13 @@ mod tests {
             .await
             .expect("no deadlock")
             .expect("ok");
-        assert_eq!((site, first.as_str()), (2, "1.2.3.2.1"));
+        assert_eq!((site, first.as_str()), (SiteIndex(2), "1.2.3.2.1"));
         assert_eq!(rest, vec!["1.2.3.2.2".to_owned(), "1.2.3.1.1".to_owned()]);
     }
 
     #[tokio::test]
     async fn a_failing_part_ends_the_merged_stream_in_its_error_and_an_empty_plan_yields_none() {
-        let good: PartFuture = Box::pin(async { stream::iter([Ok((0, instance("1.2.3.1.1")))]).boxed() });
+        let good: PartFuture = Box::pin(async { stream::iter([Ok((SiteIndex(0), instance("1.2.3.1.1")))]).boxed() });
         let bad: PartFuture = Box::pin(async {
             stream::once(async { Err(Error::NotFound("a series listed by a site was not delivered by it".into())) })
                 .boxed()
