@@ -4,7 +4,11 @@
 pub mod cache;
 pub mod disk_cache;
 pub mod flight;
-pub mod locate;
+mod locate;
+mod parts;
+mod plan;
+
+pub use locate::{known_stored_syntaxes, retrieve};
 pub mod transcoded_cache;
 
 use std::sync::Arc;

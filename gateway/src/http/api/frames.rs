@@ -39,7 +39,7 @@ async fn retrieve_instance(
 ) -> Result<Instance, Error> {
     let target = super::wado::target(study, Some(series), Some(instance))?;
     let crate::core::retrieve::Retrieval { first, rest, .. } =
-        crate::core::retrieve::locate::first_and_rest(&gw.retriever, access, target).await?;
+        crate::core::retrieve::retrieve(&gw.retriever, access, target).await?;
     drop(rest);
     let transfer_syntax = first.transfer_syntax_uid.as_str().to_owned();
     let limits = gw.config.dataset_limits;

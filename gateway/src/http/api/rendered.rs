@@ -274,7 +274,7 @@ async fn respond(
     rendering: Rendering,
 ) -> Result<Response, Error> {
     let crate::core::retrieve::Retrieval { first, rest, .. } =
-        crate::core::retrieve::locate::first_and_rest(&gw.retriever, access, target).await?;
+        crate::core::retrieve::retrieve(&gw.retriever, access, target).await?;
     drop(rest);
     let format = rendering.format;
     let limits = gw.config.dataset_limits;
@@ -297,7 +297,7 @@ async fn respond_many(
     use bytes::Bytes;
     use futures::StreamExt;
     let crate::core::retrieve::Retrieval { first, rest, .. } =
-        crate::core::retrieve::locate::first_and_rest(&gw.retriever, access, target).await?;
+        crate::core::retrieve::retrieve(&gw.retriever, access, target).await?;
     let content_type = match rendering.format {
         Format::Jpeg => "image/jpeg",
         Format::Png => "image/png",

@@ -24,7 +24,7 @@ use super::{accept_ranges, accepts, parse_uid, TargetPath};
 use crate::config::DataSetLimitsConfig;
 use crate::core::access::Access;
 use crate::core::pixels::decode_budget::DecodeBudget;
-use crate::core::retrieve::locate::first_and_rest;
+
 use crate::core::retrieve::transcoded_cache::TranscodedCache;
 use crate::core::retrieve::Instances;
 use crate::core::Error;
@@ -211,7 +211,7 @@ async fn retrieve(
 ) -> Result<Response, Error> {
     if super::instance_bulkdata::wanted(&headers) {
         let crate::core::retrieve::Retrieval { first, rest, withheld, withheld_reasons, .. } =
-            first_and_rest(&gw.retriever, &access, target).await?;
+            crate::core::retrieve::retrieve(&gw.retriever, &access, target).await?;
         let limits = gw.config.dataset_limits;
         let response =
             super::instance_bulkdata::respond(first, rest, access.base_url.clone(), limits, gw.decode_budget.clone())
@@ -221,7 +221,7 @@ async fn retrieve(
     let wanted = Arc::new(negotiate(&headers)?);
     // A syntax the target's instances are known to be stored in that none of the wanted ones
     // can be made from: refused now rather than with the response cut off at that instance.
-    let known = crate::core::retrieve::locate::known_stored_syntaxes(&gw.retriever, &access, &target).await?;
+    let known = crate::core::retrieve::known_stored_syntaxes(&gw.retriever, &access, &target).await?;
     if let Some(stored) = known.iter().find(|ts| !producible(&wanted, ts)) {
         return Err(Error::NotAcceptable(format!(
             "instances of this target are stored in transfer syntax {stored}, which was not asked for and cannot be \
@@ -229,7 +229,7 @@ async fn retrieve(
         )));
     }
     let crate::core::retrieve::Retrieval { first, rest, withheld, withheld_reasons, etag } =
-        first_and_rest(&gw.retriever, &access, target).await?;
+        crate::core::retrieve::retrieve(&gw.retriever, &access, target).await?;
     let tag = super::entity_tag(etag.as_deref(), &format!("instances {wanted:?}"));
     if let Some(not_modified) = super::not_modified(&headers, tag.as_deref()) {
         return Ok(not_modified);
@@ -304,7 +304,7 @@ async fn metadata(
         accepts(&headers, &["application/dicom+json", "application/json"])?;
     }
     let crate::core::retrieve::Retrieval { first, rest, withheld, withheld_reasons, etag } =
-        first_and_rest(&gw.retriever, &access, target).await?;
+        crate::core::retrieve::retrieve(&gw.retriever, &access, target).await?;
     if xml {
         let response = metadata_xml(first, rest, access.base_url.clone());
         return Ok(crate::http::error::with_withheld_warning(response, withheld, &withheld_reasons));

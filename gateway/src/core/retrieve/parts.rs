@@ -1,0 +1,219 @@
+//! A plan's parts retrieved side by side (up to [`PARTS_AT_ONCE`] at once) and merged into one
+//! stream of instances in the order they arrive. A part is retrieved from its first holder whose
+//! circuit is closed; a holder that cannot be reached gives way to the next. Every part must
+//! yield at least one instance, and every instance is within `[dataset_limits]`: a part that
+//! yields none ends the stream with an error, so a response is never presented as complete
+//! without it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use futures::{stream, FutureExt, Stream, StreamExt};
+use pacs_adapter::{DimseStream, QueryLevel, RetrieveTarget, RetrievedInstance};
+
+use crate::core::retrieve::plan::Part;
+use crate::core::retrieve::Retriever;
+use crate::core::Error;
+use crate::sites::health::is_site_fault;
+use crate::sites::touched::Touched;
+use crate::sites::{SiteIndex, Unanswered};
+
+/// A retrieval under way at the sites: its first instance (with the index of the site that
+/// sent it) and the rest.
+pub(super) type Started = ((SiteIndex, RetrievedInstance), SitedInstances);
+
+/// Starts the retrieval of a part from its first holder that can be reached; the site it
+/// comes from, and its instances.
+async fn retrieve_part(
+    retriever: &Retriever,
+    touched: &Touched,
+    part: &Part,
+) -> Result<(SiteIndex, DimseStream<RetrievedInstance>), Error> {
+    let mut last: Option<Unanswered> = None;
+    for &site in &part.holders {
+        match retriever.sites[site].retrieve(touched, part.target.clone()).await {
+            Ok(instances) => return Ok((site, instances)),
+            Err(Unanswered::Dimse(e)) if !is_site_fault(&e) => return Err(e.into()),
+            Err(unreachable) => {
+                tracing::warn!(site = %retriever.sites[site].id(), error = %unreachable, "holder unavailable; trying the next");
+                last = Some(unreachable);
+            }
+        }
+    }
+    Err(last.map(Error::from).unwrap_or_else(|| Error::NotFound("no site holds it".into())))
+}
+
+/// Instances with the index of the site each came from.
+pub(super) type SitedInstances =
+    std::pin::Pin<Box<dyn Stream<Item = Result<(SiteIndex, RetrievedInstance), Error>> + Send>>;
+
+/// A part's instances, ending in an error when it yields none (a site that listed the part
+/// returned nothing of it).
+fn at_least_one(site: SiteIndex, part: DimseStream<RetrievedInstance>, what: String) -> SitedInstances {
+    let yielded = Arc::new(AtomicBool::new(false));
+    let seen = yielded.clone();
+    part.map(move |item| {
+        if item.is_ok() {
+            seen.store(true, Ordering::Relaxed);
+        }
+        item.map(|instance| (site, instance)).map_err(Error::from)
+    })
+    .chain(
+        stream::once(async move { yielded.load(Ordering::Relaxed) }).filter_map(move |yielded| {
+            let what = what.clone();
+            async move {
+                (!yielded).then(|| Err(Error::NotFound(format!("{what} listed by a site was not delivered by it"))))
+            }
+        }),
+    )
+    .boxed()
+}
+
+/// Each instance from a site checked against `[dataset_limits]` before anything parses it
+/// (docs/RELIABILITY.md, Limits): one past them ends the stream with 502.
+fn within_limits(instances: SitedInstances, limits: crate::config::DataSetLimitsConfig) -> SitedInstances {
+    instances
+        .then(move |item| async move {
+            let (site, instance) = item?;
+            let instance = tokio::task::spawn_blocking(move || {
+                let syntax = instance.transfer_syntax_uid.as_str();
+                crate::core::dataset_limits::check_encoded(instance.data_set(), syntax, &limits).map(|_| instance)
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("checking an instance failed: {e}")))??;
+            Ok((site, instance))
+        })
+        .boxed()
+}
+
+/// How many parts of a plan are retrieved at once; parts at one site share its association
+/// budget, parts at different sites run side by side.
+const PARTS_AT_ONCE: usize = 4;
+
+/// Starts the plan's parts, up to [`PARTS_AT_ONCE`] at a time, merged into one stream in the
+/// order instances arrive; waits for the first instance. `None` when the plan is empty.
+pub(super) async fn start(
+    retriever: &Arc<Retriever>,
+    touched: &Arc<Touched>,
+    plan: Vec<Part>,
+) -> Result<Option<Started>, Error> {
+    let (retriever, touched) = (retriever.clone(), touched.clone());
+    let parts = plan.into_iter().map(move |part| {
+        let (retriever, touched) = (retriever.clone(), touched.clone());
+        async move {
+            match retrieve_part(&retriever, &touched, &part).await {
+                Ok((site, instances)) => {
+                    within_limits(at_least_one(site, instances, describe(&part.target)), retriever.limits)
+                }
+                Err(e) => stream::once(async move { Err(e) }).boxed(),
+            }
+        }
+    });
+    first_of(merged(parts)).await
+}
+
+/// Parts (each a future of its stream) merged as their instances arrive, up to
+/// [`PARTS_AT_ONCE`] parts polled at a time.
+fn merged<P>(parts: impl Iterator<Item = P> + Send + 'static) -> SitedInstances
+where
+    P: std::future::Future<Output = SitedInstances> + Send + 'static,
+{
+    stream::iter(parts).map(|part| part.flatten_stream().boxed()).flatten_unordered(PARTS_AT_ONCE).boxed()
+}
+
+/// The first instance of a stream and the rest; an error before any instance is the
+/// retrieval's error.
+async fn first_of(mut instances: SitedInstances) -> Result<Option<Started>, Error> {
+    match instances.next().await {
+        Some(Ok(first)) => Ok(Some((first, instances))),
+        Some(Err(e)) => Err(e),
+        None => Ok(None),
+    }
+}
+
+fn describe(target: &RetrieveTarget) -> String {
+    match target.level() {
+        QueryLevel::Study => "a study".into(),
+        QueryLevel::Series => "a series".into(),
+        QueryLevel::Image => "an instance".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use dicom_core::{DataElement, VR};
+    use dicom_dictionary_std::tags;
+
+    use super::*;
+
+    fn instance(uid: &str) -> RetrievedInstance {
+        let mut obj = dicom_object::InMemDicomObject::new_empty();
+        obj.put(DataElement::new(tags::SOP_CLASS_UID, VR::UI, "1.2.840.10008.5.1.4.1.1.7"));
+        obj.put(DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, uid));
+        let file = obj
+            .with_meta(
+                dicom_object::FileMetaTableBuilder::new()
+                    .transfer_syntax("1.2.840.10008.1.2.1")
+                    .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.7")
+                    .media_storage_sop_instance_uid(uid),
+            )
+            .expect("file meta");
+        let mut part10 = Vec::new();
+        file.write_all(&mut part10).expect("part 10");
+        RetrievedInstance::from_part10(bytes::Bytes::from(part10)).expect("instance")
+    }
+
+    type PartFuture = std::pin::Pin<Box<dyn std::future::Future<Output = SitedInstances> + Send>>;
+
+    fn uids(items: &[Result<(SiteIndex, RetrievedInstance), Error>]) -> Vec<String> {
+        items
+            .iter()
+            .map(|item| match item {
+                Ok((_, instance)) => instance.sop_instance_uid.as_str().to_owned(),
+                Err(e) => format!("error: {e}"),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn parts_run_side_by_side_and_instances_come_in_the_order_they_arrive() {
+        // The first part sends nothing until the second part's first instance has been taken
+        // from the merged stream: one part after the other would never get there.
+        let (release, released) = tokio::sync::oneshot::channel::<()>();
+        let slow: PartFuture = Box::pin(async move {
+            let _ = released.await;
+            stream::iter([Ok((SiteIndex(0), instance("1.2.3.1.1")))]).boxed()
+        });
+        let fast: PartFuture = Box::pin(async {
+            stream::iter([Ok((SiteIndex(2), instance("1.2.3.2.1"))), Ok((SiteIndex(2), instance("1.2.3.2.2")))]).boxed()
+        });
+        let retrieval = async move {
+            let ((site, first), rest) = first_of(merged(vec![slow, fast].into_iter())).await?.expect("an instance");
+            release.send(()).expect("the first part waits");
+            let rest: Vec<_> = rest.collect().await;
+            Ok::<_, Error>((site, first.sop_instance_uid.as_str().to_owned(), uids(&rest)))
+        };
+        let (site, first, rest) = tokio::time::timeout(std::time::Duration::from_secs(10), retrieval)
+            .await
+            .expect("no deadlock")
+            .expect("ok");
+        assert_eq!((site, first.as_str()), (SiteIndex(2), "1.2.3.2.1"));
+        assert_eq!(rest, vec!["1.2.3.2.2".to_owned(), "1.2.3.1.1".to_owned()]);
+    }
+
+    #[tokio::test]
+    async fn a_failing_part_ends_the_merged_stream_in_its_error_and_an_empty_plan_yields_none() {
+        let good: PartFuture = Box::pin(async { stream::iter([Ok((SiteIndex(0), instance("1.2.3.1.1")))]).boxed() });
+        let bad: PartFuture = Box::pin(async {
+            stream::once(async { Err(Error::NotFound("a series listed by a site was not delivered by it".into())) })
+                .boxed()
+        });
+        let all: Vec<_> = merged(vec![good, bad].into_iter()).collect().await;
+        let outcomes = uids(&all);
+        assert_eq!(outcomes.len(), 2);
+        assert!(outcomes.contains(&"1.2.3.1.1".to_owned()));
+        assert!(outcomes.iter().any(|o| o.starts_with("error:")), "{outcomes:?}");
+        let none: Vec<PartFuture> = Vec::new();
+        assert!(first_of(merged(none.into_iter())).await.expect("no error").is_none());
+    }
+}
