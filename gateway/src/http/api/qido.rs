@@ -478,15 +478,10 @@ fn with_warning(mut response: Response, query: &QidoQuery, sites_missing: Option
         response.headers_mut().append("warning", value);
         response.extensions_mut().insert(crate::http::search_cache::Partial);
     }
-    if query.fuzzy_matching {
-        // PS3.18 §8.3.4.4: say so when fuzzy matching was asked for and not performed.
-        response.headers_mut().append(
-            "warning",
-            HeaderValue::from_static(
-                "299 dicomweb-gateway \"The fuzzymatching parameter is not supported. Only literal matching has \
-                 been performed.\"",
-            ),
-        );
+    // PS3.18 §8.3.4.4: say so when fuzzy matching was asked for and not performed.
+    let fuzzy = "The fuzzymatching parameter is not supported. Only literal matching has been performed.";
+    if let Some(value) = warning(fuzzy).filter(|_| query.fuzzy_matching) {
+        response.headers_mut().append("warning", value);
     }
     response
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::extract::{Extension, Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value as Json};
 
@@ -16,6 +16,7 @@ use super::{accepts, parse_uid};
 use crate::core::access::Access;
 use crate::core::store;
 use crate::core::Error;
+use crate::http::error::warning;
 use crate::http::multipart::{boundary_of, MultipartError, MultipartReader};
 use crate::state::Gateway;
 
@@ -174,11 +175,8 @@ async fn store_instances(
     }
     let mut response =
         (status, [(header::CONTENT_TYPE, "application/dicom+json")], Json::Object(module).to_string()).into_response();
-    if let Some(e) = broken {
-        let text = format!("299 dicomweb-gateway \"{e}; the parts before it were processed\"");
-        if let Ok(value) = HeaderValue::from_str(&text) {
-            response.headers_mut().append("warning", value);
-        }
+    if let Some(value) = broken.and_then(|e| warning(&format!("{e}; the parts before it were processed"))) {
+        response.headers_mut().append("warning", value);
     }
     Ok(response)
 }
