@@ -355,27 +355,15 @@ impl Config {
         let dataset_limits = dataset_limits::dataset_limits(raw.dataset_limits.as_ref(), &mut problems);
         let (dimse_ae_title, dimse_listen) = server::dimse(&raw.dimse, &mut problems);
         let sites = sites::sites(raw.sites, &mut problems);
-        let auth = auth::auth(raw.auth, server.listen, &mut problems);
+        let auth = auth::auth(raw.auth, server.as_ref().map(|s| s.listen), &mut problems);
         let projects = projects::projects(raw.projects, &sites, raw.deid.is_some(), &auth, &mut problems);
         let limits = auth::limits(raw.limits, &mut problems);
         let deid = deid::deid(raw.deid, &mut problems);
         let cache = cache::cache(raw.cache, &mut problems);
         let federation = federation::federation(raw.federation, deid.as_ref(), &mut problems);
-        match (server.listen, dimse_ae_title, dimse_listen) {
-            (Some(listen), Some(ae_title), Some(dimse_listen)) if problems.is_empty() => Ok(Config {
-                server: ServerConfig {
-                    listen,
-                    metrics_listen: server.metrics_listen,
-                    tls: server.tls,
-                    stow_limit: server.stow_limit,
-                    max_connections: server.max_connections,
-                    header_timeout: server.header_timeout,
-                    http_limits: server.http_limits,
-                    replica_id: server.replica_id,
-                    shedding: server.shedding,
-                    base_path: server.base_path,
-                    public_url: server.public_url,
-                },
+        match (server, dimse_ae_title, dimse_listen) {
+            (Some(server), Some(ae_title), Some(dimse_listen)) if problems.is_empty() => Ok(Config {
+                server,
                 dimse: DimseConfig { ae_title, listen: dimse_listen },
                 dataset_limits,
                 sites,

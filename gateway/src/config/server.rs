@@ -2,29 +2,14 @@
 //! the HTTP edge and its shedding, its TLS files and its own AE title.
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use dicomweb_model::AeTitle;
 
 use super::problems::Problems;
-use super::{parse_size, raw, HttpLimitsConfig, ServerTlsFiles, SheddingConfig};
+use super::{parse_size, raw, HttpLimitsConfig, ServerConfig, ServerTlsFiles, SheddingConfig};
 
-/// `[server]` validated; `listen` is `None` when it is wrong (a problem says why).
-pub(super) struct Server {
-    pub listen: Option<SocketAddr>,
-    pub metrics_listen: Option<SocketAddr>,
-    pub tls: Option<ServerTlsFiles>,
-    pub stow_limit: u64,
-    pub max_connections: usize,
-    pub header_timeout: Duration,
-    pub http_limits: HttpLimitsConfig,
-    pub replica_id: String,
-    pub shedding: SheddingConfig,
-    pub base_path: String,
-    pub public_url: String,
-}
-
-pub(super) fn server(raw: raw::Server, problems: &mut Problems) -> Server {
+/// `[server]` validated: `None` when `listen` is wrong; every problem is kept either way.
+pub(super) fn server(raw: raw::Server, problems: &mut Problems) -> Option<ServerConfig> {
     let listen =
         problems.take(raw.listen.parse::<SocketAddr>().map_err(|e| format!("server.listen {:?}: {e}", raw.listen)));
     let base_path = raw.base_path.clone().unwrap_or_else(|| "/dicom-web".to_owned());
@@ -78,8 +63,8 @@ pub(super) fn server(raw: raw::Server, problems: &mut Problems) -> Server {
     let metrics_listen = raw.metrics_listen.as_deref().and_then(|text| {
         problems.take(text.parse::<SocketAddr>().map_err(|e| format!("server.metrics_listen {text:?}: {e}")))
     });
-    Server {
-        listen,
+    Some(ServerConfig {
+        listen: listen?,
         metrics_listen,
         tls,
         stow_limit,
@@ -90,7 +75,7 @@ pub(super) fn server(raw: raw::Server, problems: &mut Problems) -> Server {
         shedding,
         base_path,
         public_url,
-    }
+    })
 }
 
 /// The bounds on what a request may be before anything parses it.
