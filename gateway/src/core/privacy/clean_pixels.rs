@@ -238,8 +238,9 @@ impl Cleaner {
         }
         let size = crate::core::dataset_limits::decoded_size(&object, limits)
             .map_err(|_| "could not be cleaned: its decoded pixel data is over dataset_limits.max_decoded_size")?;
-        // The decoded pixel data and the copy blanked are held at once, within the budget every
-        // decode of the gateway shares. Called on a blocking thread, which may wait here.
+        // Twice the decoded size: the decoded pixel data and its copy while it is taken out, or
+        // the blanked pixels and their new encoding; within the budget every decode of the
+        // gateway shares. Called on a blocking thread, which may wait here.
         let _reserved = futures::executor::block_on(self.budget.reserve(size.saturating_mul(2)));
         crate::core::pixels::decode_into(&mut object, EXPLICIT_VR_LE)
             .map_err(|_| "could not be cleaned: its pixel data cannot be decoded")?;
@@ -247,11 +248,12 @@ impl Cleaner {
         if !matches!(bits_allocated, 8 | 16) {
             return Err("could not be cleaned: samples of other than 8 or 16 bits");
         }
+        // Taken out of the object, so that while the pixels are encoded again (RLE, JPEG-LS) the
+        // decoded data is held once, not in the object as well.
         let data = object
-            .element(tags::PIXEL_DATA)
+            .take_element(tags::PIXEL_DATA)
             .ok()
-            .and_then(|e| e.to_bytes().ok())
-            .map(|b| b.into_owned())
+            .and_then(|e| e.to_bytes().ok().map(|b| b.into_owned()))
             .ok_or("could not be cleaned: its pixel data cannot be read")?;
         let mut image = Image {
             rows: number(&object, tags::ROWS, 0),
