@@ -3,7 +3,7 @@
 //! fan-out. Only complete answers are kept (every site answered); a STOW-RS through the gateway
 //! forgets every answer that may show the studies it stored into: all but those of searches
 //! confined to another study (`/studies/{uid}/series`, `/studies/{uid}/instances`...). Bounded in
-//! bytes (an eighth of `cache.memory`).
+//! bytes (an eighth of `cache.memory`); an answer over 16 MiB goes out uncached.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -109,6 +109,12 @@ impl SearchCache {
         if response.extensions().get::<Partial>().is_some() || !response.status().is_success() {
             return response;
         }
+        // An answer too large to keep (or of a size not known before reading it) goes out as it
+        // is, uncached.
+        let size = http_body::Body::size_hint(response.body()).exact();
+        if size.is_none_or(|n| n > LARGEST_KEPT as u64) {
+            return response;
+        }
         let (parts, body) = response.into_parts();
         let Ok(body) = axum::body::to_bytes(body, LARGEST_KEPT).await else {
             return Error::Internal("the search answer could not be read".into()).into_response();
@@ -175,5 +181,17 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(5)).await;
         cache.keep(every_study.clone(), Response::new(axum::body::Body::from("[]"))).await;
         assert!(cache.get(&every_study).is_some());
+    }
+
+    #[tokio::test]
+    async fn an_answer_too_large_to_keep_is_served_whole_and_not_kept() {
+        let cache = cache();
+        let k = key("/studies", None);
+        let large = vec![b' '; LARGEST_KEPT + 1];
+        let served = cache.keep(k.clone(), Response::new(axum::body::Body::from(large))).await;
+        assert_eq!(served.status(), StatusCode::OK);
+        let body = axum::body::to_bytes(served.into_body(), usize::MAX).await.expect("body");
+        assert_eq!(body.len(), LARGEST_KEPT + 1);
+        assert!(cache.get(&k).is_none());
     }
 }
