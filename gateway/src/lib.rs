@@ -36,7 +36,7 @@ pub mod privacy {
 /// The parsers of bytes from outside, as the fuzz targets reach them.
 pub mod fuzzing {
     pub use crate::core::dataset_limits::check_encoded;
-    pub use crate::http::api::qido::identifiers_for_fuzzing as qido_identifiers;
+    pub use crate::core::search::query::identifiers_for_fuzzing as qido_identifiers;
     pub use crate::http::api::{accept_ranges, accepts};
     pub use crate::http::auth::fuzzing::{authenticator, check as check_token, jwks};
     pub use crate::http::auth::Authenticator;

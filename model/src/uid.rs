@@ -75,10 +75,13 @@ impl fmt::Debug for Uid {
     }
 }
 
+/// Deserialising accepts what [`Uid::from_peer`] accepts: what the gateway writes down (a
+/// directory record, a cache manifest) holds UIDs as the sites sent them, and reading it back
+/// must not lose the ones that break the stricter rules.
 impl TryFrom<String> for Uid {
     type Error = UidError;
     fn try_from(value: String) -> Result<Self, Self::Error> {
-        Uid::new(&value)
+        Uid::from_peer(&value)
     }
 }
 
@@ -105,6 +108,10 @@ macro_rules! uid_role {
         impl $name {
             pub fn new(raw: &str) -> Result<Self, UidError> {
                 Uid::new(raw).map($name)
+            }
+            /// As a peer sent it: see [`Uid::from_peer`].
+            pub fn from_peer(raw: &str) -> Result<Self, UidError> {
+                Uid::from_peer(raw).map($name)
             }
             pub fn as_str(&self) -> &str {
                 self.0.as_str()
@@ -193,6 +200,15 @@ mod tests {
         assert_eq!(Uid::from_peer("1..2").map(|u| u.to_string()), Ok("1..2".into()));
         assert_eq!(Uid::from_peer("1.2.a"), Err(UidError::Malformed));
         assert_eq!(Uid::from_peer(""), Err(UidError::Empty));
+    }
+
+    #[test]
+    fn what_was_written_down_reads_back_even_when_a_peer_broke_the_rules() {
+        let lenient = SeriesInstanceUid::from_peer("1.2.03").expect("digits and dots");
+        let json = serde_json::to_string(&lenient).expect("serialises");
+        assert_eq!(json, "\"1.2.03\"");
+        assert_eq!(serde_json::from_str::<SeriesInstanceUid>(&json).ok(), Some(lenient));
+        assert!(serde_json::from_str::<SeriesInstanceUid>("\"1.2.a\"").is_err());
     }
 
     #[test]

@@ -31,7 +31,7 @@ impl QueryLevel {
 }
 
 /// What a C-GET or C-MOVE retrieves: a study, a series of it, or instances of a series.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RetrieveTarget {
     pub study: StudyInstanceUid,
     pub series: Option<SeriesInstanceUid>,

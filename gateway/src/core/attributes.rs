@@ -11,3 +11,9 @@ pub fn text_of(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
         .map(|s| dicomweb_deid::keys::unpadded(&s).to_owned())
         .filter(|s| !s.is_empty())
 }
+
+/// A UID of an identifier in the role the tag gives it, as the peer sent it
+/// ([`dicomweb_model::Uid::from_peer`]); `None` when absent, empty or not digits and dots.
+pub fn uid_of<U: From<dicomweb_model::Uid>>(obj: &InMemDicomObject, tag: Tag) -> Option<U> {
+    text_of(obj, tag).and_then(|text| dicomweb_model::Uid::from_peer(&text).ok()).map(U::from)
+}

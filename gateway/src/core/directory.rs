@@ -25,6 +25,7 @@ use std::path::Path;
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use dicomweb_model::{SeriesInstanceUid, SiteId, StudyInstanceUid};
 use redb::{ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
 
@@ -38,9 +39,9 @@ pub struct StudyRecord {
     /// When it was seen, milliseconds since the Unix epoch.
     pub seen_ms: u64,
     /// Ids of the sites holding the study, in configuration order.
-    pub sites: Vec<String>,
+    pub sites: Vec<SiteId>,
     /// Its series, once a complete series-level search was seen.
-    pub series: Option<BTreeMap<String, SeriesRecord>>,
+    pub series: Option<BTreeMap<SeriesInstanceUid, SeriesRecord>>,
     /// Transfer syntaxes its instances were seen stored in, as retrievals delivered them.
     #[serde(default)]
     pub stored: StoredSyntaxes,
@@ -53,15 +54,15 @@ pub struct StoredSyntaxes {
     /// Over the whole study.
     pub study: BTreeSet<String>,
     /// By SeriesInstanceUID, for series retrieved on their own.
-    pub series: BTreeMap<String, BTreeSet<String>>,
+    pub series: BTreeMap<SeriesInstanceUid, BTreeSet<String>>,
 }
 
 impl StoredSyntaxes {
     /// Adds what one retrieval saw (of one series when `series` is given).
-    fn add(&mut self, series: Option<&str>, seen: &BTreeSet<String>) {
+    fn add(&mut self, series: Option<&SeriesInstanceUid>, seen: &BTreeSet<String>) {
         self.study.extend(seen.iter().cloned());
         if let Some(series) = series {
-            self.series.entry(series.to_owned()).or_default().extend(seen.iter().cloned());
+            self.series.entry(series.clone()).or_default().extend(seen.iter().cloned());
         }
     }
 }
@@ -69,19 +70,19 @@ impl StoredSyntaxes {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeriesRecord {
     /// Ids of the sites holding the series, in configuration order.
-    pub sites: Vec<String>,
+    pub sites: Vec<SiteId>,
     pub modality: Option<String>,
     /// Distinct instances over every holder, when known.
     pub instances: Option<u64>,
     /// The holders known to hold every one of those instances (configuration order); empty
     /// when the series is split instance by instance across sites; `None` when not known.
     #[serde(default)]
-    pub complete_at: Option<Vec<String>>,
+    pub complete_at: Option<Vec<SiteId>>,
 }
 
 impl StudyRecord {
     /// The series map when it is complete enough for roll-ups: every modality and count known.
-    pub fn rollup_ready(&self) -> Option<&BTreeMap<String, SeriesRecord>> {
+    pub fn rollup_ready(&self) -> Option<&BTreeMap<SeriesInstanceUid, SeriesRecord>> {
         self.series.as_ref().filter(|series| series.values().all(|s| s.instances.is_some()))
     }
 }
@@ -101,8 +102,8 @@ struct Expiry {
     remember: Duration,
 }
 
-impl moka::Expiry<String, Arc<StudyRecord>> for Expiry {
-    fn expire_after_create(&self, _: &String, record: &Arc<StudyRecord>, _: Instant) -> Option<Duration> {
+impl moka::Expiry<StudyInstanceUid, Arc<StudyRecord>> for Expiry {
+    fn expire_after_create(&self, _: &StudyInstanceUid, record: &Arc<StudyRecord>, _: Instant) -> Option<Duration> {
         let age = Duration::from_millis(now_ms().saturating_sub(record.seen_ms));
         Some(self.remember.saturating_sub(age))
     }
@@ -111,7 +112,7 @@ impl moka::Expiry<String, Arc<StudyRecord>> for Expiry {
 /// The federation's memory of where studies live. Cheap to share.
 pub struct Directory {
     remember: Duration,
-    studies: moka::sync::Cache<String, Arc<StudyRecord>>,
+    studies: moka::sync::Cache<StudyInstanceUid, Arc<StudyRecord>>,
     store: Option<Arc<redb::Database>>,
     writes: Option<mpsc::Sender<Write>>,
     writer: Option<std::thread::JoinHandle<()>>,
@@ -169,7 +170,7 @@ impl Directory {
     }
 
     /// What was seen of a study, if it is still trusted.
-    pub fn study(&self, uid: &str) -> Option<Arc<StudyRecord>> {
+    pub fn study(&self, uid: &StudyInstanceUid) -> Option<Arc<StudyRecord>> {
         if self.remember.is_zero() {
             return None;
         }
@@ -179,19 +180,19 @@ impl Directory {
         let store = self.store.as_ref()?;
         let read = store.begin_read().ok()?;
         let table = read.open_table(STUDIES).ok()?;
-        let bytes = table.get(uid).ok()??;
+        let bytes = table.get(uid.as_str()).ok()??;
         let record: StudyRecord = serde_json::from_slice(bytes.value()).ok()?;
         if !self.fresh(&record) {
             return None;
         }
         let record = Arc::new(record);
-        self.studies.insert(uid.to_owned(), record.clone());
+        self.studies.insert(uid.clone(), record.clone());
         Some(record)
     }
 
     /// Records the sites a complete search found holding a study. What was known of its series
     /// stays when the holders are the same, and is dropped when they changed.
-    pub fn record_sites(&self, uid: &str, sites: Vec<String>) {
+    pub fn record_sites(&self, uid: &StudyInstanceUid, sites: Vec<SiteId>) {
         if let Some(known) = self.study(uid) {
             if known.sites == sites {
                 return;
@@ -201,8 +202,8 @@ impl Directory {
     }
 
     /// Records the series a complete series-level search found, with the study's holders.
-    pub fn record_series(&self, uid: &str, series: BTreeMap<String, SeriesRecord>) {
-        let mut sites: Vec<String> = Vec::new();
+    pub fn record_series(&self, uid: &StudyInstanceUid, series: BTreeMap<SeriesInstanceUid, SeriesRecord>) {
+        let mut sites: Vec<SiteId> = Vec::new();
         for one in series.values() {
             for site in &one.sites {
                 if !sites.contains(site) {
@@ -218,7 +219,7 @@ impl Directory {
     /// Adds the transfer syntaxes a retrieval of the study (of one series when `series` is
     /// given) saw its instances stored in. Only a study already recorded learns them: they
     /// belong with where it lives, and are trusted as long.
-    pub fn record_stored(&self, uid: &str, series: Option<&str>, seen: &BTreeSet<String>) {
+    pub fn record_stored(&self, uid: &StudyInstanceUid, series: Option<&SeriesInstanceUid>, seen: &BTreeSet<String>) {
         if seen.is_empty() {
             return;
         }
@@ -231,21 +232,21 @@ impl Directory {
     }
 
     /// Forgets a study (a remembered location turned out wrong).
-    pub fn forget(&self, uid: &str) {
+    pub fn forget(&self, uid: &StudyInstanceUid) {
         self.studies.invalidate(uid);
         if let Some(writes) = &self.writes {
-            let _ = writes.send(Write::Forget(uid.to_owned()));
+            let _ = writes.send(Write::Forget(uid.to_string()));
         }
     }
 
-    fn put(&self, uid: &str, record: StudyRecord) {
+    fn put(&self, uid: &StudyInstanceUid, record: StudyRecord) {
         if self.remember.is_zero() {
             return;
         }
         if let (Some(writes), Ok(bytes)) = (&self.writes, serde_json::to_vec(&record)) {
-            let _ = writes.send(Write::Put(uid.to_owned(), bytes));
+            let _ = writes.send(Write::Put(uid.to_string(), bytes));
         }
-        self.studies.insert(uid.to_owned(), Arc::new(record));
+        self.studies.insert(uid.clone(), Arc::new(record));
     }
 
     /// Waits until every write sent so far is on disk.
@@ -343,9 +344,21 @@ mod tests {
         }
     }
 
+    fn study_uid(uid: &str) -> StudyInstanceUid {
+        StudyInstanceUid::new(uid).expect("valid")
+    }
+
+    fn series_uid(uid: &str) -> SeriesInstanceUid {
+        SeriesInstanceUid::new(uid).expect("valid")
+    }
+
+    fn site(id: &str) -> SiteId {
+        SiteId::new(id).expect("valid")
+    }
+
     fn series(sites: &[&str], instances: Option<u64>) -> SeriesRecord {
         SeriesRecord {
-            sites: sites.iter().map(|s| s.to_string()).collect(),
+            sites: sites.iter().map(|s| site(s)).collect(),
             modality: Some("CT".into()),
             instances,
             complete_at: None,
@@ -359,60 +372,61 @@ mod tests {
         {
             let directory = Directory::open(&config(Some(&dir), Duration::from_secs(600))).expect("open");
             directory.record_series(
-                "1.2.3",
+                &study_uid("1.2.3"),
                 BTreeMap::from([
-                    ("1.2.3.1".into(), series(&["a"], Some(3))),
-                    ("1.2.3.2".into(), series(&["b", "a"], None)),
+                    (series_uid("1.2.3.1"), series(&["a"], Some(3))),
+                    (series_uid("1.2.3.2"), series(&["b", "a"], None)),
                 ]),
             );
-            directory.record_sites("1.2.4", vec!["b".into()]);
+            directory.record_sites(&study_uid("1.2.4"), vec![site("b")]);
             directory.flush();
         }
         let directory = Directory::open(&config(Some(&dir), Duration::from_secs(600))).expect("reopen");
-        let study = directory.study("1.2.3").expect("remembered");
-        assert_eq!(study.sites, ["a", "b"]);
+        let study = directory.study(&study_uid("1.2.3")).expect("remembered");
+        assert_eq!(study.sites, [site("a"), site("b")]);
         assert!(study.rollup_ready().is_none(), "one count unknown");
         // Same holders: the series map stays; other holders: it goes.
-        directory.record_sites("1.2.3", vec!["a".into(), "b".into()]);
-        assert!(directory.study("1.2.3").expect("kept").series.is_some());
-        directory.record_sites("1.2.3", vec!["a".into()]);
-        assert!(directory.study("1.2.3").expect("kept").series.is_none());
-        directory.forget("1.2.4");
+        directory.record_sites(&study_uid("1.2.3"), vec![site("a"), site("b")]);
+        assert!(directory.study(&study_uid("1.2.3")).expect("kept").series.is_some());
+        directory.record_sites(&study_uid("1.2.3"), vec![site("a")]);
+        assert!(directory.study(&study_uid("1.2.3")).expect("kept").series.is_none());
+        directory.forget(&study_uid("1.2.4"));
         directory.flush();
         drop(directory);
         let directory = Directory::open(&config(Some(&dir), Duration::from_secs(600))).expect("reopen");
-        assert!(directory.study("1.2.4").is_none());
-        assert_eq!(directory.study("1.2.3").expect("remembered").sites, ["a"]);
+        assert!(directory.study(&study_uid("1.2.4")).is_none());
+        assert_eq!(directory.study(&study_uid("1.2.3")).expect("remembered").sites, [site("a")]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
     fn what_is_too_old_is_not_trusted() {
         let directory = Directory::open(&config(None, Duration::from_millis(50))).expect("open");
-        directory.record_sites("1.2.3", vec!["a".into()]);
-        assert!(directory.study("1.2.3").is_some());
+        directory.record_sites(&study_uid("1.2.3"), vec![site("a")]);
+        assert!(directory.study(&study_uid("1.2.3")).is_some());
         std::thread::sleep(Duration::from_millis(80));
-        assert!(directory.study("1.2.3").is_none());
+        assert!(directory.study(&study_uid("1.2.3")).is_none());
         let off = Directory::open(&config(None, Duration::ZERO)).expect("open");
-        off.record_sites("1.2.3", vec!["a".into()]);
-        assert!(off.study("1.2.3").is_none());
+        off.record_sites(&study_uid("1.2.3"), vec![site("a")]);
+        assert!(off.study(&study_uid("1.2.3")).is_none());
     }
 
     #[test]
     fn stored_syntaxes_are_learnt_for_recorded_studies_and_survive_a_search() {
         let directory = Directory::open(&config(None, Duration::from_secs(600))).expect("open");
         let j2k = BTreeSet::from(["1.2.840.10008.1.2.4.90".to_owned()]);
-        directory.record_stored("1.2.9", None, &j2k);
-        assert!(directory.study("1.2.9").is_none(), "an unrecorded study is not made up from a retrieval");
-        directory.record_sites("1.2.3", vec!["a".into()]);
-        let seen_ms = directory.study("1.2.3").expect("recorded").seen_ms;
-        directory.record_stored("1.2.3", Some("1.2.3.1"), &j2k);
-        directory.record_stored("1.2.3", None, &BTreeSet::from(["1.2.840.10008.1.2.1".to_owned()]));
-        let study = directory.study("1.2.3").expect("recorded");
+        directory.record_stored(&study_uid("1.2.9"), None, &j2k);
+        assert!(directory.study(&study_uid("1.2.9")).is_none(), "an unrecorded study is not made up from a retrieval");
+        directory.record_sites(&study_uid("1.2.3"), vec![site("a")]);
+        let seen_ms = directory.study(&study_uid("1.2.3")).expect("recorded").seen_ms;
+        directory.record_stored(&study_uid("1.2.3"), Some(&series_uid("1.2.3.1")), &j2k);
+        directory.record_stored(&study_uid("1.2.3"), None, &BTreeSet::from(["1.2.840.10008.1.2.1".to_owned()]));
+        let study = directory.study(&study_uid("1.2.3")).expect("recorded");
         assert_eq!(study.stored.study.len(), 2);
-        assert_eq!(study.stored.series["1.2.3.1"], j2k);
+        assert_eq!(study.stored.series[&series_uid("1.2.3.1")], j2k);
         assert_eq!(study.seen_ms, seen_ms, "learning syntaxes does not extend how long the location is trusted");
-        directory.record_series("1.2.3", BTreeMap::from([("1.2.3.1".into(), series(&["a"], Some(3)))]));
-        assert_eq!(directory.study("1.2.3").expect("recorded").stored, study.stored);
+        directory
+            .record_series(&study_uid("1.2.3"), BTreeMap::from([(series_uid("1.2.3.1"), series(&["a"], Some(3)))]));
+        assert_eq!(directory.study(&study_uid("1.2.3")).expect("recorded").stored, study.stored);
     }
 }

@@ -68,10 +68,8 @@ pub fn with_validators(response: &mut axum::response::Response, tag: Option<&str
 }
 
 /// A UID from the URL path, checked before it goes anywhere.
-pub fn parse_uid(what: &str, raw: &str) -> Result<String, Error> {
-    dicomweb_model::Uid::new(raw)
-        .map(|u| u.as_str().to_owned())
-        .map_err(|e| Error::BadRequest(format!("{what} UID in the path: {e}")))
+pub fn parse_uid<U: From<dicomweb_model::Uid>>(what: &str, raw: &str) -> Result<U, Error> {
+    dicomweb_model::Uid::new(raw).map(U::from).map_err(|e| Error::BadRequest(format!("{what} UID in the path: {e}")))
 }
 
 /// One media range of an Accept header: the type and its parameters.

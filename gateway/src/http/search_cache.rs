@@ -11,6 +11,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use bytes::Bytes;
+use dicomweb_model::StudyInstanceUid;
 
 use crate::config::CacheConfig;
 use crate::core::Error;
@@ -27,7 +28,7 @@ pub struct SearchKey {
     base_url: String,
     resource: String,
     query: Vec<(String, String)>,
-    study: Option<String>,
+    study: Option<StudyInstanceUid>,
 }
 
 impl SearchKey {
@@ -37,7 +38,7 @@ impl SearchKey {
         base_url: &str,
         resource: String,
         raw_query: Option<&str>,
-        study: Option<&str>,
+        study: Option<&StudyInstanceUid>,
     ) -> SearchKey {
         let mut query: Vec<(String, String)> = form_urlencoded::parse(raw_query.unwrap_or("").as_bytes())
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
@@ -49,7 +50,7 @@ impl SearchKey {
             base_url: base_url.to_owned(),
             resource,
             query,
-            study: study.map(str::to_owned),
+            study: study.cloned(),
         }
     }
 }
@@ -131,7 +132,7 @@ impl SearchCache {
 
     /// Forgets every answer that may show one of `studies` (sites' UIDs; instances were stored
     /// into them): all but the answers of searches confined to another study.
-    pub fn forget_studies(&self, studies: &[String]) {
+    pub fn forget_studies(&self, studies: &[StudyInstanceUid]) {
         let Some(answers) = &self.answers else { return };
         let studies = studies.to_vec();
         let shows_them = move |key: &SearchKey, _: &std::sync::Arc<Answer>| {
@@ -160,7 +161,8 @@ mod tests {
     }
 
     fn key(resource: &str, study: Option<&str>) -> SearchKey {
-        SearchKey::new("project", None, "http://gw/dicom-web", resource.to_owned(), Some("limit=20"), study)
+        let study = study.map(|uid| StudyInstanceUid::new(uid).expect("uid"));
+        SearchKey::new("project", None, "http://gw/dicom-web", resource.to_owned(), Some("limit=20"), study.as_ref())
     }
 
     #[tokio::test]
@@ -173,7 +175,7 @@ mod tests {
             cache.keep(k.clone(), Response::new(axum::body::Body::from("[]"))).await;
             assert!(cache.get(k).is_some());
         }
-        cache.forget_studies(&["1.2.3".to_owned()]);
+        cache.forget_studies(&[StudyInstanceUid::new("1.2.3").expect("uid")]);
         assert!(cache.get(&every_study).is_none());
         assert!(cache.get(&stored_into).is_none());
         assert!(cache.get(&another).is_some());

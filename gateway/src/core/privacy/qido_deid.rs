@@ -85,8 +85,11 @@ const UID_KEYS: [(Tag, Kind); 3] = [
 ];
 
 /// The site's UID a path UID stands for (404 when it was never handed out).
-pub async fn path_uid(privacy: &Privacy, uid: &str, kind: Kind) -> Result<String, Error> {
-    Ok(privacy.resolve(uid, kind).await?.value)
+pub async fn path_uid<U: From<dicomweb_model::Uid>>(privacy: &Privacy, uid: &str, kind: Kind) -> Result<U, Error> {
+    let original = privacy.resolve(uid, kind).await?.value;
+    dicomweb_model::Uid::from_peer(&original)
+        .map(U::from)
+        .map_err(|_| Error::NotFound("the UID in the path stands for no UID at the sites".into()))
 }
 
 /// The sites' UIDs of a list of pseudonyms; `None` when none of them was ever handed out

@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use dicomweb_model::{SopInstanceUid, StudyInstanceUid};
 use futures::{stream, Future, StreamExt};
 use pacs_adapter::{RetrieveTarget, RetrievedInstance};
 use sha2::{Digest, Sha256};
@@ -35,42 +36,36 @@ pub const FLIGHT_AHEAD: usize = 64 << 20;
 /// A flight keeps what every reader has passed (for requests that join late) up to this size.
 pub const FLIGHT_KEPT: usize = 64 << 20;
 
-/// A retrieval target as the cache knows it: the project and the site's UIDs.
+/// A retrieval target as the cache knows it: the project's cache scope and the site's UIDs.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct TargetKey {
     project: String,
-    study: String,
-    series: Option<String>,
-    instances: Vec<String>,
+    target: RetrieveTarget,
 }
 
 impl TargetKey {
     pub fn new(project: &str, target: &RetrieveTarget) -> TargetKey {
-        TargetKey {
-            project: project.to_owned(),
-            study: target.study.as_str().to_owned(),
-            series: target.series.as_ref().map(|s| s.as_str().to_owned()),
-            instances: target.instances.iter().map(|i| i.as_str().to_owned()).collect(),
-        }
+        TargetKey { project: project.to_owned(), target: target.clone() }
     }
 
-    pub fn study(&self) -> &str {
-        &self.study
+    pub fn study(&self) -> &StudyInstanceUid {
+        &self.target.study
     }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct InstanceKey {
     project: String,
-    study: String,
+    study: StudyInstanceUid,
     /// The SOP Instance UID as the client sees it (a pseudonym when de-identifying).
-    instance: String,
+    instance: SopInstanceUid,
 }
 
 /// What a completed retrieval of a target yielded.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Manifest {
-    instances: Vec<String>,
+    /// The instances as the client sees them, in order.
+    instances: Vec<SopInstanceUid>,
     withheld_before_first: usize,
     /// Why they were withheld (each reason once).
     #[serde(default)]
@@ -86,20 +81,22 @@ fn now_ms() -> u64 {
 
 impl TargetKey {
     fn file_name(&self) -> String {
-        let instances = self.instances.join("\\");
-        name_of("manifest", &[&self.project, &self.study, self.series.as_deref().unwrap_or(""), &instances])
+        let target = &self.target;
+        let instances = target.instances.iter().map(SopInstanceUid::as_str).collect::<Vec<_>>().join("\\");
+        let series = target.series.as_ref().map_or("", |s| s.as_str());
+        name_of("manifest", &[&self.project, target.study.as_str(), series, &instances])
     }
 }
 
 impl InstanceKey {
     fn file_name(&self) -> String {
-        name_of("instance", &[&self.project, &self.study, &self.instance])
+        name_of("instance", &[&self.project, self.study.as_str(), self.instance.as_str()])
     }
 }
 
 /// The file that says when a study's manifests were last forgotten.
-fn forgotten_file(study: &str) -> String {
-    name_of("study-forgotten", &[study])
+fn forgotten_file(study: &StudyInstanceUid) -> String {
+    name_of("study-forgotten", &[study.as_str()])
 }
 
 /// Counts for operators and tests (`/admin/cache`).
@@ -178,7 +175,7 @@ impl RetrievalCache {
             return fresh(&manifest).then_some(manifest);
         }
         let disk = self.disk.clone()?;
-        let (name, forgotten) = (key.file_name(), forgotten_file(&key.study));
+        let (name, forgotten) = (key.file_name(), forgotten_file(key.study()));
         let manifest = tokio::task::spawn_blocking(move || {
             let manifest: Manifest = serde_json::from_slice(&disk.read(&name)?).ok()?;
             // A damaged marker: the study may have changed, so its manifests are not trusted.
@@ -221,11 +218,16 @@ impl RetrievalCache {
     /// The retrieval of `key` from the cache, when its instances are all there. `shown` gives
     /// an instance UID as the client sees it (the pseudonym when de-identifying). Instances on
     /// disk are read as the response goes; one found damaged then ends it with an error.
-    pub async fn cached(self: &Arc<Self>, key: &TargetKey, shown: impl Fn(&str) -> String) -> Option<Retrieval> {
+    pub async fn cached(
+        self: &Arc<Self>,
+        key: &TargetKey,
+        shown: impl Fn(&SopInstanceUid) -> Option<SopInstanceUid>,
+    ) -> Option<Retrieval> {
         if self.instances.is_none() && self.disk.is_none() {
             return None;
         }
-        let (uids, withheld, withheld_reasons, etag) = match (self.manifest(key).await, key.instances.as_slice()) {
+        let (uids, withheld, withheld_reasons, etag) = match (self.manifest(key).await, key.target.instances.as_slice())
+        {
             (Some(manifest), _) => (
                 manifest.instances.clone(),
                 manifest.withheld_before_first,
@@ -234,15 +236,15 @@ impl RetrievalCache {
             ),
             // One instance is itself the whole answer.
             (None, [only]) => {
-                let uid = shown(only);
+                let uid = shown(only)?;
                 let etag = etag_of(std::slice::from_ref(&uid));
                 (vec![uid], 0, Vec::new(), etag)
             }
             (None, _) => return None,
         };
-        let instance_key = |uid: &String| InstanceKey {
+        let instance_key = |uid: &SopInstanceUid| InstanceKey {
             project: key.project.clone(),
-            study: key.study.clone(),
+            study: key.study().clone(),
             instance: uid.clone(),
         };
         if !uids.iter().all(|uid| self.is_cached(&instance_key(uid))) {
@@ -281,15 +283,14 @@ impl RetrievalCache {
 
     /// Forgets what every project's retrievals of `study` (the site's UID) yielded, so that
     /// the next retrieval sees what was added (after a STOW-RS into it).
-    pub fn forget_study(&self, study: &str) {
-        let study = study.to_owned();
+    pub fn forget_study(&self, study: &StudyInstanceUid) {
         let stale: Vec<TargetKey> =
-            self.manifests.iter().filter(|(key, _)| key.study == study).map(|(key, _)| (*key).clone()).collect();
+            self.manifests.iter().filter(|(key, _)| key.study() == study).map(|(key, _)| (*key).clone()).collect();
         for key in stale {
             self.manifests.invalidate(&key);
         }
         if let Some(disk) = self.disk.clone() {
-            let name = forgotten_file(&study);
+            let name = forgotten_file(study);
             tokio::task::spawn_blocking(move || disk.write_marker(&name, &now_ms().to_le_bytes()));
         }
     }
@@ -365,8 +366,8 @@ impl RetrievalCache {
     fn keep(&self, key: &TargetKey, instance: &RetrievedInstance) {
         let instance_key = InstanceKey {
             project: key.project.clone(),
-            study: key.study.clone(),
-            instance: instance.sop_instance_uid.as_str().to_owned(),
+            study: key.study().clone(),
+            instance: instance.sop_instance_uid.clone(),
         };
         if let Some(instances) = &self.instances {
             instances.insert(instance_key.clone(), instance.clone());
@@ -378,10 +379,10 @@ impl RetrievalCache {
     }
 }
 
-fn etag_of(instances: &[String]) -> String {
+fn etag_of(instances: &[SopInstanceUid]) -> String {
     let mut hash = Sha256::new();
     for uid in instances {
-        hash.update(uid.as_bytes());
+        hash.update(uid.as_str().as_bytes());
         hash.update(b"\n");
     }
     hash.finalize().iter().take(16).map(|b| format!("{b:02x}")).collect()
@@ -411,7 +412,7 @@ where
     let mut shown = Vec::new();
     let mut push = |instance: RetrievedInstance| {
         cache.keep(key, &instance);
-        shown.push(instance.sop_instance_uid.as_str().to_owned());
+        shown.push(instance.sop_instance_uid.clone());
         flight.push(instance);
     };
     push(first);

@@ -8,6 +8,7 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use dicomweb_model::{SeriesInstanceUid, SopInstanceUid, StudyInstanceUid};
 use futures::{stream, StreamExt};
 use pacs_adapter::{DimseError, RetrieveTarget, RetrievedInstance};
 
@@ -30,9 +31,9 @@ pub async fn retrieve(retriever: &Arc<Retriever>, scope: &Access, target: Retrie
         None => target,
     };
     let key = crate::core::retrieve::cache::TargetKey::new(&scope.project.cache_scope, &target);
-    let shown = |uid: &str| match scope.privacy() {
-        Some(privacy) => privacy.engine.keys().uid(uid),
-        None => uid.to_owned(),
+    let shown = |uid: &SopInstanceUid| match scope.privacy() {
+        Some(privacy) => SopInstanceUid::from_peer(&privacy.engine.keys().uid(uid.as_str())).ok(),
+        None => Some(uid.clone()),
     };
     if let Some(cached) = retriever.cache.cached(&key, shown).await {
         return Ok(cached);
@@ -44,7 +45,7 @@ pub async fn retrieve(retriever: &Arc<Retriever>, scope: &Access, target: Retrie
 /// The same for a target named by the sites' own UIDs.
 async fn at_sites(retriever: &Arc<Retriever>, scope: &Access, target: RetrieveTarget) -> Result<Retrieval, Error> {
     let allowed = allowed_sites(retriever, scope)?;
-    let study = target.study.as_str().to_owned();
+    let study = target.study.clone();
     let remembered =
         retriever.directory.study(&study).and_then(|record| remembered_plan(retriever, &allowed, &record, &target));
     let from_directory = remembered.is_some();
@@ -92,8 +93,8 @@ async fn at_sites(retriever: &Arc<Retriever>, scope: &Access, target: RetrieveTa
 /// each new one is seen (a retrieval seldom holds more than one or two).
 struct SeenStored {
     retriever: Arc<Retriever>,
-    study: String,
-    series: Option<String>,
+    study: StudyInstanceUid,
+    series: Option<SeriesInstanceUid>,
     seen: BTreeSet<String>,
 }
 
@@ -101,7 +102,7 @@ impl SeenStored {
     fn note(&mut self, instance: &RetrievedInstance) {
         if !self.seen.contains(instance.transfer_syntax_uid.as_str()) {
             self.seen.insert(instance.transfer_syntax_uid.as_str().to_owned());
-            self.retriever.directory.record_stored(&self.study, self.series.as_deref(), &self.seen);
+            self.retriever.directory.record_stored(&self.study, self.series.as_ref(), &self.seen);
         }
     }
 }
@@ -110,8 +111,8 @@ impl SeenStored {
 fn noting_stored(retriever: &Arc<Retriever>, target: &RetrieveTarget, ((site, first), rest): Started) -> Started {
     let mut seen = SeenStored {
         retriever: retriever.clone(),
-        study: target.study.as_str().to_owned(),
-        series: target.series.as_ref().map(|s| s.as_str().to_owned()),
+        study: target.study.clone(),
+        series: target.series.clone(),
         seen: BTreeSet::new(),
     };
     seen.note(&first);
@@ -141,12 +142,12 @@ pub async fn known_stored_syntaxes(
         Some(privacy) => privacy.site_target(target).await?,
         None => target.clone(),
     };
-    let Some(record) = retriever.directory.study(target.study.as_str()) else { return Ok(BTreeSet::new()) };
+    let Some(record) = retriever.directory.study(&target.study) else { return Ok(BTreeSet::new()) };
     let only_series = record.series.as_ref().filter(|series| series.len() == 1).and_then(|s| s.keys().next());
     Ok(match &target.series {
         // A study of one series: what its retrievals saw is the series'.
-        Some(series) if only_series.is_some_and(|only| only == series.as_str()) => record.stored.study.clone(),
-        Some(series) => record.stored.series.get(series.as_str()).cloned().unwrap_or_default(),
+        Some(series) if only_series.is_some_and(|only| only == series) => record.stored.study.clone(),
+        Some(series) => record.stored.series.get(series).cloned().unwrap_or_default(),
         None => record.stored.study.clone(),
     })
 }

@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
-use dicomweb_model::{SeriesInstanceUid, SopInstanceUid};
+use dicomweb_model::{SeriesInstanceUid, SiteId, SopInstanceUid};
 use pacs_adapter::{QueryLevel, RetrieveTarget};
 
 use crate::core::access::Access;
-use crate::core::attributes::text_of;
+use crate::core::attributes::{text_of, uid_of};
 use crate::core::directory::{SeriesRecord, StudyRecord};
 use crate::core::retrieve::Retriever;
 use crate::core::Error;
@@ -29,20 +29,17 @@ pub struct Part {
 
 /// The parts of a study whose series are held as `series` says: the whole study from its
 /// holders when every series has the same ones, else series by series.
-pub(super) fn study_parts(
-    target: &RetrieveTarget,
-    series: &BTreeMap<String, Vec<SiteIndex>>,
-) -> Result<Vec<Part>, Error> {
+pub(super) fn study_parts(target: &RetrieveTarget, series: &BTreeMap<SeriesInstanceUid, Vec<SiteIndex>>) -> Vec<Part> {
     let mut holder_sets = series.values();
-    let Some(first) = holder_sets.next() else { return Ok(Vec::new()) };
+    let Some(first) = holder_sets.next() else { return Vec::new() };
     if holder_sets.all(|h| h == first) {
-        return Ok(vec![Part { target: target.clone(), holders: first.clone() }]);
+        return vec![Part { target: target.clone(), holders: first.clone() }];
     }
     series
         .iter()
-        .map(|(uid, holders)| {
-            let series = SeriesInstanceUid::new(uid).map_err(|e| Error::BadRequest(e.to_string()))?;
-            Ok(Part { target: RetrieveTarget::series(target.study.clone(), series), holders: holders.clone() })
+        .map(|(uid, holders)| Part {
+            target: RetrieveTarget::series(target.study.clone(), uid.clone()),
+            holders: holders.clone(),
         })
         .collect()
 }
@@ -54,8 +51,8 @@ pub(super) fn remembered_plan(
     record: &StudyRecord,
     target: &RetrieveTarget,
 ) -> Option<Vec<Part>> {
-    let holders_of = |ids: &[String]| -> Vec<SiteIndex> {
-        allowed.iter().copied().filter(|&i| ids.iter().any(|id| id == retriever.sites[i].id().as_str())).collect()
+    let holders_of = |ids: &[SiteId]| -> Vec<SiteIndex> {
+        allowed.iter().copied().filter(|&i| ids.contains(retriever.sites[i].id())).collect()
     };
     let whole = || Some(vec![Part { target: target.clone(), holders: holders_of(&record.sites) }]);
     // The sites to retrieve a series from: those known to hold all of it. A series split
@@ -65,18 +62,18 @@ pub(super) fn remembered_plan(
         (Some(complete), _) if !complete.is_empty() => Some(holders_of(complete)),
         _ => None,
     };
-    let series_holders = |uid: &str| record.series.as_ref()?.get(uid).map(whole_at);
+    let series_holders = |uid: &SeriesInstanceUid| record.series.as_ref()?.get(uid).map(whole_at);
     let plan = match (target.level(), &target.series) {
         (QueryLevel::Study, _) => match &record.series {
             Some(series) => {
-                let by_series: Option<BTreeMap<String, Vec<SiteIndex>>> =
+                let by_series: Option<BTreeMap<SeriesInstanceUid, Vec<SiteIndex>>> =
                     series.iter().map(|(uid, s)| Some((uid.clone(), whole_at(s)?))).collect();
-                study_parts(target, &by_series?).ok()
+                Some(study_parts(target, &by_series?))
             }
             None if record.sites.len() == 1 => whole(),
             None => None,
         },
-        (_, Some(series)) => match series_holders(series.as_str()) {
+        (_, Some(series)) => match series_holders(series) {
             Some(Some(holders)) => Some(vec![Part { target: target.clone(), holders }]),
             Some(None) => None,
             None if record.sites.len() == 1 => whole(),
@@ -132,11 +129,11 @@ pub(super) async fn locate_by_find(
         return Ok(vec![Part { target: target.clone(), holders: all }]);
     }
     let complete = fan_out.failures.is_empty() && allowed.len() == retriever.sites.len();
-    let mut holders: BTreeMap<String, Vec<SiteIndex>> = BTreeMap::new();
-    let mut seen: BTreeMap<String, SeriesRecord> = BTreeMap::new();
+    let mut holders: BTreeMap<SeriesInstanceUid, Vec<SiteIndex>> = BTreeMap::new();
+    let mut seen: BTreeMap<SeriesInstanceUid, SeriesRecord> = BTreeMap::new();
     for (at, found) in &fan_out.results {
         let site = allowed[*at];
-        let Some(uid) = text_of(found, tags::SERIES_INSTANCE_UID) else { continue };
+        let Some(uid) = uid_of::<SeriesInstanceUid>(found, tags::SERIES_INSTANCE_UID) else { continue };
         let held = holders.entry(uid.clone()).or_default();
         if !held.contains(&site) {
             held.push(site);
@@ -147,11 +144,11 @@ pub(super) async fn locate_by_find(
         record.instances = text_of(found, tags::NUMBER_OF_SERIES_RELATED_INSTANCES).and_then(|n| n.trim().parse().ok());
     }
     // Series held by several sites: which hold all of it, and who holds which instances.
-    let mut whole: BTreeMap<String, Vec<SiteIndex>> = BTreeMap::new();
+    let mut whole: BTreeMap<SeriesInstanceUid, Vec<SiteIndex>> = BTreeMap::new();
     let mut split: Vec<Part> = Vec::new();
     for (uid, held) in &holders {
         let record = seen.entry(uid.clone()).or_default();
-        record.sites = held.iter().map(|&i| retriever.sites[i].id().to_string()).collect();
+        record.sites = held.iter().map(|&i| retriever.sites[i].id().clone()).collect();
         if held.len() == 1 {
             record.complete_at = Some(record.sites.clone());
             whole.insert(uid.clone(), held.clone());
@@ -159,32 +156,29 @@ pub(super) async fn locate_by_find(
         }
         let held_sites: Vec<&crate::sites::Site> = held.iter().map(|&i| &retriever.sites[i]).collect();
         let at_each =
-            crate::core::search::federation::instance_uids_at(&held_sites, touched, target.study.as_str(), uid).await?;
-        let union: std::collections::BTreeSet<&String> = at_each.iter().flatten().collect();
+            crate::core::search::federation::instance_uids_at(&held_sites, touched, &target.study, uid).await?;
+        let union: std::collections::BTreeSet<&SopInstanceUid> = at_each.iter().flatten().collect();
         let complete_at: Vec<SiteIndex> =
             held.iter().zip(&at_each).filter(|(_, uids)| uids.len() == union.len()).map(|(&i, _)| i).collect();
         record.instances = Some(union.len() as u64);
-        record.complete_at = Some(complete_at.iter().map(|&i| retriever.sites[i].id().to_string()).collect());
+        record.complete_at = Some(complete_at.iter().map(|&i| retriever.sites[i].id().clone()).collect());
         if !complete_at.is_empty() {
             whole.insert(uid.clone(), complete_at);
             continue;
         }
-        split.extend(split_series(target, uid, held, &at_each)?);
+        split.extend(split_series(target, uid, held, &at_each));
     }
     if complete && target.series.is_none() {
-        retriever.directory.record_series(target.study.as_str(), seen);
+        retriever.directory.record_series(&target.study, seen);
     }
     if split.is_empty() {
-        return study_parts(target, &whole);
+        return Ok(study_parts(target, &whole));
     }
     // Some series are split: every series is its own part, the split ones one part per site.
     let mut parts: Vec<Part> = whole
         .into_iter()
-        .map(|(uid, holders)| {
-            let series = SeriesInstanceUid::new(&uid).map_err(|e| Error::BadRequest(e.to_string()))?;
-            Ok(Part { target: RetrieveTarget::series(target.study.clone(), series), holders })
-        })
-        .collect::<Result<_, Error>>()?;
+        .map(|(uid, holders)| Part { target: RetrieveTarget::series(target.study.clone(), uid), holders })
+        .collect();
     parts.extend(split);
     Ok(parts)
 }
@@ -193,18 +187,17 @@ pub(super) async fn locate_by_find(
 /// at each): each site contributes the instances no earlier site has.
 pub(super) fn split_series(
     target: &RetrieveTarget,
-    series: &str,
+    series: &SeriesInstanceUid,
     held: &[SiteIndex],
-    at_each: &[std::collections::BTreeSet<String>],
-) -> Result<Vec<Part>, Error> {
-    let series = SeriesInstanceUid::new(series).map_err(|e| Error::BadRequest(e.to_string()))?;
-    let mut covered: std::collections::BTreeSet<&String> = Default::default();
+    at_each: &[std::collections::BTreeSet<SopInstanceUid>],
+) -> Vec<Part> {
+    let mut covered: std::collections::BTreeSet<&SopInstanceUid> = Default::default();
     let mut parts = Vec::new();
     for (&site, uids) in held.iter().zip(at_each) {
         let mut new: Vec<SopInstanceUid> = Vec::new();
         for uid in uids {
             if covered.insert(uid) {
-                new.push(SopInstanceUid::new(uid).map_err(|e| Error::BadRequest(e.to_string()))?);
+                new.push(uid.clone());
             }
         }
         if !new.is_empty() {
@@ -214,7 +207,7 @@ pub(super) fn split_series(
             });
         }
     }
-    Ok(parts)
+    parts
 }
 
 /// The indexes of the sites a request may use.
@@ -238,16 +231,17 @@ mod tests {
     }
     use dicomweb_model::StudyInstanceUid;
 
+    fn series(uid: &str) -> SeriesInstanceUid {
+        SeriesInstanceUid::new(uid).expect("uid")
+    }
+
     #[test]
     fn a_study_held_alike_everywhere_is_one_part_else_one_per_series() {
         let study = RetrieveTarget::study(StudyInstanceUid::new("1.2.3").expect("uid"));
-        let alike = BTreeMap::from([("1.2.3.1".to_owned(), at(&[0, 2])), ("1.2.3.2".to_owned(), at(&[0, 2]))]);
-        assert_eq!(
-            study_parts(&study, &alike).expect("plan"),
-            vec![Part { target: study.clone(), holders: at(&[0, 2]) }]
-        );
-        let spread = BTreeMap::from([("1.2.3.1".to_owned(), at(&[0])), ("1.2.3.2".to_owned(), at(&[1, 2]))]);
-        let parts = study_parts(&study, &spread).expect("plan");
+        let alike = BTreeMap::from([(series("1.2.3.1"), at(&[0, 2])), (series("1.2.3.2"), at(&[0, 2]))]);
+        assert_eq!(study_parts(&study, &alike), vec![Part { target: study.clone(), holders: at(&[0, 2]) }]);
+        let spread = BTreeMap::from([(series("1.2.3.1"), at(&[0])), (series("1.2.3.2"), at(&[1, 2]))]);
+        let parts = study_parts(&study, &spread);
         assert_eq!(parts.len(), 2);
         assert_eq!(parts[1].holders, at(&[1, 2]));
         assert_eq!(parts[1].target.series.as_ref().map(|s| s.as_str()), Some("1.2.3.2"));
@@ -256,14 +250,15 @@ mod tests {
     #[test]
     fn a_series_split_instance_by_instance_takes_from_each_site_what_earlier_ones_lack() {
         let study = RetrieveTarget::study(StudyInstanceUid::new("1.2.3").expect("uid"));
-        let set = |uids: &[&str]| uids.iter().map(|u| u.to_string()).collect::<std::collections::BTreeSet<_>>();
+        let set = |uids: &[&str]| {
+            uids.iter().map(|u| SopInstanceUid::new(u).expect("uid")).collect::<std::collections::BTreeSet<_>>()
+        };
         let parts = split_series(
             &study,
-            "1.2.3.1",
+            &series("1.2.3.1"),
             &at(&[0, 2]),
             &[set(&["1.2.3.1.1", "1.2.3.1.2"]), set(&["1.2.3.1.2", "1.2.3.1.3"])],
-        )
-        .expect("plan");
+        );
         let uids = |p: &Part| p.target.instances.iter().map(|i| i.as_str().to_owned()).collect::<Vec<_>>();
         assert_eq!(parts.len(), 2);
         assert_eq!(

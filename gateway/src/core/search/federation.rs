@@ -20,9 +20,10 @@ use dicom_core::value::Value;
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
+use dicomweb_model::{SeriesInstanceUid, SopInstanceUid, StudyInstanceUid};
 use pacs_adapter::QueryLevel;
 
-use crate::core::attributes::text_of;
+use crate::core::attributes::{text_of, uid_of};
 use crate::core::Error;
 use crate::sites::health::fault_reason;
 use crate::sites::touched::Touched;
@@ -97,12 +98,12 @@ pub async fn find_everywhere(
 pub async fn instance_uids_at(
     sites: &[&Site],
     touched: &Touched,
-    study: &str,
-    series: &str,
-) -> Result<Vec<BTreeSet<String>>, Unanswered> {
+    study: &StudyInstanceUid,
+    series: &SeriesInstanceUid,
+) -> Result<Vec<BTreeSet<SopInstanceUid>>, Unanswered> {
     let identifier = InMemDicomObject::from_element_iter([
-        DataElement::new(tags::STUDY_INSTANCE_UID, VR::UI, PrimitiveValue::from(study)),
-        DataElement::new(tags::SERIES_INSTANCE_UID, VR::UI, PrimitiveValue::from(series)),
+        DataElement::new(tags::STUDY_INSTANCE_UID, VR::UI, PrimitiveValue::from(study.as_str())),
+        DataElement::new(tags::SERIES_INSTANCE_UID, VR::UI, PrimitiveValue::from(series.as_str())),
         DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from("")),
     ]);
     let answers = futures::future::join_all(
@@ -111,7 +112,7 @@ pub async fn instance_uids_at(
     .await;
     answers
         .into_iter()
-        .map(|answer| Ok(answer?.iter().filter_map(|i| text_of(i, tags::SOP_INSTANCE_UID)).collect()))
+        .map(|answer| Ok(answer?.iter().filter_map(|i| uid_of(i, tags::SOP_INSTANCE_UID)).collect()))
         .collect()
 }
 

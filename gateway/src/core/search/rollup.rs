@@ -8,10 +8,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
+use dicomweb_model::{SeriesInstanceUid, SiteId, SopInstanceUid, StudyInstanceUid};
 use futures::StreamExt;
 use pacs_adapter::QueryLevel;
 
-use crate::core::attributes::text_of;
+use crate::core::attributes::{text_of, uid_of};
 use crate::core::directory::Directory;
 use crate::core::directory::SeriesRecord;
 use crate::core::search::federation::instance_uids_at;
@@ -39,17 +40,13 @@ async fn query(
 async fn instances_of(
     sites: &[&Site],
     touched: &Touched,
-    study: &str,
-    series: &str,
-) -> Result<(BTreeSet<String>, Vec<String>), Error> {
+    study: &StudyInstanceUid,
+    series: &SeriesInstanceUid,
+) -> Result<(BTreeSet<SopInstanceUid>, Vec<SiteId>), Error> {
     let at_each = instance_uids_at(sites, touched, study, series).await?;
-    let union: BTreeSet<String> = at_each.iter().flatten().cloned().collect();
-    let complete_at = sites
-        .iter()
-        .zip(&at_each)
-        .filter(|(_, uids)| uids.len() == union.len())
-        .map(|(s, _)| s.id().to_string())
-        .collect();
+    let union: BTreeSet<SopInstanceUid> = at_each.iter().flatten().cloned().collect();
+    let complete_at =
+        sites.iter().zip(&at_each).filter(|(_, uids)| uids.len() == union.len()).map(|(s, _)| s.id().clone()).collect();
     Ok((union, complete_at))
 }
 
@@ -57,40 +54,43 @@ fn put_count(result: &mut InMemDicomObject, tag: dicom_core::Tag, count: u64) {
     result.put(DataElement::new(tag, VR::IS, PrimitiveValue::from(count.to_string())));
 }
 
-fn ids(sites: &[&Site]) -> Vec<String> {
-    sites.iter().map(|s| s.id().to_string()).collect()
+fn ids(sites: &[&Site]) -> Vec<SiteId> {
+    sites.iter().map(|s| s.id().clone()).collect()
 }
 
 /// The series of a study over its holders, from one SERIES-level C-FIND per holder (at once),
 /// and an IMAGE-level count of distinct instances for each series held by several sites or
 /// whose count the PACS does not give.
-async fn series_of(holding: &[&Site], touched: &Touched, study: &str) -> Result<BTreeMap<String, SeriesRecord>, Error> {
+async fn series_of(
+    holding: &[&Site],
+    touched: &Touched,
+    study: &StudyInstanceUid,
+) -> Result<BTreeMap<SeriesInstanceUid, SeriesRecord>, Error> {
     let keys = [
-        (tags::STUDY_INSTANCE_UID, VR::UI, study),
+        (tags::STUDY_INSTANCE_UID, VR::UI, study.as_str()),
         (tags::SERIES_INSTANCE_UID, VR::UI, ""),
         (tags::MODALITY, VR::CS, ""),
         (tags::NUMBER_OF_SERIES_RELATED_INSTANCES, VR::IS, ""),
     ];
     let answers =
         futures::future::join_all(holding.iter().map(|site| query(site, touched, QueryLevel::Series, &keys))).await;
-    let mut series: BTreeMap<String, SeriesRecord> = BTreeMap::new();
+    let mut series: BTreeMap<SeriesInstanceUid, SeriesRecord> = BTreeMap::new();
     for (site, answer) in holding.iter().zip(answers) {
         for one in answer? {
-            let Some(uid) = text_of(&one, tags::SERIES_INSTANCE_UID) else { continue };
+            let Some(uid) = uid_of(&one, tags::SERIES_INSTANCE_UID) else { continue };
             let entry = series.entry(uid).or_default();
             entry.modality = entry.modality.take().or_else(|| text_of(&one, tags::MODALITY));
             let count = text_of(&one, tags::NUMBER_OF_SERIES_RELATED_INSTANCES).and_then(|n| n.trim().parse().ok());
             // A count is only the series' count while one site holds it.
             entry.instances = if entry.sites.is_empty() { count } else { None };
-            entry.sites.push(site.id().to_string());
+            entry.sites.push(site.id().clone());
             entry.complete_at = entry.instances.map(|_| entry.sites.clone());
         }
     }
-    let uncounted: Vec<String> =
+    let uncounted: Vec<SeriesInstanceUid> =
         series.iter().filter(|(_, s)| s.instances.is_none()).map(|(uid, _)| uid.clone()).collect();
     let counted = futures::stream::iter(uncounted.into_iter().map(|uid| {
-        let sites: Vec<&Site> =
-            holding.iter().copied().filter(|h| series[&uid].sites.iter().any(|s| s == h.id().as_str())).collect();
+        let sites: Vec<&Site> = holding.iter().copied().filter(|h| series[&uid].sites.contains(h.id())).collect();
         async move { instances_of(&sites, touched, study, &uid).await.map(|found| (uid, found)) }
     }))
     .buffer_unordered(SERIES_AT_ONCE)
@@ -121,7 +121,7 @@ pub async fn fill_study(
     seen: &Directory,
     holding: &[&Site],
     touched: &Touched,
-    study: &str,
+    study: &StudyInstanceUid,
     result: &mut InMemDicomObject,
     directory: DirectoryUse,
 ) -> Result<(), Error> {
@@ -169,8 +169,8 @@ pub async fn fill_series(
     seen: &Directory,
     holding: &[&Site],
     touched: &Touched,
-    study: &str,
-    series: &str,
+    study: &StudyInstanceUid,
+    series: &SeriesInstanceUid,
     result: &mut InMemDicomObject,
     directory: DirectoryUse,
 ) -> Result<(), Error> {

@@ -6,6 +6,7 @@
 //! body part by part and writes the Store Instances Response Module.
 
 use dicom_dictionary_std::tags;
+use dicomweb_model::{SeriesInstanceUid, SopInstanceUid, StudyInstanceUid};
 use pacs_adapter::{part10, DimseError};
 
 use crate::config::DataSetLimitsConfig;
@@ -48,9 +49,9 @@ fn limit_reason(e: &ContentLimitError) -> u16 {
 pub struct Stored {
     pub class: String,
     pub sent: String,
-    pub study: String,
-    pub series: String,
-    pub instance: String,
+    pub study: StudyInstanceUid,
+    pub series: Option<SeriesInstanceUid>,
+    pub instance: SopInstanceUid,
     pub warning: Option<u16>,
 }
 
@@ -68,9 +69,9 @@ pub struct Outcome {
     pub stored: Vec<Stored>,
     pub refused: Vec<Refused>,
     /// The studies stored into, as the client retrieves them.
-    pub studies: Vec<String>,
+    pub studies: Vec<StudyInstanceUid>,
     /// The studies stored into, in the site's UIDs (what the caches know them by).
-    pub site_studies: Vec<String>,
+    pub site_studies: Vec<StudyInstanceUid>,
     /// Failures that say the PACS could not be used at all.
     pub unavailable: Option<Unanswered>,
     /// De-identifying: the pseudonyms the response's URLs name.
@@ -97,7 +98,7 @@ pub struct Storing<'a> {
     access: &'a Access,
     site: &'a Site,
     limits: DataSetLimitsConfig,
-    target_study: Option<String>,
+    target_study: Option<StudyInstanceUid>,
     outcome: Outcome,
 }
 
@@ -110,13 +111,18 @@ impl<'a> Storing<'a> {
         access: &'a Access,
         site: &'a Site,
         limits: DataSetLimitsConfig,
-        target_study: Option<String>,
+        target_study: Option<StudyInstanceUid>,
     ) -> Result<Storing<'a>, Error> {
         let target_study = match (access.privacy(), target_study) {
-            (Some(privacy), Some(study)) => match privacy.lookup(&study).await? {
-                Some(original) if original.kind == Kind::Study => Some(original.value),
-                _ => Some(privacy.engine.keys().stored_uid(&study)),
-            },
+            (Some(privacy), Some(study)) => {
+                let in_site_terms = match privacy.lookup(study.as_str()).await? {
+                    Some(original) if original.kind == Kind::Study => original.value,
+                    _ => privacy.engine.keys().stored_uid(study.as_str()),
+                };
+                Some(StudyInstanceUid::from_peer(&in_site_terms).map_err(|e| {
+                    Error::Internal(format!("the study in the path stands for no UID at the site: {e}"))
+                })?)
+            }
             (_, target_study) => target_study,
         };
         Ok(Storing { access, site, limits, target_study, outcome: Outcome::default() })
@@ -130,7 +136,7 @@ impl<'a> Storing<'a> {
     /// Checks, puts into the site's terms and C-STOREs one instance (Part-10 bytes).
     pub async fn instance(&mut self, bytes: bytes::Bytes) {
         let target_study = self.target_study.clone();
-        store_one(self.access, self.site, self.limits, target_study.as_deref(), bytes, &mut self.outcome).await;
+        store_one(self.access, self.site, self.limits, target_study.as_ref(), bytes, &mut self.outcome).await;
     }
 
     /// Ends the request: the retrieval cache forgets the studies stored into (what it held of
@@ -151,7 +157,7 @@ async fn store_one(
     access: &Access,
     site: &Site,
     limits: DataSetLimitsConfig,
-    target_study: Option<&str>,
+    target_study: Option<&StudyInstanceUid>,
     bytes: bytes::Bytes,
     outcome: &mut Outcome,
 ) {
@@ -218,7 +224,14 @@ async fn store_one(
         _ => (bytes, study, series, instance),
     };
     let inflated = if access.privacy().is_some() { None } else { inflated };
-    if target_study.is_some_and(|t| t != study) {
+    // UIDs are digits and dots: an instance whose study or own UID is not one is not stored.
+    let (Ok(study), Ok(instance_uid)) = (StudyInstanceUid::from_peer(&study), SopInstanceUid::from_peer(&instance))
+    else {
+        outcome.fail(&class, &instance, DATA_SET_MISMATCH);
+        return;
+    };
+    let series = series.and_then(|s| SeriesInstanceUid::from_peer(&s).ok());
+    if target_study.is_some_and(|t| *t != study) {
         // PS3.18 §10.5.1: every instance must belong to the study the URL names.
         outcome.fail(&class, &instance, DATA_SET_MISMATCH);
         return;
@@ -240,19 +253,28 @@ async fn store_one(
     match site.store(&access.touched, &bytes).await {
         Ok(result) => {
             // De-identifying, the instance is retrieved (like everything) by its pseudonyms.
-            let series = series.unwrap_or_default();
             let (study_shown, series_shown, instance_shown) = match access.privacy() {
                 Some(privacy) => {
-                    let keys = privacy.engine.keys();
-                    let shown = [(Kind::Study, &study), (Kind::Series, &series), (Kind::Instance, &instance)]
-                        .map(|(kind, uid)| (keys.uid(uid), kind, uid.clone()));
-                    outcome.pseudonyms.extend(shown.iter().map(|(pseudonym, kind, uid)| {
-                        (pseudonym.clone(), Original { kind: *kind, value: uid.clone(), issuer: None })
-                    }));
-                    let [a, b, c] = shown.map(|(pseudonym, _, _)| pseudonym);
-                    (a, b, c)
+                    let mut shown = |kind: Kind, uid: &str| {
+                        let pseudonym = privacy.engine.keys().uid(uid);
+                        let original = Original { kind, value: uid.to_owned(), issuer: None };
+                        outcome.pseudonyms.push((pseudonym.clone(), original));
+                        pseudonym
+                    };
+                    (
+                        StudyInstanceUid::from_peer(&shown(Kind::Study, study.as_str())),
+                        series.as_ref().map(|s| SeriesInstanceUid::from_peer(&shown(Kind::Series, s.as_str()))),
+                        SopInstanceUid::from_peer(&shown(Kind::Instance, instance_uid.as_str())),
+                    )
                 }
-                None => (study.clone(), series.clone(), instance.clone()),
+                None => (Ok(study.clone()), series.clone().map(Ok), Ok(instance_uid.clone())),
+            };
+            // Pseudonyms are UIDs (2.25 and digits), so these hold.
+            let (Ok(study_shown), Ok(series_shown), Ok(instance_shown)) =
+                (study_shown, series_shown.transpose(), instance_shown)
+            else {
+                outcome.fail(&class, &instance, PROCESSING_FAILURE);
+                return;
             };
             outcome.stored.push(Stored {
                 class: class.clone(),

@@ -1,50 +1,31 @@
-//! QIDO-RS (PS3.18 §10.6): the six search resources, answered by C-FIND at the matching level.
-//! Required attributes are always returned (empty when the PACS has no value), RetrieveURL is
-//! written by us, and study and series roll-ups are computed when the PACS leaves them out.
+//! QIDO-RS (PS3.18 §10.6): the six search resources. The query string is bounded and parsed
+//! here, the answer kept in the search cache and written as DICOM JSON; the search itself is
+//! the core's (crate::core::search::query).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Extension, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
-use dicom_core::value::DataSetSequence;
-use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
-use dicom_dictionary_std::{tags, StandardDataDictionary};
-use dicom_object::InMemDicomObject;
-use dicomweb_deid::KnownPatient;
 use dicomweb_model::dicom_json::{write_object, JsonOptions};
-use dicomweb_model::qido::{self, required, IncludeFields, QidoQuery};
-use futures::StreamExt;
+use dicomweb_model::qido::{self, QidoQuery};
+use dicomweb_model::{SeriesInstanceUid, StudyInstanceUid};
 use pacs_adapter::QueryLevel;
 
-use super::{accepts, parse_uid, text_of};
+use super::{accepts, parse_uid};
 use crate::config::HttpLimitsConfig;
 use crate::core::access::Access;
-use crate::core::privacy::pseudonyms::Kind;
-use crate::core::privacy::qido_deid;
-use crate::core::search::federation::{find_everywhere, incomplete, mark_sites, merge, sort, Merged};
-use crate::core::search::rollup::DirectoryUse;
+use crate::core::search::query::{self as search_query, Federation, Scope};
 use crate::core::Error;
 use crate::http::error::warning;
 use crate::http::search_cache::SearchKey;
-use crate::sites::touched::Touched;
-use crate::state::{Gateway, Site};
-
-/// Which resource was asked: the level, and the UIDs that scope it.
-#[derive(Debug, Clone)]
-struct Scope {
-    level: QueryLevel,
-    study: Option<String>,
-    series: Option<String>,
-}
+use crate::state::Gateway;
 
 /// The UIDs a search path fixes (`{study}`, `{series}`), each checked.
 #[derive(Debug, Default)]
 pub struct ScopePath {
-    study: Option<String>,
-    series: Option<String>,
+    study: Option<StudyInstanceUid>,
+    series: Option<SeriesInstanceUid>,
 }
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ScopePath {
@@ -94,131 +75,6 @@ pub async fn instances(
     search(&gw, &access, Scope { level: QueryLevel::Image, study: path.study, series: path.series }, q, &headers).await
 }
 
-/// The attributes a resource returns (PS3.18 Table 10.6.3-2): those of its level, and of the
-/// levels above it that its URL does not fix.
-fn returned_attributes(scope: &Scope) -> Vec<Tag> {
-    let mut attributes: Vec<Tag> = Vec::new();
-    if scope.study.is_none() {
-        attributes.extend(required::STUDY);
-    }
-    if scope.level != QueryLevel::Study && scope.series.is_none() {
-        attributes.extend(required::SERIES);
-    }
-    if scope.level == QueryLevel::Image {
-        attributes.extend(required::INSTANCE);
-    }
-    if scope.level != QueryLevel::Study {
-        // Every result names where it belongs.
-        attributes.extend([tags::STUDY_INSTANCE_UID, tags::SERIES_INSTANCE_UID]);
-    }
-    attributes
-}
-
-/// Keys of the series and image levels (PS3.4 C.6.2.1, Study Root). Named by includefield at
-/// a level above theirs they are not asked for: "Series or Instance Level Attributes contained
-/// in includefield parameters shall not be returned" (PS3.18 §10.6.3.3.1), and likewise
-/// instance attributes for series (§10.6.3.3.2).
-const SERIES_LEVEL: &[Tag] = &[
-    tags::MODALITY,
-    tags::SERIES_DESCRIPTION,
-    tags::SERIES_INSTANCE_UID,
-    tags::SERIES_NUMBER,
-    tags::NUMBER_OF_SERIES_RELATED_INSTANCES,
-    tags::PERFORMED_PROCEDURE_STEP_START_DATE,
-    tags::PERFORMED_PROCEDURE_STEP_START_TIME,
-    tags::SERIES_DATE,
-    tags::SERIES_TIME,
-    tags::BODY_PART_EXAMINED,
-    tags::PROTOCOL_NAME,
-];
-const IMAGE_LEVEL: &[Tag] = &[
-    tags::SOP_CLASS_UID,
-    tags::SOP_INSTANCE_UID,
-    tags::INSTANCE_NUMBER,
-    tags::ROWS,
-    tags::COLUMNS,
-    tags::BITS_ALLOCATED,
-    tags::NUMBER_OF_FRAMES,
-    tags::CONTENT_DATE,
-    tags::CONTENT_TIME,
-    tags::IMAGE_TYPE,
-    tags::ACQUISITION_NUMBER,
-];
-
-/// Whether `tag` belongs to a level below `level`.
-fn below(level: QueryLevel, tag: Tag) -> bool {
-    match level {
-        QueryLevel::Study => SERIES_LEVEL.contains(&tag) || IMAGE_LEVEL.contains(&tag),
-        QueryLevel::Series => IMAGE_LEVEL.contains(&tag),
-        _ => false,
-    }
-}
-
-fn vr_of(tag: Tag) -> VR {
-    StandardDataDictionary.by_tag(tag).map(|e| e.vr().relaxed()).unwrap_or(VR::UN)
-}
-
-/// The C-FIND identifier: scope UIDs and matching keys with values, return keys empty.
-/// `patient`: the result's patient asked for too (de-identifying, every result's pseudonym
-/// and date shift need it, whether the resource shows it or not).
-fn identifier(scope: &Scope, query: &QidoQuery, patient: bool) -> InMemDicomObject {
-    let mut identifier = InMemDicomObject::new_empty();
-    for key in &query.matches {
-        match key.path.as_slice() {
-            [tag] => identifier.put(DataElement::new(*tag, key.vr, PrimitiveValue::from(key.value.as_str()))),
-            [sequence, tag] => {
-                let item = InMemDicomObject::from_element_iter([DataElement::new(
-                    *tag,
-                    key.vr,
-                    PrimitiveValue::from(key.value.as_str()),
-                )]);
-                identifier.put(DataElement::new(*sequence, VR::SQ, DataSetSequence::from(vec![item])))
-            }
-            _ => None,
-        };
-    }
-    // Matching values beyond ASCII go to the PACS in UTF-8, and the identifier says so (PS3.5
-    // §6.1.2.3); without it the identifier cannot be encoded in the default repertoire.
-    if query.matches.iter().any(|key| !key.value.is_ascii()) {
-        identifier.put(DataElement::new(tags::SPECIFIC_CHARACTER_SET, VR::CS, PrimitiveValue::from("ISO_IR 192")));
-    }
-    if let Some(study) = &scope.study {
-        identifier.put(DataElement::new(tags::STUDY_INSTANCE_UID, VR::UI, PrimitiveValue::from(study.as_str())));
-    }
-    if let Some(series) = &scope.series {
-        identifier.put(DataElement::new(tags::SERIES_INSTANCE_UID, VR::UI, PrimitiveValue::from(series.as_str())));
-    }
-    let mut returned = returned_attributes(scope);
-    let included: &[Tag] = match &query.include {
-        IncludeFields::Default => &[],
-        IncludeFields::All => required::ALL_EXTRA,
-        IncludeFields::List(list) => list,
-    };
-    returned.extend(included.iter().filter(|tag| !below(scope.level, **tag)));
-    if patient {
-        returned.extend(qido_deid::PATIENT_KEYS);
-    }
-    for tag in returned {
-        if identifier.element(tag).is_err() {
-            identifier.put(DataElement::new(tag, vr_of(tag), PrimitiveValue::Empty));
-        }
-    }
-    identifier
-}
-
-/// The C-FIND identifiers a query string becomes at each search level, as the handlers build
-/// them: the entry point of the fuzz targets (a query string is outside bytes).
-#[doc(hidden)]
-pub fn identifiers_for_fuzzing(raw_query: &str) -> Result<Vec<InMemDicomObject>, qido::QidoError> {
-    let query = qido::parse(raw_query)?;
-    let scopes = [
-        Scope { level: QueryLevel::Study, study: None, series: None },
-        Scope { level: QueryLevel::Series, study: Some("1.2.3".into()), series: None },
-        Scope { level: QueryLevel::Image, study: Some("1.2.3".into()), series: Some("1.2.3.4".into()) },
-    ];
-    Ok(scopes.iter().map(|scope| identifier(scope, &query, true)).collect())
-}
-
 /// A query string longer than `server.max_query_length` (414 URI Too Long) or with more than
 /// `server.max_query_parameters` parameters (400), refused before anything parses it.
 fn past_query_bounds(raw_query: Option<&str>, limits: &HttpLimitsConfig) -> Option<Response> {
@@ -234,9 +90,6 @@ fn past_query_bounds(raw_query: Option<&str>, limits: &HttpLimitsConfig) -> Opti
     })
 }
 
-/// How many results are completed concurrently.
-const COMPLETING_AT_ONCE: usize = 16;
-
 /// A search answered from the search cache, or by the sites (then kept when complete).
 async fn search(
     gw: &Gateway,
@@ -249,7 +102,7 @@ async fn search(
         return Ok(refused);
     }
     accepts(headers, &["application/dicom+json", "application/json"])?;
-    let scope = in_site_terms(access, scope).await?;
+    let scope = search_query::in_site_terms(access, scope).await?;
     let resource = format!("{:?} {:?} {:?}", scope.level, scope.study, scope.series);
     let key = SearchKey::new(
         &access.project.id,
@@ -257,7 +110,7 @@ async fn search(
         &access.base_url,
         resource,
         raw_query.as_deref(),
-        scope.study.as_deref(),
+        scope.study.as_ref(),
     );
     if let Some(answer) = gw.search_cache.get(&key) {
         return Ok(answer);
@@ -266,211 +119,32 @@ async fn search(
     Ok(gw.search_cache.keep(key, answer).await)
 }
 
-/// The scope with the UIDs of its path in the sites' terms (de-identifying, they are
-/// pseudonyms the gateway handed out).
-async fn in_site_terms(access: &Access, mut scope: Scope) -> Result<Scope, Error> {
-    if let Some(privacy) = access.privacy() {
-        if let Some(study) = &scope.study {
-            scope.study = Some(qido_deid::path_uid(privacy, study, Kind::Study).await?);
-        }
-        if let Some(series) = &scope.series {
-            scope.series = Some(qido_deid::path_uid(privacy, series, Kind::Series).await?);
-        }
-    }
-    Ok(scope)
-}
-
+/// The search at the request's sites, written as DICOM JSON (204 when nothing matched).
 async fn search_sites(
     gw: &Gateway,
     access: &Access,
     scope: Scope,
     raw_query: Option<String>,
 ) -> Result<Response, Error> {
-    let mut query = qido::parse(raw_query.as_deref().unwrap_or(""))?;
-    // De-identifying: the query in the sites' terms (the scope is already), and the checks its
-    // results must pass.
-    let filters = match access.privacy() {
-        Some(privacy) => match qido_deid::translate(privacy, &mut query).await? {
-            Some(filters) => filters,
-            None => return Ok(with_warning(StatusCode::NO_CONTENT.into_response(), &query, None)),
-        },
-        None => Vec::new(),
-    };
-    let sites = gw.sites_for(access)?;
-    if scope.level == QueryLevel::Image && scope.study.is_none() && query.matches.is_empty() && sites.len() > 1 {
-        // Every instance of every site: refused rather than answered in part (docs/ACCESS.md).
-        return Err(Error::BadRequest(
-            "searching for instances across sites needs a matching key (e.g. StudyInstanceUID, Modality) \
-             or a study in the path"
-                .into(),
-        ));
-    }
-    // Whether the resource shows the patient; de-identifying, every result's patient is asked
-    // for all the same.
-    let shows_patient = identifier(&scope, &query, false).element(tags::PATIENT_ID).is_ok();
-    let identifier = identifier(&scope, &query, access.privacy().is_some());
-    let fan_out = find_everywhere(&sites, &access.touched, scope.level, &identifier).await;
-    if fan_out.failures.len() == sites.len() {
-        // Every site failed: there is no answer to give, partial or not.
-        return Err(fan_out.into_error());
-    }
-    // What this search shows of where data lives can be remembered only when it is complete:
-    // every site asked and answering, and no filter but UIDs (docs/FEDERATION.md).
-    let rememberable = gw.sees_every_site(access) && fan_out.failures.is_empty() && matches_uids_only(&query);
-    let sites_missing = incomplete(&fan_out.failures, &fan_out.truncated).and_then(|text| warning(&text));
-    let mut merged = merge(scope.level, fan_out.results);
-    sort(scope.level, &mut merged);
-    // Each result with its patient (de-identifying): from the result, else from its study.
-    let mut with_patients: Vec<(Merged, Option<KnownPatient>)> = Vec::with_capacity(merged.len());
-    let mut of_study: HashMap<String, Option<KnownPatient>> = HashMap::new();
-    for mut one in merged {
-        let mut patient = None;
-        if access.privacy().is_some() {
-            patient = qido_deid::take_patient(&mut one.object, shows_patient);
-            let study = text_of(&one.object, tags::STUDY_INSTANCE_UID).or_else(|| scope.study.clone());
-            if let (None, Some(study), Some(&site)) = (&patient, study, one.sites.first()) {
-                if !of_study.contains_key(&study) {
-                    let found = qido_deid::patient_of_study(sites[site], &access.touched, &study).await?;
-                    of_study.insert(study.clone(), found);
-                }
-                patient = of_study[&study].clone();
-            }
-        }
-        with_patients.push((one, patient));
-    }
-    let mut merged = with_patients;
-    if let (Some(privacy), false) = (access.privacy(), filters.is_empty()) {
-        merged.retain(|(m, patient)| {
-            let mut shown = m.object.clone();
-            let site = m.sites.first().map(|&s| sites[s].id().to_string()).unwrap_or_default();
-            privacy.engine.apply_for(&mut shown, &site, patient.as_ref());
-            qido_deid::passes(&shown, &filters)
-        });
-    }
-    // A study UID under two patients is not remembered: a retrieval by it must reach every
-    // site of both, so it is always located anew.
-    let reused = reused_study_uids(&merged);
-    if rememberable && scope.level == QueryLevel::Study {
-        remember_studies(gw, &sites, &merged, &reused);
-    }
-    let whole_list = query.offset == 0 && query.limit.is_none_or(|limit| limit >= merged.len());
-    let window: Vec<_> = merged.into_iter().skip(query.offset).take(query.limit.unwrap_or(usize::MAX)).collect();
-    if window.is_empty() {
+    let query = qido::parse(raw_query.as_deref().unwrap_or(""))?;
+    let federation =
+        Federation { sites: gw.sites_for(access)?, whole: gw.sees_every_site(access), directory: &gw.directory };
+    let answer = search_query::search(&federation, access, scope, query.clone()).await?;
+    let sites_missing = answer.sites_missing.as_deref().and_then(warning);
+    if answer.results.is_empty() {
         return Ok(with_warning(StatusCode::NO_CONTENT.into_response(), &query, sites_missing));
     }
-    let mut body = Vec::with_capacity(window.len() * 1024);
+    let mut body = Vec::with_capacity(answer.results.len() * 1024);
     body.push(b'[');
-    // Results are completed (roll-ups may take more C-FINDs) several at a time, in order; the
-    // sites' association budgets bound how many queries actually run at once.
-    let completed = futures::stream::iter(window.into_iter().map(|(merged, patient)| {
-        let holding: Vec<&Site> = merged.sites.iter().map(|&s| sites[s]).collect();
-        let (scope, reused) = (&scope, &reused);
-        async move {
-            let mut result = merged.object;
-            let study = text_of(&result, tags::STUDY_INSTANCE_UID).unwrap_or_default();
-            let single = !reused.contains(&study);
-            let directory = DirectoryUse { read: single, write: single && rememberable };
-            complete(gw, &holding, &access.touched, scope, &mut result, directory).await?;
-            let entries = match access.privacy() {
-                Some(privacy) => privacy.data_set(
-                    &mut result,
-                    holding.first().map(|s| s.id().as_str()).unwrap_or(""),
-                    patient.as_ref(),
-                ),
-                None => Vec::new(),
-            };
-            put_retrieve_url(access, scope, &mut result);
-            mark_sites(&mut result, holding.iter().map(|s| s.id().to_string()).collect());
-            Ok::<_, Error>((result, entries))
-        }
-    }))
-    .buffered(COMPLETING_AT_ONCE)
-    .collect::<Vec<_>>()
-    .await
-    .into_iter()
-    .collect::<Result<Vec<_>, _>>()?;
-    let (completed, entries): (Vec<InMemDicomObject>, Vec<_>) = completed.into_iter().unzip();
-    if let Some(privacy) = access.privacy() {
-        // Every pseudonym in the response resolves before the client sees it.
-        privacy.record(entries.into_iter().flatten().collect()).await?;
-    }
-    // (Results are in the sites' terms only without de-identification.)
-    if rememberable && whole_list && scope.level == QueryLevel::Series && access.privacy().is_none() {
-        if let Some(study) = &scope.study {
-            remember_series(gw, study, &completed);
-        }
-    }
-    for (i, mut result) in completed.into_iter().enumerate() {
+    for (i, result) in answer.results.iter().enumerate() {
         if i > 0 {
             body.push(b',');
         }
-        if !access.project.show_sites {
-            // Site ids name institutions (docs/ACCESS.md): the project does not show them.
-            result.remove_element(crate::core::search::federation::SITES_TAG);
-            result.remove_element(crate::core::search::federation::PRIVATE_CREATOR_TAG);
-        }
-        write_object(&mut body, &result, &JsonOptions::default());
+        write_object(&mut body, result, &JsonOptions::default());
     }
     body.push(b']');
     let response = ([(header::CONTENT_TYPE, "application/dicom+json")], body).into_response();
     Ok(with_warning(response, &query, sites_missing))
-}
-
-/// True when the search matches on nothing but UIDs: then a site that holds a study returns it.
-fn matches_uids_only(query: &QidoQuery) -> bool {
-    query.matches.iter().all(|key| {
-        matches!(key.path.as_slice(), [tags::STUDY_INSTANCE_UID | tags::SERIES_INSTANCE_UID | tags::SOP_INSTANCE_UID])
-    })
-}
-
-/// The study UIDs that name more than one merged result (the same UID under two patients).
-fn reused_study_uids(merged: &[(Merged, Option<KnownPatient>)]) -> std::collections::HashSet<String> {
-    let mut seen = std::collections::HashSet::new();
-    merged
-        .iter()
-        .filter_map(|(m, _)| text_of(&m.object, tags::STUDY_INSTANCE_UID))
-        .filter(|study| !seen.insert(study.clone()))
-        .collect()
-}
-
-/// Remembers which sites hold each study of a complete study-level search.
-fn remember_studies(
-    gw: &Gateway,
-    sites: &[&Site],
-    merged: &[(Merged, Option<KnownPatient>)],
-    reused: &std::collections::HashSet<String>,
-) {
-    for (one, _) in merged {
-        if let Some(study) = text_of(&one.object, tags::STUDY_INSTANCE_UID).filter(|s| !reused.contains(s)) {
-            gw.directory.record_sites(&study, one.sites.iter().map(|&i| sites[i].id().to_string()).collect());
-        }
-    }
-}
-
-/// Remembers the series of a study from a complete series-level search of it, with their
-/// holders, modality and (union) instance count.
-fn remember_series(gw: &Gateway, study: &str, results: &[InMemDicomObject]) {
-    let mut series = std::collections::BTreeMap::new();
-    for result in results {
-        let Some(uid) = text_of(result, tags::SERIES_INSTANCE_UID) else { continue };
-        let sites: Vec<String> =
-            match result.element(crate::core::search::federation::SITES_TAG).map(|e| e.to_multi_str()) {
-                Ok(Ok(sites)) => sites.iter().map(|s| s.trim().to_owned()).collect(),
-                _ => continue,
-            };
-        let complete_at = (sites.len() == 1).then(|| sites.clone());
-        let record = crate::core::directory::SeriesRecord {
-            sites,
-            modality: text_of(result, tags::MODALITY),
-            instances: text_of(result, tags::NUMBER_OF_SERIES_RELATED_INSTANCES).and_then(|n| n.trim().parse().ok()),
-            complete_at,
-        };
-        if series.insert(uid, record).is_some() {
-            // The same series UID twice (under two patients): too unusual to remember.
-            return;
-        }
-    }
-    gw.directory.record_series(study, series);
 }
 
 fn with_warning(mut response: Response, query: &QidoQuery, sites_missing: Option<HeaderValue>) -> Response {
@@ -486,99 +160,10 @@ fn with_warning(mut response: Response, query: &QidoQuery, sites_missing: Option
     response
 }
 
-/// Writes RetrieveURL from the result's own UIDs (pseudonyms when de-identifying; the scope's,
-/// pseudonymised, where the result leaves one out).
-fn put_retrieve_url(access: &Access, scope: &Scope, result: &mut InMemDicomObject) {
-    let shown = |uid: &str| match access.privacy() {
-        Some(privacy) => privacy.engine.keys().uid(uid),
-        None => uid.to_owned(),
-    };
-    let study =
-        text_of(result, tags::STUDY_INSTANCE_UID).or_else(|| scope.study.as_deref().map(shown)).unwrap_or_default();
-    let series = text_of(result, tags::SERIES_INSTANCE_UID).or_else(|| scope.series.as_deref().map(shown));
-    let base = format!("{}/studies/{study}", access.base_url);
-    let url = match (scope.level, &series, text_of(result, tags::SOP_INSTANCE_UID)) {
-        (QueryLevel::Study, _, _) => base,
-        (QueryLevel::Series, Some(series), _) => format!("{base}/series/{series}"),
-        (QueryLevel::Image, Some(series), Some(instance)) => format!("{base}/series/{series}/instances/{instance}"),
-        _ => base,
-    };
-    result.put(DataElement::new(tags::RETRIEVE_URL, VR::UR, PrimitiveValue::from(url)));
-}
-
-/// Makes a C-FIND result a QIDO-RS result: without QueryRetrieveLevel, with every required
-/// attribute (empty when unknown, but for ModalitiesInStudy) and roll-ups computed when
-/// missing.
-async fn complete(
-    gw: &Gateway,
-    holding: &[&Site],
-    touched: &Touched,
-    scope: &Scope,
-    result: &mut InMemDicomObject,
-    directory: DirectoryUse,
-) -> Result<(), Error> {
-    result.remove_element(tags::QUERY_RETRIEVE_LEVEL);
-    // Some PACS (Orthanc) add their own AE as RetrieveAETitle: meaningless to a DICOMweb client
-    // and a detail of the site behind the gateway.
-    result.remove_element(tags::RETRIEVE_AE_TITLE);
-    let study = text_of(result, tags::STUDY_INSTANCE_UID).or_else(|| scope.study.clone()).unwrap_or_default();
-    let series = text_of(result, tags::SERIES_INSTANCE_UID).or_else(|| scope.series.clone());
-    if scope.level == QueryLevel::Study {
-        crate::core::search::rollup::fill_study(&gw.directory, holding, touched, &study, result, directory).await?;
-    } else if scope.level == QueryLevel::Series {
-        if let Some(series) = &series {
-            crate::core::search::rollup::fill_series(
-                &gw.directory,
-                holding,
-                touched,
-                &study,
-                series,
-                result,
-                directory,
-            )
-            .await?;
-        }
-    }
-    for tag in returned_attributes(scope) {
-        if result.element(tag).is_err() {
-            result.put(DataElement::new(tag, vr_of(tag), PrimitiveValue::Empty));
-        }
-    }
-    // A study none of whose series names its Modality has no ModalitiesInStudy to tell:
-    // left out rather than sent empty (`{"vr": "CS"}`), which stops stock viewers (OHIF 3.x
-    // reads its Value's length) from listing any study of the answer (docs/VIEWER.md).
-    if scope.level == QueryLevel::Study && text_of(result, tags::MODALITIES_IN_STUDY).is_none() {
-        result.remove_element(tags::MODALITIES_IN_STUDY);
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn asked(level: QueryLevel, query: &str) -> InMemDicomObject {
-        let scope = Scope { level, study: None, series: None };
-        identifier(&scope, &qido::parse(query).expect("valid query"), false)
-    }
-
-    #[test]
-    fn includefield_of_a_lower_level_is_not_asked_for() {
-        let study = asked(QueryLevel::Study, "includefield=SeriesInstanceUID&includefield=StudyDescription");
-        assert!(study.element(tags::SERIES_INSTANCE_UID).is_err());
-        assert!(study.element(tags::STUDY_DESCRIPTION).is_ok());
-        let all = asked(QueryLevel::Study, "includefield=all");
-        assert!(all.element(tags::BODY_PART_EXAMINED).is_err() && all.element(tags::IMAGE_TYPE).is_err());
-        let series = asked(QueryLevel::Series, "includefield=SOPInstanceUID&includefield=StudyDescription");
-        assert!(series.element(tags::SOP_INSTANCE_UID).is_err());
-        assert!(series.element(tags::STUDY_DESCRIPTION).is_ok());
-        let image = asked(QueryLevel::Image, "includefield=all");
-        assert!(image.element(tags::IMAGE_TYPE).is_ok() && image.element(tags::BODY_PART_EXAMINED).is_ok());
-    }
-
-    /// Fuzzing found it: a matching value beyond ASCII made an identifier that could not be
-    /// encoded, so the C-FIND failed at every site. Values of VRs a character set extends go in
-    /// UTF-8 (the others are refused by the query parser).
     #[test]
     fn query_strings_past_their_bounds_are_refused_before_parsing() {
         let limits = HttpLimitsConfig {
@@ -595,21 +180,5 @@ mod tests {
         let many = past_query_bounds(Some("a=1&b=2&c=3&d=4"), &limits).expect("too many");
         assert_eq!(many.status(), StatusCode::BAD_REQUEST);
         assert!(past_query_bounds(Some("a=1&&&b=2&"), &limits).is_none(), "empty pieces are no parameters");
-    }
-
-    #[test]
-    fn a_matching_value_beyond_ascii_is_sent_in_utf8() {
-        let raw = "PatientName=M%C3%BCller&StudyDescription=g\u{10A}1";
-        let ts = dicom_transfer_syntax_registry::entries::IMPLICIT_VR_LITTLE_ENDIAN.erased();
-        for level in [QueryLevel::Study, QueryLevel::Series, QueryLevel::Image] {
-            let identifier = asked(level, raw);
-            assert_eq!(text_of(&identifier, tags::SPECIFIC_CHARACTER_SET).as_deref(), Some("ISO_IR 192"));
-            let mut encoded = Vec::new();
-            identifier.write_dataset_with_ts(&mut encoded, &ts).expect("the identifier encodes");
-            let read = InMemDicomObject::read_dataset_with_ts(encoded.as_slice(), &ts).expect("and reads back");
-            assert_eq!(text_of(&read, tags::PATIENT_NAME).as_deref(), Some("Müller"));
-        }
-        // ASCII-only queries stay in the default repertoire.
-        assert_eq!(text_of(&asked(QueryLevel::Study, "PatientName=Doe"), tags::SPECIFIC_CHARACTER_SET), None);
     }
 }

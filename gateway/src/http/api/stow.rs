@@ -10,6 +10,7 @@ use axum::body::Body;
 use axum::extract::{Extension, Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use dicomweb_model::StudyInstanceUid;
 use serde_json::{json, Value as Json};
 
 use super::{accepts, parse_uid};
@@ -54,7 +55,8 @@ fn reference(class: &str, instance: &str) -> serde_json::Map<String, Json> {
 /// PACS's warning status.
 fn stored_item(stored: &store::Stored, base_url: &str) -> Json {
     let mut item = reference(&stored.class, &stored.sent);
-    let url = format!("{base_url}/studies/{}/series/{}/instances/{}", stored.study, stored.series, stored.instance);
+    let series = stored.series.as_ref().map_or("", |s| s.as_str());
+    let url = format!("{base_url}/studies/{}/series/{series}/instances/{}", stored.study, stored.instance);
     item.insert("00081190".into(), json!({"vr": "UR", "Value": [url]}));
     if let Some(warning) = stored.warning {
         item.insert("00081196".into(), json!({"vr": "US", "Value": [warning]}));
@@ -73,7 +75,7 @@ fn refused_item(refused: &store::Refused) -> Json {
 async fn store_instances(
     gw: Arc<Gateway>,
     access: Access,
-    target_study: Option<String>,
+    target_study: Option<StudyInstanceUid>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, Error> {

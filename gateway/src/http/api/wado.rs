@@ -16,7 +16,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use dicom_object::{FileDicomObject, InMemDicomObject};
 use dicomweb_model::dicom_json::{write_object, JsonOptions};
-use dicomweb_model::{SeriesInstanceUid, SopInstanceUid, StudyInstanceUid};
+
 use futures::{stream, Stream, StreamExt};
 use pacs_adapter::{RetrieveTarget, RetrievedInstance};
 
@@ -84,21 +84,11 @@ fn negotiate(headers: &HeaderMap) -> Result<Vec<Wanted>, Error> {
 }
 
 pub(crate) fn target(study: &str, series: Option<&str>, instance: Option<&str>) -> Result<RetrieveTarget, Error> {
-    let study = StudyInstanceUid::new(&parse_uid("study", study)?).map_err(|e| Error::BadRequest(e.to_string()))?;
-    let series = series
-        .map(|s| {
-            parse_uid("series", s)
-                .and_then(|s| SeriesInstanceUid::new(&s).map_err(|e| Error::BadRequest(e.to_string())))
-        })
-        .transpose()?;
-    let instances = instance
-        .map(|i| {
-            parse_uid("instance", i).and_then(|i| SopInstanceUid::new(&i).map_err(|e| Error::BadRequest(e.to_string())))
-        })
-        .transpose()?
-        .into_iter()
-        .collect();
-    Ok(RetrieveTarget { study, series, instances })
+    Ok(RetrieveTarget {
+        study: parse_uid("study", study)?,
+        series: series.map(|s| parse_uid("series", s)).transpose()?,
+        instances: instance.map(|i| parse_uid("instance", i)).transpose()?.into_iter().collect(),
+    })
 }
 
 fn all(first: RetrievedInstance, rest: Instances) -> impl Stream<Item = Result<RetrievedInstance, std::io::Error>> {
