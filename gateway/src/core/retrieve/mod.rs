@@ -1,5 +1,6 @@
 //! Retrieval: the plan (where a target's instances are) and its stream (`locate`), the
-//! retrieval cache with its flights and disk tier, and the cache of decoded instances.
+//! retrieval cache with its flights and disk tier, the cache of decoded instances, and the
+//! instance a thumbnail shows (`representative`).
 
 pub mod cache;
 pub mod disk_cache;
@@ -7,8 +8,10 @@ pub mod flight;
 mod locate;
 mod parts;
 mod plan;
+mod representative;
 
 pub use locate::{known_stored_syntaxes, retrieve};
+pub use representative::representative;
 pub mod transcoded_cache;
 
 use std::sync::Arc;

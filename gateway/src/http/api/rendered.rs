@@ -15,7 +15,6 @@ use dicom_dictionary_std::tags;
 use dicom_object::{FileDicomObject, InMemDicomObject};
 use dicom_pixeldata::image::{imageops::FilterType, DynamicImage, ImageFormat};
 use dicom_pixeldata::{ConvertOptions, PixelDecoder, VoiLutFunction, VoiLutOption, WindowLevel};
-use dicomweb_model::{SeriesInstanceUid, SopInstanceUid, StudyInstanceUid};
 use pacs_adapter::RetrieveTarget;
 
 use super::{accept_ranges, TargetPath};
@@ -364,33 +363,7 @@ async fn representative(
     series: Option<&str>,
 ) -> Result<RetrieveTarget, Error> {
     let named = super::wado::target(study, series, None)?;
-    let scope = match access.privacy() {
-        Some(privacy) => privacy.site_target(&named).await?,
-        None => named,
-    };
-    // The representative comes from the first site that lists the series or study.
-    let mut planned = Vec::new();
-    for site in gw.sites_for(access)? {
-        if let Ok(found) = site.list_instances(&access.touched, &scope).await {
-            if !found.is_empty() {
-                planned = found;
-                break;
-            }
-        }
-    }
-    let first_series = planned.first().map(|p| p.series.clone());
-    planned.retain(|p| Some(&p.series) == first_series.as_ref());
-    let chosen = planned.get(planned.len() / 2).ok_or_else(|| Error::NotFound("no instance to show".into()))?;
-    let at_site = RetrieveTarget::instances(
-        StudyInstanceUid::from(scope.study.as_uid().clone()),
-        Some(SeriesInstanceUid::from(chosen.series.as_uid().clone())),
-        vec![SopInstanceUid::from(chosen.sop_instance.as_uid().clone())],
-    );
-    // Named as the client names things, like every target `respond` takes.
-    match access.privacy() {
-        Some(privacy) => privacy.client_target(&at_site).await,
-        None => Ok(at_site),
-    }
+    crate::core::retrieve::representative(&gw.retriever, access, named).await
 }
 
 pub async fn series_thumbnail(
