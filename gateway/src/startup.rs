@@ -126,7 +126,7 @@ pub fn summary(config: &Config, local: std::net::SocketAddr) {
 
 /// Once every site has answered its first C-ECHO or missed it (its timeout, at most), says
 /// which sites answer.
-pub async fn report_reachability(gw: Arc<Gateway>) {
+pub(crate) async fn report_reachability(gw: Arc<Gateway>) {
     let longest = gw.sites.iter().map(|s| s.config.timeout).max().unwrap_or_default();
     let deadline = Instant::now() + longest + Duration::from_secs(1);
     while Instant::now() < deadline && gw.sites.iter().any(|s| s.health.report().last_echo.is_none()) {

@@ -21,47 +21,47 @@ use crate::http::limits::CallerLimits;
 use crate::http::search_cache::SearchCache;
 use crate::sites::dimse::Dimse;
 use crate::sites::health::{BreakerPolicy, SiteHealth};
-pub use crate::sites::Site;
+pub(crate) use crate::sites::Site;
 use crate::sites::{Protocol, SiteIndex};
 
 #[derive(Debug)]
-pub struct Gateway {
-    pub config: Config,
+pub(crate) struct Gateway {
+    pub(crate) config: Config,
     /// Every configured site, in configuration order (which also breaks ties when merging).
-    pub sites: Arc<Vec<Site>>,
+    pub(crate) sites: Arc<Vec<Site>>,
     /// Where studies were seen (docs/FEDERATION.md).
-    pub directory: Arc<Directory>,
+    pub(crate) directory: Arc<Directory>,
     /// The projects (docs/ACCESS.md), each with its sites, permissions and, when `[deid]` is
     /// configured, its de-identification (docs/DEIDENTIFICATION.md). Without authentication:
     /// one implicit project over every site.
-    pub projects: Vec<Arc<Project>>,
+    pub(crate) projects: Vec<Arc<Project>>,
     /// Checks bearer tokens, when `auth.mode = "jwt"`.
-    pub authenticator: Option<Arc<Authenticator>>,
+    pub(crate) authenticator: Option<Arc<Authenticator>>,
     /// Per-caller limits, when callers are authenticated.
-    pub limits: Option<CallerLimits>,
+    pub(crate) limits: Option<CallerLimits>,
     /// The audit trail, when `audit.path` is configured.
-    pub audit: Option<Arc<AuditLog>>,
+    pub(crate) audit: Option<Arc<AuditLog>>,
     /// De-identified instances and what retrievals yielded; retrievals under way (docs/CACHE.md).
-    pub cache: Arc<RetrievalCache>,
+    pub(crate) cache: Arc<RetrievalCache>,
     /// Retrieval over the sites, the directory and the cache (crate::core::retrieve).
-    pub retriever: Arc<Retriever>,
+    pub(crate) retriever: Arc<Retriever>,
     /// QIDO-RS answers reused for a short while (docs/CACHE.md).
-    pub search_cache: SearchCache,
+    pub(crate) search_cache: SearchCache,
     /// What `/metrics` reports of requests.
-    pub metrics: Arc<crate::http::metrics::requests::RequestMetrics>,
+    pub(crate) metrics: Arc<crate::http::metrics::requests::RequestMetrics>,
     /// Instances as transcoded to an uncompressed syntax (docs/CACHE.md).
-    pub transcoded: Arc<crate::core::retrieve::transcoded_cache::TranscodedCache>,
+    pub(crate) transcoded: Arc<crate::core::retrieve::transcoded_cache::TranscodedCache>,
     /// Decoded pixel data in flight across every request, bounded.
-    pub decode_budget: Arc<crate::core::pixels::decode_budget::DecodeBudget>,
+    pub(crate) decode_budget: Arc<crate::core::pixels::decode_budget::DecodeBudget>,
     /// Requests in flight and STOW-RS memory across the gateway (docs/RELIABILITY.md).
-    pub admission: Arc<crate::http::admission::Admission>,
+    pub(crate) admission: Arc<crate::http::admission::Admission>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Gateway {
     /// Builds the site pools and, when a site retrieves by C-MOVE, binds the storage SCP on
     /// `dimse.listen` (one for all sites).
-    pub async fn start(config: Config) -> anyhow::Result<Arc<Gateway>> {
+    pub(crate) async fn start(config: Config) -> anyhow::Result<Arc<Gateway>> {
         let mut scp: Option<(StoreScp, tokio::task::JoinHandle<()>)> = None;
         if config.sites.iter().any(|s| s.retrieve == RetrieveMode::CMove) {
             let options = StoreScpOptions::new(config.dimse.ae_title.clone());
@@ -151,13 +151,13 @@ impl Gateway {
 
     /// The sites a request may use: its project's, or the one it addressed under
     /// `/sites/{id}` (404 when that is not one of the project's).
-    pub fn sites_for(&self, access: &Access) -> Result<Vec<&Site>, crate::core::Error> {
+    pub(crate) fn sites_for(&self, access: &Access) -> Result<Vec<&Site>, crate::core::Error> {
         crate::core::retrieve::sites_for(&self.sites, access)
     }
 
     /// True when the request may reach every site of the federation (what it sees of where
     /// data lives is then the whole picture, and may be remembered).
-    pub fn sees_every_site(&self, access: &Access) -> bool {
+    pub(crate) fn sees_every_site(&self, access: &Access) -> bool {
         access.site.is_none() && access.project.sites.len() == self.sites.len()
     }
 }

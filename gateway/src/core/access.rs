@@ -12,23 +12,23 @@ use crate::sites::SiteIndex;
 
 /// A project as the gateway runs it.
 #[derive(Debug)]
-pub struct Project {
-    pub id: String,
+pub(crate) struct Project {
+    pub(crate) id: String,
     /// The project's sites, in configuration order.
-    pub sites: Vec<SiteIndex>,
-    pub permissions: Vec<Permission>,
+    pub(crate) sites: Vec<SiteIndex>,
+    pub(crate) permissions: Vec<Permission>,
     /// The project's de-identification (its keys and options), when `[deid]` is configured.
-    pub privacy: Option<Privacy>,
+    pub(crate) privacy: Option<Privacy>,
     /// What the cache keys this project's entries by: the project and everything that shapes
     /// what it is answered (its sites, the de-identification's options, keys and revision), so
     /// that nothing made under another configuration is served (docs/CACHE.md).
-    pub cache_scope: String,
+    pub(crate) cache_scope: String,
     /// Whether its search results name the sites that hold them ((0009,1010)).
-    pub show_sites: bool,
+    pub(crate) show_sites: bool,
 }
 
 impl Project {
-    pub fn grants(&self, permission: Permission) -> bool {
+    pub(crate) fn grants(&self, permission: Permission) -> bool {
         self.permissions.contains(&permission)
     }
 }
@@ -37,14 +37,14 @@ impl Project {
 /// `{base}/sites/{id}/...` (in that order when both) name the same resources, in one project
 /// or at one site.
 #[derive(Debug, Clone, Default)]
-pub struct Addressed {
-    pub project: Option<String>,
-    pub site: Option<String>,
+pub(crate) struct Addressed {
+    pub(crate) project: Option<String>,
+    pub(crate) site: Option<String>,
 }
 
 impl Addressed {
     /// The path prefix (after `base_path`) that addresses the same project and site.
-    pub fn prefix(&self) -> String {
+    pub(crate) fn prefix(&self) -> String {
         let mut prefix = String::new();
         if let Some(project) = &self.project {
             prefix.push_str("/projects/");
@@ -60,26 +60,26 @@ impl Addressed {
 
 /// What one request may reach, set by authorization.
 #[derive(Debug, Clone)]
-pub struct Access {
-    pub project: Arc<Project>,
+pub(crate) struct Access {
+    pub(crate) project: Arc<Project>,
     /// The one site the request addressed under `/sites/{id}`, if any.
-    pub site: Option<String>,
+    pub(crate) site: Option<String>,
     /// The prefix of URLs written into responses (RetrieveURL, BulkDataURI): `public_url` and
     /// the project and site the request was addressed under, so that they resolve alike.
-    pub base_url: String,
+    pub(crate) base_url: String,
     /// What the request caused at the sites (for its log and audit line).
-    pub touched: Arc<Touched>,
+    pub(crate) touched: Arc<Touched>,
 }
 
 impl Access {
     /// The project's de-identification, when the gateway de-identifies.
-    pub fn privacy(&self) -> Option<&Privacy> {
+    pub(crate) fn privacy(&self) -> Option<&Privacy> {
         self.project.privacy.as_ref()
     }
 
     /// The indexes of the sites the request may use: the project's, or the one addressed.
     /// A site outside the project is as unknown as one that does not exist.
-    pub fn site_indexes(&self, site_id: impl Fn(SiteIndex) -> String) -> Result<Vec<SiteIndex>, Error> {
+    pub(crate) fn site_indexes(&self, site_id: impl Fn(SiteIndex) -> String) -> Result<Vec<SiteIndex>, Error> {
         match &self.site {
             None => Ok(self.project.sites.clone()),
             Some(id) => self

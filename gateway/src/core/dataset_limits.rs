@@ -11,11 +11,11 @@ use std::io::Read;
 use dicom_dictionary_std::tags;
 use dicom_object::{FileDicomObject, InMemDicomObject};
 
-pub use pacs_adapter::data_set_check::{check_data_set, ContentLimitError, Encoding};
+pub(crate) use pacs_adapter::data_set_check::{check_data_set, ContentLimitError, Encoding};
 
 use crate::config::DataSetLimitsConfig;
 
-pub const DEFLATED_EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1.99";
+pub(crate) const DEFLATED_EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1.99";
 
 /// Checks an encoded data set (what follows the file meta group) of `transfer_syntax`. A
 /// deflated data set is inflated within the bound and checked; it is returned (the Explicit VR
@@ -36,7 +36,7 @@ pub fn check_encoded(
 
 /// Inflates a raw deflate stream, refusing one that grows past `max` bytes (a deflate bomb is
 /// cut there, never held whole).
-pub fn inflate(deflated: &[u8], max: u64) -> Result<Vec<u8>, ContentLimitError> {
+pub(crate) fn inflate(deflated: &[u8], max: u64) -> Result<Vec<u8>, ContentLimitError> {
     let mut out = Vec::with_capacity(deflated.len().saturating_mul(4).min(max as usize));
     flate2::read::DeflateDecoder::new(deflated)
         .take(max.saturating_add(1))
@@ -51,7 +51,7 @@ pub fn inflate(deflated: &[u8], max: u64) -> Result<Vec<u8>, ContentLimitError> 
 /// The size of an instance's pixel data once every frame is decoded (frames x rows x columns x
 /// samples x bits allocated), checked against `max_frame_size` and `max_decoded_size` before
 /// anything decodes it: a transcoder allocates the whole of it.
-pub fn decoded_size(obj: &InMemDicomObject, limits: &DataSetLimitsConfig) -> Result<u64, ContentLimitError> {
+pub(crate) fn decoded_size(obj: &InMemDicomObject, limits: &DataSetLimitsConfig) -> Result<u64, ContentLimitError> {
     let number = |tag| -> u64 {
         obj.element(tag)
             .ok()
@@ -76,7 +76,7 @@ pub fn decoded_size(obj: &InMemDicomObject, limits: &DataSetLimitsConfig) -> Res
 
 /// A Part-10 instance parsed, with the size its pixel data takes once decoded (0 when it is not
 /// encapsulated, so nothing is decoded), bounded by [`decoded_size`] before anything decodes it.
-pub fn parsed_for_decoding(
+pub(crate) fn parsed_for_decoding(
     part10: &[u8],
     limits: &DataSetLimitsConfig,
 ) -> Result<(FileDicomObject<InMemDicomObject>, u64), String> {
@@ -92,7 +92,13 @@ pub fn parsed_for_decoding(
 }
 
 /// The size in bytes of one native frame, checked: no overflow, at most `limit`.
-pub fn frame_size(rows: u64, columns: u64, samples: u64, bits: u64, limit: u64) -> Result<u64, ContentLimitError> {
+pub(crate) fn frame_size(
+    rows: u64,
+    columns: u64,
+    samples: u64,
+    bits: u64,
+    limit: u64,
+) -> Result<u64, ContentLimitError> {
     let too_large = ContentLimitError::FrameTooLarge { rows, columns, samples, bits, limit };
     let bits_total = rows
         .checked_mul(columns)

@@ -35,26 +35,26 @@ const STUDIES: TableDefinition<&str, &[u8]> = TableDefinition::new("studies");
 
 /// One study as the sites were seen holding it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StudyRecord {
+pub(crate) struct StudyRecord {
     /// When it was seen, milliseconds since the Unix epoch.
-    pub seen_ms: u64,
+    pub(crate) seen_ms: u64,
     /// Ids of the sites holding the study, in configuration order.
-    pub sites: Vec<SiteId>,
+    pub(crate) sites: Vec<SiteId>,
     /// Its series, once a complete series-level search was seen.
-    pub series: Option<BTreeMap<SeriesInstanceUid, SeriesRecord>>,
+    pub(crate) series: Option<BTreeMap<SeriesInstanceUid, SeriesRecord>>,
     /// Transfer syntaxes its instances were seen stored in, as retrievals delivered them.
     #[serde(default)]
-    pub stored: StoredSyntaxes,
+    pub(crate) stored: StoredSyntaxes,
 }
 
 /// Transfer syntaxes a study's instances were seen stored in: what some retrieval delivered,
 /// so every syntax here is held by some instance, but not every instance's is known.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredSyntaxes {
+pub(crate) struct StoredSyntaxes {
     /// Over the whole study.
-    pub study: BTreeSet<String>,
+    pub(crate) study: BTreeSet<String>,
     /// By SeriesInstanceUID, for series retrieved on their own.
-    pub series: BTreeMap<SeriesInstanceUid, BTreeSet<String>>,
+    pub(crate) series: BTreeMap<SeriesInstanceUid, BTreeSet<String>>,
 }
 
 impl StoredSyntaxes {
@@ -68,21 +68,21 @@ impl StoredSyntaxes {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SeriesRecord {
+pub(crate) struct SeriesRecord {
     /// Ids of the sites holding the series, in configuration order.
-    pub sites: Vec<SiteId>,
-    pub modality: Option<String>,
+    pub(crate) sites: Vec<SiteId>,
+    pub(crate) modality: Option<String>,
     /// Distinct instances over every holder, when known.
-    pub instances: Option<u64>,
+    pub(crate) instances: Option<u64>,
     /// The holders known to hold every one of those instances (configuration order); empty
     /// when the series is split instance by instance across sites; `None` when not known.
     #[serde(default)]
-    pub complete_at: Option<Vec<SiteId>>,
+    pub(crate) complete_at: Option<Vec<SiteId>>,
 }
 
 impl StudyRecord {
     /// The series map when it is complete enough for roll-ups: every modality and count known.
-    pub fn rollup_ready(&self) -> Option<&BTreeMap<SeriesInstanceUid, SeriesRecord>> {
+    pub(crate) fn rollup_ready(&self) -> Option<&BTreeMap<SeriesInstanceUid, SeriesRecord>> {
         self.series.as_ref().filter(|series| series.values().all(|s| s.instances.is_some()))
     }
 }
@@ -95,6 +95,7 @@ enum Write {
     Put(String, Vec<u8>),
     Forget(String),
     /// Answered once what came before it is committed.
+    #[cfg_attr(not(test), allow(dead_code, reason = "only the tests wait for the writer"))]
     Flush(mpsc::Sender<()>),
 }
 
@@ -110,7 +111,7 @@ impl moka::Expiry<StudyInstanceUid, Arc<StudyRecord>> for Expiry {
 }
 
 /// The federation's memory of where studies live. Cheap to share.
-pub struct Directory {
+pub(crate) struct Directory {
     remember: Duration,
     studies: moka::sync::Cache<StudyInstanceUid, Arc<StudyRecord>>,
     store: Option<Arc<redb::Database>>,
@@ -140,7 +141,7 @@ impl std::fmt::Debug for Directory {
 impl Directory {
     /// Opens the directory: memory only, or backed by `state_dir/federation.redb`, pruned of
     /// what is older than `remember`.
-    pub fn open(config: &FederationConfig) -> anyhow::Result<Directory> {
+    pub(crate) fn open(config: &FederationConfig) -> anyhow::Result<Directory> {
         let studies = moka::sync::Cache::builder()
             .max_capacity(config.remember_studies)
             .expire_after(Expiry { remember: config.remember })
@@ -161,16 +162,12 @@ impl Directory {
         Ok(directory)
     }
 
-    pub fn is_persistent(&self) -> bool {
-        self.store.is_some()
-    }
-
     fn fresh(&self, record: &StudyRecord) -> bool {
         Duration::from_millis(now_ms().saturating_sub(record.seen_ms)) < self.remember
     }
 
     /// What was seen of a study, if it is still trusted.
-    pub fn study(&self, uid: &StudyInstanceUid) -> Option<Arc<StudyRecord>> {
+    pub(crate) fn study(&self, uid: &StudyInstanceUid) -> Option<Arc<StudyRecord>> {
         if self.remember.is_zero() {
             return None;
         }
@@ -192,7 +189,7 @@ impl Directory {
 
     /// Records the sites a complete search found holding a study. What was known of its series
     /// stays when the holders are the same, and is dropped when they changed.
-    pub fn record_sites(&self, uid: &StudyInstanceUid, sites: Vec<SiteId>) {
+    pub(crate) fn record_sites(&self, uid: &StudyInstanceUid, sites: Vec<SiteId>) {
         if let Some(known) = self.study(uid) {
             if known.sites == sites {
                 return;
@@ -202,7 +199,7 @@ impl Directory {
     }
 
     /// Records the series a complete series-level search found, with the study's holders.
-    pub fn record_series(&self, uid: &StudyInstanceUid, series: BTreeMap<SeriesInstanceUid, SeriesRecord>) {
+    pub(crate) fn record_series(&self, uid: &StudyInstanceUid, series: BTreeMap<SeriesInstanceUid, SeriesRecord>) {
         let mut sites: Vec<SiteId> = Vec::new();
         for one in series.values() {
             for site in &one.sites {
@@ -219,7 +216,12 @@ impl Directory {
     /// Adds the transfer syntaxes a retrieval of the study (of one series when `series` is
     /// given) saw its instances stored in. Only a study already recorded learns them: they
     /// belong with where it lives, and are trusted as long.
-    pub fn record_stored(&self, uid: &StudyInstanceUid, series: Option<&SeriesInstanceUid>, seen: &BTreeSet<String>) {
+    pub(crate) fn record_stored(
+        &self,
+        uid: &StudyInstanceUid,
+        series: Option<&SeriesInstanceUid>,
+        seen: &BTreeSet<String>,
+    ) {
         if seen.is_empty() {
             return;
         }
@@ -232,7 +234,7 @@ impl Directory {
     }
 
     /// Forgets a study (a remembered location turned out wrong).
-    pub fn forget(&self, uid: &StudyInstanceUid) {
+    pub(crate) fn forget(&self, uid: &StudyInstanceUid) {
         self.studies.invalidate(uid);
         if let Some(writes) = &self.writes {
             let _ = writes.send(Write::Forget(uid.to_string()));
@@ -250,7 +252,8 @@ impl Directory {
     }
 
     /// Waits until every write sent so far is on disk.
-    pub fn flush(&self) {
+    #[cfg_attr(not(test), allow(dead_code, reason = "only the tests wait for the writer"))]
+    pub(crate) fn flush(&self) {
         if let Some(writes) = &self.writes {
             let (done, committed) = mpsc::channel();
             if writes.send(Write::Flush(done)).is_ok() {

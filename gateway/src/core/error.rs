@@ -72,7 +72,7 @@ impl From<dicomweb_model::qido::QidoError> for Error {
 
 impl Error {
     /// The error as the core first raised it (through any relaying).
-    pub fn origin(&self) -> &Error {
+    pub(crate) fn origin(&self) -> &Error {
         match self {
             Error::Shared(shared) => shared.origin(),
             other => other,
@@ -80,7 +80,7 @@ impl Error {
     }
 
     /// How long the client should wait before retrying, when that is known.
-    pub fn retry_after(&self) -> Option<Duration> {
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
         match self.origin() {
             Error::SitesDown { retry_after, .. } | Error::Unavailable { retry_after, .. } => Some(*retry_after),
             _ => None,

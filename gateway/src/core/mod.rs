@@ -3,17 +3,17 @@
 //! where studies live, who may see what (`access`), and the audit trail. It reaches sites only
 //! through crate::sites, and knows nothing of the HTTP edge.
 
-pub mod access;
-pub mod attributes;
-pub mod audit;
-pub mod dataset_limits;
-pub mod directory;
-pub mod error;
-pub mod pixels;
-pub mod privacy;
-pub mod private_files;
-pub mod retrieve;
-pub mod search;
-pub mod store;
+pub(crate) mod access;
+pub(crate) mod attributes;
+pub(crate) mod audit;
+pub(crate) mod dataset_limits;
+pub(crate) mod directory;
+pub(crate) mod error;
+pub(crate) mod pixels;
+pub(crate) mod privacy;
+pub(crate) mod private_files;
+pub(crate) mod retrieve;
+pub(crate) mod search;
+pub(crate) mod store;
 
-pub use error::Error;
+pub(crate) use error::Error;

@@ -11,19 +11,19 @@ const FILE_MODE: u32 = 0o600;
 
 /// Creates a directory and its missing parents, each new one 0700 (existing ones are left as
 /// they are: an administrator may have chosen them).
-pub fn create_dir(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn create_dir(dir: &Path) -> std::io::Result<()> {
     DirBuilder::new().recursive(true).mode(DIRECTORY_MODE).create(dir)
 }
 
 /// Options that create a file 0600 (an existing file keeps its mode).
-pub fn options() -> OpenOptions {
+pub(crate) fn options() -> OpenOptions {
     let mut options = OpenOptions::new();
     options.mode(FILE_MODE);
     options
 }
 
 /// Makes a file that a library created (an embedded database) 0600.
-pub fn restrict(path: &Path) -> std::io::Result<()> {
+pub(crate) fn restrict(path: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(FILE_MODE))
 }
 

@@ -20,7 +20,7 @@ use crate::sites::SiteIndex;
 use crate::state::Gateway;
 
 /// Ready while at least one site is up (answered its latest C-ECHO or operation).
-pub async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
+pub(crate) async fn readyz(State(gateway): State<Arc<Gateway>>) -> Response {
     let up = gateway.sites.iter().filter(|site| site.health.report().is_up()).count();
     let status = if up > 0 { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     (status, format!("{up} of {} sites up\n", gateway.sites.len())).into_response()
@@ -78,7 +78,11 @@ fn site_json(site: &Site, admin: bool) -> Json {
 }
 
 /// The 401 or 403 for a caller who is not an administrator (`auth.admin_role`).
-pub async fn administrators_only(gateway: &Gateway, headers: &axum::http::HeaderMap, route: &str) -> Option<Response> {
+pub(crate) async fn administrators_only(
+    gateway: &Gateway,
+    headers: &axum::http::HeaderMap,
+    route: &str,
+) -> Option<Response> {
     match crate::http::authorize::caller(gateway, headers, route).await {
         Ok(caller) if caller.admin => None,
         Ok(_) => Some(
@@ -89,7 +93,7 @@ pub async fn administrators_only(gateway: &Gateway, headers: &axum::http::Header
 }
 
 /// The health of every site the caller may see, in configuration order.
-pub async fn sites(State(gateway): State<Arc<Gateway>>, headers: axum::http::HeaderMap) -> Response {
+pub(crate) async fn sites(State(gateway): State<Arc<Gateway>>, headers: axum::http::HeaderMap) -> Response {
     let caller = match crate::http::authorize::caller(&gateway, &headers, "/admin/sites").await {
         Ok(caller) => caller,
         Err(refused) => return refused,
@@ -103,7 +107,7 @@ pub async fn sites(State(gateway): State<Arc<Gateway>>, headers: axum::http::Hea
 
 /// The retrieval cache's counters and size (docs/CACHE.md); with authentication on, for an
 /// administrator only.
-pub async fn cache(State(gateway): State<Arc<Gateway>>, headers: axum::http::HeaderMap) -> Response {
+pub(crate) async fn cache(State(gateway): State<Arc<Gateway>>, headers: axum::http::HeaderMap) -> Response {
     if let Some(refused) = administrators_only(&gateway, &headers, "/admin/cache").await {
         return refused;
     }

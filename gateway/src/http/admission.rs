@@ -15,7 +15,7 @@ const STOW_UNIT: u64 = 1024;
 
 /// The gateway-wide bounds on work taken on at once.
 #[derive(Debug)]
-pub struct Admission {
+pub(crate) struct Admission {
     requests: Arc<Semaphore>,
     queue_wait: Duration,
     stow_units: Arc<Semaphore>,
@@ -24,7 +24,7 @@ pub struct Admission {
 
 /// Why the gateway sheds a request (503).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Overload {
+pub(crate) enum Overload {
     /// `server.max_requests_in_flight` requests were in flight for all of `server.queue_wait`.
     RequestsInFlight,
     /// `server.stow_memory` was taken by other STOW-RS bodies for all of `server.queue_wait`.
@@ -47,7 +47,7 @@ const DISCARD_AT_MOST: u64 = 64 << 20;
 const DISCARD_WITHIN: Duration = Duration::from_secs(10);
 
 /// Reads and drops what is left of a request body, within the bounds above.
-pub async fn discard(body: axum::body::Body) {
+pub(crate) async fn discard(body: axum::body::Body) {
     use futures::StreamExt;
     let mut stream = body.into_data_stream();
     let mut read = 0u64;
@@ -64,13 +64,13 @@ pub async fn discard(body: axum::body::Body) {
 
 /// A response body that holds `held` until it ends or is dropped.
 #[derive(Debug)]
-pub struct Holding<B> {
+pub(crate) struct Holding<B> {
     body: B,
     _held: OwnedSemaphorePermit,
 }
 
 impl<B> Holding<B> {
-    pub fn new(body: B, held: OwnedSemaphorePermit) -> Self {
+    pub(crate) fn new(body: B, held: OwnedSemaphorePermit) -> Self {
         Holding { body, _held: held }
     }
 }
@@ -96,7 +96,7 @@ impl<B: http_body::Body + Unpin> http_body::Body for Holding<B> {
 }
 
 impl Admission {
-    pub fn new(config: &SheddingConfig) -> Admission {
+    pub(crate) fn new(config: &SheddingConfig) -> Admission {
         let stow_total_units = config.stow_memory.div_ceil(STOW_UNIT).clamp(1, u64::from(u32::MAX >> 4)) as u32;
         Admission {
             requests: Arc::new(Semaphore::new(config.max_requests_in_flight.max(1))),
@@ -107,7 +107,7 @@ impl Admission {
     }
 
     /// A slot for one request, waiting at most `queue_wait` for one.
-    pub async fn admit(&self) -> Result<OwnedSemaphorePermit, Overload> {
+    pub(crate) async fn admit(&self) -> Result<OwnedSemaphorePermit, Overload> {
         if let Ok(permit) = self.requests.clone().try_acquire_owned() {
             return Ok(permit);
         }
@@ -119,7 +119,7 @@ impl Admission {
 
     /// Room for a STOW-RS body of `bytes` (at most the whole budget: a larger body is
     /// processed alone), waiting at most `queue_wait` for it.
-    pub async fn reserve_stow(&self, bytes: u64) -> Result<OwnedSemaphorePermit, Overload> {
+    pub(crate) async fn reserve_stow(&self, bytes: u64) -> Result<OwnedSemaphorePermit, Overload> {
         let units = bytes.div_ceil(STOW_UNIT).clamp(1, u64::from(self.stow_total_units)) as u32;
         if let Ok(permit) = self.stow_units.clone().try_acquire_many_owned(units) {
             return Ok(permit);

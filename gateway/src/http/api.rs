@@ -1,22 +1,22 @@
 //! The DICOMweb resources: thin handlers that parse, call the site and encode.
 
-pub mod frames;
-pub mod instance_bulkdata;
-pub mod metadata_xml;
-pub mod qido;
-pub mod rendered;
-pub mod stow;
-pub mod wado;
+pub(crate) mod frames;
+pub(crate) mod instance_bulkdata;
+pub(crate) mod metadata_xml;
+pub(crate) mod qido;
+pub(crate) mod rendered;
+pub(crate) mod stow;
+pub(crate) mod wado;
 
 use axum::http::{header, HeaderMap};
 
-pub use crate::core::attributes::text_of;
+pub(crate) use crate::core::attributes::text_of;
 use crate::core::Error;
 
 /// The study, series or instance a WADO-RS path names (`{study}`, `{series}`, `{instance}`
 /// path parameters), each UID checked; one extractor for every level.
 #[derive(Debug)]
-pub struct TargetPath(pub pacs_adapter::RetrieveTarget);
+pub(crate) struct TargetPath(pub pacs_adapter::RetrieveTarget);
 
 impl<S: Send + Sync> axum::extract::FromRequestParts<S> for TargetPath {
     type Rejection = Error;
@@ -35,7 +35,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for TargetPath {
 /// The entity tag of a response made from a retrieval whose content was known before it
 /// started (`retrieval`, from the cache), in one `representation` (media type, transfer
 /// syntax, URL prefix): what a client sends back in `If-None-Match`.
-pub fn entity_tag(retrieval: Option<&str>, representation: &str) -> Option<String> {
+pub(crate) fn entity_tag(retrieval: Option<&str>, representation: &str) -> Option<String> {
     use sha2::Digest;
     let retrieval = retrieval?;
     let digest = sha2::Sha256::digest(format!("{retrieval}\n{representation}").as_bytes());
@@ -43,7 +43,7 @@ pub fn entity_tag(retrieval: Option<&str>, representation: &str) -> Option<Strin
 }
 
 /// 304 Not Modified when the client's `If-None-Match` names `tag` (or `*`).
-pub fn not_modified(headers: &HeaderMap, tag: Option<&str>) -> Option<axum::response::Response> {
+pub(crate) fn not_modified(headers: &HeaderMap, tag: Option<&str>) -> Option<axum::response::Response> {
     use axum::response::IntoResponse;
     let tag = tag?;
     let matches = headers
@@ -59,7 +59,7 @@ pub fn not_modified(headers: &HeaderMap, tag: Option<&str>) -> Option<axum::resp
 }
 
 /// `Cache-Control: private` (responses are per caller and project) and the entity tag, if any.
-pub fn with_validators(response: &mut axum::response::Response, tag: Option<&str>) {
+pub(crate) fn with_validators(response: &mut axum::response::Response, tag: Option<&str>) {
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, axum::http::HeaderValue::from_static("private"));
     if let Some(value) = tag.and_then(|t| axum::http::HeaderValue::from_str(t).ok()) {
@@ -68,7 +68,7 @@ pub fn with_validators(response: &mut axum::response::Response, tag: Option<&str
 }
 
 /// A UID from the URL path, checked before it goes anywhere.
-pub fn parse_uid<U: From<dicomweb_model::Uid>>(what: &str, raw: &str) -> Result<U, Error> {
+pub(crate) fn parse_uid<U: From<dicomweb_model::Uid>>(what: &str, raw: &str) -> Result<U, Error> {
     dicomweb_model::Uid::new(raw).map(U::from).map_err(|e| Error::BadRequest(format!("{what} UID in the path: {e}")))
 }
 
@@ -80,7 +80,7 @@ pub struct MediaRange {
 }
 
 impl MediaRange {
-    pub fn parameter(&self, name: &str) -> Option<&str> {
+    pub(crate) fn parameter(&self, name: &str) -> Option<&str> {
         self.parameters.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 

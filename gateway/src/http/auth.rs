@@ -20,7 +20,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use crate::config::{JwksSource, JwtConfig};
 
 /// A JWKS URL is not fetched again for an unknown key sooner than this.
-pub const REFETCH_AT_MOST_EVERY: Duration = Duration::from_secs(5);
+pub(crate) const REFETCH_AT_MOST_EVERY: Duration = Duration::from_secs(5);
 /// The largest JWKS document read, and the most keys kept from it.
 const JWKS_MAX_BYTES: usize = 1 << 20;
 const JWKS_MAX_KEYS: usize = 100;
@@ -30,10 +30,10 @@ const TOKEN_MAX_BYTES: usize = 16 * 1024;
 /// Who a valid token names and which projects it grants.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
-    pub subject: String,
-    pub projects: Vec<String>,
+    pub(crate) subject: String,
+    pub(crate) projects: Vec<String>,
     /// The token carries `auth.admin_role` in `auth.roles_claim`.
-    pub admin: bool,
+    pub(crate) admin: bool,
 }
 
 /// Why a request is not authenticated (the client sees 401 with `WWW-Authenticate`).
@@ -119,7 +119,7 @@ fn parse_jwks(text: &[u8]) -> anyhow::Result<KeySet> {
 impl Authenticator {
     /// Loads the keys (a `jwks_file` must be valid; a `jwks_url` that cannot be fetched yet is
     /// logged and fetched again when tokens arrive).
-    pub async fn start(config: &JwtConfig) -> anyhow::Result<Arc<Authenticator>> {
+    pub(crate) async fn start(config: &JwtConfig) -> anyhow::Result<Arc<Authenticator>> {
         let hs256 = match &config.hs256_secret_file {
             Some(path) => {
                 let secret = std::fs::read(path)
@@ -200,7 +200,7 @@ impl Authenticator {
     }
 
     /// Checks the `Authorization` header's bearer token.
-    pub async fn authenticate(&self, authorization: Option<&str>) -> Result<Identity, Refused> {
+    pub(crate) async fn authenticate(&self, authorization: Option<&str>) -> Result<Identity, Refused> {
         let token = bearer(authorization)?;
         match self.verify(token) {
             Err(Refused::Invalid(why)) if why == UNKNOWN_KEY && self.may_refetch() => {
@@ -304,7 +304,7 @@ async fn refresh(authenticator: std::sync::Weak<Authenticator>, every: Duration)
 /// Entry points of the fuzz targets: a JWKS document and an `Authorization` header are outside
 /// bytes.
 #[doc(hidden)]
-pub mod fuzzing {
+pub(crate) mod fuzzing {
     use super::*;
 
     /// An authenticator that knows the keys of `jwks` and an HS256 secret, fetching nothing.

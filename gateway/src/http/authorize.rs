@@ -26,7 +26,7 @@ use crate::http::limits::Shed;
 use crate::state::Gateway;
 
 /// The subject of every request when authentication is off.
-pub const ANONYMOUS: &str = "anonymous";
+pub(crate) const ANONYMOUS: &str = "anonymous";
 
 /// What a route does, by method and route template.
 fn permission_of(method: &Method, route: &str) -> Permission {
@@ -73,18 +73,22 @@ fn granted_projects<'a>(gw: &'a Gateway, granted: &[String]) -> Vec<&'a Arc<Proj
 
 /// Who asks.
 #[derive(Debug)]
-pub struct Caller<'a> {
-    pub subject: String,
+pub(crate) struct Caller<'a> {
+    pub(crate) subject: String,
     /// The projects of this gateway the caller is granted.
-    pub granted: Vec<&'a Arc<Project>>,
+    pub(crate) granted: Vec<&'a Arc<Project>>,
     /// An administrator (`auth.admin_role`; everyone without authentication, which listens on
     /// loopback only): may see the sites' addresses, `/metrics` and `/admin/cache`.
-    pub admin: bool,
+    pub(crate) admin: bool,
 }
 
 /// Who asks, from the request's bearer token (without authentication: `anonymous`, every
 /// project, an administrator); the 401 to answer when the token is missing or not valid.
-pub async fn caller<'a>(gw: &'a Gateway, headers: &axum::http::HeaderMap, route: &str) -> Result<Caller<'a>, Response> {
+pub(crate) async fn caller<'a>(
+    gw: &'a Gateway,
+    headers: &axum::http::HeaderMap,
+    route: &str,
+) -> Result<Caller<'a>, Response> {
     let Some(authenticator) = &gw.authenticator else {
         return Ok(Caller { subject: ANONYMOUS.to_owned(), granted: gw.projects.iter().collect(), admin: true });
     };
@@ -104,7 +108,7 @@ pub async fn caller<'a>(gw: &'a Gateway, headers: &axum::http::HeaderMap, route:
     }
 }
 
-pub async fn authorize(State(gw): State<Arc<Gateway>>, mut request: Request, next: Next) -> Response {
+pub(crate) async fn authorize(State(gw): State<Arc<Gateway>>, mut request: Request, next: Next) -> Response {
     let addressed = request.extensions().get::<Addressed>().cloned().unwrap_or_default();
     let ledger = request.extensions().get::<Arc<Ledger>>().cloned();
     let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_default();

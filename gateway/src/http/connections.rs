@@ -24,19 +24,19 @@ const DRAIN_WITHIN: Duration = Duration::from_secs(30);
 
 /// What a client connection may take.
 #[derive(Debug, Clone, Copy)]
-pub struct ConnectionLimits {
-    pub max_connections: usize,
-    pub header_timeout: Duration,
+pub(crate) struct ConnectionLimits {
+    pub(crate) max_connections: usize,
+    pub(crate) header_timeout: Duration,
     /// Largest request head: HTTP/1.1's read buffer (a longer head gets 431 from hyper), HTTP/2's
     /// header list.
-    pub max_header_size: usize,
+    pub(crate) max_header_size: usize,
 }
 
 /// The TLS configuration in use (replaced on reload), or none for plain HTTP.
-pub type Tls = Option<Arc<RwLock<Arc<ServerConfig>>>>;
+pub(crate) type Tls = Option<Arc<RwLock<Arc<ServerConfig>>>>;
 
 /// Serves `app` on `listener` until `shutdown` completes, then drains the connections.
-pub async fn serve<S>(
+pub(crate) async fn serve<S>(
     listener: tokio::net::TcpListener,
     tls: Tls,
     limits: ConnectionLimits,

@@ -8,7 +8,7 @@ use pacs_adapter::DimseError;
 use crate::core::Error;
 
 /// The status each error is answered with.
-pub fn status(error: &Error) -> StatusCode {
+pub(crate) fn status(error: &Error) -> StatusCode {
     match error.origin() {
         Error::BadRequest(_) => StatusCode::BAD_REQUEST,
         Error::Unauthorized(_) => StatusCode::UNAUTHORIZED,
@@ -43,7 +43,7 @@ impl IntoResponse for Error {
 }
 
 /// 429: the caller asks too fast or too much at once; it may retry after `wait`.
-pub fn too_many_requests(message: &str, wait: std::time::Duration) -> Response {
+pub(crate) fn too_many_requests(message: &str, wait: std::time::Duration) -> Response {
     let mut response = plain(StatusCode::TOO_MANY_REQUESTS, message);
     with_retry_after(&mut response, wait);
     response
@@ -59,24 +59,24 @@ impl IntoResponse for crate::http::admission::Overload {
 }
 
 /// A plain-text response: the message and a newline.
-pub fn plain(status: StatusCode, message: &str) -> Response {
+pub(crate) fn plain(status: StatusCode, message: &str) -> Response {
     (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], format!("{message}\n")).into_response()
 }
 
 /// Adds Retry-After in whole seconds (at least one).
-pub fn with_retry_after(response: &mut Response, wait: std::time::Duration) {
+pub(crate) fn with_retry_after(response: &mut Response, wait: std::time::Duration) {
     response.headers_mut().insert(header::RETRY_AFTER, axum::http::HeaderValue::from(wait.as_secs().max(1)));
 }
 
 /// A Warning header value of RFC 7234 warn-code 299 (the gateway's own words, never a value of
 /// the data).
-pub fn warning(text: &str) -> Option<axum::http::HeaderValue> {
+pub(crate) fn warning(text: &str) -> Option<axum::http::HeaderValue> {
     axum::http::HeaderValue::from_str(&format!("299 dicomweb-gateway \"{}\"", text.replace('"', "'"))).ok()
 }
 
 /// Adds the Warning that names how many instances were withheld before the response started,
 /// and why.
-pub fn with_withheld_warning(mut response: Response, withheld: usize, reasons: &[String]) -> Response {
+pub(crate) fn with_withheld_warning(mut response: Response, withheld: usize, reasons: &[String]) -> Response {
     if withheld > 0 {
         let why = if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join("; ")) };
         let text = format!(

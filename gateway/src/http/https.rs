@@ -50,7 +50,7 @@ pub fn server_config(files: &ServerTlsFiles) -> anyhow::Result<Arc<ServerConfig>
 
 /// The TLS configuration from `files`, replaced on every SIGHUP (a reload that fails keeps the
 /// one in use), for the connections to use.
-pub fn reloaded_on_hangup(files: ServerTlsFiles) -> anyhow::Result<crate::http::connections::Tls> {
+pub(crate) fn reloaded_on_hangup(files: ServerTlsFiles) -> anyhow::Result<crate::http::connections::Tls> {
     let current = Arc::new(RwLock::new(server_config(&files)?));
     tokio::spawn(reload_on_hangup(files, current.clone()));
     Ok(Some(current))

@@ -22,7 +22,7 @@ use crate::sites::touched::Touched;
 
 /// One request's record.
 #[derive(Debug)]
-pub struct Ledger {
+pub(crate) struct Ledger {
     began: Instant,
     method: String,
     route: String,
@@ -38,7 +38,7 @@ pub struct Ledger {
 }
 
 impl Ledger {
-    pub fn new(method: &str, route: &str, site: Option<String>, resources: Vec<String>) -> Arc<Ledger> {
+    pub(crate) fn new(method: &str, route: &str, site: Option<String>, resources: Vec<String>) -> Arc<Ledger> {
         Arc::new(Ledger {
             began: Instant::now(),
             method: method.to_owned(),
@@ -54,7 +54,7 @@ impl Ledger {
     }
 
     /// The authenticated caller and the project the request acts in.
-    pub fn identify(&self, subject: &str, project: Option<&str>) {
+    pub(crate) fn identify(&self, subject: &str, project: Option<&str>) {
         let _ = self.subject.set(subject.to_owned());
         if let Some(project) = project {
             let _ = self.project.set(project.to_owned());
@@ -62,17 +62,17 @@ impl Ledger {
     }
 
     /// Keeps `value` alive until the response body ends.
-    pub fn hold_until_done(&self, value: Box<dyn std::any::Any + Send + Sync>) {
+    pub(crate) fn hold_until_done(&self, value: Box<dyn std::any::Any + Send + Sync>) {
         *self.held.lock().unwrap_or_else(|p| p.into_inner()) = Some(value);
     }
 
     /// Where the core notes what the request causes at the sites.
-    pub fn touched(&self) -> Arc<Touched> {
+    pub(crate) fn touched(&self) -> Arc<Touched> {
         self.touched.clone()
     }
 
     /// The response with its body metered; the record is written when the body ends.
-    pub fn meter(
+    pub(crate) fn meter(
         self: Arc<Self>,
         response: axum::response::Response,
         audit: Option<Arc<AuditLog>>,

@@ -17,14 +17,14 @@ struct Caller {
 }
 
 #[derive(Debug)]
-pub struct CallerLimits {
+pub(crate) struct CallerLimits {
     config: LimitsConfig,
     callers: moka::sync::Cache<String, Arc<Caller>>,
 }
 
 /// Why a request is shed.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Shed {
+pub(crate) enum Shed {
     /// More requests per second than allowed: retry after this long.
     TooFast(Duration),
     /// Too many requests in flight.
@@ -33,7 +33,7 @@ pub enum Shed {
 
 /// A request in flight, counted until dropped.
 #[derive(Debug)]
-pub struct Slot(Arc<Caller>);
+pub(crate) struct Slot(Arc<Caller>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
@@ -42,13 +42,13 @@ impl Drop for Slot {
 }
 
 impl CallerLimits {
-    pub fn new(config: LimitsConfig) -> CallerLimits {
+    pub(crate) fn new(config: LimitsConfig) -> CallerLimits {
         let callers = moka::sync::Cache::builder().max_capacity(100_000).time_to_idle(Duration::from_secs(600)).build();
         CallerLimits { config, callers }
     }
 
     /// Admits one request of `subject`, or says why not.
-    pub fn admit(&self, subject: &str) -> Result<Slot, Shed> {
+    pub(crate) fn admit(&self, subject: &str) -> Result<Slot, Shed> {
         let now = Instant::now();
         let caller = self.callers.get_with(subject.to_owned(), || {
             Arc::new(Caller { bucket: Mutex::new((f64::from(self.config.burst), now)), in_flight: AtomicU32::new(0) })

@@ -2,17 +2,17 @@
 //! gateway-wide admission, the DICOMweb resources' handlers (`api`), multipart bodies, and
 //! `error`, the one place an error becomes a status.
 
-pub mod admin;
-pub mod admission;
-pub mod api;
-pub mod auth;
-pub mod authorize;
-pub mod connections;
-pub mod error;
-pub mod https;
-pub mod ledger;
-pub mod limits;
-pub mod metrics;
-pub mod multipart;
-pub mod search_cache;
-pub mod server;
+pub(crate) mod admin;
+pub(crate) mod admission;
+pub(crate) mod api;
+pub(crate) mod auth;
+pub(crate) mod authorize;
+pub(crate) mod connections;
+pub(crate) mod error;
+pub(crate) mod https;
+pub(crate) mod ledger;
+pub(crate) mod limits;
+pub(crate) mod metrics;
+pub(crate) mod multipart;
+pub(crate) mod search_cache;
+pub(crate) mod server;

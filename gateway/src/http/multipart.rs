@@ -35,7 +35,7 @@ pub struct Part {
 }
 
 impl Part {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
     }
 }
@@ -98,7 +98,7 @@ where
     }
 
     /// At most `max_parts` parts are read; the next one is an error (`TooManyParts`).
-    pub fn with_max_parts(mut self, max_parts: usize) -> Self {
+    pub(crate) fn with_max_parts(mut self, max_parts: usize) -> Self {
         self.max_parts = max_parts;
         self
     }
@@ -213,13 +213,13 @@ where
 
 /// The framing of one outgoing part: delimiter and headers, the content, the line break that
 /// ends it.
-pub fn part(boundary: &str, content_type: &str, content: Bytes) -> [Bytes; 3] {
+pub(crate) fn part(boundary: &str, content_type: &str, content: Bytes) -> [Bytes; 3] {
     [Bytes::from(format!("--{boundary}\r\nContent-Type: {content_type}\r\n\r\n")), content, Bytes::from_static(b"\r\n")]
 }
 
 /// The framing of one outgoing part that names where its content lives (`Content-Location`,
 /// as bulk data parts do).
-pub fn part_with_location(boundary: &str, content_type: &str, location: &str, content: Bytes) -> [Bytes; 3] {
+pub(crate) fn part_with_location(boundary: &str, content_type: &str, location: &str, content: Bytes) -> [Bytes; 3] {
     [
         Bytes::from(format!("--{boundary}\r\nContent-Type: {content_type}\r\nContent-Location: {location}\r\n\r\n")),
         content,
@@ -229,20 +229,20 @@ pub fn part_with_location(boundary: &str, content_type: &str, location: &str, co
 
 /// One outgoing part: its media type, where its content lives (bulk data), its content.
 #[derive(Debug)]
-pub struct OutgoingPart {
-    pub content_type: String,
-    pub location: Option<String>,
-    pub content: Bytes,
+pub(crate) struct OutgoingPart {
+    pub(crate) content_type: String,
+    pub(crate) location: Option<String>,
+    pub(crate) content: Bytes,
 }
 
 impl OutgoingPart {
-    pub fn new(content_type: impl Into<String>, content: Bytes) -> OutgoingPart {
+    pub(crate) fn new(content_type: impl Into<String>, content: Bytes) -> OutgoingPart {
         OutgoingPart { content_type: content_type.into(), location: None, content }
     }
 }
 
 /// A fresh boundary: unique within the process, and unlike any content's bytes by its length.
-pub fn boundary() -> String {
+pub(crate) fn boundary() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     format!("dicomweb-gateway-{nanos:x}-{:x}", COUNTER.fetch_add(1, Ordering::Relaxed))
@@ -252,7 +252,7 @@ pub fn boundary() -> String {
 /// one instance) as they come. When an item fails after the response started, the failure is
 /// logged with `what` and the body aborted without its closing delimiter, so that no client
 /// takes a partial response for a complete one.
-pub fn response<S>(part_type: &str, what: &'static str, parts: S) -> axum::response::Response
+pub(crate) fn response<S>(part_type: &str, what: &'static str, parts: S) -> axum::response::Response
 where
     S: Stream<Item = Result<Vec<OutgoingPart>, std::io::Error>> + Send + 'static,
 {
@@ -283,7 +283,7 @@ where
 }
 
 /// The closing delimiter of an outgoing multipart body.
-pub fn closing(boundary: &str) -> Bytes {
+pub(crate) fn closing(boundary: &str) -> Bytes {
     Bytes::from(format!("--{boundary}--\r\n"))
 }
 

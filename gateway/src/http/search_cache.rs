@@ -20,7 +20,7 @@ use crate::core::Error;
 /// query parameters in a normal order; and the study it is confined to, if its path names one
 /// (in the sites' UIDs, as a STOW-RS knows them).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct SearchKey {
+pub(crate) struct SearchKey {
     project: String,
     site: Option<String>,
     /// The prefix of the URLs the answer writes (RetrieveURL): with or without
@@ -32,7 +32,7 @@ pub struct SearchKey {
 }
 
 impl SearchKey {
-    pub fn new(
+    pub(crate) fn new(
         project: &str,
         site: Option<&str>,
         base_url: &str,
@@ -57,7 +57,7 @@ impl SearchKey {
 
 /// A response that is not the whole answer (a site did not answer): not kept.
 #[derive(Debug, Clone, Copy)]
-pub struct Partial;
+pub(crate) struct Partial;
 
 #[derive(Debug)]
 struct Answer {
@@ -67,17 +67,17 @@ struct Answer {
 }
 
 #[derive(Debug)]
-pub struct SearchCache {
+pub(crate) struct SearchCache {
     answers: Option<moka::sync::Cache<SearchKey, std::sync::Arc<Answer>>>,
-    pub hits: AtomicU64,
-    pub misses: AtomicU64,
+    pub(crate) hits: AtomicU64,
+    pub(crate) misses: AtomicU64,
 }
 
 /// Answers larger than this are not kept.
 const LARGEST_KEPT: usize = 16 << 20;
 
 impl SearchCache {
-    pub fn new(config: &CacheConfig) -> SearchCache {
+    pub(crate) fn new(config: &CacheConfig) -> SearchCache {
         let answers = (!config.search_ttl.is_zero() && config.memory_bytes > 0).then(|| {
             moka::sync::Cache::builder()
                 .max_capacity((config.memory_bytes / 8).max(1 << 20))
@@ -92,7 +92,7 @@ impl SearchCache {
     }
 
     /// The kept answer to `key`, if any.
-    pub fn get(&self, key: &SearchKey) -> Option<Response> {
+    pub(crate) fn get(&self, key: &SearchKey) -> Option<Response> {
         let answer = self.answers.as_ref()?.get(key)?;
         self.hits.fetch_add(1, Ordering::Relaxed);
         let mut response = Response::new(axum::body::Body::from(answer.body.clone()));
@@ -104,7 +104,7 @@ impl SearchCache {
     }
 
     /// Keeps a complete answer to `key` and gives it back.
-    pub async fn keep(&self, key: SearchKey, response: Response) -> Response {
+    pub(crate) async fn keep(&self, key: SearchKey, response: Response) -> Response {
         let Some(answers) = &self.answers else { return response };
         self.misses.fetch_add(1, Ordering::Relaxed);
         if response.extensions().get::<Partial>().is_some() || !response.status().is_success() {
@@ -132,7 +132,7 @@ impl SearchCache {
 
     /// Forgets every answer that may show one of `studies` (sites' UIDs; instances were stored
     /// into them): all but the answers of searches confined to another study.
-    pub fn forget_studies(&self, studies: &[StudyInstanceUid]) {
+    pub(crate) fn forget_studies(&self, studies: &[StudyInstanceUid]) {
         let Some(answers) = &self.answers else { return };
         let studies = studies.to_vec();
         let shows_them = move |key: &SearchKey, _: &std::sync::Arc<Answer>| {

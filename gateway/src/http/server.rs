@@ -23,7 +23,7 @@ use crate::http::authorize::authorize;
 use crate::http::ledger::Ledger;
 use crate::state::Gateway;
 
-pub fn router(gateway: Arc<Gateway>) -> Router {
+pub(crate) fn router(gateway: Arc<Gateway>) -> Router {
     let admission = gateway.admission.clone();
     let dicomweb = Router::new()
         .route("/studies", get(qido::studies).post(stow::store_studies))

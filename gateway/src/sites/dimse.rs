@@ -11,15 +11,15 @@ use pacs_adapter::{
 };
 
 #[derive(Debug)]
-pub struct Dimse {
-    pub pool: AssociationPool,
-    pub method: RetrieveMethod,
+pub(crate) struct Dimse {
+    pub(crate) pool: AssociationPool,
+    pub(crate) method: RetrieveMethod,
 }
 
 impl Dimse {
     /// A C-FIND, its matches collected up to `at_most` (then cancelled at the site); true when
     /// there were more.
-    pub async fn find(
+    pub(crate) async fn find(
         &self,
         request: FindRequest,
         at_most: usize,
@@ -29,7 +29,7 @@ impl Dimse {
 
     /// A C-GET or C-MOVE of `target`: a study or series as instance-level sub-requests over
     /// `associations` associations when that is more than one.
-    pub async fn retrieve(
+    pub(crate) async fn retrieve(
         &self,
         target: RetrieveTarget,
         associations: usize,
@@ -45,7 +45,7 @@ impl Dimse {
     }
 
     /// The instances under `scope`, listed by C-FIND.
-    pub async fn list_instances(
+    pub(crate) async fn list_instances(
         &self,
         scope: &RetrieveTarget,
         deadline: Instant,
@@ -54,12 +54,12 @@ impl Dimse {
     }
 
     /// C-STORE of one Part-10 instance.
-    pub async fn store(&self, part10: &[u8], deadline: Instant) -> Result<StoreOutcome, DimseError> {
+    pub(crate) async fn store(&self, part10: &[u8], deadline: Instant) -> Result<StoreOutcome, DimseError> {
         store(&self.pool, part10, Some(deadline)).await
     }
 
     /// A C-ECHO.
-    pub async fn echo(&self) -> Result<Duration, DimseError> {
+    pub(crate) async fn echo(&self) -> Result<Duration, DimseError> {
         echo(&self.pool).await
     }
 }

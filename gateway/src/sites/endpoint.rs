@@ -8,7 +8,7 @@ use pacs_adapter::{SiteEndpoint, SiteTls};
 use crate::config::{Config, SiteConfig};
 
 /// The adapter's view of a configured site.
-pub fn endpoint(config: &Config, site: &SiteConfig) -> Result<SiteEndpoint, String> {
+pub(crate) fn endpoint(config: &Config, site: &SiteConfig) -> Result<SiteEndpoint, String> {
     let mut endpoint =
         SiteEndpoint::new(site.id.clone(), config.dimse.ae_title.clone(), site.ae_title.clone(), site.address.clone());
     endpoint.max_associations = site.max_associations;

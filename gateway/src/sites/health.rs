@@ -17,14 +17,14 @@ use pacs_adapter::{DimseError, Phase};
 
 /// The thresholds of one site's breaker.
 #[derive(Debug, Clone, Copy)]
-pub struct BreakerPolicy {
-    pub failures_to_open: u32,
-    pub open_for: Duration,
+pub(crate) struct BreakerPolicy {
+    pub(crate) failures_to_open: u32,
+    pub(crate) open_for: Duration,
 }
 
 /// The state of a site's circuit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Circuit {
+pub(crate) enum Circuit {
     /// Requests go to the site.
     Closed,
     /// Requests leave the site out until `until`.
@@ -35,9 +35,9 @@ pub enum Circuit {
 
 /// Why a site was left out of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CircuitOpen {
-    pub last_fault: String,
-    pub retry_in: Duration,
+pub(crate) struct CircuitOpen {
+    pub(crate) last_fault: String,
+    pub(crate) retry_in: Duration,
 }
 
 impl std::fmt::Display for CircuitOpen {
@@ -63,7 +63,7 @@ struct Observed {
 
 /// What the gateway knows of one site's health. Shared by every request.
 #[derive(Debug)]
-pub struct SiteHealth {
+pub(crate) struct SiteHealth {
     /// The site's id, for the log.
     site: String,
     policy: BreakerPolicy,
@@ -73,21 +73,21 @@ pub struct SiteHealth {
 
 /// A copy of a site's health for `/admin/sites` and `/readyz`.
 #[derive(Debug, Clone)]
-pub struct HealthReport {
-    pub circuit: Circuit,
-    pub consecutive_faults: u32,
-    pub last_fault: Option<(SystemTime, String)>,
-    pub last_success: Option<SystemTime>,
-    pub last_echo: Option<(SystemTime, Result<Duration, String>)>,
+pub(crate) struct HealthReport {
+    pub(crate) circuit: Circuit,
+    pub(crate) consecutive_faults: u32,
+    pub(crate) last_fault: Option<(SystemTime, String)>,
+    pub(crate) last_success: Option<SystemTime>,
+    pub(crate) last_echo: Option<(SystemTime, Result<Duration, String>)>,
 }
 
 impl HealthReport {
     /// Up: the circuit is closed and the last thing seen of the site was an answer.
-    pub fn is_up(&self) -> bool {
+    pub(crate) fn is_up(&self) -> bool {
         self.circuit == Circuit::Closed && self.consecutive_faults == 0 && self.last_success.is_some()
     }
 
-    pub fn state(&self) -> &'static str {
+    pub(crate) fn state(&self) -> &'static str {
         match self.circuit {
             Circuit::Open { .. } => "down",
             Circuit::HalfOpen { .. } => "probing",
@@ -100,7 +100,7 @@ impl HealthReport {
 
 /// True when an error says something about the site (it is unreachable, slow or broken), as
 /// opposed to the PACS answering with a status, or the gateway's own budget running out.
-pub fn is_site_fault(error: &DimseError) -> bool {
+pub(crate) fn is_site_fault(error: &DimseError) -> bool {
     match error {
         DimseError::Timeout { phase: Phase::AssociationBudget, .. } => false,
         DimseError::AssociationRejected { .. }
@@ -112,7 +112,7 @@ pub fn is_site_fault(error: &DimseError) -> bool {
 }
 
 /// A short reason for a fault, without anything a PACS sent as free text.
-pub fn fault_reason(error: &DimseError) -> &'static str {
+pub(crate) fn fault_reason(error: &DimseError) -> &'static str {
     match error {
         DimseError::Timeout { .. } => "timed out",
         DimseError::Connect { .. } | DimseError::ConnectionClosed { .. } | DimseError::Aborted { .. } => "unreachable",
@@ -127,7 +127,7 @@ pub fn fault_reason(error: &DimseError) -> &'static str {
 const MAX_OPEN_FACTOR: u32 = 10;
 
 impl SiteHealth {
-    pub fn new(site: &str, policy: BreakerPolicy, echo_interval: Duration) -> Self {
+    pub(crate) fn new(site: &str, policy: BreakerPolicy, echo_interval: Duration) -> Self {
         SiteHealth {
             site: site.to_owned(),
             policy,
@@ -150,7 +150,7 @@ impl SiteHealth {
 
     /// May a request use the site now? An open circuit whose time is up turns half-open and
     /// lets this request through as the probe.
-    pub fn admit(&self) -> Result<(), CircuitOpen> {
+    pub(crate) fn admit(&self) -> Result<(), CircuitOpen> {
         self.admit_at(Instant::now())
     }
 
@@ -170,7 +170,7 @@ impl SiteHealth {
     }
 
     /// Records an answer from the site: the circuit closes.
-    pub fn record_success(&self) {
+    pub(crate) fn record_success(&self) {
         let mut observed = self.lock();
         observed.circuit = Circuit::Closed;
         observed.consecutive_faults = 0;
@@ -178,7 +178,7 @@ impl SiteHealth {
     }
 
     /// Records the outcome of an operation; only site faults count against the site.
-    pub fn record<T>(&self, outcome: &Result<T, DimseError>) {
+    pub(crate) fn record<T>(&self, outcome: &Result<T, DimseError>) {
         match outcome {
             Ok(_) => self.record_success(),
             Err(error) if is_site_fault(error) => self.record_fault(fault_reason(error)),
@@ -187,7 +187,7 @@ impl SiteHealth {
         }
     }
 
-    pub fn record_fault(&self, reason: &str) {
+    pub(crate) fn record_fault(&self, reason: &str) {
         self.record_fault_at(reason, Instant::now())
     }
 
@@ -212,7 +212,7 @@ impl SiteHealth {
     }
 
     /// Is a C-ECHO due: the interval has passed, or an open circuit's time is up.
-    pub fn echo_due(&self, now: Instant) -> bool {
+    pub(crate) fn echo_due(&self, now: Instant) -> bool {
         let observed = self.lock();
         match observed.circuit {
             Circuit::Open { until, .. } => now >= until,
@@ -221,7 +221,7 @@ impl SiteHealth {
     }
 
     /// Records a C-ECHO (periodic or probe).
-    pub fn record_echo(&self, outcome: &Result<Duration, DimseError>) {
+    pub(crate) fn record_echo(&self, outcome: &Result<Duration, DimseError>) {
         {
             let mut observed = self.lock();
             observed.next_echo = Instant::now() + self.echo_interval;
@@ -236,7 +236,7 @@ impl SiteHealth {
         self.record(outcome);
     }
 
-    pub fn report(&self) -> HealthReport {
+    pub(crate) fn report(&self) -> HealthReport {
         let observed = self.lock();
         HealthReport {
             circuit: observed.circuit,

@@ -5,12 +5,12 @@
 //! and the request notes the site it contacted. The protocol behind is DIMSE (`dimse.rs`); a
 //! second one is one more variant of [`Protocol`].
 
-pub mod dimse;
+pub(crate) mod dimse;
 mod endpoint;
-pub mod health;
-pub mod touched;
+pub(crate) mod health;
+pub(crate) mod touched;
 
-pub use endpoint::endpoint;
+pub(crate) use endpoint::endpoint;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -27,19 +27,19 @@ use crate::sites::health::{CircuitOpen, SiteHealth};
 use crate::sites::touched::Touched;
 
 #[derive(Debug)]
-pub struct Site {
-    pub config: SiteConfig,
-    pub protocol: Protocol,
-    pub health: SiteHealth,
-    pub sent: SentOperations,
+pub(crate) struct Site {
+    pub(crate) config: SiteConfig,
+    pub(crate) protocol: Protocol,
+    pub(crate) health: SiteHealth,
+    pub(crate) sent: SentOperations,
     /// The most matches of one C-FIND collected (`federation.max_matches`).
-    pub max_matches: usize,
+    pub(crate) max_matches: usize,
 }
 
 /// A site's place among the gateway's sites: configuration order, which also breaks ties when
 /// results are merged. Not a place in a request's own list of sites (those are positions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SiteIndex(pub usize);
+pub(crate) struct SiteIndex(pub usize);
 
 impl std::ops::Index<SiteIndex> for [Site] {
     type Output = Site;
@@ -59,40 +59,40 @@ impl std::ops::Index<SiteIndex> for Vec<Site> {
 
 /// How the gateway reaches a site.
 #[derive(Debug)]
-pub enum Protocol {
+pub(crate) enum Protocol {
     Dimse(Dimse),
 }
 
 /// Connections to a site (associations, for DIMSE): open (in use or idle), idle, and the most
 /// in use at once.
 #[derive(Debug, Clone, Copy)]
-pub struct Connections {
-    pub open: usize,
-    pub idle: usize,
-    pub peak_in_use: usize,
+pub(crate) struct Connections {
+    pub(crate) open: usize,
+    pub(crate) idle: usize,
+    pub(crate) peak_in_use: usize,
 }
 
 /// The matches of one C-FIND, at most the site's `max_matches`.
 #[derive(Debug)]
-pub struct Found {
-    pub results: Vec<InMemDicomObject>,
+pub(crate) struct Found {
+    pub(crate) results: Vec<InMemDicomObject>,
     /// The site had more matches than were collected (the C-FIND was cancelled there).
-    pub truncated: bool,
+    pub(crate) truncated: bool,
 }
 
 /// How many operations the gateway has sent to a site since it started, by kind.
 #[derive(Debug, Default)]
-pub struct SentOperations {
-    pub find: AtomicU64,
-    pub retrieve: AtomicU64,
-    pub store: AtomicU64,
-    pub echo: AtomicU64,
+pub(crate) struct SentOperations {
+    pub(crate) find: AtomicU64,
+    pub(crate) retrieve: AtomicU64,
+    pub(crate) store: AtomicU64,
+    pub(crate) echo: AtomicU64,
     /// Operations that ended in a site fault (unreachable, timed out, aborted, ...).
-    pub faults: AtomicU64,
+    pub(crate) faults: AtomicU64,
     /// C-FIND time, whole answers collected, in microseconds (with `find`: the mean).
-    pub find_micros: AtomicU64,
+    pub(crate) find_micros: AtomicU64,
     /// Time from sending a C-GET / C-MOVE to the stream of its instances, in microseconds.
-    pub retrieve_start_micros: AtomicU64,
+    pub(crate) retrieve_start_micros: AtomicU64,
 }
 
 fn count(counter: &AtomicU64) {
@@ -101,7 +101,7 @@ fn count(counter: &AtomicU64) {
 
 /// Why an operation did not reach an answer from a site.
 #[derive(Debug, thiserror::Error)]
-pub enum Unanswered {
+pub(crate) enum Unanswered {
     #[error("{0}")]
     Dimse(#[from] DimseError),
     #[error("site {site}: {open}")]
@@ -112,12 +112,12 @@ pub enum Unanswered {
 }
 
 impl Site {
-    pub fn id(&self) -> &SiteId {
+    pub(crate) fn id(&self) -> &SiteId {
         &self.config.id
     }
 
     /// The site's connections now.
-    pub fn connections(&self) -> Connections {
+    pub(crate) fn connections(&self) -> Connections {
         match &self.protocol {
             Protocol::Dimse(dimse) => Connections {
                 open: dimse.pool.open_associations(),
@@ -128,7 +128,7 @@ impl Site {
     }
 
     /// The deadline of one whole operation at this site: twice its response timeout.
-    pub fn operation_budget(&self) -> Duration {
+    pub(crate) fn operation_budget(&self) -> Duration {
         self.config.timeout * 2
     }
 
@@ -147,7 +147,7 @@ impl Site {
 
     /// A C-FIND collected whole (counts and listings): more than `max_matches` matches is an
     /// error, never a wrong count.
-    pub async fn find_all(
+    pub(crate) async fn find_all(
         &self,
         touched: &Touched,
         level: QueryLevel,
@@ -163,7 +163,7 @@ impl Site {
     /// A C-FIND collected up to `max_matches` matches (then cancelled at the site), within the
     /// site's operation budget (also enforced from outside the DIMSE layer, so that a PACS that
     /// never answers cannot hold a request). Memory is bounded by the matches kept.
-    pub async fn find_at_most(
+    pub(crate) async fn find_at_most(
         &self,
         touched: &Touched,
         level: QueryLevel,
@@ -198,7 +198,7 @@ impl Site {
     /// Starts a C-GET or C-MOVE (the site's retrieve method) of `target`: a study or series
     /// as instance-level sub-requests over `retrieve_associations` associations when that is
     /// more than one, instances in the order they arrive.
-    pub async fn retrieve(
+    pub(crate) async fn retrieve(
         &self,
         touched: &Touched,
         target: RetrieveTarget,
@@ -214,7 +214,7 @@ impl Site {
     }
 
     /// The instances under `scope`, listed by C-FIND.
-    pub async fn list_instances(
+    pub(crate) async fn list_instances(
         &self,
         touched: &Touched,
         scope: &RetrieveTarget,
@@ -229,7 +229,7 @@ impl Site {
     }
 
     /// C-STORE of one Part-10 instance.
-    pub async fn store(&self, touched: &Touched, part10: &[u8]) -> Result<StoreOutcome, Unanswered> {
+    pub(crate) async fn store(&self, touched: &Touched, part10: &[u8]) -> Result<StoreOutcome, Unanswered> {
         self.admit(touched)?;
         count(&self.sent.store);
         let deadline = Instant::now() + self.operation_budget();
@@ -241,7 +241,7 @@ impl Site {
 
     /// A C-ECHO, whatever the circuit's state (it is how an open circuit is probed), recorded
     /// as the site's latest echo.
-    pub async fn echo(&self) -> Result<Duration, DimseError> {
+    pub(crate) async fn echo(&self) -> Result<Duration, DimseError> {
         count(&self.sent.echo);
         let budget = self.config.timeout;
         let echoed = async {

@@ -10,29 +10,29 @@ use std::sync::Mutex;
 
 /// One request's sites contacted and instances cleaned.
 #[derive(Debug, Default)]
-pub struct Touched {
+pub(crate) struct Touched {
     sites: Mutex<BTreeSet<String>>,
     cleaned: AtomicU64,
 }
 
 impl Touched {
     /// Notes that the request contacted `site`.
-    pub fn note_site(&self, site: &str) {
+    pub(crate) fn note_site(&self, site: &str) {
         self.sites.lock().unwrap_or_else(|p| p.into_inner()).insert(site.to_owned());
     }
 
     /// Notes that an instance was cleaned of burned-in text for this request.
-    pub fn note_cleaned(&self) {
+    pub(crate) fn note_cleaned(&self) {
         self.cleaned.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The sites contacted, by id, in order.
-    pub fn sites(&self) -> Vec<String> {
+    pub(crate) fn sites(&self) -> Vec<String> {
         self.sites.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect()
     }
 
     /// How many instances were cleaned for this request.
-    pub fn cleaned(&self) -> u64 {
+    pub(crate) fn cleaned(&self) -> u64 {
         self.cleaned.load(Ordering::Relaxed)
     }
 }

@@ -17,7 +17,7 @@ use crate::core::audit::Event;
 const DCM: &str = "http://dicom.nema.org/resources/ontology/DCM";
 
 /// The AuditEvent of one request, recorded at `time` (RFC 3339).
-pub fn audit_event(event: &Event<'_>, time: &str, replica: &str) -> Json {
+pub(crate) fn audit_event(event: &Event<'_>, time: &str, replica: &str) -> Json {
     let (code, display, interaction, action) = match (event.method, event.route) {
         ("POST", _) => ("110107", "Import", "create", "C"),
         (_, route) if route.ends_with("/studies") || route.ends_with("/series") || route.ends_with("/instances") => {

@@ -17,7 +17,7 @@
 //! the hash of the last line: kept elsewhere (a ticket, another machine's log), it anchors the
 //! end of the trail too.
 
-pub mod fhir;
+pub(crate) mod fhir;
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -31,24 +31,24 @@ const GENESIS: &str = "000000000000000000000000000000000000000000000000000000000
 
 /// One request as the audit trail records it.
 #[derive(Debug, Clone)]
-pub struct Event<'a> {
-    pub subject: Option<&'a str>,
-    pub project: Option<&'a str>,
-    pub method: &'a str,
-    pub route: &'a str,
-    pub site: Option<&'a str>,
-    pub resources: &'a [String],
-    pub sites: &'a [String],
-    pub status: u16,
-    pub outcome: &'a str,
-    pub bytes: u64,
-    pub ms: u64,
+pub(crate) struct Event<'a> {
+    pub(crate) subject: Option<&'a str>,
+    pub(crate) project: Option<&'a str>,
+    pub(crate) method: &'a str,
+    pub(crate) route: &'a str,
+    pub(crate) site: Option<&'a str>,
+    pub(crate) resources: &'a [String],
+    pub(crate) sites: &'a [String],
+    pub(crate) status: u16,
+    pub(crate) outcome: &'a str,
+    pub(crate) bytes: u64,
+    pub(crate) ms: u64,
     /// Instances whose burned-in text was cleaned for this request (docs/BURNED-IN.md).
-    pub cleaned: u64,
+    pub(crate) cleaned: u64,
 }
 
 #[derive(Debug)]
-pub struct AuditLog {
+pub(crate) struct AuditLog {
     path: PathBuf,
     state: Mutex<(std::fs::File, String)>,
     /// The same events as FHIR AuditEvent resources (`audit.fhir_path`).
@@ -64,7 +64,7 @@ fn hash(line: &str) -> String {
 impl AuditLog {
     /// Opens (or creates) the trail, continuing the chain from its last line, and the FHIR
     /// form of it when `fhir_path` is given.
-    pub fn open(path: &Path, fhir_path: Option<&Path>) -> anyhow::Result<AuditLog> {
+    pub(crate) fn open(path: &Path, fhir_path: Option<&Path>) -> anyhow::Result<AuditLog> {
         let fhir = match fhir_path {
             Some(fhir_path) => Some(Mutex::new(
                 crate::core::private_files::options()
@@ -96,14 +96,14 @@ impl AuditLog {
     }
 
     /// Names the replica (`server.replica_id`) in every line from now on.
-    pub fn replica(mut self, replica: &str) -> AuditLog {
+    pub(crate) fn replica(mut self, replica: &str) -> AuditLog {
         self.replica = replica.to_owned();
         self
     }
 
     /// Appends one event. A trail that cannot be written is logged (without the event's
     /// resources) and the request is not affected.
-    pub fn record(&self, event: &Event<'_>) {
+    pub(crate) fn record(&self, event: &Event<'_>) {
         let mut state = self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let time = humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string();
         if let Some(fhir) = &self.fhir {

@@ -32,13 +32,13 @@ pub struct DecodeBudget {
 
 /// Memory reserved for one decode, given back when dropped.
 #[derive(Debug)]
-pub struct Reservation {
+pub(crate) struct Reservation {
     _units: OwnedSemaphorePermit,
 }
 
 impl DecodeBudget {
     /// A budget of `bytes` (rounded down to whole mebibytes, at least one).
-    pub fn new(bytes: u64) -> DecodeBudget {
+    pub(crate) fn new(bytes: u64) -> DecodeBudget {
         let total = u32::try_from(bytes / UNIT).unwrap_or(u32::MAX).clamp(1, Semaphore::MAX_PERMITS as u32);
         DecodeBudget {
             units: Arc::new(Semaphore::new(total as usize)),
@@ -50,7 +50,7 @@ impl DecodeBudget {
 
     /// Waits until `bytes` of decoded pixel data fit in the budget and reserves them. A
     /// decode larger than the whole budget (which start-up rules out) reserves all of it.
-    pub async fn reserve(&self, bytes: u64) -> Reservation {
+    pub(crate) async fn reserve(&self, bytes: u64) -> Reservation {
         let units = u32::try_from(bytes.div_ceil(UNIT)).unwrap_or(u32::MAX).clamp(1, self.total);
         let permit = match self.units.clone().try_acquire_many_owned(units) {
             Ok(permit) => permit,
@@ -70,7 +70,7 @@ impl DecodeBudget {
     /// Runs `decode` on a blocking thread once `bytes` of decoded pixel data are reserved, and
     /// gives them back when it returns (what it returns is then the caller's to bound). Nothing
     /// is reserved for 0 bytes (nothing to decode).
-    pub async fn decode<T: Send + 'static>(
+    pub(crate) async fn decode<T: Send + 'static>(
         &self,
         bytes: u64,
         decode: impl FnOnce() -> T + Send + 'static,
@@ -82,7 +82,7 @@ impl DecodeBudget {
     /// A retrieved instance parsed and its decoded size bounded on a blocking thread
     /// (crate::core::dataset_limits::parsed_for_decoding), then `decode` run on it within the budget.
     /// `instead` names what the client may ask for when the instance cannot be decoded here.
-    pub async fn decode_instance<T: Send + 'static>(
+    pub(crate) async fn decode_instance<T: Send + 'static>(
         &self,
         instance: RetrievedInstance,
         limits: DataSetLimitsConfig,
@@ -102,22 +102,22 @@ impl DecodeBudget {
     }
 
     /// Bytes reserved now.
-    pub fn in_use(&self) -> u64 {
+    pub(crate) fn in_use(&self) -> u64 {
         u64::from(self.total - self.units.available_permits() as u32) * UNIT
     }
 
     /// The whole budget, in bytes.
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         u64::from(self.total) * UNIT
     }
 
     /// The most reserved at once since start-up, in bytes.
-    pub fn peak(&self) -> u64 {
+    pub(crate) fn peak(&self) -> u64 {
         self.peak.load(Ordering::Relaxed)
     }
 
     /// How many reservations waited for memory to be given back.
-    pub fn waits(&self) -> u64 {
+    pub(crate) fn waits(&self) -> u64 {
         self.waits.load(Ordering::Relaxed)
     }
 }

@@ -20,7 +20,7 @@
 //!   method (PS3.3 C.7.6.1.1.5), whether or not the archive had marked it.
 //! - An empty Number of Frames (some single-frame files) means one frame.
 
-pub mod decode_budget;
+pub(crate) mod decode_budget;
 pub(crate) mod rle;
 
 use dicom_core::value::Value;
@@ -34,13 +34,13 @@ use dicom_transfer_syntax_registry::TransferSyntaxRegistry;
 #[derive(Debug, thiserror::Error)]
 #[error("pixel data in transfer syntax {transfer_syntax} cannot be decoded here: {reason}")]
 pub struct Undecodable {
-    pub transfer_syntax: String,
-    pub reason: String,
+    pub(crate) transfer_syntax: String,
+    pub(crate) reason: String,
 }
 
 /// The compression method a transfer syntax's pixel data was lossily compressed with, when
 /// the encoded bytes say it was (`first_fragment`: the start of the first frame).
-pub fn lossy_method(transfer_syntax: &str, first_fragment: &[u8]) -> Option<&'static str> {
+pub(crate) fn lossy_method(transfer_syntax: &str, first_fragment: &[u8]) -> Option<&'static str> {
     match transfer_syntax {
         // JPEG Baseline and Extended are lossy by definition.
         "1.2.840.10008.1.2.4.50" | "1.2.840.10008.1.2.4.51" => Some("ISO_10918_1"),
@@ -118,7 +118,7 @@ fn with_causes(error: &dyn std::error::Error) -> String {
 }
 
 /// An empty Number of Frames means one frame: removed, so the decoders read one.
-pub fn one_frame_when_unnumbered(object: &mut InMemDicomObject) {
+pub(crate) fn one_frame_when_unnumbered(object: &mut InMemDicomObject) {
     if object.element(tags::NUMBER_OF_FRAMES).is_ok_and(|e| e.to_int::<u32>().is_err()) {
         object.remove_element(tags::NUMBER_OF_FRAMES);
     }
@@ -165,7 +165,7 @@ pub fn decode_into(object: &mut FileDicomObject<InMemDicomObject>, target: &str)
 /// Whether the pixel data must be decoded by [`decode_into`] before dicom-rs decodes frames
 /// of it: RGB JPEG (dicom-rs would give wrong colours), 32-bit RLE and 12-bit JPEG (it refuses
 /// them), HTJ2K (decoded by OpenJPH here).
-pub fn needs_own_decoding(object: &FileDicomObject<InMemDicomObject>) -> bool {
+pub(crate) fn needs_own_decoding(object: &FileDicomObject<InMemDicomObject>) -> bool {
     own_decoder(object.meta().transfer_syntax().trim_end_matches('\0'), object).is_some()
 }
 

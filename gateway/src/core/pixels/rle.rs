@@ -4,21 +4,21 @@
 
 /// Native pixel data, as an instance's attributes describe it.
 #[derive(Debug, Clone, Copy)]
-pub struct Layout {
-    pub frames: usize,
-    pub rows: usize,
-    pub columns: usize,
-    pub samples: usize,
+pub(crate) struct Layout {
+    pub(crate) frames: usize,
+    pub(crate) rows: usize,
+    pub(crate) columns: usize,
+    pub(crate) samples: usize,
     /// Bytes per sample: 1 or 2.
-    pub bytes: usize,
+    pub(crate) bytes: usize,
     /// Colour by plane (Planar Configuration 1) rather than by pixel.
-    pub planar: bool,
+    pub(crate) planar: bool,
 }
 
 /// Each frame of `pixels` as one RLE fragment: the 64-byte header (segment count, offsets),
 /// then one segment per byte of each sample, most significant byte first, each row packed on
 /// its own (G.3.1) and each segment padded to an even length.
-pub fn encode(pixels: &[u8], layout: Layout) -> Result<Vec<Vec<u8>>, &'static str> {
+pub(crate) fn encode(pixels: &[u8], layout: Layout) -> Result<Vec<Vec<u8>>, &'static str> {
     let Layout { frames, rows, columns, samples, bytes, planar } = layout;
     let segments = samples * bytes;
     if !(1..=15).contains(&segments) || pixels.len() < frames * rows * columns * segments {

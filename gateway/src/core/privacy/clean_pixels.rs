@@ -37,7 +37,7 @@ const JPEG_LS_LOSSLESS: &str = "1.2.840.10008.1.2.4.80";
 const MARGIN: u32 = 2;
 /// Raised whenever what cleaning does to the same instance changes (the detector, the margin),
 /// so that instances cleaned before are not served from the cache as cleaned now.
-pub const CLEANING_REVISION: u32 = 3;
+pub(crate) const CLEANING_REVISION: u32 = 3;
 
 /// Cleans instances; shared by every project that cleans.
 #[derive(Debug)]
@@ -51,8 +51,8 @@ pub struct Cleaner {
     at_once: usize,
     /// Shared with every other decode of the gateway.
     budget: Arc<DecodeBudget>,
-    pub cleaned: AtomicU64,
-    pub uncleanable: AtomicU64,
+    pub(crate) cleaned: AtomicU64,
+    pub(crate) uncleanable: AtomicU64,
 }
 
 /// The part of a frame's samples to look for text in: as 8-bit grey, and as packed colours.
@@ -192,20 +192,16 @@ impl Cleaner {
         })
     }
 
-    pub fn rules(&self) -> &RegionRules {
-        &self.rules
-    }
-
     /// What shapes a cleaned instance besides the instance: the rules and the detector's
     /// revision ([`CLEANING_REVISION`]), for the cache's scope.
-    pub fn fingerprint(&self) -> String {
+    pub(crate) fn fingerprint(&self) -> String {
         format!("{CLEANING_REVISION} {:?}", self.rules)
     }
 
     /// The instance's data set with its burned-in text blanked and BurnedInAnnotation NO, and
     /// the transfer syntax it is encoded in (see [`put_pixels`]); or why it could not be cleaned. Blocking: call it off the async
     /// runtime. Waits while as many cleanings as the machine has cores are running.
-    pub fn clean(
+    pub(crate) fn clean(
         &self,
         instance: &RetrievedInstance,
         limits: &DataSetLimitsConfig,

@@ -21,18 +21,18 @@ use crate::core::privacy::pseudonyms::{Kind, Original, PseudonymStore, Unavailab
 use crate::core::Error;
 
 /// The project of a gateway without authentication: every site, one set of pseudonyms.
-pub const IMPLICIT_PROJECT: &str = "all-sites";
+pub(crate) const IMPLICIT_PROJECT: &str = "all-sites";
 
 const EXPLICIT_VR_LE: &str = "1.2.840.10008.1.2.1";
 
 #[derive(Debug)]
 pub struct Privacy {
-    pub project: String,
-    pub engine: Deidentifier,
-    pub store: Arc<dyn PseudonymStore>,
+    pub(crate) project: String,
+    pub(crate) engine: Deidentifier,
+    pub(crate) store: Arc<dyn PseudonymStore>,
     /// Cleans the pixels of instances that may show identity, when the project's burned_in is
     /// "clean"; `None`: they are withheld.
-    pub cleaner: Option<Arc<Cleaner>>,
+    pub(crate) cleaner: Option<Arc<Cleaner>>,
     /// Bounds the decoding a cleaning does.
     limits: DataSetLimitsConfig,
 }
@@ -119,7 +119,7 @@ impl Privacy {
 
     /// What a pseudonym this project handed out stands for, of whatever kind; `None` when it
     /// never handed it out.
-    pub async fn lookup(&self, pseudonym: &str) -> Result<Option<Original>, Error> {
+    pub(crate) async fn lookup(&self, pseudonym: &str) -> Result<Option<Original>, Error> {
         let store = self.store.clone();
         let (project, pseudonym) = (self.project.clone(), pseudonym.to_owned());
         tokio::task::spawn_blocking(move || store.resolve(&project, &pseudonym))
@@ -129,14 +129,14 @@ impl Privacy {
     }
 
     /// The site's value of a pseudonym this project handed out; 404 when it never did.
-    pub async fn resolve(&self, pseudonym: &str, kind: Kind) -> Result<Original, Error> {
+    pub(crate) async fn resolve(&self, pseudonym: &str, kind: Kind) -> Result<Original, Error> {
         let found = self.lookup(pseudonym).await?;
         found.filter(|o| o.kind == kind).ok_or_else(|| Error::NotFound("no such study, series or instance".into()))
     }
 
     /// A retrieval target named by pseudonyms, in the site's UIDs; 404 when a pseudonym was
     /// never handed out (in this project).
-    pub async fn site_target(&self, target: &RetrieveTarget) -> Result<RetrieveTarget, Error> {
+    pub(crate) async fn site_target(&self, target: &RetrieveTarget) -> Result<RetrieveTarget, Error> {
         let invalid = |e: dicomweb_model::UidError| Error::Internal(format!("pseudonym map holds an invalid UID: {e}"));
         let study =
             StudyInstanceUid::new(&self.resolve(target.study.as_str(), Kind::Study).await?.value).map_err(invalid)?;
@@ -156,7 +156,7 @@ impl Privacy {
     }
 
     /// A target named by the site's UIDs, in pseudonyms (recorded, so that they resolve).
-    pub async fn client_target(&self, target: &RetrieveTarget) -> Result<RetrieveTarget, Error> {
+    pub(crate) async fn client_target(&self, target: &RetrieveTarget) -> Result<RetrieveTarget, Error> {
         let keys = self.engine.keys();
         let invalid = |e: dicomweb_model::UidError| Error::Internal(format!("invalid pseudonym: {e}"));
         let mut entries = Vec::new();
@@ -180,7 +180,7 @@ impl Privacy {
     }
 
     /// Records pseudonyms before the response carrying them goes out.
-    pub async fn record(&self, entries: Vec<(String, Original)>) -> Result<(), Error> {
+    pub(crate) async fn record(&self, entries: Vec<(String, Original)>) -> Result<(), Error> {
         if entries.is_empty() {
             return Ok(());
         }
@@ -198,7 +198,7 @@ impl Privacy {
     }
 
     /// The pseudonyms a de-identified data set's report names, as map entries.
-    pub fn entries(report: &Report) -> Vec<(String, Original)> {
+    pub(crate) fn entries(report: &Report) -> Vec<(String, Original)> {
         let mut entries: Vec<(String, Original)> = report
             .identity
             .iter()
@@ -223,7 +223,7 @@ impl Privacy {
 
     /// De-identifies a data set held at `site` (a QIDO result) of `patient` when the data set
     /// does not name its own, returning the map entries.
-    pub fn data_set(
+    pub(crate) fn data_set(
         &self,
         obj: &mut InMemDicomObject,
         site: &str,
@@ -299,7 +299,7 @@ const MAP_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A failure of the pseudonym map as a response: 503 with Retry-After when the store is
 /// unreachable (the request may be retried; nothing it would have emitted was sent), else 500.
-pub fn map_error(e: anyhow::Error) -> Error {
+pub(crate) fn map_error(e: anyhow::Error) -> Error {
     match e.downcast_ref::<Unavailable>() {
         Some(_) => Error::Unavailable {
             message: "the pseudonym map is unreachable; retry later".into(),

@@ -1,9 +1,9 @@
 //! De-identification as the gateway runs it (`deidentify`), the pseudonym map, and burned-in
 //! text cleaned out of pixel data with its region rules.
 
-pub mod clean_pixels;
-pub mod deidentify;
+pub(crate) mod clean_pixels;
+pub(crate) mod deidentify;
 pub mod pseudonyms;
-pub mod qido_deid;
-pub mod region_rules;
-pub mod stow_deid;
+pub(crate) mod qido_deid;
+pub(crate) mod region_rules;
+pub(crate) mod stow_deid;

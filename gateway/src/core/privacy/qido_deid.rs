@@ -35,7 +35,7 @@ use crate::sites::Site;
 
 /// A check a de-identified result must pass.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Filter {
+pub(crate) enum Filter {
     /// PatientID (as the result shows it) is this pseudonym.
     Patient(String),
     /// The shifted date is within the range (inclusive; open ends empty).
@@ -85,7 +85,11 @@ const UID_KEYS: [(Tag, Kind); 3] = [
 ];
 
 /// The site's UID a path UID stands for (404 when it was never handed out).
-pub async fn path_uid<U: From<dicomweb_model::Uid>>(privacy: &Privacy, uid: &str, kind: Kind) -> Result<U, Error> {
+pub(crate) async fn path_uid<U: From<dicomweb_model::Uid>>(
+    privacy: &Privacy,
+    uid: &str,
+    kind: Kind,
+) -> Result<U, Error> {
     let original = privacy.resolve(uid, kind).await?.value;
     dicomweb_model::Uid::from_peer(&original)
         .map(U::from)
@@ -127,7 +131,7 @@ fn date_key(tag: Tag, value: &str) -> Result<(String, Filter), Error> {
 /// Translates the query's matching keys into the sites' terms; returns the checks the
 /// de-identified results must pass, or `None` when nothing can match (a UID or patient that
 /// was never handed out).
-pub async fn translate(privacy: &Privacy, query: &mut QidoQuery) -> Result<Option<Vec<Filter>>, Error> {
+pub(crate) async fn translate(privacy: &Privacy, query: &mut QidoQuery) -> Result<Option<Vec<Filter>>, Error> {
     let options = privacy.engine.options();
     let shifted = options.has("retain-longitudinal-modified-dates");
     let mut filters = Vec::new();
@@ -182,11 +186,11 @@ pub async fn translate(privacy: &Privacy, query: &mut QidoQuery) -> Result<Optio
 /// with every search when de-identifying: a result confined by its path to a study or series
 /// does not show the study's patient attributes, and a date shifted without its patient would
 /// be shifted by one constant for every patient (docs/DEIDENTIFICATION.md).
-pub const PATIENT_KEYS: [Tag; 2] = [tags::PATIENT_ID, tags::ISSUER_OF_PATIENT_ID];
+pub(crate) const PATIENT_KEYS: [Tag; 2] = [tags::PATIENT_ID, tags::ISSUER_OF_PATIENT_ID];
 
 /// A result's patient, taken out of the result when the resource does not show it (`shown`
 /// false): the result is then de-identified for that patient without naming it.
-pub fn take_patient(result: &mut InMemDicomObject, shown: bool) -> Option<KnownPatient> {
+pub(crate) fn take_patient(result: &mut InMemDicomObject, shown: bool) -> Option<KnownPatient> {
     result.element(tags::PATIENT_ID).ok()?;
     let patient = KnownPatient {
         id: text_of(result, tags::PATIENT_ID).unwrap_or_default(),
@@ -203,7 +207,11 @@ pub fn take_patient(result: &mut InMemDicomObject, shown: bool) -> Option<KnownP
 /// The one patient a study belongs to at a site that did not name it in a result (a PACS may
 /// leave study attributes out of a series-level answer): a study-level C-FIND. `None` when
 /// the site names no patient, or more than one (a study UID reused under two patients).
-pub async fn patient_of_study(site: &Site, touched: &Touched, study: &str) -> Result<Option<KnownPatient>, Error> {
+pub(crate) async fn patient_of_study(
+    site: &Site,
+    touched: &Touched,
+    study: &str,
+) -> Result<Option<KnownPatient>, Error> {
     let identifier = InMemDicomObject::from_element_iter([
         DataElement::new(tags::STUDY_INSTANCE_UID, VR::UI, PrimitiveValue::from(study)),
         DataElement::new(tags::PATIENT_ID, VR::LO, PrimitiveValue::Empty),
@@ -221,7 +229,7 @@ pub async fn patient_of_study(site: &Site, touched: &Touched, study: &str) -> Re
 }
 
 /// Whether a de-identified result passes every check.
-pub fn passes(result: &InMemDicomObject, filters: &[Filter]) -> bool {
+pub(crate) fn passes(result: &InMemDicomObject, filters: &[Filter]) -> bool {
     filters.iter().all(|filter| match filter {
         Filter::Patient(pseudonym) => text_of(result, tags::PATIENT_ID).as_deref() == Some(pseudonym.as_str()),
         Filter::DateRange { tag, from, to } => match text_of(result, *tag) {

@@ -23,27 +23,27 @@ use serde::Deserialize;
 
 /// A rectangle of pixels: left, top, width, height.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rectangle {
-    pub left: u32,
-    pub top: u32,
-    pub width: u32,
-    pub height: u32,
+pub(crate) struct Rectangle {
+    pub(crate) left: u32,
+    pub(crate) top: u32,
+    pub(crate) width: u32,
+    pub(crate) height: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RegionRule {
-    pub name: String,
+pub(crate) struct RegionRule {
+    pub(crate) name: String,
     manufacturer: Option<String>,
     model: Option<String>,
     sop_class: Option<String>,
     rows: u32,
     columns: u32,
-    pub blank: Vec<Rectangle>,
+    pub(crate) blank: Vec<Rectangle>,
 }
 
 /// Every rule of the file, in its order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RegionRules {
+pub(crate) struct RegionRules {
     rules: Vec<RegionRule>,
 }
 
@@ -73,14 +73,14 @@ fn normalised(text: &str) -> String {
 
 impl RegionRules {
     /// Reads and checks the rules file; every problem is reported, with the rule's name.
-    pub fn load(path: &Path) -> anyhow::Result<RegionRules> {
+    pub(crate) fn load(path: &Path) -> anyhow::Result<RegionRules> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| anyhow::anyhow!("cannot read deid.burned_in_rules {}: {e}", path.display()))?;
         RegionRules::parse(&text)
             .map_err(|problems| anyhow::anyhow!("deid.burned_in_rules {}: {}", path.display(), problems.join("; ")))
     }
 
-    pub fn parse(text: &str) -> Result<RegionRules, Vec<String>> {
+    pub(crate) fn parse(text: &str) -> Result<RegionRules, Vec<String>> {
         let raw: RawFile = toml::from_str(text).map_err(|e| vec![e.to_string()])?;
         let mut problems = Vec::new();
         let mut rules = Vec::new();
@@ -129,16 +129,13 @@ impl RegionRules {
         }
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.rules.len()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
-    }
-
     /// The rules that match an instance's data set.
-    pub fn matching<'a>(&'a self, object: &'a InMemDicomObject) -> impl Iterator<Item = &'a RegionRule> + 'a {
+    pub(crate) fn matching<'a>(&'a self, object: &'a InMemDicomObject) -> impl Iterator<Item = &'a RegionRule> + 'a {
         let text = |tag| object.element(tag).ok().and_then(|e| e.to_str().ok()).map(|t| normalised(&t));
         let number = |tag| object.element(tag).ok().and_then(|e| e.to_int::<u32>().ok());
         let (manufacturer, model, class) =

@@ -116,7 +116,11 @@ fn rewrite(obj: &mut InMemDicomObject, site: &HashMap<String, String>, forward_d
 
 /// Puts an instance a caller stores at `storing_site` into the site's terms (see the module
 /// documentation).
-pub async fn into_site_terms(privacy: &Privacy, obj: &mut InMemDicomObject, storing_site: &str) -> Result<(), Error> {
+pub(crate) async fn into_site_terms(
+    privacy: &Privacy,
+    obj: &mut InMemDicomObject,
+    storing_site: &str,
+) -> Result<(), Error> {
     let site = site_uids(privacy, obj).await?;
     let (patient, issuer) = match text_of(obj, tags::PATIENT_ID) {
         Some(sent) => site_patient(privacy, &sent).await?,

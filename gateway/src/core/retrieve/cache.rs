@@ -32,23 +32,23 @@ use crate::core::retrieve::Retrieval;
 use crate::core::Error;
 
 /// A flight reads at most this many bytes ahead of its slowest reader.
-pub const FLIGHT_AHEAD: usize = 64 << 20;
+pub(crate) const FLIGHT_AHEAD: usize = 64 << 20;
 /// A flight keeps what every reader has passed (for requests that join late) up to this size.
-pub const FLIGHT_KEPT: usize = 64 << 20;
+pub(crate) const FLIGHT_KEPT: usize = 64 << 20;
 
 /// A retrieval target as the cache knows it: the project's cache scope and the site's UIDs.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TargetKey {
+pub(crate) struct TargetKey {
     project: String,
     target: RetrieveTarget,
 }
 
 impl TargetKey {
-    pub fn new(project: &str, target: &RetrieveTarget) -> TargetKey {
+    pub(crate) fn new(project: &str, target: &RetrieveTarget) -> TargetKey {
         TargetKey { project: project.to_owned(), target: target.clone() }
     }
 
-    pub fn study(&self) -> &StudyInstanceUid {
+    pub(crate) fn study(&self) -> &StudyInstanceUid {
         &self.target.study
     }
 }
@@ -101,21 +101,21 @@ fn forgotten_file(study: &StudyInstanceUid) -> String {
 
 /// Counts for operators and tests (`/admin/cache`).
 #[derive(Debug, Default)]
-pub struct Counters {
+pub(crate) struct Counters {
     /// Retrievals served whole from the cache.
-    pub hits: AtomicU64,
+    pub(crate) hits: AtomicU64,
     /// Retrievals that went to a PACS (each a flight of its own).
-    pub misses: AtomicU64,
+    pub(crate) misses: AtomicU64,
     /// Retrievals that joined a flight under way.
-    pub coalesced: AtomicU64,
+    pub(crate) coalesced: AtomicU64,
     /// Bytes of instances served from the cache.
-    pub bytes_served: AtomicU64,
+    pub(crate) bytes_served: AtomicU64,
     /// Instances evicted from memory for size.
-    pub evictions: AtomicU64,
+    pub(crate) evictions: AtomicU64,
 }
 
 #[derive(Debug)]
-pub struct RetrievalCache {
+pub(crate) struct RetrievalCache {
     instances: Option<moka::sync::Cache<InstanceKey, RetrievedInstance>>,
     disk: Option<Arc<DiskTier>>,
     manifests: moka::sync::Cache<TargetKey, Arc<Manifest>>,
@@ -123,11 +123,11 @@ pub struct RetrievalCache {
     metadata: moka::sync::Cache<(String, String), bytes::Bytes>,
     ttl: Duration,
     flights: Mutex<HashMap<TargetKey, Weak<Flight>>>,
-    pub counters: Arc<Counters>,
+    pub(crate) counters: Arc<Counters>,
 }
 
 impl RetrievalCache {
-    pub fn new(config: &CacheConfig) -> anyhow::Result<RetrievalCache> {
+    pub(crate) fn new(config: &CacheConfig) -> anyhow::Result<RetrievalCache> {
         let counters = Arc::new(Counters::default());
         let disk = match (&config.disk_dir, config.disk_bytes) {
             (Some(dir), bytes) if bytes > 0 => Some(Arc::new(DiskTier::open(dir, bytes, config.ttl)?)),
@@ -218,7 +218,7 @@ impl RetrievalCache {
     /// The retrieval of `key` from the cache, when its instances are all there. `shown` gives
     /// an instance UID as the client sees it (the pseudonym when de-identifying). Instances on
     /// disk are read as the response goes; one found damaged then ends it with an error.
-    pub async fn cached(
+    pub(crate) async fn cached(
         self: &Arc<Self>,
         key: &TargetKey,
         shown: impl Fn(&SopInstanceUid) -> Option<SopInstanceUid>,
@@ -271,11 +271,11 @@ impl RetrievalCache {
     }
 
     /// The metadata response kept for a retrieval served from the cache (by its entity tag).
-    pub fn metadata(&self, project: &str, tag: &str) -> Option<bytes::Bytes> {
+    pub(crate) fn metadata(&self, project: &str, tag: &str) -> Option<bytes::Bytes> {
         self.metadata.get(&(project.to_owned(), tag.to_owned()))
     }
 
-    pub fn keep_metadata(&self, project: &str, tag: &str, json: bytes::Bytes) {
+    pub(crate) fn keep_metadata(&self, project: &str, tag: &str, json: bytes::Bytes) {
         if self.instances.is_some() || self.disk.is_some() {
             self.metadata.insert((project.to_owned(), tag.to_owned()), json);
         }
@@ -283,7 +283,7 @@ impl RetrievalCache {
 
     /// Forgets what every project's retrievals of `study` (the site's UID) yielded, so that
     /// the next retrieval sees what was added (after a STOW-RS into it).
-    pub fn forget_study(&self, study: &StudyInstanceUid) {
+    pub(crate) fn forget_study(&self, study: &StudyInstanceUid) {
         let stale: Vec<TargetKey> =
             self.manifests.iter().filter(|(key, _)| key.study() == study).map(|(key, _)| (*key).clone()).collect();
         for key in stale {
@@ -297,7 +297,7 @@ impl RetrievalCache {
 
     /// Joins the flight of `key` under way, or starts one with `retrieve`, and waits for its
     /// first instance.
-    pub async fn join_or_start<F>(self: &Arc<Self>, key: TargetKey, retrieve: F) -> Result<Retrieval, Error>
+    pub(crate) async fn join_or_start<F>(self: &Arc<Self>, key: TargetKey, retrieve: F) -> Result<Retrieval, Error>
     where
         F: Future<Output = Result<Retrieval, Error>> + Send + 'static,
     {
@@ -335,7 +335,7 @@ impl RetrievalCache {
     }
 
     /// Counters and sizes, as JSON.
-    pub fn report(&self) -> serde_json::Value {
+    pub(crate) fn report(&self) -> serde_json::Value {
         let count = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let (entries, bytes) = match &self.instances {
             Some(instances) => {

@@ -26,7 +26,7 @@ const HEADER: usize = MAGIC.len() + 32 + 8;
 const MARKERS: &str = "markers";
 
 #[derive(Debug)]
-pub struct DiskTier {
+pub(crate) struct DiskTier {
     dir: PathBuf,
     index: moka::sync::Cache<String, u64>,
     off: AtomicBool,
@@ -34,7 +34,7 @@ pub struct DiskTier {
 
 /// What a marker read found.
 #[derive(Debug, PartialEq, Eq)]
-pub enum Marker {
+pub(crate) enum Marker {
     Absent,
     Present(Vec<u8>),
     /// Unreadable or not what was written: whatever it guarded is not to be trusted.
@@ -42,7 +42,7 @@ pub enum Marker {
 }
 
 /// The file name of a key: hex SHA-256 of its parts.
-pub fn name_of(kind: &str, parts: &[&str]) -> String {
+pub(crate) fn name_of(kind: &str, parts: &[&str]) -> String {
     let mut hash = Sha256::new();
     hash.update(kind.as_bytes());
     for part in parts {
@@ -55,7 +55,7 @@ pub fn name_of(kind: &str, parts: &[&str]) -> String {
 impl DiskTier {
     /// Opens the tier, deleting leftovers of interrupted writes and markers older than
     /// `marker_life`, and indexing what is there.
-    pub fn open(dir: &Path, bytes: u64, marker_life: std::time::Duration) -> anyhow::Result<DiskTier> {
+    pub(crate) fn open(dir: &Path, bytes: u64, marker_life: std::time::Duration) -> anyhow::Result<DiskTier> {
         crate::core::private_files::create_dir(&dir.join(MARKERS))
             .map_err(|e| anyhow::anyhow!("cannot create cache.disk_dir {}: {e}", dir.display()))?;
         for entry in std::fs::read_dir(dir.join(MARKERS))? {
@@ -96,7 +96,7 @@ impl DiskTier {
     }
 
     /// The content stored under `name`, if it is there and intact (a damaged file is deleted).
-    pub fn read(&self, name: &str) -> Option<Vec<u8>> {
+    pub(crate) fn read(&self, name: &str) -> Option<Vec<u8>> {
         if self.off.load(Ordering::Relaxed) || !self.index.contains_key(name) {
             return None;
         }
@@ -114,7 +114,7 @@ impl DiskTier {
     }
 
     /// Stores `content` under `name`; on failure the tier is turned off.
-    pub fn write(&self, name: &str, content: &[u8]) {
+    pub(crate) fn write(&self, name: &str, content: &[u8]) {
         if self.off.load(Ordering::Relaxed) {
             return;
         }
@@ -125,14 +125,14 @@ impl DiskTier {
     }
 
     /// Stores a marker, outside the byte bound; on failure the tier is turned off.
-    pub fn write_marker(&self, name: &str, content: &[u8]) {
+    pub(crate) fn write_marker(&self, name: &str, content: &[u8]) {
         if !self.off.load(Ordering::Relaxed) {
             self.write_file(&self.dir.join(MARKERS).join(name), content);
         }
     }
 
     /// A marker, if any (a damaged one is deleted).
-    pub fn read_marker(&self, name: &str) -> Marker {
+    pub(crate) fn read_marker(&self, name: &str) -> Marker {
         let path = self.dir.join(MARKERS).join(name);
         match std::fs::read(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Marker::Absent,
@@ -174,16 +174,16 @@ impl DiskTier {
     }
 
     /// True when `name` is indexed.
-    pub fn contains(&self, name: &str) -> bool {
+    pub(crate) fn contains(&self, name: &str) -> bool {
         !self.is_off() && self.index.contains_key(name)
     }
 
     /// Files and bytes indexed (as of the last write: no eviction, so no file IO, here).
-    pub fn size(&self) -> (u64, u64) {
+    pub(crate) fn size(&self) -> (u64, u64) {
         (self.index.entry_count(), self.index.weighted_size())
     }
 
-    pub fn is_off(&self) -> bool {
+    pub(crate) fn is_off(&self) -> bool {
         self.off.load(Ordering::Relaxed)
     }
 }

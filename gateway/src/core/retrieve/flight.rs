@@ -59,7 +59,7 @@ impl FlightState {
 
 /// One shared retrieval's instances and readers.
 #[derive(Debug)]
-pub struct Flight {
+pub(crate) struct Flight {
     state: Mutex<FlightState>,
     changed: tokio::sync::Notify,
     ahead: usize,
@@ -69,7 +69,7 @@ pub struct Flight {
 impl Flight {
     /// A flight that reads at most `ahead` bytes beyond its slowest reader and keeps up to
     /// `kept` bytes that every reader has passed.
-    pub fn new(ahead: usize, kept: usize) -> Arc<Flight> {
+    pub(crate) fn new(ahead: usize, kept: usize) -> Arc<Flight> {
         Arc::new(Flight { state: Mutex::default(), changed: tokio::sync::Notify::new(), ahead, kept })
     }
 
@@ -79,7 +79,7 @@ impl Flight {
 
     /// A reader from the first instance; `None` when the flight no longer holds its start or
     /// has failed.
-    pub fn join(self: &Arc<Self>) -> Option<Reader> {
+    pub(crate) fn join(self: &Arc<Self>) -> Option<Reader> {
         let mut state = self.lock();
         if state.dropped_below > 0 || matches!(state.end, Some(Err(_))) {
             return None;
@@ -89,20 +89,20 @@ impl Flight {
     }
 
     /// Records how many instances were withheld before the first, and why.
-    pub fn set_withheld(&self, withheld: usize, reasons: Vec<String>) {
+    pub(crate) fn set_withheld(&self, withheld: usize, reasons: Vec<String>) {
         let mut state = self.lock();
         state.withheld_before_first = withheld;
         state.withheld_reasons = reasons;
     }
 
     /// How many instances were withheld before the first, and why.
-    pub fn withheld(&self) -> (usize, Vec<String>) {
+    pub(crate) fn withheld(&self) -> (usize, Vec<String>) {
         let state = self.lock();
         (state.withheld_before_first, state.withheld_reasons.clone())
     }
 
     /// Adds the next instance for every reader.
-    pub fn push(&self, instance: RetrievedInstance) {
+    pub(crate) fn push(&self, instance: RetrievedInstance) {
         let mut state = self.lock();
         let end = state.ends.last().copied().unwrap_or(0) + instance.part10.len();
         state.buffer.push(Some(instance));
@@ -114,7 +114,7 @@ impl Flight {
 
     /// Waits until the slowest reader is within `ahead` bytes; false when nobody reads any more
     /// (the retrieval should stop).
-    pub async fn room(&self) -> bool {
+    pub(crate) async fn room(&self) -> bool {
         loop {
             let notified = self.changed.notified();
             {
@@ -131,7 +131,7 @@ impl Flight {
     }
 
     /// Ends the flight: every reader reads to the end, or gets the failure.
-    pub fn end(&self, end: Result<(), Arc<Error>>) {
+    pub(crate) fn end(&self, end: Result<(), Arc<Error>>) {
         self.lock().end = Some(end);
         self.changed.notify_waiters();
     }
@@ -139,7 +139,7 @@ impl Flight {
 
 /// One reader's place in a flight; leaving the flight when dropped.
 #[derive(Debug)]
-pub struct Reader {
+pub(crate) struct Reader {
     flight: Arc<Flight>,
     id: u64,
     cursor: usize,
@@ -157,7 +157,7 @@ impl Drop for Reader {
 
 impl Reader {
     /// The reader's next instance: `None` at the end of the flight.
-    pub async fn next(&mut self) -> Option<Result<RetrievedInstance, Error>> {
+    pub(crate) async fn next(&mut self) -> Option<Result<RetrievedInstance, Error>> {
         if self.cursor == usize::MAX {
             return None;
         }
@@ -191,7 +191,7 @@ impl Reader {
     }
 
     /// The rest of the flight as a stream of instances.
-    pub fn into_stream(self) -> crate::core::retrieve::Instances {
+    pub(crate) fn into_stream(self) -> crate::core::retrieve::Instances {
         stream::unfold(self, |mut reader| async move { reader.next().await.map(|item| (item, reader)) }).boxed()
     }
 }

@@ -25,7 +25,11 @@ use crate::sites::touched::Touched;
 /// retrieving the same target in the same project, else planned and started; it waits for the
 /// first instance, so that a missing study is a 404 and a failing PACS a 502 / 503 / 504 before
 /// any byte of the response is sent (docs/CACHE.md).
-pub async fn retrieve(retriever: &Arc<Retriever>, scope: &Access, target: RetrieveTarget) -> Result<Retrieval, Error> {
+pub(crate) async fn retrieve(
+    retriever: &Arc<Retriever>,
+    scope: &Access,
+    target: RetrieveTarget,
+) -> Result<Retrieval, Error> {
     let target = match scope.privacy() {
         Some(privacy) => privacy.site_target(&target).await?,
         None => target,
@@ -130,7 +134,7 @@ fn noting_stored(retriever: &Arc<Retriever>, target: &RetrieveTarget, ((site, fi
 /// The transfer syntaxes instances of a study or series (named as the client sees it) are
 /// known to be stored in, from earlier retrievals; empty when nothing is known, and for a
 /// single instance (its retrieval shows it before the response starts).
-pub async fn known_stored_syntaxes(
+pub(crate) async fn known_stored_syntaxes(
     retriever: &Arc<Retriever>,
     scope: &Access,
     target: &RetrieveTarget,

@@ -2,17 +2,17 @@
 //! retrieval cache with its flights and disk tier, the cache of decoded instances, and the
 //! instance a thumbnail shows (`representative`).
 
-pub mod cache;
-pub mod disk_cache;
-pub mod flight;
+pub(crate) mod cache;
+pub(crate) mod disk_cache;
+pub(crate) mod flight;
 mod locate;
 mod parts;
 mod plan;
 mod representative;
 
-pub use locate::{known_stored_syntaxes, retrieve};
-pub use representative::representative;
-pub mod transcoded_cache;
+pub(crate) use locate::{known_stored_syntaxes, retrieve};
+pub(crate) use representative::representative;
+pub(crate) mod transcoded_cache;
 
 use std::sync::Arc;
 
@@ -28,35 +28,35 @@ use crate::sites::Site;
 /// What a retrieval reaches, shared by every request: the sites, the directory of where studies
 /// live, the retrieval cache, and the bounds on what a site may send.
 #[derive(Debug)]
-pub struct Retriever {
+pub(crate) struct Retriever {
     /// Every configured site, in configuration order.
-    pub sites: Arc<Vec<Site>>,
-    pub directory: Arc<Directory>,
-    pub cache: Arc<cache::RetrievalCache>,
-    pub limits: DataSetLimitsConfig,
+    pub(crate) sites: Arc<Vec<Site>>,
+    pub(crate) directory: Arc<Directory>,
+    pub(crate) cache: Arc<cache::RetrievalCache>,
+    pub(crate) limits: DataSetLimitsConfig,
 }
 
 /// The sites a request may use, of `sites`: its project's, or the one it addressed under
 /// `/sites/{id}` (404 when that is not one of the project's).
-pub fn sites_for<'a>(sites: &'a [Site], access: &Access) -> Result<Vec<&'a Site>, crate::core::Error> {
+pub(crate) fn sites_for<'a>(sites: &'a [Site], access: &Access) -> Result<Vec<&'a Site>, crate::core::Error> {
     Ok(access.site_indexes(|i| sites[i].id().to_string())?.into_iter().map(|i| &sites[i]).collect())
 }
 
 /// Instances of a retrieval, from one or several sites.
-pub type Instances = std::pin::Pin<Box<dyn Stream<Item = Result<RetrievedInstance, Error>> + Send>>;
+pub(crate) type Instances = std::pin::Pin<Box<dyn Stream<Item = Result<RetrievedInstance, Error>> + Send>>;
 
 /// A retrieval under way: its first instance (already received, so that errors are a status
 /// code), the rest, and how many instances were withheld before the first (their pixels may
 /// show identity; later ones are withheld too, and logged).
-pub struct Retrieval {
-    pub first: RetrievedInstance,
-    pub rest: Instances,
-    pub withheld: usize,
+pub(crate) struct Retrieval {
+    pub(crate) first: RetrievedInstance,
+    pub(crate) rest: Instances,
+    pub(crate) withheld: usize,
     /// Why they were withheld: each reason once (no patient data in them).
-    pub withheld_reasons: Vec<String>,
+    pub(crate) withheld_reasons: Vec<String>,
     /// An entity tag of what the retrieval yields, when that is known before it starts
     /// (served from the cache).
-    pub etag: Option<String>,
+    pub(crate) etag: Option<String>,
 }
 
 impl std::fmt::Debug for Retrieval {

@@ -22,9 +22,9 @@ use crate::sites::SiteIndex;
 /// One part of a retrieval and the sites holding it (indexes into the gateway's sites, in
 /// configuration order).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Part {
-    pub target: RetrieveTarget,
-    pub holders: Vec<SiteIndex>,
+pub(crate) struct Part {
+    pub(crate) target: RetrieveTarget,
+    pub(crate) holders: Vec<SiteIndex>,
 }
 
 /// The parts of a study whose series are held as `series` says: the whole study from its

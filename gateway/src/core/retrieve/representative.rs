@@ -12,7 +12,7 @@ use crate::core::Error;
 
 /// The representative instance of `named` (a study or series as the client names it), named
 /// as the client names things (pseudonyms when de-identifying).
-pub async fn representative(
+pub(crate) async fn representative(
     retriever: &Arc<Retriever>,
     access: &Access,
     named: RetrieveTarget,

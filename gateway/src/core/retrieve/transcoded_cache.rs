@@ -22,10 +22,10 @@ struct Key {
 }
 
 /// Transcoded instances, bounded in bytes. Cheap to share.
-pub struct TranscodedCache {
+pub(crate) struct TranscodedCache {
     entries: Option<moka::sync::Cache<Key, Bytes>>,
-    pub hits: AtomicU64,
-    pub misses: AtomicU64,
+    pub(crate) hits: AtomicU64,
+    pub(crate) misses: AtomicU64,
 }
 
 impl std::fmt::Debug for TranscodedCache {
@@ -35,7 +35,7 @@ impl std::fmt::Debug for TranscodedCache {
 }
 
 impl TranscodedCache {
-    pub fn new(config: &CacheConfig) -> TranscodedCache {
+    pub(crate) fn new(config: &CacheConfig) -> TranscodedCache {
         let entries = (config.transcoded_bytes > 0 && !config.ttl.is_zero()).then(|| {
             moka::sync::Cache::builder()
                 .max_capacity(config.transcoded_bytes)
@@ -48,7 +48,7 @@ impl TranscodedCache {
     }
 
     /// The instance `instance` of the project scope `scope` as transcoded to `transfer_syntax`.
-    pub fn get(&self, scope: &str, instance: &str, transfer_syntax: &'static str) -> Option<Bytes> {
+    pub(crate) fn get(&self, scope: &str, instance: &str, transfer_syntax: &'static str) -> Option<Bytes> {
         let entries = self.entries.as_ref()?;
         let found = entries.get(&Key { scope: scope.to_owned(), instance: instance.to_owned(), transfer_syntax });
         let counter = if found.is_some() { &self.hits } else { &self.misses };
@@ -56,14 +56,14 @@ impl TranscodedCache {
         found
     }
 
-    pub fn keep(&self, scope: &str, instance: &str, transfer_syntax: &'static str, part10: Bytes) {
+    pub(crate) fn keep(&self, scope: &str, instance: &str, transfer_syntax: &'static str, part10: Bytes) {
         if let Some(entries) = &self.entries {
             entries.insert(Key { scope: scope.to_owned(), instance: instance.to_owned(), transfer_syntax }, part10);
         }
     }
 
     /// Bytes held.
-    pub fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         self.entries.as_ref().map(|e| e.weighted_size()).unwrap_or(0)
     }
 }

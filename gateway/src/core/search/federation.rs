@@ -30,32 +30,32 @@ use crate::sites::touched::Touched;
 use crate::sites::{Site, Unanswered};
 
 /// Private creator of the gateway's own attributes (0009,00xx block 10).
-pub const PRIVATE_CREATOR_TAG: Tag = Tag(0x0009, 0x0010);
-pub const PRIVATE_CREATOR: &str = "DICOMWEB-GATEWAY";
+pub(crate) const PRIVATE_CREATOR_TAG: Tag = Tag(0x0009, 0x0010);
+pub(crate) const PRIVATE_CREATOR: &str = "DICOMWEB-GATEWAY";
 /// The ids of the sites that hold a result (LO, multi-valued).
-pub const SITES_TAG: Tag = Tag(0x0009, 0x1010);
+pub(crate) const SITES_TAG: Tag = Tag(0x0009, 0x1010);
 
 /// A site that did not answer, and why.
 #[derive(Debug)]
-pub struct SiteFailure {
-    pub site: String,
-    pub error: Unanswered,
+pub(crate) struct SiteFailure {
+    pub(crate) site: String,
+    pub(crate) error: Unanswered,
 }
 
 /// Results of one fan-out: each with the index of the site it came from.
 #[derive(Debug, Default)]
-pub struct FanOut {
-    pub results: Vec<(usize, InMemDicomObject)>,
-    pub failures: Vec<SiteFailure>,
+pub(crate) struct FanOut {
+    pub(crate) results: Vec<(usize, InMemDicomObject)>,
+    pub(crate) failures: Vec<SiteFailure>,
     /// Sites that had more matches than `federation.max_matches` (their first ones are in
     /// `results`): the answer is partial.
-    pub truncated: Vec<(String, usize)>,
+    pub(crate) truncated: Vec<(String, usize)>,
 }
 
 impl FanOut {
     /// The error to answer with when no site answered: the first site's error that came from
     /// asking it (502 / 504), or 503 when every site's circuit is open.
-    pub fn into_error(mut self) -> Error {
+    pub(crate) fn into_error(mut self) -> Error {
         if self.failures.is_empty() {
             return Error::NotFound("no site to ask".into());
         }
@@ -66,7 +66,7 @@ impl FanOut {
 
 /// Sends the same C-FIND to every site at once; each answers within its own deadline. Sites
 /// whose circuit is open are not asked, and are reported as failures.
-pub async fn find_everywhere(
+pub(crate) async fn find_everywhere(
     sites: &[&Site],
     touched: &Touched,
     level: QueryLevel,
@@ -95,7 +95,7 @@ pub async fn find_everywhere(
 }
 
 /// The SOP Instance UIDs of one series at each of `sites` (asked at once), in the same order.
-pub async fn instance_uids_at(
+pub(crate) async fn instance_uids_at(
     sites: &[&Site],
     touched: &Touched,
     study: &StudyInstanceUid,
@@ -118,7 +118,7 @@ pub async fn instance_uids_at(
 
 /// What a fan-out's answer lacks, for the response's Warning: each site that did not answer, and
 /// each whose matches were cut at `federation.max_matches`. `None` when it is whole.
-pub fn incomplete(failures: &[SiteFailure], truncated: &[(String, usize)]) -> Option<String> {
+pub(crate) fn incomplete(failures: &[SiteFailure], truncated: &[(String, usize)]) -> Option<String> {
     if failures.is_empty() && truncated.is_empty() {
         return None;
     }
@@ -170,13 +170,13 @@ fn is_empty(element: &DataElement<InMemDicomObject>) -> bool {
 
 /// One merged result and the indexes of the sites holding it.
 #[derive(Debug)]
-pub struct Merged {
-    pub object: InMemDicomObject,
-    pub sites: Vec<usize>,
+pub(crate) struct Merged {
+    pub(crate) object: InMemDicomObject,
+    pub(crate) sites: Vec<usize>,
 }
 
 /// Merges results by identity (see the module documentation for the rules).
-pub fn merge(level: QueryLevel, mut results: Vec<(usize, InMemDicomObject)>) -> Vec<Merged> {
+pub(crate) fn merge(level: QueryLevel, mut results: Vec<(usize, InMemDicomObject)>) -> Vec<Merged> {
     // Configuration order decides conflicts: the first site's values are taken first.
     results.sort_by_key(|(site, _)| *site);
     let mut merged: Vec<Merged> = Vec::new();
@@ -216,7 +216,7 @@ fn number(obj: &InMemDicomObject, tag: Tag) -> Option<i64> {
 /// Sorts merged results in the documented order, so that limit and offset page through the
 /// same sequence every time: studies newest first (StudyDate, StudyTime descending), series by
 /// SeriesNumber, instances by InstanceNumber; ties broken by identity.
-pub fn sort(level: QueryLevel, merged: &mut [Merged]) {
+pub(crate) fn sort(level: QueryLevel, merged: &mut [Merged]) {
     merged.sort_by(|a, b| {
         let (x, y) = (&a.object, &b.object);
         let by_identity = identity(level, x).cmp(&identity(level, y));
@@ -236,7 +236,7 @@ pub fn sort(level: QueryLevel, merged: &mut [Merged]) {
 }
 
 /// Writes the gateway's own attribute naming the sites that hold a result.
-pub fn mark_sites(object: &mut InMemDicomObject, site_ids: Vec<String>) {
+pub(crate) fn mark_sites(object: &mut InMemDicomObject, site_ids: Vec<String>) {
     object.put(DataElement::new(PRIVATE_CREATOR_TAG, VR::LO, PrimitiveValue::from(PRIVATE_CREATOR)));
     object.put(DataElement::new(SITES_TAG, VR::LO, PrimitiveValue::Strs(site_ids.into())));
 }

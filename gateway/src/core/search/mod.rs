@@ -2,6 +2,6 @@
 //! and merged (`federation`), and the counts and modalities a PACS leaves out computed from
 //! lower levels (`rollup`).
 
-pub mod federation;
-pub mod query;
-pub mod rollup;
+pub(crate) mod federation;
+pub(crate) mod query;
+pub(crate) mod rollup;

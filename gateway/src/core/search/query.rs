@@ -29,32 +29,32 @@ use crate::sites::Site;
 
 /// Which resource was asked: the level, and the UIDs that scope it.
 #[derive(Debug, Clone)]
-pub struct Scope {
-    pub level: QueryLevel,
-    pub study: Option<StudyInstanceUid>,
-    pub series: Option<SeriesInstanceUid>,
+pub(crate) struct Scope {
+    pub(crate) level: QueryLevel,
+    pub(crate) study: Option<StudyInstanceUid>,
+    pub(crate) series: Option<SeriesInstanceUid>,
 }
 
 /// What a search may use: the request's sites, whether they are every site of the federation
 /// (what it sees of where data lives is then the whole picture, and may be remembered), and
 /// the directory.
-pub struct Federation<'a> {
-    pub sites: Vec<&'a Site>,
-    pub whole: bool,
-    pub directory: &'a Directory,
+pub(crate) struct Federation<'a> {
+    pub(crate) sites: Vec<&'a Site>,
+    pub(crate) whole: bool,
+    pub(crate) directory: &'a Directory,
 }
 
 /// A search's answer: the results in order, and what it lacks (sites that did not answer or
 /// whose matches were cut), for the response's Warning.
 #[derive(Debug, Default)]
-pub struct Answer {
-    pub results: Vec<InMemDicomObject>,
-    pub sites_missing: Option<String>,
+pub(crate) struct Answer {
+    pub(crate) results: Vec<InMemDicomObject>,
+    pub(crate) sites_missing: Option<String>,
 }
 
 /// The attributes a resource returns (PS3.18 Table 10.6.3-2): those of its level, and of the
 /// levels above it that its URL does not fix.
-pub fn returned_attributes(scope: &Scope) -> Vec<Tag> {
+pub(crate) fn returned_attributes(scope: &Scope) -> Vec<Tag> {
     let mut attributes: Vec<Tag> = Vec::new();
     if scope.study.is_none() {
         attributes.extend(required::STUDY);
@@ -119,7 +119,7 @@ fn vr_of(tag: Tag) -> VR {
 /// The C-FIND identifier: scope UIDs and matching keys with values, return keys empty.
 /// `patient`: the result's patient asked for too (de-identifying, every result's pseudonym
 /// and date shift need it, whether the resource shows it or not).
-pub fn identifier(scope: &Scope, query: &QidoQuery, patient: bool) -> InMemDicomObject {
+pub(crate) fn identifier(scope: &Scope, query: &QidoQuery, patient: bool) -> InMemDicomObject {
     let mut identifier = InMemDicomObject::new_empty();
     for key in &query.matches {
         match key.path.as_slice() {
@@ -186,7 +186,7 @@ const COMPLETING_AT_ONCE: usize = 16;
 
 /// The scope with the UIDs of its path in the sites' terms (de-identifying, they are
 /// pseudonyms the gateway handed out).
-pub async fn in_site_terms(access: &Access, mut scope: Scope) -> Result<Scope, Error> {
+pub(crate) async fn in_site_terms(access: &Access, mut scope: Scope) -> Result<Scope, Error> {
     if let Some(privacy) = access.privacy() {
         if let Some(study) = &scope.study {
             scope.study = Some(qido_deid::path_uid(privacy, study.as_str(), Kind::Study).await?);
@@ -198,7 +198,7 @@ pub async fn in_site_terms(access: &Access, mut scope: Scope) -> Result<Scope, E
     Ok(scope)
 }
 
-pub async fn search(
+pub(crate) async fn search(
     federation: &Federation<'_>,
     access: &Access,
     scope: Scope,

@@ -110,14 +110,14 @@ async fn series_of(
 /// patients' studies), and may what C-FINDs show be remembered (`write`: only from a complete
 /// search).
 #[derive(Debug, Clone, Copy)]
-pub struct DirectoryUse {
-    pub read: bool,
-    pub write: bool,
+pub(crate) struct DirectoryUse {
+    pub(crate) read: bool,
+    pub(crate) write: bool,
 }
 
 /// Fills a study's roll-ups: from the directory when it knows the study's series at exactly
 /// these holders, else from C-FINDs.
-pub async fn fill_study(
+pub(crate) async fn fill_study(
     seen: &Directory,
     holding: &[&Site],
     touched: &Touched,
@@ -165,7 +165,7 @@ pub async fn fill_study(
 
 /// Fills NumberOfSeriesRelatedInstances: over the union when several sites hold the series
 /// (from the directory when it knows the series at exactly these holders).
-pub async fn fill_series(
+pub(crate) async fn fill_series(
     seen: &Directory,
     holding: &[&Site],
     touched: &Touched,

@@ -46,34 +46,34 @@ fn limit_reason(e: &ContentLimitError) -> u16 {
 /// An instance stored: its SOP class, the SOP Instance UID the client sent, the UIDs it is
 /// retrieved by (pseudonyms when de-identifying), and the PACS's warning status, if any.
 #[derive(Debug)]
-pub struct Stored {
-    pub class: String,
-    pub sent: String,
-    pub study: StudyInstanceUid,
-    pub series: Option<SeriesInstanceUid>,
-    pub instance: SopInstanceUid,
-    pub warning: Option<u16>,
+pub(crate) struct Stored {
+    pub(crate) class: String,
+    pub(crate) sent: String,
+    pub(crate) study: StudyInstanceUid,
+    pub(crate) series: Option<SeriesInstanceUid>,
+    pub(crate) instance: SopInstanceUid,
+    pub(crate) warning: Option<u16>,
 }
 
 /// An instance (or a part that is none) refused, with its PS3.18 Table I.2-2 reason.
 #[derive(Debug)]
-pub struct Refused {
-    pub class: String,
-    pub instance: String,
-    pub reason: u16,
+pub(crate) struct Refused {
+    pub(crate) class: String,
+    pub(crate) instance: String,
+    pub(crate) reason: u16,
 }
 
 /// What a STOW-RS request stored and refused.
 #[derive(Debug, Default)]
-pub struct Outcome {
-    pub stored: Vec<Stored>,
-    pub refused: Vec<Refused>,
+pub(crate) struct Outcome {
+    pub(crate) stored: Vec<Stored>,
+    pub(crate) refused: Vec<Refused>,
     /// The studies stored into, as the client retrieves them.
-    pub studies: Vec<StudyInstanceUid>,
+    pub(crate) studies: Vec<StudyInstanceUid>,
     /// The studies stored into, in the site's UIDs (what the caches know them by).
-    pub site_studies: Vec<StudyInstanceUid>,
+    pub(crate) site_studies: Vec<StudyInstanceUid>,
     /// Failures that say the PACS could not be used at all.
-    pub unavailable: Option<Unanswered>,
+    pub(crate) unavailable: Option<Unanswered>,
     /// De-identifying: the pseudonyms the response's URLs name.
     pseudonyms: Vec<(String, Original)>,
 }
@@ -85,7 +85,7 @@ impl Outcome {
 }
 
 /// The site a request stores into: the first of its sites that takes instances.
-pub fn storing_site<'a>(sites: &'a [Site], access: &Access) -> Result<&'a Site, Error> {
+pub(crate) fn storing_site<'a>(sites: &'a [Site], access: &Access) -> Result<&'a Site, Error> {
     crate::core::retrieve::sites_for(sites, access)?
         .into_iter()
         .find(|s| s.config.store)
@@ -94,7 +94,7 @@ pub fn storing_site<'a>(sites: &'a [Site], access: &Access) -> Result<&'a Site, 
 
 /// One STOW-RS request's instances, stored one by one as they arrive.
 #[derive(Debug)]
-pub struct Storing<'a> {
+pub(crate) struct Storing<'a> {
     access: &'a Access,
     site: &'a Site,
     limits: DataSetLimitsConfig,
@@ -107,7 +107,7 @@ impl<'a> Storing<'a> {
     /// names one. De-identifying, that study is put in the site's terms as the instances' own
     /// study UIDs will be: the study a pseudonym stands for, or the caller's UID kept under the
     /// project's upload key.
-    pub async fn start(
+    pub(crate) async fn start(
         access: &'a Access,
         site: &'a Site,
         limits: DataSetLimitsConfig,
@@ -129,12 +129,12 @@ impl<'a> Storing<'a> {
     }
 
     /// A part that is not a DICOM instance.
-    pub fn refuse_part(&mut self) {
+    pub(crate) fn refuse_part(&mut self) {
         self.outcome.fail("", "", CANNOT_UNDERSTAND);
     }
 
     /// Checks, puts into the site's terms and C-STOREs one instance (Part-10 bytes).
-    pub async fn instance(&mut self, bytes: bytes::Bytes) {
+    pub(crate) async fn instance(&mut self, bytes: bytes::Bytes) {
         let target_study = self.target_study.clone();
         store_one(self.access, self.site, self.limits, target_study.as_ref(), bytes, &mut self.outcome).await;
     }
@@ -142,7 +142,7 @@ impl<'a> Storing<'a> {
     /// Ends the request: the retrieval cache forgets the studies stored into (what it held of
     /// them no longer shows all of them), and the pseudonyms the answer names are committed
     /// before it is sent.
-    pub async fn finish(mut self, cache: &RetrievalCache) -> Result<Outcome, Error> {
+    pub(crate) async fn finish(mut self, cache: &RetrievalCache) -> Result<Outcome, Error> {
         for study in &self.outcome.site_studies {
             cache.forget_study(study);
         }

@@ -125,7 +125,7 @@ fn parse_frame_list(list: &str) -> Result<Vec<usize>, Error> {
 /// The most frames one request may name. With no number twice and none past the instance's
 /// last frame, a request answers at most the instance's pixel data once over; this bound keeps
 /// the list itself small too.
-pub const MAX_FRAMES_PER_REQUEST: usize = 10_000;
+pub(crate) const MAX_FRAMES_PER_REQUEST: usize = 10_000;
 
 fn number(obj: &InMemDicomObject, tag: Tag) -> Option<usize> {
     obj.element(tag).ok().and_then(|e| e.to_int::<u32>().ok()).map(|n| n as usize)
@@ -227,7 +227,7 @@ fn acceptable(headers: &HeaderMap, media_type: &str, encapsulated: bool) -> bool
     })
 }
 
-pub async fn frames(
+pub(crate) async fn frames(
     State(gw): State<Arc<Gateway>>,
     Extension(access): Extension<Access>,
     Path((study, series, instance, list)): Path<(String, String, String, String)>,
@@ -260,7 +260,7 @@ pub async fn frames(
     Ok(multipart(frames.into_iter().map(|f| (content_type.clone(), f)).collect()))
 }
 
-pub async fn bulkdata(
+pub(crate) async fn bulkdata(
     State(gw): State<Arc<Gateway>>,
     Extension(access): Extension<Access>,
     Path((study, series, instance, tag)): Path<(String, String, String, String)>,

@@ -30,7 +30,7 @@ const INLINE_BINARY_MAX: usize = 1024;
 
 /// Whether the client asks for the bulk data: no range that multipart/related;
 /// type="application/dicom" satisfies, and one for type="application/octet-stream".
-pub fn wanted(headers: &HeaderMap) -> bool {
+pub(crate) fn wanted(headers: &HeaderMap) -> bool {
     let ranges = accept_ranges(headers);
     let dicom = ranges.is_empty()
         || ranges.iter().any(|r| match r.media_type.as_str() {
@@ -46,7 +46,7 @@ pub fn wanted(headers: &HeaderMap) -> bool {
 }
 
 /// Whether the pixel data of an instance is encapsulated (compressed).
-pub fn encapsulated(object: &dicom_object::InMemDicomObject) -> bool {
+pub(crate) fn encapsulated(object: &dicom_object::InMemDicomObject) -> bool {
     object.element(tags::PIXEL_DATA).is_ok_and(|e| matches!(e.value(), Value::PixelSequence(_)))
 }
 
@@ -95,7 +95,7 @@ async fn parts(
 
 /// The response: the first instance's bulk data is made before it starts, so one that cannot
 /// be decoded is a 406; a failure later aborts the body.
-pub async fn respond(
+pub(crate) async fn respond(
     first: RetrievedInstance,
     rest: Instances,
     public_url: String,

@@ -9,7 +9,7 @@ const NAME_COMPONENTS: [&str; 5] = ["FamilyName", "GivenName", "MiddleName", "Na
 const NAME_GROUPS: [&str; 3] = ["Alphabetic", "Ideographic", "Phonetic"];
 
 /// `<NativeDicomModel>` of one instance, from its DICOM JSON object.
-pub fn native_dicom_model(json: &[u8]) -> Result<String, serde_json::Error> {
+pub(crate) fn native_dicom_model(json: &[u8]) -> Result<String, serde_json::Error> {
     let object: Map<String, Value> = serde_json::from_slice(json)?;
     let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<NativeDicomModel xml:space=\"preserve\">");
     attributes(&mut out, &object);

@@ -23,7 +23,7 @@ use crate::state::Gateway;
 
 /// The UIDs a search path fixes (`{study}`, `{series}`), each checked.
 #[derive(Debug, Default)]
-pub struct ScopePath {
+pub(crate) struct ScopePath {
     study: Option<StudyInstanceUid>,
     series: Option<SeriesInstanceUid>,
 }
@@ -44,7 +44,7 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ScopePath {
 }
 
 /// `/studies`.
-pub async fn studies(
+pub(crate) async fn studies(
     State(gw): State<Arc<Gateway>>,
     Extension(access): Extension<Access>,
     RawQuery(q): RawQuery,
@@ -54,7 +54,7 @@ pub async fn studies(
 }
 
 /// `/series` and `/studies/{study}/series`.
-pub async fn series(
+pub(crate) async fn series(
     State(gw): State<Arc<Gateway>>,
     Extension(access): Extension<Access>,
     path: ScopePath,
@@ -65,7 +65,7 @@ pub async fn series(
 }
 
 /// `/instances`, `/studies/{study}/instances` and `/studies/{study}/series/{series}/instances`.
-pub async fn instances(
+pub(crate) async fn instances(
     State(gw): State<Arc<Gateway>>,
     Extension(access): Extension<Access>,
     path: ScopePath,

@@ -316,7 +316,7 @@ async fn respond_many(
 
 const THUMBNAIL: (u32, u32) = (128, 128);
 
-pub async fn instance(
+pub(crate) async fn instance(
     State(gw): State<Arc<Gateway>>,
     Extension(access): Extension<Access>,
     TargetPath(target): TargetPath,
@@ -327,7 +327,7 @@ pub async fn instance(
     respond(&gw, &access, target, 1, rendering).await
 }
 
-pub async fn frame(
+pub(crate) async fn frame(
     State(gw): State<Arc<Gateway>>,
     Extension(access): Extension<Access>,
     Path((study, series, instance, frame)): Path<(String, String, String, String)>,
@@ -344,7 +344,7 @@ pub async fn frame(
     respond(&gw, &access, target, frame, rendering).await
 }
 
-pub async fn instance_thumbnail(
+pub(crate) async fn instance_thumbnail(
     State(gw): State<Arc<Gateway>>,
     Extension(access): Extension<Access>,
     TargetPath(target): TargetPath,
@@ -366,7 +366,7 @@ async fn representative(
     crate::core::retrieve::representative(&gw.retriever, access, named).await
 }
 
-pub async fn series_thumbnail(
+pub(crate) async fn series_thumbnail(
     State(gw): State<Arc<Gateway>>,
     Extension(access): Extension<Access>,
     Path((study, series)): Path<(String, String)>,
@@ -378,7 +378,7 @@ pub async fn series_thumbnail(
     respond(&gw, &access, target, 1, rendering).await
 }
 
-pub async fn study_thumbnail(
+pub(crate) async fn study_thumbnail(
     State(gw): State<Arc<Gateway>>,
     Extension(access): Extension<Access>,
     Path(study): Path<String>,
@@ -391,7 +391,7 @@ pub async fn study_thumbnail(
 }
 
 /// A rendered series or study (the path says which).
-pub async fn many(
+pub(crate) async fn many(
     State(gw): State<Arc<Gateway>>,
     Extension(access): Extension<Access>,
     TargetPath(target): TargetPath,

@@ -24,7 +24,7 @@ use crate::state::Gateway;
 /// Largest single instance accepted in a request.
 const MAX_INSTANCE: usize = 2 * 1024 * 1024 * 1024 - 1;
 
-pub async fn store_studies(
+pub(crate) async fn store_studies(
     State(gw): State<Arc<Gateway>>,
     Extension(access): Extension<Access>,
     headers: HeaderMap,
@@ -33,7 +33,7 @@ pub async fn store_studies(
     store_instances(gw, access, None, headers, body).await
 }
 
-pub async fn store_study(
+pub(crate) async fn store_study(
     State(gw): State<Arc<Gateway>>,
     Extension(access): Extension<Access>,
     Path(study): Path<String>,

@@ -257,7 +257,7 @@ async fn retrieve(
 }
 
 /// Retrieve a study, a series or an instance (the path says which).
-pub async fn resource(
+pub(crate) async fn resource(
     State(gw): State<Arc<Gateway>>,
     Extension(access): Extension<Access>,
     TargetPath(target): TargetPath,
@@ -399,7 +399,7 @@ fn metadata_xml(first: RetrievedInstance, rest: Instances, public_url: String) -
 }
 
 /// The metadata of a study, a series or an instance (the path says which).
-pub async fn resource_metadata(
+pub(crate) async fn resource_metadata(
     State(gw): State<Arc<Gateway>>,
     Extension(access): Extension<Access>,
     TargetPath(target): TargetPath,

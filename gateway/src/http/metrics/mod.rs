@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::state::Gateway;
 
-pub mod requests;
+pub(crate) mod requests;
 use requests::BUCKETS;
 
 /// A label value, escaped as the exposition format wants.
@@ -235,7 +235,7 @@ fn render(gw: &Gateway) -> String {
 /// `/metrics`.
 /// `/metrics` on the API listener: for administrators, and not at all when it has a listener of
 /// its own (`server.metrics_listen`): it names every site.
-pub async fn metrics(State(gw): State<Arc<Gateway>>, headers: axum::http::HeaderMap) -> Response {
+pub(crate) async fn metrics(State(gw): State<Arc<Gateway>>, headers: axum::http::HeaderMap) -> Response {
     if gw.config.server.metrics_listen.is_some() {
         return crate::core::Error::NotFound("metrics are served on server.metrics_listen".into()).into_response();
     }
@@ -246,7 +246,7 @@ pub async fn metrics(State(gw): State<Arc<Gateway>>, headers: axum::http::Header
 }
 
 /// `/metrics` on `server.metrics_listen`, a listener of its own for the scraper.
-pub async fn metrics_only(State(gw): State<Arc<Gateway>>) -> Response {
+pub(crate) async fn metrics_only(State(gw): State<Arc<Gateway>>) -> Response {
     exposition(&gw)
 }
 

@@ -18,12 +18,12 @@ pub(crate) struct RouteFigures {
 
 /// What every request's end records.
 #[derive(Debug, Default)]
-pub struct RequestMetrics {
+pub(crate) struct RequestMetrics {
     routes: Mutex<BTreeMap<(String, String), RouteFigures>>,
 }
 
 impl RequestMetrics {
-    pub fn observe(&self, method: &str, route: &str, status: u16, seconds: f64, bytes: u64) {
+    pub(crate) fn observe(&self, method: &str, route: &str, status: u16, seconds: f64, bytes: u64) {
         let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
         let figures = routes.entry((method.to_owned(), route.to_owned())).or_default();
         *figures.by_status.entry(status).or_default() += 1;
