@@ -1,13 +1,11 @@
 //! `dicomweb-gateway check`: read every file the configuration names as the gateway will (TLS
-//! certificates and keys, the JWKS file), then C-ECHO every configured site and print what an
-//! administrator needs to see (site, AE, address, reachable, latency, retrieve method).
+//! certificates and keys, the JWKS file), then echo every configured site (C-ECHO, or a
+//! QIDO-RS search for one study) and print what an administrator needs to see (site, AE,
+//! address or URL, reachable, latency, retrieve method).
 
 use std::process::ExitCode;
 
-use pacs_adapter::{echo, AssociationPool};
-
-use crate::config::{AuthMode, Config, JwksSource};
-use crate::sites::endpoint;
+use crate::config::{AuthMode, Config, JwksSource, SiteProtocol};
 
 /// Every problem with the files the configuration names, each with its key.
 pub async fn files_named(config: &Config) -> Vec<String> {
@@ -18,10 +16,9 @@ pub async fn files_named(config: &Config) -> Vec<String> {
         }
     }
     for (i, site) in config.sites.iter().enumerate() {
-        if site.tls.is_some() {
-            if let Err(e) = endpoint(config, site) {
-                problems.push(format!("sites[{i}] ({}).tls: {e}", site.id));
-            }
+        // Building the site reads its TLS files (and nothing is sent).
+        if let Err(e) = crate::sites::protocol(config, site, None) {
+            problems.push(format!("sites[{i}] ({}): {e}", site.id));
         }
     }
     if let AuthMode::Jwt(jwt) = &config.auth {
@@ -59,14 +56,9 @@ pub async fn run(config: &Config, config_only: bool) -> ExitCode {
 
 async fn echo_table(config: &Config) -> ExitCode {
     let checks = config.sites.iter().map(|site| async move {
-        let result = match endpoint(config, site) {
-            Ok(endpoint) => {
-                let pool = AssociationPool::new(endpoint);
-                let result = echo(&pool).await.map_err(|e| e.to_string());
-                pool.close_idle().await;
-                result
-            }
-            Err(e) => Err(format!("TLS configuration: {e}")),
+        let result = match crate::sites::protocol(config, site, None) {
+            Ok(protocol) => protocol.echo_once().await,
+            Err(e) => Err(format!("configuration: {e}")),
         };
         (site, result)
     });
@@ -78,14 +70,13 @@ async fn echo_table(config: &Config) -> ExitCode {
                 Ok(rtt) => ("yes".to_owned(), format!("{:.1} ms", rtt.as_secs_f64() * 1000.0)),
                 Err(e) => (format!("no: {e}"), "-".to_owned()),
             };
-            [
-                site.id.to_string(),
-                site.ae_title.to_string(),
-                site.address.clone(),
-                reachable,
-                latency,
-                site.retrieve.to_string(),
-            ]
+            let (ae, address, retrieve) = match &site.protocol {
+                SiteProtocol::Dimse(dimse) => {
+                    (dimse.ae_title.to_string(), dimse.address.clone(), dimse.retrieve.to_string())
+                }
+                SiteProtocol::Dicomweb(web) => ("-".to_owned(), web.url.clone(), "wado-rs".to_owned()),
+            };
+            [site.id.to_string(), ae, address, reachable, latency, retrieve]
         })
         .collect();
     let header = ["SITE", "AE", "ADDRESS", "REACHABLE", "LATENCY", "RETRIEVE"].map(String::from);

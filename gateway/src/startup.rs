@@ -50,12 +50,7 @@ pub fn summary(config: &Config, local: std::net::SocketAddr) {
         "serving DICOMweb at {} (listening on {local}) over {} site(s): {}; Ctrl-C stops",
         config.server.public_url,
         config.sites.len(),
-        config
-            .sites
-            .iter()
-            .map(|s| format!("{} ({} at {})", s.id, s.ae_title, s.address))
-            .collect::<Vec<_>>()
-            .join(", "),
+        config.sites.iter().map(|s| format!("{} ({})", s.id, s.location())).collect::<Vec<_>>().join(", "),
     ));
     let federation = &config.federation;
     say(&format!(

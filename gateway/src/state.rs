@@ -5,9 +5,9 @@
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use pacs_adapter::{AssociationPool, RetrieveMethod, StoreScp, StoreScpOptions};
+use pacs_adapter::{StoreScp, StoreScpOptions};
 
-use crate::config::{AuthMode, BurnedIn, Config, Permission, ProjectConfig, RetrieveMode};
+use crate::config::{AuthMode, BurnedIn, Config, OriginAuth, Permission, ProjectConfig, RetrieveMode, SiteProtocol};
 use crate::core::access::{Access, Project};
 use crate::core::audit::AuditLog;
 use crate::core::directory::Directory;
@@ -19,10 +19,9 @@ use crate::core::retrieve::Retriever;
 use crate::http::auth::Authenticator;
 use crate::http::limits::CallerLimits;
 use crate::http::search_cache::SearchCache;
-use crate::sites::dimse::Dimse;
 use crate::sites::health::{BreakerPolicy, SiteHealth};
 pub(crate) use crate::sites::Site;
-use crate::sites::{Protocol, SiteIndex};
+use crate::sites::SiteIndex;
 
 #[derive(Debug)]
 pub(crate) struct Gateway {
@@ -63,7 +62,7 @@ impl Gateway {
     /// `dimse.listen` (one for all sites).
     pub(crate) async fn start(config: Config) -> anyhow::Result<Arc<Gateway>> {
         let mut scp: Option<(StoreScp, tokio::task::JoinHandle<()>)> = None;
-        if config.sites.iter().any(|s| s.retrieve == RetrieveMode::CMove) {
+        if config.sites.iter().any(|s| s.dimse().is_some_and(|d| d.retrieve == RetrieveMode::CMove)) {
             let options = StoreScpOptions::new(config.dimse.ae_title.clone());
             let (store_scp, local, handle) =
                 StoreScp::spawn(&config.dimse.listen.to_string(), options).await.map_err(|e| {
@@ -78,16 +77,12 @@ impl Gateway {
         };
         let mut sites = Vec::new();
         for site_config in &config.sites {
-            let pool =
-                AssociationPool::new(crate::sites::endpoint(&config, site_config).map_err(|e| anyhow::anyhow!(e))?);
-            let method = match (&site_config.retrieve, &scp) {
-                (RetrieveMode::CMove, Some((store_scp, _))) => RetrieveMethod::Move(store_scp.clone()),
-                _ => RetrieveMethod::Get,
-            };
+            let protocol = crate::sites::protocol(&config, site_config, scp.as_ref().map(|(scp, _)| scp))
+                .map_err(|e| anyhow::anyhow!("site {}: {e}", site_config.id))?;
             let health = SiteHealth::new(site_config.id.as_str(), policy, config.federation.echo_interval);
             sites.push(Site {
                 config: site_config.clone(),
-                protocol: Protocol::Dimse(Dimse { pool, method }),
+                protocol,
                 health,
                 sent: Default::default(),
                 max_matches: config.federation.max_matches,
@@ -209,6 +204,10 @@ fn projects(config: &Config, sites: &[Site], decode_budget: &Arc<DecodeBudget>) 
                 Some(deid) => project.show_sites.unwrap_or(deid.show_sites),
                 None => project.show_sites.unwrap_or(true),
             };
+            let forwards_credentials = indexes.iter().any(|&i| {
+                let protocol = &sites[i].config.protocol;
+                matches!(protocol, SiteProtocol::Dicomweb(web) if web.auth == OriginAuth::Forward)
+            });
             Ok(Arc::new(Project {
                 id: project.id.clone(),
                 sites: indexes,
@@ -216,6 +215,7 @@ fn projects(config: &Config, sites: &[Site], decode_budget: &Arc<DecodeBudget>) 
                 privacy,
                 cache_scope,
                 show_sites,
+                forwards_credentials,
             }))
         })
         .collect()
@@ -228,7 +228,7 @@ fn cache_scope<'a>(project: &str, sites: impl Iterator<Item = &'a Site>, privacy
     use sha2::Digest;
     let mut shaped = sha2::Sha256::new();
     for site in sites {
-        shaped.update(format!("site {} {} {}\n", site.id(), site.config.ae_title.as_str(), site.config.address));
+        shaped.update(format!("site {} {}\n", site.id(), site.config.location()));
     }
     if let Some(privacy) = privacy {
         let options: Vec<&str> = privacy.engine.options().selected().iter().map(|o| o.name).collect();

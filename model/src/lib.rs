@@ -1,10 +1,14 @@
 //! DICOM vocabulary shared by the gateway, the PACS adapter and the conformance tool: UID, AE
-//! title and site-id newtypes, cleaned once where they enter the system. No IO.
+//! title and site-id newtypes, cleaned once where they enter the system; the DICOM JSON Model
+//! written and read; QIDO-RS queries; multipart/related bodies read. No IO of its own (the
+//! multipart reader reads the stream it is given).
 
 #![forbid(unsafe_code)]
 
 mod ae_title;
 pub mod dicom_json;
+pub mod dicom_json_read;
+pub mod multipart;
 pub mod qido;
 mod site_id;
 mod uid;

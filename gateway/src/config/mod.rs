@@ -52,6 +52,42 @@ pub struct SiteTlsFiles {
 #[derive(Debug, Clone)]
 pub struct SiteConfig {
     pub id: SiteId,
+    /// The deadline of each wait on the site (a response, a PDU, an HTTP answer).
+    pub timeout: Duration,
+    pub store: bool,
+    /// The site's data is de-identified already (another gateway de-identifying inside its
+    /// hospital): passed on as it comes, its pseudonyms unchanged (docs/TWO-TIER.md).
+    pub deidentified: bool,
+    pub protocol: SiteProtocol,
+}
+
+impl SiteConfig {
+    /// The site's DIMSE settings, when it is reached by DIMSE.
+    pub fn dimse(&self) -> Option<&DimseSiteConfig> {
+        match &self.protocol {
+            SiteProtocol::Dimse(dimse) => Some(dimse),
+            SiteProtocol::Dicomweb(_) => None,
+        }
+    }
+
+    /// Where the site is, for people: `AE at host:port`, or the DICOMweb URL.
+    pub fn location(&self) -> String {
+        match &self.protocol {
+            SiteProtocol::Dimse(dimse) => format!("{} at {}", dimse.ae_title, dimse.address),
+            SiteProtocol::Dicomweb(web) => web.url.clone(),
+        }
+    }
+}
+
+/// How a site is reached (`protocol`, default `"dimse"`).
+#[derive(Debug, Clone)]
+pub enum SiteProtocol {
+    Dimse(DimseSiteConfig),
+    Dicomweb(DicomwebSiteConfig),
+}
+
+#[derive(Debug, Clone)]
+pub struct DimseSiteConfig {
     pub ae_title: AeTitle,
     pub address: String,
     pub retrieve: RetrieveMode,
@@ -59,14 +95,39 @@ pub struct SiteConfig {
     /// Associations one study or series retrieval uses at once (instance-level sub-requests
     /// when more than one).
     pub retrieve_associations: usize,
-    pub timeout: Duration,
     /// Largest PDU accepted from the site (offered when associating); a PDU claiming more is
     /// refused as its header arrives, never buffered.
     pub max_pdu_length: u32,
-    pub store: bool,
     pub tls: Option<SiteTlsFiles>,
     /// The calling AE title the PACS uses for C-MOVE sub-operations, when not `ae_title`.
     pub move_calling_ae: Option<AeTitle>,
+}
+
+/// A DICOMweb origin (PS3.18): another gateway, an archive or a cloud store.
+#[derive(Debug, Clone)]
+pub struct DicomwebSiteConfig {
+    /// The base URL: its `/studies` is the studies resource.
+    pub url: String,
+    pub auth: OriginAuth,
+    /// The CA certificates the origin's must chain to (instead of the system's), PEM.
+    pub ca: Option<PathBuf>,
+    /// The gateway's client certificate and key (PEM), for origins that ask for one.
+    pub cert_and_key: Option<(PathBuf, PathBuf)>,
+    /// Requests to the origin at once.
+    pub max_connections: usize,
+    /// The largest instance read from it (one is held at a time per retrieval).
+    pub max_instance_size: u64,
+}
+
+/// How the gateway authenticates to a DICOMweb origin (`auth`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OriginAuth {
+    /// `"none"`.
+    None,
+    /// `"forward"`: the caller's own bearer token; the origin decides what the caller sees.
+    Forward,
+    /// `"token"` with `token_file`: a token of the gateway's own, re-read when the file changes.
+    TokenFile(PathBuf),
 }
 
 /// The range of `[[sites]] max_pdu_length`: from what PS3.8 lets a peer offer at least, to
@@ -355,6 +416,7 @@ impl Config {
         let dataset_limits = dataset_limits::dataset_limits(raw.dataset_limits.as_ref(), &mut problems);
         let (dimse_ae_title, dimse_listen) = server::dimse(&raw.dimse, &mut problems);
         let sites = sites::sites(raw.sites, &mut problems);
+        sites::deidentified(&sites, raw.deid.is_some(), &mut problems);
         let auth = auth::auth(raw.auth, server.as_ref().map(|s| s.listen), &mut problems);
         let projects = projects::projects(raw.projects, &sites, raw.deid.is_some(), &auth, &mut problems);
         let limits = auth::limits(raw.limits, &mut problems);
@@ -472,9 +534,15 @@ circuit_open = "30s"
     fn the_design_example_is_valid() {
         let config = Config::parse(EXAMPLE).expect("valid");
         assert_eq!(config.sites.len(), 2);
-        assert_eq!(config.sites[1].retrieve, RetrieveMode::CMove);
-        assert_eq!(config.sites[1].max_associations, 4);
-        assert_eq!((config.sites[0].retrieve_associations, config.sites[1].retrieve_associations), (2, 1));
+        assert_eq!(config.sites[1].dimse().expect("DIMSE").retrieve, RetrieveMode::CMove);
+        assert_eq!(config.sites[1].dimse().expect("DIMSE").max_associations, 4);
+        assert_eq!(
+            (
+                config.sites[0].dimse().expect("DIMSE").retrieve_associations,
+                config.sites[1].dimse().expect("DIMSE").retrieve_associations
+            ),
+            (2, 1)
+        );
         assert_eq!(config.sites[0].timeout, Duration::from_secs(30));
         assert_eq!(config.cache.memory_bytes, 512 << 20);
         assert_eq!(config.cache.disk_bytes, 10 << 30);
@@ -588,12 +656,60 @@ circuit_open = "30s"
         }
     }
 
+    /// The example with site-2 a DICOMweb site (the given keys) and `[deid]` kept or not.
+    fn with_dicomweb_site(keys: &str, deid: bool) -> Result<Config, Vec<String>> {
+        let dimse_site_2 = "ae_title = \"SITE2\"\naddress = \"127.0.0.1:11112\"\nretrieve = \"c-move\"\n";
+        let mut text = EXAMPLE.replace(dimse_site_2, &format!("protocol = \"dicomweb\"\n{keys}\n"));
+        if !deid {
+            let at = text.find("[deid]").expect("deid");
+            let end = text[at..].find("[auth]").expect("auth") + at;
+            text.replace_range(at..end, "");
+        }
+        Config::parse(&text)
+    }
+
+    #[test]
+    fn dicomweb_sites() {
+        let config = with_dicomweb_site(
+            "url = \"https://edge.example/dicom-web/\"\ndeidentified = true\nauth = \"forward\"\nmax_connections = 8\n\
+             tls = { ca = \"edge-ca.pem\" }",
+            false,
+        )
+        .expect("valid");
+        let SiteProtocol::Dicomweb(web) = &config.sites[1].protocol else { panic!("a DICOMweb site") };
+        assert_eq!(web.url, "https://edge.example/dicom-web", "no trailing slash");
+        assert_eq!((web.auth.clone(), web.max_connections, web.max_instance_size), (OriginAuth::Forward, 8, 2 << 30));
+        assert_eq!(web.ca.as_deref(), Some(Path::new("edge-ca.pem")));
+        assert!(config.sites[1].deidentified && config.sites[1].dimse().is_none());
+        let token =
+            with_dicomweb_site("url = \"http://a/dw\"\nauth = \"token\"\ntoken_file = \"t\"", true).expect("valid");
+        let SiteProtocol::Dicomweb(web) = &token.sites[1].protocol else { panic!("a DICOMweb site") };
+        assert_eq!(web.auth, OriginAuth::TokenFile(PathBuf::from("t")));
+        let refused: &[(&str, bool, &str)] = &[
+            ("url = \"ftp://a/dw\"", true, "must be an http:// or https:// URL"),
+            ("auth = \"none\"", true, "needs url"),
+            ("url = \"http://a/dw\"\nauth = \"token\"", true, "needs token_file"),
+            ("url = \"http://a/dw\"\nauth = \"basic\"", true, "auth \"basic\""),
+            ("url = \"http://a/dw\"\nae_title = \"X\"", true, "ae_title is not a key of a DICOMweb site"),
+            ("url = \"http://a/dw\"\ntls = { ca = \"ca.pem\" }", true, "tls is for an https:// url"),
+            ("url = \"http://a/dw\"", false, "needs [deid]"),
+            ("url = \"http://a/dw\"\ndeidentified = true", true, "not supported yet"),
+        ];
+        for (keys, deid, why) in refused {
+            let problems = with_dicomweb_site(keys, *deid).expect_err(keys);
+            assert!(problems.iter().any(|p| p.contains(why)), "{keys}: {problems:#?}");
+        }
+        let problems =
+            Config::parse(&EXAMPLE.replace("ae_title = \"SITE2\"", "url = \"http://a\"")).expect_err("mixed");
+        assert!(problems.iter().any(|p| p.contains("url is not a key of a DIMSE site")), "{problems:#?}");
+    }
+
     #[test]
     fn site_max_pdu_length() {
         let config = Config::parse(EXAMPLE).expect("valid");
-        assert_eq!(config.sites[0].max_pdu_length, 1 << 20, "1 MiB by default");
+        assert_eq!(config.sites[0].dimse().expect("DIMSE").max_pdu_length, 1 << 20, "1 MiB by default");
         let text = EXAMPLE.replace("store = false", "store = false\nmax_pdu_length = \"64KiB\"");
-        assert_eq!(Config::parse(&text).expect("valid").sites[0].max_pdu_length, 64 << 10);
+        assert_eq!(Config::parse(&text).expect("valid").sites[0].dimse().expect("DIMSE").max_pdu_length, 64 << 10);
         for refused in ["\"1KiB\"", "\"4GiB\"", "\"big\""] {
             let text = EXAMPLE.replace("store = false", &format!("store = false\nmax_pdu_length = {refused}"));
             let problems = Config::parse(&text).expect_err("refused");
@@ -610,16 +726,19 @@ circuit_open = "30s"
         assert!(problems[0].starts_with("sites[1]: retrieve = \"c-move\" with tls"), "{problems:#?}");
         assert!(problems[0].contains("use c-get over TLS"), "{problems:#?}");
         let text = EXAMPLE.replace("retrieve = \"c-move\"", &format!("retrieve = \"c-get\"\n{tls}"));
-        assert!(Config::parse(&text).expect("c-get over TLS is valid").sites[1].tls.is_some());
+        assert!(Config::parse(&text).expect("c-get over TLS is valid").sites[1].dimse().expect("DIMSE").tls.is_some());
     }
 
     #[test]
     fn move_calling_ae() {
         let config = Config::parse(EXAMPLE).expect("valid");
-        assert_eq!(config.sites[1].move_calling_ae, None, "the site's ae_title by default");
+        assert_eq!(config.sites[1].dimse().expect("DIMSE").move_calling_ae, None, "the site's ae_title by default");
         let text = EXAMPLE.replace("retrieve = \"c-move\"", "retrieve = \"c-move\"\nmove_calling_ae = \"SITE2_SEND\"");
         let config = Config::parse(&text).expect("valid");
-        assert_eq!(config.sites[1].move_calling_ae.as_ref().map(AeTitle::as_str), Some("SITE2_SEND"));
+        assert_eq!(
+            config.sites[1].dimse().expect("DIMSE").move_calling_ae.as_ref().map(AeTitle::as_str),
+            Some("SITE2_SEND")
+        );
         let text = EXAMPLE
             .replace("retrieve = \"c-move\"", "retrieve = \"c-move\"\nmove_calling_ae = \"THIS-AE-TITLE-IS-TOO-LONG\"")
             .replace("store = false", "store = false\nmove_calling_ae = \"SITE1\"");

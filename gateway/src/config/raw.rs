@@ -100,9 +100,17 @@ pub struct Dimse {
 #[serde(deny_unknown_fields)]
 pub struct Site {
     pub id: String,
-    pub ae_title: String,
-    pub address: String,
-    pub retrieve: String,
+    /// `"dimse"` (the default) or `"dicomweb"`.
+    pub protocol: Option<String>,
+    pub deidentified: Option<bool>,
+    pub ae_title: Option<String>,
+    pub address: Option<String>,
+    pub retrieve: Option<String>,
+    pub url: Option<String>,
+    pub auth: Option<String>,
+    pub token_file: Option<PathBuf>,
+    pub max_connections: Option<usize>,
+    pub max_instance_size: Option<String>,
     pub max_associations: Option<usize>,
     pub retrieve_associations: Option<usize>,
     pub timeout: Option<String>,
@@ -115,7 +123,8 @@ pub struct Site {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SiteTls {
-    pub ca: PathBuf,
+    /// Required for DIMSE; for DICOMweb, the system's anchors when absent.
+    pub ca: Option<PathBuf>,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
 }

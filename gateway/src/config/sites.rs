@@ -1,10 +1,14 @@
-//! `[[sites]]`: each PACS of the federation, its AE title, address, retrieve method, bounds and
-//! TLS; ids unique.
+//! `[[sites]]`: each site of the federation, ids unique: a PACS reached by DIMSE (its AE title,
+//! address, retrieve method, bounds and TLS), or a DICOMweb origin (its URL, how the gateway
+//! authenticates to it, TLS and bounds); and whether its data is de-identified already.
 
 use dicomweb_model::{AeTitle, SiteId};
 
 use super::problems::Problems;
-use super::{parse_size, raw, RetrieveMode, SiteConfig, SiteTlsFiles, SITE_MAX_PDU_RANGE};
+use super::{
+    parse_size, raw, DicomwebSiteConfig, DimseSiteConfig, OriginAuth, RetrieveMode, SiteConfig, SiteProtocol,
+    SiteTlsFiles, SITE_MAX_PDU_RANGE,
+};
 
 /// Every site, each problem named by its place in the file.
 pub(super) fn sites(raw: Vec<raw::Site>, problems: &mut Problems) -> Vec<SiteConfig> {
@@ -21,20 +25,89 @@ pub(super) fn sites(raw: Vec<raw::Site>, problems: &mut Problems) -> Vec<SiteCon
         }
     }
     if sites.is_empty() && problems.is_empty() {
-        problems.push("no [[sites]]: the gateway needs at least one PACS");
+        problems.push("no [[sites]]: the gateway needs at least one site");
     }
     sites
+}
+
+/// Where identifiable data could pass: a DICOMweb site that is not de-identified needs the
+/// gateway's `[deid]`; a de-identified site is passed on as it comes, which a de-identifying
+/// gateway does not do yet (it would pseudonymise the pseudonyms).
+pub(super) fn deidentified(sites: &[SiteConfig], deid: bool, problems: &mut Problems) {
+    for site in sites {
+        let web = matches!(site.protocol, SiteProtocol::Dicomweb(_));
+        if web && !site.deidentified && !deid {
+            problems.push(format!(
+                "site {}: a DICOMweb site that is not de-identified (deidentified = false) needs [deid]: \
+                 its data would leave the gateway as it came",
+                site.id
+            ));
+        }
+        if site.deidentified && deid {
+            problems.push(format!(
+                "site {}: deidentified = true in a gateway with [deid] is not supported yet: \
+                 federate de-identified sites from a gateway without [deid] (docs/TWO-TIER.md)",
+                site.id
+            ));
+        }
+    }
 }
 
 fn validate_site(site: raw::Site) -> Result<SiteConfig, Vec<String>> {
     let mut problems = Vec::new();
     let id = SiteId::new(&site.id).map_err(|e| problems.push(format!("id {:?}: {e}", site.id))).ok();
-    let ae_title =
-        AeTitle::new(&site.ae_title).map_err(|e| problems.push(format!("ae_title {:?}: {e}", site.ae_title))).ok();
-    if site.address.rsplit_once(':').and_then(|(_, port)| port.parse::<u16>().ok()).is_none() {
-        problems.push(format!("address {:?} must be host:port", site.address));
+    let timeout_text = site.timeout.clone().unwrap_or_else(|| "30s".into());
+    let timeout = humantime::parse_duration(&timeout_text)
+        .map_err(|e| problems.push(format!("timeout {timeout_text:?}: {e}")))
+        .ok();
+    let store = site.store.unwrap_or(false);
+    let deidentified = site.deidentified.unwrap_or(false);
+    let protocol = match site.protocol.as_deref().unwrap_or("dimse") {
+        "dimse" => dimse(site, &mut problems).map(SiteProtocol::Dimse),
+        "dicomweb" => dicomweb(site, &mut problems).map(SiteProtocol::Dicomweb),
+        other => {
+            problems.push(format!("protocol {other:?}: expected \"dimse\" or \"dicomweb\""));
+            None
+        }
+    };
+    match (id, timeout, protocol) {
+        (Some(id), Some(timeout), Some(protocol)) if problems.is_empty() => {
+            Ok(SiteConfig { id, timeout, store, deidentified, protocol })
+        }
+        _ => Err(problems),
     }
-    let retrieve = match site.retrieve.as_str() {
+}
+
+/// Keys of the other protocol, named so that a site says one thing.
+fn not_for(protocol: &str, keys: &[(&str, bool)], problems: &mut Vec<String>) {
+    for (key, present) in keys {
+        if *present {
+            problems.push(format!("{key} is not a key of a {protocol} site"));
+        }
+    }
+}
+
+fn dimse(site: raw::Site, problems: &mut Vec<String>) -> Option<DimseSiteConfig> {
+    not_for(
+        "DIMSE",
+        &[
+            ("url", site.url.is_some()),
+            ("auth", site.auth.is_some()),
+            ("token_file", site.token_file.is_some()),
+            ("max_connections", site.max_connections.is_some()),
+            ("max_instance_size", site.max_instance_size.is_some()),
+        ],
+        problems,
+    );
+    let (Some(ae_title), Some(address), Some(retrieve)) = (site.ae_title, site.address, site.retrieve) else {
+        problems.push("a DIMSE site needs ae_title, address and retrieve".into());
+        return None;
+    };
+    let ae_title = AeTitle::new(&ae_title).map_err(|e| problems.push(format!("ae_title {ae_title:?}: {e}"))).ok();
+    if address.rsplit_once(':').and_then(|(_, port)| port.parse::<u16>().ok()).is_none() {
+        problems.push(format!("address {address:?} must be host:port"));
+    }
+    let retrieve = match retrieve.as_str() {
         "c-get" => Some(RetrieveMode::CGet),
         "c-move" => Some(RetrieveMode::CMove),
         other => {
@@ -52,10 +125,6 @@ fn validate_site(site: raw::Site) -> Result<SiteConfig, Vec<String>> {
             "retrieve_associations = {retrieve_associations}: must be from 1 to max_associations ({max_associations})"
         ));
     }
-    let timeout_text = site.timeout.unwrap_or_else(|| "30s".into());
-    let timeout = humantime::parse_duration(&timeout_text)
-        .map_err(|e| problems.push(format!("timeout {timeout_text:?}: {e}")))
-        .ok();
     let max_pdu_text = site.max_pdu_length.unwrap_or_else(|| "1MiB".into());
     let max_pdu_length = match parse_size(&max_pdu_text) {
         Ok(n) if SITE_MAX_PDU_RANGE.contains(&n) => n as u32,
@@ -70,9 +139,13 @@ fn validate_site(site: raw::Site) -> Result<SiteConfig, Vec<String>> {
     };
     let tls = match site.tls {
         None => None,
-        Some(tls) => match (tls.cert, tls.key) {
-            (Some(cert), Some(key)) => Some(SiteTlsFiles { ca: tls.ca, cert_and_key: Some((cert, key)) }),
-            (None, None) => Some(SiteTlsFiles { ca: tls.ca, cert_and_key: None }),
+        Some(tls) => match (tls.ca, tls.cert, tls.key) {
+            (None, _, _) => {
+                problems.push("tls: ca is required (the PACS's certificate is checked against it)".into());
+                None
+            }
+            (Some(ca), Some(cert), Some(key)) => Some(SiteTlsFiles { ca, cert_and_key: Some((cert, key)) }),
+            (Some(ca), None, None) => Some(SiteTlsFiles { ca, cert_and_key: None }),
             _ => {
                 problems.push("tls: cert and key go together".into());
                 None
@@ -92,20 +165,78 @@ fn validate_site(site: raw::Site) -> Result<SiteConfig, Vec<String>> {
     if move_calling_ae.is_some() && retrieve != Some(RetrieveMode::CMove) {
         problems.push("move_calling_ae is only for retrieve = \"c-move\"".into());
     }
-    match (id, ae_title, retrieve, timeout) {
-        (Some(id), Some(ae_title), Some(retrieve), Some(timeout)) if problems.is_empty() => Ok(SiteConfig {
-            id,
-            ae_title,
-            address: site.address,
-            retrieve,
-            max_associations,
-            retrieve_associations,
-            timeout,
-            max_pdu_length,
-            store: site.store.unwrap_or(false),
-            tls,
-            move_calling_ae,
-        }),
-        _ => Err(problems),
+    Some(DimseSiteConfig {
+        ae_title: ae_title?,
+        address,
+        retrieve: retrieve?,
+        max_associations,
+        retrieve_associations,
+        max_pdu_length,
+        tls,
+        move_calling_ae,
+    })
+}
+
+fn dicomweb(site: raw::Site, problems: &mut Vec<String>) -> Option<DicomwebSiteConfig> {
+    not_for(
+        "DICOMweb",
+        &[
+            ("ae_title", site.ae_title.is_some()),
+            ("address", site.address.is_some()),
+            ("retrieve", site.retrieve.is_some()),
+            ("max_associations", site.max_associations.is_some()),
+            ("retrieve_associations", site.retrieve_associations.is_some()),
+            ("max_pdu_length", site.max_pdu_length.is_some()),
+            ("move_calling_ae", site.move_calling_ae.is_some()),
+        ],
+        problems,
+    );
+    let Some(url) = site.url else {
+        problems.push("a DICOMweb site needs url (its base: url/studies is the studies resource)".into());
+        return None;
+    };
+    let url = url.trim_end_matches('/').to_owned();
+    match url.split_once("://") {
+        Some(("http" | "https", rest)) if !rest.is_empty() && !rest.contains(['?', '#', ' ']) => {}
+        _ => problems.push(format!("url {url:?} must be an http:// or https:// URL without query or fragment")),
     }
+    let auth = match (site.auth.as_deref().unwrap_or("none"), site.token_file) {
+        ("none", None) => Some(OriginAuth::None),
+        ("forward", None) => Some(OriginAuth::Forward),
+        ("token", Some(file)) => Some(OriginAuth::TokenFile(file)),
+        ("token", None) => {
+            problems.push("auth = \"token\" needs token_file".into());
+            None
+        }
+        ("none" | "forward", Some(_)) => {
+            problems.push("token_file is only for auth = \"token\"".into());
+            None
+        }
+        (other, _) => {
+            problems.push(format!("auth {other:?}: expected \"none\", \"forward\" or \"token\""));
+            None
+        }
+    };
+    let max_connections = site.max_connections.unwrap_or(16);
+    if max_connections == 0 {
+        problems.push("max_connections must be at least 1".into());
+    }
+    let max_instance_text = site.max_instance_size.unwrap_or_else(|| "2GiB".into());
+    let max_instance_size =
+        parse_size(&max_instance_text).map_err(|e| problems.push(format!("max_instance_size: {e}"))).unwrap_or(0);
+    let (ca, cert_and_key) = match site.tls {
+        None => (None, None),
+        Some(tls) => match (tls.cert, tls.key) {
+            (Some(cert), Some(key)) => (tls.ca, Some((cert, key))),
+            (None, None) => (tls.ca, None),
+            _ => {
+                problems.push("tls: cert and key go together".into());
+                (None, None)
+            }
+        },
+    };
+    if (ca.is_some() || cert_and_key.is_some()) && !url.starts_with("https://") {
+        problems.push("tls is for an https:// url".into());
+    }
+    Some(DicomwebSiteConfig { url, auth: auth?, ca, cert_and_key, max_connections, max_instance_size })
 }

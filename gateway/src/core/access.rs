@@ -25,6 +25,10 @@ pub(crate) struct Project {
     pub(crate) cache_scope: String,
     /// Whether its search results name the sites that hold them ((0009,1010)).
     pub(crate) show_sites: bool,
+    /// Whether one of its sites is sent the caller's own credentials (a DICOMweb site with
+    /// `auth = "forward"`): then what that site answers depends on the caller, not only on the
+    /// project, and is cached per caller (docs/TWO-TIER.md).
+    pub(crate) forwards_credentials: bool,
 }
 
 impl Project {
@@ -67,11 +71,38 @@ pub(crate) struct Access {
     /// The prefix of URLs written into responses (RetrieveURL, BulkDataURI): `public_url` and
     /// the project and site the request was addressed under, so that they resolve alike.
     pub(crate) base_url: String,
-    /// What the request caused at the sites (for its log and audit line).
+    /// What the request caused at the sites (for its log and audit line), and the caller's
+    /// credentials for sites that forward them.
     pub(crate) touched: Arc<Touched>,
+    /// What the caches key this request's entries by: the project's scope, and the caller's
+    /// credentials' digest when the project forwards them ([`Project::forwards_credentials`]).
+    pub(crate) cache_scope: String,
 }
 
 impl Access {
+    /// The request's access: its cache scope the project's, per caller when the project
+    /// forwards the caller's credentials (`authorization`, the request's header) to a site,
+    /// which are then carried to the sites in `touched`.
+    pub(crate) fn new(
+        project: Arc<Project>,
+        site: Option<String>,
+        base_url: String,
+        touched: Arc<Touched>,
+        authorization: Option<&str>,
+    ) -> Access {
+        let mut cache_scope = project.cache_scope.clone();
+        if project.forwards_credentials {
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(authorization.unwrap_or("").as_bytes());
+            cache_scope.push_str(" caller ");
+            cache_scope.extend(digest.iter().take(16).map(|b| format!("{b:02x}")));
+            if let Some(authorization) = authorization {
+                touched.set_authorization(authorization);
+            }
+        }
+        Access { project, site, base_url, touched, cache_scope }
+    }
+
     /// The project's de-identification, when the gateway de-identifies.
     pub(crate) fn privacy(&self) -> Option<&Privacy> {
         self.project.privacy.as_ref()

@@ -32,6 +32,9 @@ pub enum Error {
     /// The PACS failed or could not be reached.
     #[error("{0}")]
     Pacs(#[from] DimseError),
+    /// A DICOMweb site failed or could not be reached.
+    #[error("{0}")]
+    Web(#[from] crate::sites::dicomweb::WebError),
     /// A site sent a data set past `[dataset_limits]` (nesting, lengths, inflated or frame size).
     #[error("the site sent an instance the gateway refuses to process: {0}")]
     ContentLimit(#[from] crate::core::dataset_limits::ContentLimitError),
@@ -54,6 +57,8 @@ impl From<crate::sites::Unanswered> for Error {
     fn from(e: crate::sites::Unanswered) -> Self {
         match e {
             crate::sites::Unanswered::Dimse(e) => Error::Pacs(e),
+            crate::sites::Unanswered::Web(e) if e.is_not_found() => Error::NotFound(e.to_string()),
+            crate::sites::Unanswered::Web(e) => Error::Web(e),
             crate::sites::Unanswered::CircuitOpen { site, open } => {
                 Error::SitesDown { message: format!("site {site}: {open}"), retry_after: open.retry_in }
             }

@@ -14,6 +14,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value as Json};
 
+use crate::config::SiteProtocol;
 use crate::sites::health::Circuit;
 use crate::sites::Site;
 use crate::sites::SiteIndex;
@@ -42,7 +43,10 @@ fn site_json(site: &Site, admin: bool) -> Json {
     };
     let mut json = json!({
         "id": site.id().as_str(),
-        "retrieve": site.config.retrieve.to_string(),
+        "retrieve": match site.config.dimse() {
+            Some(dimse) => dimse.retrieve.to_string(),
+            None => "wado-rs".to_owned(),
+        },
         "state": report.state(),
         "circuit": match report.circuit {
             Circuit::Closed => "closed",
@@ -67,12 +71,17 @@ fn site_json(site: &Site, admin: bool) -> Json {
             "in_use": open.saturating_sub(idle),
             "idle": idle,
             "peak_in_use": connections.peak_in_use,
-            "max": site.config.max_associations,
+            "max": site.max_connections(),
         },
     });
     if admin {
-        json["ae_title"] = json!(site.config.ae_title.as_str());
-        json["address"] = json!(site.config.address);
+        match &site.config.protocol {
+            SiteProtocol::Dimse(dimse) => {
+                json["ae_title"] = json!(dimse.ae_title.as_str());
+                json["address"] = json!(dimse.address);
+            }
+            SiteProtocol::Dicomweb(web) => json["url"] = json!(web.url),
+        }
     }
     json
 }

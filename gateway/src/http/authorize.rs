@@ -159,7 +159,8 @@ pub(crate) async fn authorize(State(gw): State<Arc<Gateway>>, mut request: Reque
     }
     let base_url = format!("{}{}", gw.config.server.public_url, addressed.prefix());
     let touched = ledger.as_ref().map(|l| l.touched()).unwrap_or_default();
-    let access = Access { project, site: addressed.site, base_url, touched };
+    let authorization = request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let access = Access::new(project, addressed.site, base_url, touched, authorization);
     // A site outside the project is refused here, before any handler (or a cache in front of
     // one) can answer for it.
     if let Err(refused) = gw.sites_for(&access) {

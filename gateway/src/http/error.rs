@@ -21,6 +21,8 @@ pub(crate) fn status(error: &Error) -> StatusCode {
         Error::Pacs(DimseError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
         Error::Pacs(DimseError::InvalidInstance(_)) => StatusCode::BAD_REQUEST,
         Error::Pacs(_) => StatusCode::BAD_GATEWAY,
+        Error::Web(e) if e.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
+        Error::Web(_) => StatusCode::BAD_GATEWAY,
         Error::SitesDown { .. } | Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         Error::ContentLimit(_) => StatusCode::BAD_GATEWAY,
         Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -7,13 +7,18 @@ use pacs_adapter::{SiteEndpoint, SiteTls};
 
 use crate::config::{Config, SiteConfig};
 
-/// The adapter's view of a configured site.
-pub(crate) fn endpoint(config: &Config, site: &SiteConfig) -> Result<SiteEndpoint, String> {
-    let mut endpoint =
-        SiteEndpoint::new(site.id.clone(), config.dimse.ae_title.clone(), site.ae_title.clone(), site.address.clone());
+/// The adapter's view of a configured DIMSE site.
+pub(crate) fn endpoint(config: &Config, site_config: &SiteConfig) -> Result<SiteEndpoint, String> {
+    let site = site_config.dimse().ok_or("the site is not reached by DIMSE")?;
+    let mut endpoint = SiteEndpoint::new(
+        site_config.id.clone(),
+        config.dimse.ae_title.clone(),
+        site.ae_title.clone(),
+        site.address.clone(),
+    );
     endpoint.max_associations = site.max_associations;
-    endpoint.response_timeout = site.timeout;
-    endpoint.connect_timeout = site.timeout.min(Duration::from_secs(10));
+    endpoint.response_timeout = site_config.timeout;
+    endpoint.connect_timeout = site_config.timeout.min(Duration::from_secs(10));
     endpoint.max_pdu_length = site.max_pdu_length;
     endpoint.move_calling_ae_title = site.move_calling_ae.clone();
     if let Some(tls) = &site.tls {

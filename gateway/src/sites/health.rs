@@ -177,16 +177,6 @@ impl SiteHealth {
         observed.last_success = Some(SystemTime::now());
     }
 
-    /// Records the outcome of an operation; only site faults count against the site.
-    pub(crate) fn record<T>(&self, outcome: &Result<T, DimseError>) {
-        match outcome {
-            Ok(_) => self.record_success(),
-            Err(error) if is_site_fault(error) => self.record_fault(fault_reason(error)),
-            // The PACS answered (with a failure status): it is there.
-            Err(_) => self.record_success(),
-        }
-    }
-
     pub(crate) fn record_fault(&self, reason: &str) {
         self.record_fault_at(reason, Instant::now())
     }
@@ -221,19 +211,17 @@ impl SiteHealth {
     }
 
     /// Records a C-ECHO (periodic or probe).
-    pub(crate) fn record_echo(&self, outcome: &Result<Duration, DimseError>) {
-        {
-            let mut observed = self.lock();
-            observed.next_echo = Instant::now() + self.echo_interval;
-            let seen = outcome.as_ref().map(|rtt| *rtt).map_err(|e| fault_reason(e).to_owned());
-            observed.last_echo = Some((SystemTime::now(), seen));
-            if let Circuit::Open { until, open_for } = observed.circuit {
-                if Instant::now() >= until {
-                    observed.circuit = Circuit::HalfOpen { open_for };
-                }
+    /// Records an echo's round trip or why it failed, as the site's latest echo (the caller
+    /// records the outcome itself).
+    pub(crate) fn record_echo(&self, outcome: Result<Duration, &'static str>) {
+        let mut observed = self.lock();
+        observed.next_echo = Instant::now() + self.echo_interval;
+        observed.last_echo = Some((SystemTime::now(), outcome.map_err(str::to_owned)));
+        if let Circuit::Open { until, open_for } = observed.circuit {
+            if Instant::now() >= until {
+                observed.circuit = Circuit::HalfOpen { open_for };
             }
         }
-        self.record(outcome);
     }
 
     pub(crate) fn report(&self) -> HealthReport {
@@ -294,20 +282,9 @@ mod tests {
 
     #[test]
     fn a_status_from_the_pacs_is_not_a_fault() {
-        let h = health();
         let site = dicomweb_model::SiteId::new("s").expect("id");
-        for _ in 0..3 {
-            h.record::<()>(&Err(DimseError::Cancelled {
-                site: site.clone(),
-                operation: pacs_adapter::Operation::Find,
-            }));
-            h.record::<()>(&Err(DimseError::Timeout {
-                site: site.clone(),
-                phase: Phase::AssociationBudget,
-                after: Duration::from_secs(1),
-            }));
-        }
-        assert!(h.admit().is_ok());
-        assert_eq!(h.report().consecutive_faults, 0);
+        let cancelled = DimseError::Cancelled { site: site.clone(), operation: pacs_adapter::Operation::Find };
+        let budget = DimseError::Timeout { site, phase: Phase::AssociationBudget, after: Duration::from_secs(1) };
+        assert!(!is_site_fault(&cancelled) && !is_site_fault(&budget));
     }
 }

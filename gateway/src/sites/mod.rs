@@ -2,9 +2,11 @@
 //! reached by, its health and what was sent to it. Every operation the gateway sends to a site
 //! (search, retrieve, list, store, echo) goes through here, so that each outcome is recorded in
 //! the site's health (the circuit breaker), no request reaches a site whose circuit is open,
-//! and the request notes the site it contacted. The protocol behind is DIMSE (`dimse.rs`); a
-//! second one is one more variant of [`Protocol`].
+//! and the request notes the site it contacted. The protocols behind are DIMSE (`dimse.rs`)
+//! and DICOMweb (`dicomweb.rs`), each a variant of [`Protocol`]; what the core receives
+//! (matches, a stream of instances, a store's outcome, [`Unanswered`]) is the same for both.
 
+pub(crate) mod dicomweb;
 pub(crate) mod dimse;
 mod endpoint;
 pub(crate) mod health;
@@ -12,19 +14,63 @@ pub(crate) mod touched;
 
 pub(crate) use endpoint::endpoint;
 
+/// How the gateway reaches a configured site: its association pool (retrieving by C-MOVE
+/// into `move_scp`) or its DICOMweb client. TLS files are read here.
+pub(crate) fn protocol(
+    config: &crate::config::Config,
+    site: &SiteConfig,
+    move_scp: Option<&pacs_adapter::StoreScp>,
+) -> Result<Protocol, String> {
+    use crate::config::{OriginAuth, RetrieveMode, SiteProtocol};
+    match &site.protocol {
+        SiteProtocol::Dimse(dimse) => {
+            let pool = pacs_adapter::AssociationPool::new(endpoint(config, site)?);
+            let method = match (dimse.retrieve, move_scp) {
+                (RetrieveMode::CMove, Some(scp)) => pacs_adapter::RetrieveMethod::Move(scp.clone()),
+                _ => pacs_adapter::RetrieveMethod::Get,
+            };
+            Ok(Protocol::Dimse(Dimse { pool, method }))
+        }
+        SiteProtocol::Dicomweb(web) => {
+            let credentials = match &web.auth {
+                OriginAuth::None => dicomweb::Credentials::None,
+                OriginAuth::Forward => dicomweb::Credentials::Forward,
+                OriginAuth::TokenFile(path) => dicomweb::Credentials::TokenFile(path.clone()),
+            };
+            let origin = dicomweb::Origin {
+                site: site.id.clone(),
+                url: web.url.clone(),
+                credentials,
+                max_connections: web.max_connections,
+                max_instance: usize::try_from(web.max_instance_size).unwrap_or(usize::MAX),
+                timeout: site.timeout,
+                ca: web.ca.clone(),
+                client_identity: web.cert_and_key.clone(),
+            };
+            Ok(Protocol::Dicomweb(Arc::new(Dicomweb::new(origin)?)))
+        }
+    }
+}
+
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dicom_object::InMemDicomObject;
 use dicomweb_model::SiteId;
-use pacs_adapter::{
-    DimseError, DimseStream, FindRequest, PlannedInstance, QueryLevel, RetrieveTarget, RetrievedInstance, StoreOutcome,
-};
+use futures::stream::BoxStream;
+use futures::StreamExt;
+use pacs_adapter::{DimseError, FindRequest, PlannedInstance, QueryLevel, RetrieveTarget, RetrievedInstance};
 
 use crate::config::SiteConfig;
+use crate::sites::dicomweb::{Dicomweb, WebError};
 use crate::sites::dimse::Dimse;
 use crate::sites::health::{CircuitOpen, SiteHealth};
 use crate::sites::touched::Touched;
+
+/// The instances of a retrieval from one site, in the order they arrive; a retrieval that
+/// failed part-way ends with an `Err` after the instances that did arrive.
+pub(crate) type InstanceStream = BoxStream<'static, Result<RetrievedInstance, Unanswered>>;
 
 #[derive(Debug)]
 pub(crate) struct Site {
@@ -61,6 +107,21 @@ impl std::ops::Index<SiteIndex> for Vec<Site> {
 #[derive(Debug)]
 pub(crate) enum Protocol {
     Dimse(Dimse),
+    Dicomweb(Arc<Dicomweb>),
+}
+
+impl Protocol {
+    /// One echo outside serving (`dicomweb-gateway check`), the connection closed after it.
+    pub(crate) async fn echo_once(&self) -> Result<Duration, String> {
+        match self {
+            Protocol::Dimse(dimse) => {
+                let result = dimse.echo().await.map_err(|e| e.to_string());
+                dimse.pool.close_idle().await;
+                result
+            }
+            Protocol::Dicomweb(web) => web.echo().await.map_err(|e| e.to_string()),
+        }
+    }
 }
 
 /// Connections to a site (associations, for DIMSE): open (in use or idle), idle, and the most
@@ -78,6 +139,12 @@ pub(crate) struct Found {
     pub(crate) results: Vec<InMemDicomObject>,
     /// The site had more matches than were collected (the C-FIND was cancelled there).
     pub(crate) truncated: bool,
+}
+
+/// A site's answer to a store: stored, with the warning status it gave, if any.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct StoredAtSite {
+    pub(crate) warning: Option<u16>,
 }
 
 /// How many operations the gateway has sent to a site since it started, by kind.
@@ -104,11 +171,53 @@ fn count(counter: &AtomicU64) {
 pub(crate) enum Unanswered {
     #[error("{0}")]
     Dimse(#[from] DimseError),
+    #[error("{0}")]
+    Web(#[from] WebError),
     #[error("site {site}: {open}")]
     CircuitOpen { site: SiteId, open: CircuitOpen },
     /// A C-FIND whose every match was needed (a count, a listing) had more than the bound.
     #[error("site {site} has more than {limit} matches (federation.max_matches)")]
     TooManyMatches { site: SiteId, limit: usize },
+}
+
+impl Unanswered {
+    /// Why the site itself is at fault (unreachable, timed out, broke its protocol, ...), when
+    /// it is: then it counts against the site's health and another holder may be tried. A site
+    /// that answered with a failure is there.
+    pub(crate) fn fault(&self) -> Option<&'static str> {
+        match self {
+            Unanswered::Dimse(e) => health::is_site_fault(e).then(|| health::fault_reason(e)),
+            Unanswered::Web(e) => e.is_site_fault().then(|| e.fault_reason()),
+            Unanswered::CircuitOpen { .. } | Unanswered::TooManyMatches { .. } => None,
+        }
+    }
+
+    /// A short reason for people, without anything a site sent as free text.
+    pub(crate) fn reason(&self) -> &'static str {
+        match self {
+            Unanswered::Dimse(e) => health::fault_reason(e),
+            Unanswered::Web(e) => e.fault_reason(),
+            Unanswered::CircuitOpen { .. } => "its circuit is open",
+            Unanswered::TooManyMatches { .. } => "too many matches",
+        }
+    }
+
+    /// The site answered, or could not be reached, in its protocol (not refused by the gateway
+    /// itself: an open circuit, too many matches).
+    pub(crate) fn is_from_site(&self) -> bool {
+        matches!(self, Unanswered::Dimse(_) | Unanswered::Web(_))
+    }
+
+    /// The site could not be used at all (unreachable, timed out, its circuit open): the rest
+    /// of a request's work for it is not sent to wait out the same deadline.
+    pub(crate) fn is_unavailable(&self) -> bool {
+        match self {
+            Unanswered::Dimse(e) => e.is_unavailable(),
+            Unanswered::Web(e) => matches!(e, WebError::Connect { .. } | WebError::Timeout { .. }),
+            Unanswered::CircuitOpen { .. } => true,
+            Unanswered::TooManyMatches { .. } => false,
+        }
+    }
 }
 
 impl Site {
@@ -124,6 +233,18 @@ impl Site {
                 idle: dimse.pool.idle_associations(),
                 peak_in_use: dimse.pool.peak_in_use(),
             },
+            Protocol::Dicomweb(web) => {
+                let (in_use, peak) = web.in_use();
+                Connections { open: in_use, idle: 0, peak_in_use: peak }
+            }
+        }
+    }
+
+    /// The most connections (associations, HTTP requests) the site is sent at once.
+    pub(crate) fn max_connections(&self) -> usize {
+        match &self.config.protocol {
+            crate::config::SiteProtocol::Dimse(dimse) => dimse.max_associations,
+            crate::config::SiteProtocol::Dicomweb(web) => web.max_connections,
         }
     }
 
@@ -137,12 +258,28 @@ impl Site {
         self.health.admit().map_err(|open| Unanswered::CircuitOpen { site: self.id().clone(), open })
     }
 
-    fn observed<T>(&self, outcome: Result<T, DimseError>) -> Result<T, Unanswered> {
-        self.health.record(&outcome);
-        if outcome.as_ref().is_err_and(crate::sites::health::is_site_fault) {
-            count(&self.sent.faults);
+    /// Records what the site's protocol answered: a fault counts against its health.
+    fn observed<T>(&self, outcome: Result<T, Unanswered>) -> Result<T, Unanswered> {
+        match outcome.as_ref().err().and_then(Unanswered::fault) {
+            Some(reason) => {
+                self.health.record_fault(reason);
+                count(&self.sent.faults);
+            }
+            None => self.health.record_success(),
         }
-        Ok(outcome?)
+        outcome
+    }
+
+    /// An operation that ran past the site's whole budget, in its protocol's terms.
+    fn over_budget(&self, operation: &'static str, after: Duration) -> Unanswered {
+        match &self.protocol {
+            Protocol::Dimse(_) => Unanswered::Dimse(DimseError::Timeout {
+                site: self.id().clone(),
+                phase: pacs_adapter::Phase::Operation,
+                after,
+            }),
+            Protocol::Dicomweb(_) => Unanswered::Web(WebError::Timeout { site: self.id().clone(), operation, after }),
+        }
     }
 
     /// A C-FIND collected whole (counts and listings): more than `max_matches` matches is an
@@ -173,19 +310,18 @@ impl Site {
         count(&self.sent.find);
         let budget = self.operation_budget();
         let began = Instant::now();
-        let request = FindRequest { level, identifier, deadline: Some(began + budget) };
         let answer = async {
             match &self.protocol {
-                Protocol::Dimse(dimse) => dimse.find(request, self.max_matches).await,
+                Protocol::Dimse(dimse) => {
+                    let request = FindRequest { level, identifier, deadline: Some(began + budget) };
+                    Ok(dimse.find(request, self.max_matches).await?)
+                }
+                Protocol::Dicomweb(web) => Ok(web.find(touched, level, &identifier, self.max_matches).await?),
             }
         };
         let outcome = match tokio::time::timeout(budget + Duration::from_secs(1), answer).await {
             Ok(outcome) => outcome,
-            Err(_) => Err(DimseError::Timeout {
-                site: self.id().clone(),
-                phase: pacs_adapter::Phase::Operation,
-                after: budget,
-            }),
+            Err(_) => Err(self.over_budget("QIDO-RS", budget)),
         };
         self.sent.find_micros.fetch_add(began.elapsed().as_micros() as u64, Ordering::Relaxed);
         let (results, truncated) = self.observed(outcome)?;
@@ -202,12 +338,22 @@ impl Site {
         &self,
         touched: &Touched,
         target: RetrieveTarget,
-    ) -> Result<DimseStream<RetrievedInstance>, Unanswered> {
+    ) -> Result<InstanceStream, Unanswered> {
         self.admit(touched)?;
         count(&self.sent.retrieve);
         let began = Instant::now();
-        let outcome = match &self.protocol {
-            Protocol::Dimse(dimse) => dimse.retrieve(target, self.config.retrieve_associations).await,
+        let outcome: Result<InstanceStream, Unanswered> = match &self.protocol {
+            Protocol::Dimse(dimse) => {
+                let associations = self.config.dimse().map_or(1, |d| d.retrieve_associations);
+                match dimse.retrieve(target, associations).await {
+                    Ok(instances) => Ok(instances.map(|item| item.map_err(Unanswered::Dimse)).boxed()),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Protocol::Dicomweb(web) => match web.retrieve(touched, target).await {
+                Ok(instances) => Ok(instances.map(|item| item.map_err(Unanswered::Web)).boxed()),
+                Err(e) => Err(e.into()),
+            },
         };
         self.sent.retrieve_start_micros.fetch_add(began.elapsed().as_micros() as u64, Ordering::Relaxed);
         self.observed(outcome)
@@ -223,41 +369,52 @@ impl Site {
         count(&self.sent.find);
         let deadline = Instant::now() + self.config.timeout;
         let outcome = match &self.protocol {
-            Protocol::Dimse(dimse) => dimse.list_instances(scope, deadline).await,
+            Protocol::Dimse(dimse) => dimse.list_instances(scope, deadline).await.map_err(Unanswered::from),
+            Protocol::Dicomweb(web) => {
+                web.list_instances(touched, scope, self.max_matches).await.map_err(Unanswered::from)
+            }
         };
         self.observed(outcome)
     }
 
-    /// C-STORE of one Part-10 instance.
-    pub(crate) async fn store(&self, touched: &Touched, part10: &[u8]) -> Result<StoreOutcome, Unanswered> {
+    /// C-STORE (or STOW-RS) of one Part-10 instance.
+    pub(crate) async fn store(&self, touched: &Touched, part10: bytes::Bytes) -> Result<StoredAtSite, Unanswered> {
         self.admit(touched)?;
         count(&self.sent.store);
         let deadline = Instant::now() + self.operation_budget();
         let outcome = match &self.protocol {
-            Protocol::Dimse(dimse) => dimse.store(part10, deadline).await,
+            Protocol::Dimse(dimse) => match dimse.store(&part10, deadline).await {
+                Ok(stored) => Ok(StoredAtSite { warning: (stored.status.0 != 0).then_some(stored.status.0) }),
+                Err(e) => Err(e.into()),
+            },
+            Protocol::Dicomweb(web) => match web.store(touched, part10).await {
+                Ok(warning) => Ok(StoredAtSite { warning }),
+                Err(e) => Err(e.into()),
+            },
         };
         self.observed(outcome)
     }
 
-    /// A C-ECHO, whatever the circuit's state (it is how an open circuit is probed), recorded
-    /// as the site's latest echo.
-    pub(crate) async fn echo(&self) -> Result<Duration, DimseError> {
+    /// A C-ECHO (over DICOMweb, a search for one study), whatever the circuit's state (it is
+    /// how an open circuit is probed), recorded as the site's latest echo.
+    pub(crate) async fn echo(&self) -> Result<Duration, Unanswered> {
         count(&self.sent.echo);
         let budget = self.config.timeout;
         let echoed = async {
             match &self.protocol {
-                Protocol::Dimse(dimse) => dimse.echo().await,
+                Protocol::Dimse(dimse) => Ok(dimse.echo().await?),
+                Protocol::Dicomweb(web) => Ok(web.echo().await?),
             }
         };
         let outcome = match tokio::time::timeout(budget, echoed).await {
             Ok(outcome) => outcome,
-            Err(_) => Err(DimseError::Timeout {
-                site: self.id().clone(),
-                phase: pacs_adapter::Phase::Operation,
-                after: budget,
-            }),
+            Err(_) => Err(self.over_budget("echo", budget)),
         };
-        self.health.record_echo(&outcome);
+        self.health.record_echo(outcome.as_ref().map(|rtt| *rtt).map_err(|e| e.fault().unwrap_or_else(|| e.reason())));
+        match outcome.as_ref().err().and_then(Unanswered::fault) {
+            Some(reason) => self.health.record_fault(reason),
+            None => self.health.record_success(),
+        }
         outcome
     }
 }

@@ -3,19 +3,40 @@
 //! it. The edge makes one per request (crate::http::ledger) and hands it to the core in the
 //! request's `Access`; every operation on a site takes it (crate::sites::Site notes itself),
 //! and a shared retrieval (a flight) notes into the record of the request that started it.
+//!
+//! It also carries the caller's own credentials, for the DICOMweb sites configured to forward
+//! them (`auth = "forward"`): never logged, never cached beyond the request.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 
-/// One request's sites contacted and instances cleaned.
-#[derive(Debug, Default)]
+/// One request's sites contacted and instances cleaned, and its caller's credentials.
+#[derive(Default)]
 pub(crate) struct Touched {
     sites: Mutex<BTreeSet<String>>,
     cleaned: AtomicU64,
+    authorization: OnceLock<Arc<str>>,
+}
+
+impl std::fmt::Debug for Touched {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The credentials are never printed.
+        f.debug_struct("Touched").field("sites", &self.sites()).field("cleaned", &self.cleaned()).finish()
+    }
 }
 
 impl Touched {
+    /// Sets the caller's Authorization header (`Bearer ...`), once, for sites that forward it.
+    pub(crate) fn set_authorization(&self, authorization: &str) {
+        let _ = self.authorization.set(authorization.into());
+    }
+
+    /// The caller's Authorization header, when it sent one.
+    pub(crate) fn authorization(&self) -> Option<Arc<str>> {
+        self.authorization.get().cloned()
+    }
+
     /// Notes that the request contacted `site`.
     pub(crate) fn note_site(&self, site: &str) {
         self.sites.lock().unwrap_or_else(|p| p.into_inner()).insert(site.to_owned());

@@ -34,7 +34,7 @@ pub(crate) async fn retrieve(
         Some(privacy) => privacy.site_target(&target).await?,
         None => target,
     };
-    let key = crate::core::retrieve::cache::TargetKey::new(&scope.project.cache_scope, &target);
+    let key = crate::core::retrieve::cache::TargetKey::new(&scope.cache_scope, &target);
     let shown = |uid: &SopInstanceUid| match scope.privacy() {
         Some(privacy) => SopInstanceUid::from_peer(&privacy.engine.keys().uid(uid.as_str())).ok(),
         None => Some(uid.clone()),

@@ -9,14 +9,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use futures::{stream, FutureExt, Stream, StreamExt};
-use pacs_adapter::{DimseStream, QueryLevel, RetrieveTarget, RetrievedInstance};
+use pacs_adapter::{QueryLevel, RetrieveTarget, RetrievedInstance};
 
 use crate::core::retrieve::plan::Part;
 use crate::core::retrieve::Retriever;
 use crate::core::Error;
-use crate::sites::health::is_site_fault;
 use crate::sites::touched::Touched;
-use crate::sites::{SiteIndex, Unanswered};
+use crate::sites::{InstanceStream, SiteIndex, Unanswered};
 
 /// A retrieval under way at the sites: its first instance (with the index of the site that
 /// sent it) and the rest.
@@ -28,12 +27,13 @@ async fn retrieve_part(
     retriever: &Retriever,
     touched: &Touched,
     part: &Part,
-) -> Result<(SiteIndex, DimseStream<RetrievedInstance>), Error> {
+) -> Result<(SiteIndex, InstanceStream), Error> {
     let mut last: Option<Unanswered> = None;
     for &site in &part.holders {
         match retriever.sites[site].retrieve(touched, part.target.clone()).await {
             Ok(instances) => return Ok((site, instances)),
-            Err(Unanswered::Dimse(e)) if !is_site_fault(&e) => return Err(e.into()),
+            // The site answered (a failure, not found): that is the answer.
+            Err(e) if e.is_from_site() && e.fault().is_none() => return Err(e.into()),
             Err(unreachable) => {
                 tracing::warn!(site = %retriever.sites[site].id(), error = %unreachable, "holder unavailable; trying the next");
                 last = Some(unreachable);
@@ -49,7 +49,7 @@ pub(super) type SitedInstances =
 
 /// A part's instances, ending in an error when it yields none (a site that listed the part
 /// returned nothing of it).
-fn at_least_one(site: SiteIndex, part: DimseStream<RetrievedInstance>, what: String) -> SitedInstances {
+fn at_least_one(site: SiteIndex, part: InstanceStream, what: String) -> SitedInstances {
     let yielded = Arc::new(AtomicBool::new(false));
     let seen = yielded.clone();
     part.map(move |item| {

@@ -25,7 +25,6 @@ use pacs_adapter::QueryLevel;
 
 use crate::core::attributes::{text_of, uid_of};
 use crate::core::Error;
-use crate::sites::health::fault_reason;
 use crate::sites::touched::Touched;
 use crate::sites::{Site, Unanswered};
 
@@ -59,7 +58,7 @@ impl FanOut {
         if self.failures.is_empty() {
             return Error::NotFound("no site to ask".into());
         }
-        let at = self.failures.iter().position(|f| matches!(f.error, Unanswered::Dimse(_))).unwrap_or(0);
+        let at = self.failures.iter().position(|f| f.error.is_from_site()).unwrap_or(0);
         self.failures.swap_remove(at).error.into()
     }
 }
@@ -128,7 +127,9 @@ pub(crate) fn incomplete(failures: &[SiteFailure], truncated: &[(String, usize)]
     let reasons: Vec<String> = failures
         .iter()
         .map(|f| match &f.error {
-            Unanswered::Dimse(error) => format!("site {} did not answer: {}", f.site, fault_reason(error)),
+            error @ (Unanswered::Dimse(_) | Unanswered::Web(_)) => {
+                format!("site {} did not answer: {}", f.site, error.reason())
+            }
             Unanswered::CircuitOpen { open, .. } => format!(
                 "site {} was not asked: down after repeated failures ({}), next try in {} s",
                 f.site,

@@ -16,6 +16,7 @@ use crate::core::dataset_limits::{check_encoded, ContentLimitError};
 use crate::core::privacy::pseudonyms::{Kind, Original};
 use crate::core::retrieve::cache::RetrievalCache;
 use crate::core::Error;
+use crate::sites::dicomweb::WebError;
 use crate::sites::{Site, Unanswered};
 
 /// PS3.18 Table I.2-2 failure reasons.
@@ -250,7 +251,7 @@ async fn store_one(
         outcome.fail(&class, &instance, OUT_OF_RESOURCES);
         return;
     }
-    match site.store(&access.touched, &bytes).await {
+    match site.store(&access.touched, bytes).await {
         Ok(result) => {
             // De-identifying, the instance is retrieved (like everything) by its pseudonyms.
             let (study_shown, series_shown, instance_shown) = match access.privacy() {
@@ -282,7 +283,7 @@ async fn store_one(
                 study: study_shown.clone(),
                 series: series_shown,
                 instance: instance_shown,
-                warning: (result.status.0 != 0).then_some(result.status.0),
+                warning: result.warning,
             });
             if !outcome.site_studies.contains(&study) {
                 outcome.site_studies.push(study.clone());
@@ -295,25 +296,33 @@ async fn store_one(
             outcome.fail(&class, &instance, TRANSFER_SYNTAX_NOT_SUPPORTED)
         }
         Err(Unanswered::Dimse(DimseError::Failed { status, .. })) => {
-            let reason = match status.0 {
-                0xA700..=0xA7FF | 0xA900..=0xA9FF | 0xC000..=0xCFFF | 0x0110 | 0x0122 => status.0,
-                _ => PROCESSING_FAILURE,
-            };
-            outcome.fail(&class, &instance, reason);
+            outcome.fail(&class, &instance, stored_reason(status.0))
+        }
+        Err(Unanswered::Web(WebError::Refused { reason, .. })) => {
+            outcome.fail(&class, &instance, stored_reason(reason))
         }
         Err(e @ Unanswered::CircuitOpen { .. }) => {
             outcome.fail(&class, &instance, OUT_OF_RESOURCES);
             outcome.unavailable.get_or_insert(e);
         }
-        Err(Unanswered::Dimse(e)) if e.is_unavailable() => {
-            tracing::warn!(site = %site.config.id, error = %e, "C-STORE failed: the site is unavailable");
+        Err(e) if e.is_unavailable() => {
+            tracing::warn!(site = %site.config.id, error = %e, "store failed: the site is unavailable");
             outcome.fail(&class, &instance, OUT_OF_RESOURCES);
-            outcome.unavailable.get_or_insert(Unanswered::Dimse(e));
+            outcome.unavailable.get_or_insert(e);
         }
         Err(e) => {
-            tracing::warn!(site = %site.config.id, error = %e, "C-STORE failed");
+            tracing::warn!(site = %site.config.id, error = %e, "store failed");
             outcome.fail(&class, &instance, PROCESSING_FAILURE);
         }
+    }
+}
+
+/// A site's failure status as the STOW-RS failure reason (PS3.18 Table I.2-2): its own when it
+/// is one a client can act on, processing failure otherwise.
+fn stored_reason(status: u16) -> u16 {
+    match status {
+        0xA700..=0xA7FF | 0xA900..=0xA9FF | 0xC000..=0xCFFF | 0x0110 | 0x0122 => status,
+        _ => PROCESSING_FAILURE,
     }
 }
 

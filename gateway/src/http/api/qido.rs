@@ -105,7 +105,7 @@ async fn search(
     let scope = search_query::in_site_terms(access, scope).await?;
     let resource = format!("{:?} {:?} {:?}", scope.level, scope.study, scope.series);
     let key = SearchKey::new(
-        &access.project.id,
+        &access.cache_scope,
         access.site.as_deref(),
         &access.base_url,
         resource,

@@ -1,0 +1,599 @@
+//! A site reached by DICOMweb (PS3.18): an origin server, such as a gateway de-identifying
+//! inside a hospital, or an archive or cloud store that speaks DICOMweb natively. Its searches
+//! are QIDO-RS (the identifier the core built becomes a query string: matching keys with values,
+//! the others includefield), its retrievals WADO-RS multipart responses read part by part as they
+//! arrive (one instance held at a time, as a DIMSE retrieval holds one), its stores STOW-RS, and
+//! its echo a search for one study. crate::sites::Site wraps each call with the site's health
+//! and accounting, as it wraps DIMSE.
+//!
+//! How the gateway authenticates to the origin ([`Credentials`]) is the site's configuration;
+//! what a caller may see is decided at the origin when the caller's own token is forwarded, and
+//! by the gateway's projects in every case (docs/TWO-TIER.md).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use dicom_core::value::Value;
+use dicom_core::Tag;
+use dicom_dictionary_std::tags;
+use dicom_object::InMemDicomObject;
+use dicomweb_model::multipart::{boundary_of, MultipartReader};
+use dicomweb_model::{SeriesInstanceUid, SiteId, SopInstanceUid};
+use futures::stream::{self, BoxStream};
+use futures::{StreamExt, TryStreamExt};
+use pacs_adapter::{PlannedInstance, QueryLevel, RetrieveTarget, RetrievedInstance};
+
+use crate::sites::touched::Touched;
+
+/// How the gateway authenticates to an origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Credentials {
+    /// None: the origin is open to the gateway (a trusted network, mutual TLS).
+    None,
+    /// The caller's own bearer token, as it reached the gateway: the origin decides what the
+    /// caller sees there.
+    Forward,
+    /// A token of the gateway's own, read from a file when it changes (rotated by whoever
+    /// writes it).
+    TokenFile(PathBuf),
+}
+
+/// Why a DICOMweb operation did not reach an answer. Messages name the site, the operation and
+/// the HTTP status, never a URL (it holds UIDs) or anything of a response's body.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum WebError {
+    #[error("site {site}: cannot connect: {detail}")]
+    Connect { site: SiteId, detail: String },
+    #[error("site {site}: {operation} did not answer within {after:?}")]
+    Timeout { site: SiteId, operation: &'static str, after: Duration },
+    #[error("site {site} answered {operation} with HTTP {status}")]
+    Status { site: SiteId, operation: &'static str, status: u16 },
+    /// The origin refused the gateway's own credentials (401, 403): a configuration fault.
+    #[error("site {site} refused the gateway's credentials ({operation}: HTTP {status})")]
+    CredentialsRefused { site: SiteId, operation: &'static str, status: u16 },
+    #[error("site {site}: {operation}: {detail}")]
+    Malformed { site: SiteId, operation: &'static str, detail: String },
+    #[error("site {site}: the token file cannot be read: {detail}")]
+    TokenFile { site: SiteId, detail: String },
+    /// STOW-RS stored nothing of the instance: the origin's failure reason (PS3.18 Table I.2-2).
+    #[error("site {site} did not store the instance (reason {reason:#06x})")]
+    Refused { site: SiteId, reason: u16 },
+}
+
+impl WebError {
+    /// The origin itself is at fault (unreachable, timed out, broke the protocol, failing with
+    /// a 5xx, refusing the gateway's own credentials): it counts against the site's health.
+    pub(crate) fn is_site_fault(&self) -> bool {
+        match self {
+            WebError::Connect { .. }
+            | WebError::Timeout { .. }
+            | WebError::Malformed { .. }
+            | WebError::CredentialsRefused { .. }
+            | WebError::TokenFile { .. } => true,
+            WebError::Status { status, .. } => *status >= 500,
+            WebError::Refused { .. } => false,
+        }
+    }
+
+    pub(crate) fn fault_reason(&self) -> &'static str {
+        match self {
+            WebError::Connect { .. } => "unreachable",
+            WebError::Timeout { .. } => "timed out",
+            WebError::Malformed { .. } => "broke the DICOMweb protocol",
+            WebError::CredentialsRefused { .. } | WebError::TokenFile { .. } => "refused the gateway's credentials",
+            WebError::Status { .. } => "failed",
+            WebError::Refused { .. } => "refused",
+        }
+    }
+
+    pub(crate) fn is_timeout(&self) -> bool {
+        matches!(self, WebError::Timeout { .. })
+    }
+
+    pub(crate) fn is_not_found(&self) -> bool {
+        matches!(self, WebError::Status { status: 404, .. })
+    }
+}
+
+/// The most matches asked of an origin at once when it pages its answers.
+const PAGE: usize = 1000;
+
+/// A DICOMweb origin: its base URL (the `/studies` resource's parent), the HTTP client (its
+/// pool and TLS), the credentials, and the bounds.
+#[derive(Debug)]
+pub(crate) struct Dicomweb {
+    pub(crate) site: SiteId,
+    base: String,
+    client: reqwest::Client,
+    credentials: Credentials,
+    token: std::sync::Mutex<Option<(std::time::SystemTime, Arc<str>)>>,
+    /// Requests at once (`max_connections`).
+    slots: Arc<tokio::sync::Semaphore>,
+    max_connections: usize,
+    /// The most requests in flight at once so far.
+    peak: std::sync::atomic::AtomicUsize,
+    /// The largest instance held while it is read (one at a time per retrieval).
+    max_instance: usize,
+    timeout: Duration,
+}
+
+/// What a DICOMweb site is built from.
+#[derive(Debug, Clone)]
+pub(crate) struct Origin {
+    pub(crate) site: SiteId,
+    pub(crate) url: String,
+    pub(crate) credentials: Credentials,
+    pub(crate) max_connections: usize,
+    pub(crate) max_instance: usize,
+    pub(crate) timeout: Duration,
+    /// PEM files: the CA certificates the origin's certificate must chain to (instead of the
+    /// system's), and the gateway's client certificate and key.
+    pub(crate) ca: Option<PathBuf>,
+    pub(crate) client_identity: Option<(PathBuf, PathBuf)>,
+}
+
+impl Dicomweb {
+    pub(crate) fn new(origin: Origin) -> Result<Dicomweb, String> {
+        let mut builder = reqwest::Client::builder()
+            .connect_timeout(origin.timeout.min(Duration::from_secs(10)))
+            .read_timeout(origin.timeout)
+            .pool_max_idle_per_host(origin.max_connections)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("dicomweb-gateway/", env!("CARGO_PKG_VERSION")));
+        if let Some(ca) = &origin.ca {
+            let pem = std::fs::read(ca).map_err(|e| format!("tls.ca {}: {e}", ca.display()))?;
+            let certificates =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("tls.ca {}: {e}", ca.display()))?;
+            if certificates.is_empty() {
+                return Err(format!("tls.ca {}: no certificate in it", ca.display()));
+            }
+            // Pinned: only these anchors, not the system's.
+            builder = builder.tls_built_in_root_certs(false);
+            for certificate in certificates {
+                builder = builder.add_root_certificate(certificate);
+            }
+        }
+        if let Some((cert, key)) = &origin.client_identity {
+            let mut pem = std::fs::read(cert).map_err(|e| format!("tls.cert {}: {e}", cert.display()))?;
+            pem.extend(std::fs::read(key).map_err(|e| format!("tls.key {}: {e}", key.display()))?);
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| format!("tls.cert and tls.key: {e}"))?;
+            builder = builder.identity(identity);
+        }
+        let client = builder.build().map_err(|e| format!("the HTTP client: {e}"))?;
+        Ok(Dicomweb {
+            site: origin.site,
+            base: origin.url.trim_end_matches('/').to_owned(),
+            client,
+            credentials: origin.credentials,
+            token: std::sync::Mutex::new(None),
+            slots: Arc::new(tokio::sync::Semaphore::new(origin.max_connections)),
+            max_connections: origin.max_connections,
+            peak: std::sync::atomic::AtomicUsize::new(0),
+            max_instance: origin.max_instance,
+            timeout: origin.timeout,
+        })
+    }
+
+    /// Requests in flight now, and the most at once so far.
+    pub(crate) fn in_use(&self) -> (usize, usize) {
+        let in_use = self.max_connections - self.slots.available_permits();
+        (in_use, self.peak.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// The Authorization header for a request made for `touched`'s caller.
+    fn authorization(&self, touched: &Touched) -> Result<Option<Arc<str>>, WebError> {
+        match &self.credentials {
+            Credentials::None => Ok(None),
+            Credentials::Forward => Ok(touched.authorization()),
+            Credentials::TokenFile(path) => {
+                let modified = std::fs::metadata(path).and_then(|m| m.modified()).map_err(|e| self.token_error(e))?;
+                let mut cached = self.token.lock().unwrap_or_else(|p| p.into_inner());
+                if let Some((at, token)) = cached.as_ref().filter(|(at, _)| *at == modified) {
+                    let _ = at;
+                    return Ok(Some(token.clone()));
+                }
+                let text = std::fs::read_to_string(path).map_err(|e| self.token_error(e))?;
+                let token = text.trim();
+                if token.is_empty() || token.chars().any(|c| c.is_control()) {
+                    return Err(WebError::TokenFile {
+                        site: self.site.clone(),
+                        detail: "empty or not one line".into(),
+                    });
+                }
+                let header: Arc<str> = format!("Bearer {token}").into();
+                *cached = Some((modified, header.clone()));
+                Ok(Some(header))
+            }
+        }
+    }
+
+    fn token_error(&self, e: std::io::Error) -> WebError {
+        WebError::TokenFile { site: self.site.clone(), detail: e.kind().to_string() }
+    }
+
+    /// Sends a request and waits for its status line and headers (within the site's timeout),
+    /// holding one of the site's slots for as long as the response is read.
+    async fn send(
+        &self,
+        authorization: Option<Arc<str>>,
+        operation: &'static str,
+        request: reqwest::RequestBuilder,
+    ) -> Result<(reqwest::Response, tokio::sync::OwnedSemaphorePermit), WebError> {
+        let permit = tokio::time::timeout(self.timeout, self.slots.clone().acquire_owned())
+            .await
+            .map_err(|_| WebError::Timeout { site: self.site.clone(), operation, after: self.timeout })?
+            .map_err(|_| WebError::Connect { site: self.site.clone(), detail: "the site is shut down".into() })?;
+        self.peak.fetch_max(self.in_use().0, std::sync::atomic::Ordering::Relaxed);
+        let request = match authorization {
+            Some(authorization) => request.header(reqwest::header::AUTHORIZATION, authorization.as_ref()),
+            None => request,
+        };
+        let response = tokio::time::timeout(self.timeout, request.send())
+            .await
+            .map_err(|_| WebError::Timeout { site: self.site.clone(), operation, after: self.timeout })?
+            .map_err(|e| self.transport(operation, &e))?;
+        let status = response.status().as_u16();
+        if matches!(status, 401 | 403) && !matches!(self.credentials, Credentials::Forward) {
+            return Err(WebError::CredentialsRefused { site: self.site.clone(), operation, status });
+        }
+        Ok((response, permit))
+    }
+
+    fn transport(&self, operation: &'static str, e: &reqwest::Error) -> WebError {
+        if e.is_timeout() {
+            WebError::Timeout { site: self.site.clone(), operation, after: self.timeout }
+        } else if e.is_connect() {
+            // The chain says why (refused, TLS, name) without the URL.
+            WebError::Connect { site: self.site.clone(), detail: cause(e) }
+        } else {
+            WebError::Malformed { site: self.site.clone(), operation, detail: cause(e) }
+        }
+    }
+
+    /// A QIDO-RS search: the matches of `identifier` at `level`, at most `at_most` of them
+    /// (then true: there were more). A caller the origin refuses (401, 403, its own token
+    /// forwarded) has no matches there.
+    pub(crate) async fn find(
+        &self,
+        touched: &Touched,
+        level: QueryLevel,
+        identifier: &InMemDicomObject,
+        at_most: usize,
+    ) -> Result<(Vec<InMemDicomObject>, bool), WebError> {
+        let resource = match level {
+            QueryLevel::Study => "studies",
+            QueryLevel::Series => "series",
+            QueryLevel::Image => "instances",
+        };
+        let parameters = query_of(identifier);
+        let mut found = Vec::new();
+        // Paged: some origins cap `limit` below what was asked and say nothing.
+        loop {
+            let wanted = (at_most + 1 - found.len()).min(PAGE);
+            let mut page = parameters.clone();
+            page.push(("limit".into(), wanted.to_string()));
+            if !found.is_empty() {
+                page.push(("offset".into(), found.len().to_string()));
+            }
+            let request = self
+                .client
+                .get(format!("{}/{resource}", self.base))
+                .query(&page)
+                .header(reqwest::header::ACCEPT, "application/dicom+json");
+            let (response, _permit) = self.send(self.authorization(touched)?, "QIDO-RS", request).await?;
+            let status = response.status().as_u16();
+            match status {
+                204 => break,
+                200 => {}
+                401 | 403 | 404 => return Ok((Vec::new(), false)),
+                _ => return Err(WebError::Status { site: self.site.clone(), operation: "QIDO-RS", status }),
+            }
+            let body = self.body(response, "QIDO-RS", at_most.saturating_mul(64 << 10).max(16 << 20)).await?;
+            let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| self.malformed("QIDO-RS", e))?;
+            let matches =
+                dicomweb_model::dicom_json_read::read_array(&json).map_err(|e| self.malformed("QIDO-RS", e))?;
+            let got = matches.len();
+            found.extend(matches);
+            if found.len() > at_most {
+                found.truncate(at_most);
+                return Ok((found, true));
+            }
+            if got < wanted || got == 0 {
+                break;
+            }
+        }
+        Ok((found, false))
+    }
+
+    /// Reads a whole (small) body within `max` bytes.
+    async fn body(&self, response: reqwest::Response, operation: &'static str, max: usize) -> Result<Bytes, WebError> {
+        let mut body = bytes::BytesMut::new();
+        let mut chunks = response.bytes_stream();
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|e| self.transport(operation, &e))?;
+            if body.len() + chunk.len() > max {
+                return Err(self.malformed(operation, format!("the answer is larger than {max} bytes")));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body.freeze())
+    }
+
+    fn malformed(&self, operation: &'static str, detail: impl std::fmt::Display) -> WebError {
+        WebError::Malformed { site: self.site.clone(), operation, detail: detail.to_string() }
+    }
+
+    /// A WADO-RS retrieval of `target` in the instances' stored transfer syntaxes: instances
+    /// as the origin's multipart response delivers them, one held at a time. A list of
+    /// instances is asked one instance at a time, in order.
+    pub(crate) async fn retrieve(
+        self: &Arc<Self>,
+        touched: &Touched,
+        target: RetrieveTarget,
+    ) -> Result<BoxStream<'static, Result<RetrievedInstance, WebError>>, WebError> {
+        let base = format!("{}/studies/{}", self.base, target.study);
+        let urls: Vec<String> = match (&target.series, target.instances.as_slice()) {
+            (None, []) => vec![base],
+            (Some(series), []) => vec![format!("{base}/series/{series}")],
+            (Some(series), instances) => {
+                instances.iter().map(|i| format!("{base}/series/{series}/instances/{i}")).collect()
+            }
+            // An instance without its series: every instance resource needs it.
+            (None, _) => return Err(self.malformed("WADO-RS", "an instance asked without its series")),
+        };
+        let authorization = self.authorization(touched)?;
+        // The first response is awaited here, so that a missing study or a failing origin is
+        // known before the caller's response starts.
+        let mut urls = urls.into_iter();
+        let first = urls.next().map(|url| self.clone().instances_at(url, authorization.clone()));
+        let Some(first) = first else { return Ok(stream::empty().boxed()) };
+        let first = first.await?;
+        let this = self.clone();
+        let rest =
+            stream::iter(urls).then(move |url| this.clone().instances_at(url, authorization.clone())).try_flatten();
+        Ok(first.chain(rest).boxed())
+    }
+
+    /// The instances of one WADO-RS resource, read part by part; the request has been answered
+    /// when this returns.
+    async fn instances_at(
+        self: Arc<Self>,
+        url: String,
+        authorization: Option<Arc<str>>,
+    ) -> Result<BoxStream<'static, Result<RetrievedInstance, WebError>>, WebError> {
+        let request = self
+            .client
+            .get(url)
+            .header(reqwest::header::ACCEPT, "multipart/related; type=\"application/dicom\"; transfer-syntax=*");
+        let (response, permit) = self.send(authorization, "WADO-RS", request).await?;
+        let status = response.status().as_u16();
+        match status {
+            200 | 206 => {}
+            // The caller (its own token forwarded) is not let see it there: nothing of it.
+            204 | 401 | 403 | 404 => return Ok(stream::empty().boxed()),
+            _ => return Err(WebError::Status { site: self.site.clone(), operation: "WADO-RS", status }),
+        }
+        let content_type =
+            response.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+        let Some(boundary) = boundary_of(content_type) else {
+            return Err(self.malformed("WADO-RS", "the answer is not multipart/related"));
+        };
+        let site = self.site.clone();
+        let reader = MultipartReader::new(response.bytes_stream(), &boundary, self.max_instance, u64::MAX);
+        let deadline = self.timeout;
+        Ok(stream::try_unfold((reader, permit), move |(mut reader, permit)| {
+            let site = site.clone();
+            async move {
+                let part = tokio::time::timeout(deadline, reader.next_part())
+                    .await
+                    .map_err(|_| WebError::Timeout { site: site.clone(), operation: "WADO-RS", after: deadline })?
+                    .map_err(|e| WebError::Malformed {
+                        site: site.clone(),
+                        operation: "WADO-RS",
+                        detail: e.to_string(),
+                    })?;
+                let Some(part) = part else { return Ok(None) };
+                let instance = RetrievedInstance::from_part10(part.body).map_err(|e| WebError::Malformed {
+                    site: site.clone(),
+                    operation: "WADO-RS",
+                    detail: format!("a part is not a DICOM instance: {e}"),
+                })?;
+                Ok(Some((instance, (reader, permit))))
+            }
+        })
+        .boxed())
+    }
+
+    /// The instances under `scope` (a study or series), by QIDO-RS.
+    pub(crate) async fn list_instances(
+        &self,
+        touched: &Touched,
+        scope: &RetrieveTarget,
+        at_most: usize,
+    ) -> Result<Vec<PlannedInstance>, WebError> {
+        let mut identifier = scope.identifier();
+        identifier.put(dicom_core::DataElement::new(
+            tags::SERIES_INSTANCE_UID,
+            dicom_core::VR::UI,
+            dicom_core::PrimitiveValue::Str(scope.series.as_ref().map(|s| s.to_string()).unwrap_or_default()),
+        ));
+        identifier.put(dicom_core::DataElement::new(
+            tags::SOP_INSTANCE_UID,
+            dicom_core::VR::UI,
+            dicom_core::PrimitiveValue::Empty,
+        ));
+        let (found, _) = self.find(touched, QueryLevel::Image, &identifier, at_most).await?;
+        Ok(found
+            .iter()
+            .filter_map(|obj| {
+                let uid =
+                    |tag| obj.element(tag).ok()?.to_str().ok().map(|s| s.trim_end_matches(['\0', ' ']).to_owned());
+                Some(PlannedInstance {
+                    series: SeriesInstanceUid::from_peer(&uid(tags::SERIES_INSTANCE_UID)?).ok()?,
+                    sop_instance: SopInstanceUid::from_peer(&uid(tags::SOP_INSTANCE_UID)?).ok()?,
+                })
+            })
+            .collect())
+    }
+
+    /// A STOW-RS of one Part-10 instance: `Ok(None)` when stored, `Ok(Some(reason))` when
+    /// stored with a warning, [`WebError::Refused`] with the origin's reason when not.
+    pub(crate) async fn store(&self, touched: &Touched, part10: Bytes) -> Result<Option<u16>, WebError> {
+        let boundary = dicomweb_model::multipart::fresh_boundary();
+        let body: Vec<Bytes> = vec![
+            Bytes::from(format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n")),
+            part10,
+            Bytes::from(format!("\r\n--{boundary}--\r\n")),
+        ];
+        let request = self
+            .client
+            .post(format!("{}/studies", self.base))
+            .header(
+                reqwest::header::CONTENT_TYPE,
+                format!("multipart/related; type=\"application/dicom\"; boundary={boundary}"),
+            )
+            .header(reqwest::header::ACCEPT, "application/dicom+json")
+            .body(reqwest::Body::wrap_stream(stream::iter(body.into_iter().map(Ok::<_, std::io::Error>))));
+        let (response, _permit) = self.send(self.authorization(touched)?, "STOW-RS", request).await?;
+        let status = response.status().as_u16();
+        let answer = self.body(response, "STOW-RS", 16 << 20).await?;
+        let reason = || {
+            let json: serde_json::Value = serde_json::from_slice(&answer).ok()?;
+            let module = dicomweb_model::dicom_json_read::read_object(&json).ok()?;
+            let failed = module.element(tags::FAILED_SOP_SEQUENCE).ok()?;
+            let Value::Sequence(items) = failed.value() else { return None };
+            items.items().first()?.element(tags::FAILURE_REASON).ok()?.to_int::<u16>().ok()
+        };
+        match status {
+            200 => Ok(None),
+            202 => match reason() {
+                Some(reason) => Err(WebError::Refused { site: self.site.clone(), reason }),
+                None => Ok(Some(0xB000)),
+            },
+            409 | 400 | 415 => Err(WebError::Refused { site: self.site.clone(), reason: reason().unwrap_or(0xC000) }),
+            _ => Err(WebError::Status { site: self.site.clone(), operation: "STOW-RS", status }),
+        }
+    }
+
+    /// A search for one study: the origin answers DICOMweb. Any answer counts (even one
+    /// refusing the caller-less request), as a C-ECHO answered counts.
+    pub(crate) async fn echo(&self) -> Result<Duration, WebError> {
+        let began = Instant::now();
+        let request = self
+            .client
+            .get(format!("{}/studies", self.base))
+            .query(&[("limit", "1"), ("includefield", "00080020")])
+            .header(reqwest::header::ACCEPT, "application/dicom+json");
+        // A forwarding site is echoed without a caller: any answer but a 5xx shows it is there.
+        let authorization = match self.credentials {
+            Credentials::Forward => None,
+            _ => self.authorization(&Touched::default())?,
+        };
+        let (response, _permit) = self.send(authorization, "echo", request).await?;
+        let status = response.status().as_u16();
+        if status >= 500 {
+            return Err(WebError::Status { site: self.site.clone(), operation: "echo", status });
+        }
+        Ok(began.elapsed())
+    }
+}
+
+/// The QIDO-RS query of a C-FIND identifier: each attribute with a value a matching key
+/// (`GGGGEEEE=value`, `SSSSSSSS.GGGGEEEE=value` inside a sequence), each without one
+/// `includefield`. QueryRetrieveLevel and SpecificCharacterSet say nothing to QIDO-RS.
+pub(crate) fn query_of(identifier: &InMemDicomObject) -> Vec<(String, String)> {
+    let key = |tag: Tag| format!("{:04X}{:04X}", tag.group(), tag.element());
+    let mut query = Vec::new();
+    for element in identifier.iter() {
+        let tag = element.header().tag;
+        if tag == tags::QUERY_RETRIEVE_LEVEL || tag == tags::SPECIFIC_CHARACTER_SET {
+            continue;
+        }
+        match element.value() {
+            Value::Sequence(sequence) => {
+                let mut matched = false;
+                for item in sequence.items().iter().take(1) {
+                    for inner in item.iter() {
+                        if let Ok(text) = inner.to_str() {
+                            let text = text.trim_end_matches(['\0', ' ']);
+                            if !text.is_empty() {
+                                query.push((format!("{}.{}", key(tag), key(inner.header().tag)), text.to_owned()));
+                                matched = true;
+                            }
+                        }
+                    }
+                }
+                if !matched {
+                    query.push(("includefield".into(), key(tag)));
+                }
+            }
+            _ => {
+                let text = element.to_str().map(|t| t.trim_end_matches(['\0', ' ']).to_owned()).unwrap_or_default();
+                if text.is_empty() {
+                    query.push(("includefield".into(), key(tag)));
+                } else {
+                    query.push((key(tag), text));
+                }
+            }
+        }
+    }
+    query
+}
+
+/// The causes of a transport error, without the URL reqwest puts in its own message.
+fn cause(e: &reqwest::Error) -> String {
+    let mut causes = Vec::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(inner) = source {
+        causes.push(inner.to_string());
+        source = inner.source();
+    }
+    if causes.is_empty() {
+        "the connection failed".into()
+    } else {
+        causes.join(": ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dicom_core::value::DataSetSequence;
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+
+    #[test]
+    fn an_identifier_becomes_matching_keys_and_includefields() {
+        let item = InMemDicomObject::from_element_iter([DataElement::new(
+            tags::CODE_VALUE,
+            VR::SH,
+            PrimitiveValue::from("X"),
+        )]);
+        let identifier = InMemDicomObject::from_element_iter([
+            DataElement::new(tags::QUERY_RETRIEVE_LEVEL, VR::CS, PrimitiveValue::from("STUDY")),
+            DataElement::new(tags::SPECIFIC_CHARACTER_SET, VR::CS, PrimitiveValue::from("ISO_IR 192")),
+            DataElement::new(tags::PATIENT_NAME, VR::PN, PrimitiveValue::from("Doe*")),
+            DataElement::new(tags::STUDY_DATE, VR::DA, PrimitiveValue::from("20200101-")),
+            DataElement::new(tags::STUDY_INSTANCE_UID, VR::UI, PrimitiveValue::from("1.2.3\0")),
+            DataElement::new(tags::MODALITIES_IN_STUDY, VR::CS, PrimitiveValue::Empty),
+            DataElement::new(tags::ANATOMIC_REGION_SEQUENCE, VR::SQ, DataSetSequence::from(vec![item])),
+            DataElement::new(tags::REFERENCED_STUDY_SEQUENCE, VR::SQ, DataSetSequence::from(Vec::new())),
+        ]);
+        let query = query_of(&identifier);
+        let has = |k: &str, v: &str| query.iter().any(|(a, b)| a == k && b == v);
+        assert!(has("00100010", "Doe*") && has("00080020", "20200101-") && has("0020000D", "1.2.3"));
+        assert!(has("includefield", "00080061") && has("00082218.00080100", "X") && has("includefield", "00081110"));
+        assert!(!query.iter().any(|(k, _)| k == "00080052" || k == "00080005"));
+    }
+
+    #[test]
+    fn faults_are_the_origins_own_failures() {
+        let site = SiteId::new("edge").expect("id");
+        let status = |status| WebError::Status { site: site.clone(), operation: "QIDO-RS", status };
+        assert!(status(503).is_site_fault() && !status(404).is_site_fault() && !status(400).is_site_fault());
+        assert!(WebError::Connect { site: site.clone(), detail: "refused".into() }.is_site_fault());
+        assert!(!WebError::Refused { site: site.clone(), reason: 0xA700 }.is_site_fault());
+        assert!(WebError::CredentialsRefused { site, operation: "WADO-RS", status: 401 }.is_site_fault());
+    }
+}
