@@ -58,6 +58,7 @@ impl From<crate::sites::Unanswered> for Error {
         match e {
             crate::sites::Unanswered::Dimse(e) => Error::Pacs(e),
             crate::sites::Unanswered::Web(e) if e.is_not_found() => Error::NotFound(e.to_string()),
+            crate::sites::Unanswered::Web(e) if e.is_forbidden() => Error::Forbidden(e.to_string()),
             crate::sites::Unanswered::Web(e) => Error::Web(e),
             crate::sites::Unanswered::CircuitOpen { site, open } => {
                 Error::SitesDown { message: format!("site {site}: {open}"), retry_after: open.retry_in }

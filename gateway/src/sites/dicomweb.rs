@@ -20,7 +20,7 @@ use dicom_core::Tag;
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use dicomweb_model::multipart::{boundary_of, MultipartReader};
-use dicomweb_model::{SeriesInstanceUid, SiteId, SopInstanceUid};
+use dicomweb_model::{SeriesInstanceUid, SiteId, SopInstanceUid, StudyInstanceUid};
 use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt};
 use pacs_adapter::{PlannedInstance, QueryLevel, RetrieveTarget, RetrievedInstance};
@@ -94,6 +94,11 @@ impl WebError {
 
     pub(crate) fn is_not_found(&self) -> bool {
         matches!(self, WebError::Status { status: 404, .. })
+    }
+
+    /// The origin answered 403 about what was asked (withheld instances), not about the caller.
+    pub(crate) fn is_forbidden(&self) -> bool {
+        matches!(self, WebError::Status { status: 403, .. })
     }
 }
 
@@ -287,7 +292,8 @@ impl Dicomweb {
             match status {
                 204 => break,
                 200 => {}
-                401 | 403 | 404 => return Ok((Vec::new(), false)),
+                404 => return Ok((Vec::new(), false)),
+                _ if refuses_the_caller(&response) => return Ok((Vec::new(), false)),
                 _ => return Err(WebError::Status { site: self.site.clone(), operation: "QIDO-RS", status }),
             }
             let body = self.body(response, "QIDO-RS", at_most.saturating_mul(64 << 10).max(16 << 20)).await?;
@@ -371,8 +377,9 @@ impl Dicomweb {
         let status = response.status().as_u16();
         match status {
             200 | 206 => {}
+            204 | 404 => return Ok(stream::empty().boxed()),
             // The caller (its own token forwarded) is not let see it there: nothing of it.
-            204 | 401 | 403 | 404 => return Ok(stream::empty().boxed()),
+            _ if refuses_the_caller(&response) => return Ok(stream::empty().boxed()),
             _ => return Err(WebError::Status { site: self.site.clone(), operation: "WADO-RS", status }),
         }
         let content_type =
@@ -438,9 +445,10 @@ impl Dicomweb {
             .collect())
     }
 
-    /// A STOW-RS of one Part-10 instance: `Ok(None)` when stored, `Ok(Some(reason))` when
-    /// stored with a warning, [`WebError::Refused`] with the origin's reason when not.
-    pub(crate) async fn store(&self, touched: &Touched, part10: Bytes) -> Result<Option<u16>, WebError> {
+    /// A STOW-RS of one Part-10 instance: the warning it was stored with, if any, and the
+    /// UIDs the origin says it is retrieved by (another gateway de-identifying stores it under
+    /// pseudonyms); [`WebError::Refused`] with the origin's reason when it was not stored.
+    pub(crate) async fn store(&self, touched: &Touched, part10: Bytes) -> Result<StowAnswer, WebError> {
         let boundary = dicomweb_model::multipart::fresh_boundary();
         let body: Vec<Bytes> = vec![
             Bytes::from(format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n")),
@@ -459,18 +467,29 @@ impl Dicomweb {
         let (response, _permit) = self.send(self.authorization(touched)?, "STOW-RS", request).await?;
         let status = response.status().as_u16();
         let answer = self.body(response, "STOW-RS", 16 << 20).await?;
-        let reason = || {
-            let json: serde_json::Value = serde_json::from_slice(&answer).ok()?;
-            let module = dicomweb_model::dicom_json_read::read_object(&json).ok()?;
-            let failed = module.element(tags::FAILED_SOP_SEQUENCE).ok()?;
-            let Value::Sequence(items) = failed.value() else { return None };
-            items.items().first()?.element(tags::FAILURE_REASON).ok()?.to_int::<u16>().ok()
+        let module = serde_json::from_slice::<serde_json::Value>(&answer)
+            .ok()
+            .and_then(|json| dicomweb_model::dicom_json_read::read_object(&json).ok());
+        let first_item = |sequence| {
+            let element = module.as_ref()?.element(sequence).ok()?;
+            let Value::Sequence(items) = element.value() else { return None };
+            items.items().first().cloned()
+        };
+        let reason = || first_item(tags::FAILED_SOP_SEQUENCE)?.element(tags::FAILURE_REASON).ok()?.to_int::<u16>().ok();
+        let retrieved_by = || {
+            let url = first_item(tags::REFERENCED_SOP_SEQUENCE)?
+                .element(tags::RETRIEVE_URL)
+                .ok()?
+                .to_str()
+                .ok()?
+                .into_owned();
+            uids_of_instance_url(&url)
         };
         match status {
-            200 => Ok(None),
+            200 => Ok(StowAnswer { warning: None, retrieved_by: retrieved_by() }),
             202 => match reason() {
                 Some(reason) => Err(WebError::Refused { site: self.site.clone(), reason }),
-                None => Ok(Some(0xB000)),
+                None => Ok(StowAnswer { warning: Some(0xB000), retrieved_by: retrieved_by() }),
             },
             409 | 400 | 415 => Err(WebError::Refused { site: self.site.clone(), reason: reason().unwrap_or(0xC000) }),
             _ => Err(WebError::Status { site: self.site.clone(), operation: "STOW-RS", status }),
@@ -498,6 +517,30 @@ impl Dicomweb {
         }
         Ok(began.elapsed())
     }
+}
+
+/// What an origin answered a STOW-RS of one instance with.
+#[derive(Debug, Clone)]
+pub(crate) struct StowAnswer {
+    pub(crate) warning: Option<u16>,
+    /// The study, series and instance UIDs of the instance's RetrieveURL, when it gave one.
+    pub(crate) retrieved_by: Option<(StudyInstanceUid, SeriesInstanceUid, SopInstanceUid)>,
+}
+
+/// The UIDs of a WADO-RS instance URL (`.../studies/{s}/series/{se}/instances/{i}`).
+fn uids_of_instance_url(url: &str) -> Option<(StudyInstanceUid, SeriesInstanceUid, SopInstanceUid)> {
+    let mut segments = url.rsplit('/');
+    let instance = segments.next()?;
+    (segments.next()? == "instances").then_some(())?;
+    let series = segments.next()?;
+    (segments.next()? == "series").then_some(())?;
+    let study = segments.next()?;
+    (segments.next()? == "studies").then_some(())?;
+    Some((
+        StudyInstanceUid::from_peer(study).ok()?,
+        SeriesInstanceUid::from_peer(series).ok()?,
+        SopInstanceUid::from_peer(instance).ok()?,
+    ))
 }
 
 /// The QIDO-RS query of a C-FIND identifier: each attribute with a value a matching key
@@ -540,6 +583,16 @@ pub(crate) fn query_of(identifier: &InMemDicomObject) -> Vec<(String, String)> {
         }
     }
     query
+}
+
+/// The origin refuses the caller itself (RFC 6750: 401, or 403 with a Bearer challenge such as
+/// `insufficient_scope`), not what was asked (a 403 without one: withheld instances).
+fn refuses_the_caller(response: &reqwest::Response) -> bool {
+    match response.status().as_u16() {
+        401 => true,
+        403 => response.headers().contains_key(reqwest::header::WWW_AUTHENTICATE),
+        _ => false,
+    }
 }
 
 /// The causes of a transport error, without the URL reqwest puts in its own message.
@@ -585,6 +638,15 @@ mod tests {
         assert!(has("00100010", "Doe*") && has("00080020", "20200101-") && has("0020000D", "1.2.3"));
         assert!(has("includefield", "00080061") && has("00082218.00080100", "X") && has("includefield", "00081110"));
         assert!(!query.iter().any(|(k, _)| k == "00080052" || k == "00080005"));
+    }
+
+    #[test]
+    fn a_stored_instance_is_retrieved_by_the_uids_of_its_url() {
+        let (study, series, instance) =
+            uids_of_instance_url("https://edge/dicom-web/studies/2.25.1/series/2.25.2/instances/2.25.3").expect("uids");
+        assert_eq!((study.as_str(), series.as_str(), instance.as_str()), ("2.25.1", "2.25.2", "2.25.3"));
+        assert!(uids_of_instance_url("https://edge/dicom-web/studies/2.25.1").is_none());
+        assert!(uids_of_instance_url("https://edge/studies/x/series/2/instances/3").is_none());
     }
 
     #[test]

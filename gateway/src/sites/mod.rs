@@ -57,7 +57,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use dicom_object::InMemDicomObject;
-use dicomweb_model::SiteId;
+use dicomweb_model::{SeriesInstanceUid, SiteId, SopInstanceUid, StudyInstanceUid};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use pacs_adapter::{DimseError, FindRequest, PlannedInstance, QueryLevel, RetrieveTarget, RetrievedInstance};
@@ -141,10 +141,13 @@ pub(crate) struct Found {
     pub(crate) truncated: bool,
 }
 
-/// A site's answer to a store: stored, with the warning status it gave, if any.
-#[derive(Debug, Clone, Copy)]
+/// A site's answer to a store: stored, with the warning status it gave, if any, and the UIDs
+/// it is retrieved by there when the site said (a DICOMweb origin that de-identifies stores
+/// it under its pseudonyms).
+#[derive(Debug, Clone)]
 pub(crate) struct StoredAtSite {
     pub(crate) warning: Option<u16>,
+    pub(crate) retrieved_by: Option<(StudyInstanceUid, SeriesInstanceUid, SopInstanceUid)>,
 }
 
 /// How many operations the gateway has sent to a site since it started, by kind.
@@ -384,11 +387,13 @@ impl Site {
         let deadline = Instant::now() + self.operation_budget();
         let outcome = match &self.protocol {
             Protocol::Dimse(dimse) => match dimse.store(&part10, deadline).await {
-                Ok(stored) => Ok(StoredAtSite { warning: (stored.status.0 != 0).then_some(stored.status.0) }),
+                Ok(stored) => {
+                    Ok(StoredAtSite { warning: (stored.status.0 != 0).then_some(stored.status.0), retrieved_by: None })
+                }
                 Err(e) => Err(e.into()),
             },
             Protocol::Dicomweb(web) => match web.store(touched, part10).await {
-                Ok(warning) => Ok(StoredAtSite { warning }),
+                Ok(answer) => Ok(StoredAtSite { warning: answer.warning, retrieved_by: answer.retrieved_by }),
                 Err(e) => Err(e.into()),
             },
         };

@@ -253,6 +253,13 @@ async fn store_one(
     }
     match site.store(&access.touched, bytes).await {
         Ok(result) => {
+            // A site that stores under UIDs of its own (a gateway de-identifying inside its
+            // hospital) is retrieved by those; without de-identification here they are the
+            // site's UIDs and the client's.
+            let (study, series, instance_uid) = match (result.retrieved_by, access.privacy()) {
+                (Some((study, series, instance)), None) => (study, Some(series), instance),
+                _ => (study, series, instance_uid),
+            };
             // De-identifying, the instance is retrieved (like everything) by its pseudonyms.
             let (study_shown, series_shown, instance_shown) = match access.privacy() {
                 Some(privacy) => {

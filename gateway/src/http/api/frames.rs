@@ -220,7 +220,13 @@ fn acceptable(headers: &HeaderMap, media_type: &str, encapsulated: bool) -> bool
         match r.media_type.as_str() {
             "*/*" | "multipart/*" => true,
             "multipart/related" => {
-                part_type == media_type || (any_syntax && (!encapsulated || part_type == "application/octet-stream"))
+                // A part type may be a range itself: dicomweb-client asks `type="*/*"` by default.
+                let part_range = part_type
+                    .strip_suffix("/*")
+                    .is_some_and(|major| major == "*" || media_type.split('/').next() == Some(major));
+                part_type == media_type
+                    || part_range
+                    || (any_syntax && (!encapsulated || part_type == "application/octet-stream"))
             }
             _ => false,
         }
@@ -301,6 +307,21 @@ pub(crate) async fn bulkdata(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_part_type_may_be_a_range() {
+        let accept = |value: &str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(axum::http::header::ACCEPT, value.parse().expect("header"));
+            headers
+        };
+        // dicomweb-client's default for frames.
+        let any = accept("multipart/related; type=\"*/*\"");
+        assert!(acceptable(&any, "application/octet-stream", false) && acceptable(&any, "image/jpeg", true));
+        let images = accept("multipart/related; type=\"image/*\"");
+        assert!(acceptable(&images, "image/jp2", true) && !acceptable(&images, "application/octet-stream", false));
+        assert!(!acceptable(&accept("multipart/related; type=\"image/jpeg\""), "image/jp2", true));
+    }
 
     #[test]
     fn a_frame_list_names_each_frame_once_within_the_bound() {

@@ -1,0 +1,350 @@
+"""Two tiers (docs/TWO-TIER.md): each Orthanc site of the test bed behind its own edge gateway
+(DIMSE to its PACS, de-identifying with its own key, bearer tokens and projects), and a central
+gateway federating the three edges as DICOMweb sites, forwarding each caller's token. What the
+central serves is checked against what each edge serves the same caller: the union without
+duplicates, every study retrieved as the edge gives it, metadata, frames and rendered images, a
+store into one edge, an edge that freezes (Warning, circuit, probed back), an edge that refuses
+the caller (none of its studies anywhere), and not one identifying value in any byte the
+central serves or logs."""
+
+import hashlib
+import io
+import json
+import os
+import pathlib
+import signal
+import time
+
+import pydicom
+import pytest
+import requests
+from dicomweb_client.api import DICOMwebClient
+
+from conftest import free_port, launch, stop
+from test_access import Keys, auth_section, bearer, token
+from test_federation import ct_instance, orthanc
+
+ACCEPT_DICOM = {"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}
+# Which edge grants which project: a "lung" caller is refused at the edge of site-3.
+EDGE_PROJECTS = {"site-1": ["lung"], "site-2": ["lung", "liver"], "site-3": ["liver"]}
+
+
+def edge_config(testbed, site, port, tmp, auth):
+    projects = "".join(
+        f'\n[[projects]]\nid = "{p}"\nsites = ["{site["id"]}"]\npermissions = ["search", "retrieve", "store"]\n'
+        for p in EDGE_PROJECTS[site["id"]]
+    )
+    return f"""
+[server]
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}/dicom-web"
+
+[dimse]
+ae_title = "FEDGW9"
+listen = "127.0.0.1:{free_port()}"
+
+[[sites]]
+id = "{site['id']}"
+ae_title = "{site['ae_title']}"
+address = "127.0.0.1:{site['dicom_port']}"
+retrieve = "c-get"
+timeout = "10s"
+store = {"true" if site["id"] == "site-2" else "false"}
+
+[deid]
+profile = "basic"
+key_file = "{tmp}/edge-{site['id']}.key"
+state_dir = "{tmp}/edge-{site['id']}-state"
+
+[cache]
+search_ttl = "0s"
+{auth}{projects}"""
+
+
+def central_config(port, edges, tmp, auth):
+    sites = "".join(
+        f"""
+[[sites]]
+id = "edge-{site_id[-1]}"
+protocol = "dicomweb"
+url = "{url}"
+deidentified = true
+auth = "forward"
+timeout = "2s"
+store = {"true" if site_id == "site-2" else "false"}
+"""
+        for site_id, (url, _) in edges.items()
+    )
+    return f"""
+[server]
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}/dicom-web"
+
+[dimse]
+ae_title = "CENTRAL"
+listen = "127.0.0.1:{free_port()}"
+{sites}
+[federation]
+echo_interval = "1s"
+circuit_failures = 2
+circuit_open = "2s"
+
+[cache]
+search_ttl = "0s"
+
+[audit]
+path = "{tmp}/central-audit.jsonl"
+
+[[projects]]
+id = "lung"
+sites = ["edge-1", "edge-2", "edge-3"]
+permissions = ["search", "retrieve", "store"]
+
+[[projects]]
+id = "liver"
+sites = ["edge-2", "edge-3"]
+permissions = ["search", "retrieve"]
+{auth}"""
+
+
+@pytest.fixture(scope="module")
+def tiers(testbed, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("two-tier")
+    keys = Keys()
+    (tmp / "jwks.json").write_text(json.dumps(keys.jwks()))
+    auth = auth_section(jwks_file=tmp / "jwks.json")
+    edges, processes = {}, []
+    try:
+        for site in testbed["sites"]:
+            if site["kind"] != "orthanc":
+                continue
+            port = free_port()
+            process = launch(edge_config(testbed, site, port, tmp, auth), port)
+            processes.append(process)
+            edges[site["id"]] = (f"http://127.0.0.1:{port}/dicom-web", process)
+        port = free_port()
+        central = launch(central_config(port, edges, tmp, auth), port)
+        processes.append(central)
+        yield {
+            "central": f"http://127.0.0.1:{port}/dicom-web",
+            "central_process": central,
+            "edges": edges,
+            "keys": keys,
+            "tmp": tmp,
+        }
+    finally:
+        for process in processes:
+            os.kill(process.pid, signal.SIGCONT)
+            stop(process)
+
+
+def caller(tiers, *projects):
+    return bearer(token(tiers["keys"].rsa, projects=list(projects)))
+
+
+def study_uids(url, headers, **params):
+    answer = requests.get(f"{url}/studies", headers=headers, params=params, timeout=30)
+    if answer.status_code in (204, 401, 403):
+        return []
+    answer.raise_for_status()
+    return [s["0020000D"]["Value"][0] for s in answer.json()]
+
+
+def identifying_values(testbed):
+    """The patients' names and ids as the sites hold them: none may leave an edge."""
+    values = set()
+    for site in testbed["sites"]:
+        if site["kind"] != "orthanc":
+            continue
+        for patient in requests.get(f"{site['http_url']}/patients", params={"expand": ""}).json():
+            for key in ("PatientName", "PatientID"):
+                value = patient["MainDicomTags"].get(key, "").strip()
+                if len(value) >= 4:
+                    values.add(value)
+    return values
+
+
+def test_the_central_answers_the_union_of_what_each_edge_answers_the_caller(tiers):
+    lung = caller(tiers, "lung")
+    at_central = study_uids(tiers["central"], lung)
+    assert len(at_central) == len(set(at_central)), "no study twice"
+    expected = set()
+    for site_id, (url, _) in tiers["edges"].items():
+        expected |= set(study_uids(url, lung))
+    assert expected, "the edges show the caller studies"
+    assert set(at_central) == expected
+    # The edges' pseudonyms are passed on as they are: no second layer.
+    assert all(uid.startswith("2.25.") for uid in at_central)
+
+
+def served_whole(url, headers):
+    try:
+        return requests.get(url, headers=headers, timeout=30).status_code == 200
+    except requests.exceptions.ChunkedEncodingError:
+        return False
+
+
+def test_a_caller_an_edge_refuses_sees_none_of_that_edges_studies(tiers):
+    lung, liver = caller(tiers, "lung"), caller(tiers, "liver")
+    edge_3_url = tiers["edges"]["site-3"][0]
+    assert requests.get(f"{edge_3_url}/studies", headers=lung).status_code == 403
+    only_at_edge_3 = set(study_uids(edge_3_url, liver)) - set(study_uids(tiers["edges"]["site-2"][0], liver))
+    assert only_at_edge_3
+    assert not only_at_edge_3 & set(study_uids(tiers["central"], lung))
+    # A study the edge serves whole to a caller it lets see it (not one it withholds, nor one
+    # its PACS cannot send whole).
+    study = next(uid for uid in sorted(only_at_edge_3) if served_whole(f"{edge_3_url}/studies/{uid}/metadata", liver))
+    # Neither found by its UID nor retrieved: the caller's token goes to the edge, which refuses.
+    assert study_uids(tiers["central"], lung, StudyInstanceUID=study) == []
+    assert requests.get(f"{tiers['central']}/studies/{study}", headers={**lung, **ACCEPT_DICOM}).status_code == 404
+    # The same study for a caller the edge lets see it.
+    got = requests.get(f"{tiers['central']}/studies/{study}/metadata", headers=liver, timeout=30)
+    assert got.status_code == 200 and got.json()
+
+
+def instances_of(response):
+    content_type = response.headers["Content-Type"]
+    boundary = content_type.split("boundary=")[1].split(";")[0].strip('"')
+    parts = response.content.split(f"--{boundary}".encode())[1:-1]
+    out = []
+    for part in parts:
+        body = part.split(b"\r\n\r\n", 1)[1][:-2]
+        out.append(pydicom.dcmread(io.BytesIO(body)))
+    return out
+
+
+def fetched(url, headers):
+    """The response, or None when it broke off (a retrieval that failed part-way is aborted,
+    never closed as if complete)."""
+    try:
+        return requests.get(url, headers=headers, timeout=120)
+    except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError):
+        return None
+
+
+def test_every_study_retrieves_through_the_central_as_its_edge_serves_it(tiers):
+    lung = caller(tiers, "lung")
+    compared = 0
+    for site_id in ("site-1", "site-2"):
+        edge = tiers["edges"][site_id][0]
+        for study in study_uids(edge, lung):
+            direct = fetched(f"{edge}/studies/{study}", {**lung, **ACCEPT_DICOM})
+            through = fetched(f"{tiers['central']}/studies/{study}", {**lung, **ACCEPT_DICOM})
+            if direct is None:
+                # The edge's PACS cannot send it whole: neither can the central.
+                assert through is None or through.status_code >= 500, (site_id, study)
+                continue
+            # A study the edge withholds whole (burned-in text) is refused alike.
+            assert through is not None and through.status_code == direct.status_code, (site_id, study, direct.text)
+            if direct.status_code != 200:
+                assert direct.status_code == 403 and "withheld" in direct.text
+                continue
+            by_uid = lambda response: {ds.SOPInstanceUID: ds for ds in instances_of(response)}
+            got, want = by_uid(through), by_uid(direct)
+            assert set(got) == set(want), (site_id, study)
+            for uid, ds in want.items():
+                assert got[uid].get("PatientID") == ds.get("PatientID") and got[uid].StudyInstanceUID == study
+                if "PixelData" in ds:
+                    assert hashlib.sha256(got[uid].PixelData).digest() == hashlib.sha256(ds.PixelData).digest()
+            compared += 1
+    assert compared >= 3, "studies compared instance by instance"
+
+
+def test_metadata_frames_and_rendered_through_the_central(tiers):
+    lung = caller(tiers, "lung")
+    client = DICOMwebClient(tiers["central"], headers=lung)
+    studies = client.search_for_studies(search_filters={"ModalitiesInStudy": "CT"})
+    assert studies, "a CT study through the central"
+    study = studies[0]["0020000D"]["Value"][0]
+    instances = client.search_for_instances(study_instance_uid=study)
+    series, sop = instances[0]["0020000E"]["Value"][0], instances[0]["00080018"]["Value"][0]
+    metadata = client.retrieve_instance_metadata(study, series, sop)
+    assert metadata["0020000D"]["Value"][0] == study
+    frames = client.retrieve_instance_frames(study, series, sop, frame_numbers=[1])
+    assert len(frames) == 1 and len(frames[0]) > 0
+    rendered = requests.get(
+        f"{tiers['central']}/studies/{study}/series/{series}/instances/{sop}/rendered",
+        headers={**lung, "Accept": "image/jpeg"},
+        timeout=30,
+    )
+    assert rendered.status_code == 200 and rendered.content[:2] == b"\xff\xd8"
+    thumbnail = requests.get(f"{tiers['central']}/studies/{study}/thumbnail", headers={**lung, "Accept": "image/jpeg"})
+    assert thumbnail.status_code == 200 and thumbnail.content[:2] == b"\xff\xd8"
+
+
+def test_a_store_through_the_central_lands_at_its_edge_under_the_edges_pseudonyms(tiers, testbed):
+    lung = caller(tiers, "lung")
+    ds, part10 = ct_instance(testbed, "TWO-TIER-STOW", PatientName="Stored^Through^Central")
+    before = requests.get(f"{orthanc(testbed, 'site-2')}/statistics").json()["CountInstances"]
+    boundary = "two-tier-boundary"
+    body = (
+        f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
+        + part10
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    answer = requests.post(
+        f"{tiers['central']}/studies",
+        data=body,
+        headers={**lung, "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}', "Accept": "application/dicom+json"},
+        timeout=60,
+    )
+    assert answer.status_code == 200, answer.text
+    url = answer.json()["00081199"]["Value"][0]["00081190"]["Value"][0]
+    study = url.split("/studies/")[1].split("/")[0]
+    assert study != ds.StudyInstanceUID, "the edge stored it under its pseudonym"
+    assert study in study_uids(tiers["edges"]["site-2"][0], lung)
+    assert study in study_uids(tiers["central"], lung)
+    got = requests.get(url, headers={**lung, **ACCEPT_DICOM}, timeout=30)
+    assert got.status_code == 200
+    (instance,) = instances_of(got)
+    assert "Stored" not in str(instance.PatientName) and instance.PatientID != "TWO-TIER-STOW"
+    # At the hospital, the PACS holds it (in the edge's terms for it).
+    assert requests.get(f"{orthanc(testbed, 'site-2')}/statistics").json()["CountInstances"] == before + 1
+
+
+def test_nothing_identifying_reaches_any_byte_the_central_serves_or_logs(tiers, testbed):
+    lung = caller(tiers, "lung")
+    served = bytearray()
+    for path in ("/studies?includefield=all", "/series?includefield=all&limit=500"):
+        served += requests.get(tiers["central"] + path, headers=lung, timeout=60).content
+    for study in study_uids(tiers["central"], lung)[:6]:
+        served += requests.get(f"{tiers['central']}/studies/{study}/metadata", headers=lung, timeout=60).content
+        served += requests.get(f"{tiers['central']}/studies/{study}", headers={**lung, **ACCEPT_DICOM}, timeout=120).content
+    served += pathlib.Path(tiers["central_process"].log_path).read_bytes()
+    served += (tiers["tmp"] / "central-audit.jsonl").read_bytes()
+    values = identifying_values(testbed)
+    assert values
+    leaked = sorted(v for v in values if v.encode() in served)
+    assert leaked == []
+
+
+def test_a_frozen_edge_is_a_warning_then_an_open_circuit_then_probed_back(tiers):
+    lung = caller(tiers, "lung")
+    admin = f"{tiers['central'].removesuffix('/dicom-web')}/admin/sites"
+    _, edge_process = tiers["edges"]["site-1"]
+    os.kill(edge_process.pid, signal.SIGSTOP)
+    try:
+        answer = requests.get(f"{tiers['central']}/studies", headers=lung, timeout=30)
+        assert answer.status_code == 200
+        warning = answer.headers.get("Warning", "")
+        assert warning.startswith("299") and "edge-1" in warning, warning
+        for _ in range(3):
+            requests.get(f"{tiers['central']}/studies", headers=lung, timeout=30)
+        sites = {s["id"]: s for s in requests.get(admin, headers=lung).json()["sites"]}
+        assert sites["edge-1"]["circuit"] == "open", sites["edge-1"]
+        began = time.monotonic()
+        answer = requests.get(f"{tiers['central']}/studies", headers=lung, timeout=30)
+        assert time.monotonic() - began < 1.5, "an open circuit is not waited for"
+        assert "edge-1" in answer.headers.get("Warning", "")
+    finally:
+        os.kill(edge_process.pid, signal.SIGCONT)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        sites = {s["id"]: s for s in requests.get(admin, headers=lung).json()["sites"]}
+        if sites["edge-1"]["circuit"] == "closed":
+            break
+        requests.get(f"{tiers['central']}/studies", headers=lung, timeout=30)
+        time.sleep(0.5)
+    assert sites["edge-1"]["circuit"] == "closed", sites["edge-1"]
+    answer = requests.get(f"{tiers['central']}/studies", headers=lung, timeout=30)
+    assert "Warning" not in answer.headers
