@@ -18,7 +18,7 @@ pub async fn files_named(config: &Config) -> Vec<String> {
     for (i, site) in config.sites.iter().enumerate() {
         // Building the site reads its TLS files (and nothing is sent).
         if let Err(e) = crate::sites::protocol(config, site, None) {
-            problems.push(format!("sites[{i}] ({}): {e}", site.id));
+            problems.push(format!("sites[{i}] ({}).tls: {e}", site.id));
         }
     }
     if let AuthMode::Jwt(jwt) = &config.auth {

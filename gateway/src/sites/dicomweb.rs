@@ -148,11 +148,11 @@ impl Dicomweb {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("dicomweb-gateway/", env!("CARGO_PKG_VERSION")));
         if let Some(ca) = &origin.ca {
-            let pem = std::fs::read(ca).map_err(|e| format!("tls.ca {}: {e}", ca.display()))?;
+            let pem = std::fs::read(ca).map_err(|e| format!("ca {}: {e}", ca.display()))?;
             let certificates =
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("tls.ca {}: {e}", ca.display()))?;
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("ca {}: {e}", ca.display()))?;
             if certificates.is_empty() {
-                return Err(format!("tls.ca {}: no certificate in it", ca.display()));
+                return Err(format!("ca {}: no certificate in it", ca.display()));
             }
             // Pinned: only these anchors, not the system's.
             builder = builder.tls_built_in_root_certs(false);
@@ -161,9 +161,9 @@ impl Dicomweb {
             }
         }
         if let Some((cert, key)) = &origin.client_identity {
-            let mut pem = std::fs::read(cert).map_err(|e| format!("tls.cert {}: {e}", cert.display()))?;
-            pem.extend(std::fs::read(key).map_err(|e| format!("tls.key {}: {e}", key.display()))?);
-            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| format!("tls.cert and tls.key: {e}"))?;
+            let mut pem = std::fs::read(cert).map_err(|e| format!("cert {}: {e}", cert.display()))?;
+            pem.extend(std::fs::read(key).map_err(|e| format!("key {}: {e}", key.display()))?);
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| format!("cert and key: {e}"))?;
             builder = builder.identity(identity);
         }
         let client = builder.build().map_err(|e| format!("the HTTP client: {e}"))?;
