@@ -348,3 +348,70 @@ def test_a_frozen_edge_is_a_warning_then_an_open_circuit_then_probed_back(tiers)
     assert sites["edge-1"]["circuit"] == "closed", sites["edge-1"]
     answer = requests.get(f"{tiers['central']}/studies", headers=lung, timeout=30)
     assert "Warning" not in answer.headers
+
+
+@pytest.fixture(scope="module")
+def over_orthancs_dicomweb(testbed, tmp_path_factory):
+    """A de-identifying gateway whose one site is Orthanc's own DICOMweb (not de-identified):
+    an archive that speaks DICOMweb natively, federated as it is."""
+    tmp = tmp_path_factory.mktemp("orthanc-dicomweb")
+    port = free_port()
+    config = f"""
+[server]
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}/dicom-web"
+
+[dimse]
+ae_title = "FEDGW9"
+listen = "127.0.0.1:{free_port()}"
+
+[[sites]]
+id = "orthanc-web"
+protocol = "dicomweb"
+url = "{orthanc(testbed, 'site-1')}/dicom-web/"
+timeout = "10s"
+
+[deid]
+profile = "basic"
+key_file = "{tmp}/deid.key"
+state_dir = "{tmp}/state"
+
+[cache]
+search_ttl = "0s"
+
+[auth]
+mode = "none"
+"""
+    process = launch(config, port)
+    yield f"http://127.0.0.1:{port}/dicom-web", process
+    stop(process)
+
+
+def test_an_archives_own_dicomweb_is_a_site_de_identified_by_the_gateway(over_orthancs_dicomweb, testbed):
+    url, process = over_orthancs_dicomweb
+    site = orthanc(testbed, "site-1")
+    at_orthanc = requests.get(f"{site}/dicom-web/studies").json()
+    through = requests.get(f"{url}/studies", params={"includefield": "all"}, timeout=60)
+    assert through.status_code == 200 and "Warning" not in through.headers
+    studies = through.json()
+    # One result per study UID (Orthanc keeps one study as two records that differ by padding).
+    assert len(studies) == len({s["0020000D"]["Value"][0].strip() for s in at_orthanc})
+    # De-identified here: pseudonyms for UIDs, nothing of the patients.
+    originals = {s["0020000D"]["Value"][0] for s in at_orthanc}
+    assert not originals & {s["0020000D"]["Value"][0] for s in studies}
+    leaked = sorted(v for v in identifying_values(testbed) if v in through.text)
+    # Roll-ups come from the origin's answers too.
+    assert all(int(s["00201208"]["Value"][0]) > 0 for s in studies)
+    compared = 0
+    for study in studies:
+        uid = study["0020000D"]["Value"][0]
+        got = fetched(f"{url}/studies/{uid}", ACCEPT_DICOM)
+        if got is None or got.status_code != 200:
+            continue
+        instances = instances_of(got)
+        assert instances and all(ds.StudyInstanceUID == uid for ds in instances)
+        assert not any(v.encode() in got.content for v in identifying_values(testbed))
+        compared += 1
+    assert compared >= 2
+    assert leaked == []
+    assert not [v for v in identifying_values(testbed) if v.encode() in pathlib.Path(process.log_path).read_bytes()]
