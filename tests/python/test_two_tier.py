@@ -23,13 +23,18 @@ from dicomweb_client.api import DICOMwebClient
 from conftest import free_port, launch, stop
 from test_access import Keys, auth_section, bearer, token
 from test_federation import ct_instance, orthanc
+from test_https import Authority
 
+# Every request of these tests: the edges speak HTTPS with client certificates, as the central
+# does to them (the fixture sets the CA and the certificate).
+HTTP = requests.Session()
+HTTP.trust_env = False
 ACCEPT_DICOM = {"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}
 # Which edge grants which project: a "lung" caller is refused at the edge of site-3.
 EDGE_PROJECTS = {"site-1": ["lung"], "site-2": ["lung", "liver"], "site-3": ["liver"]}
 
 
-def edge_config(testbed, site, port, tmp, auth):
+def edge_config(testbed, site, port, tmp, auth, tls):
     projects = "".join(
         f'\n[[projects]]\nid = "{p}"\nsites = ["{site["id"]}"]\npermissions = ["search", "retrieve", "store"]\n'
         for p in EDGE_PROJECTS[site["id"]]
@@ -37,7 +42,8 @@ def edge_config(testbed, site, port, tmp, auth):
     return f"""
 [server]
 listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}/dicom-web"
+public_url = "https://127.0.0.1:{port}/dicom-web"
+{tls}
 
 [dimse]
 ae_title = "FEDGW9"
@@ -61,7 +67,7 @@ search_ttl = "0s"
 {auth}{projects}"""
 
 
-def central_config(port, edges, tmp, auth):
+def central_config(port, edges, tmp, auth, site_tls):
     sites = "".join(
         f"""
 [[sites]]
@@ -70,8 +76,9 @@ protocol = "dicomweb"
 url = "{url}"
 deidentified = true
 auth = "forward"
-timeout = "2s"
+timeout = "5s"
 store = {"true" if site_id == "site-2" else "false"}
+{site_tls}
 """
         for site_id, (url, _) in edges.items()
     )
@@ -87,7 +94,7 @@ listen = "127.0.0.1:{free_port()}"
 [federation]
 echo_interval = "1s"
 circuit_failures = 2
-circuit_open = "2s"
+circuit_open = "8s"
 
 [cache]
 search_ttl = "0s"
@@ -110,6 +117,13 @@ permissions = ["search", "retrieve"]
 @pytest.fixture(scope="module")
 def tiers(testbed, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("two-tier")
+    # The edges serve HTTPS and ask for a client certificate; the central pins their CA.
+    ca = Authority(tmp, "federation-ca")
+    edge_cert, edge_key = ca.issue("edge", server=True)
+    central_cert, central_key = ca.issue("central", server=False)
+    edge_tls = f'tls = {{ cert = "{edge_cert}", key = "{edge_key}", client_ca = "{ca.path}" }}'
+    site_tls = f'tls = {{ ca = "{ca.path}", cert = "{central_cert}", key = "{central_key}" }}'
+    HTTP.verify, HTTP.cert = str(ca.path), (str(central_cert), str(central_key))
     keys = Keys()
     (tmp / "jwks.json").write_text(json.dumps(keys.jwks()))
     auth = auth_section(jwks_file=tmp / "jwks.json")
@@ -119,11 +133,17 @@ def tiers(testbed, tmp_path_factory):
             if site["kind"] != "orthanc":
                 continue
             port = free_port()
-            process = launch(edge_config(testbed, site, port, tmp, auth), port)
+            process = launch(
+                edge_config(testbed, site, port, tmp, auth, edge_tls),
+                port,
+                "https",
+                verify=str(ca.path),
+                client_cert=(str(central_cert), str(central_key)),
+            )
             processes.append(process)
-            edges[site["id"]] = (f"http://127.0.0.1:{port}/dicom-web", process)
+            edges[site["id"]] = (f"https://127.0.0.1:{port}/dicom-web", process)
         port = free_port()
-        central = launch(central_config(port, edges, tmp, auth), port)
+        central = launch(central_config(port, edges, tmp, auth, site_tls), port)
         processes.append(central)
         yield {
             "central": f"http://127.0.0.1:{port}/dicom-web",
@@ -131,6 +151,9 @@ def tiers(testbed, tmp_path_factory):
             "edges": edges,
             "keys": keys,
             "tmp": tmp,
+            "ca": ca,
+            "client_cert": (str(central_cert), str(central_key)),
+            "auth": auth,
         }
     finally:
         for process in processes:
@@ -143,7 +166,7 @@ def caller(tiers, *projects):
 
 
 def study_uids(url, headers, **params):
-    answer = requests.get(f"{url}/studies", headers=headers, params=params, timeout=30)
+    answer = HTTP.get(f"{url}/studies", headers=headers, params=params, timeout=30)
     if answer.status_code in (204, 401, 403):
         return []
     answer.raise_for_status()
@@ -151,16 +174,18 @@ def study_uids(url, headers, **params):
 
 
 def identifying_values(testbed):
-    """The patients' names and ids as the sites hold them: none may leave an edge."""
+    """The patients' names and ids as the sites hold them: none may leave an edge. An id of
+    digits alone is looked for as a whole value (`"99000"`): as bare digits it turns up inside
+    any UID or pixel data."""
     values = set()
     for site in testbed["sites"]:
         if site["kind"] != "orthanc":
             continue
-        for patient in requests.get(f"{site['http_url']}/patients", params={"expand": ""}).json():
+        for patient in HTTP.get(f"{site['http_url']}/patients", params={"expand": ""}).json():
             for key in ("PatientName", "PatientID"):
                 value = patient["MainDicomTags"].get(key, "").strip()
                 if len(value) >= 4:
-                    values.add(value)
+                    values.add(f'"{value}"' if value.isdigit() else value)
     return values
 
 
@@ -179,7 +204,7 @@ def test_the_central_answers_the_union_of_what_each_edge_answers_the_caller(tier
 
 def served_whole(url, headers):
     try:
-        return requests.get(url, headers=headers, timeout=30).status_code == 200
+        return HTTP.get(url, headers=headers, timeout=30).status_code == 200
     except requests.exceptions.ChunkedEncodingError:
         return False
 
@@ -187,7 +212,7 @@ def served_whole(url, headers):
 def test_a_caller_an_edge_refuses_sees_none_of_that_edges_studies(tiers):
     lung, liver = caller(tiers, "lung"), caller(tiers, "liver")
     edge_3_url = tiers["edges"]["site-3"][0]
-    assert requests.get(f"{edge_3_url}/studies", headers=lung).status_code == 403
+    assert HTTP.get(f"{edge_3_url}/studies", headers=lung).status_code == 403
     only_at_edge_3 = set(study_uids(edge_3_url, liver)) - set(study_uids(tiers["edges"]["site-2"][0], liver))
     assert only_at_edge_3
     assert not only_at_edge_3 & set(study_uids(tiers["central"], lung))
@@ -196,9 +221,9 @@ def test_a_caller_an_edge_refuses_sees_none_of_that_edges_studies(tiers):
     study = next(uid for uid in sorted(only_at_edge_3) if served_whole(f"{edge_3_url}/studies/{uid}/metadata", liver))
     # Neither found by its UID nor retrieved: the caller's token goes to the edge, which refuses.
     assert study_uids(tiers["central"], lung, StudyInstanceUID=study) == []
-    assert requests.get(f"{tiers['central']}/studies/{study}", headers={**lung, **ACCEPT_DICOM}).status_code == 404
+    assert HTTP.get(f"{tiers['central']}/studies/{study}", headers={**lung, **ACCEPT_DICOM}).status_code == 404
     # The same study for a caller the edge lets see it.
-    got = requests.get(f"{tiers['central']}/studies/{study}/metadata", headers=liver, timeout=30)
+    got = HTTP.get(f"{tiers['central']}/studies/{study}/metadata", headers=liver, timeout=30)
     assert got.status_code == 200 and got.json()
 
 
@@ -217,7 +242,7 @@ def fetched(url, headers):
     """The response, or None when it broke off (a retrieval that failed part-way is aborted,
     never closed as if complete)."""
     try:
-        return requests.get(url, headers=headers, timeout=120)
+        return HTTP.get(url, headers=headers, timeout=120)
     except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError):
         return None
 
@@ -262,27 +287,27 @@ def test_metadata_frames_and_rendered_through_the_central(tiers):
     assert metadata["0020000D"]["Value"][0] == study
     frames = client.retrieve_instance_frames(study, series, sop, frame_numbers=[1])
     assert len(frames) == 1 and len(frames[0]) > 0
-    rendered = requests.get(
+    rendered = HTTP.get(
         f"{tiers['central']}/studies/{study}/series/{series}/instances/{sop}/rendered",
         headers={**lung, "Accept": "image/jpeg"},
         timeout=30,
     )
     assert rendered.status_code == 200 and rendered.content[:2] == b"\xff\xd8"
-    thumbnail = requests.get(f"{tiers['central']}/studies/{study}/thumbnail", headers={**lung, "Accept": "image/jpeg"})
+    thumbnail = HTTP.get(f"{tiers['central']}/studies/{study}/thumbnail", headers={**lung, "Accept": "image/jpeg"})
     assert thumbnail.status_code == 200 and thumbnail.content[:2] == b"\xff\xd8"
 
 
 def test_a_store_through_the_central_lands_at_its_edge_under_the_edges_pseudonyms(tiers, testbed):
     lung = caller(tiers, "lung")
     ds, part10 = ct_instance(testbed, "TWO-TIER-STOW", PatientName="Stored^Through^Central")
-    before = requests.get(f"{orthanc(testbed, 'site-2')}/statistics").json()["CountInstances"]
+    before = HTTP.get(f"{orthanc(testbed, 'site-2')}/statistics").json()["CountInstances"]
     boundary = "two-tier-boundary"
     body = (
         f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode()
         + part10
         + f"\r\n--{boundary}--\r\n".encode()
     )
-    answer = requests.post(
+    answer = HTTP.post(
         f"{tiers['central']}/studies",
         data=body,
         headers={**lung, "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}', "Accept": "application/dicom+json"},
@@ -294,22 +319,22 @@ def test_a_store_through_the_central_lands_at_its_edge_under_the_edges_pseudonym
     assert study != ds.StudyInstanceUID, "the edge stored it under its pseudonym"
     assert study in study_uids(tiers["edges"]["site-2"][0], lung)
     assert study in study_uids(tiers["central"], lung)
-    got = requests.get(url, headers={**lung, **ACCEPT_DICOM}, timeout=30)
+    got = HTTP.get(url, headers={**lung, **ACCEPT_DICOM}, timeout=30)
     assert got.status_code == 200
     (instance,) = instances_of(got)
     assert "Stored" not in str(instance.PatientName) and instance.PatientID != "TWO-TIER-STOW"
     # At the hospital, the PACS holds it (in the edge's terms for it).
-    assert requests.get(f"{orthanc(testbed, 'site-2')}/statistics").json()["CountInstances"] == before + 1
+    assert HTTP.get(f"{orthanc(testbed, 'site-2')}/statistics").json()["CountInstances"] == before + 1
 
 
 def test_nothing_identifying_reaches_any_byte_the_central_serves_or_logs(tiers, testbed):
     lung = caller(tiers, "lung")
     served = bytearray()
     for path in ("/studies?includefield=all", "/series?includefield=all&limit=500"):
-        served += requests.get(tiers["central"] + path, headers=lung, timeout=60).content
+        served += HTTP.get(tiers["central"] + path, headers=lung, timeout=60).content
     for study in study_uids(tiers["central"], lung)[:6]:
-        served += requests.get(f"{tiers['central']}/studies/{study}/metadata", headers=lung, timeout=60).content
-        served += requests.get(f"{tiers['central']}/studies/{study}", headers={**lung, **ACCEPT_DICOM}, timeout=120).content
+        served += HTTP.get(f"{tiers['central']}/studies/{study}/metadata", headers=lung, timeout=60).content
+        served += HTTP.get(f"{tiers['central']}/studies/{study}", headers={**lung, **ACCEPT_DICOM}, timeout=120).content
     served += pathlib.Path(tiers["central_process"].log_path).read_bytes()
     served += (tiers["tmp"] / "central-audit.jsonl").read_bytes()
     values = identifying_values(testbed)
@@ -324,29 +349,31 @@ def test_a_frozen_edge_is_a_warning_then_an_open_circuit_then_probed_back(tiers)
     _, edge_process = tiers["edges"]["site-1"]
     os.kill(edge_process.pid, signal.SIGSTOP)
     try:
-        answer = requests.get(f"{tiers['central']}/studies", headers=lung, timeout=30)
+        answer = HTTP.get(f"{tiers['central']}/studies", headers=lung, timeout=30)
         assert answer.status_code == 200
         warning = answer.headers.get("Warning", "")
         assert warning.startswith("299") and "edge-1" in warning, warning
-        for _ in range(3):
-            requests.get(f"{tiers['central']}/studies", headers=lung, timeout=30)
-        sites = {s["id"]: s for s in requests.get(admin, headers=lung).json()["sites"]}
+        for _ in range(4):
+            sites = {s["id"]: s for s in HTTP.get(admin, headers=lung).json()["sites"]}
+            if sites["edge-1"]["circuit"] == "open":
+                break
+            HTTP.get(f"{tiers['central']}/studies", headers=lung, timeout=30)
         assert sites["edge-1"]["circuit"] == "open", sites["edge-1"]
         began = time.monotonic()
-        answer = requests.get(f"{tiers['central']}/studies", headers=lung, timeout=30)
-        assert time.monotonic() - began < 1.5, "an open circuit is not waited for"
+        answer = HTTP.get(f"{tiers['central']}/studies", headers=lung, timeout=30)
+        assert time.monotonic() - began < 4, "an open circuit is not waited for (the timeout is 5 s)"
         assert "edge-1" in answer.headers.get("Warning", "")
     finally:
         os.kill(edge_process.pid, signal.SIGCONT)
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 40
     while time.monotonic() < deadline:
-        sites = {s["id"]: s for s in requests.get(admin, headers=lung).json()["sites"]}
+        sites = {s["id"]: s for s in HTTP.get(admin, headers=lung).json()["sites"]}
         if sites["edge-1"]["circuit"] == "closed":
             break
-        requests.get(f"{tiers['central']}/studies", headers=lung, timeout=30)
+        HTTP.get(f"{tiers['central']}/studies", headers=lung, timeout=30)
         time.sleep(0.5)
     assert sites["edge-1"]["circuit"] == "closed", sites["edge-1"]
-    answer = requests.get(f"{tiers['central']}/studies", headers=lung, timeout=30)
+    answer = HTTP.get(f"{tiers['central']}/studies", headers=lung, timeout=30)
     assert "Warning" not in answer.headers
 
 
@@ -390,8 +417,8 @@ mode = "none"
 def test_an_archives_own_dicomweb_is_a_site_de_identified_by_the_gateway(over_orthancs_dicomweb, testbed):
     url, process = over_orthancs_dicomweb
     site = orthanc(testbed, "site-1")
-    at_orthanc = requests.get(f"{site}/dicom-web/studies").json()
-    through = requests.get(f"{url}/studies", params={"includefield": "all"}, timeout=60)
+    at_orthanc = HTTP.get(f"{site}/dicom-web/studies").json()
+    through = HTTP.get(f"{url}/studies", params={"includefield": "all"}, timeout=60)
     assert through.status_code == 200 and "Warning" not in through.headers
     studies = through.json()
     # One result per study UID (Orthanc keeps one study as two records that differ by padding).
