@@ -442,3 +442,35 @@ def test_an_archives_own_dicomweb_is_a_site_de_identified_by_the_gateway(over_or
     assert compared >= 2
     assert leaked == []
     assert not [v for v in identifying_values(testbed) if v.encode() in pathlib.Path(process.log_path).read_bytes()]
+
+
+def test_the_central_passes_the_conformance_tool(tiers, tmp_path):
+    """`dicomweb-conformance web` against the central gateway, storing its own study through it
+    into an edge: every check it applies passes."""
+    from test_conformance import conformance, failures
+
+    process, report, _ = conformance(
+        ["--url", tiers["central"], "--token", token(tiers["keys"].rsa, projects=["lung"])], tmp_path, "central"
+    )
+    assert failures(report) == {}, json.dumps(failures(report), indent=1)
+    assert process.returncode == 0, process.stderr
+    outcomes = {c["name"]: c["outcome"] for c in report["checks"]}
+    assert outcomes["STOW-RS: store a study (four instances, one request)"] == "pass"
+    assert report["summary"]["checks"] >= 60
+
+
+def test_an_edge_whose_certificate_the_central_does_not_pin_is_not_reached(tiers, tmp_path):
+    """The central pins the edges' CA: an edge presenting a certificate of another CA (here, a
+    central configured with another CA) is a TLS fault, never data."""
+    other = Authority(tmp_path, "other-ca")
+    cert, key = tiers["client_cert"]
+    port = free_port()
+    edges = {site_id: (url, None) for site_id, (url, _) in tiers["edges"].items()}
+    site_tls = f'tls = {{ ca = "{other.path}", cert = "{cert}", key = "{key}" }}'
+    process = launch(central_config(port, edges, tmp_path, tiers["auth"], site_tls), port)
+    try:
+        answer = HTTP.get(f"http://127.0.0.1:{port}/dicom-web/studies", headers=caller(tiers, "lung"), timeout=30)
+        assert answer.status_code == 502, answer.text
+        assert "certificate" in answer.text.lower() or "tls" in answer.text.lower(), answer.text
+    finally:
+        stop(process)
