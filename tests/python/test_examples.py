@@ -114,3 +114,42 @@ def test_the_systemd_unit_passes_systemd_analyze(tmp_path):
     copy.write_text(unit.replace("/usr/local/bin/dicomweb-gateway", str(BINARY)))
     result = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True)
     assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+
+
+def test_the_two_tier_example_federates_its_edges(testbed, tmp_path):
+    """examples/two-tier/ on the test bed: three edge gateways, each de-identifying one Orthanc
+    site, and the central one federating them; with a minted token the central answers the
+    union of what the edges answer."""
+    token = mint(tmp_path / "tokens", "lung-screening")
+    ports = {n: free_port() for n in (0, 1, 2, 3)}
+    orthancs = [s for s in testbed["sites"] if s["kind"] == "orthanc"]
+
+    def adapted(name):
+        text = (EXAMPLES / "two-tier" / name).read_text()
+        for n, site in enumerate(orthancs, start=1):
+            assert site["ae_title"] == f"ORTHANC{n}"
+            text = text.replace(f"127.0.0.1:{11110 + n}", f"127.0.0.1:{site['dicom_port']}")
+            text = text.replace(f"127.0.0.1:{11210 + n}", f"127.0.0.1:{free_port()}")
+        for n, port in ports.items():
+            text = text.replace(f"127.0.0.1:{8080 + n}", f"127.0.0.1:{port}")
+        text = text.replace("127.0.0.1:11200", f"127.0.0.1:{free_port()}")
+        return text.replace(".testbed/tokens", str(tmp_path / "tokens")).replace(".testbed/two-tier", str(tmp_path))
+
+    processes = []
+    try:
+        for n in (1, 2, 3):
+            processes.append(launch(adapted(f"edge-{n}.toml"), ports[n]))
+        processes.append(launch(adapted("central.toml"), ports[0]))
+        headers = {"Authorization": f"Bearer {token}"}
+        union = set()
+        for n in (1, 2, 3):
+            answer = requests.get(f"http://127.0.0.1:{ports[n]}/dicom-web/studies", headers=headers, timeout=60)
+            assert answer.status_code == 200
+            union |= {s["0020000D"]["Value"][0] for s in answer.json()}
+        central = requests.get(f"http://127.0.0.1:{ports[0]}/dicom-web/studies", headers=headers, timeout=60)
+        assert central.status_code == 200 and "Warning" not in central.headers
+        assert {s["0020000D"]["Value"][0] for s in central.json()} == union
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=10)
