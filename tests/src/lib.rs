@@ -7,6 +7,7 @@
 
 pub mod compressed;
 pub mod dcmqrscp;
+pub mod delay;
 pub mod endpoints;
 pub mod gateway;
 pub mod info;

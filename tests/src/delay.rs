@@ -1,0 +1,133 @@
+//! A TCP proxy on loopback that makes a link of a given one-way delay and rate: what a
+//! benchmark measures distance through (the kernel here has no netem). Each direction of each
+//! connection is a queue: bytes leave at the link's rate, one after another, and arrive the
+//! one-way delay after they left; the queue holds at most what the link holds in flight (its
+//! bandwidth-delay product, at least 256 KiB), so a sender is held back as TCP over such a link
+//! would hold it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// A link: the delay each byte takes one way, and the rate bytes leave at.
+#[derive(Debug, Clone, Copy)]
+pub struct Link {
+    pub one_way: Duration,
+    pub bytes_per_second: f64,
+}
+
+impl Link {
+    pub fn new(one_way_ms: u64, megabits_per_second: f64) -> Link {
+        Link { one_way: Duration::from_millis(one_way_ms), bytes_per_second: megabits_per_second * 1e6 / 8.0 }
+    }
+
+    /// How long `bytes` take to cross the link one way once started: the delay and their
+    /// serialisation at the rate (what an ideal transfer over it takes).
+    pub fn transfer_time(&self, bytes: u64) -> Duration {
+        self.one_way + Duration::from_secs_f64(bytes as f64 / self.bytes_per_second)
+    }
+}
+
+/// Proxies connections to `127.0.0.1:{listen_port}` (0: any) to `target` over `link`; the
+/// address it listens on. The proxy runs on the current tokio runtime until it ends.
+pub async fn spawn(target: SocketAddr, link: Link) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let local = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(server) = TcpStream::connect(target).await else { return };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                let (client_read, client_write) = client.into_split();
+                let (server_read, server_write) = server.into_split();
+                tokio::spawn(direction(client_read, server_write, link));
+                tokio::spawn(direction(server_read, client_write, link));
+            });
+        }
+    });
+    Ok(local)
+}
+
+/// One direction of a connection over the link.
+async fn direction(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf, link: Link) {
+    const CHUNK: usize = 64 << 10;
+    let in_flight = (link.bytes_per_second * link.one_way.as_secs_f64()).max(256.0 * 1024.0);
+    let (sender, mut receiver) = mpsc::channel::<(Instant, Vec<u8>)>((in_flight as usize / CHUNK).max(4));
+    let writer = tokio::spawn(async move {
+        while let Some((arrives, bytes)) = receiver.recv().await {
+            tokio::time::sleep_until(arrives).await;
+            if to.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+        let _ = to.shutdown().await;
+    });
+    // When the link is next free to send.
+    let mut free_at = Instant::now();
+    let mut buffer = vec![0u8; CHUNK];
+    loop {
+        let n = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let now = Instant::now();
+        let leaves = free_at.max(now) + Duration::from_secs_f64(n as f64 / link.bytes_per_second);
+        free_at = leaves;
+        if sender.send((leaves + link.one_way, buffer[..n].to_vec())).await.is_err() {
+            break;
+        }
+        // The sender waits while the link is busy sending what it already has.
+        if leaves > now + Duration::from_millis(1) {
+            tokio::time::sleep_until(leaves - Duration::from_millis(1)).await;
+        }
+    }
+    drop(sender);
+    let _ = writer.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_round_trip_takes_twice_the_delay_and_bytes_take_their_rate() {
+        let echo = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let target = echo.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = echo.accept().await {
+                tokio::spawn(async move {
+                    let mut buffer = vec![0u8; 1 << 16];
+                    while let Ok(n) = socket.read(&mut buffer).await {
+                        if n == 0 || socket.write_all(&buffer[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        let link = Link::new(20, 80.0);
+        let proxy = spawn(target, link).await.expect("proxy");
+        let mut socket = TcpStream::connect(proxy).await.expect("connect");
+        let began = std::time::Instant::now();
+        socket.write_all(b"ping").await.expect("write");
+        let mut answer = [0u8; 4];
+        socket.read_exact(&mut answer).await.expect("read");
+        let rtt = began.elapsed();
+        assert!(rtt >= Duration::from_millis(40) && rtt < Duration::from_millis(80), "{rtt:?}");
+        // 1 MB at 80 Mbit/s is 100 ms each way, plus the delay.
+        let payload = vec![7u8; 1_000_000];
+        let began = std::time::Instant::now();
+        let (mut read, mut write) = socket.into_split();
+        let sending = tokio::spawn(async move { write.write_all(&payload).await });
+        let mut back = vec![0u8; 1_000_000];
+        read.read_exact(&mut back).await.expect("echoed");
+        sending.await.expect("task").expect("sent");
+        let took = began.elapsed();
+        assert!(took >= Duration::from_millis(140) && took < Duration::from_millis(400), "{took:?}");
+    }
+}
