@@ -93,8 +93,8 @@ pub struct DimseSiteConfig {
     pub retrieve: RetrieveMode,
     pub max_associations: usize,
     /// Associations one study or series retrieval uses at once (instance-level sub-requests
-    /// when more than one).
-    pub retrieve_associations: usize,
+    /// when more than one); `None`: chosen by the site's round trip (crate::sites).
+    pub retrieve_associations: Option<usize>,
     /// Largest PDU accepted from the site (offered when associating); a PDU claiming more is
     /// refused as its header arrives, never buffered.
     pub max_pdu_length: u32,
@@ -541,7 +541,8 @@ circuit_open = "30s"
                 config.sites[0].dimse().expect("DIMSE").retrieve_associations,
                 config.sites[1].dimse().expect("DIMSE").retrieve_associations
             ),
-            (2, 1)
+            (Some(2), None),
+            "chosen by the round trip unless configured"
         );
         assert_eq!(config.sites[0].timeout, Duration::from_secs(30));
         assert_eq!(config.cache.memory_bytes, 512 << 20);

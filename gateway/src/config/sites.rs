@@ -119,8 +119,8 @@ fn dimse(site: raw::Site, problems: &mut Vec<String>) -> Option<DimseSiteConfig>
     if max_associations == 0 {
         problems.push("max_associations must be at least 1".into());
     }
-    let retrieve_associations = site.retrieve_associations.unwrap_or(1);
-    if max_associations > 0 && (retrieve_associations == 0 || retrieve_associations > max_associations) {
+    let retrieve_associations = site.retrieve_associations;
+    if let Some(retrieve_associations) = retrieve_associations.filter(|&n| max_associations > 0 && (n == 0 || n > max_associations)) {
         problems.push(format!(
             "retrieve_associations = {retrieve_associations}: must be from 1 to max_associations ({max_associations})"
         ));

@@ -68,6 +68,10 @@ use crate::sites::dimse::Dimse;
 use crate::sites::health::{CircuitOpen, SiteHealth};
 use crate::sites::touched::Touched;
 
+/// The echo time (an association opened, a C-ECHO answered: a few round trips) per
+/// association a retrieval uses when `retrieve_associations` is not configured.
+pub(crate) const ECHO_PER_ASSOCIATION: Duration = Duration::from_millis(10);
+
 /// The instances of a retrieval from one site, in the order they arrive; a retrieval that
 /// failed part-way ends with an `Err` after the instances that did arrive.
 pub(crate) type InstanceStream = BoxStream<'static, Result<RetrievedInstance, Unanswered>>;
@@ -251,6 +255,25 @@ impl Site {
         }
     }
 
+    /// Associations one study or series retrieval uses at once: as configured, else chosen by
+    /// the site's round trip as its last echo measured it. Each C-STORE sub-operation of a
+    /// C-GET waits for its response, so a retrieval over one association pays a round trip per
+    /// instance; more associations hide it. Near the PACS (an echo within
+    /// [`ECHO_PER_ASSOCIATION`]) one is enough; across a long link, one more per
+    /// `ECHO_PER_ASSOCIATION` of echo, up to `max_associations`.
+    pub(crate) fn retrieve_associations(&self) -> usize {
+        let Some(dimse) = self.config.dimse() else { return 1 };
+        if let Some(configured) = dimse.retrieve_associations {
+            return configured;
+        }
+        let echo = match self.health.report().last_echo {
+            Some((_, Ok(echo))) => echo,
+            _ => return 1,
+        };
+        let chosen = (echo.as_secs_f64() / ECHO_PER_ASSOCIATION.as_secs_f64()).floor() as usize;
+        chosen.clamp(1, dimse.max_associations.max(1))
+    }
+
     /// The deadline of one whole operation at this site: twice its response timeout.
     pub(crate) fn operation_budget(&self) -> Duration {
         self.config.timeout * 2
@@ -347,7 +370,7 @@ impl Site {
         let began = Instant::now();
         let outcome: Result<InstanceStream, Unanswered> = match &self.protocol {
             Protocol::Dimse(dimse) => {
-                let associations = self.config.dimse().map_or(1, |d| d.retrieve_associations);
+                let associations = self.retrieve_associations();
                 match dimse.retrieve(target, associations).await {
                     Ok(instances) => Ok(instances.map(|item| item.map_err(Unanswered::Dimse)).boxed()),
                     Err(e) => Err(e.into()),

@@ -98,6 +98,20 @@ fn dimse_config(dimse: SocketAddr, site: &testbed::orthanc::OrthancSite) -> anyh
     ))
 }
 
+/// Waits until the gateway has echoed its site (`/admin/sites` shows the echo).
+fn wait_for_echo(url: &str) -> anyhow::Result<()> {
+    let admin = url.replace("/dicom-web", "/admin/sites");
+    for _ in 0..100 {
+        let text = ureq::get(&admin).call()?.into_string()?;
+        let json: serde_json::Value = serde_json::from_str(&text)?;
+        if json["sites"].as_array().is_some_and(|sites| sites.iter().all(|s| s["last_echo"]["ok"] == true)) {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    bail!("the gateway did not echo its site")
+}
+
 fn port_of(url: &str) -> anyhow::Result<SocketAddr> {
     let authority = url.trim_start_matches("http://").split('/').next().context("a URL")?;
     Ok(authority.parse()?)
@@ -161,6 +175,8 @@ fn main() -> anyhow::Result<()> {
         drop(edge);
         // DIMSE across the link, the default configuration.
         let far = GatewayProcess::start(&cli.dir, "far", &dimse_config(dimse, site)?)?;
+        // It chooses its associations by the site's round trip, as its first echo measures it.
+        wait_for_echo(&far.url)?;
         dimse_s.push(fetch(&format!("{}/studies/{}", far.url, ct.study_uid), ACCEPT_AS_STORED)?.0);
     }
 
