@@ -523,3 +523,84 @@ def test_the_stock_ohif_viewer_over_the_central(tiers, testbed, tmp_path):
         viewer.terminate()
         viewer.wait(timeout=10)
         log.close()
+
+
+class IdentityProvider:
+    """An OAuth 2.0 token endpoint (client credentials grant) of the test's own, issuing tokens
+    signed with the federation's key for one client, each valid `lifetime` seconds."""
+
+    def __init__(self, keys, client_id, secret, lifetime):
+        import http.server
+        import threading
+        import urllib.parse
+
+        provider = self
+        self.issued = 0
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self):
+                form = urllib.parse.parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
+                granted = form.get("grant_type") == ["client_credentials"] and form.get("client_id") == [client_id]
+                if not granted or form.get("client_secret") != [secret]:
+                    self.send_response(401)
+                    self.end_headers()
+                    return
+                provider.issued += 1
+                access = token(keys.rsa, sub=client_id, projects=["lung"], exp=int(time.time()) + lifetime)
+                body = json.dumps({"access_token": access, "token_type": "Bearer", "expires_in": lifetime}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/token"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+
+
+def test_a_central_with_credentials_of_its_own_from_the_identity_provider(tiers, tmp_path):
+    """`auth = "client-credentials"`: the central gets a token of its own from the identity
+    provider, fetches another before it expires, and a wrong secret is a fault of the sites,
+    never an answer presented as complete."""
+    provider = IdentityProvider(tiers["keys"], "central", "s3cret", lifetime=4)
+    (tmp_path / "secret").write_text("s3cret\n")
+    (tmp_path / "wrong").write_text("guess\n")
+    cert, key = tiers["client_cert"]
+    edges = {site_id: (url, None) for site_id, (url, _) in tiers["edges"].items()}
+    try:
+        for secret, expect in (("secret", 200), ("wrong", 502)):
+            site_tls = (
+                f'auth = "client-credentials"\ntoken_url = "{provider.url}"\nclient_id = "central"\n'
+                f'client_secret_file = "{tmp_path / secret}"\ntls = {{ ca = "{tiers["ca"].path}", cert = "{cert}", key = "{key}" }}'
+            )
+            config = central_config(free_port(), edges, tmp_path, tiers["auth"], site_tls).replace('auth = "forward"\n', "")
+            port = int(config.split('listen = "127.0.0.1:')[1].split('"')[0])
+            process = launch(config, port)
+            try:
+                url = f"http://127.0.0.1:{port}/dicom-web/studies"
+                answer = HTTP.get(url, headers=caller(tiers, "lung"), timeout=30)
+                assert answer.status_code == expect, answer.text
+                if expect == 200:
+                    # The edges see the central's own project (lung): edge-3 refuses it.
+                    assert "edge-3" in answer.headers.get("Warning", "")
+                    assert set(study_uids(url.removesuffix("/studies"), caller(tiers, "lung"))) >= set(
+                        study_uids(tiers["edges"]["site-1"][0], caller(tiers, "lung"))
+                    )
+                    first = provider.issued
+                    assert first >= 1
+                    time.sleep(3)
+                    assert HTTP.get(url, headers=caller(tiers, "lung"), timeout=30).status_code == 200
+                    assert provider.issued > first, "a token about to expire is fetched again"
+                else:
+                    assert "credentials" in answer.text, answer.text
+            finally:
+                stop(process)
+    finally:
+        provider.close()

@@ -119,6 +119,17 @@ pub struct DicomwebSiteConfig {
     pub max_instance_size: u64,
 }
 
+/// The gateway's client at an identity provider (`token_url`, `client_id`,
+/// `client_secret_file`, `scope`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCredentials {
+    pub token_url: String,
+    pub client_id: String,
+    /// The client secret, one line, read when a token is fetched.
+    pub secret_file: PathBuf,
+    pub scope: Option<String>,
+}
+
 /// How the gateway authenticates to a DICOMweb origin (`auth`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OriginAuth {
@@ -128,6 +139,9 @@ pub enum OriginAuth {
     Forward,
     /// `"token"` with `token_file`: a token of the gateway's own, re-read when the file changes.
     TokenFile(PathBuf),
+    /// `"client-credentials"`: a token of the gateway's own from the identity provider (OAuth
+    /// 2.0 client credentials grant, RFC 6749 §4.4), fetched again before it expires.
+    ClientCredentials(ClientCredentials),
 }
 
 /// The range of `[[sites]] max_pdu_length`: from what PS3.8 lets a peer offer at least, to
@@ -686,11 +700,20 @@ circuit_open = "30s"
             with_dicomweb_site("url = \"http://a/dw\"\nauth = \"token\"\ntoken_file = \"t\"", true).expect("valid");
         let SiteProtocol::Dicomweb(web) = &token.sites[1].protocol else { panic!("a DICOMweb site") };
         assert_eq!(web.auth, OriginAuth::TokenFile(PathBuf::from("t")));
+        let grant = "url = \"http://a/dw\"\nauth = \"client-credentials\"\ntoken_url = \"https://idp/token\"\n\
+                     client_id = \"central\"\nclient_secret_file = \"secret\"\nscope = \"dicomweb\"";
+        let granted = with_dicomweb_site(grant, true).expect("valid");
+        let SiteProtocol::Dicomweb(web) = &granted.sites[1].protocol else { panic!("a DICOMweb site") };
+        assert!(
+            matches!(&web.auth, OriginAuth::ClientCredentials(c) if c.client_id == "central" && c.scope.as_deref() == Some("dicomweb"))
+        );
         let refused: &[(&str, bool, &str)] = &[
             ("url = \"ftp://a/dw\"", true, "must be an http:// or https:// URL"),
             ("auth = \"none\"", true, "needs url"),
             ("url = \"http://a/dw\"\nauth = \"token\"", true, "needs token_file"),
             ("url = \"http://a/dw\"\nauth = \"basic\"", true, "auth \"basic\""),
+            ("url = \"http://a/dw\"\nauth = \"client-credentials\"\nclient_id = \"c\"", true, "needs token_url"),
+            ("url = \"http://a/dw\"\nauth = \"forward\"\nscope = \"s\"", true, "are for auth = \"client-credentials\""),
             ("url = \"http://a/dw\"\nae_title = \"X\"", true, "ae_title is not a key of a DICOMweb site"),
             ("url = \"http://a/dw\"\ntls = { ca = \"ca.pem\" }", true, "tls is for an https:// url"),
             ("url = \"http://a/dw\"", false, "needs [deid]"),

@@ -6,8 +6,8 @@ use dicomweb_model::{AeTitle, SiteId};
 
 use super::problems::Problems;
 use super::{
-    parse_size, raw, DicomwebSiteConfig, DimseSiteConfig, OriginAuth, RetrieveMode, SiteConfig, SiteProtocol,
-    SiteTlsFiles, SITE_MAX_PDU_RANGE,
+    parse_size, raw, ClientCredentials, DicomwebSiteConfig, DimseSiteConfig, OriginAuth, RetrieveMode, SiteConfig,
+    SiteProtocol, SiteTlsFiles, SITE_MAX_PDU_RANGE,
 };
 
 /// Every site, each problem named by its place in the file.
@@ -94,6 +94,10 @@ fn dimse(site: raw::Site, problems: &mut Vec<String>) -> Option<DimseSiteConfig>
             ("url", site.url.is_some()),
             ("auth", site.auth.is_some()),
             ("token_file", site.token_file.is_some()),
+            ("token_url", site.token_url.is_some()),
+            ("client_id", site.client_id.is_some()),
+            ("client_secret_file", site.client_secret_file.is_some()),
+            ("scope", site.scope.is_some()),
             ("max_connections", site.max_connections.is_some()),
             ("max_instance_size", site.max_instance_size.is_some()),
         ],
@@ -120,7 +124,9 @@ fn dimse(site: raw::Site, problems: &mut Vec<String>) -> Option<DimseSiteConfig>
         problems.push("max_associations must be at least 1".into());
     }
     let retrieve_associations = site.retrieve_associations;
-    if let Some(retrieve_associations) = retrieve_associations.filter(|&n| max_associations > 0 && (n == 0 || n > max_associations)) {
+    if let Some(retrieve_associations) =
+        retrieve_associations.filter(|&n| max_associations > 0 && (n == 0 || n > max_associations))
+    {
         problems.push(format!(
             "retrieve_associations = {retrieve_associations}: must be from 1 to max_associations ({max_associations})"
         ));
@@ -200,20 +206,46 @@ fn dicomweb(site: raw::Site, problems: &mut Vec<String>) -> Option<DicomwebSiteC
         Some(("http" | "https", rest)) if !rest.is_empty() && !rest.contains(['?', '#', ' ']) => {}
         _ => problems.push(format!("url {url:?} must be an http:// or https:// URL without query or fragment")),
     }
-    let auth = match (site.auth.as_deref().unwrap_or("none"), site.token_file) {
+    let method = site.auth.as_deref().unwrap_or("none");
+    let client_keys = [site.token_url.is_some(), site.client_id.is_some(), site.client_secret_file.is_some()];
+    if method != "client-credentials" && (client_keys.contains(&true) || site.scope.is_some()) {
+        problems
+            .push("token_url, client_id, client_secret_file and scope are for auth = \"client-credentials\"".into());
+    }
+    let auth = match (method, site.token_file) {
         ("none", None) => Some(OriginAuth::None),
         ("forward", None) => Some(OriginAuth::Forward),
         ("token", Some(file)) => Some(OriginAuth::TokenFile(file)),
+        ("client-credentials", None) => match (site.token_url, site.client_id, site.client_secret_file) {
+            (Some(token_url), Some(client_id), Some(secret_file))
+                if token_url.starts_with("https://") || token_url.starts_with("http://") =>
+            {
+                Some(OriginAuth::ClientCredentials(ClientCredentials {
+                    token_url,
+                    client_id,
+                    secret_file,
+                    scope: site.scope,
+                }))
+            }
+            _ => {
+                problems.push(
+                    "auth = \"client-credentials\" needs token_url (an http(s) URL), client_id and client_secret_file"
+                        .into(),
+                );
+                None
+            }
+        },
         ("token", None) => {
             problems.push("auth = \"token\" needs token_file".into());
             None
         }
-        ("none" | "forward", Some(_)) => {
+        ("none" | "forward" | "client-credentials", Some(_)) => {
             problems.push("token_file is only for auth = \"token\"".into());
             None
         }
         (other, _) => {
-            problems.push(format!("auth {other:?}: expected \"none\", \"forward\" or \"token\""));
+            problems
+                .push(format!("auth {other:?}: expected \"none\", \"forward\", \"token\" or \"client-credentials\""));
             None
         }
     };

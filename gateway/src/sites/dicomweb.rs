@@ -38,6 +38,18 @@ pub(crate) enum Credentials {
     /// A token of the gateway's own, read from a file when it changes (rotated by whoever
     /// writes it).
     TokenFile(PathBuf),
+    /// A token of the gateway's own from an identity provider (OAuth 2.0 client credentials),
+    /// fetched again before it expires.
+    ClientCredentials(ClientGrant),
+}
+
+/// The gateway's client at an identity provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ClientGrant {
+    pub(crate) token_url: String,
+    pub(crate) client_id: String,
+    pub(crate) secret_file: PathBuf,
+    pub(crate) scope: Option<String>,
 }
 
 /// Why a DICOMweb operation did not reach an answer. Messages name the site, the operation and
@@ -55,8 +67,8 @@ pub enum WebError {
     CredentialsRefused { site: SiteId, operation: &'static str, status: u16 },
     #[error("site {site}: {operation}: {detail}")]
     Malformed { site: SiteId, operation: &'static str, detail: String },
-    #[error("site {site}: the token file cannot be read: {detail}")]
-    TokenFile { site: SiteId, detail: String },
+    #[error("site {site}: the gateway's credentials cannot be had: {detail}")]
+    Credentials { site: SiteId, detail: String },
     /// STOW-RS stored nothing of the instance: the origin's failure reason (PS3.18 Table I.2-2).
     #[error("site {site} did not store the instance (reason {reason:#06x})")]
     Refused { site: SiteId, reason: u16 },
@@ -71,7 +83,7 @@ impl WebError {
             | WebError::Timeout { .. }
             | WebError::Malformed { .. }
             | WebError::CredentialsRefused { .. }
-            | WebError::TokenFile { .. } => true,
+            | WebError::Credentials { .. } => true,
             WebError::Status { status, .. } => *status >= 500,
             WebError::Refused { .. } => false,
         }
@@ -82,7 +94,8 @@ impl WebError {
             WebError::Connect { .. } => "unreachable",
             WebError::Timeout { .. } => "timed out",
             WebError::Malformed { .. } => "broke the DICOMweb protocol",
-            WebError::CredentialsRefused { .. } | WebError::TokenFile { .. } => "refused the gateway's credentials",
+            WebError::CredentialsRefused { .. } => "refused the gateway's credentials",
+            WebError::Credentials { .. } => "the gateway's credentials cannot be had",
             WebError::Status { .. } => "failed",
             WebError::Refused { .. } => "refused",
         }
@@ -114,6 +127,11 @@ pub(crate) struct Dicomweb {
     client: reqwest::Client,
     credentials: Credentials,
     token: std::sync::Mutex<Option<(std::time::SystemTime, Arc<str>)>>,
+    /// The identity provider's token and when to fetch another (client credentials).
+    granted: tokio::sync::Mutex<Option<(Instant, Arc<str>)>>,
+    /// The client the identity provider is asked with (the system's anchors: the origin's
+    /// pinned CA is the origin's).
+    identity_provider: reqwest::Client,
     /// Requests at once (`max_connections`).
     slots: Arc<tokio::sync::Semaphore>,
     max_connections: usize,
@@ -167,12 +185,19 @@ impl Dicomweb {
             builder = builder.identity(identity);
         }
         let client = builder.build().map_err(|e| format!("the HTTP client: {e}"))?;
+        let identity_provider = reqwest::Client::builder()
+            .timeout(origin.timeout)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| format!("the HTTP client: {e}"))?;
         Ok(Dicomweb {
             site: origin.site,
             base: origin.url.trim_end_matches('/').to_owned(),
             client,
             credentials: origin.credentials,
             token: std::sync::Mutex::new(None),
+            granted: tokio::sync::Mutex::new(None),
+            identity_provider,
             slots: Arc::new(tokio::sync::Semaphore::new(origin.max_connections)),
             max_connections: origin.max_connections,
             peak: std::sync::atomic::AtomicUsize::new(0),
@@ -188,10 +213,11 @@ impl Dicomweb {
     }
 
     /// The Authorization header for a request made for `touched`'s caller.
-    fn authorization(&self, touched: &Touched) -> Result<Option<Arc<str>>, WebError> {
+    async fn authorization(&self, touched: &Touched) -> Result<Option<Arc<str>>, WebError> {
         match &self.credentials {
             Credentials::None => Ok(None),
             Credentials::Forward => Ok(touched.authorization()),
+            Credentials::ClientCredentials(grant) => self.granted(grant).await.map(Some),
             Credentials::TokenFile(path) => {
                 let modified = std::fs::metadata(path).and_then(|m| m.modified()).map_err(|e| self.token_error(e))?;
                 let mut cached = self.token.lock().unwrap_or_else(|p| p.into_inner());
@@ -202,10 +228,7 @@ impl Dicomweb {
                 let text = std::fs::read_to_string(path).map_err(|e| self.token_error(e))?;
                 let token = text.trim();
                 if token.is_empty() || token.chars().any(|c| c.is_control()) {
-                    return Err(WebError::TokenFile {
-                        site: self.site.clone(),
-                        detail: "empty or not one line".into(),
-                    });
+                    return Err(self.credentials_error("the token file is empty or not one line"));
                 }
                 let header: Arc<str> = format!("Bearer {token}").into();
                 *cached = Some((modified, header.clone()));
@@ -215,7 +238,55 @@ impl Dicomweb {
     }
 
     fn token_error(&self, e: std::io::Error) -> WebError {
-        WebError::TokenFile { site: self.site.clone(), detail: e.kind().to_string() }
+        self.credentials_error(format!("the token file: {}", e.kind()))
+    }
+
+    fn credentials_error(&self, detail: impl Into<String>) -> WebError {
+        WebError::Credentials { site: self.site.clone(), detail: detail.into() }
+    }
+
+    /// The identity provider's token (client credentials grant, RFC 6749 §4.4), fetched when
+    /// there is none or it is about to expire; one fetch at a time.
+    async fn granted(&self, grant: &ClientGrant) -> Result<Arc<str>, WebError> {
+        let mut granted = self.granted.lock().await;
+        if let Some((_, token)) = granted.as_ref().filter(|(refresh_at, _)| Instant::now() < *refresh_at) {
+            return Ok(token.clone());
+        }
+        let secret = std::fs::read_to_string(&grant.secret_file)
+            .map_err(|e| self.credentials_error(format!("the client secret file: {}", e.kind())))?;
+        let mut form = vec![
+            ("grant_type", "client_credentials"),
+            ("client_id", grant.client_id.as_str()),
+            ("client_secret", secret.trim()),
+        ];
+        if let Some(scope) = &grant.scope {
+            form.push(("scope", scope.as_str()));
+        }
+        let response = self
+            .identity_provider
+            .post(&grant.token_url)
+            .header(reqwest::header::ACCEPT, "application/json")
+            .form(&form)
+            .send()
+            .await
+            .map_err(|e| self.credentials_error(format!("the identity provider: {}", cause(&e))))?;
+        let status = response.status().as_u16();
+        if status != 200 {
+            return Err(self.credentials_error(format!("the identity provider answered HTTP {status}")));
+        }
+        let body = self.body(response, "token", 1 << 20).await?;
+        let answer: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|_| self.credentials_error("the token answer is not JSON"))?;
+        let token = answer["access_token"]
+            .as_str()
+            .filter(|t| !t.is_empty() && !t.chars().any(|c| c.is_control() || c == ' '))
+            .ok_or_else(|| self.credentials_error("the token answer has no access_token"))?;
+        // Fetched again before it expires: at most 30 s before, and at half its life for a short one.
+        let lifetime = Duration::from_secs(answer["expires_in"].as_u64().unwrap_or(300));
+        let refresh_at = Instant::now() + lifetime - (lifetime / 2).min(Duration::from_secs(30));
+        let header: Arc<str> = format!("Bearer {token}").into();
+        *granted = Some((refresh_at, header.clone()));
+        Ok(header)
     }
 
     /// Sends a request and waits for its status line and headers (within the site's timeout),
@@ -241,6 +312,10 @@ impl Dicomweb {
             .map_err(|e| self.transport(operation, &e))?;
         let status = response.status().as_u16();
         if matches!(status, 401 | 403) && !matches!(self.credentials, Credentials::Forward) {
+            // A token the origin no longer takes is fetched anew for the next request.
+            if let Credentials::ClientCredentials(_) = self.credentials {
+                *self.granted.lock().await = None;
+            }
             return Err(WebError::CredentialsRefused { site: self.site.clone(), operation, status });
         }
         Ok((response, permit))
@@ -287,7 +362,7 @@ impl Dicomweb {
                 .get(format!("{}/{resource}", self.base))
                 .query(&page)
                 .header(reqwest::header::ACCEPT, "application/dicom+json");
-            let (response, _permit) = self.send(self.authorization(touched)?, "QIDO-RS", request).await?;
+            let (response, _permit) = self.send(self.authorization(touched).await?, "QIDO-RS", request).await?;
             let status = response.status().as_u16();
             match status {
                 204 => break,
@@ -349,7 +424,7 @@ impl Dicomweb {
             // An instance without its series: every instance resource needs it.
             (None, _) => return Err(self.malformed("WADO-RS", "an instance asked without its series")),
         };
-        let authorization = self.authorization(touched)?;
+        let authorization = self.authorization(touched).await?;
         // The first response is awaited here, so that a missing study or a failing origin is
         // known before the caller's response starts.
         let mut urls = urls.into_iter();
@@ -464,7 +539,7 @@ impl Dicomweb {
             )
             .header(reqwest::header::ACCEPT, "application/dicom+json")
             .body(reqwest::Body::wrap_stream(stream::iter(body.into_iter().map(Ok::<_, std::io::Error>))));
-        let (response, _permit) = self.send(self.authorization(touched)?, "STOW-RS", request).await?;
+        let (response, _permit) = self.send(self.authorization(touched).await?, "STOW-RS", request).await?;
         let status = response.status().as_u16();
         let answer = self.body(response, "STOW-RS", 16 << 20).await?;
         let module = serde_json::from_slice::<serde_json::Value>(&answer)
@@ -508,7 +583,7 @@ impl Dicomweb {
         // A forwarding site is echoed without a caller: any answer but a 5xx shows it is there.
         let authorization = match self.credentials {
             Credentials::Forward => None,
-            _ => self.authorization(&Touched::default())?,
+            _ => self.authorization(&Touched::default()).await?,
         };
         let (response, _permit) = self.send(authorization, "echo", request).await?;
         let status = response.status().as_u16();
