@@ -40,7 +40,7 @@ pub(crate) enum Credentials {
     TokenFile(PathBuf),
     /// A token of the gateway's own from an identity provider (OAuth 2.0 client credentials),
     /// fetched again before it expires.
-    ClientCredentials(ClientGrant),
+    Granted(ClientGrant),
 }
 
 /// The gateway's client at an identity provider.
@@ -217,7 +217,7 @@ impl Dicomweb {
         match &self.credentials {
             Credentials::None => Ok(None),
             Credentials::Forward => Ok(touched.authorization()),
-            Credentials::ClientCredentials(grant) => self.granted(grant).await.map(Some),
+            Credentials::Granted(grant) => self.granted(grant).await.map(Some),
             Credentials::TokenFile(path) => {
                 let modified = std::fs::metadata(path).and_then(|m| m.modified()).map_err(|e| self.token_error(e))?;
                 let mut cached = self.token.lock().unwrap_or_else(|p| p.into_inner());
@@ -313,7 +313,7 @@ impl Dicomweb {
         let status = response.status().as_u16();
         if matches!(status, 401 | 403) && !matches!(self.credentials, Credentials::Forward) {
             // A token the origin no longer takes is fetched anew for the next request.
-            if let Credentials::ClientCredentials(_) = self.credentials {
+            if let Credentials::Granted(_) = self.credentials {
                 *self.granted.lock().await = None;
             }
             return Err(WebError::CredentialsRefused { site: self.site.clone(), operation, status });

@@ -36,14 +36,12 @@ pub(crate) fn protocol(
                 OriginAuth::None => dicomweb::Credentials::None,
                 OriginAuth::Forward => dicomweb::Credentials::Forward,
                 OriginAuth::TokenFile(path) => dicomweb::Credentials::TokenFile(path.clone()),
-                OriginAuth::ClientCredentials(client) => {
-                    dicomweb::Credentials::ClientCredentials(dicomweb::ClientGrant {
-                        token_url: client.token_url.clone(),
-                        client_id: client.client_id.clone(),
-                        secret_file: client.secret_file.clone(),
-                        scope: client.scope.clone(),
-                    })
-                }
+                OriginAuth::ClientCredentials(client) => dicomweb::Credentials::Granted(dicomweb::ClientGrant {
+                    token_url: client.token_url.clone(),
+                    client_id: client.client_id.clone(),
+                    secret_file: client.secret_file.clone(),
+                    scope: client.scope.clone(),
+                }),
             };
             let origin = dicomweb::Origin {
                 site: site.id.clone(),
