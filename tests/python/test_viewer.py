@@ -63,10 +63,23 @@ def serve_viewer(testbed, tmp, extra, destination="FEDGW2", auth='[auth]\nmode =
     if not (OHIF_DIST / "index.html").is_file():
         pytest.fail(f"the OHIF Viewer is not installed in {OHIF_DIST}: run scripts/install-viewer.sh")
     gateway_process, gw = start_federation(testbed, destination, extra=extra, auth=auth)
+    try:
+        with viewer_for(gw.url, tmp) as viewer_url:
+            yield gw, viewer_url
+    finally:
+        gateway_process.terminate()
+        gateway_process.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def viewer_for(gateway_url, tmp):
+    """The viewer served for the gateway at `gateway_url`; its URL."""
+    if not (OHIF_DIST / "index.html").is_file():
+        pytest.fail(f"the OHIF Viewer is not installed in {OHIF_DIST}: run scripts/install-viewer.sh")
     port_file = tmp / "viewer.port"
     log = open(tmp / "viewer.log", "w")
     viewer = subprocess.Popen(
-        [sys.executable, str(SERVE), "--gateway", gw.url, "--listen", "127.0.0.1:0", "--port-file", str(port_file)],
+        [sys.executable, str(SERVE), "--gateway", gateway_url, "--listen", "127.0.0.1:0", "--port-file", str(port_file)],
         stdout=log,
         stderr=log,
     )
@@ -79,13 +92,11 @@ def serve_viewer(testbed, tmp, extra, destination="FEDGW2", auth='[auth]\nmode =
             time.sleep(0.05)
         else:
             pytest.fail("viewer/serve.py did not start")
-        yield gw, f"http://127.0.0.1:{port_file.read_text()}"
+        yield f"http://127.0.0.1:{port_file.read_text()}"
     finally:
         viewer.terminate()
         viewer.wait(timeout=10)
         log.close()
-        gateway_process.terminate()
-        gateway_process.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
