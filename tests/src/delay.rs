@@ -1,11 +1,13 @@
 //! A TCP proxy on loopback that makes a link of a given one-way delay and rate: what a
-//! benchmark measures distance through (the kernel here has no netem). Each direction of each
-//! connection is a queue: bytes leave at the link's rate, one after another, and arrive the
-//! one-way delay after they left; the queue holds at most what the link holds in flight (its
-//! bandwidth-delay product, at least 256 KiB), so a sender is held back as TCP over such a link
-//! would hold it.
+//! benchmark measures distance through (the kernel here has no netem). Each direction of the
+//! link is shared by every connection through the proxy, as one network path is: bytes leave at
+//! the link's rate, one chunk after another whichever connection it belongs to, and arrive the
+//! one-way delay after they left. Each connection's queue holds at most what the link holds in
+//! flight (its bandwidth-delay product, at least 256 KiB), so a sender is held back as TCP
+//! over such a link would hold it.
 
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -37,16 +39,19 @@ impl Link {
 pub async fn spawn(target: SocketAddr, link: Link) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let local = listener.local_addr()?;
+    // When each direction of the link is next free to send, shared by every connection.
+    let (upstream, downstream) = (Arc::new(Mutex::new(Instant::now())), Arc::new(Mutex::new(Instant::now())));
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
+            let (upstream, downstream) = (upstream.clone(), downstream.clone());
             tokio::spawn(async move {
                 let Ok(server) = TcpStream::connect(target).await else { return };
                 let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
                 let (client_read, client_write) = client.into_split();
                 let (server_read, server_write) = server.into_split();
-                tokio::spawn(direction(client_read, server_write, link));
-                tokio::spawn(direction(server_read, client_write, link));
+                tokio::spawn(direction(client_read, server_write, link, upstream));
+                tokio::spawn(direction(server_read, client_write, link, downstream));
             });
         }
     });
@@ -54,7 +59,12 @@ pub async fn spawn(target: SocketAddr, link: Link) -> std::io::Result<SocketAddr
 }
 
 /// One direction of a connection over the link.
-async fn direction(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net::tcp::OwnedWriteHalf, link: Link) {
+async fn direction(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    link: Link,
+    free_at: Arc<Mutex<Instant>>,
+) {
     const CHUNK: usize = 64 << 10;
     let in_flight = (link.bytes_per_second * link.one_way.as_secs_f64()).max(256.0 * 1024.0);
     let (sender, mut receiver) = mpsc::channel::<(Instant, Vec<u8>)>((in_flight as usize / CHUNK).max(4));
@@ -67,8 +77,6 @@ async fn direction(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net:
         }
         let _ = to.shutdown().await;
     });
-    // When the link is next free to send.
-    let mut free_at = Instant::now();
     let mut buffer = vec![0u8; CHUNK];
     loop {
         let n = match from.read(&mut buffer).await {
@@ -76,8 +84,11 @@ async fn direction(mut from: tokio::net::tcp::OwnedReadHalf, mut to: tokio::net:
             Ok(n) => n,
         };
         let now = Instant::now();
-        let leaves = free_at.max(now) + Duration::from_secs_f64(n as f64 / link.bytes_per_second);
-        free_at = leaves;
+        let leaves = {
+            let mut free_at = free_at.lock().unwrap_or_else(|p| p.into_inner());
+            *free_at = (*free_at).max(now) + Duration::from_secs_f64(n as f64 / link.bytes_per_second);
+            *free_at
+        };
         if sender.send((leaves + link.one_way, buffer[..n].to_vec())).await.is_err() {
             break;
         }

@@ -311,7 +311,9 @@ impl Dicomweb {
             .map_err(|_| WebError::Timeout { site: self.site.clone(), operation, after: self.timeout })?
             .map_err(|e| self.transport(operation, &e))?;
         let status = response.status().as_u16();
-        if matches!(status, 401 | 403) && !matches!(self.credentials, Credentials::Forward) {
+        // The gateway's own credentials refused (a 403 without a Bearer challenge is about what
+        // was asked, such as withheld instances, and is the caller's answer).
+        if refuses_the_caller(&response) && !matches!(self.credentials, Credentials::Forward) {
             // A token the origin no longer takes is fetched anew for the next request.
             if let Credentials::Granted(_) = self.credentials {
                 *self.granted.lock().await = None;
@@ -371,7 +373,8 @@ impl Dicomweb {
                 _ if refuses_the_caller(&response) => return Ok((Vec::new(), false)),
                 _ => return Err(WebError::Status { site: self.site.clone(), operation: "QIDO-RS", status }),
             }
-            let body = self.body(response, "QIDO-RS", at_most.saturating_mul(64 << 10).max(16 << 20)).await?;
+            // A page's answer is held whole: at most 64 KiB a match.
+            let body = self.body(response, "QIDO-RS", wanted.saturating_mul(64 << 10).max(16 << 20)).await?;
             let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| self.malformed("QIDO-RS", e))?;
             let matches =
                 dicomweb_model::dicom_json_read::read_array(&json).map_err(|e| self.malformed("QIDO-RS", e))?;
