@@ -140,5 +140,17 @@ mod tests {
         sending.await.expect("task").expect("sent");
         let took = began.elapsed();
         assert!(took >= Duration::from_millis(140) && took < Duration::from_millis(400), "{took:?}");
+        // Two connections share the link: 500 kB each, at once, take as long as 1 MB on one.
+        let began = std::time::Instant::now();
+        let each = |proxy| async move {
+            let (mut read, mut write) = TcpStream::connect(proxy).await.expect("connect").into_split();
+            let sending = tokio::spawn(async move { write.write_all(&vec![1u8; 500_000]).await });
+            let mut back = vec![0u8; 500_000];
+            read.read_exact(&mut back).await.expect("echoed");
+            sending.await.expect("task").expect("sent");
+        };
+        futures::future::join(each(proxy), each(proxy)).await;
+        let shared = began.elapsed();
+        assert!(shared >= Duration::from_millis(140), "two connections got a link each: {shared:?}");
     }
 }
