@@ -6,11 +6,11 @@
 //! its echo a search for one study. crate::sites::Site wraps each call with the site's health
 //! and accounting, as it wraps DIMSE.
 //!
-//! How the gateway authenticates to the origin ([`Credentials`]) is the site's configuration;
+//! How the gateway authenticates to the origin (`[[sites]] auth`, crate::config::OriginAuth) is the site's configuration;
 //! what a caller may see is decided at the origin when the caller's own token is forwarded, and
 //! by the gateway's projects in every case (docs/TWO-TIER.md).
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,32 +25,8 @@ use futures::stream::{self, BoxStream};
 use futures::{StreamExt, TryStreamExt};
 use pacs_adapter::{PlannedInstance, QueryLevel, RetrieveTarget, RetrievedInstance};
 
+use crate::config::{ClientCredentials, DicomwebSiteConfig, OriginAuth, SiteConfig};
 use crate::sites::touched::Touched;
-
-/// How the gateway authenticates to an origin.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Credentials {
-    /// None: the origin is open to the gateway (a trusted network, mutual TLS).
-    None,
-    /// The caller's own bearer token, as it reached the gateway: the origin decides what the
-    /// caller sees there.
-    Forward,
-    /// A token of the gateway's own, read from a file when it changes (rotated by whoever
-    /// writes it).
-    TokenFile(PathBuf),
-    /// A token of the gateway's own from an identity provider (OAuth 2.0 client credentials),
-    /// fetched again before it expires.
-    Granted(ClientGrant),
-}
-
-/// The gateway's client at an identity provider.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct ClientGrant {
-    pub(crate) token_url: String,
-    pub(crate) client_id: String,
-    pub(crate) secret_file: PathBuf,
-    pub(crate) scope: Option<String>,
-}
 
 /// Why a DICOMweb operation did not reach an answer. Messages name the site, the operation and
 /// the HTTP status, never a URL (it holds UIDs) or anything of a response's body.
@@ -125,7 +101,8 @@ pub(crate) struct Dicomweb {
     pub(crate) site: SiteId,
     base: String,
     client: reqwest::Client,
-    credentials: Credentials,
+    credentials: OriginAuth,
+    /// The token file's token, and the file's modification time it was read at.
     token: std::sync::Mutex<Option<(std::time::SystemTime, Arc<str>)>>,
     /// The identity provider's token and when to fetch another (client credentials).
     granted: tokio::sync::Mutex<Option<(Instant, Arc<str>)>>,
@@ -142,30 +119,16 @@ pub(crate) struct Dicomweb {
     timeout: Duration,
 }
 
-/// What a DICOMweb site is built from.
-#[derive(Debug, Clone)]
-pub(crate) struct Origin {
-    pub(crate) site: SiteId,
-    pub(crate) url: String,
-    pub(crate) credentials: Credentials,
-    pub(crate) max_connections: usize,
-    pub(crate) max_instance: usize,
-    pub(crate) timeout: Duration,
-    /// PEM files: the CA certificates the origin's certificate must chain to (instead of the
-    /// system's), and the gateway's client certificate and key.
-    pub(crate) ca: Option<PathBuf>,
-    pub(crate) client_identity: Option<(PathBuf, PathBuf)>,
-}
-
 impl Dicomweb {
-    pub(crate) fn new(origin: Origin) -> Result<Dicomweb, String> {
+    /// The origin of a configured DICOMweb site; its TLS files are read here.
+    pub(crate) fn new(site: &SiteConfig, web: &DicomwebSiteConfig) -> Result<Dicomweb, String> {
         let mut builder = reqwest::Client::builder()
-            .connect_timeout(origin.timeout.min(Duration::from_secs(10)))
-            .read_timeout(origin.timeout)
-            .pool_max_idle_per_host(origin.max_connections)
+            .connect_timeout(site.timeout.min(Duration::from_secs(10)))
+            .read_timeout(site.timeout)
+            .pool_max_idle_per_host(web.max_connections)
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("dicomweb-gateway/", env!("CARGO_PKG_VERSION")));
-        if let Some(ca) = &origin.ca {
+        if let Some(ca) = &web.ca {
             let pem = std::fs::read(ca).map_err(|e| format!("ca {}: {e}", ca.display()))?;
             let certificates =
                 reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| format!("ca {}: {e}", ca.display()))?;
@@ -178,7 +141,7 @@ impl Dicomweb {
                 builder = builder.add_root_certificate(certificate);
             }
         }
-        if let Some((cert, key)) = &origin.client_identity {
+        if let Some((cert, key)) = &web.cert_and_key {
             let mut pem = std::fs::read(cert).map_err(|e| format!("cert {}: {e}", cert.display()))?;
             pem.extend(std::fs::read(key).map_err(|e| format!("key {}: {e}", key.display()))?);
             let identity = reqwest::Identity::from_pem(&pem).map_err(|e| format!("cert and key: {e}"))?;
@@ -186,23 +149,23 @@ impl Dicomweb {
         }
         let client = builder.build().map_err(|e| format!("the HTTP client: {e}"))?;
         let identity_provider = reqwest::Client::builder()
-            .timeout(origin.timeout)
+            .timeout(site.timeout)
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| format!("the HTTP client: {e}"))?;
         Ok(Dicomweb {
-            site: origin.site,
-            base: origin.url.trim_end_matches('/').to_owned(),
+            site: site.id.clone(),
+            base: web.url.trim_end_matches('/').to_owned(),
             client,
-            credentials: origin.credentials,
+            credentials: web.auth.clone(),
             token: std::sync::Mutex::new(None),
             granted: tokio::sync::Mutex::new(None),
             identity_provider,
-            slots: Arc::new(tokio::sync::Semaphore::new(origin.max_connections)),
-            max_connections: origin.max_connections,
+            slots: Arc::new(tokio::sync::Semaphore::new(web.max_connections)),
+            max_connections: web.max_connections,
             peak: std::sync::atomic::AtomicUsize::new(0),
-            max_instance: origin.max_instance,
-            timeout: origin.timeout,
+            max_instance: usize::try_from(web.max_instance_size).unwrap_or(usize::MAX),
+            timeout: site.timeout,
         })
     }
 
@@ -215,26 +178,29 @@ impl Dicomweb {
     /// The Authorization header for a request made for `touched`'s caller.
     async fn authorization(&self, touched: &Touched) -> Result<Option<Arc<str>>, WebError> {
         match &self.credentials {
-            Credentials::None => Ok(None),
-            Credentials::Forward => Ok(touched.authorization()),
-            Credentials::Granted(grant) => self.granted(grant).await.map(Some),
-            Credentials::TokenFile(path) => {
-                let modified = std::fs::metadata(path).and_then(|m| m.modified()).map_err(|e| self.token_error(e))?;
-                let mut cached = self.token.lock().unwrap_or_else(|p| p.into_inner());
-                if let Some((at, token)) = cached.as_ref().filter(|(at, _)| *at == modified) {
-                    let _ = at;
-                    return Ok(Some(token.clone()));
-                }
-                let text = std::fs::read_to_string(path).map_err(|e| self.token_error(e))?;
-                let token = text.trim();
-                if token.is_empty() || token.chars().any(|c| c.is_control()) {
-                    return Err(self.credentials_error("the token file is empty or not one line"));
-                }
-                let header: Arc<str> = format!("Bearer {token}").into();
-                *cached = Some((modified, header.clone()));
-                Ok(Some(header))
-            }
+            OriginAuth::None => Ok(None),
+            OriginAuth::Forward => Ok(touched.authorization()),
+            OriginAuth::ClientCredentials(grant) => self.granted(grant).await.map(Some),
+            OriginAuth::TokenFile(path) => self.token_file(path).await.map(Some),
         }
+    }
+
+    /// The token file's token, read again when the file changes.
+    async fn token_file(&self, path: &Path) -> Result<Arc<str>, WebError> {
+        let modified = tokio::fs::metadata(path).await.and_then(|m| m.modified()).map_err(|e| self.token_error(e))?;
+        if let Some((_, token)) =
+            self.token.lock().unwrap_or_else(|p| p.into_inner()).as_ref().filter(|(at, _)| *at == modified)
+        {
+            return Ok(token.clone());
+        }
+        let text = tokio::fs::read_to_string(path).await.map_err(|e| self.token_error(e))?;
+        let token = text.trim();
+        if token.is_empty() || token.chars().any(|c| c.is_control()) {
+            return Err(self.credentials_error("the token file is empty or not one line"));
+        }
+        let header: Arc<str> = format!("Bearer {token}").into();
+        *self.token.lock().unwrap_or_else(|p| p.into_inner()) = Some((modified, header.clone()));
+        Ok(header)
     }
 
     fn token_error(&self, e: std::io::Error) -> WebError {
@@ -247,12 +213,13 @@ impl Dicomweb {
 
     /// The identity provider's token (client credentials grant, RFC 6749 §4.4), fetched when
     /// there is none or it is about to expire; one fetch at a time.
-    async fn granted(&self, grant: &ClientGrant) -> Result<Arc<str>, WebError> {
+    async fn granted(&self, grant: &ClientCredentials) -> Result<Arc<str>, WebError> {
         let mut granted = self.granted.lock().await;
         if let Some((_, token)) = granted.as_ref().filter(|(refresh_at, _)| Instant::now() < *refresh_at) {
             return Ok(token.clone());
         }
-        let secret = std::fs::read_to_string(&grant.secret_file)
+        let secret = tokio::fs::read_to_string(&grant.secret_file)
+            .await
             .map_err(|e| self.credentials_error(format!("the client secret file: {}", e.kind())))?;
         let mut form = vec![
             ("grant_type", "client_credentials"),
@@ -313,9 +280,9 @@ impl Dicomweb {
         let status = response.status().as_u16();
         // The gateway's own credentials refused (a 403 without a Bearer challenge is about what
         // was asked, such as withheld instances, and is the caller's answer).
-        if refuses_the_caller(&response) && !matches!(self.credentials, Credentials::Forward) {
+        if refuses_the_caller(&response) && self.credentials != OriginAuth::Forward {
             // A token the origin no longer takes is fetched anew for the next request.
-            if let Credentials::Granted(_) = self.credentials {
+            if let OriginAuth::ClientCredentials(_) = self.credentials {
                 *self.granted.lock().await = None;
             }
             return Err(WebError::CredentialsRefused { site: self.site.clone(), operation, status });
@@ -585,7 +552,7 @@ impl Dicomweb {
             .header(reqwest::header::ACCEPT, "application/dicom+json");
         // A forwarding site is echoed without a caller: any answer but a 5xx shows it is there.
         let authorization = match self.credentials {
-            Credentials::Forward => None,
+            OriginAuth::Forward => None,
             _ => self.authorization(&Touched::default()).await?,
         };
         let (response, _permit) = self.send(authorization, "echo", request).await?;

@@ -21,7 +21,7 @@ pub(crate) fn protocol(
     site: &SiteConfig,
     move_scp: Option<&pacs_adapter::StoreScp>,
 ) -> Result<Protocol, String> {
-    use crate::config::{OriginAuth, RetrieveMode, SiteProtocol};
+    use crate::config::{RetrieveMode, SiteProtocol};
     match &site.protocol {
         SiteProtocol::Dimse(dimse) => {
             let pool = pacs_adapter::AssociationPool::new(endpoint(config, site)?);
@@ -31,30 +31,7 @@ pub(crate) fn protocol(
             };
             Ok(Protocol::Dimse(Dimse { pool, method }))
         }
-        SiteProtocol::Dicomweb(web) => {
-            let credentials = match &web.auth {
-                OriginAuth::None => dicomweb::Credentials::None,
-                OriginAuth::Forward => dicomweb::Credentials::Forward,
-                OriginAuth::TokenFile(path) => dicomweb::Credentials::TokenFile(path.clone()),
-                OriginAuth::ClientCredentials(client) => dicomweb::Credentials::Granted(dicomweb::ClientGrant {
-                    token_url: client.token_url.clone(),
-                    client_id: client.client_id.clone(),
-                    secret_file: client.secret_file.clone(),
-                    scope: client.scope.clone(),
-                }),
-            };
-            let origin = dicomweb::Origin {
-                site: site.id.clone(),
-                url: web.url.clone(),
-                credentials,
-                max_connections: web.max_connections,
-                max_instance: usize::try_from(web.max_instance_size).unwrap_or(usize::MAX),
-                timeout: site.timeout,
-                ca: web.ca.clone(),
-                client_identity: web.cert_and_key.clone(),
-            };
-            Ok(Protocol::Dicomweb(Arc::new(Dicomweb::new(origin)?)))
-        }
+        SiteProtocol::Dicomweb(web) => Ok(Protocol::Dicomweb(Arc::new(Dicomweb::new(site, web)?))),
     }
 }
 
@@ -292,14 +269,25 @@ impl Site {
 
     /// Records what the site's protocol answered: a fault counts against its health.
     fn observed<T>(&self, outcome: Result<T, Unanswered>) -> Result<T, Unanswered> {
-        match outcome.as_ref().err().and_then(Unanswered::fault) {
-            Some(reason) => {
-                self.health.record_fault(reason);
-                count(&self.sent.faults);
-            }
-            None => self.health.record_success(),
+        if self.record_health(outcome.as_ref().err()) {
+            count(&self.sent.faults);
         }
         outcome
+    }
+
+    /// Records an outcome in the site's health: a fault of the site counts against it, any
+    /// other outcome shows it is there. True for a fault.
+    fn record_health(&self, error: Option<&Unanswered>) -> bool {
+        match error.and_then(Unanswered::fault) {
+            Some(reason) => {
+                self.health.record_fault(reason);
+                true
+            }
+            None => {
+                self.health.record_success();
+                false
+            }
+        }
     }
 
     /// An operation that ran past the site's whole budget, in its protocol's terms.
@@ -445,10 +433,7 @@ impl Site {
             Err(_) => Err(self.over_budget("echo", budget)),
         };
         self.health.record_echo(outcome.as_ref().map(|rtt| *rtt).map_err(|e| e.fault().unwrap_or_else(|| e.reason())));
-        match outcome.as_ref().err().and_then(Unanswered::fault) {
-            Some(reason) => self.health.record_fault(reason),
-            None => self.health.record_success(),
-        }
+        self.record_health(outcome.as_ref().err());
         outcome
     }
 }
