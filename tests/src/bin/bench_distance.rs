@@ -117,7 +117,7 @@ fn port_of(url: &str) -> anyhow::Result<SocketAddr> {
     Ok(authority.parse()?)
 }
 
-/// The first study UID a QIDO-RS answer names.
+/// The study UIDs a QIDO-RS answer names.
 fn studies(url: &str) -> anyhow::Result<Vec<String>> {
     let text = ureq::get(&format!("{url}/studies")).set("Accept", "application/dicom+json").call()?.into_string()?;
     let json: serde_json::Value = serde_json::from_str(&text)?;
