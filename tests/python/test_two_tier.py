@@ -2,10 +2,11 @@
 (DIMSE to its PACS, de-identifying with its own key, bearer tokens and projects), and a central
 gateway federating the three edges as DICOMweb sites, forwarding each caller's token. What the
 central serves is checked against what each edge serves the same caller: the union without
-duplicates, every study retrieved as the edge gives it, metadata, frames and rendered images, a
-store into one edge, an edge that freezes (Warning, circuit, probed back), an edge that refuses
-the caller (none of its studies anywhere), and not one identifying value in any byte the
-central serves or logs."""
+duplicates, a mixed federation (one project's sites include a PACS the central reaches itself,
+by DICOMweb and by DIMSE, and de-identifies), every study retrieved as the edge gives it,
+metadata, frames and rendered images, a store into one edge, an edge that freezes (Warning,
+circuit, probed back), an edge that refuses the caller (none of its studies anywhere), and not
+one identifying value in any byte the central serves or logs."""
 
 import hashlib
 import io
@@ -68,7 +69,34 @@ search_ttl = "0s"
 {auth}{projects}"""
 
 
-def central_config(port, edges, tmp, auth, site_tls):
+def direct_sites(testbed, tmp):
+    """The sites the central reaches itself and de-identifies, beside the edges it passes on (a
+    mixed federation): the PACS of site-1 by its own DICOMweb and by DIMSE."""
+    site = next(s for s in testbed["sites"] if s["id"] == "site-1")
+    return f"""
+[[sites]]
+id = "archive-1"
+protocol = "dicomweb"
+url = "{orthanc(testbed, 'site-1')}/dicom-web/"
+timeout = "10s"
+
+[[sites]]
+id = "pacs-1"
+ae_title = "{site['ae_title']}"
+address = "127.0.0.1:{site['dicom_port']}"
+retrieve = "c-get"
+timeout = "10s"
+
+[deid]
+profile = "basic"
+key_file = "{tmp}/central.key"
+state_dir = "{tmp}/central-state"
+"""
+
+
+def central_config(port, edges, tmp, auth, site_tls, direct=""):
+    """The central gateway: the edges as de-identified DICOMweb sites, forwarding the caller's
+    token; with `direct` (sites and [deid]), the liver project has those sites too."""
     sites = "".join(
         f"""
 [[sites]]
@@ -83,6 +111,7 @@ store = {"true" if site_id == "site-2" else "false"}
 """
         for site_id, (url, _) in edges.items()
     )
+    liver_sites = '"edge-2", "edge-3", "archive-1", "pacs-1"' if direct else '"edge-2", "edge-3"'
     return f"""
 [server]
 listen = "127.0.0.1:{port}"
@@ -91,7 +120,7 @@ public_url = "http://127.0.0.1:{port}/dicom-web"
 [dimse]
 ae_title = "CENTRAL"
 listen = "127.0.0.1:{free_port()}"
-{sites}
+{sites}{direct}
 [federation]
 echo_interval = "1s"
 circuit_failures = 2
@@ -110,7 +139,7 @@ permissions = ["search", "retrieve", "store"]
 
 [[projects]]
 id = "liver"
-sites = ["edge-2", "edge-3"]
+sites = [{liver_sites}]
 permissions = ["search", "retrieve"]
 {auth}"""
 
@@ -144,7 +173,7 @@ def tiers(testbed, tmp_path_factory):
             processes.append(process)
             edges[site["id"]] = (f"https://127.0.0.1:{port}/dicom-web", process)
         port = free_port()
-        central = launch(central_config(port, edges, tmp, auth, site_tls), port)
+        central = launch(central_config(port, edges, tmp, auth, site_tls, direct_sites(testbed, tmp)), port)
         processes.append(central)
         yield {
             "central": f"http://127.0.0.1:{port}/dicom-web",
@@ -336,18 +365,83 @@ def test_a_store_through_the_central_lands_at_its_edge_under_the_edges_pseudonym
 
 
 def test_nothing_identifying_reaches_any_byte_the_central_serves_or_logs(tiers, testbed):
-    lung = caller(tiers, "lung")
     served = bytearray()
-    for path in ("/studies?includefield=all", "/series?includefield=all&limit=500"):
-        served += HTTP.get(tiers["central"] + path, headers=lung, timeout=60).content
-    for study in study_uids(tiers["central"], lung)[:6]:
-        served += HTTP.get(f"{tiers['central']}/studies/{study}/metadata", headers=lung, timeout=60).content
-        served += HTTP.get(f"{tiers['central']}/studies/{study}", headers={**lung, **ACCEPT_DICOM}, timeout=120).content
+    # The liver project's studies include those the central de-identifies itself.
+    for who in (caller(tiers, "lung"), caller(tiers, "liver")):
+        for path in ("/studies?includefield=all", "/series?includefield=all&limit=500"):
+            served += HTTP.get(tiers["central"] + path, headers=who, timeout=60).content
+        for study in study_uids(tiers["central"], who)[:8]:
+            served += HTTP.get(f"{tiers['central']}/studies/{study}/metadata", headers=who, timeout=60).content
+            got = fetched(f"{tiers['central']}/studies/{study}", {**who, **ACCEPT_DICOM})
+            served += got.content if got is not None else b""
     served += pathlib.Path(tiers["central_process"].log_path).read_bytes()
     served += (tiers["tmp"] / "central-audit.jsonl").read_bytes()
     values = identifying_values(testbed)
     assert values
     assert leaked(values, bytes(served)) == []
+
+
+def test_a_mixed_central_passes_the_edges_on_and_de_identifies_its_own_sites(tiers, testbed):
+    """The liver project at the central: edges 2 and 3 (de-identified there, passed on as they
+    come) and the PACS of site-1, which the central reaches itself by DICOMweb and by DIMSE and
+    de-identifies with its own key."""
+    liver, central = caller(tiers, "liver"), tiers["central"]
+    at_central = study_uids(central, liver)
+    assert len(at_central) == len(set(at_central)), "no study twice"
+    from_edges = set(study_uids(tiers["edges"]["site-2"][0], liver)) | set(
+        study_uids(tiers["edges"]["site-3"][0], liver)
+    )
+    assert from_edges and from_edges <= set(at_central), "the edges' pseudonyms are passed on unchanged"
+    own = set(at_central) - from_edges
+    originals = {s["0020000D"]["Value"][0].strip() for s in HTTP.get(f"{orthanc(testbed, 'site-1')}/dicom-web/studies").json()}
+    # Each study of site-1 once (held alike at its two sites), under the central's pseudonym:
+    # neither its own UID nor the pseudonym edge-1 gives it.
+    assert len(own) == len(originals)
+    assert not own & originals
+    assert not own & set(study_uids(tiers["edges"]["site-1"][0], caller(tiers, "lung")))
+    # Found by its UID, whichever kind, and searched within.
+    ours, passed = sorted(own)[0], sorted(from_edges)[0]
+    for study in (ours, passed):
+        assert study_uids(central, liver, StudyInstanceUID=study) == [study]
+        series = HTTP.get(f"{central}/studies/{study}/series", headers=liver, timeout=30)
+        assert series.status_code == 200, (study, series.status_code)
+        assert all(s["0020000D"]["Value"][0] == study for s in series.json())
+    # Paged, the joined answer is the whole answer in order.
+    paged = []
+    for offset in range(0, len(at_central), 4):
+        paged += study_uids(central, liver, limit=4, offset=offset)
+    assert paged == at_central
+    # Retrieved: the central's own studies de-identified by it, in its pseudonyms.
+    values = identifying_values(testbed)
+    compared = 0
+    for study in sorted(own):
+        got = fetched(f"{central}/studies/{study}", {**liver, **ACCEPT_DICOM})
+        if got is None or got.status_code != 200:
+            continue
+        instances = instances_of(got)
+        assert instances and all(ds.StudyInstanceUID == study for ds in instances)
+        assert all(ds.get("PatientIdentityRemoved") == "YES" for ds in instances)
+        assert leaked(values, got.content) == []
+        compared += 1
+    assert compared >= 2, "studies of site-1 retrieved through the central"
+    # A passed-on study is retrieved as its edge serves it (a study the edge withholds, for
+    # burned-in text, is refused alike): no second layer of pseudonyms.
+    served_whole = 0
+    for study in sorted(from_edges):
+        got = fetched(f"{central}/studies/{study}/metadata", liver)
+        edge = next(url for url, _ in tiers["edges"].values() if study in study_uids(url, liver, StudyInstanceUID=study))
+        direct = fetched(f"{edge}/studies/{study}/metadata", liver)
+        if direct is None:
+            # The edge's PACS cannot send it whole: neither can the central.
+            assert got is None or got.status_code >= 500, study
+            continue
+        assert got is not None and got.status_code == direct.status_code, study
+        if got.status_code == 200:
+            assert {item["0020000D"]["Value"][0] for item in got.json()} == {study}
+            served_whole += 1
+    assert served_whole >= 2
+    everything = HTTP.get(f"{central}/studies", headers=liver, params={"includefield": "all"}, timeout=60)
+    assert leaked(values, everything.content) == []
 
 
 def test_a_frozen_edge_is_a_warning_then_an_open_circuit_then_probed_back(tiers):

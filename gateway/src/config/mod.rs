@@ -707,6 +707,8 @@ circuit_open = "30s"
         assert!(
             matches!(&web.auth, OriginAuth::ClientCredentials(c) if c.client_id == "central" && c.scope.as_deref() == Some("dicomweb"))
         );
+        // A de-identified site in a de-identifying gateway: passed on (a mixed federation).
+        with_dicomweb_site("url = \"http://a/dw\"\ndeidentified = true", true).expect("valid");
         let refused: &[(&str, bool, &str)] = &[
             ("url = \"ftp://a/dw\"", true, "must be an http:// or https:// URL"),
             ("auth = \"none\"", true, "needs url"),
@@ -717,7 +719,6 @@ circuit_open = "30s"
             ("url = \"http://a/dw\"\nae_title = \"X\"", true, "ae_title is not a key of a DICOMweb site"),
             ("url = \"http://a/dw\"\ntls = { ca = \"ca.pem\" }", true, "tls is for an https:// url"),
             ("url = \"http://a/dw\"", false, "needs [deid]"),
-            ("url = \"http://a/dw\"\ndeidentified = true", true, "not supported yet"),
         ];
         for (keys, deid, why) in refused {
             let problems = with_dicomweb_site(keys, *deid).expect_err(keys);

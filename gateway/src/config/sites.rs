@@ -31,8 +31,7 @@ pub(super) fn sites(raw: Vec<raw::Site>, problems: &mut Problems) -> Vec<SiteCon
 }
 
 /// Where identifiable data could pass: a DICOMweb site that is not de-identified needs the
-/// gateway's `[deid]`; a de-identified site is passed on as it comes, which a de-identifying
-/// gateway does not do yet (it would pseudonymise the pseudonyms).
+/// gateway's `[deid]` (a de-identified site is passed on as it comes, with or without it).
 pub(super) fn deidentified(sites: &[SiteConfig], deid: bool, problems: &mut Problems) {
     for site in sites {
         let web = matches!(site.protocol, SiteProtocol::Dicomweb(_));
@@ -40,13 +39,6 @@ pub(super) fn deidentified(sites: &[SiteConfig], deid: bool, problems: &mut Prob
             problems.push(format!(
                 "site {}: a DICOMweb site that is not de-identified (deidentified = false) needs [deid]: \
                  its data would leave the gateway as it came",
-                site.id
-            ));
-        }
-        if site.deidentified && deid {
-            problems.push(format!(
-                "site {}: deidentified = true in a gateway with [deid] is not supported yet: \
-                 federate de-identified sites from a gateway without [deid] (docs/TWO-TIER.md)",
                 site.id
             ));
         }

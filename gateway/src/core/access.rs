@@ -8,7 +8,7 @@ use crate::config::Permission;
 use crate::core::privacy::deidentify::Privacy;
 use crate::core::Error;
 use crate::sites::touched::Touched;
-use crate::sites::SiteIndex;
+use crate::sites::{Site, SiteIndex};
 
 /// A project as the gateway runs it.
 #[derive(Debug)]
@@ -62,6 +62,22 @@ impl Addressed {
     }
 }
 
+/// Which of the request's sites a piece of its work is for. A gateway with `[deid]` de-identifies
+/// what its sites send, but for sites that de-identify their data themselves (`deidentified =
+/// true`, typically edge gateways): their data, pseudonyms included, is passed on as it comes
+/// (docs/TWO-TIER.md). A request over both kinds of site is served as two, one per handling, and
+/// the two answers joined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Handling {
+    /// Every site of the request, each as the gateway's configuration says (a gateway without
+    /// `[deid]`, or a request whose sites are all of one kind).
+    Every,
+    /// Only the sites whose data the gateway de-identifies.
+    Deidentifying,
+    /// Only the sites whose data is de-identified already, passed on as it comes.
+    PassingOn,
+}
+
 /// What one request may reach, set by authorization.
 #[derive(Debug, Clone)]
 pub(crate) struct Access {
@@ -77,6 +93,8 @@ pub(crate) struct Access {
     /// What the caches key this request's entries by: the project's scope, and the caller's
     /// credentials' digest when the project forwards them ([`Project::forwards_credentials`]).
     pub(crate) cache_scope: String,
+    /// Which of its sites this piece of the request is for.
+    pub(crate) handling: Handling,
 }
 
 impl Access {
@@ -100,27 +118,80 @@ impl Access {
                 touched.set_authorization(authorization);
             }
         }
-        Access { project, site, base_url, touched, cache_scope }
+        Access { project, site, base_url, touched, cache_scope, handling: Handling::Every }
     }
 
-    /// The project's de-identification, when the gateway de-identifies.
+    /// The project's de-identification, when the gateway de-identifies what this piece of the
+    /// request reaches.
     pub(crate) fn privacy(&self) -> Option<&Privacy> {
-        self.project.privacy.as_ref()
+        match self.handling {
+            Handling::PassingOn => None,
+            Handling::Every | Handling::Deidentifying => self.project.privacy.as_ref(),
+        }
     }
 
-    /// The indexes of the sites the request may use: the project's, or the one addressed.
-    /// A site outside the project is as unknown as one that does not exist.
-    pub(crate) fn site_indexes(&self, site_id: impl Fn(SiteIndex) -> String) -> Result<Vec<SiteIndex>, Error> {
-        match &self.site {
-            None => Ok(self.project.sites.clone()),
+    /// The indexes of the sites the request may use: the project's, or the one addressed; of
+    /// those, the ones its handling is for. A site outside the project is as unknown as one
+    /// that does not exist.
+    pub(crate) fn site_indexes(&self, sites: &[Site]) -> Result<Vec<SiteIndex>, Error> {
+        let indexes = match &self.site {
+            None => self.project.sites.clone(),
             Some(id) => self
                 .project
                 .sites
                 .iter()
                 .copied()
-                .find(|&index| site_id(index) == *id)
+                .find(|&index| sites[index].id().as_str() == id)
                 .map(|index| vec![index])
-                .ok_or_else(|| Error::NotFound(format!("no site {id}"))),
+                .ok_or_else(|| Error::NotFound(format!("no site {id}")))?,
+        };
+        Ok(indexes.into_iter().filter(|&index| self.is_for(&sites[index])).collect())
+    }
+
+    /// Whether this piece of the request is for `site`.
+    fn is_for(&self, site: &Site) -> bool {
+        match self.handling {
+            Handling::Every => true,
+            Handling::Deidentifying => !site.deidentified(),
+            Handling::PassingOn => site.deidentified(),
         }
+    }
+
+    /// The request as pieces of one handling each: itself, unless the gateway de-identifies
+    /// and the request's sites include sites de-identified already; then one piece for the
+    /// sites the gateway de-identifies and one for those passed on as they come, in that
+    /// order, the ones without sites left out.
+    pub(crate) fn pieces(&self, sites: &[Site]) -> Result<Vec<Access>, Error> {
+        let indexes = self.site_indexes(sites)?;
+        if self.handling != Handling::Every
+            || self.project.privacy.is_none()
+            || !indexes.iter().any(|&i| sites[i].deidentified())
+        {
+            return Ok(vec![self.clone()]);
+        }
+        let passing_on = self.with(Handling::PassingOn);
+        let deidentifying = self.with(Handling::Deidentifying);
+        let has_sites = |piece: &Access| indexes.iter().any(|&i| piece.is_for(&sites[i]));
+        Ok([deidentifying, passing_on].into_iter().filter(has_sites).collect())
+    }
+
+    /// The piece of the request for `site` alone (a store's one site).
+    pub(crate) fn for_site(&self, site: &Site) -> Access {
+        match (self.handling, self.project.privacy.is_some(), site.deidentified()) {
+            (Handling::Every, true, true) => self.with(Handling::PassingOn),
+            (Handling::Every, true, false) => self.with(Handling::Deidentifying),
+            _ => self.clone(),
+        }
+    }
+
+    /// This request with another handling; what is passed on as it comes is cached apart from
+    /// what the project's de-identification made.
+    fn with(&self, handling: Handling) -> Access {
+        let mut piece = self.clone();
+        piece.handling = handling;
+        if handling == Handling::PassingOn {
+            piece.cache_scope.push_str(" passed on");
+        }
+        piece
     }
 }

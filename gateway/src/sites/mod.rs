@@ -215,6 +215,12 @@ impl Site {
         &self.config.id
     }
 
+    /// Whether the site's data is de-identified before it reaches the gateway (`deidentified =
+    /// true`): then a de-identifying gateway passes it on as it comes.
+    pub(crate) fn deidentified(&self) -> bool {
+        self.config.deidentified
+    }
+
     /// The site's connections now.
     pub(crate) fn connections(&self) -> Connections {
         match &self.protocol {

@@ -137,19 +137,22 @@ impl Privacy {
     /// A retrieval target named by pseudonyms, in the site's UIDs; 404 when a pseudonym was
     /// never handed out (in this project).
     pub(crate) async fn site_target(&self, target: &RetrieveTarget) -> Result<RetrieveTarget, Error> {
+        // The sites' UIDs as a peer's: an archive's UID may break the strict rules.
         let invalid = |e: dicomweb_model::UidError| Error::Internal(format!("pseudonym map holds an invalid UID: {e}"));
-        let study =
-            StudyInstanceUid::new(&self.resolve(target.study.as_str(), Kind::Study).await?.value).map_err(invalid)?;
+        let study = StudyInstanceUid::from_peer(&self.resolve(target.study.as_str(), Kind::Study).await?.value)
+            .map_err(invalid)?;
         let series = match &target.series {
             Some(series) => Some(
-                SeriesInstanceUid::new(&self.resolve(series.as_str(), Kind::Series).await?.value).map_err(invalid)?,
+                SeriesInstanceUid::from_peer(&self.resolve(series.as_str(), Kind::Series).await?.value)
+                    .map_err(invalid)?,
             ),
             None => None,
         };
         let mut instances = Vec::with_capacity(target.instances.len());
         for instance in &target.instances {
             instances.push(
-                SopInstanceUid::new(&self.resolve(instance.as_str(), Kind::Instance).await?.value).map_err(invalid)?,
+                SopInstanceUid::from_peer(&self.resolve(instance.as_str(), Kind::Instance).await?.value)
+                    .map_err(invalid)?,
             );
         }
         Ok(RetrieveTarget { study, series, instances })

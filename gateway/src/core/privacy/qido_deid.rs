@@ -84,18 +84,6 @@ const UID_KEYS: [(Tag, Kind); 3] = [
     (tags::SOP_INSTANCE_UID, Kind::Instance),
 ];
 
-/// The site's UID a path UID stands for (404 when it was never handed out).
-pub(crate) async fn path_uid<U: From<dicomweb_model::Uid>>(
-    privacy: &Privacy,
-    uid: &str,
-    kind: Kind,
-) -> Result<U, Error> {
-    let original = privacy.resolve(uid, kind).await?.value;
-    dicomweb_model::Uid::from_peer(&original)
-        .map(U::from)
-        .map_err(|_| Error::NotFound("the UID in the path stands for no UID at the sites".into()))
-}
-
 /// The sites' UIDs of a list of pseudonyms; `None` when none of them was ever handed out
 /// (then nothing can match; a site UID given instead of a pseudonym must not match either).
 async fn uid_list(privacy: &Privacy, value: &str, kind: Kind) -> Result<Option<String>, Error> {

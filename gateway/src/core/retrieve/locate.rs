@@ -16,7 +16,7 @@ use crate::core::access::{Access, Project};
 use crate::core::privacy::deidentify::Processed;
 use crate::core::retrieve::parts::{start, Started};
 use crate::core::retrieve::plan::{allowed_sites, locate_by_find, remembered_plan, Part};
-use crate::core::retrieve::{Retrieval, Retriever};
+use crate::core::retrieve::{in_site_terms, Retrieval, Retriever};
 use crate::core::Error;
 use crate::sites::touched::Touched;
 
@@ -30,10 +30,8 @@ pub(crate) async fn retrieve(
     scope: &Access,
     target: RetrieveTarget,
 ) -> Result<Retrieval, Error> {
-    let target = match scope.privacy() {
-        Some(privacy) => privacy.site_target(&target).await?,
-        None => target,
-    };
+    let (scope, target) = in_site_terms(&retriever.sites, scope, &target).await?;
+    let scope = &scope;
     let key = crate::core::retrieve::cache::TargetKey::new(&scope.cache_scope, &target);
     let shown = |uid: &SopInstanceUid| match scope.privacy() {
         Some(privacy) => SopInstanceUid::from_peer(&privacy.engine.keys().uid(uid.as_str())).ok(),
@@ -142,10 +140,7 @@ pub(crate) async fn known_stored_syntaxes(
     if !target.instances.is_empty() {
         return Ok(BTreeSet::new());
     }
-    let target = match scope.privacy() {
-        Some(privacy) => privacy.site_target(target).await?,
-        None => target.clone(),
-    };
+    let (_, target) = in_site_terms(&retriever.sites, scope, target).await?;
     let Some(record) = retriever.directory.study(&target.study) else { return Ok(BTreeSet::new()) };
     let only_series = record.series.as_ref().filter(|series| series.len() == 1).and_then(|s| s.keys().next());
     Ok(match &target.series {

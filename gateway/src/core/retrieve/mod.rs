@@ -17,7 +17,7 @@ pub(crate) mod transcoded_cache;
 use std::sync::Arc;
 
 use futures::Stream;
-use pacs_adapter::RetrievedInstance;
+use pacs_adapter::{RetrieveTarget, RetrievedInstance};
 
 use crate::config::DataSetLimitsConfig;
 use crate::core::access::Access;
@@ -39,7 +39,30 @@ pub(crate) struct Retriever {
 /// The sites a request may use, of `sites`: its project's, or the one it addressed under
 /// `/sites/{id}` (404 when that is not one of the project's).
 pub(crate) fn sites_for<'a>(sites: &'a [Site], access: &Access) -> Result<Vec<&'a Site>, crate::core::Error> {
-    Ok(access.site_indexes(|i| sites[i].id().to_string())?.into_iter().map(|i| &sites[i]).collect())
+    Ok(access.site_indexes(sites)?.into_iter().map(|i| &sites[i]).collect())
+}
+
+/// The piece of the request (crate::core::access::Handling) a target named as the client sees
+/// it is for, and the target in that piece's sites' terms. De-identifying, a pseudonym the
+/// gateway handed out names data of the sites it de-identifies; any other UID names data of the
+/// sites passed on as they come (the gateway hands out no pseudonyms for theirs). 404 when the
+/// target names nothing either could hold.
+pub(crate) async fn in_site_terms(
+    sites: &[Site],
+    access: &Access,
+    target: &RetrieveTarget,
+) -> Result<(Access, RetrieveTarget), Error> {
+    let pieces = access.pieces(sites)?;
+    let last = pieces.len().saturating_sub(1);
+    for (i, piece) in pieces.into_iter().enumerate() {
+        let Some(privacy) = piece.privacy() else { return Ok((piece, target.clone())) };
+        match privacy.site_target(target).await {
+            Ok(in_site_terms) => return Ok((piece, in_site_terms)),
+            Err(Error::NotFound(_)) if i < last => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Err(Error::NotFound("no such study, series or instance".into()))
 }
 
 /// Instances of a retrieval, from one or several sites.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use pacs_adapter::RetrieveTarget;
 
 use crate::core::access::Access;
-use crate::core::retrieve::{sites_for, Retriever};
+use crate::core::retrieve::{in_site_terms, sites_for, Retriever};
 use crate::core::Error;
 
 /// The representative instance of `named` (a study or series as the client names it), named
@@ -17,12 +17,9 @@ pub(crate) async fn representative(
     access: &Access,
     named: RetrieveTarget,
 ) -> Result<RetrieveTarget, Error> {
-    let scope = match access.privacy() {
-        Some(privacy) => privacy.site_target(&named).await?,
-        None => named,
-    };
+    let (access, scope) = in_site_terms(&retriever.sites, access, &named).await?;
     let mut planned = Vec::new();
-    for site in sites_for(&retriever.sites, access)? {
+    for site in sites_for(&retriever.sites, &access)? {
         if let Ok(found) = site.list_instances(&access.touched, &scope).await {
             if !found.is_empty() {
                 planned = found;

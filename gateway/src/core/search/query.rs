@@ -14,12 +14,11 @@ use dicomweb_deid::KnownPatient;
 use dicomweb_model::qido::{self, required, IncludeFields, QidoQuery};
 use dicomweb_model::{SeriesInstanceUid, SiteId, StudyInstanceUid};
 use futures::StreamExt;
-use pacs_adapter::QueryLevel;
+use pacs_adapter::{QueryLevel, RetrieveTarget};
 
 use crate::core::access::Access;
 use crate::core::attributes::{text_of, uid_of};
 use crate::core::directory::Directory;
-use crate::core::privacy::pseudonyms::Kind;
 use crate::core::privacy::qido_deid;
 use crate::core::search::federation::{find_everywhere, incomplete, mark_sites, merge, sort, Merged};
 use crate::core::search::rollup::{self, DirectoryUse};
@@ -35,11 +34,11 @@ pub(crate) struct Scope {
     pub(crate) series: Option<SeriesInstanceUid>,
 }
 
-/// What a search may use: the request's sites, whether they are every site of the federation
-/// (what it sees of where data lives is then the whole picture, and may be remembered), and
-/// the directory.
+/// What a search may use: the gateway's sites (each piece of the request uses those it may),
+/// whether the request reaches every site of the federation (what it sees of where data lives
+/// is then the whole picture, and may be remembered), and the directory.
 pub(crate) struct Federation<'a> {
-    pub(crate) sites: Vec<&'a Site>,
+    pub(crate) sites: &'a [Site],
     pub(crate) whole: bool,
     pub(crate) directory: &'a Directory,
 }
@@ -184,36 +183,89 @@ pub fn identifiers_for_fuzzing(raw_query: &str) -> Result<Vec<InMemDicomObject>,
 /// How many results are completed concurrently.
 const COMPLETING_AT_ONCE: usize = 16;
 
-/// The scope with the UIDs of its path in the sites' terms (de-identifying, they are
-/// pseudonyms the gateway handed out).
-pub(crate) async fn in_site_terms(access: &Access, mut scope: Scope) -> Result<Scope, Error> {
-    if let Some(privacy) = access.privacy() {
-        if let Some(study) = &scope.study {
-            scope.study = Some(qido_deid::path_uid(privacy, study.as_str(), Kind::Study).await?);
-        }
-        if let Some(series) = &scope.series {
-            scope.series = Some(qido_deid::path_uid(privacy, series.as_str(), Kind::Series).await?);
-        }
-    }
-    Ok(scope)
+/// The pieces of the request (crate::core::access::Handling) a search is for, each with the
+/// scope in its sites' terms: a scope confined to a study is for the one piece that holds it
+/// (de-identifying, the UIDs of its path are pseudonyms the gateway handed out, or else UIDs of
+/// the sites passed on as they come); an unconfined one is for every piece.
+pub(crate) async fn in_site_terms(
+    sites: &[Site],
+    access: &Access,
+    scope: Scope,
+) -> Result<Vec<(Access, Scope)>, Error> {
+    let Some(study) = &scope.study else {
+        return Ok(access.pieces(sites)?.into_iter().map(|piece| (piece, scope.clone())).collect());
+    };
+    let named = RetrieveTarget { study: study.clone(), series: scope.series.clone(), instances: Vec::new() };
+    let (piece, target) = crate::core::retrieve::in_site_terms(sites, access, &named).await?;
+    Ok(vec![(piece, Scope { level: scope.level, study: Some(target.study), series: target.series })])
 }
 
+/// A search over the request's pieces, their answers joined: each piece's results in order,
+/// the pieces one after the other, `offset` and `limit` applied to the whole. Every site of
+/// every piece failing is an error; any fewer, a Warning.
 pub(crate) async fn search(
+    federation: &Federation<'_>,
+    pieces: Vec<(Access, Scope)>,
+    query: QidoQuery,
+) -> Result<Answer, Error> {
+    if let [(access, scope)] = pieces.as_slice() {
+        return search_piece(federation, access, scope.clone(), query).await?.into_answer();
+    }
+    // Each piece is asked for everything up to the end of the window.
+    let mut asked = query.clone();
+    asked.offset = 0;
+    asked.limit = query.limit.map(|limit| limit.saturating_add(query.offset));
+    let mut joined = Answer::default();
+    let mut unanswered = Vec::new();
+    let mut missing = Vec::new();
+    for (access, scope) in &pieces {
+        let piece = search_piece(federation, access, scope.clone(), asked.clone()).await?;
+        joined.results.extend(piece.answer.results);
+        missing.extend(piece.answer.sites_missing);
+        unanswered.extend(piece.unanswered);
+    }
+    if unanswered.len() == pieces.len() {
+        if let Some(first) = unanswered.into_iter().next() {
+            return Err(first);
+        }
+    }
+    joined.results = joined.results.into_iter().skip(query.offset).take(query.limit.unwrap_or(usize::MAX)).collect();
+    joined.sites_missing = (!missing.is_empty()).then(|| missing.join("; "));
+    Ok(joined)
+}
+
+/// One piece's answer, and the error when none of its sites answered.
+struct PieceAnswer {
+    answer: Answer,
+    unanswered: Option<Error>,
+}
+
+impl PieceAnswer {
+    fn into_answer(self) -> Result<Answer, Error> {
+        match self.unanswered {
+            Some(error) => Err(error),
+            None => Ok(self.answer),
+        }
+    }
+}
+
+/// The search at the sites of one piece of the request, `scope` in their terms.
+async fn search_piece(
     federation: &Federation<'_>,
     access: &Access,
     scope: Scope,
     mut query: QidoQuery,
-) -> Result<Answer, Error> {
+) -> Result<PieceAnswer, Error> {
     // De-identifying: the query in the sites' terms (the scope is already), and the checks its
     // results must pass.
     let filters = match access.privacy() {
         Some(privacy) => match qido_deid::translate(privacy, &mut query).await? {
             Some(filters) => filters,
-            None => return Ok(Answer::default()),
+            None => return Ok(PieceAnswer { answer: Answer::default(), unanswered: None }),
         },
         None => Vec::new(),
     };
-    let sites = &federation.sites;
+    let sites = &crate::core::retrieve::sites_for(federation.sites, access)?;
     if scope.level == QueryLevel::Image && scope.study.is_none() && query.matches.is_empty() && sites.len() > 1 {
         // Every instance of every site: refused rather than answered in part (docs/ACCESS.md).
         return Err(Error::BadRequest(
@@ -229,7 +281,8 @@ pub(crate) async fn search(
     let fan_out = find_everywhere(sites, &access.touched, scope.level, &identifier).await;
     if fan_out.failures.len() == sites.len() {
         // Every site failed: there is no answer to give, partial or not.
-        return Err(fan_out.into_error());
+        let answer = Answer { results: Vec::new(), sites_missing: incomplete(&fan_out.failures, &fan_out.truncated) };
+        return Ok(PieceAnswer { answer, unanswered: Some(fan_out.into_error()) });
     }
     // What this search shows of where data lives can be remembered only when it is complete:
     // every site asked and answering, and no filter but UIDs (docs/FEDERATION.md).
@@ -321,7 +374,7 @@ pub(crate) async fn search(
             result.remove_element(crate::core::search::federation::PRIVATE_CREATOR_TAG);
         }
     }
-    Ok(Answer { results, sites_missing })
+    Ok(PieceAnswer { answer: Answer { results, sites_missing }, unanswered: None })
 }
 
 /// True when the search matches on nothing but UIDs: then a site that holds a study returns it.

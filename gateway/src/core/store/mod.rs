@@ -96,7 +96,9 @@ pub(crate) fn storing_site<'a>(sites: &'a [Site], access: &Access) -> Result<&'a
 /// One STOW-RS request's instances, stored one by one as they arrive.
 #[derive(Debug)]
 pub(crate) struct Storing<'a> {
-    access: &'a Access,
+    /// The request's piece for the site (a site de-identified already is stored into as the
+    /// caller sends, crate::core::access::Handling).
+    access: Access,
     site: &'a Site,
     limits: DataSetLimitsConfig,
     target_study: Option<StudyInstanceUid>,
@@ -114,6 +116,7 @@ impl<'a> Storing<'a> {
         limits: DataSetLimitsConfig,
         target_study: Option<StudyInstanceUid>,
     ) -> Result<Storing<'a>, Error> {
+        let access = access.for_site(site);
         let target_study = match (access.privacy(), target_study) {
             (Some(privacy), Some(study)) => {
                 let in_site_terms = match privacy.lookup(study.as_str()).await? {
@@ -137,7 +140,7 @@ impl<'a> Storing<'a> {
     /// Checks, puts into the site's terms and C-STOREs one instance (Part-10 bytes).
     pub(crate) async fn instance(&mut self, bytes: bytes::Bytes) {
         let target_study = self.target_study.clone();
-        store_one(self.access, self.site, self.limits, target_study.as_ref(), bytes, &mut self.outcome).await;
+        store_one(&self.access, self.site, self.limits, target_study.as_ref(), bytes, &mut self.outcome).await;
     }
 
     /// Ends the request: the retrieval cache forgets the studies stored into (what it held of

@@ -102,20 +102,26 @@ async fn search(
         return Ok(refused);
     }
     accepts(headers, &["application/dicom+json", "application/json"])?;
-    let scope = search_query::in_site_terms(access, scope).await?;
-    let resource = format!("{:?} {:?} {:?}", scope.level, scope.study, scope.series);
+    let pieces = search_query::in_site_terms(&gw.sites, access, scope).await?;
+    // Confined to a study, the search is for the one piece that holds it, in its sites' terms
+    // (what a store into the study is known by).
+    let (level, study, series) = match pieces.as_slice() {
+        [(_, scope)] => (scope.level, scope.study.clone(), scope.series.clone()),
+        _ => (pieces.first().map_or(QueryLevel::Study, |(_, s)| s.level), None, None),
+    };
+    let resource = format!("{level:?} {study:?} {series:?}");
     let key = SearchKey::new(
         &access.cache_scope,
         access.site.as_deref(),
         &access.base_url,
         resource,
         raw_query.as_deref(),
-        scope.study.as_ref(),
+        study.as_ref(),
     );
     if let Some(answer) = gw.search_cache.get(&key) {
         return Ok(answer);
     }
-    let answer = search_sites(gw, access, scope, raw_query).await?;
+    let answer = search_sites(gw, access, pieces, raw_query).await?;
     Ok(gw.search_cache.keep(key, answer).await)
 }
 
@@ -123,13 +129,12 @@ async fn search(
 async fn search_sites(
     gw: &Gateway,
     access: &Access,
-    scope: Scope,
+    pieces: Vec<(Access, Scope)>,
     raw_query: Option<String>,
 ) -> Result<Response, Error> {
     let query = qido::parse(raw_query.as_deref().unwrap_or(""))?;
-    let federation =
-        Federation { sites: gw.sites_for(access)?, whole: gw.sees_every_site(access), directory: &gw.directory };
-    let answer = search_query::search(&federation, access, scope, query.clone()).await?;
+    let federation = Federation { sites: &gw.sites, whole: gw.sees_every_site(access), directory: &gw.directory };
+    let answer = search_query::search(&federation, pieces, query.clone()).await?;
     let sites_missing = answer.sites_missing.as_deref().and_then(warning);
     if answer.results.is_empty() {
         return Ok(with_warning(StatusCode::NO_CONTENT.into_response(), &query, sites_missing));
