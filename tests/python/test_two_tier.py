@@ -173,7 +173,8 @@ def tiers(testbed, tmp_path_factory):
             processes.append(process)
             edges[site["id"]] = (f"https://127.0.0.1:{port}/dicom-web", process)
         port = free_port()
-        central = launch(central_config(port, edges, tmp, auth, site_tls, direct_sites(testbed, tmp)), port)
+        central_auth = auth + 'admin_role = "gateway-admin"\n'
+        central = launch(central_config(port, edges, tmp, central_auth, site_tls, direct_sites(testbed, tmp)), port)
         processes.append(central)
         yield {
             "central": f"http://127.0.0.1:{port}/dicom-web",
@@ -318,6 +319,24 @@ def test_metadata_frames_and_rendered_through_the_central(tiers):
     studies = client.search_for_studies(search_filters={"ModalitiesInStudy": "CT"})
     assert studies, "a CT study through the central"
     study = studies[0]["0020000D"]["Value"][0]
+    # The study's metadata is asked of its edge, not made from its instances (none retrieved),
+    # with the central's own BulkDataURIs.
+    admin = bearer(token(tiers["keys"].rsa, projects=[], roles=["gateway-admin"]))
+    cache = f"{tiers['central'].removesuffix('/dicom-web')}/admin/cache"
+    misses = lambda: HTTP.get(cache, headers=admin).json()["retrievals"]["misses"]
+    before = misses()
+    at_central = HTTP.get(f"{tiers['central']}/studies/{study}/metadata", headers=lung, timeout=30).json()
+    assert misses() == before, "no retrieval for the metadata"
+    edge = next(url for url, _ in tiers["edges"].values() if study_uids(url, lung, StudyInstanceUID=study))
+    at_edge = HTTP.get(f"{edge}/studies/{study}/metadata", headers=lung, timeout=30).json()
+    uris = re.compile(r'"BulkDataURI": "[^"]*"')
+    normalised = lambda objects: sorted(uris.sub("", json.dumps(o, sort_keys=True)) for o in objects)
+    assert normalised(at_central) == normalised(at_edge)
+    pixels = [o["7FE00010"]["BulkDataURI"] for o in at_central if "BulkDataURI" in o.get("7FE00010", {})]
+    assert pixels and all(uri.startswith(tiers["central"] + "/studies/") for uri in pixels)
+    assert edge.split("/dicom-web")[0] not in json.dumps(at_central)
+    got = HTTP.get(pixels[0], headers={**lung, "Accept": 'multipart/related; type="application/octet-stream"'}, timeout=30)
+    assert got.status_code == 200 and len(got.content) > 1000
     instances = client.search_for_instances(study_instance_uid=study)
     series, sop = instances[0]["0020000E"]["Value"][0], instances[0]["00080018"]["Value"][0]
     metadata = client.retrieve_instance_metadata(study, series, sop)

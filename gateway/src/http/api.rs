@@ -3,6 +3,7 @@
 pub(crate) mod frames;
 pub(crate) mod instance_bulkdata;
 pub(crate) mod metadata_xml;
+pub(crate) mod origin_metadata;
 pub(crate) mod qido;
 pub(crate) mod rendered;
 pub(crate) mod stow;

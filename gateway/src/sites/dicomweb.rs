@@ -458,6 +458,57 @@ impl Dicomweb {
         .boxed())
     }
 
+    /// The metadata of `target` (a study, a series or one instance) as the origin gives it: its
+    /// DICOM JSON objects, each checked to be of the target's study; none when the origin has
+    /// nothing (or refuses the caller); `None` when the answer is larger than `max` bytes (the
+    /// caller then takes the instances instead).
+    pub(crate) async fn metadata(
+        &self,
+        touched: &Touched,
+        target: &RetrieveTarget,
+        max: usize,
+    ) -> Result<Option<Vec<serde_json::Value>>, WebError> {
+        let mut url = format!("{}/studies/{}", self.base, target.study);
+        match (&target.series, target.instances.as_slice()) {
+            (None, []) => {}
+            (Some(series), []) => url.push_str(&format!("/series/{series}")),
+            (Some(series), [instance]) => url.push_str(&format!("/series/{series}/instances/{instance}")),
+            _ => return Err(self.malformed("WADO-RS metadata", "a list of instances has no one metadata resource")),
+        }
+        url.push_str("/metadata");
+        let request = self.client.get(url).header(reqwest::header::ACCEPT, "application/dicom+json");
+        let (response, _permit) = self.send(self.authorization(touched).await?, "WADO-RS metadata", request).await?;
+        let status = response.status().as_u16();
+        match status {
+            200 => {}
+            204 | 404 => return Ok(Some(Vec::new())),
+            _ if refuses_the_caller(&response) => return Ok(Some(Vec::new())),
+            _ => return Err(WebError::Status { site: self.site.clone(), operation: "WADO-RS metadata", status }),
+        }
+        if response.content_length().is_some_and(|n| n > max as u64) {
+            return Ok(None);
+        }
+        let body = match self.body(response, "WADO-RS metadata", max).await {
+            Ok(body) => body,
+            Err(WebError::Malformed { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let json: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| self.malformed("WADO-RS metadata", e))?;
+        let serde_json::Value::Array(objects) = json else {
+            return Err(self.malformed("WADO-RS metadata", "the answer is not a JSON array"));
+        };
+        // Nothing of another study, whatever the origin sends.
+        let of_study = |object: &serde_json::Value| {
+            object.pointer("/0020000D/Value/0").and_then(|v| v.as_str()).map(|uid| uid.trim_end_matches(['\0', ' ']))
+                == Some(target.study.as_str())
+        };
+        if !objects.iter().all(of_study) {
+            return Err(self.malformed("WADO-RS metadata", "an object is not of the study asked for"));
+        }
+        Ok(Some(objects))
+    }
+
     /// The instances under `scope` (a study or series), by QIDO-RS.
     pub(crate) async fn list_instances(
         &self,

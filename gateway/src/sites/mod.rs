@@ -403,6 +403,21 @@ impl Site {
         self.observed(outcome)
     }
 
+    /// The metadata of `target` as a DICOMweb origin gives it (see [`Dicomweb::metadata`]);
+    /// `None` from a DIMSE site, which has no such resource.
+    pub(crate) async fn origin_metadata(
+        &self,
+        touched: &Touched,
+        target: &RetrieveTarget,
+        max: usize,
+    ) -> Result<Option<Vec<serde_json::Value>>, Unanswered> {
+        let Protocol::Dicomweb(web) = &self.protocol else { return Ok(None) };
+        self.admit(touched)?;
+        count(&self.sent.retrieve);
+        let outcome = web.metadata(touched, target, max).await.map_err(Unanswered::from);
+        self.observed(outcome)
+    }
+
     /// C-STORE (or STOW-RS) of one Part-10 instance.
     pub(crate) async fn store(&self, touched: &Touched, part10: bytes::Bytes) -> Result<StoredAtSite, Unanswered> {
         self.admit(touched)?;

@@ -215,19 +215,26 @@ impl RetrievalCache {
             || self.disk.as_ref().is_some_and(|d| d.contains(&key.file_name()))
     }
 
-    /// The retrieval of `key` from the cache, when its instances are all there. `shown` gives
-    /// an instance UID as the client sees it (the pseudonym when de-identifying). Instances on
-    /// disk are read as the response goes; one found damaged then ends it with an error.
-    pub(crate) async fn cached(
-        self: &Arc<Self>,
+    /// Whether the cache holds every instance of `key` (`shown` as for [`Self::cached`]).
+    pub(crate) async fn holds(
+        &self,
         key: &TargetKey,
         shown: impl Fn(&SopInstanceUid) -> Option<SopInstanceUid>,
-    ) -> Option<Retrieval> {
+    ) -> bool {
+        self.held(key, shown).await.is_some()
+    }
+
+    /// What the cache holds of `key` when it holds all of it: the instances' UIDs as the
+    /// client sees them, those withheld before the first, why, and the entity tag.
+    async fn held(
+        &self,
+        key: &TargetKey,
+        shown: impl Fn(&SopInstanceUid) -> Option<SopInstanceUid>,
+    ) -> Option<(Vec<SopInstanceUid>, usize, Vec<String>, String)> {
         if self.instances.is_none() && self.disk.is_none() {
             return None;
         }
-        let (uids, withheld, withheld_reasons, etag) = match (self.manifest(key).await, key.target.instances.as_slice())
-        {
+        let held = match (self.manifest(key).await, key.target.instances.as_slice()) {
             (Some(manifest), _) => (
                 manifest.instances.clone(),
                 manifest.withheld_before_first,
@@ -242,14 +249,23 @@ impl RetrievalCache {
             }
             (None, _) => return None,
         };
-        let instance_key = |uid: &SopInstanceUid| InstanceKey {
-            project: key.project.clone(),
-            study: key.study().clone(),
-            instance: uid.clone(),
-        };
-        if !uids.iter().all(|uid| self.is_cached(&instance_key(uid))) {
-            return None;
-        }
+        held.0.iter().all(|uid| self.is_cached(&self.instance_key(key, uid))).then_some(held)
+    }
+
+    fn instance_key(&self, key: &TargetKey, uid: &SopInstanceUid) -> InstanceKey {
+        InstanceKey { project: key.project.clone(), study: key.study().clone(), instance: uid.clone() }
+    }
+
+    /// The retrieval of `key` from the cache, when its instances are all there. `shown` gives
+    /// an instance UID as the client sees it (the pseudonym when de-identifying). Instances on
+    /// disk are read as the response goes; one found damaged then ends it with an error.
+    pub(crate) async fn cached(
+        self: &Arc<Self>,
+        key: &TargetKey,
+        shown: impl Fn(&SopInstanceUid) -> Option<SopInstanceUid>,
+    ) -> Option<Retrieval> {
+        let (uids, withheld, withheld_reasons, etag) = self.held(key, shown).await?;
+        let instance_key = |uid: &SopInstanceUid| self.instance_key(key, uid);
         let mut keys = uids.iter().map(instance_key);
         let first = self.instance(keys.next()?).await?;
         self.counters.hits.fetch_add(1, Ordering::Relaxed);

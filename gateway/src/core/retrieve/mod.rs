@@ -1,16 +1,19 @@
 //! Retrieval: the plan (where a target's instances are) and its stream (`locate`), the
-//! retrieval cache with its flights and disk tier, the cache of decoded instances, and the
-//! instance a thumbnail shows (`representative`).
+//! retrieval cache with its flights and disk tier, the cache of decoded instances, the
+//! instance a thumbnail shows (`representative`), and what a DICOMweb origin passed on is
+//! asked directly (`origin`).
 
 pub(crate) mod cache;
 pub(crate) mod disk_cache;
 pub(crate) mod flight;
 mod locate;
+mod origin;
 mod parts;
 mod plan;
 mod representative;
 
 pub(crate) use locate::{known_stored_syntaxes, retrieve};
+pub(crate) use origin::origin_metadata;
 pub(crate) use representative::representative;
 pub(crate) mod transcoded_cache;
 

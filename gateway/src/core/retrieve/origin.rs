@@ -1,0 +1,57 @@
+//! What a DICOMweb origin whose data is passed on as it comes is asked directly rather than
+//! derived from its whole instances: the metadata of a study, a series or an instance (a
+//! viewer's first request: kilobytes an instance where the instances are megabytes, across a
+//! long link). Only when nothing is to be done to the data here (the gateway does not
+//! de-identify it), the retrieval cache does not hold the target already (then its instances
+//! are at hand), and one site holds all of it; otherwise the metadata is made from the
+//! instances, as for every other site.
+
+use std::sync::Arc;
+
+use pacs_adapter::RetrieveTarget;
+
+use crate::core::access::Access;
+use crate::core::retrieve::cache::TargetKey;
+use crate::core::retrieve::plan::{allowed_sites, locate_by_find, remembered_plan, Part};
+use crate::core::retrieve::{in_site_terms, Retriever};
+use crate::core::Error;
+
+/// The most metadata held from one origin's answer: some 6,000 instances of 10 KiB; a larger
+/// answer is made from the instances instead.
+const MAX_METADATA: usize = 64 << 20;
+
+/// The DICOM JSON objects of `named`'s metadata (named as the client sees it) as the origin
+/// holding it gives them, in its terms (its BulkDataURIs are the caller's to rewrite); `None`
+/// when the metadata is to be made from the instances.
+pub(crate) async fn origin_metadata(
+    retriever: &Arc<Retriever>,
+    access: &Access,
+    named: &RetrieveTarget,
+) -> Result<Option<Vec<serde_json::Value>>, Error> {
+    let (piece, target) = in_site_terms(&retriever.sites, access, named).await?;
+    if piece.privacy().is_some() || target.instances.len() > 1 {
+        return Ok(None);
+    }
+    let key = TargetKey::new(&piece.cache_scope, &target);
+    if retriever.cache.holds(&key, |uid| Some(uid.clone())).await {
+        return Ok(None);
+    }
+    let allowed = allowed_sites(retriever, &piece)?;
+    let remembered = retriever
+        .directory
+        .study(&target.study)
+        .and_then(|record| remembered_plan(retriever, &allowed, &record, &target));
+    let plan = match remembered {
+        Some(plan) => plan,
+        None if allowed.len() == 1 => vec![Part { target: target.clone(), holders: allowed.clone() }],
+        None => locate_by_find(retriever, &piece.touched, &allowed, &target).await?,
+    };
+    // Spread over sites, or over parts of the target: made from the instances.
+    let [part] = plan.as_slice() else { return Ok(None) };
+    let Some(&holder) = part.holders.first().filter(|_| part.target == target) else { return Ok(None) };
+    match retriever.sites[holder].origin_metadata(&piece.touched, &target, MAX_METADATA).await? {
+        // Nothing there: the instances' path says 404, or finds where the target went.
+        Some(objects) if objects.is_empty() => Ok(None),
+        answer => Ok(answer),
+    }
+}

@@ -1,0 +1,110 @@
+//! Metadata as a DICOMweb origin passed on gave it (crate::core::retrieve::origin_metadata),
+//! written with the gateway's own URLs: a top-level BulkDataURI becomes the gateway's
+//! `.../bulkdata/{tag}` of the instance, which retrieves the value through the gateway (and
+//! its cache); one inside a sequence is left out, as in the metadata the gateway makes itself
+//! (it has no URL for it). Nothing of the origin's address reaches the client.
+
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use dicomweb_model::Uid;
+use futures::stream;
+use serde_json::Value;
+
+use crate::http::multipart::OutgoingPart;
+
+/// The response: DICOM JSON, or one PS3.19 part per object when `xml`.
+pub(crate) fn response(mut objects: Vec<Value>, public_url: &str, xml: bool) -> Response {
+    for object in &mut objects {
+        with_own_bulk_data_uris(object, public_url);
+    }
+    if !xml {
+        let body = serde_json::to_vec(&Value::Array(objects)).unwrap_or_else(|_| b"[]".to_vec());
+        return ([(header::CONTENT_TYPE, "application/dicom+json")], body).into_response();
+    }
+    let parts = objects.into_iter().map(|object| {
+        let json = serde_json::to_vec(&object).map_err(std::io::Error::other)?;
+        let xml = super::metadata_xml::native_dicom_model(&json).map_err(std::io::Error::other)?;
+        Ok(vec![OutgoingPart::new("application/dicom+xml", Bytes::from(xml))])
+    });
+    crate::http::multipart::response("application/dicom+xml", "metadata", stream::iter(parts))
+}
+
+/// Rewrites one object's BulkDataURIs (see the module's documentation).
+fn with_own_bulk_data_uris(object: &mut Value, public_url: &str) {
+    let uid = |tag: &str| {
+        let value = object.pointer(&format!("/{tag}/Value/0"))?.as_str()?;
+        Uid::from_peer(value).ok().map(|uid| uid.as_str().to_owned())
+    };
+    let base = match (uid("0020000D"), uid("0020000E"), uid("00080018")) {
+        (Some(study), Some(series), Some(instance)) => {
+            Some(format!("{public_url}/studies/{study}/series/{series}/instances/{instance}/bulkdata"))
+        }
+        _ => None,
+    };
+    let Some(attributes) = object.as_object_mut() else { return };
+    for (key, attribute) in attributes.iter_mut() {
+        let Some(attribute) = attribute.as_object_mut() else { continue };
+        if attribute.contains_key("BulkDataURI") {
+            let is_tag = key.len() == 8 && key.bytes().all(|b| b.is_ascii_hexdigit());
+            match &base {
+                Some(base) if is_tag => {
+                    attribute.insert("BulkDataURI".into(), Value::String(format!("{base}/{}", key.to_uppercase())));
+                }
+                _ => {
+                    attribute.remove("BulkDataURI");
+                }
+            }
+        }
+        if let Some(Value::Array(items)) = attribute.get_mut("Value") {
+            items.iter_mut().for_each(without_bulk_data_uris);
+        }
+    }
+}
+
+/// An item of a sequence without any BulkDataURI, at any depth.
+fn without_bulk_data_uris(item: &mut Value) {
+    let Some(attributes) = item.as_object_mut() else { return };
+    for attribute in attributes.values_mut().filter_map(Value::as_object_mut) {
+        attribute.remove("BulkDataURI");
+        if let Some(Value::Array(items)) = attribute.get_mut("Value") {
+            items.iter_mut().for_each(without_bulk_data_uris);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn bulk_data_uris_become_the_gateways_and_nested_ones_are_left_out() {
+        let mut object = json!({
+            "0020000D": {"vr": "UI", "Value": ["1.2.3"]},
+            "0020000E": {"vr": "UI", "Value": ["1.2.3.4"]},
+            "00080018": {"vr": "UI", "Value": ["1.2.3.4.5"]},
+            "7fe00010": {"vr": "OW", "BulkDataURI": "https://edge.hospital/dicom-web/studies/1.2.3/bulk/7fe00010"},
+            "00540016": {"vr": "SQ", "Value": [
+                {"00280006": {"vr": "OB", "BulkDataURI": "https://edge.hospital/nested"},
+                 "00400275": {"vr": "SQ", "Value": [{"00080100": {"vr": "OB", "BulkDataURI": "https://edge.hospital/deeper"}}]}}
+            ]},
+            "../../x": {"vr": "OB", "BulkDataURI": "https://edge.hospital/odd"}
+        });
+        with_own_bulk_data_uris(&mut object, "http://gw/dicom-web");
+        assert_eq!(
+            object["7fe00010"]["BulkDataURI"],
+            "http://gw/dicom-web/studies/1.2.3/series/1.2.3.4/instances/1.2.3.4.5/bulkdata/7FE00010"
+        );
+        let text = object.to_string();
+        assert!(!text.contains("edge.hospital"), "{text}");
+        assert_eq!(object["00540016"]["Value"][0]["00280006"], json!({"vr": "OB"}));
+    }
+
+    #[test]
+    fn an_object_without_its_uids_keeps_no_bulk_data_uri() {
+        let mut object = json!({"7FE00010": {"vr": "OW", "BulkDataURI": "https://edge.hospital/x"}});
+        with_own_bulk_data_uris(&mut object, "http://gw/dicom-web");
+        assert_eq!(object["7FE00010"], json!({"vr": "OW"}));
+    }
+}
