@@ -316,11 +316,13 @@ def test_every_study_retrieves_through_the_central_as_its_edge_serves_it(tiers):
 def test_metadata_frames_and_rendered_through_the_central(tiers):
     lung = caller(tiers, "lung")
     client = DICOMwebClient(tiers["central"], headers=lung)
-    studies = client.search_for_studies(search_filters={"ModalitiesInStudy": "CT"})
+    studies = client.search_for_studies(search_filters={"ModalitiesInStudy": "CT"}, fields=["NumberOfStudyRelatedInstances"])
     assert studies, "a CT study through the central"
-    study = studies[0]["0020000D"]["Value"][0]
+    # The CT of most instances (the test bed's 200-slice one).
+    study = max(studies, key=lambda s: int(s["00201208"]["Value"][0]))["0020000D"]["Value"][0]
     # The study's metadata is asked of its edge, not made from its instances (none retrieved),
-    # with the central's own BulkDataURIs.
+    # with the central's own BulkDataURIs; so are an instance's metadata, frames and rendered
+    # image.
     admin = bearer(token(tiers["keys"].rsa, projects=[], roles=["gateway-admin"]))
     cache = f"{tiers['central'].removesuffix('/dicom-web')}/admin/cache"
     misses = lambda: HTTP.get(cache, headers=admin).json()["retrievals"]["misses"]
@@ -337,8 +339,12 @@ def test_metadata_frames_and_rendered_through_the_central(tiers):
     assert edge.split("/dicom-web")[0] not in json.dumps(at_central)
     got = HTTP.get(pixels[0], headers={**lung, "Accept": 'multipart/related; type="application/octet-stream"'}, timeout=30)
     assert got.status_code == 200 and len(got.content) > 1000
+    # (That bulk data is retrieved: an instance.)
+    before = misses()
     instances = client.search_for_instances(study_instance_uid=study)
-    series, sop = instances[0]["0020000E"]["Value"][0], instances[0]["00080018"]["Value"][0]
+    # One the bulk data above did not bring here.
+    chosen = next(i for i in instances if i["00080018"]["Value"][0] not in pixels[0])
+    series, sop = chosen["0020000E"]["Value"][0], chosen["00080018"]["Value"][0]
     metadata = client.retrieve_instance_metadata(study, series, sop)
     assert metadata["0020000D"]["Value"][0] == study
     frames = client.retrieve_instance_frames(study, series, sop, frame_numbers=[1])
@@ -349,6 +355,8 @@ def test_metadata_frames_and_rendered_through_the_central(tiers):
         timeout=30,
     )
     assert rendered.status_code == 200 and rendered.content[:2] == b"\xff\xd8"
+    # The instance's metadata, frames and rendered image were asked of the edge too.
+    assert misses() == before, "no retrieval for metadata, frames or rendered images"
     thumbnail = HTTP.get(f"{tiers['central']}/studies/{study}/thumbnail", headers={**lung, "Accept": "image/jpeg"})
     assert thumbnail.status_code == 200 and thumbnail.content[:2] == b"\xff\xd8"
 

@@ -1,9 +1,9 @@
 //! The DICOMweb resources: thin handlers that parse, call the site and encode.
 
 pub(crate) mod frames;
+pub(crate) mod from_origin;
 pub(crate) mod instance_bulkdata;
 pub(crate) mod metadata_xml;
-pub(crate) mod origin_metadata;
 pub(crate) mod qido;
 pub(crate) mod rendered;
 pub(crate) mod stow;

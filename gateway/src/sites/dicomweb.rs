@@ -509,6 +509,71 @@ impl Dicomweb {
         Ok(Some(objects))
     }
 
+    /// One instance's resource below its URL (`suffix`: `/frames/1,2`, `/rendered`, with the
+    /// caller's `query` and `accept`) as the origin answers it: its Content-Type and its body,
+    /// read as the caller reads it and cut with an error past `max` bytes. `None` when the
+    /// origin has nothing for it, cannot give it as accepted or refuses the caller: the caller
+    /// then makes it from the instance.
+    pub(crate) async fn relay(
+        &self,
+        touched: &Touched,
+        instance: &RetrieveTarget,
+        asked: &Relay,
+        max: u64,
+    ) -> Result<Option<Relayed>, WebError> {
+        let (Some(series), [sop]) = (&instance.series, instance.instances.as_slice()) else {
+            return Err(self.malformed("WADO-RS", "one instance is relayed at a time"));
+        };
+        let mut url =
+            format!("{}/studies/{}/series/{series}/instances/{sop}{}", self.base, instance.study, asked.suffix);
+        if let Some(query) = asked.query.as_deref().filter(|q| !q.is_empty()) {
+            url.push('?');
+            url.push_str(query);
+        }
+        let mut request = self.client.get(url);
+        if let Some(accept) = &asked.accept {
+            request = request.header(reqwest::header::ACCEPT, accept);
+        }
+        let (response, permit) = self.send(self.authorization(touched).await?, "WADO-RS", request).await?;
+        let status = response.status().as_u16();
+        match status {
+            200 => {}
+            204 | 400 | 404 | 406 | 415 => return Ok(None),
+            _ if refuses_the_caller(&response) => return Ok(None),
+            _ => return Err(WebError::Status { site: self.site.clone(), operation: "WADO-RS", status }),
+        }
+        let Some(content_type) = response.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok())
+        else {
+            return Err(self.malformed("WADO-RS", "the answer has no Content-Type"));
+        };
+        let content_type = content_type.to_owned();
+        let (site, timeout) = (self.site.clone(), self.timeout);
+        let body = stream::try_unfold((response.bytes_stream(), 0u64, permit), move |(mut chunks, read, permit)| {
+            let site = site.clone();
+            async move {
+                let chunk = tokio::time::timeout(timeout, chunks.next()).await.map_err(|_| WebError::Timeout {
+                    site: site.clone(),
+                    operation: "WADO-RS",
+                    after: timeout,
+                })?;
+                let Some(chunk) = chunk else { return Ok(None) };
+                let chunk = chunk.map_err(|e| WebError::Malformed {
+                    site: site.clone(),
+                    operation: "WADO-RS",
+                    detail: cause(&e),
+                })?;
+                let read = read + chunk.len() as u64;
+                if read > max {
+                    let detail = format!("the answer is larger than {max} bytes");
+                    return Err(WebError::Malformed { site, operation: "WADO-RS", detail });
+                }
+                Ok(Some((chunk, (chunks, read, permit))))
+            }
+        })
+        .boxed();
+        Ok(Some(Relayed { content_type, body }))
+    }
+
     /// The instances under `scope` (a study or series), by QIDO-RS.
     pub(crate) async fn list_instances(
         &self,
@@ -612,6 +677,28 @@ impl Dicomweb {
             return Err(WebError::Status { site: self.site.clone(), operation: "echo", status });
         }
         Ok(began.elapsed())
+    }
+}
+
+/// What of an instance is asked of an origin as the caller asked it (frames, rendered).
+#[derive(Debug, Clone)]
+pub(crate) struct Relay {
+    /// The path below the instance's URL, from `/`.
+    pub(crate) suffix: String,
+    /// The caller's query string (rendering parameters), checked by the gateway first.
+    pub(crate) query: Option<String>,
+    pub(crate) accept: Option<String>,
+}
+
+/// An origin's answer relayed: its Content-Type and its body as it arrives.
+pub(crate) struct Relayed {
+    pub(crate) content_type: String,
+    pub(crate) body: BoxStream<'static, Result<Bytes, WebError>>,
+}
+
+impl std::fmt::Debug for Relayed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relayed").field("content_type", &self.content_type).finish()
     }
 }
 

@@ -215,6 +215,11 @@ impl Site {
         &self.config.id
     }
 
+    /// Whether the site is a DICOMweb origin.
+    pub(crate) fn speaks_dicomweb(&self) -> bool {
+        matches!(self.protocol, Protocol::Dicomweb(_))
+    }
+
     /// Whether the site's data is de-identified before it reaches the gateway (`deidentified =
     /// true`): then a de-identifying gateway passes it on as it comes.
     pub(crate) fn deidentified(&self) -> bool {
@@ -415,6 +420,25 @@ impl Site {
         self.admit(touched)?;
         count(&self.sent.retrieve);
         let outcome = web.metadata(touched, target, max).await.map_err(Unanswered::from);
+        self.observed(outcome)
+    }
+
+    /// One instance's resource (frames, rendered) as a DICOMweb origin answers the caller's
+    /// request for it (see [`Dicomweb::relay`]); `None` from a DIMSE site.
+    pub(crate) async fn relay(
+        &self,
+        touched: &Touched,
+        instance: &RetrieveTarget,
+        asked: &dicomweb::Relay,
+    ) -> Result<Option<dicomweb::Relayed>, Unanswered> {
+        let Protocol::Dicomweb(web) = &self.protocol else { return Ok(None) };
+        self.admit(touched)?;
+        count(&self.sent.retrieve);
+        let max = match &self.config.protocol {
+            crate::config::SiteProtocol::Dicomweb(config) => config.max_instance_size,
+            crate::config::SiteProtocol::Dimse(_) => return Ok(None),
+        };
+        let outcome = web.relay(touched, instance, asked, max).await.map_err(Unanswered::from);
         self.observed(outcome)
     }
 

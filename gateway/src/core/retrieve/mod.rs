@@ -13,7 +13,7 @@ mod plan;
 mod representative;
 
 pub(crate) use locate::{known_stored_syntaxes, retrieve};
-pub(crate) use origin::origin_metadata;
+pub(crate) use origin::{origin_metadata, origin_relay};
 pub(crate) use representative::representative;
 pub(crate) mod transcoded_cache;
 

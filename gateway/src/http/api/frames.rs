@@ -240,6 +240,13 @@ pub(crate) async fn frames(
     headers: HeaderMap,
 ) -> Result<Response, Error> {
     let wanted = parse_frame_list(&list)?;
+    // A DICOMweb origin passed on is asked for the frames itself, unless the instance is here.
+    let named = super::wado::target(&study, Some(&series), Some(&instance))?;
+    let frames = wanted.iter().map(|n| n.to_string()).collect::<Vec<_>>().join(",");
+    let asked = super::from_origin::relay(format!("/frames/{frames}"), None, &headers);
+    if let Some(relayed) = crate::core::retrieve::origin_relay(&gw.retriever, &access, &named, &asked).await? {
+        return super::from_origin::relayed(relayed);
+    }
     let mut instance = retrieve_instance(&gw, &access, &study, &series, &instance).await?;
     let (mut frames, mut encapsulated) = frames_of(&instance, &wanted)?;
     let mut media_type =

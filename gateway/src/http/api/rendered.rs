@@ -265,13 +265,21 @@ fn rendered(
     Ok(out.into_inner())
 }
 
+/// One instance's frame rendered; asked of a DICOMweb origin passed on as `relay` says, when
+/// it is to be.
 async fn respond(
     gw: &Arc<Gateway>,
     access: &Access,
     target: RetrieveTarget,
     frame: u32,
     rendering: Rendering,
+    relay: Option<crate::sites::dicomweb::Relay>,
 ) -> Result<Response, Error> {
+    if let Some(asked) = relay {
+        if let Some(relayed) = crate::core::retrieve::origin_relay(&gw.retriever, access, &target, &asked).await? {
+            return super::from_origin::relayed(relayed);
+        }
+    }
     let crate::core::retrieve::Retrieval { first, rest, .. } =
         crate::core::retrieve::retrieve(&gw.retriever, access, target).await?;
     drop(rest);
@@ -324,7 +332,8 @@ pub(crate) async fn instance(
     headers: HeaderMap,
 ) -> Result<Response, Error> {
     let rendering = parse(query.as_deref(), negotiate(&headers)?, None)?;
-    respond(&gw, &access, target, 1, rendering).await
+    let relay = super::from_origin::relay("/rendered".into(), query.as_deref(), &headers);
+    respond(&gw, &access, target, 1, rendering, Some(relay)).await
 }
 
 pub(crate) async fn frame(
@@ -341,7 +350,8 @@ pub(crate) async fn frame(
         .ok_or_else(|| Error::BadRequest(format!("frame {frame:?}: a rendered frame is one number from 1")))?;
     let rendering = parse(query.as_deref(), negotiate(&headers)?, None)?;
     let target = super::wado::target(&study, Some(&series), Some(&instance))?;
-    respond(&gw, &access, target, frame, rendering).await
+    let relay = super::from_origin::relay(format!("/frames/{frame}/rendered"), query.as_deref(), &headers);
+    respond(&gw, &access, target, frame, rendering, Some(relay)).await
 }
 
 pub(crate) async fn instance_thumbnail(
@@ -352,7 +362,7 @@ pub(crate) async fn instance_thumbnail(
     headers: HeaderMap,
 ) -> Result<Response, Error> {
     let rendering = parse(query.as_deref(), negotiate(&headers)?, Some(THUMBNAIL))?;
-    respond(&gw, &access, target, 1, rendering).await
+    respond(&gw, &access, target, 1, rendering, None).await
 }
 
 /// The middle instance of a series (or of the first series of a study), for its thumbnail.
@@ -375,7 +385,7 @@ pub(crate) async fn series_thumbnail(
 ) -> Result<Response, Error> {
     let rendering = parse(query.as_deref(), negotiate(&headers)?, Some(THUMBNAIL))?;
     let target = representative(&gw, &access, &study, Some(&series)).await?;
-    respond(&gw, &access, target, 1, rendering).await
+    respond(&gw, &access, target, 1, rendering, None).await
 }
 
 pub(crate) async fn study_thumbnail(
@@ -387,7 +397,7 @@ pub(crate) async fn study_thumbnail(
 ) -> Result<Response, Error> {
     let rendering = parse(query.as_deref(), negotiate(&headers)?, Some(THUMBNAIL))?;
     let target = representative(&gw, &access, &study, None).await?;
-    respond(&gw, &access, target, 1, rendering).await
+    respond(&gw, &access, target, 1, rendering, None).await
 }
 
 /// A rendered series or study (the path says which).

@@ -296,7 +296,7 @@ async fn metadata(
     // A DICOMweb origin passed on is asked for the metadata itself, when nothing here holds
     // the instances already.
     if let Some(objects) = crate::core::retrieve::origin_metadata(&gw.retriever, &access, &target).await? {
-        return Ok(super::origin_metadata::response(objects, &access.base_url, xml));
+        return Ok(super::from_origin::metadata(objects, &access.base_url, xml));
     }
     let crate::core::retrieve::Retrieval { first, rest, withheld, withheld_reasons, etag } =
         crate::core::retrieve::retrieve(&gw.retriever, &access, target).await?;

@@ -1,20 +1,45 @@
-//! Metadata as a DICOMweb origin passed on gave it (crate::core::retrieve::origin_metadata),
-//! written with the gateway's own URLs: a top-level BulkDataURI becomes the gateway's
-//! `.../bulkdata/{tag}` of the instance, which retrieves the value through the gateway (and
-//! its cache); one inside a sequence is left out, as in the metadata the gateway makes itself
-//! (it has no URL for it). Nothing of the origin's address reaches the client.
+//! What a DICOMweb origin passed on answered (crate::core::retrieve::origin), as the response:
+//! - metadata, written with the gateway's own URLs: a top-level BulkDataURI becomes the
+//!   gateway's `.../bulkdata/{tag}` of the instance, which retrieves the value through the
+//!   gateway (and its cache); one inside a sequence is left out, as in the metadata the gateway
+//!   makes itself (it has no URL for it). Nothing of the origin's address reaches the client.
+//! - frames and rendered images, relayed as they arrive with the origin's Content-Type; an
+//!   answer that breaks off aborts the response, never closed as if complete.
 
-use axum::http::header;
+use axum::body::Body;
+use axum::http::{header, HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use dicomweb_model::Uid;
-use futures::stream;
+use futures::{stream, StreamExt};
 use serde_json::Value;
 
+use crate::core::Error;
 use crate::http::multipart::OutgoingPart;
+use crate::sites::dicomweb::{Relay, Relayed};
 
-/// The response: DICOM JSON, or one PS3.19 part per object when `xml`.
-pub(crate) fn response(mut objects: Vec<Value>, public_url: &str, xml: bool) -> Response {
+/// What of an instance to ask the origin: `suffix` below the instance's URL, with the
+/// request's query string and Accept.
+pub(crate) fn relay(suffix: String, query: Option<&str>, headers: &HeaderMap) -> Relay {
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    Relay { suffix, query: query.map(str::to_owned), accept }
+}
+
+/// The origin's answer relayed.
+pub(crate) fn relayed(relayed: Relayed) -> Result<Response, Error> {
+    let content_type = HeaderValue::from_str(&relayed.content_type)
+        .map_err(|_| Error::Internal("the origin's Content-Type is not a header value".into()))?;
+    let body = relayed.body.map(|chunk| {
+        chunk.map_err(|e| {
+            tracing::warn!(error = %e, "a relayed answer failed after the response started; aborting it");
+            std::io::Error::other(e.to_string())
+        })
+    });
+    Ok(([(header::CONTENT_TYPE, content_type)], Body::from_stream(body)).into_response())
+}
+
+/// Metadata: DICOM JSON, or one PS3.19 part per object when `xml`.
+pub(crate) fn metadata(mut objects: Vec<Value>, public_url: &str, xml: bool) -> Response {
     for object in &mut objects {
         with_own_bulk_data_uris(object, public_url);
     }
