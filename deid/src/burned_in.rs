@@ -26,7 +26,7 @@ pub struct Withheld {
 }
 
 fn text_of(obj: &InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
-    obj.element(tag).ok()?.to_str().ok().map(|t| t.trim_matches([' ', '\0']).to_uppercase())
+    obj.get(tag)?.to_str().ok().map(|t| t.trim_matches([' ', '\0']).to_uppercase())
 }
 
 /// `Some` when the instance must be withheld.

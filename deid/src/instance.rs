@@ -143,7 +143,7 @@ fn deidentify_with(
         InMemDicomObject::read_dataset_with_ts(&data_set[..at], ts)
             .ok()
             // Pixel data before the split: the bytes found were not the last element after all.
-            .filter(|head| head.element(dicom_dictionary_std::tags::PIXEL_DATA).is_err())
+            .filter(|head| head.get(dicom_dictionary_std::tags::PIXEL_DATA).is_none())
             .map(|head| (head, &data_set[at..]))
     };
     let (mut object, pixels) = match split.and_then(read_head) {

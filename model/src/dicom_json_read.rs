@@ -189,9 +189,9 @@ mod tests {
         let json = to_json(&sample(), &JsonOptions::default());
         let read = read_object(&json).expect("reads");
         assert_eq!(to_json(&read, &JsonOptions::default()), json);
-        let text = |tag| read.element(tag).ok().and_then(|e| e.to_str().ok()).map(|s| s.into_owned());
+        let text = |tag| read.get(tag).and_then(|e| e.to_str().ok()).map(|s| s.into_owned());
         assert_eq!(text(tags::PATIENT_NAME).as_deref(), Some("Doe^Jane=山田^花子"));
-        assert_eq!(read.element(tags::ROWS).ok().and_then(|e| e.to_int::<u16>().ok()), Some(512));
+        assert_eq!(read.get(tags::ROWS).and_then(|e| e.to_int::<u16>().ok()), Some(512));
     }
 
     #[test]
@@ -202,7 +202,7 @@ mod tests {
             "00080060": {"vr": "CS"},
         });
         let read = read_object(&json).expect("reads");
-        assert!(read.element(tags::PIXEL_DATA).is_err());
+        assert!(read.get(tags::PIXEL_DATA).is_none());
         assert_eq!(read.element(tags::PATIENT_NAME).expect("kept").to_str().expect("text"), "");
         assert_eq!(read.element(tags::MODALITY).expect("kept").value().primitive(), Some(&PrimitiveValue::Empty));
     }

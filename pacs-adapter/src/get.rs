@@ -140,7 +140,7 @@ pub async fn sop_classes_of(
     };
     let mut classes: Vec<String> = found
         .iter()
-        .filter_map(|f| f.element(tags::SOP_CLASSES_IN_STUDY).ok())
+        .filter_map(|f| f.get(tags::SOP_CLASSES_IN_STUDY))
         .filter_map(|e| e.to_multi_str().ok().map(|v| v.to_vec()))
         .flatten()
         .map(|c| c.trim_end_matches(['\0', ' ']).to_owned())

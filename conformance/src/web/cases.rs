@@ -218,7 +218,7 @@ impl Item {
                 let tag = dicom_json::tag(field)?;
                 let group = u16::from_str_radix(&tag[..4], 16).ok()?;
                 let element = u16::from_str_radix(&tag[4..], 16).ok()?;
-                let value = object.element(dicom_core::Tag(group, element)).ok()?;
+                let value = object.get(dicom_core::Tag(group, element))?;
                 Some(
                     value
                         .to_str()

@@ -5,8 +5,7 @@ use dicom_object::InMemDicomObject;
 
 /// A text value of an identifier, without padding; `None` when absent or empty.
 pub(crate) fn text_of(obj: &InMemDicomObject, tag: Tag) -> Option<String> {
-    obj.element(tag)
-        .ok()
+    obj.get(tag)
         .and_then(|e| e.to_str().ok())
         .map(|s| dicomweb_deid::keys::unpadded(&s).to_owned())
         .filter(|s| !s.is_empty())

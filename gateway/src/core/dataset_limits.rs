@@ -53,10 +53,7 @@ pub(crate) fn inflate(deflated: &[u8], max: u64) -> Result<Vec<u8>, ContentLimit
 /// anything decodes it: a transcoder allocates the whole of it.
 pub(crate) fn decoded_size(obj: &InMemDicomObject, limits: &DataSetLimitsConfig) -> Result<u64, ContentLimitError> {
     let number = |tag| -> u64 {
-        obj.element(tag)
-            .ok()
-            .and_then(|e| e.to_int::<u64>().ok().or_else(|| e.to_str().ok()?.trim().parse().ok()))
-            .unwrap_or(0)
+        obj.get(tag).and_then(|e| e.to_int::<u64>().ok().or_else(|| e.to_str().ok()?.trim().parse().ok())).unwrap_or(0)
     };
     let samples = number(tags::SAMPLES_PER_PIXEL).max(1);
     let frame = frame_size(
@@ -83,7 +80,7 @@ pub(crate) fn parsed_for_decoding(
     let object = dicom_object::from_reader(part10.get(128..).unwrap_or_default())
         .map_err(|e| format!("the instance cannot be parsed: {e}"))?;
     let encapsulated =
-        object.element(tags::PIXEL_DATA).is_ok_and(|e| matches!(e.value(), dicom_core::value::Value::PixelSequence(_)));
+        object.get(tags::PIXEL_DATA).is_some_and(|e| matches!(e.value(), dicom_core::value::Value::PixelSequence(_)));
     if !encapsulated {
         return Ok((object, 0));
     }

@@ -596,8 +596,7 @@ impl Dicomweb {
         Ok(found
             .iter()
             .filter_map(|obj| {
-                let uid =
-                    |tag| obj.element(tag).ok()?.to_str().ok().map(|s| s.trim_end_matches(['\0', ' ']).to_owned());
+                let uid = |tag| obj.get(tag)?.to_str().ok().map(|s| s.trim_end_matches(['\0', ' ']).to_owned());
                 Some(PlannedInstance {
                     series: SeriesInstanceUid::from_peer(&uid(tags::SERIES_INSTANCE_UID)?).ok()?,
                     sop_instance: SopInstanceUid::from_peer(&uid(tags::SOP_INSTANCE_UID)?).ok()?,
@@ -632,18 +631,13 @@ impl Dicomweb {
             .ok()
             .and_then(|json| dicomweb_model::dicom_json_read::read_object(&json).ok());
         let first_item = |sequence| {
-            let element = module.as_ref()?.element(sequence).ok()?;
+            let element = module.as_ref()?.get(sequence)?;
             let Value::Sequence(items) = element.value() else { return None };
             items.items().first().cloned()
         };
-        let reason = || first_item(tags::FAILED_SOP_SEQUENCE)?.element(tags::FAILURE_REASON).ok()?.to_int::<u16>().ok();
+        let reason = || first_item(tags::FAILED_SOP_SEQUENCE)?.get(tags::FAILURE_REASON)?.to_int::<u16>().ok();
         let retrieved_by = || {
-            let url = first_item(tags::REFERENCED_SOP_SEQUENCE)?
-                .element(tags::RETRIEVE_URL)
-                .ok()?
-                .to_str()
-                .ok()?
-                .into_owned();
+            let url = first_item(tags::REFERENCED_SOP_SEQUENCE)?.get(tags::RETRIEVE_URL)?.to_str().ok()?.into_owned();
             uids_of_instance_url(&url)
         };
         match status {

@@ -95,14 +95,14 @@ fn irreversible_wavelet(bytes: &[u8]) -> Option<bool> {
 
 /// The first fragment of encapsulated pixel data (after the offset table), if any.
 fn first_fragment(object: &InMemDicomObject) -> Option<Vec<u8>> {
-    match object.element(tags::PIXEL_DATA).ok()?.value() {
+    match object.get(tags::PIXEL_DATA)?.value() {
         Value::PixelSequence(sequence) => sequence.fragments().first().map(|f| f.iter().take(4096).copied().collect()),
         _ => None,
     }
 }
 
 fn text(object: &InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
-    object.element(tag).ok()?.to_str().ok().map(|s| s.trim_end_matches(['\0', ' ']).to_owned())
+    object.get(tag)?.to_str().ok().map(|s| s.trim_end_matches(['\0', ' ']).to_owned())
 }
 
 /// An error with the chain of its causes: the decoders' own words are in the innermost.
@@ -119,7 +119,7 @@ fn with_causes(error: &dyn std::error::Error) -> String {
 
 /// An empty Number of Frames means one frame: removed, so the decoders read one.
 pub(crate) fn one_frame_when_unnumbered(object: &mut InMemDicomObject) {
-    if object.element(tags::NUMBER_OF_FRAMES).is_ok_and(|e| e.to_int::<u32>().is_err()) {
+    if object.get(tags::NUMBER_OF_FRAMES).is_some_and(|e| e.to_int::<u32>().is_err()) {
         object.remove_element(tags::NUMBER_OF_FRAMES);
     }
 }
@@ -146,7 +146,7 @@ pub fn decode_into(object: &mut FileDicomObject<InMemDicomObject>, target: &str)
     if !encapsulated {
         return Ok(());
     }
-    let samples = object.element(tags::SAMPLES_PER_PIXEL).ok().and_then(|e| e.to_int::<u16>().ok()).unwrap_or(1);
+    let samples = object.get(tags::SAMPLES_PER_PIXEL).and_then(|e| e.to_int::<u16>().ok()).unwrap_or(1);
     if samples > 1 {
         object.put(DataElement::new(tags::PLANAR_CONFIGURATION, VR::US, PrimitiveValue::from(0u16)));
         // RLE and JPEG-LS carry the samples as they were given: no colour transform to undo.
@@ -200,7 +200,7 @@ struct Encapsulated {
 }
 
 fn encapsulated(object: &InMemDicomObject) -> Result<Encapsulated, String> {
-    let number = |tag| object.element(tag).ok().and_then(|e| e.to_int::<usize>().ok());
+    let number = |tag| object.get(tag).and_then(|e| e.to_int::<usize>().ok());
     let fragments = match object.element(tags::PIXEL_DATA).map_err(|e| e.to_string())?.value() {
         Value::PixelSequence(sequence) => sequence.fragments().to_vec(),
         _ => return Err("no encapsulated pixel data".into()),
@@ -217,7 +217,7 @@ fn encapsulated(object: &InMemDicomObject) -> Result<Encapsulated, String> {
 
 /// Grey JPEG Extended of more than 8 bits (12-bit samples in 16 allocated).
 fn is_twelve_bit_jpeg(transfer_syntax: &str, object: &InMemDicomObject) -> bool {
-    let number = |tag| object.element(tag).ok().and_then(|e| e.to_int::<u16>().ok());
+    let number = |tag| object.get(tag).and_then(|e| e.to_int::<u16>().ok());
     transfer_syntax == "1.2.840.10008.1.2.4.51"
         && number(tags::SAMPLES_PER_PIXEL).unwrap_or(1) == 1
         && number(tags::BITS_ALLOCATED) == Some(16)
@@ -273,7 +273,7 @@ fn decode_htj2k(object: &mut InMemDicomObject) -> Result<(), String> {
 /// RLE of samples wider than 16 bits.
 fn is_wide_rle(transfer_syntax: &str, object: &InMemDicomObject) -> bool {
     transfer_syntax == "1.2.840.10008.1.2.5"
-        && object.element(tags::BITS_ALLOCATED).ok().and_then(|e| e.to_int::<u16>().ok()).is_some_and(|bits| bits > 16)
+        && object.get(tags::BITS_ALLOCATED).and_then(|e| e.to_int::<u16>().ok()).is_some_and(|bits| bits > 16)
 }
 
 /// One PackBits segment of an RLE frame (PS3.5 G.3.1) into `out`, which it must fill exactly.
@@ -342,7 +342,7 @@ fn decode_rle(object: &mut InMemDicomObject) -> Result<(), String> {
 
 /// 8-bit colour JPEG stored as RGB (no colour transform in its samples).
 fn is_untransformed_jpeg(transfer_syntax: &str, object: &InMemDicomObject) -> bool {
-    let number = |tag| object.element(tag).ok().and_then(|e| e.to_int::<u16>().ok());
+    let number = |tag| object.get(tag).and_then(|e| e.to_int::<u16>().ok());
     matches!(transfer_syntax, "1.2.840.10008.1.2.4.50" | "1.2.840.10008.1.2.4.51")
         && number(tags::SAMPLES_PER_PIXEL) == Some(3)
         && number(tags::BITS_ALLOCATED) == Some(8)
@@ -380,8 +380,7 @@ fn decode_untransformed_jpeg(object: &mut InMemDicomObject) -> Result<(), String
 fn mark_lossy(object: &mut InMemDicomObject, method: &str) {
     object.put(DataElement::new(tags::LOSSY_IMAGE_COMPRESSION, VR::CS, PrimitiveValue::from("01")));
     let mut methods: Vec<String> = object
-        .element(tags::LOSSY_IMAGE_COMPRESSION_METHOD)
-        .ok()
+        .get(tags::LOSSY_IMAGE_COMPRESSION_METHOD)
         .and_then(|e| e.to_multi_str().ok().map(|m| m.iter().map(|s| s.trim().to_owned()).collect()))
         .unwrap_or_default();
     if !methods.iter().any(|m| m == method) {

@@ -145,16 +145,14 @@ impl Image {
 
 fn number(object: &InMemDicomObject, tag: dicom_core::Tag, default: u32) -> u32 {
     object
-        .element(tag)
-        .ok()
+        .get(tag)
         .and_then(|e| e.to_int::<u32>().ok().or_else(|| e.to_str().ok()?.trim().parse().ok()))
         .unwrap_or(default)
 }
 
 fn text(object: &InMemDicomObject, tag: dicom_core::Tag) -> String {
     object
-        .element(tag)
-        .ok()
+        .get(tag)
         .and_then(|e| e.to_str().ok())
         .map(|t| t.trim_matches([' ', '\0']).to_uppercase())
         .unwrap_or_default()
@@ -229,7 +227,7 @@ impl Cleaner {
         let mut object: FileDicomObject<InMemDicomObject> =
             dicom_object::from_reader(instance.part10.get(128..).unwrap_or_default())
                 .map_err(|_| "could not be cleaned: it cannot be parsed")?;
-        if object.element(tags::PIXEL_DATA).is_err() {
+        if object.get(tags::PIXEL_DATA).is_none() {
             return Err("could not be cleaned: it holds no image (an encapsulated document, say)");
         }
         let size = crate::core::dataset_limits::decoded_size(&object, limits)

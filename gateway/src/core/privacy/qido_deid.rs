@@ -179,7 +179,7 @@ pub(crate) const PATIENT_KEYS: [Tag; 2] = [tags::PATIENT_ID, tags::ISSUER_OF_PAT
 /// A result's patient, taken out of the result when the resource does not show it (`shown`
 /// false): the result is then de-identified for that patient without naming it.
 pub(crate) fn take_patient(result: &mut InMemDicomObject, shown: bool) -> Option<KnownPatient> {
-    result.element(tags::PATIENT_ID).ok()?;
+    result.get(tags::PATIENT_ID)?;
     let patient = KnownPatient {
         id: text_of(result, tags::PATIENT_ID).unwrap_or_default(),
         issuer: text_of(result, tags::ISSUER_OF_PATIENT_ID),

@@ -136,8 +136,8 @@ impl RegionRules {
 
     /// The rules that match an instance's data set.
     pub(crate) fn matching<'a>(&'a self, object: &'a InMemDicomObject) -> impl Iterator<Item = &'a RegionRule> + 'a {
-        let text = |tag| object.element(tag).ok().and_then(|e| e.to_str().ok()).map(|t| normalised(&t));
-        let number = |tag| object.element(tag).ok().and_then(|e| e.to_int::<u32>().ok());
+        let text = |tag| object.get(tag).and_then(|e| e.to_str().ok()).map(|t| normalised(&t));
+        let number = |tag| object.get(tag).and_then(|e| e.to_int::<u32>().ok());
         let (manufacturer, model, class) =
             (text(tags::MANUFACTURER), text(tags::MANUFACTURER_MODEL_NAME), text(tags::SOP_CLASS_UID));
         let (rows, columns) = (number(tags::ROWS), number(tags::COLUMNS));

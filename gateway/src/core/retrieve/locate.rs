@@ -155,8 +155,12 @@ fn log_withheld(why: &dicomweb_deid::burned_in::Withheld) {
     tracing::info!(reason = why.reason, "instance withheld: its pixels may show identity");
 }
 
-/// The retrieval's instances de-identified one by one off the async runtime, in order, the
-/// withheld ones left out.
+/// How many of a retrieval's instances are de-identified at once (each held in memory until
+/// it is passed on).
+const DEIDENTIFYING_AT_ONCE: usize = 8;
+
+/// The retrieval's instances de-identified off the async runtime, a few at a time, in order,
+/// the withheld ones left out.
 async fn deidentified(
     retriever: &Arc<Retriever>,
     project: Arc<Project>,
@@ -166,7 +170,7 @@ async fn deidentified(
     let deid_retriever = retriever.clone();
     let mut processed = stream::once(async move { Ok((site, first)) })
         .chain(rest)
-        .then(move |item| {
+        .map(move |item| {
             let (retriever, project, touched) = (deid_retriever.clone(), project.clone(), touched.clone());
             async move {
                 let (site, instance) = item?;
@@ -192,6 +196,10 @@ async fn deidentified(
                 })
             }
         })
+        // A few at a time, in order: instances go on arriving, and are de-identified, while
+        // one waits for its pseudonyms to be committed (the store commits what is waiting
+        // together).
+        .buffered(DEIDENTIFYING_AT_ONCE)
         .boxed();
     let (mut withheld, mut withheld_reasons) = (0usize, Vec::<String>::new());
     let first = loop {

@@ -195,7 +195,7 @@ pub(crate) fn merge(level: QueryLevel, mut results: Vec<(usize, InMemDicomObject
                 }
                 for element in object.into_iter() {
                     let tag = element.header().tag;
-                    let missing = into.object.element(tag).map(is_empty).unwrap_or(true);
+                    let missing = into.object.get(tag).map(is_empty).unwrap_or(true);
                     if missing && !is_empty(&element) {
                         into.object.put(element);
                     }

@@ -156,7 +156,7 @@ pub(crate) fn identifier(scope: &Scope, query: &QidoQuery, patient: bool) -> InM
         returned.extend(qido_deid::PATIENT_KEYS);
     }
     for tag in returned {
-        if identifier.element(tag).is_err() {
+        if identifier.get(tag).is_none() {
             identifier.put(DataElement::new(tag, vr_of(tag), PrimitiveValue::Empty));
         }
     }
@@ -276,7 +276,7 @@ async fn search_piece(
     }
     // Whether the resource shows the patient; de-identifying, every result's patient is asked
     // for all the same.
-    let shows_patient = identifier(&scope, &query, false).element(tags::PATIENT_ID).is_ok();
+    let shows_patient = identifier(&scope, &query, false).get(tags::PATIENT_ID).is_some();
     let identifier = identifier(&scope, &query, access.privacy().is_some());
     let fan_out = find_everywhere(sites, &access.touched, scope.level, &identifier).await;
     if fan_out.failures.len() == sites.len() {
@@ -486,7 +486,7 @@ async fn complete(
         _ => {}
     }
     for tag in returned_attributes(scope) {
-        if result.element(tag).is_err() {
+        if result.get(tag).is_none() {
             result.put(DataElement::new(tag, vr_of(tag), PrimitiveValue::Empty));
         }
     }
@@ -511,15 +511,15 @@ mod tests {
     #[test]
     fn includefield_of_a_lower_level_is_not_asked_for() {
         let study = asked(QueryLevel::Study, "includefield=SeriesInstanceUID&includefield=StudyDescription");
-        assert!(study.element(tags::SERIES_INSTANCE_UID).is_err());
-        assert!(study.element(tags::STUDY_DESCRIPTION).is_ok());
+        assert!(study.get(tags::SERIES_INSTANCE_UID).is_none());
+        assert!(study.get(tags::STUDY_DESCRIPTION).is_some());
         let all = asked(QueryLevel::Study, "includefield=all");
-        assert!(all.element(tags::BODY_PART_EXAMINED).is_err() && all.element(tags::IMAGE_TYPE).is_err());
+        assert!(all.get(tags::BODY_PART_EXAMINED).is_none() && all.get(tags::IMAGE_TYPE).is_none());
         let series = asked(QueryLevel::Series, "includefield=SOPInstanceUID&includefield=StudyDescription");
-        assert!(series.element(tags::SOP_INSTANCE_UID).is_err());
-        assert!(series.element(tags::STUDY_DESCRIPTION).is_ok());
+        assert!(series.get(tags::SOP_INSTANCE_UID).is_none());
+        assert!(series.get(tags::STUDY_DESCRIPTION).is_some());
         let image = asked(QueryLevel::Image, "includefield=all");
-        assert!(image.element(tags::IMAGE_TYPE).is_ok() && image.element(tags::BODY_PART_EXAMINED).is_ok());
+        assert!(image.get(tags::IMAGE_TYPE).is_some() && image.get(tags::BODY_PART_EXAMINED).is_some());
     }
 
     /// Fuzzing found it: a matching value beyond ASCII made an identifier that could not be

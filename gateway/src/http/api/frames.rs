@@ -128,7 +128,7 @@ fn parse_frame_list(list: &str) -> Result<Vec<usize>, Error> {
 pub(crate) const MAX_FRAMES_PER_REQUEST: usize = 10_000;
 
 fn number(obj: &InMemDicomObject, tag: Tag) -> Option<usize> {
-    obj.element(tag).ok().and_then(|e| e.to_int::<u32>().ok()).map(|n| n as usize)
+    obj.get(tag).and_then(|e| e.to_int::<u32>().ok()).map(|n| n as usize)
 }
 
 /// The bytes of each requested frame, and whether they are encapsulated.

@@ -47,7 +47,7 @@ pub(crate) fn wanted(headers: &HeaderMap) -> bool {
 
 /// Whether the pixel data of an instance is encapsulated (compressed).
 pub(crate) fn encapsulated(object: &dicom_object::InMemDicomObject) -> bool {
-    object.element(tags::PIXEL_DATA).is_ok_and(|e| matches!(e.value(), Value::PixelSequence(_)))
+    object.get(tags::PIXEL_DATA).is_some_and(|e| matches!(e.value(), Value::PixelSequence(_)))
 }
 
 /// The bulk data elements of a parsed instance: (BulkDataURI, bytes), its pixel data decoded

@@ -181,7 +181,7 @@ fn parsed(
     // A Number of Frames present without a number (pydicom's single-frame RT dose) means one
     // frame; the decoder refuses the instance otherwise.
     crate::core::pixels::one_frame_when_unnumbered(&mut object);
-    let number = |tag, default: u64| object.element(tag).ok().and_then(|e| e.to_int::<u64>().ok()).unwrap_or(default);
+    let number = |tag, default: u64| object.get(tag).and_then(|e| e.to_int::<u64>().ok()).unwrap_or(default);
     let frame = crate::core::dataset_limits::frame_size(
         number(tags::ROWS, 0),
         number(tags::COLUMNS, 0),
