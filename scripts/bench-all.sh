@@ -41,6 +41,8 @@ run retrieve target/release/bench-retrieve run --runs 5 --out "$out/retrieve.md"
 run cache target/release/bench-cache --runs 5 --clients 32 --seconds 10 --out "$out/cache.md"
 run cache-1gb target/release/bench-cache --slices 2000 --rss-only 32MiB --dir .testbed/bench-big --out "$out/cache-1gb.md"
 run federation target/release/bench-federation --runs 10 --out "$out/federation.md"
+# DICOM-RST's row needs its binary, built from its public source: DICOM_RST=/path/to/dicom-rst.
+run edge target/release/bench-edge --runs 5 ${DICOM_RST:+--dicom-rst "$DICOM_RST"} --out "$out/edge.md"
 run distance target/release/bench-distance --runs 3 --out "$out/distance.md"
 run distance-25ms target/release/bench-distance --runs 3 --delay-ms 25 --out "$out/distance-25ms.md"
 run distance-100mbit target/release/bench-distance --runs 3 --mbit 100 --out "$out/distance-100mbit.md"
