@@ -218,8 +218,13 @@ pub(crate) async fn search(
     let mut joined = Answer::default();
     let mut unanswered = Vec::new();
     let mut missing = Vec::new();
-    for (access, scope) in &pieces {
-        let piece = search_piece(federation, access, scope.clone(), asked.clone()).await?;
+    // The pieces are asked side by side; their answers are joined in order.
+    let answers = futures::future::join_all(
+        pieces.iter().map(|(access, scope)| search_piece(federation, access, scope.clone(), asked.clone())),
+    )
+    .await;
+    for piece in answers {
+        let piece = piece?;
         joined.results.extend(piece.answer.results);
         missing.extend(piece.answer.sites_missing);
         unanswered.extend(piece.unanswered);
