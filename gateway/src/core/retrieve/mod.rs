@@ -93,3 +93,70 @@ impl std::fmt::Debug for Retrieval {
             .finish()
     }
 }
+
+/// Which piece of a request a client's UID names, in a gateway that de-identifies one site and
+/// passes another on (no site is reached: both are closed ports on loopback).
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use dicomweb_model::StudyInstanceUid;
+    use pacs_adapter::RetrieveTarget;
+
+    use crate::config::Config;
+    use crate::core::access::{Access, Handling};
+    use crate::core::Error;
+    use crate::sites::touched::Touched;
+    use crate::state::Gateway;
+
+    async fn mixed_gateway() -> Arc<Gateway> {
+        let dir = std::env::temp_dir().join(format!("mixed-test-{}", std::process::id()));
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1/dicom-web\"\n\
+             [dimse]\nae_title = \"MIXEDGW\"\nlisten = \"127.0.0.1:0\"\n\
+             [[sites]]\nid = \"pacs\"\nae_title = \"NOBODY\"\naddress = \"127.0.0.1:9\"\nretrieve = \"c-get\"\nstore = true\n\
+             [[sites]]\nid = \"edge\"\nprotocol = \"dicomweb\"\nurl = \"http://127.0.0.1:9/dicom-web\"\ndeidentified = true\n\
+             [deid]\nprofile = \"basic\"\nkey_file = \"{0}/deid.key\"\nstate_dir = \"{0}/state\"\n\
+             [auth]\nmode = \"none\"\n",
+            dir.display()
+        );
+        Gateway::start(Config::parse(&text).expect("valid configuration")).await.expect("the gateway starts")
+    }
+
+    fn access(gw: &Gateway) -> Access {
+        Access::new(gw.projects[0].clone(), None, String::new(), Arc::new(Touched::default()), None)
+    }
+
+    #[tokio::test]
+    async fn a_pseudonym_names_the_sites_it_de_identifies_and_any_other_uid_those_passed_on() {
+        let gw = mixed_gateway().await;
+        let access = access(&gw);
+        let pieces = access.pieces(&gw.sites).expect("pieces");
+        let handlings: Vec<Handling> = pieces.iter().map(|p| p.handling).collect();
+        assert_eq!(handlings, [Handling::Deidentifying, Handling::PassingOn]);
+        assert!(pieces[0].privacy().is_some() && pieces[1].privacy().is_none());
+        assert_ne!(pieces[0].cache_scope, pieces[1].cache_scope, "cached apart");
+        let ids = |piece: &Access| {
+            super::sites_for(&gw.sites, piece).expect("sites").iter().map(|s| s.id().to_string()).collect::<Vec<_>>()
+        };
+        assert_eq!((ids(&pieces[0]), ids(&pieces[1])), (vec!["pacs".to_owned()], vec!["edge".to_owned()]));
+
+        // A study of the PACS, handed out under its pseudonym: back to the PACS's UID.
+        let at_pacs = RetrieveTarget::study(StudyInstanceUid::new("1.2.3.4").expect("uid"));
+        let privacy = pieces[0].privacy().expect("de-identifying");
+        let named = privacy.client_target(&at_pacs).await.expect("pseudonym");
+        let (piece, target) = super::in_site_terms(&gw.sites, &access, &named).await.expect("resolved");
+        assert_eq!((piece.handling, target), (Handling::Deidentifying, at_pacs));
+        // Any other UID is the edge's own, passed on as it is.
+        let at_edge = RetrieveTarget::study(StudyInstanceUid::new("2.25.99").expect("uid"));
+        let (piece, target) = super::in_site_terms(&gw.sites, &access, &at_edge).await.expect("resolved");
+        assert_eq!((piece.handling, target), (Handling::PassingOn, at_edge.clone()));
+        // A store goes to its one site as that site's kind says.
+        assert_eq!(access.for_site(&gw.sites[0]).handling, Handling::Deidentifying);
+        assert_eq!(access.for_site(&gw.sites[1]).handling, Handling::PassingOn);
+        // Addressed to the PACS alone, an unknown UID names nothing there.
+        let at_pacs_only = Access { site: Some("pacs".into()), ..access.clone() };
+        assert_eq!(at_pacs_only.pieces(&gw.sites).expect("pieces").len(), 1);
+        assert!(matches!(super::in_site_terms(&gw.sites, &at_pacs_only, &at_edge).await, Err(Error::NotFound(_))));
+    }
+}
