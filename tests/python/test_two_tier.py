@@ -629,7 +629,8 @@ def test_the_stock_ohif_viewer_over_the_central(tiers, testbed, tmp_path):
             assert ok, f"the CT shows no image ({seen}; see {tmp_path / 'viewer-central.png'})"
             traffic.settle(page, 90)
     answered = [status for status, _, _ in traffic.gateway_responses]
-    assert answered and all(status < 400 for status in answered), answered
+    failed = [response for response in traffic.gateway_responses if response[0] >= 400]
+    assert answered and all(status < 400 for status in answered), failed
     assert not traffic.problems, "\n".join(traffic.problems)
 
 

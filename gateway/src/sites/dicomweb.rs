@@ -493,8 +493,11 @@ impl Dicomweb {
             Err(WebError::Malformed { .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
-        let json: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| self.malformed("WADO-RS metadata", e))?;
+        // Up to `max` bytes of JSON: parsed off the async runtime.
+        let json: serde_json::Value = tokio::task::spawn_blocking(move || serde_json::from_slice(&body))
+            .await
+            .map_err(|e| self.malformed("WADO-RS metadata", e))?
+            .map_err(|e| self.malformed("WADO-RS metadata", e))?;
         let serde_json::Value::Array(objects) = json else {
             return Err(self.malformed("WADO-RS metadata", "the answer is not a JSON array"));
         };
@@ -511,7 +514,7 @@ impl Dicomweb {
 
     /// One instance's resource below its URL (`suffix`: `/frames/1,2`, `/rendered`, with the
     /// caller's `query` and `accept`) as the origin answers it: its Content-Type and its body,
-    /// read as the caller reads it and cut with an error past `max` bytes. `None` when the
+    /// read as the caller reads it and cut with an error past `max_instance_size`. `None` when the
     /// origin has nothing for it, cannot give it as accepted or refuses the caller: the caller
     /// then makes it from the instance.
     pub(crate) async fn relay(
@@ -519,7 +522,6 @@ impl Dicomweb {
         touched: &Touched,
         instance: &RetrieveTarget,
         asked: &Relay,
-        max: u64,
     ) -> Result<Option<Relayed>, WebError> {
         let (Some(series), [sop]) = (&instance.series, instance.instances.as_slice()) else {
             return Err(self.malformed("WADO-RS", "one instance is relayed at a time"));
@@ -547,7 +549,7 @@ impl Dicomweb {
             return Err(self.malformed("WADO-RS", "the answer has no Content-Type"));
         };
         let content_type = content_type.to_owned();
-        let (site, timeout) = (self.site.clone(), self.timeout);
+        let (site, timeout, max) = (self.site.clone(), self.timeout, self.max_instance as u64);
         let body = stream::try_unfold((response.bytes_stream(), 0u64, permit), move |(mut chunks, read, permit)| {
             let site = site.clone();
             async move {

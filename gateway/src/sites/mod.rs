@@ -434,11 +434,7 @@ impl Site {
         let Protocol::Dicomweb(web) = &self.protocol else { return Ok(None) };
         self.admit(touched)?;
         count(&self.sent.retrieve);
-        let max = match &self.config.protocol {
-            crate::config::SiteProtocol::Dicomweb(config) => config.max_instance_size,
-            crate::config::SiteProtocol::Dimse(_) => return Ok(None),
-        };
-        let outcome = web.relay(touched, instance, asked, max).await.map_err(Unanswered::from);
+        let outcome = web.relay(touched, instance, asked).await.map_err(Unanswered::from);
         self.observed(outcome)
     }
 
