@@ -37,6 +37,18 @@ impl RetrievedInstance {
         })
     }
 
+    /// An instance as an archive served it over DICOMweb: Part-10 bytes, or a data set that
+    /// came without that framing ([`part10::reframe`]).
+    pub fn from_served(bytes: Bytes) -> Result<Self, crate::DimseError> {
+        if bytes.get(128..132) == Some(&b"DICM"[..]) {
+            return Self::from_part10(bytes);
+        }
+        match part10::reframe(&bytes) {
+            Some(part10) => Self::from_part10(Bytes::from(part10)),
+            None => Self::from_part10(bytes),
+        }
+    }
+
     pub(crate) fn from_c_store(
         request: &Command,
         transfer_syntax_uid: &str,

@@ -113,6 +113,52 @@ pub fn parse_header(bytes: &[u8]) -> Result<Part10Header, DimseError> {
     })
 }
 
+/// Part-10 bytes for what an archive served as an instance without the Part-10 framing (some
+/// keep what they were sent as it came, and serve it so: Orthanc does): a file meta group
+/// without its preamble gets one; a bare data set gets a header made from its SOP Class and
+/// Instance UIDs and its encoding, little endian and explicit VR when the bytes after its first
+/// tag are a VR, else implicit (as DCMTK reads such files). `None` when the bytes are neither.
+pub fn reframe(bytes: &[u8]) -> Option<Vec<u8>> {
+    if bytes.get(..2) == Some(&[0x02, 0x00]) {
+        let mut framed = Vec::with_capacity(132 + bytes.len());
+        framed.extend_from_slice(&[0u8; 128]);
+        framed.extend_from_slice(b"DICM");
+        framed.extend_from_slice(bytes);
+        return parse_header(&framed).is_ok().then_some(framed);
+    }
+    let explicit = bytes.get(4..6).is_some_and(|vr| KNOWN_VRS.contains(&[vr[0], vr[1]]));
+    let (mut sop_class, mut sop_instance) = (None, None);
+    let mut pos = 0usize;
+    // The UIDs are among the first elements, in group 0008, before any sequence of undefined
+    // length could stop the reading.
+    while sop_class.is_none() || sop_instance.is_none() {
+        let header = bytes.get(pos..pos + 8)?;
+        let (group, element) = (u16::from_le_bytes([header[0], header[1]]), u16::from_le_bytes([header[2], header[3]]));
+        if group > 0x0008 {
+            return None;
+        }
+        let (len, value_start) = match explicit {
+            true if !KNOWN_VRS.contains(&[header[4], header[5]]) => return None,
+            true if LONG_VRS.contains(&[header[4], header[5]]) => {
+                let long = bytes.get(pos + 8..pos + 12)?;
+                (u32::from_le_bytes([long[0], long[1], long[2], long[3]]), pos + 12)
+            }
+            true => (u32::from(u16::from_le_bytes([header[6], header[7]])), pos + 8),
+            false => (u32::from_le_bytes([header[4], header[5], header[6], header[7]]), pos + 8),
+        };
+        let value = bytes.get(value_start..value_start.checked_add(usize::try_from(len).ok()?)?)?;
+        let text = || Some(std::str::from_utf8(value).ok()?.trim_end_matches(['\0', ' ']).to_owned());
+        match (group, element) {
+            (0x0008, 0x0016) => sop_class = text(),
+            (0x0008, 0x0018) => sop_instance = text(),
+            _ => {}
+        }
+        pos = value_start + value.len();
+    }
+    let syntax = if explicit { "1.2.840.10008.1.2.1" } else { "1.2.840.10008.1.2" };
+    Some(wrap(sop_class.as_deref()?, sop_instance.as_deref()?, syntax, "", bytes))
+}
+
 fn put(out: &mut Vec<u8>, element: u16, vr: &[u8; 2], value: &[u8]) {
     out.extend_from_slice(&0x0002u16.to_le_bytes());
     out.extend_from_slice(&element.to_le_bytes());
@@ -207,6 +253,54 @@ mod tests {
         let mut shorter = good.clone();
         shorter[140] -= 4;
         assert!(parse_header(&shorter).is_err(), "group length short of the group");
+    }
+
+    /// A data set of (0008,0005), (0008,0016) and (0008,0018), explicit or implicit VR.
+    fn bare(explicit: bool) -> Vec<u8> {
+        let mut d = Vec::new();
+        for (element, vr, value) in [
+            (0x0005u16, b"CS", "ISO_IR 100"),
+            (0x0016, b"UI", "1.2.840.10008.5.1.4.1.1.7\0"),
+            (0x0018, b"UI", "1.2.3.4\0"),
+        ] {
+            d.extend_from_slice(&0x0008u16.to_le_bytes());
+            d.extend_from_slice(&element.to_le_bytes());
+            if explicit {
+                d.extend_from_slice(vr);
+                d.extend_from_slice(&(value.len() as u16).to_le_bytes());
+            } else {
+                d.extend_from_slice(&(value.len() as u32).to_le_bytes());
+            }
+            d.extend_from_slice(value.as_bytes());
+        }
+        d.extend_from_slice(&[0x10, 0x00, 0x10, 0x00]);
+        d.extend_from_slice(if explicit { &[b'P', b'N', 0, 0] } else { &[0, 0, 0, 0] });
+        d
+    }
+
+    #[test]
+    fn a_data_set_served_without_its_framing_is_framed_again() {
+        for (explicit, syntax) in [(true, "1.2.840.10008.1.2.1"), (false, "1.2.840.10008.1.2")] {
+            let data_set = bare(explicit);
+            let framed = reframe(&data_set).expect("framed");
+            let header = parse_header(&framed).expect("a Part-10 header");
+            assert_eq!(
+                (header.sop_class_uid.as_str(), header.sop_instance_uid.as_str()),
+                ("1.2.840.10008.5.1.4.1.1.7", "1.2.3.4")
+            );
+            assert_eq!(header.transfer_syntax_uid, syntax);
+            assert_eq!(&framed[header.data_set_offset..], &data_set[..]);
+            dicom_object::from_reader(&framed[128..]).expect("dicom-object reads it");
+        }
+        // A meta group without its preamble gets the preamble back.
+        let file = wrap("1.2", "1.3", "1.2.840.10008.1.2.1", "", &bare(true));
+        assert_eq!(reframe(&file[132..]).expect("framed"), file);
+        // Neither: none.
+        assert!(reframe(b"not DICOM at all, not even close").is_none());
+        assert!(reframe(&bare(true)[..30]).is_none(), "cut before its SOP Instance UID");
+        let mut no_uids = bare(false);
+        no_uids.drain(..no_uids.len() - 8);
+        assert!(reframe(&no_uids).is_none(), "group 0010 first: no UIDs");
     }
 
     #[test]

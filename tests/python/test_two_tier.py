@@ -313,6 +313,14 @@ def test_every_study_retrieves_through_the_central_as_its_edge_serves_it(tiers):
     assert compared >= 3, "studies compared instance by instance"
 
 
+def searches_of_edges(tiers, admin):
+    """The searches (QIDO-RS) the central has sent its edges, from its metrics."""
+    metrics = HTTP.get(f"{tiers['central'].removesuffix('/dicom-web')}/metrics", headers=admin, timeout=10).text
+    found = re.findall(r'dicomweb_gateway_site_operations_total\{site="edge-\d",operation="find"\} (\d+)', metrics)
+    assert found, "the central's metrics count each edge's searches"
+    return sum(int(n) for n in found)
+
+
 def test_metadata_frames_and_rendered_through_the_central(tiers):
     lung = caller(tiers, "lung")
     client = DICOMwebClient(tiers["central"], headers=lung)
@@ -345,10 +353,18 @@ def test_metadata_frames_and_rendered_through_the_central(tiers):
     # One the bulk data above did not bring here.
     chosen = next(i for i in instances if i["00080018"]["Value"][0] not in pixels[0])
     series, sop = chosen["0020000E"]["Value"][0], chosen["00080018"]["Value"][0]
+    searches_before = searches_of_edges(tiers, admin)
     metadata = client.retrieve_instance_metadata(study, series, sop)
     assert metadata["0020000D"]["Value"][0] == study
     frames = client.retrieve_instance_frames(study, series, sop, frame_numbers=[1])
     assert len(frames) == 1 and len(frames[0]) > 0
+    # The study was located once, for its metadata: a viewer's later requests of its
+    # instances do not ask the edges where it is again.
+    others = [i for i in instances if i["00080018"]["Value"][0] not in (sop, pixels[0])][:5]
+    for other in others:
+        uids = (other["0020000E"]["Value"][0], other["00080018"]["Value"][0])
+        assert len(client.retrieve_instance_frames(study, *uids, frame_numbers=[1])) == 1
+    assert searches_of_edges(tiers, admin) == searches_before, "no search of the edges for an instance's data"
     rendered = HTTP.get(
         f"{tiers['central']}/studies/{study}/series/{series}/instances/{sop}/rendered",
         headers={**lung, "Accept": "image/jpeg"},
@@ -572,6 +588,40 @@ def test_an_archives_own_dicomweb_is_a_site_de_identified_by_the_gateway(over_or
         compared += 1
     assert compared >= 2
     assert leaked(values, through.content + pathlib.Path(process.log_path).read_bytes()) == []
+
+
+def test_an_instance_an_archive_serves_without_its_part10_header_is_framed_again(over_orthancs_dicomweb, testbed):
+    """Orthanc keeps a data set it was sent without the Part-10 header as it came, and serves
+    it so over WADO-RS (not the Part-10 file PS3.18 asks for): the gateway reads it (implicit
+    and explicit VR) and serves it framed, rather than failing the retrieval."""
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    url, _ = over_orthancs_dicomweb
+    site = orthanc(testbed, "site-1")
+    for implicit in (True, False):
+        # A modality of its own: found through the de-identifying gateway by it.
+        ds, _ = ct_instance(testbed, "BARE-DATA-SET", Modality="XC", BurnedInAnnotation="NO")
+        bare = DicomBytesIO()
+        bare.is_little_endian, bare.is_implicit_VR = True, implicit
+        write_dataset(bare, ds)
+        assert bare.getvalue()[:2] == b"\x08\x00", "a data set with no header"
+        stored = HTTP.post(f"{site}/instances", data=bare.getvalue(), timeout=30)
+        assert stored.ok
+        try:
+            served = HTTP.get(f"{site}/dicom-web/studies/{ds.StudyInstanceUID}", headers=ACCEPT_DICOM, timeout=30)
+            assert b"DICM" not in served.content, "Orthanc serves it as it came"
+            found = HTTP.get(f"{url}/studies", params={"ModalitiesInStudy": "XC"}, timeout=30).json()
+            assert len(found) == 1
+            got = HTTP.get(f"{url}/studies/{found[0]['0020000D']['Value'][0]}", headers=ACCEPT_DICOM, timeout=30)
+            assert got.status_code == 200, got.text
+            [instance] = instances_of(got)
+            expected = "1.2.840.10008.1.2" if implicit else "1.2.840.10008.1.2.1"
+            assert instance.file_meta.TransferSyntaxUID == expected
+            assert instance.SOPClassUID == ds.SOPClassUID and instance.PatientIdentityRemoved == "YES"
+            assert instance.pixel_array.shape == ds.pixel_array.shape
+        finally:
+            HTTP.delete(f"{site}/instances/{stored.json()['ID']}", timeout=30)
 
 
 def test_the_central_passes_the_conformance_tool(tiers, tmp_path):

@@ -45,6 +45,11 @@ pub(crate) struct StudyRecord {
     /// Transfer syntaxes its instances were seen stored in, as retrievals delivered them.
     #[serde(default)]
     pub(crate) stored: StoredSyntaxes,
+    /// The sites the search asked, when it was not every configured site (a retrieval located
+    /// the study over its project's sites): the record says nothing of the others. `None`:
+    /// every site was asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) asked: Option<Vec<SiteId>>,
 }
 
 /// Transfer syntaxes a study's instances were seen stored in: what some retrieval delivered,
@@ -84,6 +89,12 @@ impl StudyRecord {
     /// The series map when it is complete enough for roll-ups: every modality and count known.
     pub(crate) fn rollup_ready(&self) -> Option<&BTreeMap<SeriesInstanceUid, SeriesRecord>> {
         self.series.as_ref().filter(|series| series.values().all(|s| s.instances.is_some()))
+    }
+
+    /// Whether the search this record comes from asked every one of `sites`: only then does it
+    /// say which of them hold the study.
+    pub(crate) fn covers<'a>(&self, mut sites: impl Iterator<Item = &'a SiteId>) -> bool {
+        self.asked.as_ref().is_none_or(|asked| sites.all(|site| asked.contains(site)))
     }
 }
 
@@ -191,15 +202,28 @@ impl Directory {
     /// stays when the holders are the same, and is dropped when they changed.
     pub(crate) fn record_sites(&self, uid: &StudyInstanceUid, sites: Vec<SiteId>) {
         if let Some(known) = self.study(uid) {
-            if known.sites == sites {
+            if known.sites == sites && known.asked.is_none() {
                 return;
             }
         }
-        self.put(uid, StudyRecord { seen_ms: now_ms(), sites, series: None, stored: StoredSyntaxes::default() });
+        let record =
+            StudyRecord { seen_ms: now_ms(), sites, series: None, stored: StoredSyntaxes::default(), asked: None };
+        self.put(uid, record);
     }
 
-    /// Records the series a complete series-level search found, with the study's holders.
-    pub(crate) fn record_series(&self, uid: &StudyInstanceUid, series: BTreeMap<SeriesInstanceUid, SeriesRecord>) {
+    /// Records the series a series-level search found, with the study's holders: a search of
+    /// every site (`asked` is `None`), or of the sites in `asked` with none failing. A record of
+    /// some sites does not replace one of every site.
+    pub(crate) fn record_series(
+        &self,
+        uid: &StudyInstanceUid,
+        series: BTreeMap<SeriesInstanceUid, SeriesRecord>,
+        asked: Option<Vec<SiteId>>,
+    ) {
+        let known = self.study(uid);
+        if asked.is_some() && known.as_ref().is_some_and(|known| known.asked.is_none()) {
+            return;
+        }
         let mut sites: Vec<SiteId> = Vec::new();
         for one in series.values() {
             for site in &one.sites {
@@ -209,8 +233,8 @@ impl Directory {
             }
         }
         // The syntaxes instances were seen stored in stay: a search does not see them.
-        let stored = self.study(uid).map(|known| known.stored.clone()).unwrap_or_default();
-        self.put(uid, StudyRecord { seen_ms: now_ms(), sites, series: Some(series), stored });
+        let stored = known.map(|known| known.stored.clone()).unwrap_or_default();
+        self.put(uid, StudyRecord { seen_ms: now_ms(), sites, series: Some(series), stored, asked });
     }
 
     /// Adds the transfer syntaxes a retrieval of the study (of one series when `series` is
@@ -380,6 +404,7 @@ mod tests {
                     (series_uid("1.2.3.1"), series(&["a"], Some(3))),
                     (series_uid("1.2.3.2"), series(&["b", "a"], None)),
                 ]),
+                None,
             );
             directory.record_sites(&study_uid("1.2.4"), vec![site("b")]);
             directory.flush();
@@ -428,8 +453,27 @@ mod tests {
         assert_eq!(study.stored.study.len(), 2);
         assert_eq!(study.stored.series[&series_uid("1.2.3.1")], j2k);
         assert_eq!(study.seen_ms, seen_ms, "learning syntaxes does not extend how long the location is trusted");
-        directory
-            .record_series(&study_uid("1.2.3"), BTreeMap::from([(series_uid("1.2.3.1"), series(&["a"], Some(3)))]));
+        directory.record_series(
+            &study_uid("1.2.3"),
+            BTreeMap::from([(series_uid("1.2.3.1"), series(&["a"], Some(3)))]),
+            None,
+        );
         assert_eq!(directory.study(&study_uid("1.2.3")).expect("recorded").stored, study.stored);
+    }
+
+    #[test]
+    fn a_search_of_some_sites_says_nothing_of_the_others() {
+        let directory = Directory::open(&config(None, Duration::from_secs(600))).expect("open");
+        let found = || BTreeMap::from([(series_uid("1.2.3.1"), series(&["b"], Some(3)))]);
+        directory.record_series(&study_uid("1.2.3"), found(), Some(vec![site("b"), site("c")]));
+        let study = directory.study(&study_uid("1.2.3")).expect("recorded");
+        assert!(study.covers([site("b"), site("c")].iter()) && study.covers([site("c")].iter()));
+        assert!(!study.covers([site("a"), site("b")].iter()), "site a was not asked");
+        // A search of every site replaces it, and is not replaced by one of some sites.
+        directory.record_sites(&study_uid("1.2.3"), vec![site("a"), site("b")]);
+        let study = directory.study(&study_uid("1.2.3")).expect("recorded");
+        assert!(study.covers([site("a")].iter()) && study.series.is_none());
+        directory.record_series(&study_uid("1.2.3"), found(), Some(vec![site("b")]));
+        assert_eq!(directory.study(&study_uid("1.2.3")).expect("recorded").sites, [site("a"), site("b")]);
     }
 }

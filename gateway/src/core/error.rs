@@ -89,6 +89,8 @@ impl Error {
     pub(crate) fn retry_after(&self) -> Option<Duration> {
         match self.origin() {
             Error::SitesDown { retry_after, .. } | Error::Unavailable { retry_after, .. } => Some(*retry_after),
+            // A busy origin: the gateway is as busy, for as long as the origin said.
+            Error::Web(e) => e.retry_after(),
             _ => None,
         }
     }

@@ -22,6 +22,7 @@ pub(crate) fn status(error: &Error) -> StatusCode {
         Error::Pacs(DimseError::InvalidInstance(_)) => StatusCode::BAD_REQUEST,
         Error::Pacs(_) => StatusCode::BAD_GATEWAY,
         Error::Web(e) if e.is_timeout() => StatusCode::GATEWAY_TIMEOUT,
+        Error::Web(e) if e.retry_after().is_some() => StatusCode::SERVICE_UNAVAILABLE,
         Error::Web(_) => StatusCode::BAD_GATEWAY,
         Error::SitesDown { .. } | Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
         Error::ContentLimit(_) => StatusCode::BAD_GATEWAY,
@@ -113,5 +114,24 @@ mod tests {
         let map =
             Error::Unavailable { message: "the pseudonym map is unreachable".into(), retry_after: Duration::ZERO };
         assert_eq!(map.into_response().headers()[header::RETRY_AFTER], "1", "at least a second");
+    }
+
+    #[test]
+    fn a_busy_origin_is_a_503_with_its_wait_and_a_failing_one_a_502() {
+        use crate::sites::dicomweb::WebError;
+        let site = dicomweb_model::SiteId::new("edge-1").expect("id");
+        let busy = WebError::Busy {
+            site: site.clone(),
+            operation: "WADO-RS",
+            status: 429,
+            retry_after: Duration::from_secs(3),
+        };
+        let response = Error::Web(busy).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "3");
+        let failed = WebError::Status { site, operation: "WADO-RS", status: 500 };
+        let response = Error::Web(failed).into_response();
+        assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+        assert!(response.headers().get(header::RETRY_AFTER).is_none());
     }
 }

@@ -38,6 +38,9 @@ pub enum WebError {
     Timeout { site: SiteId, operation: &'static str, after: Duration },
     #[error("site {site} answered {operation} with HTTP {status}")]
     Status { site: SiteId, operation: &'static str, status: u16 },
+    /// The origin is at its bounds (429, or 503 with Retry-After) and asks to be asked again.
+    #[error("site {site} is busy ({operation}: HTTP {status}); retry in {} s", retry_after.as_secs())]
+    Busy { site: SiteId, operation: &'static str, status: u16, retry_after: Duration },
     /// The origin refused the gateway's own credentials (401, 403): a configuration fault.
     #[error("site {site} refused the gateway's credentials ({operation}: HTTP {status})")]
     CredentialsRefused { site: SiteId, operation: &'static str, status: u16 },
@@ -60,8 +63,16 @@ impl WebError {
             | WebError::Malformed { .. }
             | WebError::CredentialsRefused { .. }
             | WebError::Credentials { .. } => true,
-            WebError::Status { status, .. } => *status >= 500,
+            WebError::Status { status, .. } | WebError::Busy { status, .. } => *status >= 500,
             WebError::Refused { .. } => false,
+        }
+    }
+
+    /// How long the origin asked to be left alone, when it is busy.
+    pub(crate) fn retry_after(&self) -> Option<Duration> {
+        match self {
+            WebError::Busy { retry_after, .. } => Some(*retry_after),
+            _ => None,
         }
     }
 
@@ -73,6 +84,7 @@ impl WebError {
             WebError::CredentialsRefused { .. } => "refused the gateway's credentials",
             WebError::Credentials { .. } => "the gateway's credentials cannot be had",
             WebError::Status { .. } => "failed",
+            WebError::Busy { .. } => "busy",
             WebError::Refused { .. } => "refused",
         }
     }
@@ -90,6 +102,9 @@ impl WebError {
         matches!(self, WebError::Status { status: 403, .. })
     }
 }
+
+/// The longest wait passed on from a busy origin's Retry-After, in seconds.
+const MAX_RETRY_AFTER: u64 = 60;
 
 /// The most matches asked of an origin at once when it pages its answers.
 const PAGE: usize = 1000;
@@ -290,6 +305,27 @@ impl Dicomweb {
         Ok((response, permit))
     }
 
+    /// The failure an answer's status says: busy (429; 503 with Retry-After) with how long to
+    /// wait, or any other status.
+    fn status_error(&self, operation: &'static str, response: &reqwest::Response) -> WebError {
+        let status = response.status().as_u16();
+        let wait = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        match (status, wait) {
+            (429, _) | (503, Some(_)) => WebError::Busy {
+                site: self.site.clone(),
+                operation,
+                status,
+                // An HTTP-date or no value: a second; never more than a minute.
+                retry_after: Duration::from_secs(wait.unwrap_or(1).clamp(1, MAX_RETRY_AFTER)),
+            },
+            _ => WebError::Status { site: self.site.clone(), operation, status },
+        }
+    }
+
     fn transport(&self, operation: &'static str, e: &reqwest::Error) -> WebError {
         if e.is_timeout() {
             WebError::Timeout { site: self.site.clone(), operation, after: self.timeout }
@@ -338,7 +374,7 @@ impl Dicomweb {
                 200 => {}
                 404 => return Ok((Vec::new(), false)),
                 _ if refuses_the_caller(&response) => return Ok((Vec::new(), false)),
-                _ => return Err(WebError::Status { site: self.site.clone(), operation: "QIDO-RS", status }),
+                _ => return Err(self.status_error("QIDO-RS", &response)),
             }
             // A page's answer is held whole: at most 64 KiB a match.
             let body = self.body(response, "QIDO-RS", wanted.saturating_mul(64 << 10).max(16 << 20)).await?;
@@ -425,7 +461,7 @@ impl Dicomweb {
             204 | 404 => return Ok(stream::empty().boxed()),
             // The caller (its own token forwarded) is not let see it there: nothing of it.
             _ if refuses_the_caller(&response) => return Ok(stream::empty().boxed()),
-            _ => return Err(WebError::Status { site: self.site.clone(), operation: "WADO-RS", status }),
+            _ => return Err(self.status_error("WADO-RS", &response)),
         }
         let content_type =
             response.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -447,7 +483,7 @@ impl Dicomweb {
                         detail: e.to_string(),
                     })?;
                 let Some(part) = part else { return Ok(None) };
-                let instance = RetrievedInstance::from_part10(part.body).map_err(|e| WebError::Malformed {
+                let instance = RetrievedInstance::from_served(part.body).map_err(|e| WebError::Malformed {
                     site: site.clone(),
                     operation: "WADO-RS",
                     detail: format!("a part is not a DICOM instance: {e}"),
@@ -483,7 +519,7 @@ impl Dicomweb {
             200 => {}
             204 | 404 => return Ok(Some(Vec::new())),
             _ if refuses_the_caller(&response) => return Ok(Some(Vec::new())),
-            _ => return Err(WebError::Status { site: self.site.clone(), operation: "WADO-RS metadata", status }),
+            _ => return Err(self.status_error("WADO-RS metadata", &response)),
         }
         if response.content_length().is_some_and(|n| n > max as u64) {
             return Ok(None);
@@ -542,7 +578,7 @@ impl Dicomweb {
             200 => {}
             204 | 400 | 404 | 406 | 415 => return Ok(None),
             _ if refuses_the_caller(&response) => return Ok(None),
-            _ => return Err(WebError::Status { site: self.site.clone(), operation: "WADO-RS", status }),
+            _ => return Err(self.status_error("WADO-RS", &response)),
         }
         let Some(content_type) = response.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok())
         else {
@@ -628,6 +664,7 @@ impl Dicomweb {
             .body(reqwest::Body::wrap_stream(stream::iter(body.into_iter().map(Ok::<_, std::io::Error>))));
         let (response, _permit) = self.send(self.authorization(touched).await?, "STOW-RS", request).await?;
         let status = response.status().as_u16();
+        let failed = self.status_error("STOW-RS", &response);
         let answer = self.body(response, "STOW-RS", 16 << 20).await?;
         let module = serde_json::from_slice::<serde_json::Value>(&answer)
             .ok()
@@ -649,7 +686,7 @@ impl Dicomweb {
                 None => Ok(StowAnswer { warning: Some(0xB000), retrieved_by: retrieved_by() }),
             },
             409 | 400 | 415 => Err(WebError::Refused { site: self.site.clone(), reason: reason().unwrap_or(0xC000) }),
-            _ => Err(WebError::Status { site: self.site.clone(), operation: "STOW-RS", status }),
+            _ => Err(failed),
         }
     }
 
@@ -835,6 +872,17 @@ mod tests {
         assert!(status(503).is_site_fault() && !status(404).is_site_fault() && !status(400).is_site_fault());
         assert!(WebError::Connect { site: site.clone(), detail: "refused".into() }.is_site_fault());
         assert!(!WebError::Refused { site: site.clone(), reason: 0xA700 }.is_site_fault());
-        assert!(WebError::CredentialsRefused { site, operation: "WADO-RS", status: 401 }.is_site_fault());
+        assert!(WebError::CredentialsRefused { site: site.clone(), operation: "WADO-RS", status: 401 }.is_site_fault());
+        let busy = |status| WebError::Busy {
+            site: site.clone(),
+            operation: "WADO-RS",
+            status,
+            retry_after: Duration::from_secs(2),
+        };
+        assert!(
+            !busy(429).is_site_fault() && busy(503).is_site_fault(),
+            "a caller over its limits is not the site's fault"
+        );
+        assert_eq!(busy(429).retry_after(), Some(Duration::from_secs(2)));
     }
 }

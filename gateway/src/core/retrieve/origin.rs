@@ -13,7 +13,7 @@ use pacs_adapter::RetrieveTarget;
 
 use crate::core::access::Access;
 use crate::core::retrieve::cache::TargetKey;
-use crate::core::retrieve::plan::{allowed_sites, locate_by_find, remembered_plan, Part};
+use crate::core::retrieve::plan::{allowed_sites, locate_by_find, narrowed, remembered_plan, Part};
 use crate::core::retrieve::{in_site_terms, sites_for, Retriever};
 use crate::core::Error;
 use crate::sites::dicomweb::{Relay, Relayed};
@@ -80,7 +80,15 @@ async fn origin_of(
     let plan = match remembered {
         Some(plan) => plan,
         None if allowed.len() == 1 => vec![Part { target: target.clone(), holders: allowed.clone() }],
-        None => locate_by_find(retriever, &piece.touched, &allowed, &target).await?,
+        None => {
+            // The whole study is located (and remembered, also when the request's sites are
+            // not every site), so that a viewer's later requests of its series and instances,
+            // a few hundred of them, each plan without asking the sites again.
+            let study = RetrieveTarget::study(target.study.clone());
+            let study_plan = locate_by_find(retriever, &piece.touched, &allowed, &study).await?;
+            let Some(plan) = narrowed(&study_plan, &target) else { return Ok(None) };
+            plan
+        }
     };
     // Spread over sites, or over parts of the target: made from the instances.
     let [part] = plan.as_slice() else { return Ok(None) };

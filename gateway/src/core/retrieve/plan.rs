@@ -2,7 +2,8 @@
 //! sites that hold it (configuration order). From the directory when it remembers the study (a
 //! study held alike everywhere is one part, else one part per series, and a series split
 //! across sites instance by instance), else from a C-FIND across the request's sites (then
-//! remembered when every site answered).
+//! remembered when every site asked answered; a record of some sites plans only for requests
+//! within them).
 
 use std::collections::BTreeMap;
 
@@ -51,6 +52,10 @@ pub(super) fn remembered_plan(
     record: &StudyRecord,
     target: &RetrieveTarget,
 ) -> Option<Vec<Part>> {
+    if !record.covers(allowed.iter().map(|&i| retriever.sites[i].id())) {
+        // Some of the request's sites were not asked when the study was seen.
+        return None;
+    }
     let holders_of = |ids: &[SiteId]| -> Vec<SiteIndex> {
         allowed.iter().copied().filter(|&i| ids.contains(retriever.sites[i].id())).collect()
     };
@@ -128,7 +133,10 @@ pub(super) async fn locate_by_find(
         all.dedup();
         return Ok(vec![Part { target: target.clone(), holders: all }]);
     }
-    let complete = fan_out.failures.is_empty() && allowed.len() == retriever.sites.len();
+    // Remembered when every site asked answered: for every site, or for the request's sites.
+    let complete = fan_out.failures.is_empty();
+    let asked = (allowed.len() < retriever.sites.len())
+        .then(|| allowed.iter().map(|&i| retriever.sites[i].id().clone()).collect());
     let mut holders: BTreeMap<SeriesInstanceUid, Vec<SiteIndex>> = BTreeMap::new();
     let mut seen: BTreeMap<SeriesInstanceUid, SeriesRecord> = BTreeMap::new();
     for (at, found) in &fan_out.results {
@@ -169,7 +177,7 @@ pub(super) async fn locate_by_find(
         split.extend(split_series(target, uid, held, &at_each));
     }
     if complete && target.series.is_none() {
-        retriever.directory.record_series(&target.study, seen);
+        retriever.directory.record_series(&target.study, seen, asked);
     }
     if split.is_empty() {
         return Ok(study_parts(target, &whole));
@@ -208,6 +216,34 @@ pub(super) fn split_series(
         }
     }
     parts
+}
+
+/// The plan for `target` (a study, or a series or an instance of it) taken from the plan
+/// for its whole study; `None` when the study's plan does not name it.
+pub(super) fn narrowed(study_plan: &[Part], target: &RetrieveTarget) -> Option<Vec<Part>> {
+    if let [Part { target: whole, holders }] = study_plan {
+        if whole.series.is_none() {
+            // Held alike everywhere: the target is wherever the study is.
+            return Some(vec![Part { target: target.clone(), holders: holders.clone() }]);
+        }
+    }
+    let series = target.series.as_ref()?;
+    let of_series: Vec<&Part> = study_plan.iter().filter(|p| p.target.series.as_ref() == Some(series)).collect();
+    match (of_series.as_slice(), target.instances.as_slice()) {
+        ([], _) => None,
+        // The series whole from its holders.
+        ([part], _) if part.target.instances.is_empty() => {
+            Some(vec![Part { target: target.clone(), holders: part.holders.clone() }])
+        }
+        // Split across sites instance by instance: the series is its parts...
+        (parts, []) => Some(parts.iter().map(|&p| p.clone()).collect()),
+        // ...and one instance is at the site its part names.
+        (parts, [instance]) => parts
+            .iter()
+            .find(|p| p.target.instances.contains(instance))
+            .map(|p| vec![Part { target: target.clone(), holders: p.holders.clone() }]),
+        _ => None,
+    }
 }
 
 /// The indexes of the sites a request may use.
@@ -266,5 +302,40 @@ mod tests {
             (vec!["1.2.3.1.1".into(), "1.2.3.1.2".into()], at(&[0]))
         );
         assert_eq!((uids(&parts[1]), parts[1].holders.clone()), (vec!["1.2.3.1.3".to_owned()], at(&[2])));
+    }
+
+    #[test]
+    fn a_series_or_an_instance_is_planned_from_its_studys_plan() {
+        let study = RetrieveTarget::study(StudyInstanceUid::new("1.2.3").expect("uid"));
+        let instance = |series_uid: &str, sop: &str| {
+            RetrieveTarget::instances(
+                study.study.clone(),
+                Some(series(series_uid)),
+                vec![SopInstanceUid::new(sop).expect("uid")],
+            )
+        };
+        let one = RetrieveTarget::instances(study.study.clone(), Some(series("1.2.3.1")), vec![]);
+        // Held alike: wherever the study is.
+        let alike = vec![Part { target: study.clone(), holders: at(&[1]) }];
+        assert_eq!(narrowed(&alike, &instance("1.2.3.9", "1.2.3.9.1")).expect("planned")[0].holders, at(&[1]));
+        // Series by series, one split instance by instance.
+        let mut spread =
+            vec![Part { target: RetrieveTarget::series(study.study.clone(), series("1.2.3.1")), holders: at(&[0]) }];
+        spread.extend(split_series(
+            &study,
+            &series("1.2.3.2"),
+            &at(&[1, 2]),
+            &[
+                [SopInstanceUid::new("1.2.3.2.1").expect("uid")].into(),
+                [SopInstanceUid::new("1.2.3.2.2").expect("uid")].into(),
+            ],
+        ));
+        assert_eq!(narrowed(&spread, &one).expect("planned"), vec![Part { target: one.clone(), holders: at(&[0]) }]);
+        let at_2 = narrowed(&spread, &instance("1.2.3.2", "1.2.3.2.2")).expect("planned");
+        assert_eq!((at_2.len(), at_2[0].holders.clone()), (1, at(&[2])));
+        let split = RetrieveTarget::series(study.study.clone(), series("1.2.3.2"));
+        assert_eq!(narrowed(&spread, &split).expect("planned").len(), 2);
+        assert!(narrowed(&spread, &instance("1.2.3.2", "1.2.3.2.9")).is_none(), "no site lists it");
+        assert!(narrowed(&spread, &instance("1.2.3.7", "1.2.3.7.1")).is_none(), "no such series");
     }
 }

@@ -439,7 +439,7 @@ fn remember_series(directory: &Directory, study: &StudyInstanceUid, results: &[I
             return;
         }
     }
-    directory.record_series(study, series);
+    directory.record_series(study, series, None);
 }
 
 /// Writes RetrieveURL from the result's own UIDs (pseudonyms when de-identifying; the scope's,

@@ -139,7 +139,7 @@ pub(crate) async fn fill_study(
         None => {
             let series = series_of(holding, touched, study).await?;
             if directory.write {
-                seen.record_series(study, series.clone());
+                seen.record_series(study, series.clone(), None);
             }
             series
         }
