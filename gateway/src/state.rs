@@ -54,6 +54,8 @@ pub(crate) struct Gateway {
     pub(crate) decode_budget: Arc<crate::core::pixels::decode_budget::DecodeBudget>,
     /// Requests in flight and STOW-RS memory across the gateway (docs/RELIABILITY.md).
     pub(crate) admission: Arc<crate::http::admission::Admission>,
+    /// The datasets published to EUCAIM and their index, when any is configured.
+    pub(crate) datasets: Option<Arc<crate::core::eucaim::Datasets>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
@@ -121,6 +123,10 @@ impl Gateway {
         let transcoded = Arc::new(crate::core::retrieve::transcoded_cache::TranscodedCache::new(&config.cache));
         let admission = Arc::new(crate::http::admission::Admission::new(&config.server.shedding));
         let mut tasks: Vec<_> = scp.map(|(_, handle)| handle).into_iter().collect();
+        let datasets = crate::core::eucaim::Datasets::open(&config)?;
+        if let Some(datasets) = &datasets {
+            tasks.push(datasets.start(sites.clone()));
+        }
         let gateway = Arc::new_cyclic(|weak: &Weak<Gateway>| {
             tasks.push(tokio::spawn(echo_sites(weak.clone())));
             Gateway {
@@ -138,6 +144,7 @@ impl Gateway {
                 transcoded,
                 decode_budget,
                 admission,
+                datasets,
                 tasks,
             }
         });

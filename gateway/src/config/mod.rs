@@ -15,6 +15,7 @@ mod auth;
 mod cache;
 mod connection_string;
 mod dataset_limits;
+mod datasets;
 mod deid;
 mod federation;
 mod problems;
@@ -23,6 +24,7 @@ mod server;
 mod sites;
 
 pub use connection_string::ConnectionString;
+pub use datasets::{BelowMinimum, DatasetConfig, EucaimConfig, FixedValue};
 use problems::Problems;
 
 mod raw;
@@ -339,6 +341,10 @@ pub struct Config {
     pub audit: AuditConfig,
     pub federation: FederationConfig,
     pub limits: LimitsConfig,
+    /// The EUCAIM federated-search provider (docs/EUCAIM.md).
+    pub eucaim: EucaimConfig,
+    /// The datasets published to EUCAIM.
+    pub datasets: Vec<DatasetConfig>,
 }
 
 /// `[server]`: where the gateway serves HTTP and its bounds at the edge.
@@ -437,6 +443,11 @@ impl Config {
         let deid = deid::deid(raw.deid, &mut problems);
         let cache = cache::cache(raw.cache, &mut problems);
         let federation = federation::federation(raw.federation, deid.as_ref(), &mut problems);
+        let eucaim = datasets::eucaim(raw.eucaim, &mut problems);
+        let datasets = datasets::datasets(raw.datasets, &sites, &projects, &mut problems);
+        if let Some(server) = &server {
+            datasets::path_free(&eucaim.path, &server.base_path, &mut problems);
+        }
         match (server, dimse_ae_title, dimse_listen) {
             (Some(server), Some(ae_title), Some(dimse_listen)) if problems.is_empty() => Ok(Config {
                 server,
@@ -453,6 +464,8 @@ impl Config {
                 },
                 federation,
                 limits,
+                eucaim,
+                datasets,
             }),
             _ => Err(problems.into_vec()),
         }

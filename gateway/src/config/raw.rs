@@ -19,6 +19,48 @@ pub struct Config {
     pub federation: Option<Federation>,
     pub limits: Option<Limits>,
     pub dataset_limits: Option<DataSetLimits>,
+    pub eucaim: Option<Eucaim>,
+    #[serde(default)]
+    pub datasets: Vec<Dataset>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Eucaim {
+    pub path: Option<String>,
+    pub secret_file: Option<PathBuf>,
+    pub refresh: Option<String>,
+    pub min_count: Option<u64>,
+    pub below_minimum: Option<String>,
+    pub round_to: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dataset {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub project: Option<String>,
+    pub sites: Option<Vec<String>>,
+    pub filter: Option<String>,
+    #[serde(default)]
+    pub fixed: std::collections::BTreeMap<String, FixedValues>,
+}
+
+/// A dataset's fixed value of a search key: one code or number, or several.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum FixedValues {
+    One(FixedValue),
+    Many(Vec<FixedValue>),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum FixedValue {
+    Number(f64),
+    Code(String),
 }
 
 #[derive(Debug, Deserialize)]

@@ -26,6 +26,10 @@ pub enum Error {
     NotAcceptable(String),
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// The request is well-formed but not what the resource takes (a federated search body
+    /// that is JSON but not a query).
+    #[error("{0}")]
+    Unprocessable(String),
     /// Something the standard allows that the gateway cannot do (decode this pixel data).
     #[error("{0}")]
     NotImplemented(String),

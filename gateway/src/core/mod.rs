@@ -9,6 +9,7 @@ pub(crate) mod audit;
 pub(crate) mod dataset_limits;
 pub(crate) mod directory;
 pub(crate) mod error;
+pub(crate) mod eucaim;
 pub(crate) mod pixels;
 pub(crate) mod privacy;
 pub(crate) mod private_files;

@@ -17,6 +17,7 @@ pub(crate) fn status(error: &Error) -> StatusCode {
         Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         Error::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
         Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        Error::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
         Error::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
         Error::Pacs(DimseError::Timeout { .. }) => StatusCode::GATEWAY_TIMEOUT,
         Error::Pacs(DimseError::InvalidInstance(_)) => StatusCode::BAD_REQUEST,

@@ -31,6 +31,8 @@ pub(crate) struct Ledger {
     status: OnceLock<u16>,
     subject: OnceLock<String>,
     project: OnceLock<String>,
+    /// What a federated count query answered (crate::core::eucaim), for the audit.
+    search: OnceLock<serde_json::Value>,
     /// The sites contacted and instances cleaned.
     touched: Arc<Touched>,
     /// Held until the body ends: the caller's concurrent-request slot.
@@ -48,6 +50,7 @@ impl Ledger {
             status: OnceLock::new(),
             subject: OnceLock::new(),
             project: OnceLock::new(),
+            search: OnceLock::new(),
             touched: Arc::default(),
             held: Mutex::new(None),
         })
@@ -59,6 +62,11 @@ impl Ledger {
         if let Some(project) = project {
             let _ = self.project.set(project.to_owned());
         }
+    }
+
+    /// Notes what a federated count query answered (its id, each dataset's counts as sent).
+    pub(crate) fn note_search(&self, search: serde_json::Value) {
+        let _ = self.search.set(search);
     }
 
     /// Keeps `value` alive until the response body ends.
@@ -108,6 +116,7 @@ impl Ledger {
                 bytes,
                 ms,
                 cleaned,
+                search: self.search.get(),
             });
         }
     }

@@ -9,6 +9,7 @@ pub(crate) mod auth;
 pub(crate) mod authorize;
 pub(crate) mod connections;
 pub(crate) mod error;
+pub(crate) mod eucaim;
 pub(crate) mod https;
 pub(crate) mod ledger;
 pub(crate) mod limits;

@@ -9,7 +9,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderName, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use tower_http::cors::{AllowHeaders, Any, CorsLayer};
 
@@ -20,6 +20,7 @@ use crate::http::admin;
 use crate::http::admission::{Admission, Holding};
 use crate::http::api::{frames, qido, rendered, stow, wado};
 use crate::http::authorize::authorize;
+use crate::http::eucaim;
 use crate::http::ledger::Ledger;
 use crate::state::Gateway;
 
@@ -70,6 +71,16 @@ pub(crate) fn router(gateway: Arc<Gateway>) -> Router {
             HeaderName::from_static("warning"),
         ]);
     let base_path = gateway.config.server.base_path.clone();
+    // The EUCAIM data holder's resources, recorded and shed as the DICOMweb ones are; they
+    // authorize their callers themselves (the federated search has its own secret).
+    let eucaim = Router::new()
+        .route(&gateway.config.eucaim.path, post(eucaim::search))
+        .route("/datasets", get(eucaim::view))
+        .method_not_allowed_fallback(method_not_allowed)
+        .route_layer(axum::middleware::from_fn_with_state(gateway.admission.clone(), admit))
+        .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), record_request))
+        .with_state(gateway.clone());
+    let eucaim = if gateway.datasets.is_some() { eucaim } else { Router::new() };
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(admin::readyz))
@@ -79,6 +90,7 @@ pub(crate) fn router(gateway: Arc<Gateway>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(gateway)
         .nest(&base_path, dicomweb)
+        .merge(eucaim)
         .fallback(no_such_resource)
         .layer(cors)
 }

@@ -102,6 +102,7 @@ mod tests {
             bytes: 10,
             ms: 3,
             cleaned: 0,
+            search: None,
         };
         let query = audit_event(&event, "2026-11-28T00:00:00Z", "gw-b");
         assert_eq!(query["source"]["site"], "gw-b");

@@ -45,6 +45,9 @@ pub(crate) struct Event<'a> {
     pub(crate) ms: u64,
     /// Instances whose burned-in text was cleaned for this request (docs/BURNED-IN.md).
     pub(crate) cleaned: u64,
+    /// A federated count query: its id and each dataset's counts as answered
+    /// (docs/EUCAIM.md); written only for such a query.
+    pub(crate) search: Option<&'a serde_json::Value>,
 }
 
 #[derive(Debug)]
@@ -113,7 +116,7 @@ impl AuditLog {
                 tracing::error!(error = %e, "cannot write the FHIR audit trail");
             }
         }
-        let line = json!({
+        let mut line = json!({
             "time": time,
             "subject": event.subject,
             "project": event.project,
@@ -129,8 +132,11 @@ impl AuditLog {
             "cleaned": event.cleaned,
             "replica": self.replica,
             "prev": state.1,
-        })
-        .to_string();
+        });
+        if let Some(search) = event.search {
+            line["search"] = search.clone();
+        }
+        let line = line.to_string();
         match writeln!(state.0, "{line}") {
             Ok(()) => state.1 = hash(&line),
             Err(e) => tracing::error!(path = %self.path.display(), error = %e, "cannot write the audit trail"),
@@ -187,6 +193,7 @@ mod tests {
             bytes: 10,
             ms: 3,
             cleaned: 0,
+            search: None,
         }
     }
 

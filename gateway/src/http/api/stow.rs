@@ -137,6 +137,9 @@ async fn store_instances(
     // The search answers that may show these studies are stale too.
     if !outcome.site_studies.is_empty() {
         gw.search_cache.forget_studies(&outcome.site_studies);
+        if let Some(datasets) = &gw.datasets {
+            datasets.stored(site.id(), &outcome.site_studies);
+        }
     }
     let nothing_stored = outcome.stored.is_empty();
     if let Some(e) = &broken {
