@@ -60,10 +60,12 @@ python3 -c "import dicognito" >/dev/null 2>&1 || need_pip+=(dicognito)
 python3 -c "import jwt" >/dev/null 2>&1 || need_pip+=(pyjwt)
 python3 -c "import cryptography" >/dev/null 2>&1 || need_pip+=(cryptography)
 python3 -c "import playwright" >/dev/null 2>&1 || need_pip+=(playwright)
+python3 -c "import pyshacl" >/dev/null 2>&1 || need_pip+=(pyshacl)
 if [ ${#need_pip[@]} -gt 0 ]; then
     # pydicom's test files are sample data; dicomweb-client is the reference DICOMweb client;
     # pyjwt and cryptography mint the test tokens and certificates; playwright drives Debian's
-    # Chromium (it downloads no browser of its own unless asked to).
+    # Chromium (it downloads no browser of its own unless asked to); pyshacl (with rdflib)
+    # reads and validates the datasets' catalogue records.
     echo "installing Python packages: ${need_pip[*]}" >&2
     python3 -m pip install -q "${need_pip[@]}"
 fi

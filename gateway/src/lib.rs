@@ -7,6 +7,7 @@
 
 pub mod check;
 pub mod config;
+pub mod describe;
 pub mod startup;
 
 pub(crate) mod core;

@@ -53,6 +53,24 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// The datasets published to EUCAIM.
+    Datasets {
+        #[command(subcommand)]
+        command: DatasetsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DatasetsCommand {
+    /// Read every dataset from its sites and write its EUCAIM catalogue record (DCAT-AP) as
+    /// JSON-LD and Turtle into a directory. Stop the gateway first (its state directory is
+    /// opened); a running gateway serves the records at /datasets/{id}/catalogue.
+    Describe {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -151,6 +169,27 @@ fn main() -> ExitCode {
             };
             match state(&config, export) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Datasets { command: DatasetsCommand::Describe { config, out } } => {
+            let config = match config::Config::load(&config) {
+                Ok(config) => config,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime.block_on(gateway::describe::describe(&config, &out)) {
+                Ok(written) => {
+                    for file in written {
+                        println!("{}", file.display());
+                    }
+                    ExitCode::SUCCESS
+                }
                 Err(e) => {
                     eprintln!("error: {e:#}");
                     ExitCode::FAILURE

@@ -73,26 +73,7 @@ impl Gateway {
             tracing::info!(%local, ae = %config.dimse.ae_title, "storage SCP for C-MOVE listening");
             scp = Some((store_scp, handle));
         }
-        let policy = BreakerPolicy {
-            failures_to_open: config.federation.circuit_failures,
-            open_for: config.federation.circuit_open,
-        };
-        let mut sites = Vec::new();
-        for site_config in &config.sites {
-            let protocol = crate::sites::protocol(&config, site_config, scp.as_ref().map(|(scp, _)| scp))
-                .map_err(|e| anyhow::anyhow!("site {}: {e}", site_config.id))?;
-            let health = SiteHealth::new(site_config.id.as_str(), policy, config.federation.echo_interval);
-            sites.push(Site {
-                config: site_config.clone(),
-                protocol,
-                health,
-                sent: Default::default(),
-                max_matches: config.federation.max_matches,
-            });
-        }
-        if sites.is_empty() {
-            anyhow::bail!("no site is configured");
-        }
+        let sites = sites(&config, scp.as_ref().map(|(scp, _)| scp))?;
         let directory = Arc::new(Directory::open(&config.federation)?);
         let decode_budget =
             Arc::new(crate::core::pixels::decode_budget::DecodeBudget::new(config.dataset_limits.decode_memory));
@@ -167,6 +148,32 @@ impl Gateway {
 /// The projects of the configuration, or the implicit one without authentication; each with
 /// its de-identification when `[deid]` is configured (one secret, one pseudonym map, keys and
 /// options per project).
+/// The configured sites, each with its protocol (DIMSE retrieving by C-MOVE to `move_scp`
+/// when given, else by C-GET), its health and its counters.
+pub(crate) fn sites(config: &Config, move_scp: Option<&StoreScp>) -> anyhow::Result<Vec<Site>> {
+    let policy = BreakerPolicy {
+        failures_to_open: config.federation.circuit_failures,
+        open_for: config.federation.circuit_open,
+    };
+    let mut sites = Vec::new();
+    for site_config in &config.sites {
+        let protocol = crate::sites::protocol(config, site_config, move_scp)
+            .map_err(|e| anyhow::anyhow!("site {}: {e}", site_config.id))?;
+        let health = SiteHealth::new(site_config.id.as_str(), policy, config.federation.echo_interval);
+        sites.push(Site {
+            config: site_config.clone(),
+            protocol,
+            health,
+            sent: Default::default(),
+            max_matches: config.federation.max_matches,
+        });
+    }
+    if sites.is_empty() {
+        anyhow::bail!("no site is configured");
+    }
+    Ok(sites)
+}
+
 fn projects(config: &Config, sites: &[Site], decode_budget: &Arc<DecodeBudget>) -> anyhow::Result<Vec<Arc<Project>>> {
     let implicit;
     let configured: &[ProjectConfig] = match &config.auth {
@@ -178,6 +185,8 @@ fn projects(config: &Config, sites: &[Site], decode_budget: &Arc<DecodeBudget>) 
                 deid_options: None,
                 show_sites: None,
                 burned_in: None,
+                access: crate::config::AccessCondition::Download,
+                service_clients: Vec::new(),
             }];
             &implicit
         }

@@ -9,6 +9,8 @@ modalities, body parts and manufacturers chosen), beside the test bed's real-wor
 site-3, which one dataset holds whole."""
 
 import json
+import pathlib
+import subprocess
 import time
 
 import pydicom
@@ -98,7 +100,7 @@ store = {"true" if s["id"] == store_site else "false"}
     )
 
 
-def provider_config(testbed, tmp, port, eucaim_extra=""):
+def provider_config(testbed, tmp, port, eucaim_extra="", site_3_condition=""):
     (tmp / "search.secret").write_text(SECRET + "\n")
     return f"""
 [server]
@@ -119,6 +121,8 @@ path = "{tmp}/audit.jsonl"
 [eucaim]
 secret_file = "{tmp}/search.secret"
 refresh = "1h"
+publisher = "Test Hospital"
+publisher_email = "imaging-data@hospital.test"
 {eucaim_extra}
 
 [[datasets]]
@@ -127,6 +131,9 @@ name = "Cohort"
 description = "The test's own cohort at two sites"
 sites = ["site-1", "site-2"]
 filter = "PatientID=EUC-*"
+condition = "CLIN1000060"
+keywords = ["breast cancer", "prostate cancer"]
+access_url = "https://negotiator.test/collection/ds-cohort"
 
 [[datasets]]
 id = "ds-prostate"
@@ -135,11 +142,15 @@ description = "Site 2's cohort, every study a prostate cancer"
 sites = ["site-2"]
 filter = "PatientID=EUC-*"
 fixed = {{ {DIAGNOSIS} = "{PROSTATE_CANCER}" }}
+access_url = "https://negotiator.test/collection/ds-prostate"
+access_condition = "in-situ"
 
 [[datasets]]
 id = "ds-site-3"
 name = "Everything at site 3"
 sites = ["site-3"]
+access_url = "https://negotiator.test/collection/ds-site-3"
+{site_3_condition}
 """
 
 
@@ -370,3 +381,83 @@ def test_without_a_secret_the_provider_endpoint_is_off(testbed, cohort, tmp_path
         assert answer.status_code == 404
     finally:
         stop(process)
+
+
+SHAPES = pathlib.Path(__file__).resolve().parents[2] / "docs" / "eucaim-dcat-ap-mandatory.shacl.ttl"
+
+
+def validated(graph):
+    """The record's graph checked against EUCAIM DCAT-AP's mandatory properties."""
+    import pyshacl
+    import rdflib
+
+    conforms, _, report = pyshacl.validate(graph, shacl_graph=rdflib.Graph().parse(SHAPES, format="turtle"))
+    return conforms, report
+
+
+def test_a_datasets_catalogue_record_has_every_mandatory_property(provider):
+    import rdflib
+    from rdflib.compare import isomorphic
+
+    url = provider["url"] + "/datasets/ds-cohort/catalogue"
+    turtle = requests.get(url, headers={"Accept": "text/turtle"}, timeout=10)
+    json_ld = requests.get(url, timeout=10)
+    assert turtle.headers["Content-Type"].startswith("text/turtle")
+    assert json_ld.headers["Content-Type"] == "application/ld+json"
+    graph = rdflib.Graph().parse(data=turtle.text, format="turtle")
+    assert isomorphic(graph, rdflib.Graph().parse(data=json_ld.text, format="json-ld")), "one record, two syntaxes"
+    conforms, report = validated(graph)
+    assert conforms, report
+    eucaim = rdflib.Namespace("https://cancerimage.eu/ontology/EUCAIM#")
+    dct, dcat = rdflib.namespace.DCTERMS, rdflib.namespace.DCAT
+    health = rdflib.Namespace("https://w3id.org/healthdcat-ap#")
+    dataset = graph.value(predicate=rdflib.RDF.type, object=dcat.Dataset, any=False)
+    # The catalogue's identifier is the id the federated search answers with.
+    assert str(graph.value(dataset, dct.identifier)) == "ds-cohort"
+    assert (int(graph.value(dataset, health.numberOfRecords)), int(graph.value(dataset, health.numberOfUniqueIndividuals))) == (6, 5)
+    modalities = set(graph.objects(dataset, eucaim.hasImageModality))
+    assert {eucaim.IMG1000042, eucaim.IMG1000038, eucaim.IMG1000062} == modalities
+    assert set(graph.objects(dataset, eucaim.hasBirthSex)) == {eucaim.COM1000177, eucaim.COM1000180}
+    assert eucaim.BP1000021 in set(graph.objects(dataset, eucaim.hasImageBodyPart))
+    assert (int(graph.value(dataset, health.minTypicalAge)), int(graph.value(dataset, health.maxTypicalAge))) == (30, 69)
+    assert graph.value(dataset, eucaim.interoperabilityLevel) == eucaim.SPEC1000011, "Tier 2: the search is offered"
+    access = rdflib.Namespace("https://eucaim.github.io/eucaim_dcat_ap/releases/controlled-vocabularies/access-conditions/#")
+    assert set(graph.objects(None, dct.rights)) == {access.DOWNLOAD}
+    # The shapes do catch a record without its publisher.
+    graph.remove((dataset, dct.publisher, None))
+    assert not validated(graph)[0]
+    # The prostate dataset: its condition from its fixed diagnosis, its access in situ.
+    prostate = rdflib.Graph().parse(
+        data=requests.get(provider["url"] + "/datasets/ds-prostate/catalogue", headers={"Accept": "text/turtle"}).text,
+        format="turtle",
+    )
+    assert validated(prostate)[0]
+    assert set(prostate.objects(None, eucaim.hasCondition)) == {eucaim.CLIN1000075}
+    assert set(prostate.objects(None, dct.rights)) == {access.IN_SITU_PROCESSING}
+    # Site 3's dataset names no condition: no record, and the answer says what is missing.
+    lacking = requests.get(provider["url"] + "/datasets/ds-site-3/catalogue", timeout=10)
+    assert lacking.status_code == 404 and "condition" in lacking.text
+    assert requests.get(provider["url"] + "/datasets/no-such/catalogue", timeout=10).status_code == 404
+
+
+def test_the_command_line_writes_every_record_as_json_ld_and_turtle(testbed, cohort, tmp_path):
+    import rdflib
+
+    config = tmp_path / "gateway.toml"
+    config.write_text(provider_config(testbed, tmp_path, free_port(), site_3_condition='condition = "CLIN1007989"'))
+    out = tmp_path / "records"
+    binary = pathlib.Path(__file__).resolve().parents[2] / "target" / "debug" / "dicomweb-gateway"
+    written = subprocess.run([str(binary), "datasets", "describe", "--config", str(config), "--out", str(out)],
+                             capture_output=True, text=True, timeout=300)
+    assert written.returncode == 0, written.stderr
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(f"{d}.{ext}" for d in ("ds-cohort", "ds-prostate", "ds-site-3") for ext in ("jsonld", "ttl"))
+    for name in names:
+        graph = rdflib.Graph().parse(out / name, format="json-ld" if name.endswith("jsonld") else "turtle")
+        conforms, report = validated(graph)
+        assert conforms, f"{name}: {report}"
+    # Without the publisher: an error naming it, and exit status 1.
+    config.write_text(config.read_text().replace('publisher = "Test Hospital"\n', ""))
+    refused = subprocess.run([str(binary), "datasets", "describe", "--config", str(config), "--out", str(out)],
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 1 and "eucaim.publisher" in refused.stderr

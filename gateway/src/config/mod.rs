@@ -24,7 +24,7 @@ mod server;
 mod sites;
 
 pub use connection_string::ConnectionString;
-pub use datasets::{BelowMinimum, DatasetConfig, EucaimConfig, FixedValue};
+pub use datasets::{AccessRights, BelowMinimum, Catalogue, DatasetConfig, EucaimConfig, FixedValue, Publisher};
 use problems::Problems;
 
 mod raw;
@@ -179,6 +179,33 @@ pub struct ProjectConfig {
     pub show_sites: Option<bool>,
     /// What becomes of instances whose pixels may show identity; `None`: `deid.burned_in`.
     pub burned_in: Option<BurnedIn>,
+    /// How its callers may use the data (EUCAIM's access conditions; docs/ACCESS.md).
+    pub access: AccessCondition,
+    /// Under `remote-processing`: the token subjects (service clients) that may have the data.
+    pub service_clients: Vec<String>,
+}
+
+/// EUCAIM's access conditions: what a project's callers may have of the data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AccessCondition {
+    /// Everything: search, view and download.
+    Download,
+    /// Viewing in place: search, metadata and what a viewer draws (rendered images, thumbnails,
+    /// frames), no instance or bulk data to take away.
+    InSitu,
+    /// Processing by named services only: data to the project's service clients, none to people.
+    RemoteProcessing,
+}
+
+impl AccessCondition {
+    pub(crate) fn parse(text: &str) -> Result<AccessCondition, String> {
+        match text {
+            "download" => Ok(AccessCondition::Download),
+            "in-situ" => Ok(AccessCondition::InSitu),
+            "remote-processing" => Ok(AccessCondition::RemoteProcessing),
+            other => Err(format!("{other:?}: expected \"download\", \"in-situ\" or \"remote-processing\"")),
+        }
+    }
 }
 
 /// What becomes of an instance whose pixels may show identity (docs/BURNED-IN.md).

@@ -2,7 +2,7 @@
 //! burned-in text is handled; ids unique and fit for URLs.
 
 use super::problems::Problems;
-use super::{raw, AuthMode, BurnedIn, Permission, ProjectConfig, SiteConfig};
+use super::{raw, AccessCondition, AuthMode, BurnedIn, Permission, ProjectConfig, SiteConfig};
 
 /// Every project, over the configured `sites`; with `deid` when `[deid]` is configured.
 pub(super) fn projects(
@@ -45,6 +45,21 @@ pub(super) fn projects(
         if projects.iter().any(|p: &ProjectConfig| p.id == project.id) {
             problems.push(format!("projects {}: the id is used twice", project.id));
         }
+        let access = project
+            .access
+            .as_deref()
+            .map(|text| {
+                problems
+                    .take(AccessCondition::parse(text).map_err(|e| format!("projects {}: access {e}", project.id)))
+                    .unwrap_or(AccessCondition::Download)
+            })
+            .unwrap_or(AccessCondition::Download);
+        if access == AccessCondition::RemoteProcessing && project.service_clients.is_empty() {
+            problems.push(format!(
+                "projects {}: access = \"remote-processing\" needs service_clients (the services that may have the data)",
+                project.id
+            ));
+        }
         let burned_in = project.burned_in.as_deref().and_then(|text| {
             if !deid {
                 problems.push(format!("projects {}: burned_in needs a [deid] section", project.id));
@@ -58,6 +73,8 @@ pub(super) fn projects(
             deid_options: project.deid_options,
             show_sites: project.show_sites,
             burned_in,
+            access,
+            service_clients: project.service_clients,
         });
     }
     match (auth, projects.is_empty()) {

@@ -33,6 +33,12 @@ pub struct Eucaim {
     pub min_count: Option<u64>,
     pub below_minimum: Option<String>,
     pub round_to: Option<u64>,
+    pub publisher: Option<String>,
+    pub publisher_email: Option<String>,
+    pub publisher_url: Option<String>,
+    pub contact_email: Option<String>,
+    pub contact_url: Option<String>,
+    pub catalogue_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -46,6 +52,19 @@ pub struct Dataset {
     pub filter: Option<String>,
     #[serde(default)]
     pub fixed: std::collections::BTreeMap<String, FixedValues>,
+    pub version: Option<String>,
+    #[serde(default)]
+    pub keywords: Vec<String>,
+    pub provenance: Option<String>,
+    pub condition: Option<String>,
+    pub collection_method: Option<String>,
+    pub access_rights: Option<String>,
+    pub access_condition: Option<String>,
+    pub access_url: Option<String>,
+    pub landing_page: Option<String>,
+    pub tier: Option<u8>,
+    #[serde(default)]
+    pub catalogue_codes: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// A dataset's fixed value of a search key: one code or number, or several.
@@ -217,6 +236,9 @@ pub struct Project {
     pub deid_options: Option<Vec<String>>,
     pub show_sites: Option<bool>,
     pub burned_in: Option<String>,
+    pub access: Option<String>,
+    #[serde(default)]
+    pub service_clients: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]

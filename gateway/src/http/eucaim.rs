@@ -71,6 +71,28 @@ pub(crate) async fn search(
     Ok(Json(answer).into_response())
 }
 
+/// `GET /datasets/{id}/catalogue`: the dataset's EUCAIM catalogue record, as Turtle when the
+/// client asks for `text/turtle`, else as JSON-LD.
+pub(crate) async fn catalogue(
+    State(gateway): State<Arc<Gateway>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Error> {
+    let root = crate::describe::gateway_root(&gateway.config);
+    let record = datasets(&gateway)?
+        .record(&id, &root)
+        .ok_or_else(|| Error::NotFound("no dataset of this id is published here".into()))?
+        .map_err(|lacks| {
+            Error::NotFound(format!("the dataset has no catalogue record without: {}", lacks.join("; ")))
+        })?;
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if accept.contains("text/turtle") {
+        return Ok(([(header::CONTENT_TYPE, "text/turtle; charset=utf-8")], record.turtle()).into_response());
+    }
+    let body = serde_json::to_vec(&record.json_ld()).map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(([(header::CONTENT_TYPE, "application/ld+json")], body).into_response())
+}
+
 /// `GET /datasets`: the published datasets, their counts (after the privacy of counts) and
 /// what they hold.
 pub(crate) async fn view(State(gateway): State<Arc<Gateway>>) -> Result<Response, Error> {

@@ -76,6 +76,7 @@ pub(crate) fn router(gateway: Arc<Gateway>) -> Router {
     let eucaim = Router::new()
         .route(&gateway.config.eucaim.path, post(eucaim::search))
         .route("/datasets", get(eucaim::view))
+        .route("/datasets/{id}/catalogue", get(eucaim::catalogue))
         .method_not_allowed_fallback(method_not_allowed)
         .route_layer(axum::middleware::from_fn_with_state(gateway.admission.clone(), admit))
         .route_layer(axum::middleware::from_fn_with_state(gateway.clone(), record_request))

@@ -63,7 +63,7 @@ pub(crate) fn answer(
 
 /// A count as answered: left out (`None`) or raised when below the minimum, then rounded.
 /// The empty dataset's 0 is answered as it is.
-fn private(count: u64, privacy: &EucaimConfig) -> Option<u64> {
+pub(crate) fn private(count: u64, privacy: &EucaimConfig) -> Option<u64> {
     if count == 0 {
         return Some(0);
     }
@@ -151,14 +151,7 @@ mod tests {
     use crate::core::eucaim::index::{SeriesRow, StudyRow};
 
     fn config(min_count: u64, below_minimum: BelowMinimum, round_to: u64) -> EucaimConfig {
-        EucaimConfig {
-            path: "/eucaim/search".into(),
-            secret_file: None,
-            refresh: std::time::Duration::from_secs(3600),
-            min_count,
-            below_minimum,
-            round_to,
-        }
+        EucaimConfig { min_count, below_minimum, round_to, ..EucaimConfig::for_tests() }
     }
 
     #[test]
@@ -195,15 +188,8 @@ mod tests {
 
     #[test]
     fn a_dataset_with_a_match_is_one_collection_with_every_field() {
-        let dataset = DatasetConfig {
-            id: "ds-1".into(),
-            name: "One".into(),
-            description: "d".into(),
-            project: None,
-            sites: vec![],
-            filter: String::new(),
-            fixed: Default::default(),
-        };
+        let dataset =
+            DatasetConfig { name: "One".into(), description: "d".into(), ..DatasetConfig::for_tests("ds-1", &[]) };
         let held =
             studies(vec![row("1", "p1", Some('M'), "MR"), row("2", "p1", Some('M'), "CT"), row("3", "p2", None, "MR")]);
         let mr = Query::parse(&json!({"ast": {"operand": "OR", "children": [{"operand": "AND", "children": [

@@ -224,15 +224,7 @@ mod tests {
     use super::*;
 
     fn dataset(id: &str, sites: &[&str]) -> DatasetConfig {
-        DatasetConfig {
-            id: id.into(),
-            name: id.into(),
-            description: String::new(),
-            project: None,
-            sites: sites.iter().map(|s| dicomweb_model::SiteId::new(s).expect("id")).collect(),
-            filter: String::new(),
-            fixed: Default::default(),
-        }
+        DatasetConfig::for_tests(id, sites)
     }
 
     fn row(site: &str, study: &str) -> StudyRow {

@@ -4,6 +4,7 @@
 //! answer, and the view of the datasets for people.
 
 pub(crate) mod answer;
+pub(crate) mod catalogue;
 pub(crate) mod index;
 pub(crate) mod query;
 pub(crate) mod refresh;
@@ -164,6 +165,22 @@ impl Datasets {
             self.datasets.iter().map(|d| (d, self.index.studies(&d.id).unwrap_or_default())).collect();
         let views: Vec<_> = snapshots.iter().map(|(d, s)| (*d, s.as_ref())).collect();
         answer::answer(query, &views, &self.eucaim)
+    }
+
+    /// A dataset's catalogue record (`None`: no such dataset), or the settings it lacks.
+    /// `gateway_root`: the gateway's public URL without its DICOMweb base path.
+    pub(crate) fn record(&self, id: &str, gateway_root: &str) -> Option<Result<catalogue::Record, Vec<String>>> {
+        let dataset = self.datasets.iter().find(|d| d.id == id)?;
+        let studies = self.index.studies(id).unwrap_or_default();
+        let held = answer::describe(&studies);
+        let counts = (answer::private(held.studies, &self.eucaim), answer::private(held.subjects, &self.eucaim));
+        let iri = catalogue::record_iri(&self.eucaim, gateway_root, id);
+        Some(catalogue::record(&self.eucaim, dataset, &held, counts, iri))
+    }
+
+    /// Reads every dataset from its sites now (the command line's `datasets describe`).
+    pub(crate) async fn refresh_now(&self, sites: &[Site]) {
+        self.refresh_all(sites).await;
     }
 
     /// The datasets for people (`GET /datasets`): names, descriptions, counts (after the
