@@ -21,11 +21,11 @@ pub async fn files_named(config: &Config) -> Vec<String> {
             problems.push(format!("sites[{i}] ({}).tls: {e}", site.id));
         }
     }
-    if let AuthMode::Jwt(jwt) = &config.auth {
+    if let AuthMode::Jwt(issuers) = &config.auth {
         // A JWKS URL is not fetched here: `check` sends nothing but C-ECHOes.
-        if matches!(jwt.jwks, JwksSource::File(_)) {
+        for jwt in issuers.iter().filter(|jwt| matches!(jwt.jwks, JwksSource::File(_))) {
             if let Err(e) = crate::http::auth::Authenticator::start(jwt).await {
-                problems.push(format!("auth: {e:#}"));
+                problems.push(format!("auth ({}): {e:#}", jwt.issuer));
             }
         }
     }

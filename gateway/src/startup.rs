@@ -98,11 +98,18 @@ pub fn summary(config: &Config, local: std::net::SocketAddr) {
             "auth.mode = \"none\": every caller on {local} is let in, without a token, to every site (one implicit \
              project); use it on a machine of your own only"
         )),
-        AuthMode::Jwt(jwt) => say(&format!(
-            "bearer tokens of {} for audience {} required ({}); {} project(s): {}",
-            jwt.issuer,
-            jwt.audience,
-            jwt.algorithms.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(", "),
+        AuthMode::Jwt(issuers) => say(&format!(
+            "bearer tokens of {} required; {} project(s): {}",
+            issuers
+                .iter()
+                .map(|jwt| format!(
+                    "{} for audience {} ({})",
+                    jwt.issuer,
+                    jwt.audience,
+                    jwt.algorithms.iter().map(|a| format!("{a:?}")).collect::<Vec<_>>().join(", ")
+                ))
+                .collect::<Vec<_>>()
+                .join(", or "),
             config.projects.len(),
             config
                 .projects

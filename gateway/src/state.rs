@@ -16,7 +16,7 @@ use crate::core::privacy::clean_pixels::Cleaner;
 use crate::core::privacy::deidentify::{Privacy, IMPLICIT_PROJECT};
 use crate::core::retrieve::cache::RetrievalCache;
 use crate::core::retrieve::Retriever;
-use crate::http::auth::Authenticator;
+use crate::http::auth::Authenticators;
 use crate::http::limits::CallerLimits;
 use crate::http::search_cache::SearchCache;
 use crate::sites::health::{BreakerPolicy, SiteHealth};
@@ -35,7 +35,7 @@ pub(crate) struct Gateway {
     /// one implicit project over every site.
     pub(crate) projects: Vec<Arc<Project>>,
     /// Checks bearer tokens, when `auth.mode = "jwt"`.
-    pub(crate) authenticator: Option<Arc<Authenticator>>,
+    pub(crate) authenticator: Option<Arc<Authenticators>>,
     /// Per-caller limits, when callers are authenticated.
     pub(crate) limits: Option<CallerLimits>,
     /// The audit trail, when `audit.path` is configured.
@@ -80,8 +80,8 @@ impl Gateway {
         let projects = projects(&config, &sites, &decode_budget)?;
         let (authenticator, limits) = match &config.auth {
             AuthMode::None => (None, None),
-            AuthMode::Jwt(jwt) => {
-                (Some(Authenticator::start(jwt).await?), Some(CallerLimits::new(config.limits.clone())))
+            AuthMode::Jwt(issuers) => {
+                (Some(Authenticators::start(issuers).await?), Some(CallerLimits::new(config.limits.clone())))
             }
         };
         let audit = config
@@ -232,6 +232,8 @@ fn projects(config: &Config, sites: &[Site], decode_budget: &Arc<DecodeBudget>) 
                 cache_scope,
                 show_sites,
                 forwards_credentials,
+                access: project.access,
+                service_clients: project.service_clients.clone(),
             }))
         })
         .collect()

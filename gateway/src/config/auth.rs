@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 
 use super::problems::Problems;
-use super::{raw, AuthMode, JwksSource, JwtConfig, LimitsConfig};
+use super::{raw, AuthMode, GrantConfig, JwksSource, JwtConfig, LimitsConfig};
 
 /// `[auth]`: without it, or with `mode = "none"`, nobody is checked, which is refused unless
 /// the gateway listens on loopback.
@@ -13,7 +13,7 @@ pub(super) fn auth(raw: Option<raw::Auth>, listen: Option<SocketAddr>, problems:
         None => AuthMode::None,
         Some(auth) => match auth.mode.as_str() {
             "none" => AuthMode::None,
-            "jwt" => validate_jwt(auth, problems).map(|jwt| AuthMode::Jwt(Box::new(jwt))).unwrap_or(AuthMode::None),
+            "jwt" => issuers(auth, problems).map(AuthMode::Jwt).unwrap_or(AuthMode::None),
             other => {
                 problems.push(format!("auth.mode {other:?}: expected \"jwt\" or \"none\""));
                 AuthMode::None
@@ -54,6 +54,52 @@ fn loopback_http(url: &str) -> bool {
         None => host.split(':').next().unwrap_or(""),
     };
     host.eq_ignore_ascii_case("localhost") || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// `[auth]`'s identity provider and those of `[[auth.issuers]]`, each issuer once.
+fn issuers(mut auth: raw::Auth, problems: &mut Problems) -> Option<Vec<JwtConfig>> {
+    let more = std::mem::take(&mut auth.issuers);
+    let mut all = vec![validate_jwt(auth, problems)];
+    for issuer in more {
+        let as_auth = raw::Auth {
+            mode: "jwt".into(),
+            issuer: issuer.issuer,
+            audience: issuer.audience,
+            jwks_file: issuer.jwks_file,
+            jwks_url: issuer.jwks_url,
+            projects_claim: issuer.projects_claim,
+            algorithms: issuer.algorithms,
+            hs256_secret_file: None,
+            jwks_refresh: issuer.jwks_refresh,
+            leeway: issuer.leeway,
+            admin_role: issuer.admin_role,
+            roles_claim: issuer.roles_claim,
+            project_pattern: issuer.project_pattern,
+            issuers: Vec::new(),
+        };
+        all.push(validate_jwt(as_auth, problems));
+    }
+    let all: Option<Vec<JwtConfig>> = all.into_iter().collect();
+    if let Some(all) = &all {
+        for (i, one) in all.iter().enumerate() {
+            if all[..i].iter().any(|earlier| earlier.issuer == one.issuer) {
+                problems.push(format!("auth: issuer {:?} is configured twice", one.issuer));
+            }
+        }
+    }
+    all
+}
+
+/// A `project_pattern` (`PROJECT-{project}`): the text around `{project}`.
+fn project_pattern(text: Option<String>, problems: &mut Problems) -> Option<(String, String)> {
+    let text = text?;
+    match text.split_once("{project}") {
+        Some((before, after)) if !after.contains("{project}") => Some((before.to_owned(), after.to_owned())),
+        _ => {
+            problems.push(format!("auth.project_pattern {text:?}: names {{project}} exactly once"));
+            None
+        }
+    }
 }
 
 fn validate_jwt(auth: raw::Auth, problems: &mut Problems) -> Option<JwtConfig> {
@@ -123,6 +169,7 @@ fn validate_jwt(auth: raw::Auth, problems: &mut Problems) -> Option<JwtConfig> {
         audience: auth.audience?,
         jwks: jwks?,
         projects_claim: auth.projects_claim.unwrap_or_else(|| "projects".to_owned()),
+        project_pattern: project_pattern(auth.project_pattern, problems),
         algorithms,
         hs256_secret_file: auth.hs256_secret_file,
         jwks_refresh,
@@ -148,4 +195,33 @@ mod tests {
             assert!(!loopback_http(url), "{url}");
         }
     }
+}
+
+/// `[[grants]]`: projects granted to named callers until a time.
+pub(super) fn grants(
+    raw: Vec<raw::Grant>,
+    projects: &[super::ProjectConfig],
+    problems: &mut Problems,
+) -> Vec<GrantConfig> {
+    let mut grants = Vec::new();
+    for grant in raw {
+        if !projects.iter().any(|p| p.id == grant.project) {
+            problems.push(format!("grants: no project {:?} is configured", grant.project));
+        }
+        if grant.subject.trim().is_empty() {
+            problems.push("grants: a subject is required");
+        }
+        let until = humantime::parse_rfc3339_weak(&grant.until)
+            .or_else(|_| humantime::parse_rfc3339_weak(&format!("{} 00:00:00", grant.until)))
+            .map_err(|_| {
+                problems.push(format!(
+                    "grants {} / {}: until {:?} is no date (2027-03-31, or 2027-03-31T12:00:00Z)",
+                    grant.subject, grant.project, grant.until
+                ))
+            });
+        if let Ok(until) = until {
+            grants.push(GrantConfig { subject: grant.subject, issuer: grant.issuer, project: grant.project, until });
+        }
+    }
+    grants
 }

@@ -230,7 +230,20 @@ impl BurnedIn {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AuthMode {
     None,
-    Jwt(Box<JwtConfig>),
+    /// Bearer tokens of `[auth]`'s identity provider and of each `[[auth.issuers]]`.
+    Jwt(Vec<JwtConfig>),
+}
+
+/// A project granted to one caller until a time (`[[grants]]`): access the data holder gave
+/// through EUCAIM's negotiation, ending on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantConfig {
+    /// The token's `sub`.
+    pub subject: String,
+    /// The token's `iss`; `None`: any configured issuer's.
+    pub issuer: Option<String>,
+    pub project: String,
+    pub until: std::time::SystemTime,
 }
 
 /// How bearer tokens are checked (`[auth]` with `mode = "jwt"`).
@@ -240,6 +253,9 @@ pub struct JwtConfig {
     pub audience: String,
     pub jwks: JwksSource,
     pub projects_claim: String,
+    /// How a value of `projects_claim` names a project: the text before and after
+    /// `{project}` (`PROJECT-{project}` for EUCAIM's `groups`); `None`: values are project ids.
+    pub project_pattern: Option<(String, String)>,
     /// The signature algorithms accepted (RS256 and ES256 unless configured).
     pub algorithms: Vec<jsonwebtoken::Algorithm>,
     /// The shared secret of HS256 tokens, only when `algorithms` names HS256.
@@ -372,6 +388,8 @@ pub struct Config {
     pub eucaim: EucaimConfig,
     /// The datasets published to EUCAIM.
     pub datasets: Vec<DatasetConfig>,
+    /// Projects granted to named callers until a time.
+    pub grants: Vec<GrantConfig>,
 }
 
 /// `[server]`: where the gateway serves HTTP and its bounds at the edge.
@@ -472,6 +490,10 @@ impl Config {
         let federation = federation::federation(raw.federation, deid.as_ref(), &mut problems);
         let eucaim = datasets::eucaim(raw.eucaim, &mut problems);
         let datasets = datasets::datasets(raw.datasets, &sites, &projects, &mut problems);
+        let grants = auth::grants(raw.grants, &projects, &mut problems);
+        if !grants.is_empty() && matches!(auth, AuthMode::None) {
+            problems.push("[[grants]] need auth.mode = \"jwt\": they name token subjects");
+        }
         if let Some(server) = &server {
             datasets::path_free(&eucaim.path, &server.base_path, &mut problems);
         }
@@ -493,6 +515,7 @@ impl Config {
                 limits,
                 eucaim,
                 datasets,
+                grants,
             }),
             _ => Err(problems.into_vec()),
         }

@@ -22,6 +22,8 @@ pub struct Config {
     pub eucaim: Option<Eucaim>,
     #[serde(default)]
     pub datasets: Vec<Dataset>,
+    #[serde(default)]
+    pub grants: Vec<Grant>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -225,6 +227,38 @@ pub struct Auth {
     /// The role (in `roles_claim`) that makes a caller an administrator.
     pub admin_role: Option<String>,
     pub roles_claim: Option<String>,
+    /// How a value of `projects_claim` names a project (`PROJECT-{project}`).
+    pub project_pattern: Option<String>,
+    /// More identity providers whose tokens are taken, each checked by its own keys.
+    #[serde(default)]
+    pub issuers: Vec<Issuer>,
+}
+
+/// One more identity provider (`[[auth.issuers]]`): `[auth]`'s keys but `mode`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Issuer {
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    pub jwks_file: Option<PathBuf>,
+    pub jwks_url: Option<String>,
+    pub projects_claim: Option<String>,
+    pub project_pattern: Option<String>,
+    pub algorithms: Option<Vec<String>>,
+    pub jwks_refresh: Option<String>,
+    pub leeway: Option<String>,
+    pub admin_role: Option<String>,
+    pub roles_claim: Option<String>,
+}
+
+/// A project granted to one caller by the data holder, until a time (`[[grants]]`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Grant {
+    pub subject: String,
+    pub issuer: Option<String>,
+    pub project: String,
+    pub until: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::config::Permission;
+use crate::config::{AccessCondition, Permission};
 use crate::core::privacy::deidentify::Privacy;
 use crate::core::Error;
 use crate::sites::touched::Touched;
@@ -29,11 +29,35 @@ pub(crate) struct Project {
     /// `auth = "forward"`): then what that site answers depends on the caller, not only on the
     /// project, and is cached per caller (docs/TWO-TIER.md).
     pub(crate) forwards_credentials: bool,
+    /// What its callers may have of the data (EUCAIM's access conditions).
+    pub(crate) access: AccessCondition,
+    /// Under `remote-processing`, the callers (token subject or client) that may have it.
+    pub(crate) service_clients: Vec<String>,
 }
 
 impl Project {
     pub(crate) fn grants(&self, permission: Permission) -> bool {
         self.permissions.contains(&permission)
+    }
+
+    /// Why this project's access condition refuses a caller (`subject`, `client`) a resource
+    /// (`takes_away`: instances or bulk data, whole); `None` when it does not.
+    pub(crate) fn refuses(&self, subject: &str, client: Option<&str>, takes_away: bool) -> Option<String> {
+        match self.access {
+            AccessCondition::Download => None,
+            AccessCondition::InSitu if takes_away => Some(format!(
+                "project {} is viewed in situ: its instances and bulk data are not downloaded (metadata, frames, \
+                 rendered images and thumbnails are)",
+                self.id
+            )),
+            AccessCondition::InSitu => None,
+            AccessCondition::RemoteProcessing => {
+                let service = self.service_clients.iter().any(|s| s == subject || Some(s.as_str()) == client);
+                (!service).then(|| {
+                    format!("project {} is for remote processing: only its service clients have its data", self.id)
+                })
+            }
+        }
     }
 }
 

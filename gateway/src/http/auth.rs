@@ -31,6 +31,10 @@ const TOKEN_MAX_BYTES: usize = 16 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     pub(crate) subject: String,
+    /// The provider that issued the token (`iss`).
+    pub(crate) issuer: String,
+    /// The client the token was issued to (`azp`, or `client_id`), when it says.
+    pub(crate) client: Option<String>,
     pub(crate) projects: Vec<String>,
     /// The token carries `auth.admin_role` in `auth.roles_claim`.
     pub(crate) admin: bool,
@@ -256,20 +260,70 @@ impl Authenticator {
             .and_then(|s| s.as_str())
             .filter(|s| !s.is_empty())
             .ok_or_else(|| Refused::Invalid("no sub claim".into()))?;
-        let projects = match claims.get(&self.config.projects_claim) {
-            Some(serde_json::Value::Array(values)) => {
-                values.iter().filter_map(|v| v.as_str()).map(str::to_owned).collect()
-            }
-            Some(serde_json::Value::String(text)) => text.split_whitespace().map(str::to_owned).collect(),
+        let values: Vec<&str> = match claims.get(&self.config.projects_claim) {
+            Some(serde_json::Value::Array(values)) => values.iter().filter_map(|v| v.as_str()).collect(),
+            Some(serde_json::Value::String(text)) => text.split_whitespace().collect(),
             _ => Vec::new(),
         };
+        let projects = values.into_iter().filter_map(|value| self.project_named(value)).collect();
+        let client = ["azp", "client_id"]
+            .iter()
+            .find_map(|claim| claims.get(*claim).and_then(|c| c.as_str()).filter(|c| !c.is_empty()))
+            .map(str::to_owned);
         let admin = self.config.admin_role.as_ref().is_some_and(|role| match claims.get(&self.config.roles_claim) {
             Some(serde_json::Value::Array(values)) => values.iter().any(|v| v.as_str() == Some(role.as_str())),
             Some(serde_json::Value::String(text)) => text.split_whitespace().any(|r| r == role),
             _ => false,
         });
-        Ok(Identity { subject: subject.to_owned(), projects, admin })
+        Ok(Identity { subject: subject.to_owned(), issuer: self.config.issuer.clone(), client, projects, admin })
     }
+
+    /// The project a value of the projects claim names: with a `project_pattern`, the part
+    /// between its prefix and suffix (a group's path, `/PROJECT-lung`, read as its name);
+    /// without, the value itself.
+    fn project_named(&self, value: &str) -> Option<String> {
+        let Some((prefix, suffix)) = &self.config.project_pattern else { return Some(value.to_owned()) };
+        let name = value.rsplit('/').next().unwrap_or(value);
+        let project = name.strip_prefix(prefix.as_str())?.strip_suffix(suffix.as_str())?;
+        (!project.is_empty()).then(|| project.to_owned())
+    }
+}
+
+/// Every configured identity provider; a token is checked by the one its `iss` names, with
+/// that provider's keys alone.
+#[derive(Debug)]
+pub struct Authenticators {
+    each: Vec<Arc<Authenticator>>,
+}
+
+impl Authenticators {
+    pub(crate) async fn start(configs: &[JwtConfig]) -> anyhow::Result<Arc<Authenticators>> {
+        let mut each = Vec::with_capacity(configs.len());
+        for config in configs {
+            each.push(Authenticator::start(config).await?);
+        }
+        Ok(Arc::new(Authenticators { each }))
+    }
+
+    /// Checks the `Authorization` header's bearer token with the keys of the issuer it names.
+    pub(crate) async fn authenticate(&self, authorization: Option<&str>) -> Result<Identity, Refused> {
+        let token = bearer(authorization)?;
+        let named = claimed_issuer(token);
+        let Some(issuer) = self.each.iter().find(|a| named.as_deref() == Some(a.config.issuer.as_str())) else {
+            return Err(Refused::Invalid("the token's issuer is none of the configured ones".into()));
+        };
+        issuer.authenticate(authorization).await
+    }
+}
+
+/// The `iss` a token claims, read before its signature is checked (only to choose whose keys
+/// check it; the check itself requires the same `iss`).
+fn claimed_issuer(token: &str) -> Option<String> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims.get("iss")?.as_str().map(str::to_owned)
 }
 
 const UNKNOWN_KEY: &str = "no known key verifies this token";
@@ -314,6 +368,7 @@ pub(crate) mod fuzzing {
             audience: "dicomweb".into(),
             jwks: JwksSource::File("jwks.json".into()),
             projects_claim: "projects".into(),
+            project_pattern: None,
             algorithms: vec![Algorithm::RS256, Algorithm::ES256, Algorithm::HS256, Algorithm::EdDSA],
             hs256_secret_file: None,
             jwks_refresh: Duration::from_secs(3600),
@@ -344,6 +399,16 @@ pub(crate) mod fuzzing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tokens_claimed_issuer_is_read_unverified_only_to_choose_the_keys() {
+        use base64::Engine;
+        let part = |json: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json);
+        let token = format!("{}.{}.sig", part(r#"{"alg":"RS256"}"#), part(r#"{"iss":"https://idp.test","sub":"a"}"#));
+        assert_eq!(claimed_issuer(&token).as_deref(), Some("https://idp.test"));
+        assert_eq!(claimed_issuer("not-a-token"), None);
+        assert_eq!(claimed_issuer(&format!("x.{}.y", part("[1]"))), None);
+    }
 
     #[test]
     fn bearer_tokens_are_read_from_the_header() {

@@ -8,7 +8,12 @@
 //! - a project the token does not grant, or a site outside the project: 404, as if absent;
 //! - a token granting several projects on a path that names none: 400 naming the form to use;
 //! - a permission the project lacks: 403;
+//! - what the project's access condition withholds (EUCAIM's: in situ, no instance or bulk
+//!   data taken away; remote processing, nothing but to its service clients): 403;
 //! - a caller over its limits: 429 with Retry-After.
+//!
+//! A caller's projects are those its token grants (`projects_claim`, read through
+//! `project_pattern`) and those `[[grants]]` give its subject until their time.
 
 use std::sync::Arc;
 
@@ -71,10 +76,34 @@ fn granted_projects<'a>(gw: &'a Gateway, granted: &[String]) -> Vec<&'a Arc<Proj
     gw.projects.iter().filter(|p| granted.iter().any(|g| *g == p.id)).collect()
 }
 
+/// The projects a token's identity is given by `[[grants]]` now (its subject, of its issuer
+/// when the grant names one, before the grant's time).
+fn projects_granted_until(gw: &Gateway, identity: &crate::http::auth::Identity) -> Vec<String> {
+    let now = std::time::SystemTime::now();
+    gw.config
+        .grants
+        .iter()
+        .filter(|g| g.subject == identity.subject && g.issuer.as_ref().is_none_or(|i| *i == identity.issuer))
+        .filter(|g| g.until > now)
+        .map(|g| g.project.clone())
+        .collect()
+}
+
+/// Whether a route hands out instances or bulk data whole (what in-situ access withholds).
+fn takes_away(method: &Method, route: &str) -> bool {
+    method == Method::GET
+        && (route.ends_with("/studies/{study}")
+            || route.ends_with("/series/{series}")
+            || route.ends_with("/instances/{instance}")
+            || route.ends_with("/bulkdata/{tag}"))
+}
+
 /// Who asks.
 #[derive(Debug)]
 pub(crate) struct Caller<'a> {
     pub(crate) subject: String,
+    /// The client its token was issued to, when it says.
+    pub(crate) client: Option<String>,
     /// The projects of this gateway the caller is granted.
     pub(crate) granted: Vec<&'a Arc<Project>>,
     /// An administrator (`auth.admin_role`; everyone without authentication, which listens on
@@ -90,15 +119,25 @@ pub(crate) async fn caller<'a>(
     route: &str,
 ) -> Result<Caller<'a>, Response> {
     let Some(authenticator) = &gw.authenticator else {
-        return Ok(Caller { subject: ANONYMOUS.to_owned(), granted: gw.projects.iter().collect(), admin: true });
+        return Ok(Caller {
+            subject: ANONYMOUS.to_owned(),
+            client: None,
+            granted: gw.projects.iter().collect(),
+            admin: true,
+        });
     };
     let authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
     match authenticator.authenticate(authorization).await {
-        Ok(identity) => Ok(Caller {
-            granted: granted_projects(gw, &identity.projects),
-            subject: identity.subject,
-            admin: identity.admin,
-        }),
+        Ok(identity) => {
+            let mut projects = identity.projects.clone();
+            projects.extend(projects_granted_until(gw, &identity));
+            Ok(Caller {
+                granted: granted_projects(gw, &projects),
+                subject: identity.subject,
+                client: identity.client,
+                admin: identity.admin,
+            })
+        }
         Err(refused) => {
             if let Refused::Invalid(why) = &refused {
                 tracing::info!(route, reason = why.as_str(), "bearer token refused");
@@ -115,7 +154,7 @@ pub(crate) async fn authorize(State(gw): State<Arc<Gateway>>, mut request: Reque
     let needed = permission_of(request.method(), &route);
 
     // Who asks.
-    let Caller { subject, granted, .. } = match caller(&gw, request.headers(), &route).await {
+    let Caller { subject, client, granted, .. } = match caller(&gw, request.headers(), &route).await {
         Ok(caller) => caller,
         Err(refused) => return refused,
     };
@@ -146,6 +185,9 @@ pub(crate) async fn authorize(State(gw): State<Arc<Gateway>>, mut request: Reque
     // May it do this.
     if !project.grants(needed) {
         return Error::Forbidden(format!("project {} does not grant {needed}", project.id)).into_response();
+    }
+    if let Some(why) = project.refuses(&subject, client.as_deref(), takes_away(request.method(), &route)) {
+        return Error::Forbidden(why).into_response();
     }
     if let Some(limits) = &gw.limits {
         match limits.admit(&subject) {
@@ -187,5 +229,28 @@ mod tests {
         assert_eq!(permission_of(&Method::GET, "/dicom-web/studies/{study}/metadata"), Permission::Retrieve);
         assert_eq!(permission_of(&Method::POST, "/dicom-web/studies"), Permission::Store);
         assert_eq!(permission_of(&Method::POST, "/dicom-web/studies/{study}"), Permission::Store);
+    }
+
+    #[test]
+    fn instances_and_bulk_data_are_what_is_taken_away() {
+        let base = "/dicom-web/studies/{study}";
+        for taken in [
+            base.to_owned(),
+            format!("{base}/series/{{series}}"),
+            format!("{base}/series/{{series}}/instances/{{instance}}"),
+            format!("{base}/series/{{series}}/instances/{{instance}}/bulkdata/{{tag}}"),
+        ] {
+            assert!(takes_away(&Method::GET, &taken), "{taken}");
+        }
+        for viewed in [
+            format!("{base}/metadata"),
+            format!("{base}/series/{{series}}/instances/{{instance}}/frames/{{frames}}"),
+            format!("{base}/rendered"),
+            format!("{base}/thumbnail"),
+            "/dicom-web/studies".to_owned(),
+        ] {
+            assert!(!takes_away(&Method::GET, &viewed), "{viewed}");
+        }
+        assert!(!takes_away(&Method::POST, base), "a store brings data in");
     }
 }
