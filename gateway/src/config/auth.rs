@@ -179,24 +179,6 @@ fn validate_jwt(auth: raw::Auth, problems: &mut Problems) -> Option<JwtConfig> {
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_jwks_url_in_plain_http_is_taken_only_from_loopback() {
-        for url in ["http://127.0.0.1:8080/jwks.json", "http://localhost/jwks", "http://[::1]:9/k", "http://127.9.9.9"]
-        {
-            assert!(loopback_http(url), "{url}");
-        }
-        for url in
-            ["http://login.example.org/jwks", "http://127.0.0.1.example.org/", "http://10.0.0.1/", "https://127.0.0.1/"]
-        {
-            assert!(!loopback_http(url), "{url}");
-        }
-    }
-}
-
 /// `[[grants]]`: projects granted to named callers until a time.
 pub(super) fn grants(
     raw: Vec<raw::Grant>,
@@ -224,4 +206,22 @@ pub(super) fn grants(
         }
     }
     grants
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_jwks_url_in_plain_http_is_taken_only_from_loopback() {
+        for url in ["http://127.0.0.1:8080/jwks.json", "http://localhost/jwks", "http://[::1]:9/k", "http://127.9.9.9"]
+        {
+            assert!(loopback_http(url), "{url}");
+        }
+        for url in
+            ["http://login.example.org/jwks", "http://127.0.0.1.example.org/", "http://10.0.0.1/", "https://127.0.0.1/"]
+        {
+            assert!(!loopback_http(url), "{url}");
+        }
+    }
 }
