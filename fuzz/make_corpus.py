@@ -200,6 +200,30 @@ def jwt_seeds():
     put("jwt", "jwks-deep", b"\x00" + b'{"keys":[' + b"[" * 200 + b"]" * 200 + b"]}")
 
 
+def eucaim_seeds():
+    import json
+    leaf = lambda key, kind, value: {"key": key, "type": kind, "value": value}
+    row = lambda *criteria: {"operand": "AND", "children": [{"operand": "OR", "children": list(c)} for c in criteria]}
+    for name, body in {
+        "empty": {"ast": {"operand": "OR", "children": []}, "id": "a__search__b"},
+        "explorer-example": {"ast": {"operand": "OR", "children": [row(
+            [leaf("SNOMEDCT263495000", "EQUALS", "SNOMEDCT248152002")],
+            [leaf("RID10311", "EQUALS", "RID10312"), leaf("RID10311", "EQUALS", "RID10321")],
+            [leaf("SNOMEDCT423493009", "BETWEEN", {"min": 40.0, "max": 70.0})])]}, "id": "x"},
+        "open-bound-and-in": {"ast": {"operand": "OR", "children": [row(
+            [leaf("SNOMEDCT423493009", "BETWEEN", {"min": 40.0, "max": 0.0})],
+            [leaf("RID10311", "IN", ["RID10312", 7, None])])]}},
+        "wrong-types": {"ast": {"operand": "OR", "children": [row(
+            [leaf("SNOMEDCT423493009", "LOWER_THAN", "sixty"), leaf(7, "EQUALS", {"min": []})])]}},
+    }.items():
+        put("eucaim_query", name, json.dumps(body))
+    deep = {"operand": "OR", "children": []}
+    for _ in range(60):
+        deep = {"operand": "AND", "children": [deep]}
+    put("eucaim_query", "too-deep", json.dumps({"ast": deep}))
+    put("eucaim_query", "not-an-object", "[1, 2, 3]")
+
+
 if __name__ == "__main__":
     part10_seeds()
     dimse_seeds()
@@ -207,3 +231,4 @@ if __name__ == "__main__":
     qido_seeds()
     media_type_seeds()
     jwt_seeds()
+    eucaim_seeds()

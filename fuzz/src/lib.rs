@@ -22,7 +22,13 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("part10", part10),
     ("dimse", dimse),
     ("jwt", jwt),
+    ("eucaim_query", eucaim_query),
 ];
+
+/// A federated search request body (EUCAIM's Focus POSTs it), read and tried on a study.
+pub fn eucaim_query(data: &[u8]) {
+    gateway::fuzzing::eucaim_query(data);
+}
 
 /// A QIDO-RS query string (the raw query of `/studies?...`), parsed and turned into the C-FIND
 /// identifiers of the three search levels.

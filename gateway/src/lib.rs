@@ -34,9 +34,15 @@ pub mod privacy {
     pub use crate::core::privacy::pseudonyms;
 }
 
+/// A synthetic datasets' index written into a state directory, for the EUCAIM benchmark.
+pub mod benchmarking {
+    pub use crate::core::eucaim::index::synthetic as synthetic_index;
+}
+
 /// The parsers of bytes from outside, as the fuzz targets reach them.
 pub mod fuzzing {
     pub use crate::core::dataset_limits::check_encoded;
+    pub use crate::core::eucaim::query::parse_for_fuzzing as eucaim_query;
     pub use crate::core::search::query::identifiers_for_fuzzing as qido_identifiers;
     pub use crate::http::api::{accept_ranges, accepts};
     pub use crate::http::auth::fuzzing::{authenticator, check as check_token, jwks};

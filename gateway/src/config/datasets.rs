@@ -324,10 +324,16 @@ pub(super) fn datasets(
     datasets
 }
 
-#[cfg(test)]
 impl DatasetConfig {
+    /// A dataset of one site with the defaults of the configuration file (benchmarks).
+    pub(crate) fn synthetic(id: &str, site: &str) -> anyhow::Result<DatasetConfig> {
+        let mut dataset = DatasetConfig::with_defaults(id, &[]);
+        dataset.sites = vec![SiteId::new(site)?];
+        Ok(dataset)
+    }
+
     /// A dataset of `sites` with the defaults of the configuration file.
-    pub(crate) fn for_tests(id: &str, sites: &[&str]) -> DatasetConfig {
+    pub(crate) fn with_defaults(id: &str, sites: &[&str]) -> DatasetConfig {
         DatasetConfig {
             id: id.into(),
             name: id.into(),

@@ -189,7 +189,7 @@ mod tests {
     #[test]
     fn a_dataset_with_a_match_is_one_collection_with_every_field() {
         let dataset =
-            DatasetConfig { name: "One".into(), description: "d".into(), ..DatasetConfig::for_tests("ds-1", &[]) };
+            DatasetConfig { name: "One".into(), description: "d".into(), ..DatasetConfig::with_defaults("ds-1", &[]) };
         let held =
             studies(vec![row("1", "p1", Some('M'), "MR"), row("2", "p1", Some('M'), "CT"), row("3", "p2", None, "MR")]);
         let mr = Query::parse(&json!({"ast": {"operand": "OR", "children": [{"operand": "AND", "children": [

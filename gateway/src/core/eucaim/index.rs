@@ -206,6 +206,37 @@ pub(crate) enum Change {
     Study { study: String, row: Option<StudyRow> },
 }
 
+/// Writes `studies` synthetic studies of `site` into `dataset`'s index under `state_dir`, as
+/// refreshes would have left them: sexes, ages, modalities, body parts and manufacturers in
+/// fixed proportions, two studies a subject, one to three series a study (the EUCAIM
+/// benchmark).
+#[doc(hidden)]
+pub fn synthetic(state_dir: &Path, dataset: &str, site: &str, studies: usize) -> anyhow::Result<()> {
+    let config = DatasetConfig::synthetic(dataset, site)?;
+    let index = Index::open(Some(state_dir), std::slice::from_ref(&config))?;
+    let modalities = ["MR", "CT", "PT", "US", "CR"];
+    let parts = ["PROSTATE", "BREAST", "CHEST", "PELVIS", "HEAD", "ABDOMEN", "LUNG"];
+    let makers = [Manufacturer::Siemens, Manufacturer::GeneralElectric, Manufacturer::Philips, Manufacturer::Toshiba];
+    let rows = (0..studies)
+        .map(|n| StudyRow {
+            site: site.to_owned(),
+            study: format!("2.25.{}", 1_000_000 + n),
+            subject: index.subject(site, &format!("SUBJECT-{}", n / 2), ""),
+            sex: [Some('M'), Some('F'), Some('O'), None][n % 4],
+            age_days: (n % 9 != 0).then(|| ((20 + n % 70) as f64 * 365.25).ceil() as u32),
+            instances: Some(100),
+            series: (0..1 + n % 3)
+                .map(|s| SeriesRow {
+                    modality: Some(modalities[(n + s) % modalities.len()].to_owned()),
+                    body_part: Some(parts[(n / 3 + s) % parts.len()].to_owned()),
+                    manufacturer: Some(makers[(n + 2 * s) % makers.len()]),
+                })
+                .collect(),
+        })
+        .collect();
+    index.replace(dataset, site, Change::Whole(rows), Some((SystemTime::now(), true)))
+}
+
 fn arc_all(loaded: BTreeMap<String, DatasetStudies>) -> BTreeMap<String, Arc<DatasetStudies>> {
     loaded.into_iter().map(|(id, studies)| (id, Arc::new(studies))).collect()
 }
@@ -224,7 +255,7 @@ mod tests {
     use super::*;
 
     fn dataset(id: &str, sites: &[&str]) -> DatasetConfig {
-        DatasetConfig::for_tests(id, sites)
+        DatasetConfig::with_defaults(id, sites)
     }
 
     fn row(site: &str, study: &str) -> StudyRow {

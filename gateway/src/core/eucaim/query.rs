@@ -112,6 +112,24 @@ fn node(value: &Value, depth: usize, nodes: &mut usize) -> Result<Node, Malforme
     Ok(Node::Leaf { key: key.to_owned(), condition })
 }
 
+/// A request body read as the provider reads it, and the query (if it is one) tried on a
+/// study: the entry point of the fuzz target (the body is outside bytes).
+#[doc(hidden)]
+pub fn parse_for_fuzzing(body: &[u8]) -> bool {
+    let Ok(value) = serde_json::from_slice::<Value>(body) else { return false };
+    let Ok(query) = Query::parse(&value) else { return false };
+    let study = StudyRow {
+        site: "s".into(),
+        study: "1.2".into(),
+        subject: "p".into(),
+        sex: Some('F'),
+        age_days: Some(20_000),
+        instances: Some(1),
+        series: vec![SeriesRow { modality: Some("MR".into()), body_part: Some("BREAST".into()), manufacturer: None }],
+    };
+    holds(&query.root, &study, &Fixed::new())
+}
+
 /// Whether a study (of a dataset whose fixed values are `fixed`) satisfies `node`.
 pub(crate) fn holds(node: &Node, study: &StudyRow, fixed: &Fixed) -> bool {
     match node {
