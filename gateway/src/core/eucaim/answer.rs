@@ -111,7 +111,12 @@ pub(crate) struct Description {
     pub(crate) manufacturers: Vec<&'static str>,
 }
 
+/// What a snapshot of a dataset's studies holds (made once per snapshot).
 pub(crate) fn describe(studies: &DatasetStudies) -> Description {
+    studies.described.get_or_init(|| describe_now(studies)).clone()
+}
+
+fn describe_now(studies: &DatasetStudies) -> Description {
     let mut subjects: HashSet<&str> = HashSet::new();
     let (mut ages, mut sexes, mut modalities, mut body_parts, mut manufacturers) =
         (Vec::new(), BTreeSet::new(), BTreeSet::new(), BTreeSet::new(), BTreeSet::new());

@@ -57,9 +57,20 @@ pub(crate) struct SeriesRow {
 pub(crate) struct DatasetStudies {
     /// By site id, then by study UID.
     pub(crate) by_site: BTreeMap<String, BTreeMap<String, StudyRow>>,
-    /// When each site was last read whole, and whether its answer was complete (not cut at
-    /// `federation.max_matches`).
-    pub(crate) refreshed: BTreeMap<String, (SystemTime, bool)>,
+    /// Each site's last whole reading, by site id.
+    pub(crate) refreshed: BTreeMap<String, SiteRead>,
+    /// What the studies hold, made once for this snapshot (every answer shows it).
+    pub(crate) described: std::sync::OnceLock<crate::core::eucaim::answer::Description>,
+}
+
+/// One whole reading of a site into a dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SiteRead {
+    pub(crate) at: SystemTime,
+    /// The site's answer was complete (not cut at `federation.max_matches`).
+    pub(crate) complete: bool,
+    /// How long the reading took.
+    pub(crate) took: std::time::Duration,
 }
 
 impl DatasetStudies {
@@ -153,7 +164,7 @@ impl Index {
         dataset: &str,
         site: &str,
         change: Change,
-        refreshed: Option<(SystemTime, bool)>,
+        refreshed: Option<SiteRead>,
     ) -> anyhow::Result<()> {
         if let Some(store) = &self.store {
             let write = store.begin_write()?;
@@ -181,6 +192,7 @@ impl Index {
         let mut datasets = self.datasets.write().unwrap_or_else(|poisoned| poisoned.into_inner());
         let Some(current) = datasets.get(dataset) else { return Ok(()) };
         let mut next = (**current).clone();
+        next.described = std::sync::OnceLock::new();
         let of_site = next.by_site.entry(site.to_owned()).or_default();
         match change {
             Change::Whole(rows) => *of_site = rows.into_iter().map(|row| (row.study.clone(), row)).collect(),
@@ -234,7 +246,8 @@ pub fn synthetic(state_dir: &Path, dataset: &str, site: &str, studies: usize) ->
                 .collect(),
         })
         .collect();
-    index.replace(dataset, site, Change::Whole(rows), Some((SystemTime::now(), true)))
+    let read = SiteRead { at: SystemTime::now(), complete: true, took: std::time::Duration::ZERO };
+    index.replace(dataset, site, Change::Whole(rows), Some(read))
 }
 
 fn arc_all(loaded: BTreeMap<String, DatasetStudies>) -> BTreeMap<String, Arc<DatasetStudies>> {

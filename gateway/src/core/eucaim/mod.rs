@@ -195,7 +195,8 @@ impl Datasets {
             .map(|(dataset, counted)| {
                 let studies = self.index.studies(&dataset.id).unwrap_or_default();
                 let description = answer::describe(&studies);
-                let refreshed = studies.refreshed.values().map(|(at, _)| *at).min();
+                let refreshed = studies.refreshed.values().map(|read| read.at).min();
+                let took: f64 = studies.refreshed.values().map(|read| read.took.as_secs_f64()).sum();
                 json!({
                     "id": dataset.id,
                     "name": dataset.name,
@@ -210,7 +211,8 @@ impl Datasets {
                     "sites": dataset.sites.len(),
                     "indexed": refreshed.map(|at| humantime::format_rfc3339_seconds(at).to_string()),
                     "complete": studies.refreshed.len() == dataset.sites.len()
-                        && studies.refreshed.values().all(|(_, complete)| *complete),
+                        && studies.refreshed.values().all(|read| read.complete),
+                    "indexing_seconds": (took * 1000.0).round() / 1000.0,
                 })
             })
             .collect();

@@ -140,11 +140,14 @@ pub(crate) fn holds(node: &Node, study: &StudyRow, fixed: &Fixed) -> bool {
         Node::Group { children, .. } if children.is_empty() => true,
         Node::Group { all: false, children } => children.iter().any(|child| holds(child, study, fixed)),
         Node::Group { all: true, children } => {
-            // The conditions on series hold together on one series.
-            let (of_series, of_study): (Vec<&Node>, Vec<&Node>) = children.iter().partition(|c| only_series(c));
-            of_study.iter().all(|child| holds(child, study, fixed))
-                && (of_series.is_empty()
-                    || study.series.iter().any(|series| of_series.iter().all(|c| holds_on_series(c, series))))
+            // The conditions on series hold together on one series (no allocation: this runs
+            // for every study of every dataset).
+            children.iter().filter(|c| !only_series(c)).all(|child| holds(child, study, fixed))
+                && (!children.iter().any(only_series)
+                    || study
+                        .series
+                        .iter()
+                        .any(|series| children.iter().filter(|c| only_series(c)).all(|c| holds_on_series(c, series))))
         }
     }
 }

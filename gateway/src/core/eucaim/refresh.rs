@@ -19,7 +19,7 @@ use pacs_adapter::QueryLevel;
 
 use crate::config::DatasetConfig;
 use crate::core::attributes::text_of;
-use crate::core::eucaim::index::{Change, Index, SeriesRow, StudyRow};
+use crate::core::eucaim::index::{Change, Index, SeriesRow, SiteRead, StudyRow};
 use crate::core::eucaim::vocabulary;
 use crate::core::search::query::{identifier, Scope};
 use crate::sites::touched::Touched;
@@ -56,6 +56,7 @@ pub(crate) async fn refresh_site(
     dataset: &DatasetConfig,
     site: &Site,
 ) -> anyhow::Result<Refreshed> {
+    let began = std::time::Instant::now();
     let touched = Touched::default();
     let found = site
         .find_at_most(&touched, QueryLevel::Study, study_identifier(dataset, None)?)
@@ -92,7 +93,8 @@ pub(crate) async fn refresh_site(
     let (dataset_id, site_id) = (dataset.id.clone(), site.id().to_string());
     let index_rows = Change::Whole(rows);
     blocking(index, move |index| {
-        index.replace(&dataset_id, &site_id, index_rows, Some((SystemTime::now(), refreshed.complete)))
+        let read = SiteRead { at: SystemTime::now(), complete: refreshed.complete, took: began.elapsed() };
+        index.replace(&dataset_id, &site_id, index_rows, Some(read))
     })
     .await?;
     Ok(refreshed)
