@@ -50,5 +50,6 @@ run deid target/release/bench-deid --runs 5 --out "$out/deid.md"
 run codecs target/release/bench-codecs --runs 3 --out "$out/codecs.md"
 run replicas isolated target/release/bench-replicas --rounds 3 --out "$out/replicas.md"
 run load isolated target/release/bench-load --clients 64 --seconds 60 --rounds 3 --out "$out/load.md"
+run eucaim target/release/bench-eucaim --runs 50 --studies 1000 --out "$out/eucaim.md"
 state "done"
 echo "bench-all: reports in $out" >&2

@@ -123,9 +123,17 @@ fn percentile(values: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-/// Query times over a synthetic index of `studies` studies: per query, the median and 95th
-/// percentile in milliseconds, and the studies the empty query counted.
-fn query_times(cli: &Cli, studies: usize) -> anyhow::Result<(Vec<(f64, f64)>, u64, f64)> {
+/// What one index size measured.
+struct QueryTimes {
+    /// Per query: the median and 95th percentile in milliseconds.
+    times: Vec<(f64, f64)>,
+    /// The studies the empty query counted.
+    counted: u64,
+    peak_rss_mib: f64,
+}
+
+/// Query times over a synthetic index of `studies` studies.
+fn query_times(cli: &Cli, studies: usize) -> anyhow::Result<QueryTimes> {
     let dir = cli.dir.join(format!("index-{studies}"));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir)?;
@@ -156,7 +164,7 @@ fn query_times(cli: &Cli, studies: usize) -> anyhow::Result<(Vec<(f64, f64)>, u6
         }
         times.push((median(&seconds), percentile(&seconds, 0.95)));
     }
-    Ok((times, counted, gateway.peak_rss_mib()))
+    Ok(QueryTimes { times, counted, peak_rss_mib: gateway.peak_rss_mib() })
 }
 
 /// One small study (one 8x8 CT instance) for the indexing benchmark.
@@ -245,12 +253,12 @@ fn main() -> anyhow::Result<()> {
     for (i, name) in names.iter().enumerate() {
         report.push_str(&format!(
             "| {name} | {:.2} / {:.2} ms | {:.2} / {:.2} ms |\n",
-            small.0[i].0, small.0[i].1, large.0[i].0, large.0[i].1
+            small.times[i].0, small.times[i].1, large.times[i].0, large.times[i].1
         ));
     }
     report.push_str(&format!(
         "\nStudies counted by the empty query: {} and {}. Gateway peak RSS: {:.0} MiB and {:.0} MiB.\n",
-        small.1, large.1, small.2, large.2
+        small.counted, large.counted, small.peak_rss_mib, large.peak_rss_mib
     ));
     let (cold, warm, studies) = indexing_cost(&cli)?;
     report.push_str(&format!(
