@@ -48,6 +48,7 @@ def main():
     parser.add_argument("--issuer", default="https://login.example.org/realms/imaging")
     parser.add_argument("--audience", default="dicomweb-gateway")
     parser.add_argument("--minutes", type=int, default=60, help="lifetime of the token")
+    parser.add_argument("--claim", default="projects", help="the claim naming them (EUCAIM's Keycloak: groups)")
     args = parser.parse_args()
     key = signing_key(pathlib.Path(args.dir))
     now = int(time.time())
@@ -58,7 +59,7 @@ def main():
         "iat": now,
         "exp": now + 60 * args.minutes,
         "jti": str(uuid.uuid4()),
-        "projects": args.projects,
+        args.claim: args.projects,
     }
     print(jwt.encode(claims, key, algorithm="RS256", headers={"kid": KEY_ID}))
 

@@ -7,6 +7,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 
 import requests
 
@@ -17,9 +18,9 @@ EXAMPLES = ROOT / "examples"
 BINARY = ROOT / "target" / "debug" / "dicomweb-gateway"
 
 
-def mint(directory, *projects):
+def mint(directory, *projects, options=()):
     out = subprocess.run(
-        [sys.executable, str(EXAMPLES / "mint-token.py"), "--dir", str(directory), *projects],
+        [sys.executable, str(EXAMPLES / "mint-token.py"), "--dir", str(directory), *options, *projects],
         capture_output=True, text=True, check=True,
     )
     return out.stdout.strip()
@@ -153,3 +154,51 @@ def test_the_two_tier_example_federates_its_edges(testbed, tmp_path):
         for process in processes:
             process.terminate()
             process.wait(timeout=10)
+
+
+def test_the_eucaim_example_answers_the_federated_search_and_views_in_situ(testbed, tmp_path):
+    """examples/eucaim.toml on the test bed: the federated search answers its dataset (its CT
+    studies), its catalogue record has every mandatory property, and a viewer's token of the
+    node's Keycloak (groups) sees the studies but takes no instance away."""
+    import json
+
+    from test_eucaim import validated
+
+    tokens = tmp_path / "tokens"
+    viewer = mint(tokens, "PROJECT-ct-cohort",
+                  options=("--issuer", "https://keycloak.node.example.org/realms/eucaim", "--claim", "groups"))
+    secret = tmp_path / "eucaim-search.secret"
+    secret.write_text("a-secret-of-the-data-holder-0123456789\n")
+    port = free_port()
+    destination = next(d for d in testbed["move_destinations"] if d["ae_title"] == "FEDGW2")
+    text = on_the_test_bed((EXAMPLES / "eucaim.toml").read_text(), testbed, port, destination)
+    text = text.replace(".testbed/tokens/jwks.json", str(tokens / "jwks.json")).replace(
+        ".testbed/eucaim-search.secret", str(secret)).replace('"state/eucaim', f'"{tmp_path}/state')
+    process = launch(text, port)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        search = {"Authorization": f"Secret {secret.read_text().strip()}", "Content-Type": "application/json"}
+        empty = json.dumps({"ast": {"operand": "OR", "children": []}, "id": "example"})
+        for _ in range(100):
+            answer = requests.post(f"{base}/eucaim/search", data=empty, headers=search, timeout=30)
+            assert answer.status_code == 200, answer.text
+            # (Answered at once, with 0 studies until the sites are read.)
+            if any(c["studies_count"] for c in answer.json()["collections"]):
+                break
+            time.sleep(0.2)
+        [collection] = answer.json()["collections"]
+        assert collection["id"] == "demo-ct-cohort" and collection["studies_count"] >= 5
+        assert collection["modality"] and "CT" in collection["modality"]
+        import rdflib
+        record = requests.get(f"{base}/datasets/demo-ct-cohort/catalogue", headers={"Accept": "text/turtle"}, timeout=10)
+        conforms, report = validated(rdflib.Graph().parse(data=record.text, format="turtle"))
+        assert conforms, report
+        headers = {"Authorization": f"Bearer {viewer}"}
+        studies = requests.get(f"{base}/dicom-web/studies", params={"ModalitiesInStudy": "CT"}, headers=headers, timeout=60)
+        assert studies.status_code == 200 and studies.json()
+        study = studies.json()[0]["0020000D"]["Value"][0]
+        taken = requests.get(f"{base}/dicom-web/studies/{study}", headers={**headers, "Accept": "multipart/related; type=\"application/dicom\""}, timeout=60)
+        assert taken.status_code == 403 and "in situ" in taken.text
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
