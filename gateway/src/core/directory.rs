@@ -288,13 +288,7 @@ impl Directory {
 }
 
 fn open_store(dir: &Path) -> anyhow::Result<redb::Database> {
-    crate::core::private_files::create_dir(dir)
-        .map_err(|e| anyhow::anyhow!("cannot create federation.state_dir {}: {e}", dir.display()))?;
-    let path = dir.join("federation.redb");
-    let store = redb::Database::create(&path).map_err(|e| {
-        anyhow::anyhow!("cannot open {} (is another gateway using this state_dir?): {e}", path.display())
-    })?;
-    crate::core::private_files::restrict(&path)?;
+    let store = crate::core::private_files::open_database(dir, "federation.state_dir", "federation.redb")?;
     let write = store.begin_write()?;
     write.open_table(STUDIES)?;
     write.commit()?;

@@ -27,6 +27,19 @@ pub(crate) fn restrict(path: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(FILE_MODE))
 }
 
+/// Opens (or creates) the embedded database `file` in the state directory `dir` (named
+/// `dir_key` in errors), the directory and the file for the owner alone; a database another
+/// process holds is one clear error.
+pub(crate) fn open_database(dir: &Path, dir_key: &str, file: &str) -> anyhow::Result<redb::Database> {
+    create_dir(dir).map_err(|e| anyhow::anyhow!("cannot create {dir_key} {}: {e}", dir.display()))?;
+    let path = dir.join(file);
+    let store = redb::Database::create(&path).map_err(|e| {
+        anyhow::anyhow!("cannot open {} (is another gateway using this {dir_key}?): {e}", path.display())
+    })?;
+    restrict(&path)?;
+    Ok(store)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

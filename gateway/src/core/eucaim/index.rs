@@ -100,13 +100,7 @@ impl Index {
         let Some(dir) = state_dir else {
             return Ok(Index { datasets: RwLock::new(arc_all(loaded)), store: None, salt: random_salt()? });
         };
-        crate::core::private_files::create_dir(dir)
-            .map_err(|e| anyhow::anyhow!("cannot create the state directory {}: {e}", dir.display()))?;
-        let path = dir.join("eucaim.redb");
-        let store = redb::Database::create(&path).map_err(|e| {
-            anyhow::anyhow!("cannot open {} (is another gateway using this state directory?): {e}", path.display())
-        })?;
-        crate::core::private_files::restrict(&path)?;
+        let store = crate::core::private_files::open_database(dir, "federation.state_dir", "eucaim.redb")?;
         let write = store.begin_write()?;
         let salt = {
             let mut meta = write.open_table(META)?;

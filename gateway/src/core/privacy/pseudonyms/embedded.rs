@@ -29,13 +29,7 @@ impl std::fmt::Debug for Embedded {
 
 impl Embedded {
     pub fn open(dir: &Path) -> anyhow::Result<Embedded> {
-        crate::core::private_files::create_dir(dir)
-            .map_err(|e| anyhow::anyhow!("cannot create deid.state_dir {}: {e}", dir.display()))?;
-        let path = dir.join("pseudonyms.redb");
-        let store = Arc::new(redb::Database::create(&path).map_err(|e| {
-            anyhow::anyhow!("cannot open {} (is another gateway using this state_dir?): {e}", path.display())
-        })?);
-        crate::core::private_files::restrict(&path)?;
+        let store = Arc::new(crate::core::private_files::open_database(dir, "deid.state_dir", "pseudonyms.redb")?);
         let write = store.begin_write()?;
         write.open_table(MAP)?;
         write.commit()?;
