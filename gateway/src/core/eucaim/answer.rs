@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashSet};
 use serde_json::{json, Value};
 
 use crate::config::{BelowMinimum, DatasetConfig, EucaimConfig};
-use crate::core::eucaim::index::DatasetStudies;
+use crate::core::eucaim::index::{DatasetStudies, Description};
 use crate::core::eucaim::query::{holds, Query};
 use crate::core::eucaim::vocabulary::{sex_label, years};
 
@@ -92,23 +92,6 @@ fn collection(dataset: &DatasetConfig, studies: &DatasetStudies, studies_count: 
         "modalities": description.modalities,
         "body_parts": description.body_parts,
     })
-}
-
-/// What a dataset holds, over all its studies (also the catalogue record's figures).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub(crate) struct Description {
-    pub(crate) studies: u64,
-    pub(crate) subjects: u64,
-    /// Whole years; 0 when no study has an age.
-    pub(crate) age_min: u64,
-    pub(crate) age_max: u64,
-    /// "Male", "Female", "Other", "Unknown".
-    pub(crate) sexes: Vec<&'static str>,
-    pub(crate) modalities: Vec<String>,
-    /// Normalised BodyPartExamined terms, "Unknown" for series without one.
-    pub(crate) body_parts: Vec<String>,
-    /// "Siemens", "General Electric", "Philips", "Toshiba", "Other".
-    pub(crate) manufacturers: Vec<&'static str>,
 }
 
 /// What a snapshot of a dataset's studies holds (made once per snapshot).

@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use serde_json::{json, Map, Value};
 
 use crate::config::{AccessCondition, AccessRights, DatasetConfig, EucaimConfig, FixedValue};
-use crate::core::eucaim::answer::Description;
+use crate::core::eucaim::index::Description;
 
 /// The prefixes the record uses.
 const PREFIXES: [(&str, &str); 12] = [

@@ -59,8 +59,26 @@ pub(crate) struct DatasetStudies {
     pub(crate) by_site: BTreeMap<String, BTreeMap<String, StudyRow>>,
     /// Each site's last whole reading, by site id.
     pub(crate) refreshed: BTreeMap<String, SiteRead>,
-    /// What the studies hold, made once for this snapshot (every answer shows it).
-    pub(crate) described: std::sync::OnceLock<crate::core::eucaim::answer::Description>,
+    /// What the studies hold, made once for this snapshot (every answer shows it; made by
+    /// crate::core::eucaim::answer::describe).
+    pub(crate) described: std::sync::OnceLock<Description>,
+}
+
+/// What a dataset holds, over all its studies (also the catalogue record's figures).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Description {
+    pub(crate) studies: u64,
+    pub(crate) subjects: u64,
+    /// Whole years; 0 when no study has an age.
+    pub(crate) age_min: u64,
+    pub(crate) age_max: u64,
+    /// "Male", "Female", "Other", "Unknown".
+    pub(crate) sexes: Vec<&'static str>,
+    pub(crate) modalities: Vec<String>,
+    /// Normalised BodyPartExamined terms, "Unknown" for series without one.
+    pub(crate) body_parts: Vec<String>,
+    /// "Siemens", "General Electric", "Philips", "Toshiba", "Other".
+    pub(crate) manufacturers: Vec<&'static str>,
 }
 
 /// One whole reading of a site into a dataset.

@@ -31,10 +31,14 @@ pub(crate) struct Datasets {
     pub(crate) index: Arc<Index>,
     /// The provider's secret; `None`: the provider endpoint is off.
     secret: Option<Secret>,
-    /// Studies stored through the gateway, to be read again (by site).
-    stored: mpsc::UnboundedSender<(SiteId, StudyInstanceUid)>,
-    stored_queue: std::sync::Mutex<Option<mpsc::UnboundedReceiver<(SiteId, StudyInstanceUid)>>>,
+    /// Studies stored through the gateway, to be read again (by site); at most
+    /// [`STORED_WAITING`] wait, and one that finds the queue full is read at the next refresh.
+    stored: mpsc::Sender<(SiteId, StudyInstanceUid)>,
+    stored_queue: std::sync::Mutex<Option<mpsc::Receiver<(SiteId, StudyInstanceUid)>>>,
 }
+
+/// Stored studies waiting to be read into the index, at most.
+const STORED_WAITING: usize = 10_000;
 
 /// The provider's secret, never printed.
 struct Secret(String);
@@ -74,7 +78,7 @@ impl Datasets {
             None => None,
         };
         let index = Index::open(config.federation.state_dir.as_deref(), &config.datasets)?;
-        let (stored, queue) = mpsc::unbounded_channel();
+        let (stored, queue) = mpsc::channel(STORED_WAITING);
         Ok(Some(Arc::new(Datasets {
             datasets: config.datasets.clone(),
             eucaim: config.eucaim.clone(),
@@ -139,7 +143,9 @@ impl Datasets {
     pub(crate) fn stored(&self, site: &SiteId, studies: &[StudyInstanceUid]) {
         if self.datasets.iter().any(|d| d.sites.contains(site)) {
             for study in studies {
-                let _ = self.stored.send((site.clone(), study.clone()));
+                if self.stored.try_send((site.clone(), study.clone())).is_err() {
+                    tracing::debug!(site = %site, "stored studies wait to be indexed: this one at the next refresh");
+                }
             }
         }
     }
