@@ -160,10 +160,11 @@ pub(super) fn eucaim(raw: Option<raw::Eucaim>, problems: &mut Problems) -> Eucai
     if round_to == 0 {
         problems.push("eucaim.round_to must be at least 1");
     }
-    for (key, url) in [("eucaim.publisher_url", &raw.publisher_url), ("eucaim.contact_url", &raw.contact_url)]
-        .into_iter()
-        .chain([("eucaim.catalogue_url", &raw.catalogue_url)])
-    {
+    for (key, url) in [
+        ("eucaim.publisher_url", &raw.publisher_url),
+        ("eucaim.contact_url", &raw.contact_url),
+        ("eucaim.catalogue_url", &raw.catalogue_url),
+    ] {
         if url.as_deref().is_some_and(|u| !(u.starts_with("https://") || u.starts_with("http://"))) {
             problems.push(format!("{key}: an http(s) URL"));
         }

@@ -835,6 +835,70 @@ circuit_open = "30s"
         assert!(problems.iter().any(|p| p.starts_with("sites[0]: move_calling_ae is only for")), "{problems:#?}");
     }
 
+    /// EXAMPLE with a EUCAIM data holder's sections added (and `extra` after them).
+    fn eucaim(extra: &str) -> String {
+        let text = EXAMPLE.replace(
+            "projects_claim = \"projects\"",
+            "projects_claim = \"groups\"\nproject_pattern = \"PROJECT-{project}\"\n\n\
+             [[auth.issuers]]\nissuer = \"https://aai.example.org\"\naudience = \"dicomweb-gateway\"\n\
+             jwks_file = \"other-jwks.json\"",
+        );
+        let text = text.replace(
+            "permissions = [\"search\", \"retrieve\"]",
+            "permissions = [\"search\", \"retrieve\"]\naccess = \"in-situ\"",
+        );
+        format!(
+            "{text}\n[eucaim]\nsecret_file = \"search.secret\"\nmin_count = 5\nround_to = 10\n\n\
+             [[datasets]]\nid = \"ds-1\"\nname = \"One\"\nproject = \"lung-ai\"\nfilter = \"ModalitiesInStudy=CT\"\n\
+             fixed = {{ SNOMEDCT439401001 = \"SNOMEDCT363358000\", SNOMEDCT432213005 = [2019, 2020] }}\n\n\
+             [[grants]]\nsubject = \"alice\"\nproject = \"lung-ai\"\nuntil = \"2027-03-31\"\n{extra}"
+        )
+    }
+
+    #[test]
+    fn a_eucaim_data_holder_is_configured() {
+        let config = Config::parse(&eucaim("")).expect("valid");
+        let AuthMode::Jwt(issuers) = &config.auth else { panic!("jwt") };
+        assert_eq!(issuers.len(), 2);
+        assert_eq!(issuers[0].project_pattern, Some(("PROJECT-".into(), String::new())));
+        assert_eq!(config.projects[0].access, AccessCondition::InSitu);
+        let dataset = &config.datasets[0];
+        assert_eq!(dataset.sites.len(), 2, "its project's sites");
+        assert_eq!(dataset.catalogue.access_condition, AccessCondition::InSitu, "its project's access");
+        assert_eq!(dataset.fixed["SNOMEDCT432213005"], vec![FixedValue::Number(2019.0), FixedValue::Number(2020.0)]);
+        assert_eq!(
+            (config.eucaim.min_count, config.eucaim.round_to, config.eucaim.path.as_str()),
+            (5, 10, "/eucaim/search")
+        );
+        assert_eq!(config.grants[0].subject, "alice");
+    }
+
+    #[test]
+    fn a_eucaim_data_holder_s_mistakes_are_named() {
+        for (extra, named) in [
+            ("\n[[grants]]\nsubject = \"bob\"\nproject = \"nowhere\"\nuntil = \"2027-01-01\"", "grants: no project"),
+            ("\n[[grants]]\nsubject = \"bob\"\nproject = \"lung-ai\"\nuntil = \"next year\"", "is no date"),
+            ("\n[[datasets]]\nid = \"ds-1\"\nname = \"Again\"", "the id is used twice"),
+            ("\n[[datasets]]\nid = \"ds-2\"\nname = \"T\"\nsites = [\"site-9\"]", "no site \"site-9\""),
+            ("\n[[datasets]]\nid = \"ds-3\"\nname = \"T\"\nfilter = \"NoSuchKeyword=1\"", "filter"),
+            ("\n[[datasets]]\nid = \"ds-4\"\nname = \"T\"\ncatalogue_codes = { hasColour = [\"X1\"] }", "catalogue_codes.hasColour"),
+            ("\n[[datasets]]\nid = \"ds-5\"\nname = \"T\"\nproject = \"lung-ai\"\naccess_condition = \"download\"", "differs from its project"),
+            ("\n[[projects]]\nid = \"fem\"\nsites = [\"site-1\"]\npermissions = [\"search\"]\naccess = \"remote-processing\"", "needs service_clients"),
+            ("\n[[projects]]\nid = \"odd\"\nsites = [\"site-1\"]\npermissions = [\"search\"]\naccess = \"borrow\"", "projects odd: access"),
+        ] {
+            let problems = Config::parse(&eucaim(extra)).expect_err(named);
+            assert!(problems.iter().any(|p| p.contains(named)), "{named}: {problems:#?}");
+        }
+        let path = eucaim("").replace("round_to = 10", "round_to = 10\npath = \"/dicom-web/studies\"");
+        assert!(Config::parse(&path).expect_err("taken").iter().any(|p| p.contains("eucaim.path")));
+        let pattern = eucaim("").replace("PROJECT-{project}", "PROJECT-{project}-{project}");
+        assert!(Config::parse(&pattern).expect_err("twice").iter().any(|p| p.contains("project_pattern")));
+        let twice = eucaim("").replace("https://aai.example.org", "https://login.example.org");
+        assert!(Config::parse(&twice).expect_err("twice").iter().any(|p| p.contains("configured twice")));
+        let without_auth = eucaim("").replace("mode = \"jwt\"", "mode = \"none\"");
+        assert!(Config::parse(&without_auth).is_err(), "grants and projects need authentication");
+    }
+
     #[test]
     fn sizes() {
         assert_eq!(parse_size("4096"), Ok(4096));
