@@ -73,16 +73,25 @@ pub(crate) async fn refresh_site(
                 row.series = before.series.clone();
                 rows.push(row);
             }
-            _ => to_ask.push(row),
+            before => {
+                let kept = before.cloned();
+                to_ask.push((row, kept));
+            }
         }
     }
     let series_asked = to_ask.len();
-    let asked: Vec<Option<StudyRow>> = stream::iter(to_ask.into_iter().map(|mut row| {
+    let asked: Vec<Option<StudyRow>> = stream::iter(to_ask.into_iter().map(|(mut row, before)| {
         let touched = &touched;
         async move {
-            // A study whose series cannot be read now is left out until the next refresh.
-            row.series = series_rows(site, touched, &row.study).await.ok()?;
-            Some(row)
+            // A study whose series cannot be read now keeps what was last read of it (a new
+            // one waits for the next refresh).
+            match series_rows(site, touched, &row.study).await {
+                Ok(series) => {
+                    row.series = series;
+                    Some(row)
+                }
+                Err(_) => before,
+            }
         }
     }))
     .buffer_unordered(SERIES_AT_ONCE)
