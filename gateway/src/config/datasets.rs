@@ -306,10 +306,13 @@ pub(super) fn datasets(
                 problems.push(format!("datasets {id}: catalogue_codes.{property}: {bad:?} is no Hyper-Ontology code"));
             }
         }
-        if let Some(condition) =
-            catalogue.condition.as_ref().filter(|c| c.is_empty() || !c.bytes().all(|b| b.is_ascii_alphanumeric()))
+        let no_code = |c: &String| c.is_empty() || !c.bytes().all(|b| b.is_ascii_alphanumeric());
+        for (key, value) in
+            [("condition", catalogue.condition.as_ref()), ("collection_method", Some(&catalogue.collection_method))]
         {
-            problems.push(format!("datasets {id}: condition {condition:?} is no Hyper-Ontology code"));
+            if let Some(value) = value.filter(|v| no_code(v)) {
+                problems.push(format!("datasets {id}: {key} {value:?} is no Hyper-Ontology code"));
+            }
         }
         datasets.push(DatasetConfig {
             catalogue,

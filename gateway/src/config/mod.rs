@@ -882,6 +882,7 @@ circuit_open = "30s"
             ("\n[[datasets]]\nid = \"ds-2\"\nname = \"T\"\nsites = [\"site-9\"]", "no site \"site-9\""),
             ("\n[[datasets]]\nid = \"ds-3\"\nname = \"T\"\nfilter = \"NoSuchKeyword=1\"", "filter"),
             ("\n[[datasets]]\nid = \"ds-4\"\nname = \"T\"\ncatalogue_codes = { hasColour = [\"X1\"] }", "catalogue_codes.hasColour"),
+            ("\n[[datasets]]\nid = \"ds-6\"\nname = \"T\"\ncollection_method = \"SPEC> . <x\"", "collection_method"),
             ("\n[[datasets]]\nid = \"ds-5\"\nname = \"T\"\nproject = \"lung-ai\"\naccess_condition = \"download\"", "differs from its project"),
             ("\n[[projects]]\nid = \"fem\"\nsites = [\"site-1\"]\npermissions = [\"search\"]\naccess = \"remote-processing\"", "needs service_clients"),
             ("\n[[projects]]\nid = \"odd\"\nsites = [\"site-1\"]\npermissions = [\"search\"]\naccess = \"borrow\"", "projects odd: access"),
