@@ -79,8 +79,11 @@ pub(crate) async fn catalogue(
     headers: HeaderMap,
 ) -> Result<Response, Error> {
     let root = crate::describe::gateway_root(&gateway.config);
-    let record = datasets(&gateway)?
-        .record(&id, &root)
+    let published = datasets(&gateway)?.clone();
+    // A pass over the dataset's studies when the index changed since the last one.
+    let record = tokio::task::spawn_blocking(move || published.record(&id, &root))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
         .ok_or_else(|| Error::NotFound("no dataset of this id is published here".into()))?
         .map_err(|lacks| {
             Error::NotFound(format!("the dataset has no catalogue record without: {}", lacks.join("; ")))
@@ -96,5 +99,9 @@ pub(crate) async fn catalogue(
 /// `GET /datasets`: the published datasets, their counts (after the privacy of counts) and
 /// what they hold.
 pub(crate) async fn view(State(gateway): State<Arc<Gateway>>) -> Result<Response, Error> {
-    Ok(Json(datasets(&gateway)?.view()).into_response())
+    let published = datasets(&gateway)?.clone();
+    // Counts and descriptions: passes over every dataset's studies.
+    let view =
+        tokio::task::spawn_blocking(move || published.view()).await.map_err(|e| Error::Internal(e.to_string()))?;
+    Ok(Json(view).into_response())
 }

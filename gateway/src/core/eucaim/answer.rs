@@ -157,7 +157,8 @@ mod tests {
     fn studies(rows: Vec<StudyRow>) -> DatasetStudies {
         let mut studies = DatasetStudies::default();
         for row in rows {
-            studies.by_site.entry(row.site.clone()).or_default().insert(row.study.clone(), row);
+            std::sync::Arc::make_mut(studies.by_site.entry(row.site.clone()).or_default())
+                .insert(row.study.clone(), row);
         }
         studies
     }

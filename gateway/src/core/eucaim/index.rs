@@ -56,7 +56,8 @@ pub(crate) struct SeriesRow {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct DatasetStudies {
     /// By site id, then by study UID.
-    pub(crate) by_site: BTreeMap<String, BTreeMap<String, StudyRow>>,
+    /// (Each site's rows shared between snapshots: a change to one site copies only its own.)
+    pub(crate) by_site: BTreeMap<String, Arc<BTreeMap<String, StudyRow>>>,
     /// Each site's last whole reading, by site id.
     pub(crate) refreshed: BTreeMap<String, SiteRead>,
     /// What the studies hold, made once for this snapshot (every answer shows it; made by
@@ -93,7 +94,7 @@ pub(crate) struct SiteRead {
 
 impl DatasetStudies {
     pub(crate) fn rows(&self) -> impl Iterator<Item = &StudyRow> {
-        self.by_site.values().flat_map(BTreeMap::values)
+        self.by_site.values().flat_map(|rows| rows.values())
     }
 }
 
@@ -146,7 +147,7 @@ impl Index {
                 }
                 let Ok(row) = serde_json::from_slice::<StudyRow>(row) else { return false };
                 if let Some(studies) = loaded.get_mut(dataset) {
-                    studies.by_site.entry(row.site.clone()).or_default().insert(row.study.clone(), row);
+                    Arc::make_mut(studies.by_site.entry(row.site.clone()).or_default()).insert(row.study.clone(), row);
                 }
                 true
             })?;
@@ -169,8 +170,8 @@ impl Index {
         hash.finalize()[..16].iter().map(|byte| format!("{byte:02x}")).collect()
     }
 
-    /// Replaces what a dataset holds of one site: every study (`whole`), or the ones given
-    /// (a study stored, or found gone: `None`). Blocking (the store's commit).
+    /// Replaces what a dataset holds of one site: every study, or the studies given (stored,
+    /// or found gone: `None`). Blocking (the store's commit).
     pub(crate) fn replace(
         &self,
         dataset: &str,
@@ -182,21 +183,17 @@ impl Index {
             let write = store.begin_write()?;
             {
                 let mut table = write.open_table(STUDIES)?;
-                match &change {
-                    Change::Whole(rows) => {
-                        let (from, to) = (key(dataset, site, ""), format!("{dataset}\u{0}{site}\u{1}"));
-                        table.retain_in(from.as_str()..to.as_str(), |_, _| false)?;
-                        for row in rows {
-                            table
-                                .insert(key(dataset, site, &row.study).as_str(), serde_json::to_vec(row)?.as_slice())?;
+                if let Change::Whole(_) = &change {
+                    let (from, to) = (key(dataset, site, ""), format!("{dataset}\u{0}{site}\u{1}"));
+                    table.retain_in(from.as_str()..to.as_str(), |_, _| false)?;
+                }
+                for (study, row) in change.rows() {
+                    match row {
+                        Some(row) => {
+                            table.insert(key(dataset, site, study).as_str(), serde_json::to_vec(row)?.as_slice())?
                         }
-                    }
-                    Change::Study { study, row: Some(row) } => {
-                        table.insert(key(dataset, site, study).as_str(), serde_json::to_vec(row)?.as_slice())?;
-                    }
-                    Change::Study { study, row: None } => {
-                        table.remove(key(dataset, site, study).as_str())?;
-                    }
+                        None => table.remove(key(dataset, site, study).as_str())?,
+                    };
                 }
             }
             write.commit()?;
@@ -207,12 +204,15 @@ impl Index {
         next.described = std::sync::OnceLock::new();
         let of_site = next.by_site.entry(site.to_owned()).or_default();
         match change {
-            Change::Whole(rows) => *of_site = rows.into_iter().map(|row| (row.study.clone(), row)).collect(),
-            Change::Study { study, row: Some(row) } => {
-                of_site.insert(study, row);
-            }
-            Change::Study { study, row: None } => {
-                of_site.remove(&study);
+            Change::Whole(rows) => *of_site = Arc::new(rows.into_iter().map(|row| (row.study.clone(), row)).collect()),
+            Change::Studies(studies) => {
+                let rows = Arc::make_mut(of_site);
+                for (study, row) in studies {
+                    match row {
+                        Some(row) => rows.insert(study, row),
+                        None => rows.remove(&study),
+                    };
+                }
             }
         }
         if let Some(refreshed) = refreshed {
@@ -226,8 +226,20 @@ impl Index {
 /// A change to what a dataset holds of a site.
 #[derive(Debug)]
 pub(crate) enum Change {
+    /// Every study of the site.
     Whole(Vec<StudyRow>),
-    Study { study: String, row: Option<StudyRow> },
+    /// Some studies by UID: their rows, or `None` for a study no longer there.
+    Studies(Vec<(String, Option<StudyRow>)>),
+}
+
+impl Change {
+    /// The studies the change writes (`None`: removes), by UID.
+    fn rows(&self) -> Vec<(&str, Option<&StudyRow>)> {
+        match self {
+            Change::Whole(rows) => rows.iter().map(|row| (row.study.as_str(), Some(row))).collect(),
+            Change::Studies(studies) => studies.iter().map(|(study, row)| (study.as_str(), row.as_ref())).collect(),
+        }
+    }
 }
 
 /// Writes `studies` synthetic studies of `site` into `dataset`'s index under `state_dir`, as
@@ -304,10 +316,8 @@ mod tests {
             let index = Index::open(Some(&dir), &[dataset("d1", &["a", "b"])]).expect("open");
             index.replace("d1", "a", Change::Whole(vec![row("a", "1.1"), row("a", "1.2")]), None).expect("a");
             index.replace("d1", "b", Change::Whole(vec![row("b", "2.1")]), None).expect("b");
-            index.replace("d1", "a", Change::Study { study: "1.2".into(), row: None }, None).expect("gone");
-            index
-                .replace("d1", "a", Change::Study { study: "1.3".into(), row: Some(row("a", "1.3")) }, None)
-                .expect("+");
+            let studies = vec![("1.2".into(), None), ("1.3".into(), Some(row("a", "1.3")))];
+            index.replace("d1", "a", Change::Studies(studies), None).expect("one gone, one added");
             assert_eq!(index.studies("d1").expect("d1").rows().count(), 3);
             subject = index.subject("a", "PAT-1", "");
             assert_ne!(subject, index.subject("b", "PAT-1", ""), "one id at two sites is two subjects");

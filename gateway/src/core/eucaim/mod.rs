@@ -104,7 +104,14 @@ impl Datasets {
                         next = tokio::time::Instant::now() + this.eucaim.refresh;
                     }
                     stored = queue.recv() => match stored {
-                        Some((site, study)) => this.refresh_stored(&sites, &site, &study).await,
+                        Some(first) => {
+                            // What waits is read together: one change to the index per site.
+                            let mut waiting = vec![first];
+                            while let Ok(more) = queue.try_recv() {
+                                waiting.push(more);
+                            }
+                            this.refresh_stored(&sites, waiting).await;
+                        }
                         None => return,
                     },
                 }
@@ -130,11 +137,27 @@ impl Datasets {
         }
     }
 
-    async fn refresh_stored(&self, sites: &[Site], site_id: &SiteId, study: &StudyInstanceUid) {
-        let Some(site) = sites.iter().find(|s| s.id() == site_id) else { return };
-        for dataset in self.datasets.iter().filter(|d| d.sites.contains(site_id)) {
-            if let Err(e) = refresh::refresh_study(&self.index, dataset, site, study.as_str()).await {
-                tracing::warn!(dataset = %dataset.id, site = %site_id, error = %e, "cannot index a stored study");
+    async fn refresh_stored(&self, sites: &[Site], stored: Vec<(SiteId, StudyInstanceUid)>) {
+        let mut by_site: std::collections::BTreeMap<SiteId, Vec<StudyInstanceUid>> = Default::default();
+        for (site, study) in stored {
+            let studies = by_site.entry(site).or_default();
+            if !studies.contains(&study) {
+                studies.push(study);
+            }
+        }
+        for (site_id, studies) in by_site {
+            let Some(site) = sites.iter().find(|s| *s.id() == site_id) else { continue };
+            for dataset in self.datasets.iter().filter(|d| d.sites.contains(&site_id)) {
+                match refresh::refresh_studies(&self.index, dataset, site, &studies).await {
+                    Ok(0) => {}
+                    Ok(unread) => tracing::warn!(
+                        dataset = %dataset.id, site = %site_id, unread,
+                        "stored studies could not be read into the index; the next refresh reads them"
+                    ),
+                    Err(e) => {
+                        tracing::warn!(dataset = %dataset.id, site = %site_id, error = %e, "cannot index stored studies")
+                    }
+                }
             }
         }
     }

@@ -14,6 +14,7 @@ use std::time::SystemTime;
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
+use dicomweb_model::StudyInstanceUid;
 use futures::{stream, StreamExt};
 use pacs_adapter::QueryLevel;
 
@@ -109,28 +110,44 @@ pub(crate) async fn refresh_site(
     Ok(refreshed)
 }
 
-/// Reads one study of `dataset` at `site` again (stored through the gateway): its row, or its
-/// removal when the site no longer lists it under the dataset's filter.
-pub(crate) async fn refresh_study(
+/// Reads studies of `dataset` at `site` again (stored through the gateway), a few at a time,
+/// into the index in one change: each study's row, or its removal when the site no longer
+/// lists it under the dataset's filter. A study that cannot be read is left as it was; how
+/// many were is returned.
+pub(crate) async fn refresh_studies(
     index: &Arc<Index>,
     dataset: &DatasetConfig,
     site: &Site,
-    study: &str,
-) -> anyhow::Result<()> {
+    studies: &[StudyInstanceUid],
+) -> anyhow::Result<usize> {
     let touched = Touched::default();
-    let found = site
-        .find_at_most(&touched, QueryLevel::Study, study_identifier(dataset, Some(study))?)
-        .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let row = match found.results.first().and_then(|result| study_row(index, site, result)) {
-        Some(mut row) => {
-            row.series = series_rows(site, &touched, &row.study).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-            Some(row)
+    let read = |study: &StudyInstanceUid| {
+        let touched = &touched;
+        let study = study.as_str().to_owned();
+        async move {
+            let found = site
+                .find_at_most(touched, QueryLevel::Study, study_identifier(dataset, Some(&study)).ok()?)
+                .await
+                .ok()?;
+            let row = match found.results.first().and_then(|result| study_row(index, site, result)) {
+                Some(mut row) => {
+                    row.series = series_rows(site, touched, &row.study).await.ok()?;
+                    Some(row)
+                }
+                None => None,
+            };
+            Some((study, row))
         }
-        None => None,
     };
-    let (dataset_id, site_id, study) = (dataset.id.clone(), site.id().to_string(), study.to_owned());
-    blocking(index, move |index| index.replace(&dataset_id, &site_id, Change::Study { study, row }, None)).await
+    let read: Vec<Option<(String, Option<StudyRow>)>> =
+        stream::iter(studies.iter().map(read)).buffer_unordered(SERIES_AT_ONCE).collect().await;
+    let unread = read.iter().filter(|r| r.is_none()).count();
+    let changes: Vec<_> = read.into_iter().flatten().collect();
+    if !changes.is_empty() {
+        let (dataset_id, site_id) = (dataset.id.clone(), site.id().to_string());
+        blocking(index, move |index| index.replace(&dataset_id, &site_id, Change::Studies(changes), None)).await?;
+    }
+    Ok(unread)
 }
 
 /// Runs an index write (a commit to its store) off the async runtime.
