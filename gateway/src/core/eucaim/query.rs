@@ -52,8 +52,9 @@ pub(crate) enum Condition {
 
 /// The deepest tree read: the explorer's are three levels deep.
 const MAX_DEPTH: usize = 32;
-/// The most conditions read in one query.
-const MAX_NODES: usize = 10_000;
+/// The most groups, conditions and values of `IN` lists read in one query: each is tested
+/// against every study, so this bounds a query's work (the explorer's have a few dozen).
+const MAX_NODES: usize = 1_000;
 
 impl Query {
     /// Reads the body's JSON object: `ast` (a group) and an optional `id`.
@@ -99,6 +100,12 @@ fn node(value: &Value, depth: usize, nodes: &mut usize) -> Result<Node, Malforme
         .and_then(Value::as_str)
         .ok_or_else(|| Malformed("a condition without a string \"key\"".into()))?;
     let value = object.get("value").cloned().unwrap_or(Value::Null);
+    if let Value::Array(values) = &value {
+        *nodes += values.len();
+        if *nodes > MAX_NODES {
+            return Err(Malformed(format!("more than {MAX_NODES} conditions and values")));
+        }
+    }
     let condition = match object.get("type").and_then(Value::as_str) {
         Some("EQUALS") => Condition::Equals(value),
         Some("NOT_EQUALS") => Condition::NotEquals(value),
@@ -299,6 +306,9 @@ mod tests {
             deep = json!({"operand": "AND", "children": [deep]});
         }
         assert!(Query::parse(&json!({"ast": deep})).is_err(), "too deep");
+        let many: Vec<String> = (0..MAX_NODES).map(|n| format!("RID{n}")).collect();
+        let long_in = json!({"ast": {"operand": "OR", "children": [{"key": "RID10311", "type": "IN", "value": many}]}});
+        assert!(Query::parse(&long_in).is_err(), "an IN list past the bound");
     }
 
     #[test]
