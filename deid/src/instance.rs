@@ -2,9 +2,10 @@
 //!
 //! Pixel data is most of an instance and the profile keeps it as it is, so when it is the data
 //! set's last element (the usual layout) only the elements before it are parsed, de-identified
-//! and written again, and the pixel data bytes follow unchanged: no decoding, one copy. Any
-//! other layout, or a transfer syntax that is not little endian and undeflated, goes through a
-//! full parse.
+//! and written again, and the pixel data bytes follow unchanged: no decoding, one copy, or none
+//! when the caller puts the rewritten front where the old one was ([`rewrite`]). Any other
+//! layout, or a transfer syntax that is not little endian and undeflated, goes through a full
+//! parse.
 
 use dicom_encoding::TransferSyntax;
 use dicom_object::InMemDicomObject;
@@ -25,6 +26,30 @@ pub enum Outcome {
     Deidentified { bytes: Vec<u8>, object: Box<InMemDicomObject>, report: Report },
     /// Withheld: its pixels may show identity.
     Withheld(Withheld),
+}
+
+/// What became of an instance, its pixel data not copied.
+#[derive(Debug)]
+pub enum Rewrite {
+    /// `prefix` and the de-identified elements, to be followed by the data set's bytes from
+    /// `unchanged_from` on (the pixel data; the data set's length when all of it was rewritten).
+    Rewritten { front: Vec<u8>, unchanged_from: usize, object: Box<InMemDicomObject>, report: Report },
+    /// Withheld: its pixels may show identity.
+    Withheld(Withheld),
+}
+
+impl Rewrite {
+    /// The whole de-identified instance, in one buffer.
+    fn joined(self, data_set: &[u8]) -> Outcome {
+        match self {
+            Rewrite::Rewritten { mut front, unchanged_from, object, report } => {
+                front.reserve_exact(data_set.len() - unchanged_from);
+                front.extend_from_slice(&data_set[unchanged_from..]);
+                Outcome::Deidentified { bytes: front, object, report }
+            }
+            Rewrite::Withheld(withheld) => Outcome::Withheld(withheld),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,7 +129,19 @@ pub fn deidentify(
     site: &str,
     prefix: Vec<u8>,
 ) -> Result<Outcome, InstanceError> {
-    deidentify_with(deidentifier, data_set, ts, site, prefix, Pixels::AsStored)
+    Ok(rewrite_with(deidentifier, data_set, ts, site, prefix, Pixels::AsStored)?.joined(data_set))
+}
+
+/// The same, the bytes that stay unchanged (the pixel data) left where they are: the caller
+/// puts the rewritten front before them.
+pub fn rewrite(
+    deidentifier: &Deidentifier,
+    data_set: &[u8],
+    ts: &TransferSyntax,
+    site: &str,
+    prefix: Vec<u8>,
+) -> Result<Rewrite, InstanceError> {
+    rewrite_with(deidentifier, data_set, ts, site, prefix, Pixels::AsStored)
 }
 
 /// The same for an instance whose pixel data the caller has cleaned of burned-in text (PS3.15
@@ -117,7 +154,7 @@ pub fn deidentify_cleaned(
     site: &str,
     prefix: Vec<u8>,
 ) -> Result<Outcome, InstanceError> {
-    deidentify_with(deidentifier, data_set, ts, site, prefix, Pixels::Cleaned)
+    Ok(rewrite_with(deidentifier, data_set, ts, site, prefix, Pixels::Cleaned)?.joined(data_set))
 }
 
 /// What was done to an instance's pixel data before it was de-identified.
@@ -127,14 +164,14 @@ enum Pixels {
     Cleaned,
 }
 
-fn deidentify_with(
+fn rewrite_with(
     deidentifier: &Deidentifier,
     data_set: &[u8],
     ts: &TransferSyntax,
     site: &str,
     prefix: Vec<u8>,
     pixels_were: Pixels,
-) -> Result<Outcome, InstanceError> {
+) -> Result<Rewrite, InstanceError> {
     let deflated = matches!(ts.codec(), dicom_encoding::Codec::Dataset(_));
     let little_endian_plain = ts.endianness() == dicom_encoding::Endianness::Little && !deflated;
     let explicit_vr = ts.uid() != IMPLICIT_VR_LE;
@@ -144,29 +181,28 @@ fn deidentify_with(
             .ok()
             // Pixel data before the split: the bytes found were not the last element after all.
             .filter(|head| head.get(dicom_dictionary_std::tags::PIXEL_DATA).is_none())
-            .map(|head| (head, &data_set[at..]))
+            .map(|head| (head, at))
     };
-    let (mut object, pixels) = match split.and_then(read_head) {
+    let (mut object, unchanged_from) = match split.and_then(read_head) {
         Some(split) => split,
         None => (
             InMemDicomObject::read_dataset_with_ts(data_set, ts).map_err(|e| InstanceError::Read(e.to_string()))?,
-            &data_set[data_set.len()..],
+            data_set.len(),
         ),
     };
     if pixels_were == Pixels::AsStored {
         if let Some(withheld) = burned_in::check(&object) {
-            return Ok(Outcome::Withheld(withheld));
+            return Ok(Rewrite::Withheld(withheld));
         }
     }
     let report = deidentifier.apply(&mut object, site);
     if pixels_were == Pixels::Cleaned {
         crate::profile::stamp_clean_pixel_data(&mut object);
     }
-    let mut out = prefix;
-    out.reserve(data_set.len() + 1024);
-    object.write_dataset_with_ts(&mut out, ts).map_err(|e| InstanceError::Write(e.to_string()))?;
-    out.extend_from_slice(pixels);
-    Ok(Outcome::Deidentified { bytes: out, object: Box::new(object), report })
+    let mut front = prefix;
+    front.reserve(unchanged_from + 1024);
+    object.write_dataset_with_ts(&mut front, ts).map_err(|e| InstanceError::Write(e.to_string()))?;
+    Ok(Rewrite::Rewritten { front, unchanged_from, object: Box::new(object), report })
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ pub mod message;
 pub mod status;
 
 pub use command::{Command, CommandField};
-pub use message::{pdus as pdus_for, Message, MessageAssembler};
+pub use message::{pdus as pdus_for, DataSetBuffer, Message, MessageAssembler};
 pub use status::{FailureKind, Status, StatusClass};
 
 /// A peer broke the DIMSE protocol (as opposed to reporting a failure status).

@@ -70,7 +70,7 @@ async fn drive(mut exchange: Exchange<RetrievedInstance>, first: Message) {
         if message.command.field == CommandField::CStoreRq {
             let association = exchange.association();
             let instance =
-                match (message.data_set.as_deref(), association.transfer_syntax_of(message.presentation_context_id)) {
+                match (message.data_set.take(), association.transfer_syntax_of(message.presentation_context_id)) {
                     (Some(data_set), Some(ts)) => {
                         RetrievedInstance::from_c_store(&message.command, ts, &source_ae, data_set)
                             .map_err(|source| DimseError::Protocol { site: site.clone(), source })

@@ -5,7 +5,7 @@ use bytes::Bytes;
 
 use dicomweb_model::{SiteId, SopClassUid, SopInstanceUid, TransferSyntaxUid};
 
-use crate::dimse::{Command, DimseProtocolError, Status, StatusClass};
+use crate::dimse::{Command, DataSetBuffer, DimseProtocolError, Status, StatusClass};
 use crate::error::{DimseError, Operation};
 use crate::part10;
 
@@ -18,6 +18,9 @@ pub struct RetrievedInstance {
     pub transfer_syntax_uid: TransferSyntaxUid,
     pub part10: Bytes,
     data_set_offset: usize,
+    /// The buffer `part10` lies in, from its first byte, when room was kept in front of it
+    /// (an instance received over DIMSE): [`with_front`](Self::with_front) writes there.
+    buffer: Option<Bytes>,
 }
 
 impl RetrievedInstance {
@@ -34,6 +37,7 @@ impl RetrievedInstance {
             transfer_syntax_uid: TransferSyntaxUid::from(uid(&header.transfer_syntax_uid, "Transfer Syntax UID")?),
             data_set_offset: header.data_set_offset,
             part10,
+            buffer: None,
         })
     }
 
@@ -53,7 +57,7 @@ impl RetrievedInstance {
         request: &Command,
         transfer_syntax_uid: &str,
         source_ae_title: &str,
-        data_set: &[u8],
+        data_set: DataSetBuffer,
     ) -> Result<Self, DimseProtocolError> {
         let uid = |value: &Option<String>, what: &'static str| {
             value
@@ -71,20 +75,21 @@ impl RetrievedInstance {
             dicomweb_model::Uid::from_peer(transfer_syntax_uid).map(TransferSyntaxUid::from).map_err(|_| {
                 DimseProtocolError::MalformedCommand("presentation context with an invalid transfer syntax")
             })?;
-        let bytes = part10::wrap(
+        let meta = part10::file_meta(
             sop_class_uid.as_str(),
             sop_instance_uid.as_str(),
             transfer_syntax_uid.as_str(),
             source_ae_title,
-            data_set,
+            0,
         );
-        let data_set_offset = bytes.len() - data_set.len();
+        let (buffer, from) = data_set.prepend(&meta);
         Ok(RetrievedInstance {
             sop_class_uid,
             sop_instance_uid,
             transfer_syntax_uid,
-            part10: Bytes::from(bytes),
-            data_set_offset,
+            data_set_offset: meta.len(),
+            part10: buffer.slice(from..),
+            buffer: Some(buffer),
         })
     }
 
@@ -92,6 +97,39 @@ impl RetrievedInstance {
     pub fn data_set(&self) -> &[u8] {
         &self.part10[self.data_set_offset..]
     }
+
+    /// `front` followed by this instance's data set from `kept_from` (an offset into
+    /// [`data_set`](Self::data_set)) on: a de-identified instance whose pixel data is kept.
+    /// When nothing else holds the instance's buffer and the room in front suffices, `front` is
+    /// written there and the kept bytes are not copied.
+    pub fn with_front(self, front: &[u8], kept_from: usize) -> Bytes {
+        let kept_at = self.data_set_offset + kept_from;
+        let RetrievedInstance { part10, buffer, .. } = self;
+        if kept_at > part10.len() {
+            return copied(front, &[]);
+        }
+        let Some(buffer) = buffer else { return copied(front, &part10[kept_at..]) };
+        // Where the kept bytes are in the buffer (`part10` is a view of it).
+        let kept_in_buffer = part10.as_ptr() as usize - buffer.as_ptr() as usize + kept_at;
+        drop(part10);
+        let Some(from) = kept_in_buffer.checked_sub(front.len()) else {
+            return copied(front, &buffer[kept_in_buffer..]);
+        };
+        match buffer.try_into_mut() {
+            Ok(mut only_ours) => {
+                only_ours[from..kept_in_buffer].copy_from_slice(front);
+                only_ours.freeze().slice(from..)
+            }
+            Err(shared) => copied(front, &shared[kept_in_buffer..]),
+        }
+    }
+}
+
+fn copied(front: &[u8], kept: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(front.len() + kept.len());
+    out.extend_from_slice(front);
+    out.extend_from_slice(kept);
+    Bytes::from(out)
 }
 
 /// Counts of a C-GET or C-MOVE's sub-operations as the PACS reports them, checked against
@@ -159,6 +197,36 @@ impl SubOperations {
 mod tests {
     use super::*;
     use crate::dimse::CommandField;
+
+    fn received(data_set: &[u8]) -> RetrievedInstance {
+        let mut buffer = DataSetBuffer::with_room(crate::dimse::message::ROOM_IN_FRONT, data_set.len());
+        buffer.extend(data_set);
+        let command = Command::c_store_rq(1, "1.2.840.10008.5.1.4.1.1.2", "1.2.3.4");
+        RetrievedInstance::from_c_store(&command, "1.2.840.10008.1.2.1", "PACS", buffer).expect("instance")
+    }
+
+    #[test]
+    fn a_new_front_is_written_before_the_kept_bytes_where_they_lie() {
+        let data_set: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+        let want = |front: &[u8]| [front, &data_set[5_000..]].concat();
+        let instance = received(&data_set);
+        assert_eq!(instance.data_set(), &data_set[..]);
+        let kept_at = instance.data_set()[5_000..].as_ptr();
+        let front = vec![9u8; 6_000];
+        let out = instance.with_front(&front, 5_000);
+        assert_eq!(out, want(&front));
+        assert_eq!(out[6_000..].as_ptr(), kept_at, "not copied");
+
+        // Held elsewhere too, a front larger than the room, no room at all: copied, the same.
+        let shared = received(&data_set);
+        let _held = shared.clone();
+        assert_eq!(shared.with_front(&front, 5_000), want(&front));
+        let larger = vec![9u8; 5_000 + crate::dimse::message::ROOM_IN_FRONT + 1024];
+        assert_eq!(received(&data_set).with_front(&larger, 5_000), want(&larger));
+        let framed = received(&data_set).part10;
+        let from_file = RetrievedInstance::from_part10(framed).expect("part 10");
+        assert_eq!(from_file.with_front(&front, 5_000), want(&front));
+    }
 
     fn response(status: u16, completed: Option<u16>, failed: Option<u16>, warning: Option<u16>) -> Command {
         let mut command = Command::c_cancel_rq(1);

@@ -27,6 +27,20 @@ pub fn wrap(
     source_ae_title: &str,
     data_set: &[u8],
 ) -> Vec<u8> {
+    let mut out = file_meta(sop_class_uid, sop_instance_uid, transfer_syntax_uid, source_ae_title, data_set.len());
+    out.extend_from_slice(data_set);
+    out
+}
+
+/// The preamble, "DICM" and a file meta group of ours, in a buffer with room for
+/// `data_set_len` more bytes.
+pub fn file_meta(
+    sop_class_uid: &str,
+    sop_instance_uid: &str,
+    transfer_syntax_uid: &str,
+    source_ae_title: &str,
+    data_set_len: usize,
+) -> Vec<u8> {
     let mut meta = Vec::with_capacity(256);
     put(&mut meta, 0x0001, b"OB", &[0x00, 0x01]);
     put_text(&mut meta, 0x0002, b"UI", sop_class_uid, 0);
@@ -37,12 +51,11 @@ pub fn wrap(
     if !source_ae_title.is_empty() {
         put_text(&mut meta, 0x0016, b"AE", source_ae_title, b' ');
     }
-    let mut out = Vec::with_capacity(132 + 12 + meta.len() + data_set.len());
+    let mut out = Vec::with_capacity(132 + 12 + meta.len() + data_set_len);
     out.extend_from_slice(&[0u8; 128]);
     out.extend_from_slice(b"DICM");
     put(&mut out, 0x0000, b"UL", &(meta.len() as u32).to_le_bytes());
     out.extend_from_slice(&meta);
-    out.extend_from_slice(data_set);
     out
 }
 

@@ -375,7 +375,7 @@ async fn serve_association(inner: Arc<ScpInner>, stream: TcpStream, ip: IpAddr) 
                 let status = match (
                     inner.route_for(&message.command, &caller),
                     contexts.get(&message.presentation_context_id),
-                    message.data_set.as_deref(),
+                    message.data_set,
                 ) {
                     (Some((tx, source_ae)), Some(ts), Some(data_set)) => {
                         match RetrievedInstance::from_c_store(&message.command, ts, &source_ae, data_set) {

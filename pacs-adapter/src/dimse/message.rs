@@ -1,12 +1,28 @@
 //! DIMSE messages and their reassembly from P-DATA-TF presentation data values (PS3.8 §9.3.5,
 //! PS3.7 §6.3.1): a command set, then a data set when the command says one follows, each of
 //! them spread over any number of PDVs in any number of PDUs, possibly sharing a PDU.
+//!
+//! An instance (the data set of a C-STORE-RQ) is gathered into one buffer with room kept in
+//! front of it, sized by the previous instance of the association (a series' instances are
+//! mostly the same size): the Part-10 framing it leaves this crate in, and a de-identified
+//! front in place of its own, are written there, so that its pixel data is copied once
+//! between the PDUs and the bytes a client is sent.
 
 use std::collections::VecDeque;
+use std::ops::Deref;
 
+use bytes::Bytes;
 use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu};
 
-use super::{Command, DimseProtocolError};
+use super::{Command, CommandField, DimseProtocolError};
+
+/// Room kept in front of an instance's data set: a preamble and file meta group of ours
+/// (`crate::part10::file_meta`, about 500 bytes with every UID at its longest), and what
+/// de-identification adds to the elements before the pixel data (a few hundred bytes).
+pub const ROOM_IN_FRONT: usize = 4096;
+
+/// The most an instance's buffer is sized in advance by the previous one; past it, it grows.
+const MOST_RESERVED: usize = 64 * 1024 * 1024;
 
 /// One complete DIMSE message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,7 +30,64 @@ pub struct Message {
     pub presentation_context_id: u8,
     pub command: Command,
     /// The data set in the transfer syntax of the presentation context, when one followed.
-    pub data_set: Option<Vec<u8>>,
+    pub data_set: Option<DataSetBuffer>,
+}
+
+/// A received data set, and the room kept in front of it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DataSetBuffer {
+    bytes: Vec<u8>,
+    start: usize,
+}
+
+impl std::fmt::Debug for DataSetBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DataSetBuffer({} bytes, {} in front)", self.len(), self.start)
+    }
+}
+
+impl DataSetBuffer {
+    pub(crate) fn with_room(room: usize, expected: usize) -> Self {
+        let mut bytes = Vec::with_capacity(room + expected);
+        bytes.resize(room, 0);
+        DataSetBuffer { bytes, start: room }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn extend(&mut self, bytes: &[u8]) {
+        self.bytes.extend_from_slice(bytes);
+    }
+
+    /// `head` followed by the data set, in one buffer: written into the room in front when it
+    /// fits (no copy of the data set), else copied. Returns the buffer from its first byte
+    /// (what room is left comes first) and where `head` starts in it.
+    pub fn prepend(mut self, head: &[u8]) -> (Bytes, usize) {
+        let Some(from) = self.start.checked_sub(head.len()) else {
+            let mut out = Vec::with_capacity(head.len() + self.len());
+            out.extend_from_slice(head);
+            out.extend_from_slice(&self);
+            return (Bytes::from(out), 0);
+        };
+        self.bytes[from..self.start].copy_from_slice(head);
+        // Capacity left over by a size guessed too large is given back, not kept in a cache.
+        if self.bytes.capacity() - self.bytes.len() > self.bytes.len() / 8 {
+            self.bytes.shrink_to_fit();
+        }
+        (Bytes::from(self.bytes), from)
+    }
+}
+
+impl From<Vec<u8>> for DataSetBuffer {
+    fn from(bytes: Vec<u8>) -> Self {
+        DataSetBuffer { bytes, start: 0 }
+    }
+}
+
+impl Deref for DataSetBuffer {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes[self.start..]
+    }
 }
 
 #[derive(Debug)]
@@ -22,7 +95,7 @@ enum State {
     /// Waiting for, or in the middle of, a command set.
     Command { pc_id: Option<u8>, bytes: Vec<u8> },
     /// The command is complete and announced a data set.
-    DataSet { pc_id: u8, command: Command, bytes: Vec<u8> },
+    DataSet { pc_id: u8, command: Command, bytes: DataSetBuffer },
 }
 
 /// Reassembles messages from PDVs as they arrive. Pure state machine: feed it every PDV of every
@@ -32,6 +105,8 @@ pub struct MessageAssembler {
     state: State,
     complete: VecDeque<Message>,
     max_data_set_len: usize,
+    /// The length of the last instance received, to size the next one's buffer.
+    last_instance_len: usize,
 }
 
 impl MessageAssembler {
@@ -40,6 +115,7 @@ impl MessageAssembler {
             state: State::Command { pc_id: None, bytes: Vec::new() },
             complete: VecDeque::new(),
             max_data_set_len,
+            last_instance_len: 0,
         }
     }
 
@@ -73,7 +149,13 @@ impl MessageAssembler {
                 if is_last {
                     let command = Command::decode(bytes)?;
                     if command.has_data_set {
-                        self.state = State::DataSet { pc_id: id, command, bytes: Vec::new() };
+                        let bytes = if command.field == CommandField::CStoreRq {
+                            let expected = self.last_instance_len.min(self.max_data_set_len).min(MOST_RESERVED);
+                            DataSetBuffer::with_room(ROOM_IN_FRONT, expected)
+                        } else {
+                            DataSetBuffer::from(Vec::new())
+                        };
+                        self.state = State::DataSet { pc_id: id, command, bytes };
                     } else {
                         self.complete.push_back(Message { presentation_context_id: id, command, data_set: None });
                         self.state = State::Command { pc_id: None, bytes: Vec::new() };
@@ -90,14 +172,17 @@ impl MessageAssembler {
                 if bytes.len() + data.len() > self.max_data_set_len {
                     return Err(DimseProtocolError::DataSetTooLarge(self.max_data_set_len));
                 }
-                if bytes.is_empty() {
-                    *bytes = data;
+                if bytes.bytes.is_empty() {
+                    bytes.bytes = data;
                 } else {
-                    bytes.extend_from_slice(&data);
+                    bytes.bytes.extend_from_slice(&data);
                 }
                 if is_last {
                     let state = std::mem::replace(&mut self.state, State::Command { pc_id: None, bytes: Vec::new() });
                     if let State::DataSet { pc_id, command, bytes } = state {
+                        if command.field == CommandField::CStoreRq {
+                            self.last_instance_len = bytes.len();
+                        }
                         self.complete.push_back(Message {
                             presentation_context_id: pc_id,
                             command,
@@ -173,6 +258,45 @@ mod tests {
             assert_eq!(message.data_set.as_deref(), Some(&data[..]));
             assert!(assembler.is_idle());
         }
+    }
+
+    #[test]
+    fn an_instance_is_framed_in_the_room_kept_in_front_of_it() {
+        let store = Command::c_store_rq(5, "1.2.840.10008.5.1.4.1.1.2", "1.2.3").encode();
+        let mut assembler = MessageAssembler::new(1 << 20);
+        let mut receive = |data: &[u8]| {
+            feed_all(&mut assembler, pdus(1, &store, Some(data), 16_384));
+            assembler.next_message().and_then(|m| m.data_set).expect("instance")
+        };
+        let first: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        assert_eq!(&receive(&first)[..], &first[..]);
+        // The next instance's buffer was sized by the first: gathered without growing, and
+        // framed where it lies.
+        let second = vec![1u8; 299_000];
+        let data_set = receive(&second);
+        assert!(data_set.bytes.capacity() >= ROOM_IN_FRONT + first.len());
+        let head = [7u8; 500];
+        let data_at = data_set.as_ptr();
+        let (buffer, from) = data_set.prepend(&head);
+        assert_eq!(from, ROOM_IN_FRONT - 500);
+        let framed = buffer.slice(from..);
+        assert_eq!(&framed[..500], &head[..]);
+        assert_eq!(&framed[500..], &second[..]);
+        assert_eq!(framed[500..].as_ptr(), data_at);
+
+        // A head larger than the room is still put in front, by a copy.
+        let buffer = DataSetBuffer::from(b"data".to_vec());
+        assert_eq!(buffer.prepend(b"head"), (Bytes::from_static(b"headdata"), 0));
+    }
+
+    #[test]
+    fn a_data_set_of_another_command_has_no_room_kept() {
+        let find = Command::query_rq(CommandField::CFindRq, "1.2.840.10008.5.1.4.1.2.2.1", 2).encode();
+        let mut assembler = MessageAssembler::new(1024);
+        feed_all(&mut assembler, pdus(1, &find, Some(b"identifier"), 16_384));
+        let data_set = assembler.next_message().and_then(|m| m.data_set).expect("identifier");
+        assert_eq!(data_set.start, 0);
+        assert_eq!(data_set.bytes.capacity(), b"identifier".len());
     }
 
     #[test]

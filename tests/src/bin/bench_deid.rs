@@ -66,7 +66,7 @@ fn gateway_path(privacy: &Privacy, paths: &[PathBuf], out: &std::path::Path) -> 
     let mut written = 0;
     for (n, path) in paths.iter().enumerate() {
         let instance = pacs_adapter::RetrievedInstance::from_part10(std::fs::read(path)?.into())?;
-        let (processed, entries) = privacy.instance(&instance, "bench")?;
+        let (processed, entries) = privacy.instance(instance, "bench")?;
         let Processed::Deidentified(deidentified) = processed else { bail!("withheld: {}", path.display()) };
         privacy.record_blocking(entries).map_err(|e| anyhow::anyhow!("{e:?}"))?;
         std::fs::write(out.join(format!("{n}.dcm")), &deidentified.part10)?;

@@ -237,13 +237,16 @@ impl Privacy {
 
     /// De-identifies one retrieved instance of `site` (CPU work: call it off the async
     /// runtime): withheld when its pixels may show identity, else the de-identified Part-10
-    /// file (new file meta group, empty preamble) and the map entries of its UIDs.
+    /// file (new file meta group, empty preamble) and the map entries of its UIDs. The pixel
+    /// data stays where it arrived when nothing else holds the instance
+    /// ([`RetrievedInstance::with_front`]).
     pub fn instance(
         &self,
-        instance: &RetrievedInstance,
+        instance: RetrievedInstance,
         site: &str,
     ) -> Result<(Processed, Vec<(String, Original)>), std::io::Error> {
         use dicom_encoding::TransferSyntaxIndex;
+        use dicomweb_deid::instance::Rewrite;
         let registry = dicom_transfer_syntax_registry::TransferSyntaxRegistry;
         let source_ts = instance.transfer_syntax_uid.as_str();
         let unknown = || std::io::Error::other(format!("transfer syntax {source_ts} is not known to the gateway"));
@@ -262,28 +265,32 @@ impl Privacy {
         let source = inflated.as_deref().unwrap_or(data_set);
         // The new file meta group names the pseudonym the profile gives the SOP Instance UID.
         let pseudonym = self.engine.keys().uid(instance.sop_instance_uid.as_str());
-        let meta = pacs_adapter::part10::wrap(instance.sop_class_uid.as_str(), &pseudonym, ts.uid(), "", &[]);
-        let outcome =
-            dicomweb_deid::instance::deidentify(&self.engine, source, ts, site, meta).map_err(std::io::Error::other)?;
-        let mut cleaned = false;
-        let (part10, report) = match (outcome, &self.cleaner) {
-            (dicomweb_deid::instance::Outcome::Deidentified { bytes, report, .. }, _) => (bytes, report),
-            (dicomweb_deid::instance::Outcome::Withheld(withheld), None) => {
-                return Ok((Processed::Withheld(withheld), Vec::new()))
+        let meta = pacs_adapter::part10::file_meta(instance.sop_class_uid.as_str(), &pseudonym, ts.uid(), "", 0);
+        let rewrite =
+            dicomweb_deid::instance::rewrite(&self.engine, source, ts, site, meta).map_err(std::io::Error::other)?;
+        let (part10, report, cleaned) = match (rewrite, &self.cleaner) {
+            (Rewrite::Rewritten { front, unchanged_from, report, .. }, _) => {
+                let part10 = match inflated {
+                    Some(plain) => [&front[..], &plain[unchanged_from..]].concat().into(),
+                    None => instance.with_front(&front, unchanged_from),
+                };
+                (part10, report, false)
             }
+            (Rewrite::Withheld(withheld), None) => return Ok((Processed::Withheld(withheld), Vec::new())),
             // The project cleans: the instance's text is blanked and the clean one de-identified.
-            (dicomweb_deid::instance::Outcome::Withheld(_), Some(cleaner)) => {
-                let (clean, syntax) = match cleaner.clean(instance, &self.limits) {
+            (Rewrite::Withheld(_), Some(cleaner)) => {
+                let (clean, syntax) = match cleaner.clean(&instance, &self.limits) {
                     Ok(clean) => clean,
                     Err(reason) => return Ok((Processed::Withheld(Withheld { reason }), Vec::new())),
                 };
                 let ts = registry.get(syntax).ok_or_else(unknown)?;
                 let meta = pacs_adapter::part10::wrap(instance.sop_class_uid.as_str(), &pseudonym, syntax, "", &[]);
-                cleaned = true;
                 match dicomweb_deid::instance::deidentify_cleaned(&self.engine, &clean, ts, site, meta)
                     .map_err(std::io::Error::other)?
                 {
-                    dicomweb_deid::instance::Outcome::Deidentified { bytes, report, .. } => (bytes, report),
+                    dicomweb_deid::instance::Outcome::Deidentified { bytes, report, .. } => {
+                        (Bytes::from(bytes), report, true)
+                    }
                     dicomweb_deid::instance::Outcome::Withheld(withheld) => {
                         return Ok((Processed::Withheld(withheld), Vec::new()))
                     }
@@ -291,7 +298,7 @@ impl Privacy {
             }
         };
         let entries = Privacy::entries(&report);
-        let deidentified = RetrievedInstance::from_part10(Bytes::from(part10)).map_err(std::io::Error::other)?;
+        let deidentified = RetrievedInstance::from_part10(part10).map_err(std::io::Error::other)?;
         let processed = if cleaned { Processed::Cleaned(deidentified) } else { Processed::Deidentified(deidentified) };
         Ok((processed, entries))
     }

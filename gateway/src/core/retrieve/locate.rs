@@ -180,7 +180,7 @@ async fn deidentified(
                     let privacy =
                         project.privacy.as_ref().ok_or_else(|| Error::Internal("de-identification is off".into()))?;
                     let (processed, entries) = privacy
-                        .instance(&instance, retriever.sites[site].id().as_str())
+                        .instance(instance, retriever.sites[site].id().as_str())
                         .map_err(|e| Error::Internal(format!("cannot de-identify an instance: {e}")))?;
                     privacy.record_blocking(entries)?;
                     Ok::<_, Error>(processed)
