@@ -210,6 +210,43 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_rewrite_leaves_the_pixel_data_where_it_is_and_joins_to_the_whole_instance() {
+        use dicom_core::{DataElement, PrimitiveValue, VR};
+        use dicom_dictionary_std::tags;
+        use dicom_encoding::TransferSyntaxIndex;
+        let ts = dicom_transfer_syntax_registry::TransferSyntaxRegistry.get("1.2.840.10008.1.2.1").expect("ts");
+        let pixels: Vec<u8> = (0..4096u32).map(|i| (i % 251) as u8).collect();
+        let object = InMemDicomObject::from_element_iter([
+            DataElement::new(tags::SOP_CLASS_UID, VR::UI, PrimitiveValue::from("1.2.840.10008.5.1.4.1.1.2")),
+            DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from("1.2.3.4.5")),
+            DataElement::new(tags::PATIENT_NAME, VR::PN, PrimitiveValue::from("Doe^Jane")),
+            DataElement::new(tags::STUDY_INSTANCE_UID, VR::UI, PrimitiveValue::from("1.2.3")),
+            DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::from(pixels.clone())),
+        ]);
+        let mut data_set = Vec::new();
+        object.write_dataset_with_ts(&mut data_set, ts).expect("written");
+        let deidentifier = Deidentifier::new(
+            crate::keys::ProjectKeys::derive(b"secret", "p"),
+            crate::options::Options::parse(&[] as &[&str]).expect("options"),
+        );
+        let Rewrite::Rewritten { front, unchanged_from, .. } =
+            rewrite(&deidentifier, &data_set, ts, "site", b"PREFIX".to_vec()).expect("rewritten")
+        else {
+            panic!("withheld")
+        };
+        // The pixel data element, header and value, is what follows unchanged.
+        assert_eq!(&data_set[unchanged_from + 12..], &pixels[..]);
+        assert!(front.starts_with(b"PREFIX"));
+        assert!(!front.windows(8).any(|w| w == b"Doe^Jane"));
+        let Outcome::Deidentified { bytes, .. } =
+            deidentify(&deidentifier, &data_set, ts, "site", b"PREFIX".to_vec()).expect("deidentified")
+        else {
+            panic!("withheld")
+        };
+        assert_eq!(bytes, [&front[..], &data_set[unchanged_from..]].concat());
+    }
+
+    #[test]
     fn pixel_data_is_found_only_where_it_ends_the_data_set() {
         // (0028,0010) US 2, then (7FE0,0010) OW 4 bytes.
         let mut explicit = vec![0x28, 0x00, 0x10, 0x00, b'U', b'S', 2, 0, 0, 2];
