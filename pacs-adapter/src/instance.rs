@@ -101,7 +101,8 @@ impl RetrievedInstance {
     /// `front` followed by this instance's data set from `kept_from` (an offset into
     /// [`data_set`](Self::data_set)) on: a de-identified instance whose pixel data is kept.
     /// When nothing else holds the instance's buffer and the room in front suffices, `front` is
-    /// written there and the kept bytes are not copied.
+    /// written there and the kept bytes are not copied; what it replaces (a de-identified
+    /// instance's identifying elements) is zeroed, not left in memory beside it.
     pub fn with_front(self, front: &[u8], kept_from: usize) -> Bytes {
         let kept_at = self.data_set_offset + kept_from;
         let RetrievedInstance { part10, buffer, .. } = self;
@@ -117,6 +118,7 @@ impl RetrievedInstance {
         };
         match buffer.try_into_mut() {
             Ok(mut only_ours) => {
+                only_ours[..from].fill(0);
                 only_ours[from..kept_in_buffer].copy_from_slice(front);
                 only_ours.freeze().slice(from..)
             }
