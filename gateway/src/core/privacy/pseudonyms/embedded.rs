@@ -5,15 +5,12 @@ use std::sync::{mpsc, Arc};
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
-use super::{gather, key, recent, Original, PseudonymStore, Recent, Writer};
+use super::{key, recent, Original, PseudonymStore, Recent, Writer};
 
 const MAP: TableDefinition<&str, &[u8]> = TableDefinition::new("pseudonyms");
 
-/// Entries for the writer, and where to answer once they are committed: nowhere when
-/// nobody waits (recorded soon).
-struct Write {
-    entries: Vec<(String, Vec<u8>)>,
-    done: Option<mpsc::Sender<anyhow::Result<()>>>,
+enum Write {
+    Put(Vec<(String, Vec<u8>)>, mpsc::Sender<anyhow::Result<()>>),
 }
 
 /// The embedded store: redb, written by one thread in batches (one commit for all the
@@ -46,9 +43,8 @@ impl Embedded {
 type Pending = (Vec<String>, mpsc::Receiver<anyhow::Result<()>>);
 
 impl Embedded {
-    /// Sends what is not known yet to the writer; when `awaited`, the receiver answers once it
-    /// is committed (and none is returned otherwise).
-    fn send(&self, project: &str, entries: Vec<(String, Original)>, awaited: bool) -> anyhow::Result<Option<Pending>> {
+    /// Sends what is not known yet to the writer; the receiver answers once it is committed.
+    fn send(&self, project: &str, entries: Vec<(String, Original)>) -> anyhow::Result<Option<Pending>> {
         let mut new = Vec::new();
         for (pseudonym, original) in entries {
             let key = key(project, &pseudonym);
@@ -64,25 +60,20 @@ impl Embedded {
         }
         let encoded: Vec<(String, Vec<u8>)> =
             new.iter().map(|(k, o)| Ok((k.clone(), serde_json::to_vec(o)?))).collect::<anyhow::Result<_>>()?;
-        let (done, committed) = if awaited {
-            let (done, committed) = mpsc::channel();
-            (Some(done), Some(committed))
-        } else {
-            (None, None)
-        };
-        self.writer.send(Write { entries: encoded, done })?;
+        let (done, committed) = mpsc::channel();
+        self.writer.send(Write::Put(encoded, done))?;
         // Known from now on: resolving reads memory first.
         let keys = new.iter().map(|(key, _)| key.clone()).collect();
         for (key, original) in new {
             self.recent.insert(key, Arc::new(original));
         }
-        Ok(committed.map(|committed| (keys, committed)))
+        Ok(Some((keys, committed)))
     }
 }
 
 impl PseudonymStore for Embedded {
     fn record(&self, project: &str, entries: Vec<(String, Original)>) -> anyhow::Result<()> {
-        if let Some((keys, committed)) = self.send(project, entries, true)? {
+        if let Some((keys, committed)) = self.send(project, entries)? {
             let outcome = committed.recv().map_err(|_| anyhow::anyhow!("the pseudonym writer stopped")).and_then(|r| r);
             if outcome.is_err() {
                 // Not durable: forget them, so that the next attempt writes them again.
@@ -91,10 +82,6 @@ impl PseudonymStore for Embedded {
             outcome?;
         }
         Ok(())
-    }
-
-    fn record_soon(&self, project: &str, entries: Vec<(String, Original)>) -> anyhow::Result<()> {
-        self.send(project, entries, false).map(|_| ())
     }
 
     fn resolve(&self, project: &str, pseudonym: &str) -> anyhow::Result<Option<Original>> {
@@ -126,19 +113,24 @@ impl PseudonymStore for Embedded {
 
 fn write_batches(store: &redb::Database, receiver: &mpsc::Receiver<Write>) {
     while let Ok(first) = receiver.recv() {
-        let batch = gather(receiver, first, |write: &Write| write.done.is_some());
+        let mut batch = vec![first];
+        while let Ok(more) = receiver.try_recv() {
+            batch.push(more);
+            if batch.len() >= 256 {
+                break;
+            }
+        }
         match commit(store, &batch) {
             Err(e) if batch.len() > 1 && e.to_string().contains(CONFLICT) => {
                 // One request's entries conflict: the others are written on their own.
                 for write in batch {
                     let outcome = commit(store, std::slice::from_ref(&write));
-                    if let Some(done) = write.done {
-                        let _ = done.send(outcome);
-                    }
+                    let Write::Put(_, done) = write;
+                    let _ = done.send(outcome);
                 }
             }
             outcome => {
-                for done in batch.into_iter().filter_map(|write| write.done) {
+                for Write::Put(_, done) in batch {
                     let _ = done.send(outcome.as_ref().map(|_| ()).map_err(|e| anyhow::anyhow!("{e}")));
                 }
             }
@@ -157,8 +149,8 @@ fn commit(store: &redb::Database, batch: &[Write]) -> anyhow::Result<()> {
     let write = store.begin_write()?;
     {
         let mut table = write.open_table(MAP)?;
-        for write in batch {
-            for (key, bytes) in &write.entries {
+        for Write::Put(entries, _) in batch {
+            for (key, bytes) in entries {
                 if let Some(held) = table.get(key.as_str())? {
                     if held.value() != bytes.as_slice() {
                         let (project, pseudonym) = key.split_once('\u{0}').unwrap_or(("", key.as_str()));
@@ -205,34 +197,6 @@ mod tests {
         let store = Embedded::open(&dir).expect("reopen");
         assert!(store.record("a", vec![("2.25.1".into(), other)]).is_err(), "refused from disk too");
         assert_eq!(store.resolve("a", "2.25.1").expect("read"), Some(study));
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn pseudonyms_recorded_soon_are_committed_with_an_awaited_one_or_at_close() {
-        let dir = std::env::temp_dir().join(format!("pseudonyms-soon-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let instance = |n: u32| Original { kind: Kind::Instance, value: format!("1.2.3.{n}"), issuer: None };
-        {
-            let store = Embedded::open(&dir).expect("open");
-            for n in 0..40 {
-                store.record_soon("a", vec![(format!("2.25.{n}"), instance(n))]).expect("sent");
-            }
-            // Known at once, before any commit.
-            assert_eq!(store.resolve("a", "2.25.7").expect("read"), Some(instance(7)));
-            // An awaited record returns once durable, whatever lingers before it.
-            store.record("a", vec![("2.25.100".into(), instance(100))]).expect("recorded");
-            for n in 40..80 {
-                store.record_soon("a", vec![(format!("2.25.{n}"), instance(n))]).expect("sent");
-            }
-            // Dropped while the last ones linger: they are committed before it closes.
-        }
-        let store = Embedded::open(&dir).expect("reopen");
-        let mut held = 0;
-        store.each(&mut |_, _, _| Ok(held += 1)).expect("read");
-        assert_eq!(held, 81);
-        assert_eq!(store.resolve("a", "2.25.79").expect("read"), Some(instance(79)));
-        drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -17,7 +17,7 @@ pub use embedded::Embedded;
 pub use postgres::Postgres;
 
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -67,11 +67,6 @@ pub struct Unavailable(pub String);
 pub trait PseudonymStore: Send + Sync + std::fmt::Debug {
     /// Records pseudonyms of `project`; returns once they are durable.
     fn record(&self, project: &str, entries: Vec<(String, Original)>) -> anyhow::Result<()>;
-    /// Records pseudonyms without waiting for them to be durable (for the UIDs inside
-    /// retrieved instances, so that a study of many instances is not a commit per instance).
-    fn record_soon(&self, project: &str, entries: Vec<(String, Original)>) -> anyhow::Result<()> {
-        self.record(project, entries)
-    }
     /// What a pseudonym of `project` stands for, if it was ever emitted.
     fn resolve(&self, project: &str, pseudonym: &str) -> anyhow::Result<Option<Original>>;
     /// Every entry (project, pseudonym, original), for an export.
@@ -128,62 +123,10 @@ impl<W> Drop for Writer<W> {
     }
 }
 
-/// The most writes one commit takes.
-const MOST_IN_A_COMMIT: usize = 256;
-
-/// How long the writer waits for more when nobody waits for what it holds: a study's
-/// instances arrive one after another, each with UIDs recorded soon, and every commit syncs the
-/// file; so the UIDs of a study's instances go in a few commits, not one per instance.
-const LINGER: Duration = Duration::from_millis(20);
-
-/// The writes of the next commit, `first` and what follows it: at once what has been sent
-/// when a write in it is awaited, else what comes within [`LINGER`] too.
-fn gather<W>(receiver: &mpsc::Receiver<W>, first: W, awaited: impl Fn(&W) -> bool) -> Vec<W> {
-    let deadline = Instant::now() + LINGER;
-    let mut someone_waits = awaited(&first);
-    let mut batch = vec![first];
-    while batch.len() < MOST_IN_A_COMMIT {
-        let more = if someone_waits {
-            receiver.try_recv().ok()
-        } else {
-            receiver.recv_timeout(deadline.saturating_duration_since(Instant::now())).ok()
-        };
-        let Some(more) = more else { break };
-        someone_waits |= awaited(&more);
-        batch.push(more);
-    }
-    batch
-}
-
 /// Opens the store `[deid]` names: PostgreSQL when `store` is set, else the embedded one.
 pub fn open(config: &DeidConfig) -> anyhow::Result<Arc<dyn PseudonymStore>> {
     Ok(match &config.store {
         Some(url) => Arc::new(Postgres::open(url)?),
         None => Arc::new(Embedded::open(&config.state_dir)?),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_commit_gathers_what_was_sent_and_stops_when_the_senders_are_gone() {
-        // (n, awaited): an awaited write takes what was sent before it and after, at once.
-        let (sender, receiver) = mpsc::channel();
-        for n in 0..5 {
-            sender.send((n, n == 2)).expect("sent");
-        }
-        let batch = gather(&receiver, (100, false), |w| w.1);
-        assert_eq!(batch.iter().map(|w| w.0).collect::<Vec<_>>(), [100, 0, 1, 2, 3, 4]);
-        // None awaited and the senders gone: what was sent, without lingering on.
-        for n in 0..300 {
-            sender.send((n, false)).expect("sent");
-        }
-        drop(sender);
-        let batch = gather(&receiver, (100, false), |w| w.1);
-        assert_eq!(batch.len(), MOST_IN_A_COMMIT, "a commit takes at most {MOST_IN_A_COMMIT}");
-        let (first, rest) = (receiver.recv().expect("the rest"), receiver.try_iter().count());
-        assert_eq!((first.0, rest), (255, 44));
-    }
 }

@@ -19,7 +19,7 @@ use r2d2_postgres::PostgresConnectionManager;
 
 use crate::config::ConnectionString;
 
-use super::{gather, key, recent, Kind, Original, PseudonymStore, Recent, Unavailable, Writer};
+use super::{key, recent, Kind, Original, PseudonymStore, Recent, Unavailable, Writer};
 
 type Pool = r2d2::Pool<PostgresConnectionManager<NoTls>>;
 
@@ -288,7 +288,13 @@ fn original(kind: &str, value: String, issuer: Option<String>) -> anyhow::Result
 
 fn write_batches(pool: &Pool, receiver: &mpsc::Receiver<Write>) {
     while let Ok(first) = receiver.recv() {
-        let batch = gather(receiver, first, |_| true);
+        let mut batch = vec![first];
+        while let Ok(more) = receiver.try_recv() {
+            batch.push(more);
+            if batch.len() >= 256 {
+                break;
+            }
+        }
         match commit(pool, &batch) {
             Ok(()) => batch.into_iter().for_each(|w| drop(w.done.send(Ok(())))),
             Err(Commit::Conflict(_)) if batch.len() > 1 => {
