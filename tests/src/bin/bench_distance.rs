@@ -8,7 +8,8 @@
 //!   de-identifies next to the Orthanc (DIMSE on loopback), cold (both fresh) and warm;
 //! - one gateway speaking DIMSE over the link with the default configuration;
 //! - QIDO-RS for every study through the central over 3 and over 20 sites (each an edge over
-//!   its own link), against the edge's own answer over one link;
+//!   its own link), against the slowest edge's own answer over its link: the edges each in
+//!   front of an Orthanc of its own (as each hospital has its PACS), and all in front of one;
 //! - the central gateway's peak RSS.
 
 use std::net::SocketAddr;
@@ -129,6 +130,87 @@ fn studies(url: &str) -> anyhow::Result<Vec<String>> {
         .collect())
 }
 
+/// Slices of the CT each Orthanc holds when every edge has its own (a search answers the
+/// same studies whatever their size).
+const SEARCH_SLICES: u32 = 4;
+
+/// Medians of QIDO-RS for every study: through a central over the first 3 and over all 20
+/// edges, the slowest of those edges' own answers over their links, and the slowest of the 20
+/// asked at once (as the central asks them: on two cores, 20 edges answering together share
+/// them).
+struct Searches {
+    own_3: f64,
+    own_20: f64,
+    at_once_20: f64,
+    over_3: f64,
+    over_20: f64,
+}
+
+/// Starts an edge in front of each of `pacs` (20), each over a link of its own, and a central
+/// over the first 3 and one over all; asks each edge and each central `runs * 3` times.
+fn searches(
+    dir: &Path,
+    pacs: &[&testbed::orthanc::OrthancSite],
+    runs: usize,
+    over_link: &dyn Fn(SocketAddr) -> std::io::Result<SocketAddr>,
+) -> anyhow::Result<Searches> {
+    let mut edges = Vec::new();
+    let mut links = Vec::new();
+    for (n, site) in pacs.iter().enumerate() {
+        let dir = dir.join(format!("edge-{n}"));
+        let edge = GatewayProcess::start(&dir, "edge", &edge_config(&dir, site)?)?;
+        links.push(over_link(port_of(&edge.url)?)?);
+        edges.push(edge);
+    }
+    let central_3 = GatewayProcess::start(dir, "central-3", &central_config(&links[..3])?)?;
+    let central_20 = GatewayProcess::start(dir, "central-20", &central_config(&links)?)?;
+    let accept = "application/dicom+json";
+    let (mut own, mut over_3, mut over_20) = (vec![Vec::new(); links.len()], Vec::new(), Vec::new());
+    let mut at_once = Vec::new();
+    let urls: Vec<String> = links.iter().map(|link| format!("http://{link}/dicom-web/studies")).collect();
+    for _ in 0..(runs * 3) {
+        for (own, url) in own.iter_mut().zip(&urls) {
+            own.push(fetch(url, accept)?.0);
+        }
+        at_once.push(slowest_at_once(&urls, accept)?);
+        over_3.push(fetch(&format!("{}/studies", central_3.url), accept)?.0);
+        over_20.push(fetch(&format!("{}/studies", central_20.url), accept)?.0);
+    }
+    // The slowest edge's own answer, of the edges each central federates.
+    let slowest = |edges: &[Vec<f64>]| edges.iter().map(|own| median(own)).fold(0.0, f64::max);
+    Ok(Searches {
+        own_3: slowest(&own[..3]),
+        own_20: slowest(&own),
+        at_once_20: median(&at_once),
+        over_3: median(&over_3),
+        over_20: median(&over_20),
+    })
+}
+
+/// The time (seconds) of the slowest of GETs of `urls`, all started at once, each on a thread
+/// (and a connection) of its own.
+fn slowest_at_once(urls: &[String], accept: &str) -> anyhow::Result<f64> {
+    let barrier = std::sync::Barrier::new(urls.len());
+    std::thread::scope(|scope| {
+        let asking: Vec<_> = urls
+            .iter()
+            .map(|url| {
+                let barrier = &barrier;
+                scope.spawn(move || -> anyhow::Result<f64> {
+                    barrier.wait();
+                    let start = std::time::Instant::now();
+                    ureq::get(url).set("Accept", accept).call()?.into_string()?;
+                    Ok(start.elapsed().as_secs_f64())
+                })
+            })
+            .collect();
+        asking.into_iter().try_fold(0.0, |slowest: f64, asked| {
+            let seconds = asked.join().map_err(|_| anyhow::anyhow!("a search thread panicked"))??;
+            Ok(slowest.max(seconds))
+        })
+    })
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runs = cli.runs.max(1);
@@ -182,34 +264,18 @@ fn main() -> anyhow::Result<()> {
 
     // Search: the central over 3 and over 20 edges, each a gateway process of its own with
     // its own key (its studies are its own pseudonyms: the central's answer holds every
-    // edge's), over a link of its own, against the slowest edge's own answer over its link.
-    let mut edges = Vec::new();
-    let mut links = Vec::new();
-    for n in 0..20 {
-        let dir = cli.dir.join(format!("edge-{n}"));
-        let edge = GatewayProcess::start(&dir, "edge", &edge_config(&dir, site)?)?;
-        links.push(over_link(port_of(&edge.url)?)?);
-        edges.push(edge);
-    }
-    let central_3 = GatewayProcess::start(&cli.dir, "central-3", &central_config(&links[..3])?)?;
-    let central_20 = GatewayProcess::start(&cli.dir, "central-20", &central_config(&links)?)?;
-    let accept = "application/dicom+json";
-    let (mut own_s, mut over_3, mut over_20) = (vec![Vec::new(); links.len()], Vec::new(), Vec::new());
-    for _ in 0..(runs * 3) {
-        for (own, link) in own_s.iter_mut().zip(&links) {
-            own.push(fetch(&format!("http://{link}/dicom-web/studies"), accept)?.0);
-        }
-        over_3.push(fetch(&format!("{}/studies", central_3.url), accept)?.0);
-        over_20.push(fetch(&format!("{}/studies", central_20.url), accept)?.0);
-    }
-    drop(edges);
+    // edge's), over a link of its own, against the slowest edge's own answer over its link;
+    // the 20 edges first all in front of the one Orthanc, then each in front of its own (as
+    // each hospital has its own PACS; a CT of a few slices each).
+    let shared = searches(&cli.dir.join("shared"), &[site; 20], runs, &over_link)?;
+    let own_options = TestbedOptions::orthanc_sites(cli.dir.join("search-sites"), 20, SEARCH_SLICES);
+    let own_sites = Testbed::start(&own_options, &mut |step| eprintln!("bench: {step}"))?;
+    let own_pacs: Vec<&testbed::orthanc::OrthancSite> = own_sites.orthanc.iter().collect();
+    let own = searches(&cli.dir.join("own"), &own_pacs, runs, &over_link)?;
+    drop(own_sites);
 
     let link_s = link.transfer_time(bytes).as_secs_f64() + link.one_way.as_secs_f64();
     let (orthanc, cold, warm, far) = (median(&orthanc_s), median(&cold_s), median(&warm_s), median(&dimse_s));
-    // The slowest edge's own answer, of the edges each central federates.
-    let slowest = |edges: &[Vec<f64>]| edges.iter().map(|own| median(own)).fold(0.0, f64::max);
-    let (own_3, own_20) = (slowest(&own_s[..3]), slowest(&own_s));
-    let (over_3, over_20) = (median(&over_3), median(&over_20));
     let report = format!(
         "Link: {} ms each way, {} Mbit/s (delay proxy on loopback); the {}-slice CT, {:.1} MB as stored; \
          medians of {runs} rounds (searches: {} each).\n\n\
@@ -221,8 +287,12 @@ fn main() -> anyhow::Result<()> {
          | one gateway, DIMSE C-GET over the link, default configuration | {far:.3} | {:.2}x |\n\n\
          | QIDO-RS, every study | s | the slowest edge's own answer over its link | x that |\n\
          | --- | --- | --- | --- |\n\
-         | central over 3 edges | {over_3:.3} | {own_3:.3} | {:.2}x |\n\
-         | central over 20 edges (20 edge processes, one Orthanc) | {over_20:.3} | {own_20:.3} | {:.2}x |\n\n\
+         | central over 3 edges, each its own Orthanc | {:.3} | {:.3} | {:.2}x |\n\
+         | central over 20 edges, each its own Orthanc | {:.3} | {:.3} | {:.2}x |\n\
+         | the 20 edges asked at once, each its own Orthanc (slowest) | {:.3} | {:.3} | {:.2}x |\n\
+         | central over 3 edges, one Orthanc behind them all | {:.3} | {:.3} | {:.2}x |\n\
+         | central over 20 edges, one Orthanc behind them all | {:.3} | {:.3} | {:.2}x |\n\
+         | the 20 edges asked at once, one Orthanc behind them all (slowest) | {:.3} | {:.3} | {:.2}x |\n\n\
          Central gateway peak RSS: {peak_rss:.0} MiB.\n",
         cli.delay_ms,
         cli.mbit,
@@ -233,8 +303,24 @@ fn main() -> anyhow::Result<()> {
         cold / link_s,
         warm / link_s,
         far / link_s,
-        over_3 / own_3,
-        over_20 / own_20,
+        own.over_3,
+        own.own_3,
+        own.over_3 / own.own_3,
+        own.over_20,
+        own.own_20,
+        own.over_20 / own.own_20,
+        own.at_once_20,
+        own.own_20,
+        own.at_once_20 / own.own_20,
+        shared.over_3,
+        shared.own_3,
+        shared.over_3 / shared.own_3,
+        shared.over_20,
+        shared.own_20,
+        shared.over_20 / shared.own_20,
+        shared.at_once_20,
+        shared.own_20,
+        shared.at_once_20 / shared.own_20,
     );
     println!("{report}");
     if let Some(out) = &cli.out {
