@@ -136,26 +136,14 @@ pub fn part10(data: &[u8]) {
 /// Bytes a PACS sends on an association: PDUs (read as the association reads them, within the
 /// maximum PDU length we offer), their PDVs reassembled into DIMSE messages.
 pub fn dimse(data: &[u8]) {
-    let mut buffer = data;
+    let mut buffer = bytes::BytesMut::from(data);
     let mut assembler = pacs_adapter::dimse::MessageAssembler::new(1 << 20);
-    loop {
-        let before = buffer.len();
-        match dicom_ul::pdu::read_pdu(&mut buffer, 1 << 20, true) {
-            Ok(Some(dicom_ul::Pdu::PData { data })) => {
-                for pdv in data {
-                    if assembler.push(pdv).is_err() {
-                        return;
-                    }
-                    while assembler.next_message().is_some() {}
-                }
-            }
-            Ok(Some(_)) => {}
-            Ok(None) | Err(_) => return,
-        }
-        if buffer.len() >= before {
-            return;
-        }
-    }
+    let mut on_pdv = |pdv: pacs_adapter::incoming::Pdv<'_>| {
+        assembler.push(pdv)?;
+        while assembler.next_message().is_some() {}
+        Ok(())
+    };
+    while let Ok(Some(_)) = pacs_adapter::incoming::take_pdu(&mut buffer, 1 << 20, &mut on_pdv) {}
 }
 
 fn authenticator() -> &'static gateway::fuzzing::Authenticator {

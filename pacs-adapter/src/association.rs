@@ -5,7 +5,9 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use dicom_ul::association::client::AsyncTlsStream;
-use dicom_ul::association::{AsyncClientAssociation, AsyncServerAssociation, ClientAssociationOptions};
+use dicom_ul::association::{
+    AsyncAssociation, AsyncClientAssociation, AsyncServerAssociation, ClientAssociationOptions,
+};
 use dicom_ul::pdu::PresentationContextNegotiated;
 use dicom_ul::Pdu;
 use tokio::net::TcpStream;
@@ -14,6 +16,7 @@ use dicomweb_model::SiteId;
 
 use crate::dimse::{pdus_for, Command, DimseProtocolError, Message, MessageAssembler};
 use crate::error::{DimseError, Phase};
+use crate::incoming::{self, Incoming, ReadError};
 use crate::site::SiteEndpoint;
 use crate::syntax::ContextPlan;
 
@@ -23,27 +26,28 @@ type UlResult<T> = Result<T, dicom_ul::association::Error>;
 /// server association of the storage SCP, so message handling is written once.
 pub(crate) trait PduLink: Send {
     fn send_pdu(&mut self, pdu: &Pdu) -> impl Future<Output = UlResult<()>> + Send;
-    fn receive_pdu(&mut self) -> impl Future<Output = UlResult<Pdu>> + Send;
+    /// Reads the next PDU: a P-DATA-TF's values go to `assembler`, any other PDU is returned.
+    fn receive_into(
+        &mut self,
+        assembler: &mut MessageAssembler,
+    ) -> impl Future<Output = Result<Incoming, ReadError>> + Send;
     fn peer_max_pdu_length(&self) -> u32;
 }
 
-macro_rules! pdu_link {
-    ($ty:ty) => {
-        impl PduLink for $ty {
-            fn send_pdu(&mut self, pdu: &Pdu) -> impl Future<Output = UlResult<()>> + Send {
-                self.send(pdu)
-            }
-            fn receive_pdu(&mut self) -> impl Future<Output = UlResult<Pdu>> + Send {
-                self.receive()
-            }
-            fn peer_max_pdu_length(&self) -> u32 {
-                self.acceptor_max_pdu_length()
-            }
-        }
-    };
+/// Reads the next PDU of `association` through its own read buffer, at most `max_pdu_length`
+/// (the maximum this side offered) long.
+async fn receive_into<S, A>(
+    association: &mut A,
+    max_pdu_length: u32,
+    assembler: &mut MessageAssembler,
+) -> Result<Incoming, ReadError>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send,
+    A: AsyncAssociation<S> + Send,
+{
+    let (socket, buffer) = association.get_mut();
+    incoming::read_pdu(socket, buffer, max_pdu_length, &mut |pdv| assembler.push(pdv)).await
 }
-pdu_link!(AsyncClientAssociation<TcpStream>);
-pdu_link!(AsyncClientAssociation<AsyncTlsStream>);
 
 /// Asks the kernel to acknowledge what arrives next at once. DCMTK-based peers write a PDU as
 /// two segments (header, then body); with Nagle's algorithm on their side the body waits for
@@ -62,9 +66,10 @@ impl PduLink for AsyncServerAssociation<TcpStream> {
     fn send_pdu(&mut self, pdu: &Pdu) -> impl Future<Output = UlResult<()>> + Send {
         self.send(pdu)
     }
-    fn receive_pdu(&mut self) -> impl Future<Output = UlResult<Pdu>> + Send {
+    async fn receive_into(&mut self, assembler: &mut MessageAssembler) -> Result<Incoming, ReadError> {
         quick_ack(self.inner_stream());
-        self.receive()
+        let max = self.acceptor_max_pdu_length();
+        receive_into(self, max, assembler).await
     }
     fn peer_max_pdu_length(&self) -> u32 {
         self.requestor_max_pdu_length()
@@ -117,21 +122,15 @@ impl<L: PduLink> MessageChannel<L> {
             if let Some(message) = self.assembler.next_message() {
                 return Ok(Received::Message(message));
             }
-            let pdu = tokio::time::timeout(timeout, self.link.receive_pdu())
+            let incoming = tokio::time::timeout(timeout, self.link.receive_into(&mut self.assembler))
                 .await
                 .map_err(|_| DimseError::Timeout { site: self.site.clone(), phase: Phase::Response, after: timeout })?
-                .map_err(|e| DimseError::from_ul(&self.site, e))?;
-            match pdu {
-                Pdu::PData { data } => {
-                    for value in data {
-                        self.assembler
-                            .push(value)
-                            .map_err(|source| DimseError::Protocol { site: self.site.clone(), source })?;
-                    }
-                }
-                Pdu::ReleaseRQ => return Ok(Received::ReleaseRequested),
-                Pdu::AbortRQ { .. } => return Err(DimseError::Aborted { site: self.site.clone() }),
-                other => {
+                .map_err(|e| DimseError::from_read(&self.site, e))?;
+            match incoming {
+                Incoming::PData => {}
+                Incoming::Other(Pdu::ReleaseRQ) => return Ok(Received::ReleaseRequested),
+                Incoming::Other(Pdu::AbortRQ { .. }) => return Err(DimseError::Aborted { site: self.site.clone() }),
+                Incoming::Other(other) => {
                     return Err(DimseError::Protocol {
                         site: self.site.clone(),
                         source: DimseProtocolError::UnexpectedMessage(format!("PDU {}", pdu_name(&other))),
@@ -184,19 +183,21 @@ impl PduLink for ClientLink {
             Transport::Tls(a) => a.send(pdu).await,
         }
     }
-    async fn receive_pdu(&mut self) -> UlResult<Pdu> {
+    async fn receive_into(&mut self, assembler: &mut MessageAssembler) -> Result<Incoming, ReadError> {
         match &mut self.transport {
             Transport::Plain(a) => {
                 if self.quick_ack {
                     quick_ack(a.inner_stream());
                 }
-                a.receive().await
+                let max = a.requestor_max_pdu_length();
+                receive_into(a.as_mut(), max, assembler).await
             }
             Transport::Tls(a) => {
                 if self.quick_ack {
                     quick_ack(a.inner_stream().get_ref().0);
                 }
-                a.receive().await
+                let max = a.requestor_max_pdu_length();
+                receive_into(a.as_mut(), max, assembler).await
             }
         }
     }

@@ -30,4 +30,7 @@ pub enum DimseProtocolError {
     UnknownPresentationContext(u8),
     #[error("unexpected {0}")]
     UnexpectedMessage(String),
+    /// A PDU that cannot be read (too long, or its items do not add up).
+    #[error("{0}")]
+    MalformedPdu(String),
 }

@@ -153,6 +153,29 @@ impl DimseError {
         )
     }
 
+    /// A PDU that could not be read off an association (`crate::incoming`).
+    pub(crate) fn from_read(site: &SiteId, error: crate::incoming::ReadError) -> Self {
+        use crate::incoming::ReadError;
+        use std::io::ErrorKind;
+        let site = site.clone();
+        match error {
+            ReadError::Closed => DimseError::ConnectionClosed { site },
+            ReadError::Io(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::ConnectionReset | ErrorKind::BrokenPipe | ErrorKind::UnexpectedEof
+                ) =>
+            {
+                DimseError::ConnectionClosed { site }
+            }
+            ReadError::Io(e) => DimseError::Transport { site, detail: e.to_string() },
+            ReadError::Message(source) => DimseError::Protocol { site, source },
+            malformed @ (ReadError::TooLarge { .. } | ReadError::MalformedPData(_) | ReadError::Malformed(_)) => {
+                DimseError::Protocol { site, source: DimseProtocolError::MalformedPdu(malformed.to_string()) }
+            }
+        }
+    }
+
     pub(crate) fn from_ul(site: &SiteId, error: dicom_ul::association::Error) -> Self {
         use dicom_ul::association::Error as Ul;
         let site = site.clone();

@@ -16,6 +16,7 @@ mod echo;
 mod error;
 mod find;
 mod get;
+pub mod incoming;
 mod instance;
 mod operation;
 mod parallel;

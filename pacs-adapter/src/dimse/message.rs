@@ -14,6 +14,8 @@ use std::ops::Deref;
 use bytes::Bytes;
 use dicom_ul::pdu::{PDataValue, PDataValueType, Pdu};
 
+use crate::incoming::Pdv;
+
 use super::{Command, CommandField, DimseProtocolError};
 
 /// Room kept in front of an instance's data set: a preamble and file meta group of ours
@@ -128,8 +130,10 @@ impl MessageAssembler {
         self.complete.pop_front()
     }
 
-    pub fn push(&mut self, pdv: PDataValue) -> Result<(), DimseProtocolError> {
-        let PDataValue { presentation_context_id: id, value_type, is_last, data } = pdv;
+    /// Takes the next PDV (borrowed from the PDU it arrived in: its bytes are copied once, into
+    /// the message).
+    pub fn push(&mut self, pdv: Pdv<'_>) -> Result<(), DimseProtocolError> {
+        let Pdv { presentation_context_id: id, value_type, is_last, data } = pdv;
         match (&mut self.state, value_type) {
             (State::Command { pc_id, bytes }, PDataValueType::Command) => {
                 if let Some(expected) = *pc_id {
@@ -141,11 +145,7 @@ impl MessageAssembler {
                 if bytes.len() + data.len() > super::command::MAX_COMMAND_SET_LEN {
                     return Err(DimseProtocolError::CommandTooLarge(bytes.len() + data.len()));
                 }
-                if bytes.is_empty() {
-                    *bytes = data;
-                } else {
-                    bytes.extend_from_slice(&data);
-                }
+                bytes.extend_from_slice(data);
                 if is_last {
                     let command = Command::decode(bytes)?;
                     if command.has_data_set {
@@ -172,11 +172,7 @@ impl MessageAssembler {
                 if bytes.len() + data.len() > self.max_data_set_len {
                     return Err(DimseProtocolError::DataSetTooLarge(self.max_data_set_len));
                 }
-                if bytes.bytes.is_empty() {
-                    bytes.bytes = data;
-                } else {
-                    bytes.bytes.extend_from_slice(&data);
-                }
+                bytes.bytes.extend_from_slice(data);
                 if is_last {
                     let state = std::mem::replace(&mut self.state, State::Command { pc_id: None, bytes: Vec::new() });
                     if let State::DataSet { pc_id, command, bytes } = state {
@@ -238,8 +234,8 @@ mod tests {
     fn feed_all(assembler: &mut MessageAssembler, pdus: impl Iterator<Item = Pdu>) {
         for pdu in pdus {
             let Pdu::PData { data } = pdu else { panic!("not P-DATA") };
-            for v in data {
-                assembler.push(v).expect("valid");
+            for v in &data {
+                assembler.push(v.into()).expect("valid");
             }
         }
     }
@@ -312,7 +308,7 @@ mod tests {
             pdv(3, PDataValueType::Command, true, b),
             pdv(3, PDataValueType::Data, true, b"identifier"),
         ] {
-            assembler.push(v).expect("valid");
+            assembler.push((&v).into()).expect("valid");
         }
         let first = assembler.next_message().expect("echo");
         assert_eq!(first.command.field, CommandField::CEchoRq);
@@ -351,8 +347,8 @@ mod tests {
         for (name, values, want) in cases {
             let mut assembler = MessageAssembler::new(1000);
             let mut result = Ok(());
-            for v in values {
-                result = assembler.push(v);
+            for v in &values {
+                result = assembler.push(v.into());
                 if result.is_err() {
                     break;
                 }
