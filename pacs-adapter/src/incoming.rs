@@ -54,7 +54,7 @@ pub enum ReadError {
     Closed,
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    #[error("PDU of {length} bytes over the {max} bytes negotiated")]
+    #[error("incoming PDU of {length} bytes: the maximum is {max}")]
     TooLarge { length: u32, max: u32 },
     #[error("malformed P-DATA-TF: {0}")]
     MalformedPData(&'static str),
@@ -241,7 +241,7 @@ mod tests {
     fn a_pdu_over_the_maximum_or_a_malformed_item_is_refused_before_it_is_read() {
         let wire = encoded(&pdata(&[(1, PDataValueType::Data, true, &[0u8; 5000])]));
         let (read, values) = read_all(&wire, 4096, 4096);
-        assert_eq!(read, vec![Err("PDU of 5006 bytes over the 4096 bytes negotiated".to_string())]);
+        assert_eq!(read, vec![Err("incoming PDU of 5006 bytes: the maximum is 4096".to_string())]);
         assert!(values.is_empty());
         // An item claiming more than its PDU holds; one too short for its control header.
         for (item_length, words) in [(100u32, "longer than its PDU"), (1, "without its control header")] {
