@@ -146,6 +146,21 @@ struct Searches {
     over_20: f64,
 }
 
+impl Searches {
+    /// The report's rows, the edges' PACS as `behind` says.
+    fn rows(&self, behind: &str) -> String {
+        let row = |what: &str, seconds: f64, own: f64| {
+            format!("| {what}, {behind} | {seconds:.3} | {own:.3} | {:.2}x |\n", seconds / own)
+        };
+        [
+            row("central over 3 edges", self.over_3, self.own_3),
+            row("central over 20 edges", self.over_20, self.own_20),
+            row("the 20 edges asked at once (slowest)", self.at_once_20, self.own_20),
+        ]
+        .concat()
+    }
+}
+
 /// Starts an edge in front of each of `pacs` (20), each over a link of its own, and a central
 /// over the first 3 and one over all; asks each edge and each central `runs * 3` times.
 fn searches(
@@ -287,12 +302,7 @@ fn main() -> anyhow::Result<()> {
          | one gateway, DIMSE C-GET over the link, default configuration | {far:.3} | {:.2}x |\n\n\
          | QIDO-RS, every study | s | the slowest edge's own answer over its link | x that |\n\
          | --- | --- | --- | --- |\n\
-         | central over 3 edges, each its own Orthanc | {:.3} | {:.3} | {:.2}x |\n\
-         | central over 20 edges, each its own Orthanc | {:.3} | {:.3} | {:.2}x |\n\
-         | the 20 edges asked at once, each its own Orthanc (slowest) | {:.3} | {:.3} | {:.2}x |\n\
-         | central over 3 edges, one Orthanc behind them all | {:.3} | {:.3} | {:.2}x |\n\
-         | central over 20 edges, one Orthanc behind them all | {:.3} | {:.3} | {:.2}x |\n\
-         | the 20 edges asked at once, one Orthanc behind them all (slowest) | {:.3} | {:.3} | {:.2}x |\n\n\
+         {}{}\n\
          Central gateway peak RSS: {peak_rss:.0} MiB.\n",
         cli.delay_ms,
         cli.mbit,
@@ -303,24 +313,8 @@ fn main() -> anyhow::Result<()> {
         cold / link_s,
         warm / link_s,
         far / link_s,
-        own.over_3,
-        own.own_3,
-        own.over_3 / own.own_3,
-        own.over_20,
-        own.own_20,
-        own.over_20 / own.own_20,
-        own.at_once_20,
-        own.own_20,
-        own.at_once_20 / own.own_20,
-        shared.over_3,
-        shared.own_3,
-        shared.over_3 / shared.own_3,
-        shared.over_20,
-        shared.own_20,
-        shared.over_20 / shared.own_20,
-        shared.at_once_20,
-        shared.own_20,
-        shared.at_once_20 / shared.own_20,
+        own.rows("each its own Orthanc"),
+        shared.rows("one Orthanc behind them all"),
     );
     println!("{report}");
     if let Some(out) = &cli.out {
