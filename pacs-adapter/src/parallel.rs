@@ -5,7 +5,7 @@
 //! One association moves one instance per DIMSE round trip; a PACS serves several
 //! associations at once, so splitting the work is where retrieval time is won.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
 use dicom_core::{DataElement, VR};
@@ -38,9 +38,12 @@ pub struct PlannedInstance {
     pub sop_instance: SopInstanceUid,
 }
 
-/// Lists the instances a target covers. Study Root C-FIND is hierarchical (PS3.4 §C.4.1.3.1.1):
-/// an IMAGE-level query must name its series, so for a whole study the series are found first
-/// with a SERIES-level query, then each is listed.
+/// Lists the instances a target covers, each once. Study Root C-FIND is hierarchical (PS3.4
+/// §C.4.1.3.1.1): an IMAGE-level query must name its series, so for a whole study the series
+/// are found first with a SERIES-level query, then each is listed. A PACS may list a series more
+/// than once: Orthanc keeps a study UID that arrived under two Patient IDs as two studies, and
+/// answers a SERIES-level query with the series of each, while an IMAGE-level query for the
+/// series lists the instances of both.
 pub async fn list_instances(
     pool: &AssociationPool,
     target: &RetrieveTarget,
@@ -55,14 +58,21 @@ pub async fn list_instances(
                 .await?
                 .try_collect_all()
                 .await?;
-            found
+            let mut listed: Vec<SeriesInstanceUid> = Vec::new();
+            for series in found
                 .iter()
                 .filter_map(|f| text_of(f, tags::SERIES_INSTANCE_UID))
                 .filter_map(|s| dicomweb_model::Uid::from_peer(&s).ok().map(SeriesInstanceUid::from))
-                .collect()
+            {
+                if !listed.contains(&series) {
+                    listed.push(series);
+                }
+            }
+            listed
         }
     };
     let mut planned = Vec::new();
+    let mut seen: BTreeSet<SopInstanceUid> = BTreeSet::new();
     for series in series_list {
         // SOPClassUID is not asked for here: Orthanc answers it by reading every file, which
         // doubles the time of the query. The classes come from the study level instead.
@@ -79,7 +89,9 @@ pub async fn list_instances(
             if let Some(sop_instance) = text_of(&found, tags::SOP_INSTANCE_UID)
                 .and_then(|s| dicomweb_model::Uid::from_peer(&s).ok().map(SopInstanceUid::from))
             {
-                planned.push(PlannedInstance { series: series.clone(), sop_instance });
+                if seen.insert(sop_instance.clone()) {
+                    planned.push(PlannedInstance { series: series.clone(), sop_instance });
+                }
             }
         }
     }

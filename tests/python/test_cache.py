@@ -158,6 +158,49 @@ def test_a_site_with_several_retrieve_associations_serves_a_whole_study_over_the
         process.wait(timeout=10)
 
 
+def test_a_series_its_pacs_lists_twice_comes_once_per_instance_over_several_associations(testbed):
+    """Two instances of one study and series stored under two Patient IDs: Orthanc keeps them
+    as two studies and lists the series twice at SERIES level. Over several associations the
+    study still comes once per instance, and its series is searched as one of two instances."""
+    from pydicom.uid import generate_uid
+    site = next(s for s in testbed["sites"] if s["id"] == "site-1")
+    study, series = generate_uid(), generate_uid()
+    stored, ids = set(), []
+    process, gw = start_federation(
+        testbed,
+        "FEDGW2",
+        site_keys={"site-1": "max_associations = 4\nretrieve_associations = 4"},
+        extra='\n[cache]\nmemory = "0B"\nsearch_ttl = "0s"\n',
+    )
+    try:
+        for n, path in enumerate(testbed["data"]["ct"]["files"][:2]):
+            ds = pydicom.dcmread(path)
+            ds.PatientID = f"TWICE-{n}"
+            ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+            ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+            stored.add(ds.SOPInstanceUID)
+            out = io.BytesIO()
+            ds.save_as(out, enforce_file_format=True)
+            answer = requests.post(f"{site['http_url']}/instances", data=out.getvalue(), timeout=60)
+            assert answer.status_code == 200, answer.text
+            ids.append(answer.json()["ID"])
+        for url in (f"{gw.url}/studies/{study}", f"{gw.url}/studies/{study}/series/{series}"):
+            response = requests.get(url, headers=ACCEPT_DICOM, timeout=60)
+            received = [pydicom.dcmread(io.BytesIO(p)).SOPInstanceUID for p in parts(response)]
+            assert sorted(received) == sorted(stored), (url, received)
+        found = requests.get(f"{gw.url}/studies/{study}/series", timeout=60)
+        assert found.status_code == 200, found.text
+        listed = [s["0020000E"]["Value"][0] for s in found.json()]
+        assert listed == [series], listed
+        counts = [s.get("00201209", {}).get("Value") for s in found.json()]
+        assert counts == [[2]], counts
+    finally:
+        for orthanc_id in ids:
+            requests.delete(f"{site['http_url']}/instances/{orthanc_id}", timeout=60)
+        process.terminate()
+        process.wait(timeout=10)
+
+
 def directory_bytes(path):
     """Bytes of the cache files (the few-byte markers of forgotten studies, in a directory of
     their own, are outside the bound)."""

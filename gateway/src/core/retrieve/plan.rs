@@ -139,11 +139,16 @@ pub(super) async fn locate_by_find(
         .then(|| allowed.iter().map(|&i| retriever.sites[i].id().clone()).collect());
     let mut holders: BTreeMap<SeriesInstanceUid, Vec<SiteIndex>> = BTreeMap::new();
     let mut seen: BTreeMap<SeriesInstanceUid, SeriesRecord> = BTreeMap::new();
+    // Series a site listed more than once (Orthanc does, for a study UID under two Patient
+    // IDs): no one answer counts their instances.
+    let mut listed_twice: std::collections::BTreeSet<SeriesInstanceUid> = Default::default();
     for (at, found) in &fan_out.results {
         let site = allowed[*at];
         let Some(uid) = uid_of::<SeriesInstanceUid>(found, tags::SERIES_INSTANCE_UID) else { continue };
         let held = holders.entry(uid.clone()).or_default();
-        if !held.contains(&site) {
+        if held.contains(&site) {
+            listed_twice.insert(uid.clone());
+        } else {
             held.push(site);
             held.sort_unstable();
         }
@@ -151,13 +156,14 @@ pub(super) async fn locate_by_find(
         record.modality = record.modality.take().or_else(|| text_of(found, tags::MODALITY));
         record.instances = text_of(found, tags::NUMBER_OF_SERIES_RELATED_INSTANCES).and_then(|n| n.trim().parse().ok());
     }
-    // Series held by several sites: which hold all of it, and who holds which instances.
+    // Series held by several sites (or listed twice by one): which hold all of it, and who
+    // holds which instances.
     let mut whole: BTreeMap<SeriesInstanceUid, Vec<SiteIndex>> = BTreeMap::new();
     let mut split: Vec<Part> = Vec::new();
     for (uid, held) in &holders {
         let record = seen.entry(uid.clone()).or_default();
         record.sites = held.iter().map(|&i| retriever.sites[i].id().clone()).collect();
-        if held.len() == 1 {
+        if held.len() == 1 && !listed_twice.contains(uid) {
             record.complete_at = Some(record.sites.clone());
             whole.insert(uid.clone(), held.clone());
             continue;

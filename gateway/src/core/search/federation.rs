@@ -174,6 +174,9 @@ fn is_empty(element: &DataElement<InMemDicomObject>) -> bool {
 pub(crate) struct Merged {
     pub(crate) object: InMemDicomObject,
     pub(crate) sites: Vec<usize>,
+    /// A site listed it more than once (two records of one site merged): the counts it
+    /// carries are one record's, not the whole's.
+    pub(crate) listed_twice: bool,
 }
 
 /// Merges results by identity (see the module documentation for the rules).
@@ -190,7 +193,9 @@ pub(crate) fn merge(level: QueryLevel, mut results: Vec<(usize, InMemDicomObject
         match at {
             Some(at) => {
                 let into = &mut merged[at];
-                if !into.sites.contains(&site) {
+                if into.sites.contains(&site) {
+                    into.listed_twice = true;
+                } else {
                     into.sites.push(site);
                 }
                 for element in object.into_iter() {
@@ -203,7 +208,7 @@ pub(crate) fn merge(level: QueryLevel, mut results: Vec<(usize, InMemDicomObject
             }
             None => {
                 index.entry(key).or_default().push(merged.len());
-                merged.push(Merged { object, sites: vec![site] });
+                merged.push(Merged { object, sites: vec![site], listed_twice: false });
             }
         }
     }
@@ -270,6 +275,16 @@ mod tests {
             merged.iter().map(|m| text_of(&m.object, tags::STUDY_DESCRIPTION).unwrap_or_default()).collect();
         assert_eq!(descriptions, ["from site 1", "only at site 0", "same UID, other patient"]);
         assert_eq!(merged[0].sites, vec![0, 1]);
+        assert!(merged.iter().all(|m| !m.listed_twice));
+    }
+
+    #[test]
+    fn two_records_of_one_site_are_one_result_listed_twice() {
+        let results = vec![(0, study("1.2", "P1", "", "20240101")), (0, study("1.2", "P1", "", "20240101"))];
+        let merged = merge(QueryLevel::Study, results);
+        assert_eq!(merged.len(), 1);
+        assert_eq!(merged[0].sites, vec![0]);
+        assert!(merged[0].listed_twice, "its counts are one record's");
     }
 
     #[test]

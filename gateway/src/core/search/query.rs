@@ -21,7 +21,7 @@ use crate::core::attributes::{text_of, uid_of};
 use crate::core::directory::Directory;
 use crate::core::privacy::qido_deid;
 use crate::core::search::federation::{find_everywhere, incomplete, mark_sites, merge, sort, Merged};
-use crate::core::search::rollup::{self, DirectoryUse};
+use crate::core::search::rollup::{self, DirectoryUse, Holding};
 use crate::core::Error;
 use crate::sites::touched::Touched;
 use crate::sites::Site;
@@ -341,7 +341,8 @@ async fn search_piece(
             let study = text_of(&result, tags::STUDY_INSTANCE_UID).unwrap_or_default();
             let single = !reused.contains(&study);
             let directory = DirectoryUse { read: single, write: single && rememberable };
-            complete(federation.directory, &holding, &access.touched, scope, &mut result, directory).await?;
+            let held = Holding { sites: &holding, listed_twice: merged.listed_twice };
+            complete(federation.directory, held, &access.touched, scope, &mut result, directory).await?;
             let entries = match access.privacy() {
                 Some(privacy) => privacy.data_set(
                     &mut result,
@@ -466,10 +467,10 @@ fn put_retrieve_url(access: &Access, scope: &Scope, result: &mut InMemDicomObjec
 
 /// Makes a C-FIND result a QIDO-RS result: without QueryRetrieveLevel, with every required
 /// attribute (empty when unknown, but for ModalitiesInStudy) and roll-ups computed when
-/// missing.
+/// missing or more than one record's.
 async fn complete(
     directory_of: &Directory,
-    holding: &[&Site],
+    holding: Holding<'_>,
     touched: &Touched,
     scope: &Scope,
     result: &mut InMemDicomObject,

@@ -81,9 +81,12 @@ async fn series_of(
             let entry = series.entry(uid).or_default();
             entry.modality = entry.modality.take().or_else(|| text_of(&one, tags::MODALITY));
             let count = text_of(&one, tags::NUMBER_OF_SERIES_RELATED_INSTANCES).and_then(|n| n.trim().parse().ok());
-            // A count is only the series' count while one site holds it.
+            // A count is only the series' count while one site holds it and lists it once
+            // (Orthanc lists a series twice when its study UID came under two Patient IDs).
             entry.instances = if entry.sites.is_empty() { count } else { None };
-            entry.sites.push(site.id().clone());
+            if !entry.sites.contains(site.id()) {
+                entry.sites.push(site.id().clone());
+            }
             entry.complete_at = entry.instances.map(|_| entry.sites.clone());
         }
     }
@@ -115,11 +118,28 @@ pub(crate) struct DirectoryUse {
     pub(crate) write: bool,
 }
 
+/// The sites holding a search result, and whether one of them listed it more than once
+/// (Orthanc lists a study or series twice when its UID came under two Patient IDs, or under
+/// one with and without padding).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Holding<'a> {
+    pub(crate) sites: &'a [&'a Site],
+    pub(crate) listed_twice: bool,
+}
+
+impl Holding<'_> {
+    /// Whether the counts a result carries are more than one record's: they are counted anew.
+    fn recount(&self) -> bool {
+        self.sites.len() > 1 || self.listed_twice
+    }
+}
+
 /// Fills a study's roll-ups: from the directory when it knows the study's series at exactly
-/// these holders, else from C-FINDs.
+/// these holders, else from C-FINDs. Those the result carries are kept when one site's one
+/// record gave them.
 pub(crate) async fn fill_study(
     seen: &Directory,
-    holding: &[&Site],
+    holding: Holding<'_>,
     touched: &Touched,
     study: &StudyInstanceUid,
     result: &mut InMemDicomObject,
@@ -128,16 +148,16 @@ pub(crate) async fn fill_study(
     let [no_series, no_instances, no_modalities] =
         [tags::NUMBER_OF_STUDY_RELATED_SERIES, tags::NUMBER_OF_STUDY_RELATED_INSTANCES, tags::MODALITIES_IN_STUDY]
             .map(|tag| text_of(result, tag).is_none());
-    let federated = holding.len() > 1;
+    let federated = holding.recount();
     if !(federated || no_series || no_instances || no_modalities) {
         return Ok(());
     }
-    let holders = ids(holding);
+    let holders = ids(holding.sites);
     let remembered = seen.study(study).filter(|r| directory.read && r.sites == holders);
     let series = match remembered.as_ref().and_then(|r| r.rollup_ready()) {
         Some(series) => series.clone(),
         None => {
-            let series = series_of(holding, touched, study).await?;
+            let series = series_of(holding.sites, touched, study).await?;
             if directory.write {
                 seen.record_series(study, series.clone(), None);
             }
@@ -163,26 +183,26 @@ pub(crate) async fn fill_study(
     Ok(())
 }
 
-/// Fills NumberOfSeriesRelatedInstances: over the union when several sites hold the series
-/// (from the directory when it knows the series at exactly these holders).
+/// Fills NumberOfSeriesRelatedInstances: over the union when several sites hold the series or
+/// one listed it twice (from the directory when it knows the series at exactly these holders).
 pub(crate) async fn fill_series(
     seen: &Directory,
-    holding: &[&Site],
+    holding: Holding<'_>,
     touched: &Touched,
     study: &StudyInstanceUid,
     series: &SeriesInstanceUid,
     result: &mut InMemDicomObject,
     directory: DirectoryUse,
 ) -> Result<(), Error> {
-    if holding.len() > 1 || text_of(result, tags::NUMBER_OF_SERIES_RELATED_INSTANCES).is_none() {
-        let holders = ids(holding);
+    if holding.recount() || text_of(result, tags::NUMBER_OF_SERIES_RELATED_INSTANCES).is_none() {
+        let holders = ids(holding.sites);
         let remembered = seen
             .study(study)
             .filter(|_| directory.read)
             .and_then(|r| r.series.as_ref()?.get(series).filter(|s| s.sites == holders).and_then(|s| s.instances));
         let count = match remembered {
             Some(count) => count,
-            None => instances_of(holding, touched, study, series).await?.0.len() as u64,
+            None => instances_of(holding.sites, touched, study, series).await?.0.len() as u64,
         };
         put_count(result, tags::NUMBER_OF_SERIES_RELATED_INSTANCES, count);
     }
