@@ -94,7 +94,8 @@ fn pdu_length(buffer: &[u8]) -> Option<u32> {
 
 /// Takes the PDU at the front of `buffer` once the buffer holds all of it (none before),
 /// refusing it from its header on when it is longer than `max_pdu_length`; a P-DATA-TF's values
-/// go to `on_pdv` in order.
+/// go to `on_pdv` in order. A whole PDU is taken off the buffer even when it is refused (a
+/// malformed item, a value `on_pdv` refuses), so that nothing of it is handed on twice.
 pub fn take_pdu(
     buffer: &mut BytesMut,
     max_pdu_length: u32,
@@ -108,17 +109,17 @@ pub fn take_pdu(
     if buffer.len() < whole {
         return Ok(None);
     }
-    let incoming = if buffer[0] == P_DATA_TF {
-        each_pdv(&buffer[PDU_HEADER..whole], on_pdv)?;
-        Incoming::PData
+    let taken = if buffer[0] == P_DATA_TF {
+        each_pdv(&buffer[PDU_HEADER..whole], on_pdv).map(|()| Incoming::PData)
     } else {
-        let pdu = dicom_ul::pdu::read_pdu(&buffer[..whole], max_pdu_length, true)
-            .map_err(|e| ReadError::Malformed(e.to_string()))?
-            .ok_or_else(|| ReadError::Malformed("incomplete".into()))?;
-        Incoming::Other(pdu)
+        match dicom_ul::pdu::read_pdu(&buffer[..whole], max_pdu_length, true) {
+            Ok(Some(pdu)) => Ok(Incoming::Other(pdu)),
+            Ok(None) => Err(ReadError::Malformed("incomplete".into())),
+            Err(e) => Err(ReadError::Malformed(e.to_string())),
+        }
     };
     buffer.advance(whole);
-    Ok(Some(incoming))
+    taken.map(Some)
 }
 
 /// Hands a P-DATA-TF's values (its body, after the PDU header) to `on_pdv`.
@@ -255,5 +256,16 @@ mod tests {
         // A header cut short by the peer closing: no PDU, no value.
         let (read, values) = read_all(&[P_DATA_TF, 0, 0, 0], 1, 4096);
         assert!(read.is_empty() && values.is_empty());
+    }
+
+    #[test]
+    fn a_refused_pdu_is_taken_off_the_buffer_whole() {
+        let mut buffer = BytesMut::from(&encoded(&pdata(&[(1, PDataValueType::Data, true, b"refused")]))[..]);
+        buffer.extend_from_slice(&encoded(&Pdu::ReleaseRQ));
+        let mut refuse = |_: Pdv<'_>| Err(DimseProtocolError::MalformedCommand("refused"));
+        assert!(take_pdu(&mut buffer, 4096, &mut refuse).is_err());
+        let next = take_pdu(&mut buffer, 4096, &mut refuse).expect("the next PDU");
+        assert!(matches!(next, Some(Incoming::Other(Pdu::ReleaseRQ))), "{next:?}");
+        assert!(buffer.is_empty());
     }
 }
