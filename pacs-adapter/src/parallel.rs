@@ -151,6 +151,7 @@ pub async fn retrieve_parallel(
     let (tx, merged) = DimseStream::channel();
     let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(parallelism.max(1)));
     for target in targets {
+        let asked: BTreeSet<SopInstanceUid> = target.instances.iter().cloned().collect();
         let request = RetrieveRequest { target, sop_classes: sop_classes.clone(), deadline };
         let (pool, method, tx, limit) = (pool.clone(), method.clone(), tx.clone(), limit.clone());
         // Each sub-request forwards its own instances, so one waiting for a free association
@@ -167,6 +168,12 @@ pub async fn retrieve_parallel(
             match started {
                 Ok(mut instances) => {
                     while let Some(item) = instances.next().await {
+                        if item.as_ref().is_ok_and(|instance| !asked.contains(&instance.sop_instance_uid)) {
+                            // A PACS that takes an IMAGE-level request for its whole series
+                            // would otherwise send each instance once per sub-request.
+                            tracing::warn!(site = %pool.site().id, "an instance not asked for was sent; left out");
+                            continue;
+                        }
                         let is_err = item.is_err();
                         if tx.send(item).await.is_err() || is_err {
                             return;

@@ -117,12 +117,13 @@ def launch(config, port, scheme="http", verify=True, client_cert=None, args=(), 
 
 
 @contextlib.contextmanager
-def dimse_archive(ae_title, files, timeout="10s"):
-    """A pynetdicom archive of `files` (dimse_archive.py) on a port of its own, for as long as
-    the block runs; yields the [[sites]] TOML of a site "archive" reached by C-GET."""
+def dimse_archive(ae_title, files, timeout="10s", options=()):
+    """A pynetdicom archive of `files` (dimse_archive.py, with its `options`) on a port of its
+    own, for as long as the block runs; yields the [[sites]] TOML of a site "archive" reached by
+    C-GET."""
     port = free_port()
     archive = subprocess.Popen([sys.executable, str(ROOT / "tests" / "python" / "dimse_archive.py"), "--ae", ae_title,
-                                "--port", str(port), *map(str, files)], stderr=subprocess.PIPE)
+                                "--port", str(port), *options, *map(str, files)], stderr=subprocess.PIPE)
     try:
         for _ in range(200):
             try:

@@ -3,7 +3,10 @@ and IMAGE levels) and C-GET over the files given, each file sent in the transfer
 stored in, as an archive that knows HTJ2K does (Orthanc 1.10 and dcmqrscp 3.6.7, built on DCMTK
 3.6.7, store HTJ2K files but cannot send them).
 
-    python3 dimse_archive.py --ae ARCHIVE --port PORT FILE...
+    python3 dimse_archive.py --ae ARCHIVE --port PORT [--get-ignores-instances] FILE...
+
+With --get-ignores-instances it answers an IMAGE-level C-GET with every instance of the series,
+whatever SOP Instance UIDs it names, as some PACS do.
 
 Matching is by UID (single or list) and universal otherwise; the roll-ups a gateway asks for
 (NumberOfStudyRelatedSeries/Instances, NumberOfSeriesRelatedInstances, ModalitiesInStudy,
@@ -69,6 +72,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--ae", required=True)
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--get-ignores-instances", action="store_true")
     parser.add_argument("files", nargs="+")
     args = parser.parse_args()
     held = [(pathlib.Path(f), pydicom.dcmread(f, stop_before_pixels=True)) for f in args.files]
@@ -87,7 +91,10 @@ def main():
             yield 0xFF00, answer(level, group, identifier)
 
     def on_get(event):
-        chosen = [path for path, ds in held if matches(ds, event.identifier)]
+        identifier = event.identifier
+        if args.get_ignores_instances and "SOPInstanceUID" in identifier:
+            del identifier.SOPInstanceUID
+        chosen = [path for path, ds in held if matches(ds, identifier)]
         yield len(chosen)
         for path in chosen:
             yield 0xFF00, pydicom.dcmread(path)

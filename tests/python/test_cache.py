@@ -12,7 +12,7 @@ import pydicom
 import pytest
 import requests
 
-from conftest import pacs_activity, start_federation
+from conftest import dimse_archive, free_port, pacs_activity, start_federation, stop
 from test_federation import ct_instance
 
 ACCEPT_DICOM = {"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'}
@@ -199,6 +199,28 @@ def test_a_series_its_pacs_lists_twice_comes_once_per_instance_over_several_asso
             requests.delete(f"{site['http_url']}/instances/{orthanc_id}", timeout=60)
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_a_pacs_that_answers_an_instance_with_its_whole_series(testbed):
+    """An archive that takes every IMAGE-level C-GET for the whole series (as some PACS do): an
+    instance asked for comes alone, and the series over three associations (instance-level
+    sub-requests) comes once per instance."""
+    files = testbed["data"]["ct"]["files"][:6]
+    held = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    study, series = held[0].StudyInstanceUID, held[0].SeriesInstanceUID
+    with dimse_archive("WHOLESERIES", files, options=["--get-ignores-instances"]) as site:
+        bed = {**testbed, "sites": [], "move_destinations": [{"ae_title": "QUIRKGW", "port": free_port()}]}
+        process, gw = start_federation(bed, "QUIRKGW", extra_sites=site + "max_associations = 3\nretrieve_associations = 3\n",
+                                       extra='\n[cache]\nmemory = "0B"\nsearch_ttl = "0s"\n')
+        try:
+            one = held[2].SOPInstanceUID
+            response = requests.get(f"{gw.url}/studies/{study}/series/{series}/instances/{one}", headers=ACCEPT_DICOM)
+            assert [pydicom.dcmread(io.BytesIO(p)).SOPInstanceUID for p in parts(response)] == [one]
+            response = requests.get(f"{gw.url}/studies/{study}/series/{series}", headers=ACCEPT_DICOM, timeout=60)
+            received = [pydicom.dcmread(io.BytesIO(p)).SOPInstanceUID for p in parts(response)]
+            assert sorted(received) == sorted(ds.SOPInstanceUID for ds in held), received
+        finally:
+            stop(process)
 
 
 def directory_bytes(path):

@@ -103,13 +103,48 @@ pub(super) async fn start(
         async move {
             match retrieve_part(&retriever, &touched, &part).await {
                 Ok((site, instances)) => {
+                    let instances = only_asked(instances, &part.target);
                     within_limits(at_least_one(site, instances, describe(&part.target)), retriever.limits)
                 }
                 Err(e) => stream::once(async move { Err(e) }).boxed(),
             }
         }
     });
-    first_of(merged(parts)).await
+    first_of(once_each(merged(parts))).await
+}
+
+/// Of a part naming its instances, those it names: a site may take an IMAGE-level request for
+/// the whole series (or a DICOMweb origin an instance's URL for more), and what was not asked
+/// for is left out.
+fn only_asked(instances: InstanceStream, target: &RetrieveTarget) -> InstanceStream {
+    if target.instances.is_empty() {
+        return instances;
+    }
+    let asked: std::collections::BTreeSet<dicomweb_model::SopInstanceUid> = target.instances.iter().cloned().collect();
+    instances
+        .filter(move |item| {
+            let unasked = matches!(item, Ok(instance) if !asked.contains(&instance.sop_instance_uid));
+            if unasked {
+                tracing::warn!("a site sent an instance it was not asked for; left out");
+            }
+            futures::future::ready(!unasked)
+        })
+        .boxed()
+}
+
+/// Each instance once: a site may send one twice (listed twice, or asked for twice), and a
+/// response never carries two parts of one SOP Instance UID.
+fn once_each(instances: SitedInstances) -> SitedInstances {
+    let mut seen: std::collections::BTreeSet<dicomweb_model::SopInstanceUid> = std::collections::BTreeSet::new();
+    instances
+        .filter(move |item| {
+            let again = matches!(item, Ok((_, instance)) if !seen.insert(instance.sop_instance_uid.clone()));
+            if again {
+                tracing::warn!("an instance sent twice; passed on once");
+            }
+            futures::future::ready(!again)
+        })
+        .boxed()
 }
 
 /// Parts (each a future of its stream) merged as their instances arrive, up to
@@ -199,6 +234,20 @@ mod tests {
             .expect("ok");
         assert_eq!((site, first.as_str()), (SiteIndex(2), "1.2.3.2.1"));
         assert_eq!(rest, vec!["1.2.3.2.2".to_owned(), "1.2.3.1.1".to_owned()]);
+    }
+
+    #[tokio::test]
+    async fn an_instance_sent_twice_is_passed_on_once() {
+        let twice: PartFuture = Box::pin(async {
+            stream::iter([
+                Ok((SiteIndex(0), instance("1.2.3.1.1"))),
+                Ok((SiteIndex(0), instance("1.2.3.1.2"))),
+                Ok((SiteIndex(0), instance("1.2.3.1.1"))),
+            ])
+            .boxed()
+        });
+        let all: Vec<_> = once_each(merged(vec![twice].into_iter())).collect().await;
+        assert_eq!(uids(&all), vec!["1.2.3.1.1".to_owned(), "1.2.3.1.2".to_owned()]);
     }
 
     #[tokio::test]
