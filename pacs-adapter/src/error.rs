@@ -105,6 +105,12 @@ pub enum DimseError {
         error_comment: Option<String>,
     },
 
+    /// An instance-level C-GET or C-MOVE finished as a success without every instance it named
+    /// (a PACS that does not match a list of SOP Instance UIDs): what was streamed is not the
+    /// whole of what was asked for.
+    #[error("site {site}: {operation} sent {sent} of the {asked} instances it named")]
+    NotAllSent { site: SiteId, operation: Operation, asked: usize, sent: usize },
+
     /// An instance given to C-STORE is not a readable Part-10 file.
     #[error("invalid instance: {0}")]
     InvalidInstance(String),
@@ -135,6 +141,7 @@ impl DimseError {
             | DimseError::Failed { site, .. }
             | DimseError::Cancelled { site, .. }
             | DimseError::SubOperationsFailed { site, .. }
+            | DimseError::NotAllSent { site, .. }
             | DimseError::MoveWithoutTls { site } => Some(site),
             DimseError::InvalidInstance(_) | DimseError::StoreScpUnavailable => None,
         }

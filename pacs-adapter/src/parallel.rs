@@ -15,7 +15,7 @@ use futures::StreamExt;
 use dicomweb_model::{SeriesInstanceUid, SopInstanceUid};
 
 use crate::c_move::c_move;
-use crate::error::DimseError;
+use crate::error::{DimseError, Operation};
 use crate::find::{find, FindRequest};
 use crate::get::{get, RetrieveRequest};
 use crate::instance::RetrievedInstance;
@@ -161,14 +161,15 @@ pub async fn retrieve_parallel(
             if tx.is_closed() {
                 return;
             }
-            let started = match method {
-                RetrieveMethod::Get => get(&pool, request).await,
-                RetrieveMethod::Move(scp) => c_move(&pool, &scp, request).await,
+            let (started, operation) = match method {
+                RetrieveMethod::Get => (get(&pool, request).await, Operation::Get),
+                RetrieveMethod::Move(scp) => (c_move(&pool, &scp, request).await, Operation::Move),
             };
             match started {
                 Ok(mut instances) => {
+                    let mut missing = asked.clone();
                     while let Some(item) = instances.next().await {
-                        if item.as_ref().is_ok_and(|instance| !asked.contains(&instance.sop_instance_uid)) {
+                        if item.as_ref().is_ok_and(|instance| !missing.remove(&instance.sop_instance_uid)) {
                             // A PACS that takes an IMAGE-level request for its whole series
                             // would otherwise send each instance once per sub-request.
                             tracing::warn!(site = %pool.site().id, "an instance not asked for was sent; left out");
@@ -178,6 +179,11 @@ pub async fn retrieve_parallel(
                         if tx.send(item).await.is_err() || is_err {
                             return;
                         }
+                    }
+                    if !missing.is_empty() {
+                        let site = pool.site().id.clone();
+                        let (asked, sent) = (asked.len(), asked.len() - missing.len());
+                        let _ = tx.send(Err(DimseError::NotAllSent { site, operation, asked, sent })).await;
                     }
                 }
                 Err(e) => {

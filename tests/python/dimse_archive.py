@@ -3,10 +3,11 @@ and IMAGE levels) and C-GET over the files given, each file sent in the transfer
 stored in, as an archive that knows HTJ2K does (Orthanc 1.10 and dcmqrscp 3.6.7, built on DCMTK
 3.6.7, store HTJ2K files but cannot send them).
 
-    python3 dimse_archive.py --ae ARCHIVE --port PORT [--get-ignores-instances] FILE...
+    python3 dimse_archive.py --ae ARCHIVE --port PORT [--get-ignores-instances | --get-takes-one] FILE...
 
 With --get-ignores-instances it answers an IMAGE-level C-GET with every instance of the series,
-whatever SOP Instance UIDs it names, as some PACS do.
+whatever SOP Instance UIDs it names; with --get-takes-one, with the first instance of a list of
+them alone, reporting success: as some PACS do.
 
 Matching is by UID (single or list) and universal otherwise; the roll-ups a gateway asks for
 (NumberOfStudyRelatedSeries/Instances, NumberOfSeriesRelatedInstances, ModalitiesInStudy,
@@ -19,6 +20,7 @@ import sys
 
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
 from pynetdicom import AE, evt
 from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelFind,
@@ -35,11 +37,18 @@ TRANSFER_SYNTAXES = [
 LEVEL_KEY = {"STUDY": "StudyInstanceUID", "SERIES": "SeriesInstanceUID", "IMAGE": "SOPInstanceUID"}
 
 
+def uids(value):
+    """The UIDs of a key's value: one, or a list (a multi-valued element)."""
+    if isinstance(value, MultiValue):
+        return [str(v) for v in value]
+    return [uid for uid in str(value or "").split("\\") if uid]
+
+
 def matches(ds, identifier):
     """Whether a file's data set matches the UID keys of an identifier (others: universal)."""
     for key in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
-        wanted = str(identifier.get(key, "") or "")
-        if wanted and str(ds.get(key, "")) not in wanted.split("\\"):
+        wanted = uids(identifier.get(key, ""))
+        if wanted and str(ds.get(key, "")) not in wanted:
             return False
     return True
 
@@ -73,6 +82,7 @@ def main():
     parser.add_argument("--ae", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--get-ignores-instances", action="store_true")
+    parser.add_argument("--get-takes-one", action="store_true")
     parser.add_argument("files", nargs="+")
     args = parser.parse_args()
     held = [(pathlib.Path(f), pydicom.dcmread(f, stop_before_pixels=True)) for f in args.files]
@@ -94,6 +104,8 @@ def main():
         identifier = event.identifier
         if args.get_ignores_instances and "SOPInstanceUID" in identifier:
             del identifier.SOPInstanceUID
+        if args.get_takes_one and "SOPInstanceUID" in identifier:
+            identifier.SOPInstanceUID = uids(identifier.SOPInstanceUID)[:1]
         chosen = [path for path, ds in held if matches(ds, identifier)]
         yield len(chosen)
         for path in chosen:

@@ -6,6 +6,7 @@ was cached of a study."""
 import concurrent.futures
 import hashlib
 import io
+import pathlib
 import time
 
 import pydicom
@@ -221,6 +222,35 @@ def test_a_pacs_that_answers_an_instance_with_its_whole_series(testbed):
             assert sorted(received) == sorted(ds.SOPInstanceUID for ds in held), received
         finally:
             stop(process)
+
+
+def test_a_pacs_that_sends_one_instance_of_a_list_never_makes_a_series_look_complete(testbed):
+    """An archive that answers an IMAGE-level C-GET naming several instances with the first alone,
+    reporting success: the series over three associations (two instances a sub-request) is a
+    response cut short, never closed as complete, and the log says how many were missing."""
+    files = testbed["data"]["ct"]["files"][:6]
+    held = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    study, series = held[0].StudyInstanceUID, held[0].SeriesInstanceUID
+    with dimse_archive("TAKESONE", files, options=["--get-takes-one"]) as site:
+        bed = {**testbed, "sites": [], "move_destinations": [{"ae_title": "QUIRKGW", "port": free_port()}]}
+        process, gw = start_federation(bed, "QUIRKGW", extra_sites=site + "max_associations = 3\nretrieve_associations = 3\n",
+                                       extra='\n[cache]\nmemory = "0B"\nsearch_ttl = "0s"\n')
+        try:
+            response = requests.get(f"{gw.url}/studies/{study}/series/{series}", headers=ACCEPT_DICOM,
+                                    stream=True, timeout=60)
+            assert response.status_code == 200
+            body, cut = b"", False
+            try:
+                for chunk in response.iter_content(1 << 16):
+                    body += chunk
+            except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError):
+                cut = True
+            boundary = response.headers["Content-Type"].split("boundary=")[1].split(";")[0].strip('"').encode()
+            assert cut and not body.rstrip().endswith(b"--" + boundary + b"--"), "a short series looked complete"
+        finally:
+            stop(process)
+        log = pathlib.Path(process.log_path).read_text()
+        assert "sent 1 of the 2 instances it named" in log, log[-2000:]
 
 
 def directory_bytes(path):

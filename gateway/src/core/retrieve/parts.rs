@@ -1,13 +1,14 @@
 //! A plan's parts retrieved side by side (up to [`PARTS_AT_ONCE`] at once) and merged into one
 //! stream of instances in the order they arrive. A part is retrieved from its first holder whose
 //! circuit is closed; a holder that cannot be reached gives way to the next. Every part must
-//! yield at least one instance, and every instance is within `[dataset_limits]`: a part that
-//! yields none ends the stream with an error, so a response is never presented as complete
-//! without it.
+//! yield what it lists (at least one instance of a study or series, every instance it names),
+//! each instance once and within `[dataset_limits]`: a part that falls short ends the stream
+//! with an error, so a response is never presented as complete without it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
+use dicomweb_model::SopInstanceUid;
 use futures::{stream, FutureExt, Stream, StreamExt};
 use pacs_adapter::{QueryLevel, RetrieveTarget, RetrievedInstance};
 
@@ -47,25 +48,42 @@ async fn retrieve_part(
 pub(super) type SitedInstances =
     std::pin::Pin<Box<dyn Stream<Item = Result<(SiteIndex, RetrievedInstance), Error>> + Send>>;
 
-/// A part's instances, ending in an error when it yields none (a site that listed the part
-/// returned nothing of it).
-fn at_least_one(site: SiteIndex, part: InstanceStream, what: String) -> SitedInstances {
-    let yielded = Arc::new(AtomicBool::new(false));
-    let seen = yielded.clone();
-    part.map(move |item| {
-        if item.is_ok() {
-            seen.store(true, Ordering::Relaxed);
-        }
-        item.map(|instance| (site, instance)).map_err(Error::from)
-    })
-    .chain(
-        stream::once(async move { yielded.load(Ordering::Relaxed) }).filter_map(move |yielded| {
-            let what = what.clone();
-            async move {
-                (!yielded).then(|| Err(Error::NotFound(format!("{what} listed by a site was not delivered by it"))))
+/// A part's instances as they arrive, ending in an error when the site did not deliver what it
+/// listed: nothing of a study or series, or any one instance the part names. What it sends that
+/// the part does not name is left out: a PACS may take an IMAGE-level request for the whole
+/// series, a DICOMweb origin an instance's URL for more.
+fn as_listed(site: SiteIndex, part: InstanceStream, target: &RetrieveTarget) -> SitedInstances {
+    let what = describe(target);
+    let asked = target.instances.len();
+    let missing: BTreeSet<SopInstanceUid> = target.instances.iter().cloned().collect();
+    stream::unfold(Some((part, missing, false)), move |state| {
+        let what = what.clone();
+        async move {
+            let (mut part, mut missing, mut yielded) = state?;
+            loop {
+                match part.next().await {
+                    Some(Ok(instance)) => {
+                        if asked > 0 && !missing.remove(&instance.sop_instance_uid) {
+                            tracing::warn!("a site sent an instance it was not asked for; left out");
+                            continue;
+                        }
+                        yielded = true;
+                        return Some((Ok((site, instance)), Some((part, missing, yielded))));
+                    }
+                    Some(Err(e)) => return Some((Err(Error::from(e)), None)),
+                    None => {
+                        let short = if asked > 0 { missing.len() } else { usize::from(!yielded) };
+                        if short == 0 {
+                            return None;
+                        }
+                        let what = if asked > 1 { format!("{short} of the {asked} instances") } else { what };
+                        let error = Error::NotFound(format!("{what} listed by a site was not delivered by it"));
+                        return Some((Err(error), None));
+                    }
+                }
             }
-        }),
-    )
+        }
+    })
     .boxed()
 }
 
@@ -102,10 +120,7 @@ pub(super) async fn start(
         let (retriever, touched) = (retriever.clone(), touched.clone());
         async move {
             match retrieve_part(&retriever, &touched, &part).await {
-                Ok((site, instances)) => {
-                    let instances = only_asked(instances, &part.target);
-                    within_limits(at_least_one(site, instances, describe(&part.target)), retriever.limits)
-                }
+                Ok((site, instances)) => within_limits(as_listed(site, instances, &part.target), retriever.limits),
                 Err(e) => stream::once(async move { Err(e) }).boxed(),
             }
         }
@@ -113,29 +128,10 @@ pub(super) async fn start(
     first_of(once_each(merged(parts))).await
 }
 
-/// Of a part naming its instances, those it names: a site may take an IMAGE-level request for
-/// the whole series (or a DICOMweb origin an instance's URL for more), and what was not asked
-/// for is left out.
-fn only_asked(instances: InstanceStream, target: &RetrieveTarget) -> InstanceStream {
-    if target.instances.is_empty() {
-        return instances;
-    }
-    let asked: std::collections::BTreeSet<dicomweb_model::SopInstanceUid> = target.instances.iter().cloned().collect();
-    instances
-        .filter(move |item| {
-            let unasked = matches!(item, Ok(instance) if !asked.contains(&instance.sop_instance_uid));
-            if unasked {
-                tracing::warn!("a site sent an instance it was not asked for; left out");
-            }
-            futures::future::ready(!unasked)
-        })
-        .boxed()
-}
-
 /// Each instance once: a site may send one twice (listed twice, or asked for twice), and a
 /// response never carries two parts of one SOP Instance UID.
 fn once_each(instances: SitedInstances) -> SitedInstances {
-    let mut seen: std::collections::BTreeSet<dicomweb_model::SopInstanceUid> = std::collections::BTreeSet::new();
+    let mut seen: BTreeSet<SopInstanceUid> = BTreeSet::new();
     instances
         .filter(move |item| {
             let again = matches!(item, Ok((_, instance)) if !seen.insert(instance.sop_instance_uid.clone()));
@@ -248,6 +244,41 @@ mod tests {
         });
         let all: Vec<_> = once_each(merged(vec![twice].into_iter())).collect().await;
         assert_eq!(uids(&all), vec!["1.2.3.1.1".to_owned(), "1.2.3.1.2".to_owned()]);
+    }
+
+    #[tokio::test]
+    async fn a_part_naming_instances_yields_those_it_names_or_ends_in_an_error() {
+        let study = dicomweb_model::StudyInstanceUid::new("1.2.3").expect("uid");
+        let series = dicomweb_model::SeriesInstanceUid::new("1.2.3.1").expect("uid");
+        let named = |uids: &[&str]| {
+            let uids = uids.iter().map(|u| SopInstanceUid::new(u).expect("uid")).collect();
+            RetrieveTarget::instances(study.clone(), Some(series.clone()), uids)
+        };
+        let sent = |uids: &[&str]| -> InstanceStream {
+            let instances: Vec<_> = uids.iter().map(|u| Ok(instance(u))).collect();
+            stream::iter(instances).boxed()
+        };
+        // The whole series sent for one instance: the one alone.
+        let one: Vec<_> =
+            as_listed(SiteIndex(1), sent(&["1.2.3.1.1", "1.2.3.1.2", "1.2.3.1.3"]), &named(&["1.2.3.1.2"]))
+                .collect()
+                .await;
+        assert_eq!(uids(&one), vec!["1.2.3.1.2".to_owned()]);
+        // Two of three named: the two, then an error naming what is missing.
+        let short: Vec<_> = as_listed(
+            SiteIndex(1),
+            sent(&["1.2.3.1.1", "1.2.3.1.3"]),
+            &named(&["1.2.3.1.1", "1.2.3.1.2", "1.2.3.1.3"]),
+        )
+        .collect()
+        .await;
+        let outcomes = uids(&short);
+        assert_eq!(outcomes[..2], ["1.2.3.1.1".to_owned(), "1.2.3.1.3".to_owned()]);
+        assert!(outcomes[2].contains("1 of the 3 instances"), "{outcomes:?}");
+        // A series that yields nothing: an error.
+        let whole = RetrieveTarget::series(study.clone(), series.clone());
+        let none: Vec<_> = as_listed(SiteIndex(1), sent(&[]), &whole).collect().await;
+        assert_eq!(uids(&none), vec!["error: a series listed by a site was not delivered by it".to_owned()]);
     }
 
     #[tokio::test]
