@@ -49,31 +49,60 @@ pub async fn list_instances(
     target: &RetrieveTarget,
     deadline: Option<Instant>,
 ) -> Result<Vec<PlannedInstance>, DimseError> {
-    let series_list = match &target.series {
+    let series = match &target.series {
         Some(series) => vec![series.clone()],
-        None => {
-            let mut identifier = target.identifier();
-            identifier.put(DataElement::new(tags::SERIES_INSTANCE_UID, VR::UI, ""));
-            let found = find(pool, FindRequest { level: QueryLevel::Series, identifier, deadline })
-                .await?
-                .try_collect_all()
-                .await?;
-            let mut listed: Vec<SeriesInstanceUid> = Vec::new();
-            for series in found
-                .iter()
-                .filter_map(|f| text_of(f, tags::SERIES_INSTANCE_UID))
-                .filter_map(|s| dicomweb_model::Uid::from_peer(&s).ok().map(SeriesInstanceUid::from))
-            {
-                if !listed.contains(&series) {
-                    listed.push(series);
-                }
-            }
-            listed
-        }
+        None => series_of(pool, target, None, deadline).await?.into_keys().collect(),
     };
+    Ok(instances_of(pool, target, series, deadline).await?.0)
+}
+
+/// The series of `target`'s study (or the one named in `only`), each once, with the number of
+/// instances the PACS says it holds when it says (summed over the records of a series listed
+/// twice).
+async fn series_of(
+    pool: &AssociationPool,
+    target: &RetrieveTarget,
+    only: Option<&SeriesInstanceUid>,
+    deadline: Option<Instant>,
+) -> Result<BTreeMap<SeriesInstanceUid, Option<usize>>, DimseError> {
+    let mut identifier = RetrieveTarget::study(target.study.clone()).identifier();
+    identifier.put(DataElement::new(tags::SERIES_INSTANCE_UID, VR::UI, only.map_or("", |s| s.as_str())));
+    identifier.put(DataElement::new(tags::NUMBER_OF_SERIES_RELATED_INSTANCES, VR::IS, ""));
+    let found =
+        find(pool, FindRequest { level: QueryLevel::Series, identifier, deadline }).await?.try_collect_all().await?;
+    let mut series: BTreeMap<SeriesInstanceUid, Option<usize>> = BTreeMap::new();
+    for record in &found {
+        let Some(uid) = text_of(record, tags::SERIES_INSTANCE_UID)
+            .and_then(|s| dicomweb_model::Uid::from_peer(&s).ok().map(SeriesInstanceUid::from))
+        else {
+            continue;
+        };
+        let count = text_of(record, tags::NUMBER_OF_SERIES_RELATED_INSTANCES).and_then(|n| n.trim().parse().ok());
+        match series.entry(uid) {
+            std::collections::btree_map::Entry::Vacant(entry) => {
+                entry.insert(count);
+            }
+            std::collections::btree_map::Entry::Occupied(mut entry) => {
+                let summed = entry.get().zip(count).map(|(a, b)| a + b);
+                entry.insert(summed);
+            }
+        }
+    }
+    Ok(series)
+}
+
+/// The instances of each of `series` (of `target`'s study; those `target` names, when it names
+/// some), each once, and how many each series listed.
+async fn instances_of(
+    pool: &AssociationPool,
+    target: &RetrieveTarget,
+    series: Vec<SeriesInstanceUid>,
+    deadline: Option<Instant>,
+) -> Result<(Vec<PlannedInstance>, BTreeMap<SeriesInstanceUid, usize>), DimseError> {
     let mut planned = Vec::new();
+    let mut listed: BTreeMap<SeriesInstanceUid, usize> = BTreeMap::new();
     let mut seen: BTreeSet<SopInstanceUid> = BTreeSet::new();
-    for series in series_list {
+    for series in series {
         // SOPClassUID is not asked for here: Orthanc answers it by reading every file, which
         // doubles the time of the query. The classes come from the study level instead.
         let mut identifier =
@@ -90,12 +119,53 @@ pub async fn list_instances(
                 .and_then(|s| dicomweb_model::Uid::from_peer(&s).ok().map(SopInstanceUid::from))
             {
                 if seen.insert(sop_instance.clone()) {
+                    *listed.entry(series.clone()).or_default() += 1;
                     planned.push(PlannedInstance { series: series.clone(), sop_instance });
                 }
             }
         }
     }
-    Ok(planned)
+    Ok((planned, listed))
+}
+
+/// The sub-requests of a study or series: its instances, listed, split into at most `parts`
+/// instance-level requests; a series whose listing falls short of the count the PACS gives
+/// for it (a PACS that caps its C-FIND answers) is asked for whole instead, so that nothing
+/// left off a listing is left out of the retrieval.
+async fn sub_requests(
+    pool: &AssociationPool,
+    target: &RetrieveTarget,
+    parts: usize,
+    deadline: Option<Instant>,
+) -> Result<Vec<RetrieveTarget>, DimseError> {
+    let (counts, (planned, listed)) = match &target.series {
+        // The series' count is asked for beside its listing.
+        Some(series) => {
+            let (counts, listing) = futures::future::join(
+                series_of(pool, target, Some(series), deadline),
+                instances_of(pool, target, vec![series.clone()], deadline),
+            )
+            .await;
+            (counts?, listing?)
+        }
+        None => {
+            let counts = series_of(pool, target, None, deadline).await?;
+            let listing = instances_of(pool, target, counts.keys().cloned().collect(), deadline).await?;
+            (counts, listing)
+        }
+    };
+    let short: BTreeSet<&SeriesInstanceUid> = counts
+        .iter()
+        .filter(|(series, count)| count.is_some_and(|n| n > listed.get(*series).copied().unwrap_or(0)))
+        .map(|(series, _)| series)
+        .collect();
+    let whole: Vec<PlannedInstance> = planned.iter().filter(|p| !short.contains(&p.series)).cloned().collect();
+    let mut targets = split(&target.study, &whole, parts);
+    if !short.is_empty() {
+        tracing::warn!(site = %pool.site().id, series = short.len(), "a listing of instances fell short of its count; those series are retrieved whole");
+    }
+    targets.extend(short.into_iter().map(|series| RetrieveTarget::series(target.study.clone(), series.clone())));
+    Ok(targets)
 }
 
 pub(crate) fn text_of(obj: &dicom_object::InMemDicomObject, tag: dicom_core::Tag) -> Option<String> {
@@ -136,18 +206,17 @@ pub async fn retrieve_parallel(
     parallelism: usize,
     deadline: Option<Instant>,
 ) -> Result<DimseStream<RetrievedInstance>, DimseError> {
-    let (planned, sop_classes) = match method {
+    let (targets, sop_classes) = match method {
         RetrieveMethod::Get => {
-            let (planned, classes) = futures::future::join(
-                list_instances(pool, &target, deadline),
+            let (targets, classes) = futures::future::join(
+                sub_requests(pool, &target, parallelism, deadline),
                 crate::get::sop_classes_of(pool, &target, deadline),
             )
             .await;
-            (planned?, classes?)
+            (targets?, classes?)
         }
-        RetrieveMethod::Move(_) => (list_instances(pool, &target, deadline).await?, Vec::new()),
+        RetrieveMethod::Move(_) => (sub_requests(pool, &target, parallelism, deadline).await?, Vec::new()),
     };
-    let targets = split(&target.study, &planned, parallelism);
     let (tx, merged) = DimseStream::channel();
     let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(parallelism.max(1)));
     for target in targets {
@@ -169,7 +238,10 @@ pub async fn retrieve_parallel(
                 Ok(mut instances) => {
                     let mut missing = asked.clone();
                     while let Some(item) = instances.next().await {
-                        if item.as_ref().is_ok_and(|instance| !missing.remove(&instance.sop_instance_uid)) {
+                        // (A series asked for whole names no instance: all it sends is asked for.)
+                        if !asked.is_empty()
+                            && item.as_ref().is_ok_and(|instance| !missing.remove(&instance.sop_instance_uid))
+                        {
                             // A PACS that takes an IMAGE-level request for its whole series
                             // would otherwise send each instance once per sub-request.
                             tracing::warn!(site = %pool.site().id, "an instance not asked for was sent; left out");

@@ -3,11 +3,13 @@ and IMAGE levels) and C-GET over the files given, each file sent in the transfer
 stored in, as an archive that knows HTJ2K does (Orthanc 1.10 and dcmqrscp 3.6.7, built on DCMTK
 3.6.7, store HTJ2K files but cannot send them).
 
-    python3 dimse_archive.py --ae ARCHIVE --port PORT [--get-ignores-instances | --get-takes-one] FILE...
+    python3 dimse_archive.py --ae ARCHIVE --port PORT [--get-ignores-instances | --get-takes-one]
+                             [--find-limit N] FILE...
 
 With --get-ignores-instances it answers an IMAGE-level C-GET with every instance of the series,
 whatever SOP Instance UIDs it names; with --get-takes-one, with the first instance of a list of
-them alone, reporting success: as some PACS do.
+them alone, reporting success; with --find-limit, a C-FIND with its first N matches, reporting
+success: as some PACS do.
 
 Matching is by UID (single or list) and universal otherwise; the roll-ups a gateway asks for
 (NumberOfStudyRelatedSeries/Instances, NumberOfSeriesRelatedInstances, ModalitiesInStudy,
@@ -83,6 +85,7 @@ def main():
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--get-ignores-instances", action="store_true")
     parser.add_argument("--get-takes-one", action="store_true")
+    parser.add_argument("--find-limit", type=int, default=0)
     parser.add_argument("files", nargs="+")
     args = parser.parse_args()
     held = [(pathlib.Path(f), pydicom.dcmread(f, stop_before_pixels=True)) for f in args.files]
@@ -97,7 +100,10 @@ def main():
         for _, ds in held:
             if matches(ds, identifier):
                 groups.setdefault(str(ds.get(LEVEL_KEY[level])), []).append(ds)
-        for group in groups.values():
+        answered = list(groups.values())
+        if args.find_limit:
+            answered = answered[:args.find_limit]
+        for group in answered:
             yield 0xFF00, answer(level, group, identifier)
 
     def on_get(event):

@@ -253,6 +253,26 @@ def test_a_pacs_that_sends_one_instance_of_a_list_never_makes_a_series_look_comp
         assert "sent 1 of the 2 instances it named" in log, log[-2000:]
 
 
+def test_a_pacs_that_caps_its_listing_still_gives_the_whole_series(testbed):
+    """An archive that answers a C-FIND with its first four matches, reporting success: a series
+    of six over three associations is not split by its short listing (the count the archive
+    gives at SERIES level says six) but retrieved whole, every instance once."""
+    files = testbed["data"]["ct"]["files"][:6]
+    held = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    study, series = held[0].StudyInstanceUID, held[0].SeriesInstanceUID
+    with dimse_archive("CAPPED", files, options=["--find-limit", "4"]) as site:
+        bed = {**testbed, "sites": [], "move_destinations": [{"ae_title": "QUIRKGW", "port": free_port()}]}
+        process, gw = start_federation(bed, "QUIRKGW", extra_sites=site + "max_associations = 3\nretrieve_associations = 3\n",
+                                       extra='\n[cache]\nmemory = "0B"\nsearch_ttl = "0s"\n')
+        try:
+            for url in (f"{gw.url}/studies/{study}", f"{gw.url}/studies/{study}/series/{series}"):
+                response = requests.get(url, headers=ACCEPT_DICOM, timeout=60)
+                received = [pydicom.dcmread(io.BytesIO(p)).SOPInstanceUID for p in parts(response)]
+                assert sorted(received) == sorted(ds.SOPInstanceUID for ds in held), (url, len(received))
+        finally:
+            stop(process)
+
+
 def directory_bytes(path):
     """Bytes of the cache files (the few-byte markers of forgotten studies, in a directory of
     their own, are outside the bound)."""
