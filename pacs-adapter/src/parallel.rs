@@ -244,7 +244,7 @@ pub async fn retrieve_parallel(
                         {
                             // A PACS that takes an IMAGE-level request for its whole series
                             // would otherwise send each instance once per sub-request.
-                            tracing::warn!(site = %pool.site().id, "an instance not asked for was sent; left out");
+                            tracing::warn!(site = %pool.site().id, "an instance not asked for, or sent again; left out");
                             continue;
                         }
                         let is_err = item.is_err();

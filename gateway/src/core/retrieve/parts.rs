@@ -64,7 +64,7 @@ fn as_listed(site: SiteIndex, part: InstanceStream, target: &RetrieveTarget) -> 
                 match part.next().await {
                     Some(Ok(instance)) => {
                         if asked > 0 && !missing.remove(&instance.sop_instance_uid) {
-                            tracing::warn!("a site sent an instance it was not asked for; left out");
+                            tracing::warn!("a site sent an instance it was not asked for, or sent it again; left out");
                             continue;
                         }
                         yielded = true;
