@@ -4,6 +4,7 @@ frames after metadata come from the cache, HTTP validators, and STOW-RS invalida
 was cached of a study."""
 
 import concurrent.futures
+import contextlib
 import hashlib
 import io
 import pathlib
@@ -127,15 +128,21 @@ def test_stow_into_a_study_makes_its_next_retrieval_see_the_new_instance(testbed
     assert len(parts(requests.get(url, headers=ACCEPT_DICOM))) == 2
 
 
-def test_a_site_with_several_retrieve_associations_serves_a_whole_study_over_them(testbed):
-    """`retrieve_associations = 4`: the study comes as instance-level C-GETs over several
-    associations at once, every instance exactly once and unchanged."""
-    process, gw = start_federation(
+def over_four_associations(testbed):
+    """A gateway over the test bed retrieving from site-1 over four associations, caching
+    nothing: (its process, the gateway)."""
+    return start_federation(
         testbed,
         "FEDGW2",
         site_keys={"site-1": "max_associations = 4\nretrieve_associations = 4"},
         extra='\n[cache]\nmemory = "0B"\nsearch_ttl = "0s"\n',
     )
+
+
+def test_a_site_with_several_retrieve_associations_serves_a_whole_study_over_them(testbed):
+    """`retrieve_associations = 4`: the study comes as instance-level C-GETs over several
+    associations at once, every instance exactly once and unchanged."""
+    process, gw = over_four_associations(testbed)
     try:
         study = testbed["data"]["ct"]["study_uid"]
         response = requests.get(f"{gw.url}/studies/{study}", headers=ACCEPT_DICOM, timeout=120)
@@ -167,12 +174,7 @@ def test_a_series_its_pacs_lists_twice_comes_once_per_instance_over_several_asso
     site = next(s for s in testbed["sites"] if s["id"] == "site-1")
     study, series = generate_uid(), generate_uid()
     stored, ids = set(), []
-    process, gw = start_federation(
-        testbed,
-        "FEDGW2",
-        site_keys={"site-1": "max_associations = 4\nretrieve_associations = 4"},
-        extra='\n[cache]\nmemory = "0B"\nsearch_ttl = "0s"\n',
-    )
+    process, gw = over_four_associations(testbed)
     try:
         for n, path in enumerate(testbed["data"]["ct"]["files"][:2]):
             ds = pydicom.dcmread(path)
@@ -202,75 +204,70 @@ def test_a_series_its_pacs_lists_twice_comes_once_per_instance_over_several_asso
         process.wait(timeout=10)
 
 
-def test_a_pacs_that_answers_an_instance_with_its_whole_series(testbed):
-    """An archive that takes every IMAGE-level C-GET for the whole series (as some PACS do): an
-    instance asked for comes alone, and the series over three associations (instance-level
-    sub-requests) comes once per instance."""
+@contextlib.contextmanager
+def over_an_archive_that(testbed, ae_title, option):
+    """A gateway retrieving over three associations from a pynetdicom archive (dimse_archive.py,
+    behaving as `option` says) of the CT's first six instances: (gateway, its process, the six
+    data sets)."""
     files = testbed["data"]["ct"]["files"][:6]
     held = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
-    study, series = held[0].StudyInstanceUID, held[0].SeriesInstanceUID
-    with dimse_archive("WHOLESERIES", files, options=["--get-ignores-instances"]) as site:
+    with dimse_archive(ae_title, files, options=option) as site:
         bed = {**testbed, "sites": [], "move_destinations": [{"ae_title": "QUIRKGW", "port": free_port()}]}
         process, gw = start_federation(bed, "QUIRKGW", extra_sites=site + "max_associations = 3\nretrieve_associations = 3\n",
                                        extra='\n[cache]\nmemory = "0B"\nsearch_ttl = "0s"\n')
         try:
-            one = held[2].SOPInstanceUID
-            response = requests.get(f"{gw.url}/studies/{study}/series/{series}/instances/{one}", headers=ACCEPT_DICOM)
-            assert [pydicom.dcmread(io.BytesIO(p)).SOPInstanceUID for p in parts(response)] == [one]
-            response = requests.get(f"{gw.url}/studies/{study}/series/{series}", headers=ACCEPT_DICOM, timeout=60)
-            received = [pydicom.dcmread(io.BytesIO(p)).SOPInstanceUID for p in parts(response)]
-            assert sorted(received) == sorted(ds.SOPInstanceUID for ds in held), received
+            yield gw, process, held
         finally:
             stop(process)
+
+
+def sop_instance_uids(response):
+    return [pydicom.dcmread(io.BytesIO(p)).SOPInstanceUID for p in parts(response)]
+
+
+def test_a_pacs_that_answers_an_instance_with_its_whole_series(testbed):
+    """An archive that takes every IMAGE-level C-GET for the whole series (as some PACS do): an
+    instance asked for comes alone, and the series over three associations (instance-level
+    sub-requests) comes once per instance."""
+    with over_an_archive_that(testbed, "WHOLESERIES", ["--get-ignores-instances"]) as (gw, _, held):
+        study, series, one = held[0].StudyInstanceUID, held[0].SeriesInstanceUID, held[2].SOPInstanceUID
+        response = requests.get(f"{gw.url}/studies/{study}/series/{series}/instances/{one}", headers=ACCEPT_DICOM)
+        assert sop_instance_uids(response) == [one]
+        response = requests.get(f"{gw.url}/studies/{study}/series/{series}", headers=ACCEPT_DICOM, timeout=60)
+        received = sop_instance_uids(response)
+        assert sorted(received) == sorted(ds.SOPInstanceUID for ds in held), received
 
 
 def test_a_pacs_that_sends_one_instance_of_a_list_never_makes_a_series_look_complete(testbed):
     """An archive that answers an IMAGE-level C-GET naming several instances with the first alone,
     reporting success: the series over three associations (two instances a sub-request) is a
     response cut short, never closed as complete, and the log says how many were missing."""
-    files = testbed["data"]["ct"]["files"][:6]
-    held = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
-    study, series = held[0].StudyInstanceUID, held[0].SeriesInstanceUID
-    with dimse_archive("TAKESONE", files, options=["--get-takes-one"]) as site:
-        bed = {**testbed, "sites": [], "move_destinations": [{"ae_title": "QUIRKGW", "port": free_port()}]}
-        process, gw = start_federation(bed, "QUIRKGW", extra_sites=site + "max_associations = 3\nretrieve_associations = 3\n",
-                                       extra='\n[cache]\nmemory = "0B"\nsearch_ttl = "0s"\n')
+    with over_an_archive_that(testbed, "TAKESONE", ["--get-takes-one"]) as (gw, process, held):
+        study, series = held[0].StudyInstanceUID, held[0].SeriesInstanceUID
+        response = requests.get(f"{gw.url}/studies/{study}/series/{series}", headers=ACCEPT_DICOM,
+                                stream=True, timeout=60)
+        assert response.status_code == 200
+        body, cut = b"", False
         try:
-            response = requests.get(f"{gw.url}/studies/{study}/series/{series}", headers=ACCEPT_DICOM,
-                                    stream=True, timeout=60)
-            assert response.status_code == 200
-            body, cut = b"", False
-            try:
-                for chunk in response.iter_content(1 << 16):
-                    body += chunk
-            except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError):
-                cut = True
-            boundary = response.headers["Content-Type"].split("boundary=")[1].split(";")[0].strip('"').encode()
-            assert cut and not body.rstrip().endswith(b"--" + boundary + b"--"), "a short series looked complete"
-        finally:
-            stop(process)
-        log = pathlib.Path(process.log_path).read_text()
-        assert "sent 1 of the 2 instances it named" in log, log[-2000:]
+            for chunk in response.iter_content(1 << 16):
+                body += chunk
+        except (requests.exceptions.ChunkedEncodingError, requests.exceptions.ConnectionError):
+            cut = True
+        boundary = response.headers["Content-Type"].split("boundary=")[1].split(";")[0].strip('"').encode()
+        assert cut and not body.rstrip().endswith(b"--" + boundary + b"--"), "a short series looked complete"
+    log = pathlib.Path(process.log_path).read_text()
+    assert "sent 1 of the 2 instances it named" in log, log[-2000:]
 
 
 def test_a_pacs_that_caps_its_listing_still_gives_the_whole_series(testbed):
     """An archive that answers a C-FIND with its first four matches, reporting success: a series
     of six over three associations is not split by its short listing (the count the archive
     gives at SERIES level says six) but retrieved whole, every instance once."""
-    files = testbed["data"]["ct"]["files"][:6]
-    held = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
-    study, series = held[0].StudyInstanceUID, held[0].SeriesInstanceUID
-    with dimse_archive("CAPPED", files, options=["--find-limit", "4"]) as site:
-        bed = {**testbed, "sites": [], "move_destinations": [{"ae_title": "QUIRKGW", "port": free_port()}]}
-        process, gw = start_federation(bed, "QUIRKGW", extra_sites=site + "max_associations = 3\nretrieve_associations = 3\n",
-                                       extra='\n[cache]\nmemory = "0B"\nsearch_ttl = "0s"\n')
-        try:
-            for url in (f"{gw.url}/studies/{study}", f"{gw.url}/studies/{study}/series/{series}"):
-                response = requests.get(url, headers=ACCEPT_DICOM, timeout=60)
-                received = [pydicom.dcmread(io.BytesIO(p)).SOPInstanceUID for p in parts(response)]
-                assert sorted(received) == sorted(ds.SOPInstanceUID for ds in held), (url, len(received))
-        finally:
-            stop(process)
+    with over_an_archive_that(testbed, "CAPPED", ["--find-limit", "4"]) as (gw, _, held):
+        study, series = held[0].StudyInstanceUID, held[0].SeriesInstanceUID
+        for url in (f"{gw.url}/studies/{study}", f"{gw.url}/studies/{study}/series/{series}"):
+            received = sop_instance_uids(requests.get(url, headers=ACCEPT_DICOM, timeout=60))
+            assert sorted(received) == sorted(ds.SOPInstanceUID for ds in held), (url, len(received))
 
 
 def directory_bytes(path):
