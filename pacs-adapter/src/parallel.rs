@@ -220,7 +220,9 @@ pub async fn retrieve_parallel(
     let (tx, merged) = DimseStream::channel();
     let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(parallelism.max(1)));
     for target in targets {
-        let asked: BTreeSet<SopInstanceUid> = target.instances.iter().cloned().collect();
+        // What the sub-request names and has not had yet (a series asked for whole names none).
+        let mut missing: BTreeSet<SopInstanceUid> = target.instances.iter().cloned().collect();
+        let asked = missing.len();
         let request = RetrieveRequest { target, sop_classes: sop_classes.clone(), deadline };
         let (pool, method, tx, limit) = (pool.clone(), method.clone(), tx.clone(), limit.clone());
         // Each sub-request forwards its own instances, so one waiting for a free association
@@ -236,11 +238,8 @@ pub async fn retrieve_parallel(
             };
             match started {
                 Ok(mut instances) => {
-                    let mut missing = asked.clone();
                     while let Some(item) = instances.next().await {
-                        // (A series asked for whole names no instance: all it sends is asked for.)
-                        if !asked.is_empty()
-                            && item.as_ref().is_ok_and(|instance| !missing.remove(&instance.sop_instance_uid))
+                        if asked > 0 && item.as_ref().is_ok_and(|instance| !missing.remove(&instance.sop_instance_uid))
                         {
                             // A PACS that takes an IMAGE-level request for its whole series
                             // would otherwise send each instance once per sub-request.
@@ -254,7 +253,7 @@ pub async fn retrieve_parallel(
                     }
                     if !missing.is_empty() {
                         let site = pool.site().id.clone();
-                        let (asked, sent) = (asked.len(), asked.len() - missing.len());
+                        let sent = asked - missing.len();
                         let _ = tx.send(Err(DimseError::NotAllSent { site, operation, asked, sent })).await;
                     }
                 }
