@@ -148,8 +148,8 @@ pub(crate) async fn fill_study(
     let [no_series, no_instances, no_modalities] =
         [tags::NUMBER_OF_STUDY_RELATED_SERIES, tags::NUMBER_OF_STUDY_RELATED_INSTANCES, tags::MODALITIES_IN_STUDY]
             .map(|tag| text_of(result, tag).is_none());
-    let federated = holding.recount();
-    if !(federated || no_series || no_instances || no_modalities) {
+    let recount = holding.recount();
+    if !(recount || no_series || no_instances || no_modalities) {
         return Ok(());
     }
     let holders = ids(holding.sites);
@@ -171,13 +171,13 @@ pub(crate) async fn fill_study(
         }
     }
     let instances: u64 = series.values().filter_map(|s| s.instances).sum();
-    if federated || no_series {
+    if recount || no_series {
         put_count(result, tags::NUMBER_OF_STUDY_RELATED_SERIES, series.len() as u64);
     }
-    if federated || no_instances {
+    if recount || no_instances {
         put_count(result, tags::NUMBER_OF_STUDY_RELATED_INSTANCES, instances);
     }
-    if (federated || no_modalities) && !modalities.is_empty() {
+    if (recount || no_modalities) && !modalities.is_empty() {
         result.put(DataElement::new(tags::MODALITIES_IN_STUDY, VR::CS, PrimitiveValue::Strs(modalities.into())));
     }
     Ok(())
