@@ -117,9 +117,9 @@ def launch(config, port, scheme="http", verify=True, client_cert=None, args=(), 
 
 
 @contextlib.contextmanager
-def dimse_archive(ae_title, files, timeout="10s", options=()):
+def dimse_archive(ae_title, files, timeout="10s", options=(), site_id="archive"):
     """A pynetdicom archive of `files` (dimse_archive.py, with its `options`) on a port of its
-    own, for as long as the block runs; yields the [[sites]] TOML of a site "archive" reached by
+    own, for as long as the block runs; yields the [[sites]] TOML of a site `site_id` reached by
     C-GET."""
     port = free_port()
     archive = subprocess.Popen([sys.executable, str(ROOT / "tests" / "python" / "dimse_archive.py"), "--ae", ae_title,
@@ -135,7 +135,7 @@ def dimse_archive(ae_title, files, timeout="10s", options=()):
                 time.sleep(0.05)
         else:
             pytest.fail("the archive did not start")
-        yield (f'\n[[sites]]\nid = "archive"\nae_title = "{ae_title}"\naddress = "127.0.0.1:{port}"\n'
+        yield (f'\n[[sites]]\nid = "{site_id}"\nae_title = "{ae_title}"\naddress = "127.0.0.1:{port}"\n'
                f'retrieve = "c-get"\ntimeout = "{timeout}"\n')
     finally:
         archive.terminate()

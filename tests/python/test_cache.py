@@ -270,6 +270,26 @@ def test_a_pacs_that_caps_its_listing_still_gives_the_whole_series(testbed):
             assert sorted(received) == sorted(ds.SOPInstanceUID for ds in held), (url, len(received))
 
 
+def test_a_series_split_across_sites_one_of_which_caps_its_listing_comes_whole(testbed):
+    """One series at two archives: the first holds six instances and answers a C-FIND with its
+    first four, the second holds two others. Split by the listings, two of the first's would
+    be lost; its count (six) says its listing is short, so the series is asked whole of both and
+    all eight come, each once."""
+    files = testbed["data"]["ct"]["files"][:8]
+    held = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    with dimse_archive("CAPPEDA", files[:6], options=["--find-limit", "4"], site_id="capped") as capped, \
+            dimse_archive("OTHERB", files[6:], site_id="other") as other:
+        bed = {**testbed, "sites": [], "move_destinations": [{"ae_title": "QUIRKGW", "port": free_port()}]}
+        process, gw = start_federation(bed, "QUIRKGW", extra_sites=capped + other,
+                                       extra='\n[cache]\nmemory = "0B"\nsearch_ttl = "0s"\n')
+        try:
+            received = sop_instance_uids(requests.get(f"{gw.url}/studies/{held[0].StudyInstanceUID}",
+                                                      headers=ACCEPT_DICOM, timeout=60))
+            assert sorted(received) == sorted(ds.SOPInstanceUID for ds in held), len(received)
+        finally:
+            stop(process)
+
+
 def directory_bytes(path):
     """Bytes of the cache files (the few-byte markers of forgotten studies, in a directory of
     their own, are outside the bound)."""

@@ -142,6 +142,8 @@ pub(super) async fn locate_by_find(
     // Series a site listed more than once (Orthanc does, for a study UID under two Patient
     // IDs): no one answer counts their instances.
     let mut listed_twice: std::collections::BTreeSet<SeriesInstanceUid> = Default::default();
+    // What each site says it holds of each series (summed over a series it listed twice).
+    let mut counts: BTreeMap<(SeriesInstanceUid, SiteIndex), Option<u64>> = BTreeMap::new();
     for (at, found) in &fan_out.results {
         let site = allowed[*at];
         let Some(uid) = uid_of::<SeriesInstanceUid>(found, tags::SERIES_INSTANCE_UID) else { continue };
@@ -152,9 +154,11 @@ pub(super) async fn locate_by_find(
             held.push(site);
             held.sort_unstable();
         }
+        let count = text_of(found, tags::NUMBER_OF_SERIES_RELATED_INSTANCES).and_then(|n| n.trim().parse().ok());
+        counts.entry((uid.clone(), site)).and_modify(|c| *c = c.zip(count).map(|(a, b)| a + b)).or_insert(count);
         let record = seen.entry(uid).or_default();
         record.modality = record.modality.take().or_else(|| text_of(found, tags::MODALITY));
-        record.instances = text_of(found, tags::NUMBER_OF_SERIES_RELATED_INSTANCES).and_then(|n| n.trim().parse().ok());
+        record.instances = count;
     }
     // Series held by several sites (or listed twice by one): which hold all of it, and who
     // holds which instances.
@@ -171,6 +175,19 @@ pub(super) async fn locate_by_find(
         let held_sites: Vec<&crate::sites::Site> = held.iter().map(|&i| &retriever.sites[i]).collect();
         let at_each =
             crate::core::search::federation::instance_uids_at(&held_sites, touched, &target.study, uid).await?;
+        let listed_short = held.iter().zip(&at_each).any(|(&site, uids)| {
+            counts.get(&(uid.clone(), site)).copied().flatten().is_some_and(|n| n > uids.len() as u64)
+        });
+        if listed_short {
+            // A site listed fewer instances than it says it holds (a PACS that caps its C-FIND
+            // answers): what it left off is known to nobody, so the series is asked whole of
+            // every holder, each instance passed on once (parts.rs), and located anew next time.
+            record.instances = None;
+            record.complete_at = None;
+            let whole_series = RetrieveTarget::series(target.study.clone(), uid.clone());
+            split.extend(held.iter().map(|&site| Part { target: whole_series.clone(), holders: vec![site] }));
+            continue;
+        }
         let union: std::collections::BTreeSet<&SopInstanceUid> = at_each.iter().flatten().collect();
         let complete_at: Vec<SiteIndex> =
             held.iter().zip(&at_each).filter(|(_, uids)| uids.len() == union.len()).map(|(&i, _)| i).collect();
