@@ -78,15 +78,7 @@ async fn series_of(
             continue;
         };
         let count = text_of(record, tags::NUMBER_OF_SERIES_RELATED_INSTANCES).and_then(|n| n.trim().parse().ok());
-        match series.entry(uid) {
-            std::collections::btree_map::Entry::Vacant(entry) => {
-                entry.insert(count);
-            }
-            std::collections::btree_map::Entry::Occupied(mut entry) => {
-                let summed = entry.get().zip(count).map(|(a, b)| a + b);
-                entry.insert(summed);
-            }
-        }
+        series.entry(uid).and_modify(|c| *c = c.zip(count).map(|(a, b)| a + b)).or_insert(count);
     }
     Ok(series)
 }
