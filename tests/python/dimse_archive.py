@@ -4,12 +4,14 @@ stored in, as an archive that knows HTJ2K does (Orthanc 1.10 and dcmqrscp 3.6.7,
 3.6.7, store HTJ2K files but cannot send them).
 
     python3 dimse_archive.py --ae ARCHIVE --port PORT [--get-ignores-instances | --get-takes-one]
-                             [--find-limit N] FILE...
+                             [--find-limit N] [--finds-answered N] FILE...
 
 With --get-ignores-instances it answers an IMAGE-level C-GET with every instance of the series,
 whatever SOP Instance UIDs it names; with --get-takes-one, with the first instance of a list of
 them alone, reporting success; with --find-limit, a C-FIND with its first N matches, reporting
-success: as some PACS do.
+success: as some PACS do. With --finds-answered N, it answers its first N C-FINDs and fails
+each after them (Out of Resources, A700): a PACS that fails between a search and the queries
+that complete its results.
 
 Matching is by UID (single or list) and universal otherwise; the roll-ups a gateway asks for
 (NumberOfStudyRelatedSeries/Instances, NumberOfSeriesRelatedInstances, ModalitiesInStudy,
@@ -86,11 +88,18 @@ def main():
     parser.add_argument("--get-ignores-instances", action="store_true")
     parser.add_argument("--get-takes-one", action="store_true")
     parser.add_argument("--find-limit", type=int, default=0)
+    parser.add_argument("--finds-answered", type=int, default=-1)
     parser.add_argument("files", nargs="+")
     args = parser.parse_args()
     held = [(pathlib.Path(f), pydicom.dcmread(f, stop_before_pixels=True)) for f in args.files]
 
+    finds = [0]
+
     def on_find(event):
+        finds[0] += 1
+        if 0 <= args.finds_answered < finds[0]:
+            yield 0xA700, None
+            return
         identifier = event.identifier
         level = str(identifier.get("QueryRetrieveLevel", ""))
         if level not in LEVEL_KEY:

@@ -17,11 +17,12 @@ import tempfile
 import threading
 import time
 
+import pydicom
 import pytest
 import requests
 from pydicom.uid import generate_uid
 
-from conftest import ROOT, OrthancProcess, free_port, launch, start_federation, stop
+from conftest import ROOT, OrthancProcess, dimse_archive, free_port, launch, start_federation, stop
 from test_federation import ct_instance, value
 
 # The proxied and the direct site answer each response within this, or are cut off: long
@@ -440,6 +441,36 @@ def test_a_broken_search_answer_is_a_502_and_a_warning(watched, proxy, pacs, tes
     response, elapsed = qido_everywhere(gw, testbed, pacs)
     assert response.status_code == 200 and "site proxied did not answer" in response.headers["Warning"]
     assert {value(s, "0020000D") for s in response.json()} == {testbed["data"]["ct"]["study_uid"], pacs.study}
+
+
+def test_a_site_failing_after_the_search_leaves_out_what_it_would_complete_with_a_warning(testbed, tmp_path):
+    """Two archives hold one study; the second answers the search and fails every C-FIND after
+    it. The study held at both has its roll-ups counted over both, which the second fails: that
+    study is left out and the Warning says so, naming the site, while the study the first holds
+    alone is answered (before, the whole search was a 502)."""
+    shared = testbed["data"]["ct"]["files"][:2]
+    alone = []
+    study = generate_uid()
+    for n, path in enumerate(testbed["data"]["ct"]["files"][2:4]):
+        ds = pydicom.dcmread(path)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, study + ".1"
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+        alone.append(tmp_path / f"alone-{n}.dcm")
+        ds.save_as(alone[-1], enforce_file_format=True)
+    with dimse_archive("STEADY", shared + alone, site_id="steady") as steady, \
+            dimse_archive("FALTERING", shared, options=["--finds-answered", "1"], site_id="faltering") as faltering:
+        bed = {**testbed, "sites": [], "move_destinations": [{"ae_title": "FALTERGW", "port": free_port()}]}
+        process, gw = start_federation(bed, "FALTERGW", extra_sites=steady + faltering,
+                                       extra='\n[cache]\nmemory = "0B"\nsearch_ttl = "0s"\n')
+        try:
+            response = requests.get(f"{gw.url}/studies", timeout=30)
+            assert response.status_code == 200, (response.status_code, response.text)
+            assert [value(s, "0020000D") for s in response.json()] == [study]
+            warning = response.headers.get("Warning", "")
+            assert warning.startswith("299 ") and "1 result(s) left out" in warning, warning
+            assert "site faltering did not answer" in warning, warning
+        finally:
+            stop(process)
 
 
 @pytest.mark.parametrize("kind", ["reset", "abort", "release", "stall", "huge-length", "oversized", "bad-type", "truncated-pdv"])

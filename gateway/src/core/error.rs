@@ -81,6 +81,20 @@ impl From<dicomweb_model::qido::QidoError> for Error {
 }
 
 impl Error {
+    /// A site failing (unreachable, timed out, failed, its circuit open), said for a Warning:
+    /// which site, and why in a few words of the gateway's own (nothing the site sent as free
+    /// text). `None` for any other error.
+    pub(crate) fn as_site_failure(&self) -> Option<String> {
+        match self.origin() {
+            Error::Pacs(e) => {
+                Some(format!("site {} did not answer: {}", e.site()?, crate::sites::health::fault_reason(e)))
+            }
+            Error::Web(e) => Some(format!("site {} did not answer: {}", e.site(), e.fault_reason())),
+            Error::SitesDown { message, .. } => Some(message.clone()),
+            _ => None,
+        }
+    }
+
     /// The error as the core first raised it (through any relaying).
     pub(crate) fn origin(&self) -> &Error {
         match self {

@@ -54,6 +54,20 @@ pub enum WebError {
 }
 
 impl WebError {
+    /// The site that failed.
+    pub(crate) fn site(&self) -> &SiteId {
+        match self {
+            WebError::Connect { site, .. }
+            | WebError::Timeout { site, .. }
+            | WebError::Status { site, .. }
+            | WebError::Busy { site, .. }
+            | WebError::CredentialsRefused { site, .. }
+            | WebError::Malformed { site, .. }
+            | WebError::Credentials { site, .. }
+            | WebError::Refused { site, .. } => site,
+        }
+    }
+
     /// The origin itself is at fault (unreachable, timed out, broke the protocol, failing with
     /// a 5xx, refusing the gateway's own credentials): it counts against the site's health.
     pub(crate) fn is_site_fault(&self) -> bool {
@@ -288,10 +302,19 @@ impl Dicomweb {
             Some(authorization) => request.header(reqwest::header::AUTHORIZATION, authorization.as_ref()),
             None => request,
         };
-        let response = tokio::time::timeout(self.timeout, request.send())
-            .await
-            .map_err(|_| WebError::Timeout { site: self.site.clone(), operation, after: self.timeout })?
-            .map_err(|e| self.transport(operation, &e))?;
+        let request = request.build().map_err(|e| self.transport(operation, &e))?;
+        // A GET the origin closed a kept-alive connection under, before answering, is sent once
+        // more on a new connection: an origin may close an idle connection just as it is reused,
+        // and a GET changes nothing there. Any other request is not repeated.
+        let again = (request.method() == reqwest::Method::GET).then(|| request.try_clone()).flatten();
+        let response = match (self.execute(operation, request).await?, again) {
+            (Err(e), Some(again)) if closed_unanswered(&e) => {
+                tracing::debug!(site = %self.site, operation, "the origin closed a kept-alive connection; asked again");
+                self.execute(operation, again).await?
+            }
+            (answer, _) => answer,
+        }
+        .map_err(|e| self.transport(operation, &e))?;
         let status = response.status().as_u16();
         // The gateway's own credentials refused (a 403 without a Bearer challenge is about what
         // was asked, such as withheld instances, and is the caller's answer).
@@ -303,6 +326,20 @@ impl Dicomweb {
             return Err(WebError::CredentialsRefused { site: self.site.clone(), operation, status });
         }
         Ok((response, permit))
+    }
+
+    /// Sends a built request and waits for its status line and headers, within the site's
+    /// timeout (the outer error); the inner one is the transport's.
+    async fn execute(
+        &self,
+        operation: &'static str,
+        request: reqwest::Request,
+    ) -> Result<Result<reqwest::Response, reqwest::Error>, WebError> {
+        tokio::time::timeout(self.timeout, self.client.execute(request)).await.map_err(|_| WebError::Timeout {
+            site: self.site.clone(),
+            operation,
+            after: self.timeout,
+        })
     }
 
     /// The failure an answer's status says: busy (429; 503 with Retry-After) with how long to
@@ -811,6 +848,19 @@ fn refuses_the_caller(response: &reqwest::Response) -> bool {
     }
 }
 
+/// True when the connection closed after the request was sent and before any answer came
+/// (hyper's "connection closed before message completed").
+fn closed_unanswered(e: &reqwest::Error) -> bool {
+    let mut source = std::error::Error::source(e);
+    while let Some(inner) = source {
+        if inner.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_incomplete_message) {
+            return true;
+        }
+        source = inner.source();
+    }
+    false
+}
+
 /// The causes of a transport error, without the URL reqwest puts in its own message.
 fn cause(e: &reqwest::Error) -> String {
     let mut causes = Vec::new();
@@ -854,6 +904,83 @@ mod tests {
         assert!(has("00100010", "Doe*") && has("00080020", "20200101-") && has("0020000D", "1.2.3"));
         assert!(has("includefield", "00080061") && has("00082218.00080100", "X") && has("includefield", "00081110"));
         assert!(!query.iter().any(|(k, _)| k == "00080052" || k == "00080005"));
+    }
+
+    /// An origin on loopback that answers each request with an empty search result, except
+    /// that it closes the connection without answering at each (connection, request) of
+    /// `closing`, both counted from 0: (n, 1) is an origin closing an idle kept-alive connection
+    /// as it is reused. Returns its base URL and the count of requests it read.
+    async fn origin_closing(closing: &'static [(usize, usize)]) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}/dicom-web", listener.local_addr().expect("address"));
+        let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = requests.clone();
+        tokio::spawn(async move {
+            for connection in 0.. {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let counted = counted.clone();
+                tokio::spawn(async move {
+                    let mut stream = BufReader::new(stream);
+                    for request in 0.. {
+                        // A request's head, to its empty line (the requests have no body).
+                        let mut line = String::new();
+                        loop {
+                            line.clear();
+                            match stream.read_line(&mut line).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(_) if line == "\r\n" => break,
+                                Ok(_) => {}
+                            }
+                        }
+                        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        if closing.contains(&(connection, request)) {
+                            return;
+                        }
+                        let answer =
+                            "HTTP/1.1 200 OK\r\nContent-Type: application/dicom+json\r\nContent-Length: 2\r\n\r\n[]";
+                        if stream.get_mut().write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        (base, requests)
+    }
+
+    fn origin_at(base: &str) -> Dicomweb {
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1/dicom-web\"\n\
+             [dimse]\nae_title = \"WEBTEST\"\nlisten = \"127.0.0.1:0\"\n\
+             [[sites]]\nid = \"edge\"\nprotocol = \"dicomweb\"\nurl = \"{base}\"\ndeidentified = true\n\
+             [auth]\nmode = \"none\"\n"
+        );
+        let config = crate::config::Config::parse(&text).expect("valid configuration");
+        let site = &config.sites[0];
+        let crate::config::SiteProtocol::Dicomweb(web) = &site.protocol else { panic!("a DICOMweb site") };
+        Dicomweb::new(site, web).expect("the origin")
+    }
+
+    #[tokio::test]
+    async fn a_get_the_origin_closed_its_kept_alive_connection_under_is_asked_once_more() {
+        let (base, requests) = origin_closing(&[(0, 1)]).await;
+        let origin = origin_at(&base);
+        origin.echo().await.expect("the first search");
+        // The second goes over the kept-alive connection, which the origin closes unanswered.
+        origin.echo().await.expect("asked again over a new connection");
+        assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn a_get_closed_unanswered_twice_is_a_failure_of_the_site() {
+        let (base, requests) = origin_closing(&[(0, 1), (1, 0)]).await;
+        let origin = origin_at(&base);
+        origin.echo().await.expect("the first search");
+        // Closed under it on connection 0, and again on the new connection: asked no more.
+        let failed = origin.echo().await.expect_err("closed twice");
+        assert!(failed.to_string().contains("connection closed before message completed"), "{failed}");
+        assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
 
     #[test]

@@ -292,12 +292,16 @@ async fn search_piece(
     // What this search shows of where data lives can be remembered only when it is complete:
     // every site asked and answering, and no filter but UIDs (docs/FEDERATION.md).
     let rememberable = federation.whole && fan_out.failures.is_empty() && matches_uids_only(&query);
-    let sites_missing = incomplete(&fan_out.failures, &fan_out.truncated);
+    let mut sites_missing = incomplete(&fan_out.failures, &fan_out.truncated);
     let mut merged = merge(scope.level, fan_out.results);
     sort(scope.level, &mut merged);
     // Each result with its patient (de-identifying): from the result, else from its study.
     let mut with_patients: Vec<(Merged, Option<KnownPatient>)> = Vec::with_capacity(merged.len());
-    let mut of_study: HashMap<String, Option<KnownPatient>> = HashMap::new();
+    // A result whose completion needs a site that then fails is left out, and the answer
+    // says so, as for a site that failed the search itself.
+    let mut left_out = LeftOut::default();
+    // Each study's patient, or None when its site failed to say.
+    let mut of_study: HashMap<String, Option<Option<KnownPatient>>> = HashMap::new();
     for mut one in merged {
         let mut patient = None;
         if access.privacy().is_some() {
@@ -306,10 +310,16 @@ async fn search_piece(
                 text_of(&one.object, tags::STUDY_INSTANCE_UID).or_else(|| scope.study.as_ref().map(|s| s.to_string()));
             if let (None, Some(study), Some(&site)) = (&patient, study, one.sites.first()) {
                 if !of_study.contains_key(&study) {
-                    let found = qido_deid::patient_of_study(sites[site], &access.touched, &study).await?;
-                    of_study.insert(study.clone(), found);
+                    let found = qido_deid::patient_of_study(sites[site], &access.touched, &study).await;
+                    of_study.insert(study.clone(), left_out.unless_failed(found)?);
                 }
-                patient = of_study[&study].clone();
+                match &of_study[&study] {
+                    Some(found) => patient = found.clone(),
+                    None => {
+                        left_out.results += 1;
+                        continue;
+                    }
+                }
             }
         }
         with_patients.push((one, patient));
@@ -358,10 +368,16 @@ async fn search_piece(
     }))
     .buffered(COMPLETING_AT_ONCE)
     .collect::<Vec<_>>()
-    .await
-    .into_iter()
-    .collect::<Result<Vec<_>, _>>()?;
-    let (completed, entries): (Vec<InMemDicomObject>, Vec<_>) = completed.into_iter().unzip();
+    .await;
+    let mut kept = Vec::with_capacity(completed.len());
+    for one in completed {
+        if let Some(one) = left_out.unless_failed(one)? {
+            kept.push(one);
+        } else {
+            left_out.results += 1;
+        }
+    }
+    let (completed, entries): (Vec<InMemDicomObject>, Vec<_>) = kept.into_iter().unzip();
     if let Some(privacy) = access.privacy() {
         // Every pseudonym in the response resolves before the client sees it.
         privacy.record(entries.into_iter().flatten().collect()).await?;
@@ -380,7 +396,48 @@ async fn search_piece(
             result.remove_element(crate::core::search::federation::PRIVATE_CREATOR_TAG);
         }
     }
+    if let Some(said) = left_out.said() {
+        sites_missing = Some(match sites_missing {
+            Some(missing) => format!("{missing}; {said}"),
+            None => said,
+        });
+    }
     Ok(PieceAnswer { answer: Answer { results, sites_missing }, unanswered: None })
+}
+
+/// The results of a search left out because a site failed the queries that complete them
+/// (their patient, their roll-ups), and why.
+#[derive(Default)]
+struct LeftOut {
+    results: usize,
+    reasons: Vec<String>,
+}
+
+impl LeftOut {
+    /// The value, or `None` when a site failed (its reason kept); any other error stays one.
+    fn unless_failed<T>(&mut self, outcome: Result<T, Error>) -> Result<Option<T>, Error> {
+        match outcome {
+            Ok(value) => Ok(Some(value)),
+            Err(e) => {
+                let reason = e.as_site_failure().ok_or(e)?;
+                if !self.reasons.contains(&reason) {
+                    self.reasons.push(reason);
+                }
+                Ok(None)
+            }
+        }
+    }
+
+    /// What the Warning says of them, when any was left out.
+    fn said(&self) -> Option<String> {
+        (self.results > 0).then(|| {
+            format!(
+                "{} result(s) left out: a site failed while they were completed ({})",
+                self.results,
+                self.reasons.join("; ")
+            )
+        })
+    }
 }
 
 /// True when the search matches on nothing but UIDs: then a site that holds a study returns it.
