@@ -114,10 +114,12 @@ fn gateway_config(site: &testbed::OrthancSite, deid: Option<&Path>) -> anyhow::R
 }
 
 /// One cold retrieval of the study of `instances` instances through a gateway started for it
-/// (its whole time as curl sees it), and the gateway's peak RSS. The study is found first by a
+/// (its whole time as curl sees it), the gateway's peak RSS, and the CPU time the gateway used
+/// for the retrieval. (Its tokio threads outlive the retrieval, so none of its CPU time is
+/// lost with a thread that ended.) The study is found first by a
 /// search, as a client finds it (de-identifying, its UID is a pseudonym only a search gives);
 /// the search is not timed.
-fn fresh_gateway(dir: &Path, name: &str, config: &str, instances: usize) -> anyhow::Result<(f64, f64)> {
+fn fresh_gateway(dir: &Path, name: &str, config: &str, instances: usize) -> anyhow::Result<Sample> {
     let _ = std::fs::remove_dir_all(dir.join(name));
     let gateway = GatewayProcess::start(&dir.join(name), name, config)?;
     let found: serde_json::Value = serde_json::from_str(
@@ -133,13 +135,28 @@ fn fresh_gateway(dir: &Path, name: &str, config: &str, instances: usize) -> anyh
         .and_then(|s| s.pointer("/0020000D/Value/0")?.as_str())
         .context("the study, by a search through the gateway")?
         .to_owned();
+    let before = gateway.cpu_seconds();
     let (_, total) = curl_times(&format!("{}/studies/{study}", gateway.url), ACCEPT_AS_STORED)?;
-    Ok((total, gateway.peak_rss_mib()))
+    Ok(Sample { seconds: total, peak_mib: gateway.peak_rss_mib(), cpu: Some(gateway.cpu_seconds() - before) })
+}
+
+/// One method's measurement in one round.
+struct Sample {
+    seconds: f64,
+    peak_mib: f64,
+    /// The gateway's CPU time, for the gateway's own rows.
+    cpu: Option<f64>,
+}
+
+impl Sample {
+    fn of(seconds: f64, peak_mib: f64) -> Sample {
+        Sample { seconds, peak_mib, cpu: None }
+    }
 }
 
 /// The C-GET the gateway wraps: pacs-adapter alone, one association, timed inside its process
 /// from opening the association to the last instance.
-fn adapter_c_get(info: &Path) -> anyhow::Result<(f64, f64)> {
+fn adapter_c_get(info: &Path) -> anyhow::Result<Sample> {
     let binary = std::env::current_exe()?.with_file_name("bench-retrieve");
     let output = Command::new(&binary)
         .args(["adapter", "--method", "get", "--parallel", "1", "--info"])
@@ -152,13 +169,20 @@ fn adapter_c_get(info: &Path) -> anyhow::Result<(f64, f64)> {
     let sample: serde_json::Value = serde_json::from_slice(&output.stdout)?;
     let seconds = sample["seconds"].as_f64().context("seconds")?;
     let rss = sample["peak_rss_kib"].as_f64().unwrap_or(0.0) / 1024.0;
-    Ok((seconds, rss))
+    Ok(Sample::of(seconds, rss))
 }
 
 struct Row {
     name: &'static str,
     seconds: Vec<f64>,
     peak_mib: f64,
+    cpu: Vec<f64>,
+}
+
+impl Row {
+    fn new(name: &'static str) -> Row {
+        Row { name, seconds: Vec::new(), peak_mib: 0.0, cpu: Vec::new() }
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -187,13 +211,13 @@ fn main() -> anyhow::Result<()> {
     let deid_config = gateway_config(site, Some(&gateways.join("deid")))?;
     let plain_config = gateway_config(site, None)?;
     let mut rows = vec![
-        Row { name: "pacs-adapter C-GET, 1 association (what the gateway wraps)", seconds: vec![], peak_mib: 0.0 },
-        Row { name: "gateway, fresh, de-identifying", seconds: vec![], peak_mib: 0.0 },
-        Row { name: "gateway, fresh, not de-identifying", seconds: vec![], peak_mib: 0.0 },
-        Row { name: "Orthanc's own DICOMweb", seconds: vec![], peak_mib: 0.0 },
+        Row::new("pacs-adapter C-GET, 1 association (what the gateway wraps)"),
+        Row::new("gateway, fresh, de-identifying"),
+        Row::new("gateway, fresh, not de-identifying"),
+        Row::new("Orthanc's own DICOMweb"),
     ];
     if rst.is_some() {
-        rows.push(Row { name: "DICOM-RST (C-MOVE, no de-identification, no cache)", seconds: vec![], peak_mib: 0.0 });
+        rows.push(Row::new("DICOM-RST (C-MOVE, no de-identification, no cache)"));
     }
     // Orthanc's storage cache warmed once, so the first method measured is not penalised.
     curl_times(&direct, ACCEPT_AS_STORED)?;
@@ -202,20 +226,24 @@ fn main() -> anyhow::Result<()> {
             adapter_c_get(&info_path)?,
             fresh_gateway(&gateways, "deid", &deid_config, instances)?,
             fresh_gateway(&gateways, "plain", &plain_config, instances)?,
-            (curl_times(&direct, ACCEPT_AS_STORED)?.1, 0.0),
+            Sample::of(curl_times(&direct, ACCEPT_AS_STORED)?.1, 0.0),
         ];
         if let Some(rst) = &rst {
             let (_, total) = curl_times(&format!("{}/studies/{study}", rst.url), ACCEPT_AS_STORED)?;
-            samples.push((total, rst.peak_rss_mib()));
+            samples.push(Sample::of(total, rst.peak_rss_mib()));
         }
         // Round 0 warms every path (DICOM-RST's associations, the page cache) and is not kept.
-        eprintln!("bench: round {round}: {:?}", samples.iter().map(|s| format!("{:.3}", s.0)).collect::<Vec<_>>());
+        eprintln!(
+            "bench: round {round}: {:?}",
+            samples.iter().map(|s| format!("{:.3}", s.seconds)).collect::<Vec<_>>()
+        );
         if round == 0 {
             continue;
         }
-        for (row, (seconds, peak)) in rows.iter_mut().zip(samples) {
-            row.seconds.push(seconds);
-            row.peak_mib = row.peak_mib.max(peak);
+        for (row, sample) in rows.iter_mut().zip(samples) {
+            row.seconds.push(sample.seconds);
+            row.peak_mib = row.peak_mib.max(sample.peak_mib);
+            row.cpu.extend(sample.cpu);
         }
     }
     let c_get = median(&rows[0].seconds);
@@ -223,8 +251,10 @@ fn main() -> anyhow::Result<()> {
     let mut report = format!(
         "Study: synthetic CT, {} slices, {:.1} MB, one Orthanc site on loopback; {runs} rounds after one \
          not kept, methods interleaved; median (min-max) wall time. The gateways are started for each round \
-         (each with a new pseudonym store), the study found by a search (not timed) and retrieved, timed by curl; pacs-adapter inside its own process.\n\n\
-         | method | median s | min-max s | peak RSS MiB | x C-GET | x DICOM-RST |\n|---|---|---|---|---|---|\n",
+         (each with a new pseudonym store), the study found by a search (not timed) and retrieved, timed by curl; pacs-adapter inside its own process. A gateway's CPU is what its threads used \
+         for the retrieval (median).\n\n\
+         | method | median s | min-max s | peak RSS MiB | gateway CPU ms | x C-GET | x DICOM-RST |\n\
+         |---|---|---|---|---|---|---|\n",
         cli.slices,
         testbed.info.data.ct.bytes as f64 / 1e6
     );
@@ -233,8 +263,9 @@ fn main() -> anyhow::Result<()> {
         let (min, max) = min_max(&row.seconds);
         let peak = if row.peak_mib > 0.0 { format!("{:.1}", row.peak_mib) } else { "-".into() };
         let of_rst = rst_median.map(|r| format!("{:.2}", m / r)).unwrap_or_else(|| "-".into());
+        let cpu = if row.cpu.is_empty() { "-".into() } else { format!("{:.0}", median(&row.cpu) * 1e3) };
         report.push_str(&format!(
-            "| {} | {m:.3} | {min:.3}-{max:.3} | {peak} | {:.2} | {of_rst} |\n",
+            "| {} | {m:.3} | {min:.3}-{max:.3} | {peak} | {cpu} | {:.2} | {of_rst} |\n",
             row.name,
             m / c_get
         ));

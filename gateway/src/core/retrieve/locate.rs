@@ -8,12 +8,13 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use dicomweb_model::{SeriesInstanceUid, SopInstanceUid, StudyInstanceUid};
+use dicomweb_model::{SeriesInstanceUid, SiteId, SopInstanceUid, StudyInstanceUid};
 use futures::{stream, StreamExt};
 use pacs_adapter::{DimseError, RetrieveTarget, RetrievedInstance};
 
 use crate::core::access::{Access, Project};
-use crate::core::privacy::deidentify::Processed;
+use crate::core::privacy::deidentify::{Privacy, Processed};
+use crate::core::privacy::pseudonyms::Original;
 use crate::core::retrieve::parts::{start, Started};
 use crate::core::retrieve::plan::{allowed_sites, locate_by_find, remembered_plan, Part};
 use crate::core::retrieve::{in_site_terms, Retrieval, Retriever};
@@ -155,6 +156,21 @@ fn log_withheld(why: &dicomweb_deid::burned_in::Withheld) {
     tracing::info!(reason = why.reason, "instance withheld: its pixels may show identity");
 }
 
+fn privacy_of(project: &Project) -> Result<&Privacy, Error> {
+    project.privacy.as_ref().ok_or_else(|| Error::Internal("de-identification is off".into()))
+}
+
+/// One retrieved instance of `site` de-identified, with the map entries of its pseudonyms.
+fn deidentify(
+    project: &Project,
+    instance: RetrievedInstance,
+    site: &SiteId,
+) -> Result<(Processed, Vec<(String, Original)>), Error> {
+    privacy_of(project)?
+        .instance(instance, site.as_str())
+        .map_err(|e| Error::Internal(format!("cannot de-identify an instance: {e}")))
+}
+
 /// How many of a retrieval's instances are de-identified at once (each held in memory until
 /// it is passed on).
 const DEIDENTIFYING_AT_ONCE: usize = 8;
@@ -174,19 +190,21 @@ async fn deidentified(
             let (retriever, project, touched) = (deid_retriever.clone(), project.clone(), touched.clone());
             async move {
                 let (site, instance) = item?;
+                let site = retriever.sites[site].id().clone();
+                let privacy = privacy_of(&project)?;
+                // Most instances here and now: handing one to another thread and back costs
+                // more than rewriting its head.
+                let (processed, entries) = if privacy.deidentifies_quickly(&instance) {
+                    deidentify(&project, instance, &site)?
+                } else {
+                    let project = project.clone();
+                    tokio::task::spawn_blocking(move || deidentify(&project, instance, &site))
+                        .await
+                        .map_err(|e| Error::Internal(e.to_string()))??
+                };
+                privacy.record(entries).await?;
                 // The request that retrieves (a flight is its starter's) is the one whose audit
                 // line counts the instances cleaned for it.
-                let processed = tokio::task::spawn_blocking(move || {
-                    let privacy =
-                        project.privacy.as_ref().ok_or_else(|| Error::Internal("de-identification is off".into()))?;
-                    let (processed, entries) = privacy
-                        .instance(instance, retriever.sites[site].id().as_str())
-                        .map_err(|e| Error::Internal(format!("cannot de-identify an instance: {e}")))?;
-                    privacy.record_blocking(entries)?;
-                    Ok::<_, Error>(processed)
-                })
-                .await
-                .map_err(|e| Error::Internal(e.to_string()))??;
                 Ok(match processed {
                     Processed::Cleaned(instance) => {
                         touched.note_cleaned();

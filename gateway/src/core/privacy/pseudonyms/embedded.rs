@@ -3,14 +3,16 @@
 use std::path::Path;
 use std::sync::{mpsc, Arc};
 
+use futures::future::BoxFuture;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::oneshot;
 
 use super::{key, recent, Original, PseudonymStore, Recent, Writer};
 
 const MAP: TableDefinition<&str, &[u8]> = TableDefinition::new("pseudonyms");
 
 enum Write {
-    Put(Vec<(String, Vec<u8>)>, mpsc::Sender<anyhow::Result<()>>),
+    Put(Vec<(String, Vec<u8>)>, oneshot::Sender<anyhow::Result<()>>),
 }
 
 /// The embedded store: redb, written by one thread in batches (one commit for all the
@@ -40,7 +42,7 @@ impl Embedded {
 }
 
 /// Entries sent to the writer: their keys, and the answer once they are committed.
-type Pending = (Vec<String>, mpsc::Receiver<anyhow::Result<()>>);
+type Pending = (Vec<String>, oneshot::Receiver<anyhow::Result<()>>);
 
 impl Embedded {
     /// Sends what is not known yet to the writer; the receiver answers once it is committed.
@@ -60,7 +62,7 @@ impl Embedded {
         }
         let encoded: Vec<(String, Vec<u8>)> =
             new.iter().map(|(k, o)| Ok((k.clone(), serde_json::to_vec(o)?))).collect::<anyhow::Result<_>>()?;
-        let (done, committed) = mpsc::channel();
+        let (done, committed) = oneshot::channel();
         self.writer.send(Write::Put(encoded, done))?;
         // Known from now on: resolving reads memory first.
         let keys = new.iter().map(|(key, _)| key.clone()).collect();
@@ -72,16 +74,23 @@ impl Embedded {
 }
 
 impl PseudonymStore for Embedded {
-    fn record(&self, project: &str, entries: Vec<(String, Original)>) -> anyhow::Result<()> {
-        if let Some((keys, committed)) = self.send(project, entries)? {
-            let outcome = committed.recv().map_err(|_| anyhow::anyhow!("the pseudonym writer stopped")).and_then(|r| r);
-            if outcome.is_err() {
-                // Not durable: forget them, so that the next attempt writes them again.
-                keys.iter().for_each(|key| self.recent.invalidate(key));
+    fn recording<'a>(
+        &'a self,
+        project: &'a str,
+        entries: Vec<(String, Original)>,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            if let Some((keys, committed)) = self.send(project, entries)? {
+                let outcome =
+                    committed.await.map_err(|_| anyhow::anyhow!("the pseudonym writer stopped")).and_then(|r| r);
+                if outcome.is_err() {
+                    // Not durable: forget them, so that the next attempt writes them again.
+                    keys.iter().for_each(|key| self.recent.invalidate(key));
+                }
+                outcome?;
             }
-            outcome?;
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     fn resolve(&self, project: &str, pseudonym: &str) -> anyhow::Result<Option<Original>> {

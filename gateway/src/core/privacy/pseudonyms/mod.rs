@@ -19,6 +19,7 @@ pub use postgres::Postgres;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
 
 use crate::config::DeidConfig;
@@ -65,8 +66,16 @@ pub struct Unavailable(pub String);
 
 /// Where pseudonyms are kept.
 pub trait PseudonymStore: Send + Sync + std::fmt::Debug {
-    /// Records pseudonyms of `project`; returns once they are durable.
-    fn record(&self, project: &str, entries: Vec<(String, Original)>) -> anyhow::Result<()>;
+    /// Records pseudonyms of `project`: the future ends once they are durable. Nothing in it
+    /// blocks (the store's writer thread commits, and wakes the task when done), so a request
+    /// awaits it on the async runtime.
+    fn recording<'a>(&'a self, project: &'a str, entries: Vec<(String, Original)>)
+        -> BoxFuture<'a, anyhow::Result<()>>;
+    /// Records pseudonyms of `project`, blocking the thread until they are durable (off the
+    /// async runtime: a command, a blocking task).
+    fn record(&self, project: &str, entries: Vec<(String, Original)>) -> anyhow::Result<()> {
+        futures::executor::block_on(self.recording(project, entries))
+    }
     /// What a pseudonym of `project` stands for, if it was ever emitted.
     fn resolve(&self, project: &str, pseudonym: &str) -> anyhow::Result<Option<Original>>;
     /// Every entry (project, pseudonym, original), for an export.

@@ -12,10 +12,12 @@ use std::str::FromStr;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{ToSql, Type};
 use postgres::NoTls;
 use r2d2_postgres::PostgresConnectionManager;
+use tokio::sync::oneshot;
 
 use crate::config::ConnectionString;
 
@@ -118,7 +120,7 @@ struct Row {
 /// The rows of one request and where its outcome goes.
 struct Write {
     rows: Vec<Row>,
-    done: mpsc::Sender<Result<(), Failure>>,
+    done: oneshot::Sender<Result<(), Failure>>,
 }
 
 /// Why a write failed, sent to every request of the batch.
@@ -225,27 +227,36 @@ impl Postgres {
 }
 
 impl PseudonymStore for Postgres {
-    fn record(&self, project: &str, entries: Vec<(String, Original)>) -> anyhow::Result<()> {
-        let mut rows = Vec::new();
-        for (pseudonym, original) in entries {
-            if self.recent.get(&key(project, &pseudonym)).is_some_and(|known| *known == original) {
-                continue;
+    fn recording<'a>(
+        &'a self,
+        project: &'a str,
+        entries: Vec<(String, Original)>,
+    ) -> BoxFuture<'a, anyhow::Result<()>> {
+        Box::pin(async move {
+            let mut rows = Vec::new();
+            for (pseudonym, original) in entries {
+                if self.recent.get(&key(project, &pseudonym)).is_some_and(|known| *known == original) {
+                    continue;
+                }
+                rows.push(Row { project: project.to_owned(), pseudonym, original });
             }
-            rows.push(Row { project: project.to_owned(), pseudonym, original });
-        }
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let (done, committed) = mpsc::channel();
-        let known: Vec<(String, Arc<Original>)> =
-            rows.iter().map(|r| (key(&r.project, &r.pseudonym), Arc::new(r.original.clone()))).collect();
-        self.writer.send(Write { rows, done })?;
-        committed.recv().map_err(|_| anyhow::anyhow!("the pseudonym writer stopped"))?.map_err(Failure::into_error)?;
-        // Known only once durable: a replica never resolves what the others cannot.
-        for (key, original) in known {
-            self.recent.insert(key, original);
-        }
-        Ok(())
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let (done, committed) = oneshot::channel();
+            let known: Vec<(String, Arc<Original>)> =
+                rows.iter().map(|r| (key(&r.project, &r.pseudonym), Arc::new(r.original.clone()))).collect();
+            self.writer.send(Write { rows, done })?;
+            committed
+                .await
+                .map_err(|_| anyhow::anyhow!("the pseudonym writer stopped"))?
+                .map_err(Failure::into_error)?;
+            // Known only once durable: a replica never resolves what the others cannot.
+            for (key, original) in known {
+                self.recent.insert(key, original);
+            }
+            Ok(())
+        })
     }
 
     fn resolve(&self, project: &str, pseudonym: &str) -> anyhow::Result<Option<Original>> {
