@@ -82,6 +82,18 @@ impl Container {
 /// Walks every element header of a data set (without its file meta group) and checks nesting
 /// depth and lengths.
 pub fn check_data_set(data: &[u8], encoding: Encoding, max_depth: usize) -> Result<(), ContentLimitError> {
+    check_data_set_visiting(data, encoding, max_depth, &mut |_, _| {})
+}
+
+/// [`check_data_set`], showing `visit` each top-level element of defined length outside any
+/// sequence (its tag and value bytes) as the walk passes it: what the data set says it is
+/// (its UIDs), read on the walk that bounds it.
+pub fn check_data_set_visiting(
+    data: &[u8],
+    encoding: Encoding,
+    max_depth: usize,
+    visit: &mut dyn FnMut(Tag, &[u8]),
+) -> Result<(), ContentLimitError> {
     let u16_at = |at: usize| {
         let b = [data[at], data[at + 1]];
         if encoding.big_endian {
@@ -254,6 +266,9 @@ pub fn check_data_set(data: &[u8], encoding: Encoding, max_depth: usize) -> Resu
         if vr == Some(VR::SQ) {
             open(Container::Sequence { end: Some(pos + length as usize), explicit }, &mut stack)?;
         } else {
+            if stack.is_empty() {
+                visit(Tag(group, element), &data[pos..pos + length as usize]);
+            }
             pos += length as usize;
         }
     }

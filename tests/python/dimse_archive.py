@@ -4,11 +4,12 @@ stored in, as an archive that knows HTJ2K does (Orthanc 1.10 and dcmqrscp 3.6.7,
 3.6.7, store HTJ2K files but cannot send them).
 
     python3 dimse_archive.py --ae ARCHIVE --port PORT [--get-ignores-instances | --get-takes-one]
-                             [--find-limit N] [--finds-answered N] FILE...
+                             [--get-ignores-study] [--find-limit N] [--finds-answered N] FILE...
 
 With --get-ignores-instances it answers an IMAGE-level C-GET with every instance of the series,
 whatever SOP Instance UIDs it names; with --get-takes-one, with the first instance of a list of
-them alone, reporting success; with --find-limit, a C-FIND with its first N matches, reporting
+them alone, reporting success; with --get-ignores-study, with every instance it holds whatever
+study is asked for (another patient's among them); with --find-limit, a C-FIND with its first N matches, reporting
 success: as some PACS do. With --finds-answered N, it answers its first N C-FINDs and fails
 each after them (Out of Resources, A700): a PACS that fails between a search and the queries
 that complete its results.
@@ -87,6 +88,7 @@ def main():
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--get-ignores-instances", action="store_true")
     parser.add_argument("--get-takes-one", action="store_true")
+    parser.add_argument("--get-ignores-study", action="store_true")
     parser.add_argument("--find-limit", type=int, default=0)
     parser.add_argument("--finds-answered", type=int, default=-1)
     parser.add_argument("files", nargs="+")
@@ -119,6 +121,8 @@ def main():
         identifier = event.identifier
         if args.get_ignores_instances and "SOPInstanceUID" in identifier:
             del identifier.SOPInstanceUID
+        if args.get_ignores_study and "StudyInstanceUID" in identifier:
+            del identifier.StudyInstanceUID
         if args.get_takes_one and "SOPInstanceUID" in identifier:
             identifier.SOPInstanceUID = uids(identifier.SOPInstanceUID)[:1]
         chosen = [path for path, ds in held if matches(ds, identifier)]

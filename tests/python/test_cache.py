@@ -238,6 +238,37 @@ def test_a_pacs_that_answers_an_instance_with_its_whole_series(testbed):
         assert sorted(received) == sorted(ds.SOPInstanceUID for ds in held), received
 
 
+def test_a_pacs_that_answers_a_study_with_another_patients_instances_has_them_left_out(testbed, tmp_path):
+    """An archive that answers every C-GET with all it holds, whatever study is asked for: a
+    study retrieved through the gateway carries its own instances only, never those of the
+    other study (another patient) the archive sent with them, and neither does its cached
+    copy."""
+    files = testbed["data"]["ct"]["files"][:3]
+    held = [pydicom.dcmread(f, stop_before_pixels=True) for f in files]
+    other_study = pydicom.uid.generate_uid()
+    others = []
+    for n, path in enumerate(testbed["data"]["ct"]["files"][3:5]):
+        ds = pydicom.dcmread(path)
+        ds.PatientID, ds.PatientName = "OTHER-PATIENT", "Other^Patient"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = other_study, other_study + ".1"
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+        others.append(tmp_path / f"other-{n}.dcm")
+        ds.save_as(others[-1], enforce_file_format=True)
+    with dimse_archive("ANYSTUDY", files + others, options=["--get-ignores-study"]) as site:
+        bed = {**testbed, "sites": [], "move_destinations": [{"ae_title": "QUIRKGW", "port": free_port()}]}
+        process, gw = start_federation(bed, "QUIRKGW", extra_sites=site)
+        try:
+            study = held[0].StudyInstanceUID
+            for _ in range(2):  # from the archive, then from the cache
+                response = requests.get(f"{gw.url}/studies/{study}", headers=ACCEPT_DICOM, timeout=60)
+                assert response.status_code == 200
+                received = sop_instance_uids(response)
+                assert sorted(received) == sorted(ds.SOPInstanceUID for ds in held), received
+        finally:
+            stop(process)
+    assert "names another study, series or instance than asked" in pathlib.Path(process.log_path).read_text()
+
+
 def test_a_pacs_that_sends_one_instance_of_a_list_never_makes_a_series_look_complete(testbed):
     """An archive that answers an IMAGE-level C-GET naming several instances with the first alone,
     reporting success: the series over three associations (two instances a sub-request) is a

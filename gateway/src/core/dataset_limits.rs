@@ -11,6 +11,7 @@ use std::io::Read;
 use dicom_dictionary_std::tags;
 use dicom_object::{FileDicomObject, InMemDicomObject};
 
+use pacs_adapter::data_set_check::check_data_set_visiting;
 pub(crate) use pacs_adapter::data_set_check::{check_data_set, ContentLimitError, Encoding};
 
 use crate::config::DataSetLimitsConfig;
@@ -32,6 +33,40 @@ pub fn check_encoded(
     }
     check_data_set(data_set, Encoding::of(transfer_syntax), limits.max_sequence_depth)?;
     Ok(None)
+}
+
+/// What a data set says it is: its Study, Series and SOP Instance UIDs (top level).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Identity {
+    pub(crate) study: Option<String>,
+    pub(crate) series: Option<String>,
+    pub(crate) instance: Option<String>,
+}
+
+/// [`check_encoded`], reading the data set's [`Identity`] on the same walk.
+pub(crate) fn check_identified(
+    data_set: &[u8],
+    transfer_syntax: &str,
+    limits: &DataSetLimitsConfig,
+) -> Result<Identity, ContentLimitError> {
+    let mut identity = Identity::default();
+    let mut visit = |tag, value: &[u8]| {
+        let slot = match tag {
+            tags::STUDY_INSTANCE_UID => &mut identity.study,
+            tags::SERIES_INSTANCE_UID => &mut identity.series,
+            tags::SOP_INSTANCE_UID => &mut identity.instance,
+            _ => return,
+        };
+        // A UID's value is padded to even length with a NUL (some writers use a space).
+        *slot = std::str::from_utf8(value).ok().map(|uid| uid.trim_end_matches(['\0', ' ']).to_owned());
+    };
+    if transfer_syntax == DEFLATED_EXPLICIT_VR_LE {
+        let inflated = inflate(data_set, limits.max_inflated_size)?;
+        check_data_set_visiting(&inflated, Encoding::of(""), limits.max_sequence_depth, &mut visit)?;
+    } else {
+        check_data_set_visiting(data_set, Encoding::of(transfer_syntax), limits.max_sequence_depth, &mut visit)?;
+    }
+    Ok(identity)
 }
 
 /// Inflates a raw deflate stream, refusing one that grows past `max` bytes (a deflate bomb is
@@ -146,6 +181,25 @@ mod tests {
         out.extend_from_slice(&0xFFFEu16.to_le_bytes());
         out.extend_from_slice(&element.to_le_bytes());
         out.extend_from_slice(&length.to_le_bytes());
+    }
+
+    #[test]
+    fn a_data_set_says_its_own_uids_at_the_top_level_only() {
+        let mut data = Vec::new();
+        short(&mut data, 0x0008, 0x0018, b"UI", b"1.2.3\0");
+        // A sequence holding an item with another study's UID: not the data set's own.
+        long_header(&mut data, 0x0008, 0x1110, b"SQ", UNDEFINED);
+        tag_only(&mut data, 0xE000, UNDEFINED);
+        short(&mut data, 0x0020, 0x000D, b"UI", b"9.9.9\0");
+        tag_only(&mut data, 0xE00D, 0);
+        tag_only(&mut data, 0xE0DD, 0);
+        short(&mut data, 0x0020, 0x000D, b"UI", b"1.2\0");
+        short(&mut data, 0x0020, 0x000E, b"UI", b"1.2.4 ");
+        let identity = check_identified(&data, "1.2.840.10008.1.2.1", &LIMITS).expect("within the limits");
+        assert_eq!(
+            identity,
+            Identity { study: Some("1.2".into()), series: Some("1.2.4".into()), instance: Some("1.2.3".into()) }
+        );
     }
 
     /// An Explicit VR Little Endian data set with `depth` sequences, each of one undefined-length

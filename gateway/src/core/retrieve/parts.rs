@@ -2,8 +2,9 @@
 //! stream of instances in the order they arrive. A part is retrieved from its first holder whose
 //! circuit is closed; a holder that cannot be reached gives way to the next. Every part must
 //! yield what it lists (at least one instance of a study or series, every instance it names),
-//! each instance once and within `[dataset_limits]`: a part that falls short ends the stream
-//! with an error, so a response is never presented as complete without it.
+//! each instance once, within `[dataset_limits]` and of the study, series and instance its data
+//! set says: a part that falls short ends the stream with an error, so a response is never
+//! presented as complete without it.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -52,7 +53,7 @@ pub(super) type SitedInstances =
 /// listed: nothing of a study or series, or any one instance the part names. What it sends that
 /// the part does not name is left out: a PACS may take an IMAGE-level request for the whole
 /// series, a DICOMweb origin an instance's URL for more.
-fn as_listed(site: SiteIndex, part: InstanceStream, target: &RetrieveTarget) -> SitedInstances {
+fn as_listed(site: SiteIndex, part: CheckedInstances, target: &RetrieveTarget) -> SitedInstances {
     let what = describe(target);
     let asked = target.instances.len();
     let missing: BTreeSet<SopInstanceUid> = target.instances.iter().cloned().collect();
@@ -70,7 +71,7 @@ fn as_listed(site: SiteIndex, part: InstanceStream, target: &RetrieveTarget) -> 
                         yielded = true;
                         return Some((Ok((site, instance)), Some((part, missing, yielded))));
                     }
-                    Some(Err(e)) => return Some((Err(Error::from(e)), None)),
+                    Some(Err(e)) => return Some((Err(e), None)),
                     None => {
                         let short = if asked > 0 { missing.len() } else { usize::from(!yielded) };
                         if short == 0 {
@@ -87,21 +88,50 @@ fn as_listed(site: SiteIndex, part: InstanceStream, target: &RetrieveTarget) -> 
     .boxed()
 }
 
-/// Each instance from a site checked against `[dataset_limits]` before anything parses it
-/// (docs/RELIABILITY.md, Limits): one past them ends the stream with 502.
-fn within_limits(instances: SitedInstances, limits: crate::config::DataSetLimitsConfig) -> SitedInstances {
-    instances
-        .then(move |item| async move {
-            let (site, instance) = item?;
-            let instance = tokio::task::spawn_blocking(move || {
+/// A part's instances as they pass [`checked`].
+type CheckedInstances = futures::stream::BoxStream<'static, Result<RetrievedInstance, Error>>;
+
+/// Each instance from a site checked before anything parses it: within `[dataset_limits]`
+/// (docs/RELIABILITY.md, Limits: one past them ends the stream with 502), and, by what its data
+/// set says, of the study (and series) asked for and the instance it came as. One that is not
+/// is left out: a site that answers with another study's instances (another patient's) must
+/// not have them served, or cached, as this study's.
+fn checked(
+    part: InstanceStream,
+    target: &RetrieveTarget,
+    limits: crate::config::DataSetLimitsConfig,
+) -> CheckedInstances {
+    let (study, series) = (target.study.clone(), target.series.clone());
+    part.then(move |item| {
+        let (study, series) = (study.clone(), series.clone());
+        async move {
+            let instance = item?;
+            tokio::task::spawn_blocking(move || {
                 let syntax = instance.transfer_syntax_uid.as_str();
-                crate::core::dataset_limits::check_encoded(instance.data_set(), syntax, &limits).map(|_| instance)
+                let says = crate::core::dataset_limits::check_identified(instance.data_set(), syntax, &limits)?;
+                let is = |said: &Option<String>, uid: &str| said.as_deref() == Some(uid);
+                let asked = is(&says.study, study.as_str())
+                    && series.as_ref().is_none_or(|series| is(&says.series, series.as_str()))
+                    && is(&says.instance, instance.sop_instance_uid.as_str());
+                Ok::<_, Error>(asked.then_some(instance))
             })
             .await
-            .map_err(|e| Error::Internal(format!("checking an instance failed: {e}")))??;
-            Ok((site, instance))
-        })
-        .boxed()
+            .map_err(|e| Error::Internal(format!("checking an instance failed: {e}")))?
+        }
+    })
+    .filter_map(|item| async move {
+        match item {
+            Ok(Some(instance)) => Some(Ok(instance)),
+            Ok(None) => {
+                tracing::warn!(
+                    "a site sent an instance whose data set names another study, series or instance than asked; left out"
+                );
+                None
+            }
+            Err(e) => Some(Err(e)),
+        }
+    })
+    .boxed()
 }
 
 /// How many parts of a plan are retrieved at once; parts at one site share its association
@@ -120,7 +150,9 @@ pub(super) async fn start(
         let (retriever, touched) = (retriever.clone(), touched.clone());
         async move {
             match retrieve_part(&retriever, &touched, &part).await {
-                Ok((site, instances)) => within_limits(as_listed(site, instances, &part.target), retriever.limits),
+                Ok((site, instances)) => {
+                    as_listed(site, checked(instances, &part.target, retriever.limits), &part.target)
+                }
                 Err(e) => stream::once(async move { Err(e) }).boxed(),
             }
         }
@@ -254,7 +286,7 @@ mod tests {
             let uids = uids.iter().map(|u| SopInstanceUid::new(u).expect("uid")).collect();
             RetrieveTarget::instances(study.clone(), Some(series.clone()), uids)
         };
-        let sent = |uids: &[&str]| -> InstanceStream {
+        let sent = |uids: &[&str]| -> CheckedInstances {
             let instances: Vec<_> = uids.iter().map(|u| Ok(instance(u))).collect();
             stream::iter(instances).boxed()
         };
