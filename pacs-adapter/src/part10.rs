@@ -129,8 +129,9 @@ pub fn parse_header(bytes: &[u8]) -> Result<Part10Header, DimseError> {
 /// Part-10 bytes for what an archive served as an instance without the Part-10 framing (some
 /// keep what they were sent as it came, and serve it so: Orthanc does): a file meta group
 /// without its preamble gets one; a bare data set gets a header made from its SOP Class and
-/// Instance UIDs and its encoding, little endian and explicit VR when the bytes after its first
-/// tag are a VR, else implicit (as DCMTK reads such files). `None` when the bytes are neither.
+/// Instance UIDs and its encoding, explicit VR when the bytes after its first tag are a VR (big
+/// endian when that tag, group 0008, reads so), else implicit little endian (as DCMTK reads such
+/// files). `None` when the bytes are neither.
 pub fn reframe(bytes: &[u8]) -> Option<Vec<u8>> {
     if bytes.get(..2) == Some(&[0x02, 0x00]) {
         let mut framed = Vec::with_capacity(132 + bytes.len());
@@ -140,13 +141,18 @@ pub fn reframe(bytes: &[u8]) -> Option<Vec<u8>> {
         return parse_header(&framed).is_ok().then_some(framed);
     }
     let explicit = bytes.get(4..6).is_some_and(|vr| KNOWN_VRS.contains(&[vr[0], vr[1]]));
+    // Explicit VR Big Endian (retired, but archives keep such files): its first group, 0008,
+    // reads as 0800 little endian.
+    let big_endian = explicit && bytes.get(..2) == Some(&[0x00, 0x08]);
+    let u16_of = |b: [u8; 2]| if big_endian { u16::from_be_bytes(b) } else { u16::from_le_bytes(b) };
+    let u32_of = |b: [u8; 4]| if big_endian { u32::from_be_bytes(b) } else { u32::from_le_bytes(b) };
     let (mut sop_class, mut sop_instance) = (None, None);
     let mut pos = 0usize;
     // The UIDs are among the first elements, in group 0008, before any sequence of undefined
     // length could stop the reading.
     while sop_class.is_none() || sop_instance.is_none() {
         let header = bytes.get(pos..pos + 8)?;
-        let (group, element) = (u16::from_le_bytes([header[0], header[1]]), u16::from_le_bytes([header[2], header[3]]));
+        let (group, element) = (u16_of([header[0], header[1]]), u16_of([header[2], header[3]]));
         if group > 0x0008 {
             return None;
         }
@@ -154,9 +160,9 @@ pub fn reframe(bytes: &[u8]) -> Option<Vec<u8>> {
             true if !KNOWN_VRS.contains(&[header[4], header[5]]) => return None,
             true if LONG_VRS.contains(&[header[4], header[5]]) => {
                 let long = bytes.get(pos + 8..pos + 12)?;
-                (u32::from_le_bytes([long[0], long[1], long[2], long[3]]), pos + 12)
+                (u32_of([long[0], long[1], long[2], long[3]]), pos + 12)
             }
-            true => (u32::from(u16::from_le_bytes([header[6], header[7]])), pos + 8),
+            true => (u32::from(u16_of([header[6], header[7]])), pos + 8),
             false => (u32::from_le_bytes([header[4], header[5], header[6], header[7]]), pos + 8),
         };
         let value = bytes.get(value_start..value_start.checked_add(usize::try_from(len).ok()?)?)?;
@@ -168,7 +174,11 @@ pub fn reframe(bytes: &[u8]) -> Option<Vec<u8>> {
         }
         pos = value_start + value.len();
     }
-    let syntax = if explicit { "1.2.840.10008.1.2.1" } else { "1.2.840.10008.1.2" };
+    let syntax = match (explicit, big_endian) {
+        (true, true) => crate::syntax::EXPLICIT_VR_BE,
+        (true, false) => "1.2.840.10008.1.2.1",
+        (false, _) => "1.2.840.10008.1.2",
+    };
     Some(wrap(sop_class.as_deref()?, sop_instance.as_deref()?, syntax, "", bytes))
 }
 
@@ -305,6 +315,22 @@ mod tests {
             assert_eq!(&framed[header.data_set_offset..], &data_set[..]);
             dicom_object::from_reader(&framed[128..]).expect("dicom-object reads it");
         }
+        // Explicit VR Big Endian (pydicom's ExplVR_BigEndNoMeta.dcm is such a file).
+        let mut big = Vec::new();
+        for (element, value) in [(0x0016u16, "1.2.840.10008.5.1.4.1.1.7\0"), (0x0018, "1.2.3.4\0")] {
+            big.extend_from_slice(&0x0008u16.to_be_bytes());
+            big.extend_from_slice(&element.to_be_bytes());
+            big.extend_from_slice(b"UI");
+            big.extend_from_slice(&(value.len() as u16).to_be_bytes());
+            big.extend_from_slice(value.as_bytes());
+        }
+        let framed = reframe(&big).expect("framed");
+        let header = parse_header(&framed).expect("a Part-10 header");
+        assert_eq!(
+            (header.sop_instance_uid.as_str(), header.transfer_syntax_uid.as_str()),
+            ("1.2.3.4", "1.2.840.10008.1.2.2")
+        );
+        dicom_object::from_reader(&framed[128..]).expect("dicom-object reads it");
         // A meta group without its preamble gets the preamble back.
         let file = wrap("1.2", "1.3", "1.2.840.10008.1.2.1", "", &bare(true));
         assert_eq!(reframe(&file[132..]).expect("framed"), file);

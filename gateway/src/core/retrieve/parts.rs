@@ -93,9 +93,9 @@ type CheckedInstances = futures::stream::BoxStream<'static, Result<RetrievedInst
 
 /// Each instance from a site checked before anything parses it: within `[dataset_limits]`
 /// (docs/RELIABILITY.md, Limits: one past them ends the stream with 502), and, by what its data
-/// set says, of the study (and series) asked for and the instance it came as. One that is not
-/// is left out: a site that answers with another study's instances (another patient's) must
-/// not have them served, or cached, as this study's.
+/// set says, of the study (and series) asked for, else left out: a site that answers with
+/// another study's instances (another patient's) must not have them served, or cached, as this
+/// study's. Its SOP Instance UID is its data set's.
 fn checked(
     part: InstanceStream,
     target: &RetrieveTarget,
@@ -111,9 +111,18 @@ fn checked(
                 let says = crate::core::dataset_limits::check_identified(instance.data_set(), syntax, &limits)?;
                 let is = |said: &Option<String>, uid: &str| said.as_deref() == Some(uid);
                 let asked = is(&says.study, study.as_str())
-                    && series.as_ref().is_none_or(|series| is(&says.series, series.as_str()))
-                    && is(&says.instance, instance.sop_instance_uid.as_str());
-                Ok::<_, Error>(asked.then_some(instance))
+                    && series.as_ref().is_none_or(|series| is(&says.series, series.as_str()));
+                if !asked {
+                    return Ok::<_, Error>(None);
+                }
+                // The instance is what its data set says, whatever the file meta group it was
+                // served with says (files whose two UIDs differ exist, and an origin could use
+                // one to pass a data set off as another instance).
+                let mut instance = instance;
+                if let Some(uid) = says.instance.as_deref().and_then(|uid| SopInstanceUid::from_peer(uid).ok()) {
+                    instance.sop_instance_uid = uid;
+                }
+                Ok(Some(instance))
             })
             .await
             .map_err(|e| Error::Internal(format!("checking an instance failed: {e}")))?
@@ -124,7 +133,7 @@ fn checked(
             Ok(Some(instance)) => Some(Ok(instance)),
             Ok(None) => {
                 tracing::warn!(
-                    "a site sent an instance whose data set names another study, series or instance than asked; left out"
+                    "a site sent an instance whose data set names another study or series than asked; left out"
                 );
                 None
             }
