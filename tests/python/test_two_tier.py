@@ -9,12 +9,14 @@ circuit, probed back), an edge that refuses the caller (none of its studies anyw
 one identifying value in any byte the central serves or logs."""
 
 import hashlib
+import http.server
 import io
 import json
 import os
 import pathlib
 import re
 import signal
+import threading
 import time
 
 import pydicom
@@ -302,6 +304,9 @@ def test_every_study_retrieves_through_the_central_as_its_edge_serves_it(tiers):
             if direct.status_code != 200:
                 assert direct.status_code == 403 and "withheld" in direct.text
                 continue
+            # An edge that withheld some of the study says so; the central passes that on.
+            if "Warning" in direct.headers:
+                assert f"site edge-{site_id[-1]} sent only part of what was asked" in through.headers.get("Warning", "")
             by_uid = lambda response: {ds.SOPInstanceUID: ds for ds in instances_of(response)}
             got, want = by_uid(through), by_uid(direct)
             assert set(got) == set(want), (site_id, study)
@@ -809,3 +814,73 @@ def test_a_central_with_a_token_file_reads_it_again_when_it_changes(tiers, tmp_p
             time.sleep(0.5)
     finally:
         stop(process)
+
+
+def test_an_origin_that_answers_only_part_of_a_study_is_said_so_and_never_cached_whole(testbed):
+    """An origin that sends part of what was asked and says so (206 Partial Content, as
+    dcm4chee does for instances it cannot send; or 200 with a Warning, as an edge gateway does
+    for instances it withheld): the central passes on what came with a Warning naming the site,
+    and asks the origin again next time rather than serving the part from its cache as the
+    whole."""
+    ds, part10 = ct_instance(testbed, "PARTLY")
+    boundary = "partly-boundary"
+    body = f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + part10 + f"\r\n--{boundary}--\r\n".encode()
+    asked = []
+
+    class Origin(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            path = self.path.split("?")[0]
+            if path.endswith("/studies"):  # its health check
+                self.send_response(200)
+                self.send_header("Content-Type", "application/dicom+json")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"[]")
+                return
+            asked.append(path)
+            series = "/series/" in path
+            self.send_response(200 if series else 206)
+            if series:
+                self.send_header("Warning", '299 origin "1 instance(s) withheld"')
+            self.send_header("Content-Type", f'multipart/related; type="application/dicom"; boundary={boundary}')
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    origin = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Origin)
+    threading.Thread(target=origin.serve_forever, daemon=True).start()
+    port = free_port()
+    config = f"""
+[server]
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}/dicom-web"
+
+[dimse]
+ae_title = "PARTLYGW"
+listen = "127.0.0.1:{free_port()}"
+
+[[sites]]
+id = "partly"
+protocol = "dicomweb"
+url = "http://127.0.0.1:{origin.server_address[1]}/dicom-web"
+deidentified = true
+
+[auth]
+mode = "none"
+"""
+    process = launch(config, port)
+    try:
+        central = f"http://127.0.0.1:{port}/dicom-web"
+        for url in (f"{central}/studies/{ds.StudyInstanceUID}", f"{central}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"):
+            for _ in range(2):
+                got = HTTP.get(url, headers=ACCEPT_DICOM, timeout=30)
+                assert got.status_code == 200, got.text
+                assert [i.SOPInstanceUID for i in instances_of(got)] == [ds.SOPInstanceUID]
+                assert "site partly sent only part of what was asked" in got.headers.get("Warning", ""), got.headers
+        assert len(asked) == 4, asked
+    finally:
+        stop(process)
+        origin.shutdown()

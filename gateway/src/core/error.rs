@@ -42,6 +42,10 @@ pub enum Error {
     /// A site sent a data set past `[dataset_limits]` (nesting, lengths, inflated or frame size).
     #[error("the site sent an instance the gateway refuses to process: {0}")]
     ContentLimit(#[from] crate::core::dataset_limits::ContentLimitError),
+    /// A site said it sent only part of what was asked once the response had started (a
+    /// DICOMweb origin's 206 or Warning on a later request of a retrieval).
+    #[error("{0}")]
+    Partly(String),
     /// A fault of the gateway itself (its state store, a task that failed).
     #[error("{0}")]
     Internal(String),

@@ -26,7 +26,7 @@ pub(crate) fn status(error: &Error) -> StatusCode {
         Error::Web(e) if e.retry_after().is_some() => StatusCode::SERVICE_UNAVAILABLE,
         Error::Web(_) => StatusCode::BAD_GATEWAY,
         Error::SitesDown { .. } | Error::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-        Error::ContentLimit(_) => StatusCode::BAD_GATEWAY,
+        Error::ContentLimit(_) | Error::Partly(_) => StatusCode::BAD_GATEWAY,
         Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         Error::Shared(_) => unreachable!("origin() looks through relaying"),
     }
@@ -78,9 +78,21 @@ pub(crate) fn warning(text: &str) -> Option<axum::http::HeaderValue> {
     axum::http::HeaderValue::from_str(&format!("299 dicomweb-gateway \"{}\"", text.replace('"', "'"))).ok()
 }
 
-/// Adds the Warning that names how many instances were withheld before the response started,
-/// and why.
-pub(crate) fn with_withheld_warning(mut response: Response, withheld: usize, reasons: &[String]) -> Response {
+/// Adds the Warnings of what a retrieval's response lacks: one naming how many instances were
+/// withheld before it started, and why, and one for each site that said it sent only part of
+/// what was asked.
+pub(crate) fn with_withheld_warning(
+    mut response: Response,
+    withheld: usize,
+    reasons: &[String],
+    partly: &[String],
+) -> Response {
+    // What sites said they left out (crate::core::retrieve::Retrieval::partly), one each.
+    for said in partly {
+        if let Some(value) = warning(said) {
+            response.headers_mut().append("warning", value);
+        }
+    }
     if withheld > 0 {
         let why = if reasons.is_empty() { String::new() } else { format!(" ({})", reasons.join("; ")) };
         let text = format!(

@@ -48,6 +48,10 @@ pub enum WebError {
     Malformed { site: SiteId, operation: &'static str, detail: String },
     #[error("site {site}: the gateway's credentials cannot be had: {detail}")]
     Credentials { site: SiteId, detail: String },
+    /// A retrieval answered with only part of what was asked (206 Partial Content, or a
+    /// Warning), where that can no longer be said before the response (a later request of it).
+    #[error("site {site} sent only part of what was asked ({operation}: {how})")]
+    Partly { site: SiteId, operation: &'static str, how: String },
     /// STOW-RS stored nothing of the instance: the origin's failure reason (PS3.18 Table I.2-2).
     #[error("site {site} did not store the instance (reason {reason:#06x})")]
     Refused { site: SiteId, reason: u16 },
@@ -64,6 +68,7 @@ impl WebError {
             | WebError::CredentialsRefused { site, .. }
             | WebError::Malformed { site, .. }
             | WebError::Credentials { site, .. }
+            | WebError::Partly { site, .. }
             | WebError::Refused { site, .. } => site,
         }
     }
@@ -78,7 +83,7 @@ impl WebError {
             | WebError::CredentialsRefused { .. }
             | WebError::Credentials { .. } => true,
             WebError::Status { status, .. } | WebError::Busy { status, .. } => *status >= 500,
-            WebError::Refused { .. } => false,
+            WebError::Refused { .. } | WebError::Partly { .. } => false,
         }
     }
 
@@ -100,6 +105,7 @@ impl WebError {
             WebError::Status { .. } => "failed",
             WebError::Busy { .. } => "busy",
             WebError::Refused { .. } => "refused",
+            WebError::Partly { .. } => "sent only part of what was asked",
         }
     }
 
@@ -116,6 +122,9 @@ impl WebError {
         matches!(self, WebError::Status { status: 403, .. })
     }
 }
+
+/// The instances of one WADO-RS answer, as its parts arrive.
+type InstanceParts = BoxStream<'static, Result<RetrievedInstance, WebError>>;
 
 /// The longest wait passed on from a busy origin's Retry-After, in seconds.
 const MAX_RETRY_AFTER: u64 = 60;
@@ -469,24 +478,40 @@ impl Dicomweb {
         };
         let authorization = self.authorization(touched).await?;
         // The first response is awaited here, so that a missing study or a failing origin is
-        // known before the caller's response starts.
+        // known before the caller's response starts, and so is an answer that says it is
+        // partial: the request's response says so too.
         let mut urls = urls.into_iter();
         let first = urls.next().map(|url| self.clone().instances_at(url, authorization.clone()));
         let Some(first) = first else { return Ok(stream::empty().boxed()) };
-        let first = first.await?;
+        let (first, partly) = first.await?;
+        if let Some(how) = partly {
+            touched.note_partly(format!("site {} sent only part of what was asked ({how})", self.site));
+        }
         let this = self.clone();
-        let rest =
-            stream::iter(urls).then(move |url| this.clone().instances_at(url, authorization.clone())).try_flatten();
+        let rest = stream::iter(urls)
+            .then(move |url| {
+                let this = this.clone();
+                let authorization = authorization.clone();
+                async move {
+                    let (instances, partly) = this.clone().instances_at(url, authorization).await?;
+                    // Past the first answer, a partial one can only end the retrieval.
+                    let end =
+                        partly.map(|how| Err(WebError::Partly { site: this.site.clone(), operation: "WADO-RS", how }));
+                    Ok::<_, WebError>(instances.chain(stream::iter(end)))
+                }
+            })
+            .try_flatten();
         Ok(first.chain(rest).boxed())
     }
 
     /// The instances of one WADO-RS resource, read part by part; the request has been answered
-    /// when this returns.
+    /// when this returns. With them, how the origin said its answer is partial, when it did
+    /// (206 Partial Content, or a Warning such as a gateway's for instances it withheld).
     async fn instances_at(
         self: Arc<Self>,
         url: String,
         authorization: Option<Arc<str>>,
-    ) -> Result<BoxStream<'static, Result<RetrievedInstance, WebError>>, WebError> {
+    ) -> Result<(InstanceParts, Option<String>), WebError> {
         let request = self
             .client
             .get(url)
@@ -495,11 +520,17 @@ impl Dicomweb {
         let status = response.status().as_u16();
         match status {
             200 | 206 => {}
-            204 | 404 => return Ok(stream::empty().boxed()),
+            204 | 404 => return Ok((stream::empty().boxed(), None)),
             // The caller (its own token forwarded) is not let see it there: nothing of it.
-            _ if refuses_the_caller(&response) => return Ok(stream::empty().boxed()),
+            _ if refuses_the_caller(&response) => return Ok((stream::empty().boxed(), None)),
             _ => return Err(self.status_error("WADO-RS", &response)),
         }
+        // The origin's own words are not passed on (they are its free text).
+        let partly = match (status, response.headers().contains_key(reqwest::header::WARNING)) {
+            (206, _) => Some("HTTP 206 Partial Content".to_owned()),
+            (_, true) => Some(format!("HTTP {status} with a Warning")),
+            _ => None,
+        };
         let content_type =
             response.headers().get(reqwest::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
         let Some(boundary) = boundary_of(content_type) else {
@@ -508,7 +539,7 @@ impl Dicomweb {
         let site = self.site.clone();
         let reader = MultipartReader::new(response.bytes_stream(), &boundary, self.max_instance, u64::MAX);
         let deadline = self.timeout;
-        Ok(stream::try_unfold((reader, permit), move |(mut reader, permit)| {
+        let parts = stream::try_unfold((reader, permit), move |(mut reader, permit)| {
             let site = site.clone();
             async move {
                 let part = tokio::time::timeout(deadline, reader.next_part())
@@ -528,7 +559,8 @@ impl Dicomweb {
                 Ok(Some((instance, (reader, permit))))
             }
         })
-        .boxed())
+        .boxed();
+        Ok((parts, partly))
     }
 
     /// The metadata of `target` (a study, a series or one instance) as the origin gives it: its

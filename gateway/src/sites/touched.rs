@@ -1,6 +1,6 @@
 //! What one request caused at the sites and below the HTTP edge, gathered while it runs for its
-//! log and audit line: the sites it contacted and the instances cleaned of burned-in text for
-//! it. The edge makes one per request (crate::http::ledger) and hands it to the core in the
+//! log and audit line: the sites it contacted, the instances cleaned of burned-in text for it,
+//! and the sites that said they sent only part of what was asked. The edge makes one per request (crate::http::ledger) and hands it to the core in the
 //! request's `Access`; every operation on a site takes it (crate::sites::Site notes itself),
 //! and a shared retrieval (a flight) notes into the record of the request that started it.
 //!
@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub(crate) struct Touched {
     sites: Mutex<BTreeSet<String>>,
     cleaned: AtomicU64,
+    partly: Mutex<Vec<String>>,
     authorization: OnceLock<Arc<str>>,
 }
 
@@ -45,6 +46,17 @@ impl Touched {
     /// Notes that an instance was cleaned of burned-in text for this request.
     pub(crate) fn note_cleaned(&self) {
         self.cleaned.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Notes that a site said it answered with only part of what was asked (`what`: which
+    /// site and how it said so, in the gateway's words).
+    pub(crate) fn note_partly(&self, what: String) {
+        self.partly.lock().unwrap_or_else(|p| p.into_inner()).push(what);
+    }
+
+    /// What sites said they left out of their answers, in the order they said it.
+    pub(crate) fn partly(&self) -> Vec<String> {
+        self.partly.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The sites contacted, by id, in order.

@@ -283,7 +283,7 @@ impl RetrievalCache {
                 }
             })
             .boxed();
-        Some(Retrieval { first, rest, withheld, withheld_reasons, etag: Some(etag) })
+        Some(Retrieval { first, rest, withheld, withheld_reasons, partly: Vec::new(), etag: Some(etag) })
     }
 
     /// The metadata response kept for a retrieval served from the cache (by its entity tag).
@@ -346,8 +346,8 @@ impl RetrievalCache {
             Some(Err(e)) => return Err(e),
             None => return Err(Error::NotFound("no such study, series or instance".into())),
         };
-        let (withheld, withheld_reasons) = flight.withheld();
-        Ok(Retrieval { first, rest: reader.into_stream(), withheld, withheld_reasons, etag: None })
+        let (withheld, withheld_reasons, partly) = flight.withheld();
+        Ok(Retrieval { first, rest: reader.into_stream(), withheld, withheld_reasons, partly, etag: None })
     }
 
     /// Counters and sizes, as JSON.
@@ -423,8 +423,9 @@ async fn carry<F>(cache: &RetrievalCache, key: &TargetKey, flight: &Flight, retr
 where
     F: Future<Output = Result<Retrieval, Error>> + Send + 'static,
 {
-    let Retrieval { first, mut rest, withheld, withheld_reasons, .. } = retrieve.await.map_err(Arc::new)?;
-    flight.set_withheld(withheld, withheld_reasons.clone());
+    let Retrieval { first, mut rest, withheld, withheld_reasons, partly, .. } = retrieve.await.map_err(Arc::new)?;
+    let whole = partly.is_empty();
+    flight.set_withheld(withheld, withheld_reasons.clone(), partly);
     let mut shown = Vec::new();
     let mut push = |instance: RetrievedInstance| {
         cache.keep(key, &instance);
@@ -444,6 +445,10 @@ where
             Some(Err(e)) => return Err(Arc::new(e)),
             None => break,
         }
+    }
+    if !whole {
+        // Its instances stay cached one by one; without a manifest, it is never served whole.
+        return Ok(());
     }
     let etag = etag_of(&shown);
     let manifest = Arc::new(Manifest {

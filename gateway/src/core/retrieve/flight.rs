@@ -24,6 +24,7 @@ struct FlightState {
     dropped_below: usize,
     withheld_before_first: usize,
     withheld_reasons: Vec<String>,
+    partly: Vec<String>,
     /// How the retrieval ended; its failure is relayed to every reader.
     end: Option<Result<(), Arc<Error>>>,
     readers: HashMap<u64, usize>,
@@ -88,17 +89,19 @@ impl Flight {
         Some(Reader { flight: self.clone(), id, cursor: 0 })
     }
 
-    /// Records how many instances were withheld before the first, and why.
-    pub(crate) fn set_withheld(&self, withheld: usize, reasons: Vec<String>) {
+    /// Records how many instances were withheld before the first, and why, and what sites
+    /// said they left out (crate::core::retrieve::Retrieval::partly).
+    pub(crate) fn set_withheld(&self, withheld: usize, reasons: Vec<String>, partly: Vec<String>) {
         let mut state = self.lock();
         state.withheld_before_first = withheld;
         state.withheld_reasons = reasons;
+        state.partly = partly;
     }
 
-    /// How many instances were withheld before the first, and why.
-    pub(crate) fn withheld(&self) -> (usize, Vec<String>) {
+    /// How many instances were withheld before the first, why, and what sites left out.
+    pub(crate) fn withheld(&self) -> (usize, Vec<String>, Vec<String>) {
         let state = self.lock();
-        (state.withheld_before_first, state.withheld_reasons.clone())
+        (state.withheld_before_first, state.withheld_reasons.clone(), state.partly.clone())
     }
 
     /// Adds the next instance for every reader.

@@ -77,7 +77,7 @@ async fn at_sites(retriever: &Arc<Retriever>, scope: &Access, target: RetrieveTa
         Err(e) => return Err(e),
     };
     let started = noting_stored(retriever, &target, started);
-    match scope.privacy() {
+    let retrieval = match scope.privacy() {
         None => {
             let ((_, first), rest) = started;
             Ok(Retrieval {
@@ -85,11 +85,25 @@ async fn at_sites(retriever: &Arc<Retriever>, scope: &Access, target: RetrieveTa
                 rest: rest.map(|item| item.map(|(_, instance)| instance)).boxed(),
                 withheld: 0,
                 withheld_reasons: Vec::new(),
+                partly: Vec::new(),
                 etag: None,
             })
         }
         Some(_) => deidentified(retriever, scope.project.clone(), scope.touched.clone(), started).await,
-    }
+    };
+    retrieval.map(|retrieval| noting_partly(retrieval, scope.touched.clone()))
+}
+
+/// The retrieval with what its sites said they left out before its first instance; one that
+/// says so only later (another part's first answer) ends it with that site's error, as the
+/// response can no longer say it.
+fn noting_partly(mut retrieval: Retrieval, touched: Arc<Touched>) -> Retrieval {
+    retrieval.partly = touched.partly();
+    let said = retrieval.partly.len();
+    let end = stream::once(async move { touched.partly().get(said).map(|what| Err(Error::Partly(what.clone()))) })
+        .filter_map(|end| async move { end });
+    retrieval.rest = retrieval.rest.chain(end).boxed();
+    retrieval
 }
 
 /// The transfer syntaxes a retrieval's instances came in as stored, told to the directory as
@@ -251,5 +265,53 @@ async fn deidentified(
             }
         })
         .boxed();
-    Ok(Retrieval { first, rest, withheld, withheld_reasons, etag: None })
+    Ok(Retrieval { first, rest, withheld, withheld_reasons, partly: Vec::new(), etag: None })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn instance(uid: &str) -> RetrievedInstance {
+        // A data set of one element: (0008,0060) Modality "OT".
+        let data_set = [0x08, 0x00, 0x60, 0x00, b'C', b'S', 0x02, 0x00, b'O', b'T'];
+        let part10 = pacs_adapter::part10::wrap("1.2.840.10008.5.1.4.1.1.7", uid, "1.2.840.10008.1.2.1", "", &data_set);
+        RetrievedInstance::from_part10(bytes::Bytes::from(part10)).expect("instance")
+    }
+
+    fn retrieval(rest: crate::core::retrieve::Instances) -> Retrieval {
+        Retrieval {
+            first: instance("1.2.3.1"),
+            rest,
+            withheld: 0,
+            withheld_reasons: Vec::new(),
+            partly: Vec::new(),
+            etag: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn what_a_site_leaves_out_is_said_before_the_first_instance_or_ends_the_retrieval() {
+        // Said before the first instance: in the retrieval, which then ends as it is.
+        let touched = Arc::new(Touched::default());
+        touched.note_partly("site a sent only part of what was asked (HTTP 206 Partial Content)".into());
+        let said = noting_partly(retrieval(stream::iter([Ok(instance("1.2.3.2"))]).boxed()), touched);
+        assert_eq!(said.partly.len(), 1);
+        let rest: Vec<_> = said.rest.collect().await;
+        assert!(rest.len() == 1 && rest[0].is_ok());
+        // Said by a later part, once the response could no longer: the retrieval ends in an error.
+        let touched = Arc::new(Touched::default());
+        let later = touched.clone();
+        let rest = stream::iter([Ok(instance("1.2.3.2"))])
+            .chain(stream::once(async move {
+                later.note_partly("site b sent only part of what was asked (HTTP 200 with a Warning)".into());
+                Ok(instance("1.2.3.3"))
+            }))
+            .boxed();
+        let said = noting_partly(retrieval(rest), touched);
+        assert!(said.partly.is_empty());
+        let rest: Vec<_> = said.rest.collect().await;
+        assert_eq!(rest.len(), 3);
+        assert!(matches!(&rest[2], Err(Error::Partly(what)) if what.starts_with("site b")), "{:?}", rest[2]);
+    }
 }

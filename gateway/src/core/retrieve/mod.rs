@@ -80,6 +80,10 @@ pub(crate) struct Retrieval {
     pub(crate) withheld: usize,
     /// Why they were withheld: each reason once (no patient data in them).
     pub(crate) withheld_reasons: Vec<String>,
+    /// Sites that said, before the first instance, that they sent only part of what was asked
+    /// (a DICOMweb origin's 206, or its Warning): the response says so, and is never cached as
+    /// whole. One that says so later ends the retrieval with an error.
+    pub(crate) partly: Vec<String>,
     /// An entity tag of what the retrieval yields, when that is known before it starts
     /// (served from the cache).
     pub(crate) etag: Option<String>,

@@ -200,13 +200,13 @@ async fn retrieve(
     target: RetrieveTarget,
 ) -> Result<Response, Error> {
     if super::instance_bulkdata::wanted(&headers) {
-        let crate::core::retrieve::Retrieval { first, rest, withheld, withheld_reasons, .. } =
+        let crate::core::retrieve::Retrieval { first, rest, withheld, withheld_reasons, partly, .. } =
             crate::core::retrieve::retrieve(&gw.retriever, &access, target).await?;
         let limits = gw.config.dataset_limits;
         let response =
             super::instance_bulkdata::respond(first, rest, access.base_url.clone(), limits, gw.decode_budget.clone())
                 .await?;
-        return Ok(crate::http::error::with_withheld_warning(response, withheld, &withheld_reasons));
+        return Ok(crate::http::error::with_withheld_warning(response, withheld, &withheld_reasons, &partly));
     }
     let wanted = Arc::new(negotiate(&headers)?);
     // A syntax the target's instances are known to be stored in that none of the wanted ones
@@ -218,7 +218,7 @@ async fn retrieve(
              produced from it; ask for transfer-syntax=* or {EXPLICIT_VR_LE}"
         )));
     }
-    let crate::core::retrieve::Retrieval { first, rest, withheld, withheld_reasons, etag } =
+    let crate::core::retrieve::Retrieval { first, rest, withheld, withheld_reasons, partly, etag } =
         crate::core::retrieve::retrieve(&gw.retriever, &access, target).await?;
     let tag = super::entity_tag(etag.as_deref(), &format!("instances {wanted:?}"));
     if let Some(not_modified) = super::not_modified(&headers, tag.as_deref()) {
@@ -253,7 +253,7 @@ async fn retrieve(
     });
     let mut response = crate::http::multipart::response("application/dicom", "retrieval", parts);
     super::with_validators(&mut response, tag.as_deref());
-    Ok(crate::http::error::with_withheld_warning(response, withheld, &withheld_reasons))
+    Ok(crate::http::error::with_withheld_warning(response, withheld, &withheld_reasons, &partly))
 }
 
 /// Retrieve a study, a series or an instance (the path says which).
@@ -302,11 +302,11 @@ async fn metadata(
             .await
             .map_err(|e| Error::Internal(e.to_string()));
     }
-    let crate::core::retrieve::Retrieval { first, rest, withheld, withheld_reasons, etag } =
+    let crate::core::retrieve::Retrieval { first, rest, withheld, withheld_reasons, partly, etag } =
         crate::core::retrieve::retrieve(&gw.retriever, &access, target).await?;
     if xml {
         let response = metadata_xml(first, rest, access.base_url.clone());
-        return Ok(crate::http::error::with_withheld_warning(response, withheld, &withheld_reasons));
+        return Ok(crate::http::error::with_withheld_warning(response, withheld, &withheld_reasons, &partly));
     }
     let tag = super::entity_tag(etag.as_deref(), &format!("metadata {}", access.base_url));
     if let Some(not_modified) = super::not_modified(&headers, tag.as_deref()) {
@@ -314,7 +314,7 @@ async fn metadata(
     }
     let validators = |mut response: Response| {
         super::with_validators(&mut response, tag.as_deref());
-        crate::http::error::with_withheld_warning(response, withheld, &withheld_reasons)
+        crate::http::error::with_withheld_warning(response, withheld, &withheld_reasons, &partly)
     };
     // Served from the cache: the JSON made last time, if it is still kept.
     let kept = tag.as_ref().map(|tag| (access.project.id.clone(), tag.clone()));
