@@ -884,3 +884,87 @@ mode = "none"
     finally:
         stop(process)
         origin.shutdown()
+
+
+def serve_studies(count, cap, takes_offset):
+    """A DICOMweb origin on loopback holding `count` studies that answers a QIDO-RS search with
+    at most `cap` of them, saying nothing of it, from `offset` when it `takes_offset`: (the
+    server, the searches it was sent)."""
+    # With their roll-ups, so that nothing more is asked of each.
+    studies = [
+        {
+            "0020000D": {"vr": "UI", "Value": [f"2.25.{4000 + n}"]},
+            "00080061": {"vr": "CS", "Value": ["CT"]},
+            "00201206": {"vr": "IS", "Value": [1]},
+            "00201208": {"vr": "IS", "Value": [1]},
+        }
+        for n in range(count)
+    ]
+    searches = []
+
+    class Origin(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            path, _, query = self.path.partition("?")
+            asked = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+            searches.append(asked)
+            offset = int(asked.get("offset", 0)) if takes_offset else 0
+            limit = min(int(asked.get("limit", count)), cap)
+            body = json.dumps(studies[offset:offset + limit] if path.endswith("/studies") else []).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/dicom+json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    origin = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Origin)
+    threading.Thread(target=origin.serve_forever, daemon=True).start()
+    return origin, searches
+
+
+@pytest.mark.parametrize("takes_offset", [True, False])
+def test_an_origin_that_caps_its_search_answers_is_paged_through_or_said_to_be_cut(takes_offset):
+    """An origin that answers a search with at most 120 matches, saying nothing (as archives and
+    cloud stores cap QIDO-RS): the central pages past the cap and answers all 250; from one that
+    takes no `offset` (it sends its first 120 again), the 120 it has, once each, with a Warning
+    that the site's answer was cut."""
+    origin, searches = serve_studies(250, 120, takes_offset)
+    port = free_port()
+    config = f"""
+[server]
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}/dicom-web"
+
+[dimse]
+ae_title = "CAPPEDGW"
+listen = "127.0.0.1:{free_port()}"
+
+[[sites]]
+id = "capped"
+protocol = "dicomweb"
+url = "http://127.0.0.1:{origin.server_address[1]}/dicom-web"
+deidentified = true
+
+[auth]
+mode = "none"
+"""
+    process = launch(config, port)
+    try:
+        searches.clear()
+        got = HTTP.get(f"http://127.0.0.1:{port}/dicom-web/studies", timeout=30)
+        assert got.status_code == 200, got.text
+        uids = [s["0020000D"]["Value"][0] for s in got.json()]
+        assert len(uids) == len(set(uids))
+        # Its health checks ask for one match; the search's pages for more.
+        pages = [s.get("offset") for s in searches if s.get("limit") != "1"]
+        assert pages == ([None, "120", "240"] if takes_offset else [None, "120"]), pages
+        if takes_offset:
+            assert len(uids) == 250 and "Warning" not in got.headers, (len(uids), got.headers.get("Warning"))
+        else:
+            assert len(uids) == 120, len(uids)
+            assert "site capped has more than 120 matches" in got.headers.get("Warning", ""), got.headers
+    finally:
+        stop(process)
+        origin.shutdown()

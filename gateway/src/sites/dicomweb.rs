@@ -132,6 +132,11 @@ const MAX_RETRY_AFTER: u64 = 60;
 /// The most matches asked of an origin at once when it pages its answers.
 const PAGE: usize = 1000;
 
+/// Below this many matches, a page short of what was asked is taken as the last: origins that
+/// cap their QIDO-RS answers cap them at 100 or more (dcm4chee and the cloud stores at hundreds
+/// to thousands), so a shorter page is all there is. A longer short page costs one more request.
+const SHORTEST_CAP: usize = 100;
+
 /// A DICOMweb origin: its base URL (the `/studies` resource's parent), the HTTP client (its
 /// pool and TLS), the credentials, and the bounds.
 #[derive(Debug)]
@@ -400,6 +405,7 @@ impl Dicomweb {
         };
         let parameters = query_of(identifier);
         let mut found = Vec::new();
+        let mut first_of_last_page: Option<serde_json::Value> = None;
         // Paged: some origins cap `limit` below what was asked and say nothing.
         loop {
             let wanted = (at_most + 1 - found.len()).min(PAGE);
@@ -422,9 +428,24 @@ impl Dicomweb {
                 _ if refuses_the_caller(&response) => return Ok((Vec::new(), false)),
                 _ => return Err(self.status_error("QIDO-RS", &response)),
             }
-            // A page's answer is held whole: at most 64 KiB a match.
-            let body = self.body(response, "QIDO-RS", wanted.saturating_mul(64 << 10).max(16 << 20)).await?;
-            let json: serde_json::Value = serde_json::from_slice(&body).map_err(|e| self.malformed("QIDO-RS", e))?;
+            // A page's answer is held whole, within 16 KiB a match on average (a match is a
+            // few KiB), 1 to 16 MiB: parsed JSON takes several times its text.
+            let body = self.body(response, "QIDO-RS", wanted.saturating_mul(16 << 10).clamp(1 << 20, 16 << 20)).await?;
+            // A large page is parsed off the async runtime.
+            let json: serde_json::Value = if body.len() > 1 << 20 {
+                tokio::task::spawn_blocking(move || serde_json::from_slice(&body))
+                    .await
+                    .map_err(|e| self.malformed("QIDO-RS", e))?
+            } else {
+                serde_json::from_slice(&body)
+            }
+            .map_err(|e| self.malformed("QIDO-RS", e))?;
+            // An origin that takes no `offset` answers each page with its first again: what it
+            // has past that page cannot be had, so the answer is taken as cut short.
+            let first = json.get(0).cloned();
+            if first.is_some() && first_of_last_page.is_some() && first == first_of_last_page {
+                return Ok((found, true));
+            }
             let matches =
                 dicomweb_model::dicom_json_read::read_array(&json).map_err(|e| self.malformed("QIDO-RS", e))?;
             let got = matches.len();
@@ -433,9 +454,13 @@ impl Dicomweb {
                 found.truncate(at_most);
                 return Ok((found, true));
             }
-            if got < wanted || got == 0 {
+            // A page short of what was asked is the last when it is shorter than any cap an
+            // origin is known to put on its answers; a longer one may be such a cap (and say
+            // nothing of it), so the next page is asked.
+            if got == 0 || (got < wanted && got < SHORTEST_CAP) {
                 break;
             }
+            first_of_last_page = first;
         }
         Ok((found, false))
     }

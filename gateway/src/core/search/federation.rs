@@ -80,7 +80,9 @@ pub(crate) async fn find_everywhere(
         match result {
             Ok(found) => {
                 if found.truncated {
-                    fan_out.truncated.push((sites[index].id().to_string(), sites[index].max_matches));
+                    // As many as it gave: federation.max_matches, or fewer when the site could
+                    // not be paged past them.
+                    fan_out.truncated.push((sites[index].id().to_string(), found.results.len()));
                 }
                 fan_out.results.extend(found.results.into_iter().map(|r| (index, r)));
             }
