@@ -21,7 +21,10 @@ def image(response):
 
 def test_rendered_instance_with_windowing_and_viewport(orthanc_gateway, testbed):
     url = instance_url(orthanc_gateway, testbed) + "/rendered"
-    soft = image(requests.get(url, params={"window": "40,400"}))
+    answer = requests.get(url, params={"window": "40,400"})
+    # Taken by a browser as the image it says it is, never sniffed as anything else.
+    assert answer.headers.get("X-Content-Type-Options") == "nosniff"
+    soft = image(answer)
     assert soft.format == "JPEG" and soft.size == (512, 512)
     lung = image(requests.get(url, params={"window": "-600,1500"}, headers={"Accept": "image/png"}))
     assert lung.format == "PNG"

@@ -42,8 +42,9 @@ pub enum Error {
     /// A site sent a data set past `[dataset_limits]` (nesting, lengths, inflated or frame size).
     #[error("the site sent an instance the gateway refuses to process: {0}")]
     ContentLimit(#[from] crate::core::dataset_limits::ContentLimitError),
-    /// A site said it sent only part of what was asked once the response had started (a
-    /// DICOMweb origin's 206 or Warning on a later request of a retrieval).
+    /// A site's answer fell short in a way found only once the response had started: it said
+    /// it sent only part of what was asked (a DICOMweb origin's 206 or Warning on a later
+    /// request of a retrieval), or it sent instances not asked for without end.
     #[error("{0}")]
     Partly(String),
     /// A fault of the gateway itself (its state store, a task that failed).

@@ -93,7 +93,15 @@ pub(crate) fn router(gateway: Arc<Gateway>) -> Router {
         .nest(&base_path, dicomweb)
         .merge(eucaim)
         .fallback(no_such_resource)
+        .layer(axum::middleware::map_response(no_sniffing))
         .layer(cors)
+}
+
+/// Every response is taken as the media type it says (`X-Content-Type-Options: nosniff`): a
+/// browser must not run what an origin relayed as an image as a page of the gateway's.
+async fn no_sniffing(mut response: axum::response::Response) -> axum::response::Response {
+    response.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, axum::http::HeaderValue::from_static("nosniff"));
+    response
 }
 
 /// A path that names no resource of the gateway: 404 with a reason (the path is not repeated,

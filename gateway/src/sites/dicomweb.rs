@@ -292,7 +292,8 @@ impl Dicomweb {
             .filter(|t| !t.is_empty() && !t.chars().any(|c| c.is_control() || c == ' '))
             .ok_or_else(|| self.credentials_error("the token answer has no access_token"))?;
         // Fetched again before it expires: at most 30 s before, and at half its life for a short one.
-        let lifetime = Duration::from_secs(answer["expires_in"].as_u64().unwrap_or(300));
+        // Its lifetime as the provider says, within 2 s (not a fetch per request) and a day.
+        let lifetime = Duration::from_secs(answer["expires_in"].as_u64().unwrap_or(300).clamp(2, 86_400));
         let refresh_at = Instant::now() + lifetime - (lifetime / 2).min(Duration::from_secs(30));
         let header: Arc<str> = format!("Bearer {token}").into();
         *granted = Some((refresh_at, header.clone()));

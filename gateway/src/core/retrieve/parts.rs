@@ -61,11 +61,23 @@ fn as_listed(site: SiteIndex, part: CheckedInstances, target: &RetrieveTarget) -
         let what = what.clone();
         async move {
             let (mut part, mut missing, mut yielded) = state?;
+            if asked > 0 && missing.is_empty() {
+                // Every instance named has come: what else the site would send is not waited
+                // for (dropping the part ends its retrieval at the site).
+                return None;
+            }
+            let mut skipped = 0usize;
             loop {
                 match part.next().await {
                     Some(Ok(instance)) => {
                         if asked > 0 && !missing.remove(&instance.sop_instance_uid) {
                             tracing::warn!("a site sent an instance it was not asked for, or sent it again; left out");
+                            skipped += 1;
+                            if skipped > MAX_SKIPPED {
+                                let error =
+                                    format!("a site sent more than {MAX_SKIPPED} instances it was not asked for");
+                                return Some((Err(Error::Partly(error)), None));
+                            }
                             continue;
                         }
                         yielded = true;
@@ -90,6 +102,11 @@ fn as_listed(site: SiteIndex, part: CheckedInstances, target: &RetrieveTarget) -
 
 /// A part's instances as they pass [`checked`].
 type CheckedInstances = futures::stream::BoxStream<'static, Result<RetrievedInstance, Error>>;
+
+/// The most instances a part naming instances passes over, not asked for, before one it
+/// named (a PACS that answers an instance with its whole series sends that many at most):
+/// past it, the site is sending without end.
+const MAX_SKIPPED: usize = 10_000;
 
 /// Each instance from a site checked before anything parses it: within `[dataset_limits]`
 /// (docs/RELIABILITY.md, Limits: one past them ends the stream with 502), and, by what its data
@@ -304,6 +321,16 @@ mod tests {
             as_listed(SiteIndex(1), sent(&["1.2.3.1.1", "1.2.3.1.2", "1.2.3.1.3"]), &named(&["1.2.3.1.2"]))
                 .collect()
                 .await;
+        assert_eq!(uids(&one), vec!["1.2.3.1.2".to_owned()]);
+        // Once every one named has come, what else the site sends is not waited for.
+        let endless = stream::iter([Ok(instance("1.2.3.1.2"))]).chain(stream::pending()).boxed();
+        let named_one = named(&["1.2.3.1.2"]);
+        let one = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            as_listed(SiteIndex(1), endless, &named_one).collect::<Vec<_>>(),
+        )
+        .await
+        .expect("ends without waiting for the rest");
         assert_eq!(uids(&one), vec!["1.2.3.1.2".to_owned()]);
         // Two of three named: the two, then an error naming what is missing.
         let short: Vec<_> = as_listed(
