@@ -376,6 +376,8 @@ def test_metadata_frames_and_rendered_through_the_central(tiers):
         timeout=30,
     )
     assert rendered.status_code == 200 and rendered.content[:2] == b"\xff\xd8"
+    # Relayed as the edge sent it, which a browser shows sandboxed.
+    assert rendered.headers.get("Content-Security-Policy") == "sandbox"
     # The instance's metadata, frames and rendered image were asked of the edge too.
     assert misses() == before, "no retrieval for metadata, frames or rendered images"
     thumbnail = HTTP.get(f"{tiers['central']}/studies/{study}/thumbnail", headers={**lung, "Accept": "image/jpeg"})

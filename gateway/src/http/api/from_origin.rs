@@ -2,8 +2,12 @@
 //! - metadata, written with the gateway's own URLs: a top-level BulkDataURI becomes the
 //!   gateway's `.../bulkdata/{tag}` of the instance, which retrieves the value through the
 //!   gateway (and its cache); one inside a sequence is left out, as in the metadata the gateway
-//!   makes itself (it has no URL for it). Nothing of the origin's address reaches the client.
-//! - frames and rendered images, relayed as they arrive with the origin's Content-Type; an
+//!   makes itself (it has no URL for it). A top-level RetrieveURL becomes the gateway's URL of
+//!   the instance; every other value of VR UR (a Pixel Data Provider URL, a Retrieve URI, a
+//!   RetrieveURL in a sequence) is left out, as it names where the origin keeps things.
+//!   Nothing of the origin's address reaches the client.
+//! - frames and rendered images, relayed as they arrive with the origin's Content-Type (and
+//!   `Content-Security-Policy: sandbox`, so that a browser runs nothing an origin sent); an
 //!   answer that breaks off aborts the response, never closed as if complete.
 
 use axum::body::Body;
@@ -35,13 +39,17 @@ pub(crate) fn relayed(relayed: Relayed) -> Result<Response, Error> {
             std::io::Error::other(e.to_string())
         })
     });
-    Ok(([(header::CONTENT_TYPE, content_type)], Body::from_stream(body)).into_response())
+    // Whatever the origin sent (a rendered report may be text/html), a browser shows it
+    // sandboxed: no script of an origin runs as a page of the gateway's.
+    let sandboxed = HeaderValue::from_static("sandbox");
+    Ok(([(header::CONTENT_TYPE, content_type), (header::CONTENT_SECURITY_POLICY, sandboxed)], Body::from_stream(body))
+        .into_response())
 }
 
 /// Metadata: DICOM JSON, or one PS3.19 part per object when `xml`.
 pub(crate) fn metadata(mut objects: Vec<Value>, public_url: &str, xml: bool) -> Response {
     for object in &mut objects {
-        with_own_bulk_data_uris(object, public_url);
+        with_own_urls(object, public_url);
     }
     if !xml {
         let body = serde_json::to_vec(&Value::Array(objects)).unwrap_or_else(|_| b"[]".to_vec());
@@ -55,19 +63,24 @@ pub(crate) fn metadata(mut objects: Vec<Value>, public_url: &str, xml: bool) -> 
     crate::http::multipart::response("application/dicom+xml", "metadata", stream::iter(parts))
 }
 
-/// Rewrites one object's BulkDataURIs (see the module's documentation).
-fn with_own_bulk_data_uris(object: &mut Value, public_url: &str) {
+/// Rewrites one object's BulkDataURIs and URLs (see the module's documentation).
+fn with_own_urls(object: &mut Value, public_url: &str) {
     let uid = |tag: &str| {
         let value = object.pointer(&format!("/{tag}/Value/0"))?.as_str()?;
         Uid::from_peer(value).ok().map(|uid| uid.as_str().to_owned())
     };
-    let base = match (uid("0020000D"), uid("0020000E"), uid("00080018")) {
+    let instance_url = match (uid("0020000D"), uid("0020000E"), uid("00080018")) {
         (Some(study), Some(series), Some(instance)) => {
-            Some(format!("{public_url}/studies/{study}/series/{series}/instances/{instance}/bulkdata"))
+            Some(format!("{public_url}/studies/{study}/series/{series}/instances/{instance}"))
         }
         _ => None,
     };
+    let base = instance_url.as_ref().map(|url| format!("{url}/bulkdata"));
     let Some(attributes) = object.as_object_mut() else { return };
+    attributes.retain(|key, attribute| !is_url(attribute) || (key == RETRIEVE_URL && instance_url.is_some()));
+    if let (Some(url), Some(retrieve_url)) = (&instance_url, attributes.get_mut(RETRIEVE_URL)) {
+        *retrieve_url = serde_json::json!({ "vr": "UR", "Value": [url] });
+    }
     for (key, attribute) in attributes.iter_mut() {
         let Some(attribute) = attribute.as_object_mut() else { continue };
         if attribute.contains_key("BulkDataURI") {
@@ -87,9 +100,18 @@ fn with_own_bulk_data_uris(object: &mut Value, public_url: &str) {
     }
 }
 
-/// An item of a sequence without any BulkDataURI, at any depth.
+/// RetrieveURL's key in DICOM JSON.
+const RETRIEVE_URL: &str = "00081190";
+
+/// Whether an attribute is of VR UR (a URL).
+fn is_url(attribute: &Value) -> bool {
+    attribute.get("vr").and_then(Value::as_str) == Some("UR")
+}
+
+/// An item of a sequence without any BulkDataURI or URL, at any depth.
 fn without_bulk_data_uris(item: &mut Value) {
     let Some(attributes) = item.as_object_mut() else { return };
+    attributes.retain(|_, attribute| !is_url(attribute));
     for attribute in attributes.values_mut().filter_map(Value::as_object_mut) {
         attribute.remove("BulkDataURI");
         if let Some(Value::Array(items)) = attribute.get_mut("Value") {
@@ -114,9 +136,12 @@ mod tests {
                 {"00280006": {"vr": "OB", "BulkDataURI": "https://edge.hospital/nested"},
                  "00400275": {"vr": "SQ", "Value": [{"00080100": {"vr": "OB", "BulkDataURI": "https://edge.hospital/deeper"}}]}}
             ]},
-            "../../x": {"vr": "OB", "BulkDataURI": "https://edge.hospital/odd"}
+            "../../x": {"vr": "OB", "BulkDataURI": "https://edge.hospital/odd"},
+            "00081190": {"vr": "UR", "Value": ["https://edge.hospital/dicom-web/studies/1.2.3"]},
+            "00287FE0": {"vr": "UR", "Value": ["https://jpip.edge.hospital/1.2.3.4.5"]},
+            "00081115": {"vr": "SQ", "Value": [{"00081190": {"vr": "UR", "Value": ["https://edge.hospital/s"]}}]}
         });
-        with_own_bulk_data_uris(&mut object, "http://gw/dicom-web");
+        with_own_urls(&mut object, "http://gw/dicom-web");
         assert_eq!(
             object["7fe00010"]["BulkDataURI"],
             "http://gw/dicom-web/studies/1.2.3/series/1.2.3.4/instances/1.2.3.4.5/bulkdata/7FE00010"
@@ -124,12 +149,17 @@ mod tests {
         let text = object.to_string();
         assert!(!text.contains("edge.hospital"), "{text}");
         assert_eq!(object["00540016"]["Value"][0]["00280006"], json!({"vr": "OB"}));
+        assert_eq!(
+            object["00081190"]["Value"][0],
+            "http://gw/dicom-web/studies/1.2.3/series/1.2.3.4/instances/1.2.3.4.5"
+        );
+        assert!(object.get("00287FE0").is_none() && object["00081115"]["Value"][0].get("00081190").is_none());
     }
 
     #[test]
     fn an_object_without_its_uids_keeps_no_bulk_data_uri() {
         let mut object = json!({"7FE00010": {"vr": "OW", "BulkDataURI": "https://edge.hospital/x"}});
-        with_own_bulk_data_uris(&mut object, "http://gw/dicom-web");
+        with_own_urls(&mut object, "http://gw/dicom-web");
         assert_eq!(object["7FE00010"], json!({"vr": "OW"}));
     }
 }
