@@ -970,3 +970,69 @@ mode = "none"
     finally:
         stop(process)
         origin.shutdown()
+
+
+def test_an_origin_that_trickles_its_metadata_is_cut_off_at_the_sites_budget():
+    """An origin that answers a metadata request and then sends a byte each half second (each
+    read within the site's 1 s timeout, the whole never): the central answers 504 within the
+    site's budget (twice its timeout), rather than holding the request for as long as the
+    origin trickles."""
+    stop_trickling = threading.Event()
+
+    class Origin(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            if not self.path.split("?")[0].endswith("/metadata"):
+                self.send_response(200)
+                self.send_header("Content-Type", "application/dicom+json")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"[]")
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/dicom+json")
+            self.send_header("Content-Length", "100000")
+            self.end_headers()
+            self.wfile.write(b"[")
+            while not stop_trickling.wait(0.5):
+                try:
+                    self.wfile.write(b" ")
+                    self.wfile.flush()
+                except OSError:
+                    return
+
+        def log_message(self, *args):
+            pass
+
+    origin = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Origin)
+    threading.Thread(target=origin.serve_forever, daemon=True).start()
+    port = free_port()
+    config = f"""
+[server]
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}/dicom-web"
+
+[dimse]
+ae_title = "TRICKLEGW"
+listen = "127.0.0.1:{free_port()}"
+
+[[sites]]
+id = "trickling"
+protocol = "dicomweb"
+url = "http://127.0.0.1:{origin.server_address[1]}/dicom-web"
+deidentified = true
+timeout = "1s"
+
+[auth]
+mode = "none"
+"""
+    process = launch(config, port)
+    try:
+        began = time.monotonic()
+        got = HTTP.get(f"http://127.0.0.1:{port}/dicom-web/studies/2.25.77/metadata", timeout=30)
+        elapsed = time.monotonic() - began
+        assert got.status_code == 504, (got.status_code, got.text)
+        assert elapsed < 4, elapsed
+    finally:
+        stop_trickling.set()
+        stop(process)
+        origin.shutdown()

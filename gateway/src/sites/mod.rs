@@ -301,6 +301,17 @@ impl Site {
         }
     }
 
+    /// `operation` within the site's whole budget: however slowly an origin trickles an answer
+    /// that is read whole (each read within `timeout`), it ends in time.
+    async fn within_budget<T>(
+        &self,
+        operation: &'static str,
+        answer: impl std::future::Future<Output = Result<T, Unanswered>>,
+    ) -> Result<T, Unanswered> {
+        let budget = self.operation_budget();
+        tokio::time::timeout(budget, answer).await.unwrap_or_else(|_| Err(self.over_budget(operation, budget)))
+    }
+
     /// An operation that ran past the site's whole budget, in its protocol's terms.
     fn over_budget(&self, operation: &'static str, after: Duration) -> Unanswered {
         match &self.protocol {
@@ -402,7 +413,9 @@ impl Site {
         let outcome = match &self.protocol {
             Protocol::Dimse(dimse) => dimse.list_instances(scope, deadline).await.map_err(Unanswered::from),
             Protocol::Dicomweb(web) => {
-                web.list_instances(touched, scope, self.max_matches).await.map_err(Unanswered::from)
+                let listed =
+                    async { web.list_instances(touched, scope, self.max_matches).await.map_err(Unanswered::from) };
+                self.within_budget("QIDO-RS", listed).await
             }
         };
         self.observed(outcome)
@@ -419,7 +432,8 @@ impl Site {
         let Protocol::Dicomweb(web) = &self.protocol else { return Ok(None) };
         self.admit(touched)?;
         count(&self.sent.retrieve);
-        let outcome = web.metadata(touched, target, max).await.map_err(Unanswered::from);
+        let answer = async { web.metadata(touched, target, max).await.map_err(Unanswered::from) };
+        let outcome = self.within_budget("WADO-RS metadata", answer).await;
         self.observed(outcome)
     }
 
