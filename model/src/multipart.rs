@@ -181,7 +181,16 @@ where
                         if at > self.max_part {
                             return Err(MultipartError::PartTooLarge(self.max_part));
                         }
-                        let body = self.buffer.split_to(at).freeze();
+                        // A part is kept (cached) as it is: in a buffer of its own size when the
+                        // one it was read into is much larger (it grew by doubling), so that
+                        // what it holds in memory is what it weighs.
+                        let body = if self.buffer.capacity() > at + at / 4 + (64 << 10) {
+                            let body = Bytes::copy_from_slice(&self.buffer[..at]);
+                            self.buffer.advance(at);
+                            body
+                        } else {
+                            self.buffer.split_to(at).freeze()
+                        };
                         self.buffer.advance(self.body_end.len());
                         let headers = std::mem::take(headers);
                         self.state = State::Headers;
