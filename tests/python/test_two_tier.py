@@ -712,7 +712,7 @@ class IdentityProvider:
         provider = self
         self.issued = 0
 
-        class Handler(http.server.BaseHTTPRequestHandler):
+        class Handler(Origin):
             def do_POST(self):
                 form = urllib.parse.parse_qs(self.rfile.read(int(self.headers["Content-Length"])).decode())
                 granted = form.get("grant_type") == ["client_credentials"] and form.get("client_id") == [client_id]
@@ -723,14 +723,7 @@ class IdentityProvider:
                 provider.issued += 1
                 access = token(keys.rsa, sub=client_id, projects=["lung"], exp=int(time.time()) + lifetime)
                 body = json.dumps({"access_token": access, "token_type": "Bearer", "expires_in": lifetime}).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args):
-                pass
+                self.answer_json(body, "application/json")
 
         self.server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/token"
@@ -818,6 +811,54 @@ def test_a_central_with_a_token_file_reads_it_again_when_it_changes(tiers, tmp_p
         stop(process)
 
 
+class Origin(http.server.BaseHTTPRequestHandler):
+    """A server on loopback (a DICOMweb origin, an identity provider) for one behaviour, which a
+    test's subclass gives in do_GET or do_POST."""
+
+    def answer_json(self, body, content_type="application/dicom+json"):
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def on_loopback(origin):
+    """The `Origin` subclass served on a thread of its own: its server (`shutdown()` stops it)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), origin)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def gateway_over(server, site_id, more=""):
+    """A gateway over `server` as a DICOMweb site `site_id` already de-identified (`more`: keys
+    of the site), without authentication: its process and its DICOMweb base URL."""
+    port = free_port()
+    config = f"""
+[server]
+listen = "127.0.0.1:{port}"
+public_url = "http://127.0.0.1:{port}/dicom-web"
+
+[dimse]
+ae_title = "ORIGINGW"
+listen = "127.0.0.1:{free_port()}"
+
+[[sites]]
+id = "{site_id}"
+protocol = "dicomweb"
+url = "http://127.0.0.1:{server.server_address[1]}/dicom-web"
+deidentified = true
+{more}
+
+[auth]
+mode = "none"
+"""
+    return launch(config, port), f"http://127.0.0.1:{port}/dicom-web"
+
+
 def test_an_origin_that_answers_only_part_of_a_study_is_said_so_and_never_cached_whole(testbed):
     """An origin that sends part of what was asked and says so (206 Partial Content, as
     dcm4chee does for instances it cannot send; or 200 with a Warning, as an edge gateway does
@@ -829,15 +870,11 @@ def test_an_origin_that_answers_only_part_of_a_study_is_said_so_and_never_cached
     body = f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + part10 + f"\r\n--{boundary}--\r\n".encode()
     asked = []
 
-    class Origin(http.server.BaseHTTPRequestHandler):
+    class Partly(Origin):
         def do_GET(self):
             path = self.path.split("?")[0]
             if path.endswith("/studies"):  # its health check
-                self.send_response(200)
-                self.send_header("Content-Type", "application/dicom+json")
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"[]")
+                self.answer_json(b"[]")
                 return
             asked.append(path)
             series = "/series/" in path
@@ -849,33 +886,9 @@ def test_an_origin_that_answers_only_part_of_a_study_is_said_so_and_never_cached
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, *args):
-            pass
-
-    origin = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Origin)
-    threading.Thread(target=origin.serve_forever, daemon=True).start()
-    port = free_port()
-    config = f"""
-[server]
-listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}/dicom-web"
-
-[dimse]
-ae_title = "PARTLYGW"
-listen = "127.0.0.1:{free_port()}"
-
-[[sites]]
-id = "partly"
-protocol = "dicomweb"
-url = "http://127.0.0.1:{origin.server_address[1]}/dicom-web"
-deidentified = true
-
-[auth]
-mode = "none"
-"""
-    process = launch(config, port)
+    server = on_loopback(Partly)
+    process, central = gateway_over(server, "partly")
     try:
-        central = f"http://127.0.0.1:{port}/dicom-web"
         for url in (f"{central}/studies/{ds.StudyInstanceUID}", f"{central}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"):
             for _ in range(2):
                 got = HTTP.get(url, headers=ACCEPT_DICOM, timeout=30)
@@ -885,7 +898,7 @@ mode = "none"
         assert len(asked) == 4, asked
     finally:
         stop(process)
-        origin.shutdown()
+        server.shutdown()
 
 
 def serve_studies(count, cap, takes_offset):
@@ -904,26 +917,16 @@ def serve_studies(count, cap, takes_offset):
     ]
     searches = []
 
-    class Origin(http.server.BaseHTTPRequestHandler):
+    class Capped(Origin):
         def do_GET(self):
             path, _, query = self.path.partition("?")
             asked = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
             searches.append(asked)
             offset = int(asked.get("offset", 0)) if takes_offset else 0
             limit = min(int(asked.get("limit", count)), cap)
-            body = json.dumps(studies[offset:offset + limit] if path.endswith("/studies") else []).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/dicom+json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.answer_json(json.dumps(studies[offset:offset + limit] if path.endswith("/studies") else []).encode())
 
-        def log_message(self, *args):
-            pass
-
-    origin = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Origin)
-    threading.Thread(target=origin.serve_forever, daemon=True).start()
-    return origin, searches
+    return on_loopback(Capped), searches
 
 
 @pytest.mark.parametrize("takes_offset", [True, False])
@@ -932,30 +935,11 @@ def test_an_origin_that_caps_its_search_answers_is_paged_through_or_said_to_be_c
     cloud stores cap QIDO-RS): the central pages past the cap and answers all 250; from one that
     takes no `offset` (it sends its first 120 again), the 120 it has, once each, with a Warning
     that the site's answer was cut."""
-    origin, searches = serve_studies(250, 120, takes_offset)
-    port = free_port()
-    config = f"""
-[server]
-listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}/dicom-web"
-
-[dimse]
-ae_title = "CAPPEDGW"
-listen = "127.0.0.1:{free_port()}"
-
-[[sites]]
-id = "capped"
-protocol = "dicomweb"
-url = "http://127.0.0.1:{origin.server_address[1]}/dicom-web"
-deidentified = true
-
-[auth]
-mode = "none"
-"""
-    process = launch(config, port)
+    server, searches = serve_studies(250, 120, takes_offset)
+    process, central = gateway_over(server, "capped")
     try:
         searches.clear()
-        got = HTTP.get(f"http://127.0.0.1:{port}/dicom-web/studies", timeout=30)
+        got = HTTP.get(f"{central}/studies", timeout=30)
         assert got.status_code == 200, got.text
         uids = [s["0020000D"]["Value"][0] for s in got.json()]
         assert len(uids) == len(set(uids))
@@ -969,7 +953,7 @@ mode = "none"
             assert "site capped has more than 120 matches" in got.headers.get("Warning", ""), got.headers
     finally:
         stop(process)
-        origin.shutdown()
+        server.shutdown()
 
 
 def test_an_origin_that_trickles_its_metadata_is_cut_off_at_the_sites_budget():
@@ -979,14 +963,10 @@ def test_an_origin_that_trickles_its_metadata_is_cut_off_at_the_sites_budget():
     origin trickles."""
     stop_trickling = threading.Event()
 
-    class Origin(http.server.BaseHTTPRequestHandler):
+    class Trickling(Origin):
         def do_GET(self):
             if not self.path.split("?")[0].endswith("/metadata"):
-                self.send_response(200)
-                self.send_header("Content-Type", "application/dicom+json")
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"[]")
+                self.answer_json(b"[]")
                 return
             self.send_response(200)
             self.send_header("Content-Type", "application/dicom+json")
@@ -1000,39 +980,15 @@ def test_an_origin_that_trickles_its_metadata_is_cut_off_at_the_sites_budget():
                 except OSError:
                     return
 
-        def log_message(self, *args):
-            pass
-
-    origin = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Origin)
-    threading.Thread(target=origin.serve_forever, daemon=True).start()
-    port = free_port()
-    config = f"""
-[server]
-listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}/dicom-web"
-
-[dimse]
-ae_title = "TRICKLEGW"
-listen = "127.0.0.1:{free_port()}"
-
-[[sites]]
-id = "trickling"
-protocol = "dicomweb"
-url = "http://127.0.0.1:{origin.server_address[1]}/dicom-web"
-deidentified = true
-timeout = "1s"
-
-[auth]
-mode = "none"
-"""
-    process = launch(config, port)
+    server = on_loopback(Trickling)
+    process, central = gateway_over(server, "trickling", 'timeout = "1s"')
     try:
         began = time.monotonic()
-        got = HTTP.get(f"http://127.0.0.1:{port}/dicom-web/studies/2.25.77/metadata", timeout=30)
+        got = HTTP.get(f"{central}/studies/2.25.77/metadata", timeout=30)
         elapsed = time.monotonic() - began
         assert got.status_code == 504, (got.status_code, got.text)
         assert elapsed < 4, elapsed
     finally:
         stop_trickling.set()
         stop(process)
-        origin.shutdown()
+        server.shutdown()
