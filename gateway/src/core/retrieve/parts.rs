@@ -2,9 +2,9 @@
 //! stream of instances in the order they arrive. A part is retrieved from its first holder whose
 //! circuit is closed; a holder that cannot be reached gives way to the next. Every part must
 //! yield what it lists (at least one instance of a study or series, every instance it names),
-//! each instance once, within `[dataset_limits]` and of the study, series and instance its data
-//! set says: a part that falls short ends the stream with an error, so a response is never
-//! presented as complete without it.
+//! each instance once, within `[dataset_limits]` and of the study and series asked as its own
+//! data set says: a part that falls short ends the stream with an error, so a response is
+//! never presented as complete without it.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -382,7 +382,9 @@ async fn search_piece(
         // Every pseudonym in the response resolves before the client sees it.
         privacy.record(entries.into_iter().flatten().collect()).await?;
     }
-    // (Results are in the sites' terms only without de-identification.)
+    // (Results are in the sites' terms only without de-identification; a list with results
+    // left out is not the study's whole list.)
+    let whole_list = whole_list && left_out.results == 0;
     if rememberable && whole_list && scope.level == QueryLevel::Series && access.privacy().is_none() {
         if let Some(study) = &scope.study {
             remember_series(federation.directory, study, &completed);
