@@ -35,14 +35,15 @@ impl Embedded {
         let write = store.begin_write()?;
         write.open_table(MAP)?;
         write.commit()?;
-        let writer_store = store.clone();
-        let writer = Writer::start(move |receiver| write_batches(&writer_store, receiver))?;
-        Ok(Embedded { store, writer, recent: recent() })
+        let (writer_store, recent) = (store.clone(), recent());
+        let writer_recent = recent.clone();
+        let writer = Writer::start(move |receiver| write_batches(&writer_store, &writer_recent, receiver))?;
+        Ok(Embedded { store, writer, recent })
     }
 }
 
-/// Entries sent to the writer: their keys, and the answer once they are committed.
-type Pending = (Vec<String>, oneshot::Receiver<anyhow::Result<()>>);
+/// The writer's answer once entries sent to it are committed.
+type Pending = oneshot::Receiver<anyhow::Result<()>>;
 
 impl Embedded {
     /// Sends what is not known yet to the writer; the receiver answers once it is committed.
@@ -65,11 +66,10 @@ impl Embedded {
         let (done, committed) = oneshot::channel();
         self.writer.send(Write::Put(encoded, done))?;
         // Known from now on: resolving reads memory first.
-        let keys = new.iter().map(|(key, _)| key.clone()).collect();
         for (key, original) in new {
             self.recent.insert(key, Arc::new(original));
         }
-        Ok(Some((keys, committed)))
+        Ok(Some(committed))
     }
 }
 
@@ -80,14 +80,10 @@ impl PseudonymStore for Embedded {
         entries: Vec<(String, Original)>,
     ) -> BoxFuture<'a, anyhow::Result<()>> {
         Box::pin(async move {
-            if let Some((keys, committed)) = self.send(project, entries)? {
-                let outcome =
-                    committed.await.map_err(|_| anyhow::anyhow!("the pseudonym writer stopped")).and_then(|r| r);
-                if outcome.is_err() {
-                    // Not durable: forget them, so that the next attempt writes them again.
-                    keys.iter().for_each(|key| self.recent.invalidate(key));
-                }
-                outcome?;
+            // Entries not made durable are forgotten by the writer itself (write_batches), even
+            // when nothing awaits its answer any more (the request went away).
+            if let Some(committed) = self.send(project, entries)? {
+                committed.await.map_err(|_| anyhow::anyhow!("the pseudonym writer stopped"))??;
             }
             Ok(())
         })
@@ -120,7 +116,17 @@ impl PseudonymStore for Embedded {
     }
 }
 
-fn write_batches(store: &redb::Database, receiver: &mpsc::Receiver<Write>) {
+/// Commits what waits, in batches, and answers each write. The entries of a write that failed
+/// are forgotten from `recent`, so that the next request carrying them writes them again
+/// rather than taking them as known.
+fn write_batches(store: &redb::Database, recent: &Recent, receiver: &mpsc::Receiver<Write>) {
+    let answer = |write: Write, outcome: anyhow::Result<()>| {
+        let Write::Put(entries, done) = write;
+        if outcome.is_err() {
+            entries.iter().for_each(|(key, _)| recent.invalidate(key));
+        }
+        let _ = done.send(outcome);
+    };
     while let Ok(first) = receiver.recv() {
         let mut batch = vec![first];
         while let Ok(more) = receiver.try_recv() {
@@ -134,13 +140,12 @@ fn write_batches(store: &redb::Database, receiver: &mpsc::Receiver<Write>) {
                 // One request's entries conflict: the others are written on their own.
                 for write in batch {
                     let outcome = commit(store, std::slice::from_ref(&write));
-                    let Write::Put(_, done) = write;
-                    let _ = done.send(outcome);
+                    answer(write, outcome);
                 }
             }
             outcome => {
-                for Write::Put(_, done) in batch {
-                    let _ = done.send(outcome.as_ref().map(|_| ()).map_err(|e| anyhow::anyhow!("{e}")));
+                for write in batch {
+                    answer(write, outcome.as_ref().map(|_| ()).map_err(|e| anyhow::anyhow!("{e}")));
                 }
             }
         }
@@ -205,6 +210,19 @@ mod tests {
         drop(store);
         let store = Embedded::open(&dir).expect("reopen");
         assert!(store.record("a", vec![("2.25.1".into(), other)]).is_err(), "refused from disk too");
+        assert_eq!(store.resolve("a", "2.25.1").expect("read"), Some(study.clone()));
+        // A write the disk refuses, whose request stopped waiting for it (polled once, then
+        // dropped): its entry is forgotten all the same, never resolved from memory.
+        drop(store);
+        let store = Embedded::open(&dir).expect("reopen");
+        let third = Original { kind: Kind::Instance, value: "1.2.3".into(), issuer: None };
+        assert!(futures::FutureExt::now_or_never(store.recording("a", vec![("2.25.1".into(), third)])).is_none());
+        for _ in 0..100 {
+            if store.resolve("a", "2.25.1").expect("read") == Some(study.clone()) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
         assert_eq!(store.resolve("a", "2.25.1").expect("read"), Some(study));
         let _ = std::fs::remove_dir_all(&dir);
     }
