@@ -12,7 +12,7 @@ use dicom_dictionary_std::tags;
 use dicom_object::{FileDicomObject, InMemDicomObject};
 
 use pacs_adapter::data_set_check::check_data_set_visiting;
-pub(crate) use pacs_adapter::data_set_check::{check_data_set, ContentLimitError, Encoding};
+pub(crate) use pacs_adapter::data_set_check::{ContentLimitError, Encoding};
 
 use crate::config::DataSetLimitsConfig;
 
@@ -26,12 +26,23 @@ pub fn check_encoded(
     transfer_syntax: &str,
     limits: &DataSetLimitsConfig,
 ) -> Result<Option<Vec<u8>>, ContentLimitError> {
+    check_encoded_visiting(data_set, transfer_syntax, limits, &mut |_, _| {})
+}
+
+/// [`check_encoded`], showing `visit` each top-level element as the walk passes it
+/// (pacs_adapter::data_set_check::check_data_set_visiting).
+fn check_encoded_visiting(
+    data_set: &[u8],
+    transfer_syntax: &str,
+    limits: &DataSetLimitsConfig,
+    visit: &mut dyn FnMut(dicom_core::Tag, &[u8]),
+) -> Result<Option<Vec<u8>>, ContentLimitError> {
     if transfer_syntax == DEFLATED_EXPLICIT_VR_LE {
         let inflated = inflate(data_set, limits.max_inflated_size)?;
-        check_data_set(&inflated, Encoding::of(""), limits.max_sequence_depth)?;
+        check_data_set_visiting(&inflated, Encoding::of(""), limits.max_sequence_depth, visit)?;
         return Ok(Some(inflated));
     }
-    check_data_set(data_set, Encoding::of(transfer_syntax), limits.max_sequence_depth)?;
+    check_data_set_visiting(data_set, Encoding::of(transfer_syntax), limits.max_sequence_depth, visit)?;
     Ok(None)
 }
 
@@ -60,12 +71,7 @@ pub(crate) fn check_identified(
         // A UID's value is padded to even length with a NUL (some writers use a space).
         *slot = std::str::from_utf8(value).ok().map(|uid| uid.trim_end_matches(['\0', ' ']).to_owned());
     };
-    if transfer_syntax == DEFLATED_EXPLICIT_VR_LE {
-        let inflated = inflate(data_set, limits.max_inflated_size)?;
-        check_data_set_visiting(&inflated, Encoding::of(""), limits.max_sequence_depth, &mut visit)?;
-    } else {
-        check_data_set_visiting(data_set, Encoding::of(transfer_syntax), limits.max_sequence_depth, &mut visit)?;
-    }
+    check_encoded_visiting(data_set, transfer_syntax, limits, &mut visit)?;
     Ok(identity)
 }
 
@@ -147,6 +153,7 @@ pub(crate) fn frame_size(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pacs_adapter::data_set_check::check_data_set;
 
     /// An undefined length.
     const UNDEFINED: u32 = 0xFFFF_FFFF;
