@@ -32,12 +32,32 @@ pub fn read_object(json: &Json) -> Result<InMemDicomObject, JsonReadError> {
     object(json, 0)
 }
 
-/// The data sets of a search's answer (a JSON array of objects).
-pub fn read_array(json: &Json) -> Result<Vec<InMemDicomObject>, JsonReadError> {
-    match json {
-        Json::Array(items) => items.iter().map(read_object).collect(),
-        _ => Err(JsonReadError::NotAnObject),
+/// Each element of the JSON array `text`, parsed and handed to `each` one at a time, in order:
+/// an answer of thousands of objects is never held parsed whole (parsed JSON takes several
+/// times the memory of its text). Fails when `text` is not one JSON array, or with `each`'s
+/// message where it refuses an element.
+pub fn each_in_array<F>(text: &[u8], each: F) -> Result<(), serde_json::Error>
+where
+    F: FnMut(Json) -> Result<(), String>,
+{
+    struct Each<F>(F);
+    impl<'de, F: FnMut(Json) -> Result<(), String>> serde::de::Visitor<'de> for Each<F> {
+        type Value = ();
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON array")
+        }
+
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(mut self, mut items: A) -> Result<(), A::Error> {
+            while let Some(item) = items.next_element::<Json>()? {
+                (self.0)(item).map_err(<A::Error as serde::de::Error>::custom)?;
+            }
+            Ok(())
+        }
     }
+    let mut text = serde_json::Deserializer::from_slice(text);
+    serde::Deserializer::deserialize_seq(&mut text, Each(each))?;
+    text.end()
 }
 
 fn object(json: &Json, depth: usize) -> Result<InMemDicomObject, JsonReadError> {
@@ -155,6 +175,32 @@ mod tests {
     use super::*;
     use crate::dicom_json::{to_json, JsonOptions};
     use dicom_dictionary_std::tags;
+
+    #[test]
+    fn each_element_of_an_array_is_handed_on_in_order_and_anything_else_fails() {
+        let mut seen = Vec::new();
+        each_in_array(br#"[{"a": 1}, {"b": [2, 3]}, 4]"#, |item| {
+            seen.push(item);
+            Ok(())
+        })
+        .expect("an array");
+        assert_eq!(seen, vec![serde_json::json!({"a": 1}), serde_json::json!({"b": [2, 3]}), serde_json::json!(4)]);
+        for not_one_array in [&br#"{"a": 1}"#[..], b"[1, 2", b"[1] [2]", b"[1,]", b""] {
+            assert!(each_in_array(not_one_array, |_| Ok(())).is_err(), "{:?}", String::from_utf8_lossy(not_one_array));
+        }
+        let mut handed = 0;
+        let refused = each_in_array(b"[1, 2, 3]", |item| {
+            handed += 1;
+            if item == 2 {
+                Err("not this one".into())
+            } else {
+                Ok(())
+            }
+        })
+        .expect_err("refused");
+        assert!(refused.to_string().contains("not this one"), "{refused}");
+        assert_eq!(handed, 2, "nothing past the refused element");
+    }
 
     fn sample() -> InMemDicomObject {
         let item = InMemDicomObject::from_element_iter([DataElement::new(

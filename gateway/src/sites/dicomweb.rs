@@ -11,6 +11,7 @@
 //! by the gateway's projects in every case (docs/TWO-TIER.md).
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,7 @@ use futures::{StreamExt, TryStreamExt};
 use pacs_adapter::{PlannedInstance, QueryLevel, RetrieveTarget, RetrievedInstance};
 
 use crate::config::{ClientCredentials, DicomwebSiteConfig, OriginAuth, SiteConfig};
+use crate::sites::pace::{self, Pace};
 use crate::sites::touched::Touched;
 
 /// Why a DICOMweb operation did not reach an answer. Messages name the site, the operation and
@@ -82,7 +84,11 @@ impl WebError {
             | WebError::Malformed { .. }
             | WebError::CredentialsRefused { .. }
             | WebError::Credentials { .. } => true,
-            WebError::Status { status, .. } | WebError::Busy { status, .. } => *status >= 500,
+            // A redirect is not followed: the site's URL is wrong (as http for https), which
+            // only its configuration can put right.
+            WebError::Status { status, .. } | WebError::Busy { status, .. } => {
+                *status >= 500 || (300..400).contains(status)
+            }
             WebError::Refused { .. } | WebError::Partly { .. } => false,
         }
     }
@@ -128,6 +134,10 @@ type InstanceParts = BoxStream<'static, Result<RetrievedInstance, WebError>>;
 
 /// The longest wait passed on from a busy origin's Retry-After, in seconds.
 const MAX_RETRY_AFTER: u64 = 60;
+
+/// The failure reason of an instance the origin refused the caller to store: "Refused: Not
+/// Authorized" (PS3.7 Annex C).
+pub(crate) const NOT_AUTHORIZED: u16 = 0x0124;
 
 /// The most matches asked of an origin at once when it pages its answers.
 const PAGE: usize = 1000;
@@ -220,9 +230,14 @@ impl Dicomweb {
 
     /// The Authorization header for a request made for `touched`'s caller.
     async fn authorization(&self, touched: &Touched) -> Result<Option<Arc<str>>, WebError> {
+        self.authorization_forwarding(touched.authorization()).await
+    }
+
+    /// The Authorization header for a request made for a caller whose own is `forwarded`.
+    async fn authorization_forwarding(&self, forwarded: Option<Arc<str>>) -> Result<Option<Arc<str>>, WebError> {
         match &self.credentials {
             OriginAuth::None => Ok(None),
-            OriginAuth::Forward => Ok(touched.authorization()),
+            OriginAuth::Forward => Ok(forwarded),
             OriginAuth::ClientCredentials(grant) => self.granted(grant).await.map(Some),
             OriginAuth::TokenFile(path) => self.token_file(path).await.map(Some),
         }
@@ -308,6 +323,18 @@ impl Dicomweb {
         operation: &'static str,
         request: reqwest::RequestBuilder,
     ) -> Result<(reqwest::Response, tokio::sync::OwnedSemaphorePermit), WebError> {
+        self.send_within(authorization, operation, request, self.timeout).await
+    }
+
+    /// [`Self::send`], the request sent and answered `within` (longer than the site's timeout
+    /// for one whose body takes time to send).
+    async fn send_within(
+        &self,
+        authorization: Option<Arc<str>>,
+        operation: &'static str,
+        request: reqwest::RequestBuilder,
+        within: Duration,
+    ) -> Result<(reqwest::Response, tokio::sync::OwnedSemaphorePermit), WebError> {
         let permit = tokio::time::timeout(self.timeout, self.slots.clone().acquire_owned())
             .await
             .map_err(|_| WebError::Timeout { site: self.site.clone(), operation, after: self.timeout })?
@@ -321,39 +348,57 @@ impl Dicomweb {
         // A GET the origin closed a kept-alive connection under, before answering, is sent once
         // more on a new connection: an origin may close an idle connection just as it is reused,
         // and a GET changes nothing there. Any other request is not repeated.
-        let again = (request.method() == reqwest::Method::GET).then(|| request.try_clone()).flatten();
-        let response = match (self.execute(operation, request).await?, again) {
+        let is_get = request.method() == reqwest::Method::GET;
+        let again = || is_get.then(|| request.try_clone()).flatten();
+        let (closed_again, refused_again) = (again(), again());
+        let response = match (self.execute(operation, request, within).await?, closed_again) {
             (Err(e), Some(again)) if closed_unanswered(&e) => {
                 tracing::debug!(site = %self.site, operation, "the origin closed a kept-alive connection; asked again");
-                self.execute(operation, again).await?
+                self.execute(operation, again, within).await?
             }
             (answer, _) => answer,
         }
         .map_err(|e| self.transport(operation, &e))?;
-        let status = response.status().as_u16();
         // The gateway's own credentials refused (a 403 without a Bearer challenge is about what
         // was asked, such as withheld instances, and is the caller's answer).
         if refuses_the_caller(&response) && self.credentials != OriginAuth::Forward {
-            // A token the origin no longer takes is fetched anew for the next request.
-            if let OriginAuth::ClientCredentials(_) = self.credentials {
+            let OriginAuth::ClientCredentials(grant) = &self.credentials else {
+                return Err(self.credentials_refused(operation, &response));
+            };
+            // A granted token the origin no longer takes (revoked, or expired before its
+            // time): a GET is asked once more with a new one.
+            *self.granted.lock().await = None;
+            let Some(mut again) = refused_again else { return Err(self.credentials_refused(operation, &response)) };
+            let token = self.granted(grant).await?;
+            let header = reqwest::header::HeaderValue::from_str(&token)
+                .map_err(|_| self.credentials_error("the granted token is not a header value"))?;
+            again.headers_mut().insert(reqwest::header::AUTHORIZATION, header);
+            let response = self.execute(operation, again, within).await?.map_err(|e| self.transport(operation, &e))?;
+            if refuses_the_caller(&response) {
                 *self.granted.lock().await = None;
+                return Err(self.credentials_refused(operation, &response));
             }
-            return Err(WebError::CredentialsRefused { site: self.site.clone(), operation, status });
+            return Ok((response, permit));
         }
         Ok((response, permit))
     }
 
-    /// Sends a built request and waits for its status line and headers, within the site's
-    /// timeout (the outer error); the inner one is the transport's.
+    fn credentials_refused(&self, operation: &'static str, response: &reqwest::Response) -> WebError {
+        WebError::CredentialsRefused { site: self.site.clone(), operation, status: response.status().as_u16() }
+    }
+
+    /// Sends a built request and waits for its status line and headers, `within` that (the
+    /// outer error); the inner one is the transport's.
     async fn execute(
         &self,
         operation: &'static str,
         request: reqwest::Request,
+        within: Duration,
     ) -> Result<Result<reqwest::Response, reqwest::Error>, WebError> {
-        tokio::time::timeout(self.timeout, self.client.execute(request)).await.map_err(|_| WebError::Timeout {
+        tokio::time::timeout(within, self.client.execute(request)).await.map_err(|_| WebError::Timeout {
             site: self.site.clone(),
             operation,
-            after: self.timeout,
+            after: within,
         })
     }
 
@@ -432,23 +477,18 @@ impl Dicomweb {
             // A page's answer is held whole, within 16 KiB a match on average (a match is a
             // few KiB), 1 to 16 MiB: parsed JSON takes several times its text.
             let body = self.body(response, "QIDO-RS", wanted.saturating_mul(16 << 10).clamp(1 << 20, 16 << 20)).await?;
-            // A large page is parsed off the async runtime.
-            let json: serde_json::Value = if body.len() > 1 << 20 {
-                tokio::task::spawn_blocking(move || serde_json::from_slice(&body))
-                    .await
-                    .map_err(|e| self.malformed("QIDO-RS", e))?
+            // A large page is read off the async runtime.
+            let (matches, first) = if body.len() > 1 << 20 {
+                tokio::task::spawn_blocking(move || read_page(&body)).await.map_err(|e| self.malformed("QIDO-RS", e))?
             } else {
-                serde_json::from_slice(&body)
+                read_page(&body)
             }
             .map_err(|e| self.malformed("QIDO-RS", e))?;
             // An origin that takes no `offset` answers each page with its first again: what it
             // has past that page cannot be had, so the answer is taken as cut short.
-            let first = json.get(0).cloned();
             if first.is_some() && first_of_last_page.is_some() && first == first_of_last_page {
                 return Ok((found, true));
             }
-            let matches =
-                dicomweb_model::dicom_json_read::read_array(&json).map_err(|e| self.malformed("QIDO-RS", e))?;
             let got = matches.len();
             found.extend(matches);
             if found.len() > at_most {
@@ -502,12 +542,15 @@ impl Dicomweb {
             // An instance without its series: every instance resource needs it.
             (None, _) => return Err(self.malformed("WADO-RS", "an instance asked without its series")),
         };
-        let authorization = self.authorization(touched).await?;
+        // The credentials are had for each request: a granted token may expire during a long
+        // list of instances.
+        let forwarded = touched.authorization();
+        let authorization = self.authorization_forwarding(forwarded.clone()).await?;
         // The first response is awaited here, so that a missing study or a failing origin is
         // known before the caller's response starts, and so is an answer that says it is
         // partial: the request's response says so too.
         let mut urls = urls.into_iter();
-        let first = urls.next().map(|url| self.clone().instances_at(url, authorization.clone()));
+        let first = urls.next().map(|url| self.clone().instances_at(url, authorization));
         let Some(first) = first else { return Ok(stream::empty().boxed()) };
         let (first, partly) = first.await?;
         if let Some(how) = partly {
@@ -517,8 +560,9 @@ impl Dicomweb {
         let rest = stream::iter(urls)
             .then(move |url| {
                 let this = this.clone();
-                let authorization = authorization.clone();
+                let forwarded = forwarded.clone();
                 async move {
+                    let authorization = this.authorization_forwarding(forwarded).await?;
                     let (instances, partly) = this.clone().instances_at(url, authorization).await?;
                     // Past the first answer, a partial one can only end the retrieval.
                     let end =
@@ -563,18 +607,33 @@ impl Dicomweb {
             return Err(self.malformed("WADO-RS", "the answer is not multipart/related"));
         };
         let site = self.site.clone();
-        let reader = MultipartReader::new(response.bytes_stream(), &boundary, self.max_instance, u64::MAX);
-        let deadline = self.timeout;
+        // The body's bytes counted as they come (each part keeps a pace), and whether a read of
+        // it timed out (the multipart reader keeps only a failure's message).
+        let (moved, timed_out) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicBool::new(false)));
+        let (counting, noting) = (moved.clone(), timed_out.clone());
+        let body = response.bytes_stream().inspect(move |chunk| match chunk {
+            Ok(bytes) => _ = counting.fetch_add(bytes.len() as u64, Ordering::Relaxed),
+            Err(e) if e.is_timeout() => noting.store(true, Ordering::Relaxed),
+            Err(_) => {}
+        });
+        let reader = MultipartReader::new(body, &boundary, self.max_instance, u64::MAX);
+        let timeout = self.timeout;
         let parts = stream::try_unfold((reader, permit), move |(mut reader, permit)| {
-            let site = site.clone();
+            let (site, moved, timed_out) = (site.clone(), moved.clone(), timed_out.clone());
             async move {
-                let part = tokio::time::timeout(deadline, reader.next_part())
+                // A part may take the site's timeout and what its bytes need at the slowest rate.
+                let at_start = moved.load(Ordering::Relaxed);
+                let since_start = || moved.load(Ordering::Relaxed) - at_start;
+                let timed_out_after = |after| WebError::Timeout { site: site.clone(), operation: "WADO-RS", after };
+                let part = Pace::from_now(timeout)
+                    .keep(reader.next_part(), since_start)
                     .await
-                    .map_err(|_| WebError::Timeout { site: site.clone(), operation: "WADO-RS", after: deadline })?
-                    .map_err(|e| WebError::Malformed {
-                        site: site.clone(),
-                        operation: "WADO-RS",
-                        detail: e.to_string(),
+                    .ok_or_else(|| timed_out_after(timeout + pace::allowance(since_start())))?
+                    .map_err(|e| match timed_out.load(Ordering::Relaxed) {
+                        true => timed_out_after(timeout),
+                        false => {
+                            WebError::Malformed { site: site.clone(), operation: "WADO-RS", detail: e.to_string() }
+                        }
                     })?;
                 let Some(part) = part else { return Ok(None) };
                 let instance = RetrievedInstance::from_served(part.body).map_err(|e| WebError::Malformed {
@@ -590,15 +649,15 @@ impl Dicomweb {
     }
 
     /// The metadata of `target` (a study, a series or one instance) as the origin gives it: its
-    /// DICOM JSON objects, each checked to be of the target's study; none when the origin has
-    /// nothing (or refuses the caller); `None` when the answer is larger than `max` bytes (the
-    /// caller then takes the instances instead).
+    /// DICOM JSON text, checked to be an array of objects each of the target's study (none when
+    /// the origin has nothing or refuses the caller); `None` when the answer is larger than
+    /// `max` bytes (the caller then takes the instances instead).
     pub(crate) async fn metadata(
         &self,
         touched: &Touched,
         target: &RetrieveTarget,
         max: usize,
-    ) -> Result<Option<Vec<serde_json::Value>>, WebError> {
+    ) -> Result<Option<OriginMetadata>, WebError> {
         let mut url = format!("{}/studies/{}", self.base, target.study);
         match (&target.series, target.instances.as_slice()) {
             (None, []) => {}
@@ -612,34 +671,36 @@ impl Dicomweb {
         let status = response.status().as_u16();
         match status {
             200 => {}
-            204 | 404 => return Ok(Some(Vec::new())),
-            _ if refuses_the_caller(&response) => return Ok(Some(Vec::new())),
+            204 | 404 => return Ok(Some(OriginMetadata::none())),
+            _ if refuses_the_caller(&response) => return Ok(Some(OriginMetadata::none())),
             _ => return Err(self.status_error("WADO-RS metadata", &response)),
         }
         if response.content_length().is_some_and(|n| n > max as u64) {
             return Ok(None);
         }
-        let body = match self.body(response, "WADO-RS metadata", max).await {
-            Ok(body) => body,
+        let json = match self.body(response, "WADO-RS metadata", max).await {
+            Ok(json) => json,
             Err(WebError::Malformed { .. }) => return Ok(None),
             Err(e) => return Err(e),
         };
-        // Up to `max` bytes of JSON: parsed off the async runtime.
-        let json: serde_json::Value = tokio::task::spawn_blocking(move || serde_json::from_slice(&body))
-            .await
-            .map_err(|e| self.malformed("WADO-RS metadata", e))?
-            .map_err(|e| self.malformed("WADO-RS metadata", e))?;
-        let serde_json::Value::Array(objects) = json else {
-            return Err(self.malformed("WADO-RS metadata", "the answer is not a JSON array"));
-        };
-        // Nothing of another study, whatever the origin sends.
-        let of_study = |object: &serde_json::Value| {
-            object.pointer("/0020000D/Value/0").and_then(|v| v.as_str()).map(|uid| uid.trim_end_matches(['\0', ' ']))
-                == Some(target.study.as_str())
-        };
-        if !objects.iter().all(of_study) {
-            return Err(self.malformed("WADO-RS metadata", "an object is not of the study asked for"));
-        }
+        // Up to `max` bytes of JSON, checked object by object off the async runtime: nothing of
+        // another study, whatever the origin sends.
+        let study = target.study.clone();
+        let objects = tokio::task::spawn_blocking(move || {
+            let mut objects = 0;
+            dicomweb_model::dicom_json_read::each_in_array(&json, |object| {
+                let of = object.pointer("/0020000D/Value/0").and_then(|v| v.as_str());
+                if of.map(|uid| uid.trim_end_matches(['\0', ' '])) != Some(study.as_str()) {
+                    return Err("an object is not of the study asked for".into());
+                }
+                objects += 1;
+                Ok(())
+            })
+            .map(|()| OriginMetadata { json, objects })
+        })
+        .await
+        .map_err(|e| self.malformed("WADO-RS metadata", e))?
+        .map_err(|e| self.malformed("WADO-RS metadata", e))?;
         Ok(Some(objects))
     }
 
@@ -681,19 +742,18 @@ impl Dicomweb {
         };
         let content_type = content_type.to_owned();
         let (site, timeout, max) = (self.site.clone(), self.timeout, self.max_instance as u64);
+        // The whole answer keeps a pace from here: the site's timeout and what its bytes need.
+        let pace = Pace::from_now(timeout);
         let body = stream::try_unfold((response.bytes_stream(), 0u64, permit), move |(mut chunks, read, permit)| {
             let site = site.clone();
             async move {
-                let chunk = tokio::time::timeout(timeout, chunks.next()).await.map_err(|_| WebError::Timeout {
-                    site: site.clone(),
-                    operation: "WADO-RS",
-                    after: timeout,
-                })?;
+                let after = timeout + pace::allowance(read);
+                let timed_out = || WebError::Timeout { site: site.clone(), operation: "WADO-RS", after };
+                let chunk = pace.keep(chunks.next(), || read).await.ok_or_else(timed_out)?;
                 let Some(chunk) = chunk else { return Ok(None) };
-                let chunk = chunk.map_err(|e| WebError::Malformed {
-                    site: site.clone(),
-                    operation: "WADO-RS",
-                    detail: cause(&e),
+                let chunk = chunk.map_err(|e| match e.is_timeout() {
+                    true => timed_out(),
+                    false => WebError::Malformed { site: site.clone(), operation: "WADO-RS", detail: cause(&e) },
                 })?;
                 let read = read + chunk.len() as u64;
                 if read > max {
@@ -742,6 +802,8 @@ impl Dicomweb {
     /// UIDs the origin says it is retrieved by (another gateway de-identifying stores it under
     /// pseudonyms); [`WebError::Refused`] with the origin's reason when it was not stored.
     pub(crate) async fn store(&self, touched: &Touched, part10: Bytes) -> Result<StowAnswer, WebError> {
+        // The instance is sent before the answer is waited for: it takes what its bytes need.
+        let within = self.timeout + pace::allowance(part10.len() as u64);
         let boundary = dicomweb_model::multipart::fresh_boundary();
         let body: Vec<Bytes> = vec![
             Bytes::from(format!("--{boundary}\r\nContent-Type: application/dicom\r\n\r\n")),
@@ -757,8 +819,13 @@ impl Dicomweb {
             )
             .header(reqwest::header::ACCEPT, "application/dicom+json")
             .body(reqwest::Body::wrap_stream(stream::iter(body.into_iter().map(Ok::<_, std::io::Error>))));
-        let (response, _permit) = self.send(self.authorization(touched).await?, "STOW-RS", request).await?;
+        let (response, _permit) =
+            self.send_within(self.authorization(touched).await?, "STOW-RS", request, within).await?;
         let status = response.status().as_u16();
+        // The caller's own token forwarded and refused there: the caller may not store there.
+        if refuses_the_caller(&response) {
+            return Err(WebError::Refused { site: self.site.clone(), reason: NOT_AUTHORIZED });
+        }
         let failed = self.status_error("STOW-RS", &response);
         let answer = self.body(response, "STOW-RS", 16 << 20).await?;
         let module = serde_json::from_slice::<serde_json::Value>(&answer)
@@ -819,6 +886,21 @@ pub(crate) struct Relay {
 }
 
 /// An origin's answer relayed: its Content-Type and its body as it arrives.
+/// An origin's metadata answer: its JSON text, an array of DICOM JSON objects of the study
+/// asked for, kept as text (parsed, it would take several times the memory), and how many.
+#[derive(Debug)]
+pub(crate) struct OriginMetadata {
+    pub(crate) json: Bytes,
+    pub(crate) objects: usize,
+}
+
+impl OriginMetadata {
+    /// The origin has nothing of what was asked (or nothing for the caller).
+    fn none() -> OriginMetadata {
+        OriginMetadata { json: Bytes::from_static(b"[]"), objects: 0 }
+    }
+}
+
 pub(crate) struct Relayed {
     pub(crate) content_type: String,
     pub(crate) body: BoxStream<'static, Result<Bytes, WebError>>,
@@ -852,6 +934,18 @@ fn uids_of_instance_url(url: &str) -> Option<(StudyInstanceUid, SeriesInstanceUi
         SeriesInstanceUid::from_peer(series).ok()?,
         SopInstanceUid::from_peer(instance).ok()?,
     ))
+}
+
+/// A QIDO-RS page's matches, each read as it is parsed (never the whole page's JSON at once),
+/// and its first match's JSON (to know the page again).
+fn read_page(text: &[u8]) -> Result<(Vec<InMemDicomObject>, Option<serde_json::Value>), serde_json::Error> {
+    let (mut matches, mut first) = (Vec::new(), None);
+    dicomweb_model::dicom_json_read::each_in_array(text, |json| {
+        matches.push(dicomweb_model::dicom_json_read::read_object(&json).map_err(|e| e.to_string())?);
+        first.get_or_insert(json);
+        Ok(())
+    })?;
+    Ok((matches, first))
 }
 
 /// The QIDO-RS query of a C-FIND identifier: each attribute with a value a matching key
@@ -1008,10 +1102,15 @@ mod tests {
     }
 
     fn origin_at(base: &str) -> Dicomweb {
+        origin_configured(base, "")
+    }
+
+    /// The origin at `base`, its site configured further with `lines`.
+    fn origin_configured(base: &str, lines: &str) -> Dicomweb {
         let text = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\npublic_url = \"http://127.0.0.1/dicom-web\"\n\
              [dimse]\nae_title = \"WEBTEST\"\nlisten = \"127.0.0.1:0\"\n\
-             [[sites]]\nid = \"edge\"\nprotocol = \"dicomweb\"\nurl = \"{base}\"\ndeidentified = true\n\
+             [[sites]]\nid = \"edge\"\nprotocol = \"dicomweb\"\nurl = \"{base}\"\ndeidentified = true\n{lines}\n\
              [auth]\nmode = \"none\"\n"
         );
         let config = crate::config::Config::parse(&text).expect("valid configuration");
@@ -1041,6 +1140,211 @@ mod tests {
         assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 3);
     }
 
+    /// An origin on loopback that answers each request (its head read, and a body of
+    /// Content-Length) with `answer`'s pieces in turn, each written after its pause, then holds
+    /// the connection open.
+    async fn origin_sending(answer: Vec<(Duration, Vec<u8>)>) -> String {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}/dicom-web", listener.local_addr().expect("address"));
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let mut stream = BufReader::new(stream);
+                    let (mut line, mut length) = (String::new(), 0usize);
+                    loop {
+                        line.clear();
+                        match stream.read_line(&mut line).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) if line == "\r\n" => break,
+                            Ok(_) => {
+                                let lower = line.to_ascii_lowercase();
+                                if let Some(n) = lower.strip_prefix("content-length:") {
+                                    length = n.trim().parse().unwrap_or(0);
+                                }
+                            }
+                        }
+                    }
+                    let mut body = vec![0u8; length];
+                    if stream.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    for (pause, bytes) in answer {
+                        tokio::time::sleep(pause).await;
+                        if stream.get_mut().write_all(&bytes).await.is_err() {
+                            return;
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                });
+            }
+        });
+        base
+    }
+
+    /// The head of a multipart WADO-RS answer (chunked) and its first part's opening.
+    fn multipart_head() -> Vec<u8> {
+        let head = "HTTP/1.1 200 OK\r\nContent-Type: multipart/related; type=\"application/dicom\"; boundary=b\r\n\
+                    Transfer-Encoding: chunked\r\n\r\n";
+        let opening = "--b\r\nContent-Type: application/dicom\r\n\r\n";
+        [head.as_bytes(), chunk(opening.as_bytes()).as_slice()].concat()
+    }
+
+    /// One HTTP chunk of `bytes`.
+    fn chunk(bytes: &[u8]) -> Vec<u8> {
+        [format!("{:x}\r\n", bytes.len()).as_bytes(), bytes, b"\r\n"].concat()
+    }
+
+    async fn first_instance(origin: Arc<Dicomweb>) -> Result<Option<RetrievedInstance>, WebError> {
+        let study = StudyInstanceUid::from_peer("2.25.1").expect("uid");
+        let mut instances = origin.retrieve(&Touched::default(), RetrieveTarget::study(study)).await?;
+        instances.next().await.transpose()
+    }
+
+    #[tokio::test]
+    async fn an_origin_that_stops_sending_inside_an_instance_has_timed_out() {
+        let base = origin_sending(vec![(Duration::ZERO, multipart_head())]).await;
+        let origin = Arc::new(origin_configured(&base, "timeout = \"1s\""));
+        let began = Instant::now();
+        let failed = first_instance(origin).await.expect_err("stopped");
+        assert!(failed.is_timeout(), "a timeout (504), not a broken protocol: {failed}");
+        assert!(began.elapsed() < Duration::from_secs(5), "{:?}", began.elapsed());
+    }
+
+    #[tokio::test]
+    async fn an_origin_that_trickles_an_instance_is_cut_off_when_it_falls_below_the_slowest_rate() {
+        // A byte every 0.7 s: each read within the 1 s timeout, the instance never done.
+        let mut answer = vec![(Duration::ZERO, multipart_head())];
+        answer.extend((0..40).map(|_| (Duration::from_millis(700), chunk(b"x"))));
+        let base = origin_sending(answer).await;
+        let origin = Arc::new(origin_configured(&base, "timeout = \"1s\""));
+        let began = Instant::now();
+        let failed = first_instance(origin).await.expect_err("cut off");
+        assert!(failed.is_timeout(), "{failed}");
+        let took = began.elapsed();
+        assert!(took >= Duration::from_secs(1) && took < Duration::from_secs(4), "cut off after {took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_large_instance_takes_as_long_as_its_bytes_need_beyond_the_timeout() {
+        // 1.5 MiB of an instance in 2 s, at 768 KiB/s: slow, but above the slowest rate.
+        let instance = an_instance(3 << 19);
+        let mut answer = vec![(Duration::ZERO, multipart_head())];
+        for piece in instance.chunks(instance.len() / 8 + 1) {
+            answer.push((Duration::from_millis(250), chunk(piece)));
+        }
+        answer.push((Duration::ZERO, [chunk(b"\r\n--b--\r\n"), b"0\r\n\r\n".to_vec()].concat()));
+        let base = origin_sending(answer).await;
+        let origin = Arc::new(origin_configured(&base, "timeout = \"1s\""));
+        let instance = first_instance(origin).await.expect("the instance").expect("one");
+        assert!(instance.part10.len() > 3 << 19);
+    }
+
+    /// A Part-10 instance with `pixels` bytes of pixel data, of study 2.25.1.
+    fn an_instance(pixels: usize) -> Vec<u8> {
+        let object = InMemDicomObject::from_element_iter([
+            DataElement::new(tags::SOP_CLASS_UID, VR::UI, PrimitiveValue::from("1.2.840.10008.5.1.4.1.1.7")),
+            DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from("2.25.3")),
+            DataElement::new(tags::STUDY_INSTANCE_UID, VR::UI, PrimitiveValue::from("2.25.1")),
+            DataElement::new(tags::SERIES_INSTANCE_UID, VR::UI, PrimitiveValue::from("2.25.2")),
+            DataElement::new(tags::PIXEL_DATA, VR::OB, PrimitiveValue::from(vec![0u8; pixels])),
+        ]);
+        let file = object
+            .with_meta(
+                dicom_object::FileMetaTableBuilder::new()
+                    .media_storage_sop_class_uid("1.2.840.10008.5.1.4.1.1.7")
+                    .media_storage_sop_instance_uid("2.25.3")
+                    .transfer_syntax("1.2.840.10008.1.2.1"),
+            )
+            .expect("meta");
+        let mut bytes = Vec::new();
+        file.write_all(&mut bytes).expect("written");
+        bytes
+    }
+
+    #[tokio::test]
+    async fn a_store_the_origin_refuses_the_forwarded_caller_is_refused_not_authorized() {
+        let refusal = b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\nContent-Length: 0\r\n\r\n".to_vec();
+        let base = origin_sending(vec![(Duration::ZERO, refusal)]).await;
+        let origin = origin_configured(&base, "auth = \"forward\"");
+        let refused = origin.store(&Touched::default(), Bytes::from(an_instance(16))).await.expect_err("refused");
+        assert!(matches!(refused, WebError::Refused { reason: NOT_AUTHORIZED, .. }), "{refused}");
+        assert!(!refused.is_site_fault());
+    }
+
+    /// A server on loopback that answers each request with `answer` of its head (kept alive).
+    async fn answering(answer: impl Fn(&str) -> String + Send + Sync + 'static) -> String {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("address"));
+        let answer = Arc::new(answer);
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let mut stream = BufReader::new(stream);
+                    loop {
+                        let (mut head, mut length) = (String::new(), 0usize);
+                        loop {
+                            let mut line = String::new();
+                            match stream.read_line(&mut line).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(_) if line == "\r\n" => break,
+                                Ok(_) => {
+                                    if let Some(n) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                                        length = n.trim().parse().unwrap_or(0);
+                                    }
+                                    head.push_str(&line);
+                                }
+                            }
+                        }
+                        let mut body = vec![0u8; length];
+                        if stream.read_exact(&mut body).await.is_err() {
+                            return;
+                        }
+                        let answer = answer(&head);
+                        if stream.get_mut().write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        base
+    }
+
+    #[tokio::test]
+    async fn a_granted_token_the_origin_no_longer_takes_is_replaced_and_the_request_asked_again() {
+        let granted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counting = granted.clone();
+        let identity_provider = answering(move |_| {
+            let n = counting.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            let body = format!("{{\"access_token\": \"t{n}\", \"expires_in\": 3600}}");
+            format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len())
+        })
+        .await;
+        // The origin takes only the second token granted (the first is revoked).
+        let origin = answering(|head| match head.contains("authorization: Bearer t2") {
+            true => "HTTP/1.1 200 OK\r\nContent-Type: application/dicom+json\r\nContent-Length: 2\r\n\r\n[]".into(),
+            false => "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Bearer\r\nContent-Length: 0\r\n\r\n".into(),
+        })
+        .await;
+        let secret = std::env::temp_dir().join(format!("grant-secret-{}", std::process::id()));
+        std::fs::write(&secret, "s3cret\n").expect("secret file");
+        let lines = format!(
+            "auth = \"client-credentials\"\ntoken_url = \"{identity_provider}/token\"\nclient_id = \"central\"\n\
+             client_secret_file = \"{}\"",
+            secret.display()
+        );
+        let origin = origin_configured(&format!("{origin}/dicom-web"), &lines);
+        origin.echo().await.expect("answered with the new token");
+        assert_eq!(granted.load(std::sync::atomic::Ordering::SeqCst), 2, "one token refused, one more granted");
+        origin.echo().await.expect("the new token kept");
+        assert_eq!(granted.load(std::sync::atomic::Ordering::SeqCst), 2);
+        let _ = std::fs::remove_file(secret);
+    }
+
     #[test]
     fn a_stored_instance_is_retrieved_by_the_uids_of_its_url() {
         let (study, series, instance) =
@@ -1055,6 +1359,7 @@ mod tests {
         let site = SiteId::new("edge").expect("id");
         let status = |status| WebError::Status { site: site.clone(), operation: "QIDO-RS", status };
         assert!(status(503).is_site_fault() && !status(404).is_site_fault() && !status(400).is_site_fault());
+        assert!(status(301).is_site_fault() && status(307).is_site_fault(), "a redirect: the site's URL is wrong");
         assert!(WebError::Connect { site: site.clone(), detail: "refused".into() }.is_site_fault());
         assert!(!WebError::Refused { site: site.clone(), reason: 0xA700 }.is_site_fault());
         assert!(WebError::CredentialsRefused { site: site.clone(), operation: "WADO-RS", status: 401 }.is_site_fault());

@@ -10,6 +10,7 @@ pub(crate) mod dicomweb;
 pub(crate) mod dimse;
 mod endpoint;
 pub(crate) mod health;
+mod pace;
 pub(crate) mod touched;
 
 pub(crate) use endpoint::endpoint;
@@ -428,7 +429,7 @@ impl Site {
         touched: &Touched,
         target: &RetrieveTarget,
         max: usize,
-    ) -> Result<Option<Vec<serde_json::Value>>, Unanswered> {
+    ) -> Result<Option<dicomweb::OriginMetadata>, Unanswered> {
         let Protocol::Dicomweb(web) = &self.protocol else { return Ok(None) };
         self.admit(touched)?;
         count(&self.sent.retrieve);

@@ -16,25 +16,25 @@ use crate::core::retrieve::cache::TargetKey;
 use crate::core::retrieve::plan::{allowed_sites, locate_by_find, narrowed, remembered_plan, Part};
 use crate::core::retrieve::{in_site_terms, sites_for, Retriever};
 use crate::core::Error;
-use crate::sites::dicomweb::{Relay, Relayed};
+use crate::sites::dicomweb::{OriginMetadata, Relay, Relayed};
 use crate::sites::SiteIndex;
 
 /// The most metadata held from one origin's answer: some 6,000 instances of 10 KiB; a larger
 /// answer is made from the instances instead.
 const MAX_METADATA: usize = 64 << 20;
 
-/// The DICOM JSON objects of `named`'s metadata (named as the client sees it) as the origin
-/// holding it gives them, in its terms (its BulkDataURIs are the caller's to rewrite); `None`
-/// when the metadata is to be made from the instances.
+/// `named`'s metadata (named as the client sees it) as the origin holding it gives it, in its
+/// terms (its BulkDataURIs are the caller's to rewrite); `None` when the metadata is to be made
+/// from the instances.
 pub(crate) async fn origin_metadata(
     retriever: &Arc<Retriever>,
     access: &Access,
     named: &RetrieveTarget,
-) -> Result<Option<Vec<serde_json::Value>>, Error> {
+) -> Result<Option<OriginMetadata>, Error> {
     let Some((piece, target, holder)) = origin_of(retriever, access, named).await? else { return Ok(None) };
     match retriever.sites[holder].origin_metadata(&piece.touched, &target, MAX_METADATA).await? {
         // Nothing there: the instances' path says 404, or finds where the target went.
-        Some(objects) if objects.is_empty() => Ok(None),
+        Some(answer) if answer.objects == 0 => Ok(None),
         answer => Ok(answer),
     }
 }

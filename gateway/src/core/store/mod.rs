@@ -331,7 +331,7 @@ async fn store_one(
 /// is one a client can act on, processing failure otherwise.
 fn stored_reason(status: u16) -> u16 {
     match status {
-        0xA700..=0xA7FF | 0xA900..=0xA9FF | 0xC000..=0xCFFF | 0x0110 | 0x0122 => status,
+        0xA700..=0xA7FF | 0xA900..=0xA9FF | 0xC000..=0xCFFF | 0x0110 | 0x0122 | 0x0124 => status,
         _ => PROCESSING_FAILURE,
     }
 }

@@ -46,21 +46,32 @@ pub(crate) fn relayed(relayed: Relayed) -> Result<Response, Error> {
         .into_response())
 }
 
-/// Metadata: DICOM JSON, or one PS3.19 part per object when `xml`.
-pub(crate) fn metadata(mut objects: Vec<Value>, public_url: &str, xml: bool) -> Response {
-    for object in &mut objects {
-        with_own_urls(object, public_url);
+/// Metadata (an origin's DICOM JSON text, checked): DICOM JSON, or one PS3.19 part per object
+/// when `xml`. One object is held parsed at a time.
+pub(crate) fn metadata(json: &[u8], public_url: &str, xml: bool) -> Result<Response, Error> {
+    let (mut written, mut parts) = (Vec::with_capacity(json.len() + json.len() / 8), Vec::new());
+    written.push(b'[');
+    dicomweb_model::dicom_json_read::each_in_array(json, |mut object| {
+        with_own_urls(&mut object, public_url);
+        if xml {
+            // One that cannot be written so breaks the response off there, as it would be written.
+            let xml = serde_json::to_vec(&object)
+                .map_err(std::io::Error::other)
+                .and_then(|json| super::metadata_xml::native_dicom_model(&json).map_err(std::io::Error::other));
+            parts.push(xml.map(|xml| vec![OutgoingPart::new("application/dicom+xml", Bytes::from(xml))]));
+            return Ok(());
+        }
+        if written.len() > 1 {
+            written.push(b',');
+        }
+        serde_json::to_writer(&mut written, &object).map_err(|e| e.to_string())
+    })
+    .map_err(|e| Error::Internal(format!("the origin's metadata, checked, cannot be read again: {e}")))?;
+    written.push(b']');
+    if xml {
+        return Ok(crate::http::multipart::response("application/dicom+xml", "metadata", stream::iter(parts)));
     }
-    if !xml {
-        let body = serde_json::to_vec(&Value::Array(objects)).unwrap_or_else(|_| b"[]".to_vec());
-        return ([(header::CONTENT_TYPE, "application/dicom+json")], body).into_response();
-    }
-    let parts = objects.into_iter().map(|object| {
-        let json = serde_json::to_vec(&object).map_err(std::io::Error::other)?;
-        let xml = super::metadata_xml::native_dicom_model(&json).map_err(std::io::Error::other)?;
-        Ok(vec![OutgoingPart::new("application/dicom+xml", Bytes::from(xml))])
-    });
-    crate::http::multipart::response("application/dicom+xml", "metadata", stream::iter(parts))
+    Ok(([(header::CONTENT_TYPE, "application/dicom+json")], written).into_response())
 }
 
 /// Rewrites one object's BulkDataURIs and URLs (see the module's documentation).
@@ -154,6 +165,26 @@ mod tests {
             "http://gw/dicom-web/studies/1.2.3/series/1.2.3.4/instances/1.2.3.4.5"
         );
         assert!(object.get("00287FE0").is_none() && object["00081115"]["Value"][0].get("00081190").is_none());
+    }
+
+    #[tokio::test]
+    async fn metadata_is_written_object_by_object_with_the_gateways_urls() {
+        let object = |instance: &str| {
+            json!({
+                "0020000D": {"vr": "UI", "Value": ["1.2.3"]},
+                "0020000E": {"vr": "UI", "Value": ["1.2.3.4"]},
+                "00080018": {"vr": "UI", "Value": [instance]},
+                "00081190": {"vr": "UR", "Value": ["https://edge.hospital/x"]}
+            })
+        };
+        let text = serde_json::to_vec(&json!([object("1.5"), object("1.6")])).expect("json");
+        let response = metadata(&text, "http://gw", false).expect("written");
+        let body = axum::body::to_bytes(response.into_body(), usize::MAX).await.expect("body");
+        let written: Value = serde_json::from_slice(&body).expect("one JSON array");
+        assert_eq!(written.as_array().map(Vec::len), Some(2));
+        assert_eq!(written[1]["00081190"]["Value"][0], "http://gw/studies/1.2.3/series/1.2.3.4/instances/1.6");
+        let none = metadata(b"[]", "http://gw", false).expect("written");
+        assert_eq!(&axum::body::to_bytes(none.into_body(), usize::MAX).await.expect("body")[..], b"[]");
     }
 
     #[test]

@@ -295,12 +295,12 @@ async fn metadata(
     }
     // A DICOMweb origin passed on is asked for the metadata itself, when nothing here holds
     // the instances already.
-    if let Some(objects) = crate::core::retrieve::origin_metadata(&gw.retriever, &access, &target).await? {
+    if let Some(answer) = crate::core::retrieve::origin_metadata(&gw.retriever, &access, &target).await? {
         // Rewritten and written off the async runtime: up to 64 MiB of JSON.
         let base_url = access.base_url.clone();
-        return tokio::task::spawn_blocking(move || super::from_origin::metadata(objects, &base_url, xml))
+        return tokio::task::spawn_blocking(move || super::from_origin::metadata(&answer.json, &base_url, xml))
             .await
-            .map_err(|e| Error::Internal(e.to_string()));
+            .map_err(|e| Error::Internal(e.to_string()))?;
     }
     let crate::core::retrieve::Retrieval { first, rest, withheld, withheld_reasons, partly, etag } =
         crate::core::retrieve::retrieve(&gw.retriever, &access, target).await?;
