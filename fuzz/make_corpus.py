@@ -224,6 +224,42 @@ def eucaim_seeds():
     put("eucaim_query", "not-an-object", "[1, 2, 3]")
 
 
+def origin_json_seeds():
+    """A DICOMweb origin's JSON answers: metadata of study 1.2.3 with the origin's URLs in it (a
+    BulkDataURI, a RetrieveURL, a Pixel Data Provider URL, a URL in a sequence), a search page, an
+    object of another study, nesting past any bound, values that fit no VR."""
+    import json
+
+    uid = lambda v: {"vr": "UI", "Value": [v]}
+    instance = {
+        "0020000D": uid("1.2.3"), "0020000E": uid("1.2.3.4"), "00080018": uid("1.2.3.4.5"),
+        "00080016": uid("1.2.840.10008.5.1.4.1.1.2"),
+        "00100010": {"vr": "PN", "Value": [{"Alphabetic": "Doe^Jane"}]},
+        "00280010": {"vr": "US", "Value": [512]},
+        "00281050": {"vr": "DS", "Value": [40, "-1.5e3"]},
+        "7FE00010": {"vr": "OW", "BulkDataURI": "https://origin.example/dicom-web/studies/1.2.3/bulk/7FE00010"},
+        "00081190": {"vr": "UR", "Value": ["https://origin.example/dicom-web/studies/1.2.3"]},
+        "00287FE0": {"vr": "UR", "Value": ["https://jpip.origin.example/1.2.3.4.5"]},
+        "00081115": {"vr": "SQ", "Value": [{
+            "00081190": {"vr": "UR", "Value": ["https://origin.example/s"]},
+            "00281201": {"vr": "OW", "InlineBinary": "AAECAw=="},
+            "00280006": {"vr": "OB", "BulkDataURI": "https://origin.example/nested"}}]},
+    }
+    put("origin_json", "metadata", json.dumps([instance, dict(instance, **{"00080018": uid("1.2.3.4.6")})]))
+    put("origin_json", "search-page", json.dumps([
+        {"0020000D": uid("1.2.3"), "00080061": {"vr": "CS", "Value": ["CT", "SR"]},
+         "00201208": {"vr": "IS", "Value": [201]}, "00080020": {"vr": "DA", "Value": ["20200101"]}},
+        {"0020000D": uid("1.2.4"), "00100020": {"vr": "LO"}}]))
+    put("origin_json", "another-study", json.dumps([instance, dict(instance, **{"0020000D": uid("9.9")})]))
+    deep = {"vr": "SQ", "Value": [{}]}
+    for _ in range(40):
+        deep = {"vr": "SQ", "Value": [{"00400275": deep}]}
+    put("origin_json", "too-deep", json.dumps([dict(instance, **{"00400275": deep})]))
+    put("origin_json", "not-dicom-json", json.dumps([{"0020000D": uid("1.2.3"), "zz": 1, "00100010": {"vr": "PN", "Value": [7]},
+                                                     "00280010": {"vr": "US", "Value": [-1, 1e99]}}]))
+    put("origin_json", "not-an-array", json.dumps(instance))
+
+
 if __name__ == "__main__":
     part10_seeds()
     dimse_seeds()
@@ -232,3 +268,4 @@ if __name__ == "__main__":
     media_type_seeds()
     jwt_seeds()
     eucaim_seeds()
+    origin_json_seeds()

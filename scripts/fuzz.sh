@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-all_targets=(qido_query media_types multipart part10 dimse jwt eucaim_query)
+all_targets=(qido_query media_types multipart part10 dimse jwt eucaim_query origin_json)
 seconds=20
 seed=0
 targets=()

@@ -23,7 +23,51 @@ pub const TARGETS: &[(&str, Harness)] = &[
     ("dimse", dimse),
     ("jwt", jwt),
     ("eucaim_query", eucaim_query),
+    ("origin_json", origin_json),
 ];
+
+/// A DICOMweb origin's JSON answer (a site the gateway federates: an edge gateway, an archive,
+/// a cloud store): read as a search page, and as the metadata of a study, checked and written
+/// again with the gateway's own URLs; what is written is one JSON array of as many objects as
+/// the check let through, and every URL in it (a BulkDataURI, a value of VR UR as written or by
+/// the dictionary) is the gateway's.
+pub fn origin_json(data: &[u8]) {
+    let _ = gateway::fuzzing::origin_search_page(data);
+    // The study the seeds' objects are of.
+    if let Some((objects, written)) = gateway::fuzzing::origin_metadata(data, "1.2.3") {
+        let written: serde_json::Value = serde_json::from_slice(&written).expect("the metadata written is JSON");
+        let written = written.as_array().expect("the metadata written is an array");
+        assert_eq!(written.len(), objects, "as many objects as were checked");
+        written.iter().for_each(only_the_gateways_urls);
+    }
+}
+
+/// The gateway's URL, as `gateway::fuzzing::origin_metadata` writes metadata.
+const GATEWAY_URL: &str = "http://gw/dicom-web/";
+
+fn only_the_gateways_urls(object: &serde_json::Value) {
+    use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+    let Some(attributes) = object.as_object() else { return };
+    for (key, attribute) in attributes {
+        if let Some(uri) = attribute.get("BulkDataURI") {
+            assert!(uri.as_str().is_some_and(|u| u.starts_with(GATEWAY_URL)), "an origin's BulkDataURI: {uri}");
+        }
+        let by_dictionary = u32::from_str_radix(key, 16)
+            .ok()
+            .filter(|_| key.len() == 8)
+            .and_then(|t| {
+                dicom_dictionary_std::StandardDataDictionary.by_tag(dicom_core::Tag((t >> 16) as u16, t as u16))
+            })
+            .is_some_and(|entry| entry.vr().relaxed() == dicom_core::VR::UR);
+        let values = attribute.get("Value").and_then(|v| v.as_array());
+        if attribute.get("vr").and_then(|v| v.as_str()) == Some("UR") || by_dictionary {
+            for value in values.into_iter().flatten() {
+                assert!(value.as_str().is_some_and(|u| u.starts_with(GATEWAY_URL)), "an origin's URL: {value}");
+            }
+        }
+        values.into_iter().flatten().for_each(only_the_gateways_urls);
+    }
+}
 
 /// A federated search request body (EUCAIM's Focus POSTs it), read and tried on a study.
 pub fn eucaim_query(data: &[u8]) {

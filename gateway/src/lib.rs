@@ -48,4 +48,29 @@ pub mod fuzzing {
     pub use crate::http::auth::fuzzing::{authenticator, check as check_token, jwks};
     pub use crate::http::auth::Authenticator;
     pub use crate::http::multipart::{boundary_of, MultipartReader};
+
+    /// A DICOMweb origin's answer to a search, read as a page of matches: how many.
+    pub fn origin_search_page(text: &[u8]) -> Result<usize, serde_json::Error> {
+        crate::sites::dicomweb::read_page(text).map(|(matches, _)| matches.len())
+    }
+
+    /// A DICOMweb origin's answer to a metadata request of `study`, checked, then written as
+    /// the gateway writes it (DICOM JSON, then PS3.19 XML): the DICOM JSON written, or `None`
+    /// when the check refuses the answer. Writing what the check let through must not fail.
+    pub fn origin_metadata(text: &[u8], study: &str) -> Option<(usize, Vec<u8>)> {
+        use axum::response::IntoResponse;
+        let study = dicomweb_model::StudyInstanceUid::from_peer(study).ok()?;
+        let checked =
+            crate::sites::dicomweb::OriginMetadata::checked(bytes::Bytes::copy_from_slice(text), &study).ok()?;
+        let body = |xml| {
+            let response = crate::http::api::from_origin::metadata(&checked.json, "http://gw/dicom-web", xml)
+                .unwrap_or_else(|e| panic!("checked metadata is written again: {e}"))
+                .into_response();
+            futures::executor::block_on(axum::body::to_bytes(response.into_body(), usize::MAX))
+        };
+        // An object PS3.19 cannot express breaks the XML response off (an error, not a panic).
+        let _ = body(true);
+        let json = body(false).unwrap_or_else(|e| panic!("the metadata written as JSON is read back: {e}"));
+        Some((checked.objects, json.to_vec()))
+    }
 }

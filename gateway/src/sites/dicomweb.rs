@@ -686,22 +686,11 @@ impl Dicomweb {
         // Up to `max` bytes of JSON, checked object by object off the async runtime: nothing of
         // another study, whatever the origin sends.
         let study = target.study.clone();
-        let objects = tokio::task::spawn_blocking(move || {
-            let mut objects = 0;
-            dicomweb_model::dicom_json_read::each_in_array(&json, |object| {
-                let of = object.pointer("/0020000D/Value/0").and_then(|v| v.as_str());
-                if of.map(|uid| uid.trim_end_matches(['\0', ' '])) != Some(study.as_str()) {
-                    return Err("an object is not of the study asked for".into());
-                }
-                objects += 1;
-                Ok(())
-            })
-            .map(|()| OriginMetadata { json, objects })
-        })
-        .await
-        .map_err(|e| self.malformed("WADO-RS metadata", e))?
-        .map_err(|e| self.malformed("WADO-RS metadata", e))?;
-        Ok(Some(objects))
+        let checked = tokio::task::spawn_blocking(move || OriginMetadata::checked(json, &study))
+            .await
+            .map_err(|e| self.malformed("WADO-RS metadata", e))?
+            .map_err(|e| self.malformed("WADO-RS metadata", e))?;
+        Ok(Some(checked))
     }
 
     /// One instance's resource below its URL (`suffix`: `/frames/1,2`, `/rendered`, with the
@@ -899,6 +888,21 @@ impl OriginMetadata {
     fn none() -> OriginMetadata {
         OriginMetadata { json: Bytes::from_static(b"[]"), objects: 0 }
     }
+
+    /// An origin's answer, checked object by object to be a JSON array of objects each of
+    /// `study`: nothing of another study passes, whatever the origin sends.
+    pub(crate) fn checked(json: Bytes, study: &StudyInstanceUid) -> Result<OriginMetadata, serde_json::Error> {
+        let mut objects = 0;
+        dicomweb_model::dicom_json_read::each_in_array(&json, |object| {
+            let of = object.pointer("/0020000D/Value/0").and_then(|v| v.as_str());
+            if of.map(|uid| uid.trim_end_matches(['\0', ' '])) != Some(study.as_str()) {
+                return Err("an object is not of the study asked for".into());
+            }
+            objects += 1;
+            Ok(())
+        })?;
+        Ok(OriginMetadata { json, objects })
+    }
 }
 
 pub(crate) struct Relayed {
@@ -938,7 +942,7 @@ fn uids_of_instance_url(url: &str) -> Option<(StudyInstanceUid, SeriesInstanceUi
 
 /// A QIDO-RS page's matches, each read as it is parsed (never the whole page's JSON at once),
 /// and its first match's JSON (to know the page again).
-fn read_page(text: &[u8]) -> Result<(Vec<InMemDicomObject>, Option<serde_json::Value>), serde_json::Error> {
+pub(crate) fn read_page(text: &[u8]) -> Result<(Vec<InMemDicomObject>, Option<serde_json::Value>), serde_json::Error> {
     let (mut matches, mut first) = (Vec::new(), None);
     dicomweb_model::dicom_json_read::each_in_array(text, |json| {
         matches.push(dicomweb_model::dicom_json_read::read_object(&json).map_err(|e| e.to_string())?);

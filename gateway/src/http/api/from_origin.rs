@@ -4,8 +4,9 @@
 //!   gateway (and its cache); one inside a sequence is left out, as in the metadata the gateway
 //!   makes itself (it has no URL for it). A top-level RetrieveURL becomes the gateway's URL of
 //!   the instance; every other value of VR UR (a Pixel Data Provider URL, a Retrieve URI, a
-//!   RetrieveURL in a sequence) is left out, as it names where the origin keeps things.
-//!   Nothing of the origin's address reaches the client.
+//!   RetrieveURL in a sequence) is left out, as it names where the origin keeps things: of VR UR
+//!   as the origin says, or by the dictionary whatever it says. Nothing of the origin's address
+//!   reaches the client through them. An attribute without one of DICOM's VRs is left out.
 //! - frames and rendered images, relayed as they arrive with the origin's Content-Type (and
 //!   `Content-Security-Policy: sandbox`, so that a browser runs nothing an origin sent); an
 //!   answer that breaks off aborts the response, never closed as if complete.
@@ -17,6 +18,10 @@ use bytes::Bytes;
 use dicomweb_model::Uid;
 use futures::{stream, StreamExt};
 use serde_json::Value;
+
+use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+use dicom_core::{Tag, VR};
+use dicom_dictionary_std::StandardDataDictionary;
 
 use crate::core::Error;
 use crate::http::multipart::OutgoingPart;
@@ -88,7 +93,9 @@ fn with_own_urls(object: &mut Value, public_url: &str) {
     };
     let base = instance_url.as_ref().map(|url| format!("{url}/bulkdata"));
     let Some(attributes) = object.as_object_mut() else { return };
-    attributes.retain(|key, attribute| !is_url(attribute) || (key == RETRIEVE_URL && instance_url.is_some()));
+    attributes.retain(|key, attribute| {
+        has_a_vr(attribute) && (!is_url(key, attribute) || (key == RETRIEVE_URL && instance_url.is_some()))
+    });
     if let (Some(url), Some(retrieve_url)) = (&instance_url, attributes.get_mut(RETRIEVE_URL)) {
         *retrieve_url = serde_json::json!({ "vr": "UR", "Value": [url] });
     }
@@ -114,15 +121,27 @@ fn with_own_urls(object: &mut Value, public_url: &str) {
 /// RetrieveURL's key in DICOM JSON.
 const RETRIEVE_URL: &str = "00081190";
 
-/// Whether an attribute is of VR UR (a URL).
-fn is_url(attribute: &Value) -> bool {
-    attribute.get("vr").and_then(Value::as_str) == Some("UR")
+/// Whether an attribute is a URL: of VR UR as the origin says, or by the dictionary whatever
+/// VR the origin says.
+fn is_url(key: &str, attribute: &Value) -> bool {
+    let by_dictionary = || {
+        let tag = u32::from_str_radix(key, 16).ok().filter(|_| key.len() == 8)?;
+        let entry = StandardDataDictionary.by_tag(Tag((tag >> 16) as u16, tag as u16))?;
+        Some(entry.vr().relaxed() == VR::UR)
+    };
+    attribute.get("vr").and_then(Value::as_str) == Some("UR") || by_dictionary().unwrap_or(false)
+}
+
+/// Whether an attribute names one of DICOM's VRs (PS3.18 F.2.3): what names none is not DICOM
+/// JSON, and is left out rather than passed on.
+fn has_a_vr(attribute: &Value) -> bool {
+    attribute.get("vr").and_then(Value::as_str).is_some_and(|vr| vr.parse::<VR>().is_ok())
 }
 
 /// An item of a sequence without any BulkDataURI or URL, at any depth.
 fn without_bulk_data_uris(item: &mut Value) {
     let Some(attributes) = item.as_object_mut() else { return };
-    attributes.retain(|_, attribute| !is_url(attribute));
+    attributes.retain(|key, attribute| has_a_vr(attribute) && !is_url(key, attribute));
     for attribute in attributes.values_mut().filter_map(Value::as_object_mut) {
         attribute.remove("BulkDataURI");
         if let Some(Value::Array(items)) = attribute.get_mut("Value") {
@@ -185,6 +204,23 @@ mod tests {
         assert_eq!(written[1]["00081190"]["Value"][0], "http://gw/studies/1.2.3/series/1.2.3.4/instances/1.6");
         let none = metadata(b"[]", "http://gw", false).expect("written");
         assert_eq!(&axum::body::to_bytes(none.into_body(), usize::MAX).await.expect("body")[..], b"[]");
+    }
+
+    #[test]
+    fn a_url_under_another_vr_and_an_attribute_without_a_vr_are_left_out() {
+        let mut object = json!({
+            "0020000D": {"vr": "UI", "Value": ["1.2.3"]},
+            "00287FE0": {"vr": "LO", "Value": ["https://jpip.edge.hospital/1"]},
+            "00287fe0": {"vr": "UT", "Value": ["https://jpip.edge.hospital/2"]},
+            "00081115": {"vr": "SQ", "Value": [{"0040E010": {"vr": "ST", "Value": ["https://edge.hospital/3"]}}]},
+            "00100020": {"vr": "\"><x>", "Value": ["https://edge.hospital/4"]},
+            "00100030": {"Value": ["19700101"]},
+            "00080060": {"vr": "CS", "Value": ["CT"]}
+        });
+        with_own_urls(&mut object, "http://gw/dicom-web");
+        assert!(!object.to_string().contains("edge.hospital"), "{object}");
+        assert_eq!(object["00080060"]["Value"][0], "CT", "what is neither stays");
+        assert!(object.get("00100030").is_none(), "no vr, no attribute");
     }
 
     #[test]

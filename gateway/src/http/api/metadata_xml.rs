@@ -32,7 +32,8 @@ fn escape(text: &str, out: &mut String) {
 }
 
 fn tag_of(key: &str) -> Option<(u16, u16)> {
-    (key.len() == 8)
+    // Eight ASCII characters (an origin's key may be anything; slicing must not split one).
+    (key.len() == 8 && key.is_ascii())
         .then(|| Some((u16::from_str_radix(&key[..4], 16).ok()?, u16::from_str_radix(&key[4..], 16).ok()?)))?
 }
 
@@ -48,7 +49,12 @@ fn private_creator(object: &Map<String, Value>, group: u16, element: u16) -> Opt
 fn attributes(out: &mut String, object: &Map<String, Value>) {
     for (key, attribute) in object {
         let Some((group, element)) = tag_of(key) else { continue };
-        let vr = attribute.get("vr").and_then(Value::as_str).unwrap_or("UN");
+        // Written into the XML as it is: only one of DICOM's VRs (two capitals), else UN.
+        let vr = attribute
+            .get("vr")
+            .and_then(Value::as_str)
+            .filter(|vr| vr.len() == 2 && vr.bytes().all(|b| b.is_ascii_uppercase()))
+            .unwrap_or("UN");
         out.push_str(&format!("<DicomAttribute tag=\"{key}\" vr=\"{vr}\""));
         if let Some(creator) = private_creator(object, group, element) {
             out.push_str(" privateCreator=\"");
@@ -114,6 +120,13 @@ fn person_name(out: &mut String, number: usize, name: &Map<String, Value>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_origins_keys_and_vrs_cannot_break_the_xml() {
+        let json = r#"{"001ä010":{"vr":"LO","Value":["a"]},"00100010":{"vr":"\"/><x y=\"","Value":["b"]}}"#;
+        let xml = native_dicom_model(json.as_bytes()).expect("written");
+        assert!(!xml.contains("<x") && xml.contains("tag=\"00100010\" vr=\"UN\""), "{xml}");
+    }
 
     #[test]
     fn writes_each_kind_of_attribute() {
