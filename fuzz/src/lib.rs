@@ -39,26 +39,64 @@ pub fn origin_json(data: &[u8]) {
         let written = written.as_array().expect("the metadata written is an array");
         assert_eq!(written.len(), objects, "as many objects as were checked");
         written.iter().for_each(only_the_gateways_urls);
+        // What is neither a URL nor a sequence nor bulk data is written as the origin sent it.
+        let sent: Vec<serde_json::Value> = serde_json::from_slice(data).expect("checked, so JSON");
+        for (sent, written) in sent.iter().zip(written) {
+            let (Some(sent), Some(written)) = (sent.as_object(), written.as_object()) else { continue };
+            for (key, attribute) in sent {
+                let vr = attribute.get("vr").and_then(|v| v.as_str()).unwrap_or("");
+                let plain =
+                    vr.parse::<dicom_core::VR>().is_ok_and(|vr| vr != dicom_core::VR::UR && vr != dicom_core::VR::SQ);
+                // Values of text and numbers, or a person name's groups of text.
+                let values = attribute.get("Value").and_then(|v| v.as_array()).into_iter().flatten();
+                let flat = values.clone().all(|v| match v.as_object() {
+                    Some(groups) => vr == "PN" && groups.values().all(|g| g.is_string()),
+                    None => true,
+                });
+                if plain
+                    && flat
+                    && !has_a_float(attribute)
+                    && attribute.get("BulkDataURI").is_none()
+                    && !is_a_url_tag(key)
+                {
+                    assert_eq!(written.get(key), Some(attribute), "attribute {key} was changed");
+                }
+            }
+        }
     }
+}
+
+/// Whether a float is anywhere in `value` (serde_json parses a long mantissa roughly, so it
+/// may be written back as a neighbouring float).
+fn has_a_float(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::Number(n) => n.is_f64(),
+        serde_json::Value::Array(values) => values.iter().any(has_a_float),
+        serde_json::Value::Object(members) => members.values().any(has_a_float),
+        _ => false,
+    }
+}
+
+/// Whether the dictionary says the attribute `key` names is a URL (VR UR).
+fn is_a_url_tag(key: &str) -> bool {
+    use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
+    u32::from_str_radix(key, 16)
+        .ok()
+        .filter(|_| key.len() == 8)
+        .and_then(|t| dicom_dictionary_std::StandardDataDictionary.by_tag(dicom_core::Tag((t >> 16) as u16, t as u16)))
+        .is_some_and(|entry| entry.vr().relaxed() == dicom_core::VR::UR)
 }
 
 /// The gateway's URL, as `gateway::fuzzing::origin_metadata` writes metadata.
 const GATEWAY_URL: &str = "http://gw/dicom-web/";
 
 fn only_the_gateways_urls(object: &serde_json::Value) {
-    use dicom_core::dictionary::{DataDictionary, DataDictionaryEntry};
     let Some(attributes) = object.as_object() else { return };
     for (key, attribute) in attributes {
         if let Some(uri) = attribute.get("BulkDataURI") {
             assert!(uri.as_str().is_some_and(|u| u.starts_with(GATEWAY_URL)), "an origin's BulkDataURI: {uri}");
         }
-        let by_dictionary = u32::from_str_radix(key, 16)
-            .ok()
-            .filter(|_| key.len() == 8)
-            .and_then(|t| {
-                dicom_dictionary_std::StandardDataDictionary.by_tag(dicom_core::Tag((t >> 16) as u16, t as u16))
-            })
-            .is_some_and(|entry| entry.vr().relaxed() == dicom_core::VR::UR);
+        let by_dictionary = is_a_url_tag(key);
         let values = attribute.get("Value").and_then(|v| v.as_array());
         if attribute.get("vr").and_then(|v| v.as_str()) == Some("UR") || by_dictionary {
             for value in values.into_iter().flatten() {

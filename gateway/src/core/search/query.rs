@@ -524,6 +524,21 @@ fn put_retrieve_url(access: &Access, scope: &Scope, result: &mut InMemDicomObjec
     result.put(DataElement::new(tags::RETRIEVE_URL, VR::UR, PrimitiveValue::from(url)));
 }
 
+/// A result without any attribute of VR UR, as the site says or by the dictionary (whatever
+/// VR the site says), at any depth.
+fn without_urls(result: &mut InMemDicomObject) {
+    use dicom_core::header::Header;
+    result.retain(|element| element.vr() != VR::UR && vr_of(element.tag()) != VR::UR);
+    let sequences: Vec<Tag> = result.iter().filter(|e| e.vr() == VR::SQ).map(|e| e.tag()).collect();
+    for tag in sequences {
+        result.update_value(tag, |value| {
+            if let dicom_core::value::Value::Sequence(items) = value {
+                items.items_mut().iter_mut().for_each(without_urls);
+            }
+        });
+    }
+}
+
 /// Makes a C-FIND result a QIDO-RS result: without QueryRetrieveLevel, with every required
 /// attribute (empty when unknown, but for ModalitiesInStudy) and roll-ups computed when
 /// missing or more than one record's.
@@ -539,6 +554,9 @@ async fn complete(
     // Some PACS (Orthanc) add their own AE as RetrieveAETitle: meaningless to a DICOMweb client
     // and a detail of the site behind the gateway.
     result.remove_element(tags::RETRIEVE_AE_TITLE);
+    // Nor does any URL of the site reach the client (a Retrieve URI, a RetrieveURL in a
+    // sequence, an origin's RetrieveURL): the gateway writes its own RetrieveURL.
+    without_urls(result);
     let study = uid_of::<StudyInstanceUid>(result, tags::STUDY_INSTANCE_UID).or_else(|| scope.study.clone());
     let series = uid_of::<SeriesInstanceUid>(result, tags::SERIES_INSTANCE_UID).or_else(|| scope.series.clone());
     match (scope.level, &study, &series) {
@@ -571,6 +589,35 @@ mod tests {
     fn asked(level: QueryLevel, query: &str) -> InMemDicomObject {
         let scope = Scope { level, study: None, series: None };
         identifier(&scope, &qido::parse(query).expect("valid query"), false)
+    }
+
+    #[test]
+    fn a_sites_urls_are_left_out_of_its_results_at_any_depth() {
+        let item = InMemDicomObject::from_element_iter([
+            DataElement::new(tags::RETRIEVE_URL, VR::UR, PrimitiveValue::from("https://site/x")),
+            DataElement::new(tags::REFERENCED_SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from("1.2.3")),
+        ]);
+        let mut result = InMemDicomObject::from_element_iter([
+            DataElement::new(tags::STUDY_INSTANCE_UID, VR::UI, PrimitiveValue::from("1.2")),
+            DataElement::new(tags::RETRIEVE_URL, VR::UR, PrimitiveValue::from("https://site/studies/1.2")),
+            // A URL under another VR: known by the dictionary.
+            DataElement::new(tags::RETRIEVE_URI, VR::LO, PrimitiveValue::from("https://site/y")),
+            DataElement::new(
+                tags::REFERENCED_SERIES_SEQUENCE,
+                VR::SQ,
+                dicom_core::value::DataSetSequence::from(vec![item]),
+            ),
+        ]);
+        without_urls(&mut result);
+        assert!(result.get(tags::RETRIEVE_URL).is_none() && result.get(tags::RETRIEVE_URI).is_none());
+        let Some(dicom_core::value::Value::Sequence(items)) =
+            result.get(tags::REFERENCED_SERIES_SEQUENCE).map(|e| e.value())
+        else {
+            panic!("the sequence stays")
+        };
+        assert!(items.items()[0].get(tags::RETRIEVE_URL).is_none());
+        assert!(items.items()[0].get(tags::REFERENCED_SOP_INSTANCE_UID).is_some(), "what is not a URL stays");
+        assert!(result.get(tags::STUDY_INSTANCE_UID).is_some());
     }
 
     #[test]

@@ -112,10 +112,16 @@ fn with_own_urls(object: &mut Value, public_url: &str) {
                 }
             }
         }
-        if let Some(Value::Array(items)) = attribute.get_mut("Value") {
+        if let Some(items) = items_of(attribute) {
             items.iter_mut().for_each(without_bulk_data_uris);
         }
     }
+}
+
+/// The values of an attribute that are objects: a sequence's items, a person name's groups,
+/// or whatever an origin put there (each walked as an item).
+fn items_of(attribute: &mut serde_json::Map<String, Value>) -> Option<&mut Vec<Value>> {
+    attribute.get_mut("Value")?.as_array_mut()
 }
 
 /// RetrieveURL's key in DICOM JSON.
@@ -138,13 +144,14 @@ fn has_a_vr(attribute: &Value) -> bool {
     attribute.get("vr").and_then(Value::as_str).is_some_and(|vr| vr.parse::<VR>().is_ok())
 }
 
-/// An item of a sequence without any BulkDataURI or URL, at any depth.
+/// An item of a sequence without any BulkDataURI or URL, at any depth. What is not an
+/// attribute (a person name's "Alphabetic" text) stays; an object without a VR does not.
 fn without_bulk_data_uris(item: &mut Value) {
     let Some(attributes) = item.as_object_mut() else { return };
-    attributes.retain(|key, attribute| has_a_vr(attribute) && !is_url(key, attribute));
+    attributes.retain(|key, attribute| !is_url(key, attribute) && (has_a_vr(attribute) || !attribute.is_object()));
     for attribute in attributes.values_mut().filter_map(Value::as_object_mut) {
         attribute.remove("BulkDataURI");
-        if let Some(Value::Array(items)) = attribute.get_mut("Value") {
+        if let Some(items) = items_of(attribute) {
             items.iter_mut().for_each(without_bulk_data_uris);
         }
     }
@@ -220,6 +227,13 @@ mod tests {
         with_own_urls(&mut object, "http://gw/dicom-web");
         assert!(!object.to_string().contains("edge.hospital"), "{object}");
         assert_eq!(object["00080060"]["Value"][0], "CT", "what is neither stays");
+        let mut named = json!({
+            "00100010": {"vr": "PN", "Value": [{"Alphabetic": "PX1"}]},
+            "00081115": {"vr": "SQ", "Value": [{"0040A123": {"vr": "PN", "Value": [{"Alphabetic": "PX2"}]}}]}
+        });
+        let before = named.clone();
+        with_own_urls(&mut named, "http://gw/dicom-web");
+        assert_eq!(named, before, "a person name's value is an object, not an item");
         assert!(object.get("00100030").is_none(), "no vr, no attribute");
     }
 
