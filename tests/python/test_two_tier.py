@@ -382,6 +382,9 @@ def test_metadata_frames_and_rendered_through_the_central(tiers):
     assert misses() == before, "no retrieval for metadata, frames or rendered images"
     thumbnail = HTTP.get(f"{tiers['central']}/studies/{study}/thumbnail", headers={**lung, "Accept": "image/jpeg"})
     assert thumbnail.status_code == 200 and thumbnail.content[:2] == b"\xff\xd8"
+    # The edge's thumbnail of the study's middle instance, relayed: nothing retrieved for it.
+    assert thumbnail.headers.get("Content-Security-Policy") == "sandbox"
+    assert misses() == before, "no retrieval for a thumbnail"
 
 
 def test_a_store_through_the_central_lands_at_its_edge_under_the_edges_pseudonyms(tiers, testbed):

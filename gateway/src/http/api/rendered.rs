@@ -1,6 +1,8 @@
 //! Rendered and thumbnail resources (PS3.18 §10.4.1.1.3, §10.4.1.1.5): an instance (or one
 //! frame of it) decoded, windowed, scaled into the viewport and written as JPEG or PNG.
-//! Thumbnails of a series or study show the middle instance of its first series.
+//! Thumbnails of a series or study show the middle instance of its first series. A DICOMweb
+//! origin passed on is asked for the rendered image or the thumbnail first (relayed as it
+//! answers); the instance is retrieved and rendered here only when it has none.
 //!
 //! Pixel data the gateway cannot decode (a broken codestream) gets a 501
 //! saying so: never a wrong picture.
@@ -362,7 +364,13 @@ pub(crate) async fn instance_thumbnail(
     headers: HeaderMap,
 ) -> Result<Response, Error> {
     let rendering = parse(query.as_deref(), negotiate(&headers)?, Some(THUMBNAIL))?;
-    respond(&gw, &access, target, 1, rendering, None).await
+    respond(&gw, &access, target, 1, rendering, Some(thumbnail_relay(query.as_deref(), &headers))).await
+}
+
+/// A thumbnail asked of a DICOMweb origin passed on: its instance's thumbnail, as the caller
+/// asked it (an origin without thumbnails answers 404, and the gateway renders one itself).
+fn thumbnail_relay(query: Option<&str>, headers: &HeaderMap) -> crate::sites::dicomweb::Relay {
+    super::from_origin::relay("/thumbnail".into(), query, headers)
 }
 
 /// The middle instance of a series (or of the first series of a study), for its thumbnail.
@@ -385,7 +393,7 @@ pub(crate) async fn series_thumbnail(
 ) -> Result<Response, Error> {
     let rendering = parse(query.as_deref(), negotiate(&headers)?, Some(THUMBNAIL))?;
     let target = representative(&gw, &access, &study, Some(&series)).await?;
-    respond(&gw, &access, target, 1, rendering, None).await
+    respond(&gw, &access, target, 1, rendering, Some(thumbnail_relay(query.as_deref(), &headers))).await
 }
 
 pub(crate) async fn study_thumbnail(
@@ -397,7 +405,7 @@ pub(crate) async fn study_thumbnail(
 ) -> Result<Response, Error> {
     let rendering = parse(query.as_deref(), negotiate(&headers)?, Some(THUMBNAIL))?;
     let target = representative(&gw, &access, &study, None).await?;
-    respond(&gw, &access, target, 1, rendering, None).await
+    respond(&gw, &access, target, 1, rendering, Some(thumbnail_relay(query.as_deref(), &headers))).await
 }
 
 /// A rendered series or study (the path says which).
