@@ -163,7 +163,7 @@ pub(crate) fn sites(config: &Config, move_scp: Option<&StoreScp>) -> anyhow::Res
         sites.push(Site {
             config: site_config.clone(),
             protocol,
-            health,
+            health: Arc::new(health),
             sent: Default::default(),
             max_matches: config.federation.max_matches,
         });

@@ -904,6 +904,61 @@ def test_an_origin_that_answers_only_part_of_a_study_is_said_so_and_never_cached
         server.shutdown()
 
 
+def test_an_origin_that_breaks_off_its_answers_part_way_counts_it_against_its_health(testbed):
+    """An origin that answers a retrieval, sends one instance and half of the next, then closes
+    the connection; and answers a frame with half of its bytes: each response through the central
+    breaks off (never ends as if complete), and each counts against the origin's health as a
+    failure before the answer would (`/admin/sites`)."""
+    ds, part10 = ct_instance(testbed, "BREAKING")
+    boundary = "breaking-boundary"
+    part = f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + part10 + b"\r\n"
+
+    class Breaking(Origin):
+        def do_GET(self):
+            path = self.path.split("?")[0]
+            if path.endswith("/studies"):  # its health check
+                self.answer_json(b"[]")
+                return
+            self.send_response(200)
+            if "/frames/" in path:
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", "2000")
+                self.end_headers()
+                self.wfile.write(b"\0" * 1000)
+            else:
+                self.send_header("Content-Type", f'multipart/related; type="application/dicom"; boundary={boundary}')
+                self.end_headers()
+                self.wfile.write(part + part[: len(part) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+
+    server = on_loopback(Breaking)
+    process, central = gateway_over(server, "breaking", "\n[federation]\ncircuit_failures = 100")
+    admin = f"{central.removesuffix('/dicom-web')}/admin/sites"
+    try:
+        health = lambda: HTTP.get(admin, timeout=10).json()["sites"][0]
+        assert health()["consecutive_failures"] == 0
+        study = f"{central}/studies/{ds.StudyInstanceUID}"
+        # Another instance than the one that arrived whole (the central holds that one now).
+        instance = f"{study}/series/{ds.SeriesInstanceUID}/instances/2.25.1234567"
+        last = None
+        for url, accept in ((study, ACCEPT_DICOM), (f"{instance}/frames/1", {"Accept": 'multipart/related; type="application/octet-stream"'})):
+            with pytest.raises(requests.exceptions.RequestException):
+                got = HTTP.get(url, headers=accept, timeout=30)
+                # A response that ended as if complete would reach here.
+                pytest.fail(f"{url} answered {got.status_code} with {len(got.content)} bytes, as if whole")
+            # The answer began (a success), then broke off (a failure, recorded as it happened).
+            deadline = time.monotonic() + 5
+            while (site := health())["consecutive_failures"] < 1 or site["last_failure"] == last:
+                assert time.monotonic() < deadline, site
+                time.sleep(0.1)
+            assert site["state"] == "failing" and site["last_failure"]["reason"] == "broke the DICOMweb protocol", site
+            last = site["last_failure"]
+    finally:
+        stop(process)
+        server.shutdown()
+
+
 def serve_studies(count, cap, takes_offset):
     """A DICOMweb origin on loopback holding `count` studies that answers a QIDO-RS search with
     at most `cap` of them, saying nothing of it, from `offset` when it `takes_offset`: (the

@@ -64,8 +64,9 @@ pub(crate) type InstanceStream = BoxStream<'static, Result<RetrievedInstance, Un
 pub(crate) struct Site {
     pub(crate) config: SiteConfig,
     pub(crate) protocol: Protocol,
-    pub(crate) health: SiteHealth,
-    pub(crate) sent: SentOperations,
+    /// Shared with the streams of its answers, which record faults met after they began.
+    pub(crate) health: Arc<SiteHealth>,
+    pub(crate) sent: Arc<SentOperations>,
     /// The most matches of one C-FIND collected (`federation.max_matches`).
     pub(crate) max_matches: usize,
 }
@@ -399,7 +400,26 @@ impl Site {
             },
         };
         self.sent.retrieve_start_micros.fetch_add(began.elapsed().as_micros() as u64, Ordering::Relaxed);
-        self.observed(outcome)
+        Ok(self.noting_faults(self.observed(outcome)?, Unanswered::fault))
+    }
+
+    /// `answer`, whose failures after it began count against the site's health as failures
+    /// before would (an origin breaking off a response, an association dropped mid-study):
+    /// `fault` says which are the site's faults, and why.
+    fn noting_faults<T: Send + 'static, E: Send + 'static>(
+        &self,
+        answer: BoxStream<'static, Result<T, E>>,
+        fault: fn(&E) -> Option<&'static str>,
+    ) -> BoxStream<'static, Result<T, E>> {
+        let (health, sent) = (self.health.clone(), self.sent.clone());
+        answer
+            .inspect(move |item| {
+                if let Some(reason) = item.as_ref().err().and_then(fault) {
+                    health.record_fault(reason);
+                    count(&sent.faults);
+                }
+            })
+            .boxed()
     }
 
     /// The instances under `scope`, listed by C-FIND.
@@ -450,7 +470,11 @@ impl Site {
         self.admit(touched)?;
         count(&self.sent.retrieve);
         let outcome = web.relay(touched, instance, asked).await.map_err(Unanswered::from);
-        self.observed(outcome)
+        let relayed = self.observed(outcome)?.map(|relayed| dicomweb::Relayed {
+            body: self.noting_faults(relayed.body, |e| e.is_site_fault().then(|| e.fault_reason())),
+            ..relayed
+        });
+        Ok(relayed)
     }
 
     /// C-STORE (or STOW-RS) of one Part-10 instance.
