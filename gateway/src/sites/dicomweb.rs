@@ -93,6 +93,11 @@ impl WebError {
         }
     }
 
+    /// Why the origin itself is at fault, when it is (see [`Self::is_site_fault`]).
+    pub(crate) fn fault(&self) -> Option<&'static str> {
+        self.is_site_fault().then(|| self.fault_reason())
+    }
+
     /// How long the origin asked to be left alone, when it is busy.
     pub(crate) fn retry_after(&self) -> Option<Duration> {
         match self {
@@ -874,7 +879,6 @@ pub(crate) struct Relay {
     pub(crate) accept: Option<String>,
 }
 
-/// An origin's answer relayed: its Content-Type and its body as it arrives.
 /// An origin's metadata answer: its JSON text, an array of DICOM JSON objects of the study
 /// asked for, kept as text (parsed, it would take several times the memory), and how many.
 #[derive(Debug)]
@@ -905,6 +909,7 @@ impl OriginMetadata {
     }
 }
 
+/// An origin's answer relayed: its Content-Type and its body as it arrives.
 pub(crate) struct Relayed {
     pub(crate) content_type: String,
     pub(crate) body: BoxStream<'static, Result<Bytes, WebError>>,

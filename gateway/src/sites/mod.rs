@@ -179,7 +179,7 @@ impl Unanswered {
     pub(crate) fn fault(&self) -> Option<&'static str> {
         match self {
             Unanswered::Dimse(e) => health::is_site_fault(e).then(|| health::fault_reason(e)),
-            Unanswered::Web(e) => e.is_site_fault().then(|| e.fault_reason()),
+            Unanswered::Web(e) => e.fault(),
             Unanswered::CircuitOpen { .. } | Unanswered::TooManyMatches { .. } => None,
         }
     }
@@ -470,10 +470,9 @@ impl Site {
         self.admit(touched)?;
         count(&self.sent.retrieve);
         let outcome = web.relay(touched, instance, asked).await.map_err(Unanswered::from);
-        let relayed = self.observed(outcome)?.map(|relayed| dicomweb::Relayed {
-            body: self.noting_faults(relayed.body, |e| e.is_site_fault().then(|| e.fault_reason())),
-            ..relayed
-        });
+        let relayed = self
+            .observed(outcome)?
+            .map(|relayed| dicomweb::Relayed { body: self.noting_faults(relayed.body, WebError::fault), ..relayed });
         Ok(relayed)
     }
 
